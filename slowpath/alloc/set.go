@@ -1,0 +1,103 @@
+package alloc
+
+import (
+	"net/netip"
+	"sort"
+)
+
+// Set is the allocator for one subnet: its pools, in address order.
+type Set struct {
+	pools []*Pool
+}
+
+// NewSet builds a Set from ranges [start, end]; ranges must not overlap
+// (the config package refuses overlapping pools).
+func NewSet(ranges [][2]netip.Addr) (*Set, error) {
+	s := &Set{}
+	for _, r := range ranges {
+		p, err := NewPool(r[0], r[1])
+		if err != nil {
+			return nil, err
+		}
+		s.pools = append(s.pools, p)
+	}
+	sort.Slice(s.pools, func(i, j int) bool { return s.pools[i].start < s.pools[j].start })
+	return s, nil
+}
+
+// Pool returns the pool holding ip, or nil.
+func (s *Set) Pool(ip netip.Addr) *Pool {
+	if !ip.Is4() {
+		return nil
+	}
+	v := u32(ip)
+	i := sort.Search(len(s.pools), func(i int) bool { return s.pools[i].start > v }) - 1
+	if i >= 0 && v-s.pools[i].start < s.pools[i].size {
+		return s.pools[i]
+	}
+	return nil
+}
+
+// Contains reports whether ip is in one of the pools.
+func (s *Set) Contains(ip netip.Addr) bool { return s.Pool(ip) != nil }
+
+// Take, Free, MarkFresh and IsAvailable act on the pool holding ip.
+func (s *Set) Take(ip netip.Addr) {
+	if p := s.Pool(ip); p != nil {
+		p.Take(ip)
+	}
+}
+
+// Free makes ip reusable (see Pool.Free).
+func (s *Set) Free(ip netip.Addr) {
+	if p := s.Pool(ip); p != nil {
+		p.Free(ip)
+	}
+}
+
+// MarkFresh makes ip available as never used.
+func (s *Set) MarkFresh(ip netip.Addr) {
+	if p := s.Pool(ip); p != nil {
+		p.MarkFresh(ip)
+	}
+}
+
+// IsAvailable reports whether ip is in a pool and could be allocated.
+func (s *Set) IsAvailable(ip netip.Addr) bool {
+	p := s.Pool(ip)
+	return p != nil && p.IsAvailable(ip)
+}
+
+// Allocate takes an address: a fresh one from any pool first, then the least
+// recently freed one.
+func (s *Set) Allocate() (netip.Addr, bool) {
+	for _, p := range s.pools {
+		if p.fresh.count > 0 {
+			return p.Allocate()
+		}
+	}
+	for _, p := range s.pools {
+		if a, ok := p.Allocate(); ok {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// Size is the total number of addresses in the pools.
+func (s *Set) Size() uint64 {
+	var n uint64
+	for _, p := range s.pools {
+		n += uint64(p.size)
+	}
+	return n
+}
+
+// Available is the number of addresses Allocate could still return.
+func (s *Set) Available() uint64 {
+	var n uint64
+	for _, p := range s.pools {
+		n += uint64(p.Available())
+	}
+	return n
+}
