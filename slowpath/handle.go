@@ -1,0 +1,522 @@
+package slowpath
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// req is one message being handled, with what the server worked out about it.
+type req struct {
+	p     *dhcpwire.Packet
+	in    Incoming
+	key   string
+	sub   *Subnet
+	sid   netip.Addr
+	now   time.Time
+	iface Interface
+}
+
+var broadcastHW = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// Handle processes one datagram. A reply that acknowledges a lease is sent
+// only once the lease is on disk; the others are sent before Handle returns.
+func (s *Server) Handle(in Incoming) {
+	var p dhcpwire.Packet
+	if err := p.Parse(in.Data); err != nil {
+		s.dropped("malformed", in, err)
+		return
+	}
+	if p.Op != dhcpwire.BootRequest {
+		s.dropped("not_request", in, nil)
+		return
+	}
+	mt := p.MessageType()
+	if mt == 0 {
+		s.dropped("no_message_type", in, nil)
+		return
+	}
+	s.m.Messages.WithLabelValues(dhcpwire.MessageName(mt)).Inc()
+	cid, _ := p.Option(dhcpwire.OptClientID)
+	if len(cid) == 1 { // RFC 2132 §9.14: type byte plus at least one byte
+		s.dropped("malformed", in, errShortClientID)
+		return
+	}
+
+	s.mu.Lock()
+	iface, ok := s.ifaces[in.IfIndex]
+	if !ok {
+		s.mu.Unlock()
+		s.dropped("interface", in, nil)
+		return
+	}
+	r := &req{p: &p, in: in, key: lease.ClientKey(cid, p.HType, p.CHAddr()), now: s.now(), iface: iface}
+	r.sub = s.selectSubnetLocked(r)
+	var out []Outgoing
+	var pending *pendingAck
+	switch mt {
+	case dhcpwire.Discover:
+		out = s.discoverLocked(r)
+	case dhcpwire.Request:
+		out, pending = s.requestLocked(r)
+	case dhcpwire.Decline:
+		s.declineLocked(r)
+	case dhcpwire.Release:
+		s.releaseLocked(r)
+	case dhcpwire.Inform:
+		out = s.informLocked(r)
+	default:
+		s.mu.Unlock()
+		s.dropped("unsupported_type", in, nil)
+		return
+	}
+	s.mu.Unlock()
+	if len(out) > 0 {
+		s.emit(out)
+	}
+	if pending != nil {
+		s.commit([]*lease.Lease{pending.l}, func(err error) {
+			if err == nil {
+				s.emit([]Outgoing{pending.out})
+			}
+		})
+	}
+}
+
+type pendingAck struct {
+	l   *lease.Lease
+	out Outgoing
+}
+
+func (s *Server) emit(out []Outgoing) {
+	for _, o := range out {
+		s.m.Replies.WithLabelValues(dhcpwire.MessageName(o.Type)).Inc()
+	}
+	s.send.Send(out)
+}
+
+func (s *Server) dropped(reason string, in Incoming, err error) {
+	s.m.Dropped.WithLabelValues(reason).Inc()
+	if s.log.Enabled(nil, -4) {
+		s.log.Debug("message dropped", "reason", reason, "src", in.Src, "ifindex", in.IfIndex, "err", err)
+	}
+}
+
+// selectSubnetLocked picks the client's subnet: RFC 3527 link selection,
+// then RFC 3011 subnet selection, then giaddr (or a configured relay
+// address), then ciaddr for unicast, then the receiving interface.
+func (s *Server) selectSubnetLocked(r *req) *Subnet {
+	p := r.p
+	if v, ok := p.RelaySubOption(dhcpwire.SubOptLinkSelection); ok && len(v) == 4 && p.GIAddr.IsValid() && !p.GIAddr.IsUnspecified() {
+		return s.subs.forAddr(netip.AddrFrom4([4]byte(v)))
+	}
+	if a, ok := p.AddrOption(dhcpwire.OptSubnetSelection); ok {
+		return s.subs.forAddr(a)
+	}
+	if !p.GIAddr.IsUnspecified() {
+		return s.subs.forRelay(p.GIAddr)
+	}
+	if !p.CIAddr.IsUnspecified() && !isBroadcast(r.in.Dst) {
+		if sn := s.subs.forAddr(p.CIAddr); sn != nil {
+			return sn
+		}
+	}
+	for _, a := range r.iface.Addrs {
+		if sn := s.subs.forAddr(a.Addr()); sn != nil {
+			return sn
+		}
+	}
+	return nil
+}
+
+func isBroadcast(a netip.Addr) bool {
+	return !a.IsValid() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// serverIDLocked chooses option 54 (RFC 2131 §4.1; RFC 5107 override first).
+func (s *Server) serverIDLocked(r *req) netip.Addr {
+	if v, ok := r.p.RelaySubOption(dhcpwire.SubOptServerIDOverr); ok && len(v) == 4 {
+		return netip.AddrFrom4([4]byte(v))
+	}
+	if r.sub != nil && r.sub.ServerID.IsValid() {
+		return r.sub.ServerID
+	}
+	if r.p.GIAddr.IsUnspecified() && r.sub != nil {
+		for _, a := range r.iface.Addrs {
+			if r.sub.Prefix.Contains(a.Addr()) {
+				return a.Addr()
+			}
+		}
+	}
+	if len(r.iface.Addrs) > 0 {
+		return r.iface.Addrs[0].Addr()
+	}
+	if !isBroadcast(r.in.Dst) {
+		return r.in.Dst
+	}
+	return netip.Addr{}
+}
+
+// isOurServerIDLocked reports whether a client's option 54 names us.
+func (s *Server) isOurServerIDLocked(id netip.Addr, r *req) bool {
+	if v, ok := r.p.RelaySubOption(dhcpwire.SubOptServerIDOverr); ok && len(v) == 4 && netip.AddrFrom4([4]byte(v)) == id {
+		return true
+	}
+	for _, sn := range s.subs.list {
+		if sn.ServerID == id {
+			return true
+		}
+	}
+	for _, i := range s.ifaces {
+		for _, a := range i.Addrs {
+			if a.Addr() == id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// availableForLocked reports whether ip may be given to the client key.
+func (s *Server) availableForLocked(sub *Subnet, ip netip.Addr, key string, now time.Time) bool {
+	if sub == nil || !sub.Prefix.Contains(ip) {
+		return false
+	}
+	if r, ok := sub.ReservedIP[ip]; ok {
+		if r.ClientKey != key {
+			return false
+		}
+	} else if !sub.set.Contains(ip) {
+		return false
+	}
+	if o, ok := s.offers[ip]; ok && o.client != key && o.until.After(now) {
+		return false
+	}
+	l := s.leases[ip]
+	if l == nil {
+		return true
+	}
+	switch l.State {
+	case lease.Active:
+		return l.ClientKey() == key
+	case lease.Free, lease.Expired, lease.Released, lease.Reset:
+		return true
+	}
+	return false // abandoned, or the partner's (backup)
+}
+
+// pickLocked chooses an address for a DISCOVER: the reservation, the
+// client's current or previous address, the address it asked for, then
+// the pool.
+func (s *Server) pickLocked(r *req) (netip.Addr, bool) {
+	sub := r.sub
+	if res, ok := sub.Reserved[r.key]; ok && s.availableForLocked(sub, res.IP, r.key, r.now) {
+		return res.IP, true
+	}
+	if ip, ok := s.byClient[r.key]; ok && s.availableForLocked(sub, ip, r.key, r.now) {
+		return ip, true
+	}
+	if ip, ok := r.p.AddrOption(dhcpwire.OptRequestedIP); ok && s.availableForLocked(sub, ip, r.key, r.now) {
+		return ip, true
+	}
+	for {
+		ip, ok := sub.set.Allocate()
+		if !ok {
+			return netip.Addr{}, false
+		}
+		if s.availableForLocked(sub, ip, r.key, r.now) {
+			return ip, true
+		}
+		// The allocator and the table disagree (an address bound
+		// outside the allocator's knowledge); leave it taken.
+	}
+}
+
+func (s *Server) discoverLocked(r *req) []Outgoing {
+	if r.sub == nil {
+		s.dropped("no_subnet", r.in, nil)
+		return nil
+	}
+	if r.sid = s.serverIDLocked(r); !r.sid.IsValid() {
+		s.dropped("no_server_id", r.in, nil)
+		return nil
+	}
+	ip, ok := s.pickLocked(r)
+	if !ok {
+		s.dropped("pool_exhausted", r.in, nil)
+		s.log.Warn("pool exhausted", "subnet", r.sub.Prefix)
+		return nil
+	}
+	r.sub.set.Take(ip)
+	until := r.now.Add(s.set.OfferHold)
+	if old, ok := s.offerOf[r.key]; ok && old != ip {
+		if o, ok := s.offers[old]; ok && o.client == r.key {
+			delete(s.offers, old)
+			s.returnAddrLocked(old)
+		}
+	}
+	s.offers[ip] = offer{client: r.key, until: until}
+	s.offerOf[r.key] = ip
+	s.offerQ = append(s.offerQ, offerRef{ip, until})
+	lt, t1, t2 := leaseTimes(r.sub, r.sub.LeaseTime)
+	return []Outgoing{s.replyTo(r, dhcpwire.Offer, ip, [3]uint32{lt, t1, t2}, true)}
+}
+
+// requestLocked classifies a DHCPREQUEST (RFC 2131 §4.3.2).
+func (s *Server) requestLocked(r *req) ([]Outgoing, *pendingAck) {
+	p := r.p
+	sid, hasSID := p.AddrOption(dhcpwire.OptServerID)
+	want, hasWant := p.AddrOption(dhcpwire.OptRequestedIP)
+	switch {
+	case hasSID: // SELECTING
+		if !s.isOurServerIDLocked(sid, r) {
+			s.withdrawOfferLocked(r.key)
+			s.dropped("other_server", r.in, nil)
+			return nil, nil
+		}
+		if !hasWant {
+			s.dropped("malformed", r.in, errNoRequestedIP)
+			return nil, nil
+		}
+		return s.bindOrNakLocked(r, want, "address not available")
+	case hasWant: // INIT-REBOOT
+		if r.sub == nil {
+			s.dropped("no_subnet", r.in, nil)
+			return nil, nil
+		}
+		if !r.sub.Prefix.Contains(want) {
+			return s.nakLocked(r, "wrong network"), nil
+		}
+		if l := s.leases[want]; (l == nil || l.ClientKey() != r.key) && !s.set.Authoritative {
+			s.dropped("unknown_client", r.in, nil) // RFC 2131: MUST remain silent
+			return nil, nil
+		}
+		return s.bindOrNakLocked(r, want, "address not available")
+	case !p.CIAddr.IsUnspecified(): // RENEWING or REBINDING
+		if r.sub == nil || !r.sub.Prefix.Contains(p.CIAddr) {
+			if r.sub != nil && s.set.Authoritative {
+				return s.nakLocked(r, "wrong network"), nil
+			}
+			s.dropped("no_subnet", r.in, nil)
+			return nil, nil
+		}
+		if l := s.leases[p.CIAddr]; (l == nil || l.ClientKey() != r.key) && !s.set.Authoritative {
+			s.dropped("unknown_client", r.in, nil)
+			return nil, nil
+		}
+		return s.bindOrNakLocked(r, p.CIAddr, "lease not valid")
+	}
+	s.dropped("malformed", r.in, errNoRequestedIP)
+	return nil, nil
+}
+
+func (s *Server) bindOrNakLocked(r *req, ip netip.Addr, why string) ([]Outgoing, *pendingAck) {
+	if r.sub == nil || !s.availableForLocked(r.sub, ip, r.key, r.now) {
+		if r.sub == nil {
+			r.sub = s.subs.forAddr(ip)
+		}
+		return s.nakLocked(r, why), nil
+	}
+	if r.sid = s.serverIDLocked(r); !r.sid.IsValid() {
+		s.dropped("no_server_id", r.in, nil)
+		return nil, nil
+	}
+	return nil, s.bindLocked(r, ip)
+}
+
+// bindLocked makes ip an active lease of the client and prepares the ACK.
+func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
+	p, now := r.p, r.now
+	l := s.leases[ip]
+	if l == nil {
+		l = &lease.Lease{IP: ip}
+	}
+	sameClient := l.ClientKey() == r.key && l.State == lease.Active
+	if !sameClient {
+		l.Start = now
+	}
+	if o, ok := s.offers[ip]; ok && o.client == r.key {
+		delete(s.offers, ip)
+		delete(s.offerOf, r.key)
+	}
+	cid, _ := p.Option(dhcpwire.OptClientID)
+	l.HWType = p.HType
+	l.HWAddr = bytes.Clone(p.CHAddr())
+	l.ClientID = bytes.Clone(cid)
+	if h, ok := p.Option(dhcpwire.OptHostname); ok {
+		l.Hostname = string(h)
+	} else if res, ok := r.sub.ReservedIP[ip]; ok && res.Hostname != "" {
+		l.Hostname = res.Hostname
+	}
+	if v, ok := p.Option(dhcpwire.OptVendorClass); ok {
+		l.VendorClass = bytes.Clone(v)
+	}
+	lt, t1, t2 := leaseTimes(r.sub, r.sub.LeaseTime)
+	l.Expiry = now.Add(time.Duration(lt) * time.Second)
+	l.CLTT = now
+	l.LastXID = p.XID
+	s.recordPlaceLocked(r, l)
+	if s.set.HorizonAhead > 0 {
+		if h := now.Add(s.set.HorizonAhead); h.After(l.Horizon) {
+			l.Horizon = h
+		}
+	}
+	if l.State != lease.Active {
+		s.setStateLocked(l, lease.Active, now)
+	}
+	s.leases[ip] = l
+	s.byClient[r.key] = ip
+	r.sub.set.Take(ip)
+	s.expiry.push(ip, l.Expiry)
+	return &pendingAck{l: l, out: s.replyTo(r, dhcpwire.Ack, ip, [3]uint32{lt, t1, t2}, true)}
+}
+
+// recordPlaceLocked remembers where the lease lives: the relay for a
+// relayed request; the interface and VLAN for a directly attached client.
+// A unicast renewal from a relayed client (giaddr 0, client not on our
+// link) keeps the relay it was granted through.
+func (s *Server) recordPlaceLocked(r *req, l *lease.Lease) {
+	p := r.p
+	if !p.GIAddr.IsUnspecified() {
+		l.GIAddr = p.GIAddr
+		l.IfIndex = uint32(r.in.IfIndex)
+		if ri, ok := p.Option(dhcpwire.OptRelayAgentInfo); ok {
+			l.RelayInfo = bytes.Clone(ri)
+		}
+		return
+	}
+	for _, a := range r.iface.Addrs {
+		if a.Contains(l.IP) {
+			l.GIAddr, l.RelayInfo = netip.Addr{}, nil
+			l.IfIndex = uint32(r.in.IfIndex)
+			return
+		}
+	}
+}
+
+// withdrawOfferLocked frees what we offered a client that chose another
+// server (RFC 2131 §4.3.2: the offer may be reused at once).
+func (s *Server) withdrawOfferLocked(key string) {
+	ip, ok := s.offerOf[key]
+	if !ok {
+		return
+	}
+	delete(s.offerOf, key)
+	if o, ok := s.offers[ip]; ok && o.client == key {
+		delete(s.offers, ip)
+		s.returnAddrLocked(ip)
+	}
+}
+
+// returnAddrLocked gives an address that was offered but not taken back
+// to its pool.
+func (s *Server) returnAddrLocked(ip netip.Addr) {
+	sn := s.subs.forAddr(ip)
+	if sn == nil {
+		return
+	}
+	if _, reserved := sn.ReservedIP[ip]; reserved {
+		return
+	}
+	l := s.leases[ip]
+	switch {
+	case l == nil:
+		sn.set.MarkFresh(ip)
+	case l.State == lease.Free || l.State == lease.Expired || l.State == lease.Released || l.State == lease.Reset:
+		sn.set.Free(ip)
+	}
+}
+
+func (s *Server) nakLocked(r *req, why string) []Outgoing {
+	if !r.sid.IsValid() {
+		r.sid = s.serverIDLocked(r)
+	}
+	if !r.sid.IsValid() {
+		s.dropped("no_server_id", r.in, nil)
+		return nil
+	}
+	s.log.Debug("NAK", "client", r.p.CHAddr(), "ciaddr", r.p.CIAddr, "reason", why)
+	return []Outgoing{s.nak(r, why)}
+}
+
+// declineLocked quarantines an address the client found in use (RFC 2131 §4.3.3).
+func (s *Server) declineLocked(r *req) {
+	ip, ok := r.p.AddrOption(dhcpwire.OptRequestedIP)
+	if !ok {
+		s.dropped("malformed", r.in, errNoRequestedIP)
+		return
+	}
+	if sid, ok := r.p.AddrOption(dhcpwire.OptServerID); ok && !s.isOurServerIDLocked(sid, r) {
+		s.dropped("other_server", r.in, nil)
+		return
+	}
+	l := s.leases[ip]
+	if l == nil || l.ClientKey() != r.key || l.State != lease.Active {
+		s.dropped("decline_unknown", r.in, nil)
+		return
+	}
+	s.log.Warn("address declined, quarantined", "ip", ip, "client", net.HardwareAddr(r.p.CHAddr()), "until", r.now.Add(s.set.DeclineHold))
+	s.setStateLocked(l, lease.Abandoned, r.now)
+	// Failover draft §5.11: an abandoned binding carries no client.
+	l.HWAddr, l.ClientID, l.Hostname = nil, nil, ""
+	l.Expiry = r.now.Add(s.set.DeclineHold)
+	if k, ok := s.byClient[r.key]; ok && k == ip {
+		delete(s.byClient, r.key)
+	}
+	if sn := s.subs.forAddr(ip); sn != nil {
+		sn.set.Take(ip)
+	}
+	s.expiry.push(ip, l.Expiry)
+	s.commit([]*lease.Lease{l}, nil)
+}
+
+// releaseLocked ends a lease at the client's request (RFC 2131 §4.3.4).
+func (s *Server) releaseLocked(r *req) {
+	ip := r.p.CIAddr
+	l := s.leases[ip]
+	if l == nil || l.ClientKey() != r.key || l.State != lease.Active {
+		s.dropped("release_unknown", r.in, nil)
+		return
+	}
+	s.setStateLocked(l, lease.Released, r.now)
+	l.Expiry = r.now
+	l.CLTT = r.now
+	if sn := s.subs.forAddr(ip); sn != nil {
+		if _, reserved := sn.ReservedIP[ip]; !reserved {
+			sn.set.Free(ip)
+		}
+	}
+	s.toFree = append(s.toFree, ip)
+	s.commit([]*lease.Lease{l}, nil)
+}
+
+// informLocked answers DHCPINFORM with configuration only (RFC 2131 §4.3.5).
+func (s *Server) informLocked(r *req) []Outgoing {
+	if r.sub == nil {
+		if r.sub = s.subs.forAddr(r.p.CIAddr); r.sub == nil {
+			s.dropped("no_subnet", r.in, nil)
+			return nil
+		}
+	}
+	if r.sid = s.serverIDLocked(r); !r.sid.IsValid() {
+		s.dropped("no_server_id", r.in, nil)
+		return nil
+	}
+	return []Outgoing{s.replyTo(r, dhcpwire.Ack, netip.IPv4Unspecified(), [3]uint32{}, false)}
+}
+
+// leaseTimes returns lease time, T1 and T2 in seconds.
+func leaseTimes(sub *Subnet, lt time.Duration) (uint32, uint32, uint32) {
+	t1, t2 := sub.T1, sub.T2
+	if t1 == 0 {
+		t1 = lt / 2
+	}
+	if t2 == 0 {
+		t2 = lt * 7 / 8
+	}
+	return uint32(lt / time.Second), uint32(t1 / time.Second), uint32(t2 / time.Second)
+}

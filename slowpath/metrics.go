@@ -1,0 +1,56 @@
+package slowpath
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the slow path's Prometheus counters. They are created per
+// server (no global registry) and registered by the daemon.
+type Metrics struct {
+	Messages     *prometheus.CounterVec
+	Replies      *prometheus.CounterVec
+	Dropped      *prometheus.CounterVec
+	CommitErrors prometheus.Counter
+}
+
+// NewMetrics creates unregistered metrics.
+func NewMetrics() *Metrics {
+	return &Metrics{
+		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xdhcp_slowpath_messages_total", Help: "DHCP messages received by the slow path, by type.",
+		}, []string{"type"}),
+		Replies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xdhcp_slowpath_replies_total", Help: "Replies sent by the slow path, by type.",
+		}, []string{"type"}),
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xdhcp_slowpath_dropped_total", Help: "Messages the slow path did not answer, by reason.",
+		}, []string{"reason"}),
+		CommitErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdhcp_slowpath_commit_errors_total", Help: "Lease store transactions that failed; their replies were not sent.",
+		}),
+	}
+}
+
+// Register adds the metrics, and a collector of pool occupancy for srv, to reg.
+func (m *Metrics) Register(reg prometheus.Registerer, srv *Server) error {
+	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, poolCollector{srv}} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var poolDesc = prometheus.NewDesc("xdhcp_pool_addresses",
+	"Pool addresses by state; free counts what could be allocated now (including expired and released).",
+	[]string{"subnet", "state"}, nil)
+
+type poolCollector struct{ s *Server }
+
+func (c poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- poolDesc }
+
+func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
+	for pfx, m := range c.s.PoolStats() {
+		for st, v := range m {
+			ch <- prometheus.MustNewConstMetric(poolDesc, prometheus.GaugeValue, float64(v), pfx.String(), st)
+		}
+	}
+}

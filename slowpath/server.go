@@ -1,0 +1,417 @@
+// Package slowpath is the DHCPv4 server: it classifies and answers every
+// message the fast path does not, owns the lease table and keeps it durable
+// in the lease store before any acknowledgement leaves.
+package slowpath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/slowpath/alloc"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// Store is what the server needs from the durable lease store.
+type Store interface {
+	// Submit queues records and calls done once they are on disk.
+	Submit(leases []*lease.Lease, done func(error))
+	Load(ctx context.Context, fn func(*lease.Lease) error) error
+	History(clientKey string) ([]netip.Addr, error)
+}
+
+// Sender puts replies on the wire.
+type Sender interface {
+	Send(out []Outgoing)
+}
+
+// Publisher is told about every committed lease change, after it is durable,
+// so the fast path (and later the failover partner) follow the database.
+// The server calls it from the commit goroutine; it must not block for long.
+type Publisher interface {
+	LeasesChanged(leases []*lease.Lease)
+}
+
+// Incoming is one received datagram with where it arrived.
+type Incoming struct {
+	Data    []byte
+	Src     netip.AddrPort
+	Dst     netip.Addr // destination address of the datagram (broadcast or ours)
+	IfIndex int
+}
+
+// Outgoing is one reply and how to send it.
+type Outgoing struct {
+	Payload []byte
+	IfIndex int
+	Src     netip.Addr
+	Dst     netip.AddrPort
+	// HWDst, when set, asks for a link-layer send to this address (the
+	// client has no IP address yet, or the reply is a broadcast).
+	HWDst net.HardwareAddr
+	Type  uint8 // message type, for counting
+}
+
+// Interface describes a served interface.
+type Interface struct {
+	Index int
+	Name  string
+	Addrs []netip.Prefix
+}
+
+// Settings are the server-wide knobs.
+type Settings struct {
+	Authoritative bool
+	OfferHold     time.Duration
+	DeclineHold   time.Duration
+	// HorizonAhead, when non-zero, is how far past now every ACK moves the
+	// lease's promise horizon (DESIGN.md invariant 2); zero while the fast
+	// path is off.
+	HorizonAhead time.Duration
+}
+
+// Server answers DHCPv4 messages. Create it with New, then Load and Run.
+type Server struct {
+	log   *slog.Logger
+	store Store
+	send  Sender
+	pub   Publisher
+	m     *Metrics
+	now   func() time.Time
+
+	mu       sync.Mutex
+	set      Settings
+	subs     *subnets
+	ifaces   map[int]Interface
+	leases   map[netip.Addr]*lease.Lease
+	byClient map[string]netip.Addr // client key → address it most recently held
+	offers   map[netip.Addr]offer
+	offerOf  map[string]netip.Addr // client key → address offered to it
+	offerQ   []offerRef
+	expiry   expiryHeap
+	toFree   []netip.Addr
+	counts   map[*Subnet]*[8]int64 // records per state, for metrics
+}
+
+type offer struct {
+	client string
+	until  time.Time
+}
+
+type offerRef struct {
+	ip    netip.Addr
+	until time.Time
+}
+
+// Config is everything New needs.
+type Config struct {
+	Logger    *slog.Logger
+	Store     Store
+	Sender    Sender
+	Publisher Publisher // optional
+	Metrics   *Metrics  // optional
+	Settings  Settings
+	Subnets   []*Subnet
+	Ifaces    []Interface
+	Now       func() time.Time // optional, for tests
+}
+
+// New builds a server. Call Load before serving.
+func New(c Config) (*Server, error) {
+	if c.Store == nil || c.Sender == nil {
+		return nil, errors.New("slowpath: store and sender are required")
+	}
+	s := &Server{
+		log: c.Logger, store: c.Store, send: c.Sender, pub: c.Publisher, m: c.Metrics, now: c.Now,
+		leases: map[netip.Addr]*lease.Lease{}, byClient: map[string]netip.Addr{},
+		offers: map[netip.Addr]offer{}, offerOf: map[string]netip.Addr{},
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.m == nil {
+		s.m = NewMetrics()
+	}
+	if err := s.apply(c.Settings, c.Subnets, c.Ifaces); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Reconfigure swaps in new settings, subnets and interfaces without losing
+// any lease. The caller has validated them.
+func (s *Server) Reconfigure(set Settings, subs []*Subnet, ifaces []Interface) error {
+	return s.apply(set, subs, ifaces)
+}
+
+func (s *Server) apply(set Settings, list []*Subnet, ifaces []Interface) error {
+	subs, err := newSubnets(list)
+	if err != nil {
+		return fmt.Errorf("slowpath: %w", err)
+	}
+	im := map[int]Interface{}
+	for _, i := range ifaces {
+		im[i.Index] = i
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.set, s.subs, s.ifaces = set, subs, im
+	s.rebuildPoolsLocked()
+	return nil
+}
+
+// SetInterfaces updates the served interfaces' addresses (they may change
+// at run time).
+func (s *Server) SetInterfaces(ifaces []Interface) {
+	im := map[int]Interface{}
+	for _, i := range ifaces {
+		im[i.Index] = i
+	}
+	s.mu.Lock()
+	s.ifaces = im
+	s.mu.Unlock()
+}
+
+// Load reads every lease from the store into memory.
+func (s *Server) Load(ctx context.Context) error {
+	var n int
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.store.Load(ctx, func(l *lease.Lease) error {
+		s.leases[l.IP] = l
+		if len(l.HWAddr) > 0 || len(l.ClientID) > 0 {
+			s.indexClientLocked(l)
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("loading leases: %w", err)
+	}
+	s.rebuildPoolsLocked()
+	s.log.Info("leases loaded", "count", n)
+	return nil
+}
+
+// indexClientLocked remembers l as the client's address if it is the most
+// recent binding we know for that client.
+func (s *Server) indexClientLocked(l *lease.Lease) {
+	k := l.ClientKey()
+	if cur, ok := s.byClient[k]; ok && cur != l.IP {
+		if o := s.leases[cur]; o != nil && o.CLTT.After(l.CLTT) {
+			return
+		}
+	}
+	s.byClient[k] = l.IP
+}
+
+// rebuildPoolsLocked makes the allocators agree with the lease table: a
+// record that is bound, offered, reserved or quarantined is taken; a free
+// one is reusable in the order it became free; no record means fresh.
+func (s *Server) rebuildPoolsLocked() {
+	for _, sn := range s.subs.list {
+		sn.set, _ = alloc.NewSet(sn.Pools) // pools were checked by newSubnets
+		for ip := range sn.ReservedIP {
+			sn.set.Take(ip)
+		}
+	}
+	s.counts = map[*Subnet]*[8]int64{}
+	var freed []*lease.Lease
+	s.expiry = s.expiry[:0]
+	now := s.now()
+	for ip, l := range s.leases {
+		sn := s.subs.forAddr(ip)
+		if sn == nil {
+			continue
+		}
+		s.countLocked(sn, l.State, 1)
+		switch {
+		case l.State == lease.Active:
+			sn.set.Take(ip)
+			s.expiry.push(ip, l.Expiry)
+		case l.State == lease.Abandoned:
+			sn.set.Take(ip)
+			s.expiry.push(ip, l.Expiry)
+		case l.State == lease.Backup:
+			sn.set.Take(ip)
+		default:
+			if _, reserved := sn.ReservedIP[ip]; !reserved {
+				freed = append(freed, l)
+			}
+			if l.State == lease.Expired || l.State == lease.Released {
+				s.toFree = append(s.toFree, ip)
+			}
+		}
+	}
+	sortByStateAt(freed)
+	for _, l := range freed {
+		if sn := s.subs.forAddr(l.IP); sn != nil {
+			sn.set.Free(l.IP)
+		}
+	}
+	for ip, o := range s.offers {
+		if sn := s.subs.forAddr(ip); sn != nil && o.until.After(now) {
+			sn.set.Take(ip)
+		}
+	}
+	s.expiry.init()
+}
+
+func (s *Server) countLocked(sn *Subnet, st lease.State, d int64) {
+	c := s.counts[sn]
+	if c == nil {
+		c = new([8]int64)
+		s.counts[sn] = c
+	}
+	if st < 8 {
+		c[st] += d
+	}
+}
+
+// setStateLocked moves l to st, keeping the metrics' counts right.
+func (s *Server) setStateLocked(l *lease.Lease, st lease.State, now time.Time) {
+	if sn := s.subs.forAddr(l.IP); sn != nil {
+		if _, known := s.leases[l.IP]; known {
+			s.countLocked(sn, l.State, -1)
+		}
+		s.countLocked(sn, st, 1)
+	}
+	l.State = st
+	l.StateAt = now
+}
+
+// commit stores changed records and then runs after (with the error) and
+// tells the publisher. Records are cloned: the table keeps changing.
+func (s *Server) commit(ls []*lease.Lease, after func(error)) {
+	cl := make([]*lease.Lease, len(ls))
+	for i, l := range ls {
+		cl[i] = l.Clone()
+	}
+	s.store.Submit(cl, func(err error) {
+		if err != nil {
+			s.m.CommitErrors.Inc()
+			s.log.Error("lease commit failed", "leases", len(cl), "err", err)
+		} else if s.pub != nil {
+			s.pub.LeasesChanged(cl)
+		}
+		if after != nil {
+			after(err)
+		}
+	})
+}
+
+// Lookup returns a copy of the lease for ip, or nil.
+func (s *Server) Lookup(ip netip.Addr) *lease.Lease {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.leases[ip]; l != nil {
+		return l.Clone()
+	}
+	return nil
+}
+
+// LookupClient returns copies of the leases a client key holds or held,
+// most recent first.
+func (s *Server) LookupClient(key string) []*lease.Lease {
+	s.mu.Lock()
+	var out []*lease.Lease
+	if ip, ok := s.byClient[key]; ok {
+		if l := s.leases[ip]; l != nil && l.ClientKey() == key {
+			out = append(out, l.Clone())
+		}
+	}
+	s.mu.Unlock()
+	hist, err := s.store.History(key)
+	if err != nil {
+		return out
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ip := range hist {
+		if len(out) > 0 && out[0].IP == ip {
+			continue
+		}
+		if l := s.leases[ip]; l != nil && l.ClientKey() == key {
+			out = append(out, l.Clone())
+		}
+	}
+	return out
+}
+
+// Each calls fn with a copy of every lease, in no particular order.
+func (s *Server) Each(fn func(*lease.Lease)) {
+	s.mu.Lock()
+	ls := make([]*lease.Lease, 0, len(s.leases))
+	for _, l := range s.leases {
+		ls = append(ls, l.Clone())
+	}
+	s.mu.Unlock()
+	for _, l := range ls {
+		fn(l)
+	}
+}
+
+// SubnetOf returns the configured subnet holding ip, or an invalid prefix.
+func (s *Server) SubnetOf(ip netip.Addr) netip.Prefix {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sn := s.subs.forAddr(ip); sn != nil {
+		return sn.Prefix
+	}
+	return netip.Prefix{}
+}
+
+// PoolStats reports, per subnet, how many pool addresses are in each state.
+func (s *Server) PoolStats() map[netip.Prefix]map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[netip.Prefix]map[string]int64{}
+	for _, sn := range s.subs.list {
+		m := map[string]int64{}
+		c := s.counts[sn]
+		for st := lease.Active; st <= lease.Backup; st++ {
+			if c != nil {
+				m[st.String()] = c[st]
+			} else {
+				m[st.String()] = 0
+			}
+		}
+		// free counts what could be allocated now, which includes
+		// expired and released addresses.
+		m["free"] = int64(sn.set.Available())
+		m["total"] = int64(sn.set.Size())
+		m["offered"] = 0
+		out[sn.Prefix] = m
+	}
+	for ip := range s.offers {
+		if sn := s.subs.forAddr(ip); sn != nil {
+			out[sn.Prefix]["offered"]++
+		}
+	}
+	return out
+}
+
+// Run does the timed work (offer and lease expiry) until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			s.Sweep()
+		}
+	}
+}
+
+var _ = dhcpwire.Ack

@@ -1,0 +1,98 @@
+package slowpath
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/xdhcp/xdhcp/slowpath/alloc"
+)
+
+// Subnet is the server's runtime view of one configured subnet.
+type Subnet struct {
+	Prefix    netip.Prefix
+	LeaseTime time.Duration
+	T1, T2    time.Duration
+	// Options is the rendered option block (option 1 first, then the
+	// configured options in their contract order). It is the reply template
+	// the fast path copies, so it must not depend on the request.
+	Options []byte
+	// OptionCodes lists the codes in Options, in order, so replies that
+	// must shrink can drop whole options.
+	OptionCodes []uint8
+	ServerID    netip.Addr   // optional option 54 override
+	Relays      []netip.Addr // extra giaddrs that select this subnet
+	Pools       [][2]netip.Addr
+	// Reservations by client key (see lease.ClientKey) and by address.
+	Reserved   map[string]Reservation
+	ReservedIP map[netip.Addr]Reservation
+
+	set *alloc.Set
+}
+
+// Reservation pins an address to one client.
+type Reservation struct {
+	IP        netip.Addr
+	ClientKey string
+	Hostname  string
+}
+
+// subnets finds the subnet for an address or relay.
+type subnets struct {
+	list    []*Subnet // sorted by prefix address, most specific last for equal starts
+	byRelay map[netip.Addr]*Subnet
+}
+
+func newSubnets(list []*Subnet) (*subnets, error) {
+	s := &subnets{list: list, byRelay: map[netip.Addr]*Subnet{}}
+	sort.Slice(s.list, func(i, j int) bool {
+		a, b := s.list[i].Prefix, s.list[j].Prefix
+		if a.Addr() != b.Addr() {
+			return a.Addr().Less(b.Addr())
+		}
+		return a.Bits() < b.Bits()
+	})
+	for _, sn := range list {
+		set, err := alloc.NewSet(sn.Pools)
+		if err != nil {
+			return nil, fmt.Errorf("subnet %s: %w", sn.Prefix, err)
+		}
+		sn.set = set
+		for _, r := range sn.Relays {
+			s.byRelay[r] = sn
+		}
+		if sn.Reserved == nil {
+			sn.Reserved = map[string]Reservation{}
+		}
+		if sn.ReservedIP == nil {
+			sn.ReservedIP = map[netip.Addr]Reservation{}
+		}
+	}
+	return s, nil
+}
+
+// forAddr returns the most specific subnet containing a, or nil.
+func (s *subnets) forAddr(a netip.Addr) *Subnet {
+	if !a.Is4() {
+		return nil
+	}
+	i := sort.Search(len(s.list), func(i int) bool { return a.Less(s.list[i].Prefix.Addr()) })
+	var best *Subnet
+	// Subnets do not overlap (config refuses it), so the nearest prefix
+	// starting at or below a is the only candidate; nested prefixes are
+	// handled by looking a little further back.
+	for j := i - 1; j >= 0 && j >= i-4; j-- {
+		if s.list[j].Prefix.Contains(a) && (best == nil || s.list[j].Prefix.Bits() > best.Prefix.Bits()) {
+			best = s.list[j]
+		}
+	}
+	return best
+}
+
+func (s *subnets) forRelay(giaddr netip.Addr) *Subnet {
+	if sn := s.byRelay[giaddr]; sn != nil {
+		return sn
+	}
+	return s.forAddr(giaddr)
+}

@@ -1,0 +1,105 @@
+package slowpath
+
+import (
+	"container/heap"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// sweepBatch bounds the work one sweep does under the lock, so expiring a
+// million leases at once does not stall the server.
+const sweepBatch = 20000
+
+// Sweep returns lapsed offers to their pools and moves leases along
+// ACTIVE → EXPIRED → FREE and ABANDONED → FREE (after quarantine), in
+// batches. Run calls it every second.
+func (s *Server) Sweep() {
+	now := s.now()
+	var changed []*lease.Lease
+	s.mu.Lock()
+	for len(s.offerQ) > 0 && !s.offerQ[0].until.After(now) {
+		ref := s.offerQ[0]
+		s.offerQ = s.offerQ[1:]
+		if o, ok := s.offers[ref.ip]; ok && !o.until.After(now) {
+			delete(s.offers, ref.ip)
+			if s.offerOf[o.client] == ref.ip {
+				delete(s.offerOf, o.client)
+			}
+			s.returnAddrLocked(ref.ip)
+		}
+	}
+	// Records expired or released in an earlier sweep become FREE now;
+	// under failover this step will wait for the partner's ack.
+	n := min(len(s.toFree), sweepBatch)
+	for _, ip := range s.toFree[:n] {
+		if l := s.leases[ip]; l != nil && (l.State == lease.Expired || l.State == lease.Released) {
+			s.setStateLocked(l, lease.Free, now)
+			changed = append(changed, l)
+		}
+	}
+	s.toFree = s.toFree[n:]
+	for i := 0; i < sweepBatch && len(s.expiry) > 0 && s.expiry[0].at <= now.Unix(); i++ {
+		e := heap.Pop(&s.expiry).(expiryEntry)
+		l := s.leases[e.ip]
+		if l == nil || l.Expiry.Unix() != e.at {
+			continue // renewed or changed since; a newer entry exists
+		}
+		sn := s.subs.forAddr(e.ip)
+		switch l.State {
+		case lease.Active:
+			s.setStateLocked(l, lease.Expired, now)
+			s.toFree = append(s.toFree, e.ip)
+		case lease.Abandoned:
+			s.setStateLocked(l, lease.Free, now)
+		default:
+			continue
+		}
+		if sn != nil {
+			if _, reserved := sn.ReservedIP[e.ip]; !reserved {
+				sn.set.Free(e.ip)
+			}
+		}
+		changed = append(changed, l)
+	}
+	s.mu.Unlock()
+	if len(changed) > 0 {
+		s.commit(changed, nil)
+	}
+}
+
+type expiryEntry struct {
+	ip netip.Addr
+	at int64
+}
+
+// expiryHeap orders leases by expiry; stale entries (the lease was renewed)
+// are skipped when popped.
+type expiryHeap []expiryEntry
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+
+// Push and Pop implement heap.Interface; use push to add.
+func (h *expiryHeap) Push(x any) { *h = append(*h, x.(expiryEntry)) }
+
+// Pop implements heap.Interface.
+func (h *expiryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+func (h *expiryHeap) push(ip netip.Addr, at time.Time) {
+	heap.Push(h, expiryEntry{ip, at.Unix()})
+}
+
+func (h *expiryHeap) init() { heap.Init(h) }
+
+func sortByStateAt(ls []*lease.Lease) {
+	sort.Slice(ls, func(i, j int) bool { return ls[i].StateAt.Before(ls[j].StateAt) })
+}
