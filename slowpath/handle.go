@@ -214,6 +214,9 @@ func (s *Server) availableForLocked(sub *Subnet, ip netip.Addr, key string, now 
 // the pool.
 func (s *Server) pickLocked(r *req) (netip.Addr, bool) {
 	sub := r.sub
+	if ip, ok := s.offerOf[r.key]; ok && sub.Prefix.Contains(ip) {
+		return ip, true // a retransmitted DISCOVER gets the same offer
+	}
 	if res, ok := sub.Reserved[r.key]; ok && s.availableForLocked(sub, res.IP, r.key, r.now) {
 		return res.IP, true
 	}

@@ -1,0 +1,470 @@
+package slowpath
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// memStore is a synchronous stand-in for the bbolt store: handler tests
+// are about decisions, the store has its own tests.
+type memStore struct {
+	mu      sync.Mutex
+	leases  map[netip.Addr]*lease.Lease
+	fail    error
+	commits int
+}
+
+func (m *memStore) Submit(ls []*lease.Lease, done func(error)) {
+	m.mu.Lock()
+	err := m.fail
+	if err == nil {
+		for _, l := range ls {
+			m.leases[l.IP] = l.Clone()
+		}
+		m.commits++
+	}
+	m.mu.Unlock()
+	if done != nil {
+		done(err)
+	}
+}
+
+func (m *memStore) Load(_ context.Context, fn func(*lease.Lease) error) error {
+	for _, l := range m.leases {
+		if err := fn(l.Clone()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *memStore) History(string) ([]netip.Addr, error) { return nil, nil }
+
+type capture struct {
+	mu  sync.Mutex
+	out []Outgoing
+}
+
+func (c *capture) Send(o []Outgoing) {
+	c.mu.Lock()
+	c.out = append(c.out, o...)
+	c.mu.Unlock()
+}
+
+func (c *capture) take() []Outgoing {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o := c.out
+	c.out = nil
+	return o
+}
+
+var (
+	srvAddr   = netip.MustParseAddr("10.77.0.1")
+	relayAddr = netip.MustParseAddr("10.78.0.1")
+	resMAC    = net.HardwareAddr{2, 0, 0, 0, 0, 0x42}
+)
+
+type fixture struct {
+	t       *testing.T
+	srv     *Server
+	store   *memStore
+	out     *capture
+	now     time.Time
+	lastOut Outgoing
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{t: t, store: &memStore{leases: map[netip.Addr]*lease.Lease{}}, out: &capture{}, now: time.Unix(1_800_000_000, 0)}
+	f.srv = f.build()
+	return f
+}
+
+func (f *fixture) build() *Server {
+	lan := &Subnet{
+		Prefix: netip.MustParsePrefix("10.77.0.0/24"), LeaseTime: time.Hour,
+		Options: []byte{1, 4, 255, 255, 255, 0, 3, 4, 10, 77, 0, 1, 6, 4, 10, 77, 0, 1},
+		Pools:   [][2]netip.Addr{{netip.MustParseAddr("10.77.0.100"), netip.MustParseAddr("10.77.0.109")}},
+		Reserved: map[string]Reservation{
+			lease.ClientKey(nil, 1, resMAC): {IP: netip.MustParseAddr("10.77.0.42")},
+		},
+		ReservedIP: map[netip.Addr]Reservation{
+			netip.MustParseAddr("10.77.0.42"): {IP: netip.MustParseAddr("10.77.0.42"), ClientKey: lease.ClientKey(nil, 1, resMAC)},
+		},
+	}
+	relayed := &Subnet{
+		Prefix: netip.MustParsePrefix("10.78.0.0/16"), LeaseTime: time.Hour,
+		Options: []byte{1, 4, 255, 255, 0, 0},
+		Pools:   [][2]netip.Addr{{netip.MustParseAddr("10.78.1.0"), netip.MustParseAddr("10.78.255.254")}},
+	}
+	srv, err := New(Config{
+		Store: f.store, Sender: f.out, Now: func() time.Time { return f.now },
+		Settings: Settings{Authoritative: true, OfferHold: 10 * time.Second, DeclineHold: time.Hour},
+		Subnets:  []*Subnet{lan, relayed},
+		Ifaces:   []Interface{{Index: 7, Name: "veth-srv", Addrs: []netip.Prefix{netip.MustParsePrefix("10.77.0.1/24")}}},
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := srv.Load(context.Background()); err != nil {
+		f.t.Fatal(err)
+	}
+	return srv
+}
+
+func mac(i byte) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0, 1, i} }
+
+func msg(t *testing.T, typ dhcpv4.MessageType, hw net.HardwareAddr, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	t.Helper()
+	m, err := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithHwAddr(hw), dhcpv4.WithMessageType(typ), dhcpv4.WithTransactionID(dhcpv4.TransactionID{1, 2, 3, 4})}, mods...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// send delivers m as if it arrived on the served interface and returns the
+// replies sent.
+func (f *fixture) send(m *dhcpv4.DHCPv4, dst netip.Addr) []*dhcpv4.DHCPv4 {
+	f.t.Helper()
+	f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: dst, IfIndex: 7})
+	var res []*dhcpv4.DHCPv4
+	for _, o := range f.out.take() {
+		r, err := dhcpv4.FromBytes(o.Payload)
+		if err != nil {
+			f.t.Fatalf("server sent an unparseable reply: %v", err)
+		}
+		f.lastOut = o
+		res = append(res, r)
+	}
+	return res
+}
+
+var bcast = netip.MustParseAddr("255.255.255.255")
+
+func (f *fixture) dora(hw net.HardwareAddr, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	f.t.Helper()
+	offers := f.send(msg(f.t, dhcpv4.MessageTypeDiscover, hw, mods...), bcast)
+	if len(offers) != 1 || offers[0].MessageType() != dhcpv4.MessageTypeOffer {
+		f.t.Fatalf("DISCOVER from %s: want one OFFER, got %v", hw, offers)
+	}
+	req := msg(f.t, dhcpv4.MessageTypeRequest, hw, append(mods,
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(offers[0].YourIPAddr)),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offers[0].ServerIdentifier())))...)
+	acks := f.send(req, bcast)
+	if len(acks) != 1 || acks[0].MessageType() != dhcpv4.MessageTypeAck {
+		f.t.Fatalf("REQUEST from %s: want one ACK, got %v", hw, acks)
+	}
+	if !acks[0].YourIPAddr.Equal(offers[0].YourIPAddr) {
+		f.t.Fatalf("ACK for %s, offered %s", acks[0].YourIPAddr, offers[0].YourIPAddr)
+	}
+	return acks[0]
+}
+
+func TestDORAGivesPoolAddressWithOptionsInContractOrder(t *testing.T) {
+	f := newFixture(t)
+	ack := f.dora(mac(1))
+	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
+	if ip != netip.MustParseAddr("10.77.0.100") {
+		t.Fatalf("got %s, want the first pool address", ip)
+	}
+	if got := ack.IPAddressLeaseTime(0); got != time.Hour {
+		t.Fatalf("lease time %v", got)
+	}
+	if ack.IPAddressRenewalTime(0) != 30*time.Minute || ack.IPAddressRebindingTime(0) != 52*time.Minute+30*time.Second {
+		t.Fatalf("T1/T2 %v %v", ack.IPAddressRenewalTime(0), ack.IPAddressRebindingTime(0))
+	}
+	var p dhcpwire.Packet
+	if err := p.Parse(f.lastOut.Payload); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := p.Codes(), []uint8{53, 54, 51, 58, 59, 1, 3, 6}; !bytes.Equal(got, want) {
+		t.Fatalf("option order %v, want %v", got, want)
+	}
+	if f.lastOut.HWDst.String() != mac(1).String() || f.lastOut.Dst.Addr() != ip {
+		t.Fatalf("B flag clear, no ciaddr: want link-layer unicast to chaddr/yiaddr, got %+v", f.lastOut)
+	}
+	l := f.store.leases[ip]
+	if l == nil || l.State != lease.Active || !bytes.Equal(l.HWAddr, mac(1)) || l.IfIndex != 7 {
+		t.Fatalf("stored lease %+v", l)
+	}
+}
+
+func TestAckIsSentOnlyAfterCommit(t *testing.T) {
+	f := newFixture(t)
+	offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(1)), bcast)
+	f.store.fail = errors.New("disk on fire")
+	acks := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(offers[0].YourIPAddr)),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offers[0].ServerIdentifier()))), bcast)
+	if len(acks) != 0 {
+		t.Fatalf("ACK sent although the commit failed: %v", acks)
+	}
+	if testutil.ToFloat64(f.srv.m.CommitErrors) != 1 {
+		t.Fatal("commit error not counted")
+	}
+}
+
+func TestReservationWinsAndReturningClientGetsItsAddress(t *testing.T) {
+	f := newFixture(t)
+	if ack := f.dora(resMAC); !ack.YourIPAddr.Equal(net.ParseIP("10.77.0.42")) {
+		t.Fatalf("reserved MAC got %s", ack.YourIPAddr)
+	}
+	first := f.dora(mac(1)).YourIPAddr
+	f.dora(mac(2))
+	rel := msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(first))
+	f.send(rel, srvAddr)
+	f.dora(mac(3))
+	if again := f.dora(mac(1)).YourIPAddr; !again.Equal(first) {
+		t.Fatalf("returning client got %s, had %s", again, first)
+	}
+}
+
+func TestClientIDIdentifiesTheClientAndIsEchoed(t *testing.T) {
+	f := newFixture(t)
+	cid := dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{255, 0, 0, 0, 1, 0, 3, 0, 1, 2, 0, 0, 0, 1, 1}))
+	a := f.dora(mac(1), cid)
+	if !bytes.Equal(a.Options.Get(dhcpv4.OptionClientIdentifier), []byte{255, 0, 0, 0, 1, 0, 3, 0, 1, 2, 0, 0, 0, 1, 1}) {
+		t.Fatal("client-id not echoed (RFC 6842)")
+	}
+	// Same client-id from another NIC is the same client.
+	b := f.dora(mac(9), cid)
+	if !a.YourIPAddr.Equal(b.YourIPAddr) {
+		t.Fatalf("same client-id got %s then %s", a.YourIPAddr, b.YourIPAddr)
+	}
+}
+
+func TestRequestStates(t *testing.T) {
+	f := newFixture(t)
+	ack := f.dora(mac(1))
+	ip := ack.YourIPAddr
+	cases := []struct {
+		name    string
+		m       *dhcpv4.DHCPv4
+		dst     netip.Addr
+		want    dhcpv4.MessageType // 0: no reply
+		wantDst string
+	}{
+		{"renewing", msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip)), srvAddr, dhcpv4.MessageTypeAck, ip.String() + ":68"},
+		{"rebinding", msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip), dhcpv4.WithBroadcast(true)), bcast, dhcpv4.MessageTypeAck, ip.String() + ":68"},
+		{"init-reboot own address", msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip))), bcast, dhcpv4.MessageTypeAck, ""},
+		{"init-reboot other subnet", msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.78.1.5")))), bcast, dhcpv4.MessageTypeNak, "255.255.255.255:68"},
+		{"init-reboot someone else's", msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip))), bcast, dhcpv4.MessageTypeNak, "255.255.255.255:68"},
+		{"renewing someone else's", msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip)), srvAddr, dhcpv4.MessageTypeNak, "255.255.255.255:68"},
+		{"selecting another server", msg(t, dhcpv4.MessageTypeRequest, mac(3), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.77.0.105"))), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.ParseIP("10.77.0.2")))), bcast, 0, ""},
+		{"request with nothing", msg(t, dhcpv4.MessageTypeRequest, mac(3)), bcast, 0, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := f.send(tc.m, tc.dst)
+			if tc.want == 0 {
+				if len(got) != 0 {
+					t.Fatalf("want silence, got %v", got[0].MessageType())
+				}
+				return
+			}
+			if len(got) != 1 || got[0].MessageType() != tc.want {
+				t.Fatalf("want %v, got %v", tc.want, got)
+			}
+			if tc.wantDst != "" && f.lastOut.Dst.String() != tc.wantDst {
+				t.Fatalf("sent to %s, want %s", f.lastOut.Dst, tc.wantDst)
+			}
+			if tc.want == dhcpv4.MessageTypeNak && (got[0].YourIPAddr.To4()[0] != 0 || !got[0].IsBroadcast() || got[0].Options.Has(dhcpv4.OptionIPAddressLeaseTime)) {
+				t.Fatalf("NAK fields wrong: %v", got[0].Summary())
+			}
+		})
+	}
+}
+
+func TestRelayedDORAAndUnicastRenewalPastTheRelay(t *testing.T) {
+	f := newFixture(t)
+	opt82 := []byte{1, 4, 'p', 'o', 'r', 't', 2, 3, 'c', 'p', 'e'}
+	relay := []dhcpv4.Modifier{dhcpv4.WithGatewayIP(relayAddr.AsSlice()), dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: opt82}})}
+	ack := f.dora(mac(1), relay...)
+	if ack.YourIPAddr.To4()[1] != 78 {
+		t.Fatalf("relayed client got %s, want 10.78.x.x", ack.YourIPAddr)
+	}
+	if f.lastOut.Dst.String() != "10.78.0.1:67" || f.lastOut.HWDst != nil {
+		t.Fatalf("relayed reply sent to %+v", f.lastOut)
+	}
+	var p dhcpwire.Packet
+	p.Parse(f.lastOut.Payload)
+	codes := p.Codes()
+	if codes[len(codes)-1] != 82 {
+		t.Fatalf("option 82 not last: %v", codes)
+	}
+	if v, _ := p.Option(82); !bytes.Equal(v, opt82) {
+		t.Fatalf("option 82 not echoed byte for byte: %x", v)
+	}
+	// The client then renews by unicast straight to us, past the relay.
+	ip := ack.YourIPAddr
+	got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip)), srvAddr)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck || got[0].Options.Has(dhcpv4.OptionRelayAgentInformation) {
+		t.Fatalf("unicast renewal: %v", got)
+	}
+	a, _ := netip.AddrFromSlice(ip.To4())
+	if l := f.store.leases[a]; l.GIAddr != relayAddr || !bytes.Equal(l.RelayInfo, opt82) {
+		t.Fatalf("unicast renewal lost where the lease was granted: giaddr %s relay %x", l.GIAddr, l.RelayInfo)
+	}
+}
+
+func TestLinkSelectionChoosesSubnet(t *testing.T) {
+	f := newFixture(t)
+	// Relay in 10.78 asks for a 10.77 address with RFC 3527 link selection.
+	opt82 := []byte{5, 4, 10, 77, 0, 0}
+	offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(5), dhcpv4.WithGatewayIP(relayAddr.AsSlice()),
+		dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: opt82}})), bcast)
+	if len(offers) != 1 || offers[0].YourIPAddr.To4()[1] != 77 || f.lastOut.Dst.String() != "10.78.0.1:67" {
+		t.Fatalf("link selection: %v to %v", offers, f.lastOut.Dst)
+	}
+}
+
+func TestDeclineQuarantines(t *testing.T) {
+	f := newFixture(t)
+	ip := f.dora(mac(1)).YourIPAddr
+	f.send(msg(t, dhcpv4.MessageTypeDecline, mac(1), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(srvAddr.AsSlice()))), bcast)
+	a, _ := netip.AddrFromSlice(ip.To4())
+	if l := f.store.leases[a]; l.State != lease.Abandoned || l.HWAddr != nil {
+		t.Fatalf("declined lease: %+v", l)
+	}
+	for i := range byte(9) {
+		if got := f.dora(mac(10 + i)).YourIPAddr; got.Equal(ip) {
+			t.Fatalf("declined address %s handed out again", ip)
+		}
+	}
+	f.now = f.now.Add(2 * time.Hour)
+	f.srv.Sweep()
+	if l := f.store.leases[a]; l.State != lease.Free {
+		t.Fatalf("after quarantine: %v", l.State)
+	}
+}
+
+func TestExpiryMovesActiveToExpiredToFree(t *testing.T) {
+	f := newFixture(t)
+	ip := f.dora(mac(1)).YourIPAddr
+	a, _ := netip.AddrFromSlice(ip.To4())
+	f.now = f.now.Add(time.Hour + time.Second)
+	f.srv.Sweep()
+	if l := f.store.leases[a]; l.State != lease.Expired {
+		t.Fatalf("after expiry: %v", l.State)
+	}
+	f.srv.Sweep()
+	if l := f.store.leases[a]; l.State != lease.Free || !bytes.Equal(l.HWAddr, mac(1)) {
+		t.Fatalf("then: %v (client kept for a returning client: %v)", l.State, l.HWAddr)
+	}
+	// Renewing an expired-but-unused address revives it.
+	got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip)), srvAddr)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("renewal of own freed address: %v", got)
+	}
+}
+
+func TestOfferHeldThenReturned(t *testing.T) {
+	f := newFixture(t)
+	o1 := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(1)), bcast)[0].YourIPAddr
+	o2 := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(2)), bcast)[0].YourIPAddr
+	if o1.Equal(o2) {
+		t.Fatal("two clients offered the same address while the offer is held")
+	}
+	if again := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(1)), bcast)[0].YourIPAddr; !again.Equal(o1) {
+		t.Fatalf("retransmitted DISCOVER got %s, first offer %s", again, o1)
+	}
+	f.now = f.now.Add(11 * time.Second)
+	f.srv.Sweep()
+	if st := f.srv.PoolStats()[netip.MustParsePrefix("10.77.0.0/24")]; st["offered"] != 0 || st["free"] != 10 {
+		t.Fatalf("after offer hold: %v", st)
+	}
+}
+
+func TestInformGetsOptionsWithoutLease(t *testing.T) {
+	f := newFixture(t)
+	got := f.send(msg(t, dhcpv4.MessageTypeInform, mac(1), dhcpv4.WithClientIP(net.ParseIP("10.77.0.9"))), srvAddr)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck || got[0].Options.Has(dhcpv4.OptionIPAddressLeaseTime) || !got[0].YourIPAddr.IsUnspecified() {
+		t.Fatalf("INFORM reply: %v", got)
+	}
+	if f.lastOut.Dst.String() != "10.77.0.9:68" {
+		t.Fatalf("INFORM reply to %s", f.lastOut.Dst)
+	}
+	if len(f.store.leases) != 0 {
+		t.Fatal("INFORM changed state")
+	}
+}
+
+func TestPoolExhaustion(t *testing.T) {
+	f := newFixture(t)
+	for i := range byte(10) {
+		f.dora(mac(i))
+	}
+	if got := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(99)), bcast); len(got) != 0 {
+		t.Fatalf("full pool answered: %v", got)
+	}
+	if testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues("pool_exhausted")) != 1 {
+		t.Fatal("exhaustion not counted")
+	}
+}
+
+func TestMaxMessageSizeTrimsUnrequestedOptionsFirst(t *testing.T) {
+	f := newFixture(t)
+	sub := f.srv.subs.forAddr(netip.MustParseAddr("10.77.0.1"))
+	big := append([]byte{}, sub.Options...)
+	for i := range 3 {
+		big = append(big, byte(200+i), 120)
+		big = append(big, make([]byte, 120)...)
+	}
+	sub.Options = big
+	m := msg(t, dhcpv4.MessageTypeDiscover, mac(1), dhcpv4.WithOption(dhcpv4.OptParameterRequestList(dhcpv4.OptionCode(optCode(202)), dhcpv4.OptionRouter)))
+	got := f.send(m, bcast)
+	if len(got) != 1 {
+		t.Fatal("no offer")
+	}
+	if n := len(got[0].ToBytes()); n > 576-28 {
+		t.Fatalf("reply of %d bytes exceeds 576-byte datagram", n)
+	}
+	if !got[0].Options.Has(optCode(202)) || !got[0].Options.Has(dhcpv4.OptionRouter) || got[0].Options.Has(optCode(201)) {
+		t.Fatalf("wrong options kept: %v", got[0].Options)
+	}
+}
+
+type optCode uint8
+
+func (o optCode) Code() uint8    { return uint8(o) }
+func (o optCode) String() string { return "test" }
+
+func TestMalformedChangesNothing(t *testing.T) {
+	f := newFixture(t)
+	good := msg(t, dhcpv4.MessageTypeDiscover, mac(1)).ToBytes()
+	for _, b := range [][]byte{nil, good[:100], append(append([]byte{}, good[:236]...), 1, 2, 3, 4), append(good[:240:240], 53, 5)} {
+		f.srv.Handle(Incoming{Data: b, IfIndex: 7})
+	}
+	if len(f.out.take()) != 0 || len(f.srv.offers) != 0 || f.store.commits != 0 {
+		t.Fatal("malformed input changed state or got a reply")
+	}
+	if testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues("malformed")) != 4 {
+		t.Fatalf("malformed count %v", testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues("malformed")))
+	}
+}
+
+func TestRestartKeepsLeases(t *testing.T) {
+	f := newFixture(t)
+	ip := f.dora(mac(1)).YourIPAddr
+	f.srv = f.build()
+	if again := f.dora(mac(1)).YourIPAddr; !again.Equal(ip) {
+		t.Fatalf("after reload client got %s, had %s", again, ip)
+	}
+	if other := f.dora(mac(2)).YourIPAddr; other.Equal(ip) {
+		t.Fatal("after reload another client got a bound address")
+	}
+}
