@@ -415,3 +415,23 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 var _ = dhcpwire.Ack
+
+// LeaseCount is the number of lease records held.
+func (s *Server) LeaseCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.leases)
+}
+
+// Find returns copies of the leases for which match is true.
+func (s *Server) Find(match func(*lease.Lease) bool) []*lease.Lease {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*lease.Lease
+	for _, l := range s.leases {
+		if match(l) {
+			out = append(out, l.Clone())
+		}
+	}
+	return out
+}

@@ -468,3 +468,32 @@ func TestRestartKeepsLeases(t *testing.T) {
 		t.Fatal("after reload another client got a bound address")
 	}
 }
+
+// FuzzHandle drives arbitrary datagrams through the server: nothing may
+// panic, and a datagram that does not parse must change nothing.
+func FuzzHandle(f *testing.F) {
+	t := &testing.T{}
+	for _, m := range []*dhcpv4.DHCPv4{
+		msg(t, dhcpv4.MessageTypeDiscover, mac(1)),
+		msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(net.ParseIP("10.77.0.100"))),
+		msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.77.0.100"))), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(srvAddr.AsSlice()))),
+		msg(t, dhcpv4.MessageTypeDecline, mac(1), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.77.0.100")))),
+		msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(net.ParseIP("10.77.0.100"))),
+		msg(t, dhcpv4.MessageTypeInform, mac(1), dhcpv4.WithClientIP(net.ParseIP("10.77.0.9"))),
+		msg(t, dhcpv4.MessageTypeDiscover, mac(2), dhcpv4.WithGatewayIP(relayAddr.AsSlice()), dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: []byte{5, 4, 10, 77, 0, 0, 11, 4, 1, 2, 3, 4}}})),
+	} {
+		f.Add(m.ToBytes())
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fx := newFixture(t)
+		fx.srv.Handle(Incoming{Data: b, Src: netip.MustParseAddrPort("10.77.0.5:68"), Dst: bcast, IfIndex: 7})
+		if _, err := dhcpwire.Parse(b); err != nil && (fx.store.commits != 0 || len(fx.out.take()) != 0 || len(fx.srv.offers) != 0) {
+			t.Fatal("an unparseable datagram changed state or was answered")
+		}
+		for _, o := range fx.out.take() {
+			if _, err := dhcpwire.Parse(o.Payload); err != nil {
+				t.Fatalf("server sent an unparseable reply: %v", err)
+			}
+		}
+	})
+}

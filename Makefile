@@ -1,0 +1,58 @@
+# xdhcp build, test, demo and benchmark entry points. See README.md.
+GO      ?= go
+BIN     := bin
+PKGS    := ./...
+# Packages the tests and demo use. `make deps` installs them as root and
+# says what is missing otherwise.
+DEB_PKGS := clang-14 llvm-14 bpftool libbpf-dev gcc-multilib iproute2 ethtool tcpdump \
+            isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-server isc-dhcp-relay \
+            kea-dhcp4-server kea-admin curl
+DEB_CMDS := ip ethtool dhclient udhcpc dhcpcd dhcpd kea-dhcp4 perfdhcp curl
+
+.PHONY: all build test test-short fuzz demo bench bench-quick deps generate clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# deps installs what the tests, demo and benchmark need (Debian/Ubuntu).
+deps:
+	@missing=""; for c in $(DEB_CMDS); do command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
+	if [ -z "$$missing" ]; then echo "deps: everything is installed"; exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "deps: missing$$missing; as root run: apt-get install -y $(DEB_PKGS)"; exit 0; fi; \
+	echo "deps: installing$$missing"; \
+	( apt-get update -qq || true ) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PKGS) >/dev/null && echo "deps: done"
+
+# test runs every test, including the end-to-end ones with real clients
+# in network namespaces (as root; they skip with a reason otherwise), and
+# each fuzz target briefly.
+test: deps
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(MAKE) fuzz FUZZTIME=10s
+
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { echo "fuzz $$f failed"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime 1x $$pkg; exit 1; }; \
+	  done; \
+	done
+
+demo: deps build
+	./examples/demo.sh
+
+bench: deps build
+	$(BIN)/xdhcp-bench compare --xdhcpd $(BIN)/xdhcpd --xdhcpctl $(BIN)/xdhcpctl
+	$(BIN)/xdhcp-bench startup --xdhcpd $(BIN)/xdhcpd --xdhcpctl $(BIN)/xdhcpctl --leases 1000000
+
+bench-quick: deps build
+	$(BIN)/xdhcp-bench compare --quick --xdhcpd $(BIN)/xdhcpd --xdhcpctl $(BIN)/xdhcpctl
+
+generate:
+	$(GO) generate ./bpf/...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,125 @@
+// Command xdhcpctl is the operator's client for a running xdhcpd.
+//
+//	xdhcpctl [--socket PATH] leases [--json]
+//	xdhcpctl [--socket PATH] lease get IP|MAC|CLIENT-ID [--json]
+//	xdhcpctl [--socket PATH] stats
+//	xdhcpctl [--socket PATH] reload
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/xdhcp/xdhcp/internal/control"
+)
+
+const usage = `usage: xdhcpctl [--socket PATH] COMMAND
+commands:
+  leases [--json]                       list every lease
+  lease get IP|MAC|CLIENT-ID [--json]   show the leases of an address or client
+  stats                                 server statistics (JSON)
+  reload                                re-read the configuration (like SIGHUP)
+`
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("xdhcpctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	sock := fs.String("socket", "/run/xdhcp/xdhcpd.sock", "daemon control socket")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the daemon")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	cmd, rest := rest[0], rest[1:]
+	sub := flag.NewFlagSet("xdhcpctl "+cmd, flag.ContinueOnError)
+	sub.SetOutput(stderr)
+	asJSON := sub.Bool("json", false, "print JSON")
+	fail := func(err error) int { fmt.Fprintf(stderr, "xdhcpctl: %v\n", err); return 1 }
+	switch cmd {
+	case "leases":
+		if err := sub.Parse(rest); err != nil || sub.NArg() > 0 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		var ls []control.LeaseInfo
+		if err := control.Call(ctx, *sock, "leases", nil, &ls); err != nil {
+			return fail(err)
+		}
+		printLeases(stdout, ls, *asJSON)
+	case "lease":
+		if len(rest) < 2 || rest[0] != "get" {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		key := rest[1]
+		if err := sub.Parse(rest[2:]); err != nil || sub.NArg() > 0 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		var ls []control.LeaseInfo
+		if err := control.Call(ctx, *sock, "lease", map[string]string{"key": key}, &ls); err != nil {
+			return fail(err)
+		}
+		if len(ls) == 0 && !*asJSON {
+			fmt.Fprintf(stderr, "xdhcpctl: no lease for %s\n", key)
+			return 1
+		}
+		printLeases(stdout, ls, *asJSON)
+	case "stats", "reload":
+		if len(rest) > 0 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		var v any
+		if err := control.Call(ctx, *sock, cmd, nil, &v); err != nil {
+			return fail(err)
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(v)
+	default:
+		fmt.Fprintf(stderr, "xdhcpctl: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+	return 0
+}
+
+func printLeases(w io.Writer, ls []control.LeaseInfo, asJSON bool) {
+	if asJSON {
+		if ls == nil {
+			ls = []control.LeaseInfo{}
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(ls)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IP\tSTATE\tHW-ADDRESS\tCLIENT-ID\tEXPIRES\tSUBNET\tHOSTNAME")
+	for _, l := range ls {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.IP, l.State, dash(l.HWAddress), dash(l.ClientID), dash(l.Expires), dash(l.Subnet), dash(l.Hostname))
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

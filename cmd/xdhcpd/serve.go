@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/xdhcp/xdhcp/internal/config"
+	"github.com/xdhcp/xdhcp/internal/control"
+	"github.com/xdhcp/xdhcp/slowpath"
+	"github.com/xdhcp/xdhcp/slowpath/pktio"
+	"github.com/xdhcp/xdhcp/slowpath/store"
+)
+
+// dhcpPort is the server port; tests never change it because real clients
+// only talk to 67.
+const dhcpPort = 67
+
+// daemon holds what serve wires together, for the control handlers.
+type daemon struct {
+	path    string
+	log     *slog.Logger
+	level   *slog.LevelVar
+	srv     *slowpath.Server
+	store   *store.Store
+	started time.Time
+
+	mu  sync.Mutex
+	cfg *config.Config
+}
+
+func serve(ctx context.Context, path string, stderr io.Writer) error {
+	t0 := time.Now()
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	level := new(slog.LevelVar)
+	level.Set(logLevel(cfg))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	if err := os.MkdirAll(cfg.Server.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	st, err := store.Open(filepath.Join(cfg.Server.StateDir, "leases.db"), store.Options{
+		MaxBatch: cfg.Server.CommitMaxBatch, MaxDelay: cfg.Server.CommitMaxDelay, Logger: log,
+	})
+	if err != nil {
+		return fmt.Errorf("opening lease store: %w", err)
+	}
+	defer st.Close()
+	// The store outlives everything that submits to it, so that in-flight
+	// commits finish on shutdown.
+	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
+	storeDone := make(chan error, 1)
+	go func() { storeDone <- st.Run(storeCtx) }()
+	defer func() {
+		stopStore()
+		if err := <-storeDone; err != nil {
+			log.Error("lease store", "err", err)
+		}
+	}()
+
+	ifaces, err := resolveInterfaces(cfg.Server.Interfaces)
+	if err != nil {
+		return err
+	}
+	conn, err := pktio.Listen(ctx, dhcpPort, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+
+	metrics := slowpath.NewMetrics()
+	srv, err := slowpath.New(slowpath.Config{
+		Logger: log, Store: st, Sender: conn, Metrics: metrics,
+		Settings: settingsFrom(cfg), Subnets: subnetsFrom(cfg), Ifaces: ifaces,
+	})
+	if err != nil {
+		return err
+	}
+	if err := srv.Load(ctx); err != nil {
+		return err
+	}
+	d := &daemon{path: path, log: log, level: level, srv: srv, store: st, cfg: cfg, started: t0}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := metrics.Register(reg, srv); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	ctl, err := control.NewServer(cfg.Server.ControlSocket, d.handlers(), log)
+	if err != nil {
+		return err
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	goOwned := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(runCtx); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	goOwned("packet reader", func(ctx context.Context) error { return conn.Serve(ctx, srv.Handle) })
+	goOwned("sweeper", srv.Run)
+	goOwned("control socket", ctl.Serve)
+	goOwned("interface watcher", func(ctx context.Context) error { return d.watchInterfaces(ctx) })
+	goOwned("reloader", d.reloadOnHUP)
+	if addr := cfg.Server.MetricsListen; addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		goOwned("metrics", func(ctx context.Context) error {
+			stop := context.AfterFunc(ctx, func() { hs.Close() })
+			defer stop()
+			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	log.Info("ready", "interfaces", cfg.Server.Interfaces, "subnets", len(cfg.Subnets),
+		"leases", srv.LeaseCount(), "startup", time.Since(t0).Round(time.Millisecond))
+	<-runCtx.Done()
+	wg.Wait()
+	close(errc)
+	log.Info("stopping: waiting for in-flight commits")
+	var first error
+	for err := range errc {
+		if first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func resolveInterfaces(names []string) ([]slowpath.Interface, error) {
+	var out []slowpath.Interface
+	for _, n := range names {
+		ifi, err := net.InterfaceByName(n)
+		if err != nil {
+			return nil, fmt.Errorf("interface %q: %w", n, err)
+		}
+		i := slowpath.Interface{Index: ifi.Index, Name: n}
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("interface %q addresses: %w", n, err)
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok {
+				if p, ok := prefixOf(ipn); ok {
+					i.Addrs = append(i.Addrs, p)
+				}
+			}
+		}
+		out = append(out, i)
+	}
+	return out, nil
+}
+
+// watchInterfaces picks up address changes on served interfaces.
+func (d *daemon) watchInterfaces(ctx context.Context) error {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			d.mu.Lock()
+			names := d.cfg.Server.Interfaces
+			d.mu.Unlock()
+			ifs, err := resolveInterfaces(names)
+			if err != nil {
+				d.log.Warn("served interface missing", "err", err)
+				continue
+			}
+			d.srv.SetInterfaces(ifs)
+		}
+	}
+}
+
+// reloadOnHUP re-reads the configuration on SIGHUP. A bad file is refused
+// with its errors and the running configuration keeps serving.
+func (d *daemon) reloadOnHUP(ctx context.Context) error {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ch:
+			if err := d.reload(); err != nil {
+				d.log.Error("reload refused; keeping the running configuration", "err", err)
+			}
+		}
+	}
+}
+
+func (d *daemon) reload() error {
+	cfg, err := config.Load(d.path)
+	if err != nil {
+		return err
+	}
+	ifs, err := resolveInterfaces(cfg.Server.Interfaces)
+	if err != nil {
+		return err
+	}
+	if err := d.srv.Reconfigure(settingsFrom(cfg), subnetsFrom(cfg), ifs); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.cfg = cfg
+	d.mu.Unlock()
+	d.level.Set(logLevel(cfg))
+	d.log.Info("configuration reloaded", "subnets", len(cfg.Subnets))
+	return nil
+}

@@ -1,0 +1,124 @@
+package dhcpwire
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"testing"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+func request(t testing.TB, mods ...dhcpv4.Modifier) []byte {
+	m, err := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithHwAddr(net.HardwareAddr{2, 0, 0, 0, 0, 1}), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest)}, mods...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.ToBytes()
+}
+
+func TestParseReadsHeaderAndOptions(t *testing.T) {
+	b := request(t, dhcpv4.WithClientIP(net.ParseIP("10.0.0.5")), dhcpv4.WithGatewayIP(net.ParseIP("10.0.0.1")),
+		dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(1400)))
+	p, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.MessageType() != Request || p.CIAddr.String() != "10.0.0.5" || p.GIAddr.String() != "10.0.0.1" ||
+		!bytes.Equal(p.CHAddr(), []byte{2, 0, 0, 0, 0, 1}) || p.MaxMessageSize() != 1400 {
+		t.Fatalf("parsed %+v", p)
+	}
+}
+
+func TestOverloadAndConcatenation(t *testing.T) {
+	b := make([]byte, MinLen)
+	b[0], b[1], b[2] = 1, 1, 6
+	copy(b[HeaderLen:], MagicCookie[:])
+	// options: 53=3, 52=3 (file and sname), first half of option 61, END
+	b = append(b, 53, 1, 3, 52, 1, 3, 61, 2, 1, 2, 255)
+	// file: second half of option 61, then 12 "host", END
+	copy(b[fileOff:], []byte{61, 2, 3, 4, 12, 4, 'h', 'o', 's', 't', 255})
+	// sname: option 60, END
+	copy(b[snameOff:], []byte{60, 3, 'x', 'y', 'z', 255})
+	p, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := p.Option(OptClientID); !bytes.Equal(v, []byte{1, 2, 3, 4}) {
+		t.Fatalf("option 61 split across fields: %v", v)
+	}
+	if v, _ := p.Option(OptHostname); string(v) != "host" {
+		t.Fatalf("option 12 from file: %q", v)
+	}
+	if v, _ := p.Option(OptVendorClass); string(v) != "xyz" {
+		t.Fatalf("option 60 from sname: %q", v)
+	}
+	if p.File != nil || p.Sname != nil {
+		t.Fatal("overloaded fields must not be reported as names")
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	good := request(t)
+	badCookie := append([]byte{}, good...)
+	badCookie[HeaderLen] = 0
+	longOpt := append(append([]byte{}, good[:MinLen]...), 53, 1, 3, 61, 200, 1)
+	bigHLen := append([]byte{}, good...)
+	bigHLen[2] = 17
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"short", good[:200], ErrShort},
+		{"cookie", badCookie, ErrCookie},
+		{"option length", longOpt, ErrOptionLen},
+		{"hlen", bigHLen, ErrHLen},
+	} {
+		if _, err := Parse(tc.b); !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestEncodeRoundTrip(t *testing.T) {
+	req, _ := Parse(request(t))
+	h := ReplyHeader(req)
+	b := AppendHeader(nil, h)
+	b = append(b, OptMessageType, 1, Ack)
+	long := bytes.Repeat([]byte{7}, 300)
+	b = AppendOption(b, 77, long)
+	b = append(b, OptEnd)
+	p, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := p.Option(77); !bytes.Equal(v, long) || p.Op != BootReply || p.XID != req.XID {
+		t.Fatalf("round trip lost data (len %d)", len(v))
+	}
+	if OptionLen(300) != 304 || OptionLen(255) != 257 || OptionLen(0) != 2 {
+		t.Fatal("OptionLen")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(request(f))
+	f.Add(request(f, dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{1, 2, 3}))))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		orig := bytes.Clone(b)
+		p, err := Parse(b)
+		if !bytes.Equal(b, orig) {
+			t.Fatal("Parse modified its input")
+		}
+		if err != nil {
+			return
+		}
+		for _, c := range p.Codes() {
+			if _, ok := p.Option(c); !ok {
+				t.Fatalf("listed option %d missing", c)
+			}
+		}
+		p.MaxMessageSize()
+		p.RelaySubOption(SubOptLinkSelection)
+	})
+}
