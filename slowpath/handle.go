@@ -362,6 +362,7 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 	l.Expiry = now.Add(time.Duration(lt) * time.Second)
 	l.CLTT = now
 	l.LastXID = p.XID
+	l.ServerID = r.sid
 	s.recordPlaceLocked(r, l)
 	if s.set.HorizonAhead > 0 {
 		if h := now.Add(s.set.HorizonAhead); h.After(l.Horizon) {

@@ -80,6 +80,9 @@ type Lease struct {
 	IfIndex uint32
 	VLANs   [2]uint16
 	GIAddr  netip.Addr
+	// ServerID is the option 54 the client was given (it may be an RFC
+	// 5107 override); renewals answered by the fast path repeat it.
+	ServerID netip.Addr
 	// RelayInfo is the raw option 82 body from the last relayed request.
 	RelayInfo   []byte
 	VendorClass []byte
@@ -149,11 +152,8 @@ func (l *Lease) AppendBinary(b []byte) ([]byte, error) {
 	b = binary.BigEndian.AppendUint32(b, l.IfIndex)
 	b = binary.BigEndian.AppendUint16(b, l.VLANs[0])
 	b = binary.BigEndian.AppendUint16(b, l.VLANs[1])
-	g := [4]byte{}
-	if l.GIAddr.Is4() {
-		g = l.GIAddr.As4()
-	}
-	b = append(b, g[:]...)
+	b = appendAddr(b, l.GIAddr)
+	b = appendAddr(b, l.ServerID)
 	b = binary.BigEndian.AppendUint32(b, l.LastXID)
 	for _, f := range [...][]byte{l.HWAddr, l.ClientID, []byte(l.Hostname), l.RelayInfo, l.VendorClass, l.ForceRenewKey} {
 		if len(f) > 0xffff {
@@ -171,7 +171,7 @@ var ErrCorrupt = errors.New("corrupt lease record")
 // UnmarshalBinary decodes a record written by MarshalBinary. It does not
 // set IP, which is the record's key.
 func (l *Lease) UnmarshalBinary(b []byte) error {
-	const fixed = 4 + 7*8 + 4 + 4 + 4 + 4
+	const fixed = 4 + 7*8 + 4 + 4 + 4 + 4 + 4
 	if len(b) < fixed {
 		return fmt.Errorf("%w: %d bytes, want at least %d", ErrCorrupt, len(b), fixed)
 	}
@@ -195,11 +195,10 @@ func (l *Lease) UnmarshalBinary(b []byte) error {
 	l.IfIndex = binary.BigEndian.Uint32(b[p:])
 	l.VLANs[0] = binary.BigEndian.Uint16(b[p+4:])
 	l.VLANs[1] = binary.BigEndian.Uint16(b[p+6:])
-	if g := netip.AddrFrom4([4]byte(b[p+8 : p+12])); !g.IsUnspecified() {
-		l.GIAddr = g
-	}
-	l.LastXID = binary.BigEndian.Uint32(b[p+12:])
-	p += 16
+	l.GIAddr = readAddr(b[p+8:])
+	l.ServerID = readAddr(b[p+12:])
+	l.LastXID = binary.BigEndian.Uint32(b[p+16:])
+	p += 20
 	var fields [6][]byte
 	for i := range fields {
 		if len(b)-p < 2 {
@@ -225,6 +224,22 @@ func (l *Lease) UnmarshalBinary(b []byte) error {
 	l.VendorClass = fields[4]
 	l.ForceRenewKey = fields[5]
 	return nil
+}
+
+func appendAddr(b []byte, a netip.Addr) []byte {
+	v := [4]byte{}
+	if a.Is4() {
+		v = a.As4()
+	}
+	return append(b, v[:]...)
+}
+
+// readAddr reads 4 bytes; 0.0.0.0 means "not set".
+func readAddr(b []byte) netip.Addr {
+	if a := netip.AddrFrom4([4]byte(b[:4])); !a.IsUnspecified() {
+		return a
+	}
+	return netip.Addr{}
 }
 
 func unixOrZero(t time.Time) int64 {

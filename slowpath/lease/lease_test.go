@@ -1,0 +1,64 @@
+package lease
+
+import (
+	"net"
+	"net/netip"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestBinaryRoundTrip(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	for _, l := range []*Lease{
+		{IP: netip.MustParseAddr("10.0.0.1"), State: Free},
+		{
+			IP: netip.MustParseAddr("10.78.1.9"), State: Active, HWType: 1,
+			HWAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}, ClientID: []byte{255, 1, 2, 3, 4, 0, 3, 0, 1, 2, 0, 0, 0, 0, 1},
+			Hostname: "cpe-1", Start: at, Expiry: at.Add(time.Hour), CLTT: at, StateAt: at, PotExp: at.Add(2 * time.Hour),
+			AckedExp: at.Add(90 * time.Minute), Horizon: at.Add(24 * time.Hour), IfIndex: 7, VLANs: [2]uint16{100, 200},
+			GIAddr: netip.MustParseAddr("10.78.0.1"), ServerID: netip.MustParseAddr("10.77.0.1"),
+			RelayInfo: []byte{1, 2, 'a', 'b'}, VendorClass: []byte("docsis3.0"), LastXID: 0xdeadbeef,
+			ForceRenewKey: make([]byte, 16), PartnerPending: true,
+		},
+	} {
+		b, err := l.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := &Lease{IP: l.IP}
+		if err := got.UnmarshalBinary(b); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, l) {
+			t.Fatalf("round trip:\n got %+v\nwant %+v", got, l)
+		}
+	}
+}
+
+func TestUnmarshalRefusesCorruptRecords(t *testing.T) {
+	l := &Lease{IP: netip.MustParseAddr("10.0.0.1"), State: Active, HWAddr: net.HardwareAddr{1, 2, 3, 4, 5, 6}}
+	b, _ := l.MarshalBinary()
+	for i := range len(b) {
+		var x Lease
+		if err := x.UnmarshalBinary(b[:i]); err == nil {
+			t.Fatalf("truncated at %d accepted", i)
+		}
+	}
+	bad := append([]byte{}, b...)
+	bad[1] = 42
+	if err := new(Lease).UnmarshalBinary(bad); err == nil {
+		t.Fatal("unknown state accepted")
+	}
+}
+
+func TestClientKeyKinds(t *testing.T) {
+	hw := ClientKey(nil, 1, []byte{1, 2, 3, 4, 5, 6})
+	cid := ClientKey([]byte{1, 1, 2, 3, 4, 5, 6}, 1, []byte{1, 2, 3, 4, 5, 6})
+	if hw == cid {
+		t.Fatal("a client-id and a chaddr must never produce the same key")
+	}
+	if ClientKey([]byte{1, 9}, 1, []byte{1}) != ClientKey([]byte{1, 9}, 1, []byte{2}) {
+		t.Fatal("with a client-id, chaddr must not matter (RFC 2131 §4.2)")
+	}
+}
