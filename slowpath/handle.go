@@ -58,15 +58,16 @@ func (s *Server) Handle(in Incoming) {
 	r.sub = s.selectSubnetLocked(r)
 	var out []Outgoing
 	var pending *pendingAck
+	var changed *lease.Lease
 	switch mt {
 	case dhcpwire.Discover:
 		out = s.discoverLocked(r)
 	case dhcpwire.Request:
 		out, pending = s.requestLocked(r)
 	case dhcpwire.Decline:
-		s.declineLocked(r)
+		changed = s.declineLocked(r)
 	case dhcpwire.Release:
-		s.releaseLocked(r)
+		changed = s.releaseLocked(r)
 	case dhcpwire.Inform:
 		out = s.informLocked(r)
 	default:
@@ -74,7 +75,15 @@ func (s *Server) Handle(in Incoming) {
 		s.dropped("unsupported_type", in, nil)
 		return
 	}
+	// Commits happen outside the lock: their callbacks take it.
+	var clone *lease.Lease
+	if changed != nil {
+		clone = changed.Clone()
+	}
 	s.mu.Unlock()
+	if clone != nil {
+		s.commit([]*lease.Lease{clone}, nil)
+	}
 	if len(out) > 0 {
 		s.emit(out)
 	}
@@ -376,7 +385,7 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 	s.byClient[r.key] = ip
 	r.sub.set.Take(ip)
 	s.expiry.push(ip, l.Expiry)
-	return &pendingAck{l: l, out: s.replyTo(r, dhcpwire.Ack, ip, [3]uint32{lt, t1, t2}, true)}
+	return &pendingAck{l: l.Clone(), out: s.replyTo(r, dhcpwire.Ack, ip, [3]uint32{lt, t1, t2}, true)}
 }
 
 // recordPlaceLocked remembers where the lease lives: the relay for a
@@ -448,20 +457,20 @@ func (s *Server) nakLocked(r *req, why string) []Outgoing {
 }
 
 // declineLocked quarantines an address the client found in use (RFC 2131 §4.3.3).
-func (s *Server) declineLocked(r *req) {
+func (s *Server) declineLocked(r *req) *lease.Lease {
 	ip, ok := r.p.AddrOption(dhcpwire.OptRequestedIP)
 	if !ok {
 		s.dropped("malformed", r.in, errNoRequestedIP)
-		return
+		return nil
 	}
 	if sid, ok := r.p.AddrOption(dhcpwire.OptServerID); ok && !s.isOurServerIDLocked(sid, r) {
 		s.dropped("other_server", r.in, nil)
-		return
+		return nil
 	}
 	l := s.leases[ip]
 	if l == nil || l.ClientKey() != r.key || l.State != lease.Active {
 		s.dropped("decline_unknown", r.in, nil)
-		return
+		return nil
 	}
 	s.log.Warn("address declined, quarantined", "ip", ip, "client", net.HardwareAddr(r.p.CHAddr()), "until", r.now.Add(s.set.DeclineHold))
 	s.setStateLocked(l, lease.Abandoned, r.now)
@@ -475,16 +484,16 @@ func (s *Server) declineLocked(r *req) {
 		sn.set.Take(ip)
 	}
 	s.expiry.push(ip, l.Expiry)
-	s.commit([]*lease.Lease{l}, nil)
+	return l
 }
 
 // releaseLocked ends a lease at the client's request (RFC 2131 §4.3.4).
-func (s *Server) releaseLocked(r *req) {
+func (s *Server) releaseLocked(r *req) *lease.Lease {
 	ip := r.p.CIAddr
 	l := s.leases[ip]
 	if l == nil || l.ClientKey() != r.key || l.State != lease.Active {
 		s.dropped("release_unknown", r.in, nil)
-		return
+		return nil
 	}
 	s.setStateLocked(l, lease.Released, r.now)
 	l.Expiry = r.now
@@ -495,7 +504,7 @@ func (s *Server) releaseLocked(r *req) {
 		}
 	}
 	s.toFree = append(s.toFree, ip)
-	s.commit([]*lease.Lease{l}, nil)
+	return l
 }
 
 // informLocked answers DHCPINFORM with configuration only (RFC 2131 §4.3.5).

@@ -9,6 +9,8 @@ type Metrics struct {
 	Replies      *prometheus.CounterVec
 	Dropped      *prometheus.CounterVec
 	CommitErrors prometheus.Counter
+	// FastRenewalsFolded counts fast-path renewals written to the store.
+	FastRenewalsFolded prometheus.Counter
 }
 
 // NewMetrics creates unregistered metrics.
@@ -26,12 +28,15 @@ func NewMetrics() *Metrics {
 		CommitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "xdhcp_slowpath_commit_errors_total", Help: "Lease store transactions that failed; their replies were not sent.",
 		}),
+		FastRenewalsFolded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdhcp_fastpath_renewals_folded_total", Help: "Renewals answered by XDP and recorded in the lease store.",
+		}),
 	}
 }
 
 // Register adds the metrics, and a collector of pool occupancy for srv, to reg.
 func (m *Metrics) Register(reg prometheus.Registerer, srv *Server) error {
-	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, poolCollector{srv}} {
+	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, poolCollector{srv}} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

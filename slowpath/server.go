@@ -31,13 +31,6 @@ type Sender interface {
 	Send(out []Outgoing)
 }
 
-// Publisher is told about every committed lease change, after it is durable,
-// so the fast path (and later the failover partner) follow the database.
-// The server calls it from the commit goroutine; it must not block for long.
-type Publisher interface {
-	LeasesChanged(leases []*lease.Lease)
-}
-
 // Incoming is one received datagram with where it arrived.
 type Incoming struct {
 	Data    []byte
@@ -81,7 +74,7 @@ type Server struct {
 	log   *slog.Logger
 	store Store
 	send  Sender
-	pub   Publisher
+	fast  FastPath
 	m     *Metrics
 	now   func() time.Time
 
@@ -111,15 +104,15 @@ type offerRef struct {
 
 // Config is everything New needs.
 type Config struct {
-	Logger    *slog.Logger
-	Store     Store
-	Sender    Sender
-	Publisher Publisher // optional
-	Metrics   *Metrics  // optional
-	Settings  Settings
-	Subnets   []*Subnet
-	Ifaces    []Interface
-	Now       func() time.Time // optional, for tests
+	Logger   *slog.Logger
+	Store    Store
+	Sender   Sender
+	FastPath FastPath // optional: nil while the fast path is off
+	Metrics  *Metrics // optional
+	Settings Settings
+	Subnets  []*Subnet
+	Ifaces   []Interface
+	Now      func() time.Time // optional, for tests
 }
 
 // New builds a server. Call Load before serving.
@@ -128,7 +121,7 @@ func New(c Config) (*Server, error) {
 		return nil, errors.New("slowpath: store and sender are required")
 	}
 	s := &Server{
-		log: c.Logger, store: c.Store, send: c.Sender, pub: c.Publisher, m: c.Metrics, now: c.Now,
+		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, m: c.Metrics, now: c.Now,
 		leases: map[netip.Addr]*lease.Lease{}, byClient: map[string]netip.Addr{},
 		offers: map[netip.Addr]offer{}, offerOf: map[string]netip.Addr{},
 	}
@@ -289,19 +282,17 @@ func (s *Server) setStateLocked(l *lease.Lease, st lease.State, now time.Time) {
 	l.StateAt = now
 }
 
-// commit stores changed records and then runs after (with the error) and
-// tells the publisher. Records are cloned: the table keeps changing.
-func (s *Server) commit(ls []*lease.Lease, after func(error)) {
-	cl := make([]*lease.Lease, len(ls))
-	for i, l := range ls {
-		cl[i] = l.Clone()
-	}
+// commit stores changed records, then publishes them to the fast path and
+// runs after (with the error). Records must be copies taken under the lock
+// (the table keeps changing), and commit must be called without the lock:
+// its callback takes it.
+func (s *Server) commit(cl []*lease.Lease, after func(error)) {
 	s.store.Submit(cl, func(err error) {
 		if err != nil {
 			s.m.CommitErrors.Inc()
 			s.log.Error("lease commit failed", "leases", len(cl), "err", err)
-		} else if s.pub != nil {
-			s.pub.LeasesChanged(cl)
+		} else {
+			s.publish(cl)
 		}
 		if after != nil {
 			after(err)

@@ -50,6 +50,15 @@ func (s *Server) Sweep() {
 		sn := s.subs.forAddr(e.ip)
 		switch l.State {
 		case lease.Active:
+			if s.fast != nil {
+				if g, ok := s.fast.Granted(e.ip); ok && g.After(l.Expiry) {
+					// Renewed in XDP; its event has not arrived yet.
+					l.Expiry = g
+					s.expiry.push(e.ip, g)
+					changed = append(changed, l)
+					continue
+				}
+			}
 			s.setStateLocked(l, lease.Expired, now)
 			s.toFree = append(s.toFree, e.ip)
 		case lease.Abandoned:
@@ -63,6 +72,9 @@ func (s *Server) Sweep() {
 			}
 		}
 		changed = append(changed, l)
+	}
+	for i, l := range changed {
+		changed[i] = l.Clone()
 	}
 	s.mu.Unlock()
 	if len(changed) > 0 {

@@ -1,0 +1,206 @@
+package slowpath
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// FastPath is the slow path's view of the XDP fast path; cmd/xdhcpd fills
+// it in with the BPF maps. Every call happens after the records involved
+// are on disk (DESIGN.md invariants 1 and 2).
+type FastPath interface {
+	// Publish adds or updates entries the fast path may answer.
+	Publish(entries []FastLease) error
+	// Remove withdraws entries.
+	Remove(ips []netip.Addr) error
+	// Granted returns the expiry the fast path last granted for ip. The
+	// sweeper asks before expiring a lease, because the renewal event may
+	// still be on its way; the XDP program refuses renewals at or after
+	// that expiry, so the two cannot race.
+	Granted(ip netip.Addr) (time.Time, bool)
+}
+
+// FastLease is everything the XDP program needs to answer a renewal
+// exactly as the slow path would.
+type FastLease struct {
+	IP        netip.Addr
+	Expiry    time.Time // current expiry; the fast path refuses renewals after it
+	HWType    uint8
+	HWAddr    []byte
+	ClientID  []byte
+	ServerID  netip.Addr
+	IfIndex   uint32
+	VLANs     [2]uint16
+	GIAddr    netip.Addr
+	LeaseTime uint32 // seconds, with T1 and T2
+	T1, T2    uint32
+	Horizon   time.Time
+	// Serve is false when this server must not answer on its own (a
+	// FORCERENEW is pending or failover forbids it); the fast path punts.
+	Serve bool
+	// Template is the subnet's option block, copied into the reply.
+	Template []byte
+}
+
+// Renewal is one renewal the fast path answered, reported on its ring
+// buffer (or recovered by a scan of its map).
+type Renewal struct {
+	IP      netip.Addr
+	HWAddr  []byte
+	XID     uint32
+	At      time.Time
+	Expiry  time.Time
+	IfIndex uint32
+	VLANs   [2]uint16
+	GIAddr  netip.Addr
+}
+
+// fastLeaseLocked renders l for the fast path, or false when it must not
+// be in the map (not active, or no subnet any more).
+func (s *Server) fastLeaseLocked(l *lease.Lease) (FastLease, bool) {
+	if l.State != lease.Active || !l.ServerID.IsValid() {
+		return FastLease{}, false
+	}
+	sub := s.subs.forAddr(l.IP)
+	if sub == nil {
+		return FastLease{}, false
+	}
+	lt, t1, t2 := leaseTimes(sub, sub.LeaseTime)
+	return FastLease{
+		IP: l.IP, Expiry: l.Expiry, HWType: l.HWType, HWAddr: l.HWAddr, ClientID: l.ClientID, ServerID: l.ServerID,
+		IfIndex: l.IfIndex, VLANs: l.VLANs, GIAddr: l.GIAddr, LeaseTime: lt, T1: t1, T2: t2,
+		Horizon: l.Horizon, Serve: true, Template: sub.Options,
+	}, true
+}
+
+// publish follows committed changes into the fast path.
+func (s *Server) publish(ls []*lease.Lease) {
+	if s.fast == nil {
+		return
+	}
+	var add []FastLease
+	var del []netip.Addr
+	s.mu.Lock()
+	for _, l := range ls {
+		if fl, ok := s.fastLeaseLocked(l); ok {
+			add = append(add, fl)
+		} else {
+			del = append(del, l.IP)
+		}
+	}
+	s.mu.Unlock()
+	if len(add) > 0 {
+		if err := s.fast.Publish(add); err != nil {
+			s.log.Error("publishing leases to the fast path", "leases", len(add), "err", err)
+		}
+	}
+	if len(del) > 0 {
+		if err := s.fast.Remove(del); err != nil {
+			s.log.Error("removing leases from the fast path", "leases", len(del), "err", err)
+		}
+	}
+}
+
+// PublishAll (re)publishes every active lease and withdraws the rest, for
+// start-up reconciliation and after a configuration reload.
+func (s *Server) PublishAll() {
+	s.mu.Lock()
+	ls := make([]*lease.Lease, 0, len(s.leases))
+	for _, l := range s.leases {
+		ls = append(ls, l.Clone())
+	}
+	s.mu.Unlock()
+	for len(ls) > 0 {
+		n := min(len(ls), 8192)
+		s.publish(ls[:n])
+		ls = ls[n:]
+	}
+}
+
+// FoldRenewals records renewals the fast path answered: expiry, CLTT, xid
+// and where the request came from, committed in one batch. Renewals for
+// leases that changed since (released, declined, reallocated) are ignored:
+// the slow path's record wins.
+func (s *Server) FoldRenewals(rs []Renewal) {
+	var changed []*lease.Lease
+	s.mu.Lock()
+	for _, r := range rs {
+		l := s.leases[r.IP]
+		if l == nil || l.State != lease.Active || string(l.HWAddr) != string(r.HWAddr) || !r.Expiry.After(l.Expiry) {
+			continue
+		}
+		l.Expiry, l.CLTT, l.LastXID = r.Expiry, r.At, r.XID
+		if r.GIAddr.IsValid() && !r.GIAddr.IsUnspecified() {
+			l.GIAddr = r.GIAddr
+		}
+		s.expiry.push(l.IP, l.Expiry)
+		changed = append(changed, l.Clone())
+	}
+	s.mu.Unlock()
+	if len(changed) > 0 {
+		s.m.FastRenewalsFolded.Add(float64(len(changed)))
+		s.commitQuiet(changed)
+	}
+}
+
+// commitQuiet stores records without republishing them: the fast path
+// already holds what they say.
+func (s *Server) commitQuiet(cl []*lease.Lease) {
+	s.store.Submit(cl, func(err error) {
+		if err != nil {
+			s.m.CommitErrors.Inc()
+			s.log.Error("lease commit failed", "leases", len(cl), "err", err)
+		}
+	})
+}
+
+// AdvanceHorizons keeps every active lease's promise horizon at least half
+// of HorizonAhead in the future, so the fast path never punts a steady-state
+// renewal for the horizon. New horizons go to disk first, then to the map.
+func (s *Server) AdvanceHorizons() int {
+	ahead := s.settings().HorizonAhead
+	if ahead <= 0 || s.fast == nil {
+		return 0
+	}
+	now := s.now()
+	var changed []*lease.Lease
+	s.mu.Lock()
+	for _, l := range s.leases {
+		if l.State == lease.Active && l.Horizon.Sub(now) < ahead/2 {
+			l.Horizon = now.Add(ahead)
+			changed = append(changed, l.Clone())
+			if len(changed) >= sweepBatch {
+				break
+			}
+		}
+	}
+	s.mu.Unlock()
+	if len(changed) > 0 {
+		s.commit(changed, nil)
+	}
+	return len(changed)
+}
+
+// RunHorizons advances horizons every interval until ctx ends.
+func (s *Server) RunHorizons(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			for s.AdvanceHorizons() >= sweepBatch {
+			}
+		}
+	}
+}
+
+func (s *Server) settings() Settings {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.set
+}

@@ -1,0 +1,121 @@
+package slowpath
+
+import (
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// mapFast records what the server asks of the fast path, like the BPF
+// lease map would hold it.
+type mapFast struct {
+	mu      sync.Mutex
+	entries map[netip.Addr]FastLease
+	granted map[netip.Addr]time.Time
+}
+
+func (m *mapFast) Publish(es []FastLease) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range es {
+		m.entries[e.IP] = e
+	}
+	return nil
+}
+
+func (m *mapFast) Remove(ips []netip.Addr) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ip := range ips {
+		delete(m.entries, ip)
+	}
+	return nil
+}
+
+func (m *mapFast) Granted(ip netip.Addr) (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g, ok := m.granted[ip]
+	return g, ok
+}
+
+func newFastFixture(t *testing.T) (*fixture, *mapFast) {
+	f := newFixture(t)
+	fp := &mapFast{entries: map[netip.Addr]FastLease{}, granted: map[netip.Addr]time.Time{}}
+	f.srv.fast = fp
+	f.srv.set.HorizonAhead = 4 * time.Hour
+	return f, fp
+}
+
+func TestAckPublishesDurableLeaseWithHorizon(t *testing.T) {
+	f, fp := newFastFixture(t)
+	ip, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
+	e, ok := fp.entries[ip]
+	if !ok {
+		t.Fatal("ACKed lease not published")
+	}
+	stored := f.store.leases[ip]
+	if !e.Horizon.Equal(stored.Horizon) || !stored.Horizon.Equal(f.now.Add(4*time.Hour)) {
+		t.Fatalf("published horizon %v, stored %v", e.Horizon, stored.Horizon)
+	}
+	if e.ServerID != srvAddr || e.LeaseTime != 3600 || e.T1 != 1800 || len(e.Template) == 0 || !e.Serve || e.IfIndex != 7 {
+		t.Fatalf("entry %+v", e)
+	}
+	f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(ip.AsSlice())), srvAddr)
+	if _, ok := fp.entries[ip]; ok {
+		t.Fatal("released lease still in the fast path")
+	}
+}
+
+func TestFoldRenewalsAndHorizonAdvance(t *testing.T) {
+	f, fp := newFastFixture(t)
+	ip, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
+	f.now = f.now.Add(3 * time.Hour)
+	// A renewal XDP answered half an hour ago for an hour.
+	at := f.now.Add(-30 * time.Minute)
+	f.srv.FoldRenewals([]Renewal{{IP: ip, HWAddr: mac(1), XID: 77, At: at, Expiry: at.Add(time.Hour)}})
+	if l := f.store.leases[ip]; !l.Expiry.Equal(at.Add(time.Hour)) || !l.CLTT.Equal(at) || l.LastXID != 77 {
+		t.Fatalf("renewal not folded: %+v", l)
+	}
+	// A renewal for a different client is ignored.
+	f.srv.FoldRenewals([]Renewal{{IP: ip, HWAddr: mac(2), At: f.now, Expiry: f.now.Add(5 * time.Hour)}})
+	if l := f.store.leases[ip]; l.Expiry.After(f.now.Add(time.Hour)) {
+		t.Fatal("foreign renewal folded")
+	}
+	if n := f.srv.AdvanceHorizons(); n != 1 {
+		t.Fatalf("advanced %d horizons, want 1 (1h left of 4h)", n)
+	}
+	if h := fp.entries[ip].Horizon; !h.Equal(f.now.Add(4 * time.Hour)) {
+		t.Fatalf("map horizon %v", h)
+	}
+	if f.store.leases[ip].Horizon != fp.entries[ip].Horizon {
+		t.Fatal("map horizon differs from the stored one")
+	}
+}
+
+func TestSweeperWaitsForFastPathGrant(t *testing.T) {
+	f, fp := newFastFixture(t)
+	ip, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
+	f.now = f.now.Add(time.Hour + time.Second)
+	fp.granted[ip] = f.now.Add(50 * time.Minute) // renewed in XDP, event not yet folded
+	f.srv.Sweep()
+	if l := f.store.leases[ip]; l.State != lease.Active || !l.Expiry.Equal(fp.granted[ip]) {
+		t.Fatalf("lease renewed in the fast path was expired: %v until %v", l.State, l.Expiry)
+	}
+	if got := f.dora(mac(2)).YourIPAddr; got.Equal(ip.AsSlice()) {
+		t.Fatal("address renewed in the fast path was given to another client")
+	}
+	f.now = f.now.Add(51 * time.Minute)
+	f.srv.Sweep()
+	if l := f.store.leases[ip]; l.State != lease.Expired {
+		t.Fatalf("after the granted expiry: %v", l.State)
+	}
+	if _, ok := fp.entries[ip]; ok {
+		t.Fatal("expired lease left in the fast path")
+	}
+}
