@@ -1,0 +1,423 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// raw* mirror the file. Addresses and durations stay strings here so that
+// a bad one is reported with its field rather than as a YAML error.
+type rawConfig struct {
+	Server     rawServer     `yaml:"server"`
+	Fastpath   rawFastpath   `yaml:"fastpath"`
+	Leasequery rawLeasequery `yaml:"leasequery"`
+	Subnets    []rawSubnet   `yaml:"subnets"`
+}
+
+type rawServer struct {
+	Interfaces     []string `yaml:"interfaces"`
+	StateDir       string   `yaml:"state-dir"`
+	ControlSocket  *string  `yaml:"control-socket"`
+	MetricsListen  *string  `yaml:"metrics-listen"`
+	LogLevel       string   `yaml:"log-level"`
+	Authoritative  *bool    `yaml:"authoritative"`
+	OfferHold      string   `yaml:"offer-hold"`
+	DeclineHold    string   `yaml:"decline-hold"`
+	CommitMaxDelay string   `yaml:"commit-max-delay"`
+	CommitMaxBatch int      `yaml:"commit-max-batch"`
+}
+
+type rawFastpath struct {
+	Enabled   bool   `yaml:"enabled"`
+	Mode      string `yaml:"mode"`
+	MinGrant  string `yaml:"min-grant"`
+	PuntRate  *int   `yaml:"punt-rate"`
+	PuntBurst *int   `yaml:"punt-burst"`
+	Horizon   string `yaml:"horizon"`
+}
+
+type rawLeasequery struct {
+	Enabled              bool     `yaml:"enabled"`
+	Requesters           []string `yaml:"requesters"`
+	TCPListen            *string  `yaml:"tcp-listen"`
+	MaxConnsPerRequester int      `yaml:"max-conns-per-requester"`
+	IdleTimeout          string   `yaml:"idle-timeout"`
+}
+
+type rawSubnet struct {
+	Subnet       string           `yaml:"subnet"`
+	Pools        []string         `yaml:"pools"`
+	LeaseTime    string           `yaml:"lease-time"`
+	T1           string           `yaml:"t1"`
+	T2           string           `yaml:"t2"`
+	Relays       []string         `yaml:"relays"`
+	ServerID     string           `yaml:"server-id"`
+	Options      rawOptions       `yaml:"options"`
+	Reservations []rawReservation `yaml:"reservations"`
+}
+
+type rawOptions struct {
+	Routers               []string    `yaml:"routers"`
+	DNSServers            []string    `yaml:"dns-servers"`
+	DomainName            string      `yaml:"domain-name"`
+	DomainSearch          []string    `yaml:"domain-search"`
+	NTPServers            []string    `yaml:"ntp-servers"`
+	MTU                   *int        `yaml:"mtu"`
+	Broadcast             string      `yaml:"broadcast"`
+	ClasslessStaticRoutes []rawRoute  `yaml:"classless-static-routes"`
+	Custom                []rawCustom `yaml:"custom"`
+}
+
+type rawRoute struct {
+	Destination string `yaml:"destination"`
+	Router      string `yaml:"router"`
+}
+
+type rawCustom struct {
+	Code  int       `yaml:"code"`
+	Type  string    `yaml:"type"`
+	Value yaml.Node `yaml:"value"`
+}
+
+type rawReservation struct {
+	HWAddress string `yaml:"hw-address"`
+	ClientID  string `yaml:"client-id"`
+	IP        string `yaml:"ip"`
+	Hostname  string `yaml:"hostname"`
+}
+
+func (v *validator) build(r *rawConfig) *Config {
+	c := &Config{}
+	s := &c.Server
+	rs := r.Server
+	if len(rs.Interfaces) == 0 {
+		v.add("server.interfaces", "at least one interface is required")
+	}
+	seen := map[string]bool{}
+	for i, n := range rs.Interfaces {
+		p := fmt.Sprintf("server.interfaces[%d]", i)
+		switch {
+		case n == "" || len(n) > 15 || strings.ContainsAny(n, "/ \t"):
+			v.add(p, "%q is not an interface name", n)
+		case seen[n]:
+			v.add(p, "interface %q listed twice", n)
+		}
+		seen[n] = true
+	}
+	s.Interfaces = rs.Interfaces
+	if s.StateDir = rs.StateDir; s.StateDir == "" {
+		v.add("server.state-dir", "required (the lease database lives there)")
+	}
+	s.ControlSocket = "/run/xdhcp/xdhcpd.sock"
+	if rs.ControlSocket != nil {
+		if s.ControlSocket = *rs.ControlSocket; s.ControlSocket == "" {
+			v.add("server.control-socket", "must not be empty")
+		}
+	}
+	s.MetricsListen = "127.0.0.1:9467"
+	if rs.MetricsListen != nil {
+		s.MetricsListen = *rs.MetricsListen
+	}
+	if s.MetricsListen != "" {
+		v.hostPort("server.metrics-listen", s.MetricsListen)
+	}
+	switch rs.LogLevel {
+	case "", "info":
+		s.LogLevel = slog.LevelInfo
+	case "debug":
+		s.LogLevel = slog.LevelDebug
+	case "warn":
+		s.LogLevel = slog.LevelWarn
+	case "error":
+		s.LogLevel = slog.LevelError
+	default:
+		v.add("server.log-level", "%q is not one of debug, info, warn, error", rs.LogLevel)
+	}
+	s.Authoritative = rs.Authoritative == nil || *rs.Authoritative
+	s.OfferHold = v.duration("server.offer-hold", rs.OfferHold, 10*time.Second)
+	s.DeclineHold = v.duration("server.decline-hold", rs.DeclineHold, 24*time.Hour)
+	s.CommitMaxDelay = v.duration("server.commit-max-delay", rs.CommitMaxDelay, 2*time.Millisecond)
+	if s.CommitMaxDelay > time.Second {
+		v.add("server.commit-max-delay", "%v is too long: every ACK waits for it", s.CommitMaxDelay)
+	}
+	s.CommitMaxBatch = rs.CommitMaxBatch
+	if s.CommitMaxBatch == 0 {
+		s.CommitMaxBatch = 4096
+	} else if s.CommitMaxBatch < 1 || s.CommitMaxBatch > 1<<20 {
+		v.add("server.commit-max-batch", "%d is outside 1..1048576", s.CommitMaxBatch)
+	}
+
+	for i := range r.Subnets {
+		c.Subnets = append(c.Subnets, v.subnet(fmt.Sprintf("subnets[%d]", i), &r.Subnets[i]))
+	}
+	if len(c.Subnets) == 0 {
+		v.add("subnets", "at least one subnet is required")
+	}
+	v.overlaps(c.Subnets)
+
+	f := &c.Fastpath
+	rf := r.Fastpath
+	f.Enabled = rf.Enabled
+	switch f.Mode = rf.Mode; f.Mode {
+	case "":
+		f.Mode = "auto"
+	case "auto", "native", "generic":
+	default:
+		v.add("fastpath.mode", "%q is not one of auto, native, generic", rf.Mode)
+	}
+	f.MinGrant = v.duration("fastpath.min-grant", rf.MinGrant, time.Minute)
+	f.PuntRate = 20
+	if rf.PuntRate != nil {
+		if *rf.PuntRate < 1 || *rf.PuntRate > 1_000_000 {
+			v.add("fastpath.punt-rate", "%d is outside 1..1000000", *rf.PuntRate)
+		} else {
+			f.PuntRate = uint32(*rf.PuntRate)
+		}
+	}
+	f.PuntBurst = 2 * f.PuntRate
+	if rf.PuntBurst != nil {
+		if *rf.PuntBurst < 1 || *rf.PuntBurst > 1_000_000 {
+			v.add("fastpath.punt-burst", "%d is outside 1..1000000", *rf.PuntBurst)
+		} else {
+			f.PuntBurst = uint32(*rf.PuntBurst)
+		}
+	}
+	var longest, shortest time.Duration
+	for _, sn := range c.Subnets {
+		longest = max(longest, sn.LeaseTime)
+		if shortest == 0 || sn.LeaseTime < shortest {
+			shortest = sn.LeaseTime
+		}
+	}
+	f.Horizon = v.duration("fastpath.horizon", rf.Horizon, 4*longest)
+	if f.Enabled {
+		if f.MinGrant > shortest && shortest > 0 {
+			v.add("fastpath.min-grant", "%v is longer than the shortest lease time (%v): those leases would never be renewed in XDP", f.MinGrant, shortest)
+		}
+		if f.Horizon < longest {
+			v.add("fastpath.horizon", "%v is shorter than the longest lease time (%v): renewals would be cut short", f.Horizon, longest)
+		}
+	}
+
+	lq := &c.Leasequery
+	rl := r.Leasequery
+	lq.Enabled = rl.Enabled
+	for i, s := range rl.Requesters {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(s); aerr == nil && a.Is4() {
+				p, err = netip.PrefixFrom(a, 32), nil
+			}
+		}
+		if err != nil || !p.Addr().Is4() {
+			v.add(fmt.Sprintf("leasequery.requesters[%d]", i), "%q is not an IPv4 prefix", s)
+			continue
+		}
+		lq.Requesters = append(lq.Requesters, p.Masked())
+	}
+	if lq.Enabled && len(lq.Requesters) == 0 {
+		v.add("leasequery.requesters", "leasequery is enabled but nobody may query: list the requesters")
+	}
+	lq.TCPListen = ":67"
+	if rl.TCPListen != nil {
+		lq.TCPListen = *rl.TCPListen
+	}
+	if lq.TCPListen != "" {
+		v.hostPort("leasequery.tcp-listen", lq.TCPListen)
+	}
+	if lq.MaxConnsPerRequester = rl.MaxConnsPerRequester; lq.MaxConnsPerRequester == 0 {
+		lq.MaxConnsPerRequester = 4
+	} else if lq.MaxConnsPerRequester < 0 {
+		v.add("leasequery.max-conns-per-requester", "must be positive")
+	}
+	lq.IdleTimeout = v.duration("leasequery.idle-timeout", rl.IdleTimeout, time.Minute)
+	return c
+}
+
+func (v *validator) hostPort(path, s string) {
+	host, port, err := net.SplitHostPort(s)
+	if err == nil {
+		var n int
+		if _, perr := fmt.Sscan(port, &n); perr != nil || n < 1 || n > 65535 {
+			err = fmt.Errorf("bad port %q", port)
+		}
+	}
+	if err == nil && host != "" {
+		if _, aerr := netip.ParseAddr(host); aerr != nil && host != "localhost" {
+			err = fmt.Errorf("%q is not an address", host)
+		}
+	}
+	if err != nil {
+		v.add(path, "%q is not host:port (%v)", s, err)
+	}
+}
+
+func (v *validator) subnet(path string, r *rawSubnet) Subnet {
+	var s Subnet
+	p, err := netip.ParsePrefix(r.Subnet)
+	if err != nil || !p.Addr().Is4() {
+		v.add(path+".subnet", "%q is not an IPv4 prefix like 10.0.0.0/24", r.Subnet)
+	} else if p.Masked() != p {
+		v.add(path+".subnet", "%q has host bits set (did you mean %s?)", r.Subnet, p.Masked())
+	} else {
+		s.Prefix = p
+	}
+	s.LeaseTime = v.duration(path+".lease-time", r.LeaseTime, time.Hour)
+	if r.LeaseTime != "" && s.LeaseTime < 10*time.Second {
+		v.add(path+".lease-time", "%v is too short (minimum 10s)", s.LeaseTime)
+	}
+	if s.LeaseTime > 0xfffffffe*time.Second {
+		v.add(path+".lease-time", "%v does not fit in 32 bits of seconds", s.LeaseTime)
+	}
+	s.T1 = v.duration(path+".t1", r.T1, s.LeaseTime/2)
+	s.T2 = v.duration(path+".t2", r.T2, s.LeaseTime*7/8)
+	if s.T1 <= 0 || s.T1 >= s.T2 {
+		v.add(path+".t1", "T1 (%v) must be positive and shorter than T2 (%v)", s.T1, s.T2)
+	}
+	if s.T2 >= s.LeaseTime {
+		v.add(path+".t2", "T2 (%v) must be shorter than the lease time (%v)", s.T2, s.LeaseTime)
+	}
+	s.Relays = v.addrs(path+".relays", r.Relays)
+	if r.ServerID != "" {
+		s.ServerID = v.addr(path+".server-id", r.ServerID)
+	}
+	for i, ps := range r.Pools {
+		pp := fmt.Sprintf("%s.pools[%d]", path, i)
+		pool, ok := v.pool(pp, ps)
+		if !ok {
+			continue
+		}
+		if s.Prefix.IsValid() {
+			switch {
+			case !s.Prefix.Contains(pool.Start) || !s.Prefix.Contains(pool.End):
+				v.add(pp, "%s is outside subnet %s", ps, s.Prefix)
+				continue
+			case s.Prefix.Bits() < 31 && (pool.Contains(s.Prefix.Addr()) || pool.Contains(lastAddr(s.Prefix))):
+				v.add(pp, "%s includes the network or broadcast address of %s", ps, s.Prefix)
+				continue
+			}
+		}
+		s.Pools = append(s.Pools, pool)
+	}
+	s.Options = v.options(path+".options", &r.Options, s.Prefix)
+	s.Reservations = v.reservations(path+".reservations", r.Reservations, s.Prefix)
+	return s
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	v := u32(p.Addr()) | (1<<(32-p.Bits()) - 1)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func (v *validator) pool(path, s string) (Pool, bool) {
+	if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Is4() {
+		p = p.Masked()
+		start, end := p.Addr(), lastAddr(p)
+		if p.Bits() < 31 { // leave out network and broadcast
+			start, end = start.Next(), end.Prev()
+		}
+		return Pool{start, end}, true
+	}
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		v.add(path, "%q is not a range A-B or a prefix", s)
+		return Pool{}, false
+	}
+	start, end := v.addr(path, a), v.addr(path, b)
+	if !start.IsValid() || !end.IsValid() {
+		return Pool{}, false
+	}
+	if end.Less(start) {
+		v.add(path, "range %s ends before it starts", s)
+		return Pool{}, false
+	}
+	return Pool{start, end}, true
+}
+
+// overlaps refuses overlapping subnets and overlapping pools, sorting once
+// so thousands of pools stay cheap.
+func (v *validator) overlaps(subs []Subnet) {
+	type iv struct {
+		lo, hi uint32
+		what   string
+	}
+	var nets, pools []iv
+	for i, s := range subs {
+		if s.Prefix.IsValid() {
+			nets = append(nets, iv{u32(s.Prefix.Addr()), u32(lastAddr(s.Prefix)), fmt.Sprintf("subnets[%d].subnet", i)})
+		}
+		for j, p := range s.Pools {
+			pools = append(pools, iv{u32(p.Start), u32(p.End), fmt.Sprintf("subnets[%d].pools[%d]", i, j)})
+		}
+	}
+	for _, list := range [][]iv{nets, pools} {
+		sort.Slice(list, func(i, j int) bool { return list[i].lo < list[j].lo })
+		// Compare with the interval reaching furthest so far, so an
+		// overlap hidden behind a short interval is still found.
+		for i, far := 1, 0; i < len(list); i++ {
+			if list[i].lo <= list[far].hi {
+				v.add(list[i].what, "overlaps %s", list[far].what)
+			}
+			if list[i].hi > list[far].hi {
+				far = i
+			}
+		}
+	}
+}
+
+func (v *validator) reservations(path string, rs []rawReservation, pfx netip.Prefix) []Reservation {
+	var out []Reservation
+	byIP := map[netip.Addr]bool{}
+	byClient := map[string]bool{}
+	for i, r := range rs {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		var res Reservation
+		switch {
+		case r.HWAddress != "" && r.ClientID != "":
+			v.add(p, "give hw-address or client-id, not both")
+			continue
+		case r.HWAddress != "":
+			hw, err := net.ParseMAC(r.HWAddress)
+			if err != nil || len(hw) != 6 {
+				v.add(p+".hw-address", "%q is not an Ethernet MAC address", r.HWAddress)
+				continue
+			}
+			res.HWAddr = hw
+		case r.ClientID != "":
+			cid, err := parseHex(r.ClientID)
+			if err != nil || len(cid) < 2 {
+				v.add(p+".client-id", "%q is not a client-id of at least 2 hex bytes", r.ClientID)
+				continue
+			}
+			res.ClientID = cid
+		default:
+			v.add(p, "needs hw-address or client-id")
+			continue
+		}
+		if res.IP = v.addr(p+".ip", r.IP); !res.IP.IsValid() {
+			continue
+		}
+		if pfx.IsValid() && !pfx.Contains(res.IP) {
+			v.add(p+".ip", "%s is outside subnet %s", res.IP, pfx)
+			continue
+		}
+		key := string(res.HWAddr) + "|" + string(res.ClientID)
+		if byIP[res.IP] {
+			v.add(p+".ip", "%s is reserved twice", res.IP)
+		}
+		if byClient[key] {
+			v.add(p, "this client has two reservations")
+		}
+		byIP[res.IP], byClient[key] = true, true
+		res.Hostname = r.Hostname
+		out = append(out, res)
+	}
+	return out
+}

@@ -1,0 +1,374 @@
+// Package config reads xdhcpd's YAML configuration. Decoding is strict: an
+// unknown key, a value of the wrong type and every semantic problem are
+// reported together, each as FILE:LINE: field: reason.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is a validated configuration with defaults applied.
+type Config struct {
+	File       string
+	Server     Server
+	Fastpath   Fastpath
+	Leasequery Leasequery
+	Subnets    []Subnet
+}
+
+// Server holds daemon-wide settings.
+type Server struct {
+	Interfaces     []string
+	StateDir       string
+	ControlSocket  string
+	MetricsListen  string // "" disables the metrics endpoint
+	LogLevel       slog.Level
+	Authoritative  bool
+	OfferHold      time.Duration
+	DeclineHold    time.Duration
+	CommitMaxDelay time.Duration
+	CommitMaxBatch int
+}
+
+// Fastpath configures the XDP fast path.
+type Fastpath struct {
+	Enabled   bool
+	Mode      string // auto, native or generic
+	MinGrant  time.Duration
+	PuntRate  uint32 // punts per second per client MAC
+	PuntBurst uint32
+	// Horizon is how far ahead the promise horizon is kept.
+	Horizon time.Duration
+}
+
+// Leasequery configures RFC 4388 / RFC 6926 service.
+type Leasequery struct {
+	Enabled              bool
+	Requesters           []netip.Prefix
+	TCPListen            string
+	MaxConnsPerRequester int
+	IdleTimeout          time.Duration
+}
+
+// Subnet is one configured subnet.
+type Subnet struct {
+	Prefix       netip.Prefix
+	Pools        []Pool
+	LeaseTime    time.Duration
+	T1, T2       time.Duration
+	Relays       []netip.Addr
+	ServerID     netip.Addr // invalid when not set
+	Options      []Option   // wire-ready, in the contract order
+	Reservations []Reservation
+}
+
+// Pool is an inclusive address range.
+type Pool struct{ Start, End netip.Addr }
+
+// Contains reports whether a is in the pool.
+func (p Pool) Contains(a netip.Addr) bool { return !a.Less(p.Start) && !p.End.Less(a) }
+
+// Size is the number of addresses in the pool.
+func (p Pool) Size() uint64 { return uint64(u32(p.End)) - uint64(u32(p.Start)) + 1 }
+
+// PoolSize is the number of addresses in all the subnet's pools.
+func (s *Subnet) PoolSize() uint64 {
+	var n uint64
+	for _, p := range s.Pools {
+		n += p.Size()
+	}
+	return n
+}
+
+// Option is one option's code and encoded value.
+type Option struct {
+	Code uint8
+	Data []byte
+}
+
+// Reservation pins an address to a client (by hardware address or client-id).
+type Reservation struct {
+	HWAddr   net.HardwareAddr
+	ClientID []byte
+	IP       netip.Addr
+	Hostname string
+}
+
+// Problem is one thing wrong with a configuration file.
+type Problem struct {
+	File   string
+	Line   int
+	Field  string
+	Reason string
+}
+
+func (p Problem) String() string {
+	return fmt.Sprintf("%s:%d: %s: %s", p.File, p.Line, p.Field, p.Reason)
+}
+
+// Errors lists every problem found in a file.
+type Errors struct{ Problems []Problem }
+
+func (e *Errors) Error() string {
+	s := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		s[i] = p.String()
+	}
+	return strings.Join(s, "\n")
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Errors{[]Problem{{File: path, Line: 0, Field: "(file)", Reason: err.Error()}}}
+	}
+	return Parse(path, b)
+}
+
+// Parse validates a configuration held in memory; name is used in messages.
+func Parse(name string, data []byte) (*Config, error) {
+	v := &validator{file: name, lines: map[string]int{}}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		v.addLine(yamlLine(err), "(file)", err.Error())
+		return nil, v.err()
+	}
+	if len(root.Content) == 0 {
+		v.addLine(1, "(file)", "empty configuration")
+		return nil, v.err()
+	}
+	v.walk(root.Content[0], "")
+	v.checkKeys(root.Content[0], reflect.TypeOf(rawConfig{}), "")
+	var raw rawConfig
+	if err := root.Content[0].Decode(&raw); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for _, m := range te.Errors {
+				v.addLine(yamlLine(errors.New(m)), "(value)", strings.TrimPrefix(lineRE.ReplaceAllString(m, ""), "yaml: "))
+			}
+		} else {
+			v.addLine(yamlLine(err), "(file)", err.Error())
+		}
+	}
+	if len(v.problems) > 0 {
+		return nil, v.err()
+	}
+	c := v.build(&raw)
+	if len(v.problems) > 0 {
+		return nil, v.err()
+	}
+	c.File = name
+	return c, nil
+}
+
+var lineRE = regexp.MustCompile(`^(yaml: )?line (\d+): `)
+
+func yamlLine(err error) int {
+	if m := lineRE.FindStringSubmatch(err.Error()); m != nil {
+		n, _ := strconv.Atoi(m[2])
+		return n
+	}
+	return 1
+}
+
+type validator struct {
+	file     string
+	lines    map[string]int // field path → line
+	problems []Problem
+}
+
+func (v *validator) err() error {
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return &Errors{v.problems}
+}
+
+func (v *validator) addLine(line int, field, reason string) {
+	v.problems = append(v.problems, Problem{File: v.file, Line: line, Field: field, Reason: reason})
+}
+
+// add reports a problem at a field path, at the line of the field or of
+// its nearest parent that appears in the file.
+func (v *validator) add(path, format string, args ...any) {
+	p := path
+	line, ok := v.lines[p]
+	for !ok && p != "" {
+		if i := strings.LastIndexAny(p, ".["); i >= 0 {
+			p = p[:i]
+		} else {
+			p = ""
+		}
+		line, ok = v.lines[p]
+	}
+	if line == 0 {
+		line = 1
+	}
+	v.addLine(line, path, fmt.Sprintf(format, args...))
+}
+
+// walk records the line of every field path.
+func (v *validator) walk(n *yaml.Node, path string) {
+	v.lines[path] = n.Line
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := join(path, n.Content[i].Value)
+			v.walk(n.Content[i+1], k)
+			v.lines[k] = n.Content[i].Line
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			v.walk(c, fmt.Sprintf("%s[%d]", path, i))
+		}
+	}
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// checkKeys reports keys that the target struct does not have, with the
+// closest known key as a hint.
+func (v *validator) checkKeys(n *yaml.Node, t reflect.Type, path string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			if tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]; tag != "" && tag != "-" {
+				fields[tag] = t.Field(i).Type
+			}
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			ft, ok := fields[key]
+			if !ok {
+				hint := ""
+				if s := closest(key, fields); s != "" {
+					hint = fmt.Sprintf(" (did you mean %q?)", s)
+				}
+				v.addLine(n.Content[i].Line, join(path, key), "unknown key"+hint)
+				continue
+			}
+			v.checkKeys(n.Content[i+1], ft, join(path, key))
+		}
+	case n.Kind == yaml.SequenceNode && t.Kind() == reflect.Slice:
+		for i, c := range n.Content {
+			v.checkKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+		}
+	}
+}
+
+func closest(key string, fields map[string]reflect.Type) string {
+	best, bestD := "", 3
+	for f := range fields {
+		if d := editDistance(key, f); d < bestD {
+			best, bestD = f, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// duration parses Go durations plus a "d" (day) suffix.
+func (v *validator) duration(path, s string, def time.Duration) time.Duration {
+	if s == "" {
+		return def
+	}
+	var d time.Duration
+	var err error
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		var days int
+		days, err = strconv.Atoi(n)
+		d = time.Duration(days) * 24 * time.Hour
+	} else {
+		d, err = time.ParseDuration(s)
+	}
+	if err != nil || d < 0 {
+		v.add(path, "%q is not a duration (like 90s, 30m, 1h, 7d)", s)
+		return def
+	}
+	return d
+}
+
+func (v *validator) addr(path, s string) netip.Addr {
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil || !a.Is4() {
+		v.add(path, "%q is not an IPv4 address", s)
+		return netip.Addr{}
+	}
+	return a
+}
+
+func (v *validator) addrs(path string, ss []string) []netip.Addr {
+	var out []netip.Addr
+	for i, s := range ss {
+		if a := v.addr(fmt.Sprintf("%s[%d]", path, i), s); a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func u32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// parseHex reads hex bytes with optional ':' or '-' separators.
+func parseHex(s string) ([]byte, error) {
+	s = strings.NewReplacer(":", "", "-", "", " ", "").Replace(s)
+	if s == "" {
+		return nil, errors.New("empty")
+	}
+	b := make([]byte, len(s)/2)
+	if len(s)%2 != 0 {
+		return nil, errors.New("odd number of hex digits")
+	}
+	for i := range b {
+		x, err := strconv.ParseUint(s[2*i:2*i+2], 16, 8)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not hex", s[2*i:2*i+2])
+		}
+		b[i] = byte(x)
+	}
+	return b, nil
+}
