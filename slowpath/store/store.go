@@ -1,0 +1,366 @@
+// Package store keeps leases durable in bbolt.
+//
+// Writes are group-committed: Submit queues records and returns at once; one
+// committer goroutine writes everything queued in a single transaction,
+// fsyncs, and only then calls each submitter back. So an ACK can wait for
+// its lease to be on disk without the server waiting for each fsync in turn.
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+var (
+	bucketLeases  = []byte("leases")  // 4-byte IPv4 → lease record
+	bucketHistory = []byte("history") // client key → IPv4 addresses, most recent first
+	bucketMeta    = []byte("meta")
+	keySchema     = []byte("schema")
+)
+
+const (
+	schemaVersion = 1
+	// historyCap bounds each client's history (leasequery lists them).
+	historyCap = 16
+)
+
+// Options tune group commit.
+type Options struct {
+	MaxBatch int           // leases per transaction (default 4096)
+	MaxDelay time.Duration // longest wait to fill a transaction (default 0: commit as soon as the queue is drained)
+	Logger   *slog.Logger
+}
+
+// Stats describe the committer's work so far.
+type Stats struct {
+	Commits   uint64 `json:"commits"`
+	Leases    uint64 `json:"leases"`
+	LastBatch int    `json:"last-batch"`
+	Errors    uint64 `json:"errors"`
+}
+
+type job struct {
+	leases []*lease.Lease
+	del    []netip.Addr
+	meta   [2][]byte
+	done   func(error)
+}
+
+// Store is the lease database.
+type Store struct {
+	db   *bolt.DB
+	opt  Options
+	log  *slog.Logger
+	mu   sync.Mutex
+	q    []job
+	wake chan struct{}
+	st   Stats
+	// closed is set once Run has returned; later submissions fail at once.
+	closed bool
+}
+
+// Open opens (creating if needed) the database at path.
+func Open(path string, opt Options) (*Store, error) {
+	if opt.MaxBatch <= 0 {
+		opt.MaxBatch = 4096
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, fmt.Errorf("opening lease database %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketLeases, bucketHistory, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bucketMeta)
+		if v := m.Get(keySchema); v != nil {
+			if len(v) != 4 || binary.BigEndian.Uint32(v) > schemaVersion {
+				return fmt.Errorf("lease database %s has schema %x, newer than this xdhcpd understands (%d)", path, v, schemaVersion)
+			}
+			return nil
+		}
+		return m.Put(keySchema, binary.BigEndian.AppendUint32(nil, schemaVersion))
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{db: db, opt: opt, log: opt.Logger, wake: make(chan struct{}, 1)}, nil
+}
+
+// Close closes the database. Call it after Run has returned.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Submit queues records for writing and returns at once. done (which may be
+// nil) is called from the committer goroutine once they are on disk, or with
+// the error that kept them off it. Records belong to the store afterwards.
+func (s *Store) Submit(leases []*lease.Lease, done func(error)) {
+	s.enqueue(job{leases: leases, done: done})
+}
+
+func (s *Store) enqueue(j job) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		if j.done != nil {
+			j.done(errors.New("lease store is closed"))
+		}
+		return
+	}
+	s.q = append(s.q, j)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Store) wait(ctx context.Context, j job) error {
+	ch := make(chan error, 1)
+	user := j.done
+	j.done = func(err error) {
+		if user != nil {
+			user(err)
+		}
+		ch <- err
+	}
+	s.enqueue(j)
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Put writes records and waits until they are on disk.
+func (s *Store) Put(ctx context.Context, leases ...*lease.Lease) error {
+	return s.wait(ctx, job{leases: leases})
+}
+
+// Delete removes records and waits until that is on disk.
+func (s *Store) Delete(ctx context.Context, ips ...netip.Addr) error {
+	return s.wait(ctx, job{del: ips})
+}
+
+// PutMeta stores a small value (failover state and the like) durably.
+func (s *Store) PutMeta(ctx context.Context, key string, val []byte) error {
+	return s.wait(ctx, job{meta: [2][]byte{[]byte(key), val}})
+}
+
+// GetMeta reads a value stored with PutMeta; nil when absent.
+func (s *Store) GetMeta(key string) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get([]byte(key)); v != nil {
+			out = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Run is the committer. It returns when ctx is done, after committing
+// everything submitted before that.
+func (s *Store) Run(ctx context.Context) error {
+	defer func() {
+		s.mu.Lock()
+		s.closed = true
+		rest := s.q
+		s.q = nil
+		s.mu.Unlock()
+		if len(rest) > 0 {
+			s.commit(rest)
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.wake:
+		}
+		if s.opt.MaxDelay > 0 {
+			// Let concurrent submitters join this transaction.
+			t := time.NewTimer(s.opt.MaxDelay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		for {
+			s.mu.Lock()
+			batch, n := s.take()
+			s.mu.Unlock()
+			if n == 0 {
+				break
+			}
+			s.commit(batch)
+		}
+	}
+}
+
+// take removes up to MaxBatch leases' worth of jobs from the queue.
+func (s *Store) take() ([]job, int) {
+	n, i := 0, 0
+	for ; i < len(s.q) && (n == 0 || n+len(s.q[i].leases) <= s.opt.MaxBatch); i++ {
+		n += len(s.q[i].leases) + len(s.q[i].del) + 1
+	}
+	batch := s.q[:i:i]
+	s.q = s.q[i:]
+	if len(s.q) == 0 {
+		s.q = nil
+	}
+	return batch, n
+}
+
+func (s *Store) commit(batch []job) {
+	var count int
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		lb, hb, mb := tx.Bucket(bucketLeases), tx.Bucket(bucketHistory), tx.Bucket(bucketMeta)
+		for _, j := range batch {
+			for _, l := range j.leases {
+				if !l.IP.Is4() {
+					return fmt.Errorf("lease without an IPv4 address: %v", l.IP)
+				}
+				// bbolt keeps the value slice until commit: no buffer reuse.
+				buf, err := l.MarshalBinary()
+				if err != nil {
+					return err
+				}
+				k := l.IP.As4()
+				if err := lb.Put(k[:], buf); err != nil {
+					return fmt.Errorf("writing lease %s: %w", l.IP, err)
+				}
+				if l.State == lease.Active {
+					if err := pushHistory(hb, l.ClientKey(), k); err != nil {
+						return err
+					}
+				}
+				count++
+			}
+			for _, ip := range j.del {
+				k := ip.As4()
+				if err := lb.Delete(k[:]); err != nil {
+					return err
+				}
+			}
+			if j.meta[0] != nil {
+				if err := mb.Put(j.meta[0], j.meta[1]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	s.mu.Lock()
+	if err != nil {
+		s.st.Errors++
+	} else {
+		s.st.Commits++
+		s.st.Leases += uint64(count)
+		s.st.LastBatch = count
+	}
+	s.mu.Unlock()
+	if err != nil {
+		s.log.Error("lease commit failed", "leases", count, "err", err)
+		err = fmt.Errorf("committing %d leases: %w", count, err)
+	}
+	for _, j := range batch {
+		if j.done != nil {
+			j.done(err)
+		}
+	}
+}
+
+// pushHistory moves ip to the front of a client's history.
+func pushHistory(b *bolt.Bucket, key string, ip [4]byte) error {
+	old := b.Get([]byte(key))
+	if len(old) >= 4 && [4]byte(old[:4]) == ip {
+		return nil // already the most recent: the common renewal case
+	}
+	nb := make([]byte, 0, min(len(old)+4, historyCap*4))
+	nb = append(nb, ip[:]...)
+	for i := 0; i+4 <= len(old) && len(nb) < historyCap*4; i += 4 {
+		if [4]byte(old[i:i+4]) != ip {
+			nb = append(nb, old[i:i+4]...)
+		}
+	}
+	return b.Put([]byte(key), nb)
+}
+
+// History returns the addresses a client held, most recent first.
+func (s *Store) History(clientKey string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketHistory).Get([]byte(clientKey))
+		for i := 0; i+4 <= len(v); i += 4 {
+			out = append(out, netip.AddrFrom4([4]byte(v[i:i+4])))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Get returns the record for ip, or nil when there is none.
+func (s *Store) Get(ip netip.Addr) (*lease.Lease, error) {
+	var out *lease.Lease
+	err := s.db.View(func(tx *bolt.Tx) error {
+		k := ip.As4()
+		v := tx.Bucket(bucketLeases).Get(k[:])
+		if v == nil {
+			return nil
+		}
+		out = &lease.Lease{IP: ip}
+		return out.UnmarshalBinary(v)
+	})
+	return out, err
+}
+
+// Load calls fn for every record, in address order. A record that cannot
+// be decoded stops the load with an error naming its address: serving
+// with part of the database silently missing could hand out bound addresses.
+func (s *Store) Load(ctx context.Context, fn func(*lease.Lease) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketLeases).Cursor()
+		n := 0
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(k) != 4 {
+				return fmt.Errorf("lease database: key %x is not an IPv4 address", k)
+			}
+			l := &lease.Lease{IP: netip.AddrFrom4([4]byte(k))}
+			if err := l.UnmarshalBinary(v); err != nil {
+				return fmt.Errorf("lease %s: %w", l.IP, err)
+			}
+			if err := fn(l); err != nil {
+				return err
+			}
+			if n++; n%65536 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+}
+
+// Stats returns the committer's counters.
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st
+}

@@ -1,0 +1,345 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+func ipN(n uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, byte(n >> 16), byte(n >> 8), byte(n)})
+}
+
+func active(n uint32, hw byte) *lease.Lease {
+	at := time.Unix(1_800_000_000, 0)
+	return &lease.Lease{IP: ipN(n), State: lease.Active, HWType: 1, HWAddr: net.HardwareAddr{2, 0, 0, 0, 0, hw},
+		Start: at, Expiry: at.Add(time.Hour), CLTT: at, StateAt: at}
+}
+
+func open(t testing.TB, path string, opt Options) (*Store, func()) {
+	t.Helper()
+	s, err := Open(path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	return s, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		s.Close()
+	}
+}
+
+func TestPutLoadGetAndLaterWriteWins(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	s, stop := open(t, path, Options{})
+	ctx := context.Background()
+	if err := s.Put(ctx, active(1, 1), active(2, 2)); err != nil {
+		t.Fatal(err)
+	}
+	rel := active(1, 1)
+	rel.State = lease.Released
+	var wg sync.WaitGroup
+	wg.Add(2)
+	s.Submit([]*lease.Lease{active(3, 3)}, func(err error) { wg.Done() })
+	s.Submit([]*lease.Lease{rel}, func(err error) { wg.Done() })
+	wg.Wait()
+	if err := s.Delete(ctx, ipN(2)); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	s, stop = open(t, path, Options{})
+	defer stop()
+	got := map[netip.Addr]*lease.Lease{}
+	if err := s.Load(ctx, func(l *lease.Lease) error { got[l.IP] = l; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[ipN(1)].State != lease.Released || got[ipN(3)] == nil {
+		t.Fatalf("loaded %v", got)
+	}
+	if l, err := s.Get(ipN(3)); err != nil || l == nil || l.HWAddr.String() != "02:00:00:00:00:03" || !l.Expiry.Equal(time.Unix(1_800_003_600, 0)) {
+		t.Fatalf("Get: %+v %v", l, err)
+	}
+	if l, err := s.Get(ipN(2)); err != nil || l != nil {
+		t.Fatalf("deleted lease: %+v %v", l, err)
+	}
+}
+
+func TestHistoryMostRecentFirstAndCapped(t *testing.T) {
+	s, stop := open(t, filepath.Join(t.TempDir(), "l.db"), Options{})
+	defer stop()
+	ctx := context.Background()
+	for i := range uint32(20) {
+		if err := s.Put(ctx, active(100+i, 9)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Put(ctx, active(105, 9)) // back to an older address
+	h, err := s.History(active(0, 9).ClientKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != historyCap || h[0] != ipN(105) || h[1] != ipN(119) {
+		t.Fatalf("history %v", h)
+	}
+	for i, a := range h {
+		for _, b := range h[i+1:] {
+			if a == b {
+				t.Fatalf("duplicate %s in history", a)
+			}
+		}
+	}
+}
+
+func TestGroupCommitBatches(t *testing.T) {
+	s, stop := open(t, filepath.Join(t.TempDir(), "l.db"), Options{MaxDelay: 5 * time.Millisecond})
+	defer stop()
+	var wg sync.WaitGroup
+	const n = 2000
+	for i := range uint32(n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Put(context.Background(), active(i, byte(i))); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	st := s.Stats()
+	if st.Leases != n || st.Commits*10 > n {
+		t.Fatalf("%d leases in %d commits: not grouped", st.Leases, st.Commits)
+	}
+}
+
+func TestRunFlushesOnCancel(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	s, err := Open(path, Options{MaxDelay: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	var got []error
+	var mu sync.Mutex
+	for i := range uint32(100) {
+		s.Submit([]*lease.Lease{active(i, 1)}, func(err error) { mu.Lock(); got = append(got, err); mu.Unlock() })
+	}
+	cancel()
+	<-done
+	if len(got) != 100 {
+		t.Fatalf("%d of 100 submissions called back", len(got))
+	}
+	s.Submit([]*lease.Lease{active(999, 1)}, func(err error) {
+		if err == nil {
+			t.Error("submission after Run returned succeeded")
+		}
+	})
+	s.Close()
+	s, stop := open(t, path, Options{})
+	defer stop()
+	n := 0
+	s.Load(context.Background(), func(*lease.Lease) error { n++; return nil })
+	if n != 100 {
+		t.Fatalf("%d leases on disk, want 100", n)
+	}
+}
+
+func TestNewerSchemaRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	s, stop := open(t, path, Options{})
+	stop()
+	_ = s
+	db, _ := bolt.Open(path, 0o600, nil)
+	db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint32(nil, schemaVersion+1))
+	})
+	db.Close()
+	if _, err := Open(path, Options{}); err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Fatalf("newer schema: %v", err)
+	}
+}
+
+func TestCorruptRecordStopsLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	_, stop := open(t, path, Options{})
+	stop()
+	db, _ := bolt.Open(path, 0o600, nil)
+	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketLeases).Put([]byte{10, 0, 0, 7}, []byte{1, 2}) })
+	db.Close()
+	s, stop := open(t, path, Options{})
+	defer stop()
+	err := s.Load(context.Background(), func(*lease.Lease) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "10.0.0.7") {
+		t.Fatalf("corrupt record: %v", err)
+	}
+}
+
+func TestMeta(t *testing.T) {
+	s, stop := open(t, filepath.Join(t.TempDir(), "l.db"), Options{})
+	defer stop()
+	if err := s.PutMeta(context.Background(), "failover", []byte("normal")); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.GetMeta("failover"); err != nil || string(v) != "normal" {
+		t.Fatalf("%q %v", v, err)
+	}
+	if v, _ := s.GetMeta("nope"); v != nil {
+		t.Fatal("absent key")
+	}
+}
+
+// TestKill9LosesNothingAcknowledged runs a writer in a child process, which
+// prints each address only after its commit callback returned nil (the
+// moment an ACK would leave), kills it with SIGKILL mid-stream, and checks
+// that every printed address is on disk intact.
+func TestKill9LosesNothingAcknowledged(t *testing.T) {
+	if os.Getenv("XDHCP_STORE_CHILD") != "" {
+		return
+	}
+	for round := range 3 {
+		path := filepath.Join(t.TempDir(), "l.db")
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestStoreChildWriter$")
+		cmd.Env = append(os.Environ(), "XDHCP_STORE_CHILD="+path)
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		var acked []string
+		for sc.Scan() && len(acked) < 3000+round*1000 {
+			if ip, ok := strings.CutPrefix(sc.Text(), "acked "); ok {
+				acked = append(acked, ip)
+			}
+		}
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		s, stop := open(t, path, Options{})
+		for _, a := range acked {
+			l, err := s.Get(netip.MustParseAddr(a))
+			if err != nil || l == nil || l.State != lease.Active || len(l.HWAddr) != 6 {
+				stop()
+				t.Fatalf("round %d: acknowledged %s lost after kill -9: %+v %v", round, a, l, err)
+			}
+		}
+		stop()
+	}
+}
+
+func TestStoreChildWriter(t *testing.T) {
+	path := os.Getenv("XDHCP_STORE_CHILD")
+	if path == "" {
+		t.Skip("child process of TestKill9LosesNothingAcknowledged")
+	}
+	s, err := Open(path, Options{MaxDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Run(context.Background())
+	w := bufio.NewWriter(os.Stdout)
+	var mu sync.Mutex
+	for i := uint32(0); ; i++ {
+		l := active(i, byte(i))
+		s.Submit([]*lease.Lease{l}, func(err error) {
+			if err == nil {
+				mu.Lock()
+				fmt.Fprintf(w, "acked %s\n", ipN(i))
+				w.Flush()
+				mu.Unlock()
+			}
+		})
+		if i%64 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+func FuzzUnmarshal(f *testing.F) {
+	b, _ := active(1, 1).MarshalBinary()
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l := &lease.Lease{IP: ipN(1)}
+		if err := l.UnmarshalBinary(b); err != nil {
+			return
+		}
+		again, err := l.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l2 := &lease.Lease{IP: ipN(1)}
+		if err := l2.UnmarshalBinary(again); err != nil {
+			t.Fatalf("re-encoding of an accepted record does not decode: %v", err)
+		}
+	})
+}
+
+// BenchmarkSubmit measures durable leases per second with 64 concurrent
+// submitters (fsync on, as in production).
+func BenchmarkSubmit(b *testing.B) {
+	s, stop := open(b, filepath.Join(b.TempDir(), "l.db"), Options{MaxDelay: time.Millisecond})
+	defer stop()
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	ch := make(chan uint32)
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range ch {
+				s.Put(context.Background(), active(i%1_000_000, byte(i)))
+			}
+		}()
+	}
+	for i := range uint32(b.N) {
+		ch <- i
+	}
+	close(ch)
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "leases/s")
+}
+
+// BenchmarkLoad1M measures start-up: decoding a million leases.
+func BenchmarkLoad1M(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "l.db")
+	s, stop := open(b, path, Options{MaxBatch: 50000})
+	for i := uint32(0); i < 1_000_000; i += 50000 {
+		var ls []*lease.Lease
+		for j := i; j < i+50000; j++ {
+			ls = append(ls, active(j, byte(j)))
+		}
+		if err := s.Put(context.Background(), ls...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		n := 0
+		s.Load(context.Background(), func(*lease.Lease) error { n++; return nil })
+		if n != 1_000_000 {
+			b.Fatalf("loaded %d", n)
+		}
+	}
+	b.StopTimer()
+	stop()
+}
