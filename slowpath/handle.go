@@ -14,7 +14,8 @@ import (
 type req struct {
 	p     *dhcpwire.Packet
 	in    Incoming
-	key   string
+	key   string // client-id, else chaddr (RFC 2131 §4.2)
+	hwKey string // chaddr always: reservations by hardware address match it
 	sub   *Subnet
 	sid   netip.Addr
 	now   time.Time
@@ -54,7 +55,7 @@ func (s *Server) Handle(in Incoming) {
 		s.dropped("interface", in, nil)
 		return
 	}
-	r := &req{p: &p, in: in, key: lease.ClientKey(cid, p.HType, p.CHAddr()), now: s.now(), iface: iface}
+	r := &req{p: &p, in: in, key: lease.ClientKey(cid, p.HType, p.CHAddr()), hwKey: lease.ClientKey(nil, p.HType, p.CHAddr()), now: s.now(), iface: iface}
 	r.sub = s.selectSubnetLocked(r)
 	var out []Outgoing
 	var pending *pendingAck
@@ -190,13 +191,24 @@ func (s *Server) isOurServerIDLocked(id netip.Addr, r *req) bool {
 	return false
 }
 
-// availableForLocked reports whether ip may be given to the client key.
-func (s *Server) availableForLocked(sub *Subnet, ip netip.Addr, key string, now time.Time) bool {
+// reservation returns the client's reservation in sub, by client-id or by
+// hardware address.
+func (r *req) reservation(sub *Subnet) (Reservation, bool) {
+	if res, ok := sub.Reserved[r.key]; ok {
+		return res, true
+	}
+	res, ok := sub.Reserved[r.hwKey]
+	return res, ok
+}
+
+// availableForLocked reports whether ip may be given to the client.
+func (s *Server) availableForLocked(sub *Subnet, ip netip.Addr, r *req) bool {
+	key, now := r.key, r.now
 	if sub == nil || !sub.Prefix.Contains(ip) {
 		return false
 	}
-	if r, ok := sub.ReservedIP[ip]; ok {
-		if r.ClientKey != key {
+	if res, ok := sub.ReservedIP[ip]; ok {
+		if res.ClientKey != key && res.ClientKey != r.hwKey {
 			return false
 		}
 	} else if !sub.set.Contains(ip) {
@@ -226,13 +238,13 @@ func (s *Server) pickLocked(r *req) (netip.Addr, bool) {
 	if ip, ok := s.offerOf[r.key]; ok && sub.Prefix.Contains(ip) {
 		return ip, true // a retransmitted DISCOVER gets the same offer
 	}
-	if res, ok := sub.Reserved[r.key]; ok && s.availableForLocked(sub, res.IP, r.key, r.now) {
+	if res, ok := r.reservation(sub); ok && s.availableForLocked(sub, res.IP, r) {
 		return res.IP, true
 	}
-	if ip, ok := s.byClient[r.key]; ok && s.availableForLocked(sub, ip, r.key, r.now) {
+	if ip, ok := s.byClient[r.key]; ok && s.availableForLocked(sub, ip, r) {
 		return ip, true
 	}
-	if ip, ok := r.p.AddrOption(dhcpwire.OptRequestedIP); ok && s.availableForLocked(sub, ip, r.key, r.now) {
+	if ip, ok := r.p.AddrOption(dhcpwire.OptRequestedIP); ok && s.availableForLocked(sub, ip, r) {
 		return ip, true
 	}
 	for {
@@ -240,7 +252,7 @@ func (s *Server) pickLocked(r *req) (netip.Addr, bool) {
 		if !ok {
 			return netip.Addr{}, false
 		}
-		if s.availableForLocked(sub, ip, r.key, r.now) {
+		if s.availableForLocked(sub, ip, r) {
 			return ip, true
 		}
 		// The allocator and the table disagree (an address bound
@@ -327,7 +339,7 @@ func (s *Server) requestLocked(r *req) ([]Outgoing, *pendingAck) {
 }
 
 func (s *Server) bindOrNakLocked(r *req, ip netip.Addr, why string) ([]Outgoing, *pendingAck) {
-	if r.sub == nil || !s.availableForLocked(r.sub, ip, r.key, r.now) {
+	if r.sub == nil || !s.availableForLocked(r.sub, ip, r) {
 		if r.sub == nil {
 			r.sub = s.subs.forAddr(ip)
 		}

@@ -17,13 +17,10 @@ type Subnet struct {
 	// Options is the rendered option block (option 1 first, then the
 	// configured options in their contract order). It is the reply template
 	// the fast path copies, so it must not depend on the request.
-	Options []byte
-	// OptionCodes lists the codes in Options, in order, so replies that
-	// must shrink can drop whole options.
-	OptionCodes []uint8
-	ServerID    netip.Addr   // optional option 54 override
-	Relays      []netip.Addr // extra giaddrs that select this subnet
-	Pools       [][2]netip.Addr
+	Options  []byte
+	ServerID netip.Addr   // optional option 54 override
+	Relays   []netip.Addr // extra giaddrs that select this subnet
+	Pools    [][2]netip.Addr
 	// Reservations by client key (see lease.ClientKey) and by address.
 	Reserved   map[string]Reservation
 	ReservedIP map[netip.Addr]Reservation

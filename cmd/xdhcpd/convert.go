@@ -1,0 +1,62 @@
+package main
+
+import (
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"github.com/xdhcp/xdhcp/internal/config"
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/slowpath"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+func logLevel(c *config.Config) slog.Level { return c.Server.LogLevel }
+
+func settingsFrom(c *config.Config) slowpath.Settings {
+	s := slowpath.Settings{
+		Authoritative: c.Server.Authoritative,
+		OfferHold:     c.Server.OfferHold,
+		DeclineHold:   c.Server.DeclineHold,
+	}
+	if c.Fastpath.Enabled {
+		s.HorizonAhead = c.Fastpath.Horizon
+	}
+	return s
+}
+
+// subnetsFrom renders the configuration into the server's runtime view.
+func subnetsFrom(c *config.Config) []*slowpath.Subnet {
+	var out []*slowpath.Subnet
+	for _, cs := range c.Subnets {
+		s := &slowpath.Subnet{
+			Prefix: cs.Prefix, LeaseTime: cs.LeaseTime, T1: cs.T1, T2: cs.T2,
+			ServerID: cs.ServerID, Relays: cs.Relays,
+			Reserved:   map[string]slowpath.Reservation{},
+			ReservedIP: map[netip.Addr]slowpath.Reservation{},
+		}
+		for _, o := range cs.Options {
+			s.Options = dhcpwire.AppendOption(s.Options, o.Code, o.Data)
+		}
+		for _, p := range cs.Pools {
+			s.Pools = append(s.Pools, [2]netip.Addr{p.Start, p.End})
+		}
+		for _, r := range cs.Reservations {
+			key := lease.ClientKey(r.ClientID, 1, r.HWAddr)
+			res := slowpath.Reservation{IP: r.IP, ClientKey: key, Hostname: r.Hostname}
+			s.Reserved[key] = res
+			s.ReservedIP[r.IP] = res
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(n.IP.To4())
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a, ones), true
+}

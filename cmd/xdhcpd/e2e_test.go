@@ -1,0 +1,560 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xdhcp/xdhcp/internal/control"
+	"github.com/xdhcp/xdhcp/internal/netns"
+)
+
+// The end-to-end tests run the real daemon in a network namespace with a
+// bridge (10.77.0.1/24) and real DHCP clients in their own namespaces.
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds xdhcpd and xdhcpctl once per test run.
+func binaries(t *testing.T) (xdhcpd, xdhcpctl string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "xdhcp-e2e-bin")
+		if buildErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", binDir+"/", "github.com/xdhcp/xdhcp/cmd/xdhcpd", "github.com/xdhcp/xdhcp/cmd/xdhcpctl").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "xdhcpd"), filepath.Join(binDir, "xdhcpctl")
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, c := range tools {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Skipf("%s is not installed (make deps installs it)", c)
+		}
+	}
+}
+
+// lab is a server namespace with a bridge and the daemon, plus helpers to
+// attach client namespaces.
+type lab struct {
+	t       *testing.T
+	srv     *netns.NS
+	dir     string
+	cfgPath string
+	sock    string
+	ctl     string
+	xdhcpd  string
+	daemon  *netns.Proc
+	clients int
+}
+
+const labConfig = `server:
+  interfaces: [br0]
+  state-dir: {{DIR}}/state
+  control-socket: {{DIR}}/ctl.sock
+  metrics-listen: 127.0.0.1:9467
+subnets:
+  - subnet: 10.77.0.0/24
+    pools: [10.77.0.100-10.77.0.149]
+    lease-time: {{LEASE}}
+    options:
+      routers: [10.77.0.1]
+      dns-servers: [10.77.0.53]
+      domain-name: example.net
+    reservations:
+      - hw-address: 02:00:00:00:00:42
+        ip: 10.77.0.42
+  - subnet: 10.78.0.0/16
+    pools: [10.78.1.0-10.78.255.254]
+    lease-time: 1h
+    options:
+      routers: [10.78.0.1]
+`
+
+func newLab(t *testing.T, leaseTime string) *lab {
+	t.Helper()
+	xdhcpd, xdhcpctl := binaries(t)
+	srv := netns.ForTest(t, "xs")
+	l := &lab{t: t, srv: srv, dir: t.TempDir(), xdhcpd: xdhcpd, ctl: xdhcpctl}
+	l.sh(srv, "ip link add br0 type bridge && ip addr add 10.77.0.1/24 dev br0 && ip link set br0 up")
+	l.cfgPath = filepath.Join(l.dir, "xdhcpd.yaml")
+	l.sock = filepath.Join(l.dir, "ctl.sock")
+	cfg := strings.NewReplacer("{{DIR}}", l.dir, "{{LEASE}}", leaseTime).Replace(labConfig)
+	if err := os.WriteFile(l.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.start()
+	return l
+}
+
+func (l *lab) sh(ns *netns.NS, script string) string {
+	l.t.Helper()
+	out, err := ns.Exec(context.Background(), "sh", "-c", script)
+	if err != nil {
+		l.t.Fatalf("%s: %v\n%s", script, err, out)
+	}
+	return string(out)
+}
+
+func (l *lab) start() {
+	l.t.Helper()
+	p, err := l.srv.Start(context.Background(), l.xdhcpd, "--config", l.cfgPath)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.daemon = p
+	l.t.Cleanup(func() { p.Stop() })
+	l.waitReady()
+}
+
+func (l *lab) waitReady() {
+	l.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := control.Call(ctx, l.sock, "stats", nil, nil)
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	l.t.Fatalf("xdhcpd not ready after 15s; log:\n%s", l.daemon.Output())
+}
+
+// client adds a namespace on the bridge with one interface named ifname.
+func (l *lab) client(ifname, mac string) *netns.NS {
+	l.t.Helper()
+	l.clients++
+	c := netns.ForTest(l.t, "xc")
+	peer := fmt.Sprintf("p%d", l.clients)
+	if err := netns.Veth(l.srv, peer, netip.Prefix{}, c, ifname, netip.Prefix{}); err != nil {
+		l.t.Fatal(err)
+	}
+	l.sh(l.srv, "ip link set "+peer+" master br0 up")
+	l.sh(c, fmt.Sprintf("ip link set %s down && ip link set %s address %s && ip link set %s up", ifname, ifname, mac, ifname))
+	return c
+}
+
+func (l *lab) leases() []control.LeaseInfo {
+	l.t.Helper()
+	var ls []control.LeaseInfo
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := control.Call(ctx, l.sock, "leases", nil, &ls); err != nil {
+		l.t.Fatal(err)
+	}
+	return ls
+}
+
+func (l *lab) leaseFor(mac string) (control.LeaseInfo, bool) {
+	for _, li := range l.leases() {
+		if li.HWAddress == mac {
+			return li, true
+		}
+	}
+	return control.LeaseInfo{}, false
+}
+
+// waitLease waits until mac holds a lease in state whose CLTT is after since.
+func (l *lab) waitLease(mac, state string, since time.Time, timeout time.Duration) control.LeaseInfo {
+	l.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last control.LeaseInfo
+	for time.Now().Before(deadline) {
+		if li, ok := l.leaseFor(mac); ok {
+			last = li
+			cltt, _ := time.Parse(time.RFC3339, li.CLTT)
+			if li.State == state && !cltt.Before(since.Truncate(time.Second)) {
+				return li
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	l.t.Fatalf("%s: no %s lease with CLTT after %s within %v; last %+v\nserver log:\n%s", mac, state, since.Format(time.RFC3339), timeout, last, l.daemon.Output())
+	return last
+}
+
+// metric reads one counter from the daemon's Prometheus endpoint.
+func (l *lab) metric(name string) float64 {
+	l.t.Helper()
+	out, err := l.srv.Exec(context.Background(), "curl", "-s", "http://127.0.0.1:9467/metrics")
+	if err != nil {
+		l.t.Fatalf("metrics: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, name+" ") {
+			var v float64
+			fmt.Sscan(strings.TrimPrefix(line, name+" "), &v)
+			return v
+		}
+	}
+	return 0
+}
+
+// blockUnicastToServer points the client's ARP entry for the server at a
+// MAC nobody has, so unicast renewals vanish and the client falls through
+// RENEWING into REBINDING (broadcast), as when a server becomes unreachable.
+func (l *lab) blockUnicastToServer(c *netns.NS, ifname string) {
+	l.sh(c, "ip neigh replace 10.77.0.1 lladdr 02:de:ad:00:00:01 dev "+ifname+" nud permanent")
+}
+
+func (l *lab) unblockUnicastToServer(c *netns.NS, ifname string) {
+	l.sh(c, "ip neigh del 10.77.0.1 dev "+ifname)
+}
+
+func inPool(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	return err == nil && !a.Less(netip.MustParseAddr("10.77.0.100")) && !netip.MustParseAddr("10.77.0.149").Less(a)
+}
+
+func TestUdhcpc(t *testing.T) {
+	needTools(t, "udhcpc", "curl")
+	l := newLab(t, "30s") // T1 15s, T2 26s
+	const mac = "02:00:00:00:01:01"
+	c := l.client("eth1", mac)
+	envFile := filepath.Join(l.dir, "udhcpc.env")
+	script := filepath.Join(l.dir, "udhcpc.sh")
+	// The script records what the client was given, then configures the
+	// address like the stock script would.
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip router=$router dns=$dns domain=$domain lease=$lease serverid=$serverid\" >> "+envFile+"\ncase $1 in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
+	t0 := time.Now()
+	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth1", "-s", script, "-t", "10", "-T", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	li := l.waitLease(mac, "active", t0, 15*time.Second)
+	if !inPool(li.IP) || li.Subnet != "10.77.0.0/24" {
+		t.Fatalf("lease %+v not from the pool", li)
+	}
+	env := waitFileContains(t, envFile, "bound ", 10*time.Second)
+	want := fmt.Sprintf("bound ip=%s router=10.77.0.1 dns=10.77.0.53 domain=example.net lease=30 serverid=10.77.0.1", li.IP)
+	if !strings.Contains(env, want) {
+		t.Fatalf("udhcpc was given:\n%s\nwant %q", env, want)
+	}
+
+	// Renew: SIGUSR1 makes udhcpc renew at once, unicast to the server.
+	acks := l.metric(`xdhcp_slowpath_replies_total{type="ack"}`)
+	t1 := time.Now()
+	p.Signal(sigUSR1)
+	l.waitLease(mac, "active", t1, 10*time.Second)
+	waitFileContains(t, envFile, "renew ip="+li.IP, 10*time.Second)
+	if got := l.metric(`xdhcp_slowpath_replies_total{type="ack"}`); got <= acks {
+		t.Fatalf("renewal: ACK count %v -> %v", acks, got)
+	}
+
+	// Rebind: with unicast blocked, udhcpc broadcasts at T2 and keeps its address.
+	l.blockUnicastToServer(c, "eth1")
+	t2 := time.Now()
+	l.waitLease(mac, "active", t2.Add(20*time.Second), 40*time.Second)
+	if li2, _ := l.leaseFor(mac); li2.IP != li.IP {
+		t.Fatalf("rebind changed the address %s -> %s", li.IP, li2.IP)
+	}
+
+	// Release: SIGUSR2.
+	p.Signal(sigUSR2)
+	l.waitLease(mac, "released", t2, 10*time.Second)
+}
+
+func TestDhcpcd(t *testing.T) {
+	needTools(t, "dhcpcd", "curl")
+	l := newLab(t, "10m")
+	const mac = "02:00:00:00:02:01"
+	c := l.client("dc1", mac)
+	t0 := time.Now()
+	// dhcpcd sends a DUID client-id by default (RFC 4361): the lease is keyed by it.
+	if out, err := c.Exec(context.Background(), "dhcpcd", "-4", "-1", "-t", "20", "-f", "/dev/null", "dc1"); err != nil {
+		t.Fatalf("dhcpcd: %v\n%s\nserver:\n%s", err, out, l.daemon.Output())
+	}
+	t.Cleanup(func() { c.Exec(context.Background(), "dhcpcd", "-4", "-x", "dc1") })
+	li := l.waitLease(mac, "active", t0, 10*time.Second)
+	if !inPool(li.IP) || !strings.HasPrefix(li.ClientID, "ff:") {
+		t.Fatalf("lease %+v: want a pool address keyed by an RFC 4361 client-id", li)
+	}
+	if got := l.sh(c, "ip -4 -br addr show dev dc1"); !strings.Contains(got, li.IP+"/24") {
+		t.Fatalf("dhcpcd configured %q, lease %s", got, li.IP)
+	}
+	vars := l.sh(c, "dhcpcd -4 -U dc1")
+	for _, w := range []string{"routers='10.77.0.1'", "domain_name_servers='10.77.0.53'", "domain_name='example.net'"} {
+		if !strings.Contains(vars, w) {
+			t.Fatalf("dhcpcd lease lacks %s:\n%s", w, vars)
+		}
+	}
+	t1 := time.Now()
+	l.sh(c, "dhcpcd -4 -N dc1")
+	l.waitLease(mac, "active", t1, 10*time.Second)
+	t2 := time.Now()
+	l.sh(c, "dhcpcd -4 -n dc1")
+	if li2 := l.waitLease(mac, "active", t2, 10*time.Second); li2.IP != li.IP {
+		t.Fatalf("rebind moved %s -> %s", li.IP, li2.IP)
+	}
+	l.sh(c, "dhcpcd -4 -k dc1")
+	l.waitLease(mac, "released", t2, 10*time.Second)
+}
+
+func TestDhclient(t *testing.T) {
+	needTools(t, "dhclient", "curl")
+	l := newLab(t, "20s") // T1 10s, T2 17.5s
+	const mac = "02:00:00:00:03:01"
+	c := l.client("dh1", mac)
+	lf := filepath.Join(l.dir, "dhclient.leases")
+	pf := filepath.Join(l.dir, "dhclient.pid")
+	t0 := time.Now()
+	p, err := c.Start(context.Background(), "dhclient", "-4", "-d", "-v", "-pf", pf, "-lf", lf, "dh1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	li := l.waitLease(mac, "active", t0, 15*time.Second)
+	if !inPool(li.IP) {
+		t.Fatalf("lease %+v", li)
+	}
+	leases := waitFileContains(t, lf, "option routers 10.77.0.1;", 5*time.Second)
+	for _, w := range []string{"fixed-address " + li.IP + ";", `option domain-name "example.net";`, "option domain-name-servers 10.77.0.53;", "option dhcp-lease-time 20;"} {
+		if !strings.Contains(leases, w) {
+			t.Fatalf("dhclient lease file lacks %q:\n%s", w, leases)
+		}
+	}
+	// dhclient renews by unicast at T1 (10 s).
+	t1 := time.Now()
+	l.waitLease(mac, "active", t1.Add(5*time.Second), 15*time.Second)
+	if !strings.Contains(p.Output(), "DHCPREQUEST for "+li.IP+" on dh1 to 10.77.0.1") {
+		t.Fatalf("no unicast renewal in dhclient's log:\n%s", p.Output())
+	}
+	// Block unicast: the next renewal fails and dhclient rebinds by broadcast at T2.
+	l.blockUnicastToServer(c, "dh1")
+	t2 := time.Now()
+	l.waitLease(mac, "active", t2.Add(3*time.Second), 30*time.Second)
+	if !strings.Contains(p.Output(), "DHCPREQUEST for "+li.IP+" on dh1 to 255.255.255.255") {
+		t.Fatalf("no broadcast rebind in dhclient's log:\n%s", p.Output())
+	}
+	p.Stop()
+	// dhclient -r releases (unicast; lift the block first).
+	l.unblockUnicastToServer(c, "dh1")
+	if out, err := c.Exec(context.Background(), "dhclient", "-4", "-r", "-pf", pf, "-lf", lf, "dh1"); err != nil {
+		t.Fatalf("dhclient -r: %v %s", err, out)
+	}
+	l.waitLease(mac, "released", t2, 10*time.Second)
+}
+
+func TestReservedMACGetsReservedAddress(t *testing.T) {
+	needTools(t, "udhcpc")
+	l := newLab(t, "1h")
+	c := l.client("eth1", "02:00:00:00:00:42")
+	if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", "eth1", "-s", "/bin/true", "-t", "5", "-T", "1"); err != nil {
+		t.Fatalf("udhcpc: %v\n%s", err, out)
+	}
+	li, ok := l.leaseFor("02:00:00:00:00:42")
+	if !ok || li.IP != "10.77.0.42" || li.State != "active" {
+		t.Fatalf("reserved client got %+v", li)
+	}
+}
+
+func TestInitRebootForeignAddressGetsNak(t *testing.T) {
+	needTools(t, "dhclient", "curl")
+	l := newLab(t, "1h")
+	const mac = "02:00:00:00:04:01"
+	c := l.client("nk1", mac)
+	lf := filepath.Join(l.dir, "dhclient.leases")
+	// A lease dhclient remembers from another network: it starts in
+	// INIT-REBOOT asking for 10.78.1.5, which is not on this link.
+	os.WriteFile(lf, []byte(`lease {
+  interface "nk1";
+  fixed-address 10.78.1.5;
+  option subnet-mask 255.255.0.0;
+  option dhcp-lease-time 3600;
+  option dhcp-server-identifier 10.78.0.1;
+  renew 4 2037/01/01 00:00:00;
+  rebind 4 2037/01/01 00:00:00;
+  expire 4 2037/01/01 00:00:00;
+}
+`), 0o600)
+	t0 := time.Now()
+	p, err := c.Start(context.Background(), "dhclient", "-4", "-d", "-v", "-pf", filepath.Join(l.dir, "pid"), "-lf", lf, "nk1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	li := l.waitLease(mac, "active", t0, 20*time.Second)
+	if !inPool(li.IP) {
+		t.Fatalf("after the NAK the client got %+v", li)
+	}
+	if !strings.Contains(p.Output(), "DHCPNAK from 10.77.0.1") {
+		t.Fatalf("dhclient saw no NAK:\n%s", p.Output())
+	}
+	if n := l.metric(`xdhcp_slowpath_replies_total{type="nak"}`); n < 1 {
+		t.Fatalf("NAK count %v", n)
+	}
+}
+
+func TestDeclineTakesAddressOutOfUse(t *testing.T) {
+	needTools(t, "dhcpcd")
+	l := newLab(t, "1h")
+	// A squatter already uses the first pool address; dhcpcd's ARP probe
+	// finds it and DECLINEs (RFC 2131 §4.4.1).
+	sq := l.client("sq1", "02:00:00:00:05:99")
+	l.sh(sq, "ip addr add 10.77.0.100/24 dev sq1")
+	const mac = "02:00:00:00:05:01"
+	c := l.client("dd1", mac)
+	if out, err := c.Exec(context.Background(), "dhcpcd", "-4", "-1", "-t", "40", "-f", "/dev/null", "dd1"); err != nil {
+		t.Fatalf("dhcpcd: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { c.Exec(context.Background(), "dhcpcd", "-4", "-x", "dd1") })
+	var abandoned bool
+	for _, li := range l.leases() {
+		if li.IP == "10.77.0.100" && li.State == "abandoned" && li.HWAddress == "" {
+			abandoned = true
+		}
+	}
+	li, _ := l.leaseFor(mac)
+	if !abandoned || li.IP == "10.77.0.100" || !inPool(li.IP) || li.State != "active" {
+		t.Fatalf("after DECLINE: 10.77.0.100 abandoned=%v, client lease %+v; leases %+v", abandoned, li, l.leases())
+	}
+}
+
+func TestLeasesSurviveRestartAndKill9(t *testing.T) {
+	needTools(t, "udhcpc")
+	l := newLab(t, "1h")
+	var macs []string
+	for i := range 3 {
+		mac := fmt.Sprintf("02:00:00:00:06:%02x", i+1)
+		c := l.client(fmt.Sprintf("k%d", i), mac)
+		if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", fmt.Sprintf("k%d", i), "-s", "/bin/true", "-t", "5", "-T", "1"); err != nil {
+			t.Fatalf("udhcpc: %v\n%s", err, out)
+		}
+		macs = append(macs, mac)
+	}
+	before := map[string]string{}
+	for _, m := range macs {
+		li, ok := l.leaseFor(m)
+		if !ok {
+			t.Fatalf("%s has no lease", m)
+		}
+		before[m] = li.IP
+	}
+	// kill -9: every ACKed lease was on disk before its ACK.
+	l.daemon.Signal(sigKILL)
+	l.daemon.Wait()
+	l.start()
+	for _, m := range macs {
+		if li, ok := l.leaseFor(m); !ok || li.IP != before[m] || li.State != "active" {
+			t.Fatalf("after kill -9, %s: %+v, want active %s", m, li, before[m])
+		}
+	}
+	// Clean restart (SIGTERM) keeps them too.
+	l.daemon.Stop()
+	l.start()
+	for _, m := range macs {
+		if li, ok := l.leaseFor(m); !ok || li.IP != before[m] {
+			t.Fatalf("after restart, %s: %+v", m, li)
+		}
+	}
+}
+
+func TestReloadRefusesBadConfigAndAppliesGoodOne(t *testing.T) {
+	needTools(t, "udhcpc")
+	l := newLab(t, "1h")
+	good, _ := os.ReadFile(l.cfgPath)
+	os.WriteFile(l.cfgPath, append(bytes.Clone(good), []byte("bogus-key: 1\n")...), 0o600)
+	l.daemon.Signal(sigHUP)
+	time.Sleep(500 * time.Millisecond)
+	if !strings.Contains(l.daemon.Output(), "bogus-key") {
+		t.Fatalf("bad config not reported:\n%s", l.daemon.Output())
+	}
+	c := l.client("r1", "02:00:00:00:07:01")
+	if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", "r1", "-s", "/bin/true", "-t", "5", "-T", "1"); err != nil {
+		t.Fatalf("old config stopped serving: %v\n%s", err, out)
+	}
+	// A good new config (shorter lease) is applied.
+	os.WriteFile(l.cfgPath, bytes.Replace(good, []byte("lease-time: 1h\n    options:\n      routers: [10.77.0.1]"), []byte("lease-time: 7m\n    options:\n      routers: [10.77.0.1]"), 1), 0o600)
+	l.daemon.Signal(sigHUP)
+	time.Sleep(500 * time.Millisecond)
+	c2 := l.client("r2", "02:00:00:00:07:02")
+	out, err := c2.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", "r2", "-s", "/bin/true", "-t", "5", "-T", "1")
+	if err != nil {
+		t.Fatalf("udhcpc after reload: %v\n%s", err, out)
+	}
+	li, _ := l.leaseFor("02:00:00:00:07:02")
+	exp, _ := time.Parse(time.RFC3339, li.Expires)
+	if d := time.Until(exp); d > 8*time.Minute || d < 5*time.Minute {
+		t.Fatalf("after reload the lease runs %v, want about 7m", d)
+	}
+}
+
+func TestCtlLeasesJSON(t *testing.T) {
+	needTools(t, "udhcpc")
+	l := newLab(t, "1h")
+	c := l.client("j1", "02:00:00:00:08:01")
+	if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", "j1", "-s", "/bin/true", "-t", "5", "-T", "1", "-x", "hostname:cpe-j1"); err != nil {
+		t.Fatalf("udhcpc: %v\n%s", err, out)
+	}
+	out, err := exec.Command(l.ctl, "--socket", l.sock, "leases", "--json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ls []map[string]any
+	if err := json.Unmarshal(out, &ls); err != nil || len(ls) != 1 {
+		t.Fatalf("leases --json: %v\n%s", err, out)
+	}
+	for _, k := range []string{"ip", "hw-address", "client-id", "state", "expires", "client-last-transaction-time", "subnet"} {
+		if _, ok := ls[0][k]; !ok {
+			t.Fatalf("JSON lease lacks %q: %s", k, out)
+		}
+	}
+	if _, err := time.Parse(time.RFC3339, ls[0]["expires"].(string)); err != nil || ls[0]["hostname"] != "cpe-j1" {
+		t.Fatalf("lease %v", ls[0])
+	}
+	for _, key := range []string{ls[0]["ip"].(string), "02:00:00:00:08:01"} {
+		out, err := exec.Command(l.ctl, "--socket", l.sock, "lease", "get", key).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), ls[0]["ip"].(string)) {
+			t.Fatalf("lease get %s: %v\n%s", key, err, out)
+		}
+	}
+	if out, err := exec.Command(l.ctl, "--socket", l.sock, "lease", "get", "not-a-key").CombinedOutput(); err == nil || !strings.Contains(string(out), "not an IP address") {
+		t.Fatalf("bad key: %v %s", err, out)
+	}
+}
+
+func waitFileContains(t *testing.T, path, want string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), want) || time.Now().After(deadline) {
+			if !strings.Contains(string(b), want) {
+				t.Fatalf("%s never contained %q:\n%s", path, want, b)
+			}
+			return string(b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,10 @@
+package main
+
+import "syscall"
+
+const (
+	sigUSR1 = syscall.SIGUSR1
+	sigUSR2 = syscall.SIGUSR2
+	sigHUP  = syscall.SIGHUP
+	sigKILL = syscall.SIGKILL
+)

@@ -1,0 +1,256 @@
+// Package netns builds throw-away network namespaces and veth pairs and
+// runs processes in them, for tests, the demo and the benchmark rig. Every
+// namespace and process it creates is removed by Close.
+package netns
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	vnetns "github.com/vishvananda/netns"
+)
+
+// NS is a named network namespace (ip netns).
+type NS struct {
+	Name  string
+	mu    sync.Mutex
+	procs []*Proc
+}
+
+var seq atomic.Uint64 // names must be unique within a process; the pid makes them unique across
+
+// New creates the namespace with loopback up.
+func New(name string) (*NS, error) {
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add %s: %v: %s", name, err, bytes.TrimSpace(out))
+	}
+	n := &NS{Name: name}
+	if _, err := n.Exec(context.Background(), "ip", "link", "set", "lo", "up"); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// NewUnique creates a namespace named prefix-PID-N.
+func NewUnique(prefix string) (*NS, error) {
+	return New(fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), seq.Add(1)))
+}
+
+// ForTest creates a namespace removed when the test ends. It skips the
+// test when not root or when iproute2 is missing.
+func ForTest(t testing.TB, prefix string) *NS {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs iproute2 (ip); make deps installs it")
+	}
+	n, err := NewUnique(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return n
+}
+
+// Close stops every process started in the namespace (and any other
+// process still inside it) and deletes it.
+func (n *NS) Close() error {
+	n.mu.Lock()
+	procs := n.procs
+	n.procs = nil
+	n.mu.Unlock()
+	for _, p := range procs {
+		p.Stop()
+	}
+	if out, err := exec.Command("ip", "netns", "pids", n.Name).Output(); err == nil {
+		for _, f := range bytes.Fields(out) {
+			var pid int
+			fmt.Sscan(string(f), &pid)
+			if pid > 0 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns del %s: %v: %s", n.Name, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func (n *NS) command(ctx context.Context, argv []string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name}, argv...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// Exec runs a command in the namespace to completion and returns its
+// combined output; a failure's error includes the output.
+func (n *NS) Exec(ctx context.Context, argv ...string) ([]byte, error) {
+	out, err := n.command(ctx, argv).CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("%s in %s: %w: %s", argv, n.Name, err, bytes.TrimSpace(out))
+	}
+	return out, nil
+}
+
+// Proc is a background process in a namespace.
+type Proc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+// Start runs a command in the background; its output is kept (Output).
+func (n *NS) Start(ctx context.Context, argv ...string) (*Proc, error) {
+	cmd := n.command(context.WithoutCancel(ctx), argv)
+	p := &Proc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s in %s: %w", argv, n.Name, err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	n.mu.Lock()
+	n.procs = append(n.procs, p)
+	n.mu.Unlock()
+	return p, nil
+}
+
+// Pid is the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the process group.
+func (p *Proc) Signal(sig syscall.Signal) error { return syscall.Kill(-p.cmd.Process.Pid, sig) }
+
+// Wait waits for the process to exit.
+func (p *Proc) Wait() error {
+	<-p.done
+	return p.err
+}
+
+// Exited reports whether the process has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop sends SIGTERM, then SIGKILL after five seconds, and waits.
+func (p *Proc) Stop() {
+	if p.Exited() {
+		return
+	}
+	p.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		p.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// Output is what the process wrote so far.
+func (p *Proc) Output() string { return p.out.String() }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(b)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Do runs fn on a thread switched into the namespace, so sockets fn opens
+// live there. The thread is discarded afterwards rather than switched back.
+func (n *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// Not unlocked: the thread dies with the goroutine instead of
+		// returning to the pool inside another namespace.
+		h, err := vnetns.GetFromName(n.Name)
+		if err != nil {
+			errc <- fmt.Errorf("opening namespace %s: %w", n.Name, err)
+			return
+		}
+		defer h.Close()
+		if err := vnetns.Set(h); err != nil {
+			errc <- fmt.Errorf("entering namespace %s: %w", n.Name, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// Veth joins two namespaces with a veth pair and brings both ends up.
+// Zero prefixes mean "no address".
+func Veth(a *NS, aName string, aAddr netip.Prefix, b *NS, bName string, bAddr netip.Prefix) error {
+	tmp := fmt.Sprintf("vt%d-%d", os.Getpid()%100000, seq.Add(1))
+	steps := [][]string{
+		{"ip", "link", "add", tmp, "type", "veth", "peer", "name", bName, "netns", b.Name},
+		{"ip", "link", "set", tmp, "netns", a.Name},
+	}
+	for _, s := range steps {
+		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %v: %s", s, err, bytes.TrimSpace(out))
+		}
+	}
+	ctx := context.Background()
+	if _, err := a.Exec(ctx, "ip", "link", "set", tmp, "name", aName); err != nil {
+		return err
+	}
+	for _, e := range []struct {
+		ns   *NS
+		name string
+		addr netip.Prefix
+	}{{a, aName, aAddr}, {b, bName, bAddr}} {
+		if e.addr.IsValid() {
+			if _, err := e.ns.Exec(ctx, "ip", "addr", "add", e.addr.String(), "dev", e.name); err != nil {
+				return err
+			}
+		}
+		if _, err := e.ns.Exec(ctx, "ip", "link", "set", e.name, "up"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DisableTxOffload turns TX checksum offload off (XDP_TX on veth needs it).
+func DisableTxOffload(n *NS, ifname string) error {
+	_, err := n.Exec(context.Background(), "ethtool", "-K", ifname, "tx", "off")
+	return err
+}
