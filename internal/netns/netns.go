@@ -83,7 +83,8 @@ func (n *NS) Close() error {
 		for _, f := range bytes.Fields(out) {
 			var pid int
 			fmt.Sscan(string(f), &pid)
-			if pid > 0 {
+			// Never ourselves: a thread of ours may still be inside.
+			if pid > 0 && pid != os.Getpid() {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
@@ -193,13 +194,18 @@ func (s *syncBuffer) String() string {
 }
 
 // Do runs fn on a thread switched into the namespace, so sockets fn opens
-// live there. The thread is discarded afterwards rather than switched back.
+// live there. The thread is switched back afterwards; if that fails it
+// stays locked, so the runtime discards it instead of reusing it.
 func (n *NS) Do(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// Not unlocked: the thread dies with the goroutine instead of
-		// returning to the pool inside another namespace.
+		orig, err := vnetns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("reading current namespace: %w", err)
+			return
+		}
+		defer orig.Close()
 		h, err := vnetns.GetFromName(n.Name)
 		if err != nil {
 			errc <- fmt.Errorf("opening namespace %s: %w", n.Name, err)
@@ -210,7 +216,11 @@ func (n *NS) Do(fn func() error) error {
 			errc <- fmt.Errorf("entering namespace %s: %w", n.Name, err)
 			return
 		}
-		errc <- fn()
+		ferr := fn()
+		if vnetns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
 	}()
 	return <-errc
 }
