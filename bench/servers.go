@@ -1,0 +1,214 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/xdhcp/xdhcp/internal/netns"
+)
+
+// Topology of a comparison: the server's namespace holds ServerIf with
+// ServerAddr; the load generator's namespace holds the peer with
+// ClientAddr and the relay address Giaddr; the server routes RelayNet
+// through ClientAddr.
+const (
+	ServerIf   = "bsrv0"
+	ClientIf   = "bcli0"
+	ServerAddr = "10.77.0.1"
+	ClientAddr = "10.77.0.2"
+	Giaddr     = "10.80.0.1"
+	RelayNet   = "10.80.0.0/14"
+	poolStart  = "10.80.1.0"
+	// 131k addresses: room for the default 100k clients without making
+	// servers that build per-address state at start-up (dhcpd) pay for
+	// addresses nobody asks for.
+	poolEnd = "10.81.255.254"
+)
+
+// Server is a DHCP server under test.
+type Server interface {
+	Name() string
+	// Start launches the server in ns with fresh state under dir.
+	Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Proc, error)
+	Version() string
+}
+
+// Xdhcpd is our daemon.
+type Xdhcpd struct{ Bin, Ctl string }
+
+// Name implements Server.
+func (x Xdhcpd) Name() string { return "xdhcpd" }
+
+// Version implements Server.
+func (x Xdhcpd) Version() string { return "xdhcpd (this tree)" }
+
+// XdhcpdConfig renders the daemon's configuration for the rig.
+func XdhcpdConfig(dir string) string {
+	return fmt.Sprintf(`server:
+  interfaces: [%s]
+  state-dir: %s/state
+  control-socket: %s/ctl.sock
+  metrics-listen: ""
+  log-level: warn
+subnets:
+  - subnet: 10.77.0.0/24
+    pools: [10.77.0.100-10.77.0.200]
+  - subnet: %s
+    pools: [%s-%s]
+    lease-time: 1h
+    options:
+      routers: [%s]
+      dns-servers: [10.77.0.1]
+`, ServerIf, dir, dir, RelayNet, poolStart, poolEnd, Giaddr)
+}
+
+// Start implements Server.
+func (x Xdhcpd) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Proc, error) {
+	cfg := filepath.Join(dir, "xdhcpd.yaml")
+	if err := os.WriteFile(cfg, []byte(XdhcpdConfig(dir)), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := ns.Start(ctx, x.Bin, "--config", cfg)
+	if err != nil {
+		return nil, err
+	}
+	return p, waitFor(ctx, p, func() bool { return socketAnswers(filepath.Join(dir, "ctl.sock")) })
+}
+
+// Kea is kea-dhcp4 with the memfile lease database, persistence on.
+type Kea struct{}
+
+// Name implements Server.
+func (Kea) Name() string { return "kea" }
+
+// Version implements Server.
+func (Kea) Version() string { return "kea-dhcp4 " + firstLine("kea-dhcp4", "-V") }
+
+// KeaConfig renders kea-dhcp4's configuration for the rig.
+func KeaConfig(dir string) string {
+	return fmt.Sprintf(`{"Dhcp4": {
+  "interfaces-config": {"interfaces": ["%s"], "dhcp-socket-type": "udp"},
+  "lease-database": {"type": "memfile", "persist": true, "name": "%s/kea-leases4.csv", "lfc-interval": 3600},
+  "valid-lifetime": 3600,
+  "control-socket": {"socket-type": "unix", "socket-name": "%s/kea.sock"},
+  "subnet4": [
+    {"id": 1, "subnet": "10.77.0.0/24", "pools": [{"pool": "10.77.0.100 - 10.77.0.200"}]},
+    {"id": 2, "subnet": "%s", "pools": [{"pool": "%s - %s"}],
+     "option-data": [{"name": "routers", "data": "%s"}, {"name": "domain-name-servers", "data": "10.77.0.1"}]}
+  ],
+  "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "stderr"}], "severity": "WARN"}]
+}}
+`, ServerIf, dir, dir, RelayNet, poolStart, poolEnd, Giaddr)
+}
+
+// Start implements Server.
+func (Kea) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Proc, error) {
+	cfg := filepath.Join(dir, "kea.json")
+	if err := os.WriteFile(cfg, []byte(KeaConfig(dir)), 0o600); err != nil {
+		return nil, err
+	}
+	// Kea keeps its pid file in a fixed directory unless told otherwise.
+	p, err := ns.Start(ctx, "env", "KEA_PIDFILE_DIR="+dir, "KEA_LOCKFILE_DIR="+dir, "kea-dhcp4", "-c", cfg)
+	if err != nil {
+		return nil, err
+	}
+	return p, waitFor(ctx, p, func() bool { return socketExists(filepath.Join(dir, "kea.sock")) })
+}
+
+// Dhcpd is ISC dhcpd 4.4 (ping-check off).
+type Dhcpd struct{}
+
+// Name implements Server.
+func (Dhcpd) Name() string { return "dhcpd" }
+
+// Version implements Server.
+func (Dhcpd) Version() string { return firstLine("dhcpd", "--version") }
+
+// DhcpdConfig renders dhcpd.conf for the rig.
+func DhcpdConfig() string {
+	_, n, _ := net.ParseCIDR(RelayNet)
+	return fmt.Sprintf(`ping-check false;
+authoritative;
+default-lease-time 3600;
+max-lease-time 3600;
+subnet 10.77.0.0 netmask 255.255.255.0 { range 10.77.0.100 10.77.0.200; }
+subnet %s netmask %s {
+  range %s %s;
+  option routers %s;
+  option domain-name-servers 10.77.0.1;
+}
+`, n.IP, net.IP(n.Mask), poolStart, poolEnd, Giaddr)
+}
+
+// Start implements Server.
+func (Dhcpd) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Proc, error) {
+	cfg, lf, pf := filepath.Join(dir, "dhcpd.conf"), filepath.Join(dir, "dhcpd.leases"), filepath.Join(dir, "dhcpd.pid")
+	if err := os.WriteFile(cfg, []byte(DhcpdConfig()), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(lf, nil, 0o600); err != nil {
+		return nil, err
+	}
+	p, err := ns.Start(ctx, "dhcpd", "-4", "-f", "-q", "-cf", cfg, "-lf", lf, "-pf", pf, ServerIf)
+	if err != nil {
+		return nil, err
+	}
+	// dhcpd has no readiness signal; it writes its pid file once serving.
+	return p, waitFor(ctx, p, func() bool { return socketExists(pf) })
+}
+
+func waitFor(ctx context.Context, p *netns.Proc, ready func() bool) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if p.Exited() {
+			return fmt.Errorf("server exited: %s", tail([]byte(p.Output()), 10))
+		}
+		if ready() {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("server not ready after 20s: %s", tail([]byte(p.Output()), 10))
+}
+
+func socketExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+func socketAnswers(path string) bool {
+	c, err := net.DialTimeout("unix", path, 100*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	defer c.Close()
+	if _, err := c.Write([]byte(`{"cmd":"stats"}` + "\n")); err != nil {
+		return false
+	}
+	b := make([]byte, 64)
+	n, _ := c.Read(b)
+	return strings.Contains(string(b[:n]), `"ok":true`)
+}
+
+// cpuSeconds is user+system CPU time of pid so far.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}

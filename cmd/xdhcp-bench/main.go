@@ -1,0 +1,115 @@
+// Command xdhcp-bench is the benchmark rig.
+//
+//	xdhcp-bench compare --xdhcpd PATH [--quick] [--servers xdhcpd,kea,dhcpd] [--out DIR]
+//	xdhcp-bench startup --xdhcpd PATH [--leases N] [--out DIR]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/xdhcp/xdhcp/bench"
+)
+
+const usage = `usage:
+  xdhcp-bench compare --xdhcpd PATH [--quick] [--servers xdhcpd,kea,dhcpd] [--clients N] [--step 30s] [--out DIR]
+  xdhcp-bench startup --xdhcpd PATH [--leases 1000000] [--out DIR]
+Runs as root: it creates network namespaces.
+`
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet("xdhcp-bench "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	bin := fs.String("xdhcpd", "bin/xdhcpd", "xdhcpd binary")
+	fs.String("xdhcpctl", "bin/xdhcpctl", "xdhcpctl binary (unused; kept for symmetry with make bench)")
+	out := fs.String("out", "bench/results", "where reports are written")
+	quick := fs.Bool("quick", false, "short steps, fewer clients (about a minute)")
+	servers := fs.String("servers", "xdhcpd,kea,dhcpd", "servers to compare")
+	clients := fs.Int("clients", 100000, "distinct clients (perfdhcp -R)")
+	step := fs.Duration("step", 30*time.Second, "length of each perfdhcp run")
+	leases := fs.Int("leases", 1000000, "leases in the startup database")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "xdhcp-bench: unexpected argument %q\n%s", fs.Arg(0), usage)
+		return 2
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(stderr, "xdhcp-bench: needs root (network namespaces)")
+		return 1
+	}
+	if _, err := os.Stat(*bin); err != nil {
+		fmt.Fprintf(stderr, "xdhcp-bench: --xdhcpd %s: %v\n", *bin, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rig, err := bench.NewRig()
+	if err != nil {
+		fmt.Fprintf(stderr, "xdhcp-bench: %v\n", err)
+		return 1
+	}
+	defer rig.Close()
+	rep := &bench.Report{Date: time.Now()}
+	rep.Environment()
+	x := bench.Xdhcpd{Bin: *bin}
+	switch cmd {
+	case "compare":
+		o := bench.CompareOptions{Clients: *clients, StepTime: *step, Start: 1000, Bisect: 3, Log: stdout}
+		if *quick {
+			o.Clients, o.StepTime, o.Bisect = 20000, 5*time.Second, 1
+		}
+		for _, name := range strings.Split(*servers, ",") {
+			switch strings.TrimSpace(name) {
+			case "xdhcpd":
+				o.Servers = append(o.Servers, x)
+			case "kea":
+				o.Servers = append(o.Servers, bench.Kea{})
+			case "dhcpd":
+				o.Servers = append(o.Servers, bench.Dhcpd{})
+			default:
+				fmt.Fprintf(stderr, "xdhcp-bench: unknown server %q (xdhcpd, kea, dhcpd)\n", name)
+				return 2
+			}
+		}
+		rep.Clients, rep.StepTime = o.Clients, o.StepTime.String()
+		for _, s := range o.Servers {
+			fmt.Fprintf(stdout, "%s (%s):\n", s.Name(), s.Version())
+			rep.Results = append(rep.Results, rig.FindRate(ctx, s, o))
+		}
+	case "startup":
+		fmt.Fprintf(stdout, "writing %d leases and starting xdhcpd...\n", *leases)
+		res, err := rig.Startup(ctx, x, *leases)
+		if err != nil {
+			fmt.Fprintf(stderr, "xdhcp-bench: startup: %v\n", err)
+			return 1
+		}
+		rep.Startup = res
+	default:
+		fmt.Fprintf(stderr, "xdhcp-bench: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+	md, err := rep.Write(*out)
+	if err != nil {
+		fmt.Fprintf(stderr, "xdhcp-bench: writing report: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "\n%s\nreport: %s\n", rep.Markdown(), md)
+	return 0
+}
