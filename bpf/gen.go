@@ -1,0 +1,6 @@
+// Package bpf holds the XDP program that answers DHCP renewals and the Go
+// bindings bpf2go generates from it: the object file, its maps and
+// programs, and Go types for the structs the C code shares with Go.
+package bpf
+
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang-14 -strip llvm-strip-14 -target bpfel -type xdhcp_lease -type xdhcp_template -type xdhcp_settings -type xdhcp_iface -type xdhcp_event -type xdhcp_counter Xdp xdp_dhcp.c -- -I/usr/include/x86_64-linux-gnu -O2 -g -Wall -Werror

@@ -1,0 +1,697 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * xdp_dhcp answers DHCPREQUESTs in RENEWING and REBINDING state from the
+ * lease map, building the DHCPACK in place and sending it with XDP_TX.
+ * Everything it does not fully understand is passed up unchanged to the
+ * slow path (DESIGN.md invariant 5). The slow path owns every policy: it
+ * fills the maps below and folds the ring-buffer events back into bbolt.
+ *
+ * Work is done in a per-CPU scratch buffer rather than on packet pointers:
+ * the request is copied out with bpf_xdp_load_bytes, the reply is built
+ * and checksummed there, and one bpf_xdp_store_bytes writes it back. The
+ * verifier then only has to bound offsets into a map value, and the
+ * program never reads past a frame whatever its length.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define CHADDR_MAX 16
+#define CID_MAX 32       /* longer client identifiers are never published */
+#define TMPL_MAX 512     /* option block of a reply template */
+#define REQ_MAX 1024     /* DHCP payload of a request we parse; larger: punt */
+#define MAX_OPTS 96      /* option walk bound, pad bytes included */
+#define BOOTP_LEN 236
+#define OPTS_OFF 240     /* BOOTP header + magic cookie */
+#define HEAD_OPTS 27     /* 53, 54, 51, 58, 59 */
+#define MIN_REPLY 300    /* RFC 1542 minimum BOOTP message, as the slow path pads */
+#define L34 28           /* IPv4 header without options + UDP header */
+#define OUT_MAX (L34 + 3 * 512) /* csum_diff chunks of 512 stay inside */
+
+/* Lease flags. */
+#define XDHCP_LEASE_SERVE 1 /* clear: failover or a pending FORCERENEW forbids answering */
+
+/* Config flags. */
+#define XDHCP_CFG_ANSWER 1 /* clear: pass every renewal up */
+
+/* A lease the fast path may renew, keyed by its address (network order). */
+struct xdhcp_lease {
+	__u64 expiry;   /* unix seconds; a renewal at or after it is punted. XDP raises it. */
+	__u64 horizon;  /* unix seconds; no grant may end later (promise horizon) */
+	__u64 cltt;     /* unix seconds of the last renewal answered here */
+	__u32 xid;      /* of that renewal */
+	__u32 last_giaddr; /* relay it came through; 0: direct or past the relay */
+	__u32 ifindex;  /* where a direct lease was granted */
+	__u32 giaddr;   /* relay of a relayed lease; 0: directly attached */
+	__u32 server_id;  /* option 54, and the reply's source address */
+	__u32 lease_time; /* configured seconds, with T1 and T2 */
+	__u32 t1;
+	__u32 t2;
+	__u32 tmpl_id;  /* key in xdhcp_templates */
+	__u16 vlan[2];  /* outer and inner VLAN ID of a direct lease; 0: none */
+	__u8 htype;
+	__u8 hlen;
+	__u8 cid_len;   /* 0: the lease was granted without a client identifier */
+	__u8 flags;
+	__u8 chaddr[CHADDR_MAX];
+	__u8 cid[CID_MAX];
+};
+
+/* A subnet's option block, copied into every reply after 53,54,51,58,59. */
+struct xdhcp_template {
+	__u32 len;
+	__u8 data[TMPL_MAX];
+};
+
+/* Global settings, one entry. */
+struct xdhcp_settings {
+	__s64 wall_offset_ns; /* unix time minus CLOCK_BOOTTIME, kept fresh by the daemon */
+	__u32 min_grant;      /* seconds; a shorter grant is punted */
+	__u32 punt_rate;      /* punts per second per client MAC; 0: unlimited */
+	__u32 punt_burst;
+	__u32 flags;
+};
+
+/* An interface XDP is attached to, keyed by ifindex. */
+struct xdhcp_iface {
+	__u8 mac[ETH_ALEN]; /* reply source MAC when the request was broadcast */
+	__u16 pad;
+};
+
+/* One answered renewal, for the slow path to fold into bbolt. */
+struct xdhcp_event {
+	__u64 at;
+	__u64 expiry;
+	__u32 ip;
+	__u32 xid;
+	__u32 ifindex;
+	__u32 giaddr;
+	__u16 vlan[2];
+	__u8 hlen;
+	__u8 pad[3];
+	__u8 chaddr[CHADDR_MAX];
+};
+
+/* Counters, one per-CPU slot each. The daemon exports them as metrics. */
+enum xdhcp_counter {
+	XC_ANSWERED,
+	XC_NOT_DHCP,      /* not UDP to port 67: not ours, passed */
+	XC_MALFORMED,     /* to port 67 but not a well-formed BOOTP request */
+	XC_UNSUPPORTED,   /* IP options, fragments, overload, oversized, repeated options */
+	XC_NOT_RENEWAL,   /* another message type, or a REQUEST with 50/54 or no ciaddr */
+	XC_NO_LEASE,
+	XC_EXPIRED,
+	XC_IDENTITY,      /* chaddr or client identifier differ */
+	XC_WHERE,         /* other interface, VLAN, relay or server address */
+	XC_NOT_SERVING,
+	XC_HORIZON,       /* the horizon leaves less than min-grant */
+	XC_TOO_BIG,       /* the reply would exceed the client's maximum message size */
+	XC_DISABLED,
+	XC_RATE_LIMITED,  /* punt dropped by the per-MAC token bucket */
+	XC_EVENTS_LOST,   /* ring buffer full: the periodic map scan recovers these */
+	XC_ERROR,         /* a helper failed while building the reply; passed */
+	XC_MAX,
+};
+
+/*
+ * The maps, all pinned by name under /sys/fs/bpf/xdhcp/ so that renewals
+ * keep being answered while the daemon restarts.
+ *
+ *   xdhcp_leases     hash  lease IP -> struct xdhcp_lease   (slow path writes; XDP raises expiry)
+ *   xdhcp_templates  hash  template id -> struct xdhcp_template (slow path)
+ *   xdhcp_ifaces     hash  ifindex -> struct xdhcp_iface    (loader)
+ *   xdhcp_config     array [0] -> struct xdhcp_settings       (daemon)
+ *   xdhcp_counters   per-CPU array enum xdhcp_counter -> u64 (XDP)
+ *   xdhcp_events     ring buffer of struct xdhcp_event      (XDP -> daemon)
+ *   xdhcp_punts      LRU hash client MAC -> token bucket    (XDP)
+ *   xdhcp_scratch    per-CPU array [0] -> work buffers      (XDP)
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 21);
+	__type(key, __u32);
+	__type(value, struct xdhcp_lease);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdhcp_leases SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct xdhcp_template);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdhcp_templates SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, struct xdhcp_iface);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdhcp_ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xdhcp_settings);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdhcp_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XC_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdhcp_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdhcp_events SEC(".maps");
+
+struct bucket {
+	__u64 at_ns;
+	__u64 millitokens;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 16);
+	__type(key, __u64);
+	__type(value, struct bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdhcp_punts SEC(".maps");
+
+/* What the option walk found. It lives in the scratch map, not on the
+ * stack: the verifier tracks stack values precisely and would explore the
+ * callback once per option offset instead of once. */
+struct walk {
+	__u32 off, dlen, o61, o82, maxsz;
+	__u8 mt, l61, l82, has50, has54, done, bad, unsup;
+};
+
+struct scratch {
+	__u8 req[REQ_MAX];
+	__u8 out[OUT_MAX];
+	struct walk w;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} xdhcp_scratch SEC(".maps");
+
+/* Referenced so that bpf2go -type finds them in BTF. */
+const enum xdhcp_counter *unused_counter __attribute__((unused));
+const struct xdhcp_event *unused_event __attribute__((unused));
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 proto;
+};
+
+struct l34 {
+	__u8 vihl;
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 proto;
+	__be16 check;
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__be16 ulen;
+	__be16 ucheck;
+};
+
+static __always_inline void count(__u32 c)
+{
+	__u64 *v = bpf_map_lookup_elem(&xdhcp_counters, &c);
+	if (v)
+		*v += 1;
+}
+
+/* punt passes a request up unless its client's token bucket is empty. */
+static __always_inline int punt(const struct xdhcp_settings *cfg, const __u8 *chaddr, __u64 boot_ns, __u32 why)
+{
+	count(why);
+	if (!cfg || !cfg->punt_rate || !chaddr)
+		return XDP_PASS;
+	__u64 key = 0;
+	__builtin_memcpy(&key, chaddr, ETH_ALEN);
+	__u64 cap = (__u64)cfg->punt_burst * 1000;
+	if (cap < 1000)
+		cap = 1000;
+	struct bucket *b = bpf_map_lookup_elem(&xdhcp_punts, &key);
+	if (!b) {
+		struct bucket nb = { .at_ns = boot_ns, .millitokens = cap - 1000 };
+		bpf_map_update_elem(&xdhcp_punts, &key, &nb, BPF_ANY);
+		return XDP_PASS;
+	}
+	__u64 el = boot_ns - b->at_ns;
+	if (el > 100000000000ULL) /* 100 s refills any sane bucket; keeps the product small */
+		el = 100000000000ULL;
+	__u64 t = b->millitokens + el * cfg->punt_rate / 1000000;
+	if (t > cap)
+		t = cap;
+	b->at_ns = boot_ns;
+	if (t < 1000) {
+		b->millitokens = t;
+		count(XC_RATE_LIMITED);
+		return XDP_DROP;
+	}
+	b->millitokens = t - 1000;
+	return XDP_PASS;
+}
+
+static __always_inline __u32 fold(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u32)s;
+}
+
+static __always_inline void put32(__u8 *p, __u32 host)
+{
+	p[0] = host >> 24;
+	p[1] = host >> 16;
+	p[2] = host >> 8;
+	p[3] = host;
+}
+
+#define PUNT(why) return punt(cfg, chaddr, boot_ns, why)
+
+/* walk_option looks at the option at w->off; returns 1 to stop. */
+static long walk_option(__u32 i, void *unused)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&xdhcp_scratch, &zero);
+	if (!s)
+		return 1;
+	__u8 *rq = s->req;
+	struct walk *w = &s->w;
+	__u32 off = w->off, dlen = w->dlen;
+	if (off >= dlen)
+		return 1; /* ran out before END */
+	__u8 code = rq[off & (REQ_MAX - 1)];
+	if (code == 0) {
+		w->off = off + 1;
+		return 0;
+	}
+	if (code == 255) {
+		w->done = 1;
+		return 1;
+	}
+	if (off + 2 > dlen) {
+		w->bad = 1;
+		return 1;
+	}
+	__u8 n = rq[(off + 1) & (REQ_MAX - 1)];
+	if (off + 2 + n > dlen) {
+		w->bad = 1;
+		return 1;
+	}
+	__u32 v = (off + 2) & (REQ_MAX - 1);
+	switch (code) {
+	case 53:
+		if (n != 1 || w->mt)
+			w->unsup = 1;
+		w->mt = rq[v];
+		break;
+	case 50:
+		w->has50 = 1;
+		break;
+	case 54:
+		w->has54 = 1;
+		break;
+	case 52: /* overload: options continue in sname/file */
+		w->unsup = 1;
+		break;
+	case 57:
+		if (n == 2) {
+			__u32 m = ((__u32)rq[v] << 8) | rq[(v + 1) & (REQ_MAX - 1)];
+			if (m > 576)
+				w->maxsz = m;
+		}
+		break;
+	case 61:
+		if (w->o61 || n < 2)
+			w->unsup = 1;
+		w->o61 = off;
+		w->l61 = n;
+		break;
+	case 82:
+		if (w->o82)
+			w->unsup = 1; /* split (RFC 3396): the slow path concatenates */
+		w->o82 = off;
+		w->l82 = n;
+		break;
+	}
+	w->off = off + 2 + n;
+	return 0;
+}
+
+SEC("xdp")
+int xdp_dhcp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
+	__be16 proto = eth->h_proto;
+	__u32 l3 = sizeof(*eth);
+	__u16 vlan[2] = {};
+	/* Unrolled: the verifier needs each tag's offset as a constant. */
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct vlan_hdr *v = data + l3;
+		if ((void *)(v + 1) > end)
+			return XDP_PASS;
+		vlan[0] = bpf_ntohs(v->tci) & 0x0fff;
+		proto = v->proto;
+		l3 += sizeof(*v);
+		if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+			struct vlan_hdr *v2 = data + l3;
+			if ((void *)(v2 + 1) > end)
+				return XDP_PASS;
+			vlan[1] = bpf_ntohs(v2->tci) & 0x0fff;
+			proto = v2->proto;
+			l3 += sizeof(*v2);
+		}
+	}
+	if (proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+
+	struct l34 h;
+	if (bpf_xdp_load_bytes(ctx, l3, &h, sizeof(h)) < 0)
+		return XDP_PASS;
+	if ((h.vihl >> 4) != 4 || h.proto != IPPROTO_UDP)
+		return XDP_PASS;
+	if ((h.vihl & 0xf) != 5) {
+		/* UDP port unknown without parsing the options: not ours to judge. */
+		count(XC_NOT_DHCP);
+		return XDP_PASS;
+	}
+	if (h.dport != bpf_htons(67)) {
+		count(XC_NOT_DHCP);
+		return XDP_PASS;
+	}
+
+	struct xdhcp_settings *cfg = bpf_map_lookup_elem(&xdhcp_config, &zero);
+	struct scratch *s = bpf_map_lookup_elem(&xdhcp_scratch, &zero);
+	if (!cfg || !s)
+		return XDP_PASS;
+	__u64 boot_ns = bpf_ktime_get_boot_ns();
+	const __u8 *chaddr = NULL; /* the rate limiter's key, once known */
+
+	if (h.frag_off & bpf_htons(0x3fff))
+		PUNT(XC_UNSUPPORTED);
+	__u32 frame = (__u32)(end - data);
+	__u32 ip_len = bpf_ntohs(h.tot_len);
+	__u32 udp_len = bpf_ntohs(h.ulen);
+	if (ip_len < L34 || l3 + ip_len > frame || udp_len != ip_len - 20)
+		PUNT(XC_MALFORMED);
+	__u32 dlen = udp_len - 8;
+	if (dlen < OPTS_OFF + 1)
+		PUNT(XC_MALFORMED);
+	if (dlen > REQ_MAX)
+		PUNT(XC_UNSUPPORTED);
+	if (bpf_xdp_load_bytes(ctx, l3 + L34, s->req, dlen) < 0)
+		PUNT(XC_MALFORMED);
+	__u8 *rq = s->req;
+	if (rq[0] != 1 || rq[2] > CHADDR_MAX || rq[236] != 99 || rq[237] != 130 || rq[238] != 83 || rq[239] != 99)
+		PUNT(XC_MALFORMED);
+	chaddr = &rq[28];
+
+	/* Walk the options with bpf_loop: the callback is verified once,
+	 * where an unrolled walk multiplies the verifier's states by every
+	 * combination of options seen. */
+	struct walk *w = &s->w;
+	__builtin_memset(w, 0, sizeof(*w));
+	w->off = OPTS_OFF;
+	w->dlen = dlen;
+	w->maxsz = 576;
+	bpf_loop(MAX_OPTS, walk_option, NULL, 0);
+	__u32 o61 = w->o61, o82 = w->o82, maxsz = w->maxsz;
+	__u8 mt = w->mt, l61 = w->l61, l82 = w->l82;
+	if (w->bad)
+		PUNT(XC_MALFORMED);
+	if (!w->done || w->unsup)
+		PUNT(XC_UNSUPPORTED);
+
+	__u32 ciaddr = *(__u32 *)&rq[12];
+	__u32 giaddr = *(__u32 *)&rq[24];
+	if (mt != 3 || w->has50 || w->has54 || !ciaddr)
+		PUNT(XC_NOT_RENEWAL);
+	if (!(cfg->flags & XDHCP_CFG_ANSWER))
+		PUNT(XC_DISABLED);
+
+	struct xdhcp_lease *l = bpf_map_lookup_elem(&xdhcp_leases, &ciaddr);
+	if (!l)
+		PUNT(XC_NO_LEASE);
+	__u64 now = (boot_ns + cfg->wall_offset_ns) / 1000000000ULL;
+	if (now >= l->expiry)
+		PUNT(XC_EXPIRED);
+
+	/* Identity: hardware address, and client identifier present in both or neither. */
+	__u8 hlen = rq[2];
+	if (rq[1] != l->htype || hlen != l->hlen)
+		PUNT(XC_IDENTITY);
+	/* Compared a word at a time under a mask of the first hlen bytes:
+	 * a byte loop multiplies the verifier's states by every hlen. */
+	__u64 m0 = hlen >= 8 ? ~0ULL : (1ULL << (hlen * 8)) - 1;
+	__u64 m1 = hlen >= 16 ? ~0ULL : hlen <= 8 ? 0 : (1ULL << ((hlen - 8) * 8)) - 1;
+	if (((*(__u64 *)&rq[28] ^ *(__u64 *)&l->chaddr[0]) & m0) ||
+	    ((*(__u64 *)&rq[36] ^ *(__u64 *)&l->chaddr[8]) & m1))
+		PUNT(XC_IDENTITY);
+	if (l61 != l->cid_len || l61 > CID_MAX)
+		PUNT(XC_IDENTITY);
+	if (l61) {
+		/* The entry's identifier is zero-padded; so is this copy. */
+		__u64 cid[CID_MAX / 8] = {};
+		__u64 n = l61;
+		if (n > CID_MAX || bpf_xdp_load_bytes(ctx, l3 + L34 + o61 + 2, cid, n) < 0)
+			PUNT(XC_IDENTITY);
+		__u64 *lc = (__u64 *)l->cid;
+		if ((cid[0] ^ lc[0]) | (cid[1] ^ lc[1]) | (cid[2] ^ lc[2]) | (cid[3] ^ lc[3]))
+			PUNT(XC_IDENTITY);
+	}
+
+	/* Where: the relay it was granted through or the client itself past
+	 * the relay; for a direct lease the same interface and VLAN tags. */
+	int relayed = giaddr != 0;
+	if (l->giaddr) {
+		if (!(giaddr == l->giaddr || (!relayed && h.saddr == ciaddr)))
+			PUNT(XC_WHERE);
+	} else if (relayed || ctx->ingress_ifindex != l->ifindex || vlan[0] != l->vlan[0] || vlan[1] != l->vlan[1]) {
+		PUNT(XC_WHERE);
+	}
+	if (relayed ? h.sport != bpf_htons(67) : h.sport != bpf_htons(68))
+		PUNT(XC_WHERE); /* RFC 8357 relay ports and odd clients: slow path */
+	if (h.daddr != l->server_id && (relayed || h.daddr != 0xffffffff))
+		PUNT(XC_WHERE);
+	if (!(l->flags & XDHCP_LEASE_SERVE))
+		PUNT(XC_NOT_SERVING);
+
+	/* Grant min(now + lease time, horizon), never less than min-grant. */
+	__u64 exp = now + l->lease_time;
+	if (exp > l->horizon)
+		exp = l->horizon;
+	if (exp < now + cfg->min_grant || exp <= now)
+		PUNT(XC_HORIZON);
+	__u32 grant = exp - now, t1 = l->t1, t2 = l->t2;
+	if (grant < l->lease_time && l->lease_time) {
+		t1 = (__u64)t1 * grant / l->lease_time;
+		t2 = (__u64)t2 * grant / l->lease_time;
+	}
+
+	struct xdhcp_template *t = bpf_map_lookup_elem(&xdhcp_templates, &l->tmpl_id);
+	if (!t)
+		PUNT(XC_ERROR);
+	__u32 tlen = t->len;
+	if (tlen > TMPL_MAX)
+		PUNT(XC_ERROR);
+	__u32 e61 = l61 ? 2 + l61 : 0, e82 = o82 ? 2 + l82 : 0;
+	__u32 olen = OPTS_OFF + HEAD_OPTS + tlen + e61 + e82 + 1;
+	__u32 plen = (olen + 3) & ~3U; /* a multiple of 4, for bpf_csum_diff */
+	if (plen < MIN_REPLY)
+		plen = MIN_REPLY;
+	if (plen > maxsz - L34 || plen > OUT_MAX - L34)
+		PUNT(XC_TOO_BIG);
+
+	/* Reply source: the address the request was sent to; the server
+	 * identifier when it was broadcast. */
+	struct xdhcp_iface *ifc = NULL;
+	if (eth->h_dest[0] & 1) {
+		__u32 ifindex = ctx->ingress_ifindex; /* a map key cannot point into ctx */
+		ifc = bpf_map_lookup_elem(&xdhcp_ifaces, &ifindex);
+		if (!ifc)
+			PUNT(XC_ERROR);
+	}
+
+	/* Build IP + UDP + DHCP in s->out. */
+	__u8 *o = s->out;
+	__u8 *d = o + L34;
+	/* BOOTP header: copied, then the fields a reply sets (RFC 2131 Table 3). */
+	for (int i = 0; i < OPTS_OFF / 8; i++)
+		((__u64 *)d)[i] = ((__u64 *)rq)[i];
+	d[0] = 2;     /* op: BOOTREPLY */
+	d[3] = 0;     /* hops */
+	d[8] = 0;     /* secs */
+	d[9] = 0;
+	*(__u32 *)&d[16] = ciaddr; /* yiaddr */
+	*(__u32 *)&d[20] = 0;      /* siaddr */
+	for (int i = 44; i < BOOTP_LEN; i += 4)
+		*(__u32 *)&d[i] = 0; /* sname, file */
+	__u8 *p = d + OPTS_OFF;
+	p[0] = 53, p[1] = 1, p[2] = 5;
+	p[3] = 54, p[4] = 4;
+	*(__u32 *)&p[5] = l->server_id;
+	p[9] = 51, p[10] = 4;
+	put32(&p[11], grant);
+	p[15] = 58, p[16] = 4;
+	put32(&p[17], t1);
+	p[21] = 59, p[22] = 4;
+	put32(&p[23], t2);
+	/* The whole block, unconditionally: the bytes past len are zero and
+	 * what follows overwrites them; a loop bounded by len would cost the
+	 * verifier a state per iteration. */
+#pragma unroll
+	for (int i = 0; i < TMPL_MAX / 8; i++)
+		*(__u64 *)&d[OPTS_OFF + HEAD_OPTS + i * 8] = *(__u64 *)&t->data[i * 8];
+	__u32 at = OPTS_OFF + HEAD_OPTS + tlen;
+	/* Echo 61 then 82 byte for byte, straight from the frame. */
+	if (l61) {
+		__u64 n = (__u64)l61 + 2; /* recomputed here: the verifier must see n > 0 */
+		if (n > CID_MAX + 2 || at > OPTS_OFF + HEAD_OPTS + TMPL_MAX)
+			PUNT(XC_ERROR);
+		if (bpf_xdp_load_bytes(ctx, l3 + L34 + o61, &d[at], n) < 0)
+			PUNT(XC_ERROR);
+		at += n;
+	}
+	if (o82) {
+		__u64 n = (__u64)l82 + 2;
+		if (n > 257 || at > OPTS_OFF + HEAD_OPTS + TMPL_MAX + CID_MAX + 2)
+			PUNT(XC_ERROR);
+		if (bpf_xdp_load_bytes(ctx, l3 + L34 + o82, &d[at], n) < 0)
+			PUNT(XC_ERROR);
+		at += n;
+	}
+	if (at > OPTS_OFF + HEAD_OPTS + TMPL_MAX + CID_MAX + 2 + 257)
+		PUNT(XC_ERROR);
+	d[at] = 255;
+	/* Zero the padding up to plen (at most MIN_REPLY - 268 or 3 bytes). */
+#pragma unroll
+	for (int i = 0; i < 5; i++)
+		*(__u64 *)&d[at + 1 + i * 8] = 0;
+
+	/* IPv4 and UDP headers (RFC 2131 §4.1 destinations). */
+	__u32 dst = relayed ? giaddr : ciaddr;
+	__u32 src = h.daddr == 0xffffffff ? l->server_id : h.daddr;
+	struct l34 *r = (struct l34 *)o;
+	r->vihl = 0x45;
+	r->tos = 0;
+	r->tot_len = bpf_htons(L34 + plen);
+	r->id = 0;
+	r->frag_off = 0;
+	r->ttl = 64;
+	r->proto = IPPROTO_UDP;
+	r->check = 0;
+	r->saddr = src;
+	r->daddr = dst;
+	r->sport = bpf_htons(67);
+	r->dport = relayed ? bpf_htons(67) : bpf_htons(68);
+	r->ulen = bpf_htons(8 + plen);
+	r->ucheck = 0;
+	__u64 sum = 0;
+	for (int i = 0; i < 10; i++)
+		sum += ((__u16 *)o)[i];
+	r->check = ~fold(sum) & 0xffff;
+
+	/* UDP checksum: pseudo header, UDP header, then the payload in
+	 * chunks (bpf_csum_diff takes at most 512 bytes per call). */
+	sum = (__u64)src + dst + bpf_htons(IPPROTO_UDP) + r->ulen;
+	sum += r->sport + r->dport + r->ulen;
+	for (int c = 0; c < 3; c++) {
+		__u32 from = c * 512;
+		if (from >= plen)
+			break;
+		/* 64-bit, so that the register checked is the one passed. */
+		__u64 n = (__u64)plen - from;
+		if (n > 512)
+			n = 512;
+		__s64 cs = bpf_csum_diff(NULL, 0, (__be32 *)&d[c * 512], n, 0);
+		if (cs < 0)
+			PUNT(XC_ERROR);
+		sum += (__u32)cs;
+	}
+	__u16 uc = ~fold(sum) & 0xffff;
+	r->ucheck = uc ? uc : 0xffff;
+
+	/* Remember what was granted before the reply leaves. */
+	__u32 xid = *(__u32 *)&rq[4];
+	if (exp > l->expiry)
+		l->expiry = exp;
+	l->cltt = now;
+	l->xid = xid;
+	l->last_giaddr = giaddr;
+	struct xdhcp_event *ev = bpf_ringbuf_reserve(&xdhcp_events, sizeof(*ev), 0);
+	if (ev) {
+		ev->at = now;
+		ev->expiry = exp;
+		ev->ip = ciaddr;
+		ev->xid = xid;
+		ev->ifindex = ctx->ingress_ifindex;
+		ev->giaddr = giaddr;
+		ev->vlan[0] = vlan[0];
+		ev->vlan[1] = vlan[1];
+		ev->hlen = hlen;
+		__builtin_memcpy(ev->chaddr, &rq[28], CHADDR_MAX);
+		bpf_ringbuf_submit(ev, 0);
+	} else {
+		count(XC_EVENTS_LOST);
+	}
+
+	/* Swap MACs (the source is ours: the request's destination, or the
+	 * interface's own when the request was broadcast). */
+	__u8 macs[2 * ETH_ALEN];
+	__builtin_memcpy(macs, eth->h_source, ETH_ALEN);
+	if (ifc)
+		__builtin_memcpy(macs + ETH_ALEN, ifc->mac, ETH_ALEN);
+	else
+		__builtin_memcpy(macs + ETH_ALEN, eth->h_dest, ETH_ALEN);
+
+	/* Resize the frame; every packet pointer is stale afterwards. */
+	int delta = (int)(l3 + L34 + plen) - (int)frame;
+	if (delta && bpf_xdp_adjust_tail(ctx, delta) < 0) {
+		count(XC_ERROR);
+		return XDP_PASS; /* the request is untouched so far */
+	}
+	if (bpf_xdp_store_bytes(ctx, 0, macs, sizeof(macs)) < 0 ||
+	    bpf_xdp_store_bytes(ctx, l3, o, L34 + plen) < 0) {
+		count(XC_ERROR);
+		return XDP_DROP; /* resized already: cannot be passed on intact */
+	}
+	count(XC_ANSWERED);
+	return XDP_TX;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

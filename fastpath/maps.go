@@ -1,0 +1,399 @@
+// Package fastpath is the Go view of the XDP program's maps: lease entries
+// and the reply templates they share, global settings, interface
+// addresses, counters and the ring buffer of answered renewals. It holds no
+// policy: the slow path decides what goes in, and this package writes it.
+package fastpath
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdhcp/xdhcp/bpf"
+)
+
+// Limits of what an entry can hold; leases beyond them are not published
+// and the slow path answers them.
+const (
+	MaxClientID = 32
+	MaxTemplate = 512
+)
+
+// Lease is one entry the XDP program may renew.
+type Lease struct {
+	IP        netip.Addr
+	Expiry    time.Time // renewals at or after it are punted
+	Horizon   time.Time // no grant ends later
+	HWType    uint8
+	HWAddr    []byte
+	ClientID  []byte // nil when the lease was granted without one
+	ServerID  netip.Addr
+	IfIndex   uint32
+	VLANs     [2]uint16
+	GIAddr    netip.Addr // relay of a relayed lease
+	LeaseTime uint32
+	T1, T2    uint32
+	Serve     bool
+	Template  []byte // option block after 53, 54, 51, 58, 59
+}
+
+// Renewal is what the program reports for a renewal it answered.
+type Renewal struct {
+	IP      netip.Addr
+	HWAddr  []byte
+	XID     uint32
+	At      time.Time
+	Expiry  time.Time
+	IfIndex uint32
+	VLANs   [2]uint16
+	GIAddr  netip.Addr
+}
+
+// Settings are the program's global knobs.
+type Settings struct {
+	Answer    bool          // false: punt every renewal
+	MinGrant  time.Duration // shorter grants are punted
+	PuntRate  uint32        // punts per second per client MAC; 0: unlimited
+	PuntBurst uint32
+}
+
+// Maps writes and reads the program's maps. It is safe for concurrent use.
+type Maps struct {
+	leases, templates, ifaces, config, counters *ebpf.Map
+
+	mu       sync.Mutex
+	settings Settings
+	tmplID   map[string]uint32 // template bytes -> id
+	tmplRefs map[uint32]int
+	leaseTpl map[netip.Addr]uint32 // published lease -> its template id
+	nextID   uint32
+}
+
+// New wraps loaded maps and adopts the templates already in them, so that
+// entries left by a previous run keep pointing at valid templates.
+func New(m *bpf.XdpMaps) (*Maps, error) {
+	fm := &Maps{
+		leases: m.XdhcpLeases, templates: m.XdhcpTemplates, ifaces: m.XdhcpIfaces,
+		config: m.XdhcpConfig, counters: m.XdhcpCounters,
+		tmplID: map[string]uint32{}, tmplRefs: map[uint32]int{}, leaseTpl: map[netip.Addr]uint32{},
+		nextID: 1,
+	}
+	var id uint32
+	var t bpf.XdpXdhcpTemplate
+	it := fm.templates.Iterate()
+	for it.Next(&id, &t) {
+		if t.Len <= MaxTemplate {
+			fm.tmplID[string(t.Data[:t.Len])] = id
+			fm.tmplRefs[id] = 0
+		}
+		fm.nextID = max(fm.nextID, id+1)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading reply templates: %w", err)
+	}
+	return fm, nil
+}
+
+func key(ip netip.Addr) [4]byte { return ip.As4() }
+
+func addrWord(a netip.Addr) uint32 {
+	if !a.Is4() {
+		return 0
+	}
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+func wordAddr(w uint32) netip.Addr {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], w)
+	return netip.AddrFrom4(b)
+}
+
+// netWord turns a word the program copied from a packet into its value.
+func netWord(w uint32) uint32 {
+	var b [4]byte
+	binary.NativeEndian.PutUint32(b[:], w)
+	return binary.BigEndian.Uint32(b[:])
+}
+
+func unixOrZero(t time.Time) uint64 {
+	if t.IsZero() || t.Unix() < 0 {
+		return 0
+	}
+	return uint64(t.Unix())
+}
+
+// Publishable reports whether l fits in an entry.
+func Publishable(l *Lease) bool {
+	return l.IP.Is4() && len(l.HWAddr) <= 16 && len(l.ClientID) <= MaxClientID && len(l.Template) <= MaxTemplate && l.ServerID.Is4()
+}
+
+// Publish adds or replaces entries. When an entry for the same client is
+// already there with a later expiry (a renewal XDP answered whose event the
+// slow path has not folded yet), that expiry and the renewal's facts are
+// kept: the map must never forget a grant.
+func (m *Maps) Publish(ls []Lease) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	keys := make([][4]byte, 0, len(ls))
+	vals := make([]bpf.XdpXdhcpLease, 0, len(ls))
+	for i := range ls {
+		l := &ls[i]
+		if !Publishable(l) {
+			errs = append(errs, fmt.Errorf("lease %s does not fit the fast path (client-id %d bytes, template %d bytes)", l.IP, len(l.ClientID), len(l.Template)))
+			continue
+		}
+		id, err := m.templateLocked(l.Template)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		v := bpf.XdpXdhcpLease{
+			Expiry: unixOrZero(l.Expiry), Horizon: unixOrZero(l.Horizon),
+			Ifindex: l.IfIndex, Giaddr: addrWord(l.GIAddr), ServerId: addrWord(l.ServerID),
+			LeaseTime: l.LeaseTime, T1: l.T1, T2: l.T2, TmplId: id, Vlan: l.VLANs,
+			Htype: l.HWType, Hlen: uint8(len(l.HWAddr)), CidLen: uint8(len(l.ClientID)),
+		}
+		if l.Serve {
+			v.Flags |= leaseServe
+		}
+		copy(v.Chaddr[:], l.HWAddr)
+		copy(v.Cid[:], l.ClientID)
+		var old bpf.XdpXdhcpLease
+		if err := m.leases.Lookup(key(l.IP), &old); err == nil && sameClient(&old, &v) && old.Expiry > v.Expiry {
+			v.Expiry, v.Cltt, v.Xid, v.LastGiaddr = old.Expiry, old.Cltt, old.Xid, old.LastGiaddr
+		}
+		keys = append(keys, key(l.IP))
+		vals = append(vals, v)
+		if prev, ok := m.leaseTpl[l.IP]; ok {
+			m.unrefLocked(prev)
+		}
+		m.leaseTpl[l.IP] = id
+	}
+	if len(keys) > 0 {
+		if _, err := m.leases.BatchUpdate(keys, vals, nil); err != nil {
+			errs = append(errs, fmt.Errorf("writing %d lease entries: %w", len(keys), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+const leaseServe = 1 // XDHCP_LEASE_SERVE
+
+func sameClient(a, b *bpf.XdpXdhcpLease) bool {
+	return a.Htype == b.Htype && a.Hlen == b.Hlen && a.Chaddr == b.Chaddr && a.CidLen == b.CidLen && a.Cid == b.Cid
+}
+
+// templateLocked returns the id of a template with these bytes, writing it
+// first when new: every lease that renders the same bytes shares one.
+func (m *Maps) templateLocked(b []byte) (uint32, error) {
+	if id, ok := m.tmplID[string(b)]; ok {
+		m.tmplRefs[id]++
+		return id, nil
+	}
+	id := m.nextID
+	var t bpf.XdpXdhcpTemplate
+	t.Len = uint32(copy(t.Data[:], b))
+	if err := m.templates.Put(id, &t); err != nil {
+		return 0, fmt.Errorf("writing reply template %d (%d bytes): %w", id, len(b), err)
+	}
+	m.nextID++
+	m.tmplID[string(bytes.Clone(b))] = id
+	m.tmplRefs[id] = 1
+	return id, nil
+}
+
+func (m *Maps) unrefLocked(id uint32) {
+	if m.tmplRefs[id] > 0 {
+		m.tmplRefs[id]--
+	}
+}
+
+// Remove withdraws entries. Missing entries are not an error.
+func (m *Maps) Remove(ips []netip.Addr) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for _, ip := range ips {
+		if err := m.leases.Delete(key(ip)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("removing lease entry %s: %w", ip, err))
+		}
+		if id, ok := m.leaseTpl[ip]; ok {
+			m.unrefLocked(id)
+			delete(m.leaseTpl, ip)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// PruneTemplates deletes templates no published lease refers to. Call it
+// after a full republish (start-up, reload).
+func (m *Maps) PruneTemplates() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for b, id := range m.tmplID {
+		if m.tmplRefs[id] > 0 {
+			continue
+		}
+		if err := m.templates.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("deleting reply template %d: %w", id, err))
+			continue
+		}
+		delete(m.tmplID, b)
+		delete(m.tmplRefs, id)
+	}
+	return errors.Join(errs...)
+}
+
+// Templates returns how many distinct reply templates are in use.
+func (m *Maps) Templates() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.tmplID)
+}
+
+// Len returns the number of lease entries this process has published.
+func (m *Maps) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.leaseTpl)
+}
+
+// Granted returns the expiry in the entry for ip: the latest the fast path
+// has granted, since the program raises it before it replies.
+func (m *Maps) Granted(ip netip.Addr) (time.Time, bool) {
+	var v bpf.XdpXdhcpLease
+	if err := m.leases.Lookup(key(ip), &v); err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(v.Expiry), 0), true
+}
+
+// Scan calls fn for every entry the program has renewed at least once, and
+// returns the addresses of all entries. The daemon folds what it finds at
+// start and after lost events, and reconciles the map with bbolt.
+func (m *Maps) Scan(fn func(Renewal)) ([]netip.Addr, error) {
+	var all []netip.Addr
+	keys := make([][4]byte, 4096)
+	vals := make([]bpf.XdpXdhcpLease, 4096)
+	var cur ebpf.MapBatchCursor
+	for {
+		n, err := m.leases.BatchLookup(&cur, keys, vals, nil)
+		for i := range n {
+			ip := netip.AddrFrom4(keys[i])
+			all = append(all, ip)
+			if v := &vals[i]; v.Cltt != 0 {
+				fn(Renewal{
+					IP: ip, HWAddr: bytes.Clone(v.Chaddr[:min(v.Hlen, 16)]), XID: netWord(v.Xid),
+					At: time.Unix(int64(v.Cltt), 0), Expiry: time.Unix(int64(v.Expiry), 0),
+					IfIndex: v.Ifindex, VLANs: v.Vlan, GIAddr: giaddr(v.LastGiaddr),
+				})
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return all, nil
+		}
+		if err != nil {
+			return all, fmt.Errorf("scanning lease entries: %w", err)
+		}
+	}
+}
+
+// SetSettings writes the global settings and the current wall-clock offset.
+func (m *Maps) SetSettings(s Settings) error {
+	m.mu.Lock()
+	m.settings = s
+	m.mu.Unlock()
+	return m.Tick()
+}
+
+// Tick refreshes the wall-clock offset the program adds to CLOCK_BOOTTIME
+// to get unix time (there is no wall clock helper on Linux 6.1).
+func (m *Maps) Tick() error {
+	m.mu.Lock()
+	s := m.settings
+	m.mu.Unlock()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+	}
+	v := bpf.XdpXdhcpSettings{
+		WallOffsetNs: time.Now().UnixNano() - ts.Nano(),
+		MinGrant:     uint32(s.MinGrant / time.Second),
+		PuntRate:     s.PuntRate, PuntBurst: s.PuntBurst,
+	}
+	if s.Answer {
+		v.Flags |= 1 // XDHCP_CFG_ANSWER
+	}
+	if err := m.config.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("writing fast path settings: %w", err)
+	}
+	return nil
+}
+
+// SetInterface records the MAC address replies to broadcast requests on
+// ifindex leave from.
+func (m *Maps) SetInterface(ifindex int, mac []byte) error {
+	var v bpf.XdpXdhcpIface
+	copy(v.Mac[:], mac)
+	if err := m.ifaces.Put(uint32(ifindex), &v); err != nil {
+		return fmt.Errorf("writing interface %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// RemoveInterface forgets an interface.
+func (m *Maps) RemoveInterface(ifindex int) error {
+	if err := m.ifaces.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("removing interface %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// Counters returns the program's counters summed over CPUs, by name.
+func (m *Maps) Counters() (map[string]uint64, error) {
+	out := make(map[string]uint64, len(CounterNames))
+	var per []uint64
+	for i, name := range CounterNames {
+		if err := m.counters.Lookup(uint32(i), &per); err != nil {
+			return nil, fmt.Errorf("reading counter %s: %w", name, err)
+		}
+		var sum uint64
+		for _, v := range per {
+			sum += v
+		}
+		out[name] = sum
+	}
+	return out, nil
+}
+
+// CounterNames are the program's counters in enum xdhcp_counter order,
+// named as the punt reasons in metrics.
+var CounterNames = [...]string{
+	bpf.XdpXdhcpCounterXC_ANSWERED:     "answered",
+	bpf.XdpXdhcpCounterXC_NOT_DHCP:     "not_dhcp",
+	bpf.XdpXdhcpCounterXC_MALFORMED:    "malformed",
+	bpf.XdpXdhcpCounterXC_UNSUPPORTED:  "unsupported",
+	bpf.XdpXdhcpCounterXC_NOT_RENEWAL:  "not_renewal",
+	bpf.XdpXdhcpCounterXC_NO_LEASE:     "no_lease",
+	bpf.XdpXdhcpCounterXC_EXPIRED:      "expired",
+	bpf.XdpXdhcpCounterXC_IDENTITY:     "identity",
+	bpf.XdpXdhcpCounterXC_WHERE:        "where",
+	bpf.XdpXdhcpCounterXC_NOT_SERVING:  "not_serving",
+	bpf.XdpXdhcpCounterXC_HORIZON:      "horizon",
+	bpf.XdpXdhcpCounterXC_TOO_BIG:      "too_big",
+	bpf.XdpXdhcpCounterXC_DISABLED:     "disabled",
+	bpf.XdpXdhcpCounterXC_RATE_LIMITED: "rate_limited",
+	bpf.XdpXdhcpCounterXC_EVENTS_LOST:  "events_lost",
+	bpf.XdpXdhcpCounterXC_ERROR:        "error",
+}

@@ -1,0 +1,217 @@
+// Package loader loads the XDP program, pins its maps, program and links
+// under bpffs so that renewals keep being answered while the daemon is
+// down, attaches it to interfaces (native first, then generic), swaps a
+// new program into existing links in place, and detaches everything.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/xdhcp/xdhcp/bpf"
+)
+
+// DefaultPinDir is where maps, program and links are pinned.
+const DefaultPinDir = "/sys/fs/bpf/xdhcp"
+
+// Mode selects how XDP is attached.
+type Mode string
+
+// Attach modes.
+const (
+	Auto    Mode = "auto"    // native, falling back to generic
+	Native  Mode = "native"  // driver mode only
+	Generic Mode = "generic" // skb mode only
+)
+
+// Options configure Load.
+type Options struct {
+	PinDir    string // DefaultPinDir when empty
+	MaxLeases uint32 // capacity of the lease map; the compiled default when 0
+	Logger    *slog.Logger
+}
+
+// Program is the loaded program with its maps.
+type Program struct {
+	Objs   bpf.XdpObjects
+	pinDir string
+	log    *slog.Logger
+	links  map[string]link.Link
+}
+
+const progPin = "prog_xdp_dhcp"
+
+func linkPin(ifname string) string { return "link_" + ifname }
+
+// Load loads the program, reusing maps already pinned in the pin directory
+// (their contents survive: that is how a restarted daemon keeps serving)
+// and pinning new ones. A pinned map whose layout no longer matches the
+// program is an error: `xdhcpd detach` clears the old state.
+func Load(o Options) (*Program, error) {
+	if o.PinDir == "" {
+		o.PinDir = DefaultPinDir
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	spec, err := bpf.LoadXdp()
+	if err != nil {
+		return nil, fmt.Errorf("reading the XDP object: %w", err)
+	}
+	if o.MaxLeases > 0 {
+		spec.Maps[bpf.XdpMapXdhcpLeases].MaxEntries = o.MaxLeases
+	}
+	if err := os.MkdirAll(o.PinDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating pin directory: %w", err)
+	}
+	p := &Program{pinDir: o.PinDir, log: o.Logger, links: map[string]link.Link{}}
+	err = spec.LoadAndAssign(&p.Objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: o.PinDir}})
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return nil, fmt.Errorf("pinned maps in %s do not match this program (run `xdhcpd detach` to clear them): %w", o.PinDir, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading the XDP program: %w", err)
+	}
+	// Replace the program pin: the links below hold the program that runs.
+	path := filepath.Join(o.PinDir, progPin)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		p.Objs.Close()
+		return nil, fmt.Errorf("replacing pinned program: %w", err)
+	}
+	if err := p.Objs.XdpDhcp.Pin(path); err != nil {
+		p.Objs.Close()
+		return nil, fmt.Errorf("pinning the XDP program: %w", err)
+	}
+	return p, nil
+}
+
+// Attach runs the program on ifname. When a link is already pinned for
+// the interface (left by a previous daemon), the new program is swapped
+// into it in place, which drops no packets; otherwise a link is created in
+// the requested mode and pinned. It returns the mode in use.
+func (p *Program) Attach(ifname string, mode Mode) (Mode, error) {
+	ifc, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return "", fmt.Errorf("attaching XDP: %w", err)
+	}
+	path := filepath.Join(p.pinDir, linkPin(ifname))
+	if l, err := link.LoadPinnedLink(path, nil); err == nil {
+		info, ierr := l.Info()
+		same := ierr == nil && info.XDP() != nil && info.XDP().Ifindex == uint32(ifc.Index)
+		if same {
+			if err := l.Update(p.Objs.XdpDhcp); err != nil {
+				l.Close()
+				return "", fmt.Errorf("swapping the program on %s: %w", ifname, err)
+			}
+			p.links[ifname] = l
+			p.log.Info("XDP program swapped in place", "interface", ifname)
+			return "existing", nil
+		}
+		// The interface was recreated: the old link is dead.
+		l.Unpin()
+		l.Close()
+	}
+	try := []Mode{mode}
+	if mode == Auto || mode == "" {
+		try = []Mode{Native, Generic}
+	}
+	var errs []error
+	for _, m := range try {
+		flags := link.XDPDriverMode
+		if m == Generic {
+			flags = link.XDPGenericMode
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: p.Objs.XdpDhcp, Interface: ifc.Index, Flags: flags})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m, err))
+			continue
+		}
+		if err := l.Pin(path); err != nil {
+			l.Close()
+			return "", fmt.Errorf("pinning the XDP link on %s: %w", ifname, err)
+		}
+		p.links[ifname] = l
+		p.log.Info("XDP attached", "interface", ifname, "mode", string(m))
+		return m, nil
+	}
+	return "", fmt.Errorf("attaching XDP to %s: %w", ifname, errors.Join(errs...))
+}
+
+// Detach removes the program from one interface.
+func (p *Program) Detach(ifname string) error {
+	l, ok := p.links[ifname]
+	if !ok {
+		return nil
+	}
+	delete(p.links, ifname)
+	if err := l.Unpin(); err != nil {
+		l.Close()
+		return fmt.Errorf("unpinning the XDP link on %s: %w", ifname, err)
+	}
+	return l.Close()
+}
+
+// Close releases this process's handles. Pinned objects stay, and with
+// them the program keeps answering renewals.
+func (p *Program) Close() error {
+	var errs []error
+	for _, l := range p.links {
+		errs = append(errs, l.Close())
+	}
+	errs = append(errs, p.Objs.Close())
+	return errors.Join(errs...)
+}
+
+// DetachAll removes every link, program and map pinned under pinDir and
+// the directory itself; the program stops on every interface.
+func DetachAll(pinDir string) error {
+	if pinDir == "" {
+		pinDir = DefaultPinDir
+	}
+	ents, err := os.ReadDir(pinDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", pinDir, err)
+	}
+	var errs []error
+	// Links first, so that nothing runs on half-removed state.
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "link_") {
+			continue
+		}
+		path := filepath.Join(pinDir, e.Name())
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("opening %s: %w", path, err))
+			os.Remove(path)
+			continue
+		}
+		if err := l.Unpin(); err != nil {
+			errs = append(errs, err)
+		}
+		l.Close()
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "link_") {
+			continue
+		}
+		if err := os.Remove(filepath.Join(pinDir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(pinDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
