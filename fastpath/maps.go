@@ -30,7 +30,6 @@ const (
 type Lease struct {
 	IP        netip.Addr
 	Expiry    time.Time // renewals at or after it are punted
-	Horizon   time.Time // no grant ends later
 	HWType    uint8
 	HWAddr    []byte
 	ClientID  []byte // nil when the lease was granted without one
@@ -40,6 +39,7 @@ type Lease struct {
 	GIAddr    netip.Addr // relay of a relayed lease
 	LeaseTime uint32
 	T1, T2    uint32
+	Horizon   time.Time // no grant ends later
 	Serve     bool
 	Template  []byte // option block after 53, 54, 51, 58, 59
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdhcp/xdhcp/bpf"
 )
@@ -69,6 +70,9 @@ func Load(o Options) (*Program, error) {
 	}
 	if o.MaxLeases > 0 {
 		spec.Maps[bpf.XdpMapXdhcpLeases].MaxEntries = o.MaxLeases
+	}
+	if err := ensureBPFFS(filepath.Dir(o.PinDir)); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(o.PinDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating pin directory: %w", err)
@@ -214,4 +218,20 @@ func DetachAll(pinDir string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// ensureBPFFS mounts bpffs on dir when nothing has (systemd usually mounts
+// /sys/fs/bpf; minimal systems and containers may not).
+func ensureBPFFS(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("pin directory parent %s: %w", dir, err)
+	}
+	if st.Type == unix.BPF_FS_MAGIC {
+		return nil
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("%s is not a bpffs and mounting one there failed: %w", dir, err)
+	}
+	return nil
 }

@@ -50,14 +50,22 @@ func (s *Server) Sweep() {
 		sn := s.subs.forAddr(e.ip)
 		switch l.State {
 		case lease.Active:
+			// The fast path may have renewed this lease and its event not
+			// arrived yet: its map entry holds the latest grant. With no
+			// entry to ask (map lost with a reboot, fast path turned off)
+			// the durable horizon bounds what it can have granted
+			// (DESIGN.md invariant 2), so the address waits for that.
+			late := l.Horizon
 			if s.fast != nil {
-				if g, ok := s.fast.Granted(e.ip); ok && g.After(l.Expiry) {
-					// Renewed in XDP; its event has not arrived yet.
-					l.Expiry = g
-					s.expiry.push(e.ip, g)
-					changed = append(changed, l)
-					continue
+				if g, ok := s.fast.Granted(e.ip); ok {
+					late = g
 				}
+			}
+			if late.After(l.Expiry) && late.After(now) {
+				l.Expiry = late
+				s.expiry.push(e.ip, late)
+				changed = append(changed, l)
+				continue
 			}
 			s.setStateLocked(l, lease.Expired, now)
 			s.toFree = append(s.toFree, e.ip)

@@ -130,7 +130,7 @@ func (l *lab) sh(ns *netns.NS, script string) string {
 
 func (l *lab) start() {
 	l.t.Helper()
-	p, err := l.srv.Start(context.Background(), l.xdhcpd, "--config", l.cfgPath)
+	p, err := l.srv.StartHostMounts(context.Background(), l.xdhcpd, "--config", l.cfgPath)
 	if err != nil {
 		l.t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/xdhcp/xdhcp/loader"
 	"io"
 	"os"
 	"os/signal"
@@ -24,6 +25,7 @@ func main() {
 const usage = `usage:
   xdhcpd [--config FILE]                run the server (default config /etc/xdhcp/xdhcpd.yaml)
   xdhcpd check-config [--config FILE]   validate the configuration and exit
+  xdhcpd detach [--config FILE]         remove the XDP program, its links and pinned maps
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -49,6 +51,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
+		return 0
+	case "detach":
+		cfg, err := config.Load(*path)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		if err := loader.DetachAll(cfg.Fastpath.PinDir); err != nil {
+			fmt.Fprintf(stderr, "xdhcpd detach: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "detached: %s removed\n", cfg.Fastpath.PinDir)
 		return 0
 	case "serve":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

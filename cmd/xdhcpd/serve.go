@@ -38,6 +38,7 @@ type daemon struct {
 	srv     *slowpath.Server
 	store   *store.Store
 	started time.Time
+	fast    *fastPath // nil while the fast path is off
 
 	mu  sync.Mutex
 	cfg *config.Config
@@ -85,9 +86,21 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	defer conn.Close()
 
+	var fp *fastPath
+	var fastIface slowpath.FastPath
+	if cfg.Fastpath.Enabled {
+		if fp, err = loadFastPath(cfg, log); err != nil {
+			return err
+		}
+		defer fp.close() // the pins stay: renewals keep being answered
+		fastIface = fastAdapter{fp.maps}
+	} else if _, err := os.Stat(cfg.Fastpath.PinDir); err == nil {
+		log.Warn("the fast path is off but a previous run left it pinned and possibly attached; run `xdhcpd detach` to remove it", "pin-dir", cfg.Fastpath.PinDir)
+	}
+
 	metrics := slowpath.NewMetrics()
 	srv, err := slowpath.New(slowpath.Config{
-		Logger: log, Store: st, Sender: conn, Metrics: metrics,
+		Logger: log, Store: st, Sender: conn, Metrics: metrics, FastPath: fastIface,
 		Settings: settingsFrom(cfg), Subnets: subnetsFrom(cfg), Ifaces: ifaces,
 	})
 	if err != nil {
@@ -96,12 +109,23 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	if err := srv.Load(ctx); err != nil {
 		return err
 	}
-	d := &daemon{path: path, log: log, level: level, srv: srv, store: st, cfg: cfg, started: t0}
+	if fp != nil {
+		if err := fp.reconcile(srv); err != nil {
+			return err
+		}
+		if err := fp.attach(cfg); err != nil {
+			return err
+		}
+	}
+	d := &daemon{path: path, log: log, level: level, srv: srv, store: st, cfg: cfg, started: t0, fast: fp}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := metrics.Register(reg, srv); err != nil {
 		return fmt.Errorf("metrics: %w", err)
+	}
+	if fp != nil {
+		reg.MustRegister(fp.maps.Collector())
 	}
 	ctl, err := control.NewServer(cfg.Server.ControlSocket, d.handlers(), log)
 	if err != nil {
@@ -127,6 +151,9 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	goOwned("control socket", ctl.Serve)
 	goOwned("interface watcher", func(ctx context.Context) error { return d.watchInterfaces(ctx) })
 	goOwned("reloader", d.reloadOnHUP)
+	if fp != nil {
+		fp.run(runCtx, srv, goOwned)
+	}
 	if addr := cfg.Server.MetricsListen; addr != "" {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -236,6 +263,15 @@ func (d *daemon) reload() error {
 	}
 	if err := d.srv.Reconfigure(settingsFrom(cfg), subnetsFrom(cfg), ifs); err != nil {
 		return err
+	}
+	if d.fast != nil {
+		if err := d.fast.maps.SetSettings(fastSettings(cfg)); err != nil {
+			d.log.Error("fast path settings", "err", err)
+		}
+		d.srv.PublishAll() // templates and lease times may have changed
+		if err := d.fast.maps.PruneTemplates(); err != nil {
+			d.log.Error("fast path templates", "err", err)
+		}
 	}
 	d.mu.Lock()
 	d.cfg = cfg

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -41,6 +42,8 @@ type rawFastpath struct {
 	PuntRate  *int   `yaml:"punt-rate"`
 	PuntBurst *int   `yaml:"punt-burst"`
 	Horizon   string `yaml:"horizon"`
+	PinDir    string `yaml:"pin-dir"`
+	MaxLeases *int   `yaml:"max-leases"`
 }
 
 type rawLeasequery struct {
@@ -187,6 +190,20 @@ func (v *validator) build(r *rawConfig) *Config {
 			v.add("fastpath.punt-burst", "%d is outside 1..1000000", *rf.PuntBurst)
 		} else {
 			f.PuntBurst = uint32(*rf.PuntBurst)
+		}
+	}
+	f.PinDir = rf.PinDir
+	if f.PinDir == "" {
+		f.PinDir = "/sys/fs/bpf/xdhcp"
+	} else if !filepath.IsAbs(f.PinDir) {
+		v.add("fastpath.pin-dir", "%q is not an absolute path", f.PinDir)
+	}
+	f.MaxLeases = 1 << 21
+	if rf.MaxLeases != nil {
+		if *rf.MaxLeases < 1 || *rf.MaxLeases > 1<<26 {
+			v.add("fastpath.max-leases", "%d is outside 1..%d", *rf.MaxLeases, 1<<26)
+		} else {
+			f.MaxLeases = uint32(*rf.MaxLeases)
 		}
 	}
 	var longest, shortest time.Duration

@@ -51,6 +51,10 @@ type Fastpath struct {
 	PuntBurst uint32
 	// Horizon is how far ahead the promise horizon is kept.
 	Horizon time.Duration
+	// PinDir is the bpffs directory for maps, program and links.
+	PinDir string
+	// MaxLeases is the capacity of the XDP lease map.
+	MaxLeases uint32
 }
 
 // Leasequery configures RFC 4388 / RFC 6926 service.

@@ -96,7 +96,19 @@ func (n *NS) Close() error {
 }
 
 func (n *NS) command(ctx context.Context, argv []string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name}, argv...)...)
+	return n.commandIn(ctx, false, argv)
+}
+
+// commandIn enters only the network namespace when hostMounts is set.
+// `ip netns exec` also remounts /sys for the namespace, which hides the
+// host's bpffs: a daemon that pins BPF objects must see the real one.
+func (n *NS) commandIn(ctx context.Context, hostMounts bool, argv []string) *exec.Cmd {
+	var cmd *exec.Cmd
+	if hostMounts {
+		cmd = exec.CommandContext(ctx, "nsenter", append([]string{"--net=/run/netns/" + n.Name, "--"}, argv...)...)
+	} else {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.Name}, argv...)...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	return cmd
 }
@@ -104,7 +116,16 @@ func (n *NS) command(ctx context.Context, argv []string) *exec.Cmd {
 // Exec runs a command in the namespace to completion and returns its
 // combined output; a failure's error includes the output.
 func (n *NS) Exec(ctx context.Context, argv ...string) ([]byte, error) {
-	out, err := n.command(ctx, argv).CombinedOutput()
+	return n.run(ctx, false, argv)
+}
+
+// ExecHostMounts is Exec with the host's mounts (bpffs, /sys) kept.
+func (n *NS) ExecHostMounts(ctx context.Context, argv ...string) ([]byte, error) {
+	return n.run(ctx, true, argv)
+}
+
+func (n *NS) run(ctx context.Context, hostMounts bool, argv []string) ([]byte, error) {
+	out, err := n.commandIn(ctx, hostMounts, argv).CombinedOutput()
 	if err != nil {
 		return out, fmt.Errorf("%s in %s: %w: %s", argv, n.Name, err, bytes.TrimSpace(out))
 	}
@@ -121,7 +142,16 @@ type Proc struct {
 
 // Start runs a command in the background; its output is kept (Output).
 func (n *NS) Start(ctx context.Context, argv ...string) (*Proc, error) {
-	cmd := n.command(context.WithoutCancel(ctx), argv)
+	return n.start(ctx, false, argv)
+}
+
+// StartHostMounts is Start with the host's mounts (bpffs, /sys) kept.
+func (n *NS) StartHostMounts(ctx context.Context, argv ...string) (*Proc, error) {
+	return n.start(ctx, true, argv)
+}
+
+func (n *NS) start(ctx context.Context, hostMounts bool, argv []string) (*Proc, error) {
+	cmd := n.commandIn(context.WithoutCancel(ctx), hostMounts, argv)
 	p := &Proc{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {

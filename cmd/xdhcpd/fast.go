@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/xdhcp/xdhcp/fastpath"
+	"github.com/xdhcp/xdhcp/internal/config"
+	"github.com/xdhcp/xdhcp/loader"
+	"github.com/xdhcp/xdhcp/slowpath"
+)
+
+// fastAdapter lets the slow path drive the BPF maps (slowpath.FastPath).
+type fastAdapter struct{ m *fastpath.Maps }
+
+func (a fastAdapter) Publish(ls []slowpath.FastLease) error {
+	out := make([]fastpath.Lease, 0, len(ls))
+	for _, l := range ls {
+		fl := fastpath.Lease(l)
+		if !fastpath.Publishable(&fl) {
+			continue // the slow path answers it
+		}
+		out = append(out, fl)
+	}
+	return a.m.Publish(out)
+}
+
+func (a fastAdapter) Remove(ips []netip.Addr) error { return a.m.Remove(ips) }
+
+func (a fastAdapter) Granted(ip netip.Addr) (time.Time, bool) { return a.m.Granted(ip) }
+
+func renewals(rs []fastpath.Renewal) []slowpath.Renewal {
+	out := make([]slowpath.Renewal, len(rs))
+	for i, r := range rs {
+		out[i] = slowpath.Renewal(r)
+	}
+	return out
+}
+
+func fastSettings(c *config.Config) fastpath.Settings {
+	return fastpath.Settings{
+		Answer: true, MinGrant: c.Fastpath.MinGrant,
+		PuntRate: c.Fastpath.PuntRate, PuntBurst: c.Fastpath.PuntBurst,
+	}
+}
+
+// fastPath is the running fast path: the loaded program and its maps.
+type fastPath struct {
+	prog *loader.Program
+	maps *fastpath.Maps
+	log  *slog.Logger
+}
+
+// loadFastPath loads the program (reusing pinned maps, whose entries keep
+// serving while the daemon restarts) and writes the settings.
+func loadFastPath(c *config.Config, log *slog.Logger) (*fastPath, error) {
+	prog, err := loader.Load(loader.Options{PinDir: c.Fastpath.PinDir, MaxLeases: c.Fastpath.MaxLeases, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	maps, err := fastpath.New(&prog.Objs.XdpMaps)
+	if err != nil {
+		prog.Close()
+		return nil, err
+	}
+	if err := maps.SetSettings(fastSettings(c)); err != nil {
+		prog.Close()
+		return nil, err
+	}
+	return &fastPath{prog: prog, maps: maps, log: log}, nil
+}
+
+// reconcile makes the map agree with bbolt (DESIGN.md invariant 1): first
+// renewals the map knows and bbolt does not (events lost while the daemon
+// was down) are folded, then every active lease is republished, and
+// entries bbolt does not know are dropped.
+func (f *fastPath) reconcile(srv *slowpath.Server) error {
+	var found []fastpath.Renewal
+	ips, err := f.maps.Scan(func(r fastpath.Renewal) { found = append(found, r) })
+	if err != nil {
+		return err
+	}
+	srv.FoldRenewals(renewals(found))
+	srv.PublishAll()
+	var stale []netip.Addr
+	for _, ip := range ips {
+		if srv.Lookup(ip) == nil {
+			stale = append(stale, ip)
+		}
+	}
+	if err := f.maps.Remove(stale); err != nil {
+		return err
+	}
+	if err := f.maps.PruneTemplates(); err != nil {
+		return err
+	}
+	f.log.Info("fast path reconciled", "entries", len(ips), "renewals_recovered", len(found), "stale_removed", len(stale))
+	return nil
+}
+
+// attach runs the program on every served interface.
+func (f *fastPath) attach(c *config.Config) error {
+	for _, name := range c.Server.Interfaces {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return fmt.Errorf("fast path: %w", err)
+		}
+		if err := f.maps.SetInterface(ifi.Index, ifi.HardwareAddr); err != nil {
+			return err
+		}
+		if _, err := f.prog.Attach(name, loader.Mode(c.Fastpath.Mode)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// run keeps the fast path in step until ctx ends: it folds ring-buffer
+// events, refreshes the clock offset, and scans the map when events were
+// lost (and once a minute regardless) to recover what they said.
+func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(string, func(context.Context) error)) {
+	goOwned("fast path events", func(ctx context.Context) error {
+		return fastpath.ReadEvents(ctx, f.prog.Objs.XdhcpEvents, func(rs []fastpath.Renewal) {
+			srv.FoldRenewals(renewals(rs))
+		})
+	})
+	goOwned("fast path upkeep", func(ctx context.Context) error {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		var lost uint64
+		lastScan := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			}
+			if err := f.maps.Tick(); err != nil {
+				f.log.Error("fast path clock", "err", err)
+			}
+			cs, err := f.maps.Counters()
+			if err != nil {
+				continue
+			}
+			if cs["events_lost"] != lost || time.Since(lastScan) > time.Minute {
+				lost, lastScan = cs["events_lost"], time.Now()
+				var found []fastpath.Renewal
+				if _, err := f.maps.Scan(func(r fastpath.Renewal) { found = append(found, r) }); err != nil {
+					f.log.Error("fast path scan", "err", err)
+					continue
+				}
+				srv.FoldRenewals(renewals(found))
+			}
+		}
+	})
+	goOwned("horizons", func(ctx context.Context) error { return srv.RunHorizons(ctx, 5*time.Second) })
+}
+
+func (f *fastPath) close() error { return f.prog.Close() }

@@ -1,0 +1,46 @@
+package fastpath
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Collector exports the program's counters and the entry count. The
+// counters live in the kernel and survive daemon restarts, so they are
+// read at scrape time rather than mirrored.
+func (m *Maps) Collector() prometheus.Collector { return collector{m} }
+
+type collector struct{ m *Maps }
+
+var (
+	descReplies = prometheus.NewDesc("xdhcp_fastpath_replies_total", "Renewals answered by the XDP program.", nil, nil)
+	descPunts   = prometheus.NewDesc("xdhcp_fastpath_punts_total", "Packets to port 67 the XDP program passed up to the slow path (or, for rate_limited, dropped), by reason.", []string{"reason"}, nil)
+	descLost    = prometheus.NewDesc("xdhcp_fastpath_events_lost_total", "Renewal events the ring buffer had no room for; the periodic map scan recovers them.", nil, nil)
+	descLeases  = prometheus.NewDesc("xdhcp_fastpath_leases", "Lease entries in the XDP map.", nil, nil)
+	descTmpl    = prometheus.NewDesc("xdhcp_fastpath_templates", "Distinct reply templates in the XDP map.", nil, nil)
+)
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descReplies
+	ch <- descPunts
+	ch <- descLost
+	ch <- descLeases
+	ch <- descTmpl
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	cs, err := c.m.Counters()
+	if err == nil {
+		for name, v := range cs {
+			switch name {
+			case "answered":
+				ch <- prometheus.MustNewConstMetric(descReplies, prometheus.CounterValue, float64(v))
+			case "events_lost":
+				ch <- prometheus.MustNewConstMetric(descLost, prometheus.CounterValue, float64(v))
+			case "not_dhcp":
+				// Not DHCP at all: not a punt.
+			default:
+				ch <- prometheus.MustNewConstMetric(descPunts, prometheus.CounterValue, float64(v), name)
+			}
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(c.m.Len()))
+	ch <- prometheus.MustNewConstMetric(descTmpl, prometheus.GaugeValue, float64(c.m.Templates()))
+}
