@@ -1,0 +1,351 @@
+package fastpath_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/xdhcp/xdhcp/fastpath"
+)
+
+// relayInfo is an option 82 value: circuit-id and remote-id.
+var relayInfo = []byte{1, 4, 'p', 'o', 'r', 't', 2, 6, 0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee}
+
+func TestXDPAnswers(t *testing.T) {
+	tests := []struct {
+		name    string
+		lease   func() fastpath.Lease
+		ciaddr  netip.Addr
+		mods    []dhcpv4.Modifier
+		how     func() frameOpts
+		vlans   []uint16
+		wantSrc netip.Addr
+		wantDst netip.AddrPort
+		wantMAC net.HardwareAddr // reply source MAC
+	}{
+		{
+			name: "direct renewal", lease: directLease, ciaddr: clientIP,
+			how: func() frameOpts { return direct(clientIP) }, wantSrc: serverID,
+			wantDst: netip.AddrPortFrom(clientIP, 68), wantMAC: serverMAC,
+		},
+		{
+			name: "broadcast rebind", lease: directLease, ciaddr: clientIP,
+			how: func() frameOpts { return broadcast(clientIP) }, wantSrc: serverID,
+			wantDst: netip.AddrPortFrom(clientIP, 68), wantMAC: ifaceMAC,
+		},
+		{
+			name: "relayed with option 82", lease: relayedLease, ciaddr: relayedIP,
+			mods: []dhcpv4.Modifier{dhcpv4.WithGatewayIP(net.IP(relayIP.AsSlice())), dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, relayInfo)},
+			how:  relayed, wantSrc: serverID, wantDst: netip.AddrPortFrom(relayIP, 67), wantMAC: serverMAC,
+		},
+		{
+			name: "relayed lease renewed past the relay", lease: relayedLease, ciaddr: relayedIP,
+			how: func() frameOpts {
+				o := direct(relayedIP)
+				o.ethSrc = relayMAC // the router in front of the client
+				return o
+			},
+			wantSrc: serverID, wantDst: netip.AddrPortFrom(relayedIP, 68), wantMAC: serverMAC,
+		},
+		{
+			name: "one VLAN tag", ciaddr: clientIP, vlans: []uint16{100},
+			lease: func() fastpath.Lease { l := directLease(); l.VLANs = [2]uint16{100, 0}; return l },
+			how:   func() frameOpts { return direct(clientIP) }, wantSrc: serverID,
+			wantDst: netip.AddrPortFrom(clientIP, 68), wantMAC: serverMAC,
+		},
+		{
+			name: "two VLAN tags, relayed with option 82", ciaddr: relayedIP, vlans: []uint16{200, 3001},
+			lease: relayedLease,
+			mods:  []dhcpv4.Modifier{dhcpv4.WithGatewayIP(net.IP(relayIP.AsSlice())), dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, relayInfo)},
+			how:   relayed, wantSrc: serverID, wantDst: netip.AddrPortFrom(relayIP, 67), wantMAC: serverMAC,
+		},
+		{
+			name: "two VLAN tags, direct", ciaddr: clientIP, vlans: []uint16{200, 3001},
+			lease: func() fastpath.Lease { l := directLease(); l.VLANs = [2]uint16{200, 3001}; return l },
+			how:   func() frameOpts { return direct(clientIP) }, wantSrc: serverID,
+			wantDst: netip.AddrPortFrom(clientIP, 68), wantMAC: serverMAC,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := loadRig(t)
+			l := tc.lease()
+			r.publish(t, l)
+			req := request(t, tc.ciaddr, tc.mods...)
+			o := tc.how()
+			o.vlans = tc.vlans
+			pkt := frame(o, req.ToBytes())
+			before := time.Now().Unix()
+			verdict, out := r.run(t, pkt, loIndex)
+			if verdict != xdpTx {
+				t.Fatalf("verdict %d, want XDP_TX; counters %v", verdict, r.counters(t))
+			}
+			rp := parseReply(t, out)
+			if !bytes.Equal(rp.ethDst, o.ethSrc) || !bytes.Equal(rp.ethSrc, tc.wantMAC) {
+				t.Errorf("MACs %s <- %s, want %s <- %s", rp.ethDst, rp.ethSrc, o.ethSrc, tc.wantMAC)
+			}
+			if !slices.Equal(rp.vlans, tc.vlans) {
+				t.Errorf("VLAN tags %v, want %v", rp.vlans, tc.vlans)
+			}
+			if rp.src != tc.wantSrc || netip.AddrPortFrom(rp.dst, rp.dport) != tc.wantDst || rp.sport != 67 {
+				t.Errorf("IP %s:%d -> %s:%d, want %s:67 -> %s", rp.src, rp.sport, rp.dst, rp.dport, tc.wantSrc, tc.wantDst)
+			}
+			m := rp.msg
+			if m.OpCode != dhcpv4.OpcodeBootReply || m.MessageType() != dhcpv4.MessageTypeAck || m.TransactionID != req.TransactionID ||
+				!m.YourIPAddr.Equal(req.ClientIPAddr) || !m.ClientIPAddr.Equal(req.ClientIPAddr) || !m.GatewayIPAddr.Equal(req.GatewayIPAddr) ||
+				!bytes.Equal(m.ClientHWAddr, clientMAC) || m.HopCount != 0 || m.NumSeconds != 0 || !m.ServerIPAddr.IsUnspecified() {
+				t.Errorf("reply header wrong:\n%s", m.Summary())
+			}
+			if !m.ServerIdentifier().Equal(net.IP(serverID.AsSlice())) {
+				t.Errorf("server id %v", m.ServerIdentifier())
+			}
+			if lt := m.IPAddressLeaseTime(0); lt != time.Hour {
+				t.Errorf("lease time %v, want 1h", lt)
+			}
+			if t1, t2 := m.IPAddressRenewalTime(0), m.IPAddressRebindingTime(0); t1 != 30*time.Minute || t2 != 3150*time.Second {
+				t.Errorf("T1 %v T2 %v", t1, t2)
+			}
+			want := []uint8{53, 54, 51, 58, 59, 1, 3, 6, 15, 61}
+			if len(tc.mods) > 0 {
+				want = append(want, 82)
+			}
+			want = append(want, 255)
+			if !slices.Equal(rp.codes, want) {
+				t.Errorf("option order %v, want %v", rp.codes, want)
+			}
+			if !bytes.Equal(rawOption(rp.dhcp, 61), clientID) {
+				t.Errorf("client-id echoed as % x", rawOption(rp.dhcp, 61))
+			}
+			if len(tc.mods) > 0 && !bytes.Equal(rawOption(rp.dhcp, 82), relayInfo) {
+				t.Errorf("option 82 echoed as % x, want % x", rawOption(rp.dhcp, 82), relayInfo)
+			}
+			if !bytes.Equal(rawOption(rp.dhcp, 15), []byte("example.net")) {
+				t.Errorf("template options not copied: % x", rp.dhcp[240:])
+			}
+			if len(rp.dhcp) < 300 {
+				t.Errorf("reply of %d bytes, shorter than the BOOTP minimum", len(rp.dhcp))
+			}
+			// The grant is remembered in the entry, for Granted and the scan.
+			g, ok := r.maps.Granted(l.IP)
+			if !ok || g.Unix() < before+3600 || g.Unix() > time.Now().Unix()+3600 {
+				t.Errorf("granted expiry %v, want now+1h", g)
+			}
+			if c := r.counters(t); c["answered"] != 1 {
+				t.Errorf("counters %v", c)
+			}
+		})
+	}
+}
+
+func TestXDPPunts(t *testing.T) {
+	other := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
+	tests := []struct {
+		name   string
+		lease  func() fastpath.Lease
+		ciaddr netip.Addr
+		mods   []dhcpv4.Modifier
+		how    func() frameOpts
+		vlans  []uint16
+		ifidx  uint32
+		reason string
+	}{
+		{name: "wrong chaddr", lease: directLease, ciaddr: clientIP, mods: []dhcpv4.Modifier{dhcpv4.WithHwAddr(other)}, reason: "identity"},
+		{name: "wrong client-id", lease: directLease, ciaddr: clientIP, mods: []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{1, 2, 3}))}, reason: "identity"},
+		{name: "client-id missing", lease: directLease, ciaddr: clientIP, mods: []dhcpv4.Modifier{func(m *dhcpv4.DHCPv4) { m.Options.Del(dhcpv4.OptionClientIdentifier) }}, reason: "identity"},
+		{name: "other interface", lease: func() fastpath.Lease { l := directLease(); l.IfIndex = 9999; return l }, ciaddr: clientIP, reason: "where"},
+		{name: "other VLAN", lease: func() fastpath.Lease { l := directLease(); l.VLANs = [2]uint16{100, 0}; return l }, ciaddr: clientIP, vlans: []uint16{101}, reason: "where"},
+		{name: "untagged for a tagged lease", lease: func() fastpath.Lease { l := directLease(); l.VLANs = [2]uint16{100, 0}; return l }, ciaddr: clientIP, reason: "where"},
+		{
+			name: "other relay", lease: relayedLease, ciaddr: relayedIP, how: relayed, reason: "where",
+			mods: []dhcpv4.Modifier{dhcpv4.WithGatewayIP(net.IP{10, 78, 0, 9})},
+		},
+		{name: "relayed lease from elsewhere", lease: relayedLease, ciaddr: relayedIP, how: func() frameOpts { o := direct(relayedIP); o.src = netip.MustParseAddr("10.78.1.8"); return o }, reason: "where"},
+		{name: "direct lease through a relay", lease: directLease, ciaddr: clientIP, how: relayed, mods: []dhcpv4.Modifier{dhcpv4.WithGatewayIP(net.IP(relayIP.AsSlice()))}, reason: "where"},
+		{name: "to another server", lease: directLease, ciaddr: clientIP, how: func() frameOpts { o := direct(clientIP); o.dst = netip.MustParseAddr("10.77.0.2"); return o }, reason: "where"},
+		{name: "unknown address", lease: directLease, ciaddr: netip.MustParseAddr("10.77.0.124"), how: func() frameOpts { return direct(netip.MustParseAddr("10.77.0.124")) }, reason: "no_lease"},
+		{name: "expired lease", lease: func() fastpath.Lease { l := directLease(); l.Expiry = time.Now().Add(-time.Second); return l }, ciaddr: clientIP, reason: "expired"},
+		{name: "horizon too near", lease: func() fastpath.Lease { l := directLease(); l.Horizon = time.Now().Add(30 * time.Second); return l }, ciaddr: clientIP, reason: "horizon"},
+		{name: "serving flag off", lease: func() fastpath.Lease { l := directLease(); l.Serve = false; return l }, ciaddr: clientIP, reason: "not_serving"},
+		{name: "requested address (INIT-REBOOT)", lease: directLease, ciaddr: clientIP, mods: []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(clientIP.AsSlice())))}, reason: "not_renewal"},
+		{name: "server id (SELECTING)", lease: directLease, ciaddr: clientIP, mods: []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(serverID.AsSlice())))}, reason: "not_renewal"},
+		{name: "DISCOVER", lease: directLease, ciaddr: clientIP, mods: []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover)}, reason: "not_renewal"},
+		{name: "RELEASE", lease: directLease, ciaddr: clientIP, mods: []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease)}, reason: "not_renewal"},
+		{name: "no ciaddr", lease: directLease, ciaddr: netip.IPv4Unspecified(), how: func() frameOpts { return broadcast(netip.IPv4Unspecified()) }, reason: "not_renewal"},
+		{
+			name: "reply larger than the client takes", ciaddr: clientIP, reason: "too_big",
+			lease: func() fastpath.Lease {
+				l := directLease()
+				for range 3 {
+					l.Template = append(l.Template, 43, 100)
+					l.Template = append(l.Template, make([]byte, 100)...)
+				}
+				return l
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := loadRig(t)
+			r.publish(t, tc.lease())
+			req := request(t, tc.ciaddr, tc.mods...)
+			how := tc.how
+			if how == nil {
+				how = func() frameOpts { return direct(tc.ciaddr) }
+			}
+			o := how()
+			o.vlans = tc.vlans
+			pkt := frame(o, req.ToBytes())
+			ifidx := tc.ifidx
+			if ifidx == 0 {
+				ifidx = loIndex
+			}
+			orig := bytes.Clone(pkt)
+			verdict, out := r.run(t, pkt, ifidx)
+			if verdict != xdpPass {
+				t.Fatalf("verdict %d, want XDP_PASS", verdict)
+			}
+			if !bytes.Equal(out, orig) {
+				t.Fatalf("a passed packet was altered")
+			}
+			c := r.counters(t)
+			if c[tc.reason] != 1 || c["answered"] != 0 {
+				t.Fatalf("counters %v, want %s = 1", c, tc.reason)
+			}
+		})
+	}
+}
+
+// TestXDPMaxMessageSize: a client that takes larger messages gets the
+// big reply from XDP.
+func TestXDPMaxMessageSize(t *testing.T) {
+	r := loadRig(t)
+	l := directLease()
+	for range 3 {
+		l.Template = append(l.Template, 43, 100)
+		l.Template = append(l.Template, make([]byte, 100)...)
+	}
+	r.publish(t, l)
+	req := request(t, clientIP, dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(1500)))
+	verdict, out := r.run(t, frame(direct(clientIP), req.ToBytes()), loIndex)
+	if verdict != xdpTx {
+		t.Fatalf("verdict %d; counters %v", verdict, r.counters(t))
+	}
+	rp := parseReply(t, out)
+	if got := rawOption(rp.dhcp, 43); len(got) != 100 {
+		t.Fatalf("option 43 of %d bytes", len(got))
+	}
+}
+
+// TestXDPShortGrant: near the horizon the grant is cut to it, and T1/T2
+// shrink in proportion.
+func TestXDPShortGrant(t *testing.T) {
+	r := loadRig(t)
+	l := directLease()
+	l.Horizon = time.Now().Add(20 * time.Minute)
+	r.publish(t, l)
+	verdict, out := r.run(t, frame(direct(clientIP), request(t, clientIP).ToBytes()), loIndex)
+	if verdict != xdpTx {
+		t.Fatalf("verdict %d; counters %v", verdict, r.counters(t))
+	}
+	m := parseReply(t, out).msg
+	lt, t1, t2 := m.IPAddressLeaseTime(0), m.IPAddressRenewalTime(0), m.IPAddressRebindingTime(0)
+	if lt < 19*time.Minute || lt > 20*time.Minute || t1 != lt/2 || t2 > lt*7/8+time.Second || t2 < lt*7/8-time.Second {
+		t.Fatalf("lease %v T1 %v T2 %v", lt, t1, t2)
+	}
+}
+
+// TestXDPPuntRateLimit: per client MAC, punts beyond the bucket are dropped.
+func TestXDPPuntRateLimit(t *testing.T) {
+	r := loadRig(t)
+	if err := r.maps.SetSettings(fastpath.Settings{Answer: true, MinGrant: time.Minute, PuntRate: 1, PuntBurst: 3}); err != nil {
+		t.Fatal(err)
+	}
+	disc := request(t, netip.IPv4Unspecified(), dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover))
+	pkt := frame(broadcast(netip.IPv4Unspecified()), disc.ToBytes())
+	var verdicts []uint32
+	for range 5 {
+		v, _ := r.run(t, bytes.Clone(pkt), loIndex)
+		verdicts = append(verdicts, v)
+	}
+	if want := []uint32{xdpPass, xdpPass, xdpPass, xdpDrop, xdpDrop}; !slices.Equal(verdicts, want) {
+		t.Fatalf("verdicts %v, want %v", verdicts, want)
+	}
+	// Another client has its own bucket.
+	disc.ClientHWAddr = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x12}
+	if v, _ := r.run(t, frame(broadcast(netip.IPv4Unspecified()), disc.ToBytes()), loIndex); v != xdpPass {
+		t.Fatalf("another client's punt: verdict %d", v)
+	}
+	if c := r.counters(t); c["rate_limited"] != 2 {
+		t.Fatalf("counters %v", c)
+	}
+}
+
+// TestXDPEvents: each answer is reported on the ring buffer.
+func TestXDPEvents(t *testing.T) {
+	r := loadRig(t)
+	r.publish(t, relayedLease())
+	req := request(t, relayedIP, dhcpv4.WithGatewayIP(net.IP(relayIP.AsSlice())))
+	o := relayed()
+	o.vlans = []uint16{7, 8}
+	if v, _ := r.run(t, frame(o, req.ToBytes()), loIndex); v != xdpTx {
+		t.Fatalf("verdict %d", v)
+	}
+	var got []fastpath.Renewal
+	ctx, cancel := contextWithTimeout(2 * time.Second)
+	defer cancel()
+	err := fastpath.ReadEvents(ctx, r.objs.XdhcpEvents, func(rs []fastpath.Renewal) {
+		got = append(got, rs...)
+		cancel()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d events", len(got))
+	}
+	e := got[0]
+	if e.IP != relayedIP || !bytes.Equal(e.HWAddr, clientMAC) || e.XID != binary.BigEndian.Uint32(req.TransactionID[:]) ||
+		e.GIAddr != relayIP || e.VLANs != [2]uint16{7, 8} || e.IfIndex != loIndex || e.Expiry.Sub(e.At) != time.Hour {
+		t.Fatalf("event %+v", e)
+	}
+	// The scan finds the same renewal in the map.
+	var scanned []fastpath.Renewal
+	if _, err := r.maps.Scan(func(rn fastpath.Renewal) { scanned = append(scanned, rn) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(scanned) != 1 || scanned[0].XID != e.XID || !scanned[0].Expiry.Equal(e.Expiry) || scanned[0].GIAddr != relayIP {
+		t.Fatalf("scan %+v, event %+v", scanned, e)
+	}
+}
+
+// TestPublishKeepsLaterGrant: republishing a lease the program renewed
+// meanwhile must not shorten what the client was granted.
+func TestPublishKeepsLaterGrant(t *testing.T) {
+	r := loadRig(t)
+	l := directLease()
+	r.publish(t, l)
+	if v, _ := r.run(t, frame(direct(clientIP), request(t, clientIP).ToBytes()), loIndex); v != xdpTx {
+		t.Fatalf("verdict %d", v)
+	}
+	g, _ := r.maps.Granted(clientIP)
+	r.publish(t, l) // stale expiry from the slow path
+	if g2, _ := r.maps.Granted(clientIP); !g2.Equal(g) {
+		t.Fatalf("grant %v shortened to %v", g, g2)
+	}
+	// A new client for the address replaces it.
+	l2 := l
+	l2.HWAddr = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x77}
+	r.publish(t, l2)
+	if g3, _ := r.maps.Granted(clientIP); !g3.Equal(time.Unix(l2.Expiry.Unix(), 0)) {
+		t.Fatalf("new client's entry has expiry %v", g3)
+	}
+	if n := r.maps.Templates(); n != 1 {
+		t.Fatalf("%d templates for leases sharing one", n)
+	}
+}
