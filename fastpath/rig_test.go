@@ -15,6 +15,7 @@ import (
 	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/fastpath"
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/loader"
 	"github.com/xdhcp/xdhcp/slowpath/pktio"
 )
 
@@ -27,7 +28,7 @@ const (
 
 // rig is the XDP program loaded without pinning, with its maps.
 type rig struct {
-	objs bpf.XdpObjects
+	objs *bpf.XdpObjects
 	maps *fastpath.Maps
 }
 
@@ -57,18 +58,11 @@ func needRoot(t testing.TB) {
 func loadRig(t testing.TB) *rig {
 	t.Helper()
 	needRoot(t)
-	spec, err := bpf.LoadXdp()
+	objs, err := loader.LoadUnpinned(1024)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range spec.Maps {
-		m.Pinning = ebpf.PinNone
-	}
-	spec.Maps[bpf.XdpMapXdhcpLeases].MaxEntries = 1024
-	r := &rig{}
-	if err := spec.LoadAndAssign(&r.objs, nil); err != nil {
-		t.Fatalf("loading the XDP program: %v", err)
-	}
+	r := &rig{objs: objs}
 	t.Cleanup(func() { r.objs.Close() })
 	if r.maps, err = fastpath.New(&r.objs.XdpMaps); err != nil {
 		t.Fatal(err)

@@ -235,3 +235,24 @@ func ensureBPFFS(dir string) error {
 	}
 	return nil
 }
+
+// LoadUnpinned loads a private copy of the program and its maps, pinned
+// nowhere and attached nowhere: for BPF_PROG_TEST_RUN tests and the
+// per-packet benchmark.
+func LoadUnpinned(maxLeases uint32) (*bpf.XdpObjects, error) {
+	spec, err := bpf.LoadXdp()
+	if err != nil {
+		return nil, fmt.Errorf("reading the XDP object: %w", err)
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+	}
+	if maxLeases > 0 {
+		spec.Maps[bpf.XdpMapXdhcpLeases].MaxEntries = maxLeases
+	}
+	var objs bpf.XdpObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return nil, fmt.Errorf("loading the XDP program: %w", err)
+	}
+	return &objs, nil
+}
