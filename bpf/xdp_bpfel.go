@@ -60,7 +60,8 @@ const (
 	XdpXdhcpCounterXC_RATE_LIMITED XdpXdhcpCounter = 13
 	XdpXdhcpCounterXC_EVENTS_LOST  XdpXdhcpCounter = 14
 	XdpXdhcpCounterXC_ERROR        XdpXdhcpCounter = 15
-	XdpXdhcpCounterXC_MAX          XdpXdhcpCounter = 16
+	XdpXdhcpCounterXC_NO_ROOM      XdpXdhcpCounter = 16
+	XdpXdhcpCounterXC_MAX          XdpXdhcpCounter = 17
 )
 
 type XdpXdhcpEvent struct {

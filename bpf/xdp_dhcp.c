@@ -114,6 +114,7 @@ enum xdhcp_counter {
 	XC_RATE_LIMITED,  /* punt dropped by the per-MAC token bucket */
 	XC_EVENTS_LOST,   /* ring buffer full: the periodic map scan recovers these */
 	XC_ERROR,         /* a helper failed while building the reply; passed */
+	XC_NO_ROOM,       /* the frame could not grow to the reply's size; passed */
 	XC_MAX,
 };
 
@@ -646,6 +647,43 @@ int xdp_dhcp(struct xdp_md *ctx)
 	__u16 uc = ~fold(sum) & 0xffff;
 	r->ucheck = uc ? uc : 0xffff;
 
+	/* Swap MACs (the source is ours: the request's destination, or the
+	 * interface's own when the request was broadcast). */
+	__u8 macs[2 * ETH_ALEN];
+	__builtin_memcpy(macs, eth->h_source, ETH_ALEN);
+	if (ifc)
+		__builtin_memcpy(macs + ETH_ALEN, ifc->mac, ETH_ALEN);
+	else
+		__builtin_memcpy(macs + ETH_ALEN, eth->h_dest, ETH_ALEN);
+
+	/* The L2 header as received (MACs and VLAN tags), in case the frame
+	 * has to grow at the front. */
+	__u8 l2[22];
+	__u64 l2len = l3;
+	if (l2len > sizeof(l2) || l2len < ETH_HLEN || bpf_xdp_load_bytes(ctx, 0, l2, l2len) < 0)
+		PUNT(XC_ERROR);
+
+	/* Resize the frame; every packet pointer is stale afterwards. Growing
+	 * at the tail can fail where the driver left no tailroom (veth hands
+	 * XDP the skb's own buffer); then grow at the head instead, which
+	 * XDP_PACKET_HEADROOM always allows, and rewrite the L2 header. */
+	int delta = (int)(l3 + L34 + plen) - (int)frame;
+	if (delta && bpf_xdp_adjust_tail(ctx, delta) < 0) {
+		if (delta < 0 || bpf_xdp_adjust_head(ctx, -delta) < 0) {
+			count(XC_NO_ROOM);
+			return XDP_PASS; /* the request is untouched so far */
+		}
+		if (bpf_xdp_store_bytes(ctx, 0, l2, l2len) < 0) {
+			count(XC_ERROR);
+			return XDP_DROP; /* resized already: cannot be passed on intact */
+		}
+	}
+	if (bpf_xdp_store_bytes(ctx, 0, macs, sizeof(macs)) < 0 ||
+	    bpf_xdp_store_bytes(ctx, l3, o, L34 + plen) < 0) {
+		count(XC_ERROR);
+		return XDP_DROP;
+	}
+
 	/* Remember what was granted before the reply leaves. */
 	__u32 xid = *(__u32 *)&rq[4];
 	if (exp > l->expiry)
@@ -670,26 +708,6 @@ int xdp_dhcp(struct xdp_md *ctx)
 		count(XC_EVENTS_LOST);
 	}
 
-	/* Swap MACs (the source is ours: the request's destination, or the
-	 * interface's own when the request was broadcast). */
-	__u8 macs[2 * ETH_ALEN];
-	__builtin_memcpy(macs, eth->h_source, ETH_ALEN);
-	if (ifc)
-		__builtin_memcpy(macs + ETH_ALEN, ifc->mac, ETH_ALEN);
-	else
-		__builtin_memcpy(macs + ETH_ALEN, eth->h_dest, ETH_ALEN);
-
-	/* Resize the frame; every packet pointer is stale afterwards. */
-	int delta = (int)(l3 + L34 + plen) - (int)frame;
-	if (delta && bpf_xdp_adjust_tail(ctx, delta) < 0) {
-		count(XC_ERROR);
-		return XDP_PASS; /* the request is untouched so far */
-	}
-	if (bpf_xdp_store_bytes(ctx, 0, macs, sizeof(macs)) < 0 ||
-	    bpf_xdp_store_bytes(ctx, l3, o, L34 + plen) < 0) {
-		count(XC_ERROR);
-		return XDP_DROP; /* resized already: cannot be passed on intact */
-	}
 	count(XC_ANSWERED);
 	return XDP_TX;
 }

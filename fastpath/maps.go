@@ -396,4 +396,5 @@ var CounterNames = [...]string{
 	bpf.XdpXdhcpCounterXC_RATE_LIMITED: "rate_limited",
 	bpf.XdpXdhcpCounterXC_EVENTS_LOST:  "events_lost",
 	bpf.XdpXdhcpCounterXC_ERROR:        "error",
+	bpf.XdpXdhcpCounterXC_NO_ROOM:      "no_room",
 }

@@ -47,6 +47,9 @@ type Program struct {
 	pinDir string
 	log    *slog.Logger
 	links  map[string]link.Link
+	// Reused is set when the lease map was already pinned: its entries
+	// (and the grants they record) survived since the last run.
+	Reused bool
 }
 
 const progPin = "prog_xdp_dhcp"
@@ -78,6 +81,9 @@ func Load(o Options) (*Program, error) {
 		return nil, fmt.Errorf("creating pin directory: %w", err)
 	}
 	p := &Program{pinDir: o.PinDir, log: o.Logger, links: map[string]link.Link{}}
+	if _, err := os.Stat(filepath.Join(o.PinDir, bpf.XdpMapXdhcpLeases)); err == nil {
+		p.Reused = true
+	}
 	err = spec.LoadAndAssign(&p.Objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: o.PinDir}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("pinned maps in %s do not match this program (run `xdhcpd detach` to clear them): %w", o.PinDir, err)

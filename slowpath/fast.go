@@ -204,3 +204,25 @@ func (s *Server) settings() Settings {
 	defer s.mu.Unlock()
 	return s.set
 }
+
+// AssumeGrantedToHorizon is for a fast path whose map did not survive
+// (reboot, detach): whatever it granted is gone with it, and all that is
+// known is that no grant went past a lease's durable horizon (DESIGN.md
+// invariant 2). Every active lease is therefore held until its horizon.
+// It returns how many leases were extended.
+func (s *Server) AssumeGrantedToHorizon() int {
+	var changed []*lease.Lease
+	s.mu.Lock()
+	for _, l := range s.leases {
+		if l.State == lease.Active && l.Horizon.After(l.Expiry) {
+			l.Expiry = l.Horizon
+			s.expiry.push(l.IP, l.Expiry)
+			changed = append(changed, l.Clone())
+		}
+	}
+	s.mu.Unlock()
+	if len(changed) > 0 {
+		s.commitQuiet(changed)
+	}
+	return len(changed)
+}

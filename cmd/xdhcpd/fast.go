@@ -79,6 +79,11 @@ func loadFastPath(c *config.Config, log *slog.Logger) (*fastPath, error) {
 // was down) are folded, then every active lease is republished, and
 // entries bbolt does not know are dropped.
 func (f *fastPath) reconcile(srv *slowpath.Server) error {
+	if !f.prog.Reused {
+		if n := srv.AssumeGrantedToHorizon(); n > 0 {
+			f.log.Warn("the fast path's map did not survive: active leases are held until their promise horizon", "leases", n)
+		}
+	}
 	var found []fastpath.Renewal
 	ips, err := f.maps.Scan(func(r fastpath.Renewal) { found = append(found, r) })
 	if err != nil {

@@ -2,7 +2,13 @@ package main
 
 import (
 	"context"
+	"regexp"
+	"strconv"
+	"syscall"
+
 	"fmt"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/xdhcp/xdhcp/internal/control"
 	"net"
 	"net/netip"
 	"os"
@@ -164,5 +170,186 @@ func TestFastPathUdhcpc(t *testing.T) {
 			// The event reaches bbolt: CLTT moves.
 			l.waitLease(mac, "active", t1, 5*time.Second)
 		})
+	}
+}
+
+func TestFastPathDhcpcd(t *testing.T) {
+	needTools(t, "dhcpcd", "curl", "ethtool")
+	const mac = "02:00:00:00:0f:02"
+	l, c := fastLab(t, "native", "10m", mac)
+	conf := filepath.Join(l.dir, "dhcpcd.conf")
+	os.WriteFile(conf, []byte("duid\nipv4only\nnoipv4ll\noption domain_name_servers, domain_name, routers\n"), 0o600)
+	t0 := time.Now()
+	if out, err := c.Exec(context.Background(), "dhcpcd", "-4", "-w", "-t", "20", "-f", conf, "eth0"); err != nil {
+		t.Fatalf("dhcpcd: %v\n%s\nserver:\n%s", err, out, l.daemon.Output())
+	}
+	t.Cleanup(func() { c.Exec(context.Background(), "dhcpcd", "-4", "-x", "eth0") })
+	li := l.waitLease(mac, "active", t0, 10*time.Second)
+	for _, step := range []struct{ what, flag string }{{"renew", "-N"}, {"rebind", "-n"}} {
+		reqs, fast := l.requests(), l.fastReplies()
+		ts := time.Now()
+		l.sh(c, "dhcpcd -4 "+step.flag+" eth0")
+		l.waitFast(fast, 10*time.Second)
+		if li2 := l.waitLease(mac, "active", ts, 5*time.Second); li2.IP != li.IP {
+			t.Fatalf("%s moved %s -> %s", step.what, li.IP, li2.IP)
+		}
+		if got := l.requests(); got != reqs {
+			t.Fatalf("%s: the slow path saw it (requests %v -> %v)", step.what, reqs, got)
+		}
+		time.Sleep(500 * time.Millisecond) // let dhcpcd settle before the next command
+	}
+	if vars := l.sh(c, "dhcpcd -4 -U eth0"); !strings.Contains(vars, "dhcp_lease_time=600") || !strings.Contains(vars, "ip_address="+li.IP) {
+		t.Fatalf("dhcpcd's lease after the XDP ACKs:\n%s", vars)
+	}
+}
+
+func TestFastPathDhclient(t *testing.T) {
+	needTools(t, "dhclient", "curl", "ethtool")
+	const mac = "02:00:00:00:0f:03"
+	l, c := fastLab(t, "generic", "20s", mac) // T1 10s, T2 17.5s
+	lf := filepath.Join(l.dir, "dhclient.leases")
+	pf := filepath.Join(l.dir, "dhclient.pid")
+	t0 := time.Now()
+	p, err := c.Start(context.Background(), "dhclient", "-4", "-d", "-v", "-pf", pf, "-lf", lf, "eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	li := l.waitLease(mac, "active", t0, 15*time.Second)
+	reqs, fast := l.requests(), l.fastReplies()
+	// Unicast renewal at T1, answered in XDP.
+	fast = l.waitFast(fast, 15*time.Second)
+	if !strings.Contains(p.Output(), "DHCPREQUEST for "+li.IP+" on eth0 to 10.77.0.1") || !strings.Contains(p.Output(), "DHCPACK of "+li.IP) {
+		t.Fatalf("dhclient's log:\n%s", p.Output())
+	}
+	// Broadcast rebind at T2 once unicast is blocked, also answered in XDP.
+	l.blockUnicastToServer(c, "eth0")
+	bcast := "DHCPREQUEST for " + li.IP + " on eth0 to 255.255.255.255"
+	selecting := strings.Count(p.Output(), bcast)
+	deadline := time.Now().Add(40 * time.Second)
+	for strings.Count(p.Output(), bcast) == selecting && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	l.waitFast(fast, 10*time.Second)
+	if got := l.requests(); got != reqs {
+		t.Fatalf("the slow path saw renewals (requests %v -> %v)\n%s", reqs, got, p.Output())
+	}
+	time.Sleep(time.Second)
+	if n := strings.Count(p.Output(), "DHCPACK of "+li.IP); n < 3 {
+		t.Fatalf("dhclient accepted %d ACKs:\n%s", n, p.Output())
+	}
+}
+
+func TestFastPathPerfdhcpRelayedRenewals(t *testing.T) {
+	needTools(t, "perfdhcp", "curl", "ethtool")
+	l, r := fastLab(t, "native", "1h", "02:00:00:00:0f:04")
+	l.sh(r, "ip addr add 10.77.0.2/24 dev eth0 && ip addr add 10.78.0.1/32 dev eth0")
+	l.sh(l.srv, "ip route add 10.78.0.0/16 via 10.77.0.2")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := r.Exec(ctx, "perfdhcp", "-4", "-l", "10.78.0.1", "-r", "50", "-f", "50", "-R", "200", "-p", "4", "10.77.0.1")
+	if err != nil && !strings.Contains(string(out), "received packets") {
+		t.Fatalf("perfdhcp: %v\n%s", err, out)
+	}
+	// The third exchange perfdhcp reports is renew-request/reply.
+	m := regexp.MustCompile(`received packets: (\d+)`).FindAllStringSubmatch(string(out), -1)
+	if len(m) < 3 {
+		t.Fatalf("perfdhcp output not understood:\n%s", out)
+	}
+	renewed, _ := strconv.Atoi(m[2][1])
+	fast := l.fastReplies()
+	if renewed == 0 || fast < float64(renewed) {
+		m, _ := l.srv.Exec(context.Background(), "sh", "-c", "curl -s http://127.0.0.1:9467/metrics | grep fastpath_punts")
+		t.Fatalf("perfdhcp got %d renewal replies, XDP answered %v:\n%s\n%s", renewed, fast, out, m)
+	}
+	t.Logf("perfdhcp: %d relayed renewals answered, all by XDP (%v)", renewed, fast)
+}
+
+// renewer sends RENEWING-state requests from a client namespace, as the
+// client that holds ip would, and counts the ACKs.
+type renewer struct {
+	t   *testing.T
+	ns  *netns.NS
+	ip  netip.Addr
+	mac net.HardwareAddr
+}
+
+func (rn renewer) renew(n int) (acks int) {
+	rn.t.Helper()
+	err := rn.ns.Do(func() error {
+		c, err := net.ListenPacket("udp4", rn.ip.String()+":68")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		buf := make([]byte, 1500)
+		for range n {
+			m, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithHwAddr(rn.mac),
+				dhcpv4.WithClientIP(rn.ip.AsSlice()), dhcpv4.WithOption(dhcpv4.OptClientIdentifier(append([]byte{1}, rn.mac...))))
+			if _, err := c.WriteTo(m.ToBytes(), &net.UDPAddr{IP: net.IPv4(10, 77, 0, 1), Port: 67}); err != nil {
+				return err
+			}
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			k, _, err := c.ReadFrom(buf)
+			if err != nil {
+				continue
+			}
+			if r, err := dhcpv4.FromBytes(buf[:k]); err == nil && r.MessageType() == dhcpv4.MessageTypeAck && r.TransactionID == m.TransactionID {
+				acks++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		rn.t.Fatal(err)
+	}
+	return acks
+}
+
+// udhcpcLease takes a lease with udhcpc, which configures it and quits.
+func udhcpcLease(t *testing.T, l *lab, c *netns.NS, mac string) control.LeaseInfo {
+	t.Helper()
+	t0 := time.Now()
+	if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-f", "-n", "-i", "eth0", "-t", "10", "-T", "1"); err != nil {
+		t.Fatalf("udhcpc: %v\n%s", err, out)
+	}
+	return l.waitLease(mac, "active", t0, 10*time.Second)
+}
+
+func TestFastPathKeepsAnsweringAcrossKill9(t *testing.T) {
+	needTools(t, "udhcpc", "curl", "ethtool")
+	const mac = "02:00:00:00:0f:05"
+	l, c := fastLab(t, "native", "10m", mac)
+	li := udhcpcLease(t, l, c, mac)
+	hw, _ := net.ParseMAC(mac)
+	rn := renewer{t, c, netip.MustParseAddr(li.IP), hw}
+	if got := rn.renew(20); got != 20 {
+		t.Fatalf("%d of 20 renewals ACKed with the daemon up", got)
+	}
+	before := l.fastReplies()
+
+	// Renewals keep being answered from the pinned maps while the daemon is dead.
+	l.daemon.Signal(syscall.SIGKILL)
+	l.daemon.Wait()
+	tDown := time.Now()
+	if got := rn.renew(50); got != 50 {
+		t.Fatalf("%d of 50 renewals ACKed with the daemon killed", got)
+	}
+
+	// After restart the renewals made meanwhile are in bbolt and the
+	// counters continued from where they were.
+	l.start()
+	li2 := l.waitLease(mac, "active", tDown, 10*time.Second)
+	if li2.IP != li.IP {
+		t.Fatalf("lease moved %s -> %s", li.IP, li2.IP)
+	}
+	if after := l.fastReplies(); after < before+50 {
+		t.Fatalf("fast path replies %v before the kill, %v after restart", before, after)
+	}
+	if got := rn.renew(10); got != 10 {
+		t.Fatalf("%d of 10 renewals ACKed after restart", got)
+	}
+	if !strings.Contains(l.daemon.Output(), "fast path reconciled") {
+		t.Fatalf("no reconciliation logged:\n%s", l.daemon.Output())
 	}
 }
