@@ -36,7 +36,7 @@ fastpath:
   pin-dir: {{PIN}}
 subnets:
   - subnet: 10.77.0.0/24
-    pools: [10.77.0.100-10.77.0.149]
+    pools: [{{POOL}}]
     lease-time: {{LEASE}}
     options:
       routers: [10.77.0.1]
@@ -54,6 +54,11 @@ subnets:
 // mode the client end gets an XDP_PASS program, without which veth does
 // not deliver frames sent with XDP_TX.
 func fastLab(t *testing.T, mode, leaseTime, mac string) (*lab, *netns.NS) {
+	t.Helper()
+	return fastLabPool(t, mode, leaseTime, mac, "10.77.0.100-10.77.0.149")
+}
+
+func fastLabPool(t *testing.T, mode, leaseTime, mac, pool string) (*lab, *netns.NS) {
 	t.Helper()
 	xdhcpd, xdhcpctl := binaries(t)
 	srv := netns.ForTest(t, "xs")
@@ -78,7 +83,7 @@ func fastLab(t *testing.T, mode, leaseTime, mac string) (*lab, *netns.NS) {
 	t.Cleanup(func() { os.RemoveAll(pin) })
 	l.cfgPath = filepath.Join(l.dir, "xdhcpd.yaml")
 	l.sock = filepath.Join(l.dir, "ctl.sock")
-	cfg := strings.NewReplacer("{{DIR}}", l.dir, "{{LEASE}}", leaseTime, "{{MODE}}", mode, "{{PIN}}", pin).Replace(fastLabConfig)
+	cfg := strings.NewReplacer("{{DIR}}", l.dir, "{{LEASE}}", leaseTime, "{{MODE}}", mode, "{{PIN}}", pin, "{{POOL}}", pool).Replace(fastLabConfig)
 	if err := os.WriteFile(l.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -351,5 +356,89 @@ func TestFastPathKeepsAnsweringAcrossKill9(t *testing.T) {
 	}
 	if !strings.Contains(l.daemon.Output(), "fast path reconciled") {
 		t.Fatalf("no reconciliation logged:\n%s", l.daemon.Output())
+	}
+}
+
+// offered sends one broadcast DISCOVER for mac from ns and returns the
+// address offered, if any, within a second and a half.
+func offered(t *testing.T, ns *netns.NS, mac net.HardwareAddr) (netip.Addr, bool) {
+	t.Helper()
+	var got netip.Addr
+	err := ns.Do(func() error {
+		lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1) })
+			return serr
+		}}
+		c, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:68")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		m, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover), dhcpv4.WithHwAddr(mac), dhcpv4.WithBroadcast(true))
+		if _, err := c.WriteTo(m.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 67}); err != nil {
+			return err
+		}
+		buf := make([]byte, 1500)
+		c.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+		for {
+			n, _, err := c.ReadFrom(buf)
+			if err != nil {
+				return nil // nothing offered
+			}
+			if r, err := dhcpv4.FromBytes(buf[:n]); err == nil && r.TransactionID == m.TransactionID && r.MessageType() == dhcpv4.MessageTypeOffer {
+				got, _ = netip.AddrFromSlice(r.YourIPAddr.To4())
+				return nil
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got, got.IsValid()
+}
+
+// TestHorizonHoldsAddressesAfterLosingEverything: the fast path granted a
+// renewal, then the daemon died before folding it and the maps were lost
+// with it (events withheld for good, as across a reboot). bbolt's record
+// expires before the grant does, yet the address must not be offered to
+// anyone else before the granted expiry: the durable horizon bounds it.
+func TestHorizonHoldsAddressesAfterLosingEverything(t *testing.T) {
+	needTools(t, "udhcpc", "curl", "ethtool")
+	const mac = "02:00:00:00:0f:06"
+	l, c := fastLabPool(t, "native", "30s", mac, "10.77.0.100-10.77.0.100")
+	t0 := time.Now()
+	li := udhcpcLease(t, l, c, mac)
+	other := net.HardwareAddr{0x02, 0, 0, 0, 0x0f, 0x07}
+	if ip, ok := offered(t, c, other); ok {
+		t.Fatalf("the only address is leased, yet %s was offered", ip)
+	}
+
+	time.Sleep(10 * time.Second)
+	l.daemon.Signal(syscall.SIGKILL)
+	l.daemon.Wait()
+	hw, _ := net.ParseMAC(mac)
+	granted := time.Now().Add(30 * time.Second)
+	if got := (renewer{t, c, netip.MustParseAddr(li.IP), hw}).renew(1); got != 1 {
+		t.Fatal("the fast path did not answer the renewal with the daemon dead")
+	}
+	if out, err := l.srv.ExecHostMounts(context.Background(), l.xdhcpd, "detach", "--config", l.cfgPath); err != nil {
+		t.Fatalf("detach: %v\n%s", err, out)
+	}
+	l.start()
+
+	// bbolt says the lease ends at t0+30s; the client holds it until
+	// granted. Nobody may be offered the address in between.
+	for time.Now().Before(t0.Add(32 * time.Second)) {
+		time.Sleep(500 * time.Millisecond)
+	}
+	for time.Now().Before(granted.Add(-2 * time.Second)) {
+		if ip, ok := offered(t, c, other); ok {
+			t.Fatalf("%s offered to another client %v before the fast path's grant ran out\n%s", ip, time.Until(granted), l.daemon.Output())
+		}
+		time.Sleep(time.Second)
+	}
+	if !strings.Contains(l.daemon.Output(), "held until their promise horizon") {
+		t.Fatalf("daemon did not hold leases to the horizon:\n%s", l.daemon.Output())
 	}
 }
