@@ -22,6 +22,7 @@ type XdpBucket struct {
 type XdpScratch struct {
 	_   structs.HostLayout
 	Req [1024]uint8
+	Pad [4]uint8
 	Out [1564]uint8
 	W   struct {
 		_     structs.HostLayout

@@ -30,6 +30,7 @@
 #define HEAD_OPTS 27     /* 53, 54, 51, 58, 59 */
 #define MIN_REPLY 300    /* RFC 1542 minimum BOOTP message, as the slow path pads */
 #define L34 28           /* IPv4 header without options + UDP header */
+#define EVENTS_WAKE_BYTES (64 << 10) /* about a thousand events */
 #define OUT_MAX (L34 + 3 * 512) /* csum_diff chunks of 512 stay inside */
 
 /* Lease flags. */
@@ -201,6 +202,7 @@ struct walk {
 
 struct scratch {
 	__u8 req[REQ_MAX];
+	__u8 pad[4]; /* puts the reply's DHCP part (out + L34) on 8 bytes */
 	__u8 out[OUT_MAX];
 	struct walk w;
 };
@@ -560,8 +562,11 @@ int xdp_dhcp(struct xdp_md *ctx)
 	d[9] = 0;
 	*(__u32 *)&d[16] = ciaddr; /* yiaddr */
 	*(__u32 *)&d[20] = 0;      /* siaddr */
-	for (int i = 44; i < BOOTP_LEN; i += 4)
-		*(__u32 *)&d[i] = 0; /* sname, file */
+	*(__u32 *)&d[44] = 0; /* sname and file, up to 8-byte alignment */
+#pragma unroll
+	for (int i = 48; i < BOOTP_LEN - 4; i += 8)
+		*(__u64 *)&d[i] = 0;
+	*(__u32 *)&d[BOOTP_LEN - 4] = 0; /* the cookie follows */
 	__u8 *p = d + OPTS_OFF;
 	p[0] = 53, p[1] = 1, p[2] = 5;
 	p[3] = 54, p[4] = 4;
@@ -572,12 +577,13 @@ int xdp_dhcp(struct xdp_md *ctx)
 	put32(&p[17], t1);
 	p[21] = 59, p[22] = 4;
 	put32(&p[23], t2);
-	/* The whole block, unconditionally: the bytes past len are zero and
-	 * what follows overwrites them; a loop bounded by len would cost the
-	 * verifier a state per iteration. */
+	/* Unrolled without break: once i * 8 >= tlen every later test is
+	 * decided, so the verifier walks this in a line, not a tree. The
+	 * bytes past len in the last word are zero and get overwritten. */
 #pragma unroll
 	for (int i = 0; i < TMPL_MAX / 8; i++)
-		*(__u64 *)&d[OPTS_OFF + HEAD_OPTS + i * 8] = *(__u64 *)&t->data[i * 8];
+		if (i * 8 < tlen)
+			*(__u64 *)&d[OPTS_OFF + HEAD_OPTS + i * 8] = *(__u64 *)&t->data[i * 8];
 	__u32 at = OPTS_OFF + HEAD_OPTS + tlen;
 	/* Echo 61 then 82 byte for byte, straight from the frame. */
 	if (l61) {
@@ -656,19 +662,19 @@ int xdp_dhcp(struct xdp_md *ctx)
 	else
 		__builtin_memcpy(macs + ETH_ALEN, eth->h_dest, ETH_ALEN);
 
-	/* The L2 header as received (MACs and VLAN tags), in case the frame
-	 * has to grow at the front. */
-	__u8 l2[22];
-	__u64 l2len = l3;
-	if (l2len > sizeof(l2) || l2len < ETH_HLEN || bpf_xdp_load_bytes(ctx, 0, l2, l2len) < 0)
-		PUNT(XC_ERROR);
-
 	/* Resize the frame; every packet pointer is stale afterwards. Growing
 	 * at the tail can fail where the driver left no tailroom (veth hands
 	 * XDP the skb's own buffer); then grow at the head instead, which
 	 * XDP_PACKET_HEADROOM always allows, and rewrite the L2 header. */
 	int delta = (int)(l3 + L34 + plen) - (int)frame;
 	if (delta && bpf_xdp_adjust_tail(ctx, delta) < 0) {
+		/* The L2 header as received (MACs and VLAN tags), to move. */
+		__u8 l2[22];
+		__u64 l2len = l3;
+		if (l2len > sizeof(l2) || l2len < ETH_HLEN || bpf_xdp_load_bytes(ctx, 0, l2, l2len) < 0) {
+			count(XC_ERROR);
+			return XDP_PASS;
+		}
 		if (delta < 0 || bpf_xdp_adjust_head(ctx, -delta) < 0) {
 			count(XC_NO_ROOM);
 			return XDP_PASS; /* the request is untouched so far */
@@ -703,7 +709,11 @@ int xdp_dhcp(struct xdp_md *ctx)
 		ev->vlan[1] = vlan[1];
 		ev->hlen = hlen;
 		__builtin_memcpy(ev->chaddr, &rq[28], CHADDR_MAX);
-		bpf_ringbuf_submit(ev, 0);
+		/* Waking the reader per event costs more than the rest of the
+		 * program; it is woken once a batch is waiting and otherwise
+		 * finds events when its poll times out (every 100 ms). */
+		__u64 avail = bpf_ringbuf_query(&xdhcp_events, BPF_RB_AVAIL_DATA);
+		bpf_ringbuf_submit(ev, avail >= EVENTS_WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	} else {
 		count(XC_EVENTS_LOST);
 	}

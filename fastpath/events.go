@@ -38,7 +38,7 @@ func ReadEvents(ctx context.Context, events *ebpf.Map, fold func([]Renewal)) err
 	}
 	var rec ringbuf.Record
 	for ctx.Err() == nil {
-		rd.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		rd.SetDeadline(time.Now().Add(100 * time.Millisecond)) // the program wakes us only for batches
 		err := rd.ReadInto(&rec)
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):

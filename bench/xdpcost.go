@@ -1,0 +1,158 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/xdhcp/xdhcp/fastpath"
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/loader"
+)
+
+// CostResult is the XDP program's cost for one kind of renewal.
+type CostResult struct {
+	Case     string  `json:"case"`
+	Runs     int     `json:"runs"`
+	Measured float64 `json:"measured-ns"` // wrapper and program, mean per run
+	Baseline float64 `json:"baseline-ns"` // the restoring wrapper with an empty target
+	Cost     float64 `json:"ns-per-packet"`
+}
+
+// XDPCost measures the program per renewal with BPF_PROG_TEST_RUN, warm,
+// as it runs at line rate (see restoredRuns).
+func XDPCost(ctx context.Context, runs int) ([]CostResult, error) {
+	objs, err := loader.LoadUnpinned(1 << 16)
+	if err != nil {
+		return nil, err
+	}
+	defer objs.Close()
+	maps, err := fastpath.New(&objs.XdpMaps)
+	if err != nil {
+		return nil, err
+	}
+	if err := maps.SetSettings(fastpath.Settings{Answer: true, MinGrant: time.Minute}); err != nil {
+		return nil, err
+	}
+	// Drain the ring buffer so that reserving an event costs what it does
+	// in service.
+	dctx, stop := context.WithCancel(ctx)
+	drained := make(chan error, 1)
+	go func() { drained <- fastpath.ReadEvents(dctx, objs.XdhcpEvents, func([]fastpath.Renewal) {}) }()
+	defer func() { stop(); <-drained }()
+
+	var tmpl []byte
+	tmpl = dhcpwire.AppendOption(tmpl, dhcpwire.OptSubnetMask, []byte{255, 255, 255, 0})
+	tmpl = dhcpwire.AppendOption(tmpl, dhcpwire.OptRouters, []byte{10, 77, 0, 1})
+	tmpl = dhcpwire.AppendOption(tmpl, dhcpwire.OptDNS, []byte{10, 77, 0, 53, 10, 77, 0, 54})
+	tmpl = dhcpwire.AppendOption(tmpl, dhcpwire.OptDomainName, []byte("example.net"))
+	server := netip.MustParseAddr("10.77.0.1")
+	relay := netip.MustParseAddr("10.78.0.1")
+	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	now := time.Now()
+	base := fastpath.Lease{
+		Expiry: now.Add(time.Hour), Horizon: now.Add(48 * time.Hour), HWType: 1, HWAddr: mac,
+		ClientID: append([]byte{1}, mac...), ServerID: server, IfIndex: 1,
+		LeaseTime: 3600, T1: 1800, T2: 3150, Serve: true, Template: tmpl,
+	}
+	direct, relayed := base, base
+	direct.IP = netip.MustParseAddr("10.77.0.100")
+	relayed.IP, relayed.GIAddr, relayed.IfIndex = netip.MustParseAddr("10.78.1.100"), relay, 0
+	if err := maps.Publish([]fastpath.Lease{direct, relayed}); err != nil {
+		return nil, err
+	}
+	cases := []struct {
+		name string
+		r    Renewal
+	}{
+		{"direct renewal", Renewal{CIAddr: direct.IP, MAC: mac, ClientID: base.ClientID, Server: server, XID: 1}},
+		{"relayed, option 82, two VLAN tags", Renewal{CIAddr: relayed.IP, MAC: mac, ClientID: base.ClientID, Server: server, XID: 2,
+			GIAddr: relay, Opt82: []byte{1, 8, 'e', 't', 'h', '0', '/', '1', '/', '7', 2, 6, 2, 0, 0, 0, 0, 1}, VLANs: []uint16{100, 2001}}},
+	}
+	srvMAC := net.HardwareAddr{2, 0x53, 0, 0, 0, 1}
+	tx, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 3), asm.Return()}})
+	if err != nil {
+		return nil, fmt.Errorf("loading the empty program: %w", err)
+	}
+	defer tx.Close()
+	var out []CostResult
+	for _, c := range cases {
+		pkt := c.r.Frame(mac, srvMAC)
+		measured, err := restoredRuns(objs.XdpDhcp, pkt, runs)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.name, err)
+		}
+		baseline, err := restoredRuns(tx, pkt, runs)
+		if err != nil {
+			return nil, fmt.Errorf("baseline: %w", err)
+		}
+		out = append(out, CostResult{Case: c.name, Runs: runs, Measured: measured, Baseline: baseline, Cost: measured - baseline})
+	}
+	return out, nil
+}
+
+// restoredRuns times target on pkt over runs repetitions inside one
+// BPF_PROG_TEST_RUN. Repeat reruns a program on the buffer it rewrote, and
+// a renewal becomes a reply; so a small wrapper first puts the original
+// request back (bpf_xdp_adjust_tail, bpf_xdp_store_bytes from a map) and
+// then tail-calls target. The wrapper's own cost is measured the same way
+// with a target that only returns XDP_TX, and subtracted by the caller.
+func restoredRuns(target *ebpf.Program, pkt []byte, runs int) (float64, error) {
+	orig, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: uint32(len(pkt)), MaxEntries: 1})
+	if err != nil {
+		return 0, fmt.Errorf("request map: %w", err)
+	}
+	defer orig.Close()
+	if err := orig.Put(uint32(0), pkt); err != nil {
+		return 0, err
+	}
+	progs, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.ProgramArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		return 0, fmt.Errorf("program array: %w", err)
+	}
+	defer progs.Close()
+	if err := progs.Put(uint32(0), target); err != nil {
+		return 0, fmt.Errorf("program array: %w", err)
+	}
+	n := int32(len(pkt))
+	wrapper, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL", Instructions: asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.FnXdpGetBuffLen.Call(),
+		asm.Mov.Imm(asm.R2, n),
+		asm.Sub.Reg(asm.R2, asm.R0), // delta = len(request) - current length
+		asm.JEq.Imm(asm.R2, 0, "store"),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.FnXdpAdjustTail.Call(),
+		asm.JNE.Imm(asm.R0, 0, "fail"),
+		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("store"),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.LoadMapValue(asm.R3, orig.FD(), 0),
+		asm.Mov.Imm(asm.R4, n),
+		asm.FnXdpStoreBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "fail"),
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.LoadMapPtr(asm.R2, progs.FD()),
+		asm.Mov.Imm(asm.R3, 0),
+		asm.FnTailCall.Call(),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("fail"),
+		asm.Return(),
+	}})
+	if err != nil {
+		return 0, fmt.Errorf("loading the restoring wrapper: %+v", err)
+	}
+	defer wrapper.Close()
+	ret, d, err := wrapper.Benchmark(pkt, runs, nil)
+	if err != nil {
+		return 0, err
+	}
+	if ret != 3 {
+		return 0, fmt.Errorf("verdict %d, want XDP_TX", ret)
+	}
+	return float64(d.Nanoseconds()), nil
+}
