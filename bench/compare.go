@@ -44,6 +44,7 @@ type ServerResult struct {
 // Rig is the two namespaces joined by a veth.
 type Rig struct {
 	Srv, Cli *netns.NS
+	pass     io.Closer
 }
 
 // NewRig builds the namespaces; Close removes them.
@@ -65,6 +66,19 @@ func NewRig() (*Rig, error) {
 	if err == nil {
 		_, err = s.Exec(context.Background(), "ip", "route", "add", RelayNet, "via", ClientAddr)
 	}
+	if err == nil {
+		// Native XDP_TX on the server's veth delivers only to a peer with
+		// an XDP program; full checksums in both directions.
+		r.pass, err = netns.AttachXDPPass(c, ClientIf)
+	}
+	for _, e := range []struct {
+		ns *netns.NS
+		If string
+	}{{s, ServerIf}, {c, ClientIf}} {
+		if err == nil {
+			err = netns.DisableTxOffload(e.ns, e.If)
+		}
+	}
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -74,6 +88,9 @@ func NewRig() (*Rig, error) {
 
 // Close removes the namespaces and everything running in them.
 func (r *Rig) Close() {
+	if r.pass != nil {
+		r.pass.Close()
+	}
 	r.Srv.Close()
 	r.Cli.Close()
 }
@@ -89,7 +106,7 @@ func (r *Rig) measure(ctx context.Context, s Server, rate int, o CompareOptions)
 	if err != nil {
 		return PerfResult{}, 0, fmt.Errorf("%s: %w", s.Name(), err)
 	}
-	defer p.Stop()
+	defer stopServer(s, p, r.Srv, dir)
 	// Ready means answering DORA, the same test for every server.
 	deadline := time.Now().Add(90 * time.Second)
 	for {
@@ -167,6 +184,8 @@ type Report struct {
 	StepTime string         `json:"step-time"`
 	Results  []ServerResult `json:"results"`
 	Startup  *StartupResult `json:"startup,omitempty"`
+	Renew    []RenewResult  `json:"renew,omitempty"`
+	Cost     []CostResult   `json:"xdp-cost,omitempty"`
 }
 
 // Environment fills in host facts.
@@ -215,6 +234,33 @@ func (rep *Report) Markdown() string {
 			}
 		}
 		b.WriteString("```\n")
+	}
+	if len(rep.Renew) > 0 {
+		b.WriteString("\n## Renewals/s, open loop (relayed, generator sends as fast as it can with sendmmsg)\n\n")
+		b.WriteString("| server | leases | sent | answered/s | loss | wrong | server process CPU s per 1M | vs fast path off |\n|---|---|---|---|---|---|---|---|\n")
+		var off float64
+		for _, r := range rep.Renew {
+			if r.Server == "xdhcpd" {
+				off = r.Rate
+			}
+		}
+		for _, r := range rep.Renew {
+			ratio := "-"
+			if off > 0 && r.Server != "xdhcpd" {
+				ratio = fmt.Sprintf("%.1f×", r.Rate/off)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %.0f | %.2f%% | %d | %.1f | %s |\n", r.Server, r.Leases, r.Sent, r.Rate, 100*r.Loss, r.Wrong, r.CPU, ratio)
+			if r.Err != "" {
+				fmt.Fprintf(&b, "| %s | error: %s |\n", r.Server, r.Err)
+			}
+		}
+		b.WriteString("\nXDP work runs in softirq context and is not in the server process's CPU time.\n")
+	}
+	if len(rep.Cost) > 0 {
+		b.WriteString("\n## XDP program cost per renewal (BPF_PROG_TEST_RUN, warm, request restored before each run)\n\n| case | runs | measured ns | wrapper baseline ns | program ns/packet |\n|---|---|---|---|---|\n")
+		for _, c := range rep.Cost {
+			fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %.0f |\n", c.Case, c.Runs, c.Measured, c.Baseline, c.Cost)
+		}
 	}
 	if s := rep.Startup; s != nil {
 		fmt.Fprintf(&b, "\n## xdhcpd startup with %d leases\n\n| ready after | RSS when ready |\n|---|---|\n| %s | %.0f MiB |\n", s.Leases, s.Ready.Round(time.Millisecond), float64(s.RSSBytes)/(1<<20))

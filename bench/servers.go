@@ -39,18 +39,29 @@ type Server interface {
 	Version() string
 }
 
-// Xdhcpd is our daemon.
-type Xdhcpd struct{ Bin, Ctl string }
+// Xdhcpd is our daemon. Fast selects the XDP fast path: "" (off),
+// "native" or "generic".
+type Xdhcpd struct{ Bin, Ctl, Fast string }
 
 // Name implements Server.
-func (x Xdhcpd) Name() string { return "xdhcpd" }
+func (x Xdhcpd) Name() string {
+	if x.Fast == "" {
+		return "xdhcpd"
+	}
+	return "xdhcpd-xdp-" + x.Fast
+}
 
 // Version implements Server.
 func (x Xdhcpd) Version() string { return "xdhcpd (this tree)" }
 
-// XdhcpdConfig renders the daemon's configuration for the rig.
-func XdhcpdConfig(dir string) string {
-	return fmt.Sprintf(`server:
+// XdhcpdConfig renders the daemon's configuration for the rig; fast is
+// the fast path mode, "" for off.
+func XdhcpdConfig(dir, fast string) string {
+	fp := "fastpath:\n  enabled: false\n"
+	if fast != "" {
+		fp = fmt.Sprintf("fastpath:\n  enabled: true\n  mode: %s\n  pin-dir: /sys/fs/bpf/xdhcp-bench-%d\n", fast, os.Getpid())
+	}
+	return fp + fmt.Sprintf(`server:
   interfaces: [%s]
   state-dir: %s/state
   control-socket: %s/ctl.sock
@@ -71,10 +82,11 @@ subnets:
 // Start implements Server.
 func (x Xdhcpd) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Proc, error) {
 	cfg := filepath.Join(dir, "xdhcpd.yaml")
-	if err := os.WriteFile(cfg, []byte(XdhcpdConfig(dir)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(XdhcpdConfig(dir, x.Fast)), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := ns.Start(ctx, x.Bin, "--config", cfg)
+	// Host mounts: `ip netns exec` would hide the bpffs the daemon pins in.
+	p, err := ns.StartHostMounts(ctx, x.Bin, "--config", cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -211,4 +223,13 @@ func cpuSeconds(pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // USER_HZ
+}
+
+// stopServer stops a server and, for xdhcpd with the fast path, removes
+// what it pinned (which otherwise outlives it by design).
+func stopServer(s Server, p *netns.Proc, ns *netns.NS, dir string) {
+	p.Stop()
+	if x, ok := s.(Xdhcpd); ok && x.Fast != "" {
+		ns.ExecHostMounts(context.Background(), x.Bin, "detach", "--config", filepath.Join(dir, "xdhcpd.yaml"))
+	}
 }

@@ -710,10 +710,11 @@ int xdp_dhcp(struct xdp_md *ctx)
 		ev->hlen = hlen;
 		__builtin_memcpy(ev->chaddr, &rq[28], CHADDR_MAX);
 		/* Waking the reader per event costs more than the rest of the
-		 * program; it is woken once a batch is waiting and otherwise
-		 * finds events when its poll times out (every 100 ms). */
+		 * program; it is woken when the backlog crosses a batch's worth
+		 * and otherwise finds events when its poll times out (100 ms). */
 		__u64 avail = bpf_ringbuf_query(&xdhcp_events, BPF_RB_AVAIL_DATA);
-		bpf_ringbuf_submit(ev, avail >= EVENTS_WAKE_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+		int crossing = avail >= EVENTS_WAKE_BYTES && avail < EVENTS_WAKE_BYTES + 2 * sizeof(*ev) + 16;
+		bpf_ringbuf_submit(ev, crossing ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 	} else {
 		count(XC_EVENTS_LOST);
 	}

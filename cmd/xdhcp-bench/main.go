@@ -21,6 +21,7 @@ import (
 const usage = `usage:
   xdhcp-bench compare --xdhcpd PATH [--quick] [--servers xdhcpd,kea,dhcpd] [--clients N] [--step 30s] [--out DIR]
   xdhcp-bench startup --xdhcpd PATH [--leases 1000000] [--out DIR]
+  xdhcp-bench renew --xdhcpd PATH [--quick] [--out DIR]     renewals/s with XDP native, generic and off; XDP cost per packet
 Runs as root: it creates network namespaces.
 `
 
@@ -93,6 +94,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "%s (%s):\n", s.Name(), s.Version())
 			rep.Results = append(rep.Results, rig.FindRate(ctx, s, o))
 		}
+	case "renew":
+		n, d := 20000, 10*time.Second
+		if *quick {
+			n, d = 5000, 4*time.Second
+		}
+		for _, fast := range []string{"", "native", "generic"} {
+			s := bench.Xdhcpd{Bin: *bin, Fast: fast}
+			fmt.Fprintf(stdout, "%s: %d leases, renewing for %v...\n", s.Name(), n, d)
+			r := rig.Renewals(ctx, s, n, d)
+			fmt.Fprintf(stdout, "  %.0f answered/s, loss %.2f%%, wrong %d %s\n", r.Rate, 100*r.Loss, r.Wrong, r.Err)
+			rep.Renew = append(rep.Renew, r)
+		}
+		fmt.Fprintln(stdout, "XDP program cost (BPF_PROG_TEST_RUN)...")
+		cost, err := bench.XDPCost(ctx, 1_000_000)
+		if err != nil {
+			fmt.Fprintf(stderr, "xdhcp-bench: xdp cost: %v\n", err)
+			return 1
+		}
+		rep.Cost = cost
 	case "startup":
 		fmt.Fprintf(stdout, "writing %d leases and starting xdhcpd...\n", *leases)
 		res, err := rig.Startup(ctx, x, *leases)

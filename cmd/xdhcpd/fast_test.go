@@ -17,10 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
-
 	"github.com/xdhcp/xdhcp/internal/netns"
 )
 
@@ -98,32 +94,14 @@ func fastLabPool(t *testing.T, mode, leaseTime, mac, pool string) (*lab, *netns.
 	return l, c
 }
 
-// attachPass puts a program that returns XDP_PASS on ifname in ns.
+// attachPass puts an XDP_PASS program on ifname in ns for the test.
 func attachPass(t *testing.T, ns *netns.NS, ifname string) {
 	t.Helper()
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.XDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
-	})
+	c, err := netns.AttachXDPPass(ns, ifname)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { prog.Close() })
-	err = ns.Do(func() error {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifi.Index, Flags: link.XDPDriverMode})
-		if err != nil {
-			return err
-		}
-		t.Cleanup(func() { l.Close() })
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("XDP_PASS on %s: %v", ifname, err)
-	}
+	t.Cleanup(func() { c.Close() })
 }
 
 func (l *lab) requests() float64 {
