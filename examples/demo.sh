@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # xdhcp demo: a server namespace with a bridge, three client namespaces
-# running real DHCP clients (udhcpc, dhclient, dhcpcd), leases obtained and
-# renewed, then the leases and the counters that say who answered.
+# running real DHCP clients (udhcpc, dhclient, dhcpcd). Leases come from
+# the slow path; renewals are answered by the XDP program on br0; the
+# leases and the counters then say which path answered what.
 # Run as root from the repository (make demo). Cleans up after itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ cleanup() {
 	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
 	sleep 0.5
 	for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
+	[ -f "$WORK/xdhcpd.yaml" ] && $BIN/xdhcpd detach --config "$WORK/xdhcpd.yaml" >/dev/null
 	for n in $SRV $P-c1 $P-c2 $P-c3; do ip netns pids $n 2>/dev/null | xargs -r kill -9; ip netns del $n 2>/dev/null; done
 	rm -rf "$WORK"
 }
@@ -51,7 +53,10 @@ server:
   control-socket: $WORK/xdhcpd.sock
   metrics-listen: 127.0.0.1:9467
 fastpath:
-  enabled: false
+  enabled: true
+  mode: generic          # a bridge has no native XDP; NICs and veths do
+  min-grant: 30s
+  pin-dir: /sys/fs/bpf/xdhcp-demo-$$
 subnets:
   - subnet: 10.77.0.0/24
     pools: [10.77.0.100-10.77.0.199]
@@ -67,8 +72,10 @@ YAML
 say "config check"
 $BIN/xdhcpd check-config --config "$WORK/xdhcpd.yaml"
 
-say "starting xdhcpd in $SRV"
-ip netns exec $SRV $BIN/xdhcpd --config "$WORK/xdhcpd.yaml" 2> "$WORK/xdhcpd.log" &
+say "starting xdhcpd in $SRV (XDP on br0)"
+# nsenter rather than ip netns exec: the latter remounts /sys and would
+# hide the bpffs the daemon pins its maps in.
+nsenter --net=/run/netns/$SRV $BIN/xdhcpd --config "$WORK/xdhcpd.yaml" 2> "$WORK/xdhcpd.log" &
 pids+=($!)
 for _ in $(seq 50); do [ -S "$WORK/xdhcpd.sock" ] && break; sleep 0.1; done
 ctl() { $BIN/xdhcpctl --socket "$WORK/xdhcpd.sock" "$@"; }
@@ -86,17 +93,29 @@ for _ in $(seq 100); do
 	[ "$n" -ge 3 ] && break
 	sleep 0.2
 done
-for c in c1 c2 c3; do printf '  %s: ' $c; ip -n $P-$c -4 -br addr show dev eth-$c | awk '{print $3}'; done
+for c in c1 c2 c3; do
+	for _ in $(seq 30); do ip -n $P-$c -4 addr show dev eth-$c | grep -q inet && break; sleep 0.2; done
+	printf '  %s: ' $c; ip -n $P-$c -4 -br addr show dev eth-$c | awk '{print $3}'
+done
 
-say "renewals: udhcpc (SIGUSR1, unicast), dhcpcd (-N renew, -n rebind)"
-ip netns exec $P-c1 pkill -USR1 -f "udhcpc -f -i eth-c1" || true
-ip netns exec $P-c3 dhcpcd -4 -N eth-c3 >/dev/null 2>&1 || true
-sleep 1
-ip netns exec $P-c3 dhcpcd -4 -n eth-c3 >/dev/null 2>&1 || true
-sleep 1
+metrics() { ip netns exec $SRV curl -s http://127.0.0.1:9467/metrics; }
+paths() {
+	metrics | awk '/^xdhcp_slowpath_replies_total\{type="ack"\}/ {s=$2} /^xdhcp_fastpath_replies_total / {f=$2} END {printf "  ACKs from the slow path: %d, renewals answered in XDP: %d\n", s, f}'
+}
+paths
+say "renewals: udhcpc (SIGUSR1, unicast), dhcpcd (-N renew, -n rebind), three rounds"
+for round in 1 2 3; do
+	ip netns exec $P-c1 pkill -USR1 -f "udhcpc -f -i eth-c1" || true
+	ip netns exec $P-c3 dhcpcd -4 -N eth-c3 >/dev/null 2>&1 || true
+	sleep 1
+	ip netns exec $P-c3 dhcpcd -4 -n eth-c3 >/dev/null 2>&1 || true
+	sleep 1
+done
+paths
+grep -h "lease of .* obtained" "$WORK/udhcpc.log" | tail -2 | sed 's/^/  udhcpc: /'
 
 say "leases (xdhcpctl leases)"
 ctl leases
 say "counters (Prometheus, xdhcp_* from 127.0.0.1:9467 in $SRV)"
-ip netns exec $SRV curl -s http://127.0.0.1:9467/metrics | grep -E '^xdhcp_(slowpath|fastpath|pool)' | grep -v ' 0$'
+metrics | grep -E '^xdhcp_(slowpath|fastpath|pool)' | grep -v ' 0$'
 say "done; cleaning up"
