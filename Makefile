@@ -9,7 +9,7 @@ DEB_PKGS := clang-14 llvm-14 bpftool libbpf-dev gcc-multilib iproute2 ethtool tc
             kea-dhcp4-server kea-admin curl
 DEB_CMDS := ip ethtool dhclient udhcpc dhcpcd dhcpd kea-dhcp4 perfdhcp curl
 
-.PHONY: all build test test-short fuzz demo bench bench-quick deps generate clean
+.PHONY: all build test test-short fuzz demo bench bench-quick deps generate check-generated clean
 
 all: build
 
@@ -27,7 +27,7 @@ deps:
 # test runs every test, including the end-to-end ones with real clients
 # in network namespaces (as root; they skip with a reason otherwise), and
 # each fuzz target briefly.
-test: deps
+test: deps check-generated
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 	$(MAKE) fuzz FUZZTIME=10s
@@ -39,15 +39,25 @@ fuzz:
 demo: deps build
 	./examples/demo.sh
 
+# bench runs every comparison in one go and writes bench/results/.
 bench: deps build
-	$(BIN)/xdhcp-bench compare --xdhcpd $(BIN)/xdhcpd --xdhcpctl $(BIN)/xdhcpctl
-	$(BIN)/xdhcp-bench startup --xdhcpd $(BIN)/xdhcpd --xdhcpctl $(BIN)/xdhcpctl --leases 1000000
+	$(BIN)/xdhcp-bench all --xdhcpd $(BIN)/xdhcpd
 
 bench-quick: deps build
-	$(BIN)/xdhcp-bench compare --quick --xdhcpd $(BIN)/xdhcpd --xdhcpctl $(BIN)/xdhcpctl
+	$(BIN)/xdhcp-bench all --quick --xdhcpd $(BIN)/xdhcpd
 
 generate:
 	$(GO) generate ./bpf/...
+
+# check-generated rebuilds the BPF object and its Go bindings and fails
+# when they differ from the committed ones (skipped without clang-14).
+check-generated:
+	@if ! command -v clang-14 >/dev/null; then echo "check-generated: clang-14 missing, skipped"; exit 0; fi; \
+	tmp=$$(mktemp -d); cp bpf/xdp_bpfel.o bpf/xdp_bpfel.go $$tmp/; \
+	$(GO) generate ./bpf/... || exit 1; \
+	if cmp -s bpf/xdp_bpfel.o $$tmp/xdp_bpfel.o && cmp -s bpf/xdp_bpfel.go $$tmp/xdp_bpfel.go; then \
+	  echo "check-generated: bpf/xdp_bpfel.{o,go} match bpf/xdp_dhcp.c"; rm -rf $$tmp; \
+	else echo "check-generated: bpf/xdp_bpfel.{o,go} are stale: run make generate and commit"; rm -rf $$tmp; exit 1; fi
 
 clean:
 	rm -rf $(BIN)

@@ -133,6 +133,9 @@ func (s *Server) FoldRenewals(rs []Renewal) {
 			continue
 		}
 		l.Expiry, l.CLTT, l.LastXID = r.Expiry, r.At, r.XID
+		// The failover partner must hear of it: the mark is the queue,
+		// durable with the record, drained lazily by binding updates.
+		l.PartnerPending = true
 		if r.GIAddr.IsValid() && !r.GIAddr.IsUnspecified() {
 			l.GIAddr = r.GIAddr
 		}

@@ -19,6 +19,7 @@ import (
 )
 
 const usage = `usage:
+  xdhcp-bench all --xdhcpd PATH [--quick] [--out DIR]         everything below, in one report
   xdhcp-bench compare --xdhcpd PATH [--quick] [--servers xdhcpd,kea,dhcpd] [--clients N] [--step 30s] [--out DIR]
   xdhcp-bench startup --xdhcpd PATH [--leases 1000000] [--out DIR]
   xdhcp-bench renew --xdhcpd PATH [--quick] [--out DIR]     renewals/s with XDP native, generic and off; XDP cost per packet
@@ -40,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.String("xdhcpctl", "bin/xdhcpctl", "xdhcpctl binary (unused; kept for symmetry with make bench)")
 	out := fs.String("out", "bench/results", "where reports are written")
 	quick := fs.Bool("quick", false, "short steps, fewer clients (about a minute)")
-	servers := fs.String("servers", "xdhcpd,kea,dhcpd", "servers to compare")
+	servers := fs.String("servers", "xdhcpd,kea,dhcpd,dhcpd-16k-pool", "servers to compare")
 	clients := fs.Int("clients", 100000, "distinct clients (perfdhcp -R)")
 	step := fs.Duration("step", 30*time.Second, "length of each perfdhcp run")
 	leases := fs.Int("leases", 1000000, "leases in the startup database")
@@ -70,60 +71,81 @@ func run(args []string, stdout, stderr io.Writer) int {
 	rep := &bench.Report{Date: time.Now()}
 	rep.Environment()
 	x := bench.Xdhcpd{Bin: *bin}
-	switch cmd {
-	case "compare":
-		o := bench.CompareOptions{Clients: *clients, StepTime: *step, Start: 1000, Bisect: 3, Log: stdout}
-		if *quick {
-			o.Clients, o.StepTime, o.Bisect = 20000, 5*time.Second, 1
-		}
-		for _, name := range strings.Split(*servers, ",") {
-			switch strings.TrimSpace(name) {
-			case "xdhcpd":
-				o.Servers = append(o.Servers, x)
-			case "kea":
-				o.Servers = append(o.Servers, bench.Kea{})
-			case "dhcpd":
-				o.Servers = append(o.Servers, bench.Dhcpd{})
-			default:
-				fmt.Fprintf(stderr, "xdhcp-bench: unknown server %q (xdhcpd, kea, dhcpd)\n", name)
-				return 2
+	steps := map[string]func() error{
+		"compare": func() error {
+			o := bench.CompareOptions{Clients: *clients, StepTime: *step, Start: 1000, Bisect: 3, Log: stdout}
+			if *quick {
+				o.Clients, o.StepTime, o.Bisect = 20000, 5*time.Second, 1
 			}
+			for _, name := range strings.Split(*servers, ",") {
+				switch strings.TrimSpace(name) {
+				case "xdhcpd":
+					o.Servers = append(o.Servers, x)
+				case "kea":
+					o.Servers = append(o.Servers, bench.Kea{})
+				case "dhcpd":
+					o.Servers = append(o.Servers, bench.Dhcpd{})
+				case "dhcpd-16k-pool":
+					o.Servers = append(o.Servers, bench.Dhcpd{SmallPool: true})
+				default:
+					return fmt.Errorf("unknown server %q (xdhcpd, kea, dhcpd, dhcpd-16k-pool)", name)
+				}
+			}
+			rep.Clients, rep.StepTime = o.Clients, o.StepTime.String()
+			for _, s := range o.Servers {
+				fmt.Fprintf(stdout, "%s (%s):\n", s.Name(), s.Version())
+				rep.Results = append(rep.Results, rig.FindRate(ctx, s, o))
+			}
+			return nil
+		},
+		"renew": func() error {
+			n, d := 20000, 10*time.Second
+			if *quick {
+				n, d = 5000, 4*time.Second
+			}
+			for _, fast := range []string{"", "native", "generic"} {
+				s := bench.Xdhcpd{Bin: *bin, Fast: fast}
+				fmt.Fprintf(stdout, "%s: %d leases, renewing for %v...\n", s.Name(), n, d)
+				r := rig.Renewals(ctx, s, n, d)
+				fmt.Fprintf(stdout, "  %.0f answered/s, loss %.2f%%, wrong %d %s\n", r.Rate, 100*r.Loss, r.Wrong, r.Err)
+				rep.Renew = append(rep.Renew, r)
+			}
+			fmt.Fprintln(stdout, "XDP program cost (BPF_PROG_TEST_RUN)...")
+			cost, err := bench.XDPCost(ctx, 1_000_000)
+			if err != nil {
+				return fmt.Errorf("xdp cost: %w", err)
+			}
+			rep.Cost = cost
+			return nil
+		},
+		"startup": func() error {
+			n := *leases
+			if *quick {
+				n = min(n, 200_000)
+			}
+			fmt.Fprintf(stdout, "writing %d leases and starting xdhcpd...\n", n)
+			res, err := rig.Startup(ctx, x, n)
+			if err != nil {
+				return fmt.Errorf("startup: %w", err)
+			}
+			rep.Startup = res
+			return nil
+		},
+	}
+	order := []string{cmd}
+	if cmd == "all" {
+		order = []string{"compare", "renew", "startup"}
+	}
+	for _, c := range order {
+		f, ok := steps[c]
+		if !ok {
+			fmt.Fprintf(stderr, "xdhcp-bench: unknown command %q\n%s", cmd, usage)
+			return 2
 		}
-		rep.Clients, rep.StepTime = o.Clients, o.StepTime.String()
-		for _, s := range o.Servers {
-			fmt.Fprintf(stdout, "%s (%s):\n", s.Name(), s.Version())
-			rep.Results = append(rep.Results, rig.FindRate(ctx, s, o))
-		}
-	case "renew":
-		n, d := 20000, 10*time.Second
-		if *quick {
-			n, d = 5000, 4*time.Second
-		}
-		for _, fast := range []string{"", "native", "generic"} {
-			s := bench.Xdhcpd{Bin: *bin, Fast: fast}
-			fmt.Fprintf(stdout, "%s: %d leases, renewing for %v...\n", s.Name(), n, d)
-			r := rig.Renewals(ctx, s, n, d)
-			fmt.Fprintf(stdout, "  %.0f answered/s, loss %.2f%%, wrong %d %s\n", r.Rate, 100*r.Loss, r.Wrong, r.Err)
-			rep.Renew = append(rep.Renew, r)
-		}
-		fmt.Fprintln(stdout, "XDP program cost (BPF_PROG_TEST_RUN)...")
-		cost, err := bench.XDPCost(ctx, 1_000_000)
-		if err != nil {
-			fmt.Fprintf(stderr, "xdhcp-bench: xdp cost: %v\n", err)
+		if err := f(); err != nil {
+			fmt.Fprintf(stderr, "xdhcp-bench: %v\n", err)
 			return 1
 		}
-		rep.Cost = cost
-	case "startup":
-		fmt.Fprintf(stdout, "writing %d leases and starting xdhcpd...\n", *leases)
-		res, err := rig.Startup(ctx, x, *leases)
-		if err != nil {
-			fmt.Fprintf(stderr, "xdhcp-bench: startup: %v\n", err)
-			return 1
-		}
-		rep.Startup = res
-	default:
-		fmt.Fprintf(stderr, "xdhcp-bench: unknown command %q\n%s", cmd, usage)
-		return 2
 	}
 	md, err := rep.Write(*out)
 	if err != nil {

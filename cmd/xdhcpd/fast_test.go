@@ -158,8 +158,14 @@ func TestFastPathUdhcpc(t *testing.T) {
 
 func TestFastPathDhcpcd(t *testing.T) {
 	needTools(t, "dhcpcd", "curl", "ethtool")
+	for _, mode := range []string{"native", "generic"} {
+		t.Run(mode, func(t *testing.T) { testFastPathDhcpcd(t, mode) })
+	}
+}
+
+func testFastPathDhcpcd(t *testing.T, mode string) {
 	const mac = "02:00:00:00:0f:02"
-	l, c := fastLab(t, "native", "10m", mac)
+	l, c := fastLab(t, mode, "10m", mac)
 	conf := filepath.Join(l.dir, "dhcpcd.conf")
 	os.WriteFile(conf, []byte("duid\nipv4only\nnoipv4ll\noption domain_name_servers, domain_name, routers\n"), 0o600)
 	t0 := time.Now()
@@ -188,8 +194,14 @@ func TestFastPathDhcpcd(t *testing.T) {
 
 func TestFastPathDhclient(t *testing.T) {
 	needTools(t, "dhclient", "curl", "ethtool")
+	for _, mode := range []string{"native", "generic"} {
+		t.Run(mode, func(t *testing.T) { testFastPathDhclient(t, mode) })
+	}
+}
+
+func testFastPathDhclient(t *testing.T, mode string) {
 	const mac = "02:00:00:00:0f:03"
-	l, c := fastLab(t, "generic", "20s", mac) // T1 10s, T2 17.5s
+	l, c := fastLab(t, mode, "20s", mac) // T1 10s, T2 17.5s
 	lf := filepath.Join(l.dir, "dhclient.leases")
 	pf := filepath.Join(l.dir, "dhclient.pid")
 	t0 := time.Now()
@@ -331,6 +343,9 @@ func TestFastPathKeepsAnsweringAcrossKill9(t *testing.T) {
 	}
 	if got := rn.renew(10); got != 10 {
 		t.Fatalf("%d of 10 renewals ACKed after restart", got)
+	}
+	if !strings.Contains(l.daemon.Output(), "XDP program swapped in place") {
+		t.Fatalf("the restarted daemon did not reuse the pinned link:\n%s", l.daemon.Output())
 	}
 	if !strings.Contains(l.daemon.Output(), "fast path reconciled") {
 		t.Fatalf("no reconciliation logged:\n%s", l.daemon.Output())
