@@ -165,18 +165,11 @@ func (rc *relayConn) renew(ctx context.Context, leases []heldLease, d time.Durat
 				return
 			}
 			for _, m := range rb[:n] {
-				p := m.Buffers[0][:m.N]
-				if len(p) < 240 || p[0] != 2 {
+				if validRenewalAck(m.Buffers[0][:m.N], leases, 3600) {
+					ans.Add(1)
+				} else {
 					bad.Add(1)
-					continue
 				}
-				i := binary.BigEndian.Uint32(p[4:])
-				yi := netip.AddrFrom4([4]byte(p[16:20]))
-				if int(i) >= len(leases) || yi != leases[i].ip {
-					bad.Add(1)
-					continue
-				}
-				ans.Add(1)
 			}
 		}
 	}()
@@ -237,4 +230,25 @@ func (r *Rig) Renewals(ctx context.Context, s Server, n int, d time.Duration) Re
 		res.CPU = cpu / float64(answered) * 1e6
 	}
 	return res
+}
+
+// validRenewalAck checks an answer to a renewal sent by renew: a BOOTREPLY
+// DHCPACK whose xid names a lease we hold, for that lease's address, with
+// a lease time of at most leaseTime and at least half of it (the fast path
+// may cut a grant at the horizon, never to nothing) and a server id.
+func validRenewalAck(p []byte, leases []heldLease, leaseTime uint32) bool {
+	m, err := dhcpv4.FromBytes(p)
+	if err != nil || m.OpCode != dhcpv4.OpcodeBootReply || m.MessageType() != dhcpv4.MessageTypeAck {
+		return false
+	}
+	i := binary.BigEndian.Uint32(m.TransactionID[:])
+	if int(i) >= len(leases) {
+		return false
+	}
+	yi, ok := netip.AddrFromSlice(m.YourIPAddr.To4())
+	if !ok || yi != leases[i].ip || m.ServerIdentifier() == nil {
+		return false
+	}
+	lt := uint32(m.IPAddressLeaseTime(0).Seconds())
+	return lt <= leaseTime && lt >= leaseTime/2
 }

@@ -1,0 +1,68 @@
+package loader
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/xdhcp/xdhcp/internal/netns"
+)
+
+func TestPinReuseSwapAndDetach(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loading and attaching XDP needs root")
+	}
+	ns := netns.ForTest(t, "xl")
+	peer := netns.ForTest(t, "xm")
+	if err := netns.Veth(ns, "lv0", netip.Prefix{}, peer, "lv1", netip.Prefix{}); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xdhcp-loader-test-%d", os.Getpid()))
+	t.Cleanup(func() { DetachAll(dir) })
+
+	err := ns.Do(func() error {
+		p, err := Load(Options{PinDir: dir, MaxLeases: 1024})
+		if err != nil {
+			return err
+		}
+		if p.Reused {
+			return fmt.Errorf("first load reports reused maps")
+		}
+		if m, err := p.Attach("lv0", Generic); err != nil || m != Generic {
+			return fmt.Errorf("attach: %v %v", m, err)
+		}
+		if err := p.Objs.XdhcpConfig.Put(uint32(0), make([]byte, 24)); err != nil {
+			return err
+		}
+		p.Close() // the pins keep the program attached
+
+		p2, err := Load(Options{PinDir: dir, MaxLeases: 1024})
+		if err != nil {
+			return err
+		}
+		defer p2.Close()
+		if !p2.Reused {
+			return fmt.Errorf("second load did not reuse the pinned maps")
+		}
+		if m, err := p2.Attach("lv0", Generic); err != nil || m != "existing" {
+			return fmt.Errorf("second attach should swap into the pinned link: %v %v", m, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := DetachAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("pin directory left behind: %v", err)
+	}
+	out, _ := ns.Exec(t.Context(), "ip", "link", "show", "lv0")
+	if strings.Contains(string(out), "xdp") {
+		t.Fatalf("XDP still attached after DetachAll:\n%s", out)
+	}
+}
