@@ -48,6 +48,11 @@ func (s *Server) Handle(in Incoming) {
 		return
 	}
 
+	if mt == dhcpwire.LeaseQuery {
+		s.leasequery(&p, in)
+		return
+	}
+
 	s.mu.Lock()
 	iface, ok := s.ifaces[in.IfIndex]
 	if !ok {
@@ -395,6 +400,7 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 	}
 	s.leases[ip] = l
 	s.byClient[r.key] = ip
+	s.indexClientLocked(l)
 	r.sub.set.Take(ip)
 	s.expiry.push(ip, l.Expiry)
 	return &pendingAck{l: l.Clone(), out: s.replyTo(r, dhcpwire.Ack, ip, [3]uint32{lt, t1, t2}, true)}

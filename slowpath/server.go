@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -67,6 +68,7 @@ type Settings struct {
 	// lease's promise horizon (DESIGN.md invariant 2); zero while the fast
 	// path is off.
 	HorizonAhead time.Duration
+	Leasequery   Leasequery
 }
 
 // Server answers DHCPv4 messages. Create it with New, then Load and Run.
@@ -83,7 +85,8 @@ type Server struct {
 	subs     *subnets
 	ifaces   map[int]Interface
 	leases   map[netip.Addr]*lease.Lease
-	byClient map[string]netip.Addr // client key → address it most recently held
+	byClient map[string]netip.Addr   // client key → address it most recently held
+	byHW     map[string][]netip.Addr // hardware key → addresses bound to it (may be stale; check)
 	offers   map[netip.Addr]offer
 	offerOf  map[string]netip.Addr // client key → address offered to it
 	offerQ   []offerRef
@@ -122,7 +125,7 @@ func New(c Config) (*Server, error) {
 	}
 	s := &Server{
 		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, m: c.Metrics, now: c.Now,
-		leases: map[netip.Addr]*lease.Lease{}, byClient: map[string]netip.Addr{},
+		leases: map[netip.Addr]*lease.Lease{}, byClient: map[string]netip.Addr{}, byHW: map[string][]netip.Addr{},
 		offers: map[netip.Addr]offer{}, offerOf: map[string]netip.Addr{},
 	}
 	if s.log == nil {
@@ -198,6 +201,16 @@ func (s *Server) Load(ctx context.Context) error {
 // indexClientLocked remembers l as the client's address if it is the most
 // recent binding we know for that client.
 func (s *Server) indexClientLocked(l *lease.Lease) {
+	if len(l.HWAddr) > 0 {
+		// Leasequery by MAC finds bindings whatever client-id they used.
+		hk := lease.ClientKey(nil, l.HWType, l.HWAddr)
+		if ips := s.byHW[hk]; !slices.Contains(ips, l.IP) {
+			if len(ips) >= 8 {
+				ips = ips[1:]
+			}
+			s.byHW[hk] = append(ips, l.IP)
+		}
+	}
 	k := l.ClientKey()
 	if cur, ok := s.byClient[k]; ok && cur != l.IP {
 		if o := s.leases[cur]; o != nil && o.CLTT.After(l.CLTT) {

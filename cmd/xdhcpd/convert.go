@@ -22,6 +22,7 @@ func settingsFrom(c *config.Config) slowpath.Settings {
 	if c.Fastpath.Enabled {
 		s.HorizonAhead = c.Fastpath.Horizon
 	}
+	s.Leasequery = slowpath.Leasequery{Enabled: c.Leasequery.Enabled, Requesters: c.Leasequery.Requesters}
 	return s
 }
 

@@ -1,0 +1,259 @@
+package slowpath
+
+import (
+	"bytes"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// Leasequery settings (RFC 4388).
+type Leasequery struct {
+	Enabled bool
+	// Requesters may query; a query whose giaddr is elsewhere gets no
+	// answer (it would be sent there).
+	Requesters []netip.Prefix
+}
+
+// maxAssociated bounds option 92 (ISC sends at most 40 addresses).
+const maxAssociated = 40
+
+// Query kinds.
+const (
+	byIP = iota + 1
+	byMAC
+	byClientID
+)
+
+// lqQuery is a parsed DHCPLEASEQUERY.
+type lqQuery struct {
+	p    *dhcpwire.Packet
+	in   Incoming
+	kind int
+	key  string // client key for byMAC and byClientID
+}
+
+// parseLeasequery picks the one key a query carries (RFC 4388 §6.1);
+// more than one, or none, makes it unanswerable.
+func parseLeasequery(p *dhcpwire.Packet) (lqQuery, string) {
+	q := lqQuery{p: p}
+	n := 0
+	if !p.CIAddr.IsUnspecified() {
+		q.kind, n = byIP, n+1
+	}
+	if cid, ok := p.Option(dhcpwire.OptClientID); ok {
+		q.kind, q.key, n = byClientID, lease.ClientKey(cid, 0, nil), n+1
+	}
+	if p.HLen > 0 && slices.ContainsFunc(p.CHAddr(), func(b byte) bool { return b != 0 }) {
+		q.kind, q.key, n = byMAC, lease.ClientKey(nil, p.HType, p.CHAddr()), n+1
+	}
+	switch {
+	case n == 0:
+		return q, "leasequery_no_key"
+	case n > 1:
+		return q, "leasequery_ambiguous"
+	}
+	return q, ""
+}
+
+// leasequery answers a DHCPLEASEQUERY. It runs without the server lock
+// held: client lookups may read the per-client history from the store.
+func (s *Server) leasequery(p *dhcpwire.Packet, in Incoming) {
+	set := s.settings()
+	if !set.Leasequery.Enabled {
+		s.dropped("leasequery_disabled", in, nil)
+		return
+	}
+	if p.GIAddr.IsUnspecified() {
+		s.dropped("leasequery_no_giaddr", in, nil)
+		return
+	}
+	if !slices.ContainsFunc(set.Leasequery.Requesters, func(pf netip.Prefix) bool { return pf.Contains(p.GIAddr) }) {
+		s.dropped("leasequery_denied", in, nil)
+		s.log.Warn("leasequery from a requester not in leasequery.requesters", "giaddr", p.GIAddr, "src", in.Src)
+		return
+	}
+	q, bad := parseLeasequery(p)
+	if bad != "" {
+		s.dropped(bad, in, nil)
+		return
+	}
+	q.in = in
+	now := s.now()
+
+	var primary *lease.Lease
+	var others []netip.Addr
+	typ := uint8(dhcpwire.LeaseUnknown)
+	switch q.kind {
+	case byIP:
+		l := s.Lookup(p.CIAddr)
+		switch {
+		case l != nil && l.State == lease.Active:
+			primary, typ = l, dhcpwire.LeaseActive
+		case s.SubnetOf(p.CIAddr).IsValid():
+			typ = dhcpwire.LeaseUnassigned // ours, not bound now
+		}
+	default:
+		active := s.clientActive(q)
+		if len(active) > 0 {
+			primary, typ = active[0], dhcpwire.LeaseActive
+			for _, l := range active[1:] {
+				if len(others) < maxAssociated {
+					others = append(others, l.IP)
+				}
+			}
+		}
+	}
+	out, ok := s.leasequeryReply(q, typ, primary, others, now)
+	if !ok {
+		s.dropped("no_server_id", in, nil)
+		return
+	}
+	s.emit([]Outgoing{out})
+}
+
+// clientActive returns the active leases of the client a query names,
+// most recent transaction first.
+func (s *Server) clientActive(q lqQuery) []*lease.Lease {
+	var ls []*lease.Lease
+	if q.kind == byMAC {
+		ls = s.leasesForHW(q.p.HType, q.p.CHAddr())
+	} else {
+		ls = s.LookupClient(q.key)
+	}
+	ls = slices.DeleteFunc(ls, func(l *lease.Lease) bool { return l.State != lease.Active })
+	slices.SortStableFunc(ls, func(a, b *lease.Lease) int { return b.CLTT.Compare(a.CLTT) })
+	return ls
+}
+
+// leasesForHW returns copies of the leases bound to a hardware address,
+// whatever client identifier they were taken with.
+func (s *Server) leasesForHW(htype uint8, hw []byte) []*lease.Lease {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*lease.Lease
+	for _, ip := range s.byHW[lease.ClientKey(nil, htype, hw)] {
+		if l := s.leases[ip]; l != nil && l.HWType == htype && bytes.Equal(l.HWAddr, hw) {
+			out = append(out, l.Clone())
+		}
+	}
+	return out
+}
+
+// leasequeryReply renders a reply (RFC 4388 §6.4): 53 and 54; for an
+// active binding its address, hardware address, remaining times (51, 58,
+// 59), 91, 92, 61, 60, what option 55 asks for from the subnet's block,
+// and the stored option 82 last. Other replies copy the query's key back.
+func (s *Server) leasequeryReply(q lqQuery, typ uint8, l *lease.Lease, others []netip.Addr, now time.Time) (Outgoing, bool) {
+	p := q.p
+	s.mu.Lock()
+	var sub *Subnet
+	if l != nil {
+		sub = s.subs.forAddr(l.IP)
+	} else if q.kind == byIP {
+		sub = s.subs.forAddr(p.CIAddr)
+	}
+	sid := netip.Addr{}
+	if sub != nil && sub.ServerID.IsValid() {
+		sid = sub.ServerID
+	} else if iface, ok := s.ifaces[q.in.IfIndex]; ok && len(iface.Addrs) > 0 {
+		sid = iface.Addrs[0].Addr()
+	}
+	if !sid.IsValid() && q.in.Dst.IsValid() && !isBroadcast(q.in.Dst) {
+		sid = q.in.Dst
+	}
+	var times [3]uint32
+	var block []byte
+	if sub != nil && l != nil {
+		times[0], times[1], times[2] = leaseTimes(sub, sub.LeaseTime)
+		block = sub.Options
+	}
+	s.mu.Unlock()
+	if !sid.IsValid() {
+		return Outgoing{}, false
+	}
+
+	h := dhcpwire.ReplyHeader(p)
+	h.Flags = 0
+	switch {
+	case l != nil:
+		h.CIAddr = l.IP
+		h.HType, h.HLen = l.HWType, uint8(len(l.HWAddr))
+		h.CHAddr = [16]byte{}
+		copy(h.CHAddr[:], l.HWAddr)
+	case q.kind == byIP:
+		h.CIAddr = p.CIAddr
+	}
+	b := make([]byte, 0, 512)
+	b = dhcpwire.AppendHeader(b, h)
+	b = append(b, dhcpwire.OptMessageType, 1, typ)
+	b = dhcpwire.AppendAddrOption(b, dhcpwire.OptServerID, sid)
+	if l != nil {
+		remain := func(at time.Time) (uint32, bool) {
+			d := at.Sub(now)
+			return uint32(max(d, 0) / time.Second), d > 0
+		}
+		lt, _ := remain(l.Expiry)
+		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptLeaseTime, lt)
+		// T1 and T2 run from the client's last transaction.
+		from := l.CLTT
+		if from.IsZero() {
+			from = l.Start
+		}
+		if t1, ok := remain(from.Add(time.Duration(times[1]) * time.Second)); ok && times[1] > 0 {
+			b = dhcpwire.AppendUint32Option(b, dhcpwire.OptRenewalTime, t1)
+		}
+		if t2, ok := remain(from.Add(time.Duration(times[2]) * time.Second)); ok && times[2] > 0 {
+			b = dhcpwire.AppendUint32Option(b, dhcpwire.OptRebindingTime, t2)
+		}
+		since := uint32(0)
+		if !l.CLTT.IsZero() && now.After(l.CLTT) {
+			since = uint32(now.Sub(l.CLTT) / time.Second)
+		}
+		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptCLTT, since)
+		if len(others) > 0 {
+			v := make([]byte, 0, 4*len(others))
+			for _, a := range others {
+				a4 := a.As4()
+				v = append(v, a4[:]...)
+			}
+			b = dhcpwire.AppendOption(b, dhcpwire.OptAssociatedIP, v)
+		}
+		if len(l.ClientID) > 0 {
+			b = dhcpwire.AppendOption(b, dhcpwire.OptClientID, l.ClientID)
+		}
+		if len(l.VendorClass) > 0 {
+			b = dhcpwire.AppendOption(b, dhcpwire.OptVendorClass, l.VendorClass)
+		}
+		b = append(b, requested(block, p)...)
+		if len(l.RelayInfo) > 0 {
+			b = dhcpwire.AppendOption(b, dhcpwire.OptRelayAgentInfo, l.RelayInfo)
+		}
+	} else if cid, ok := p.Option(dhcpwire.OptClientID); ok {
+		b = dhcpwire.AppendOption(b, dhcpwire.OptClientID, cid)
+	}
+	return Outgoing{
+		Payload: finish(b), IfIndex: q.in.IfIndex, Src: q.in.Dst, Type: typ,
+		Dst: netip.AddrPortFrom(p.GIAddr, 67),
+	}, true
+}
+
+// requested returns the options of a subnet's block that option 55 asks for.
+func requested(block []byte, p *dhcpwire.Packet) []byte {
+	prl, ok := p.Option(dhcpwire.OptParamRequest)
+	if !ok {
+		return nil
+	}
+	var out []byte
+	for i := 0; i+1 < len(block); {
+		n := int(block[i+1])
+		if slices.Contains(prl, block[i]) {
+			out = append(out, block[i:i+2+n]...)
+		}
+		i += 2 + n
+	}
+	return out
+}

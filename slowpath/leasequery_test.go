@@ -1,0 +1,242 @@
+package slowpath
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+var requester = netip.MustParseAddr("10.78.0.2")
+
+// RFC 4388 message types (insomniacslk/dhcp names only RFC 2132's).
+const (
+	mtLeaseQuery      = dhcpv4.MessageType(10)
+	mtLeaseUnassigned = dhcpv4.MessageType(11)
+	mtLeaseUnknown    = dhcpv4.MessageType(12)
+	mtLeaseActive     = dhcpv4.MessageType(13)
+)
+
+func lqFixture(t *testing.T) *fixture {
+	f := newFixture(t)
+	f.srv.mu.Lock()
+	f.srv.set.Leasequery = Leasequery{Enabled: true, Requesters: []netip.Prefix{netip.PrefixFrom(requester, 32)}}
+	f.srv.mu.Unlock()
+	return f
+}
+
+// query sends a DHCPLEASEQUERY from giaddr and returns the reply, if any.
+func (f *fixture) query(giaddr netip.Addr, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	f.t.Helper()
+	m, err := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithMessageType(mtLeaseQuery), dhcpv4.WithHwAddr(nil)}, mods...)...)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	m.ClientHWAddr = nil
+	if giaddr.IsValid() {
+		m.GatewayIPAddr = giaddr.AsSlice()
+	}
+	for _, mod := range mods { // modifiers may set a hardware address
+		mod(m)
+	}
+	got := f.send(m, srvAddr)
+	switch len(got) {
+	case 0:
+		return nil
+	case 1:
+		if f.lastOut.Dst != netip.AddrPortFrom(giaddr, 67) {
+			f.t.Fatalf("leasequery reply sent to %s, want %s:67", f.lastOut.Dst, giaddr)
+		}
+		if got[0].TransactionID != m.TransactionID || !got[0].GatewayIPAddr.Equal(m.GatewayIPAddr) {
+			f.t.Fatalf("reply does not match the query (xid, giaddr)")
+		}
+		return got[0]
+	}
+	f.t.Fatalf("%d replies", len(got))
+	return nil
+}
+
+func byMACMod(hw net.HardwareAddr) dhcpv4.Modifier {
+	return func(m *dhcpv4.DHCPv4) { m.HWType = 1; m.ClientHWAddr = hw }
+}
+
+func u32(b []byte) uint32 {
+	if len(b) != 4 {
+		return 0xffffffff
+	}
+	return binary.BigEndian.Uint32(b)
+}
+
+func TestLeasequeryActiveByIPMACAndClientID(t *testing.T) {
+	f := lqFixture(t)
+	opt82 := []byte{1, 4, 'p', 'o', 'r', 't', 2, 3, 'c', 'p', 'e'}
+	cid := []byte{1, 2, 0, 0, 0, 1, 1}
+	relayMods := []dhcpv4.Modifier{
+		dhcpv4.WithGatewayIP(relayAddr.AsSlice()),
+		dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: opt82}}),
+		dhcpv4.WithOption(dhcpv4.OptClientIdentifier(cid)),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("docsis3.1")),
+	}
+	ack := f.dora(mac(1), relayMods...)
+	ip := ack.YourIPAddr
+	f.now = f.now.Add(10 * time.Minute)
+
+	check := func(what string, r *dhcpv4.DHCPv4) {
+		t.Helper()
+		if r == nil || r.MessageType() != mtLeaseActive {
+			t.Fatalf("%s: want LEASEACTIVE, got %v", what, r)
+		}
+		if !r.ClientIPAddr.Equal(ip) || !bytes.Equal(r.ClientHWAddr, mac(1)) || r.HWType != 1 {
+			t.Fatalf("%s: ciaddr %s chaddr %s", what, r.ClientIPAddr, r.ClientHWAddr)
+		}
+		if lt := u32(r.Options.Get(dhcpv4.OptionIPAddressLeaseTime)); lt != 3000 {
+			t.Errorf("%s: lease time remaining %d, want 3000", what, lt)
+		}
+		if t1 := u32(r.Options.Get(dhcpv4.OptionRenewTimeValue)); t1 != 1200 {
+			t.Errorf("%s: T1 remaining %d, want 1200", what, t1)
+		}
+		if t2 := u32(r.Options.Get(dhcpv4.OptionRebindingTimeValue)); t2 != 3150-600 {
+			t.Errorf("%s: T2 remaining %d", what, t2)
+		}
+		if since := u32(r.Options.Get(dhcpv4.GenericOptionCode(91))); since != 600 {
+			t.Errorf("%s: client-last-transaction-time %d, want 600", what, since)
+		}
+		if !bytes.Equal(r.Options.Get(dhcpv4.OptionClientIdentifier), cid) || string(r.Options.Get(dhcpv4.OptionClassIdentifier)) != "docsis3.1" {
+			t.Errorf("%s: client id %x vendor class %q", what, r.Options.Get(dhcpv4.OptionClientIdentifier), r.Options.Get(dhcpv4.OptionClassIdentifier))
+		}
+		var order []uint8
+		raw := f.lastOut.Payload // as sent: the library re-sorts options
+		for i := 240; i < len(raw) && raw[i] != 255; i += 2 + int(raw[i+1]) {
+			order = append(order, raw[i])
+		}
+		if order[0] != 53 || order[1] != 54 || order[len(order)-1] != 82 || !bytes.Equal(r.Options.Get(dhcpv4.OptionRelayAgentInformation), opt82) {
+			t.Errorf("%s: option order %v, 82 %x", what, order, r.Options.Get(dhcpv4.OptionRelayAgentInformation))
+		}
+	}
+	check("by IP", f.query(requester, dhcpv4.WithClientIP(ip)))
+	check("by MAC", f.query(requester, byMACMod(mac(1))))
+	check("by client-id", f.query(requester, dhcpv4.WithOption(dhcpv4.OptClientIdentifier(cid))))
+
+	// The parameter request list brings the subnet's options along.
+	r := f.query(requester, dhcpv4.WithClientIP(ip), dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask))
+	if m := r.Options.Get(dhcpv4.OptionSubnetMask); !bytes.Equal(m, []byte{255, 255, 0, 0}) {
+		t.Errorf("requested subnet mask: %x", m)
+	}
+}
+
+func TestLeasequeryMACWithTwoAddressesListsTheOtherIn92(t *testing.T) {
+	f := lqFixture(t)
+	first := f.dora(mac(2)) // on the LAN
+	f.now = f.now.Add(time.Minute)
+	second := f.dora(mac(2), dhcpv4.WithGatewayIP(relayAddr.AsSlice())) // and behind the relay
+	r := f.query(requester, byMACMod(mac(2)))
+	if r == nil || r.MessageType() != mtLeaseActive || !r.ClientIPAddr.Equal(second.YourIPAddr) {
+		t.Fatalf("want ACTIVE for the newest binding %s, got %v", second.YourIPAddr, r)
+	}
+	if a := r.Options.Get(dhcpv4.GenericOptionCode(92)); !bytes.Equal(a, first.YourIPAddr.To4()) {
+		t.Fatalf("associated-ip %v, want %s", a, first.YourIPAddr)
+	}
+	// A query by IP never lists associated addresses.
+	if r := f.query(requester, dhcpv4.WithClientIP(first.YourIPAddr)); r.Options.Has(dhcpv4.GenericOptionCode(92)) {
+		t.Fatal("option 92 in a reply to a query by IP")
+	}
+}
+
+func TestLeasequeryUnassignedAndUnknown(t *testing.T) {
+	f := lqFixture(t)
+	released := f.dora(mac(3))
+	f.send(msg(t, dhcpv4.MessageTypeRelease, mac(3), dhcpv4.WithClientIP(released.YourIPAddr)), srvAddr)
+	expired := f.dora(mac(4))
+	f.now = f.now.Add(2 * time.Hour)
+	f.srv.Sweep()
+
+	for _, tc := range []struct {
+		name string
+		mods []dhcpv4.Modifier
+		want dhcpv4.MessageType
+	}{
+		{"free pool address", []dhcpv4.Modifier{dhcpv4.WithClientIP(net.IP{10, 77, 0, 108})}, mtLeaseUnassigned},
+		{"reserved, not leased", []dhcpv4.Modifier{dhcpv4.WithClientIP(net.IP{10, 77, 0, 42})}, mtLeaseUnassigned},
+		{"released", []dhcpv4.Modifier{dhcpv4.WithClientIP(released.YourIPAddr)}, mtLeaseUnassigned},
+		{"expired", []dhcpv4.Modifier{dhcpv4.WithClientIP(expired.YourIPAddr)}, mtLeaseUnassigned},
+		{"foreign", []dhcpv4.Modifier{dhcpv4.WithClientIP(net.IP{192, 0, 2, 1})}, mtLeaseUnknown},
+		{"unknown MAC", []dhcpv4.Modifier{byMACMod(mac(99))}, mtLeaseUnknown},
+		{"MAC of an expired lease", []dhcpv4.Modifier{byMACMod(mac(4))}, mtLeaseUnknown},
+		{"unknown client-id", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{0, 1, 2}))}, mtLeaseUnknown},
+	} {
+		r := f.query(requester, tc.mods...)
+		if r == nil || r.MessageType() != tc.want {
+			t.Errorf("%s: got %v, want %s", tc.name, r, tc.want)
+			continue
+		}
+		if r.Options.Has(dhcpv4.OptionIPAddressLeaseTime) {
+			t.Errorf("%s: lease time in a %s", tc.name, tc.want)
+		}
+	}
+}
+
+func TestLeasequeryRefusals(t *testing.T) {
+	f := lqFixture(t)
+	ack := f.dora(mac(5))
+	ip := ack.YourIPAddr
+	for _, tc := range []struct {
+		name   string
+		giaddr netip.Addr
+		mods   []dhcpv4.Modifier
+		reason string
+	}{
+		{"no giaddr", netip.Addr{}, []dhcpv4.Modifier{dhcpv4.WithClientIP(ip)}, "leasequery_no_giaddr"},
+		{"requester not allowed", netip.MustParseAddr("10.78.0.3"), []dhcpv4.Modifier{dhcpv4.WithClientIP(ip)}, "leasequery_denied"},
+		{"two keys", requester, []dhcpv4.Modifier{dhcpv4.WithClientIP(ip), byMACMod(mac(5))}, "leasequery_ambiguous"},
+		{"no key", requester, nil, "leasequery_no_key"},
+	} {
+		before := testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues(tc.reason))
+		if r := f.query(tc.giaddr, tc.mods...); r != nil {
+			t.Errorf("%s: answered %v", tc.name, r)
+		}
+		if got := testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues(tc.reason)); got != before+1 {
+			t.Errorf("%s: %s counted %v -> %v", tc.name, tc.reason, before, got)
+		}
+	}
+	f.srv.mu.Lock()
+	f.srv.set.Leasequery.Enabled = false
+	f.srv.mu.Unlock()
+	if r := f.query(requester, dhcpv4.WithClientIP(ip)); r != nil {
+		t.Error("answered with leasequery disabled")
+	}
+}
+
+// FuzzLeasequery sends arbitrary bytes as a DHCPLEASEQUERY from an allowed
+// requester: nothing may panic, change a lease, or answer anywhere but
+// giaddr:67 with something unparseable.
+func FuzzLeasequery(f *testing.F) {
+	seed := func(mods ...dhcpv4.Modifier) []byte {
+		m, _ := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithMessageType(mtLeaseQuery), dhcpv4.WithGatewayIP(requester.AsSlice())}, mods...)...)
+		return m.ToBytes()
+	}
+	f.Add(seed(dhcpv4.WithClientIP(net.IP{10, 77, 0, 100})))
+	f.Add(seed(dhcpv4.WithHwAddr(mac(1))))
+	f.Add(seed(dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{1, 2, 3}))))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fx := lqFixture(t)
+		fx.dora(mac(1))
+		before := len(fx.store.leases)
+		fx.srv.Handle(Incoming{Data: b, Src: netip.MustParseAddrPort("10.78.0.2:67"), Dst: srvAddr, IfIndex: 7})
+		for _, o := range fx.out.take() {
+			if _, err := dhcpv4.FromBytes(o.Payload); err != nil {
+				t.Fatalf("unparseable reply: %v", err)
+			}
+			if o.Type >= 10 && o.Dst != netip.AddrPortFrom(requester, 67) {
+				t.Fatalf("leasequery reply sent to %s", o.Dst)
+			}
+		}
+		if len(fx.store.leases) < before {
+			t.Fatal("a query changed the lease table")
+		}
+	})
+}
