@@ -4,6 +4,7 @@
 //	xdhcpctl [--socket PATH] lease get IP|MAC|CLIENT-ID [--json]
 //	xdhcpctl [--socket PATH] stats
 //	xdhcpctl [--socket PATH] reload
+//	xdhcpctl leasequery --server ADDR --giaddr ADDR (--ip IP | --mac MAC | --client-id HEX | --relay-id HEX | --remote-id HEX) [--bulk] [--json]
 package main
 
 import (
@@ -25,6 +26,9 @@ commands:
   lease get IP|MAC|CLIENT-ID [--json]   show the leases of an address or client
   stats                                 server statistics (JSON)
   reload                                re-read the configuration (like SIGHUP)
+  leasequery --server ADDR --giaddr ADDR (--ip IP | --mac MAC | --client-id HEX | --relay-id HEX | --remote-id HEX) [--bulk] [--json]
+                                        ask any RFC 4388 server (UDP, sent from giaddr:67) or,
+                                        with --bulk, an RFC 6926 server over TCP
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -50,6 +54,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	sub.SetOutput(stderr)
 	asJSON := sub.Bool("json", false, "print JSON")
 	fail := func(err error) int { fmt.Fprintf(stderr, "xdhcpctl: %v\n", err); return 1 }
+	if cmd == "leasequery" {
+		return leasequery(ctx, rest, stdout, stderr)
+	}
 	switch cmd {
 	case "leases":
 		if err := sub.Parse(rest); err != nil || sub.NArg() > 0 {

@@ -30,6 +30,9 @@ fastpath:
   mode: {{MODE}}
   min-grant: 10s
   pin-dir: {{PIN}}
+leasequery:
+  enabled: true
+  requesters: [10.77.0.2/32]
 subnets:
   - subnet: 10.77.0.0/24
     pools: [{{POOL}}]

@@ -64,6 +64,13 @@ const (
 	OptCLTT              = 91
 	OptAssociatedIP      = 92
 	OptSubnetSelection   = 118
+	OptStatusCode        = 151 // RFC 6926
+	OptBaseTime          = 152
+	OptStartTimeOfState  = 153
+	OptQueryStartTime    = 154
+	OptQueryEndTime      = 155
+	OptDHCPState         = 156
+	OptDataSource        = 157
 	OptEnd               = 255
 	SubOptCircuitID      = 1
 	SubOptRemoteID       = 2

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/xdhcp/xdhcp/internal/lqclient"
+)
+
+// leasequery runs `xdhcpctl leasequery`.
+func leasequery(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("xdhcpctl leasequery", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	server := fs.String("server", "", "server address (port 67 unless given)")
+	giaddr := fs.String("giaddr", "", "our address, put in giaddr; UDP replies come back to it")
+	ip := fs.String("ip", "", "query by IP address")
+	mac := fs.String("mac", "", "query by hardware address")
+	cid := fs.String("client-id", "", "query by client identifier (hex, colons allowed)")
+	relayID := fs.String("relay-id", "", "bulk: query by relay-id, 82.12 (hex)")
+	remoteID := fs.String("remote-id", "", "bulk: query by remote-id, 82.2 (hex)")
+	bulk := fs.Bool("bulk", false, "RFC 6926 bulk leasequery over TCP")
+	asJSON := fs.Bool("json", false, "print JSON")
+	timeout := fs.Duration("wait", 3*time.Second, "how long to wait for answers")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	bad := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "xdhcpctl leasequery: "+format+"\n", a...)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return bad("unexpected argument %q", fs.Arg(0))
+	}
+	q := lqclient.Query{XID: rand.Uint32()}
+	var err error
+	if q.Server, err = parseServer(*server); err != nil {
+		return bad("--server: %v", err)
+	}
+	if *giaddr != "" {
+		if q.GIAddr, err = netip.ParseAddr(*giaddr); err != nil || !q.GIAddr.Is4() {
+			return bad("--giaddr %q is not an IPv4 address", *giaddr)
+		}
+	} else if !*bulk {
+		return bad("--giaddr is required for UDP queries")
+	}
+	if *ip != "" {
+		if q.IP, err = netip.ParseAddr(*ip); err != nil || !q.IP.Is4() {
+			return bad("--ip %q is not an IPv4 address", *ip)
+		}
+	}
+	if *mac != "" {
+		if q.MAC, err = net.ParseMAC(*mac); err != nil {
+			return bad("--mac: %v", err)
+		}
+	}
+	for _, f := range []struct {
+		name, val string
+		dst       *[]byte
+	}{{"client-id", *cid, &q.ClientID}, {"relay-id", *relayID, &q.RelayID}, {"remote-id", *remoteID, &q.RemoteID}} {
+		if f.val == "" {
+			continue
+		}
+		if *f.dst, err = hex.DecodeString(strings.ReplaceAll(f.val, ":", "")); err != nil || len(*f.dst) == 0 || len(*f.dst) > 255 {
+			return bad("--%s %q is not 1 to 255 bytes of hex", f.name, f.val)
+		}
+	}
+	if _, err := q.Message(*bulk); err != nil {
+		return bad("%v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	print := func(r *lqclient.Reply) error {
+		if *asJSON {
+			b, _ := json.Marshal(r)
+			fmt.Fprintln(stdout, string(b))
+		} else {
+			fmt.Fprintln(stdout, r)
+		}
+		return nil
+	}
+	if *bulk {
+		err = lqclient.Bulk(ctx, q, print)
+	} else {
+		var r *lqclient.Reply
+		if r, err = lqclient.UDP(ctx, q); err == nil {
+			err = print(r)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "xdhcpctl leasequery: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func parseServer(s string) (netip.AddrPort, error) {
+	if s == "" {
+		return netip.AddrPort{}, errors.New("required")
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return netip.AddrPort{}, fmt.Errorf("%q is not an IPv4 address[:port]", s)
+	}
+	return netip.AddrPortFrom(a, 67), nil
+}
