@@ -192,28 +192,7 @@ func (s *Server) leasequeryReply(q lqQuery, typ uint8, l *lease.Lease, others []
 	b = append(b, dhcpwire.OptMessageType, 1, typ)
 	b = dhcpwire.AppendAddrOption(b, dhcpwire.OptServerID, sid)
 	if l != nil {
-		remain := func(at time.Time) (uint32, bool) {
-			d := at.Sub(now)
-			return uint32(max(d, 0) / time.Second), d > 0
-		}
-		lt, _ := remain(l.Expiry)
-		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptLeaseTime, lt)
-		// T1 and T2 run from the client's last transaction.
-		from := l.CLTT
-		if from.IsZero() {
-			from = l.Start
-		}
-		if t1, ok := remain(from.Add(time.Duration(times[1]) * time.Second)); ok && times[1] > 0 {
-			b = dhcpwire.AppendUint32Option(b, dhcpwire.OptRenewalTime, t1)
-		}
-		if t2, ok := remain(from.Add(time.Duration(times[2]) * time.Second)); ok && times[2] > 0 {
-			b = dhcpwire.AppendUint32Option(b, dhcpwire.OptRebindingTime, t2)
-		}
-		since := uint32(0)
-		if !l.CLTT.IsZero() && now.After(l.CLTT) {
-			since = uint32(now.Sub(l.CLTT) / time.Second)
-		}
-		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptCLTT, since)
+		b = appendLeaseTimes(b, l, now, times[1], times[2])
 		if len(others) > 0 {
 			v := make([]byte, 0, 4*len(others))
 			for _, a := range others {
@@ -256,4 +235,31 @@ func requested(block []byte, p *dhcpwire.Packet) []byte {
 		i += 2 + n
 	}
 	return out
+}
+
+// appendLeaseTimes adds 51, 58 and 59 as time remaining from now (58 and
+// 59 only while still ahead, counted from the client's last transaction)
+// and 91 as seconds since that transaction.
+func appendLeaseTimes(b []byte, l *lease.Lease, now time.Time, t1, t2 uint32) []byte {
+	remain := func(at time.Time) (uint32, bool) {
+		d := at.Sub(now)
+		return uint32(max(d, 0) / time.Second), d > 0
+	}
+	lt, _ := remain(l.Expiry)
+	b = dhcpwire.AppendUint32Option(b, dhcpwire.OptLeaseTime, lt)
+	from := l.CLTT
+	if from.IsZero() {
+		from = l.Start
+	}
+	if r, ok := remain(from.Add(time.Duration(t1) * time.Second)); ok && t1 > 0 {
+		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptRenewalTime, r)
+	}
+	if r, ok := remain(from.Add(time.Duration(t2) * time.Second)); ok && t2 > 0 {
+		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptRebindingTime, r)
+	}
+	since := uint32(0)
+	if !l.CLTT.IsZero() && now.After(l.CLTT) {
+		since = uint32(now.Sub(l.CLTT) / time.Second)
+	}
+	return dhcpwire.AppendUint32Option(b, dhcpwire.OptCLTT, since)
 }

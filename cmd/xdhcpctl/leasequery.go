@@ -22,7 +22,7 @@ func leasequery(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs := flag.NewFlagSet("xdhcpctl leasequery", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	server := fs.String("server", "", "server address (port 67 unless given)")
-	giaddr := fs.String("giaddr", "", "our address, put in giaddr; UDP replies come back to it")
+	giaddr := fs.String("giaddr", "", "our address: put in giaddr for UDP (replies come back to it); the source address for --bulk")
 	ip := fs.String("ip", "", "query by IP address")
 	mac := fs.String("mac", "", "query by hardware address")
 	cid := fs.String("client-id", "", "query by client identifier (hex, colons allowed)")

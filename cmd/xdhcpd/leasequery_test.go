@@ -94,8 +94,9 @@ func TestLeasequery(t *testing.T) {
 	l.sh(c, "ip addr add 10.77.0.2/24 dev eth0 && ip addr add 10.77.0.3/24 dev eth0")
 	hw, _ := net.ParseMAC(mac)
 
-	// Renew through XDP, then ask a second later: the answer reflects it.
-	time.Sleep(2 * time.Second)
+	// Renew through XDP, then ask a second later: the answer reflects it
+	// (without the renewal the last transaction would be 5 s old).
+	time.Sleep(4 * time.Second)
 	fast := l.fastReplies()
 	if got := (renewer{t, c, netip.MustParseAddr(li.IP), hw}).renew(1); got != 1 || l.fastReplies() <= fast {
 		t.Fatal("renewal not answered by XDP")
@@ -105,7 +106,7 @@ func TestLeasequery(t *testing.T) {
 	if r == nil || r.Type != "leaseactive" || r.IP != li.IP || r.HWAddr != mac || r.ClientID != "01:"+mac || r.ServerID != "10.77.0.1" {
 		t.Fatalf("by IP after an XDP renewal: %+v", r)
 	}
-	if r.SinceLast == nil || *r.SinceLast > 1 || r.LeaseTime == nil || *r.LeaseTime < 597 {
+	if r.SinceLast == nil || *r.SinceLast > 2 || r.LeaseTime == nil || *r.LeaseTime < 597 {
 		t.Fatalf("the reply does not reflect the XDP renewal a second ago: since %v, remaining %v", r.SinceLast, r.LeaseTime)
 	}
 
@@ -115,6 +116,21 @@ func TestLeasequery(t *testing.T) {
 	}
 	if l.metric(`xdhcp_slowpath_dropped_total{reason="leasequery_denied"}`) != 1 {
 		t.Fatal("refused query not counted")
+	}
+
+	// Bulk over TCP (RFC 6926), by MAC and by client-id.
+	for _, key := range [][]string{{"--mac", mac}, {"--client-id", "01:" + mac}} {
+		out, err := c.Exec(context.Background(), append([]string{l.ctl, "leasequery", "--bulk", "--server", "10.77.0.1", "--giaddr", "10.77.0.2", "--json"}, key...)...)
+		if err != nil {
+			t.Fatalf("bulk %v: %v\n%s", key, err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		var first, last lqclient.Reply
+		json.Unmarshal([]byte(lines[0]), &first)
+		json.Unmarshal([]byte(lines[len(lines)-1]), &last)
+		if len(lines) != 2 || first.Type != "leaseactive" || first.IP != li.IP || last.Type != "leasequerydone" || last.Status != nil {
+			t.Fatalf("bulk %v:\n%s", key, out)
+		}
 	}
 
 	got := askAll(l, c, li.IP, mac)
@@ -209,4 +225,11 @@ subnet 10.77.0.0 netmask 255.255.255.0 {
 	}
 	l.sh(c, "ip addr add 10.77.0.2/24 dev eth0")
 	return iscLab{replies: askAll(l, c, m[1], mac)}
+}
+
+func deref(p *uint32) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }

@@ -154,6 +154,16 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	if fp != nil {
 		fp.run(runCtx, srv, goOwned)
 	}
+	if lq := cfg.Leasequery; lq.Enabled && lq.TCPListen != "" {
+		ln, err := net.Listen("tcp4", lq.TCPListen)
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return fmt.Errorf("bulk leasequery listener: %w", err)
+		}
+		opts := slowpath.BulkOptions{MaxConnsPerRequester: lq.MaxConnsPerRequester, IdleTimeout: lq.IdleTimeout}
+		goOwned("bulk leasequery", func(ctx context.Context) error { return srv.ServeBulk(ctx, ln, opts) })
+	}
 	if addr := cfg.Server.MetricsListen; addr != "" {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {

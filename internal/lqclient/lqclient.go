@@ -21,7 +21,7 @@ import (
 // Query says what to ask. Exactly one key is set.
 type Query struct {
 	Server   netip.AddrPort
-	GIAddr   netip.Addr // our address; UDP replies come back to it
+	GIAddr   netip.Addr // our address: UDP replies come back to it; TCP connects from it
 	IP       netip.Addr
 	MAC      net.HardwareAddr
 	ClientID []byte
@@ -152,6 +152,11 @@ func Bulk(ctx context.Context, q Query, fn func(*Reply) error) error {
 		return err
 	}
 	var d net.Dialer
+	if q.GIAddr.IsValid() {
+		// The server checks the connection's source against its
+		// requester list: speak from the address we were told is ours.
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(q.GIAddr, 0))
+	}
 	c, err := d.DialContext(ctx, "tcp4", q.Server.String())
 	if err != nil {
 		return fmt.Errorf("connecting to %s: %w", q.Server, err)
