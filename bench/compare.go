@@ -180,16 +180,17 @@ func (r *Rig) FindRate(ctx context.Context, s Server, o CompareOptions) ServerRe
 
 // Report is a whole comparison, as written to bench/results.
 type Report struct {
-	Date     time.Time      `json:"date"`
-	Host     string         `json:"host"`
-	Kernel   string         `json:"kernel"`
-	CPU      string         `json:"cpu"`
-	Clients  int            `json:"clients"`
-	StepTime string         `json:"step-time"`
-	Results  []ServerResult `json:"results"`
-	Startup  *StartupResult `json:"startup,omitempty"`
-	Renew    []RenewResult  `json:"renew,omitempty"`
-	Cost     []CostResult   `json:"xdp-cost,omitempty"`
+	Date     time.Time         `json:"date"`
+	Host     string            `json:"host"`
+	Kernel   string            `json:"kernel"`
+	CPU      string            `json:"cpu"`
+	Clients  int               `json:"clients"`
+	StepTime string            `json:"step-time"`
+	Results  []ServerResult    `json:"results"`
+	Startup  *StartupResult    `json:"startup,omitempty"`
+	Renew    []RenewResult     `json:"renew,omitempty"`
+	Cost     []CostResult      `json:"xdp-cost,omitempty"`
+	LQ       *LeasequeryResult `json:"leasequery,omitempty"`
 }
 
 // Environment fills in host facts.
@@ -272,6 +273,13 @@ func (rep *Report) Markdown() string {
 		b.WriteString("\n## XDP program cost per renewal (BPF_PROG_TEST_RUN, warm, request restored before each run)\n\n| case | runs | measured ns | wrapper baseline ns | program ns/packet |\n|---|---|---|---|---|\n")
 		for _, c := range rep.Cost {
 			fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %.0f |\n", c.Case, c.Runs, c.Measured, c.Baseline, c.Cost)
+		}
+	}
+	if q := rep.LQ; q != nil {
+		fmt.Fprintf(&b, "\n## Leasequery (xdhcpd, %d leases)\n\n| UDP by IP answered/s (open loop) | sent | answered | wrong | bulk leases streamed/s (TCP, by relay-id) | streamed |\n|---|---|---|---|---|---|\n| %.0f | %d | %d | %d | %.0f | %d |\n",
+			q.Leases, q.UDPRate, q.UDPSent, q.UDPAnswered, q.UDPWrong, q.BulkRate, q.BulkStreamed)
+		if q.Err != "" {
+			fmt.Fprintf(&b, "\nerror: %s\n", q.Err)
 		}
 	}
 	if s := rep.Startup; s != nil {

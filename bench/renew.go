@@ -140,6 +140,14 @@ func (rc *relayConn) renew(ctx context.Context, leases []heldLease, d time.Durat
 	for i, l := range leases {
 		msgs[i] = Renewal{CIAddr: l.ip, MAC: l.mac, GIAddr: giaddr, Server: server, XID: uint32(i)}.Payload()
 	}
+	return rc.blast(ctx, msgs, d, func(p []byte) bool { return validRenewalAck(p, leases, 3600) })
+}
+
+// blast sends msgs round-robin to the server, open loop and as fast as the
+// socket takes batches of them, for d, while a receiver reads answers in
+// batches and sorts them with valid. Answers arriving within half a second
+// after the end still count.
+func (rc *relayConn) blast(ctx context.Context, msgs [][]byte, d time.Duration, valid func([]byte) bool) (sent, answered, wrong int64) {
 	var ans, bad atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -165,7 +173,7 @@ func (rc *relayConn) renew(ctx context.Context, leases []heldLease, d time.Durat
 				return
 			}
 			for _, m := range rb[:n] {
-				if validRenewalAck(m.Buffers[0][:m.N], leases, 3600) {
+				if valid(m.Buffers[0][:m.N]) {
 					ans.Add(1)
 				} else {
 					bad.Add(1)

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 	"net"
 	"net/netip"
 	"os"
@@ -33,6 +34,9 @@ func WriteLeases(ctx context.Context, path string, n int) error {
 	go func() { done <- s.Run(rctx) }()
 	defer func() { cancel(); <-done; s.Close() }()
 	now := time.Now()
+	// Every lease came through one relay: its relay-id (82.12) is what a
+	// bulk leasequery asks for.
+	relayInfo := dhcpwire.AppendOption(nil, dhcpwire.SubOptRelayID, benchRelayID)
 	batch := make([]*lease.Lease, 0, 50000)
 	for i := range n {
 		v := uint32(0x0a000001 + i)
@@ -41,6 +45,7 @@ func WriteLeases(ctx context.Context, path string, n int) error {
 			HWType: 1, HWAddr: net.HardwareAddr{2, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)},
 			Start: now, Expiry: now.Add(24 * time.Hour), CLTT: now, StateAt: now,
 			GIAddr: netip.MustParseAddr(Giaddr), ServerID: netip.MustParseAddr(ServerAddr),
+			RelayInfo: relayInfo,
 		})
 		if len(batch) == cap(batch) || i == n-1 {
 			if err := s.Put(ctx, batch...); err != nil {

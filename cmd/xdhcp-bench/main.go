@@ -21,6 +21,7 @@ import (
 const usage = `usage:
   xdhcp-bench all --xdhcpd PATH [--quick] [--out DIR]         everything below, in one report
   xdhcp-bench compare --xdhcpd PATH [--quick] [--servers xdhcpd,kea,dhcpd] [--clients N] [--step 30s] [--out DIR]
+  xdhcp-bench leasequery --xdhcpd PATH [--quick] [--out DIR]   UDP leasequery/s and bulk leases/s
   xdhcp-bench startup --xdhcpd PATH [--leases 1000000] [--out DIR]
   xdhcp-bench renew --xdhcpd PATH [--quick] [--out DIR]     renewals/s with XDP native, generic and off; XDP cost per packet
 Runs as root: it creates network namespaces.
@@ -118,6 +119,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 			rep.Cost = cost
 			return nil
 		},
+		"leasequery": func() error {
+			n, d := 100_000, 10*time.Second
+			if *quick {
+				n, d = 20_000, 3*time.Second
+			}
+			fmt.Fprintf(stdout, "leasequery: %d leases...\n", n)
+			res := rig.Leasequery(ctx, x, n, d)
+			fmt.Fprintf(stdout, "  UDP %.0f answered/s, bulk %.0f leases/s %s\n", res.UDPRate, res.BulkRate, res.Err)
+			rep.LQ = &res
+			return nil
+		},
 		"startup": func() error {
 			n := *leases
 			if *quick {
@@ -134,7 +146,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	order := []string{cmd}
 	if cmd == "all" {
-		order = []string{"compare", "renew", "startup"}
+		order = []string{"compare", "renew", "leasequery", "startup"}
 	}
 	for _, c := range order {
 		f, ok := steps[c]
