@@ -28,8 +28,12 @@ type RenewResult struct {
 	Wrong    int64   `json:"wrong"`
 	Rate     float64 `json:"answered-per-second"`
 	Loss     float64 `json:"loss"`
-	CPU      float64 `json:"server-cpu-seconds-per-million"`
-	Err      string  `json:"error,omitempty"`
+	// LowLoss is the answered rate at the highest offered rate (LowLossAt)
+	// with at most 0.1% loss.
+	LowLoss   float64 `json:"answered-per-second-at-0.1pct-loss"`
+	LowLossAt int     `json:"offered-rate-at-0.1pct-loss"`
+	CPU       float64 `json:"server-cpu-seconds-per-million"`
+	Err       string  `json:"error,omitempty"`
 }
 
 // heldLease is one client the generator holds.
@@ -133,6 +137,13 @@ func (rc *relayConn) acquire(ctx context.Context, n int) ([]heldLease, error) {
 // fast as the socket takes them, for d; a receiver counts and validates
 // the ACKs (xid, yiaddr) in batches.
 func (rc *relayConn) renew(ctx context.Context, leases []heldLease, d time.Duration) (sent, answered, wrong int64) {
+	msgs, valid := renewals(leases)
+	return rc.blast(ctx, msgs, d, valid)
+}
+
+// renewals builds one relayed renewal per lease (the xid carries the
+// lease's index) and the check of their answers.
+func renewals(leases []heldLease) ([][]byte, func([]byte) bool) {
 	giaddr := netip.MustParseAddr(Giaddr)
 	server := netip.MustParseAddr(ServerAddr)
 	// Prebuild one request per lease; the xid carries the lease index.
@@ -140,7 +151,7 @@ func (rc *relayConn) renew(ctx context.Context, leases []heldLease, d time.Durat
 	for i, l := range leases {
 		msgs[i] = Renewal{CIAddr: l.ip, MAC: l.mac, GIAddr: giaddr, Server: server, XID: uint32(i)}.Payload()
 	}
-	return rc.blast(ctx, msgs, d, func(p []byte) bool { return validRenewalAck(p, leases, 3600) })
+	return msgs, func(p []byte) bool { return validRenewalAck(p, leases, 3600) }
 }
 
 // blast sends msgs round-robin to the server, open loop and as fast as the
@@ -148,6 +159,12 @@ func (rc *relayConn) renew(ctx context.Context, leases []heldLease, d time.Durat
 // batches and sorts them with valid. Answers arriving within half a second
 // after the end still count.
 func (rc *relayConn) blast(ctx context.Context, msgs [][]byte, d time.Duration, valid func([]byte) bool) (sent, answered, wrong int64) {
+	return rc.paced(ctx, msgs, d, 0, valid)
+}
+
+// paced is blast at rate messages per second (0: as fast as possible),
+// sent in batches of 64 on a schedule.
+func (rc *relayConn) paced(ctx context.Context, msgs [][]byte, d time.Duration, rate int, valid func([]byte) bool) (sent, answered, wrong int64) {
 	var ans, bad atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -182,9 +199,16 @@ func (rc *relayConn) blast(ctx context.Context, msgs [][]byte, d time.Duration, 
 		}
 	}()
 	wb := make([]ipv4.Message, 64)
-	end := time.Now().Add(d)
+	start := time.Now()
+	end := start.Add(d)
 	next := 0
 	for time.Now().Before(end) && ctx.Err() == nil {
+		if rate > 0 {
+			// Sleep until this batch is due.
+			if due := start.Add(time.Duration(float64(sent) / float64(rate) * float64(time.Second))); time.Until(due) > 0 {
+				time.Sleep(time.Until(due))
+			}
+		}
 		for j := range wb {
 			wb[j] = ipv4.Message{Buffers: [][]byte{msgs[next]}, Addr: serverUDP}
 			next = (next + 1) % len(msgs)
@@ -226,6 +250,20 @@ func (r *Rig) Renewals(ctx context.Context, s Server, n int, d time.Duration) Re
 	if err != nil {
 		return fail(err)
 	}
+	// First the rate sustained with at most 0.1% loss, paced (open loop
+	// starves the generator's own receiver on two shared cores, and leaves
+	// the server a backlog of work), then the open-loop figure.
+	msgs, valid := renewals(leases)
+	step := 3 * time.Second
+	res.LowLoss, _, res.LowLossAt = findRate(ctx, 10000, 0.001, 3, func(rate int) (float64, float64) {
+		time.Sleep(time.Second) // let the previous step's backlog drain
+		s, a, _ := rc.paced(ctx, msgs, step, rate, valid)
+		if s == 0 {
+			return 0, 1
+		}
+		return float64(a) / step.Seconds(), 1 - float64(a)/float64(s)
+	})
+	time.Sleep(time.Second)
 	cpu0 := cpuSeconds(p.Pid())
 	sent, answered, wrong := rc.renew(ctx, leases, d)
 	cpu := cpuSeconds(p.Pid()) - cpu0
@@ -259,4 +297,35 @@ func validRenewalAck(p []byte, leases []heldLease, leaseTime uint32) bool {
 	}
 	lt := uint32(m.IPAddressLeaseTime(0).Seconds())
 	return lt <= leaseTime && lt >= leaseTime/2
+}
+
+// findRate finds the highest offered rate at which try loses at most
+// maxLoss: it doubles from start until a step fails, then bisects. It
+// returns the best step's answered rate and loss.
+func findRate(ctx context.Context, start int, maxLoss float64, bisect int, try func(rate int) (answered, loss float64)) (best, bestLoss float64, at int) {
+	lo, hi := 0, 0
+	for rate := start; ctx.Err() == nil; rate *= 2 {
+		a, l := try(rate)
+		if l > maxLoss {
+			hi = rate
+			break
+		}
+		lo, best, bestLoss, at = rate, a, l, rate
+		if rate > 4_000_000 {
+			return
+		}
+	}
+	for range bisect {
+		if hi == 0 || ctx.Err() != nil {
+			break
+		}
+		mid := (lo + hi) / 2
+		a, l := try(mid)
+		if l > maxLoss {
+			hi = mid
+		} else {
+			lo, best, bestLoss, at = mid, a, l, mid
+		}
+	}
+	return
 }

@@ -126,7 +126,7 @@ func (s *Server) bulkSession(ctx context.Context, r *bufio.Reader, w *bufio.Writ
 			s.m.Dropped.WithLabelValues("bulk_malformed").Inc()
 			return errors.New("not a bulk leasequery") // nothing sensible to answer on this stream
 		}
-		s.m.Messages.WithLabelValues(dhcpwire.MessageName(dhcpwire.BulkLeaseQuery)).Inc()
+		s.m.message(dhcpwire.BulkLeaseQuery).Inc()
 		if err := s.answerBulk(ctx, &p, w, &first); err != nil {
 			return err
 		}
@@ -286,7 +286,7 @@ func (s *Server) answerBulk(ctx context.Context, p *dhcpwire.Packet, w *bufio.Wr
 	if status != statusSuccess {
 		b = dhcpwire.AppendOption(b, dhcpwire.OptStatusCode, append([]byte{status}, why...))
 	}
-	s.m.Replies.WithLabelValues(dhcpwire.MessageName(dhcpwire.LeaseQueryDone)).Inc()
+	s.m.reply(dhcpwire.LeaseQueryDone).Inc()
 	return writeBulkFrame(w, append(b, dhcpwire.OptEnd))
 }
 
@@ -322,7 +322,7 @@ func (s *Server) writeBulkActive(w *bufio.Writer, p *dhcpwire.Packet, l *lease.L
 	if len(l.RelayInfo) > 0 {
 		b = dhcpwire.AppendOption(b, dhcpwire.OptRelayAgentInfo, l.RelayInfo)
 	}
-	s.m.Replies.WithLabelValues(dhcpwire.MessageName(dhcpwire.LeaseActive)).Inc()
+	s.m.reply(dhcpwire.LeaseActive).Inc()
 	return writeBulkFrame(w, append(b, dhcpwire.OptEnd))
 }
 

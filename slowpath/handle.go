@@ -41,7 +41,7 @@ func (s *Server) Handle(in Incoming) {
 		s.dropped("no_message_type", in, nil)
 		return
 	}
-	s.m.Messages.WithLabelValues(dhcpwire.MessageName(mt)).Inc()
+	s.m.message(mt).Inc()
 	cid, _ := p.Option(dhcpwire.OptClientID)
 	if len(cid) == 1 { // RFC 2132 §9.14: type byte plus at least one byte
 		s.dropped("malformed", in, errShortClientID)
@@ -109,7 +109,7 @@ type pendingAck struct {
 
 func (s *Server) emit(out []Outgoing) {
 	for _, o := range out {
-		s.m.Replies.WithLabelValues(dhcpwire.MessageName(o.Type)).Inc()
+		s.m.reply(o.Type).Inc()
 	}
 	s.send.Send(out)
 }

@@ -240,3 +240,17 @@ func FuzzLeasequery(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkLeasequeryByIP is the handler's cost per UDP query, without I/O.
+func BenchmarkLeasequeryByIP(b *testing.B) {
+	f := lqFixture(&testing.T{})
+	ack := f.dora(mac(1))
+	m, _ := dhcpv4.New(dhcpv4.WithMessageType(mtLeaseQuery), dhcpv4.WithClientIP(ack.YourIPAddr), dhcpv4.WithGatewayIP(requester.AsSlice()))
+	m.ClientHWAddr = nil
+	in := Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("10.78.0.2:67"), Dst: srvAddr, IfIndex: 7}
+	b.ReportAllocs()
+	for b.Loop() {
+		f.srv.Handle(in)
+		f.out.take()
+	}
+}

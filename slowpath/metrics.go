@@ -1,6 +1,10 @@
 package slowpath
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+)
 
 // Metrics are the slow path's Prometheus counters. They are created per
 // server (no global registry) and registered by the daemon.
@@ -11,11 +15,18 @@ type Metrics struct {
 	CommitErrors prometheus.Counter
 	// FastRenewalsFolded counts fast-path renewals written to the store.
 	FastRenewalsFolded prometheus.Counter
+
+	// Children of Messages and Replies by message type, resolved once:
+	// a label lookup per packet costs more than the rest of a leasequery.
+	byMsg, byReply [256]prometheus.Counter
 }
+
+func (m *Metrics) message(t uint8) prometheus.Counter { return m.byMsg[t] }
+func (m *Metrics) reply(t uint8) prometheus.Counter   { return m.byReply[t] }
 
 // NewMetrics creates unregistered metrics.
 func NewMetrics() *Metrics {
-	return &Metrics{
+	m := &Metrics{
 		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "xdhcp_slowpath_messages_total", Help: "DHCP messages received by the slow path, by type.",
 		}, []string{"type"}),
@@ -32,6 +43,11 @@ func NewMetrics() *Metrics {
 			Name: "xdhcp_fastpath_renewals_folded_total", Help: "Renewals answered by XDP and recorded in the lease store.",
 		}),
 	}
+	for t := range 256 {
+		name := dhcpwire.MessageName(uint8(t))
+		m.byMsg[t], m.byReply[t] = m.Messages.WithLabelValues(name), m.Replies.WithLabelValues(name)
+	}
+	return m
 }
 
 // Register adds the metrics, and a collector of pool occupancy for srv, to reg.

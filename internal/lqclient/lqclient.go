@@ -4,6 +4,7 @@
 package lqclient
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -147,6 +149,18 @@ func UDP(ctx context.Context, q Query) (*Reply, error) {
 // Bulk runs an RFC 6926 query over TCP, calling fn for every reply up to
 // and including DHCPLEASEQUERYDONE.
 func Bulk(ctx context.Context, q Query, fn func(*Reply) error) error {
+	return BulkRaw(ctx, q, func(m []byte) (bool, error) {
+		r, err := Decode(m)
+		if err != nil {
+			return false, err
+		}
+		return r.Type == "leasequerydone", fn(r)
+	})
+}
+
+// BulkRaw is Bulk for callers that read replies themselves: fn gets each
+// message (valid until it returns) and says whether it was the last.
+func BulkRaw(ctx context.Context, q Query, fn func(m []byte) (last bool, err error)) error {
 	msg, err := q.Message(true)
 	if err != nil {
 		return err
@@ -168,20 +182,21 @@ func Bulk(ctx context.Context, q Query, fn func(*Reply) error) error {
 	if _, err := c.Write(Frame(msg)); err != nil {
 		return fmt.Errorf("sending the query: %w", err)
 	}
+	r := bufio.NewReaderSize(c, 64<<10)
+	buf := make([]byte, 0, 1500)
 	for {
-		m, err := ReadFrame(c)
-		if err != nil {
+		var l [2]byte
+		if _, err := io.ReadFull(r, l[:]); err != nil {
 			return fmt.Errorf("reading replies: %w", err)
 		}
-		r, err := Decode(m)
-		if err != nil {
-			return err
+		n := int(binary.BigEndian.Uint16(l[:]))
+		buf = slices.Grow(buf[:0], n)[:n]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return fmt.Errorf("reading replies: %w", err)
 		}
-		if err := fn(r); err != nil {
+		last, err := fn(buf)
+		if err != nil || last {
 			return err
-		}
-		if r.Type == "leasequerydone" {
-			return nil
 		}
 	}
 }

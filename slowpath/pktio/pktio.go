@@ -32,6 +32,11 @@ type Conn struct {
 	log  *slog.Logger
 	mu   sync.Mutex // serialises writers on the batch buffers
 	msgs []ipv4.Message
+	// While Serve handles a batch of requests, replies (from it or from
+	// commit callbacks) are held here and leave in one sendmmsg at the
+	// end of the batch, instead of one system call each.
+	collecting bool
+	pending    []slowpath.Outgoing
 }
 
 // Listen opens UDP port (67 in production) on all addresses and an
@@ -113,6 +118,9 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 			}
 			return fmt.Errorf("reading DHCP datagrams: %w", err)
 		}
+		c.mu.Lock()
+		c.collecting = true
+		c.mu.Unlock()
 		for i := range n {
 			m := &msgs[i]
 			in := slowpath.Incoming{Data: bufs[i][:m.N]}
@@ -128,6 +136,14 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 			}
 			handle(in)
 		}
+		c.mu.Lock()
+		c.collecting = false
+		out := c.pending
+		c.pending = nil
+		if len(out) > 0 {
+			c.sendLocked(out)
+		}
+		c.mu.Unlock()
 	}
 }
 
@@ -137,6 +153,14 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 func (c *Conn) Send(out []slowpath.Outgoing) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.collecting {
+		c.pending = append(c.pending, out...)
+		return
+	}
+	c.sendLocked(out)
+}
+
+func (c *Conn) sendLocked(out []slowpath.Outgoing) {
 	n := 0
 	flush := func() {
 		for done := 0; done < n; {
