@@ -1,0 +1,306 @@
+package loadgen
+
+import (
+	"context"
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+)
+
+func TestMessageAppend(t *testing.T) {
+	pop := Population{ClientIDs: true, Opt82: true}
+	id := pop.Identity(70000)
+	if pop.Identity(1).MAC.String() == id.MAC.String() {
+		t.Fatal("two clients share a MAC")
+	}
+	tests := []struct {
+		name  string
+		m     Message
+		codes []uint8
+	}{
+		{"relayed discover", Message{Type: dhcpwire.Discover, XID: 7, ID: id, GIAddr: netip.MustParseAddr("10.80.0.1")},
+			[]uint8{53, 61, 55, 82}},
+		{"selecting", Message{Type: dhcpwire.Request, XID: 7, ID: id, Requested: netip.MustParseAddr("10.80.1.9"), ServerID: netip.MustParseAddr("10.64.0.1"), Broadcast: true},
+			[]uint8{53, 50, 54, 61, 55}},
+		{"renewal", Message{Type: dhcpwire.Request, XID: 8, ID: id, CIAddr: netip.MustParseAddr("10.80.1.9")},
+			[]uint8{53, 61, 55}},
+		{"release", Message{Type: dhcpwire.Release, XID: 9, ID: id, CIAddr: netip.MustParseAddr("10.80.1.9"), ServerID: netip.MustParseAddr("10.64.0.1")},
+			[]uint8{53, 54, 61}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var p dhcpwire.Packet
+			if err := p.Parse(tt.m.Append(nil)); err != nil {
+				t.Fatal(err)
+			}
+			if p.Op != dhcpwire.BootRequest || p.XID != tt.m.XID || p.MessageType() != tt.m.Type || p.CIAddr != orZero(tt.m.CIAddr) ||
+				p.GIAddr != orZero(tt.m.GIAddr) || string(p.CHAddr()) != string(id.MAC) || p.Broadcast() != tt.m.Broadcast {
+				t.Fatalf("header wrong: %+v", p)
+			}
+			if got := p.Codes(); string(got) != string(tt.codes) {
+				t.Fatalf("options %v, want %v", got, tt.codes)
+			}
+			if v, _ := p.Option(dhcpwire.OptClientID); string(v) != string(id.ClientID) {
+				t.Fatalf("client-id %x", v)
+			}
+			if tt.m.GIAddr.IsValid() {
+				if v, _ := p.Option(dhcpwire.OptRelayAgentInfo); string(v) != string(id.Opt82) {
+					t.Fatalf("option 82 %x", v)
+				}
+			}
+		})
+	}
+}
+
+func orZero(a netip.Addr) netip.Addr {
+	if a.IsValid() {
+		return a
+	}
+	return netip.IPv4Unspecified()
+}
+
+func TestFrame(t *testing.T) {
+	server := netip.MustParseAddr("10.64.0.1")
+	smac := []byte{2, 0, 0, 0, 0, 1}
+	for vl := range 3 {
+		id := Population{VLANs: vl}.Identity(5)
+		for _, ci := range []netip.Addr{{}, netip.MustParseAddr("10.64.1.5")} {
+			p := Packet{Payload: Message{Type: dhcpwire.Request, XID: 1, ID: id, CIAddr: ci}.Append(nil), Client: id, CIAddr: ci}
+			f := Frame(p, server, smac)
+			etype, vlans, l3, ok := stripEthernet(f)
+			if !ok || etype != etherIPv4 || len(vlans) != vl {
+				t.Fatalf("vlans %d: ethertype %#x tags %v", vl, etype, vlans)
+			}
+			if vl == 2 && binary.BigEndian.Uint16(f[12:]) != ether8021A {
+				t.Fatal("outer tag of two is not 802.1ad")
+			}
+			src, dst, payload, ok := udpPayload(l3)
+			if !ok || string(payload) != string(p.Payload) || src.Port() != 68 || dst.Port() != 67 {
+				t.Fatalf("udp: %v %v %v", src, dst, ok)
+			}
+			wantDst, wantMAC := netip.MustParseAddr("255.255.255.255"), broadcastMAC
+			if ci.IsValid() {
+				wantDst, wantMAC = server, smac
+			}
+			if dst.Addr() != wantDst || string(f[:6]) != string(wantMAC) || string(f[6:12]) != string(id.MAC) || src.Addr() != orZero(ci) {
+				t.Fatalf("addresses: %v -> %v, %x", src, dst, f[:12])
+			}
+		}
+	}
+}
+
+func TestLatencyQuantiles(t *testing.T) {
+	var l Latency
+	for i := 1; i <= 1000; i++ {
+		l.Add(time.Duration(i) * 10 * time.Microsecond)
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 5 * time.Millisecond}, {0.99, 9900 * time.Microsecond}, {0.999, 9990 * time.Microsecond}} {
+		got := l.Quantile(c.q)
+		if got < c.want || float64(got) > float64(c.want)*1.04 {
+			t.Errorf("p%v = %v, want %v within 4%%", c.q*100, got, c.want)
+		}
+	}
+	var empty Latency
+	if empty.Quantile(0.5) != 0 {
+		t.Error("empty histogram has a median")
+	}
+	for us := uint64(0); us < 1<<20; us += 7 {
+		if b := bucket(us); bucketValue(b) < us || (b > 0 && bucketValue(b-1) >= us) {
+			t.Fatalf("%d µs in bucket %d bounded by %d", us, b, bucketValue(b))
+		}
+	}
+}
+
+// fakeServer answers the generator in memory, so that the engine's
+// bookkeeping can be checked without a network: it hands out addresses
+// in order, answers renewals, and can be told to misbehave.
+type fakeServer struct {
+	mu      sync.Mutex
+	queue   [][]byte
+	next    uint32
+	leases  map[string]netip.Addr
+	drop    func(n int) bool // drop the nth request
+	corrupt func(n int) bool // answer the nth request with the wrong address
+	n       int
+	cond    *sync.Cond
+	closed  bool
+	lease   uint32
+}
+
+func newFake() *fakeServer {
+	f := &fakeServer{leases: map[string]netip.Addr{}, next: 0x0a500100, lease: 3600}
+	f.cond = sync.NewCond(&f.mu)
+	return f
+}
+
+func (f *fakeServer) Name() string { return "fake" }
+
+func (f *fakeServer) Send(pkts []Packet) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, pk := range pkts {
+		var p dhcpwire.Packet
+		if p.Parse(pk.Payload) != nil {
+			continue
+		}
+		f.n++
+		if f.drop != nil && f.drop(f.n) {
+			continue
+		}
+		key := string(p.CHAddr())
+		h := dhcpwire.ReplyHeader(&p)
+		var typ uint8
+		switch p.MessageType() {
+		case dhcpwire.Discover:
+			a, ok := f.leases[key]
+			if !ok {
+				a = netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, f.next)))
+				f.next++
+				f.leases[key] = a
+			}
+			h.YIAddr, typ = a, dhcpwire.Offer
+		case dhcpwire.Request:
+			a := f.leases[key]
+			h.YIAddr, typ = a, dhcpwire.Ack
+		case dhcpwire.Release:
+			continue
+		}
+		if f.corrupt != nil && f.corrupt(f.n) {
+			h.YIAddr = netip.MustParseAddr("192.0.2.1")
+		}
+		b := dhcpwire.AppendHeader(nil, h)
+		b = append(b, dhcpwire.OptMessageType, 1, typ)
+		b = dhcpwire.AppendAddrOption(b, dhcpwire.OptServerID, netip.MustParseAddr("10.64.0.1"))
+		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptLeaseTime, f.lease)
+		if v, ok := p.Option(dhcpwire.OptRelayAgentInfo); ok {
+			b = dhcpwire.AppendOption(b, dhcpwire.OptRelayAgentInfo, v)
+		}
+		f.queue = append(f.queue, append(b, dhcpwire.OptEnd))
+	}
+	f.cond.Broadcast()
+	return len(pkts), nil
+}
+
+func (f *fakeServer) Recv(msgs []Received, wait time.Duration) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.queue) == 0 && !f.closed {
+		t := time.AfterFunc(wait, func() { f.mu.Lock(); f.cond.Broadcast(); f.mu.Unlock() })
+		f.cond.Wait()
+		t.Stop()
+	}
+	n := 0
+	for n < len(msgs) && len(f.queue) > 0 {
+		msgs[n].N = copy(msgs[n].Buf, f.queue[0])
+		f.queue = f.queue[1:]
+		n++
+	}
+	return n, nil
+}
+
+func (f *fakeServer) Close() error { return nil }
+
+func newGen(t *testing.T, f *fakeServer, clients int) *Gen {
+	t.Helper()
+	g, err := New(Config{Clients: clients, Pop: Population{ClientIDs: true, Opt82: true}, Server: netip.MustParseAddr("10.64.0.1"),
+		GIAddr: netip.MustParseAddr("10.80.0.1"), LeaseTime: time.Hour, Timeout: 200 * time.Millisecond}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g
+}
+
+func TestScenariosAgainstFake(t *testing.T) {
+	for _, sc := range Scenarios {
+		t.Run(sc, func(t *testing.T) {
+			f := newFake()
+			g := newGen(t, f, 500)
+			if sc != DORA {
+				if n, err := g.Acquire(context.Background(), 450); err != nil || n != 450 {
+					t.Fatalf("acquired %d: %v", n, err)
+				}
+			}
+			r, err := g.Run(context.Background(), Phase{Scenario: sc, Rate: 5000, Duration: 300 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Answered == 0 || r.Wrong != 0 || r.Dropped != 0 || r.Late != 0 || r.NAKs != 0 {
+				t.Fatalf("%+v", r)
+			}
+			// Paced at 5000/s for 0.3 s: about 1500 operations started.
+			if r.Started < 1000 || r.Started > 1600 {
+				t.Fatalf("started %d operations, want about 1500", r.Started)
+			}
+			if sc == Mixed && (r.Released == 0 || r.Released > r.Started/20) {
+				t.Fatalf("mixed released %d of %d", r.Released, r.Started)
+			}
+			if r.P50 <= 0 || r.P99 < r.P50 {
+				t.Fatalf("latency p50 %v p99 %v", r.P50, r.P99)
+			}
+		})
+	}
+}
+
+func TestDropsAndWrongAnswers(t *testing.T) {
+	f := newFake()
+	g := newGen(t, f, 100)
+	if _, err := g.Acquire(context.Background(), 100); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	base := f.n
+	f.drop = func(n int) bool { return (n-base)%10 == 1 }   // every tenth renewal lost
+	f.corrupt = func(n int) bool { return (n-base)%10 == 5 } // and another answered wrongly
+	f.mu.Unlock()
+	r, err := g.Run(context.Background(), Phase{Scenario: Renew, Rate: 2000, Duration: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Answered+r.Dropped+r.Wrong != r.Started {
+		t.Fatalf("answered %d + dropped %d + wrong %d != started %d", r.Answered, r.Dropped, r.Wrong, r.Started)
+	}
+	within := func(got, want int64) bool { return got >= want*7/10 && got <= want*13/10+2 }
+	if !within(r.Dropped, r.Started/10) || !within(r.Wrong, r.Started/10) {
+		t.Fatalf("dropped %d, wrong %d of %d started; want a tenth each", r.Dropped, r.Wrong, r.Started)
+	}
+	if r.Loss < 0.05 || r.Loss > 0.2 {
+		t.Fatalf("loss %v", r.Loss)
+	}
+}
+
+func TestLeaseTimeChecked(t *testing.T) {
+	f := newFake()
+	g := newGen(t, f, 50)
+	if _, err := g.Acquire(context.Background(), 50); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.lease = 60 // far below the configured hour: a wrong answer
+	f.mu.Unlock()
+	r, _ := g.Run(context.Background(), Phase{Scenario: Renew, Rate: 1000, Duration: 100 * time.Millisecond})
+	if r.Answered != 0 || r.Wrong == 0 {
+		t.Fatalf("short lease accepted: %+v", r)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	f := newFake()
+	if _, err := New(Config{Clients: 0, Server: netip.MustParseAddr("10.0.0.1")}, f); err == nil {
+		t.Error("no clients accepted")
+	}
+	if _, err := New(Config{Clients: 1, Server: netip.MustParseAddr("::1")}, f); err == nil {
+		t.Error("IPv6 server accepted")
+	}
+	g := newGen(t, f, 10)
+	if _, err := g.Run(context.Background(), Phase{Scenario: "flood", Duration: time.Millisecond}); err == nil {
+		t.Error("unknown scenario accepted")
+	}
+}
