@@ -53,11 +53,11 @@ generate:
 # when they differ from the committed ones (skipped without clang-14).
 check-generated:
 	@if ! command -v clang-14 >/dev/null; then echo "check-generated: clang-14 missing, skipped"; exit 0; fi; \
-	tmp=$$(mktemp -d); cp bpf/xdp_bpfel.o bpf/xdp_bpfel.go $$tmp/; \
+	tmp=$$(mktemp -d); cp bpf/*_bpfel.o bpf/*_bpfel.go $$tmp/; \
 	$(GO) generate ./bpf/... || exit 1; \
-	if cmp -s bpf/xdp_bpfel.o $$tmp/xdp_bpfel.o && cmp -s bpf/xdp_bpfel.go $$tmp/xdp_bpfel.go; then \
-	  echo "check-generated: bpf/xdp_bpfel.{o,go} match bpf/xdp_dhcp.c"; rm -rf $$tmp; \
-	else echo "check-generated: bpf/xdp_bpfel.{o,go} are stale: run make generate and commit"; rm -rf $$tmp; exit 1; fi
+	for f in xdp_bpfel.o xdp_bpfel.go reflector_bpfel.o reflector_bpfel.go; do \
+	  if ! cmp -s bpf/$$f $$tmp/$$f; then echo "check-generated: bpf/$$f is stale: run make generate and commit"; rm -rf $$tmp; exit 1; fi; \
+	done; echo "check-generated: bpf/*_bpfel.{o,go} match their C sources"; rm -rf $$tmp
 
 clean:
 	rm -rf $(BIN)

@@ -14,14 +14,22 @@ import (
 )
 
 // Topology of a comparison: the server's namespace holds ServerIf with
-// ServerAddr; the load generator's namespace holds the peer with
-// ClientAddr and the relay address Giaddr; the server routes RelayNet
-// through ClientAddr.
+// ServerAddr in LinkNet; the load generator's namespace holds the peer
+// with ClientAddr, the relay address Giaddr and the layer 2 clients; the
+// server routes RelayNet through ClientAddr.
 const (
 	ServerIf   = "bsrv0"
 	ClientIf   = "bcli0"
 	ServerAddr = "10.77.0.1"
 	ClientAddr = "10.77.0.2"
+	LinkNet    = "10.76.0.0/15"
+	// Layer 2 clients take addresses from two ranges of LinkNet that
+	// leave out ServerAddr and ClientAddr: 131k in all, like the relay
+	// pool.
+	linkPool1 = "10.76.0.10-10.76.255.254"
+	linkPool2 = "10.77.1.0-10.77.255.254"
+	// The small-pool ranges (dhcpd) hold 16k each.
+	linkSmallPool1 = "10.76.0.10-10.76.63.254"
 	Giaddr     = "10.80.0.1"
 	RelayNet   = "10.80.0.0/14"
 	poolStart  = "10.80.1.0"
@@ -68,15 +76,19 @@ func XdhcpdConfig(dir, fast string) string {
   metrics-listen: ""
   log-level: warn
 subnets:
-  - subnet: 10.77.0.0/24
-    pools: [10.77.0.100-10.77.0.200]
+  - subnet: %s
+    pools: [%s, %s]
+    lease-time: 1h
+    options:
+      routers: [%s]
+      dns-servers: [%s]
   - subnet: %s
     pools: [%s-%s]
     lease-time: 1h
     options:
       routers: [%s]
       dns-servers: [10.77.0.1]
-`, ServerIf, dir, dir, RelayNet, poolStart, poolEnd, Giaddr)
+`, ServerIf, dir, dir, LinkNet, linkPool1, linkPool2, ServerAddr, ServerAddr, RelayNet, poolStart, poolEnd, Giaddr)
 }
 
 // Start implements Server.
@@ -94,7 +106,8 @@ func (x Xdhcpd) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Pro
 }
 
 // Kea is kea-dhcp4 with the memfile lease database, persistence on.
-type Kea struct{}
+// Raw selects raw sockets (for layer 2 clients) over UDP sockets.
+type Kea struct{ Raw bool }
 
 // Name implements Server.
 func (Kea) Name() string { return "kea" }
@@ -103,26 +116,32 @@ func (Kea) Name() string { return "kea" }
 func (Kea) Version() string { return "kea-dhcp4 " + firstLine("kea-dhcp4", "-V") }
 
 // KeaConfig renders kea-dhcp4's configuration for the rig.
-func KeaConfig(dir string) string {
+func KeaConfig(dir string, raw bool) string {
+	sock := "udp"
+	if raw {
+		sock = "raw"
+	}
+	dash := func(r string) string { return strings.Replace(r, "-", " - ", 1) }
 	return fmt.Sprintf(`{"Dhcp4": {
-  "interfaces-config": {"interfaces": ["%s"], "dhcp-socket-type": "udp"},
+  "interfaces-config": {"interfaces": ["%s"], "dhcp-socket-type": "%s"},
   "lease-database": {"type": "memfile", "persist": true, "name": "%s/kea-leases4.csv", "lfc-interval": 3600},
   "valid-lifetime": 3600,
   "control-socket": {"socket-type": "unix", "socket-name": "%s/kea.sock"},
   "subnet4": [
-    {"id": 1, "subnet": "10.77.0.0/24", "pools": [{"pool": "10.77.0.100 - 10.77.0.200"}]},
+    {"id": 1, "subnet": "%s", "pools": [{"pool": "%s"}, {"pool": "%s"}],
+     "option-data": [{"name": "routers", "data": "%s"}, {"name": "domain-name-servers", "data": "%s"}]},
     {"id": 2, "subnet": "%s", "pools": [{"pool": "%s - %s"}],
      "option-data": [{"name": "routers", "data": "%s"}, {"name": "domain-name-servers", "data": "10.77.0.1"}]}
   ],
   "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "stderr"}], "severity": "WARN"}]
 }}
-`, ServerIf, dir, dir, RelayNet, poolStart, poolEnd, Giaddr)
+`, ServerIf, sock, dir, dir, LinkNet, dash(linkPool1), dash(linkPool2), ServerAddr, ServerAddr, RelayNet, poolStart, poolEnd, Giaddr)
 }
 
 // Start implements Server.
-func (Kea) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Proc, error) {
+func (k Kea) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Proc, error) {
 	cfg := filepath.Join(dir, "kea.json")
-	if err := os.WriteFile(cfg, []byte(KeaConfig(dir)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(KeaConfig(dir, k.Raw)), 0o600); err != nil {
 		return nil, err
 	}
 	// Kea keeps its pid file in a fixed directory unless told otherwise.
@@ -165,21 +184,28 @@ func (d Dhcpd) Version() string { return firstLine("dhcpd", "--version") }
 // DhcpdConfig renders dhcpd.conf for the rig.
 func DhcpdConfig(small bool) string {
 	end := poolEnd
+	link := "range " + strings.Replace(linkPool1, "-", " ", 1) + "; range " + strings.Replace(linkPool2, "-", " ", 1) + ";"
 	if small {
 		end = smallPoolEnd
+		link = "range " + strings.Replace(linkSmallPool1, "-", " ", 1) + ";"
 	}
 	_, n, _ := net.ParseCIDR(RelayNet)
+	_, l, _ := net.ParseCIDR(LinkNet)
 	return fmt.Sprintf(`ping-check false;
 authoritative;
 default-lease-time 3600;
 max-lease-time 3600;
-subnet 10.77.0.0 netmask 255.255.255.0 { range 10.77.0.100 10.77.0.200; }
+subnet %s netmask %s {
+  %s
+  option routers %s;
+  option domain-name-servers %s;
+}
 subnet %s netmask %s {
   range %s %s;
   option routers %s;
   option domain-name-servers 10.77.0.1;
 }
-`, n.IP, net.IP(n.Mask), poolStart, end, Giaddr)
+`, l.IP, net.IP(l.Mask), link, ServerAddr, ServerAddr, n.IP, net.IP(n.Mask), poolStart, end, Giaddr)
 }
 
 // Start implements Server.

@@ -45,6 +45,9 @@ type Config struct {
 	// cut short by the fast path's horizon may be as little as half).
 	LeaseTime time.Duration
 	Mix       Mix
+	// Reflected accepts the reflector's echo (a BOOTREPLY for the client's
+	// address, nothing more) as the answer to a renewal: selftest only.
+	Reflected bool
 	// ServerPID, when set, has the server's CPU time measured per phase.
 	ServerPID int
 	// Progress, when set, gets a line a second while a phase runs.
@@ -244,6 +247,18 @@ func (g *Gen) Acquire(ctx context.Context, n int) (int, error) {
 	return got, ctx.Err()
 }
 
+// Assume binds the first n clients to addresses without asking anyone,
+// for a server that cannot hand them out (the selftest's reflector).
+func (g *Gen) Assume(n int, addr func(i int) netip.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := range min(n, len(g.clients)) {
+		c := &g.clients[i]
+		c.ip, c.server, c.state = addr(i), g.cfg.Server, bound
+		g.byIP[c.ip] = int32(i)
+	}
+}
+
 // Run runs one phase and reports it.
 func (g *Gen) Run(ctx context.Context, p Phase) (Result, error) {
 	pick, err := g.picker(p.Scenario)
@@ -407,8 +422,14 @@ func (g *Gen) picker(scenario string) (pickFunc, error) {
 		if m.Renew < 0 || m.New < 0 || m.Release < 0 || total == 0 {
 			return nil, fmt.Errorf("mix %+v: weights must be non-negative with a positive sum", m)
 		}
+		// New clients come from those without a lease; once they are all
+		// bound, a bound one starts over as new (a DORA all the same).
 		newClient := func(now int64, out []Packet, arena []byte) ([]Packet, []byte) {
-			if j, ok := g.next(opDORA, idle); ok {
+			j, ok := g.next(opDORA, idle)
+			if !ok {
+				j, ok = g.next(opDORA, bound)
+			}
+			if ok {
 				return g.startDORA(j, opDORA, now, out, arena)
 			}
 			g.c.starved++
@@ -604,6 +625,9 @@ func (g *Gen) answer(p *dhcpwire.Packet, b []byte, now int64, out []Packet, aren
 	}
 	sid, _ := p.Option(dhcpwire.OptServerID)
 	typ := p.MessageType()
+	if g.cfg.Reflected {
+		typ = 0
+	}
 	if typ == dhcpwire.Nak {
 		g.c.naks++
 		g.fail(j)
@@ -633,6 +657,11 @@ func (g *Gen) answer(p *dhcpwire.Packet, b []byte, now int64, out []Packet, aren
 		}
 		g.byIP[c.ip] = int32(j)
 	case renewing:
+		if g.cfg.Reflected && p.YIAddr == c.ip {
+			g.done1(j, now)
+			c.state = bound
+			return out, arena
+		}
 		if typ != dhcpwire.Ack || p.YIAddr != c.ip || len(sid) != 4 || !g.leaseTimeOK(p) {
 			g.fail(j)
 			return out, arena

@@ -83,6 +83,14 @@ func (t *L2) setOwner(f func(netip.Addr) (Identity, bool)) {
 	t.mu.Unlock()
 }
 
+// SetServerMAC sets where unicast frames go, for a server that never
+// answers from its own address (the selftest's reflector).
+func (t *L2) SetServerMAC(mac net.HardwareAddr) {
+	t.mu.Lock()
+	t.serverMAC = append(net.HardwareAddr{}, mac...)
+	t.mu.Unlock()
+}
+
 // Frame renders p as the Ethernet frame the client sends; serverMAC is
 // the destination of unicast frames.
 func Frame(p Packet, server netip.Addr, serverMAC net.HardwareAddr) []byte {

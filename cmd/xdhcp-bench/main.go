@@ -23,8 +23,13 @@ const usage = `usage:
   xdhcp-bench compare --xdhcpd PATH [--quick] [--servers xdhcpd,kea,dhcpd] [--clients N] [--step 30s] [--out DIR]
   xdhcp-bench leasequery --xdhcpd PATH [--quick] [--out DIR]   UDP leasequery/s and bulk leases/s
   xdhcp-bench startup --xdhcpd PATH [--leases 1000000] [--out DIR]
-  xdhcp-bench renew --xdhcpd PATH [--quick] [--out DIR]     renewals/s with XDP native, generic and off; XDP cost per packet
-Runs as root: it creates network namespaces.
+  xdhcp-bench renew --xdhcpd PATH [--quick] [--out DIR]     renewals/s with XDP native, generic and off, Kea, dhcpd; XDP cost per packet
+  xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--out DIR]   every scenario and mode against every server
+  xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
+                  [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--out DIR]
+  xdhcp-bench selftest [--mode relay|l2] [--clients N] [--out DIR]   the generator's ceiling against an XDP reflector
+Servers: xdhcpd-xdp-native, xdhcpd-xdp-generic, xdhcpd (fast path off), kea, dhcpd, dhcpd-16k-pool.
+Runs as root: it creates network namespaces. Every run writes a report (markdown, JSON, SVG charts) under --out.
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -42,11 +47,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.String("xdhcpctl", "bin/xdhcpctl", "xdhcpctl binary (unused; kept for symmetry with make bench)")
 	out := fs.String("out", "bench/results", "where reports are written")
 	quick := fs.Bool("quick", false, "short steps, fewer clients (about a minute)")
-	servers := fs.String("servers", "xdhcpd,kea,dhcpd,dhcpd-16k-pool", "servers to compare")
-	clients := fs.Int("clients", 100000, "distinct clients (perfdhcp -R)")
-	step := fs.Duration("step", 30*time.Second, "length of each perfdhcp run")
+	servers := fs.String("servers", "", "servers to compare (default: all that apply)")
+	server := fs.String("server", "xdhcpd-xdp-native", "server for run")
+	scenario := fs.String("scenario", "renew", "scenario for run: dora, renew, mixed, release")
+	mode := fs.String("mode", "relay", "relay (packets from a giaddr) or l2 (raw frames from each client's MAC)")
+	rate := fs.Int("rate", 0, "operations per second for run (0: open loop)")
+	maxLoss := fs.Float64("max-loss", 0, "run: search the highest rate with at most this loss (e.g. 0.001) instead of --rate")
+	opt82 := fs.Bool("opt82", true, "relay mode: option 82 (circuit-id, remote-id) per client")
+	clientIDs := fs.Bool("client-ids", true, "clients send option 61")
+	vlans := fs.Int("vlans", 0, "l2 mode: VLAN tags per client (0, 1 or 2; the server side must be set up for them)")
+	clients := fs.Int("clients", 0, "distinct clients (default 100000 for compare, 10000 for the generator)")
+	step := fs.Duration("step", 0, "length of each step (default 30s for compare, 3s for the generator)")
 	leases := fs.Int("leases", 1000000, "leases in the startup database")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *vlans < 0 || *vlans > 2 {
+		fmt.Fprintf(stderr, "xdhcp-bench: --vlans %d: want 0, 1 or 2\n", *vlans)
+		return 2
+	}
+	if *mode != "relay" && *mode != "l2" {
+		fmt.Fprintf(stderr, "xdhcp-bench: --mode %q: want relay or l2\n", *mode)
+		return 2
+	}
+	if *maxLoss < 0 || *maxLoss >= 1 || *rate < 0 || *clients < 0 || *step < 0 {
+		fmt.Fprintln(stderr, "xdhcp-bench: --max-loss wants [0,1); --rate, --clients and --step cannot be negative")
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -72,13 +97,74 @@ func run(args []string, stdout, stderr io.Writer) int {
 	rep := &bench.Report{Date: time.Now()}
 	rep.Environment()
 	x := bench.Xdhcpd{Bin: *bin}
+	pick := func(name, mode string) (bench.Server, error) {
+		switch strings.TrimSpace(name) {
+		case "xdhcpd":
+			return x, nil
+		case "xdhcpd-xdp-native":
+			return bench.Xdhcpd{Bin: *bin, Fast: "native"}, nil
+		case "xdhcpd-xdp-generic":
+			return bench.Xdhcpd{Bin: *bin, Fast: "generic"}, nil
+		case "kea":
+			return bench.Kea{Raw: mode == "l2"}, nil
+		case "dhcpd":
+			return bench.Dhcpd{}, nil
+		case "dhcpd-16k-pool":
+			return bench.Dhcpd{SmallPool: true}, nil
+		}
+		return nil, fmt.Errorf("unknown server %q (xdhcpd-xdp-native, xdhcpd-xdp-generic, xdhcpd, kea, dhcpd, dhcpd-16k-pool)", name)
+	}
+	genClients, genStep := 10000, 3*time.Second
+	if *quick {
+		genClients, genStep = 2000, 2*time.Second
+	}
+	if *clients > 0 {
+		genClients = *clients
+	}
+	if *step > 0 {
+		genStep = *step
+	}
+	pop := bench.DefaultPopulation(*opt82, *clientIDs, *vlans)
+	// Generator servers: dhcpd with a small pool (with the rig's 131k
+	// pool it takes leases too slowly to set a renewal run up).
+	genServers := "xdhcpd-xdp-native,xdhcpd-xdp-generic,xdhcpd,kea,dhcpd-16k-pool"
+	if *servers != "" {
+		genServers = *servers
+	}
+	scenarioRun := func(name, scen, mode string, maxLoss float64) error {
+		s, err := pick(name, mode)
+		if err != nil {
+			return err
+		}
+		o := bench.ScenarioOptions{Scenario: scen, Mode: mode, Clients: genClients, Pop: pop, MaxLoss: maxLoss,
+			StartRate: 2000, Step: genStep, Log: stdout, Progress: progress(stdout)}
+		if scen == "dora" || scen == "release" {
+			o.StartRate = 500
+		}
+		r := rig.Scenario(ctx, s, o)
+		if r.Err != "" {
+			fmt.Fprintf(stdout, "  %s %s %s: %s\n", name, scen, mode, r.Err)
+		}
+		rep.Scenarios = append(rep.Scenarios, r)
+		return ctx.Err()
+	}
 	steps := map[string]func() error{
 		"compare": func() error {
-			o := bench.CompareOptions{Clients: *clients, StepTime: *step, Start: 1000, Bisect: 3, Log: stdout}
+			o := bench.CompareOptions{Clients: 100000, StepTime: 30 * time.Second, Start: 1000, Bisect: 3, Log: stdout}
 			if *quick {
 				o.Clients, o.StepTime, o.Bisect = 20000, 5*time.Second, 1
 			}
-			for _, name := range strings.Split(*servers, ",") {
+			if *clients > 0 {
+				o.Clients = *clients
+			}
+			if *step > 0 {
+				o.StepTime = *step
+			}
+			list := *servers
+			if list == "" {
+				list = "xdhcpd,kea,dhcpd,dhcpd-16k-pool"
+			}
+			for _, name := range strings.Split(list, ",") {
 				switch strings.TrimSpace(name) {
 				case "xdhcpd":
 					o.Servers = append(o.Servers, x)
@@ -100,16 +186,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return nil
 		},
 		"renew": func() error {
-			n, d := 20000, 10*time.Second
-			if *quick {
-				n, d = 5000, 4*time.Second
-			}
-			for _, fast := range []string{"", "native", "generic"} {
-				s := bench.Xdhcpd{Bin: *bin, Fast: fast}
-				fmt.Fprintf(stdout, "%s: %d leases, renewing for %v...\n", s.Name(), n, d)
-				r := rig.Renewals(ctx, s, n, d)
-				fmt.Fprintf(stdout, "  %.0f answered/s, loss %.2f%%, wrong %d %s\n", r.Rate, 100*r.Loss, r.Wrong, r.Err)
-				rep.Renew = append(rep.Renew, r)
+			for _, name := range strings.Split(genServers, ",") {
+				if err := scenarioRun(name, "renew", "relay", 0.001); err != nil {
+					return err
+				}
 			}
 			fmt.Fprintln(stdout, "XDP program cost (BPF_PROG_TEST_RUN)...")
 			cost, err := bench.XDPCost(ctx, 1_000_000)
@@ -117,6 +197,54 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return fmt.Errorf("xdp cost: %w", err)
 			}
 			rep.Cost = cost
+			return nil
+		},
+		"scenarios": func() error {
+			for _, sc := range []struct {
+				scen, mode string
+				loss       float64
+			}{{"renew", "relay", 0.001}, {"renew", "l2", 0.001}, {"dora", "relay", 0.025}, {"mixed", "relay", 0.01}, {"release", "relay", 0.025}} {
+				if *quick && sc.scen != "renew" && sc.scen != "mixed" {
+					continue
+				}
+				for _, name := range strings.Split(genServers, ",") {
+					if err := scenarioRun(name, sc.scen, sc.mode, sc.loss); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		},
+		"run": func() error {
+			s, err := pick(*server, *mode)
+			if err != nil {
+				return err
+			}
+			o := bench.ScenarioOptions{Scenario: *scenario, Mode: *mode, Clients: genClients, Pop: pop, MaxLoss: *maxLoss,
+				StartRate: 1000, Rate: *rate, Step: genStep, Log: stdout, Progress: progress(stdout)}
+			if *step == 0 && *maxLoss == 0 {
+				o.Step = 10 * time.Second
+			}
+			r := rig.Scenario(ctx, s, o)
+			rep.Scenarios = append(rep.Scenarios, r)
+			if r.Err != "" {
+				return fmt.Errorf("%s", r.Err)
+			}
+			return nil
+		},
+		"selftest": func() error {
+			modes := []string{*mode}
+			if !isSet(fs, "mode") {
+				modes = []string{"relay", "l2"}
+			}
+			for _, m := range modes {
+				o := bench.ScenarioOptions{Mode: m, Clients: genClients, Pop: pop, MaxLoss: 0.001, StartRate: 20000, Step: genStep, Log: stdout, Progress: progress(stdout)}
+				r := rig.Selftest(ctx, o)
+				if r.Err != "" {
+					return fmt.Errorf("selftest %s: %s", m, r.Err)
+				}
+				rep.Selftest = append(rep.Selftest, r)
+			}
 			return nil
 		},
 		"leasequery": func() error {
@@ -144,9 +272,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return nil
 		},
 	}
+	steps["renew-cost"] = func() error {
+		fmt.Fprintln(stdout, "XDP program cost (BPF_PROG_TEST_RUN)...")
+		cost, err := bench.XDPCost(ctx, 1_000_000)
+		rep.Cost = cost
+		return err
+	}
 	order := []string{cmd}
 	if cmd == "all" {
-		order = []string{"compare", "renew", "leasequery", "startup"}
+		order = []string{"selftest", "compare", "scenarios", "renew-cost", "leasequery", "startup"}
 	}
 	for _, c := range order {
 		f, ok := steps[c]
@@ -166,4 +300,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "\n%s\nreport: %s\n", rep.Markdown(), md)
 	return 0
+}
+
+// progress is where the live progress line goes: the terminal, if stdout
+// is one.
+func progress(w io.Writer) io.Writer {
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			return w
+		}
+	}
+	return nil
+}
+
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -1,0 +1,140 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/ipv4"
+
+	"github.com/xdhcp/xdhcp/internal/netns"
+)
+
+// relayConn is the generator's socket: it sends as the relay (giaddr:67)
+// and receives the server's replies there, in batches.
+type relayConn struct {
+	c  net.PacketConn
+	pc *ipv4.PacketConn
+}
+
+func openRelay(ns *netns.NS) (*relayConn, error) {
+	var c net.PacketConn
+	err := ns.Do(func() error {
+		var err error
+		c, err = net.ListenPacket("udp4", Giaddr+":67")
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("relay socket: %w", err)
+	}
+	return &relayConn{c: c, pc: ipv4.NewPacketConn(c)}, nil
+}
+
+var serverUDP = &net.UDPAddr{IP: net.ParseIP(ServerAddr), Port: 67}
+
+// blast sends msgs round-robin to the server, open loop and as fast as the
+// socket takes batches of them, for d, while a receiver reads answers in
+// batches and sorts them with valid. Answers arriving within half a second
+// after the end still count.
+func (rc *relayConn) blast(ctx context.Context, msgs [][]byte, d time.Duration, valid func([]byte) bool) (sent, answered, wrong int64) {
+	return rc.paced(ctx, msgs, d, 0, valid)
+}
+
+// paced is blast at rate messages per second (0: as fast as possible),
+// sent in batches of 64 on a schedule.
+func (rc *relayConn) paced(ctx context.Context, msgs [][]byte, d time.Duration, rate int, valid func([]byte) bool) (sent, answered, wrong int64) {
+	var ans, bad atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rb := make([]ipv4.Message, 64)
+		for i := range rb {
+			rb[i].Buffers = [][]byte{make([]byte, 1500)}
+		}
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			rc.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			n, err := rc.pc.ReadBatch(rb, 0)
+			if err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					continue
+				}
+				return
+			}
+			for _, m := range rb[:n] {
+				if valid(m.Buffers[0][:m.N]) {
+					ans.Add(1)
+				} else {
+					bad.Add(1)
+				}
+			}
+		}
+	}()
+	wb := make([]ipv4.Message, 64)
+	start := time.Now()
+	end := start.Add(d)
+	next := 0
+	for time.Now().Before(end) && ctx.Err() == nil {
+		if rate > 0 {
+			// Sleep until this batch is due.
+			if due := start.Add(time.Duration(float64(sent) / float64(rate) * float64(time.Second))); time.Until(due) > 0 {
+				time.Sleep(time.Until(due))
+			}
+		}
+		for j := range wb {
+			wb[j] = ipv4.Message{Buffers: [][]byte{msgs[next]}, Addr: serverUDP}
+			next = (next + 1) % len(msgs)
+		}
+		n, err := rc.pc.WriteBatch(wb, 0)
+		if err != nil {
+			time.Sleep(50 * time.Microsecond) // socket buffer full
+		}
+		sent += int64(n)
+	}
+	time.Sleep(500 * time.Millisecond) // late answers
+	close(stop)
+	wg.Wait()
+	return sent, ans.Load(), bad.Load()
+}
+
+// findRate finds the highest offered rate at which try loses at most
+// maxLoss: it doubles from start until a step fails, then bisects. It
+// returns the best step's answered rate and loss.
+func findRate(ctx context.Context, start int, maxLoss float64, bisect int, try func(rate int) (answered, loss float64)) (best, bestLoss float64, at int) {
+	lo, hi := 0, 0
+	for rate := start; ctx.Err() == nil; rate *= 2 {
+		a, l := try(rate)
+		if l > maxLoss {
+			hi = rate
+			break
+		}
+		lo, best, bestLoss, at = rate, a, l, rate
+		if rate > 4_000_000 {
+			return
+		}
+	}
+	for range bisect {
+		if hi == 0 || ctx.Err() != nil {
+			break
+		}
+		mid := (lo + hi) / 2
+		a, l := try(mid)
+		if l > maxLoss {
+			hi = mid
+		} else {
+			lo, best, bestLoss, at = mid, a, l, mid
+		}
+	}
+	return
+}

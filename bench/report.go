@@ -1,0 +1,130 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Report is a whole comparison, as written to bench/results.
+type Report struct {
+	Date     time.Time         `json:"date"`
+	Host     string            `json:"host"`
+	Kernel   string            `json:"kernel"`
+	CPU      string            `json:"cpu"`
+	Clients  int               `json:"clients"`
+	StepTime string            `json:"step-time"`
+	Results  []ServerResult    `json:"results"`
+	Startup  *StartupResult    `json:"startup,omitempty"`
+	// Scenarios are xdhcp-bench's own generator against each server;
+	// Selftest its ceiling against the XDP reflector.
+	Scenarios []ScenarioResult `json:"scenarios,omitempty"`
+	Selftest  []ScenarioResult `json:"selftest,omitempty"`
+	Charts    []string         `json:"charts,omitempty"`
+	Cost     []CostResult      `json:"xdp-cost,omitempty"`
+	LQ       *LeasequeryResult `json:"leasequery,omitempty"`
+}
+
+// Environment fills in host facts.
+func (rep *Report) Environment() {
+	rep.Host, _ = os.Hostname()
+	rep.Kernel = strings.TrimSpace(firstLine("uname", "-r"))
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				rep.CPU = strings.TrimSpace(l[strings.Index(l, ":")+1:]) + fmt.Sprintf(" (%d CPUs)", runtime.NumCPU())
+				break
+			}
+		}
+	}
+}
+
+// Markdown renders the report.
+func (rep *Report) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# xdhcp benchmark, %s\n\n", rep.Date.UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(&b, "Host %s, kernel %s, CPU %s (%d CPUs shared by the generator and the server). Traffic crosses a veth between two network namespaces.\n\n",
+		rep.Host, rep.Kernel, rep.CPU, runtime.NumCPU())
+	if len(rep.Results) > 0 {
+		fmt.Fprintf(&b, "DORA: perfdhcp in relay mode (giaddr %s), %d clients, %s per step; a step counts when at most %.1f%% of DORA exchanges fail.\n\n", Giaddr, rep.Clients, rep.StepTime, 100*DropLimit)
+	}
+	if len(rep.Results) > 0 {
+		b.WriteString("## DORA leases/s (every ACK durable: xdhcpd fsyncs bbolt, Kea memfile persist=true, dhcpd leases file)\n\n")
+		b.WriteString("| server | version | leases/s | at rate | drops | CPU s per 1000 leases | vs Kea | vs dhcpd |\n|---|---|---|---|---|---|---|---|\n")
+		rates := map[string]float64{}
+		for _, r := range rep.Results {
+			rates[r.Server] = r.Rate
+		}
+		for _, r := range rep.Results {
+			ratio := func(other string) string {
+				if rates[other] == 0 || r.Server == other {
+					return "-"
+				}
+				return fmt.Sprintf("%.2f×", r.Rate/rates[other])
+			}
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %d | %.1f%% | %.3f | %s | %s |\n", r.Server, r.Version, r.Rate, r.Best.Rate, 100*r.Best.DropRatio(), r.CPU, ratio("kea"), ratio("dhcpd"))
+		}
+		for _, r := range rep.Results {
+			if r.Server == "dhcpd-16k-pool" {
+				b.WriteString("\ndhcpd-16k-pool is ISC dhcpd with a 16k-address pool and perfdhcp capped at 16000 clients: with the rig's 131k-address pool dhcpd's cost per lease is dominated by the pool's size, so this row shows it without that limit. It is not a like-for-like row.\n")
+			}
+		}
+		b.WriteString("\nSteps (exact commands):\n\n```\n")
+		for _, r := range rep.Results {
+			for _, s := range r.Steps {
+				fmt.Fprintf(&b, "%-7s %s   # %d acks, %.1f%% drops\n", r.Server, s.Command, s.RA.Received, 100*s.DropRatio())
+			}
+			if r.Err != "" {
+				fmt.Fprintf(&b, "%-7s error: %s\n", r.Server, r.Err)
+			}
+		}
+		b.WriteString("```\n")
+	}
+	rep.scenarioTables(&b)
+	if len(rep.Cost) > 0 {
+		b.WriteString("\n## XDP program cost per renewal (BPF_PROG_TEST_RUN, warm, request restored before each run)\n\n| case | runs | measured ns | wrapper baseline ns | program ns/packet |\n|---|---|---|---|---|\n")
+		for _, c := range rep.Cost {
+			fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %.0f |\n", c.Case, c.Runs, c.Measured, c.Baseline, c.Cost)
+		}
+	}
+	if q := rep.LQ; q != nil {
+		fmt.Fprintf(&b, "\n## Leasequery (xdhcpd, %d leases)\n\n| UDP by IP answered/s at ≤1%% loss (offered) | UDP answered/s open loop (sent, answered, wrong) | bulk leases streamed/s (TCP, by relay-id) | streamed |\n|---|---|---|---|\n| %.0f (%d/s) | %.0f (%d, %d, %d) | %.0f | %d |\n",
+			q.Leases, q.UDPLowLoss, q.UDPLowLossAt, q.UDPRate, q.UDPSent, q.UDPAnswered, q.UDPWrong, q.BulkRate, q.BulkStreamed)
+		if q.Err != "" {
+			fmt.Fprintf(&b, "\nerror: %s\n", q.Err)
+		}
+	}
+	if s := rep.Startup; s != nil {
+		fmt.Fprintf(&b, "\n## xdhcpd startup with %d leases\n\n| ready after | RSS when ready |\n|---|---|\n| %s | %.0f MiB |\n", s.Leases, s.Ready.Round(time.Millisecond), float64(s.RSSBytes)/(1<<20))
+	}
+	return b.String()
+}
+
+// Write stores the report as markdown and JSON under dir.
+func (rep *Report) Write(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	base := filepath.Join(dir, rep.base())
+	if err := rep.writeCharts(dir); err != nil {
+		return "", err
+	}
+	j, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(base+".json", j, 0o644); err != nil {
+		return "", err
+	}
+	md := []byte(rep.Markdown())
+	if err := os.WriteFile(base+".md", md, 0o644); err != nil {
+		return "", err
+	}
+	// latest.md is what the README links.
+	return base + ".md", os.WriteFile(filepath.Join(dir, "latest.md"), md, 0o644)
+}
+
+
+// base names the report's files.
+func (rep *Report) base() string { return rep.Date.UTC().Format("2006-01-02T1504") + "-" + rep.Host }

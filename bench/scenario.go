@@ -1,0 +1,179 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/xdhcp/xdhcp/bench/loadgen"
+)
+
+// ScenarioOptions shape one run of xdhcp-bench's own generator.
+type ScenarioOptions struct {
+	Scenario string // loadgen.DORA, Renew, Mixed or Release
+	Mode     string // "relay" or "l2"
+	Clients  int
+	Pop      loadgen.Population
+	// MaxLoss, when positive, searches for the highest rate with at most
+	// this loss (doubling from StartRate, then bisecting); then an
+	// open-loop phase follows. Otherwise one phase runs at Rate (0: open
+	// loop).
+	MaxLoss   float64
+	StartRate int
+	Rate      int
+	Step      time.Duration // length of each phase
+	Progress  io.Writer     // live progress line; nil for none
+	Log       io.Writer     // one line per step; nil for none
+}
+
+// ScenarioResult is one server's outcome in one scenario.
+type ScenarioResult struct {
+	Server   string `json:"server"`
+	Version  string `json:"version"`
+	Scenario string `json:"scenario"`
+	Mode     string `json:"mode"`
+	Clients  int    `json:"clients"`
+	// Best is the phase at the highest rate within the loss limit (or the
+	// one phase run); OpenLoop the phase offered as much as the generator
+	// sends.
+	Best     loadgen.Result   `json:"best"`
+	MaxLoss  float64          `json:"max-loss"`
+	OpenLoop *loadgen.Result  `json:"open-loop,omitempty"`
+	Steps    []loadgen.Result `json:"steps,omitempty"`
+	Err      string           `json:"error,omitempty"`
+}
+
+// transport opens the generator's transport in the client namespace.
+func (r *Rig) transport(mode string) (loadgen.Transport, error) {
+	var t loadgen.Transport
+	err := r.Cli.Do(func() error {
+		var err error
+		switch mode {
+		case "relay", "":
+			t, err = loadgen.NewRelay(netip.MustParseAddr(Giaddr), netip.MustParseAddr(ServerAddr))
+		case "l2":
+			t, err = loadgen.NewL2(ClientIf, netip.MustParseAddr(ServerAddr))
+		default:
+			err = fmt.Errorf("mode %q: want relay or l2", mode)
+		}
+		return err
+	})
+	return t, err
+}
+
+// genConfig is the generator's view of the rig for mode.
+func genConfig(o ScenarioOptions, pid int) loadgen.Config {
+	c := loadgen.Config{Clients: o.Clients, Pop: o.Pop, Server: netip.MustParseAddr(ServerAddr), LeaseTime: time.Hour,
+		ServerPID: pid, Progress: o.Progress}
+	if o.Mode == "l2" {
+		// The B flag makes every server broadcast OFFER and ACK, so that a
+		// server on UDP sockets (Kea's default) can answer a client with no
+		// address; renewals are unicast both ways.
+		c.Broadcast = true
+		c.Pop.Opt82 = false
+	} else {
+		c.GIAddr = netip.MustParseAddr(Giaddr)
+		c.Pop.VLANs = 0
+	}
+	return c
+}
+
+// Scenario starts s afresh and drives it with the generator.
+func (r *Rig) Scenario(ctx context.Context, s Server, o ScenarioOptions) ScenarioResult {
+	res := ScenarioResult{Server: s.Name(), Version: s.Version(), Scenario: o.Scenario, Mode: o.Mode, Clients: o.Clients, MaxLoss: o.MaxLoss}
+	if res.Mode == "" {
+		res.Mode = "relay"
+	}
+	fail := func(err error) ScenarioResult { res.Err = err.Error(); return res }
+	dir, err := os.MkdirTemp("", "xdhcp-bench-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(dir)
+	p, err := s.Start(ctx, r.Srv, dir)
+	if err != nil {
+		return fail(err)
+	}
+	defer stopServer(s, p, r.Srv, dir)
+	tr, err := r.transport(o.Mode)
+	if err != nil {
+		return fail(err)
+	}
+	defer tr.Close()
+	g, err := loadgen.New(genConfig(o, p.Pid()), tr)
+	if err != nil {
+		return fail(err)
+	}
+	defer g.Close()
+	if o.Scenario != loadgen.DORA {
+		n := o.Clients
+		if o.Scenario == loadgen.Mixed {
+			n = o.Clients * 9 / 10 // the rest are the new clients
+		}
+		if _, err := g.Acquire(ctx, n); err != nil {
+			return fail(fmt.Errorf("taking leases: %w", err))
+		}
+	}
+	return r.phases(ctx, g, o, res, s.Name())
+}
+
+// phases runs the measured phases of o on g: one at o.Rate, or a rate
+// search within o.MaxLoss followed by an open-loop phase.
+func (r *Rig) phases(ctx context.Context, g *loadgen.Gen, o ScenarioOptions, res ScenarioResult, name string) ScenarioResult {
+	fail := func(err error) ScenarioResult { res.Err = err.Error(); return res }
+	run := func(rate int) (loadgen.Result, error) {
+		time.Sleep(time.Second) // let the previous phase's backlog drain
+		ph, err := g.Run(ctx, loadgen.Phase{Scenario: res.Scenario, Rate: rate, Duration: o.Step})
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, "  %-20s %-7s %-5s rate %7d/s: %8.0f answered/s, loss %6.3f%%, wrong %d, p99 %.0fµs\n",
+				name, res.Scenario, res.Mode, rate, ph.Rate, 100*ph.Loss, ph.Wrong, ph.P99)
+		}
+		return ph, err
+	}
+	if o.MaxLoss <= 0 {
+		ph, err := run(o.Rate)
+		res.Best = ph
+		if err != nil {
+			return fail(err)
+		}
+		return res
+	}
+	var runErr error
+	findRate(ctx, max(o.StartRate, 100), o.MaxLoss, 3, func(rate int) (float64, float64) {
+		ph, err := run(rate)
+		if err != nil {
+			runErr = err
+			return 0, 1
+		}
+		res.Steps = append(res.Steps, ph)
+		// A step counts only if the generator offered the rate (with every
+		// client busy it cannot) and nothing was answered wrongly.
+		offered := float64(ph.Started+ph.Released) / ph.Seconds
+		ok := ph.Loss <= o.MaxLoss && ph.Wrong == 0 && offered >= 0.95*float64(rate)
+		if ok && ph.Rate > res.Best.Rate {
+			res.Best = ph
+		}
+		if !ok {
+			return ph.Rate, 1
+		}
+		return ph.Rate, ph.Loss
+	})
+	if runErr != nil {
+		return fail(runErr)
+	}
+	ol, err := run(0)
+	if err != nil {
+		return fail(err)
+	}
+	res.OpenLoop = &ol
+	return res
+}
+
+// DefaultPopulation is the rig's client population: option 82 per client
+// in relay mode, client-ids, and vlans tags per client in layer 2 mode.
+func DefaultPopulation(opt82, clientIDs bool, vlans int) loadgen.Population {
+	return loadgen.Population{Opt82: opt82, ClientIDs: clientIDs, VLANs: vlans}
+}
