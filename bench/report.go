@@ -12,21 +12,21 @@ import (
 
 // Report is a whole comparison, as written to bench/results.
 type Report struct {
-	Date     time.Time         `json:"date"`
-	Host     string            `json:"host"`
-	Kernel   string            `json:"kernel"`
-	CPU      string            `json:"cpu"`
-	Clients  int               `json:"clients"`
-	StepTime string            `json:"step-time"`
-	Results  []ServerResult    `json:"results"`
-	Startup  *StartupResult    `json:"startup,omitempty"`
+	Date     time.Time      `json:"date"`
+	Host     string         `json:"host"`
+	Kernel   string         `json:"kernel"`
+	CPU      string         `json:"cpu"`
+	Clients  int            `json:"clients"`
+	StepTime string         `json:"step-time"`
+	Results  []ServerResult `json:"results"`
+	Startup  *StartupResult `json:"startup,omitempty"`
 	// Scenarios are xdhcp-bench's own generator against each server;
 	// Selftest its ceiling against the XDP reflector.
-	Scenarios []ScenarioResult `json:"scenarios,omitempty"`
-	Selftest  []ScenarioResult `json:"selftest,omitempty"`
-	Charts    []string         `json:"charts,omitempty"`
-	Cost     []CostResult      `json:"xdp-cost,omitempty"`
-	LQ       *LeasequeryResult `json:"leasequery,omitempty"`
+	Scenarios []ScenarioResult  `json:"scenarios,omitempty"`
+	Selftest  []ScenarioResult  `json:"selftest,omitempty"`
+	Charts    []string          `json:"charts,omitempty"`
+	Cost      []CostResult      `json:"xdp-cost,omitempty"`
+	LQ        *LeasequeryResult `json:"leasequery,omitempty"`
 }
 
 // Environment fills in host facts.
@@ -124,7 +124,6 @@ func (rep *Report) Write(dir string) (string, error) {
 	// latest.md is what the README links.
 	return base + ".md", os.WriteFile(filepath.Join(dir, "latest.md"), md, 0o644)
 }
-
 
 // base names the report's files.
 func (rep *Report) base() string { return rep.Date.UTC().Format("2006-01-02T1504") + "-" + rep.Host }

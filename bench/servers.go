@@ -30,9 +30,9 @@ const (
 	linkPool2 = "10.77.1.0-10.77.255.254"
 	// The small-pool ranges (dhcpd) hold 16k each.
 	linkSmallPool1 = "10.76.0.10-10.76.63.254"
-	Giaddr     = "10.80.0.1"
-	RelayNet   = "10.80.0.0/14"
-	poolStart  = "10.80.1.0"
+	Giaddr         = "10.80.0.1"
+	RelayNet       = "10.80.0.0/14"
+	poolStart      = "10.80.1.0"
 	// 131k addresses: room for the default 100k clients without making
 	// servers that build per-address state at start-up (dhcpd) pay for
 	// addresses nobody asks for.

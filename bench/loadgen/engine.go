@@ -143,10 +143,10 @@ type Gen struct {
 	// inFlight counts operations awaiting an answer (the queue also
 	// holds answered ones until their deadline passes).
 	inFlight int
-	c       counts
-	cursor  [opKinds]int
-	seqGen  uint8
-	opCount int
+	c        counts
+	cursor   [opKinds]int
+	seqGen   uint8
+	opCount  int
 
 	stop chan struct{}
 	done chan struct{}

@@ -209,7 +209,7 @@ func (t *L2) answerARP(from net.HardwareAddr, vlans []uint16, a []byte) {
 	}
 	b := AppendEthernet(make([]byte, 0, 64), from, id.MAC, vlans, etherARP)
 	b = append(b, 0, 1, 8, 0, 6, 4, 0, 2)
-	b = append(append(b, id.MAC...), a[24:28]...) // sender: the client
+	b = append(append(b, id.MAC...), a[24:28]...)  // sender: the client
 	b = append(append(b, a[8:14]...), a[14:18]...) // target: who asked
 	unix.Write(t.fd, b)
 }

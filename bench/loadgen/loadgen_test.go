@@ -257,7 +257,7 @@ func TestDropsAndWrongAnswers(t *testing.T) {
 	}
 	f.mu.Lock()
 	base := f.n
-	f.drop = func(n int) bool { return (n-base)%10 == 1 }   // every tenth renewal lost
+	f.drop = func(n int) bool { return (n-base)%10 == 1 }    // every tenth renewal lost
 	f.corrupt = func(n int) bool { return (n-base)%10 == 5 } // and another answered wrongly
 	f.mu.Unlock()
 	r, err := g.Run(context.Background(), Phase{Scenario: Renew, Rate: 2000, Duration: 500 * time.Millisecond})
