@@ -1,0 +1,74 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/xdhcp/xdhcp/bench/loadgen"
+)
+
+// TestScenariosEndToEnd runs every generator scenario briefly against
+// xdhcpd (XDP native) over the rig's veth, in both modes where they
+// apply, and the selftest against the reflector. It asserts that answers
+// came and were valid, not how fast.
+func TestScenariosEndToEnd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and attaches XDP")
+	}
+	if testing.Short() {
+		t.Skip("end to end; skipped with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "xdhcpd")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/xdhcp/xdhcp/cmd/xdhcpd").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	rig, err := NewRig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rig.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	pop := DefaultPopulation(true, true, 0)
+	for _, c := range []struct {
+		scenario, mode string
+		server         Server
+	}{
+		{loadgen.DORA, "relay", Xdhcpd{Bin: bin}},
+		{loadgen.Renew, "relay", Xdhcpd{Bin: bin, Fast: "native"}},
+		{loadgen.Renew, "l2", Xdhcpd{Bin: bin, Fast: "native"}},
+		{loadgen.Mixed, "relay", Xdhcpd{Bin: bin, Fast: "native"}},
+		{loadgen.Release, "l2", Xdhcpd{Bin: bin}},
+	} {
+		t.Run(c.scenario+"-"+c.mode+"-"+c.server.Name(), func(t *testing.T) {
+			r := rig.Scenario(ctx, c.server, ScenarioOptions{Scenario: c.scenario, Mode: c.mode, Clients: 300, Pop: pop, Rate: 400, Step: time.Second})
+			checkResult(t, r)
+			if c.scenario == loadgen.Mixed && r.Best.Released == 0 {
+				t.Error("mixed scenario released nothing")
+			}
+		})
+	}
+	t.Run("selftest-relay", func(t *testing.T) {
+		checkResult(t, rig.Selftest(ctx, ScenarioOptions{Mode: "relay", Clients: 300, Pop: pop, Rate: 2000, Step: time.Second}))
+	})
+}
+
+func checkResult(t *testing.T, r ScenarioResult) {
+	t.Helper()
+	x := r.Best
+	t.Logf("%s %s %s: started %d answered %d dropped %d wrong %d late %d p99 %.0fµs", r.Server, r.Scenario, r.Mode, x.Started, x.Answered, x.Dropped, x.Wrong, x.Late, x.P99)
+	if r.Err != "" {
+		t.Fatal(r.Err)
+	}
+	if x.Answered == 0 || x.Wrong != 0 || x.NAKs != 0 {
+		t.Fatalf("want valid answers only: %+v", x)
+	}
+	// A second at a few hundred operations: nearly all are answered.
+	if x.Answered < x.Started*9/10 {
+		t.Fatalf("answered %d of %d started", x.Answered, x.Started)
+	}
+}
