@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xdhcp/xdhcp/bench/loadgen"
 	"github.com/xdhcp/xdhcp/internal/netns"
 )
 
@@ -156,13 +157,13 @@ func (r *Rig) measure(ctx context.Context, s Server, rate int, o CompareOptions)
 			return PerfResult{}, 0, fmt.Errorf("%s answered no DORA within 90s of starting: %v", s.Name(), err)
 		}
 	}
-	cpu0 := cpuSeconds(p.Pid())
+	cpu0 := loadgen.ProcessCPU(p.Pid())
 	clients := o.Clients
 	if c, ok := s.(interface{ MaxClients() int }); ok && c.MaxClients() > 0 {
 		clients = min(clients, c.MaxClients())
 	}
 	res, err := RunPerfdhcp(ctx, r.Cli, Giaddr, ServerAddr, rate, clients, o.StepTime)
-	return res, cpuSeconds(p.Pid()) - cpu0, err
+	return res, loadgen.ProcessCPU(p.Pid()) - cpu0, err
 }
 
 // FindRate finds the highest DORA rate a server sustains with at most

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ type ScenarioOptions struct {
 	// loop).
 	MaxLoss   float64
 	StartRate int
+	Bisect    int // bisection steps after the first failing rate (default 3)
 	Rate      int
 	Step      time.Duration // length of each phase
 	Progress  io.Writer     // live progress line; nil for none
@@ -142,7 +144,7 @@ func (r *Rig) phases(ctx context.Context, g *loadgen.Gen, o ScenarioOptions, res
 		return res
 	}
 	var runErr error
-	findRate(ctx, max(o.StartRate, 100), o.MaxLoss, 3, func(rate int) (float64, float64) {
+	findRate(ctx, max(o.StartRate, 100), o.MaxLoss, cmp.Or(o.Bisect, 3), func(rate int) (float64, float64) {
 		ph, err := run(rate)
 		if err != nil {
 			runErr = err

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -257,22 +256,6 @@ func socketAnswers(path string) bool {
 	b := make([]byte, 64)
 	n, _ := c.Read(b)
 	return strings.Contains(string(b[:n]), `"ok":true`)
-}
-
-// cpuSeconds is user+system CPU time of pid so far.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
 }
 
 // stopServer stops a server and, for xdhcpd with the fast path, removes

@@ -10,8 +10,8 @@ import (
 // userHZ is the unit of /proc's CPU times (USER_HZ, 100 on Linux).
 const userHZ = 100
 
-// processCPU is pid's user+system CPU seconds so far, 0 when unknown.
-func processCPU(pid int) float64 {
+// ProcessCPU is pid's user+system CPU seconds so far, 0 when unknown.
+func ProcessCPU(pid int) float64 {
 	if pid <= 0 {
 		return 0
 	}

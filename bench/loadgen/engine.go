@@ -268,7 +268,7 @@ func (g *Gen) Run(ctx context.Context, p Phase) (Result, error) {
 	g.mu.Lock()
 	g.c = counts{}
 	g.mu.Unlock()
-	cpu0, soft0 := processCPU(g.cfg.ServerPID), softirqSeconds()
+	cpu0, soft0 := ProcessCPU(g.cfg.ServerPID), softirqSeconds()
 	start := time.Now()
 	end := start.Add(p.Duration)
 	var started int64
@@ -332,7 +332,7 @@ func (g *Gen) Run(ctx context.Context, p Phase) (Result, error) {
 		r.Loss = float64(r.Dropped) / float64(r.Answered+r.Dropped)
 	}
 	if g.cfg.ServerPID > 0 {
-		r.ServerCPU = processCPU(g.cfg.ServerPID) - cpu0
+		r.ServerCPU = ProcessCPU(g.cfg.ServerPID) - cpu0
 	}
 	r.Softirq = softirqSeconds() - soft0
 	if r.Answered > 0 {
