@@ -135,7 +135,7 @@ func (r *Rig) Close() {
 }
 
 // measure runs perfdhcp once at rate against a freshly started server.
-func (r *Rig) measure(ctx context.Context, s Server, rate int, o CompareOptions) (PerfResult, float64, error) {
+func (r *Rig) measure(ctx context.Context, s Server, rate, renew int, o CompareOptions) (PerfResult, float64, error) {
 	dir, err := os.MkdirTemp("", "xdhcp-bench-"+s.Name())
 	if err != nil {
 		return PerfResult{}, 0, err
@@ -162,7 +162,7 @@ func (r *Rig) measure(ctx context.Context, s Server, rate int, o CompareOptions)
 	if c, ok := s.(interface{ MaxClients() int }); ok && c.MaxClients() > 0 {
 		clients = min(clients, c.MaxClients())
 	}
-	res, err := RunPerfdhcp(ctx, r.Cli, Giaddr, ServerAddr, rate, clients, o.StepTime)
+	res, err := RunPerfdhcpRenew(ctx, r.Cli, Giaddr, ServerAddr, rate, renew, clients, o.StepTime)
 	return res, loadgen.ProcessCPU(p.Pid()) - cpu0, err
 }
 
@@ -173,7 +173,7 @@ func (r *Rig) FindRate(ctx context.Context, s Server, o CompareOptions) ServerRe
 	good, bad := 0, 0
 	rate := o.Start
 	try := func(rate int) bool {
-		res, cpu, err := r.measure(ctx, s, rate, o)
+		res, cpu, err := r.measure(ctx, s, rate, 0, o)
 		if err != nil {
 			out.Err = err.Error()
 			return false

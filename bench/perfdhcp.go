@@ -28,6 +28,8 @@ type PerfResult struct {
 	Duration time.Duration `json:"duration"`
 	DO       Exchange      `json:"discover-offer"`
 	RA       Exchange      `json:"request-ack"`
+	Renew    Exchange      `json:"renewal-ack,omitempty"` // with -f
+	RenewAt  int           `json:"renew-rate,omitempty"`
 	Command  string        `json:"command"`
 }
 
@@ -45,12 +47,18 @@ func (r PerfResult) DropRatio() float64 {
 }
 
 var (
-	sectionRE = regexp.MustCompile(`\*\*\*Statistics for: (\S+)\*\*\*`)
+	sectionRE = regexp.MustCompile(`\*\*\*Statistics for: ([^*]+)\*\*\*`)
 	fieldRE   = regexp.MustCompile(`^(sent packets|received packets|drops): (\d+)`)
 )
 
 // ParsePerfdhcp reads the statistics perfdhcp prints at the end of a run.
 func ParsePerfdhcp(out []byte) (do, ra Exchange, err error) {
+	do, ra, _, err = parsePerfdhcp(out)
+	return do, ra, err
+}
+
+// parsePerfdhcp also returns the renewals' exchange (perfdhcp -f).
+func parsePerfdhcp(out []byte) (do, ra, renew Exchange, err error) {
 	var cur *Exchange
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	seen := 0
@@ -62,6 +70,8 @@ func ParsePerfdhcp(out []byte) (do, ra Exchange, err error) {
 				cur = &do
 			case "REQUEST-ACK":
 				cur = &ra
+			case "REQUEST-ACK (renewal)":
+				cur = &renew
 			default:
 				cur = nil
 			}
@@ -81,9 +91,9 @@ func ParsePerfdhcp(out []byte) (do, ra Exchange, err error) {
 		}
 	}
 	if seen < 2 {
-		return do, ra, fmt.Errorf("perfdhcp output has no DISCOVER-OFFER/REQUEST-ACK statistics:\n%s", tail(out, 20))
+		return do, ra, renew, fmt.Errorf("perfdhcp output has no DISCOVER-OFFER/REQUEST-ACK statistics:\n%s", tail(out, 20))
 	}
-	return do, ra, nil
+	return do, ra, renew, nil
 }
 
 func tail(b []byte, lines int) string {
@@ -97,12 +107,25 @@ func tail(b []byte, lines int) string {
 // RunPerfdhcp runs perfdhcp in ns as a relay (giaddr = relay) against
 // server at rate DORA/s with clients distinct MACs.
 func RunPerfdhcp(ctx context.Context, ns *netns.NS, relay, server string, rate, clients int, d time.Duration) (PerfResult, error) {
-	argv := []string{"perfdhcp", "-4", "-l", relay, "-R", strconv.Itoa(clients), "-r", strconv.Itoa(rate),
-		"-p", strconv.Itoa(int(d.Seconds())), "-W", "1000000", server}
-	res := PerfResult{Rate: rate, Duration: d, Command: strings.Join(argv, " ")}
+	return runPerfdhcp(ctx, ns, relay, server, rate, 0, clients, d)
+}
+
+// RunPerfdhcpRenew is RunPerfdhcp with renewals of the leases taken at
+// renew per second (perfdhcp -f), which perfdhcp caps at the DORA rate.
+func RunPerfdhcpRenew(ctx context.Context, ns *netns.NS, relay, server string, rate, renew, clients int, d time.Duration) (PerfResult, error) {
+	return runPerfdhcp(ctx, ns, relay, server, rate, renew, clients, d)
+}
+
+func runPerfdhcp(ctx context.Context, ns *netns.NS, relay, server string, rate, renew, clients int, d time.Duration) (PerfResult, error) {
+	argv := []string{"perfdhcp", "-4", "-l", relay, "-R", strconv.Itoa(clients), "-r", strconv.Itoa(rate)}
+	if renew > 0 {
+		argv = append(argv, "-f", strconv.Itoa(renew))
+	}
+	argv = append(argv, "-p", strconv.Itoa(int(d.Seconds())), "-W", "1000000", server)
+	res := PerfResult{Rate: rate, RenewAt: renew, Duration: d, Command: strings.Join(argv, " ")}
 	out, err := ns.Exec(ctx, argv...)
 	var perr error
-	res.DO, res.RA, perr = ParsePerfdhcp(out)
+	res.DO, res.RA, res.Renew, perr = parsePerfdhcp(out)
 	if perr != nil {
 		if err != nil {
 			return res, err

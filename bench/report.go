@@ -25,6 +25,7 @@ type Report struct {
 	Scenarios []ScenarioResult  `json:"scenarios,omitempty"`
 	Selftest  []ScenarioResult  `json:"selftest,omitempty"`
 	Charts    []string          `json:"charts,omitempty"`
+	Referee   []RefereeResult   `json:"perfdhcp-renewals,omitempty"`
 	Cost      []CostResult      `json:"xdp-cost,omitempty"`
 	LQ        *LeasequeryResult `json:"leasequery,omitempty"`
 }
@@ -85,6 +86,12 @@ func (rep *Report) Markdown() string {
 		b.WriteString("```\n")
 	}
 	rep.scenarioTables(&b)
+	if len(rep.Referee) > 0 {
+		fmt.Fprintf(&b, "\n## Renewals/s by perfdhcp (referee: `-r R -f R`, relayed; a step counts with at most %.1f%% renewals and %.1f%% DORA exchanges lost)\n\nperfdhcp renews only as fast as it takes leases, so this is bounded by each server's DORA rate; it checks the generator's figures from outside, not the fast path's ceiling.\n\n| server | renewals/s | command |\n|---|---|---|\n", 100*RenewLossLimit, 100*DropLimit)
+		for _, r := range rep.Referee {
+			fmt.Fprintf(&b, "| %s | %.0f | `%s` |%s\n", r.Server, r.Rate, r.Best.Command, errCell(r.Err))
+		}
+	}
 	if len(rep.Cost) > 0 {
 		b.WriteString("\n## XDP program cost per renewal (BPF_PROG_TEST_RUN, warm, request restored before each run)\n\n| case | runs | measured ns | wrapper baseline ns | program ns/packet |\n|---|---|---|---|---|\n")
 		for _, c := range rep.Cost {

@@ -27,6 +27,7 @@ const usage = `usage:
   xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--out DIR]   every scenario and mode against every server
   xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
                   [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--out DIR]
+  xdhcp-bench referee --xdhcpd PATH [--quick] [--servers LIST]   perfdhcp's renewals (-r R -f R) against each server
   xdhcp-bench selftest [--mode relay|l2] [--clients N] [--out DIR]   the generator's ceiling against an XDP reflector
 Servers: xdhcpd-xdp-native, xdhcpd-xdp-generic, xdhcpd (fast path off), kea, dhcpd, dhcpd-16k-pool.
 Runs as root: it creates network namespaces. Every run writes a report (markdown, JSON, SVG charts) under --out.
@@ -229,6 +230,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			return nil
 		},
+		"referee": func() error {
+			o := bench.CompareOptions{Clients: 20000, StepTime: 10 * time.Second, Start: 1000, Log: stdout}
+			if *quick {
+				o.StepTime = 3 * time.Second
+			}
+			for _, name := range strings.Split(genServers, ",") {
+				s, err := pick(name, "relay")
+				if err != nil {
+					return err
+				}
+				rep.Referee = append(rep.Referee, rig.RenewReferee(ctx, s, o))
+			}
+			return nil
+		},
 		"run": func() error {
 			s, err := pick(*server, *mode)
 			if err != nil {
@@ -304,7 +319,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	order := []string{cmd}
 	if cmd == "all" {
-		order = []string{"selftest", "compare", "scenarios", "renew-cost", "leasequery", "startup"}
+		order = []string{"selftest", "compare", "scenarios", "referee", "renew-cost", "leasequery", "startup"}
 		if *quick {
 			order = []string{"selftest", "compare", "scenarios", "renew-cost", "startup"}
 		}
