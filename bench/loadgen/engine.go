@@ -653,7 +653,12 @@ func (g *Gen) answer(p *dhcpwire.Packet, b []byte, now int64, out []Packet, aren
 		if prev, ok := g.byIP[c.ip]; ok && int(prev) != j {
 			// The server gave out an address another client holds.
 			g.c.wrong++
-			g.clients[prev].ip, g.clients[prev].state = netip.Addr{}, idle
+			pc := &g.clients[prev]
+			if pc.state == discovering || pc.state == requesting || pc.state == renewing {
+				g.inFlight-- // its exchange ends here
+			}
+			pc.seq++
+			pc.ip, pc.state = netip.Addr{}, idle
 		}
 		g.byIP[c.ip] = int32(j)
 	case renewing:

@@ -132,6 +132,7 @@ type fakeServer struct {
 	cond    *sync.Cond
 	closed  bool
 	lease   uint32
+	same    bool // offer every client the same address
 }
 
 func newFake() *fakeServer {
@@ -160,6 +161,9 @@ func (f *fakeServer) Send(pkts []Packet) (int, error) {
 		switch p.MessageType() {
 		case dhcpwire.Discover:
 			a, ok := f.leases[key]
+			if f.same {
+				a, ok = netip.MustParseAddr("10.80.1.1"), true
+			}
 			if !ok {
 				a = netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, f.next)))
 				f.next++
@@ -168,6 +172,9 @@ func (f *fakeServer) Send(pkts []Packet) (int, error) {
 			h.YIAddr, typ = a, dhcpwire.Offer
 		case dhcpwire.Request:
 			a := f.leases[key]
+			if f.same {
+				a = netip.MustParseAddr("10.80.1.1")
+			}
 			h.YIAddr, typ = a, dhcpwire.Ack
 		case dhcpwire.Release:
 			continue
@@ -302,5 +309,24 @@ func TestConfigErrors(t *testing.T) {
 	g := newGen(t, f, 10)
 	if _, err := g.Run(context.Background(), Phase{Scenario: "flood", Duration: time.Millisecond}); err == nil {
 		t.Error("unknown scenario accepted")
+	}
+}
+
+func TestDuplicateAddressIsWrong(t *testing.T) {
+	f := newFake()
+	f.same = true
+	g := newGen(t, f, 4)
+	done := make(chan Result)
+	go func() {
+		r, _ := g.Run(context.Background(), Phase{Scenario: DORA, Rate: 40, Duration: 200 * time.Millisecond})
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		if r.Wrong == 0 || g.Bound() != 1 {
+			t.Fatalf("one address given to several clients: wrong %d, bound %d", r.Wrong, g.Bound())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not drain: an exchange was lost track of")
 	}
 }
