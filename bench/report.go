@@ -25,6 +25,7 @@ type Report struct {
 	Scenarios []ScenarioResult  `json:"scenarios,omitempty"`
 	Selftest  []ScenarioResult  `json:"selftest,omitempty"`
 	Charts    []string          `json:"charts,omitempty"`
+	Partial   bool              `json:"partial,omitempty"` // interrupted before the end
 	Referee   []RefereeResult   `json:"perfdhcp-renewals,omitempty"`
 	Cost      []CostResult      `json:"xdp-cost,omitempty"`
 	LQ        *LeasequeryResult `json:"leasequery,omitempty"`
@@ -50,6 +51,9 @@ func (rep *Report) Markdown() string {
 	fmt.Fprintf(&b, "# xdhcp benchmark, %s\n\n", rep.Date.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "Host %s, kernel %s, CPU %s (%d CPUs shared by the generator and the server). Traffic crosses a veth between two network namespaces.\n\n",
 		rep.Host, rep.Kernel, rep.CPU, runtime.NumCPU())
+	if rep.Partial {
+		b.WriteString("**Partial report: the run was interrupted; only the sections below were measured.**\n\n")
+	}
 	if len(rep.Results) > 0 {
 		fmt.Fprintf(&b, "DORA: perfdhcp in relay mode (giaddr %s), %d clients, %s per step; a step counts when at most %.1f%% of DORA exchanges fail.\n\n", Giaddr, rep.Clients, rep.StepTime, 100*DropLimit)
 	}

@@ -332,7 +332,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		if err := f(); err != nil {
 			fmt.Fprintf(stderr, "xdhcp-bench: %v\n", err)
-			return 1
+			if ctx.Err() == nil {
+				return 1
+			}
+			// Interrupted: keep what was measured, marked as partial.
+			rep.Partial = true
+			break
 		}
 	}
 	md, err := rep.Write(*out)
@@ -341,6 +346,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "\n%s\nreport: %s\n", rep.Markdown(), md)
+	if rep.Partial {
+		return 1
+	}
 	return 0
 }
 
