@@ -24,7 +24,7 @@ const usage = `usage:
   xdhcp-bench leasequery --xdhcpd PATH [--quick] [--out DIR]   UDP leasequery/s and bulk leases/s
   xdhcp-bench startup --xdhcpd PATH [--leases 1000000] [--out DIR]
   xdhcp-bench renew --xdhcpd PATH [--quick] [--out DIR]     renewals/s with XDP native, generic and off, Kea, dhcpd; XDP cost per packet
-  xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--out DIR]   every scenario and mode against every server
+  xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--scenarios renew-relay,...] [--out DIR]   every scenario and mode against every server
   xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
                   [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--out DIR]
   xdhcp-bench referee --xdhcpd PATH [--quick] [--servers LIST]   perfdhcp's renewals (-r R -f R) against each server
@@ -56,6 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	maxLoss := fs.Float64("max-loss", 0, "run: search the highest rate with at most this loss (e.g. 0.001) instead of --rate")
 	opt82 := fs.Bool("opt82", true, "relay mode: option 82 (circuit-id, remote-id) per client")
 	clientIDs := fs.Bool("client-ids", true, "clients send option 61")
+	only := fs.String("scenarios", "", "scenarios: only these scenario-mode pairs (e.g. renew-relay,release-relay)")
 	vlans := fs.Int("vlans", 0, "l2 mode: VLAN tags per client (0, 1 or 2; the server side must be set up for them)")
 	clients := fs.Int("clients", 0, "distinct clients (default 100000 for compare, 10000 for the generator)")
 	step := fs.Duration("step", 0, "length of each step (default 30s for compare, 3s for the generator)")
@@ -211,6 +212,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 				scen, mode string
 				loss       float64
 			}{{"renew", "relay", 0.001}, {"renew", "l2", 0.001}, {"dora", "relay", 0.025}, {"mixed", "relay", 0.01}, {"release", "relay", 0.025}} {
+				if *only != "" && !strings.Contains(","+*only+",", ","+sc.scen+"-"+sc.mode+",") {
+					continue
+				}
 				names := genServers
 				if *quick {
 					// The reduced set: renewals through a relay, XDP against
