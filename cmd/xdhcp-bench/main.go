@@ -1,7 +1,7 @@
-// Command xdhcp-bench is the benchmark rig.
-//
-//	xdhcp-bench compare --xdhcpd PATH [--quick] [--servers xdhcpd,kea,dhcpd] [--out DIR]
-//	xdhcp-bench startup --xdhcpd PATH [--leases N] [--out DIR]
+// Command xdhcp-bench is the benchmark rig: it runs xdhcpd, Kea and ISC
+// dhcpd in network namespaces, drives them with its own generator
+// (bench/loadgen) and with perfdhcp as the referee, and writes a report.
+// The usage text below lists its commands.
 package main
 
 import (
