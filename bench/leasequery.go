@@ -71,18 +71,18 @@ subnets:
 	if err := waitFor(ctx, p, func() bool { return socketAnswers(filepath.Join(dir, "ctl.sock")) }); err != nil {
 		return fail(err)
 	}
-	rc, err := openRelay(r.Cli)
+	rc, err := r.transport("relay")
 	if err != nil {
 		return fail(err)
 	}
-	defer rc.c.Close()
+	defer rc.Close()
 	msgs, valid := leasequeries(n)
 	// Open loop on two shared cores starves the server of CPU; the rate it
 	// sustains with at most 1% loss is the fairer figure.
 	step := 3 * time.Second
 	res.UDPLowLoss, _, res.UDPLowLossAt = findRate(ctx, 10000, 0.01, 3, func(rate int) (float64, float64) {
 		time.Sleep(time.Second) // let the previous step's backlog drain
-		s, a, _ := rc.paced(ctx, msgs, step, rate, valid)
+		s, a, _ := paced(ctx, rc, msgs, step, rate, valid)
 		loss := 1.0
 		if s > 0 {
 			loss = 1 - float64(a)/float64(s)
@@ -90,7 +90,7 @@ subnets:
 		return float64(a) / step.Seconds(), loss
 	})
 	time.Sleep(time.Second)
-	res.UDPSent, res.UDPAnswered, res.UDPWrong = rc.blast(ctx, msgs, d, valid)
+	res.UDPSent, res.UDPAnswered, res.UDPWrong = blast(ctx, rc, msgs, d, valid)
 	res.UDPRate = float64(res.UDPAnswered) / d.Seconds()
 
 	err = r.Cli.Do(func() error {

@@ -36,5 +36,5 @@ func (r Renewal) Frame(src, dst net.HardwareAddr) []byte {
 	if r.GIAddr.IsValid() {
 		from, sport = r.GIAddr, 67
 	}
-	return append(b, pktio.BuildIPv4UDP(from, r.Server, sport, 67, r.Payload())...)
+	return pktio.AppendIPv4UDP(b, from, r.Server, sport, 67, r.Payload())
 }

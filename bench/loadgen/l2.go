@@ -98,8 +98,8 @@ func Frame(p Packet, server netip.Addr, serverMAC net.HardwareAddr) []byte {
 	if p.CIAddr.IsValid() {
 		dst, src, to = serverMAC, p.CIAddr, server
 	}
-	b := AppendEthernet(make([]byte, 0, 64+len(p.Payload)), dst, p.Client.MAC, p.Client.VLANs, etherIPv4)
-	return append(b, pktio.BuildIPv4UDP(src, to, 68, 67, p.Payload)...)
+	b := AppendEthernet(make([]byte, 0, 50+len(p.Payload)), dst, p.Client.MAC, p.Client.VLANs, etherIPv4)
+	return pktio.AppendIPv4UDP(b, src, to, 68, 67, p.Payload)
 }
 
 type mmsghdr struct {

@@ -225,6 +225,16 @@ func newGen(t *testing.T, f *fakeServer, clients int) *Gen {
 	return g
 }
 
+// boundGen is newGen with every client holding a lease.
+func boundGen(t *testing.T, f *fakeServer, clients int) *Gen {
+	t.Helper()
+	g := newGen(t, f, clients)
+	if n, err := g.Acquire(context.Background(), clients); err != nil || n != clients {
+		t.Fatalf("acquired %d of %d: %v", n, clients, err)
+	}
+	return g
+}
+
 func TestScenariosAgainstFake(t *testing.T) {
 	for _, sc := range Scenarios {
 		t.Run(sc, func(t *testing.T) {
@@ -258,10 +268,7 @@ func TestScenariosAgainstFake(t *testing.T) {
 
 func TestDropsAndWrongAnswers(t *testing.T) {
 	f := newFake()
-	g := newGen(t, f, 100)
-	if _, err := g.Acquire(context.Background(), 100); err != nil {
-		t.Fatal(err)
-	}
+	g := boundGen(t, f, 100)
 	f.mu.Lock()
 	base := f.n
 	f.drop = func(n int) bool { return (n-base)%10 == 1 }    // every tenth renewal lost
@@ -285,10 +292,7 @@ func TestDropsAndWrongAnswers(t *testing.T) {
 
 func TestLeaseTimeChecked(t *testing.T) {
 	f := newFake()
-	g := newGen(t, f, 50)
-	if _, err := g.Acquire(context.Background(), 50); err != nil {
-		t.Fatal(err)
-	}
+	g := boundGen(t, f, 50)
 	f.mu.Lock()
 	f.lease = 60 // far below the configured hour: a wrong answer
 	f.mu.Unlock()

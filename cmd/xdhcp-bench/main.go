@@ -153,6 +153,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		rep.Scenarios = append(rep.Scenarios, r)
 		return ctx.Err()
 	}
+	xdpCost := func() error {
+		fmt.Fprintln(stdout, "XDP program cost (BPF_PROG_TEST_RUN)...")
+		runs := 1_000_000
+		if *quick {
+			runs = 100_000
+		}
+		cost, err := bench.XDPCost(ctx, runs)
+		if err != nil {
+			return fmt.Errorf("xdp cost: %w", err)
+		}
+		rep.Cost = cost
+		return nil
+	}
 	steps := map[string]func() error{
 		"compare": func() error {
 			o := bench.CompareOptions{Clients: 100000, StepTime: 30 * time.Second, Start: 1000, Bisect: 3, Log: stdout}
@@ -199,13 +212,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 					return err
 				}
 			}
-			fmt.Fprintln(stdout, "XDP program cost (BPF_PROG_TEST_RUN)...")
-			cost, err := bench.XDPCost(ctx, 1_000_000)
-			if err != nil {
-				return fmt.Errorf("xdp cost: %w", err)
-			}
-			rep.Cost = cost
-			return nil
+			return xdpCost()
 		},
 		"scenarios": func() error {
 			for _, sc := range []struct {
@@ -311,16 +318,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return nil
 		},
 	}
-	steps["renew-cost"] = func() error {
-		fmt.Fprintln(stdout, "XDP program cost (BPF_PROG_TEST_RUN)...")
-		runs := 1_000_000
-		if *quick {
-			runs = 100_000
-		}
-		cost, err := bench.XDPCost(ctx, runs)
-		rep.Cost = cost
-		return err
-	}
+	steps["renew-cost"] = xdpCost
 	order := []string{cmd}
 	if cmd == "all" {
 		order = []string{"selftest", "compare", "scenarios", "referee", "renew-cost", "leasequery", "startup"}

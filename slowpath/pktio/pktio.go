@@ -214,21 +214,29 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // BuildIPv4UDP wraps payload in IPv4 and UDP headers with full checksums.
 func BuildIPv4UDP(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
-	b := make([]byte, 28+len(payload))
-	b[0] = 0x45
-	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
-	b[6] = 0x40 // don't fragment
-	b[8] = 64
-	b[9] = unix.IPPROTO_UDP
+	return AppendIPv4UDP(nil, src, dst, sport, dport, payload)
+}
+
+// AppendIPv4UDP is BuildIPv4UDP writing onto b, so that a caller framing
+// the packet (an Ethernet header first) needs no second buffer.
+func AppendIPv4UDP(b []byte, src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
+	start := len(b)
+	b = append(b, make([]byte, 28)...)
+	b = append(b, payload...)
+	h := b[start:]
+	h[0] = 0x45
+	binary.BigEndian.PutUint16(h[2:], uint16(len(h)))
+	h[6] = 0x40 // don't fragment
+	h[8] = 64
+	h[9] = unix.IPPROTO_UDP
 	s4, d4 := src.As4(), dst.As4()
-	copy(b[12:16], s4[:])
-	copy(b[16:20], d4[:])
-	binary.BigEndian.PutUint16(b[10:], ^fold(sum(b[:20], 0)))
-	u := b[20:]
+	copy(h[12:16], s4[:])
+	copy(h[16:20], d4[:])
+	binary.BigEndian.PutUint16(h[10:], ^fold(sum(h[:20], 0)))
+	u := h[20:]
 	binary.BigEndian.PutUint16(u[0:], sport)
 	binary.BigEndian.PutUint16(u[2:], dport)
 	binary.BigEndian.PutUint16(u[4:], uint16(8+len(payload)))
-	copy(u[8:], payload)
 	ps := sum(s4[:], 0)
 	ps = sum(d4[:], ps)
 	ps += unix.IPPROTO_UDP + uint32(8+len(payload))

@@ -2,61 +2,34 @@ package bench
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/ipv4"
-
-	"github.com/xdhcp/xdhcp/internal/netns"
+	"github.com/xdhcp/xdhcp/bench/loadgen"
 )
 
-// relayConn is the generator's socket: it sends as the relay (giaddr:67)
-// and receives the server's replies there, in batches.
-type relayConn struct {
-	c  net.PacketConn
-	pc *ipv4.PacketConn
-}
-
-func openRelay(ns *netns.NS) (*relayConn, error) {
-	var c net.PacketConn
-	err := ns.Do(func() error {
-		var err error
-		c, err = net.ListenPacket("udp4", Giaddr+":67")
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("relay socket: %w", err)
-	}
-	return &relayConn{c: c, pc: ipv4.NewPacketConn(c)}, nil
-}
-
-var serverUDP = &net.UDPAddr{IP: net.ParseIP(ServerAddr), Port: 67}
-
 // blast sends msgs round-robin to the server, open loop and as fast as the
-// socket takes batches of them, for d, while a receiver reads answers in
-// batches and sorts them with valid. Answers arriving within half a second
-// after the end still count.
-func (rc *relayConn) blast(ctx context.Context, msgs [][]byte, d time.Duration, valid func([]byte) bool) (sent, answered, wrong int64) {
-	return rc.paced(ctx, msgs, d, 0, valid)
+// transport takes batches of them, for d, while a receiver reads answers
+// in batches and sorts them with valid. Answers arriving within half a
+// second after the end still count.
+func blast(ctx context.Context, tr loadgen.Transport, msgs [][]byte, d time.Duration, valid func([]byte) bool) (sent, answered, wrong int64) {
+	return paced(ctx, tr, msgs, d, 0, valid)
 }
 
 // paced is blast at rate messages per second (0: as fast as possible),
-// sent in batches of 64 on a schedule.
-func (rc *relayConn) paced(ctx context.Context, msgs [][]byte, d time.Duration, rate int, valid func([]byte) bool) (sent, answered, wrong int64) {
+// sent in batches of 64 on a schedule. It serves requests that are not
+// client exchanges (leasequery), which loadgen's engine does not model.
+func paced(ctx context.Context, tr loadgen.Transport, msgs [][]byte, d time.Duration, rate int, valid func([]byte) bool) (sent, answered, wrong int64) {
 	var ans, bad atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		rb := make([]ipv4.Message, 64)
+		rb := make([]loadgen.Received, 64)
 		for i := range rb {
-			rb[i].Buffers = [][]byte{make([]byte, 1500)}
+			rb[i].Buf = make([]byte, 1500)
 		}
 		for {
 			select {
@@ -64,16 +37,12 @@ func (rc *relayConn) paced(ctx context.Context, msgs [][]byte, d time.Duration, 
 				return
 			default:
 			}
-			rc.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-			n, err := rc.pc.ReadBatch(rb, 0)
+			n, err := tr.Recv(rb, 200*time.Millisecond)
 			if err != nil {
-				if errors.Is(err, os.ErrDeadlineExceeded) {
-					continue
-				}
 				return
 			}
 			for _, m := range rb[:n] {
-				if valid(m.Buffers[0][:m.N]) {
+				if valid(m.Buf[:m.N]) {
 					ans.Add(1)
 				} else {
 					bad.Add(1)
@@ -81,7 +50,7 @@ func (rc *relayConn) paced(ctx context.Context, msgs [][]byte, d time.Duration, 
 			}
 		}
 	}()
-	wb := make([]ipv4.Message, 64)
+	wb := make([]loadgen.Packet, 64)
 	start := time.Now()
 	end := start.Add(d)
 	next := 0
@@ -93,10 +62,10 @@ func (rc *relayConn) paced(ctx context.Context, msgs [][]byte, d time.Duration, 
 			}
 		}
 		for j := range wb {
-			wb[j] = ipv4.Message{Buffers: [][]byte{msgs[next]}, Addr: serverUDP}
+			wb[j] = loadgen.Packet{Payload: msgs[next]}
 			next = (next + 1) % len(msgs)
 		}
-		n, err := rc.pc.WriteBatch(wb, 0)
+		n, err := tr.Send(wb)
 		if err != nil {
 			time.Sleep(50 * time.Microsecond) // socket buffer full
 		}
