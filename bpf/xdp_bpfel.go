@@ -22,7 +22,7 @@ type XdpBucket struct {
 type XdpScratch struct {
 	_   structs.HostLayout
 	Req [1024]uint8
-	Pad [4]uint8
+	L2  [28]uint8
 	Out [1564]uint8
 	W   struct {
 		_     structs.HostLayout
@@ -39,7 +39,9 @@ type XdpScratch struct {
 		Done  uint8
 		Bad   uint8
 		Unsup uint8
+		At    uint32
 	}
+	Unwoken uint32
 }
 
 type XdpXdhcpCounter uint32

@@ -25,12 +25,13 @@
 #define TMPL_MAX 512     /* option block of a reply template */
 #define REQ_MAX 1024     /* DHCP payload of a request we parse; larger: punt */
 #define MAX_OPTS 96      /* option walk bound, pad bytes included */
+#define WALK_PER_CALL 4  /* options looked at per bpf_loop callback */
 #define BOOTP_LEN 236
 #define OPTS_OFF 240     /* BOOTP header + magic cookie */
 #define HEAD_OPTS 27     /* 53, 54, 51, 58, 59 */
 #define MIN_REPLY 300    /* RFC 1542 minimum BOOTP message, as the slow path pads */
 #define L34 28           /* IPv4 header without options + UDP header */
-#define EVENTS_WAKE_BYTES (64 << 10) /* about a thousand events */
+#define EVENTS_WAKE 1024 /* events per CPU between reader wake-ups */
 #define OUT_MAX (L34 + 3 * 512) /* csum_diff chunks of 512 stay inside */
 
 /* Lease flags. */
@@ -70,7 +71,7 @@ struct xdhcp_template {
 
 /* Global settings, one entry. */
 struct xdhcp_settings {
-	__s64 wall_offset_ns; /* unix time minus CLOCK_BOOTTIME, kept fresh by the daemon */
+	__s64 wall_offset_ns; /* unix time minus CLOCK_MONOTONIC, kept fresh by the daemon */
 	__u32 min_grant;      /* seconds; a shorter grant is punted */
 	__u32 punt_rate;      /* punts per second per client MAC; 0: unlimited */
 	__u32 punt_burst;
@@ -198,13 +199,18 @@ struct {
 struct walk {
 	__u32 off, dlen, o61, o82, maxsz;
 	__u8 mt, l61, l82, has50, has54, done, bad, unsup;
+	__u32 at; /* see forget() */
 };
 
 struct scratch {
 	__u8 req[REQ_MAX];
-	__u8 pad[4]; /* puts the reply's DHCP part (out + L34) on 8 bytes */
+	/* The reply's L2 header is built at the end of l2, against out, so
+	 * that one bpf_xdp_store_bytes writes the whole frame. 28 bytes also
+	 * put the reply's DHCP part (out + L34) on 8 bytes. */
+	__u8 l2[28];
 	__u8 out[OUT_MAX];
 	struct walk w;
+	__u32 unwoken; /* events submitted on this CPU without waking the reader */
 };
 
 struct {
@@ -248,7 +254,7 @@ static __always_inline void count(__u32 c)
 }
 
 /* punt passes a request up unless its client's token bucket is empty. */
-static __always_inline int punt(const struct xdhcp_settings *cfg, const __u8 *chaddr, __u64 boot_ns, __u32 why)
+static __always_inline int punt(const struct xdhcp_settings *cfg, const __u8 *chaddr, __u64 mono_ns, __u32 why)
 {
 	count(why);
 	if (!cfg || !cfg->punt_rate || !chaddr)
@@ -260,17 +266,17 @@ static __always_inline int punt(const struct xdhcp_settings *cfg, const __u8 *ch
 		cap = 1000;
 	struct bucket *b = bpf_map_lookup_elem(&xdhcp_punts, &key);
 	if (!b) {
-		struct bucket nb = { .at_ns = boot_ns, .millitokens = cap - 1000 };
+		struct bucket nb = { .at_ns = mono_ns, .millitokens = cap - 1000 };
 		bpf_map_update_elem(&xdhcp_punts, &key, &nb, BPF_ANY);
 		return XDP_PASS;
 	}
-	__u64 el = boot_ns - b->at_ns;
+	__u64 el = mono_ns - b->at_ns;
 	if (el > 100000000000ULL) /* 100 s refills any sane bucket; keeps the product small */
 		el = 100000000000ULL;
 	__u64 t = b->millitokens + el * cfg->punt_rate / 1000000;
 	if (t > cap)
 		t = cap;
-	b->at_ns = boot_ns;
+	b->at_ns = mono_ns;
 	if (t < 1000) {
 		b->millitokens = t;
 		count(XC_RATE_LIMITED);
@@ -290,6 +296,31 @@ static __always_inline __u32 fold(__u64 s)
 	return (__u32)s;
 }
 
+/* lowmasks[32 + r] selects the first r bytes of a little-endian word:
+ * none for r <= 0, all for r >= 8. A table, not a computation: every
+ * branch of one would be explored with the rest of the program. */
+static const __u64 lowmasks[64] = {
+	[0 ... 32] = 0,
+	[33] = 0xff, [34] = 0xffff, [35] = 0xffffff, [36] = 0xffffffff,
+	[37] = 0xffffffffffULL, [38] = 0xffffffffffffULL, [39] = 0xffffffffffffffULL,
+	[40 ... 63] = ~0ULL,
+};
+
+static __always_inline __u64 lowmask(__s64 r)
+{
+	return lowmasks[(r + 32) & 63];
+}
+
+/* forget passes a value through memory, so that the verifier no longer
+ * knows which path produced it: each exit of a length-bounded unrolled
+ * copy would otherwise be explored with the rest of the program, and the
+ * copies multiply. Callers bound the value again. */
+static __always_inline __u64 forget(struct walk *w, __u32 v)
+{
+	*(volatile __u32 *)&w->at = v;
+	return *(volatile __u32 *)&w->at;
+}
+
 static __always_inline void put32(__u8 *p, __u32 host)
 {
 	p[0] = host >> 24;
@@ -298,17 +329,11 @@ static __always_inline void put32(__u8 *p, __u32 host)
 	p[3] = host;
 }
 
-#define PUNT(why) return punt(cfg, chaddr, boot_ns, why)
+#define PUNT(why) return punt(cfg, chaddr, mono_ns, why)
 
-/* walk_option looks at the option at w->off; returns 1 to stop. */
-static long walk_option(__u32 i, void *unused)
+/* walk_step looks at the option at w->off; returns 1 to stop. */
+static __always_inline int walk_step(__u8 *rq, struct walk *w)
 {
-	__u32 zero = 0;
-	struct scratch *s = bpf_map_lookup_elem(&xdhcp_scratch, &zero);
-	if (!s)
-		return 1;
-	__u8 *rq = s->req;
-	struct walk *w = &s->w;
 	__u32 off = w->off, dlen = w->dlen;
 	if (off >= dlen)
 		return 1; /* ran out before END */
@@ -370,6 +395,21 @@ static long walk_option(__u32 i, void *unused)
 	return 0;
 }
 
+/* walk_options is bpf_loop's callback: WALK_PER_CALL options a call, since
+ * each call costs about as much as looking at a few options. */
+static long walk_options(__u32 i, void *unused)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&xdhcp_scratch, &zero);
+	if (!s)
+		return 1;
+#pragma unroll
+	for (int k = 0; k < WALK_PER_CALL; k++)
+		if (walk_step(s->req, &s->w))
+			return 1;
+	return 0;
+}
+
 SEC("xdp")
 int xdp_dhcp(struct xdp_md *ctx)
 {
@@ -382,13 +422,16 @@ int xdp_dhcp(struct xdp_md *ctx)
 		return XDP_PASS;
 	__be16 proto = eth->h_proto;
 	__u32 l3 = sizeof(*eth);
+	__be16 tpid = proto; /* the L2 header as received, for the reply */
 	__u16 vlan[2] = {};
+	__u32 tag[2] = {};
 	/* Unrolled: the verifier needs each tag's offset as a constant. */
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
 		struct vlan_hdr *v = data + l3;
 		if ((void *)(v + 1) > end)
 			return XDP_PASS;
 		vlan[0] = bpf_ntohs(v->tci) & 0x0fff;
+		tag[0] = *(__u32 *)v;
 		proto = v->proto;
 		l3 += sizeof(*v);
 		if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
@@ -396,6 +439,7 @@ int xdp_dhcp(struct xdp_md *ctx)
 			if ((void *)(v2 + 1) > end)
 				return XDP_PASS;
 			vlan[1] = bpf_ntohs(v2->tci) & 0x0fff;
+			tag[1] = *(__u32 *)v2;
 			proto = v2->proto;
 			l3 += sizeof(*v2);
 		}
@@ -403,9 +447,10 @@ int xdp_dhcp(struct xdp_md *ctx)
 	if (proto != bpf_htons(ETH_P_IP))
 		return XDP_PASS;
 
-	struct l34 h;
-	if (bpf_xdp_load_bytes(ctx, l3, &h, sizeof(h)) < 0)
+	struct l34 *hp = data + l3;
+	if ((void *)(hp + 1) > end)
 		return XDP_PASS;
+	struct l34 h = *hp; /* packet pointers do not survive the resize */
 	if ((h.vihl >> 4) != 4 || h.proto != IPPROTO_UDP)
 		return XDP_PASS;
 	if ((h.vihl & 0xf) != 5) {
@@ -422,7 +467,9 @@ int xdp_dhcp(struct xdp_md *ctx)
 	struct scratch *s = bpf_map_lookup_elem(&xdhcp_scratch, &zero);
 	if (!cfg || !s)
 		return XDP_PASS;
-	__u64 boot_ns = bpf_ktime_get_boot_ns();
+	/* The coarse clock (a tick behind at most) is enough for times kept
+	 * in seconds and for the punt buckets, and costs a fraction. */
+	__u64 mono_ns = bpf_ktime_get_coarse_ns();
 	const __u8 *chaddr = NULL; /* the rate limiter's key, once known */
 
 	if (h.frag_off & bpf_htons(0x3fff))
@@ -452,7 +499,7 @@ int xdp_dhcp(struct xdp_md *ctx)
 	w->off = OPTS_OFF;
 	w->dlen = dlen;
 	w->maxsz = 576;
-	bpf_loop(MAX_OPTS, walk_option, NULL, 0);
+	bpf_loop(MAX_OPTS / WALK_PER_CALL, walk_options, NULL, 0);
 	__u32 o61 = w->o61, o82 = w->o82, maxsz = w->maxsz;
 	__u8 mt = w->mt, l61 = w->l61, l82 = w->l82;
 	if (w->bad)
@@ -470,7 +517,7 @@ int xdp_dhcp(struct xdp_md *ctx)
 	struct xdhcp_lease *l = bpf_map_lookup_elem(&xdhcp_leases, &ciaddr);
 	if (!l)
 		PUNT(XC_NO_LEASE);
-	__u64 now = (boot_ns + cfg->wall_offset_ns) / 1000000000ULL;
+	__u64 now = (mono_ns + cfg->wall_offset_ns) / 1000000000ULL;
 	if (now >= l->expiry)
 		PUNT(XC_EXPIRED);
 
@@ -480,21 +527,21 @@ int xdp_dhcp(struct xdp_md *ctx)
 		PUNT(XC_IDENTITY);
 	/* Compared a word at a time under a mask of the first hlen bytes:
 	 * a byte loop multiplies the verifier's states by every hlen. */
-	__u64 m0 = hlen >= 8 ? ~0ULL : (1ULL << (hlen * 8)) - 1;
-	__u64 m1 = hlen >= 16 ? ~0ULL : hlen <= 8 ? 0 : (1ULL << ((hlen - 8) * 8)) - 1;
-	if (((*(__u64 *)&rq[28] ^ *(__u64 *)&l->chaddr[0]) & m0) ||
-	    ((*(__u64 *)&rq[36] ^ *(__u64 *)&l->chaddr[8]) & m1))
+	if (((*(__u64 *)&rq[28] ^ *(__u64 *)&l->chaddr[0]) & lowmask(hlen)) ||
+	    ((*(__u64 *)&rq[36] ^ *(__u64 *)&l->chaddr[8]) & lowmask((__s64)hlen - 8)))
 		PUNT(XC_IDENTITY);
 	if (l61 != l->cid_len || l61 > CID_MAX)
 		PUNT(XC_IDENTITY);
 	if (l61) {
-		/* The entry's identifier is zero-padded; so is this copy. */
-		__u64 cid[CID_MAX / 8] = {};
-		__u64 n = l61;
-		if (n > CID_MAX || bpf_xdp_load_bytes(ctx, l3 + L34 + o61 + 2, cid, n) < 0)
-			PUNT(XC_IDENTITY);
+		/* The entry's identifier is zero-padded; the request's is
+		 * followed by other options, masked off. Reading up to 32
+		 * bytes past the request's end stays inside the scratch value. */
+		__u8 *c = &rq[(o61 + 2) & (REQ_MAX - 1)];
 		__u64 *lc = (__u64 *)l->cid;
-		if ((cid[0] ^ lc[0]) | (cid[1] ^ lc[1]) | (cid[2] ^ lc[2]) | (cid[3] ^ lc[3]))
+		if (((*(__u64 *)&c[0] ^ lc[0]) & lowmask(l61)) |
+		    ((*(__u64 *)&c[8] ^ lc[1]) & lowmask((__s64)l61 - 8)) |
+		    ((*(__u64 *)&c[16] ^ lc[2]) & lowmask((__s64)l61 - 16)) |
+		    ((*(__u64 *)&c[24] ^ lc[3]) & lowmask((__s64)l61 - 24)))
 			PUNT(XC_IDENTITY);
 	}
 
@@ -584,23 +631,30 @@ int xdp_dhcp(struct xdp_md *ctx)
 	for (int i = 0; i < TMPL_MAX / 8; i++)
 		if (i * 8 < tlen)
 			*(__u64 *)&d[OPTS_OFF + HEAD_OPTS + i * 8] = *(__u64 *)&t->data[i * 8];
-	__u32 at = OPTS_OFF + HEAD_OPTS + tlen;
-	/* Echo 61 then 82 byte for byte, straight from the frame. */
+	__u64 at = forget(w, OPTS_OFF + HEAD_OPTS + tlen);
+	/* Echo 61 then 82 byte for byte from the request, a word at a time
+	 * (unrolled like the template; the tail past n is overwritten). */
 	if (l61) {
-		__u64 n = (__u64)l61 + 2; /* recomputed here: the verifier must see n > 0 */
-		if (n > CID_MAX + 2 || at > OPTS_OFF + HEAD_OPTS + TMPL_MAX)
+		__u32 n = l61 + 2;
+		__u8 *src = &rq[o61 & (REQ_MAX - 1)];
+		if (at > OPTS_OFF + HEAD_OPTS + TMPL_MAX)
 			PUNT(XC_ERROR);
-		if (bpf_xdp_load_bytes(ctx, l3 + L34 + o61, &d[at], n) < 0)
-			PUNT(XC_ERROR);
-		at += n;
+#pragma unroll
+		for (int i = 0; i < (CID_MAX + 2 + 7) / 8; i++)
+			if (i * 8 < n)
+				*(__u64 *)&d[at + i * 8] = *(__u64 *)&src[i * 8];
+		at = forget(w, at + n);
 	}
 	if (o82) {
-		__u64 n = (__u64)l82 + 2;
-		if (n > 257 || at > OPTS_OFF + HEAD_OPTS + TMPL_MAX + CID_MAX + 2)
+		__u32 n = l82 + 2;
+		__u8 *src = &rq[o82 & (REQ_MAX - 1)];
+		if (at > OPTS_OFF + HEAD_OPTS + TMPL_MAX + CID_MAX + 2)
 			PUNT(XC_ERROR);
-		if (bpf_xdp_load_bytes(ctx, l3 + L34 + o82, &d[at], n) < 0)
-			PUNT(XC_ERROR);
-		at += n;
+#pragma unroll
+		for (int i = 0; i < (257 + 7) / 8; i++)
+			if (i * 8 < n)
+				*(__u64 *)&d[at + i * 8] = *(__u64 *)&src[i * 8];
+		at = forget(w, at + n);
 	}
 	if (at > OPTS_OFF + HEAD_OPTS + TMPL_MAX + CID_MAX + 2 + 257)
 		PUNT(XC_ERROR);
@@ -653,41 +707,43 @@ int xdp_dhcp(struct xdp_md *ctx)
 	__u16 uc = ~fold(sum) & 0xffff;
 	r->ucheck = uc ? uc : 0xffff;
 
-	/* Swap MACs (the source is ours: the request's destination, or the
-	 * interface's own when the request was broadcast). */
-	__u8 macs[2 * ETH_ALEN];
-	__builtin_memcpy(macs, eth->h_source, ETH_ALEN);
+	/* The L2 header, just before out: MACs swapped (the source is ours:
+	 * the request's destination, or the interface's own when it was
+	 * broadcast), VLAN tags and type as received. One case per tag count:
+	 * the verifier wants constant offsets. */
+	__u8 *l2 = s->out - ETH_HLEN;
+	if (l3 == ETH_HLEN + 8) {
+		l2 = s->out - ETH_HLEN - 8;
+		*(__u32 *)&s->out[-8] = tag[0];
+		*(__u32 *)&s->out[-4] = tag[1];
+	} else if (l3 == ETH_HLEN + 4) {
+		l2 = s->out - ETH_HLEN - 4;
+		*(__u32 *)&s->out[-4] = tag[0];
+	} else if (l3 != ETH_HLEN) {
+		PUNT(XC_ERROR);
+	}
+	__builtin_memcpy(l2, eth->h_source, ETH_ALEN);
 	if (ifc)
-		__builtin_memcpy(macs + ETH_ALEN, ifc->mac, ETH_ALEN);
+		__builtin_memcpy(l2 + ETH_ALEN, ifc->mac, ETH_ALEN);
 	else
-		__builtin_memcpy(macs + ETH_ALEN, eth->h_dest, ETH_ALEN);
+		__builtin_memcpy(l2 + ETH_ALEN, eth->h_dest, ETH_ALEN);
+	*(__be16 *)&l2[12] = tpid;
 
 	/* Resize the frame; every packet pointer is stale afterwards. Growing
 	 * at the tail can fail where the driver left no tailroom (veth hands
 	 * XDP the skb's own buffer); then grow at the head instead, which
 	 * XDP_PACKET_HEADROOM always allows, and rewrite the L2 header. */
 	int delta = (int)(l3 + L34 + plen) - (int)frame;
-	if (delta && bpf_xdp_adjust_tail(ctx, delta) < 0) {
-		/* The L2 header as received (MACs and VLAN tags), to move. */
-		__u8 l2[22];
-		__u64 l2len = l3;
-		if (l2len > sizeof(l2) || l2len < ETH_HLEN || bpf_xdp_load_bytes(ctx, 0, l2, l2len) < 0) {
-			count(XC_ERROR);
-			return XDP_PASS;
-		}
-		if (delta < 0 || bpf_xdp_adjust_head(ctx, -delta) < 0) {
-			count(XC_NO_ROOM);
-			return XDP_PASS; /* the request is untouched so far */
-		}
-		if (bpf_xdp_store_bytes(ctx, 0, l2, l2len) < 0) {
-			count(XC_ERROR);
-			return XDP_DROP; /* resized already: cannot be passed on intact */
-		}
+	if (delta && bpf_xdp_adjust_tail(ctx, delta) < 0 &&
+	    (delta < 0 || bpf_xdp_adjust_head(ctx, -delta) < 0)) {
+		count(XC_NO_ROOM);
+		return XDP_PASS; /* the request is untouched so far */
 	}
-	if (bpf_xdp_store_bytes(ctx, 0, macs, sizeof(macs)) < 0 ||
-	    bpf_xdp_store_bytes(ctx, l3, o, L34 + plen) < 0) {
+	/* 64-bit, so that the register checked is the one passed. */
+	__u64 flen = l3 + L34 + plen;
+	if (flen > ETH_HLEN + 8 + OUT_MAX || bpf_xdp_store_bytes(ctx, 0, l2, flen) < 0) {
 		count(XC_ERROR);
-		return XDP_DROP;
+		return XDP_DROP; /* resized already: cannot be passed on intact */
 	}
 
 	/* Remember what was granted before the reply leaves. */
@@ -710,11 +766,14 @@ int xdp_dhcp(struct xdp_md *ctx)
 		ev->hlen = hlen;
 		__builtin_memcpy(ev->chaddr, &rq[28], CHADDR_MAX);
 		/* Waking the reader per event costs more than the rest of the
-		 * program; it is woken when the backlog crosses a batch's worth
-		 * and otherwise finds events when its poll times out (100 ms). */
-		__u64 avail = bpf_ringbuf_query(&xdhcp_events, BPF_RB_AVAIL_DATA);
-		int crossing = avail >= EVENTS_WAKE_BYTES && avail < EVENTS_WAKE_BYTES + 2 * sizeof(*ev) + 16;
-		bpf_ringbuf_submit(ev, crossing ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+		 * program; it is woken every EVENTS_WAKE events per CPU and
+		 * otherwise finds events when its poll times out (100 ms). */
+		__u64 flags = BPF_RB_NO_WAKEUP;
+		if (++s->unwoken >= EVENTS_WAKE) {
+			s->unwoken = 0;
+			flags = BPF_RB_FORCE_WAKEUP;
+		}
+		bpf_ringbuf_submit(ev, flags);
 	} else {
 		count(XC_EVENTS_LOST);
 	}

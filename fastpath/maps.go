@@ -317,15 +317,16 @@ func (m *Maps) SetSettings(s Settings) error {
 	return m.Tick()
 }
 
-// Tick refreshes the wall-clock offset the program adds to CLOCK_BOOTTIME
-// to get unix time (there is no wall clock helper on Linux 6.1).
+// Tick refreshes the wall-clock offset the program adds to CLOCK_MONOTONIC
+// (read coarse, bpf_ktime_get_coarse_ns) to get unix time: there is no
+// wall clock helper on Linux 6.1.
 func (m *Maps) Tick() error {
 	m.mu.Lock()
 	s := m.settings
 	m.mu.Unlock()
 	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
 	}
 	v := bpf.XdpXdhcpSettings{
 		WallOffsetNs: time.Now().UnixNano() - ts.Nano(),

@@ -1,6 +1,7 @@
 package fastpath_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"net"
@@ -266,6 +267,10 @@ func optionCodes(t testing.TB, d []byte) []uint8 {
 		}
 		codes = append(codes, c)
 		if c == 255 {
+			// Padding up to the BOOTP minimum is zeros, as the slow path writes it.
+			if j := bytes.IndexFunc(d[i+1:], func(r rune) bool { return r != 0 }); j >= 0 {
+				t.Fatalf("non-zero byte after END at %d: % x", i+1+j, d[i+1:])
+			}
 			return codes
 		}
 		i += 2 + int(d[i+1])

@@ -93,6 +93,9 @@ func TestXDPAnswers(t *testing.T) {
 			if !slices.Equal(rp.vlans, tc.vlans) {
 				t.Errorf("VLAN tags %v, want %v", rp.vlans, tc.vlans)
 			}
+			if l3 := 14 + 4*len(tc.vlans); !bytes.Equal(out[12:l3], pkt[12:l3]) {
+				t.Errorf("tags and type % x, want them as received: % x", out[12:l3], pkt[12:l3])
+			}
 			if rp.src != tc.wantSrc || netip.AddrPortFrom(rp.dst, rp.dport) != tc.wantDst || rp.sport != 67 {
 				t.Errorf("IP %s:%d -> %s:%d, want %s:67 -> %s", rp.src, rp.sport, rp.dst, rp.dport, tc.wantSrc, tc.wantDst)
 			}
@@ -347,5 +350,45 @@ func TestPublishKeepsLaterGrant(t *testing.T) {
 	}
 	if n := r.maps.Templates(); n != 1 {
 		t.Fatalf("%d templates for leases sharing one", n)
+	}
+}
+
+// TestXDPClientIDLengths compares identifiers of every length class
+// against the entry's zero-padded copy, a word at a time under a mask:
+// equal ones are answered and echoed, and a difference in the last byte
+// or one byte more is caught.
+func TestXDPClientIDLengths(t *testing.T) {
+	r := loadRig(t)
+	for _, n := range []int{2, 7, 8, 9, 15, 16, 17, 24, 25, 31, 32} {
+		id := make([]byte, n)
+		for i := range id {
+			id[i] = byte(0xa0 + i)
+		}
+		l := directLease()
+		l.ClientID = id
+		r.publish(t, l)
+		send := func(cid []byte) (uint32, []byte) {
+			req := request(t, clientIP, dhcpv4.WithOption(dhcpv4.OptClientIdentifier(cid)))
+			return r.run(t, frame(direct(clientIP), req.ToBytes()), loIndex)
+		}
+		verdict, out := send(id)
+		if verdict != xdpTx {
+			t.Fatalf("%d-byte client-id: verdict %d, want XDP_TX; counters %v", n, verdict, r.counters(t))
+		}
+		if got := rawOption(parseReply(t, out).dhcp, 61); !bytes.Equal(got, id) {
+			t.Errorf("%d-byte client-id echoed as % x", n, got)
+		}
+		last := bytes.Clone(id)
+		last[n-1] ^= 1
+		longer := append(bytes.Clone(id), 0)
+		for name, cid := range map[string][]byte{"last byte differs": last, "one byte longer": longer, "one byte shorter": id[:n-1]} {
+			if len(cid) < 2 || len(cid) > 32 {
+				continue
+			}
+			before := r.counters(t)["identity"]
+			if verdict, _ := send(cid); verdict != xdpPass || r.counters(t)["identity"] != before+1 {
+				t.Errorf("%d-byte client-id, %s: verdict %d, identity punts %d -> %d", n, name, verdict, before, r.counters(t)["identity"])
+			}
+		}
 	}
 }
