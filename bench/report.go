@@ -97,9 +97,9 @@ func (rep *Report) Markdown() string {
 		}
 	}
 	if len(rep.Cost) > 0 {
-		b.WriteString("\n## XDP program cost per renewal (BPF_PROG_TEST_RUN, warm, request restored before each run)\n\n| case | runs | measured ns | wrapper baseline ns | program ns/packet |\n|---|---|---|---|---|\n")
+		b.WriteString("\n## XDP program cost per renewal (BPF_PROG_TEST_RUN, warm, request restored before each run)\n\nEach case is measured in rounds, program and empty baseline interleaved; ns/packet is the median round's program minus baseline, and the least disturbed round is beside it.\n\n| case | runs × rounds | measured ns | wrapper baseline ns | program ns/packet (median) | least disturbed round |\n|---|---|---|---|---|---|\n")
 		for _, c := range rep.Cost {
-			fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %.0f |\n", c.Case, c.Runs, c.Measured, c.Baseline, c.Cost)
+			fmt.Fprintf(&b, "| %s | %d × %d | %.0f | %.0f | %.0f | %.0f |\n", c.Case, c.Runs, c.Rounds, c.Measured, c.Baseline, c.Cost, c.Min)
 		}
 	}
 	if q := rep.LQ; q != nil {
