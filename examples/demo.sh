@@ -20,7 +20,8 @@ cleanup() {
 	sleep 0.5
 	for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
 	[ -f "$WORK/xdhcpd.yaml" ] && $BIN/xdhcpd detach --config "$WORK/xdhcpd.yaml" >/dev/null
-	for n in $SRV $P-c1 $P-c2 $P-c3; do ip netns pids $n 2>/dev/null | xargs -r kill -9; ip netns del $n 2>/dev/null; done
+	for n in $SRV $P-c1 $P-c2 $P-c3; do ip netns pids $n 2>/dev/null | xargs -r kill -9; ip netns del $n 2>/dev/null; rm -rf /etc/netns/$n; done
+	rm -f /var/lib/dhcpcd/eth-c3.lease # dhcpcd saves leases by interface name on the host
 	rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
@@ -36,6 +37,9 @@ i=0
 for c in c1 c2 c3; do
 	i=$((i+1))
 	ip netns add $P-$c
+	# The clients' hook scripts write /etc/resolv.conf; ip netns exec
+	# bind-mounts this one over it so the host's stays untouched.
+	mkdir -p /etc/netns/$P-$c && echo "# demo client $c" > /etc/netns/$P-$c/resolv.conf
 	ip -n $P-$c link set lo up
 	ip link add d$c-$$ type veth peer name eth-$c netns $P-$c
 	ip link set d$c-$$ netns $SRV

@@ -66,6 +66,19 @@ func needTools(t *testing.T, tools ...string) {
 	}
 }
 
+// stopDhcpcd stops dhcpcd on ifname when the test ends and forgets the
+// lease it saved. dhcpcd keeps leases in the host's /var/lib/dhcpcd by
+// interface name, so a later run on a same-named interface would otherwise
+// start by asking for an address from a server that no longer exists.
+func stopDhcpcd(t *testing.T, c *netns.NS, ifname string) {
+	t.Cleanup(func() {
+		c.Exec(context.Background(), "dhcpcd", "-4", "-x", ifname)
+		for _, f := range []string{ifname + ".lease", ifname + ".lease6"} {
+			os.Remove(filepath.Join("/var/lib/dhcpcd", f))
+		}
+	})
+}
+
 // lab is a server namespace with a bridge and the daemon, plus helpers to
 // attach client namespaces.
 type lab struct {
@@ -308,7 +321,7 @@ func TestDhcpcd(t *testing.T) {
 	if out, err := c.Exec(context.Background(), "dhcpcd", "-4", "-w", "-t", "20", "-f", conf, "dc1"); err != nil {
 		t.Fatalf("dhcpcd: %v\n%s\nserver:\n%s", err, out, l.daemon.Output())
 	}
-	t.Cleanup(func() { c.Exec(context.Background(), "dhcpcd", "-4", "-x", "dc1") })
+	stopDhcpcd(t, c, "dc1")
 	li := l.waitLease(mac, "active", t0, 10*time.Second)
 	if !inPool(li.IP) || !strings.HasPrefix(li.ClientID, "ff:") {
 		t.Fatalf("lease %+v: want a pool address keyed by an RFC 4361 client-id", li)
@@ -484,7 +497,7 @@ func TestDhcpcdAvoidsAddressInUse(t *testing.T) {
 	if out, err := c.Exec(context.Background(), "dhcpcd", "-4", "-1", "-t", "40", "-f", "/dev/null", "dd1"); err != nil {
 		t.Fatalf("dhcpcd: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { c.Exec(context.Background(), "dhcpcd", "-4", "-x", "dd1") })
+	stopDhcpcd(t, c, "dd1")
 	li, _ := l.leaseFor(mac)
 	if li.IP == "10.77.0.100" || !inPool(li.IP) || li.State != "active" {
 		t.Fatalf("client lease %+v; leases %+v", li, l.leases())

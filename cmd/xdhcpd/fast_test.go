@@ -175,7 +175,7 @@ func testFastPathDhcpcd(t *testing.T, mode string) {
 	if out, err := c.Exec(context.Background(), "dhcpcd", "-4", "-w", "-t", "20", "-f", conf, "eth0"); err != nil {
 		t.Fatalf("dhcpcd: %v\n%s\nserver:\n%s", err, out, l.daemon.Output())
 	}
-	t.Cleanup(func() { c.Exec(context.Background(), "dhcpcd", "-4", "-x", "eth0") })
+	stopDhcpcd(t, c, "eth0")
 	li := l.waitLease(mac, "active", t0, 10*time.Second)
 	for _, step := range []struct{ what, flag string }{{"renew", "-N"}, {"rebind", "-n"}} {
 		reqs, fast := l.requests(), l.fastReplies()

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -22,19 +23,35 @@ import (
 
 // NS is a named network namespace (ip netns).
 type NS struct {
-	Name  string
-	mu    sync.Mutex
-	procs []*Proc
+	Name   string
+	mu     sync.Mutex
+	procs  []*Proc
+	closed bool
 }
 
 var seq atomic.Uint64 // names must be unique within a process; the pid makes them unique across
 
-// New creates the namespace with loopback up.
+// etcDir is where `ip netns exec NAME` finds files it bind-mounts over
+// /etc for that namespace only.
+const etcDir = "/etc/netns"
+
+// New creates the namespace with loopback up and a resolv.conf of its own.
+// The DHCP clients run inside it (their hook scripts rewrite /etc/resolv.conf
+// on every lease and empty it on release) would otherwise write the host's
+// file, since a network namespace shares the host's mounts.
 func New(name string) (*NS, error) {
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip netns add %s: %v: %s", name, err, bytes.TrimSpace(out))
 	}
 	n := &NS{Name: name}
+	if err := os.MkdirAll(filepath.Join(etcDir, name), 0o755); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("netns %s: private /etc: %w", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(etcDir, name, "resolv.conf"), []byte("# netns "+name+"\n"), 0o644); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("netns %s: private resolv.conf: %w", name, err)
+	}
 	if _, err := n.Exec(context.Background(), "ip", "link", "set", "lo", "up"); err != nil {
 		n.Close()
 		return nil, err
@@ -70,9 +87,14 @@ func ForTest(t testing.TB, prefix string) *NS {
 }
 
 // Close stops every process started in the namespace (and any other
-// process still inside it) and deletes it.
+// process still inside it) and deletes it. Closing twice is harmless.
 func (n *NS) Close() error {
 	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
 	procs := n.procs
 	n.procs = nil
 	n.mu.Unlock()
@@ -91,6 +113,9 @@ func (n *NS) Close() error {
 	}
 	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
 		return fmt.Errorf("ip netns del %s: %v: %s", n.Name, err, bytes.TrimSpace(out))
+	}
+	if err := os.RemoveAll(filepath.Join(etcDir, n.Name)); err != nil {
+		return fmt.Errorf("netns %s: remove private /etc: %w", n.Name, err)
 	}
 	return nil
 }

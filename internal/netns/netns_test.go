@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -45,5 +47,29 @@ func TestVethPingDoAndCleanup(t *testing.T) {
 	}
 	if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), name+" ") || strings.Contains(string(out), name+"\n") {
 		t.Fatalf("namespace %s left behind", name)
+	}
+}
+
+// A DHCP client's hook script in the namespace rewrites /etc/resolv.conf;
+// the host's file must not change, and nothing may stay behind in /etc/netns.
+func TestResolvConfIsPrivate(t *testing.T) {
+	host, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil && os.Geteuid() == 0 {
+		t.Fatal(err)
+	}
+	n := ForTest(t, "nr")
+	if out, err := n.Exec(context.Background(), "sh", "-c", "echo 'nameserver 10.77.0.53' > /etc/resolv.conf && cat /etc/resolv.conf"); err != nil || !strings.Contains(string(out), "10.77.0.53") {
+		t.Fatalf("write resolv.conf in the namespace: %v\n%s", err, out)
+	}
+	after, _ := os.ReadFile("/etc/resolv.conf")
+	if string(after) != string(host) {
+		t.Fatalf("the host's /etc/resolv.conf changed to %q", after)
+	}
+	dir := filepath.Join(etcDir, n.Name)
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("%s left behind (%v)", dir, err)
 	}
 }
