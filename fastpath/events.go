@@ -8,13 +8,13 @@ import (
 	"net/netip"
 	"os"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
-)
 
-// eventSize is sizeof(struct xdhcp_event).
-const eventSize = 8 + 8 + 4*4 + 2*2 + 1 + 3 + 16
+	"github.com/xdhcp/xdhcp/bpf"
+)
 
 // maxBatch bounds how many renewals are handed over at once.
 const maxBatch = 4096
@@ -62,21 +62,25 @@ func ReadEvents(ctx context.Context, events *ebpf.Map, fold func([]Renewal)) err
 	return nil
 }
 
+// decodeEvent reads one struct xdhcp_event through the type bpf2go
+// generated for it. The record holds the program's own memory image
+// (host order and alignment), so it is copied over that type as it is,
+// which also costs nothing per field at millions of events a second.
 func decodeEvent(b []byte) (Renewal, bool) {
-	if len(b) < eventSize {
+	var ev bpf.XdpXdhcpEvent
+	if copy(unsafe.Slice((*byte)(unsafe.Pointer(&ev)), unsafe.Sizeof(ev)), b) < int(unsafe.Sizeof(ev)) {
 		return Renewal{}, false
 	}
-	ne := binary.NativeEndian
-	hlen := min(int(b[36]), 16)
+	hlen := min(int(ev.Hlen), len(ev.Chaddr))
 	return Renewal{
-		At:      time.Unix(int64(ne.Uint64(b[0:])), 0),
-		Expiry:  time.Unix(int64(ne.Uint64(b[8:])), 0),
-		IP:      wordAddr(ne.Uint32(b[16:])),
-		XID:     binary.BigEndian.Uint32(b[20:]),
-		IfIndex: ne.Uint32(b[24:]),
-		GIAddr:  giaddr(ne.Uint32(b[28:])),
-		VLANs:   [2]uint16{ne.Uint16(b[32:]), ne.Uint16(b[34:])},
-		HWAddr:  append([]byte(nil), b[40:40+hlen]...),
+		At:      time.Unix(int64(ev.At), 0),
+		Expiry:  time.Unix(int64(ev.Expiry), 0),
+		IP:      wordAddr(ev.Ip),
+		XID:     binary.BigEndian.Uint32(binary.NativeEndian.AppendUint32(nil, ev.Xid)), // kept in packet order
+		IfIndex: ev.Ifindex,
+		GIAddr:  giaddr(ev.Giaddr),
+		VLANs:   ev.Vlan,
+		HWAddr:  append([]byte(nil), ev.Chaddr[:hlen]...),
 	}, true
 }
 
