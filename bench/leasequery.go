@@ -44,7 +44,7 @@ func (r *Rig) Leasequery(ctx context.Context, x Xdhcpd, n int, d time.Duration) 
 	defer os.RemoveAll(dir)
 	os.MkdirAll(filepath.Join(dir, "state"), 0o700)
 	if err := WriteLeases(ctx, filepath.Join(dir, "state", "leases.db"), n); err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("writing %d leases: %w", n, err))
 	}
 	cfg := fmt.Sprintf(`server:
   interfaces: [%s]

@@ -65,10 +65,11 @@ func (r *Rig) Selftest(ctx context.Context, o ScenarioOptions) ScenarioResult {
 		}
 		if err := r.Srv.Do(func() error {
 			ifi, err := net.InterfaceByName(ServerIf)
-			if err == nil {
-				lt.SetServerMAC(ifi.HardwareAddr)
+			if err != nil {
+				return fmt.Errorf("reflector interface %s: %w", ServerIf, err)
 			}
-			return err
+			lt.SetServerMAC(ifi.HardwareAddr)
+			return nil
 		}); err != nil {
 			return fail(err)
 		}

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 	"net"
 	"net/netip"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 	"github.com/xdhcp/xdhcp/slowpath/store"
 )

@@ -132,7 +132,7 @@ func restoredRuns(target *ebpf.Program, pkt []byte, runs int) (float64, error) {
 	}
 	defer orig.Close()
 	if err := orig.Put(uint32(0), pkt); err != nil {
-		return 0, err
+		return 0, fmt.Errorf("request map: %w", err)
 	}
 	progs, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.ProgramArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	if err != nil {
@@ -171,7 +171,7 @@ func restoredRuns(target *ebpf.Program, pkt []byte, runs int) (float64, error) {
 	defer wrapper.Close()
 	ret, d, err := wrapper.Benchmark(pkt, runs, nil)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("BPF_PROG_TEST_RUN: %w", err)
 	}
 	if ret != 3 {
 		return 0, fmt.Errorf("verdict %d, want XDP_TX", ret)

@@ -187,7 +187,11 @@ func (m *Maps) Publish(ls []Lease) error {
 	return errors.Join(errs...)
 }
 
-const leaseServe = 1 // XDHCP_LEASE_SERVE
+// Flag bits the C program #defines (bpf2go generates types, not macros).
+const (
+	leaseServe = 1 // XDHCP_LEASE_SERVE
+	cfgAnswer  = 1 // XDHCP_CFG_ANSWER
+)
 
 func sameClient(a, b *bpf.XdpXdhcpLease) bool {
 	return a.Htype == b.Htype && a.Hlen == b.Hlen && a.Chaddr == b.Chaddr && a.CidLen == b.CidLen && a.Cid == b.Cid
@@ -334,7 +338,7 @@ func (m *Maps) Tick() error {
 		PuntRate:     s.PuntRate, PuntBurst: s.PuntBurst,
 	}
 	if s.Answer {
-		v.Flags |= 1 // XDHCP_CFG_ANSWER
+		v.Flags |= cfgAnswer
 	}
 	if err := m.config.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("writing fast path settings: %w", err)

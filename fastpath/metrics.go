@@ -27,18 +27,21 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	cs, err := c.m.Counters()
-	if err == nil {
-		for name, v := range cs {
-			switch name {
-			case "answered":
-				ch <- prometheus.MustNewConstMetric(descReplies, prometheus.CounterValue, float64(v))
-			case "events_lost":
-				ch <- prometheus.MustNewConstMetric(descLost, prometheus.CounterValue, float64(v))
-			case "not_dhcp":
-				// Not DHCP at all: not a punt.
-			default:
-				ch <- prometheus.MustNewConstMetric(descPunts, prometheus.CounterValue, float64(v), name)
-			}
+	if err != nil {
+		// A scrape that cannot read the map says so instead of
+		// silently leaving the fast path's series out.
+		ch <- prometheus.NewInvalidMetric(descReplies, err)
+	}
+	for name, v := range cs {
+		switch name {
+		case "answered":
+			ch <- prometheus.MustNewConstMetric(descReplies, prometheus.CounterValue, float64(v))
+		case "events_lost":
+			ch <- prometheus.MustNewConstMetric(descLost, prometheus.CounterValue, float64(v))
+		case "not_dhcp":
+			// Not DHCP at all: not a punt.
+		default:
+			ch <- prometheus.MustNewConstMetric(descPunts, prometheus.CounterValue, float64(v), name)
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(c.m.Len()))

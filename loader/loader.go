@@ -32,6 +32,9 @@ const (
 	Auto    Mode = "auto"    // native, falling back to generic
 	Native  Mode = "native"  // driver mode only
 	Generic Mode = "generic" // skb mode only
+	// Existing is what Attach reports when it swapped the program into a
+	// link left pinned by a previous daemon, whose mode it keeps.
+	Existing Mode = "existing"
 )
 
 // Options configure Load.
@@ -124,7 +127,7 @@ func (p *Program) Attach(ifname string, mode Mode) (Mode, error) {
 			}
 			p.links[ifname] = l
 			p.log.Info("XDP program swapped in place", "interface", ifname)
-			return "existing", nil
+			return Existing, nil
 		}
 		// The interface was recreated: the old link is dead.
 		l.Unpin()

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/internal/netns"
 )
 
@@ -34,7 +35,7 @@ func TestPinReuseSwapAndDetach(t *testing.T) {
 		if m, err := p.Attach("lv0", Generic); err != nil || m != Generic {
 			return fmt.Errorf("attach: %v %v", m, err)
 		}
-		if err := p.Objs.XdhcpConfig.Put(uint32(0), make([]byte, 24)); err != nil {
+		if err := p.Objs.XdhcpConfig.Put(uint32(0), &bpf.XdpXdhcpSettings{}); err != nil {
 			return err
 		}
 		p.Close() // the pins keep the program attached

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 	"github.com/xdhcp/xdhcp/slowpath/alloc"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
@@ -336,6 +335,9 @@ func (s *Server) LookupClient(key string) []*lease.Lease {
 	s.mu.Unlock()
 	hist, err := s.store.History(key)
 	if err != nil {
+		// The current lease still answers; the older ones are missing
+		// from this reply, and the operator should know why.
+		s.log.Error("reading a client's lease history", "client", key, "err", err)
 		return out
 	}
 	s.mu.Lock()
@@ -417,8 +419,6 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 }
-
-var _ = dhcpwire.Ack
 
 // LeaseCount is the number of lease records held.
 func (s *Server) LeaseCount() int {

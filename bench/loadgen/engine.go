@@ -584,7 +584,17 @@ func (g *Gen) receive() {
 		default:
 		}
 		n, err := g.tr.Recv(msgs, 100*time.Millisecond)
-		if err != nil || n == 0 {
+		if err != nil {
+			// A broken socket would otherwise spin a core until Close;
+			// the run's drop count shows the missing answers.
+			select {
+			case <-g.stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		if n == 0 {
 			continue
 		}
 		var out []Packet

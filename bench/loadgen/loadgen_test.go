@@ -320,7 +320,7 @@ func TestDuplicateAddressIsWrong(t *testing.T) {
 	f := newFake()
 	f.same = true
 	g := newGen(t, f, 4)
-	done := make(chan Result)
+	done := make(chan Result, 1) // the run may outlive a failed test
 	go func() {
 		r, _ := g.Run(context.Background(), Phase{Scenario: DORA, Rate: 40, Duration: 200 * time.Millisecond})
 		done <- r

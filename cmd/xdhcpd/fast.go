@@ -149,7 +149,10 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 			}
 			cs, err := f.maps.Counters()
 			if err != nil {
-				continue
+				// Without counters, lost events go unnoticed until the
+				// minute's scan; say so rather than skip silently.
+				f.log.Error("fast path counters", "err", err)
+				cs = map[string]uint64{"events_lost": lost}
 			}
 			if cs["events_lost"] != lost || time.Since(lastScan) > time.Minute {
 				lost, lastScan = cs["events_lost"], time.Now()

@@ -9,13 +9,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/xdhcp/xdhcp/loader"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/xdhcp/xdhcp/internal/config"
+	"github.com/xdhcp/xdhcp/loader"
 )
 
 func main() {

@@ -135,13 +135,20 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 8)
+	// The first failure stops the daemon and is returned; later ones
+	// (often consequences of the first) are logged, never blocked on.
+	errc := make(chan error, 1)
 	goOwned := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := f(runCtx); err != nil {
-				errc <- fmt.Errorf("%s: %w", name, err)
+				err = fmt.Errorf("%s: %w", name, err)
+				select {
+				case errc <- err:
+				default:
+					log.Error("while stopping", "err", err)
+				}
 				cancel()
 			}
 		}()

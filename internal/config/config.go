@@ -118,6 +118,7 @@ type Problem struct {
 	Reason string
 }
 
+// String formats the problem as FILE:LINE: field: reason.
 func (p Problem) String() string {
 	return fmt.Sprintf("%s:%d: %s: %s", p.File, p.Line, p.Field, p.Reason)
 }
@@ -125,6 +126,7 @@ func (p Problem) String() string {
 // Errors lists every problem found in a file.
 type Errors struct{ Problems []Problem }
 
+// Error lists the problems one per line.
 func (e *Errors) Error() string {
 	s := make([]string, len(e.Problems))
 	for i, p := range e.Problems {

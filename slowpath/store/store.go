@@ -98,7 +98,7 @@ func Open(path string, opt Options) (*Store, error) {
 	})
 	if err != nil {
 		db.Close()
-		return nil, err
+		return nil, fmt.Errorf("initialising lease database %s: %w", path, err)
 	}
 	return &Store{db: db, opt: opt, log: opt.Logger, wake: make(chan struct{}, 1)}, nil
 }
