@@ -97,9 +97,9 @@ func (rep *Report) Markdown() string {
 		}
 	}
 	if len(rep.Cost) > 0 {
-		b.WriteString("\n## XDP program cost per renewal (BPF_PROG_TEST_RUN, warm, request restored before each run)\n\nEach case is measured in rounds, program and empty baseline interleaved; ns/packet is the median round's program minus baseline, and the least disturbed round is beside it.\n\n| case | runs × rounds | measured ns | wrapper baseline ns | program ns/packet (median) | least disturbed round |\n|---|---|---|---|---|---|\n")
+		b.WriteString("\n## XDP program cost per renewal (BPF_PROG_TEST_RUN, warm, request restored before each run)\n\nEach case is measured in rounds, program and baselines interleaved; ns/packet is the median round's program minus the restoring wrapper's own cost (an empty target) and minus the wrapper's shrinking of the reply back to the request's length (half the extra cost of a target that only resizes as the program does); the least disturbed round is beside it.\n\n| case | runs × rounds | measured ns | wrapper baseline ns | wrapper's resize ns | program ns/packet (median) | least disturbed round |\n|---|---|---|---|---|---|---|\n")
 		for _, c := range rep.Cost {
-			fmt.Fprintf(&b, "| %s | %d × %d | %.0f | %.0f | %.0f | %.0f |\n", c.Case, c.Runs, c.Rounds, c.Measured, c.Baseline, c.Cost, c.Min)
+			fmt.Fprintf(&b, "| %s | %d × %d | %.0f | %.0f | %.0f | %.0f | %.0f |\n", c.Case, c.Runs, c.Rounds, c.Measured, c.Baseline, c.Unresize, c.Cost, c.Min)
 		}
 	}
 	if q := rep.LQ; q != nil {
