@@ -29,6 +29,7 @@ type ScenarioOptions struct {
 	Step      time.Duration // length of each phase
 	Progress  io.Writer     // live progress line; nil for none
 	Log       io.Writer     // one line per step; nil for none
+	Senders   int           // sending goroutines (loadgen.Config.Senders)
 }
 
 // ScenarioResult is one server's outcome in one scenario.
@@ -38,6 +39,7 @@ type ScenarioResult struct {
 	Scenario string `json:"scenario"`
 	Mode     string `json:"mode"`
 	Clients  int    `json:"clients"`
+	Senders  int    `json:"senders"` // the generator's sending goroutines
 	// Best is the phase at the highest rate within the loss limit (or the
 	// one phase run); OpenLoop the phase offered as much as the generator
 	// sends.
@@ -69,7 +71,7 @@ func (r *Rig) transport(mode string) (loadgen.Transport, error) {
 // genConfig is the generator's view of the rig for mode.
 func genConfig(o ScenarioOptions, pid int) loadgen.Config {
 	c := loadgen.Config{Clients: o.Clients, Pop: o.Pop, Server: netip.MustParseAddr(ServerAddr), LeaseTime: time.Hour,
-		ServerPID: pid, Progress: o.Progress}
+		ServerPID: pid, Progress: o.Progress, Senders: o.Senders}
 	if o.Mode == "l2" {
 		// The B flag makes every server broadcast OFFER and ACK, so that a
 		// server on UDP sockets (Kea's default) can answer a client with no
@@ -85,7 +87,7 @@ func genConfig(o ScenarioOptions, pid int) loadgen.Config {
 
 // Scenario starts s afresh and drives it with the generator.
 func (r *Rig) Scenario(ctx context.Context, s Server, o ScenarioOptions) ScenarioResult {
-	res := ScenarioResult{Server: s.Name(), Version: s.Version(), Scenario: o.Scenario, Mode: o.Mode, Clients: o.Clients, MaxLoss: o.MaxLoss}
+	res := ScenarioResult{Server: s.Name(), Version: s.Version(), Scenario: o.Scenario, Mode: o.Mode, Clients: o.Clients, MaxLoss: o.MaxLoss, Senders: max(1, o.Senders)}
 	if res.Mode == "" {
 		res.Mode = "relay"
 	}

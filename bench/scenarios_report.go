@@ -41,19 +41,19 @@ var scenarioText = map[string]string{
 func (rep *Report) scenarioTables(b *strings.Builder) {
 	if len(rep.Selftest) > 0 {
 		b.WriteString("\n## Generator ceiling (`xdhcp-bench selftest`: renewals against an XDP reflector)\n\n")
-		b.WriteString("| mode | clients | answered/s at ≤0.1% loss (offered) | open loop answered/s (sent/s) | p99 µs |\n|---|---|---|---|---|\n")
+		b.WriteString("| mode | clients | senders | answered/s at ≤0.1% loss (offered) | open loop answered/s (sent/s) | p99 µs |\n|---|---|---|---|---|---|\n")
 		for _, r := range rep.Selftest {
 			ol := "-"
 			if r.OpenLoop != nil {
 				ol = fmt.Sprintf("%.0f (%.0f)", r.OpenLoop.Rate, float64(r.OpenLoop.PacketsSent)/r.OpenLoop.Seconds)
 			}
-			fmt.Fprintf(b, "| %s | %d | %.0f (%d/s) | %s | %.0f |%s\n", r.Mode, r.Clients, r.Best.Rate, r.Best.TargetRate, ol, r.Best.P99, errCell(r.Err))
+			fmt.Fprintf(b, "| %s | %d | %d | %.0f (%d/s) | %s | %.0f |%s\n", r.Mode, r.Clients, r.Senders, r.Best.Rate, r.Best.TargetRate, ol, r.Best.P99, errCell(r.Err))
 		}
 	}
 	for _, g := range groups(rep.Scenarios) {
 		maxLoss := g.results[0].MaxLoss
-		fmt.Fprintf(b, "\n## %s, %s mode (xdhcp-bench generator)\n\n%s. Highest offered rate with at most %.1f%% loss (doubling, then bisecting; 3 s steps), then open loop. Latency is per operation (first request to final answer).\n\n",
-			g.scenario, g.mode, scenarioText[g.scenario], 100*maxLoss)
+		fmt.Fprintf(b, "\n## %s, %s mode (xdhcp-bench generator)\n\n%s. Highest offered rate with at most %.1f%% loss (doubling, then bisecting; 3 s steps), then open loop; the generator sends from %d goroutines. Latency is per operation (first request to final answer).\n\n",
+			g.scenario, g.mode, scenarioText[g.scenario], 100*maxLoss, g.results[0].Senders)
 		b.WriteString("| server | answered/s at limit (offered) | loss | p50 / p99 / p99.9 µs | open loop answered/s (loss) | wrong | server CPU s per 1M answers | + softirq s per 1M | vs kea | vs xdhcpd (fast path off) |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		rate := map[string]float64{}
 		for _, r := range g.results {

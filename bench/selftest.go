@@ -16,7 +16,7 @@ import (
 // per second when the server side is the XDP reflector in native mode,
 // which echoes each request back at once. Steps are as in Scenario.
 func (r *Rig) Selftest(ctx context.Context, o ScenarioOptions) ScenarioResult {
-	res := ScenarioResult{Server: "reflector (XDP native)", Version: "bpf/reflector.c", Scenario: "renew", Mode: o.Mode, Clients: o.Clients, MaxLoss: o.MaxLoss}
+	res := ScenarioResult{Server: "reflector (XDP native)", Version: "bpf/reflector.c", Scenario: "renew", Mode: o.Mode, Clients: o.Clients, MaxLoss: o.MaxLoss, Senders: max(1, o.Senders)}
 	fail := func(err error) ScenarioResult { res.Err = err.Error(); return res }
 	var objs bpf.ReflectorObjects
 	if err := bpf.LoadReflectorObjects(&objs, nil); err != nil {

@@ -52,6 +52,11 @@ type Config struct {
 	ServerPID int
 	// Progress, when set, gets a line a second while a phase runs.
 	Progress io.Writer
+	// Senders is how many goroutines send at once, each a share of the
+	// rate; 0 means one. On a veth rig every send carries the server's
+	// XDP and the kernel's delivery in its own system call, so one sender
+	// keeps one CPU busy and leaves the other idle.
+	Senders int
 }
 
 // Phase is one measured run.
@@ -270,50 +275,16 @@ func (g *Gen) Run(ctx context.Context, p Phase) (Result, error) {
 	g.mu.Unlock()
 	cpu0, soft0 := ProcessCPU(g.cfg.ServerPID), softirqSeconds()
 	start := time.Now()
-	end := start.Add(p.Duration)
-	var started int64
-	lastTick, last := start, counts{}
-	for ctx.Err() == nil {
-		t := time.Now()
-		if !t.Before(end) {
-			break
-		}
-		batch := 64
-		if p.Rate > 0 {
-			due := int64(t.Sub(start).Seconds() * float64(p.Rate))
-			batch = int(min(int64(batch), due-started))
-			if batch <= 0 {
-				// Sleep until the next operation is due.
-				due := start.Add(time.Duration(float64(started+1) / float64(p.Rate) * float64(time.Second)))
-				time.Sleep(max(time.Until(due), 20*time.Microsecond))
-				continue
-			}
-		}
-		g.mu.Lock()
-		now := g.now()
-		g.expire(now)
-		var out []Packet
-		var arena []byte
-		for range batch {
-			out, arena = pick(now, out, arena)
-		}
-		g.mu.Unlock()
-		started += int64(batch)
-		if len(out) > 0 {
-			if _, err := g.send(out); err != nil {
-				time.Sleep(50 * time.Microsecond) // socket buffer full
-			}
-		} else {
-			time.Sleep(50 * time.Microsecond) // every client busy
-		}
-		if g.cfg.Progress != nil && t.Sub(lastTick) >= time.Second {
-			g.mu.Lock()
-			c := g.c
-			g.mu.Unlock()
-			g.progress(t.Sub(start), t.Sub(lastTick), &c, &last)
-			lastTick, last = t, c
-		}
+	senders := max(1, g.cfg.Senders)
+	var wg sync.WaitGroup
+	for w := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.pace(ctx, p, pick, float64(p.Rate)/float64(senders), start, w == 0)
+		}()
 	}
+	wg.Wait()
 	g.drain(ctx)
 	elapsed := p.Duration.Seconds()
 	g.mu.Lock()
@@ -343,6 +314,55 @@ func (g *Gen) Run(ctx context.Context, p Phase) (Result, error) {
 		fmt.Fprintln(g.cfg.Progress)
 	}
 	return r, ctx.Err()
+}
+
+// pace starts operations at rate a second (0: as fast as the transport
+// takes them) until the phase ends; the first sender also reports progress.
+func (g *Gen) pace(ctx context.Context, p Phase, pick pickFunc, rate float64, start time.Time, report bool) {
+	end := start.Add(p.Duration)
+	var started int64
+	lastTick, last := start, counts{}
+	for ctx.Err() == nil {
+		t := time.Now()
+		if !t.Before(end) {
+			return
+		}
+		batch := 64
+		if rate > 0 {
+			due := int64(t.Sub(start).Seconds() * rate)
+			batch = int(min(int64(batch), due-started))
+			if batch <= 0 {
+				// Sleep until the next operation is due.
+				due := start.Add(time.Duration(float64(started+1) / rate * float64(time.Second)))
+				time.Sleep(max(time.Until(due), 20*time.Microsecond))
+				continue
+			}
+		}
+		g.mu.Lock()
+		now := g.now()
+		g.expire(now)
+		var out []Packet
+		var arena []byte
+		for range batch {
+			out, arena = pick(now, out, arena)
+		}
+		g.mu.Unlock()
+		started += int64(batch)
+		if len(out) > 0 {
+			if _, err := g.send(out); err != nil {
+				time.Sleep(50 * time.Microsecond) // socket buffer full
+			}
+		} else {
+			time.Sleep(50 * time.Microsecond) // every client busy
+		}
+		if report && g.cfg.Progress != nil && t.Sub(lastTick) >= time.Second {
+			g.mu.Lock()
+			c := g.c
+			g.mu.Unlock()
+			g.progress(t.Sub(start), t.Sub(lastTick), &c, &last)
+			lastTick, last = t, c
+		}
+	}
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -236,10 +237,15 @@ func boundGen(t *testing.T, f *fakeServer, clients int) *Gen {
 }
 
 func TestScenariosAgainstFake(t *testing.T) {
-	for _, sc := range Scenarios {
-		t.Run(sc, func(t *testing.T) {
+	for _, tc := range []struct {
+		sc      string
+		senders int
+	}{{DORA, 1}, {Renew, 1}, {Mixed, 1}, {Release, 1}, {DORA, 3}, {Renew, 3}, {Mixed, 3}} {
+		sc := tc.sc
+		t.Run(fmt.Sprintf("%s/senders=%d", sc, tc.senders), func(t *testing.T) {
 			f := newFake()
 			g := newGen(t, f, 500)
+			g.cfg.Senders = tc.senders // the rate is shared; the totals must not change
 			if sc != DORA {
 				if n, err := g.Acquire(context.Background(), 450); err != nil || n != 450 {
 					t.Fatalf("acquired %d: %v", n, err)

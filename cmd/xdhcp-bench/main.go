@@ -26,9 +26,9 @@ const usage = `usage:
   xdhcp-bench renew --xdhcpd PATH [--quick] [--out DIR]     renewals/s with XDP native, generic and off, Kea, dhcpd; XDP cost per packet
   xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--scenarios renew-relay,...] [--out DIR]   every scenario and mode against every server
   xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
-                  [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--out DIR]
+                  [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--out DIR]
   xdhcp-bench referee --xdhcpd PATH [--quick] [--servers LIST]   perfdhcp's renewals (-r R -f R) against each server
-  xdhcp-bench selftest [--mode relay|l2] [--clients N] [--out DIR]   the generator's ceiling against an XDP reflector
+  xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--out DIR]   the generator's ceiling against an XDP reflector
 Servers: xdhcpd-xdp-native, xdhcpd-xdp-generic, xdhcpd (fast path off), kea, dhcpd, dhcpd-16k-pool.
 Runs as root: it creates network namespaces. Every run writes a report (markdown, JSON, SVG charts) under --out.
 `
@@ -58,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	clientIDs := fs.Bool("client-ids", true, "clients send option 61")
 	only := fs.String("scenarios", "", "scenarios: only these scenario-mode pairs (e.g. renew-relay,release-relay)")
 	vlans := fs.Int("vlans", 0, "l2 mode: VLAN tags per client (0, 1 or 2; the server side must be set up for them)")
+	senders := fs.Int("senders", 2, "goroutines sending at once (each a share of the rate)")
 	clients := fs.Int("clients", 0, "distinct clients (default 100000 for compare, 10000 for the generator)")
 	step := fs.Duration("step", 0, "length of each step (default 30s for compare, 3s for the generator)")
 	leases := fs.Int("leases", 1000000, "leases in the startup database")
@@ -139,7 +140,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return err
 		}
 		o := bench.ScenarioOptions{Scenario: scen, Mode: mode, Clients: genClients, Pop: pop, MaxLoss: maxLoss,
-			StartRate: 2000, Step: genStep, Log: stdout, Progress: progress(stdout)}
+			StartRate: 2000, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders}
 		if scen == "dora" || scen == "release" {
 			o.StartRate = 500
 		}
@@ -261,7 +262,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return err
 			}
 			o := bench.ScenarioOptions{Scenario: *scenario, Mode: *mode, Clients: genClients, Pop: pop, MaxLoss: *maxLoss,
-				StartRate: 1000, Rate: *rate, Step: genStep, Log: stdout, Progress: progress(stdout)}
+				StartRate: 1000, Rate: *rate, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders}
 			if *step == 0 && *maxLoss == 0 {
 				o.Step = 10 * time.Second
 			}
@@ -281,7 +282,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				modes = []string{"relay"}
 			}
 			for _, m := range modes {
-				o := bench.ScenarioOptions{Mode: m, Clients: genClients, Pop: pop, MaxLoss: 0.001, StartRate: 20000, Step: genStep, Log: stdout, Progress: progress(stdout)}
+				o := bench.ScenarioOptions{Mode: m, Clients: genClients, Pop: pop, MaxLoss: 0.001, StartRate: 20000, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders}
 				if *quick {
 					o.StartRate, o.Bisect = 50000, 1
 				}
