@@ -95,40 +95,46 @@ func XDPCost(ctx context.Context, runs int) ([]CostResult, error) {
 	defer tx.Close()
 	var out []CostResult
 	for _, c := range cases {
-		pkt := c.r.Frame(mac, srvMAC)
-		resize, err := resizer(objs.XdpDhcp, pkt)
+		r, err := measureCost(ctx, objs.XdpDhcp, tx, c.r.Frame(mac, srvMAC), runs)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", c.name, err)
 		}
-		var measured, baseline, unresize, cost []float64
-		for range costRounds {
-			if err := ctx.Err(); err != nil {
-				resize.Close()
-				return nil, err
-			}
-			m, err := restoredRuns(objs.XdpDhcp, pkt, runs)
-			if err != nil {
-				resize.Close()
-				return nil, fmt.Errorf("%s: %w", c.name, err)
-			}
-			b, err := restoredRuns(tx, pkt, runs)
-			if err != nil {
-				resize.Close()
-				return nil, fmt.Errorf("baseline: %w", err)
-			}
-			r, err := restoredRuns(resize, pkt, runs)
-			if err != nil {
-				resize.Close()
-				return nil, fmt.Errorf("resizing baseline: %w", err)
-			}
-			u := max(0, (r-b)/2)
-			measured, baseline, unresize, cost = append(measured, m), append(baseline, b), append(unresize, u), append(cost, m-b-u)
-		}
-		resize.Close()
-		out = append(out, CostResult{Case: c.name, Runs: runs, Rounds: costRounds,
-			Measured: median(measured), Baseline: median(baseline), Unresize: median(unresize), Cost: median(cost), Min: slices.Min(cost)})
+		r.Case = c.name
+		out = append(out, r)
 	}
 	return out, nil
+}
+
+// measureCost measures prog on pkt in costRounds interleaved rounds against
+// the empty target tx and a target that only resizes as prog does.
+func measureCost(ctx context.Context, prog, tx *ebpf.Program, pkt []byte, runs int) (CostResult, error) {
+	resize, err := resizer(prog, pkt)
+	if err != nil {
+		return CostResult{}, err
+	}
+	defer resize.Close()
+	var measured, baseline, unresize, cost []float64
+	for range costRounds {
+		if err := ctx.Err(); err != nil {
+			return CostResult{}, err
+		}
+		m, err := restoredRuns(prog, pkt, runs)
+		if err != nil {
+			return CostResult{}, err
+		}
+		b, err := restoredRuns(tx, pkt, runs)
+		if err != nil {
+			return CostResult{}, fmt.Errorf("baseline: %w", err)
+		}
+		r, err := restoredRuns(resize, pkt, runs)
+		if err != nil {
+			return CostResult{}, fmt.Errorf("resizing baseline: %w", err)
+		}
+		u := max(0, (r-b)/2)
+		measured, baseline, unresize, cost = append(measured, m), append(baseline, b), append(unresize, u), append(cost, m-b-u)
+	}
+	return CostResult{Runs: runs, Rounds: costRounds, Measured: median(measured), Baseline: median(baseline),
+		Unresize: median(unresize), Cost: median(cost), Min: slices.Min(cost)}, nil
 }
 
 // resizer returns a program that only grows or shrinks pkt to the length

@@ -2,7 +2,6 @@ package fastpath
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -76,7 +75,7 @@ func decodeEvent(b []byte) (Renewal, bool) {
 		At:      time.Unix(int64(ev.At), 0),
 		Expiry:  time.Unix(int64(ev.Expiry), 0),
 		IP:      wordAddr(ev.Ip),
-		XID:     binary.BigEndian.Uint32(binary.NativeEndian.AppendUint32(nil, ev.Xid)), // kept in packet order
+		XID:     netWord(ev.Xid),
 		IfIndex: ev.Ifindex,
 		GIAddr:  giaddr(ev.Giaddr),
 		VLANs:   ev.Vlan,

@@ -73,9 +73,7 @@ func needTools(t *testing.T, tools ...string) {
 func stopDhcpcd(t *testing.T, c *netns.NS, ifname string) {
 	t.Cleanup(func() {
 		c.Exec(context.Background(), "dhcpcd", "-4", "-x", ifname)
-		for _, f := range []string{ifname + ".lease", ifname + ".lease6"} {
-			os.Remove(filepath.Join("/var/lib/dhcpcd", f))
-		}
+		os.Remove(filepath.Join("/var/lib/dhcpcd", ifname+".lease"))
 	})
 }
 
