@@ -30,6 +30,10 @@ type ScenarioOptions struct {
 	Progress  io.Writer     // live progress line; nil for none
 	Log       io.Writer     // one line per step; nil for none
 	Senders   int           // sending goroutines (loadgen.Config.Senders)
+	// Sender is SenderSockets (default) or SenderXDP, which offers the
+	// renew scenario's renewals from the kernel (Injector); leases are
+	// taken through the sockets either way.
+	Sender string
 }
 
 // ScenarioResult is one server's outcome in one scenario.
@@ -40,6 +44,7 @@ type ScenarioResult struct {
 	Mode     string `json:"mode"`
 	Clients  int    `json:"clients"`
 	Senders  int    `json:"senders"` // the generator's sending goroutines
+	Sender   string `json:"sender"`  // SenderSockets or SenderXDP
 	// Best is the phase at the highest rate within the loss limit (or the
 	// one phase run); OpenLoop the phase offered as much as the generator
 	// sends.
@@ -87,11 +92,15 @@ func genConfig(o ScenarioOptions, pid int) loadgen.Config {
 
 // Scenario starts s afresh and drives it with the generator.
 func (r *Rig) Scenario(ctx context.Context, s Server, o ScenarioOptions) ScenarioResult {
-	res := ScenarioResult{Server: s.Name(), Version: s.Version(), Scenario: o.Scenario, Mode: o.Mode, Clients: o.Clients, MaxLoss: o.MaxLoss, Senders: max(1, o.Senders)}
+	res := ScenarioResult{Server: s.Name(), Version: s.Version(), Scenario: o.Scenario, Mode: o.Mode, Clients: o.Clients, MaxLoss: o.MaxLoss,
+		Senders: max(1, o.Senders), Sender: cmp.Or(o.Sender, SenderSockets)}
 	if res.Mode == "" {
 		res.Mode = "relay"
 	}
 	fail := func(err error) ScenarioResult { res.Err = err.Error(); return res }
+	if res.Sender != SenderSockets && (res.Sender != SenderXDP || o.Scenario != loadgen.Renew) {
+		return fail(fmt.Errorf("sender %q: want %s, or %s for the renew scenario", res.Sender, SenderSockets, SenderXDP))
+	}
 	dir, err := os.MkdirTemp("", "xdhcp-bench-")
 	if err != nil {
 		return fail(err)
@@ -107,7 +116,8 @@ func (r *Rig) Scenario(ctx context.Context, s Server, o ScenarioOptions) Scenari
 		return fail(err)
 	}
 	defer tr.Close()
-	g, err := loadgen.New(genConfig(o, p.Pid()), tr)
+	cfg := genConfig(o, p.Pid())
+	g, err := loadgen.New(cfg, tr)
 	if err != nil {
 		return fail(err)
 	}
@@ -121,19 +131,44 @@ func (r *Rig) Scenario(ctx context.Context, s Server, o ScenarioOptions) Scenari
 			return fail(fmt.Errorf("taking leases: %w", err))
 		}
 	}
+	if res.Sender == SenderXDP {
+		return r.injected(ctx, g, cfg, o, res, false)
+	}
 	return r.phases(ctx, g, o, res, s.Name())
 }
 
-// phases runs the measured phases of o on g: one at o.Rate, or a rate
-// search within o.MaxLoss followed by an open-loop phase.
+// injected runs o's phases with the renewals offered by an Injector for
+// g's leases.
+func (r *Rig) injected(ctx context.Context, g *loadgen.Gen, cfg loadgen.Config, o ScenarioOptions, res ScenarioResult, reflected bool) ScenarioResult {
+	res.Senders = 1 // see Injector.Run
+	in, err := r.newInjector(g, cfg, reflected)
+	if err != nil {
+		res.Err = err.Error()
+		return res
+	}
+	defer in.Close()
+	return r.search(ctx, o, res, res.Server, func(rate int) (loadgen.Result, error) {
+		return in.Run(ctx, res.Mode, rate, o.Step, cfg.ServerPID)
+	})
+}
+
+// phases runs the measured phases of o on g.
 func (r *Rig) phases(ctx context.Context, g *loadgen.Gen, o ScenarioOptions, res ScenarioResult, name string) ScenarioResult {
+	return r.search(ctx, o, res, name, func(rate int) (loadgen.Result, error) {
+		return g.Run(ctx, loadgen.Phase{Scenario: res.Scenario, Rate: rate, Duration: o.Step})
+	})
+}
+
+// search runs the measured phases of o with phase: one at o.Rate, or a
+// rate search within o.MaxLoss followed by an open-loop phase.
+func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult, name string, phase func(rate int) (loadgen.Result, error)) ScenarioResult {
 	fail := func(err error) ScenarioResult { res.Err = err.Error(); return res }
 	run := func(rate int) (loadgen.Result, error) {
 		time.Sleep(time.Second) // let the previous phase's backlog drain
-		ph, err := g.Run(ctx, loadgen.Phase{Scenario: res.Scenario, Rate: rate, Duration: o.Step})
+		ph, err := phase(rate)
 		if o.Log != nil {
-			fmt.Fprintf(o.Log, "  %-20s %-7s %-5s rate %7d/s: %8.0f answered/s, loss %6.3f%%, wrong %d, p99 %.0fµs\n",
-				name, res.Scenario, res.Mode, rate, ph.Rate, 100*ph.Loss, ph.Wrong, ph.P99)
+			fmt.Fprintf(o.Log, "  %-20s %-7s %-5s %-7s rate %7d/s: %8.0f answered/s, loss %6.3f%%, wrong %d, p99 %.0fµs\n",
+				name, res.Scenario, res.Mode, res.Sender, rate, ph.Rate, 100*ph.Loss, ph.Wrong, ph.P99)
 		}
 		return ph, err
 	}

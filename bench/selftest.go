@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -16,7 +17,8 @@ import (
 // per second when the server side is the XDP reflector in native mode,
 // which echoes each request back at once. Steps are as in Scenario.
 func (r *Rig) Selftest(ctx context.Context, o ScenarioOptions) ScenarioResult {
-	res := ScenarioResult{Server: "reflector (XDP native)", Version: "bpf/reflector.c", Scenario: "renew", Mode: o.Mode, Clients: o.Clients, MaxLoss: o.MaxLoss, Senders: max(1, o.Senders)}
+	res := ScenarioResult{Server: "reflector (XDP native)", Version: "bpf/reflector.c", Scenario: "renew", Mode: o.Mode, Clients: o.Clients, MaxLoss: o.MaxLoss,
+		Senders: max(1, o.Senders), Sender: cmp.Or(o.Sender, SenderSockets)}
 	fail := func(err error) ScenarioResult { res.Err = err.Error(); return res }
 	var objs bpf.ReflectorObjects
 	if err := bpf.LoadReflectorObjects(&objs, nil); err != nil {
@@ -73,6 +75,9 @@ func (r *Rig) Selftest(ctx context.Context, o ScenarioOptions) ScenarioResult {
 		}); err != nil {
 			return fail(err)
 		}
+	}
+	if res.Sender == SenderXDP {
+		return r.injected(ctx, g, cfg, o, res, true)
 	}
 	return r.phases(ctx, g, o, res, res.Server)
 }

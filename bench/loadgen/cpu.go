@@ -45,3 +45,28 @@ func softirqSeconds() float64 {
 	v, _ := strconv.ParseFloat(f[7], 64)
 	return v / userHZ
 }
+
+// CPUMeter measures the server's CPU time and the machine's softirq time
+// over a phase.
+type CPUMeter struct {
+	pid         int
+	cpu0, soft0 float64
+}
+
+// StartCPU starts measuring; pid 0 measures softirq time only.
+func StartCPU(pid int) CPUMeter {
+	return CPUMeter{pid: pid, cpu0: ProcessCPU(pid), soft0: softirqSeconds()}
+}
+
+// Fill sets r's CPU fields from the start until now, per million answers
+// from r.Answered.
+func (m CPUMeter) Fill(r *Result) {
+	if m.pid > 0 {
+		r.ServerCPU = ProcessCPU(m.pid) - m.cpu0
+	}
+	r.Softirq = softirqSeconds() - m.soft0
+	if r.Answered > 0 {
+		r.CPUPerMillion = r.ServerCPU / float64(r.Answered) * 1e6
+		r.SoftirqPerMillion = r.Softirq / float64(r.Answered) * 1e6
+	}
+}

@@ -198,6 +198,25 @@ func (g *Gen) owner(ip netip.Addr) (Identity, bool) {
 	return g.cfg.Pop.Identity(int(i)), true
 }
 
+// Lease is a bound client: its index in the population and its address.
+type Lease struct {
+	Index int
+	IP    netip.Addr
+}
+
+// Leases lists the bound clients in index order.
+func (g *Gen) Leases() []Lease {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]Lease, 0, len(g.byIP))
+	for i, c := range g.clients {
+		if c.ip.IsValid() && (c.state == bound || c.state == renewing) {
+			out = append(out, Lease{Index: i, IP: c.ip})
+		}
+	}
+	return out
+}
+
 // Bound is how many clients hold a lease.
 func (g *Gen) Bound() int {
 	g.mu.Lock()
@@ -273,7 +292,7 @@ func (g *Gen) Run(ctx context.Context, p Phase) (Result, error) {
 	g.mu.Lock()
 	g.c = counts{}
 	g.mu.Unlock()
-	cpu0, soft0 := ProcessCPU(g.cfg.ServerPID), softirqSeconds()
+	meter := StartCPU(g.cfg.ServerPID)
 	start := time.Now()
 	senders := max(1, g.cfg.Senders)
 	var wg sync.WaitGroup
@@ -302,14 +321,7 @@ func (g *Gen) Run(ctx context.Context, p Phase) (Result, error) {
 	if r.Answered+r.Dropped > 0 {
 		r.Loss = float64(r.Dropped) / float64(r.Answered+r.Dropped)
 	}
-	if g.cfg.ServerPID > 0 {
-		r.ServerCPU = ProcessCPU(g.cfg.ServerPID) - cpu0
-	}
-	r.Softirq = softirqSeconds() - soft0
-	if r.Answered > 0 {
-		r.CPUPerMillion = r.ServerCPU / float64(r.Answered) * 1e6
-		r.SoftirqPerMillion = r.Softirq / float64(r.Answered) * 1e6
-	}
+	meter.Fill(&r)
 	if g.cfg.Progress != nil {
 		fmt.Fprintln(g.cfg.Progress)
 	}

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -26,9 +27,11 @@ const usage = `usage:
   xdhcp-bench renew --xdhcpd PATH [--quick] [--out DIR]     renewals/s with XDP native, generic and off, Kea, dhcpd; XDP cost per packet
   xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--scenarios renew-relay,...] [--out DIR]   every scenario and mode against every server
   xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
-                  [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--out DIR]
+                  [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--sender sockets|xdp] [--out DIR]
   xdhcp-bench referee --xdhcpd PATH [--quick] [--servers LIST]   perfdhcp's renewals (-r R -f R) against each server
-  xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--out DIR]   the generator's ceiling against an XDP reflector
+  xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--sender sockets|xdp] [--out DIR]   the generator's ceiling against an XDP reflector
+Renewals go out through sockets (sendmmsg, raw frames) or, with --sender xdp, from the kernel
+(BPF_PROG_TEST_RUN live frames, answers counted by XDP); all, scenarios and selftest run both.
 Servers: xdhcpd-xdp-native, xdhcpd-xdp-generic, xdhcpd (fast path off), kea, dhcpd, dhcpd-16k-pool.
 Runs as root: it creates network namespaces. Every run writes a report (markdown, JSON, SVG charts) under --out.
 `
@@ -59,6 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	only := fs.String("scenarios", "", "scenarios: only these scenario-mode pairs (e.g. renew-relay,release-relay)")
 	vlans := fs.Int("vlans", 0, "l2 mode: VLAN tags per client (0, 1 or 2; the server side must be set up for them)")
 	senders := fs.Int("senders", 2, "goroutines sending at once (each a share of the rate)")
+	sender := fs.String("sender", "", "renewals sent through sockets or xdp (kernel live frames); default: sockets for run, both for selftest")
 	clients := fs.Int("clients", 0, "distinct clients (default 100000 for compare, 10000 for the generator)")
 	step := fs.Duration("step", 0, "length of each step (default 30s for compare, 3s for the generator)")
 	leases := fs.Int("leases", 1000000, "leases in the startup database")
@@ -71,6 +75,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *mode != "relay" && *mode != "l2" {
 		fmt.Fprintf(stderr, "xdhcp-bench: --mode %q: want relay or l2\n", *mode)
+		return 2
+	}
+	if *sender != "" && *sender != bench.SenderSockets && *sender != bench.SenderXDP {
+		fmt.Fprintf(stderr, "xdhcp-bench: --sender %q: want sockets or xdp\n", *sender)
 		return 2
 	}
 	if *maxLoss < 0 || *maxLoss >= 1 || *rate < 0 || *clients < 0 || *step < 0 {
@@ -134,18 +142,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *servers != "" {
 		genServers = *servers
 	}
-	scenarioRun := func(name, scen, mode string, maxLoss float64) error {
+	scenarioRun := func(name, scen, mode string, maxLoss float64, via string) error {
 		s, err := pick(name, mode)
 		if err != nil {
 			return err
 		}
 		o := bench.ScenarioOptions{Scenario: scen, Mode: mode, Clients: genClients, Pop: pop, MaxLoss: maxLoss,
-			StartRate: 2000, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders}
+			StartRate: 2000, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: via}
 		if scen == "dora" || scen == "release" {
 			o.StartRate = 500
 		}
 		if *quick {
 			o.StartRate, o.Bisect = 8000, 1
+		}
+		if via == bench.SenderXDP {
+			o.StartRate = 20000
 		}
 		r := rig.Scenario(ctx, s, o)
 		if r.Err != "" {
@@ -209,7 +220,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		},
 		"renew": func() error {
 			for _, name := range strings.Split(genServers, ",") {
-				if err := scenarioRun(name, "renew", "relay", 0.001); err != nil {
+				if err := scenarioRun(name, "renew", "relay", 0.001, cmp.Or(*sender, bench.SenderSockets)); err != nil {
 					return err
 				}
 			}
@@ -219,8 +230,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			for _, sc := range []struct {
 				scen, mode string
 				loss       float64
-			}{{"renew", "relay", 0.001}, {"renew", "l2", 0.001}, {"dora", "relay", 0.025}, {"mixed", "relay", 0.01}, {"release", "relay", 0.025}} {
+				via        string
+			}{{"renew", "relay", 0.001, bench.SenderSockets}, {"renew", "relay", 0.001, bench.SenderXDP},
+				{"renew", "l2", 0.001, bench.SenderSockets}, {"renew", "l2", 0.001, bench.SenderXDP},
+				{"dora", "relay", 0.025, bench.SenderSockets}, {"mixed", "relay", 0.01, bench.SenderSockets},
+				{"release", "relay", 0.025, bench.SenderSockets}} {
 				if *only != "" && !strings.Contains(","+*only+",", ","+sc.scen+"-"+sc.mode+",") {
+					continue
+				}
+				if *sender != "" && sc.via != *sender {
 					continue
 				}
 				names := genServers
@@ -235,7 +253,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 					}
 				}
 				for _, name := range strings.Split(names, ",") {
-					if err := scenarioRun(name, sc.scen, sc.mode, sc.loss); err != nil {
+					if err := scenarioRun(name, sc.scen, sc.mode, sc.loss, sc.via); err != nil {
 						return err
 					}
 				}
@@ -262,7 +280,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return err
 			}
 			o := bench.ScenarioOptions{Scenario: *scenario, Mode: *mode, Clients: genClients, Pop: pop, MaxLoss: *maxLoss,
-				StartRate: 1000, Rate: *rate, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders}
+				StartRate: 1000, Rate: *rate, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: *sender}
 			if *step == 0 && *maxLoss == 0 {
 				o.Step = 10 * time.Second
 			}
@@ -281,16 +299,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if *quick && !isSet(fs, "mode") {
 				modes = []string{"relay"}
 			}
+			vias := []string{bench.SenderSockets, bench.SenderXDP}
+			if *sender != "" {
+				vias = []string{*sender}
+			}
 			for _, m := range modes {
-				o := bench.ScenarioOptions{Mode: m, Clients: genClients, Pop: pop, MaxLoss: 0.001, StartRate: 20000, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders}
-				if *quick {
-					o.StartRate, o.Bisect = 50000, 1
+				for _, via := range vias {
+					o := bench.ScenarioOptions{Mode: m, Clients: genClients, Pop: pop, MaxLoss: 0.001, StartRate: 20000, Step: genStep,
+						Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: via}
+					if *quick {
+						o.StartRate, o.Bisect = 50000, 1
+					}
+					r := rig.Selftest(ctx, o)
+					if r.Err != "" {
+						return fmt.Errorf("selftest %s %s: %s", m, via, r.Err)
+					}
+					rep.Selftest = append(rep.Selftest, r)
 				}
-				r := rig.Selftest(ctx, o)
-				if r.Err != "" {
-					return fmt.Errorf("selftest %s: %s", m, r.Err)
-				}
-				rep.Selftest = append(rep.Selftest, r)
 			}
 			return nil
 		},

@@ -1,0 +1,305 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdhcp/xdhcp/bench/loadgen"
+	"github.com/xdhcp/xdhcp/bpf"
+	"github.com/xdhcp/xdhcp/internal/netns"
+)
+
+// Senders of renewals: the generator's sockets (sendmmsg or a raw socket)
+// or the kernel-side injector (bpf/inject.c).
+const (
+	SenderSockets = "sockets"
+	SenderXDP     = "xdp"
+)
+
+// injectMark is the first byte of every injected renewal's xid: the
+// socket generator's xids start with a sequence number, so an answer
+// to one of its late requests is never counted here.
+const injectMark = 0xfe
+
+// injectFrameMax is FRAME_MAX in bpf/inject.c.
+const injectFrameMax = 512
+
+// xdpMD is the kernel's struct xdp_md, the context BPF_PROG_TEST_RUN takes
+// for an XDP program.
+type xdpMD struct {
+	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
+}
+
+// Injector offers renewals from the kernel: xdhcp_inject runs in
+// BPF_PROG_TEST_RUN's live-frame mode on the client veth and sends each
+// bound client's prebuilt renewal with XDP_TX, and xdhcp_tally checks and
+// counts every answer that comes back. No socket, skb or copy from user
+// space is spent per renewal, so the generator stays far above what any
+// server here answers (see Selftest).
+type Injector struct {
+	rig     *Rig
+	objs    bpf.InjectObjects
+	tally   link.Link
+	ifindex int
+	first   []byte // the frame BPF_PROG_TEST_RUN starts each run from
+	clients int
+	groOff  bool // the server veth's GRO was off and is turned back off
+}
+
+// newInjector prepares renewals for every client g holds a lease for and
+// puts the tally on the client veth in place of the rig's XDP_PASS.
+func (r *Rig) newInjector(g *loadgen.Gen, cfg loadgen.Config, reflected bool) (*Injector, error) {
+	leases := g.Leases()
+	if len(leases) == 0 {
+		return nil, errors.New("injector: no client holds a lease")
+	}
+	spec, err := bpf.LoadInject()
+	if err != nil {
+		return nil, fmt.Errorf("injector: %w", err)
+	}
+	spec.Maps["inject_frames"].MaxEntries = uint32(len(leases))
+	spec.Maps["inject_expected"].MaxEntries = uint32(len(leases))
+	in := &Injector{rig: r, clients: len(leases)}
+	if err := spec.LoadAndAssign(&in.objs, nil); err != nil {
+		return nil, fmt.Errorf("injector: loading: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			in.Close()
+		}
+	}()
+	var cliMAC, srvMAC net.HardwareAddr
+	if err := r.Cli.Do(func() error {
+		ifi, err := net.InterfaceByName(ClientIf)
+		in.ifindex, cliMAC = ifi.Index, ifi.HardwareAddr
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("injector: client interface: %w", err)
+	}
+	if err := r.Srv.Do(func() error {
+		ifi, err := net.InterfaceByName(ServerIf)
+		srvMAC = ifi.HardwareAddr
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("injector: server interface: %w", err)
+	}
+	keys := make([]uint32, len(leases))
+	frames := make([]bpf.InjectInjectFrame, len(leases))
+	ips := make([]uint32, len(leases))
+	expect := make([]bpf.InjectInjectExpect, len(leases))
+	for k, l := range leases {
+		id := cfg.Pop.Identity(l.Index)
+		rn := Renewal{CIAddr: l.IP, MAC: id.MAC, ClientID: id.ClientID, GIAddr: cfg.GIAddr, Server: cfg.Server,
+			XID: injectMark<<24 | uint32(l.Index)}
+		src := id.MAC
+		if cfg.GIAddr.IsValid() {
+			rn.Opt82, src = id.Opt82, cliMAC
+		} else {
+			rn.VLANs = id.VLANs
+		}
+		f := rn.Frame(src, srvMAC)
+		if len(f) > injectFrameMax {
+			return nil, fmt.Errorf("injector: client %d's renewal is %d bytes, more than %d", l.Index, len(f), injectFrameMax)
+		}
+		if k == 0 {
+			in.first = f
+		}
+		keys[k], frames[k].Len = uint32(k), uint32(len(f))
+		copy(frames[k].Data[:], f)
+		ips[k] = addr4(l.IP)
+		expect[k] = bpf.InjectInjectExpect{Xid: binary.NativeEndian.Uint32(binary.BigEndian.AppendUint32(nil, rn.XID)),
+			ServerId: addr4(cfg.Server)}
+	}
+	if _, err := in.objs.InjectFrames.BatchUpdate(keys, frames, nil); err != nil {
+		return nil, fmt.Errorf("injector: frames: %w", err)
+	}
+	if _, err := in.objs.InjectExpected.BatchUpdate(ips, expect, nil); err != nil {
+		return nil, fmt.Errorf("injector: expected answers: %w", err)
+	}
+	lt := uint32(cfg.LeaseTime / time.Second)
+	c := bpf.InjectInjectConfig{Clients: uint32(len(leases)), MinLease: lt / 2, MaxLease: lt, Mark: injectMark}
+	if lt == 0 {
+		c.MinLease, c.MaxLease = 1, ^uint32(0)
+	}
+	if reflected {
+		c.Reflected = 1
+	}
+	if err := in.objs.InjectCfg.Put(uint32(0), c); err != nil {
+		return nil, fmt.Errorf("injector: settings: %w", err)
+	}
+	// Frames sent with XDP_TX reach a veth peer only when it has NAPI
+	// running: an XDP program (xdhcpd native) or GRO (everyone else).
+	gro, err := r.Srv.Exec(context.Background(), "ethtool", "-k", ServerIf)
+	if err != nil {
+		return nil, fmt.Errorf("injector: reading %s's offloads: %w", ServerIf, err)
+	}
+	in.groOff = strings.Contains(string(gro), "generic-receive-offload: off")
+	if in.groOff {
+		if _, err := r.Srv.Exec(context.Background(), "ethtool", "-K", ServerIf, "gro", "on"); err != nil {
+			return nil, fmt.Errorf("injector: GRO on %s: %w", ServerIf, err)
+		}
+	}
+	if err := r.swapClientXDP(func() error {
+		var err error
+		in.tally, err = link.AttachXDP(link.XDPOptions{Program: in.objs.XdhcpTally, Interface: in.ifindex, Flags: link.XDPDriverMode})
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("injector: attaching the tally: %w", err)
+	}
+	ok = true
+	return in, nil
+}
+
+// swapClientXDP replaces the rig's XDP_PASS on the client veth with what
+// attach puts there (in the client namespace).
+func (r *Rig) swapClientXDP(attach func() error) error {
+	if r.pass != nil {
+		r.pass.Close()
+		r.pass = nil
+	}
+	return r.Cli.Do(attach)
+}
+
+// Close takes the tally off and puts the rig's XDP_PASS back.
+func (in *Injector) Close() {
+	if in.tally != nil {
+		in.tally.Close()
+		in.tally = nil
+		if p, err := netns.AttachXDPPass(in.rig.Cli, ClientIf); err == nil {
+			in.rig.pass = p
+		}
+	}
+	if in.groOff {
+		in.rig.Srv.Exec(context.Background(), "ethtool", "-K", ServerIf, "gro", "off")
+	}
+	in.objs.Close()
+}
+
+// tallies sums the per-CPU answer counts.
+func (in *Injector) tallies() ([bpf.InjectTallyTALLY_MAX]int64, error) {
+	var out [bpf.InjectTallyTALLY_MAX]int64
+	var per []uint64
+	for k := range bpf.InjectTallyTALLY_MAX {
+		if err := in.objs.TallyCounts.Lookup(uint32(k), &per); err != nil {
+			return out, fmt.Errorf("reading the tally: %w", err)
+		}
+		for _, v := range per {
+			out[k] += int64(v)
+		}
+	}
+	return out, nil
+}
+
+func (in *Injector) resetTallies() error {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return err
+	}
+	zero := make([]uint64, ncpu)
+	for k := range bpf.InjectTallyTALLY_MAX {
+		if err := in.objs.TallyCounts.Put(uint32(k), zero); err != nil {
+			return fmt.Errorf("resetting the tally: %w", err)
+		}
+	}
+	return nil
+}
+
+// Run offers renewals at rate a second (0: as fast as the kernel sends
+// them) for d, then waits for late answers and reports. One thread
+// sends: the program paces itself (bpf/inject.c), so more threads would
+// only spin. Latency is not measured: answers are counted in the kernel.
+func (in *Injector) Run(ctx context.Context, mode string, rate int, d time.Duration, serverPID int) (loadgen.Result, error) {
+	if err := in.resetTallies(); err != nil {
+		return loadgen.Result{}, err
+	}
+	meter := loadgen.StartCPU(serverPID)
+	start := time.Now()
+	err := in.rig.Cli.Do(func() error { return in.send(ctx, rate, d) })
+	elapsed := time.Since(start).Seconds()
+	// Answers the slow path still holds in its queues.
+	select {
+	case <-ctx.Done():
+	case <-time.After(500 * time.Millisecond):
+	}
+	t, terr := in.tallies()
+	var st bpf.InjectInjectState
+	if serr := in.objs.InjectProgress.Lookup(uint32(0), &st); serr != nil {
+		terr = errors.Join(terr, fmt.Errorf("reading the sender's progress: %w", serr))
+	}
+	n := int64(st.Sent)
+	r := loadgen.Result{Scenario: loadgen.Renew, Mode: mode, Clients: in.clients, TargetRate: rate, Seconds: min(elapsed, d.Seconds()),
+		PacketsSent: n, Started: n, Answered: t[bpf.InjectTallyTALLY_ACK], Wrong: t[bpf.InjectTallyTALLY_WRONG],
+		NAKs: t[bpf.InjectTallyTALLY_NAK]}
+	r.Dropped = max(0, n-r.Answered-r.Wrong-r.NAKs)
+	r.Rate = float64(r.Answered) / r.Seconds
+	if r.Answered+r.Dropped > 0 {
+		r.Loss = float64(r.Dropped) / float64(r.Answered+r.Dropped)
+	}
+	meter.Fill(&r)
+	return r, errors.Join(err, terr, ctx.Err())
+}
+
+// callTime is how long one live-frame call should run: each call costs a
+// fixed ~20 ms on this kernel (the page pool's setup and teardown), so
+// calls must be long; the program sends nothing after the phase's end.
+const callTime = 500 * time.Millisecond
+
+// send runs on a thread in the client namespace: it sets the phase's
+// pace and end in the program's state and calls it until the end.
+func (in *Injector) send(ctx context.Context, rate int, d time.Duration) error {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
+	}
+	now := uint64(ts.Nano())
+	st := bpf.InjectInjectState{DueNs: now, StopNs: now + uint64(d)}
+	if rate > 0 {
+		st.GapNs = uint64(time.Second) / uint64(rate)
+	}
+	var old bpf.InjectInjectState
+	if err := in.objs.InjectProgress.Lookup(uint32(0), &old); err == nil {
+		st.Next = old.Next // clients take turns across phases too
+	}
+	if err := in.objs.InjectProgress.Put(uint32(0), st); err != nil {
+		return fmt.Errorf("setting the sender's pace: %w", err)
+	}
+	opts := ebpf.RunOptions{Data: in.first, Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES, BatchSize: 64,
+		Context: xdpMD{DataEnd: uint32(len(in.first)), IngressIfindex: uint32(in.ifindex)}}
+	end := time.Now().Add(d)
+	runs := uint32(1 << 20) // runs per call, adjusted to last about callTime
+	for ctx.Err() == nil {
+		left := time.Until(end)
+		if left <= 0 {
+			return nil
+		}
+		opts.Repeat = runs
+		if left < callTime {
+			opts.Repeat = max(1024, uint32(float64(runs)*left.Seconds()/callTime.Seconds()))
+		}
+		t0 := time.Now()
+		if _, err := in.objs.XdhcpInject.Run(&opts); err != nil {
+			return fmt.Errorf("BPF_PROG_TEST_RUN in live-frame mode: %w", err)
+		}
+		if took := time.Since(t0); took > 0 && opts.Repeat == runs {
+			runs = uint32(min(1<<28, max(1<<14, float64(runs)*callTime.Seconds()/took.Seconds())))
+		}
+	}
+	return ctx.Err()
+}
+
+// addr4 is a in the byte order of the packet, as the programs compare it.
+func addr4(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
+}
