@@ -56,48 +56,93 @@ type Injector struct {
 	groOff  bool // the server veth's GRO was off and is turned back off
 }
 
-// newInjector prepares renewals for every client g holds a lease for and
-// puts the tally on the client veth in place of the rig's XDP_PASS.
-func (r *Rig) newInjector(g *loadgen.Gen, cfg loadgen.Config, reflected bool) (*Injector, error) {
-	leases := g.Leases()
-	if len(leases) == 0 {
-		return nil, errors.New("injector: no client holds a lease")
+// injected is one client's renewal as the injector sends it.
+type injected struct {
+	frame  []byte
+	ip     netip.Addr // the client's address: the answer's yiaddr
+	xid    uint32
+	server netip.Addr // the answer's server identifier
+}
+
+// loadInject loads bpf/inject.c's programs with one renewal per client,
+// answers expected to carry a lease time in [leaseTime/2, leaseTime] (any
+// when 0), or, reflected, to echo the xid only.
+func loadInject(clients []injected, leaseTime time.Duration, reflected bool) (*bpf.InjectObjects, error) {
+	if len(clients) == 0 {
+		return nil, errors.New("no client holds a lease")
 	}
 	spec, err := bpf.LoadInject()
 	if err != nil {
-		return nil, fmt.Errorf("injector: %w", err)
+		return nil, err
 	}
-	spec.Maps["inject_frames"].MaxEntries = uint32(len(leases))
-	spec.Maps["inject_expected"].MaxEntries = uint32(len(leases))
-	in := &Injector{rig: r, clients: len(leases)}
-	if err := spec.LoadAndAssign(&in.objs, nil); err != nil {
-		return nil, fmt.Errorf("injector: loading: %w", err)
+	spec.Maps["inject_frames"].MaxEntries = uint32(len(clients))
+	spec.Maps["inject_expected"].MaxEntries = uint32(len(clients))
+	var objs bpf.InjectObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return nil, fmt.Errorf("loading: %w", err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			in.Close()
+	keys := make([]uint32, len(clients))
+	frames := make([]bpf.InjectInjectFrame, len(clients))
+	ips := make([]uint32, len(clients))
+	expect := make([]bpf.InjectInjectExpect, len(clients))
+	for k, c := range clients {
+		if len(c.frame) > injectFrameMax {
+			objs.Close()
+			return nil, fmt.Errorf("a renewal of %d bytes, more than %d", len(c.frame), injectFrameMax)
 		}
-	}()
+		keys[k], frames[k].Len = uint32(k), uint32(len(c.frame))
+		copy(frames[k].Data[:], c.frame)
+		ips[k] = addr4(c.ip)
+		expect[k] = bpf.InjectInjectExpect{Xid: binary.NativeEndian.Uint32(binary.BigEndian.AppendUint32(nil, c.xid)), ServerId: addr4(c.server)}
+	}
+	lt := uint32(leaseTime / time.Second)
+	cfg := bpf.InjectInjectConfig{Clients: uint32(len(clients)), MinLease: lt / 2, MaxLease: lt, Mark: injectMark}
+	if lt == 0 {
+		cfg.MinLease, cfg.MaxLease = 1, ^uint32(0)
+	}
+	if reflected {
+		cfg.Reflected = 1
+	}
+	if _, err := objs.InjectFrames.BatchUpdate(keys, frames, nil); err != nil {
+		objs.Close()
+		return nil, fmt.Errorf("frames: %w", err)
+	}
+	if _, err := objs.InjectExpected.BatchUpdate(ips, expect, nil); err != nil {
+		objs.Close()
+		return nil, fmt.Errorf("expected answers: %w", err)
+	}
+	if err := objs.InjectCfg.Put(uint32(0), cfg); err != nil {
+		objs.Close()
+		return nil, fmt.Errorf("settings: %w", err)
+	}
+	return &objs, nil
+}
+
+// newInjector prepares renewals for every client g holds a lease for and
+// puts the tally on the client veth in place of the rig's XDP_PASS.
+func (r *Rig) newInjector(g *loadgen.Gen, cfg loadgen.Config, reflected bool) (*Injector, error) {
 	var cliMAC, srvMAC net.HardwareAddr
+	in := &Injector{rig: r}
 	if err := r.Cli.Do(func() error {
 		ifi, err := net.InterfaceByName(ClientIf)
-		in.ifindex, cliMAC = ifi.Index, ifi.HardwareAddr
+		if err == nil {
+			in.ifindex, cliMAC = ifi.Index, ifi.HardwareAddr
+		}
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("injector: client interface: %w", err)
 	}
 	if err := r.Srv.Do(func() error {
 		ifi, err := net.InterfaceByName(ServerIf)
-		srvMAC = ifi.HardwareAddr
+		if err == nil {
+			srvMAC = ifi.HardwareAddr
+		}
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("injector: server interface: %w", err)
 	}
-	keys := make([]uint32, len(leases))
-	frames := make([]bpf.InjectInjectFrame, len(leases))
-	ips := make([]uint32, len(leases))
-	expect := make([]bpf.InjectInjectExpect, len(leases))
+	leases := g.Leases()
+	clients := make([]injected, len(leases))
 	for k, l := range leases {
 		id := cfg.Pop.Identity(l.Index)
 		rn := Renewal{CIAddr: l.IP, MAC: id.MAC, ClientID: id.ClientID, GIAddr: cfg.GIAddr, Server: cfg.Server,
@@ -108,36 +153,19 @@ func (r *Rig) newInjector(g *loadgen.Gen, cfg loadgen.Config, reflected bool) (*
 		} else {
 			rn.VLANs = id.VLANs
 		}
-		f := rn.Frame(src, srvMAC)
-		if len(f) > injectFrameMax {
-			return nil, fmt.Errorf("injector: client %d's renewal is %d bytes, more than %d", l.Index, len(f), injectFrameMax)
+		clients[k] = injected{frame: rn.Frame(src, srvMAC), ip: l.IP, xid: rn.XID, server: cfg.Server}
+	}
+	objs, err := loadInject(clients, cfg.LeaseTime, reflected)
+	if err != nil {
+		return nil, fmt.Errorf("injector: %w", err)
+	}
+	in.objs, in.clients, in.first = *objs, len(clients), clients[0].frame
+	ok := false
+	defer func() {
+		if !ok {
+			in.Close()
 		}
-		if k == 0 {
-			in.first = f
-		}
-		keys[k], frames[k].Len = uint32(k), uint32(len(f))
-		copy(frames[k].Data[:], f)
-		ips[k] = addr4(l.IP)
-		expect[k] = bpf.InjectInjectExpect{Xid: binary.NativeEndian.Uint32(binary.BigEndian.AppendUint32(nil, rn.XID)),
-			ServerId: addr4(cfg.Server)}
-	}
-	if _, err := in.objs.InjectFrames.BatchUpdate(keys, frames, nil); err != nil {
-		return nil, fmt.Errorf("injector: frames: %w", err)
-	}
-	if _, err := in.objs.InjectExpected.BatchUpdate(ips, expect, nil); err != nil {
-		return nil, fmt.Errorf("injector: expected answers: %w", err)
-	}
-	lt := uint32(cfg.LeaseTime / time.Second)
-	c := bpf.InjectInjectConfig{Clients: uint32(len(leases)), MinLease: lt / 2, MaxLease: lt, Mark: injectMark}
-	if lt == 0 {
-		c.MinLease, c.MaxLease = 1, ^uint32(0)
-	}
-	if reflected {
-		c.Reflected = 1
-	}
-	if err := in.objs.InjectCfg.Put(uint32(0), c); err != nil {
-		return nil, fmt.Errorf("injector: settings: %w", err)
-	}
+	}()
 	// Frames sent with XDP_TX reach a veth peer only when it has NAPI
 	// running: an XDP program (xdhcpd native) or GRO (everyone else).
 	gro, err := r.Srv.Exec(context.Background(), "ethtool", "-k", ServerIf)
@@ -265,7 +293,9 @@ func (in *Injector) send(ctx context.Context, rate int, d time.Duration) error {
 	now := uint64(ts.Nano())
 	st := bpf.InjectInjectState{DueNs: now, StopNs: now + uint64(d)}
 	if rate > 0 {
-		st.GapNs = uint64(time.Second) / uint64(rate)
+		// A burst every 50 µs or so, of at most 32.
+		st.Burst = uint32(min(32, max(1, rate/20000)))
+		st.GapNs = uint64(time.Second) * uint64(st.Burst) / uint64(rate)
 	}
 	var old bpf.InjectInjectState
 	if err := in.objs.InjectProgress.Lookup(uint32(0), &old); err == nil {
@@ -274,7 +304,7 @@ func (in *Injector) send(ctx context.Context, rate int, d time.Duration) error {
 	if err := in.objs.InjectProgress.Put(uint32(0), st); err != nil {
 		return fmt.Errorf("setting the sender's pace: %w", err)
 	}
-	opts := ebpf.RunOptions{Data: in.first, Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES, BatchSize: 64,
+	opts := ebpf.RunOptions{Data: in.first, Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES, BatchSize: 256,
 		Context: xdpMD{DataEnd: uint32(len(in.first)), IngressIfindex: uint32(in.ifindex)}}
 	end := time.Now().Add(d)
 	runs := uint32(1 << 20) // runs per call, adjusted to last about callTime

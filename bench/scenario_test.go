@@ -37,15 +37,20 @@ func TestScenariosEndToEnd(t *testing.T) {
 	for _, c := range []struct {
 		scenario, mode string
 		server         Server
+		sender         string
 	}{
-		{loadgen.DORA, "relay", Xdhcpd{Bin: bin}},
-		{loadgen.Renew, "relay", Xdhcpd{Bin: bin, Fast: "native"}},
-		{loadgen.Renew, "l2", Xdhcpd{Bin: bin, Fast: "native"}},
-		{loadgen.Mixed, "relay", Xdhcpd{Bin: bin, Fast: "native"}},
-		{loadgen.Release, "l2", Xdhcpd{Bin: bin}},
+		{loadgen.DORA, "relay", Xdhcpd{Bin: bin}, SenderSockets},
+		{loadgen.Renew, "relay", Xdhcpd{Bin: bin, Fast: "native"}, SenderSockets},
+		{loadgen.Renew, "l2", Xdhcpd{Bin: bin, Fast: "native"}, SenderSockets},
+		{loadgen.Mixed, "relay", Xdhcpd{Bin: bin, Fast: "native"}, SenderSockets},
+		{loadgen.Release, "l2", Xdhcpd{Bin: bin}, SenderSockets},
+		// Renewals from the kernel: answered by XDP, and by the slow path
+		// (whose answers come back through the kernel's UDP stack).
+		{loadgen.Renew, "relay", Xdhcpd{Bin: bin, Fast: "native"}, SenderXDP},
+		{loadgen.Renew, "l2", Xdhcpd{Bin: bin}, SenderXDP},
 	} {
-		t.Run(c.scenario+"-"+c.mode+"-"+c.server.Name(), func(t *testing.T) {
-			r := rig.Scenario(ctx, c.server, ScenarioOptions{Scenario: c.scenario, Mode: c.mode, Clients: 300, Pop: pop, Rate: 400, Step: time.Second})
+		t.Run(c.scenario+"-"+c.mode+"-"+c.server.Name()+"-"+c.sender, func(t *testing.T) {
+			r := rig.Scenario(ctx, c.server, ScenarioOptions{Scenario: c.scenario, Mode: c.mode, Clients: 300, Pop: pop, Rate: 400, Step: time.Second, Sender: c.sender})
 			checkResult(t, r)
 			if c.scenario == loadgen.Mixed && r.Best.Released == 0 {
 				t.Error("mixed scenario released nothing")
@@ -55,12 +60,15 @@ func TestScenariosEndToEnd(t *testing.T) {
 	t.Run("selftest-relay", func(t *testing.T) {
 		checkResult(t, rig.Selftest(ctx, ScenarioOptions{Mode: "relay", Clients: 300, Pop: pop, Rate: 2000, Step: time.Second}))
 	})
+	t.Run("selftest-relay-xdp", func(t *testing.T) {
+		checkResult(t, rig.Selftest(ctx, ScenarioOptions{Mode: "relay", Clients: 300, Pop: pop, Rate: 2000, Step: time.Second, Sender: SenderXDP}))
+	})
 }
 
 func checkResult(t *testing.T, r ScenarioResult) {
 	t.Helper()
 	x := r.Best
-	t.Logf("%s %s %s: started %d answered %d dropped %d wrong %d late %d p99 %.0fµs", r.Server, r.Scenario, r.Mode, x.Started, x.Answered, x.Dropped, x.Wrong, x.Late, x.P99)
+	t.Logf("%s %s %s %s: started %d answered %d dropped %d wrong %d late %d p99 %.0fµs", r.Server, r.Scenario, r.Mode, r.Sender, x.Started, x.Answered, x.Dropped, x.Wrong, x.Late, x.P99)
 	if r.Err != "" {
 		t.Fatal(r.Err)
 	}

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"html"
 	"os"
@@ -8,21 +9,23 @@ import (
 	"strings"
 )
 
-// group is the results of one scenario in one mode, in run order.
+// group is the results of one scenario in one mode from one sender, in
+// run order.
 type group struct {
-	scenario, mode string
-	results        []ScenarioResult
+	scenario, mode, sender string
+	results                []ScenarioResult
 }
 
 func groups(rs []ScenarioResult) []group {
 	var gs []group
 	for _, r := range rs {
+		sender := cmp.Or(r.Sender, SenderSockets)
 		i := 0
-		for i < len(gs) && (gs[i].scenario != r.Scenario || gs[i].mode != r.Mode) {
+		for i < len(gs) && (gs[i].scenario != r.Scenario || gs[i].mode != r.Mode || gs[i].sender != sender) {
 			i++
 		}
 		if i == len(gs) {
-			gs = append(gs, group{scenario: r.Scenario, mode: r.Mode})
+			gs = append(gs, group{scenario: r.Scenario, mode: r.Mode, sender: sender})
 		}
 		gs[i].results = append(gs[i].results, r)
 	}
@@ -41,19 +44,25 @@ var scenarioText = map[string]string{
 func (rep *Report) scenarioTables(b *strings.Builder) {
 	if len(rep.Selftest) > 0 {
 		b.WriteString("\n## Generator ceiling (`xdhcp-bench selftest`: renewals against an XDP reflector)\n\n")
-		b.WriteString("| mode | clients | senders | answered/s at ≤0.1% loss (offered) | open loop answered/s (sent/s) | p99 µs |\n|---|---|---|---|---|---|\n")
+		b.WriteString("| mode | sender | clients | threads | answered/s at ≤0.1% loss (offered) | open loop answered/s (sent/s) | p99 µs |\n|---|---|---|---|---|---|---|\n")
 		for _, r := range rep.Selftest {
 			ol := "-"
 			if r.OpenLoop != nil {
 				ol = fmt.Sprintf("%.0f (%.0f)", r.OpenLoop.Rate, float64(r.OpenLoop.PacketsSent)/r.OpenLoop.Seconds)
 			}
-			fmt.Fprintf(b, "| %s | %d | %d | %.0f (%d/s) | %s | %.0f |%s\n", r.Mode, r.Clients, r.Senders, r.Best.Rate, r.Best.TargetRate, ol, r.Best.P99, errCell(r.Err))
+			fmt.Fprintf(b, "| %s | %s | %d | %d | %.0f (%d/s) | %s | %s |%s\n", r.Mode, cmp.Or(r.Sender, SenderSockets), r.Clients, r.Senders,
+				r.Best.Rate, r.Best.TargetRate, ol, latency(r, r.Best.P99), errCell(r.Err))
 		}
+		b.WriteString("\nSenders: `sockets` is sendmmsg on a UDP socket (relay) or a raw socket (layer 2), a system call per batch and a socket buffer per packet; `xdp` prebuilds every client's renewal in a BPF map and sends them from the kernel with BPF_PROG_TEST_RUN in live-frame mode (bpf/inject.c), pacing itself, while an XDP program on the generator's veth validates and counts the answers (xid, address, server id, lease time). It spins on one CPU for the whole phase, so the server has the other CPU and a share of this one; it does not time answers.\n")
 	}
 	for _, g := range groups(rep.Scenarios) {
 		maxLoss := g.results[0].MaxLoss
-		fmt.Fprintf(b, "\n## %s, %s mode (xdhcp-bench generator)\n\n%s. Highest offered rate with at most %.1f%% loss (doubling, then bisecting; 3 s steps), then open loop; the generator sends from %d goroutines. Latency is per operation (first request to final answer).\n\n",
-			g.scenario, g.mode, scenarioText[g.scenario], 100*maxLoss, g.results[0].Senders)
+		how := fmt.Sprintf("the generator sends through sockets from %d goroutines. Latency is per operation (first request to final answer)", g.results[0].Senders)
+		if g.sender == SenderXDP {
+			how = "renewals are sent from the kernel (`--sender xdp`, see the generator ceiling); latency is not measured"
+		}
+		fmt.Fprintf(b, "\n## %s, %s mode, %s sender (xdhcp-bench generator)\n\n%s. Highest offered rate with at most %.1f%% loss (doubling, then bisecting; 3 s steps), then open loop; %s.\n\n",
+			g.scenario, g.mode, g.sender, scenarioText[g.scenario], 100*maxLoss, how)
 		b.WriteString("| server | answered/s at limit (offered) | loss | p50 / p99 / p99.9 µs | open loop answered/s (loss) | wrong | server CPU s per 1M answers | + softirq s per 1M | vs kea | vs xdhcpd (fast path off) |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		rate := map[string]float64{}
 		for _, r := range g.results {
@@ -71,8 +80,9 @@ func (rep *Report) scenarioTables(b *strings.Builder) {
 				}
 				return fmt.Sprintf("%.1f×", x.Rate/rate[other])
 			}
-			fmt.Fprintf(b, "| %s | %.0f (%d/s) | %.3f%% | %.0f / %.0f / %.0f | %s | %d | %.1f | %.1f | %s | %s |%s\n",
-				r.Server, x.Rate, x.TargetRate, 100*x.Loss, x.P50, x.P99, x.P999, ol, x.Wrong, x.CPUPerMillion, x.SoftirqPerMillion,
+			lat := latency(r, x.P50) + " / " + latency(r, x.P99) + " / " + latency(r, x.P999)
+			fmt.Fprintf(b, "| %s | %.0f (%d/s) | %.3f%% | %s | %s | %d | %.1f | %.1f | %s | %s |%s\n",
+				r.Server, x.Rate, x.TargetRate, 100*x.Loss, lat, ol, x.Wrong, x.CPUPerMillion, x.SoftirqPerMillion,
 				ratio("kea"), ratio("xdhcpd"), errCell(r.Err))
 		}
 		for _, r := range g.results {
@@ -82,12 +92,20 @@ func (rep *Report) scenarioTables(b *strings.Builder) {
 			}
 		}
 		if len(rep.Charts) > 0 {
-			fmt.Fprintf(b, "\n![%s %s](%s)\n", g.scenario, g.mode, chartName(rep.base(), g))
+			fmt.Fprintf(b, "\n![%s %s %s](%s)\n", g.scenario, g.mode, g.sender, chartName(rep.base(), g))
 		}
 	}
 	if len(rep.Scenarios) > 0 {
 		b.WriteString("\nCPU: the server process's user+system time from /proc; XDP runs in softirq context, which is counted for the whole machine (the generator's own receive path included), so the fair comparison of total cost is the sum of the two columns.\n")
 	}
+}
+
+// latency is a latency cell: n/a where the sender does not time answers.
+func latency(r ScenarioResult, us float64) string {
+	if r.Sender == SenderXDP {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0f", us)
 }
 
 func errCell(err string) string {
@@ -98,6 +116,9 @@ func errCell(err string) string {
 }
 
 func chartName(base string, g group) string {
+	if g.sender == SenderXDP {
+		return fmt.Sprintf("%s-%s-%s-xdp.svg", filepath.Base(base), g.scenario, g.mode)
+	}
 	return fmt.Sprintf("%s-%s-%s.svg", filepath.Base(base), g.scenario, g.mode)
 }
 
@@ -124,7 +145,7 @@ func barChart(g group) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="13">`+"\n", w, h)
-	fmt.Fprintf(&b, `<text x="10" y="22" font-size="15">%s, %s mode: answered/s within %.1f%% loss</text>`+"\n", g.scenario, g.mode, 100*g.results[0].MaxLoss)
+	fmt.Fprintf(&b, `<text x="10" y="22" font-size="15">%s, %s mode, %s sender: answered/s within %.1f%% loss</text>`+"\n", g.scenario, g.mode, g.sender, 100*g.results[0].MaxLoss)
 	for i, r := range g.results {
 		y := top + float64(i)*(barH+gap)
 		bw := (w - left - 90) * r.Best.Rate / peak

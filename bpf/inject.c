@@ -51,11 +51,13 @@ struct inject_config {
 /* The sender's progress; the daemon sets the times at each phase. */
 struct inject_state {
 	__u64 due_ns;  /* CLOCK_MONOTONIC of the next renewal */
-	__u64 gap_ns;  /* between renewals; 0: every run sends */
+	__u64 gap_ns;  /* between bursts; 0: every run sends */
 	__u64 stop_ns; /* runs from here on send nothing */
 	__u64 last_ns; /* of the last renewal sent */
 	__u64 sent;
 	__u32 next;    /* client index */
+	__u32 burst;   /* renewals a burst sends, one a run */
+	__u32 left;    /* of the current burst */
 	__u32 pad;
 };
 
@@ -125,14 +127,20 @@ int xdhcp_inject(struct xdp_md *ctx)
 	__u64 now = bpf_ktime_get_ns();
 	if (now >= st->stop_ns)
 		return XDP_DROP;
-	if (st->gap_ns) {
-		/* Behind (after the pause between two calls), catch up at twice
-		 * the rate rather than in one burst. */
+	if (st->gap_ns && !st->left) {
+		/* Renewals leave in small bursts, as a NIC's interrupt
+		 * moderation would deliver them: one at a time, every send
+		 * pays the veth's and the server's per-batch work alone.
+		 * Behind (after the pause between two calls), catch up at
+		 * twice the rate rather than in one long burst. */
 		if (now < st->due_ns || now < st->last_ns + st->gap_ns / 2)
 			return XDP_DROP;
 		st->due_ns += st->gap_ns;
 		st->last_ns = now;
+		st->left = st->burst;
 	}
+	if (st->left)
+		st->left--;
 	__u32 i = st->next;
 	if (i >= cfg->clients)
 		i = 0;

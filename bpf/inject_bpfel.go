@@ -42,6 +42,8 @@ type InjectInjectState struct {
 	LastNs uint64
 	Sent   uint64
 	Next   uint32
+	Burst  uint32
+	Left   uint32
 	Pad    uint32
 }
 
