@@ -164,7 +164,13 @@ func (r *Rig) phases(ctx context.Context, g *loadgen.Gen, o ScenarioOptions, res
 func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult, name string, phase func(rate int) (loadgen.Result, error)) ScenarioResult {
 	fail := func(err error) ScenarioResult { res.Err = err.Error(); return res }
 	run := func(rate int) (loadgen.Result, error) {
-		time.Sleep(time.Second) // let the previous phase's backlog drain
+		// Let the previous phase's backlog drain (the kernel sender has
+		// waited for late answers already).
+		pause := time.Second
+		if res.Sender == SenderXDP {
+			pause = 300 * time.Millisecond
+		}
+		time.Sleep(pause)
 		ph, err := phase(rate)
 		if o.Log != nil {
 			fmt.Fprintf(o.Log, "  %-20s %-7s %-5s %-7s rate %7d/s: %8.0f answered/s, loss %6.3f%%, wrong %d, p99 %.0fµs\n",

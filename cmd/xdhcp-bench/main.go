@@ -157,6 +157,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		if via == bench.SenderXDP {
 			o.StartRate = 20000
+			if *quick {
+				o.StartRate = 40000
+			}
 		}
 		r := rig.Scenario(ctx, s, o)
 		if r.Err != "" {
@@ -302,6 +305,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			vias := []string{bench.SenderSockets, bench.SenderXDP}
 			if *sender != "" {
 				vias = []string{*sender}
+			} else if *quick {
+				vias = []string{bench.SenderXDP} // the reduced set
 			}
 			for _, m := range modes {
 				for _, via := range vias {
@@ -309,6 +314,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 						Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: via}
 					if *quick {
 						o.StartRate, o.Bisect = 50000, 1
+						if via == bench.SenderXDP {
+							o.StartRate = 200000
+						}
 					}
 					r := rig.Selftest(ctx, o)
 					if r.Err != "" {
