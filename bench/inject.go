@@ -279,8 +279,9 @@ func (in *Injector) Run(ctx context.Context, mode string, rate int, d time.Durat
 }
 
 // callTime is how long one live-frame call should run: each call costs a
-// fixed ~20 ms on this kernel (the page pool's setup and teardown), so
-// calls must be long; the program sends nothing after the phase's end.
+// fixed ~20 ms on this kernel (measured here, whether it sends 100 frames
+// or 4096; the thread sleeps meanwhile), so calls must be long; the
+// program sends nothing after the phase's end.
 const callTime = 500 * time.Millisecond
 
 // send runs on a thread in the client namespace: it sets the phase's
