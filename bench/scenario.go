@@ -173,8 +173,8 @@ func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult,
 		time.Sleep(pause)
 		ph, err := phase(rate)
 		if o.Log != nil {
-			fmt.Fprintf(o.Log, "  %-20s %-7s %-5s %-7s rate %7d/s: %8.0f answered/s, loss %6.3f%%, wrong %d, p99 %.0fµs\n",
-				name, res.Scenario, res.Mode, res.Sender, rate, ph.Rate, 100*ph.Loss, ph.Wrong, ph.P99)
+			fmt.Fprintf(o.Log, "  %-20s %-7s %-5s %-7s rate %7d/s: %8.0f answered/s, loss %6.3f%%, wrong %d, p99 %sµs\n",
+				name, res.Scenario, res.Mode, res.Sender, rate, ph.Rate, 100*ph.Loss, ph.Wrong, latency(res, ph.P99))
 		}
 		return ph, err
 	}
