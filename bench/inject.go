@@ -34,12 +34,6 @@ const injectMark = 0xfe
 // injectFrameMax is FRAME_MAX in bpf/inject.c.
 const injectFrameMax = 512
 
-// xdpMD is the kernel's struct xdp_md, the context BPF_PROG_TEST_RUN takes
-// for an XDP program.
-type xdpMD struct {
-	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
-}
-
 // Injector offers renewals from the kernel: xdhcp_inject runs in
 // BPF_PROG_TEST_RUN's live-frame mode on the client veth and sends each
 // bound client's prebuilt renewal with XDP_TX, and xdhcp_tally checks and
@@ -306,7 +300,7 @@ func (in *Injector) send(ctx context.Context, rate int, d time.Duration) error {
 		return fmt.Errorf("setting the sender's pace: %w", err)
 	}
 	opts := ebpf.RunOptions{Data: in.first, Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES, BatchSize: 256,
-		Context: xdpMD{DataEnd: uint32(len(in.first)), IngressIfindex: uint32(in.ifindex)}}
+		Context: bpf.XdpXdpMd{DataEnd: uint32(len(in.first)), IngressIfindex: uint32(in.ifindex)}}
 	end := time.Now().Add(d)
 	runs := uint32(1 << 20) // runs per call, adjusted to last about callTime
 	for ctx.Err() == nil {

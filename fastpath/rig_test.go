@@ -164,18 +164,13 @@ func frame(o frameOpts, payload []byte) []byte {
 	return append(b, pktio.BuildIPv4UDP(o.src, o.dst, o.sport, 67, payload)...)
 }
 
-// xdpMd is struct xdp_md, the context BPF_PROG_TEST_RUN takes.
-type xdpMd struct {
-	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
-}
-
 // run runs the program once on pkt arriving on ifindex and returns the
 // verdict and the frame as the program left it.
 func (r *rig) run(t testing.TB, pkt []byte, ifindex uint32) (uint32, []byte) {
 	t.Helper()
 	opts := &ebpf.RunOptions{
 		Data: pkt, DataOut: make([]byte, len(pkt)+2048),
-		Context: xdpMd{DataEnd: uint32(len(pkt)), IngressIfindex: ifindex},
+		Context: bpf.XdpXdpMd{DataEnd: uint32(len(pkt)), IngressIfindex: ifindex},
 	}
 	ret, err := r.objs.XdpDhcp.Run(opts)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/fastpath"
 	"github.com/xdhcp/xdhcp/internal/config"
 	"github.com/xdhcp/xdhcp/loader"
@@ -204,7 +205,7 @@ func TestDifferentialFastAndSlowReplies(t *testing.T) {
 			frame := append(append(append([]byte{}, serverMAC...), tc.mac...), 8, 0)
 			frame = append(frame, pktio.BuildIPv4UDP(src, sid, sport, 67, payload)...)
 			opts := &ebpf.RunOptions{Data: frame, DataOut: make([]byte, 4096),
-				Context: xdpMD{DataEnd: uint32(len(frame)), IngressIfindex: 1}}
+				Context: bpf.XdpXdpMd{DataEnd: uint32(len(frame)), IngressIfindex: 1}}
 			verdict, err := objs.XdpDhcp.Run(opts)
 			if err != nil || verdict != 3 {
 				t.Fatalf("XDP: verdict %d, %v", verdict, err)
@@ -226,11 +227,6 @@ func TestDifferentialFastAndSlowReplies(t *testing.T) {
 			t.Logf("both paths: options %v", codes(fo))
 		})
 	}
-}
-
-// xdpMD is struct xdp_md for BPF_PROG_TEST_RUN.
-type xdpMD struct {
-	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
 }
 
 type opt struct {
