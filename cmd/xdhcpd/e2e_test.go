@@ -383,6 +383,11 @@ func TestDhclient(t *testing.T) {
 	if !strings.Contains(p.Output(), "DHCPREQUEST for "+li.IP+" on dh1 to 255.255.255.255") {
 		t.Fatalf("no broadcast rebind in dhclient's log:\n%s", p.Output())
 	}
+	// The server's ACK is durable before dhclient has read it. Stopping
+	// dhclient before it binds leaves the previous lease in its file, which
+	// at T2 of a 20 s lease expires within 2.5 s, and dhclient -r does not
+	// release an expired lease. Bound three times: DORA, renewal, rebind.
+	waitOutputCount(t, p, "bound to "+li.IP, 3, 10*time.Second)
 	p.Stop()
 	// dhclient -r releases (unicast; lift the block first).
 	l.unblockUnicastToServer(c, "dh1")
@@ -607,6 +612,18 @@ func TestCtlLeasesJSON(t *testing.T) {
 	}
 	if out, err := exec.Command(l.ctl, "--socket", l.sock, "lease", "get", "not-a-key").CombinedOutput(); err == nil || !strings.Contains(string(out), "not an IP address") {
 		t.Fatalf("bad key: %v %s", err, out)
+	}
+}
+
+// waitOutputCount waits until p's output holds want at least n times.
+func waitOutputCount(t *testing.T, p *netns.Proc, want string, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for strings.Count(p.Output(), want) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q appeared %d times, want %d, within %v:\n%s", want, strings.Count(p.Output(), want), n, timeout, p.Output())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
