@@ -34,7 +34,7 @@ type CostResult struct {
 // costRounds is how many times each case is measured: on a shared
 // virtual machine single rounds vary by a third, so the report gives the
 // median and the least disturbed round.
-const costRounds = 9
+const costRounds = 31
 
 // XDPCost measures the program per renewal with BPF_PROG_TEST_RUN, warm,
 // as it runs at line rate (see restoredRuns), runs times per round.
@@ -48,14 +48,14 @@ func XDPCost(ctx context.Context, runs int) ([]CostResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer maps.Close()
 	if err := maps.SetSettings(fastpath.Settings{Answer: true, MinGrant: time.Minute}); err != nil {
 		return nil, err
 	}
-	// Drain the ring buffer so that reserving an event costs what it does
-	// in service.
+	// Drain the event rings as the daemon does.
 	dctx, stop := context.WithCancel(ctx)
 	drained := make(chan error, 1)
-	go func() { drained <- fastpath.ReadEvents(dctx, objs.XdhcpEvents, func([]fastpath.Renewal) {}) }()
+	go func() { drained <- maps.ReadEvents(dctx, func([]fastpath.Renewal) {}) }()
 	defer func() { stop(); <-drained }()
 
 	var tmpl []byte

@@ -41,7 +41,6 @@ type XdpScratch struct {
 		Unsup uint8
 		At    uint32
 	}
-	Unwoken uint32
 }
 
 type XdpXdhcpCounter uint32
@@ -79,6 +78,12 @@ type XdpXdhcpEvent struct {
 	Hlen    uint8
 	Pad     [3]uint8
 	Chaddr  [16]uint8
+}
+
+type XdpXdhcpEvhead struct {
+	_    structs.HostLayout
+	Head uint64
+	Pad  [7]uint64
 }
 
 type XdpXdhcpIface struct {
@@ -142,7 +147,8 @@ type XdpXdpMd struct {
 const (
 	XdpMapXdhcpConfig    = "xdhcp_config"
 	XdpMapXdhcpCounters  = "xdhcp_counters"
-	XdpMapXdhcpEvents    = "xdhcp_events"
+	XdpMapXdhcpEvheads   = "xdhcp_evheads"
+	XdpMapXdhcpEvring    = "xdhcp_evring"
 	XdpMapXdhcpIfaces    = "xdhcp_ifaces"
 	XdpMapXdhcpLeases    = "xdhcp_leases"
 	XdpMapXdhcpPunts     = "xdhcp_punts"
@@ -151,6 +157,7 @@ const (
 	XdpProgXdpDhcp       = "xdp_dhcp"
 	XdpVarUnusedCounter  = "unused_counter"
 	XdpVarUnusedEvent    = "unused_event"
+	XdpVarUnusedEvhead   = "unused_evhead"
 )
 
 // LoadXdp returns the embedded CollectionSpec for Xdp.
@@ -204,7 +211,8 @@ type XdpProgramSpecs struct {
 type XdpMapSpecs struct {
 	XdhcpConfig    *ebpf.MapSpec `ebpf:"xdhcp_config"`
 	XdhcpCounters  *ebpf.MapSpec `ebpf:"xdhcp_counters"`
-	XdhcpEvents    *ebpf.MapSpec `ebpf:"xdhcp_events"`
+	XdhcpEvheads   *ebpf.MapSpec `ebpf:"xdhcp_evheads"`
+	XdhcpEvring    *ebpf.MapSpec `ebpf:"xdhcp_evring"`
 	XdhcpIfaces    *ebpf.MapSpec `ebpf:"xdhcp_ifaces"`
 	XdhcpLeases    *ebpf.MapSpec `ebpf:"xdhcp_leases"`
 	XdhcpPunts     *ebpf.MapSpec `ebpf:"xdhcp_punts"`
@@ -218,6 +226,7 @@ type XdpMapSpecs struct {
 type XdpVariableSpecs struct {
 	UnusedCounter *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEvhead  *ebpf.VariableSpec `ebpf:"unused_evhead"`
 }
 
 // XdpObjects contains all objects after they have been loaded into the kernel.
@@ -242,7 +251,8 @@ func (o *XdpObjects) Close() error {
 type XdpMaps struct {
 	XdhcpConfig    *ebpf.Map `ebpf:"xdhcp_config"`
 	XdhcpCounters  *ebpf.Map `ebpf:"xdhcp_counters"`
-	XdhcpEvents    *ebpf.Map `ebpf:"xdhcp_events"`
+	XdhcpEvheads   *ebpf.Map `ebpf:"xdhcp_evheads"`
+	XdhcpEvring    *ebpf.Map `ebpf:"xdhcp_evring"`
 	XdhcpIfaces    *ebpf.Map `ebpf:"xdhcp_ifaces"`
 	XdhcpLeases    *ebpf.Map `ebpf:"xdhcp_leases"`
 	XdhcpPunts     *ebpf.Map `ebpf:"xdhcp_punts"`
@@ -254,7 +264,8 @@ func (m *XdpMaps) Close() error {
 	return _XdpClose(
 		m.XdhcpConfig,
 		m.XdhcpCounters,
-		m.XdhcpEvents,
+		m.XdhcpEvheads,
+		m.XdhcpEvring,
 		m.XdhcpIfaces,
 		m.XdhcpLeases,
 		m.XdhcpPunts,
@@ -269,6 +280,7 @@ func (m *XdpMaps) Close() error {
 type XdpVariables struct {
 	UnusedCounter *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEvhead  *ebpf.Variable `ebpf:"unused_evhead"`
 }
 
 // XdpPrograms contains all programs after they have been loaded into the kernel.

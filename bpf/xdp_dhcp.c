@@ -31,7 +31,7 @@
 #define HEAD_OPTS 27     /* 53, 54, 51, 58, 59 */
 #define MIN_REPLY 300    /* RFC 1542 minimum BOOTP message, as the slow path pads */
 #define L34 28           /* IPv4 header without options + UDP header */
-#define EVENTS_WAKE 1024 /* events per CPU between reader wake-ups */
+#define EV_SLOTS (1 << 15) /* events per CPU ring; a power of two */
 #define OUT_MAX (L34 + 3 * 512) /* csum_diff chunks of 512 stay inside */
 
 /* Lease flags. */
@@ -98,6 +98,13 @@ struct xdhcp_event {
 	__u8 chaddr[CHADDR_MAX];
 };
 
+/* A CPU's event ring position: events written there so far. Alone on
+ * its cache line, so that CPUs do not share lines they write. */
+struct xdhcp_evhead {
+	__u64 head;
+	__u64 pad[7];
+};
+
 /* Counters, one per-CPU slot each. The daemon exports them as metrics. */
 enum xdhcp_counter {
 	XC_ANSWERED,
@@ -114,7 +121,7 @@ enum xdhcp_counter {
 	XC_TOO_BIG,       /* the reply would exceed the client's maximum message size */
 	XC_DISABLED,
 	XC_RATE_LIMITED,  /* punt dropped by the per-MAC token bucket */
-	XC_EVENTS_LOST,   /* ring buffer full: the periodic map scan recovers these */
+	XC_EVENTS_LOST,   /* no ring slot (the reader counts lapped rings itself) */
 	XC_ERROR,         /* a helper failed while building the reply; passed */
 	XC_NO_ROOM,       /* the frame could not grow to the reply's size; passed */
 	XC_MAX,
@@ -129,7 +136,8 @@ enum xdhcp_counter {
  *   xdhcp_ifaces     hash  ifindex -> struct xdhcp_iface    (loader)
  *   xdhcp_config     array [0] -> struct xdhcp_settings       (daemon)
  *   xdhcp_counters   per-CPU array enum xdhcp_counter -> u64 (XDP)
- *   xdhcp_events     ring buffer of struct xdhcp_event      (XDP -> daemon)
+ *   xdhcp_evring     mmapable array: per-CPU rings of struct xdhcp_event (XDP -> daemon)
+ *   xdhcp_evheads    mmapable array: CPU -> struct xdhcp_evhead, each ring's head (XDP -> daemon)
  *   xdhcp_punts      LRU hash client MAC -> token bucket    (XDP)
  *   xdhcp_scratch    per-CPU array [0] -> work buffers      (XDP)
  */
@@ -174,11 +182,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xdhcp_counters SEC(".maps");
 
+/* Event rings: one per CPU, each EV_SLOTS slots of xdhcp_evring, written
+ * only by its CPU and read through mmap by the daemon, so an event costs
+ * a few stores instead of the ring buffer's lock. The loader sizes both
+ * maps for the possible CPUs. */
 struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, EV_SLOTS); /* times the possible CPUs */
+	__type(key, __u32);
+	__type(value, struct xdhcp_event);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} xdhcp_events SEC(".maps");
+} xdhcp_evring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1); /* one per possible CPU */
+	__type(key, __u32);
+	__type(value, struct xdhcp_evhead);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdhcp_evheads SEC(".maps");
 
 struct bucket {
 	__u64 at_ns;
@@ -210,7 +234,6 @@ struct scratch {
 	__u8 l2[28];
 	__u8 out[OUT_MAX];
 	struct walk w;
-	__u32 unwoken; /* events submitted on this CPU without waking the reader */
 };
 
 struct {
@@ -223,6 +246,7 @@ struct {
 /* Referenced so that bpf2go -type finds them in BTF. */
 const enum xdhcp_counter *unused_counter __attribute__((unused));
 const struct xdhcp_event *unused_event __attribute__((unused));
+const struct xdhcp_evhead *unused_evhead __attribute__((unused));
 
 struct vlan_hdr {
 	__be16 tci;
@@ -756,7 +780,12 @@ int xdp_dhcp(struct xdp_md *ctx)
 	l->cltt = now;
 	l->xid = xid;
 	l->last_giaddr = giaddr;
-	struct xdhcp_event *ev = bpf_ringbuf_reserve(&xdhcp_events, sizeof(*ev), 0);
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct xdhcp_evhead *eh = bpf_map_lookup_elem(&xdhcp_evheads, &cpu);
+	__u32 slot = 0;
+	if (eh)
+		slot = cpu * EV_SLOTS + (eh->head & (EV_SLOTS - 1));
+	struct xdhcp_event *ev = eh ? bpf_map_lookup_elem(&xdhcp_evring, &slot) : NULL;
 	if (ev) {
 		ev->at = now;
 		ev->expiry = exp;
@@ -769,17 +798,14 @@ int xdp_dhcp(struct xdp_md *ctx)
 		ev->hlen = hlen;
 		*(__u64 *)&ev->chaddr[0] = *(__u64 *)&rq[28]; /* a word at a time, not byte by byte */
 		*(__u64 *)&ev->chaddr[8] = *(__u64 *)&rq[36];
-		/* Waking the reader per event costs more than the rest of the
-		 * program; it is woken every EVENTS_WAKE events per CPU and
-		 * otherwise finds events when its poll times out (100 ms). */
-		__u64 flags = BPF_RB_NO_WAKEUP;
-		if (++s->unwoken >= EVENTS_WAKE) {
-			s->unwoken = 0;
-			flags = BPF_RB_FORCE_WAKEUP;
-		}
-		bpf_ringbuf_submit(ev, flags);
+		/* Publish the head with an exchange, not a store: the JITs
+		 * make BPF_XCHG a full barrier (xchg on x86, swpal on arm64),
+		 * so a reader that sees the new head sees the whole event.
+		 * The compiler barrier keeps clang from sinking the stores. */
+		asm volatile("" ::: "memory");
+		__sync_lock_test_and_set(&eh->head, eh->head + 1);
 	} else {
-		count(XC_EVENTS_LOST);
+		count(XC_EVENTS_LOST); /* a ring map smaller than the CPUs: a loader bug */
 	}
 
 	count(XC_ANSWERED);

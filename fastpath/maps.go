@@ -1,6 +1,6 @@
 // Package fastpath is the Go view of the XDP program's maps: lease entries
 // and the reply templates they share, global settings, interface
-// addresses, counters and the ring buffer of answered renewals. It holds no
+// addresses, counters and the per-CPU rings of answered renewals. It holds no
 // policy: the slow path decides what goes in, and this package writes it.
 package fastpath
 
@@ -67,6 +67,7 @@ type Settings struct {
 // Maps writes and reads the program's maps. It is safe for concurrent use.
 type Maps struct {
 	leases, templates, ifaces, config, counters *ebpf.Map
+	events                                      *eventRings
 
 	mu       sync.Mutex
 	settings Settings
@@ -85,6 +86,10 @@ func New(m *bpf.XdpMaps) (*Maps, error) {
 		tmplID: map[string]uint32{}, tmplRefs: map[uint32]int{}, leaseTpl: map[netip.Addr]uint32{},
 		nextID: 1,
 	}
+	var err error
+	if fm.events, err = openEventRings(m.XdhcpEvring, m.XdhcpEvheads); err != nil {
+		return nil, err
+	}
 	var id uint32
 	var t bpf.XdpXdhcpTemplate
 	it := fm.templates.Iterate()
@@ -96,9 +101,17 @@ func New(m *bpf.XdpMaps) (*Maps, error) {
 		fm.nextID = max(fm.nextID, id+1)
 	}
 	if err := it.Err(); err != nil {
+		fm.events.close()
 		return nil, fmt.Errorf("reading reply templates: %w", err)
 	}
 	return fm, nil
+}
+
+// Close unmaps the event rings. The maps themselves belong to whoever
+// loaded them.
+func (m *Maps) Close() error {
+	m.events.close()
+	return nil
 }
 
 func key(ip netip.Addr) [4]byte { return ip.As4() }
@@ -379,6 +392,7 @@ func (m *Maps) Counters() (map[string]uint64, error) {
 		}
 		out[name] = sum
 	}
+	out["events_lost"] += m.events.lost.Load() // lapped in the rings, counted by the reader
 	return out, nil
 }
 

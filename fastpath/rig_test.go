@@ -68,6 +68,7 @@ func loadRig(t testing.TB) *rig {
 	if r.maps, err = fastpath.New(&r.objs.XdpMaps); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { r.maps.Close() })
 	if err := r.maps.SetSettings(fastpath.Settings{Answer: true, MinGrant: time.Minute}); err != nil {
 		t.Fatal(err)
 	}

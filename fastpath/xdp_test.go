@@ -289,7 +289,7 @@ func TestXDPPuntRateLimit(t *testing.T) {
 	}
 }
 
-// TestXDPEvents: each answer is reported on the ring buffer.
+// TestXDPEvents: each answer is reported on the event rings.
 func TestXDPEvents(t *testing.T) {
 	r := loadRig(t)
 	r.publish(t, relayedLease())
@@ -302,7 +302,7 @@ func TestXDPEvents(t *testing.T) {
 	var got []fastpath.Renewal
 	ctx, cancel := contextWithTimeout(2 * time.Second)
 	defer cancel()
-	err := fastpath.ReadEvents(ctx, r.objs.XdhcpEvents, func(rs []fastpath.Renewal) {
+	err := r.maps.ReadEvents(ctx, func(rs []fastpath.Renewal) {
 		got = append(got, rs...)
 		cancel()
 	})

@@ -59,6 +59,31 @@ const progPin = "prog_xdp_dhcp"
 
 func linkPin(ifname string) string { return "link_" + ifname }
 
+// retiredPins are maps of earlier versions: xdhcp_events was a ring buffer
+// before the per-CPU event rings (xdhcp_evring, xdhcp_evheads).
+var retiredPins = []string{"xdhcp_events"}
+
+// xdpSpec reads the program's object and sizes its maps: the lease map
+// for maxLeases (0: as compiled), the event rings for the possible CPUs.
+// The ring map is compiled with one CPU's slots, so that the slot count
+// is written down once, in the C source.
+func xdpSpec(maxLeases uint32) (*ebpf.CollectionSpec, error) {
+	spec, err := bpf.LoadXdp()
+	if err != nil {
+		return nil, fmt.Errorf("reading the XDP object: %w", err)
+	}
+	if maxLeases > 0 {
+		spec.Maps[bpf.XdpMapXdhcpLeases].MaxEntries = maxLeases
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("counting CPUs for the event rings: %w", err)
+	}
+	spec.Maps[bpf.XdpMapXdhcpEvring].MaxEntries *= uint32(cpus)
+	spec.Maps[bpf.XdpMapXdhcpEvheads].MaxEntries = uint32(cpus)
+	return spec, nil
+}
+
 // Load loads the program, reusing maps already pinned in the pin directory
 // (their contents survive: that is how a restarted daemon keeps serving)
 // and pinning new ones. A pinned map whose layout no longer matches the
@@ -70,12 +95,9 @@ func Load(o Options) (*Program, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	spec, err := bpf.LoadXdp()
+	spec, err := xdpSpec(o.MaxLeases)
 	if err != nil {
-		return nil, fmt.Errorf("reading the XDP object: %w", err)
-	}
-	if o.MaxLeases > 0 {
-		spec.Maps[bpf.XdpMapXdhcpLeases].MaxEntries = o.MaxLeases
+		return nil, err
 	}
 	if err := ensureBPFFS(filepath.Dir(o.PinDir)); err != nil {
 		return nil, err
@@ -93,6 +115,12 @@ func Load(o Options) (*Program, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("loading the XDP program: %w", err)
+	}
+	// Maps earlier versions pinned and this one no longer uses.
+	for _, name := range retiredPins {
+		if err := os.Remove(filepath.Join(o.PinDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			o.Logger.Warn("removing a retired pin", "pin", name, "err", err)
+		}
 	}
 	// Replace the program pin: the links below hold the program that runs.
 	path := filepath.Join(o.PinDir, progPin)
@@ -249,15 +277,12 @@ func ensureBPFFS(dir string) error {
 // nowhere and attached nowhere: for BPF_PROG_TEST_RUN tests and the
 // per-packet benchmark.
 func LoadUnpinned(maxLeases uint32) (*bpf.XdpObjects, error) {
-	spec, err := bpf.LoadXdp()
+	spec, err := xdpSpec(maxLeases)
 	if err != nil {
-		return nil, fmt.Errorf("reading the XDP object: %w", err)
+		return nil, err
 	}
 	for _, m := range spec.Maps {
 		m.Pinning = ebpf.PinNone
-	}
-	if maxLeases > 0 {
-		spec.Maps[bpf.XdpMapXdhcpLeases].MaxEntries = maxLeases
 	}
 	var objs bpf.XdpObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {

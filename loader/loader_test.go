@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/internal/netns"
 )
@@ -40,6 +42,16 @@ func TestPinReuseSwapAndDetach(t *testing.T) {
 		}
 		p.Close() // the pins keep the program attached
 
+		// An older version's ring buffer, which this one retires.
+		old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.RingBuf, MaxEntries: 4096})
+		if err != nil {
+			return err
+		}
+		defer old.Close()
+		if err := old.Pin(filepath.Join(dir, "xdhcp_events")); err != nil {
+			return err
+		}
+
 		p2, err := Load(Options{PinDir: dir, MaxLeases: 1024})
 		if err != nil {
 			return err
@@ -47,6 +59,13 @@ func TestPinReuseSwapAndDetach(t *testing.T) {
 		defer p2.Close()
 		if !p2.Reused {
 			return fmt.Errorf("second load did not reuse the pinned maps")
+		}
+		if _, err := os.Stat(filepath.Join(dir, "xdhcp_events")); !os.IsNotExist(err) {
+			return fmt.Errorf("the retired ring buffer is still pinned: %v", err)
+		}
+		cpus, _ := ebpf.PossibleCPU()
+		if n := p2.Objs.XdhcpEvheads.MaxEntries(); n != uint32(cpus) {
+			return fmt.Errorf("%d event ring heads for %d CPUs", n, cpus)
 		}
 		if m, err := p2.Attach("lv0", Generic); err != nil || m != "existing" {
 			return fmt.Errorf("second attach should swap into the pinned link: %v %v", m, err)

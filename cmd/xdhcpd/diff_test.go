@@ -120,6 +120,7 @@ func TestDifferentialFastAndSlowReplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer maps.Close()
 	if err := maps.SetSettings(fastSettings(cfg)); err != nil {
 		t.Fatal(err)
 	}

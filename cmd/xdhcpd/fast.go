@@ -68,6 +68,7 @@ func loadFastPath(c *config.Config, log *slog.Logger) (*fastPath, error) {
 		return nil, err
 	}
 	if err := maps.SetSettings(fastSettings(c)); err != nil {
+		maps.Close()
 		prog.Close()
 		return nil, err
 	}
@@ -129,7 +130,7 @@ func (f *fastPath) attach(c *config.Config) error {
 // lost (and once a minute regardless) to recover what they said.
 func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(string, func(context.Context) error)) {
 	goOwned("fast path events", func(ctx context.Context) error {
-		return fastpath.ReadEvents(ctx, f.prog.Objs.XdhcpEvents, func(rs []fastpath.Renewal) {
+		return f.maps.ReadEvents(ctx, func(rs []fastpath.Renewal) {
 			srv.FoldRenewals(renewals(rs))
 		})
 	})
@@ -168,4 +169,7 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 	goOwned("horizons", func(ctx context.Context) error { return srv.RunHorizons(ctx, 5*time.Second) })
 }
 
-func (f *fastPath) close() error { return f.prog.Close() }
+func (f *fastPath) close() error {
+	f.maps.Close()
+	return f.prog.Close()
+}
