@@ -353,6 +353,19 @@ static __always_inline void put32(__u8 *p, __u32 host)
 	p[3] = host;
 }
 
+/* COPY_WORDS copies n bytes (at most max) from src to dst in 8-byte
+ * words, unrolled without break: once a test fails every later one is
+ * decided, so the verifier walks this in a line, not a tree. Words are
+ * tested in groups of eight first, so a short copy costs a few tests
+ * rather than one per word of max. dst gets up to 7 bytes past n. */
+#define COPY_WORDS(dst, src, n, max)                                           \
+	_Pragma("unroll") for (int g_ = 0; g_ < ((max) + 63) / 64; g_++)       \
+		if (g_ * 64 < (n))                                             \
+			_Pragma("unroll") for (int w_ = 0; w_ < 8; w_++)      \
+				if (g_ * 64 + w_ * 8 < (n) && g_ * 64 + w_ * 8 < (max)) \
+					*(__u64 *)((__u8 *)(dst) + g_ * 64 + w_ * 8) = \
+						*(__u64 *)((__u8 *)(src) + g_ * 64 + w_ * 8)
+
 #define PUNT(why) return punt(cfg, chaddr, mono_ns, why)
 
 /* walk_step looks at the option at w->off; returns 1 to stop. */
@@ -635,11 +648,8 @@ int xdp_dhcp(struct xdp_md *ctx)
 	d[9] = 0;
 	*(__u32 *)&d[16] = ciaddr; /* yiaddr */
 	*(__u32 *)&d[20] = 0;      /* siaddr */
-	*(__u32 *)&d[44] = 0; /* sname and file, up to 8-byte alignment */
-#pragma unroll
-	for (int i = 48; i < BOOTP_LEN - 4; i += 8)
-		*(__u64 *)&d[i] = 0;
-	*(__u32 *)&d[BOOTP_LEN - 4] = 0;
+	/* sname and file (d[44..236)) stay zero: nothing writes them, and
+	 * map values start zeroed. The UDP checksum skips them too. */
 	*(__u32 *)&d[BOOTP_LEN] = *(__u32 *)&rq[BOOTP_LEN]; /* magic cookie */
 	__u8 *p = d + OPTS_OFF;
 	p[0] = 53, p[1] = 1, p[2] = 5;
@@ -651,25 +661,17 @@ int xdp_dhcp(struct xdp_md *ctx)
 	put32(&p[17], t1);
 	p[21] = 59, p[22] = 4;
 	put32(&p[23], t2);
-	/* Unrolled without break: once i * 8 >= tlen every later test is
-	 * decided, so the verifier walks this in a line, not a tree. The
-	 * bytes past len in the last word are zero and get overwritten. */
-#pragma unroll
-	for (int i = 0; i < TMPL_MAX / 8; i++)
-		if (i * 8 < tlen)
-			*(__u64 *)&d[OPTS_OFF + HEAD_OPTS + i * 8] = *(__u64 *)&t->data[i * 8];
+	/* The bytes past len in the last word are zero and get overwritten. */
+	COPY_WORDS(&d[OPTS_OFF + HEAD_OPTS], t->data, tlen, TMPL_MAX);
 	__u64 at = forget(w, OPTS_OFF + HEAD_OPTS + tlen);
 	/* Echo 61 then 82 byte for byte from the request, a word at a time
-	 * (unrolled like the template; the tail past n is overwritten). */
+	 * (the tail past n is overwritten). */
 	if (l61) {
 		__u32 n = l61 + 2;
 		__u8 *src = &rq[o61 & (REQ_MAX - 1)];
 		if (at > OPTS_OFF + HEAD_OPTS + TMPL_MAX)
 			PUNT(XC_ERROR);
-#pragma unroll
-		for (int i = 0; i < (CID_MAX + 2 + 7) / 8; i++)
-			if (i * 8 < n)
-				*(__u64 *)&d[at + i * 8] = *(__u64 *)&src[i * 8];
+		COPY_WORDS(&d[at], src, n, CID_MAX + 2);
 		at = forget(w, at + n);
 	}
 	if (o82) {
@@ -677,10 +679,7 @@ int xdp_dhcp(struct xdp_md *ctx)
 		__u8 *src = &rq[o82 & (REQ_MAX - 1)];
 		if (at > OPTS_OFF + HEAD_OPTS + TMPL_MAX + CID_MAX + 2)
 			PUNT(XC_ERROR);
-#pragma unroll
-		for (int i = 0; i < (257 + 7) / 8; i++)
-			if (i * 8 < n)
-				*(__u64 *)&d[at + i * 8] = *(__u64 *)&src[i * 8];
+		COPY_WORDS(&d[at], src, n, 257);
 		at = forget(w, at + n);
 	}
 	if (at > OPTS_OFF + HEAD_OPTS + TMPL_MAX + CID_MAX + 2 + 257)
@@ -714,19 +713,24 @@ int xdp_dhcp(struct xdp_md *ctx)
 		sum += ((__u16 *)o)[i];
 	r->check = ~fold(sum) & 0xffff;
 
-	/* UDP checksum: pseudo header, UDP header, then the payload in
-	 * chunks (bpf_csum_diff takes at most 512 bytes per call). */
+	/* UDP checksum: pseudo header, UDP header, the BOOTP fields before
+	 * sname, then from the magic cookie on in chunks (bpf_csum_diff
+	 * takes at most 512 bytes a call); sname and file are zero. */
 	sum = (__u64)src + dst + bpf_htons(IPPROTO_UDP) + r->ulen;
 	sum += r->sport + r->dport + r->ulen;
+	__s64 cs = bpf_csum_diff(NULL, 0, (__be32 *)d, 44, 0);
+	if (cs < 0)
+		PUNT(XC_ERROR);
+	sum += (__u32)cs;
 	for (int c = 0; c < 3; c++) {
-		__u32 from = c * 512;
+		__u32 from = BOOTP_LEN + c * 512;
 		if (from >= plen)
 			break;
 		/* 64-bit, so that the register checked is the one passed. */
 		__u64 n = (__u64)plen - from;
 		if (n > 512)
 			n = 512;
-		__s64 cs = bpf_csum_diff(NULL, 0, (__be32 *)&d[c * 512], n, 0);
+		cs = bpf_csum_diff(NULL, 0, (__be32 *)&d[BOOTP_LEN + c * 512], n, 0);
 		if (cs < 0)
 			PUNT(XC_ERROR);
 		sum += (__u32)cs;

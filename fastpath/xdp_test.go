@@ -225,14 +225,17 @@ func TestXDPPunts(t *testing.T) {
 }
 
 // TestXDPMaxMessageSize: a client that takes larger messages gets the
-// big reply from XDP.
+// big reply from XDP, its checksum summed over more than one chunk.
 func TestXDPMaxMessageSize(t *testing.T) {
 	r := loadRig(t)
 	l := directLease()
-	for range 3 {
+	for range 4 {
 		l.Template = append(l.Template, 43, 100)
 		l.Template = append(l.Template, make([]byte, 100)...)
 	}
+	// Up to the template limit: options reach past BOOTP_LEN + 512.
+	l.Template = append(l.Template, 224, byte(fastpath.MaxTemplate-len(l.Template)-2))
+	l.Template = append(l.Template, make([]byte, fastpath.MaxTemplate-len(l.Template))...)
 	r.publish(t, l)
 	req := request(t, clientIP, dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(1500)))
 	verdict, out := r.run(t, frame(direct(clientIP), req.ToBytes()), loIndex)
@@ -242,6 +245,9 @@ func TestXDPMaxMessageSize(t *testing.T) {
 	rp := parseReply(t, out)
 	if got := rawOption(rp.dhcp, 43); len(got) != 100 {
 		t.Fatalf("option 43 of %d bytes", len(got))
+	}
+	if len(rp.dhcp) <= 236+512 {
+		t.Fatalf("a reply of %d bytes checksums in one chunk", len(rp.dhcp))
 	}
 }
 
