@@ -41,6 +41,9 @@ type XdpScratch struct {
 		Unsup uint8
 		At    uint32
 	}
+	Sec       uint64
+	SecStart  uint64
+	SecOffset int64
 }
 
 type XdpXdhcpCounter uint32

@@ -234,6 +234,10 @@ struct scratch {
 	__u8 l2[28];
 	__u8 out[OUT_MAX];
 	struct walk w;
+	/* The unix second last computed on this CPU, the CLOCK_MONOTONIC
+	 * time it began at, and the clock offset it was computed with. */
+	__u64 sec, sec_start;
+	__s64 sec_offset;
 };
 
 struct {
@@ -554,7 +558,18 @@ int xdp_dhcp(struct xdp_md *ctx)
 	struct xdhcp_lease *l = bpf_map_lookup_elem(&xdhcp_leases, &ciaddr);
 	if (!l)
 		PUNT(XC_NO_LEASE);
-	__u64 now = (mono_ns + cfg->wall_offset_ns) / 1000000000ULL;
+	/* Unix seconds. BPF has no multiply-high, so dividing by 10^9 is a
+	 * real division; it is done once a second per CPU, and otherwise
+	 * the second found last time is used while mono_ns stays inside it
+	 * under the same clock offset. */
+	__s64 off = cfg->wall_offset_ns;
+	__u64 now = s->sec;
+	if (mono_ns < s->sec_start || mono_ns >= s->sec_start + 1000000000ULL || off != s->sec_offset || !now) {
+		now = (mono_ns + off) / 1000000000ULL;
+		s->sec = now;
+		s->sec_start = now * 1000000000ULL - off;
+		s->sec_offset = off;
+	}
 	if (now >= l->expiry)
 		PUNT(XC_EXPIRED);
 
@@ -802,7 +817,9 @@ int xdp_dhcp(struct xdp_md *ctx)
 		ev->hlen = hlen;
 		*(__u64 *)&ev->chaddr[0] = *(__u64 *)&rq[28]; /* a word at a time, not byte by byte */
 		*(__u64 *)&ev->chaddr[8] = *(__u64 *)&rq[36];
-		/* Publish the head with an exchange, not a store: the JITs
+		/* One writer per ring: XDP does not nest on a CPU (NAPI's
+		 * softirq, or generic XDP with bottom halves off).
+		 * Publish the head with an exchange, not a store: the JITs
 		 * make BPF_XCHG a full barrier (xchg on x86, swpal on arm64),
 		 * so a reader that sees the new head sees the whole event.
 		 * The compiler barrier keeps clang from sinking the stores. */

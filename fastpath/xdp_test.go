@@ -11,6 +11,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/fastpath"
 )
 
@@ -330,6 +331,43 @@ func TestXDPEvents(t *testing.T) {
 	}
 	if len(scanned) != 1 || scanned[0].XID != e.XID || !scanned[0].Expiry.Equal(e.Expiry) || scanned[0].GIAddr != relayIP {
 		t.Fatalf("scan %+v, event %+v", scanned, e)
+	}
+}
+
+// TestXDPClockFollowsOffset: the program's unix time is the daemon's
+// clock offset applied to CLOCK_MONOTONIC, and a new offset (the daemon's
+// tick after a clock step) takes effect at the next packet, not at the
+// next second the program caches.
+func TestXDPClockFollowsOffset(t *testing.T) {
+	r := loadRig(t)
+	l := directLease()
+	l.Expiry = time.Now().Add(3 * time.Hour)
+	l.Horizon = time.Now().Add(5 * time.Hour)
+	r.publish(t, l)
+	renew := func() time.Time {
+		t.Helper()
+		if v, _ := r.run(t, frame(direct(clientIP), request(t, clientIP).ToBytes()), loIndex); v != xdpTx {
+			t.Fatalf("verdict %d; counters %v", v, r.counters(t))
+		}
+		var lease bpf.XdpXdhcpLease
+		if err := r.objs.XdhcpLeases.Lookup(clientIP.As4(), &lease); err != nil {
+			t.Fatal(err)
+		}
+		return time.Unix(int64(lease.Cltt), 0)
+	}
+	if at := renew(); at.Sub(time.Now()).Abs() > 2*time.Second {
+		t.Fatalf("renewed at %v, now %v", at, time.Now())
+	}
+	var cfg bpf.XdpXdhcpSettings
+	if err := r.objs.XdhcpConfig.Lookup(uint32(0), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.WallOffsetNs += int64(time.Hour)
+	if err := r.objs.XdhcpConfig.Put(uint32(0), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if at := renew(); at.Sub(time.Now().Add(time.Hour)).Abs() > 2*time.Second {
+		t.Fatalf("after the clock moved an hour ahead, renewed at %v", at)
 	}
 }
 
