@@ -32,6 +32,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "eth.h"
+
 #define FRAME_MAX 512
 #define OPTS_SEEN 128 /* reply options looked at; 53, 54 and 51 come early */
 
@@ -168,11 +170,6 @@ static __always_inline void tally(__u32 c)
 		*v += 1;
 }
 
-struct vlan_hdr {
-	__be16 tci;
-	__be16 proto;
-};
-
 /* What the tally's option walk found. */
 struct walk {
 	__u8 o[OPTS_SEEN];
@@ -216,26 +213,11 @@ int xdhcp_tally(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end)
+	__be16 proto;
+	__u32 tag[2];
+	int l3 = parse_eth(data, end, &proto, tag);
+	if (l3 < 0)
 		return XDP_PASS;
-	__be16 proto = eth->h_proto;
-	__u32 l3 = sizeof(*eth);
-	/* Unrolled: the verifier wants each tag's offset as a constant. */
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		struct vlan_hdr *v = data + l3;
-		if ((void *)(v + 1) > end)
-			return XDP_PASS;
-		proto = v->proto;
-		l3 += sizeof(*v);
-		if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-			struct vlan_hdr *v2 = data + l3;
-			if ((void *)(v2 + 1) > end)
-				return XDP_PASS;
-			proto = v2->proto;
-			l3 += sizeof(*v2);
-		}
-	}
 	if (proto != bpf_htons(ETH_P_IP))
 		return XDP_PASS;
 	__u8 *ip = data + l3;

@@ -20,6 +20,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "eth.h"
+
 #define CHADDR_MAX 16
 #define CID_MAX 32       /* longer client identifiers are never published */
 #define TMPL_MAX 512     /* option block of a reply template */
@@ -252,11 +254,6 @@ const enum xdhcp_counter *unused_counter __attribute__((unused));
 const struct xdhcp_event *unused_event __attribute__((unused));
 const struct xdhcp_evhead *unused_evhead __attribute__((unused));
 
-struct vlan_hdr {
-	__be16 tci;
-	__be16 proto;
-};
-
 struct l34 {
 	__u8 vihl;
 	__u8 tos;
@@ -459,32 +456,14 @@ int xdp_dhcp(struct xdp_md *ctx)
 	__u32 zero = 0;
 
 	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end)
-		return XDP_PASS;
-	__be16 proto = eth->h_proto;
-	__u32 l3 = sizeof(*eth);
-	__be16 tpid = proto; /* the L2 header as received, for the reply */
-	__u16 vlan[2] = {};
+	__be16 proto;
 	__u32 tag[2] = {};
-	/* Unrolled: the verifier needs each tag's offset as a constant. */
-	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		struct vlan_hdr *v = data + l3;
-		if ((void *)(v + 1) > end)
-			return XDP_PASS;
-		vlan[0] = bpf_ntohs(v->tci) & 0x0fff;
-		tag[0] = *(__u32 *)v;
-		proto = v->proto;
-		l3 += sizeof(*v);
-		if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-			struct vlan_hdr *v2 = data + l3;
-			if ((void *)(v2 + 1) > end)
-				return XDP_PASS;
-			vlan[1] = bpf_ntohs(v2->tci) & 0x0fff;
-			tag[1] = *(__u32 *)v2;
-			proto = v2->proto;
-			l3 += sizeof(*v2);
-		}
-	}
+	int hl = parse_eth(data, end, &proto, tag);
+	if (hl < 0)
+		return XDP_PASS;
+	__u32 l3 = hl;
+	__be16 tpid = eth->h_proto; /* the L2 header as received, for the reply */
+	__u16 vlan[2] = {vlan_id(tag[0]), vlan_id(tag[1])};
 	if (proto != bpf_htons(ETH_P_IP))
 		return XDP_PASS;
 
