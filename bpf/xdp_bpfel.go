@@ -131,6 +131,7 @@ type XdpXdhcpSettings struct {
 type XdpXdhcpTemplate struct {
 	_    structs.HostLayout
 	Len  uint32
+	Used uint32
 	Data [512]uint8
 }
 
@@ -148,19 +149,19 @@ type XdpXdpMd struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	XdpMapXdhcpConfig    = "xdhcp_config"
-	XdpMapXdhcpCounters  = "xdhcp_counters"
-	XdpMapXdhcpEvheads   = "xdhcp_evheads"
-	XdpMapXdhcpEvring    = "xdhcp_evring"
-	XdpMapXdhcpIfaces    = "xdhcp_ifaces"
-	XdpMapXdhcpLeases    = "xdhcp_leases"
-	XdpMapXdhcpPunts     = "xdhcp_punts"
-	XdpMapXdhcpScratch   = "xdhcp_scratch"
-	XdpMapXdhcpTemplates = "xdhcp_templates"
-	XdpProgXdpDhcp       = "xdp_dhcp"
-	XdpVarUnusedCounter  = "unused_counter"
-	XdpVarUnusedEvent    = "unused_event"
-	XdpVarUnusedEvhead   = "unused_evhead"
+	XdpMapXdhcpConfig   = "xdhcp_config"
+	XdpMapXdhcpCounters = "xdhcp_counters"
+	XdpMapXdhcpEvheads  = "xdhcp_evheads"
+	XdpMapXdhcpEvring   = "xdhcp_evring"
+	XdpMapXdhcpIfaces   = "xdhcp_ifaces"
+	XdpMapXdhcpLeases   = "xdhcp_leases"
+	XdpMapXdhcpPunts    = "xdhcp_punts"
+	XdpMapXdhcpScratch  = "xdhcp_scratch"
+	XdpMapXdhcpTmpls    = "xdhcp_tmpls"
+	XdpProgXdpDhcp      = "xdp_dhcp"
+	XdpVarUnusedCounter = "unused_counter"
+	XdpVarUnusedEvent   = "unused_event"
+	XdpVarUnusedEvhead  = "unused_evhead"
 )
 
 // LoadXdp returns the embedded CollectionSpec for Xdp.
@@ -212,15 +213,15 @@ type XdpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpMapSpecs struct {
-	XdhcpConfig    *ebpf.MapSpec `ebpf:"xdhcp_config"`
-	XdhcpCounters  *ebpf.MapSpec `ebpf:"xdhcp_counters"`
-	XdhcpEvheads   *ebpf.MapSpec `ebpf:"xdhcp_evheads"`
-	XdhcpEvring    *ebpf.MapSpec `ebpf:"xdhcp_evring"`
-	XdhcpIfaces    *ebpf.MapSpec `ebpf:"xdhcp_ifaces"`
-	XdhcpLeases    *ebpf.MapSpec `ebpf:"xdhcp_leases"`
-	XdhcpPunts     *ebpf.MapSpec `ebpf:"xdhcp_punts"`
-	XdhcpScratch   *ebpf.MapSpec `ebpf:"xdhcp_scratch"`
-	XdhcpTemplates *ebpf.MapSpec `ebpf:"xdhcp_templates"`
+	XdhcpConfig   *ebpf.MapSpec `ebpf:"xdhcp_config"`
+	XdhcpCounters *ebpf.MapSpec `ebpf:"xdhcp_counters"`
+	XdhcpEvheads  *ebpf.MapSpec `ebpf:"xdhcp_evheads"`
+	XdhcpEvring   *ebpf.MapSpec `ebpf:"xdhcp_evring"`
+	XdhcpIfaces   *ebpf.MapSpec `ebpf:"xdhcp_ifaces"`
+	XdhcpLeases   *ebpf.MapSpec `ebpf:"xdhcp_leases"`
+	XdhcpPunts    *ebpf.MapSpec `ebpf:"xdhcp_punts"`
+	XdhcpScratch  *ebpf.MapSpec `ebpf:"xdhcp_scratch"`
+	XdhcpTmpls    *ebpf.MapSpec `ebpf:"xdhcp_tmpls"`
 }
 
 // XdpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -252,15 +253,15 @@ func (o *XdpObjects) Close() error {
 //
 // It can be passed to LoadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpMaps struct {
-	XdhcpConfig    *ebpf.Map `ebpf:"xdhcp_config"`
-	XdhcpCounters  *ebpf.Map `ebpf:"xdhcp_counters"`
-	XdhcpEvheads   *ebpf.Map `ebpf:"xdhcp_evheads"`
-	XdhcpEvring    *ebpf.Map `ebpf:"xdhcp_evring"`
-	XdhcpIfaces    *ebpf.Map `ebpf:"xdhcp_ifaces"`
-	XdhcpLeases    *ebpf.Map `ebpf:"xdhcp_leases"`
-	XdhcpPunts     *ebpf.Map `ebpf:"xdhcp_punts"`
-	XdhcpScratch   *ebpf.Map `ebpf:"xdhcp_scratch"`
-	XdhcpTemplates *ebpf.Map `ebpf:"xdhcp_templates"`
+	XdhcpConfig   *ebpf.Map `ebpf:"xdhcp_config"`
+	XdhcpCounters *ebpf.Map `ebpf:"xdhcp_counters"`
+	XdhcpEvheads  *ebpf.Map `ebpf:"xdhcp_evheads"`
+	XdhcpEvring   *ebpf.Map `ebpf:"xdhcp_evring"`
+	XdhcpIfaces   *ebpf.Map `ebpf:"xdhcp_ifaces"`
+	XdhcpLeases   *ebpf.Map `ebpf:"xdhcp_leases"`
+	XdhcpPunts    *ebpf.Map `ebpf:"xdhcp_punts"`
+	XdhcpScratch  *ebpf.Map `ebpf:"xdhcp_scratch"`
+	XdhcpTmpls    *ebpf.Map `ebpf:"xdhcp_tmpls"`
 }
 
 func (m *XdpMaps) Close() error {
@@ -273,7 +274,7 @@ func (m *XdpMaps) Close() error {
 		m.XdhcpLeases,
 		m.XdhcpPunts,
 		m.XdhcpScratch,
-		m.XdhcpTemplates,
+		m.XdhcpTmpls,
 	)
 }
 

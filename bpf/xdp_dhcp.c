@@ -68,6 +68,7 @@ struct xdhcp_lease {
 /* A subnet's option block, copied into every reply after 53,54,51,58,59. */
 struct xdhcp_template {
 	__u32 len;
+	__u32 used;     /* the slot holds a template: an array has no absent entries */
 	__u8 data[TMPL_MAX];
 };
 
@@ -134,7 +135,8 @@ enum xdhcp_counter {
  * keep being answered while the daemon restarts.
  *
  *   xdhcp_leases     hash  lease IP -> struct xdhcp_lease   (slow path writes; XDP raises expiry)
- *   xdhcp_templates  hash  template id -> struct xdhcp_template (slow path)
+ *   xdhcp_tmpls      array template id -> struct xdhcp_template (slow path; an
+ *                          array, not a hash: the lookup is inlined, no hashing)
  *   xdhcp_ifaces     hash  ifindex -> struct xdhcp_iface    (loader)
  *   xdhcp_config     array [0] -> struct xdhcp_settings       (daemon)
  *   xdhcp_counters   per-CPU array enum xdhcp_counter -> u64 (XDP)
@@ -153,12 +155,12 @@ struct {
 } xdhcp_leases SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, struct xdhcp_template);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} xdhcp_templates SEC(".maps");
+} xdhcp_tmpls SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -604,8 +606,8 @@ int xdp_dhcp(struct xdp_md *ctx)
 		t2 = (__u64)t2 * grant / l->lease_time;
 	}
 
-	struct xdhcp_template *t = bpf_map_lookup_elem(&xdhcp_templates, &l->tmpl_id);
-	if (!t)
+	struct xdhcp_template *t = bpf_map_lookup_elem(&xdhcp_tmpls, &l->tmpl_id);
+	if (!t || !t->used)
 		PUNT(XC_ERROR);
 	__u32 tlen = t->len;
 	if (tlen > TMPL_MAX)

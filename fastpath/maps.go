@@ -74,17 +74,15 @@ type Maps struct {
 	tmplID   map[string]uint32 // template bytes -> id
 	tmplRefs map[uint32]int
 	leaseTpl map[netip.Addr]uint32 // published lease -> its template id
-	nextID   uint32
 }
 
 // New wraps loaded maps and adopts the templates already in them, so that
 // entries left by a previous run keep pointing at valid templates.
 func New(m *bpf.XdpMaps) (*Maps, error) {
 	fm := &Maps{
-		leases: m.XdhcpLeases, templates: m.XdhcpTemplates, ifaces: m.XdhcpIfaces,
+		leases: m.XdhcpLeases, templates: m.XdhcpTmpls, ifaces: m.XdhcpIfaces,
 		config: m.XdhcpConfig, counters: m.XdhcpCounters,
 		tmplID: map[string]uint32{}, tmplRefs: map[uint32]int{}, leaseTpl: map[netip.Addr]uint32{},
-		nextID: 1,
 	}
 	var err error
 	if fm.events, err = openEventRings(m.XdhcpEvring, m.XdhcpEvheads); err != nil {
@@ -94,11 +92,10 @@ func New(m *bpf.XdpMaps) (*Maps, error) {
 	var t bpf.XdpXdhcpTemplate
 	it := fm.templates.Iterate()
 	for it.Next(&id, &t) {
-		if t.Len <= MaxTemplate {
+		if t.Used != 0 && t.Len <= MaxTemplate {
 			fm.tmplID[string(t.Data[:t.Len])] = id
 			fm.tmplRefs[id] = 0
 		}
-		fm.nextID = max(fm.nextID, id+1)
 	}
 	if err := it.Err(); err != nil {
 		fm.events.close()
@@ -217,13 +214,24 @@ func (m *Maps) templateLocked(b []byte) (uint32, error) {
 		m.tmplRefs[id]++
 		return id, nil
 	}
-	id := m.nextID
-	var t bpf.XdpXdhcpTemplate
+	// The lowest free slot: slots are reused, the array does not grow.
+	// Slot 0 stays unused, so that a zeroed lease entry names no template.
+	id := uint32(1)
+	for ; id < m.templates.MaxEntries(); id++ {
+		if _, used := m.tmplRefs[id]; !used {
+			break
+		}
+	}
+	if id >= m.templates.MaxEntries() {
+		return 0, fmt.Errorf("no room for another reply template: all %d in use", m.templates.MaxEntries()-1)
+	}
+	// Nothing refers to a free slot, so writing it in place races with no
+	// reader.
+	t := bpf.XdpXdhcpTemplate{Used: 1}
 	t.Len = uint32(copy(t.Data[:], b))
 	if err := m.templates.Put(id, &t); err != nil {
 		return 0, fmt.Errorf("writing reply template %d (%d bytes): %w", id, len(b), err)
 	}
-	m.nextID++
 	m.tmplID[string(bytes.Clone(b))] = id
 	m.tmplRefs[id] = 1
 	return id, nil
@@ -262,8 +270,8 @@ func (m *Maps) PruneTemplates() error {
 		if m.tmplRefs[id] > 0 {
 			continue
 		}
-		if err := m.templates.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("deleting reply template %d: %w", id, err))
+		if err := m.templates.Put(id, &bpf.XdpXdhcpTemplate{}); err != nil {
+			errs = append(errs, fmt.Errorf("freeing reply template %d: %w", id, err))
 			continue
 		}
 		delete(m.tmplID, b)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/fastpath"
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 )
 
 // relayInfo is an option 82 value: circuit-id and remote-id.
@@ -434,5 +435,71 @@ func TestXDPClientIDLengths(t *testing.T) {
 				t.Errorf("%d-byte client-id, %s: verdict %d, identity punts %d -> %d", n, name, verdict, before, r.counters(t)["identity"])
 			}
 		}
+	}
+}
+
+// TestTemplateSlotsReused: templates live in an array. A slot freed by
+// PruneTemplates is reused by the next new template, replies carry the
+// new bytes, and a daemon that opens the maps again adopts exactly the
+// slots in use.
+func TestTemplateSlotsReused(t *testing.T) {
+	r := loadRig(t)
+	withDomain := func(name string) []byte {
+		return dhcpwire.AppendOption(template()[:0:0], dhcpwire.OptDomainName, []byte(name))
+	}
+	a, b := directLease(), relayedLease()
+	a.Template, b.Template = withDomain("a.example"), withDomain("b.example")
+	r.publish(t, a, b)
+	b.Template = withDomain("c.example") // b moves to a new template; b's old one is unused
+	r.publish(t, b)
+	if err := r.maps.PruneTemplates(); err != nil {
+		t.Fatal(err)
+	}
+	a.Template = withDomain("d.example") // takes the freed slot
+	r.publish(t, a)
+	if err := r.maps.PruneTemplates(); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.maps.Templates(); n != 2 {
+		t.Fatalf("%d templates in use, want 2", n)
+	}
+	var used []uint32
+	var id uint32
+	var tm bpf.XdpXdhcpTemplate
+	for it := r.objs.XdhcpTmpls.Iterate(); it.Next(&id, &tm); {
+		if tm.Used != 0 {
+			used = append(used, id)
+		}
+	}
+	// a, b and c took slots 1, 2, 3; d took b's freed slot 2; the second
+	// prune freed a's slot 1.
+	if !slices.Equal(used, []uint32{2, 3}) {
+		t.Fatalf("slots in use %v, want [2 3]: freed slots must be reused", used)
+	}
+	viaRelay := dhcpv4.WithGatewayIP(net.IP(relayIP.AsSlice()))
+	for _, c := range []struct {
+		ip     netip.Addr
+		fo     frameOpts
+		req    *dhcpv4.DHCPv4
+		domain string
+	}{
+		{clientIP, direct(clientIP), request(t, clientIP), "d.example"},
+		{relayedIP, relayed(), request(t, relayedIP, viaRelay), "c.example"},
+	} {
+		v, out := r.run(t, frame(c.fo, c.req.ToBytes()), loIndex)
+		if v != xdpTx {
+			t.Fatalf("%s: verdict %d; counters %v", c.ip, v, r.counters(t))
+		}
+		if got := string(rawOption(parseReply(t, out).dhcp, dhcpwire.OptDomainName)); got != c.domain {
+			t.Errorf("%s: domain %q in the reply, want %q", c.ip, got, c.domain)
+		}
+	}
+	again, err := fastpath.New(&r.objs.XdpMaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if n := again.Templates(); n != 2 {
+		t.Fatalf("a second daemon adopted %d templates, want the 2 in use", n)
 	}
 }

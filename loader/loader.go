@@ -53,6 +53,11 @@ type Program struct {
 	// Reused is set when the lease map was already pinned: its entries
 	// (and the grants they record) survived since the last run.
 	Reused bool
+	// Upgraded is set when pins of an older version were retired. Until
+	// the new program is swapped in, the old one still runs against the
+	// shared lease map, whose entries the new daemon rewrites for maps the
+	// old program does not have: it must not answer meanwhile.
+	Upgraded bool
 }
 
 const progPin = "prog_xdp_dhcp"
@@ -60,8 +65,9 @@ const progPin = "prog_xdp_dhcp"
 func linkPin(ifname string) string { return "link_" + ifname }
 
 // retiredPins are maps of earlier versions: xdhcp_events was a ring buffer
-// before the per-CPU event rings (xdhcp_evring, xdhcp_evheads).
-var retiredPins = []string{"xdhcp_events"}
+// before the per-CPU event rings (xdhcp_evring, xdhcp_evheads), and
+// xdhcp_templates a hash before the template array (xdhcp_tmpls).
+var retiredPins = []string{"xdhcp_events", "xdhcp_templates"}
 
 // xdpSpec reads the program's object and sizes its maps: the lease map
 // for maxLeases (0: as compiled), the event rings for the possible CPUs.
@@ -118,7 +124,11 @@ func Load(o Options) (*Program, error) {
 	}
 	// Maps earlier versions pinned and this one no longer uses.
 	for _, name := range retiredPins {
-		if err := os.Remove(filepath.Join(o.PinDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		err := os.Remove(filepath.Join(o.PinDir, name))
+		if err == nil {
+			p.Upgraded = true
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			p.Upgraded = true
 			o.Logger.Warn("removing a retired pin", "pin", name, "err", err)
 		}
 	}

@@ -31,8 +31,8 @@ func TestPinReuseSwapAndDetach(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if p.Reused {
-			return fmt.Errorf("first load reports reused maps")
+		if p.Reused || p.Upgraded {
+			return fmt.Errorf("first load reports reused maps (%v) or an upgrade (%v)", p.Reused, p.Upgraded)
 		}
 		if m, err := p.Attach("lv0", Generic); err != nil || m != Generic {
 			return fmt.Errorf("attach: %v %v", m, err)
@@ -51,6 +51,15 @@ func TestPinReuseSwapAndDetach(t *testing.T) {
 		if err := old.Pin(filepath.Join(dir, "xdhcp_events")); err != nil {
 			return err
 		}
+		// And its hash of reply templates, now an array under another name.
+		oldT, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 516, MaxEntries: 16})
+		if err != nil {
+			return err
+		}
+		defer oldT.Close()
+		if err := oldT.Pin(filepath.Join(dir, "xdhcp_templates")); err != nil {
+			return err
+		}
 
 		p2, err := Load(Options{PinDir: dir, MaxLeases: 1024})
 		if err != nil {
@@ -60,8 +69,13 @@ func TestPinReuseSwapAndDetach(t *testing.T) {
 		if !p2.Reused {
 			return fmt.Errorf("second load did not reuse the pinned maps")
 		}
-		if _, err := os.Stat(filepath.Join(dir, "xdhcp_events")); !os.IsNotExist(err) {
-			return fmt.Errorf("the retired ring buffer is still pinned: %v", err)
+		for _, name := range []string{"xdhcp_events", "xdhcp_templates"} {
+			if _, err := os.Stat(filepath.Join(dir, name)); !os.IsNotExist(err) {
+				return fmt.Errorf("the retired map %s is still pinned: %v", name, err)
+			}
+		}
+		if !p2.Upgraded {
+			return fmt.Errorf("retiring an older version's maps is not reported as an upgrade")
 		}
 		cpus, _ := ebpf.PossibleCPU()
 		if n := p2.Objs.XdhcpEvheads.MaxEntries(); n != uint32(cpus) {

@@ -89,6 +89,7 @@ type lab struct {
 	xdhcpd  string
 	daemon  *netns.Proc
 	clients int
+	pinDir  string // the fast path's bpffs pins, when it is on
 }
 
 const labConfig = `server:

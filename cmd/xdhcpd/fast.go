@@ -53,6 +53,9 @@ type fastPath struct {
 	prog *loader.Program
 	maps *fastpath.Maps
 	log  *slog.Logger
+	// settings are written once the program is attached (an upgrade
+	// starts with answering off).
+	settings fastpath.Settings
 }
 
 // loadFastPath loads the program (reusing pinned maps, whose entries keep
@@ -67,12 +70,19 @@ func loadFastPath(c *config.Config, log *slog.Logger) (*fastPath, error) {
 		prog.Close()
 		return nil, err
 	}
-	if err := maps.SetSettings(fastSettings(c)); err != nil {
+	s := fastSettings(c)
+	if prog.Upgraded {
+		// The old program answers from the shared lease map until attach
+		// swaps it out, and reconcile rewrites entries for maps it lacks.
+		log.Info("upgrading the XDP program: renewals go to the slow path until it is swapped in")
+		s.Answer = false
+	}
+	if err := maps.SetSettings(s); err != nil {
 		maps.Close()
 		prog.Close()
 		return nil, err
 	}
-	return &fastPath{prog: prog, maps: maps, log: log}, nil
+	return &fastPath{prog: prog, maps: maps, log: log, settings: fastSettings(c)}, nil
 }
 
 // reconcile makes the map agree with bbolt (DESIGN.md invariant 1): first
@@ -122,7 +132,7 @@ func (f *fastPath) attach(c *config.Config) error {
 			return err
 		}
 	}
-	return nil
+	return f.maps.SetSettings(f.settings)
 }
 
 // run keeps the fast path in step until ctx ends: it folds ring-buffer

@@ -2,21 +2,22 @@ package main
 
 import (
 	"context"
-	"regexp"
-	"strconv"
-	"syscall"
-
 	"fmt"
-	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/xdhcp/xdhcp/internal/control"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/xdhcp/xdhcp/internal/control"
 	"github.com/xdhcp/xdhcp/internal/netns"
 )
 
@@ -79,6 +80,7 @@ func fastLabPool(t *testing.T, mode, leaseTime, mac, pool string) (*lab, *netns.
 		attachPass(t, c, "eth0")
 	}
 	pin := fmt.Sprintf("/sys/fs/bpf/xdhcp-test-%d-%s", os.Getpid(), filepath.Base(l.dir))
+	l.pinDir = pin
 	t.Cleanup(func() { os.RemoveAll(pin) })
 	l.cfgPath = filepath.Join(l.dir, "xdhcpd.yaml")
 	l.sock = filepath.Join(l.dir, "ctl.sock")
@@ -331,6 +333,19 @@ func TestFastPathKeepsAnsweringAcrossKill9(t *testing.T) {
 		t.Fatalf("%d of 50 renewals ACKed with the daemon killed", got)
 	}
 
+	// The restart is also an upgrade: an older version's reply-template
+	// hash is pinned beside the maps. The old program answers no renewal
+	// while the new daemon rewrites the lease entries for its template
+	// array, and the new one answers once it is swapped in.
+	oldT, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 516, MaxEntries: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldT.Close()
+	if err := oldT.Pin(filepath.Join(l.pinDir, "xdhcp_templates")); err != nil {
+		t.Fatal(err)
+	}
+
 	// After restart the renewals made meanwhile are in bbolt and the
 	// counters continued from where they were.
 	l.start()
@@ -341,8 +356,15 @@ func TestFastPathKeepsAnsweringAcrossKill9(t *testing.T) {
 	if after := l.fastReplies(); after < before+50 {
 		t.Fatalf("fast path replies %v before the kill, %v after restart", before, after)
 	}
+	fast := l.fastReplies()
 	if got := rn.renew(10); got != 10 {
 		t.Fatalf("%d of 10 renewals ACKed after restart", got)
+	}
+	if got := l.fastReplies() - fast; got != 10 {
+		t.Fatalf("the fast path answered %v of 10 renewals after the upgrade", got)
+	}
+	if !strings.Contains(l.daemon.Output(), "upgrading the XDP program") {
+		t.Fatalf("the retired template hash was not treated as an upgrade:\n%s", l.daemon.Output())
 	}
 	if !strings.Contains(l.daemon.Output(), "XDP program swapped in place") {
 		t.Fatalf("the restarted daemon did not reuse the pinned link:\n%s", l.daemon.Output())
