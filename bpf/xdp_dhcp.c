@@ -9,10 +9,13 @@
  * fills the maps below and folds the ring-buffer events back into bbolt.
  *
  * Work is done in a per-CPU scratch buffer rather than on packet pointers:
- * the request is copied out with bpf_xdp_load_bytes, the reply is built
- * and checksummed there, and one bpf_xdp_store_bytes writes it back. The
- * verifier then only has to bound offsets into a map value, and the
- * program never reads past a frame whatever its length.
+ * the request is copied out word by word, the reply is built and
+ * checksummed there, and written back word by word once the frame has its
+ * new length. The option walk and the reply's variable parts then only
+ * need offsets bounded inside a map value, and the frame itself is only
+ * touched by copies whose every word is checked against its end. Plain
+ * loads and stores, not bpf_xdp_load_bytes/store_bytes: each helper call
+ * cost more than the copy it made.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -35,6 +38,8 @@
 #define L34 28           /* IPv4 header without options + UDP header */
 #define EV_SLOTS (1 << 15) /* events per CPU ring; a power of two */
 #define OUT_MAX (L34 + 3 * 512) /* csum_diff chunks of 512 stay inside */
+/* The longest reply: 53-59, a full template, 61 and 82, END, on 4 bytes. */
+#define PLEN_MAX ((OPTS_OFF + HEAD_OPTS + TMPL_MAX + CID_MAX + 2 + 257 + 1 + 3) & ~3)
 
 /* Lease flags. */
 #define XDHCP_LEASE_SERVE 1 /* clear: failover or a pending FORCERENEW forbids answering */
@@ -371,6 +376,22 @@ static __always_inline void put32(__u8 *p, __u32 host)
 
 #define PUNT(why) return punt(cfg, chaddr, mono_ns, why)
 
+/* PKT_WORDS copies n bytes (at most max) between frame and scratch in
+ * 8-byte words, shaped as COPY_WORDS; pkt, which is src or dst, is checked
+ * against the frame's end before each word (jumping to bad when past it).
+ * Only whole words inside n are copied: the caller copies the tail as one
+ * word ending at n. */
+#define PKT_WORDS(pkt, src, dst, n, max, end, bad)                             \
+	_Pragma("unroll") for (int g_ = 0; g_ < ((max) + 63) / 64; g_++)       \
+		if (g_ * 64 + 8 <= (n))                                        \
+			_Pragma("unroll") for (int w_ = 0; w_ < 8; w_++)      \
+				if (g_ * 64 + w_ * 8 + 8 <= (n) && g_ * 64 + w_ * 8 + 8 <= (max)) { \
+					if ((void *)((pkt) + g_ * 64 + w_ * 8 + 8) > (end)) \
+						goto bad;                              \
+					*(__u64 *)((__u8 *)(dst) + g_ * 64 + w_ * 8) = \
+						*(__u64 *)((__u8 *)(src) + g_ * 64 + w_ * 8); \
+				}
+
 /* walk_step looks at the option at w->off; returns 1 to stop. */
 static __always_inline int walk_step(__u8 *rq, struct walk *w)
 {
@@ -506,9 +527,39 @@ int xdp_dhcp(struct xdp_md *ctx)
 		PUNT(XC_MALFORMED);
 	if (dlen > REQ_MAX)
 		PUNT(XC_UNSUPPORTED);
-	if (bpf_xdp_load_bytes(ctx, l3 + L34, s->req, dlen) < 0)
+	/* Copy the request into scratch with plain loads (a helper call costs
+	 * more than the copy): the BOOTP fields before sname, the cookie, and
+	 * the options, skipping sname and file. Every word read lies inside
+	 * [0, dlen), the last one overlapping its neighbour, so nothing past
+	 * the datagram is read; each carries the bounds check the verifier
+	 * wants for a variable offset, and it never fails once dlen fits. */
+	__u8 *dh = (__u8 *)(hp + 1);
+	if ((void *)(dh + OPTS_OFF + 1) > end)
 		PUNT(XC_MALFORMED);
 	__u8 *rq = s->req;
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		((__u64 *)rq)[i] = *(__u64 *)&dh[i * 8];
+	*(__u64 *)&rq[BOOTP_LEN - 4] = *(__u64 *)&dh[BOOTP_LEN - 4];
+	PKT_WORDS(dh + OPTS_OFF, dh + OPTS_OFF, rq + OPTS_OFF, dlen - OPTS_OFF, REQ_MAX - OPTS_OFF, end, malformed);
+	__u32 last = (dlen - 8) & (REQ_MAX - 1);
+	__u8 *pl = dh + last;
+	asm volatile("" : "+r"(pl)); /* see pt below */
+	if ((void *)(pl + 8) > end)
+		goto malformed;
+	*(__u64 *)&rq[last] = *(__u64 *)pl;
+	/* Each word's check widened the range the verifier knows for the
+	 * frame's pointers, one state per length; fresh pointers with one
+	 * small range let the rest of the program be verified once. */
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > end)
+		PUNT(XC_ERROR);
+	if (0) {
+malformed:
+		PUNT(XC_MALFORMED);
+	}
 	if (rq[0] != 1 || rq[2] > CHADDR_MAX || rq[236] != 99 || rq[237] != 130 || rq[238] != 83 || rq[239] != 99)
 		PUNT(XC_MALFORMED);
 	chaddr = &rq[28];
@@ -617,7 +668,7 @@ int xdp_dhcp(struct xdp_md *ctx)
 	__u32 plen = (olen + 3) & ~3U; /* a multiple of 4, for bpf_csum_diff */
 	if (plen < MIN_REPLY)
 		plen = MIN_REPLY;
-	if (plen > maxsz - L34 || plen > OUT_MAX - L34)
+	if (plen > maxsz - L34 || plen > PLEN_MAX)
 		PUNT(XC_TOO_BIG);
 
 	/* Reply source: the address the request was sent to; the server
@@ -766,9 +817,39 @@ int xdp_dhcp(struct xdp_md *ctx)
 		count(XC_NO_ROOM);
 		return XDP_PASS; /* the request is untouched so far */
 	}
-	/* 64-bit, so that the register checked is the one passed. */
-	__u64 flen = l3 + L34 + plen;
-	if (flen > ETH_HLEN + 8 + OUT_MAX || bpf_xdp_store_bytes(ctx, 0, l2, flen) < 0) {
+	/* Write the reply into the frame with plain stores; the frame is now
+	 * exactly its length. The L2, IP and UDP headers and the BOOTP fields
+	 * before sname lie in scratch in a row from l2: twelve words cover
+	 * them (a few bytes more are zeroed next). Then sname and file are
+	 * zeroed, and the cookie and the options follow. */
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	__u8 *f = data;
+	__u8 *pk = f + l3;
+	if ((void *)(f + 96) > end || (void *)(pk + L34 + OPTS_OFF + 8) > end)
+		goto drop;
+#pragma unroll
+	for (int i = 0; i < 12; i++)
+		((__u64 *)f)[i] = ((__u64 *)l2)[i];
+#pragma unroll
+	for (int i = 0; i < (BOOTP_LEN - 44) / 8; i++)
+		*(__u64 *)&pk[L34 + 44 + i * 8] = 0;
+	*(__u32 *)&pk[L34 + BOOTP_LEN] = *(__u32 *)&d[BOOTP_LEN];
+	__u8 *po = pk + L34 + OPTS_OFF;
+	__u32 on = plen - OPTS_OFF;
+	PKT_WORDS(po, d + OPTS_OFF, po, on, PLEN_MAX - OPTS_OFF, end, drop);
+	__u32 tail = (plen - 8) & 2047;
+	if (tail > PLEN_MAX - 8)
+		goto drop;
+	__u8 *pt = pk + L34 + tail;
+	/* Checked and used as one register: clang would otherwise derive the
+	 * store's address afresh, which the verifier has not seen checked. */
+	asm volatile("" : "+r"(pt));
+	if ((void *)(pt + 8) > end)
+		goto drop;
+	*(__u64 *)pt = *(__u64 *)&d[tail];
+	if (0) {
+drop:
 		count(XC_ERROR);
 		return XDP_DROP; /* resized already: cannot be passed on intact */
 	}
