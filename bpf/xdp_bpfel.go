@@ -23,7 +23,7 @@ type XdpScratch struct {
 	_   structs.HostLayout
 	Req [1024]uint8
 	L2  [28]uint8
-	Out [1564]uint8
+	Out [1164]uint8
 	W   struct {
 		_     structs.HostLayout
 		Off   uint32
