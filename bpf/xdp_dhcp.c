@@ -30,7 +30,6 @@
 #define TMPL_MAX 512     /* option block of a reply template */
 #define REQ_MAX 1024     /* DHCP payload of a request we parse; larger: punt */
 #define MAX_OPTS 96      /* option walk bound, pad bytes included */
-#define WALK_PER_CALL 4  /* options looked at per bpf_loop callback */
 #define BOOTP_LEN 236
 #define OPTS_OFF 240     /* BOOTP header + magic cookie */
 #define HEAD_OPTS 27     /* 53, 54, 51, 58, 59 */
@@ -227,8 +226,9 @@ struct {
 } xdhcp_punts SEC(".maps");
 
 /* What the option walk found. It lives in the scratch map, not on the
- * stack: the verifier tracks stack values precisely and would explore the
- * callback once per option offset instead of once. */
+ * stack, and the walk reads and writes it through a volatile pointer: the
+ * verifier tracks stack and register values precisely and would explore
+ * the walk once per option offset instead of once. */
 struct walk {
 	__u32 off, dlen, o61, o82, maxsz;
 	__u8 mt, l61, l82, has50, has54, done, bad, unsup;
@@ -340,6 +340,9 @@ static const __u64 lowmasks[64] = {
 
 static __always_inline __u64 lowmask(__s64 r)
 {
+	/* r made opaque to clang, which would otherwise drop the mask where
+	 * it knows r's range, leaving an index the verifier cannot bound. */
+	asm volatile("" : "+r"(r));
 	return lowmasks[(r + 32) & 63];
 }
 
@@ -402,7 +405,7 @@ static __always_inline void put32(__u8 *p, __u32 host)
 				}
 
 /* walk_step looks at the option at w->off; returns 1 to stop. */
-static __always_inline int walk_step(__u8 *rq, struct walk *w)
+static __always_inline int walk_step(__u8 *rq, volatile struct walk *w)
 {
 	__u32 off = w->off, dlen = w->dlen;
 	if (off >= dlen)
@@ -465,18 +468,18 @@ static __always_inline int walk_step(__u8 *rq, struct walk *w)
 	return 0;
 }
 
-/* walk_options is bpf_loop's callback: WALK_PER_CALL options a call, since
- * each call costs about as much as looking at a few options. */
-static long walk_options(__u32 i, void *unused)
+/* walk_options walks the request's options into s->w. A global function,
+ * so that the verifier checks it once on its own: inline, each way out of
+ * the loop would be followed through the rest of the program. A plain
+ * call, where bpf_loop made one indirect call per few options. */
+__noinline int walk_options(struct scratch *s)
 {
-	__u32 zero = 0;
-	struct scratch *s = bpf_map_lookup_elem(&xdhcp_scratch, &zero);
 	if (!s)
-		return 1;
-#pragma unroll
-	for (int k = 0; k < WALK_PER_CALL; k++)
+		return 0;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < MAX_OPTS; i++)
 		if (walk_step(s->req, &s->w))
-			return 1;
+			break;
 	return 0;
 }
 
@@ -573,7 +576,7 @@ malformed:
 		PUNT(XC_MALFORMED);
 	chaddr = &rq[28];
 
-	/* Walk the options with bpf_loop: the callback is verified once,
+	/* Walk the options in a function of its own: it is verified once,
 	 * where an unrolled walk multiplies the verifier's states by every
 	 * combination of options seen. */
 	struct walk *w = &s->w;
@@ -581,7 +584,7 @@ malformed:
 	w->off = OPTS_OFF;
 	w->dlen = dlen;
 	w->maxsz = 576;
-	bpf_loop(MAX_OPTS / WALK_PER_CALL, walk_options, NULL, 0);
+	walk_options(s);
 	__u32 o61 = w->o61, o82 = w->o82, maxsz = w->maxsz;
 	__u8 mt = w->mt, l61 = w->l61, l82 = w->l82;
 	if (w->bad)
