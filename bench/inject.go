@@ -285,6 +285,24 @@ func (in *Injector) send(ctx context.Context, rate int, d time.Duration) error {
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
 	}
+	// Kept on one CPU: the frames it sends are processed in softirq on the
+	// CPU that sends them (veth schedules the peer's NAPI locally), and a
+	// sender the scheduler moves drags that work between CPUs (measured:
+	// 442k relayed renewals/s moving, 503k pinned, against XDP).
+	var cpus unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &cpus); err != nil {
+		return fmt.Errorf("reading the sender's CPUs: %w", err)
+	}
+	for c := range 1024 {
+		if cpus.IsSet(c) {
+			var one unix.CPUSet
+			one.Set(c)
+			if err := unix.SchedSetaffinity(0, &one); err != nil {
+				return fmt.Errorf("pinning the sender to CPU %d: %w", c, err)
+			}
+			break
+		}
+	}
 	now := uint64(ts.Nano())
 	st := bpf.InjectInjectState{DueNs: now, StopNs: now + uint64(d)}
 	if rate > 0 {
