@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"time"
 
@@ -289,10 +290,19 @@ func (in *Injector) send(ctx context.Context, rate int, d time.Duration) error {
 	// CPU that sends them (veth schedules the peer's NAPI locally), and a
 	// sender the scheduler moves drags that work between CPUs (measured:
 	// 442k relayed renewals/s moving, 503k pinned, against XDP).
+	// The thread goes back to Go's pool afterwards (and whatever it starts
+	// inherits its CPUs, a server among them): so the pin is undone, and
+	// if it cannot be, the thread stays locked and ends with this call.
+	runtime.LockOSThread()
 	var cpus unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &cpus); err != nil {
 		return fmt.Errorf("reading the sender's CPUs: %w", err)
 	}
+	defer func() {
+		if unix.SchedSetaffinity(0, &cpus) == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
 	for c := range 1024 {
 		if cpus.IsSet(c) {
 			var one unix.CPUSet

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +64,34 @@ func TestScenariosEndToEnd(t *testing.T) {
 	t.Run("selftest-relay-xdp", func(t *testing.T) {
 		checkResult(t, rig.Selftest(ctx, ScenarioOptions{Mode: "relay", Clients: 300, Pop: pop, Rate: 2000, Step: time.Second, Sender: SenderXDP}))
 	})
+	// The kernel sender pins its thread to one CPU while it sends. No
+	// thread may keep the pin: the rig's other work, and the servers it
+	// starts (which inherit the starting thread's CPUs), would share that
+	// CPU with the next sender.
+	want, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks, _ := filepath.Glob("/proc/self/task/*/status")
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread ended
+		}
+		if got, w := cpusAllowed(b), cpusAllowed(want); got != w {
+			t.Errorf("thread %s may run on CPUs %s, the process on %s", filepath.Base(filepath.Dir(f)), got, w)
+		}
+	}
+}
+
+// cpusAllowed is the Cpus_allowed_list line of a /proc status file.
+func cpusAllowed(status []byte) string {
+	for _, l := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(l, "Cpus_allowed_list:") {
+			return strings.TrimSpace(strings.TrimPrefix(l, "Cpus_allowed_list:"))
+		}
+	}
+	return ""
 }
 
 func checkResult(t *testing.T, r ScenarioResult) {
