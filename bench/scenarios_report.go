@@ -53,7 +53,7 @@ func (rep *Report) scenarioTables(b *strings.Builder) {
 			fmt.Fprintf(b, "| %s | %s | %d | %d | %.0f (%.0f/s) | %s | %s |%s\n", r.Mode, cmp.Or(r.Sender, SenderSockets), r.Clients, r.Senders,
 				r.Best.Rate, offered(r.Scenario, r.Best), ol, latency(r, r.Best.P99), errCell(r.Err))
 		}
-		b.WriteString("\nSenders: `sockets` is sendmmsg on a UDP socket (relay) or a raw socket (layer 2), a system call per batch and a socket buffer per packet; `xdp` prebuilds every client's renewal in a BPF map and sends them from the kernel with BPF_PROG_TEST_RUN in live-frame mode (bpf/inject.c), pacing itself, while an XDP program on the generator's veth validates and counts the answers (xid, address, server id, lease time). It spins on one CPU for the whole phase, so the server has the other CPU and a share of this one; it does not time answers.\n")
+		b.WriteString("\nSenders: `sockets` is sendmmsg on a UDP socket (relay) or a raw socket (layer 2), a system call per batch and a socket buffer per packet; `xdp` prebuilds every client's renewal in a BPF map and sends them from the kernel with BPF_PROG_TEST_RUN in live-frame mode (bpf/inject.c), pacing itself, while an XDP program on the generator's veth validates and counts the answers (xid, address, server id, lease time). It spins on one CPU, pinned (the answers' softirq work follows the sending CPU on a veth), for the whole phase, so the server has the other CPU and a share of this one; it does not time answers.\n")
 	}
 	for _, g := range groups(rep.Scenarios) {
 		maxLoss := g.results[0].MaxLoss

@@ -238,8 +238,8 @@ struct walk {
 struct scratch {
 	__u8 req[REQ_MAX];
 	/* The reply's L2 header is built at the end of l2, against out, so
-	 * that one bpf_xdp_store_bytes writes the whole frame. 28 bytes also
-	 * put the reply's DHCP part (out + L34) on 8 bytes. */
+	 * that the headers are copied into the frame as one run of words.
+	 * 28 bytes also put the reply's DHCP part (out + L34) on 8 bytes. */
 	__u8 l2[28];
 	__u8 out[OUT_MAX];
 	struct walk w;
@@ -677,7 +677,7 @@ malformed:
 		PUNT(XC_ERROR);
 	__u32 e61 = l61 ? 2 + l61 : 0, e82 = o82 ? 2 + l82 : 0;
 	__u32 olen = OPTS_OFF + HEAD_OPTS + tlen + e61 + e82 + 1;
-	__u32 plen = (olen + 3) & ~3U; /* a multiple of 4, for bpf_csum_diff */
+	__u32 plen = (olen + 3) & ~3U; /* a multiple of 4: summed and copied in words */
 	if (plen < MIN_REPLY)
 		plen = MIN_REPLY;
 	if (plen > maxsz - L34 || plen > PLEN_MAX)
