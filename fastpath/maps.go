@@ -74,6 +74,10 @@ type Maps struct {
 	tmplID   map[string]uint32 // template bytes -> id
 	tmplRefs map[uint32]int
 	leaseTpl map[netip.Addr]uint32 // published lease -> its template id
+	// orphans are slots found in use holding bytes another slot holds
+	// too: entries may still name them, so they are freed only by the
+	// next prune, after a full republish.
+	orphans []uint32
 }
 
 // New wraps loaded maps and adopts the templates already in them, so that
@@ -92,10 +96,15 @@ func New(m *bpf.XdpMaps) (*Maps, error) {
 	var t bpf.XdpXdhcpTemplate
 	it := fm.templates.Iterate()
 	for it.Next(&id, &t) {
-		if t.Used != 0 && t.Len <= MaxTemplate {
-			fm.tmplID[string(t.Data[:t.Len])] = id
-			fm.tmplRefs[id] = 0
+		if t.Used == 0 {
+			continue
 		}
+		fm.tmplRefs[id] = 0 // not reused before a prune
+		if _, dup := fm.tmplID[string(t.Data[:min(t.Len, MaxTemplate)])]; dup || t.Len > MaxTemplate {
+			fm.orphans = append(fm.orphans, id)
+			continue
+		}
+		fm.tmplID[string(t.Data[:t.Len])] = id
 	}
 	if err := it.Err(); err != nil {
 		fm.events.close()
@@ -277,6 +286,16 @@ func (m *Maps) PruneTemplates() error {
 		delete(m.tmplID, b)
 		delete(m.tmplRefs, id)
 	}
+	kept := m.orphans[:0]
+	for _, id := range m.orphans {
+		if err := m.templates.Put(id, &bpf.XdpXdhcpTemplate{}); err != nil {
+			errs = append(errs, fmt.Errorf("freeing reply template %d: %w", id, err))
+			kept = append(kept, id)
+			continue
+		}
+		delete(m.tmplRefs, id)
+	}
+	m.orphans = kept
 	return errors.Join(errs...)
 }
 

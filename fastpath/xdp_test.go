@@ -494,6 +494,15 @@ func TestTemplateSlotsReused(t *testing.T) {
 			t.Errorf("%s: domain %q in the reply, want %q", c.ip, got, c.domain)
 		}
 	}
+	// A slot holding the same bytes as another (entries may name either)
+	// is kept from reuse until the next prune frees it.
+	var dup bpf.XdpXdhcpTemplate
+	if err := r.objs.XdhcpTmpls.Lookup(uint32(2), &dup); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.objs.XdhcpTmpls.Put(uint32(1), &dup); err != nil {
+		t.Fatal(err)
+	}
 	again, err := fastpath.New(&r.objs.XdpMaps)
 	if err != nil {
 		t.Fatal(err)
@@ -501,5 +510,28 @@ func TestTemplateSlotsReused(t *testing.T) {
 	defer again.Close()
 	if n := again.Templates(); n != 2 {
 		t.Fatalf("a second daemon adopted %d templates, want the 2 in use", n)
+	}
+	e := relayedLease()
+	e.IP, e.Template = netip.MustParseAddr("10.78.1.8"), withDomain("e.example")
+	if err := again.Publish([]fastpath.Lease{e}); err != nil {
+		t.Fatal(err)
+	}
+	// Slots 1 and 2 hold the same bytes: the first is adopted, the second
+	// kept as an orphan; so e goes to slot 4, past b's 3.
+	for _, id := range []uint32{1, 2} {
+		var got bpf.XdpXdhcpTemplate
+		if err := r.objs.XdhcpTmpls.Lookup(id, &got); err != nil || got != dup {
+			t.Fatalf("slot %d was reused before a prune (%v)", id, err)
+		}
+	}
+	var slot bpf.XdpXdhcpTemplate
+	if err := r.objs.XdhcpTmpls.Lookup(uint32(4), &slot); err != nil || slot.Used == 0 {
+		t.Fatalf("the new template is not in slot 4 (%v)", err)
+	}
+	if err := again.PruneTemplates(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.objs.XdhcpTmpls.Lookup(uint32(2), &slot); err != nil || slot.Used != 0 {
+		t.Fatalf("the orphaned slot 2 is still in use after a prune (%v)", err)
 	}
 }
