@@ -273,7 +273,7 @@ func TestUdhcpc(t *testing.T) {
 	if !inPool(li.IP) || li.Subnet != "10.77.0.0/24" {
 		t.Fatalf("lease %+v not from the pool", li)
 	}
-	env := waitFileContains(t, envFile, "bound ", 10*time.Second)
+	env := l.waitClientFile(p, envFile, "bound ", 10*time.Second)
 	want := fmt.Sprintf("bound ip=%s router=10.77.0.1 dns=10.77.0.53 domain=example.net lease=30 serverid=10.77.0.1", li.IP)
 	if !strings.Contains(env, want) {
 		t.Fatalf("udhcpc was given:\n%s\nwant %q", env, want)
@@ -284,7 +284,7 @@ func TestUdhcpc(t *testing.T) {
 	t1 := time.Now()
 	p.Signal(sigUSR1)
 	l.waitLease(mac, "active", t1, 10*time.Second)
-	waitFileContains(t, envFile, "renew ip="+li.IP, 10*time.Second)
+	l.waitClientFile(p, envFile, "renew ip="+li.IP, 10*time.Second)
 	if got := l.metric(`xdhcp_slowpath_replies_total{type="ack"}`); got <= acks {
 		t.Fatalf("renewal: ACK count %v -> %v", acks, got)
 	}
@@ -630,14 +630,35 @@ func waitOutputCount(t *testing.T, p *netns.Proc, want string, n int, timeout ti
 
 func waitFileContains(t *testing.T, path, want string, timeout time.Duration) string {
 	t.Helper()
+	b, ok := fileContains(path, want, timeout)
+	if !ok {
+		t.Fatalf("%s never contained %q:\n%s", path, want, b)
+	}
+	return b
+}
+
+// waitClientFile is waitFileContains for a client's hook output: failing,
+// it also shows what the client printed and the server's log.
+func (l *lab) waitClientFile(client *netns.Proc, path, want string, timeout time.Duration) string {
+	l.t.Helper()
+	b, ok := fileContains(path, want, timeout)
+	if !ok {
+		l.t.Fatalf("%s never contained %q:\n%s\nclient output:\n%s\nserver log:\n%s", path, want, b, client.Output(), l.daemon.Output())
+	}
+	return b
+}
+
+// fileContains polls path until it contains want or timeout passes, and
+// returns its last contents.
+func fileContains(path, want string, timeout time.Duration) (string, bool) {
 	deadline := time.Now().Add(timeout)
 	for {
 		b, _ := os.ReadFile(path)
-		if strings.Contains(string(b), want) || time.Now().After(deadline) {
-			if !strings.Contains(string(b), want) {
-				t.Fatalf("%s never contained %q:\n%s", path, want, b)
-			}
-			return string(b)
+		if strings.Contains(string(b), want) {
+			return string(b), true
+		}
+		if time.Now().After(deadline) {
+			return string(b), false
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
