@@ -286,33 +286,11 @@ func (in *Injector) send(ctx context.Context, rate int, d time.Duration) error {
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
 	}
-	// Kept on one CPU: the frames it sends are processed in softirq on the
-	// CPU that sends them (veth schedules the peer's NAPI locally), and a
-	// sender the scheduler moves drags that work between CPUs (measured:
-	// 442k relayed renewals/s moving, 503k pinned, against XDP).
-	// The thread goes back to Go's pool afterwards (and whatever it starts
-	// inherits its CPUs, a server among them): so the pin is undone, and
-	// if it cannot be, the thread stays locked and ends with this call.
-	runtime.LockOSThread()
-	var cpus unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &cpus); err != nil {
-		return fmt.Errorf("reading the sender's CPUs: %w", err)
+	unpin, err := pinToOneCPU()
+	if err != nil {
+		return err
 	}
-	defer func() {
-		if unix.SchedSetaffinity(0, &cpus) == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	for c := range 1024 {
-		if cpus.IsSet(c) {
-			var one unix.CPUSet
-			one.Set(c)
-			if err := unix.SchedSetaffinity(0, &one); err != nil {
-				return fmt.Errorf("pinning the sender to CPU %d: %w", c, err)
-			}
-			break
-		}
-	}
+	defer unpin()
 	now := uint64(ts.Nano())
 	st := bpf.InjectInjectState{DueNs: now, StopNs: now + uint64(d)}
 	if rate > 0 {
@@ -349,6 +327,40 @@ func (in *Injector) send(ctx context.Context, rate int, d time.Duration) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// pinToOneCPU keeps the calling goroutine's thread on the first CPU it may
+// use, until the returned function undoes it. The kernel sender runs so:
+// the frames it sends are processed in softirq on the sending CPU (veth
+// schedules the peer's NAPI locally), and a sender the scheduler moves
+// drags that work between CPUs (measured: 442k relayed renewals/s moving,
+// 503k pinned, against XDP). The thread goes back to Go's pool afterwards,
+// and whatever it starts inherits its CPUs, a server among them: if the
+// pin cannot be undone, the thread stays locked and ends with its
+// goroutine.
+func pinToOneCPU() (unpin func(), err error) {
+	runtime.LockOSThread()
+	var cpus unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &cpus); err != nil {
+		return nil, fmt.Errorf("reading the sender's CPUs: %w", err)
+	}
+	unpin = func() {
+		if unix.SchedSetaffinity(0, &cpus) == nil {
+			runtime.UnlockOSThread()
+		}
+	}
+	for c := range 1024 {
+		if cpus.IsSet(c) {
+			var one unix.CPUSet
+			one.Set(c)
+			if err := unix.SchedSetaffinity(0, &one); err != nil {
+				unpin()
+				return nil, fmt.Errorf("pinning the sender to CPU %d: %w", c, err)
+			}
+			break
+		}
+	}
+	return unpin, nil
 }
 
 // addr4 is a in the byte order of the packet, as the programs compare it.

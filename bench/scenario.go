@@ -199,11 +199,12 @@ func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult,
 		res.Steps = append(res.Steps, ph)
 		// A step counts only if the generator offered the rate (with every
 		// client busy it cannot) and nothing was answered wrongly.
-		ok := within(ph, o.MaxLoss) && offered(res.Scenario, ph) >= 0.95*float64(rate)
+		in := within(ph, o.MaxLoss)
+		ok := in && offered(res.Scenario, ph) >= 0.95*float64(rate)
 		// The result is the highest answered rate of any phase within the
 		// loss limit, offered or not: when the generator falls short of a
 		// rate the server still answered what it was sent, at that loss.
-		if within(ph, o.MaxLoss) && ph.Rate > res.Best.Rate {
+		if in && ph.Rate > res.Best.Rate {
 			res.Best = ph
 		}
 		if !ok {

@@ -72,12 +72,11 @@ type Maps struct {
 	mu       sync.Mutex
 	settings Settings
 	tmplID   map[string]uint32 // template bytes -> id
+	// tmplRefs has every slot in use, with the published leases naming
+	// it; a slot found in use at start whose bytes another slot holds too
+	// is here but not in tmplID, and goes at the next prune.
 	tmplRefs map[uint32]int
 	leaseTpl map[netip.Addr]uint32 // published lease -> its template id
-	// orphans are slots found in use holding bytes another slot holds
-	// too: entries may still name them, so they are freed only by the
-	// next prune, after a full republish.
-	orphans []uint32
 }
 
 // New wraps loaded maps and adopts the templates already in them, so that
@@ -100,11 +99,9 @@ func New(m *bpf.XdpMaps) (*Maps, error) {
 			continue
 		}
 		fm.tmplRefs[id] = 0 // not reused before a prune
-		if _, dup := fm.tmplID[string(t.Data[:min(t.Len, MaxTemplate)])]; dup || t.Len > MaxTemplate {
-			fm.orphans = append(fm.orphans, id)
-			continue
+		if _, dup := fm.tmplID[string(t.Data[:min(t.Len, MaxTemplate)])]; !dup && t.Len <= MaxTemplate {
+			fm.tmplID[string(t.Data[:t.Len])] = id
 		}
-		fm.tmplID[string(t.Data[:t.Len])] = id
 	}
 	if err := it.Err(); err != nil {
 		fm.events.close()
@@ -275,27 +272,21 @@ func (m *Maps) PruneTemplates() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
+	for id, n := range m.tmplRefs {
+		if n > 0 {
+			continue
+		}
+		if err := m.templates.Put(id, &bpf.XdpXdhcpTemplate{}); err != nil {
+			errs = append(errs, fmt.Errorf("freeing reply template %d: %w", id, err))
+			continue
+		}
+		delete(m.tmplRefs, id)
+	}
 	for b, id := range m.tmplID {
-		if m.tmplRefs[id] > 0 {
-			continue
+		if _, inUse := m.tmplRefs[id]; !inUse {
+			delete(m.tmplID, b)
 		}
-		if err := m.templates.Put(id, &bpf.XdpXdhcpTemplate{}); err != nil {
-			errs = append(errs, fmt.Errorf("freeing reply template %d: %w", id, err))
-			continue
-		}
-		delete(m.tmplID, b)
-		delete(m.tmplRefs, id)
 	}
-	kept := m.orphans[:0]
-	for _, id := range m.orphans {
-		if err := m.templates.Put(id, &bpf.XdpXdhcpTemplate{}); err != nil {
-			errs = append(errs, fmt.Errorf("freeing reply template %d: %w", id, err))
-			kept = append(kept, id)
-			continue
-		}
-		delete(m.tmplRefs, id)
-	}
-	m.orphans = kept
 	return errors.Join(errs...)
 }
 

@@ -70,7 +70,8 @@ func loadFastPath(c *config.Config, log *slog.Logger) (*fastPath, error) {
 		prog.Close()
 		return nil, err
 	}
-	s := fastSettings(c)
+	settings := fastSettings(c)
+	s := settings
 	if prog.Upgraded {
 		// The old program answers from the shared lease map until attach
 		// swaps it out, and reconcile rewrites entries for maps it lacks.
@@ -82,7 +83,7 @@ func loadFastPath(c *config.Config, log *slog.Logger) (*fastPath, error) {
 		prog.Close()
 		return nil, err
 	}
-	return &fastPath{prog: prog, maps: maps, log: log, settings: fastSettings(c)}, nil
+	return &fastPath{prog: prog, maps: maps, log: log, settings: settings}, nil
 }
 
 // reconcile makes the map agree with bbolt (DESIGN.md invariant 1): first
