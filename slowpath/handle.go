@@ -2,6 +2,8 @@ package slowpath
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"time"
@@ -116,7 +118,7 @@ func (s *Server) emit(out []Outgoing) {
 
 func (s *Server) dropped(reason string, in Incoming, err error) {
 	s.m.Dropped.WithLabelValues(reason).Inc()
-	if s.log.Enabled(nil, -4) {
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("message dropped", "reason", reason, "src", in.Src, "ifindex", in.IfIndex, "err", err)
 	}
 }
@@ -240,8 +242,18 @@ func (s *Server) availableForLocked(sub *Subnet, ip netip.Addr, r *req) bool {
 // the pool.
 func (s *Server) pickLocked(r *req) (netip.Addr, bool) {
 	sub := r.sub
-	if ip, ok := s.offerOf[r.key]; ok && sub.Prefix.Contains(ip) {
-		return ip, true // a retransmitted DISCOVER gets the same offer
+	if ip, ok := s.offerOf[r.key]; ok {
+		// A retransmitted DISCOVER gets the same offer, while it is still
+		// held for this client and still free: it may have lapsed and
+		// been bound by another client, or a reload may have moved it.
+		if o, held := s.offers[ip]; held && o.client == r.key && o.until.After(r.now) && s.availableForLocked(sub, ip, r) {
+			return ip, true
+		}
+		delete(s.offerOf, r.key)
+		if o, held := s.offers[ip]; held && o.client == r.key {
+			delete(s.offers, ip)
+			s.returnAddrLocked(ip)
+		}
 	}
 	if res, ok := r.reservation(sub); ok && s.availableForLocked(sub, res.IP, r) {
 		return res.IP, true
@@ -318,6 +330,11 @@ func (s *Server) requestLocked(r *req) ([]Outgoing, *pendingAck) {
 			return nil, nil
 		}
 		if !r.sub.Prefix.Contains(want) {
+			if !s.set.Authoritative {
+				// Another server may own that network on this link.
+				s.dropped("wrong_network", r.in, nil)
+				return nil, nil
+			}
 			return s.nakLocked(r, "wrong network"), nil
 		}
 		if l := s.leases[want]; (l == nil || l.ClientKey() != r.key) && !s.set.Authoritative {
@@ -364,13 +381,23 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 	if l == nil {
 		l = &lease.Lease{IP: ip}
 	}
-	sameClient := l.ClientKey() == r.key && l.State == lease.Active
-	if !sameClient {
+	if l.ClientKey() != r.key {
+		// The address changes hands: nothing the previous client told us
+		// (its name, vendor class, relay information, FORCERENEW key,
+		// where it lived) may be reported or reused for the new one.
+		// Times and horizons belong to the address and stay.
+		l.Hostname, l.VendorClass, l.RelayInfo, l.ForceRenewKey = "", nil, nil, nil
+		l.GIAddr, l.IfIndex, l.VLANs = netip.Addr{}, 0, [2]uint16{}
+	}
+	if l.ClientKey() != r.key || l.State != lease.Active {
 		l.Start = now
 	}
-	if o, ok := s.offers[ip]; ok && o.client == r.key {
+	if o, ok := s.offers[ip]; ok {
+		// Held for this client, or for another whose offer lapsed.
 		delete(s.offers, ip)
-		delete(s.offerOf, r.key)
+		if s.offerOf[o.client] == ip {
+			delete(s.offerOf, o.client)
+		}
 	}
 	cid, _ := p.Option(dhcpwire.OptClientID)
 	l.HWType = p.HType

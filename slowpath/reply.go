@@ -25,6 +25,8 @@ const bootpMinLen = 300
 //
 // The option order is a contract with the fast path (DESIGN.md invariant 3):
 // 53, 54, 51, 58, 59, the subnet's option block, 61 echoed, 82 echoed, END.
+// (118 is echoed before 82 too, but the fast path passes up every request
+// that carries it, so its replies never need it.)
 func (s *Server) replyTo(r *req, typ uint8, yiaddr netip.Addr, times [3]uint32, withLease bool) Outgoing {
 	p := r.p
 	h := dhcpwire.ReplyHeader(p)
@@ -73,17 +75,24 @@ func (s *Server) echoLen(p *dhcpwire.Packet, echo82 bool) int {
 	if v, ok := p.Option(dhcpwire.OptClientID); ok {
 		n += dhcpwire.OptionLen(len(v))
 	}
+	if v, ok := p.Option(dhcpwire.OptSubnetSelection); ok {
+		n += dhcpwire.OptionLen(len(v))
+	}
 	if v, ok := p.Option(dhcpwire.OptRelayAgentInfo); ok && echo82 {
 		n += dhcpwire.OptionLen(len(v))
 	}
 	return n
 }
 
-// appendEcho copies the client identifier (RFC 6842) and the relay agent
-// information (RFC 3046, always last) from the request.
+// appendEcho copies the client identifier (RFC 6842), the subnet
+// selection option (RFC 3011 §3: returned whether or not it was asked for)
+// and the relay agent information (RFC 3046, always last) from the request.
 func (s *Server) appendEcho(b []byte, p *dhcpwire.Packet, echo82 bool) []byte {
 	if v, ok := p.Option(dhcpwire.OptClientID); ok {
 		b = dhcpwire.AppendOption(b, dhcpwire.OptClientID, v)
+	}
+	if v, ok := p.Option(dhcpwire.OptSubnetSelection); ok {
+		b = dhcpwire.AppendOption(b, dhcpwire.OptSubnetSelection, v)
 	}
 	if v, ok := p.Option(dhcpwire.OptRelayAgentInfo); ok && echo82 {
 		b = dhcpwire.AppendOption(b, dhcpwire.OptRelayAgentInfo, v)
@@ -157,6 +166,16 @@ func (s *Server) addressed(r *req, typ uint8, yiaddr netip.Addr, payload []byte)
 	case typ == dhcpwire.Ack && yiaddr.IsUnspecified() && !p.CIAddr.IsUnspecified():
 		// DHCPINFORM: straight to the client, even when relayed.
 		o.Dst = netip.AddrPortFrom(p.CIAddr, 68)
+	case typ == dhcpwire.Ack && yiaddr.IsUnspecified() && p.GIAddr.IsUnspecified():
+		// A DHCPINFORM without ciaddr (RFC 2131 says the client fills it
+		// in; some do not): answer the address it came from, else
+		// broadcast, since yiaddr gives no address to unicast to.
+		if a := r.in.Src.Addr(); a.IsValid() && !a.IsUnspecified() && !isBroadcast(a) {
+			o.Dst = netip.AddrPortFrom(a, 68)
+		} else {
+			o.Dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), 68)
+			o.HWDst = broadcastHW
+		}
 	case !p.GIAddr.IsUnspecified():
 		port := uint16(67)
 		if _, ok := p.RelaySubOption(dhcpwire.SubOptRelaySourcePrt); ok && r.in.Src.Port() != 0 {

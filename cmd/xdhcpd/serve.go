@@ -69,10 +69,16 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
 	storeDone := make(chan error, 1)
 	go func() { storeDone <- st.Run(storeCtx) }()
+	// The packet socket closes only after the last commit: the ACKs of
+	// commits still in flight at SIGTERM go out through it.
+	var conn *pktio.Conn
 	defer func() {
 		stopStore()
 		if err := <-storeDone; err != nil {
 			log.Error("lease store", "err", err)
+		}
+		if conn != nil {
+			conn.Close()
 		}
 	}()
 
@@ -80,11 +86,9 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	conn, err := pktio.Listen(ctx, dhcpPort, log)
-	if err != nil {
+	if conn, err = pktio.Listen(ctx, dhcpPort, log); err != nil {
 		return err
 	}
-	defer conn.Close()
 
 	var fp *fastPath
 	var fastIface slowpath.FastPath

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -95,9 +96,11 @@ func (c *Conn) Close() error {
 }
 
 // Serve reads datagrams in batches and hands each to handle until ctx ends
-// or the socket is closed.
+// or the socket is closed. Ending ctx stops the reading only: replies to
+// requests whose leases are still being committed can go out afterwards,
+// until Close.
 func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error {
-	stop := context.AfterFunc(ctx, func() { c.udp.Close() })
+	stop := context.AfterFunc(ctx, func() { c.udp.SetReadDeadline(time.Now()) })
 	defer stop()
 	msgs := make([]ipv4.Message, batch)
 	bufs := make([][]byte, batch)

@@ -1,9 +1,15 @@
 package pktio
 
 import (
+	"context"
 	"encoding/binary"
+	"net"
 	"net/netip"
+	"os"
 	"testing"
+	"time"
+
+	"github.com/xdhcp/xdhcp/slowpath"
 )
 
 func TestAppendIPv4UDPChecksums(t *testing.T) {
@@ -29,5 +35,44 @@ func TestAppendIPv4UDPChecksums(t *testing.T) {
 		if fold(sum(p[20:], ps)) != 0xffff {
 			t.Fatal("UDP checksum does not verify")
 		}
+	}
+}
+
+// After Serve stops (SIGTERM), the replies of commits still in flight must
+// still leave: the daemon closes the socket only after the store drains.
+func TestSendAfterServeStops(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: Listen opens an AF_PACKET socket")
+	}
+	c, err := Listen(context.Background(), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Serve(ctx, func(slowpath.Incoming) {}) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve after cancel: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after its context ended")
+	}
+
+	c.Send([]slowpath.Outgoing{{Payload: []byte("late ack"), Dst: peer.LocalAddr().(*net.UDPAddr).AddrPort()}})
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	n, err := peer.Read(buf)
+	if err != nil || string(buf[:n]) != "late ack" {
+		t.Fatalf("reply sent after Serve stopped: got %q, %v", buf[:n], err)
 	}
 }
