@@ -145,7 +145,13 @@ func (v *validator) build(r *rawConfig) *Config {
 	}
 	s.Authoritative = rs.Authoritative == nil || *rs.Authoritative
 	s.OfferHold = v.duration("server.offer-hold", rs.OfferHold, 10*time.Second)
+	if rs.OfferHold != "" && s.OfferHold < time.Second {
+		v.add("server.offer-hold", "%v is too short (minimum 1s): an address offered to one client could be offered to the next before the first asks for it", s.OfferHold)
+	}
 	s.DeclineHold = v.duration("server.decline-hold", rs.DeclineHold, 24*time.Hour)
+	if rs.DeclineHold != "" && s.DeclineHold < time.Second {
+		v.add("server.decline-hold", "%v is too short (minimum 1s): a declined address, in use by someone, would be handed out again at once", s.DeclineHold)
+	}
 	s.CommitMaxDelay = v.duration("server.commit-max-delay", rs.CommitMaxDelay, 2*time.Millisecond)
 	if s.CommitMaxDelay > time.Second {
 		v.add("server.commit-max-delay", "%v is too long: every ACK waits for it", s.CommitMaxDelay)
@@ -164,6 +170,7 @@ func (v *validator) build(r *rawConfig) *Config {
 		v.add("subnets", "at least one subnet is required")
 	}
 	v.overlaps(c.Subnets)
+	v.sharedRelays(c.Subnets)
 
 	f := &c.Fastpath
 	rf := r.Fastpath
@@ -324,8 +331,23 @@ func (v *validator) subnet(path string, r *rawSubnet) Subnet {
 		s.Pools = append(s.Pools, pool)
 	}
 	s.Options = v.options(path+".options", &r.Options, s.Prefix)
-	s.Reservations = v.reservations(path+".reservations", r.Reservations, s.Prefix)
+	s.Reservations = v.reservations(path+".reservations", r.Reservations, s.Prefix, s.ServerID)
 	return s
+}
+
+// sharedRelays refuses a relay address listed under two subnets: requests
+// through it would be served from whichever subnet was read last.
+func (v *validator) sharedRelays(subs []Subnet) {
+	seen := map[netip.Addr]int{}
+	for i, s := range subs {
+		for j, a := range s.Relays {
+			if k, ok := seen[a]; ok && k != i {
+				v.add(fmt.Sprintf("subnets[%d].relays[%d]", i, j), "%s is already a relay of subnets[%d]", a, k)
+				continue
+			}
+			seen[a] = i
+		}
+	}
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {
@@ -389,7 +411,7 @@ func (v *validator) overlaps(subs []Subnet) {
 	}
 }
 
-func (v *validator) reservations(path string, rs []rawReservation, pfx netip.Prefix) []Reservation {
+func (v *validator) reservations(path string, rs []rawReservation, pfx netip.Prefix, serverID netip.Addr) []Reservation {
 	var out []Reservation
 	byIP := map[netip.Addr]bool{}
 	byClient := map[string]bool{}
@@ -423,6 +445,14 @@ func (v *validator) reservations(path string, rs []rawReservation, pfx netip.Pre
 		}
 		if pfx.IsValid() && !pfx.Contains(res.IP) {
 			v.add(p+".ip", "%s is outside subnet %s", res.IP, pfx)
+			continue
+		}
+		if pfx.IsValid() && pfx.Bits() < 31 && (res.IP == pfx.Addr() || res.IP == lastAddr(pfx)) {
+			v.add(p+".ip", "%s is the network or broadcast address of %s", res.IP, pfx)
+			continue
+		}
+		if res.IP == serverID {
+			v.add(p+".ip", "%s is the subnet's server-id", res.IP)
 			continue
 		}
 		key := string(res.HWAddr) + "|" + string(res.ClientID)

@@ -131,6 +131,13 @@ func TestProblems(t *testing.T) {
 		{"requesters", base + "leasequery:\n  enabled: true\n  requesters: [banana]\n", []string{"leasequery.requesters[0]: \"banana\" is not an IPv4 prefix"}},
 		{"metrics listen", strings.Replace(base, "  state-dir:", "  metrics-listen: nowhere\n  state-dir:", 1), []string{"server.metrics-listen: \"nowhere\" is not host:port"}},
 		{"duplicate interface", strings.Replace(base, "[veth-srv]", "[veth-srv, veth-srv]", 1), []string{"server.interfaces[1]: interface \"veth-srv\" listed twice"}},
+		{"reservation on broadcast", base + "    reservations:\n      - {hw-address: 02:00:00:00:00:01, ip: 10.77.0.255}\n", []string{"reservations[0].ip: 10.77.0.255 is the network or broadcast address of 10.77.0.0/24"}},
+		{"reservation on server-id", base + "    server-id: 10.77.0.1\n    reservations:\n      - {hw-address: 02:00:00:00:00:01, ip: 10.77.0.1}\n", []string{"reservations[0].ip: 10.77.0.1 is the subnet's server-id"}},
+		{"relay in two subnets", base + "    relays: [10.78.0.1]\n  - subnet: 10.78.0.0/16\n    relays: [10.78.0.1]\n", []string{"subnets[1].relays[0]: 10.78.0.1 is already a relay of subnets[0]"}},
+		{"offer-hold zero", strings.Replace(base, "  state-dir:", "  offer-hold: 0s\n  state-dir:", 1), []string{"x.yaml:3: server.offer-hold: 0s is too short"}},
+		{"decline-hold zero", strings.Replace(base, "  state-dir:", "  decline-hold: 0s\n  state-dir:", 1), []string{"server.decline-hold: 0s is too short"}},
+		{"domain-name list", base + "    options:\n      domain-name: example.net example.org\n", []string{"options.domain-name: \"example.net example.org\" is not one domain name"}},
+		{"domain-name empty label", base + "    options:\n      domain-name: example..net\n", []string{"options.domain-name: \"example..net\" has an empty or over-long label"}},
 		{"empty", "", []string{"empty configuration"}},
 		{"yaml syntax", "server: [\n", []string{"x.yaml:"}},
 	} {

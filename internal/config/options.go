@@ -46,7 +46,13 @@ func (v *validator) options(path string, o *rawOptions, pfx netip.Prefix) []Opti
 	addOpt(optRouters, v.addrList(path+".routers", o.Routers))
 	addOpt(optDNS, v.addrList(path+".dns-servers", o.DNSServers))
 	if o.DomainName != "" {
-		addOpt(optDomainName, []byte(o.DomainName))
+		if _, err := encodeName(o.DomainName); err != nil {
+			v.add(path+".domain-name", "%v", err)
+		} else if strings.ContainsAny(o.DomainName, " \t,;") {
+			v.add(path+".domain-name", "%q is not one domain name (a list of domains goes in domain-search)", o.DomainName)
+		} else {
+			addOpt(optDomainName, []byte(o.DomainName))
+		}
 	}
 	if len(o.DomainSearch) > 0 {
 		var b []byte

@@ -68,14 +68,27 @@ func NewServer(path string, handlers map[string]Handler, log *slog.Logger) (*Ser
 		c.Close()
 		return nil, fmt.Errorf("control socket %s: another daemon is listening", path)
 	}
-	_ = os.Remove(path)
-	ln, err := net.Listen("unix", path)
+	// The socket is made 0600 inside a fresh 0700 directory and only then
+	// moved into place, so that even in a shared directory nobody can
+	// connect in the moment between creating it and restricting it.
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".xdhcpd-ctl-")
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	defer os.RemoveAll(tmp)
+	ln, err := net.Listen("unix", filepath.Join(tmp, "s"))
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // Serve removes path itself
+	if err := os.Chmod(filepath.Join(tmp, "s"), 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("control socket permissions: %w", err)
+	}
+	_ = os.Remove(path)
+	if err := os.Rename(filepath.Join(tmp, "s"), path); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -63,6 +63,12 @@ func TestSocketIsOwnerOnly(t *testing.T) {
 	if dst.Mode().Perm() != 0o700 {
 		t.Fatalf("directory mode %v, want 0700", dst.Mode().Perm())
 	}
+	// The socket is created elsewhere and moved in; nothing may be left
+	// of the place it was made in.
+	ents, _ := os.ReadDir(filepath.Dir(path))
+	if len(ents) != 1 || ents[0].Name() != filepath.Base(path) {
+		t.Fatalf("socket directory holds %v, want only the socket", ents)
+	}
 }
 
 func TestGarbageGetsAnErrorAndTheServerLives(t *testing.T) {
