@@ -44,6 +44,12 @@ func (s *Server) Handle(in Incoming) {
 		return
 	}
 	s.m.message(mt).Inc()
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		// Where a message came from and was sent to tells a renewal
+		// (unicast) from a rebinding (broadcast) when troubleshooting.
+		s.log.Debug("message", "type", dhcpwire.MessageName(mt), "xid", p.XID, "chaddr", net.HardwareAddr(p.CHAddr()),
+			"ciaddr", p.CIAddr, "giaddr", p.GIAddr, "src", in.Src, "dst", in.Dst, "ifindex", in.IfIndex)
+	}
 	cid, _ := p.Option(dhcpwire.OptClientID)
 	if len(cid) == 1 { // RFC 2132 §9.14: type byte plus at least one byte
 		s.dropped("malformed", in, errShortClientID)

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -248,6 +250,47 @@ func (l *lab) unblockUnicastToServer(c *netns.NS, ifname string) {
 	l.sh(c, "ip neigh del 10.77.0.1 dev "+ifname+" 2>/dev/null || true")
 }
 
+// debugLog turns the daemon's log level to debug by a reload, so that
+// each message it receives is logged with its source and destination.
+func (l *lab) debugLog() {
+	l.t.Helper()
+	cfg, err := os.ReadFile(l.cfgPath)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	os.WriteFile(l.cfgPath, bytes.Replace(cfg, []byte("server:\n"), []byte("server:\n  log-level: debug\n"), 1), 0o600)
+	n := strings.Count(l.daemon.Output(), "configuration reloaded")
+	l.daemon.Signal(sigHUP)
+	waitOutputCount(l.t, l.daemon, "configuration reloaded", n+1, 5*time.Second)
+}
+
+// waitMessage waits for the daemon's debug log to show a received message
+// with all the given key=value fields, after the first skip bytes of its
+// output, and returns where that line ends.
+func (l *lab) waitMessage(skip int, timeout time.Duration, fields ...string) int {
+	l.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		out := l.daemon.Output()
+		at := skip
+		for _, line := range strings.SplitAfter(out[min(skip, len(out)):], "\n") {
+			at += len(line)
+			if !strings.Contains(line, "msg=message ") {
+				continue
+			}
+			if !slices.ContainsFunc(fields, func(f string) bool {
+				return !strings.Contains(line, " "+f+" ") && !strings.HasSuffix(strings.TrimSpace(line), " "+f)
+			}) {
+				return at
+			}
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("no message with %v in the server log within %v:\n%s", fields, timeout, out[min(skip, len(out)):])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func inPool(ip string) bool {
 	a, err := netip.ParseAddr(ip)
 	return err == nil && !a.Less(netip.MustParseAddr("10.77.0.100")) && !netip.MustParseAddr("10.77.0.149").Less(a)
@@ -280,10 +323,13 @@ func TestUdhcpc(t *testing.T) {
 	}
 
 	// Renew: SIGUSR1 makes udhcpc renew at once, unicast to the server.
+	l.debugLog()
 	acks := l.metric(`xdhcp_slowpath_replies_total{type="ack"}`)
+	mark := len(l.daemon.Output())
 	t1 := time.Now()
 	p.Signal(sigUSR1)
 	l.waitLease(mac, "active", t1, 10*time.Second)
+	mark = l.waitMessage(mark, 5*time.Second, "type=request", "ciaddr="+li.IP, "dst=10.77.0.1")
 	l.waitClientFile(p, envFile, "renew ip="+li.IP, 10*time.Second)
 	if got := l.metric(`xdhcp_slowpath_replies_total{type="ack"}`); got <= acks {
 		t.Fatalf("renewal: ACK count %v -> %v", acks, got)
@@ -296,6 +342,7 @@ func TestUdhcpc(t *testing.T) {
 	if li2, _ := l.leaseFor(mac); li2.IP != li.IP {
 		t.Fatalf("rebind changed the address %s -> %s", li.IP, li2.IP)
 	}
+	l.waitMessage(mark, 5*time.Second, "type=request", "ciaddr="+li.IP, "dst=255.255.255.255")
 
 	// Release: SIGUSR2. udhcpc unicasts RELEASE to the server (RFC 2131
 	// §4.4.6), so the server must be reachable again first; with the
@@ -309,7 +356,7 @@ func TestUdhcpc(t *testing.T) {
 
 func TestDhcpcd(t *testing.T) {
 	needTools(t, "dhcpcd", "curl")
-	l := newLab(t, "10m")
+	l := newLab(t, "30s") // T1 15s, T2 26s
 	const mac = "02:00:00:00:02:01"
 	c := l.client("dc1", mac)
 	t0 := time.Now()
@@ -334,16 +381,25 @@ func TestDhcpcd(t *testing.T) {
 			t.Fatalf("dhcpcd lease lacks %s:\n%s", w, vars)
 		}
 	}
+	// Renew (-N): a REQUEST from the leased address, unicast to the server.
+	l.debugLog()
+	mark := len(l.daemon.Output())
 	t1 := time.Now()
 	l.sh(c, "dhcpcd -4 -N dc1")
 	l.waitLease(mac, "active", t1, 10*time.Second)
+	mark = l.waitMessage(mark, 5*time.Second, "type=request", "ciaddr="+li.IP, "dst=10.77.0.1")
+	// Rebind: with unicast to the server blocked, the renewal at T1 is
+	// lost and dhcpcd broadcasts from its address at T2 (RFC 2131 §4.4.5).
+	l.blockUnicastToServer(c, "dc1")
 	t2 := time.Now()
-	l.sh(c, "dhcpcd -4 -n dc1")
-	if li2 := l.waitLease(mac, "active", t2, 10*time.Second); li2.IP != li.IP {
+	if li2 := l.waitLease(mac, "active", t2.Add(5*time.Second), 40*time.Second); li2.IP != li.IP {
 		t.Fatalf("rebind moved %s -> %s", li.IP, li2.IP)
 	}
-	// dhcpcd -k sends the RELEASE, then sometimes reports that its daemon
-	// was slow to exit; the server's record is what matters here.
+	l.waitMessage(mark, 5*time.Second, "type=request", "ciaddr="+li.IP, "dst=255.255.255.255")
+	// dhcpcd -k sends the RELEASE (unicast: lift the block), then sometimes
+	// reports that its daemon was slow to exit; the server's record is
+	// what matters here.
+	l.unblockUnicastToServer(c, "dc1")
 	time.Sleep(time.Second) // let dhcpcd finish processing the rebind's ACK
 	c.Exec(context.Background(), "dhcpcd", "-4", "-k", "dc1")
 	l.waitLease(mac, "released|free", t2, 10*time.Second)
@@ -605,7 +661,14 @@ func TestCtlLeasesJSON(t *testing.T) {
 	if _, err := time.Parse(time.RFC3339, ls[0]["expires"].(string)); err != nil || ls[0]["hostname"] != "cpe-j1" {
 		t.Fatalf("lease %v", ls[0])
 	}
-	for _, key := range []string{ls[0]["ip"].(string), "02:00:00:00:08:01"} {
+	cid, _ := ls[0]["client-id"].(string)
+	if !strings.HasPrefix(cid, "01:02:00:00:00:08:01") {
+		t.Fatalf("udhcpc sends client-id 01+MAC; lease shows %q", cid)
+	}
+	if n := l.metric(`xdhcp_pool_addresses{state="active",subnet="10.77.0.0/24"}`); n != 1 {
+		t.Fatalf("xdhcp_pool_addresses active = %v, want 1", n)
+	}
+	for _, key := range []string{ls[0]["ip"].(string), "02:00:00:00:08:01", cid} {
 		out, err := exec.Command(l.ctl, "--socket", l.sock, "lease", "get", key).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), ls[0]["ip"].(string)) {
 			t.Fatalf("lease get %s: %v\n%s", key, err, out)
@@ -613,6 +676,31 @@ func TestCtlLeasesJSON(t *testing.T) {
 	}
 	if out, err := exec.Command(l.ctl, "--socket", l.sock, "lease", "get", "not-a-key").CombinedOutput(); err == nil || !strings.Contains(string(out), "not an IP address") {
 		t.Fatalf("bad key: %v %s", err, out)
+	}
+}
+
+func TestCheckConfigCLI(t *testing.T) {
+	xdhcpd, _ := binaries(t)
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("server:\n  interfaces: [eth0]\n  state-dir: /tmp/x\nsubnets:\n  - subnet: 10.77.0.0/24\n    pools: [10.77.0.100-10.77.1.5]\n    lease-tim: 1h\n"), 0o600)
+	out, err := exec.Command(xdhcpd, "check-config", "--config", bad).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("check-config on a bad file: %v, want exit status 1\n%s", err, out)
+	}
+	for _, w := range []string{bad + ":6: subnets[0].pools[0]: 10.77.0.100-10.77.1.5 is outside subnet 10.77.0.0/24", bad + ":7: subnets[0].lease-tim: unknown key"} {
+		if !strings.Contains(string(out), w) {
+			t.Errorf("check-config output lacks %q:\n%s", w, out)
+		}
+	}
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("server:\n  interfaces: [eth0]\n  state-dir: /tmp/x\nsubnets:\n  - subnet: 10.77.0.0/24\n    pools: [10.77.0.100-10.77.0.150]\n"), 0o600)
+	if out, err := exec.Command(xdhcpd, "check-config", "--config", good).CombinedOutput(); err != nil {
+		t.Fatalf("check-config on a good file: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(xdhcpd, "check-config", "--config", filepath.Join(dir, "missing.yaml")).CombinedOutput(); err == nil || !strings.Contains(string(out), "missing.yaml") {
+		t.Fatalf("check-config on a missing file: %v\n%s", err, out)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -159,6 +160,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	v.walk(root.Content[0], "")
 	v.checkKeys(root.Content[0], reflect.TypeOf(rawConfig{}), "")
 	var raw rawConfig
+	decodeFrom := len(v.problems)
 	if err := root.Content[0].Decode(&raw); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
@@ -169,9 +171,11 @@ func Parse(name string, data []byte) (*Config, error) {
 			v.addLine(yamlLine(err), "(file)", err.Error())
 		}
 	}
-	if len(v.problems) > 0 {
-		return nil, v.err()
+	if len(v.problems) > decodeFrom {
+		return nil, v.err() // values of the wrong type: nothing to check them against
 	}
+	// Unknown keys alone do not stop the checks: every problem in the
+	// file is reported in one go.
 	c := v.build(&raw)
 	if len(v.problems) > 0 {
 		return nil, v.err()
@@ -200,6 +204,7 @@ func (v *validator) err() error {
 	if len(v.problems) == 0 {
 		return nil
 	}
+	slices.SortStableFunc(v.problems, func(a, b Problem) int { return a.Line - b.Line })
 	return &Errors{v.problems}
 }
 

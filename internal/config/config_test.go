@@ -169,6 +169,17 @@ subnets:
 	}
 }
 
+func TestUnknownKeyDoesNotHideOtherProblems(t *testing.T) {
+	_, err := Parse("x.yaml", []byte(base+"    lease-tim: 1h\n    t1: 2h\n"))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	want := "x.yaml:8: subnets[0].lease-tim: unknown key (did you mean \"lease-time\"?)\nx.yaml:9: subnets[0].t1: T1 (2h0m0s) must be positive and shorter than T2"
+	if !strings.Contains(err.Error(), want) {
+		t.Fatalf("want both problems, in line order:\n%s\ngot:\n%s", want, err)
+	}
+}
+
 func TestLoadMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
 	if err == nil || !strings.Contains(err.Error(), "nope.yaml:0: (file):") {
