@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,7 +31,9 @@ func leasequery(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	remoteID := fs.String("remote-id", "", "bulk: query by remote-id, 82.2 (hex)")
 	bulk := fs.Bool("bulk", false, "RFC 6926 bulk leasequery over TCP")
 	asJSON := fs.Bool("json", false, "print JSON")
-	timeout := fs.Duration("wait", 3*time.Second, "how long to wait for answers")
+	timeout := fs.Duration("wait", 3*time.Second, "how long to wait for the answer; with --bulk, for each next reply (a long answer may take longer in all)")
+	start := fs.String("start-time", "", "bulk: only bindings that changed at or after this time (RFC 3339 or unix seconds)")
+	end := fs.String("end-time", "", "bulk: only bindings that changed at or before this time (RFC 3339 or unix seconds)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -74,11 +77,23 @@ func leasequery(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			return bad("--%s %q is not 1 to 255 bytes of hex", f.name, f.val)
 		}
 	}
+	for _, f := range []struct {
+		name, val string
+		dst       *time.Time
+	}{{"start-time", *start, &q.Start}, {"end-time", *end, &q.End}} {
+		if f.val == "" {
+			continue
+		}
+		if *f.dst, err = parseTime(f.val); err != nil {
+			return bad("--%s: %v", f.name, err)
+		}
+	}
 	if _, err := q.Message(*bulk); err != nil {
 		return bad("%v", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
+	if *timeout <= 0 {
+		return bad("--wait must be positive")
+	}
 	print := func(r *lqclient.Reply) error {
 		if *asJSON {
 			b, _ := json.Marshal(r)
@@ -89,8 +104,11 @@ func leasequery(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return nil
 	}
 	if *bulk {
+		q.Idle = *timeout
 		err = lqclient.Bulk(ctx, q, print)
 	} else {
+		ctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
 		var r *lqclient.Reply
 		if r, err = lqclient.UDP(ctx, q); err == nil {
 			err = print(r)
@@ -101,6 +119,18 @@ func leasequery(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return 1
 	}
 	return 0
+}
+
+// parseTime reads an RFC 3339 time or unix seconds.
+func parseTime(s string) (time.Time, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.Unix(n, 0), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither RFC 3339 nor unix seconds", s)
+	}
+	return t, nil
 }
 
 func parseServer(s string) (netip.AddrPort, error) {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -30,6 +31,13 @@ type Query struct {
 	RelayID  []byte // bulk only (82.12)
 	RemoteID []byte // bulk only (82.2)
 	XID      uint32
+	// Start and End, when set, ask only for bindings that changed in that
+	// window (bulk only: options 154 and 155).
+	Start, End time.Time
+	// Idle, for bulk queries, is how long to wait for each next reply
+	// before giving up (default 3 s). A long answer may take much longer
+	// in all; the context's deadline, if any, still bounds the whole.
+	Idle time.Duration
 }
 
 // Reply is one answer, decoded.
@@ -40,6 +48,9 @@ type Reply struct {
 	HWAddr        string       `json:"hw-address,omitempty"`
 	ClientID      string       `json:"client-id,omitempty"`
 	ServerID      string       `json:"server-id,omitempty"`
+	BaseTime      *uint32      `json:"base-time,omitempty"`
+	State         string       `json:"state,omitempty"`
+	StateFor      *uint32      `json:"seconds-in-state,omitempty"`
 	LeaseTime     *uint32      `json:"lease-time-remaining,omitempty"`
 	T1            *uint32      `json:"t1-remaining,omitempty"`
 	T2            *uint32      `json:"t2-remaining,omitempty"`
@@ -74,6 +85,17 @@ func (q Query) Message(bulk bool) ([]byte, error) {
 	if bulk && q.IP.IsValid() {
 		return nil, errors.New("bulk leasequery has no query by IP (RFC 6926)")
 	}
+	if !bulk && (!q.Start.IsZero() || !q.End.IsZero()) {
+		return nil, errors.New("start and end times are for bulk (TCP) queries only")
+	}
+	for _, t := range []time.Time{q.Start, q.End} {
+		if !t.IsZero() && (t.Unix() < 0 || t.Unix() > math.MaxInt32) {
+			return nil, fmt.Errorf("time %s does not fit a leasequery time option", t.Format(time.RFC3339))
+		}
+	}
+	if !q.Start.IsZero() && !q.End.IsZero() && q.Start.After(q.End) {
+		return nil, errors.New("start time after end time")
+	}
 	if len(q.MAC) > 16 {
 		return nil, fmt.Errorf("hardware address of %d bytes", len(q.MAC))
 	}
@@ -104,6 +126,12 @@ func (q Query) Message(bulk bool) ([]byte, error) {
 	}
 	if ri != nil {
 		b = dhcpwire.AppendOption(b, dhcpwire.OptRelayAgentInfo, ri)
+	}
+	if !q.Start.IsZero() {
+		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptQueryStartTime, uint32(q.Start.Unix()))
+	}
+	if !q.End.IsZero() {
+		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptQueryEndTime, uint32(q.End.Unix()))
 	}
 	b = append(b, dhcpwire.OptEnd)
 	return b, nil
@@ -176,29 +204,56 @@ func BulkRaw(ctx context.Context, q Query, fn func(m []byte) (last bool, err err
 		return fmt.Errorf("connecting to %s: %w", q.Server, err)
 	}
 	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
+	// The context ends the stream whenever it ends; deadlines only time
+	// out single reads, so a long answer that keeps coming is read whole.
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	idle := q.Idle
+	if idle <= 0 {
+		idle = 3 * time.Second
 	}
+	c.SetWriteDeadline(time.Now().Add(idle))
 	if _, err := c.Write(Frame(msg)); err != nil {
-		return fmt.Errorf("sending the query: %w", err)
+		return fmt.Errorf("sending the query: %w", ctxErr(ctx, err))
 	}
-	r := bufio.NewReaderSize(c, 64<<10)
+	r := bufio.NewReaderSize(&idleReader{c: c, idle: idle}, 64<<10)
 	buf := make([]byte, 0, 1500)
 	for {
 		var l [2]byte
 		if _, err := io.ReadFull(r, l[:]); err != nil {
-			return fmt.Errorf("reading replies: %w", err)
+			return fmt.Errorf("reading replies: %w", ctxErr(ctx, err))
 		}
 		n := int(binary.BigEndian.Uint16(l[:]))
 		buf = slices.Grow(buf[:0], n)[:n]
 		if _, err := io.ReadFull(r, buf); err != nil {
-			return fmt.Errorf("reading replies: %w", err)
+			return fmt.Errorf("reading replies: %w", ctxErr(ctx, err))
 		}
 		last, err := fn(buf)
 		if err != nil || last {
 			return err
 		}
 	}
+}
+
+// idleReader gives every read its own deadline: the server may take as
+// long as it likes in all, but not between two pieces of its answer.
+type idleReader struct {
+	c    net.Conn
+	idle time.Duration
+}
+
+func (r *idleReader) Read(b []byte) (int, error) {
+	r.c.SetReadDeadline(time.Now().Add(r.idle))
+	return r.c.Read(b)
+}
+
+// ctxErr reports the context's end rather than the deadline it forced on
+// the connection.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return err
 }
 
 // Frame prefixes a message with its length (RFC 6926 §6.1).
@@ -243,6 +298,10 @@ func Decode(b []byte) (*Reply, error) {
 		return nil
 	}
 	r.LeaseTime, r.T1, r.T2, r.SinceLast = u32(dhcpwire.OptLeaseTime), u32(dhcpwire.OptRenewalTime), u32(dhcpwire.OptRebindingTime), u32(dhcpwire.OptCLTT)
+	r.BaseTime, r.StateFor = u32(dhcpwire.OptBaseTime), u32(dhcpwire.OptStartTimeOfState)
+	if v, ok := p.Option(dhcpwire.OptDHCPState); ok && len(v) == 1 {
+		r.State = StateName(v[0])
+	}
 	if v, ok := p.Option(dhcpwire.OptServerID); ok && len(v) == 4 {
 		r.ServerID = netip.AddrFrom4([4]byte(v)).String()
 	}
@@ -266,6 +325,17 @@ func Decode(b []byte) (*Reply, error) {
 	return r, nil
 }
 
+// stateNames are RFC 6926's dhcp-state values (option 156), from 1.
+var stateNames = []string{"available", "active", "expired", "released", "abandoned", "reset", "remote", "transitioning"}
+
+// StateName names an RFC 6926 dhcp-state value.
+func StateName(v uint8) string {
+	if v >= 1 && int(v) <= len(stateNames) {
+		return stateNames[v-1]
+	}
+	return fmt.Sprintf("state-%d", v)
+}
+
 func colonHex(b []byte) string {
 	s := make([]string, len(b))
 	for i, x := range b {
@@ -286,6 +356,10 @@ func (r *Reply) String() string {
 	add("ip", r.IP)
 	add("hw", r.HWAddr)
 	add("client-id", r.ClientID)
+	add("state", r.State)
+	if r.StateFor != nil {
+		add("in-state-for", (time.Duration(*r.StateFor) * time.Second).String())
+	}
 	if r.LeaseTime != nil {
 		add("remaining", (time.Duration(*r.LeaseTime) * time.Second).String())
 	}

@@ -1,0 +1,166 @@
+package lqclient
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+)
+
+// reply renders a leasequery reply of type typ with extra options.
+func reply(xid uint32, typ uint8, ip string, opts ...[]byte) []byte {
+	h := dhcpwire.Header{Op: dhcpwire.BootReply, XID: xid}
+	if ip != "" {
+		h.CIAddr = netip.MustParseAddr(ip)
+	}
+	b := dhcpwire.AppendHeader(nil, h)
+	b = append(b, dhcpwire.OptMessageType, 1, typ)
+	for _, o := range opts {
+		b = append(b, o...)
+	}
+	return append(b, dhcpwire.OptEnd)
+}
+
+// fakeServer accepts one connection, reads one query and hands it and
+// the connection to serve, which plays the server.
+func fakeServer(t *testing.T, serve func(c net.Conn, query []byte)) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		q, err := ReadFrame(c)
+		if err != nil {
+			t.Errorf("fake server: reading the query: %v", err)
+			return
+		}
+		serve(c, q)
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func TestBulkWaitIsPerReplyNotForTheWholeStream(t *testing.T) {
+	const n, gap = 8, 150 * time.Millisecond
+	addr := fakeServer(t, func(c net.Conn, q []byte) {
+		xid := binary.BigEndian.Uint32(q[4:8])
+		for i := range n {
+			time.Sleep(gap)
+			c.Write(Frame(reply(xid, dhcpwire.LeaseActive, fmt.Sprintf("10.0.0.%d", i+1))))
+		}
+		c.Write(Frame(reply(xid, dhcpwire.LeaseQueryDone, "")))
+	})
+	var got []string
+	start := time.Now()
+	err := Bulk(context.Background(), Query{Server: addr, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, XID: 42, Idle: 500 * time.Millisecond},
+		func(r *Reply) error { got = append(got, r.Type); return nil })
+	if err != nil {
+		t.Fatalf("a stream of %v in all, with no gap over the idle time of 500ms: %v", time.Since(start), err)
+	}
+	if len(got) != n+1 || got[n] != "leasequerydone" {
+		t.Fatalf("replies %v", got)
+	}
+	if took := time.Since(start); took < n*gap {
+		t.Fatalf("stream took %v: the fake server did not pace it", took)
+	}
+}
+
+func TestBulkGivesUpWhenTheServerFallsSilent(t *testing.T) {
+	addr := fakeServer(t, func(c net.Conn, q []byte) {
+		c.Write(Frame(reply(binary.BigEndian.Uint32(q[4:8]), dhcpwire.LeaseActive, "10.0.0.1")))
+		io.Copy(io.Discard, c) // then nothing, until the client hangs up
+	})
+	n := 0
+	start := time.Now()
+	err := Bulk(context.Background(), Query{Server: addr, RelayID: []byte("r"), XID: 1, Idle: 200 * time.Millisecond},
+		func(r *Reply) error { n++; return nil })
+	if !errors.Is(err, os.ErrDeadlineExceeded) || n != 1 {
+		t.Fatalf("after one reply and silence: %d replies, err %v", n, err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("gave up after %v, want about the 200ms idle time", took)
+	}
+}
+
+func TestBulkEndsWithTheContext(t *testing.T) {
+	addr := fakeServer(t, func(c net.Conn, q []byte) {
+		xid := binary.BigEndian.Uint32(q[4:8])
+		for range 20 {
+			c.Write(Frame(reply(xid, dhcpwire.LeaseActive, "10.0.0.1")))
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := Bulk(ctx, Query{Server: addr, RelayID: []byte("r"), Idle: 10 * time.Second}, func(*Reply) error { return nil })
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want the context's deadline, got %v", err)
+	}
+}
+
+func TestMessageTimeWindow(t *testing.T) {
+	from, to := time.Unix(1_800_000_000, 0), time.Unix(1_800_000_600, 0)
+	m, err := Query{RemoteID: []byte{1, 2}, Start: from, End: to}.Message(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p dhcpwire.Packet
+	if err := p.Parse(m); err != nil {
+		t.Fatal(err)
+	}
+	for code, want := range map[uint8]uint32{dhcpwire.OptQueryStartTime: 1_800_000_000, dhcpwire.OptQueryEndTime: 1_800_000_600} {
+		if v, ok := p.Option(code); !ok || len(v) != 4 || binary.BigEndian.Uint32(v) != want {
+			t.Errorf("option %d: %x, want %d", code, v, want)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		q    Query
+		bulk bool
+	}{
+		{"window on UDP", Query{IP: netip.MustParseAddr("10.0.0.1"), Start: from}, false},
+		{"start after end", Query{RemoteID: []byte{1}, Start: to, End: from}, true},
+		{"before 1970", Query{RemoteID: []byte{1}, Start: time.Unix(-5, 0)}, true},
+	} {
+		if _, err := tc.q.Message(tc.bulk); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+}
+
+func TestDecodeUnassignedWithState(t *testing.T) {
+	u32 := func(code uint8, v uint32) []byte { return dhcpwire.AppendUint32Option(nil, code, v) }
+	r, err := Decode(reply(7, dhcpwire.LeaseUnassigned, "10.0.0.9",
+		u32(dhcpwire.OptBaseTime, 1_800_000_000), []byte{dhcpwire.OptDHCPState, 1, 4}, u32(dhcpwire.OptStartTimeOfState, 90)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Type != "leaseunassigned" || r.State != "released" || r.StateFor == nil || *r.StateFor != 90 || r.BaseTime == nil || *r.BaseTime != 1_800_000_000 {
+		t.Fatalf("decoded %+v", r)
+	}
+	if s := r.String(); !strings.Contains(s, "LEASEUNASSIGNED ip=10.0.0.9") || !strings.Contains(s, "state=released in-state-for=1m30s") {
+		t.Fatalf("summary %q", s)
+	}
+	for v, want := range map[uint8]string{1: "available", 3: "expired", 7: "remote", 8: "transitioning", 9: "state-9"} {
+		if got := StateName(v); got != want {
+			t.Errorf("state %d named %q, want %q", v, got, want)
+		}
+	}
+}
