@@ -7,6 +7,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -356,6 +357,56 @@ func (s *Store) Load(ctx context.Context, fn func(*lease.Lease) error) error {
 		}
 		return nil
 	})
+}
+
+// LoadPage calls fn for up to limit records in address order, starting
+// after the address after (from the first record when after is not
+// valid), and returns the last address it read, or an invalid address once
+// there are no more. It reads in a transaction of its own that ends before
+// it returns, so a caller that pages through the store between slow writes
+// (a bulk leasequery to a slow reader) never holds a read transaction open
+// for long: bbolt's remap on file growth waits for every open reader, and
+// the committer would wait with it.
+func (s *Store) LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) error) (netip.Addr, error) {
+	if limit <= 0 {
+		return netip.Addr{}, fmt.Errorf("page of %d records", limit)
+	}
+	var last netip.Addr
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketLeases).Cursor()
+		var k, v []byte
+		if after.IsValid() {
+			a := after.As4()
+			k, v = c.Seek(a[:])
+			if bytes.Equal(k, a[:]) {
+				k, v = c.Next()
+			}
+		} else {
+			k, v = c.First()
+		}
+		for n := 0; k != nil && n < limit; k, v = c.Next() {
+			if len(k) != 4 {
+				return fmt.Errorf("lease database: key %x is not an IPv4 address", k)
+			}
+			l := &lease.Lease{IP: netip.AddrFrom4([4]byte(k))}
+			if err := l.UnmarshalBinary(v); err != nil {
+				return fmt.Errorf("lease %s: %w", l.IP, err)
+			}
+			if err := fn(l); err != nil {
+				return err
+			}
+			last = l.IP
+			n++
+		}
+		if k == nil {
+			last = netip.Addr{} // nothing left after this page
+		}
+		return nil
+	})
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return last, nil
 }
 
 // Stats returns the committer's counters.

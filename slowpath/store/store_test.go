@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -108,6 +110,59 @@ func TestHistoryMostRecentFirstAndCapped(t *testing.T) {
 				t.Fatalf("duplicate %s in history", a)
 			}
 		}
+	}
+}
+
+func TestLoadPageResumesAfterTheLastAddress(t *testing.T) {
+	s, stop := open(t, filepath.Join(t.TempDir(), "l.db"), Options{})
+	defer stop()
+	ctx := context.Background()
+	for i := range uint32(25) {
+		if err := s.Put(ctx, active(2*i, byte(i))); err != nil { // even addresses only
+			t.Fatal(err)
+		}
+	}
+	var seen []netip.Addr
+	var pages []int
+	after := netip.Addr{}
+	for range 10 {
+		n := 0
+		next, err := s.LoadPage(after, 10, func(l *lease.Lease) error { seen = append(seen, l.IP); n++; return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, n)
+		if len(pages) == 1 {
+			// Changes between pages are seen when they lie ahead of the
+			// cursor and not when behind it: each page is its own snapshot.
+			if err := s.Put(ctx, active(1, 1), active(41, 1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !next.IsValid() {
+			break
+		}
+		after = next
+	}
+	if fmt.Sprint(pages) != "[10 10 6]" {
+		t.Fatalf("page sizes %v", pages)
+	}
+	for i := 1; i < len(seen); i++ {
+		if !seen[i-1].Less(seen[i]) {
+			t.Fatalf("not in address order: %v", seen)
+		}
+	}
+	if slices.Contains(seen, ipN(1)) || !slices.Contains(seen, ipN(41)) {
+		t.Fatalf("seen %v", seen)
+	}
+	// An address that is not stored is a valid starting point.
+	var first netip.Addr
+	if _, err := s.LoadPage(ipN(3), 1, func(l *lease.Lease) error { first = l.IP; return nil }); err != nil || first != ipN(4) {
+		t.Fatalf("page after 10.0.0.3 starts at %s (%v)", first, err)
+	}
+	stop2 := errors.New("stop")
+	if _, err := s.LoadPage(netip.Addr{}, 5, func(*lease.Lease) error { return stop2 }); !errors.Is(err, stop2) {
+		t.Fatalf("fn's error not returned: %v", err)
 	}
 }
 
