@@ -29,6 +29,7 @@ type BulkOptions struct {
 // RFC 6926 status codes (option 151).
 const (
 	statusSuccess        = 0
+	statusUnspecFail     = 1
 	statusMalformedQuery = 3
 	statusNotAllowed     = 4
 	maxBulkFrame         = 16 << 10 // a query is one DHCP message
@@ -67,7 +68,7 @@ func (s *Server) ServeBulk(ctx context.Context, ln net.Listener, o BulkOptions) 
 		lq := s.settings().Leasequery
 		if !lq.Enabled || !slices.ContainsFunc(lq.Requesters, func(p netip.Prefix) bool { return p.Contains(remote) }) {
 			s.m.Dropped.WithLabelValues("bulk_denied").Inc()
-			s.log.Warn("bulk leasequery from a requester not in leasequery.requesters", "remote", remote)
+			s.warnLimited("bulk_denied", "bulk leasequery from a requester not in leasequery.requesters", "remote", remote)
 			c.Close()
 			continue
 		}
@@ -75,6 +76,8 @@ func (s *Server) ServeBulk(ctx context.Context, ln net.Listener, o BulkOptions) 
 		if conns[remote] >= o.MaxConnsPerRequester {
 			mu.Unlock()
 			s.m.Dropped.WithLabelValues("bulk_too_many_connections").Inc()
+			s.warnLimited("bulk_too_many_connections", "bulk leasequery connection refused: requester at its connection limit",
+				"remote", remote, "limit", o.MaxConnsPerRequester)
 			c.Close()
 			continue
 		}
@@ -102,16 +105,20 @@ func (s *Server) serveBulkConn(ctx context.Context, c net.Conn, o BulkOptions, r
 	defer stop()
 	r := bufio.NewReader(c)
 	bw := bufio.NewWriterSize(&deadlineWriter{c: c, timeout: o.IdleTimeout}, 32<<10)
-	err := s.bulkSession(ctx, r, bw, func() { c.SetReadDeadline(time.Now().Add(o.IdleTimeout)) })
+	local := netip.Addr{}
+	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		local = ta.AddrPort().Addr().Unmap()
+	}
+	err := s.bulkSession(ctx, r, bw, local, func() { c.SetReadDeadline(time.Now().Add(o.IdleTimeout)) })
 	if err != nil && !errors.Is(err, io.EOF) {
 		s.log.Debug("bulk leasequery connection closed", "remote", c.RemoteAddr(), "err", err)
 	}
 }
 
 // bulkSession reads queries from r and answers each on w, until the
-// stream ends or breaks; before each read it calls arm (deadlines).
-func (s *Server) bulkSession(ctx context.Context, r *bufio.Reader, w *bufio.Writer, arm func()) error {
-	first := true
+// stream ends or breaks; before each read it calls arm (deadlines). local
+// is the server's address on the connection.
+func (s *Server) bulkSession(ctx context.Context, r *bufio.Reader, w *bufio.Writer, local netip.Addr, arm func()) error {
 	for {
 		arm()
 		msg, err := readBulkFrame(r)
@@ -127,7 +134,7 @@ func (s *Server) bulkSession(ctx context.Context, r *bufio.Reader, w *bufio.Writ
 			return errors.New("not a bulk leasequery") // nothing sensible to answer on this stream
 		}
 		s.m.message(dhcpwire.BulkLeaseQuery).Inc()
-		if err := s.answerBulk(ctx, &p, w, &first); err != nil {
+		if err := s.answerBulk(ctx, &p, w, local); err != nil {
 			return err
 		}
 		if err := w.Flush(); err != nil {
@@ -169,7 +176,7 @@ type bulkQuery struct {
 	match      func(*lease.Lease) bool
 	scan       bool           // relay-id / remote-id: walk every lease
 	candidates []*lease.Lease // MAC / client-id: from the indexes
-	from, to   time.Time      // CLTT filter (154, 155), zero when absent
+	from, to   time.Time      // change-time filter (154, 155), zero when absent
 }
 
 // parseBulk checks a query (RFC 6926 §6.2) and returns what it selects,
@@ -249,40 +256,111 @@ func subOption(ri []byte, code uint8) ([]byte, bool) {
 	return nil, false
 }
 
-// answerBulk streams one query's DHCPLEASEACTIVE messages and the closing
-// DHCPLEASEQUERYDONE. Scans read bbolt a record at a time, so memory does
-// not grow with the answer.
-func (s *Server) answerBulk(ctx context.Context, p *dhcpwire.Packet, w *bufio.Writer, first *bool) error {
-	q, status, why := s.parseBulk(p)
-	now := s.now()
-	if status == statusSuccess {
-		send := func(l *lease.Lease) error {
-			if l.State != lease.Active || !q.match(l) {
-				return nil
-			}
-			if (!q.from.IsZero() && l.CLTT.Before(q.from)) || (!q.to.IsZero() && l.CLTT.After(q.to)) {
-				return nil
-			}
-			return s.writeBulkActive(w, p, l, now, first)
+// bulkPage is how many records a scan reads per store transaction: enough
+// to keep the per-transaction cost small, few enough that the matches of
+// one page are a bounded amount of memory.
+const bulkPage = 1024
+
+// RFC 6926 dhcp-state values (option 156).
+const (
+	dsAvailable = 1
+	dsActive    = 2
+	dsExpired   = 3
+	dsReleased  = 4
+	dsAbandoned = 5
+	dsReset     = 6
+	dsRemote    = 7
+)
+
+// dhcpState maps a binding to its RFC 6926 dhcp-state and the time it
+// entered that state, as of now. An active lease whose expiry has passed
+// is EXPIRED from its expiry on, whether or not the sweeper has run. A
+// BACKUP binding is one the failover partner may allocate and we may not
+// (our allocator holds it taken), so to the requester it is REMOTE.
+func dhcpState(l *lease.Lease, now time.Time) (uint8, time.Time) {
+	since := l.StateAt
+	if since.IsZero() {
+		since = l.Start
+	}
+	switch l.State {
+	case lease.Active:
+		if !now.Before(l.Expiry) {
+			return dsExpired, l.Expiry
 		}
+		return dsActive, since
+	case lease.Expired:
+		return dsExpired, since
+	case lease.Released:
+		return dsReleased, since
+	case lease.Abandoned:
+		return dsAbandoned, since
+	case lease.Reset:
+		return dsReset, since
+	case lease.Backup:
+		return dsRemote, since
+	}
+	return dsAvailable, since
+}
+
+// bulkAnswer is one query's reply stream.
+type bulkAnswer struct {
+	s     *Server
+	w     *bufio.Writer
+	p     *dhcpwire.Packet
+	q     bulkQuery
+	now   time.Time
+	local netip.Addr // the connection's local address: option 54 when nothing better is known
+	sent  bool       // a message of this query has gone out (54 goes in the first)
+}
+
+// errStore marks a failure to read the lease store, which ends a query
+// with a status code, unlike a failure to write, which ends the connection.
+type errStore struct{ err error }
+
+func (e errStore) Error() string { return "reading the lease store: " + e.err.Error() }
+func (e errStore) Unwrap() error { return e.err }
+
+// answerBulk streams one query's DHCPLEASEACTIVE and DHCPLEASEUNASSIGNED
+// messages and the closing DHCPLEASEQUERYDONE. A scan reads the store a
+// page at a time in short transactions and writes each page's matches out
+// only after its transaction has ended, so a reader that stops reading
+// holds no transaction open (bbolt's remap on growth, and so every commit,
+// would wait for it) and memory stays bounded by a page.
+func (s *Server) answerBulk(ctx context.Context, p *dhcpwire.Packet, w *bufio.Writer, local netip.Addr) error {
+	q, status, why := s.parseBulk(p)
+	a := &bulkAnswer{s: s, w: w, p: p, q: q, now: s.now(), local: local}
+	if status == statusSuccess {
 		var err error
 		if q.scan {
-			err = s.store.Load(ctx, send)
+			err = a.scan(ctx)
 		} else {
 			for _, l := range q.candidates {
-				if err = send(l); err != nil {
+				if err = a.send(l); err != nil {
 					break
 				}
 			}
 		}
-		if err != nil {
+		var se errStore
+		switch {
+		case errors.As(err, &se):
+			// The connection is still good: say the query failed rather
+			// than let the requester take a partial answer for all of it.
+			s.log.Error("bulk leasequery", "err", err)
+			status, why = statusUnspecFail, "lease store unavailable"
+		case err != nil:
 			return err
 		}
 	}
 	h := dhcpwire.ReplyHeader(p)
 	h.GIAddr = netip.Addr{}
+	// DONE is about the query, not a binding: no hardware address (as
+	// Kea), so it cannot be taken for one.
+	h.HType, h.HLen, h.CHAddr = 0, 0, [16]byte{}
 	b := dhcpwire.AppendHeader(make([]byte, 0, 300), h)
 	b = append(b, dhcpwire.OptMessageType, 1, dhcpwire.LeaseQueryDone)
+	b = a.appendServerID(b, netip.Addr{})
+	// base-time lets the requester ask next time for what changed since.
+	b = dhcpwire.AppendUint32Option(b, dhcpwire.OptBaseTime, uint32(a.now.Unix()))
 	if status != statusSuccess {
 		b = dhcpwire.AppendOption(b, dhcpwire.OptStatusCode, append([]byte{status}, why...))
 	}
@@ -290,40 +368,124 @@ func (s *Server) answerBulk(ctx context.Context, p *dhcpwire.Packet, w *bufio.Wr
 	return writeBulkFrame(w, append(b, dhcpwire.OptEnd))
 }
 
-// writeBulkActive renders one binding (RFC 6926 §7.2): ciaddr and chaddr
-// from the lease, 54 in the first message of the connection, base time,
-// remaining times, 91, 61 and the stored 82.
-func (s *Server) writeBulkActive(w *bufio.Writer, p *dhcpwire.Packet, l *lease.Lease, now time.Time, first *bool) error {
-	s.mu.Lock()
-	sub := s.subs.forAddr(l.IP)
-	var t1, t2 uint32
-	if sub != nil {
-		_, t1, t2 = leaseTimes(sub, sub.LeaseTime)
+// scan walks every record for relay-id and remote-id queries.
+func (a *bulkAnswer) scan(ctx context.Context) error {
+	var after netip.Addr
+	var page []*lease.Lease
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		page = page[:0]
+		next, err := a.s.store.LoadPage(after, bulkPage, func(l *lease.Lease) error {
+			if a.q.match(l) {
+				page = append(page, l)
+			}
+			return nil
+		})
+		if err != nil {
+			return errStore{err}
+		}
+		for _, l := range page {
+			if err := a.send(l); err != nil {
+				return err
+			}
+		}
+		clear(page) // let the records go while the next page is read
+		if !next.IsValid() {
+			return nil
+		}
+		after = next
 	}
-	sid := l.ServerID
-	s.mu.Unlock()
-	h := dhcpwire.ReplyHeader(p)
+}
+
+// send writes one binding that matches the query's key, if it changed in
+// the query's time window (RFC 6926 selects bindings that changed on or
+// after the start time): the later of its last transaction and its state
+// change.
+func (a *bulkAnswer) send(l *lease.Lease) error {
+	if !a.q.match(l) {
+		return nil
+	}
+	bound := a.s.bound(l, a.now) // first: it may move l's expiry on
+	state, since := dhcpState(l, a.now)
+	changed := since
+	if l.CLTT.After(changed) {
+		changed = l.CLTT
+	}
+	if (!a.q.from.IsZero() && changed.Before(a.q.from)) || (!a.q.to.IsZero() && changed.After(a.q.to)) {
+		return nil
+	}
+	return a.writeLease(l, bound, state, since)
+}
+
+// appendServerID adds option 54 to the query's first message, so that
+// each query's answer names its server even when several share a
+// connection: the address the binding's client was given, else the
+// address the requester connected to.
+func (a *bulkAnswer) appendServerID(b []byte, sid netip.Addr) []byte {
+	if a.sent {
+		return b
+	}
+	a.sent = true
+	if !sid.IsValid() {
+		sid = a.local
+	}
+	if !sid.IsValid() {
+		return b
+	}
+	return dhcpwire.AppendAddrOption(b, dhcpwire.OptServerID, sid)
+}
+
+// writeLease renders one binding (RFC 6926): ciaddr and chaddr from
+// the lease, 54 in the query's first message, base time, dhcp-state and
+// when it was entered, remaining times while bound, 91, 61 and the stored
+// 82. A binding that is not bound goes as DHCPLEASEUNASSIGNED.
+func (a *bulkAnswer) writeLease(l *lease.Lease, bound bool, state uint8, since time.Time) error {
+	s, now := a.s, a.now
+	var t1, t2 uint32
+	if bound {
+		s.mu.Lock()
+		t1, t2 = renewTimes(s.subs.forAddr(l.IP), l)
+		s.mu.Unlock()
+	}
+	typ := uint8(dhcpwire.LeaseUnassigned)
+	if bound {
+		typ = dhcpwire.LeaseActive
+	}
+	h := dhcpwire.ReplyHeader(a.p)
 	h.GIAddr = netip.Addr{}
 	h.CIAddr = l.IP
 	h.HType, h.HLen = l.HWType, uint8(len(l.HWAddr))
 	h.CHAddr = [16]byte{}
 	copy(h.CHAddr[:], l.HWAddr)
 	b := dhcpwire.AppendHeader(make([]byte, 0, 400), h)
-	b = append(b, dhcpwire.OptMessageType, 1, dhcpwire.LeaseActive)
-	if *first && sid.IsValid() {
-		b = dhcpwire.AppendAddrOption(b, dhcpwire.OptServerID, sid)
-		*first = false
-	}
+	b = append(b, dhcpwire.OptMessageType, 1, typ)
+	b = a.appendServerID(b, l.ServerID)
 	b = dhcpwire.AppendUint32Option(b, dhcpwire.OptBaseTime, uint32(now.Unix()))
-	b = appendLeaseTimes(b, l, now, t1, t2)
+	b = append(b, dhcpwire.OptDHCPState, 1, state)
+	b = dhcpwire.AppendUint32Option(b, dhcpwire.OptStartTimeOfState, secondsBefore(now, since))
+	if bound {
+		b = appendLeaseTimes(b, l, now, t1, t2)
+	} else if !l.CLTT.IsZero() {
+		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptCLTT, secondsBefore(now, l.CLTT))
+	}
 	if len(l.ClientID) > 0 {
 		b = dhcpwire.AppendOption(b, dhcpwire.OptClientID, l.ClientID)
 	}
 	if len(l.RelayInfo) > 0 {
 		b = dhcpwire.AppendOption(b, dhcpwire.OptRelayAgentInfo, l.RelayInfo)
 	}
-	s.m.reply(dhcpwire.LeaseActive).Inc()
-	return writeBulkFrame(w, append(b, dhcpwire.OptEnd))
+	s.m.reply(typ).Inc()
+	return writeBulkFrame(a.w, append(b, dhcpwire.OptEnd))
+}
+
+// secondsBefore is how many whole seconds t lies before now (0 if after).
+func secondsBefore(now, t time.Time) uint32 {
+	if t.IsZero() || !now.After(t) {
+		return 0
+	}
+	return uint32(now.Sub(t) / time.Second)
 }
 
 func writeBulkFrame(w *bufio.Writer, m []byte) error {

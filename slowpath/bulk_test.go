@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -13,6 +15,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 	"github.com/xdhcp/xdhcp/internal/lqclient"
@@ -24,6 +28,7 @@ import (
 // bulk leasequery listener on loopback.
 type bulkRig struct {
 	srv  *Server
+	st   *store.Store
 	addr netip.AddrPort
 }
 
@@ -81,7 +86,7 @@ func newBulkRig(t *testing.T, n int, requesters []netip.Prefix, o BulkOptions) *
 	served := make(chan error, 1)
 	go func() { served <- srv.ServeBulk(ctx, ln, o) }()
 	t.Cleanup(func() { cancel(); <-served })
-	return &bulkRig{srv: srv, addr: ln.Addr().(*net.TCPAddr).AddrPort()}
+	return &bulkRig{srv: srv, st: st, addr: ln.Addr().(*net.TCPAddr).AddrPort()}
 }
 
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
@@ -135,6 +140,61 @@ func TestBulkLeasequeryStreams100kWithBoundedMemory(t *testing.T) {
 		t.Fatalf("live heap grew by %d MiB while streaming (samples %v, base %d)", grew>>20, samples, base)
 	}
 	t.Logf("live heap growth while streaming %d leases: at most %.1f MiB", n, float64(grew)/(1<<20))
+}
+
+// A relay-id scan to a reader that stops reading must not hold a store
+// transaction: bbolt's remap, when a commit grows the file, waits for
+// every open read transaction, so one stalled requester would hold up
+// every ACK. The stalled connection goes after the idle timeout.
+func TestBulkLeasequeryStalledReaderDoesNotHoldUpCommits(t *testing.T) {
+	const idle = 4 * time.Second
+	r := newBulkRig(t, 60_000, loopback, BulkOptions{IdleTimeout: idle, MaxConnsPerRequester: 1})
+	c, err := net.Dial("tcp4", r.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4096) // so the server fills the path soon
+	m, _ := lqclient.Query{RelayID: relayID, XID: 3}.Message(true)
+	c.Write(lqclient.Frame(m))
+	if _, err := lqclient.ReadFrame(c); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the server is now blocked in a write, mid-scan
+
+	// Enough new data that bbolt must grow its mapping.
+	var big []*lease.Lease
+	for i := range 1000 {
+		big = append(big, &lease.Lease{IP: netip.AddrFrom4([4]byte{10, 100, byte(i >> 8), byte(i)}), State: lease.Free,
+			VendorClass: bytes.Repeat([]byte{'v'}, 32<<10)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*idle)
+	defer cancel()
+	t0 := time.Now()
+	if err := r.st.Put(ctx, big...); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(t0)
+	if took > idle/2 {
+		t.Fatalf("a commit took %v while a bulk reader was stalled", took)
+	}
+	t.Logf("commit of %d MiB took %v with a bulk reader stalled", len(big)*32>>10, took)
+
+	// The stalled connection is let go once its write has waited the idle
+	// timeout: with one connection allowed, a new query is refused while
+	// it stalls and answered after.
+	ask := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return lqclient.Bulk(ctx, lqclient.Query{Server: r.addr, MAC: net.HardwareAddr{2, 0xb, 0, 0, 1, 7}}, func(*lqclient.Reply) error { return nil })
+	}
+	if err := ask(); err == nil {
+		t.Fatal("a second connection was served while the stalled one held the requester's only slot")
+	}
+	time.Sleep(idle - time.Since(t0) + time.Second)
+	if err := ask(); err != nil {
+		t.Fatalf("the stalled connection still holds its slot past the idle timeout: %v", err)
+	}
 }
 
 func TestBulkLeasequeryKeysAndErrors(t *testing.T) {
@@ -296,7 +356,7 @@ func FuzzBulkQuery(f *testing.F) {
 		fx.dora(mac(1))
 		var out bytes.Buffer
 		w := bufio.NewWriter(&out)
-		fx.srv.bulkSession(context.Background(), bufio.NewReader(bytes.NewReader(in)), w, func() {})
+		fx.srv.bulkSession(context.Background(), bufio.NewReader(bytes.NewReader(in)), w, srvAddr, func() {})
 		w.Flush()
 		for out.Len() > 0 {
 			frame, err := lqclient.ReadFrame(&out)
@@ -308,4 +368,197 @@ func FuzzBulkQuery(f *testing.F) {
 			}
 		}
 	})
+}
+
+// bulkAsk runs queries through one in-memory bulk session on f's server
+// and returns every reply, in order.
+func (f *fixture) bulkAsk(qs ...lqclient.Query) []*lqclient.Reply {
+	f.t.Helper()
+	var in bytes.Buffer
+	for _, q := range qs {
+		m, err := q.Message(true)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		in.Write(lqclient.Frame(m))
+	}
+	var out bytes.Buffer
+	w := bufio.NewWriter(&out)
+	if err := f.srv.bulkSession(context.Background(), bufio.NewReader(&in), w, srvAddr, func() {}); err != io.EOF {
+		f.t.Fatalf("bulk session ended with %v", err)
+	}
+	w.Flush()
+	var reps []*lqclient.Reply
+	for out.Len() > 0 {
+		b, err := lqclient.ReadFrame(&out)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		rep, err := lqclient.Decode(b)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		reps = append(reps, rep)
+	}
+	return reps
+}
+
+// relayedBy returns modifiers for a request relayed by an OLT whose
+// relay-id (82.12) is id.
+func relayedBy(id string) []dhcpv4.Modifier {
+	ri := dhcpwire.AppendOption(nil, dhcpwire.SubOptRelayID, []byte(id))
+	return []dhcpv4.Modifier{
+		dhcpv4.WithGatewayIP(relayAddr.AsSlice()),
+		dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: ri}}),
+	}
+}
+
+func val(p *uint32) int64 {
+	if p == nil {
+		return -1
+	}
+	return int64(*p)
+}
+
+func TestBulkLeasequeryUnassignedStatesAndChangeWindow(t *testing.T) {
+	f := lqFixture(t)
+	t0 := f.now
+	exp := f.dora(mac(2), relayedBy("olt-1")...)
+	f.now = t0.Add(30 * time.Minute)
+	rel := f.dora(mac(1), relayedBy("olt-1")...)
+	f.now = t0.Add(61 * time.Minute) // the 1h lease of mac(2) ran out a minute ago
+	f.srv.Sweep()
+	f.now = t0.Add(62 * time.Minute)
+	f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(rel.YourIPAddr)), srvAddr)
+	f.now = t0.Add(63 * time.Minute)
+	act := f.dora(mac(3), relayedBy("olt-1")...)
+	f.now = t0.Add(64 * time.Minute)
+
+	byIP := func(reps []*lqclient.Reply) map[string]*lqclient.Reply {
+		m := map[string]*lqclient.Reply{}
+		for _, r := range reps {
+			if r.IP != "" {
+				m[r.IP] = r
+			}
+		}
+		return m
+	}
+	q := lqclient.Query{RelayID: []byte("olt-1"), XID: 1, Start: t0.Add(5 * time.Minute)}
+	got := byIP(f.bulkAsk(q))
+	for _, w := range []struct {
+		ip       net.IP
+		typ      string
+		state    string
+		inState  int64
+		lease    bool
+		sinceCLT int64
+	}{
+		{rel.YourIPAddr, "leaseunassigned", "released", 2 * 60, false, 2 * 60},
+		{exp.YourIPAddr, "leaseunassigned", "expired", 3 * 60, false, 64 * 60},
+		{act.YourIPAddr, "leaseactive", "active", 60, true, 60},
+	} {
+		r := got[w.ip.String()]
+		if r == nil || r.Type != w.typ || r.State != w.state || val(r.StateFor) != w.inState || (r.LeaseTime != nil) != w.lease || val(r.SinceLast) != w.sinceCLT {
+			t.Errorf("%s: want %s %s for %ds, since last transaction %ds, lease time %v; got %+v", w.ip, w.typ, w.state, w.inState, w.sinceCLT, w.lease, r)
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("%d bindings, want 3", len(got))
+	}
+	// A window that starts after the release and the expiry leaves them out.
+	q.Start = t0.Add(62*time.Minute + 30*time.Second)
+	got = byIP(f.bulkAsk(q))
+	if len(got) != 1 || got[act.YourIPAddr.String()] == nil {
+		t.Errorf("window from 62m30s: %v, want only the active %s", got, act.YourIPAddr)
+	}
+	// One that ends between the expiry and the release has the expiry only.
+	q.Start, q.End = t0, t0.Add(61*time.Minute+30*time.Second)
+	got = byIP(f.bulkAsk(q))
+	if len(got) != 1 || got[exp.YourIPAddr.String()] == nil {
+		t.Errorf("window up to 61m30s: %v, want only the expired %s", got, exp.YourIPAddr)
+	}
+	// Once the sweeper frees them, a binding that keeps its client's
+	// identity is AVAILABLE.
+	f.srv.Sweep()
+	if reps := f.bulkAsk(lqclient.Query{MAC: mac(1)}); len(reps) != 2 || reps[0].Type != "leaseunassigned" || reps[0].State != "available" {
+		t.Errorf("by MAC of a freed lease: %+v", reps)
+	}
+}
+
+func TestBulkLeasequeryExpiryPassedBeforeTheSweep(t *testing.T) {
+	f := lqFixture(t)
+	ack := f.dora(mac(1), relayedBy("olt-1")...)
+	f.now = f.now.Add(time.Hour + 5*time.Second) // past the expiry; Sweep not run
+	reps := f.bulkAsk(lqclient.Query{MAC: mac(1)})
+	if len(reps) != 2 || reps[0].Type != "leaseunassigned" || reps[0].State != "expired" || val(reps[0].StateFor) != 5 || reps[0].LeaseTime != nil {
+		t.Fatalf("bulk: %+v", reps[0])
+	}
+	if r := f.query(requester, dhcpv4.WithClientIP(ack.YourIPAddr)); r == nil || r.MessageType() != mtLeaseUnassigned {
+		t.Fatalf("UDP by IP: %v", r)
+	}
+	if r := f.query(requester, byMACMod(mac(1))); r == nil || r.MessageType() != mtLeaseUnknown {
+		t.Fatalf("UDP by MAC: %v", r)
+	}
+}
+
+func TestBulkLeasequeryDoneAndServerID(t *testing.T) {
+	f := lqFixture(t)
+	f.dora(mac(1), relayedBy("olt-1")...)
+	f.dora(mac(2), relayedBy("olt-1")...)
+	reps := f.bulkAsk(
+		lqclient.Query{RelayID: []byte("olt-1"), XID: 1},
+		lqclient.Query{MAC: mac(9), XID: 2}, // nothing: DONE alone
+		lqclient.Query{MAC: mac(2), XID: 3},
+	)
+	var types []string
+	for _, r := range reps {
+		types = append(types, fmt.Sprintf("%d:%s", r.XID, r.Type))
+	}
+	if want := "[1:leaseactive 1:leaseactive 1:leasequerydone 2:leasequerydone 3:leaseactive 3:leasequerydone]"; fmt.Sprint(types) != want {
+		t.Fatalf("replies %v, want %s", types, want)
+	}
+	for i, r := range reps {
+		first := i == 0 || reps[i-1].XID != r.XID
+		if (r.ServerID != "") != first {
+			t.Errorf("reply %d (%d:%s): server id %q; want it in each query's first message only", i, r.XID, r.Type, r.ServerID)
+		}
+		if r.ServerID != "" && r.ServerID != srvAddr.String() {
+			t.Errorf("reply %d: server id %s", i, r.ServerID)
+		}
+		if val(r.BaseTime) != f.now.Unix() {
+			t.Errorf("reply %d (%d:%s): base-time %d, want %d", i, r.XID, r.Type, val(r.BaseTime), f.now.Unix())
+		}
+		if r.Type == "leasequerydone" && (r.HWAddr != "" || r.Raw[1] != 0 || r.Raw[2] != 0 || r.Status != nil) {
+			t.Errorf("DONE for %d: htype %d hlen %d chaddr %q status %v", r.XID, r.Raw[1], r.Raw[2], r.HWAddr, r.Status)
+		}
+	}
+}
+
+func TestBulkLeasequeryStoreFailureMidStream(t *testing.T) {
+	f := lqFixture(t)
+	const n = bulkPage + 100
+	for i := range n {
+		ip := netip.AddrFrom4([4]byte{10, 78, byte(1 + i/256), byte(i)})
+		f.store.leases[ip] = &lease.Lease{IP: ip, State: lease.Active, HWType: 1, HWAddr: []byte{2, 1, 0, 0, byte(i >> 8), byte(i)},
+			Start: f.now, CLTT: f.now, StateAt: f.now, Expiry: f.now.Add(time.Hour), RelayInfo: []byte{12, 3, 'o', 'l', 't'}}
+	}
+	f.srv = f.build()
+	f.srv.set.Leasequery = Leasequery{Enabled: true, Requesters: []netip.Prefix{netip.PrefixFrom(requester, 32)}}
+	f.store.pageErr = func(after netip.Addr) error {
+		if after.IsValid() {
+			return errors.New("disk on fire")
+		}
+		return nil
+	}
+	reps := f.bulkAsk(lqclient.Query{RelayID: []byte("olt"), XID: 4}, lqclient.Query{MAC: net.HardwareAddr{2, 1, 0, 0, 0, 5}, XID: 5})
+	if len(reps) != bulkPage+3 {
+		t.Fatalf("%d replies, want the first page, DONE, and the next query's two", len(reps))
+	}
+	done := reps[bulkPage]
+	if done.Type != "leasequerydone" || done.Status == nil || *done.Status != statusUnspecFail || done.XID != 4 {
+		t.Fatalf("after a store failure: %+v", done)
+	}
+	if r := reps[bulkPage+1]; r.XID != 5 || r.Type != "leaseactive" || r.IP != "10.78.1.5" {
+		t.Fatalf("the connection did not stay usable: %+v", r)
+	}
 }

@@ -73,7 +73,7 @@ func (s *Server) leasequery(p *dhcpwire.Packet, in Incoming) {
 	}
 	if !slices.ContainsFunc(set.Leasequery.Requesters, func(pf netip.Prefix) bool { return pf.Contains(p.GIAddr) }) {
 		s.dropped("leasequery_denied", in, nil)
-		s.log.Warn("leasequery from a requester not in leasequery.requesters", "giaddr", p.GIAddr, "src", in.Src)
+		s.warnLimited("leasequery_denied", "leasequery from a requester not in leasequery.requesters", "giaddr", p.GIAddr, "src", in.Src)
 		return
 	}
 	q, bad := parseLeasequery(p)
@@ -91,13 +91,13 @@ func (s *Server) leasequery(p *dhcpwire.Packet, in Incoming) {
 	case byIP:
 		l := s.Lookup(p.CIAddr)
 		switch {
-		case l != nil && l.State == lease.Active:
+		case l != nil && s.bound(l, now):
 			primary, typ = l, dhcpwire.LeaseActive
-		case s.SubnetOf(p.CIAddr).IsValid():
+		case s.ours(p.CIAddr):
 			typ = dhcpwire.LeaseUnassigned // ours, not bound now
 		}
 	default:
-		active := s.clientActive(q)
+		active := s.clientActive(q, now)
 		if len(active) > 0 {
 			primary, typ = active[0], dhcpwire.LeaseActive
 			for _, l := range active[1:] {
@@ -115,18 +115,53 @@ func (s *Server) leasequery(p *dhcpwire.Packet, in Incoming) {
 	s.emit([]Outgoing{out})
 }
 
-// clientActive returns the active leases of the client a query names,
+// clientActive returns the leases the client a query names holds at now,
 // most recent transaction first.
-func (s *Server) clientActive(q lqQuery) []*lease.Lease {
+func (s *Server) clientActive(q lqQuery, now time.Time) []*lease.Lease {
 	var ls []*lease.Lease
 	if q.kind == byMAC {
 		ls = s.leasesForHW(q.p.HType, q.p.CHAddr())
 	} else {
 		ls = s.LookupClient(q.key)
 	}
-	ls = slices.DeleteFunc(ls, func(l *lease.Lease) bool { return l.State != lease.Active })
+	ls = slices.DeleteFunc(ls, func(l *lease.Lease) bool { return !s.bound(l, now) })
 	slices.SortStableFunc(ls, func(a, b *lease.Lease) int { return b.CLTT.Compare(a.CLTT) })
 	return ls
+}
+
+// bound reports whether the lease l (a copy) holds is bound at now. Past
+// its stored expiry it is not, even before the sweeper has run, unless the
+// fast path granted a renewal whose event has not been folded in yet (the
+// sweeper asks the same question); l then takes that grant's expiry.
+func (s *Server) bound(l *lease.Lease, now time.Time) bool {
+	if l.State != lease.Active {
+		return false
+	}
+	if now.Before(l.Expiry) {
+		return true
+	}
+	if s.fast != nil {
+		if g, ok := s.fast.Granted(l.IP); ok && now.Before(g) {
+			l.Expiry = g
+			return true
+		}
+	}
+	return false
+}
+
+// ours reports whether this server hands ip out: it is in a pool or
+// reserved. Other addresses of a served subnet (the router, the network
+// address) are not bindings we could answer for, so a query for them is
+// answered UNKNOWN, as ISC dhcpd and Kea do.
+func (s *Server) ours(ip netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sn := s.subs.forAddr(ip)
+	if sn == nil {
+		return false
+	}
+	_, reserved := sn.ReservedIP[ip]
+	return reserved || sn.set.Contains(ip)
 }
 
 // leasesForHW returns copies of the leases bound to a hardware address,
@@ -165,11 +200,13 @@ func (s *Server) leasequeryReply(q lqQuery, typ uint8, l *lease.Lease, others []
 	if !sid.IsValid() && q.in.Dst.IsValid() && !isBroadcast(q.in.Dst) {
 		sid = q.in.Dst
 	}
-	var times [3]uint32
+	var t1, t2 uint32
 	var block []byte
-	if sub != nil && l != nil {
-		times[0], times[1], times[2] = leaseTimes(sub, sub.LeaseTime)
-		block = sub.Options
+	if l != nil {
+		t1, t2 = renewTimes(sub, l)
+		if sub != nil {
+			block = sub.Options
+		}
 	}
 	s.mu.Unlock()
 	if !sid.IsValid() {
@@ -192,7 +229,7 @@ func (s *Server) leasequeryReply(q lqQuery, typ uint8, l *lease.Lease, others []
 	b = append(b, dhcpwire.OptMessageType, 1, typ)
 	b = dhcpwire.AppendAddrOption(b, dhcpwire.OptServerID, sid)
 	if l != nil {
-		b = appendLeaseTimes(b, l, now, times[1], times[2])
+		b = appendLeaseTimes(b, l, now, t1, t2)
 		if len(others) > 0 {
 			v := make([]byte, 0, 4*len(others))
 			for _, a := range others {
@@ -207,7 +244,7 @@ func (s *Server) leasequeryReply(q lqQuery, typ uint8, l *lease.Lease, others []
 		if len(l.VendorClass) > 0 {
 			b = dhcpwire.AppendOption(b, dhcpwire.OptVendorClass, l.VendorClass)
 		}
-		b = append(b, requested(block, p)...)
+		b = append(b, requested(block, p, lqOwnOptions)...)
 		if len(l.RelayInfo) > 0 {
 			b = dhcpwire.AppendOption(b, dhcpwire.OptRelayAgentInfo, l.RelayInfo)
 		}
@@ -220,8 +257,20 @@ func (s *Server) leasequeryReply(q lqQuery, typ uint8, l *lease.Lease, others []
 	}, true
 }
 
-// requested returns the options of a subnet's block that option 55 asks for.
-func requested(block []byte, p *dhcpwire.Packet) []byte {
+// lqOwnOptions are the codes a leasequery reply fills in itself, so a
+// subnet's option block must not add them a second time. Option 60 is among
+// them although an operator may configure it (a PXE server sends its own
+// 60): in a leasequery reply 60 is the client's vendor class, and the
+// server's would be mistaken for it.
+var lqOwnOptions = []byte{
+	dhcpwire.OptLeaseTime, dhcpwire.OptMessageType, dhcpwire.OptServerID, dhcpwire.OptRenewalTime,
+	dhcpwire.OptRebindingTime, dhcpwire.OptVendorClass, dhcpwire.OptClientID, dhcpwire.OptRelayAgentInfo,
+	dhcpwire.OptCLTT, dhcpwire.OptAssociatedIP,
+}
+
+// requested returns the options of a subnet's block that option 55 asks
+// for, leaving out the codes in skip.
+func requested(block []byte, p *dhcpwire.Packet, skip []byte) []byte {
 	prl, ok := p.Option(dhcpwire.OptParamRequest)
 	if !ok {
 		return nil
@@ -229,12 +278,48 @@ func requested(block []byte, p *dhcpwire.Packet) []byte {
 	var out []byte
 	for i := 0; i+1 < len(block); {
 		n := int(block[i+1])
-		if slices.Contains(prl, block[i]) {
+		if slices.Contains(prl, block[i]) && !slices.Contains(skip, block[i]) {
 			out = append(out, block[i:i+2+n]...)
 		}
 		i += 2 + n
 	}
 	return out
+}
+
+// leaseFrom is when the lease's current grant began: the client's last
+// transaction, or the binding's start when none is recorded.
+func leaseFrom(l *lease.Lease) time.Time {
+	if l.CLTT.IsZero() {
+		return l.Start
+	}
+	return l.CLTT
+}
+
+// renewTimes returns T1 and T2 in seconds from leaseFrom for the grant the
+// client holds. They follow the lease's own duration (expiry minus its last
+// transaction), not the subnet's lease time now, which a reload may have
+// changed since: configured T1 and T2 apply while they fit, and otherwise
+// the RFC 2131 §4.4.5 defaults of that duration, so that T2 stays below the
+// lease's end and T1 below T2.
+func renewTimes(sub *Subnet, l *lease.Lease) (t1, t2 uint32) {
+	d := l.Expiry.Sub(leaseFrom(l))
+	if d <= 0 {
+		return 0, 0
+	}
+	var c1, c2 time.Duration
+	if sub != nil {
+		c1, c2 = sub.T1, sub.T2
+	}
+	if c2 <= 0 || c2 >= d {
+		c2 = d * 7 / 8
+	}
+	if c1 <= 0 || c1 >= c2 {
+		c1 = d / 2
+		if c1 >= c2 {
+			c1 = c2 * 4 / 7
+		}
+	}
+	return uint32(c1 / time.Second), uint32(c2 / time.Second)
 }
 
 // appendLeaseTimes adds 51, 58 and 59 as time remaining from now (58 and
@@ -247,10 +332,7 @@ func appendLeaseTimes(b []byte, l *lease.Lease, now time.Time, t1, t2 uint32) []
 	}
 	lt, _ := remain(l.Expiry)
 	b = dhcpwire.AppendUint32Option(b, dhcpwire.OptLeaseTime, lt)
-	from := l.CLTT
-	if from.IsZero() {
-		from = l.Start
-	}
+	from := leaseFrom(l)
 	if r, ok := remain(from.Add(time.Duration(t1) * time.Second)); ok && t1 > 0 {
 		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptRenewalTime, r)
 	}

@@ -165,6 +165,10 @@ func TestLeasequeryUnassignedAndUnknown(t *testing.T) {
 		{"released", []dhcpv4.Modifier{dhcpv4.WithClientIP(released.YourIPAddr)}, mtLeaseUnassigned},
 		{"expired", []dhcpv4.Modifier{dhcpv4.WithClientIP(expired.YourIPAddr)}, mtLeaseUnassigned},
 		{"foreign", []dhcpv4.Modifier{dhcpv4.WithClientIP(net.IP{192, 0, 2, 1})}, mtLeaseUnknown},
+		// In a served subnet but never handed out: not a binding of ours.
+		{"the router", []dhcpv4.Modifier{dhcpv4.WithClientIP(net.IP{10, 77, 0, 1})}, mtLeaseUnknown},
+		{"the network address", []dhcpv4.Modifier{dhcpv4.WithClientIP(net.IP{10, 77, 0, 0})}, mtLeaseUnknown},
+		{"outside the pools", []dhcpv4.Modifier{dhcpv4.WithClientIP(net.IP{10, 77, 0, 200})}, mtLeaseUnknown},
 		{"unknown MAC", []dhcpv4.Modifier{byMACMod(mac(99))}, mtLeaseUnknown},
 		{"MAC of an expired lease", []dhcpv4.Modifier{byMACMod(mac(4))}, mtLeaseUnknown},
 		{"unknown client-id", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{0, 1, 2}))}, mtLeaseUnknown},
@@ -177,6 +181,82 @@ func TestLeasequeryUnassignedAndUnknown(t *testing.T) {
 		if r.Options.Has(dhcpv4.OptionIPAddressLeaseTime) {
 			t.Errorf("%s: lease time in a %s", tc.name, tc.want)
 		}
+	}
+}
+
+func TestLeasequeryTimersFitTheLeaseAfterAReload(t *testing.T) {
+	f := lqFixture(t)
+	setTimes := func(lt, t1, t2 time.Duration) {
+		f.srv.mu.Lock()
+		for _, sn := range f.srv.subs.list {
+			sn.LeaseTime, sn.T1, sn.T2 = lt, t1, t2
+		}
+		f.srv.mu.Unlock()
+	}
+	setTimes(10*time.Minute, 0, 0)
+	ip := f.dora(mac(1)).YourIPAddr
+	f.now = f.now.Add(time.Minute)
+	for _, tc := range []struct {
+		name           string
+		lt, t1, t2     time.Duration
+		wantT1, wantT2 uint32
+	}{
+		// Longer configured times now than the 10m lease the client holds:
+		// the lease's own halves apply (RFC 2131 §4.4.5 defaults).
+		{"lease time raised with T1/T2", 2 * time.Hour, time.Hour, 105 * time.Minute, 300 - 60, 525 - 60},
+		{"lease time raised, default T1/T2", 2 * time.Hour, 0, 0, 300 - 60, 525 - 60},
+		// Configured T1/T2 that fit inside the lease are kept.
+		{"T1/T2 that fit", 2 * time.Hour, 2 * time.Minute, 4 * time.Minute, 120 - 60, 240 - 60},
+		// A T1 that would pass the configured T2 keeps the default ratio
+		// to it (1/2 : 7/8).
+		{"T1 past T2", 2 * time.Hour, 6 * time.Minute, 4 * time.Minute, 240*4/7 - 60, 240 - 60},
+	} {
+		setTimes(tc.lt, tc.t1, tc.t2)
+		r := f.query(requester, dhcpv4.WithClientIP(ip))
+		lt, t1, t2 := u32(r.Options.Get(dhcpv4.OptionIPAddressLeaseTime)), u32(r.Options.Get(dhcpv4.OptionRenewTimeValue)), u32(r.Options.Get(dhcpv4.OptionRebindingTimeValue))
+		if lt != 540 || t1 != tc.wantT1 || t2 != tc.wantT2 {
+			t.Errorf("%s: lease time %d T1 %d T2 %d, want 540 %d %d", tc.name, lt, t1, t2, tc.wantT1, tc.wantT2)
+		}
+		if !(t1 < t2 && t2 < lt) {
+			t.Errorf("%s: T1 %d, T2 %d and lease time %d out of order", tc.name, t1, t2, lt)
+		}
+	}
+}
+
+func TestLeasequeryVendorClassOnce(t *testing.T) {
+	f := lqFixture(t)
+	// A PXE setup sends its own option 60; a leasequery reply's 60 is the
+	// client's.
+	f.srv.mu.Lock()
+	for _, sn := range f.srv.subs.list {
+		sn.Options = append(sn.Options, 60, 9, 'P', 'X', 'E', 'C', 'l', 'i', 'e', 'n', 't')
+	}
+	f.srv.mu.Unlock()
+	withVC := f.dora(mac(1), dhcpv4.WithOption(dhcpv4.OptClassIdentifier("docsis3.1"))).YourIPAddr
+	without := f.dora(mac(2)).YourIPAddr
+	count := func(code uint8) (n int, last []byte) {
+		raw := f.lastOut.Payload
+		for i := 240; i+1 < len(raw) && raw[i] != 255; i += 2 + int(raw[i+1]) {
+			if raw[i] == code {
+				n, last = n+1, raw[i+2:i+2+int(raw[i+1])]
+			}
+		}
+		return n, last
+	}
+	prl := dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionClassIdentifier, dhcpv4.OptionIPAddressLeaseTime)
+	f.query(requester, dhcpv4.WithClientIP(withVC), prl)
+	if n, v := count(60); n != 1 || string(v) != "docsis3.1" {
+		t.Errorf("client with a vendor class: option 60 %d times, last %q", n, v)
+	}
+	if n, _ := count(51); n != 1 {
+		t.Errorf("option 51 %d times", n)
+	}
+	if n, _ := count(1); n != 1 {
+		t.Errorf("requested subnet mask %d times", n)
+	}
+	f.query(requester, dhcpv4.WithClientIP(without), prl)
+	if n, v := count(60); n != 0 {
+		t.Errorf("client without a vendor class: option 60 %q", v)
 	}
 }
 

@@ -23,6 +23,12 @@ type Store interface {
 	// Submit queues records and calls done once they are on disk.
 	Submit(leases []*lease.Lease, done func(error))
 	Load(ctx context.Context, fn func(*lease.Lease) error) error
+	// LoadPage calls fn for up to limit records after the address after
+	// (from the first when it is not valid), in address order, in one
+	// short read; it returns the last address read, or an invalid address
+	// when no records are left. Long scans page with it so that no read
+	// transaction stays open while they write to the network.
+	LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) error) (netip.Addr, error)
 	History(clientKey string) ([]netip.Addr, error)
 }
 
@@ -78,6 +84,8 @@ type Server struct {
 	fast  FastPath
 	m     *Metrics
 	now   func() time.Time
+	// logLimit keeps refused requesters from flooding the log.
+	logLimit *logLimiter
 
 	mu       sync.Mutex
 	set      Settings
@@ -126,6 +134,7 @@ func New(c Config) (*Server, error) {
 		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, m: c.Metrics, now: c.Now,
 		leases: map[netip.Addr]*lease.Lease{}, byClient: map[string]netip.Addr{}, byHW: map[string][]netip.Addr{},
 		offers: map[netip.Addr]offer{}, offerOf: map[string]netip.Addr{},
+		logLimit: newLogLimiter(time.Second),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,8 @@ type memStore struct {
 	leases  map[netip.Addr]*lease.Lease
 	fail    error
 	commits int
+	// pageErr, when set, may fail a LoadPage (given where it starts).
+	pageErr func(after netip.Addr) error
 }
 
 func (m *memStore) Submit(ls []*lease.Lease, done func(error)) {
@@ -48,6 +51,38 @@ func (m *memStore) Load(_ context.Context, fn func(*lease.Lease) error) error {
 		}
 	}
 	return nil
+}
+
+func (m *memStore) LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) error) (netip.Addr, error) {
+	m.mu.Lock()
+	if m.pageErr != nil {
+		if err := m.pageErr(after); err != nil {
+			m.mu.Unlock()
+			return netip.Addr{}, err
+		}
+	}
+	var ips []netip.Addr
+	for ip := range m.leases {
+		if !after.IsValid() || after.Less(ip) {
+			ips = append(ips, ip)
+		}
+	}
+	slices.SortFunc(ips, netip.Addr.Compare)
+	more := len(ips) > limit
+	var page []*lease.Lease
+	for _, ip := range ips[:min(limit, len(ips))] {
+		page = append(page, m.leases[ip].Clone())
+	}
+	m.mu.Unlock()
+	for _, l := range page {
+		if err := fn(l); err != nil {
+			return netip.Addr{}, err
+		}
+	}
+	if !more {
+		return netip.Addr{}, nil
+	}
+	return page[len(page)-1].IP, nil
 }
 
 func (m *memStore) History(string) ([]netip.Addr, error) { return nil, nil }
