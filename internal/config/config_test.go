@@ -124,6 +124,7 @@ func TestProblems(t *testing.T) {
 		{"reservation both ids", base + "    reservations:\n      - {hw-address: 02:00:00:00:00:01, client-id: '01:02', ip: 10.77.0.5}\n", []string{"not both"}},
 		{"bad mac", base + "    reservations:\n      - {hw-address: 02:00:zz, ip: 10.77.0.5}\n", []string{"reservations[0].hw-address: \"02:00:zz\" is not an Ethernet MAC address"}},
 		{"managed custom option", base + "    options:\n      custom:\n        - {code: 51, type: uint32, value: 5}\n", []string{"subnets[0].options.custom[0].code: option 51 (lease time (use lease-time)) is set by the server"}},
+		{"leasequery's own option", base + "    options:\n      custom:\n        - {code: 92, type: ip, value: 10.77.0.9}\n", []string{"subnets[0].options.custom[0].code: option 92 (associated IP addresses (leasequery)) is set by the server"}},
 		{"custom bad value", base + "    options:\n      custom:\n        - {code: 23, type: uint8, value: 300}\n", []string{"\"300\" is not a uint8"}},
 		{"mtu range", base + "    options:\n      mtu: 20\n", []string{"options.mtu: 20 is outside 68..65535"}},
 		{"fastpath mode", base + "fastpath:\n  mode: turbo\n", []string{"x.yaml:9: fastpath.mode: \"turbo\" is not one of auto, native, generic"}},

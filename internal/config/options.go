@@ -24,12 +24,21 @@ const (
 	optRoutes       = 121
 )
 
-// managed are codes the server sets itself; a custom option may not use them.
+// managed are codes the server sets itself; a custom option may not use
+// them. Leasequery's own options (RFC 4388, RFC 6926) are among them: a
+// subnet's block also answers a leasequery's parameter request list, where
+// they would repeat or contradict what the server reports. Option 60 is
+// not: it is the client's vendor class, but a PXE server sends its own
+// ("PXEClient"), so it stays configurable, and leasequery replies leave
+// the configured one out in favour of the client's.
 var managed = map[int]string{
 	0: "pad", 1: "subnet mask (derived from the subnet)", 50: "requested address", 51: "lease time (use lease-time)",
 	52: "overload", 53: "message type", 54: "server identifier (use server-id)", 55: "parameter request list",
 	56: "message", 57: "maximum message size", 58: "T1 (use t1)", 59: "T2 (use t2)", 61: "client identifier",
-	82: "relay agent information", 255: "end",
+	82: "relay agent information", 91: "client last transaction time (leasequery)", 92: "associated IP addresses (leasequery)",
+	151: "status code (bulk leasequery)", 152: "base time (bulk leasequery)", 153: "start time of state (bulk leasequery)",
+	154: "query start time (bulk leasequery)", 155: "query end time (bulk leasequery)", 156: "DHCP state (bulk leasequery)",
+	157: "data source (bulk leasequery)", 255: "end",
 }
 
 func (v *validator) options(path string, o *rawOptions, pfx netip.Prefix) []Option {
