@@ -184,6 +184,20 @@ func TestLeasequeryUnassignedAndUnknown(t *testing.T) {
 	}
 }
 
+// Between a lease's expiry and the next sweep the record still says
+// ACTIVE; the reply must not.
+func TestLeasequeryExpiredBeforeTheSweep(t *testing.T) {
+	f := lqFixture(t)
+	ack := f.dora(mac(5))
+	f.now = f.now.Add(time.Hour + time.Second) // no Sweep
+	if r := f.query(requester, dhcpv4.WithClientIP(ack.YourIPAddr)); r == nil || r.MessageType() != mtLeaseUnassigned {
+		t.Fatalf("by IP, past expiry: %v, want %s", r, mtLeaseUnassigned)
+	}
+	if r := f.query(requester, byMACMod(mac(5))); r == nil || r.MessageType() != mtLeaseUnknown {
+		t.Fatalf("by MAC, past expiry: %v, want %s", r, mtLeaseUnknown)
+	}
+}
+
 func TestLeasequeryTimersFitTheLeaseAfterAReload(t *testing.T) {
 	f := lqFixture(t)
 	setTimes := func(lt, t1, t2 time.Duration) {
