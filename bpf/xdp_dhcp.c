@@ -328,14 +328,15 @@ static __always_inline __u32 fold(__u64 s)
 	return (__u32)s;
 }
 
-/* lowmasks[32 + r] selects the first r bytes of a little-endian word:
- * none for r <= 0, all for r >= 8. A table, not a computation: every
- * branch of one would be explored with the rest of the program. */
-static const __u64 lowmasks[64] = {
-	[0 ... 32] = 0,
-	[33] = 0xff, [34] = 0xffff, [35] = 0xffffff, [36] = 0xffffffff,
-	[37] = 0xffffffffffULL, [38] = 0xffffffffffffULL, [39] = 0xffffffffffffffULL,
-	[40 ... 63] = ~0ULL,
+/* lowmasks[64 + r] selects the first r bytes of a little-endian word:
+ * none for r <= 0, all for r >= 8, for r in [-64, 63] (a 32-byte client
+ * identifier asks for r = 32). A table, not a computation: every branch
+ * of one would be explored with the rest of the program. */
+static const __u64 lowmasks[128] = {
+	[0 ... 64] = 0,
+	[65] = 0xff, [66] = 0xffff, [67] = 0xffffff, [68] = 0xffffffff,
+	[69] = 0xffffffffffULL, [70] = 0xffffffffffffULL, [71] = 0xffffffffffffffULL,
+	[72 ... 127] = ~0ULL,
 };
 
 static __always_inline __u64 lowmask(__s64 r)
@@ -343,7 +344,7 @@ static __always_inline __u64 lowmask(__s64 r)
 	/* r made opaque to clang, which would otherwise drop the mask where
 	 * it knows r's range, leaving an index the verifier cannot bound. */
 	asm volatile("" : "+r"(r));
-	return lowmasks[(r + 32) & 63];
+	return lowmasks[(r + 64) & 127];
 }
 
 /* forget passes a value through memory, so that the verifier no longer

@@ -400,8 +400,8 @@ func TestPublishKeepsLaterGrant(t *testing.T) {
 
 // TestXDPClientIDLengths compares identifiers of every length class
 // against the entry's zero-padded copy, a word at a time under a mask:
-// equal ones are answered and echoed, and a difference in the last byte
-// or one byte more is caught.
+// equal ones are answered and echoed, and a difference in the first or
+// the last byte or one byte more is caught.
 func TestXDPClientIDLengths(t *testing.T) {
 	r := loadRig(t)
 	for _, n := range []int{2, 7, 8, 9, 15, 16, 17, 24, 25, 31, 32} {
@@ -425,8 +425,10 @@ func TestXDPClientIDLengths(t *testing.T) {
 		}
 		last := bytes.Clone(id)
 		last[n-1] ^= 1
+		first := bytes.Clone(id)
+		first[0] ^= 1
 		longer := append(bytes.Clone(id), 0)
-		for name, cid := range map[string][]byte{"last byte differs": last, "one byte longer": longer, "one byte shorter": id[:n-1]} {
+		for name, cid := range map[string][]byte{"first byte differs": first, "last byte differs": last, "one byte longer": longer, "one byte shorter": id[:n-1]} {
 			if len(cid) < 2 || len(cid) > 32 {
 				continue
 			}
