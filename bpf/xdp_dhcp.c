@@ -117,7 +117,7 @@ enum xdhcp_counter {
 	XC_ANSWERED,
 	XC_NOT_DHCP,      /* not UDP to port 67: not ours, passed */
 	XC_MALFORMED,     /* to port 67 but not a well-formed BOOTP request */
-	XC_UNSUPPORTED,   /* IP options, fragments, overload, oversized, repeated options */
+	XC_UNSUPPORTED,   /* IP options, fragments, overload, oversized, repeated options, 118 */
 	XC_NOT_RENEWAL,   /* another message type, or a REQUEST with 50/54 or no ciaddr */
 	XC_NO_LEASE,
 	XC_EXPIRED,
@@ -443,6 +443,7 @@ static __always_inline int walk_step(__u8 *rq, volatile struct walk *w)
 		w->has54 = 1;
 		break;
 	case 52: /* overload: options continue in sname/file */
+	case 118: /* subnet selection (RFC 3011): the slow path echoes it, this program does not */
 		w->unsup = 1;
 		break;
 	case 57:

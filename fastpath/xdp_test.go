@@ -181,6 +181,15 @@ func TestXDPPunts(t *testing.T) {
 		{name: "server id (SELECTING)", lease: directLease, ciaddr: clientIP, mods: []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IP(serverID.AsSlice())))}, reason: "not_renewal"},
 		{name: "DISCOVER", lease: directLease, ciaddr: clientIP, mods: []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover)}, reason: "not_renewal"},
 		{name: "RELEASE", lease: directLease, ciaddr: clientIP, mods: []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease)}, reason: "not_renewal"},
+		{
+			name: "subnet selection (118), which the slow path echoes", lease: directLease, ciaddr: clientIP, reason: "unsupported",
+			mods: []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.OptionSubnetSelection, []byte{10, 77, 0, 0})},
+		},
+		{
+			name: "relayed with subnet selection (118)", lease: relayedLease, ciaddr: relayedIP, how: relayed, reason: "unsupported",
+			mods: []dhcpv4.Modifier{dhcpv4.WithGatewayIP(net.IP(relayIP.AsSlice())), dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, relayInfo),
+				dhcpv4.WithGeneric(dhcpv4.OptionSubnetSelection, []byte{10, 78, 0, 0})},
+		},
 		{name: "no ciaddr", lease: directLease, ciaddr: netip.IPv4Unspecified(), how: func() frameOpts { return broadcast(netip.IPv4Unspecified()) }, reason: "not_renewal"},
 		{
 			name: "reply larger than the client takes", ciaddr: clientIP, reason: "too_big",
