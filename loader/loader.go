@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -50,13 +51,16 @@ type Program struct {
 	pinDir string
 	log    *slog.Logger
 	links  map[string]link.Link
-	// Reused is set when the lease map was already pinned: its entries
-	// (and the grants they record) survived since the last run.
+	// Reused is set when the lease map was already pinned, in this
+	// program's layout: its entries (and the grants they record) survived
+	// since the last run.
 	Reused bool
 	// Upgraded is set when pins of an older version were retired. Until
-	// the new program is swapped in, the old one still runs against the
+	// the new program is swapped in, the old one still runs, against the
 	// shared lease map, whose entries the new daemon rewrites for maps the
-	// old program does not have: it must not answer meanwhile.
+	// old program does not have, or against a retired lease map whose
+	// grants the new daemon never sees: it must not answer meanwhile (the
+	// settings map, which tells it so, has kept its layout so far).
 	Upgraded bool
 }
 
@@ -68,6 +72,42 @@ func linkPin(ifname string) string { return "link_" + ifname }
 // before the per-CPU event rings (xdhcp_evring, xdhcp_evheads), and
 // xdhcp_templates a hash before the template array (xdhcp_tmpls).
 var retiredPins = []string{"xdhcp_events", "xdhcp_templates"}
+
+// retireIncompatible unpins the maps in pinDir that spec would pin by
+// name but whose type, key or value size, capacity or flags differ, and
+// returns their names. The program in the pinned links keeps its own
+// references to them until the new one is swapped in.
+func retireIncompatible(spec *ebpf.CollectionSpec, pinDir string, log *slog.Logger) ([]string, error) {
+	var retired []string
+	for _, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
+		path := filepath.Join(pinDir, ms.Name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return retired, fmt.Errorf("opening pinned map %s: %w", path, err)
+		}
+		why := ms.Compatible(m)
+		m.Close()
+		if why == nil {
+			continue
+		}
+		if !errors.Is(why, ebpf.ErrMapIncompatible) {
+			return retired, fmt.Errorf("comparing pinned map %s with the program's: %w", path, why)
+		}
+		if err := os.Remove(path); err != nil {
+			return retired, fmt.Errorf("retiring pinned map %s (%v): %w", path, why, err)
+		}
+		log.Info("retired a pinned map whose layout differs from this program's", "map", ms.Name, "change", why)
+		retired = append(retired, ms.Name)
+	}
+	slices.Sort(retired)
+	return retired, nil
+}
 
 // xdpSpec reads the program's object and sizes its maps: the lease map
 // for maxLeases (0: as compiled), the event rings for the possible CPUs.
@@ -93,7 +133,9 @@ func xdpSpec(maxLeases uint32) (*ebpf.CollectionSpec, error) {
 // Load loads the program, reusing maps already pinned in the pin directory
 // (their contents survive: that is how a restarted daemon keeps serving)
 // and pinning new ones. A pinned map whose layout no longer matches the
-// program is an error: `xdhcpd detach` clears the old state.
+// program (an older version's lease entry or counters, or a lease map of
+// another capacity) is retired, as the renamed maps in retiredPins are,
+// and the program gets a fresh one: the daemon refills it from bbolt.
 func Load(o Options) (*Program, error) {
 	if o.PinDir == "" {
 		o.PinDir = DefaultPinDir
@@ -112,6 +154,13 @@ func Load(o Options) (*Program, error) {
 		return nil, fmt.Errorf("creating pin directory: %w", err)
 	}
 	p := &Program{pinDir: o.PinDir, log: o.Logger, links: map[string]link.Link{}}
+	retired, err := retireIncompatible(spec, o.PinDir, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	p.Upgraded = len(retired) > 0
+	// A retired lease map is not reused: its grants are known only up to
+	// their horizons.
 	if _, err := os.Stat(filepath.Join(o.PinDir, bpf.XdpMapXdhcpLeases)); err == nil {
 		p.Reused = true
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/internal/netns"
@@ -98,5 +99,91 @@ func TestPinReuseSwapAndDetach(t *testing.T) {
 	out, _ := ns.Exec(t.Context(), "ip", "link", "show", "lv0")
 	if strings.Contains(string(out), "xdp") {
 		t.Fatalf("XDP still attached after DetachAll:\n%s", out)
+	}
+}
+
+// TestLoadRetiresMapsOfAnotherLayout: an older version's lease map (a
+// shorter entry) and counters (one fewer) pinned in the directory are
+// retired, not refused: the program gets fresh maps in its own layout and
+// reports an upgrade and no reused lease map (so that the daemon holds
+// leases to their horizons and refills the map from bbolt), maps whose
+// layout did not change are kept with their contents, and the next load
+// reuses everything. A lease map of another capacity goes the same way.
+func TestLoadRetiresMapsOfAnotherLayout(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loading XDP needs root")
+	}
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xdhcp-retire-test-%d", os.Getpid()))
+	t.Cleanup(func() { DetachAll(dir) })
+	p, err := Load(Options{PinDir: dir, MaxLeases: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaseSize, counters := p.Objs.XdhcpLeases.ValueSize(), p.Objs.XdhcpCounters.MaxEntries()
+	settings := bpf.XdpXdhcpSettings{MinGrant: 77}
+	if err := p.Objs.XdhcpConfig.Put(uint32(0), &settings); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+
+	for name, spec := range map[string]*ebpf.MapSpec{
+		bpf.XdpMapXdhcpLeases:   {Type: ebpf.Hash, KeySize: 4, ValueSize: leaseSize - 8, MaxEntries: 1024, Flags: unix.BPF_F_NO_PREALLOC},
+		bpf.XdpMapXdhcpCounters: {Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: counters - 1},
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		old, err := ebpf.NewMap(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer old.Close()
+		if err := old.Pin(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p2, err := Load(Options{PinDir: dir, MaxLeases: 1024})
+	if err != nil {
+		t.Fatalf("an older version's pinned maps: %v", err)
+	}
+	if p2.Reused || !p2.Upgraded {
+		t.Fatalf("after retiring an older lease map: reused %v (want false), upgraded %v (want true)", p2.Reused, p2.Upgraded)
+	}
+	if n := p2.Objs.XdhcpLeases.ValueSize(); n != leaseSize {
+		t.Fatalf("lease entries of %d bytes, want %d", n, leaseSize)
+	}
+	var got bpf.XdpXdhcpSettings
+	if err := p2.Objs.XdhcpConfig.Lookup(uint32(0), &got); err != nil || got != settings {
+		t.Fatalf("the settings map, unchanged in layout, was not kept: %+v %v", got, err)
+	}
+	p2.Close()
+	for name, want := range map[string]uint32{bpf.XdpMapXdhcpLeases: leaseSize, bpf.XdpMapXdhcpCounters: 8} {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.ValueSize() != want || (name == bpf.XdpMapXdhcpCounters && m.MaxEntries() != counters) {
+			t.Fatalf("pinned %s: value size %d, %d entries", name, m.ValueSize(), m.MaxEntries())
+		}
+		m.Close()
+	}
+
+	p3, err := Load(Options{PinDir: dir, MaxLeases: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p3.Reused || p3.Upgraded {
+		t.Fatalf("the load after: reused %v (want true), upgraded %v (want false)", p3.Reused, p3.Upgraded)
+	}
+	p3.Close()
+
+	p4, err := Load(Options{PinDir: dir, MaxLeases: 2048})
+	if err != nil {
+		t.Fatalf("another max-leases: %v", err)
+	}
+	defer p4.Close()
+	if p4.Reused || !p4.Upgraded || p4.Objs.XdhcpLeases.MaxEntries() != 2048 {
+		t.Fatalf("another max-leases: reused %v, upgraded %v, %d entries", p4.Reused, p4.Upgraded, p4.Objs.XdhcpLeases.MaxEntries())
 	}
 }

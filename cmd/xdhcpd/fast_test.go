@@ -13,10 +13,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/sys/unix"
 
+	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/internal/control"
 	"github.com/xdhcp/xdhcp/internal/netns"
 )
@@ -455,5 +458,54 @@ func TestHorizonHoldsAddressesAfterLosingEverything(t *testing.T) {
 	}
 	if !strings.Contains(l.daemon.Output(), "held until their promise horizon") {
 		t.Fatalf("daemon did not hold leases to the horizon:\n%s", l.daemon.Output())
+	}
+}
+
+// TestFastPathUpgradeFromAnotherLeaseLayout: the daemon restarts over pins
+// an older version left whose lease entries had another layout (8 bytes
+// shorter, as before the option 82 fingerprint). It retires that map
+// instead of refusing to start, holds the leases to their horizons (what
+// the old map granted is not readable), keeps the old program from
+// answering until the new one is swapped in, and the new one then answers
+// from the rebuilt map.
+func TestFastPathUpgradeFromAnotherLeaseLayout(t *testing.T) {
+	needTools(t, "udhcpc", "curl", "ethtool")
+	const mac = "02:00:00:00:0f:09"
+	l, c := fastLab(t, "native", "10m", mac)
+	li := udhcpcLease(t, l, c, mac)
+	hw, _ := net.ParseMAC(mac)
+	rn := renewer{t, c, netip.MustParseAddr(li.IP), hw}
+	if got := rn.renew(5); got != 5 {
+		t.Fatalf("%d of 5 renewals ACKed before the upgrade", got)
+	}
+	l.daemon.Signal(syscall.SIGKILL)
+	l.daemon.Wait()
+	// The program in the pinned link keeps its own lease map; the pin now
+	// names one of the older layout.
+	path := filepath.Join(l.pinDir, "xdhcp_leases")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: uint32(unsafe.Sizeof(bpf.XdpXdhcpLease{})) - 8,
+		MaxEntries: 1 << 21, Flags: unix.BPF_F_NO_PREALLOC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := old.Pin(path); err != nil {
+		t.Fatal(err)
+	}
+	l.start()
+	for _, want := range []string{"retired a pinned map whose layout differs", "upgrading the XDP program", "held until their promise horizon", "XDP program swapped in place"} {
+		if !strings.Contains(l.daemon.Output(), want) {
+			t.Fatalf("no %q in the daemon's log:\n%s", want, l.daemon.Output())
+		}
+	}
+	fast := l.fastReplies()
+	if got := rn.renew(5); got != 5 {
+		t.Fatalf("%d of 5 renewals ACKed after the upgrade", got)
+	}
+	if got := l.fastReplies() - fast; got != 5 {
+		t.Fatalf("the fast path answered %v of 5 renewals after the upgrade", got)
 	}
 }
