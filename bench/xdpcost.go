@@ -70,9 +70,12 @@ func XDPCost(ctx context.Context, runs int) ([]CostResult, error) {
 		ClientID: append([]byte{1}, mac...), ServerID: server, IfIndex: 1,
 		LeaseTime: 3600, T1: 1800, T2: 3150, Serve: true, Template: tmpl,
 	}
+	// The relay's option 82, as the slow path stored it with the lease:
+	// the program answers renewals that carry the same.
+	opt82 := []byte{1, 8, 'e', 't', 'h', '0', '/', '1', '/', '7', 2, 6, 2, 0, 0, 0, 0, 1}
 	direct, relayed := base, base
 	direct.IP = netip.MustParseAddr("10.77.0.100")
-	relayed.IP, relayed.GIAddr, relayed.IfIndex = netip.MustParseAddr("10.78.1.100"), relay, 0
+	relayed.IP, relayed.GIAddr, relayed.IfIndex, relayed.RelayInfo = netip.MustParseAddr("10.78.1.100"), relay, 0, opt82
 	if err := maps.Publish([]fastpath.Lease{direct, relayed}); err != nil {
 		return nil, err
 	}
@@ -82,7 +85,7 @@ func XDPCost(ctx context.Context, runs int) ([]CostResult, error) {
 	}{
 		{"direct renewal", Renewal{CIAddr: direct.IP, MAC: mac, ClientID: base.ClientID, Server: server, XID: 1}},
 		{"relayed, option 82, two VLAN tags", Renewal{CIAddr: relayed.IP, MAC: mac, ClientID: base.ClientID, Server: server, XID: 2,
-			GIAddr: relay, Opt82: []byte{1, 8, 'e', 't', 'h', '0', '/', '1', '/', '7', 2, 6, 2, 0, 0, 0, 0, 1}, VLANs: []uint16{100, 2001}}},
+			GIAddr: relay, Opt82: opt82, VLANs: []uint16{100, 2001}}},
 	}
 	srvMAC := net.HardwareAddr{2, 0x53, 0, 0, 0, 1}
 	tx, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",

@@ -66,7 +66,8 @@ const (
 	XdpXdhcpCounterXC_EVENTS_LOST  XdpXdhcpCounter = 14
 	XdpXdhcpCounterXC_ERROR        XdpXdhcpCounter = 15
 	XdpXdhcpCounterXC_NO_ROOM      XdpXdhcpCounter = 16
-	XdpXdhcpCounterXC_MAX          XdpXdhcpCounter = 17
+	XdpXdhcpCounterXC_RELAY_INFO   XdpXdhcpCounter = 17
+	XdpXdhcpCounterXC_MAX          XdpXdhcpCounter = 18
 )
 
 type XdpXdhcpEvent struct {
@@ -100,6 +101,7 @@ type XdpXdhcpLease struct {
 	Expiry     uint64
 	Horizon    uint64
 	Cltt       uint64
+	RelayFp    uint64
 	Xid        uint32
 	LastGiaddr uint32
 	Ifindex    uint32

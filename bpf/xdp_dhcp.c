@@ -51,6 +51,7 @@ struct xdhcp_lease {
 	__u64 expiry;   /* unix seconds; a renewal at or after it is punted. XDP raises it. */
 	__u64 horizon;  /* unix seconds; no grant may end later (promise horizon) */
 	__u64 cltt;     /* unix seconds of the last renewal answered here */
+	__u64 relay_fp; /* relay_fp() of the option 82 stored with the lease; 0: none */
 	__u32 xid;      /* of that renewal */
 	__u32 last_giaddr; /* relay it came through; 0: direct or past the relay */
 	__u32 ifindex;  /* where a direct lease was granted */
@@ -131,6 +132,7 @@ enum xdhcp_counter {
 	XC_EVENTS_LOST,   /* no ring slot (the reader counts lapped rings itself) */
 	XC_ERROR,         /* a helper failed while building the reply; passed */
 	XC_NO_ROOM,       /* the frame could not grow to the reply's size; passed */
+	XC_RELAY_INFO,    /* relayed with an option 82 other than the one stored */
 	XC_MAX,
 };
 
@@ -485,6 +487,52 @@ __noinline int walk_options(struct scratch *s)
 	return 0;
 }
 
+/*
+ * relay_fp is the fingerprint of an option 82 body, the n (<= 255) bytes
+ * at off in the request. fastpath.RelayInfoFingerprint computes the same
+ * over the body the slow path stored with the lease:
+ *
+ *	n == 0:	0, as for a lease with no option 82 stored
+ *	else:	h = FP_SEED ^ n
+ *		for each 8 bytes of the body as a little-endian word w,
+ *		the last one zero-padded:
+ *			h = (h ^ w) * FP_MUL
+ *			h ^= h >> 32
+ *		h | 1, never 0
+ *
+ * Not cryptographic: it tells a changed circuit-id or remote-id for a
+ * multiply per 8 bytes, without 255 bytes per lease entry. A global
+ * function, verified once on its own like walk_options.
+ */
+#define FP_SEED 0x9e3779b97f4a7c15ULL
+#define FP_MUL 0xff51afd7ed558ccdULL
+
+__noinline __u64 relay_fp(struct scratch *s, __u32 off, __u32 n)
+{
+	if (!s || !n)
+		return 0;
+	/* Words past the body (at most 7 bytes) stay inside the scratch
+	 * value and are masked off. */
+	__u8 *b = &s->req[off & (REQ_MAX - 1)];
+	__u64 h = FP_SEED ^ n;
+	__s32 r = n; /* bytes left */
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < 256 / 8; i++, r -= 8) {
+		/* The end and the last word are both told by r: tested as
+		 * i * 8 >= n, the verifier could not tell that the masked
+		 * word was the last and went on through the remaining
+		 * iterations from each one (8k instructions, not 1k). */
+		if (r <= 0)
+			break;
+		__u64 w = *(__u64 *)&b[i * 8];
+		if (r < 8)
+			w &= lowmask(r);
+		h = (h ^ w) * FP_MUL;
+		h ^= h >> 32;
+	}
+	return h | 1;
+}
+
 SEC("xdp")
 int xdp_dhcp(struct xdp_md *ctx)
 {
@@ -656,6 +704,13 @@ malformed:
 		PUNT(XC_WHERE); /* RFC 8357 relay ports and odd clients: slow path */
 	if (h.daddr != l->server_id && (relayed || h.daddr != 0xffffffff))
 		PUNT(XC_WHERE);
+	/* Option 82 as last received, which leasequery reports: a relay
+	 * that now sends another one for this client (it moved port) goes
+	 * to the slow path, which stores it and publishes its fingerprint.
+	 * One without 82 (past the relay, or from a relay that adds none)
+	 * leaves the stored one, as the slow path does. */
+	if (relayed && o82 && relay_fp(s, o82 + 2, l82) != l->relay_fp)
+		PUNT(XC_RELAY_INFO);
 	if (!(l->flags & XDHCP_LEASE_SERVE))
 		PUNT(XC_NOT_SERVING);
 

@@ -30,11 +30,10 @@ func checkNeverAlteredOrAnswered(t *testing.T, r *rig, what string, pkt []byte) 
 
 func TestXDPMalformed(t *testing.T) {
 	r := loadRig(t)
-	r.publish(t, directLease())
+	r.publish(t, directLease(), relayedLease())
 	good := frame(direct(clientIP), request(t, clientIP).ToBytes())
-	if v, _ := r.run(t, bytes.Clone(good), loIndex); v != xdpTx {
-		t.Fatalf("the unmangled request is not answered (verdict %d)", v)
-	}
+	// Relayed with option 82 last, which the program fingerprints.
+	goodRelayed := frame(relayed(), request(t, relayedIP, viaRelay(relayInfo)...).ToBytes())
 	const l2, l3 = 14, 34 // Ethernet, then IPv4 + UDP
 	dhcp := l3 + 8
 
@@ -42,18 +41,23 @@ func TestXDPMalformed(t *testing.T) {
 	// and also fixed up to match, so both the length checks and the
 	// option walk meet the short packet.
 	// Cut after END, with lengths fixed, it is still a whole request.
-	end := dhcp + endOffset(t, good[dhcp:])
-	for n := 0; n < len(good); n++ {
-		checkNeverAlteredOrAnswered(t, r, "truncated (lengths as sent)", bytes.Clone(good[:n]))
-		if n <= dhcp {
-			continue
+	for _, good := range [][]byte{good, goodRelayed} {
+		if v, _ := r.run(t, bytes.Clone(good), loIndex); v != xdpTx {
+			t.Fatalf("the unmangled request is not answered (verdict %d)", v)
 		}
-		p := bytes.Clone(good[:n])
-		fixLengths(p, n-l2)
-		if n <= end {
-			checkNeverAlteredOrAnswered(t, r, "truncated before END (lengths fixed)", p)
-		} else if v, _ := r.run(t, p, loIndex); v != xdpTx {
-			t.Fatalf("a request cut after its END (%d bytes) is not answered: verdict %d", n, v)
+		end := dhcp + endOffset(t, good[dhcp:])
+		for n := 0; n < len(good); n++ {
+			checkNeverAlteredOrAnswered(t, r, "truncated (lengths as sent)", bytes.Clone(good[:n]))
+			if n <= dhcp {
+				continue
+			}
+			p := bytes.Clone(good[:n])
+			fixLengths(p, n-l2)
+			if n <= end {
+				checkNeverAlteredOrAnswered(t, r, "truncated before END (lengths fixed)", p)
+			} else if v, _ := r.run(t, p, loIndex); v != xdpTx {
+				t.Fatalf("a request cut after its END (%d bytes) is not answered: verdict %d", n, v)
+			}
 		}
 	}
 
@@ -86,6 +90,17 @@ func TestXDPMalformed(t *testing.T) {
 		p := bytes.Clone(good)
 		f(p)
 		checkNeverAlteredOrAnswered(t, r, name, p)
+	}
+	// Option 82's length reaching past END and the datagram, or into END.
+	at82 := bytes.Index(goodRelayed[dhcp+240:], append([]byte{82, byte(len(relayInfo))}, relayInfo[:4]...))
+	if at82 < 0 {
+		t.Fatal("no option 82 in the relayed request")
+	}
+	at82 += dhcp + 240
+	for _, n := range []byte{byte(len(relayInfo)) + 1, byte(len(relayInfo)) + 8, 255} {
+		p := bytes.Clone(goodRelayed)
+		p[at82+1] = n
+		checkNeverAlteredOrAnswered(t, r, "option 82 length past the end", p)
 	}
 
 	// Overload (52) and a message beyond the parse buffer.
@@ -134,6 +149,11 @@ func FuzzXDP(f *testing.F) {
 			rp := parseReply(t, out)
 			if rp.msg.MessageType() != dhcpv4.MessageTypeAck || rp.codes[len(rp.codes)-1] != 255 {
 				t.Fatalf("answer is not a DHCPACK: %v", rp.codes)
+			}
+			// A relayed renewal is answered only with the option 82
+			// stored with the lease (or none).
+			if ri := rawOption(rp.dhcp, 82); !rp.msg.GatewayIPAddr.IsUnspecified() && ri != nil && !bytes.Equal(ri, relayInfo) {
+				t.Fatalf("relayed renewal answered with option 82 % x, stored % x", ri, relayInfo)
 			}
 		case xdpPass:
 			if !bytes.Equal(out, orig) {

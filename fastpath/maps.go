@@ -42,6 +42,10 @@ type Lease struct {
 	Horizon   time.Time // no grant ends later
 	Serve     bool
 	Template  []byte // option block after 53, 54, 51, 58, 59
+	// RelayInfo is the option 82 body stored with the lease (nil: none).
+	// The entry keeps its fingerprint: a relayed renewal carrying another
+	// one is punted, so that the slow path stores it.
+	RelayInfo []byte
 }
 
 // Renewal is what the program reports for a renewal it answered.
@@ -178,6 +182,7 @@ func (m *Maps) Publish(ls []Lease) error {
 			Ifindex: l.IfIndex, Giaddr: addrWord(l.GIAddr), ServerId: addrWord(l.ServerID),
 			LeaseTime: l.LeaseTime, T1: l.T1, T2: l.T2, TmplId: id, Vlan: l.VLANs,
 			Htype: l.HWType, Hlen: uint8(len(l.HWAddr)), CidLen: uint8(len(l.ClientID)),
+			RelayFp: RelayInfoFingerprint(l.RelayInfo),
 		}
 		if l.Serve {
 			v.Flags |= leaseServe
@@ -201,6 +206,30 @@ func (m *Maps) Publish(ls []Lease) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Constants of relay_fp in xdp_dhcp.c.
+const (
+	fpSeed = 0x9e3779b97f4a7c15
+	fpMul  = 0xff51afd7ed558ccd
+)
+
+// RelayInfoFingerprint is relay_fp in xdp_dhcp.c, where the function is
+// described: the fingerprint of an option 82 body that a lease entry
+// holds and the program compares with a relayed renewal's. It is 0 for
+// an empty body and never 0 otherwise.
+func RelayInfoFingerprint(b []byte) uint64 {
+	if len(b) == 0 {
+		return 0
+	}
+	h := fpSeed ^ uint64(len(b))
+	for i := 0; i < len(b); i += 8 {
+		var w [8]byte
+		copy(w[:], b[i:])
+		h = (h ^ binary.LittleEndian.Uint64(w[:])) * fpMul
+		h ^= h >> 32
+	}
+	return h | 1
 }
 
 // Flag bits the C program #defines (bpf2go generates types, not macros).
@@ -434,4 +463,5 @@ var CounterNames = [...]string{
 	bpf.XdpXdhcpCounterXC_EVENTS_LOST:  "events_lost",
 	bpf.XdpXdhcpCounterXC_ERROR:        "error",
 	bpf.XdpXdhcpCounterXC_NO_ROOM:      "no_room",
+	bpf.XdpXdhcpCounterXC_RELAY_INFO:   "relay_info",
 }

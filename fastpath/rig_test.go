@@ -98,10 +98,10 @@ func directLease() fastpath.Lease {
 	}
 }
 
-// relayedLease is granted through relayIP.
+// relayedLease is granted through relayIP, which added relayInfo.
 func relayedLease() fastpath.Lease {
 	l := directLease()
-	l.IP, l.GIAddr, l.IfIndex = relayedIP, relayIP, 0
+	l.IP, l.GIAddr, l.IfIndex, l.RelayInfo = relayedIP, relayIP, 0, relayInfo
 	return l
 }
 

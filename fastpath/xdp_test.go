@@ -3,6 +3,7 @@ package fastpath_test
 import (
 	"bytes"
 	"encoding/binary"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -18,6 +19,16 @@ import (
 
 // relayInfo is an option 82 value: circuit-id and remote-id.
 var relayInfo = []byte{1, 4, 'p', 'o', 'r', 't', 2, 6, 0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee}
+
+// viaRelay makes a request relayed through relayIP, with option 82 when
+// info is not nil.
+func viaRelay(info []byte) []dhcpv4.Modifier {
+	ms := []dhcpv4.Modifier{dhcpv4.WithGatewayIP(net.IP(relayIP.AsSlice()))}
+	if info != nil {
+		ms = append(ms, dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, info))
+	}
+	return ms
+}
 
 func TestXDPAnswers(t *testing.T) {
 	tests := []struct {
@@ -45,6 +56,19 @@ func TestXDPAnswers(t *testing.T) {
 			name: "relayed with option 82", lease: relayedLease, ciaddr: relayedIP,
 			mods: []dhcpv4.Modifier{dhcpv4.WithGatewayIP(net.IP(relayIP.AsSlice())), dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, relayInfo)},
 			how:  relayed, wantSrc: serverID, wantDst: netip.AddrPortFrom(relayIP, 67), wantMAC: serverMAC,
+		},
+		{
+			// Option 82 is not compared: the slow path keeps the stored
+			// one for a relayed request without it too.
+			name: "relayed without option 82", lease: relayedLease, ciaddr: relayedIP, mods: viaRelay(nil),
+			how: relayed, wantSrc: serverID, wantDst: netip.AddrPortFrom(relayIP, 67), wantMAC: serverMAC,
+		},
+		{
+			// A layer-2 relay agent (giaddr 0): the slow path stores no
+			// option 82 for a directly attached client, so none is compared.
+			name: "direct with option 82", lease: directLease, ciaddr: clientIP, mods: []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, relayInfo)},
+			how: func() frameOpts { return direct(clientIP) }, wantSrc: serverID,
+			wantDst: netip.AddrPortFrom(clientIP, 68), wantMAC: serverMAC,
 		},
 		{
 			name: "relayed lease renewed past the relay", lease: relayedLease, ciaddr: relayedIP,
@@ -117,7 +141,8 @@ func TestXDPAnswers(t *testing.T) {
 				t.Errorf("T1 %v T2 %v", t1, t2)
 			}
 			want := []uint8{53, 54, 51, 58, 59, 1, 3, 6, 15, 61}
-			if len(tc.mods) > 0 {
+			has82 := req.Options.Has(dhcpv4.OptionRelayAgentInformation)
+			if has82 {
 				want = append(want, 82)
 			}
 			want = append(want, 255)
@@ -127,7 +152,7 @@ func TestXDPAnswers(t *testing.T) {
 			if !bytes.Equal(rawOption(rp.dhcp, 61), clientID) {
 				t.Errorf("client-id echoed as % x", rawOption(rp.dhcp, 61))
 			}
-			if len(tc.mods) > 0 && !bytes.Equal(rawOption(rp.dhcp, 82), relayInfo) {
+			if has82 && !bytes.Equal(rawOption(rp.dhcp, 82), relayInfo) {
 				t.Errorf("option 82 echoed as % x, want % x", rawOption(rp.dhcp, 82), relayInfo)
 			}
 			if !bytes.Equal(rawOption(rp.dhcp, 15), []byte("example.net")) {
@@ -182,13 +207,31 @@ func TestXDPPunts(t *testing.T) {
 		{name: "DISCOVER", lease: directLease, ciaddr: clientIP, mods: []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover)}, reason: "not_renewal"},
 		{name: "RELEASE", lease: directLease, ciaddr: clientIP, mods: []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease)}, reason: "not_renewal"},
 		{
+			// The subscriber moved port on the same relay: the stored
+			// option 82 must follow (leasequery reports it).
+			name: "relayed, circuit-id changed", lease: relayedLease, ciaddr: relayedIP, how: relayed, reason: "relay_info",
+			mods: viaRelay([]byte{1, 4, 'p', 'o', 'r', 'u', 2, 6, 0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee}),
+		},
+		{
+			name: "relayed, remote-id added", lease: relayedLease, ciaddr: relayedIP, how: relayed, reason: "relay_info",
+			mods: viaRelay(append(bytes.Clone(relayInfo), 9, 0)),
+		},
+		{
+			name: "relayed with option 82, none stored", ciaddr: relayedIP, how: relayed, reason: "relay_info",
+			lease: func() fastpath.Lease { l := relayedLease(); l.RelayInfo = nil; return l },
+			mods:  viaRelay(relayInfo),
+		},
+		{
+			name: "relayed with an empty option 82, one stored", lease: relayedLease, ciaddr: relayedIP, how: relayed, reason: "relay_info",
+			mods: viaRelay([]byte{}),
+		},
+		{
 			name: "subnet selection (118), which the slow path echoes", lease: directLease, ciaddr: clientIP, reason: "unsupported",
 			mods: []dhcpv4.Modifier{dhcpv4.WithGeneric(dhcpv4.OptionSubnetSelection, []byte{10, 77, 0, 0})},
 		},
 		{
 			name: "relayed with subnet selection (118)", lease: relayedLease, ciaddr: relayedIP, how: relayed, reason: "unsupported",
-			mods: []dhcpv4.Modifier{dhcpv4.WithGatewayIP(net.IP(relayIP.AsSlice())), dhcpv4.WithGeneric(dhcpv4.OptionRelayAgentInformation, relayInfo),
-				dhcpv4.WithGeneric(dhcpv4.OptionSubnetSelection, []byte{10, 78, 0, 0})},
+			mods: append(viaRelay(relayInfo), dhcpv4.WithGeneric(dhcpv4.OptionSubnetSelection, []byte{10, 78, 0, 0})),
 		},
 		{name: "no ciaddr", lease: directLease, ciaddr: netip.IPv4Unspecified(), how: func() frameOpts { return broadcast(netip.IPv4Unspecified()) }, reason: "not_renewal"},
 		{
@@ -544,5 +587,63 @@ func TestTemplateSlotsReused(t *testing.T) {
 	}
 	if err := r.objs.XdhcpTmpls.Lookup(uint32(2), &slot); err != nil || slot.Used != 0 {
 		t.Fatalf("the orphaned slot 2 is still in use after a prune (%v)", err)
+	}
+}
+
+// TestRelayInfoFingerprintAgrees holds RelayInfoFingerprint (Go, in the
+// entry) and relay_fp (the program, over the request) to the same
+// function: for option 82 bodies of every length and of random content,
+// a relayed renewal carrying the stored body is answered and echoes it,
+// and one with a bit flipped, a byte more or a byte less is punted.
+func TestRelayInfoFingerprintAgrees(t *testing.T) {
+	r := loadRig(t)
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 0))
+	var bodies [][]byte
+	for n := range 256 {
+		bodies = append(bodies, make([]byte, n)) // all zeros: only the length tells them apart
+	}
+	for range 512 {
+		b := make([]byte, rng.IntN(256))
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		bodies = append(bodies, b)
+	}
+	send := func(body []byte) (uint32, []byte) {
+		req := request(t, relayedIP, append(viaRelay(body), dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(1500)))...)
+		return r.run(t, frame(relayed(), req.ToBytes()), loIndex)
+	}
+	for _, body := range bodies {
+		l := relayedLease()
+		l.RelayInfo = body
+		r.publish(t, l)
+		v, out := send(body)
+		if v != xdpTx {
+			t.Fatalf("seed %d: %d-byte option 82 % x as stored: verdict %d, want XDP_TX; counters %v", seed, len(body), body, v, r.counters(t))
+		}
+		if got := rawOption(parseReply(t, out).dhcp, 82); !bytes.Equal(got, body) {
+			t.Fatalf("seed %d: option 82 echoed as % x, want % x", seed, got, body)
+		}
+		others := map[string][]byte{}
+		if len(body) < 255 {
+			others["a zero byte more"] = append(bytes.Clone(body), 0)
+		}
+		if len(body) > 0 {
+			flipped := bytes.Clone(body)
+			flipped[rng.IntN(len(body))] ^= 1 << rng.IntN(8)
+			others["a bit flipped"] = flipped
+			others["a byte less"] = body[:len(body)-1]
+		}
+		for what, other := range others {
+			before := r.counters(t)["relay_info"]
+			if v, _ := send(other); v != xdpPass || r.counters(t)["relay_info"] != before+1 {
+				t.Fatalf("seed %d: %d-byte option 82 % x stored, renewal with %s: verdict %d, relay_info punts %d -> %d",
+					seed, len(body), body, what, v, before, r.counters(t)["relay_info"])
+			}
+		}
+	}
+	if fastpath.RelayInfoFingerprint(nil) != 0 || fastpath.RelayInfoFingerprint([]byte{}) != 0 {
+		t.Fatal("no option 82 must fingerprint as 0, as an entry without one")
 	}
 }

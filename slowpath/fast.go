@@ -43,6 +43,10 @@ type FastLease struct {
 	Serve bool
 	// Template is the subnet's option block, copied into the reply.
 	Template []byte
+	// RelayInfo is the option 82 body stored with the lease: a relayed
+	// renewal carrying another one is left to the slow path, which
+	// stores it (leasequery reports it as last received).
+	RelayInfo []byte
 }
 
 // Renewal is one renewal the fast path answered, reported on its ring
@@ -72,7 +76,7 @@ func (s *Server) fastLeaseLocked(l *lease.Lease) (FastLease, bool) {
 	return FastLease{
 		IP: l.IP, Expiry: l.Expiry, HWType: l.HWType, HWAddr: l.HWAddr, ClientID: l.ClientID, ServerID: l.ServerID,
 		IfIndex: l.IfIndex, VLANs: l.VLANs, GIAddr: l.GIAddr, LeaseTime: lt, T1: t1, T2: t2,
-		Horizon: l.Horizon, Serve: true, Template: sub.Options,
+		Horizon: l.Horizon, Serve: true, Template: sub.Options, RelayInfo: l.RelayInfo,
 	}, true
 }
 

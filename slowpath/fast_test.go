@@ -1,6 +1,7 @@
 package slowpath
 
 import (
+	"bytes"
 	"net/netip"
 	"sync"
 	"testing"
@@ -117,5 +118,39 @@ func TestSweeperWaitsForFastPathGrant(t *testing.T) {
 	}
 	if _, ok := fp.entries[ip]; ok {
 		t.Fatal("expired lease left in the fast path")
+	}
+}
+
+// TestRelayedRenewalPublishesItsRelayInfo: the entry carries the option
+// 82 stored with the lease, as last received through the relay, so that
+// the fast path can tell a renewal carrying another one (and punt it
+// here); a renewal past the relay, without one, keeps it.
+func TestRelayedRenewalPublishesItsRelayInfo(t *testing.T) {
+	f, fp := newFastFixture(t)
+	via := func(ri []byte, ms ...dhcpv4.Modifier) []dhcpv4.Modifier {
+		return append([]dhcpv4.Modifier{dhcpv4.WithGatewayIP(relayAddr.AsSlice()),
+			dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: ri}})}, ms...)
+	}
+	oldPort := []byte{1, 4, 'p', 'o', 'r', 't', 2, 3, 'c', 'p', 'e'}
+	newPort := []byte{1, 4, 'p', 'o', 'r', 'u', 2, 3, 'c', 'p', 'e'}
+	ack := f.dora(mac(1), via(oldPort)...)
+	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
+	if e := fp.entries[ip]; !bytes.Equal(e.RelayInfo, oldPort) {
+		t.Fatalf("published relay info %x, want %x", e.RelayInfo, oldPort)
+	}
+	for _, step := range []struct {
+		what string
+		mods []dhcpv4.Modifier
+	}{
+		{"relayed renewal from another port", via(newPort, dhcpv4.WithClientIP(ack.YourIPAddr))},
+		{"unicast renewal past the relay", []dhcpv4.Modifier{dhcpv4.WithClientIP(ack.YourIPAddr)}},
+	} {
+		got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), step.mods...), srvAddr)
+		if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("%s: %v", step.what, got)
+		}
+		if s, e := f.store.leases[ip].RelayInfo, fp.entries[ip].RelayInfo; !bytes.Equal(s, newPort) || !bytes.Equal(e, newPort) {
+			t.Fatalf("%s: relay info stored %x, published %x, want %x", step.what, s, e, newPort)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -458,6 +459,69 @@ func TestHorizonHoldsAddressesAfterLosingEverything(t *testing.T) {
 	}
 	if !strings.Contains(l.daemon.Output(), "held until their promise horizon") {
 		t.Fatalf("daemon did not hold leases to the horizon:\n%s", l.daemon.Output())
+	}
+}
+
+// TestFastPathRelayInfoFollowsTheRelay: a subscriber moves to another port
+// of the same relay, whose renewals then carry another circuit-id. XDP
+// passes the first of them up; the slow path answers it, stores the new
+// option 82 (which leasequery reports as last received) and republishes
+// the entry, and XDP answers the next ones again.
+func TestFastPathRelayInfoFollowsTheRelay(t *testing.T) {
+	needTools(t, "curl", "ethtool")
+	l, r := fastLab(t, "native", "1h", "02:00:00:00:0f:08")
+	l.sh(r, "ip addr add 10.77.0.2/24 dev eth0 && ip addr add 10.78.0.1/32 dev eth0")
+	l.sh(l.srv, "ip route add 10.78.0.0/16 via 10.77.0.2")
+	hw := net.HardwareAddr{2, 0, 0, 0, 0x0a, 8}
+	relayed := func(opt82 []byte, ms ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+		m, err := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithHwAddr(hw), dhcpv4.WithGatewayIP(net.IPv4(10, 78, 0, 1)),
+			dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: opt82}})}, ms...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	port1 := []byte{1, 6, 'e', 't', 'h', '0', '/', '1', 2, 4, 'c', 'p', 'e', '1'}
+	port2 := []byte{1, 6, 'e', 't', 'h', '0', '/', '2', 2, 4, 'c', 'p', 'e', '1'}
+	disc := relayed(port1, dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover))
+	offer := exchange(t, r, "10.78.0.1:67", disc)
+	ack := exchange(t, r, "10.78.0.1:67", relayed(port1, dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithTransactionID(disc.TransactionID),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr)), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offer.ServerIdentifier()))))
+	if ack.MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("relayed DORA: %s", ack.Summary())
+	}
+	const puntName = `xdhcp_fastpath_punts_total{reason="relay_info"}`
+	// renew sends a relayed renewal with opt82 and says which path answered.
+	renew := func(opt82 []byte) string {
+		t.Helper()
+		reqs, fast := l.requests(), l.fastReplies()
+		a := exchange(t, r, "10.78.0.1:67", relayed(opt82, dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithClientIP(ack.YourIPAddr)))
+		if a.MessageType() != dhcpv4.MessageTypeAck || !a.YourIPAddr.Equal(ack.YourIPAddr) || !bytes.Equal(a.Options.Get(dhcpv4.OptionRelayAgentInformation), opt82) {
+			t.Fatalf("relayed renewal: %s", a.Summary())
+		}
+		switch dr, df := l.requests()-reqs, l.fastReplies()-fast; {
+		case dr == 0 && df == 1:
+			return "xdp"
+		case dr == 1 && df == 0:
+			return "slow"
+		default:
+			t.Fatalf("slow path requests +%v, XDP replies +%v for one renewal", dr, df)
+			return ""
+		}
+	}
+	if got := renew(port1); got != "xdp" {
+		t.Fatalf("renewal with the option 82 stored answered by the %s path", got)
+	}
+	if got := renew(port2); got != "slow" || l.metric(puntName) != 1 {
+		t.Fatalf("renewal from another port answered by the %s path, %s %v", got, puntName, l.metric(puntName))
+	}
+	if li, _ := l.leaseFor(hw.String()); li.RelayInfo != colonHex(port2) || li.GIAddr != "10.78.0.1" {
+		t.Fatalf("stored lease after the move: relay info %s, giaddr %s; want %s", li.RelayInfo, li.GIAddr, colonHex(port2))
+	}
+	for range 3 {
+		if got := renew(port2); got != "xdp" {
+			t.Fatalf("renewal with the new option 82 answered by the %s path (%s %v)", got, puntName, l.metric(puntName))
+		}
 	}
 }
 
