@@ -40,6 +40,7 @@ type XdpScratch struct {
 		Bad   uint8
 		Unsup uint8
 		At    uint32
+		Fp82  uint64
 	}
 	Sec       uint64
 	SecStart  uint64

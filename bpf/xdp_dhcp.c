@@ -235,6 +235,7 @@ struct walk {
 	__u32 off, dlen, o61, o82, maxsz;
 	__u8 mt, l61, l82, has50, has54, done, bad, unsup;
 	__u32 at; /* see forget() */
+	__u64 fp82; /* relay_fp() of option 82; 0: none */
 };
 
 struct scratch {
@@ -472,21 +473,6 @@ static __always_inline int walk_step(__u8 *rq, volatile struct walk *w)
 	return 0;
 }
 
-/* walk_options walks the request's options into s->w. A global function,
- * so that the verifier checks it once on its own: inline, each way out of
- * the loop would be followed through the rest of the program. A plain
- * call, where bpf_loop made one indirect call per few options. */
-__noinline int walk_options(struct scratch *s)
-{
-	if (!s)
-		return 0;
-#pragma clang loop unroll(disable)
-	for (int i = 0; i < MAX_OPTS; i++)
-		if (walk_step(s->req, &s->w))
-			break;
-	return 0;
-}
-
 /*
  * relay_fp is the fingerprint of an option 82 body, the n (<= 255) bytes
  * at off in the request. fastpath.RelayInfoFingerprint computes the same
@@ -501,13 +487,14 @@ __noinline int walk_options(struct scratch *s)
  *		h | 1, never 0
  *
  * Not cryptographic: it tells a changed circuit-id or remote-id for a
- * multiply per 8 bytes, without 255 bytes per lease entry. A global
- * function, verified once on its own like walk_options.
+ * multiply per 8 bytes, without 255 bytes per lease entry. Taken at the
+ * end of walk_options, so it is verified once with the walk and costs no
+ * call of its own.
  */
 #define FP_SEED 0x9e3779b97f4a7c15ULL
 #define FP_MUL 0xff51afd7ed558ccdULL
 
-__noinline __u64 relay_fp(struct scratch *s, __u32 off, __u32 n)
+static __always_inline __u64 relay_fp(struct scratch *s, __u32 off, __u32 n)
 {
 	if (!s || !n)
 		return 0;
@@ -531,6 +518,22 @@ __noinline __u64 relay_fp(struct scratch *s, __u32 off, __u32 n)
 		h ^= h >> 32;
 	}
 	return h | 1;
+}
+
+/* walk_options walks the request's options into s->w. A global function,
+ * so that the verifier checks it once on its own: inline, each way out of
+ * the loop would be followed through the rest of the program. A plain
+ * call, where bpf_loop made one indirect call per few options. */
+__noinline int walk_options(struct scratch *s)
+{
+	if (!s)
+		return 0;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < MAX_OPTS; i++)
+		if (walk_step(s->req, &s->w))
+			break;
+	s->w.fp82 = s->w.o82 ? relay_fp(s, s->w.o82 + 2, s->w.l82) : 0;
+	return 0;
 }
 
 SEC("xdp")
@@ -709,7 +712,7 @@ malformed:
 	 * to the slow path, which stores it and publishes its fingerprint.
 	 * One without 82 (past the relay, or from a relay that adds none)
 	 * leaves the stored one, as the slow path does. */
-	if (relayed && o82 && relay_fp(s, o82 + 2, l82) != l->relay_fp)
+	if (relayed && o82 && w->fp82 != l->relay_fp)
 		PUNT(XC_RELAY_INFO);
 	if (!(l->flags & XDHCP_LEASE_SERVE))
 		PUNT(XC_NOT_SERVING);
