@@ -439,8 +439,8 @@ func (a *bulkAnswer) appendServerID(b []byte, sid netip.Addr) []byte {
 
 // writeLease renders one binding (RFC 6926): ciaddr and chaddr from
 // the lease, 54 in the query's first message, base time, dhcp-state and
-// when it was entered, remaining times while bound, 91, 61 and the stored
-// 82. A binding that is not bound goes as DHCPLEASEUNASSIGNED.
+// when it was entered, remaining times while bound, 91, 61, 60 while bound
+// and the stored 82. A binding that is not bound goes as DHCPLEASEUNASSIGNED.
 func (a *bulkAnswer) writeLease(l *lease.Lease, bound bool, state uint8, since time.Time) error {
 	s, now := a.s, a.now
 	var t1, t2 uint32
@@ -472,6 +472,9 @@ func (a *bulkAnswer) writeLease(l *lease.Lease, bound bool, state uint8, since t
 	}
 	if len(l.ClientID) > 0 {
 		b = dhcpwire.AppendOption(b, dhcpwire.OptClientID, l.ClientID)
+	}
+	if bound && len(l.VendorClass) > 0 {
+		b = dhcpwire.AppendOption(b, dhcpwire.OptVendorClass, l.VendorClass)
 	}
 	if len(l.RelayInfo) > 0 {
 		b = dhcpwire.AppendOption(b, dhcpwire.OptRelayAgentInfo, l.RelayInfo)

@@ -55,7 +55,7 @@ func newBulkRig(t *testing.T, n int, requesters []netip.Prefix, o BulkOptions) *
 			IP: ip, State: lease.Active, HWType: 1, HWAddr: []byte{2, 0xb, 0, byte(i >> 16), byte(i >> 8), byte(i)},
 			ClientID: []byte{1, 2, 0xb, 0, byte(i >> 16), byte(i >> 8), byte(i)},
 			Start:    now.Add(-time.Minute), CLTT: now.Add(-time.Minute), Expiry: now.Add(time.Hour), StateAt: now,
-			GIAddr: netip.MustParseAddr("10.78.0.1"), RelayInfo: ri, ServerID: srvAddr,
+			GIAddr: netip.MustParseAddr("10.78.0.1"), RelayInfo: ri, ServerID: srvAddr, VendorClass: []byte("docsis3.1"),
 		})
 		if len(batch) == 20000 || i == n-1 {
 			if err := st.Put(ctx, batch...); err != nil {
@@ -220,6 +220,9 @@ func TestBulkLeasequeryKeysAndErrors(t *testing.T) {
 	a, d := ask(lqclient.Query{MAC: net.HardwareAddr{2, 0xb, 0, 0, 1, 7}})
 	if len(a) != 1 || a[0].IP != "10.64.2.7" || d.Status != nil || a[0].LeaseTime == nil || !a[0].Options[152] {
 		t.Fatalf("by MAC: %+v done %+v", a, d)
+	}
+	if a[0].VendorClass != "docsis3.1" || a[0].RelayInfo == "" {
+		t.Fatalf("by MAC: vendor class %q, relay info %q: want the stored ones, as over UDP", a[0].VendorClass, a[0].RelayInfo)
 	}
 	a, _ = ask(lqclient.Query{ClientID: []byte{1, 2, 0xb, 0, 0, 0, 9}})
 	if len(a) != 1 || a[0].IP != "10.64.1.9" || a[0].ClientID != "01:02:0b:00:00:00:09" {
