@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -73,12 +74,13 @@ func linkPin(ifname string) string { return "link_" + ifname }
 // xdhcp_templates a hash before the template array (xdhcp_tmpls).
 var retiredPins = []string{"xdhcp_events", "xdhcp_templates"}
 
-// retireIncompatible unpins the maps in pinDir that spec would pin by
-// name but whose type, key or value size, capacity or flags differ, and
-// returns their names. The program in the pinned links keeps its own
-// references to them until the new one is swapped in.
-func retireIncompatible(spec *ebpf.CollectionSpec, pinDir string, log *slog.Logger) ([]string, error) {
-	var retired []string
+// incompatiblePins returns the maps in pinDir that spec would pin by name
+// but whose type, key or value size, capacity or flags differ, with what
+// differs. Nothing is removed yet: that waits until the new program has
+// loaded, so that a program this kernel refuses leaves the old one's
+// state intact.
+func incompatiblePins(spec *ebpf.CollectionSpec, pinDir string) (map[string]error, error) {
+	out := map[string]error{}
 	for _, ms := range spec.Maps {
 		if ms.Pinning != ebpf.PinByName {
 			continue
@@ -89,7 +91,7 @@ func retireIncompatible(spec *ebpf.CollectionSpec, pinDir string, log *slog.Logg
 			continue
 		}
 		if err != nil {
-			return retired, fmt.Errorf("opening pinned map %s: %w", path, err)
+			return nil, fmt.Errorf("opening pinned map %s: %w", path, err)
 		}
 		why := ms.Compatible(m)
 		m.Close()
@@ -97,16 +99,11 @@ func retireIncompatible(spec *ebpf.CollectionSpec, pinDir string, log *slog.Logg
 			continue
 		}
 		if !errors.Is(why, ebpf.ErrMapIncompatible) {
-			return retired, fmt.Errorf("comparing pinned map %s with the program's: %w", path, why)
+			return nil, fmt.Errorf("comparing pinned map %s with the program's: %w", path, why)
 		}
-		if err := os.Remove(path); err != nil {
-			return retired, fmt.Errorf("retiring pinned map %s (%v): %w", path, why, err)
-		}
-		log.Info("retired a pinned map whose layout differs from this program's", "map", ms.Name, "change", why)
-		retired = append(retired, ms.Name)
+		out[ms.Name] = why
 	}
-	slices.Sort(retired)
-	return retired, nil
+	return out, nil
 }
 
 // xdpSpec reads the program's object and sizes its maps: the lease map
@@ -154,21 +151,40 @@ func Load(o Options) (*Program, error) {
 		return nil, fmt.Errorf("creating pin directory: %w", err)
 	}
 	p := &Program{pinDir: o.PinDir, log: o.Logger, links: map[string]link.Link{}}
-	retired, err := retireIncompatible(spec, o.PinDir, o.Logger)
+	retire, err := incompatiblePins(spec, o.PinDir)
 	if err != nil {
 		return nil, err
 	}
-	p.Upgraded = len(retired) > 0
+	for name := range retire {
+		spec.Maps[name].Pinning = ebpf.PinNone // fresh, pinned below once loaded
+	}
+	p.Upgraded = len(retire) > 0
 	// A retired lease map is not reused: its grants are known only up to
 	// their horizons.
-	if _, err := os.Stat(filepath.Join(o.PinDir, bpf.XdpMapXdhcpLeases)); err == nil {
+	if _, err := os.Stat(filepath.Join(o.PinDir, bpf.XdpMapXdhcpLeases)); err == nil && retire[bpf.XdpMapXdhcpLeases] == nil {
 		p.Reused = true
 	}
-	err = spec.LoadAndAssign(&p.Objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: o.PinDir}})
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: o.PinDir}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("pinned maps in %s do not match this program (run `xdhcpd detach` to clear them): %w", o.PinDir, err)
 	}
 	if err != nil {
+		return nil, fmt.Errorf("loading the XDP program: %w", err)
+	}
+	defer coll.Close() // what Assign did not take
+	// The program loaded: only now do the old maps make way. The running
+	// program keeps its own references to them until it is swapped out.
+	for _, name := range slices.Sorted(maps.Keys(retire)) {
+		path := filepath.Join(o.PinDir, name)
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("retiring pinned map %s (%v): %w", path, retire[name], err)
+		}
+		if err := coll.Maps[name].Pin(path); err != nil {
+			return nil, fmt.Errorf("pinning map %s: %w", path, err)
+		}
+		o.Logger.Info("retired a pinned map whose layout differs from this program's", "map", name, "change", retire[name])
+	}
+	if err := coll.Assign(&p.Objs); err != nil {
 		return nil, fmt.Errorf("loading the XDP program: %w", err)
 	}
 	// Maps earlier versions pinned and this one no longer uses.
@@ -258,6 +274,43 @@ func (p *Program) Detach(ifname string) error {
 		return fmt.Errorf("unpinning the XDP link on %s: %w", ifname, err)
 	}
 	return l.Close()
+}
+
+// DetachOthers removes the program from every interface with a pinned
+// link that is not in keep, and returns their names. A link left on an
+// interface no longer served would go on answering from state the daemon
+// no longer keeps for it (and, after a map was retired, from a map nobody
+// updates).
+func (p *Program) DetachOthers(keep []string) ([]string, error) {
+	ents, err := os.ReadDir(p.pinDir)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p.pinDir, err)
+	}
+	var gone []string
+	var errs []error
+	for _, e := range ents {
+		ifname, ok := strings.CutPrefix(e.Name(), "link_")
+		if !ok || slices.Contains(keep, ifname) {
+			continue
+		}
+		path := filepath.Join(p.pinDir, e.Name())
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("opening %s: %w", path, err))
+			continue
+		}
+		if err := l.Unpin(); err != nil {
+			errs = append(errs, fmt.Errorf("unpinning the XDP link on %s: %w", ifname, err))
+		} else {
+			gone = append(gone, ifname)
+		}
+		l.Close()
+		if own, ok := p.links[ifname]; ok { // this process's handle holds the link too
+			own.Close()
+			delete(p.links, ifname)
+		}
+	}
+	return gone, errors.Join(errs...)
 }
 
 // Close releases this process's handles. Pinned objects stay, and with

@@ -187,3 +187,56 @@ func TestLoadRetiresMapsOfAnotherLayout(t *testing.T) {
 		t.Fatalf("another max-leases: reused %v, upgraded %v, %d entries", p4.Reused, p4.Upgraded, p4.Objs.XdhcpLeases.MaxEntries())
 	}
 }
+
+// A link pinned for an interface the configuration no longer serves is
+// removed; the served ones keep theirs.
+func TestDetachOthersKeepsOnlyServedInterfaces(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loading and attaching XDP needs root")
+	}
+	ns := netns.ForTest(t, "xl")
+	peer := netns.ForTest(t, "xm")
+	for _, pair := range [][2]string{{"lv0", "lv1"}, {"lv2", "lv3"}} {
+		if err := netns.Veth(ns, pair[0], netip.Prefix{}, peer, pair[1], netip.Prefix{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xdhcp-loader-others-%d", os.Getpid()))
+	t.Cleanup(func() { DetachAll(dir) })
+	err := ns.Do(func() error {
+		p, err := Load(Options{PinDir: dir, MaxLeases: 1024})
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		for _, ifname := range []string{"lv0", "lv2"} {
+			if _, err := p.Attach(ifname, Generic); err != nil {
+				return err
+			}
+		}
+		gone, err := p.DetachOthers([]string{"lv0"})
+		if err != nil || len(gone) != 1 || gone[0] != "lv2" {
+			return fmt.Errorf("DetachOthers = %v, %v; want [lv2]", gone, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "link_lv2")); !os.IsNotExist(err) {
+			return fmt.Errorf("link_lv2 still pinned: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "link_lv0")); err != nil {
+			return fmt.Errorf("link_lv0 of a served interface: %w", err)
+		}
+		// Gone while this process still runs, not only once it exits.
+		if out, _ := ns.Exec(t.Context(), "ip", "link", "show", "lv2"); strings.Contains(string(out), "xdp") {
+			return fmt.Errorf("lv2 still runs XDP:\n%s", out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ifname, want := range map[string]bool{"lv0": true, "lv2": false} {
+		out, _ := ns.Exec(t.Context(), "ip", "link", "show", ifname)
+		if got := strings.Contains(string(out), "xdp"); got != want {
+			t.Errorf("%s: XDP attached %v, want %v:\n%s", ifname, got, want, out)
+		}
+	}
+}

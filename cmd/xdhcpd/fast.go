@@ -73,8 +73,9 @@ func loadFastPath(c *config.Config, log *slog.Logger) (*fastPath, error) {
 	settings := fastSettings(c)
 	s := settings
 	if prog.Upgraded {
-		// The old program answers from the shared lease map until attach
-		// swaps it out, and reconcile rewrites entries for maps it lacks.
+		// Until attach swaps it out, the old program would answer from
+		// the shared lease map, whose entries reconcile rewrites for maps
+		// it lacks, or from a retired lease map nobody updates.
 		log.Info("upgrading the XDP program: renewals go to the slow path until it is swapped in")
 		s.Answer = false
 	}
@@ -132,6 +133,15 @@ func (f *fastPath) attach(c *config.Config) error {
 		if _, err := f.prog.Attach(name, loader.Mode(c.Fastpath.Mode)); err != nil {
 			return err
 		}
+	}
+	// Only then may the program answer: on an interface dropped from the
+	// configuration an older program would otherwise wake up too.
+	gone, err := f.prog.DetachOthers(c.Server.Interfaces)
+	if len(gone) > 0 {
+		f.log.Warn("XDP detached from interfaces no longer served", "interfaces", gone)
+	}
+	if err != nil {
+		return fmt.Errorf("fast path: %w", err)
 	}
 	return f.maps.SetSettings(f.settings)
 }

@@ -216,7 +216,7 @@ func BulkRaw(ctx context.Context, q Query, fn func(m []byte) (last bool, err err
 	if _, err := c.Write(Frame(msg)); err != nil {
 		return fmt.Errorf("sending the query: %w", ctxErr(ctx, err))
 	}
-	r := bufio.NewReaderSize(&idleReader{c: c, idle: idle}, 64<<10)
+	r := bufio.NewReaderSize(&idleReader{ctx: ctx, c: c, idle: idle}, 64<<10)
 	buf := make([]byte, 0, 1500)
 	for {
 		var l [2]byte
@@ -232,18 +232,28 @@ func BulkRaw(ctx context.Context, q Query, fn func(m []byte) (last bool, err err
 		if err != nil || last {
 			return err
 		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("reading replies: %w", context.Cause(ctx))
+		}
 	}
 }
 
 // idleReader gives every read its own deadline: the server may take as
-// long as it likes in all, but not between two pieces of its answer.
+// long as it likes in all, but not between two pieces of its answer. Once
+// ctx has ended it reads no more: its new deadline would otherwise undo
+// the one ctx's end put on the connection. (If ctx ends after the check,
+// that deadline comes after this one.)
 type idleReader struct {
+	ctx  context.Context
 	c    net.Conn
 	idle time.Duration
 }
 
 func (r *idleReader) Read(b []byte) (int, error) {
 	r.c.SetReadDeadline(time.Now().Add(r.idle))
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
 	return r.c.Read(b)
 }
 

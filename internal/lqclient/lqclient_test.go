@@ -115,6 +115,36 @@ func TestBulkEndsWithTheContext(t *testing.T) {
 	}
 }
 
+// Cancelling must stop a stream that keeps coming: a deadline set per
+// read would otherwise undo the one the cancellation set.
+func TestBulkStopsWhenCancelledMidStream(t *testing.T) {
+	const total = 200_000
+	addr := fakeServer(t, func(c net.Conn, q []byte) {
+		m := Frame(reply(binary.BigEndian.Uint32(q[4:8]), dhcpwire.LeaseActive, "10.0.0.1"))
+		for range total {
+			if _, err := c.Write(m); err != nil {
+				return
+			}
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := 0
+	err := Bulk(ctx, Query{Server: addr, RelayID: []byte("r"), Idle: 10 * time.Second}, func(*Reply) error {
+		if n++; n == 100 {
+			cancel()
+			time.Sleep(20 * time.Millisecond) // the cancellation's own deadline is set by now
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("want context.Canceled, got %v", err)
+	}
+	if n > 1000 {
+		t.Fatalf("read %d replies after cancelling at the 100th", n)
+	}
+}
+
 func TestMessageTimeWindow(t *testing.T) {
 	from, to := time.Unix(1_800_000_000, 0), time.Unix(1_800_000_600, 0)
 	m, err := Query{RemoteID: []byte{1, 2}, Start: from, End: to}.Message(true)
