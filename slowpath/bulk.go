@@ -129,9 +129,13 @@ func (s *Server) bulkSession(ctx context.Context, r *bufio.Reader, w *bufio.Writ
 			return err
 		}
 		var p dhcpwire.Packet
-		if err := p.Parse(msg); err != nil || p.Op != dhcpwire.BootRequest || p.MessageType() != dhcpwire.BulkLeaseQuery {
+		if err := p.Parse(msg); err != nil {
 			s.m.Dropped.WithLabelValues("bulk_malformed").Inc()
-			return errors.New("not a bulk leasequery") // nothing sensible to answer on this stream
+			return fmt.Errorf("not a bulk leasequery: %w", err) // nothing sensible to answer on this stream
+		}
+		if p.Op != dhcpwire.BootRequest || p.MessageType() != dhcpwire.BulkLeaseQuery {
+			s.m.Dropped.WithLabelValues("bulk_malformed").Inc()
+			return fmt.Errorf("not a bulk leasequery: op %d, message type %d", p.Op, p.MessageType())
 		}
 		s.m.message(dhcpwire.BulkLeaseQuery).Inc()
 		if err := s.answerBulk(ctx, &p, w, local); err != nil {
@@ -345,7 +349,7 @@ func (s *Server) answerBulk(ctx context.Context, p *dhcpwire.Packet, w *bufio.Wr
 		case errors.As(err, &se):
 			// The connection is still good: say the query failed rather
 			// than let the requester take a partial answer for all of it.
-			s.log.Error("bulk leasequery", "err", err)
+			s.log.Error("bulk leasequery cut short", "xid", p.XID, "err", err)
 			status, why = statusUnspecFail, "lease store unavailable"
 		case err != nil:
 			return err

@@ -446,11 +446,15 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 func (s *Server) recordPlaceLocked(r *req, l *lease.Lease) {
 	p := r.p
 	if !p.GIAddr.IsUnspecified() {
-		l.GIAddr = p.GIAddr
-		l.IfIndex = uint32(r.in.IfIndex)
 		if ri, ok := p.Option(dhcpwire.OptRelayAgentInfo); ok {
 			l.RelayInfo = bytes.Clone(ri)
+		} else if l.GIAddr != p.GIAddr {
+			// Another relay, which adds no 82: the old relay's circuit
+			// no longer says where the client is.
+			l.RelayInfo = nil
 		}
+		l.GIAddr = p.GIAddr
+		l.IfIndex = uint32(r.in.IfIndex)
 		return
 	}
 	for _, a := range r.iface.Addrs {

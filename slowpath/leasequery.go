@@ -141,7 +141,14 @@ func (s *Server) bound(l *lease.Lease, now time.Time) bool {
 		return true
 	}
 	if s.fast != nil {
-		if g, ok := s.fast.Granted(l.IP); ok && now.Before(g) {
+		// The map's entry speaks for whoever holds the address now: a
+		// record read before it changed hands must not take the new
+		// client's grant.
+		s.mu.Lock()
+		cur := s.leases[l.IP]
+		same := cur != nil && cur.State == lease.Active && cur.ClientKey() == l.ClientKey()
+		s.mu.Unlock()
+		if g, ok := s.fast.Granted(l.IP); ok && same && now.Before(g) {
 			l.Expiry = g
 			return true
 		}
@@ -300,7 +307,9 @@ func leaseFrom(l *lease.Lease) time.Time {
 // transaction), not the subnet's lease time now, which a reload may have
 // changed since: configured T1 and T2 apply while they fit, and otherwise
 // the RFC 2131 §4.4.5 defaults of that duration, so that T2 stays below the
-// lease's end and T1 below T2.
+// lease's end and T1 below T2. (A grant cut short at the promise horizon,
+// rare by design, was told T1 and T2 scaled down; this reports the
+// configured ones while they fit.)
 func renewTimes(sub *Subnet, l *lease.Lease) (t1, t2 uint32) {
 	d := l.Expiry.Sub(leaseFrom(l))
 	if d <= 0 {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
 
 var requester = netip.MustParseAddr("10.78.0.2")
@@ -346,5 +348,26 @@ func BenchmarkLeasequeryByIP(b *testing.B) {
 	for b.Loop() {
 		f.srv.Handle(in)
 		f.out.take()
+	}
+}
+
+// A renewal XDP granted and the slow path has not folded yet keeps a
+// lease bound past its stored expiry, but only for the client that holds
+// the address: a copy read before the address changed hands must not
+// borrow the new holder's grant.
+func TestBoundTakesTheFastPathGrantOnlyForTheSameClient(t *testing.T) {
+	f, fp := newFastFixture(t)
+	ip, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
+	old := f.srv.Lookup(ip)
+	f.now = f.now.Add(time.Hour + time.Second)
+	fp.granted[ip] = f.now.Add(30 * time.Minute)
+	if !f.srv.bound(old.Clone(), f.now) {
+		t.Fatal("a lease XDP renewed past its stored expiry is not bound")
+	}
+	f.srv.mu.Lock()
+	f.srv.leases[ip] = &lease.Lease{IP: ip, State: lease.Active, HWType: 1, HWAddr: mac(2), Expiry: f.now.Add(30 * time.Minute)}
+	f.srv.mu.Unlock()
+	if f.srv.bound(old.Clone(), f.now) {
+		t.Fatal("the previous holder's record took the new holder's grant")
 	}
 }

@@ -253,3 +253,28 @@ func TestExpirySweepsInBatches(t *testing.T) {
 		}
 	}
 }
+
+// Option 82 is kept as last received: a renewal through the same relay
+// without it keeps it, one through another relay without it drops it.
+func TestRelayInfoFollowsTheRelay(t *testing.T) {
+	f := newFixture(t)
+	ri := []byte{1, 4, 'p', 'o', 'r', 't'}
+	ack := f.dora(mac(40), viaRelay(ri)...)
+	ip := addrOf(ack.YourIPAddr)
+	renew := func(giaddr string) {
+		t.Helper()
+		got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(40), dhcpv4.WithClientIP(ack.YourIPAddr),
+			dhcpv4.WithGatewayIP(net.ParseIP(giaddr))), netip.MustParseAddr(giaddr))
+		if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("renewal through %s: %v", giaddr, got)
+		}
+	}
+	renew("10.78.0.1")
+	if l := f.store.leases[ip]; !bytes.Equal(l.RelayInfo, ri) {
+		t.Fatalf("same relay, no 82: stored %x, want %x kept", l.RelayInfo, ri)
+	}
+	renew("10.78.0.9")
+	if l := f.store.leases[ip]; l.RelayInfo != nil || l.GIAddr != netip.MustParseAddr("10.78.0.9") {
+		t.Fatalf("another relay, no 82: stored %x via %s, want none via 10.78.0.9", l.RelayInfo, l.GIAddr)
+	}
+}
