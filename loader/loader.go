@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -94,6 +95,9 @@ func incompatiblePins(spec *ebpf.CollectionSpec, pinDir string) (map[string]erro
 			return nil, fmt.Errorf("opening pinned map %s: %w", path, err)
 		}
 		why := ms.Compatible(m)
+		if why == nil {
+			why = sameFields(ms, m)
+		}
 		m.Close()
 		if why == nil {
 			continue
@@ -104,6 +108,52 @@ func incompatiblePins(spec *ebpf.CollectionSpec, pinDir string) (map[string]erro
 		out[ms.Name] = why
 	}
 	return out, nil
+}
+
+// sameFields compares the fields of a map's value struct, by the BTF the
+// pinned map was created with, with the program's: sizes alone would let
+// a reordered or retyped field of the same size pass, and the new program
+// would read old entries wrongly. A pinned map without BTF cannot tell
+// and passes on its sizes.
+func sameFields(ms *ebpf.MapSpec, m *ebpf.Map) error {
+	want, ok := btf.UnderlyingType(ms.Value).(*btf.Struct)
+	if !ok {
+		return nil
+	}
+	info, err := m.Info()
+	if err != nil {
+		return fmt.Errorf("map info: %w", err)
+	}
+	id, ok := info.BTFID()
+	if !ok {
+		return nil
+	}
+	h, err := btf.NewHandleFromID(id)
+	if err != nil {
+		return fmt.Errorf("map BTF %d: %w", id, err)
+	}
+	defer h.Close()
+	spec, err := h.Spec(nil)
+	if err != nil {
+		return fmt.Errorf("map BTF %d: %w", id, err)
+	}
+	var got *btf.Struct
+	if err := spec.TypeByName(want.Name, &got); err != nil {
+		return fmt.Errorf("%w: the pinned map's BTF has no struct %s", ebpf.ErrMapIncompatible, want.Name)
+	}
+	if len(got.Members) != len(want.Members) {
+		return fmt.Errorf("%w: struct %s has %d fields, want %d", ebpf.ErrMapIncompatible, want.Name, len(got.Members), len(want.Members))
+	}
+	for i, w := range want.Members {
+		g := got.Members[i]
+		gs, _ := btf.Sizeof(g.Type)
+		ws, _ := btf.Sizeof(w.Type)
+		if g.Name != w.Name || g.Offset != w.Offset || gs != ws {
+			return fmt.Errorf("%w: struct %s field %d is %s (%d bytes at bit %d), want %s (%d bytes at bit %d)",
+				ebpf.ErrMapIncompatible, want.Name, i, g.Name, gs, g.Offset, w.Name, ws, w.Offset)
+		}
+	}
+	return nil
 }
 
 // xdpSpec reads the program's object and sizes its maps: the lease map

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdhcp/xdhcp/bpf"
@@ -238,5 +239,45 @@ func TestDetachOthersKeepsOnlyServedInterfaces(t *testing.T) {
 		if got := strings.Contains(string(out), "xdp"); got != want {
 			t.Errorf("%s: XDP attached %v, want %v:\n%s", ifname, got, want, out)
 		}
+	}
+}
+
+// A lease entry whose fields were reordered keeps its size; the BTF the
+// pinned map was made with tells it apart, and it is retired.
+func TestLoadRetiresALeaseMapWithReorderedFields(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("loading XDP needs root")
+	}
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xdhcp-reorder-test-%d", os.Getpid()))
+	t.Cleanup(func() { DetachAll(dir) })
+	spec, err := xdpSpec(1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := spec.Maps[bpf.XdpMapXdhcpLeases].Copy()
+	st := btf.Copy(ms.Value).(*btf.Struct)
+	if st.Members[0].Name != "expiry" || st.Members[1].Name != "horizon" {
+		t.Fatalf("lease entry starts with %s, %s; the test swaps expiry and horizon", st.Members[0].Name, st.Members[1].Name)
+	}
+	st.Members[0].Name, st.Members[1].Name = "horizon", "expiry"
+	ms.Value, ms.Pinning = st, ebpf.PinNone
+	old, err := ebpf.NewMap(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(filepath.Join(dir, bpf.XdpMapXdhcpLeases)); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Load(Options{PinDir: dir, MaxLeases: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Reused || !p.Upgraded {
+		t.Fatalf("a lease map with expiry and horizon swapped: reused %v (want false), upgraded %v (want true)", p.Reused, p.Upgraded)
 	}
 }
