@@ -409,11 +409,7 @@ func (f *fixture) bulkAsk(qs ...lqclient.Query) []*lqclient.Reply {
 // relayedBy returns modifiers for a request relayed by an OLT whose
 // relay-id (82.12) is id.
 func relayedBy(id string) []dhcpv4.Modifier {
-	ri := dhcpwire.AppendOption(nil, dhcpwire.SubOptRelayID, []byte(id))
-	return []dhcpv4.Modifier{
-		dhcpv4.WithGatewayIP(relayAddr.AsSlice()),
-		dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionRelayAgentInformation, Value: dhcpv4.OptionGeneric{Data: ri}}),
-	}
+	return viaRelay(dhcpwire.AppendOption(nil, dhcpwire.SubOptRelayID, []byte(id)))
 }
 
 func val(p *uint32) int64 {

@@ -348,9 +348,5 @@ func appendLeaseTimes(b []byte, l *lease.Lease, now time.Time, t1, t2 uint32) []
 	if r, ok := remain(from.Add(time.Duration(t2) * time.Second)); ok && t2 > 0 {
 		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptRebindingTime, r)
 	}
-	since := uint32(0)
-	if !l.CLTT.IsZero() && now.After(l.CLTT) {
-		since = uint32(now.Sub(l.CLTT) / time.Second)
-	}
-	return dhcpwire.AppendUint32Option(b, dhcpwire.OptCLTT, since)
+	return dhcpwire.AppendUint32Option(b, dhcpwire.OptCLTT, secondsBefore(now, l.CLTT))
 }
