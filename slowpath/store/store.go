@@ -341,12 +341,9 @@ func (s *Store) Load(ctx context.Context, fn func(*lease.Lease) error) error {
 		c := tx.Bucket(bucketLeases).Cursor()
 		n := 0
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if len(k) != 4 {
-				return fmt.Errorf("lease database: key %x is not an IPv4 address", k)
-			}
-			l := &lease.Lease{IP: netip.AddrFrom4([4]byte(k))}
-			if err := l.UnmarshalBinary(v); err != nil {
-				return fmt.Errorf("lease %s: %w", l.IP, err)
+			l, err := decodeRecord(k, v)
+			if err != nil {
+				return err
 			}
 			if err := fn(l); err != nil {
 				return err
@@ -357,6 +354,19 @@ func (s *Store) Load(ctx context.Context, fn func(*lease.Lease) error) error {
 		}
 		return nil
 	})
+}
+
+// decodeRecord turns one key and value of the leases bucket into a record,
+// or an error naming the address (or the key that is not one).
+func decodeRecord(k, v []byte) (*lease.Lease, error) {
+	if len(k) != 4 {
+		return nil, fmt.Errorf("lease database: key %x is not an IPv4 address", k)
+	}
+	l := &lease.Lease{IP: netip.AddrFrom4([4]byte(k))}
+	if err := l.UnmarshalBinary(v); err != nil {
+		return nil, fmt.Errorf("lease %s: %w", l.IP, err)
+	}
+	return l, nil
 }
 
 // LoadPage calls fn for up to limit records in address order, starting
@@ -385,12 +395,9 @@ func (s *Store) LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) erro
 			k, v = c.First()
 		}
 		for n := 0; k != nil && n < limit; k, v = c.Next() {
-			if len(k) != 4 {
-				return fmt.Errorf("lease database: key %x is not an IPv4 address", k)
-			}
-			l := &lease.Lease{IP: netip.AddrFrom4([4]byte(k))}
-			if err := l.UnmarshalBinary(v); err != nil {
-				return fmt.Errorf("lease %s: %w", l.IP, err)
+			l, err := decodeRecord(k, v)
+			if err != nil {
+				return err
 			}
 			if err := fn(l); err != nil {
 				return err
