@@ -265,45 +265,24 @@ func subOption(ri []byte, code uint8) ([]byte, bool) {
 // one page are a bounded amount of memory.
 const bulkPage = 1024
 
-// RFC 6926 dhcp-state values (option 156).
-const (
-	dsAvailable = 1
-	dsActive    = 2
-	dsExpired   = 3
-	dsReleased  = 4
-	dsAbandoned = 5
-	dsReset     = 6
-	dsRemote    = 7
-)
-
-// dhcpState maps a binding to its RFC 6926 dhcp-state and the time it
-// entered that state, as of now. An active lease whose expiry has passed
-// is EXPIRED from its expiry on, whether or not the sweeper has run. A
-// BACKUP binding is one the failover partner may allocate and we may not
-// (our allocator holds it taken), so to the requester it is REMOTE.
+// dhcpState returns a binding's RFC 6926 dhcp-state (option 156) and the
+// time it entered that state, as of now. RFC 6926 numbers its states as
+// the failover draft numbers binding states, which lease.State follows:
+// FREE is AVAILABLE, and BACKUP's 7 is REMOTE (the partner may allocate
+// it, we may not). An active lease whose expiry has passed is EXPIRED from
+// its expiry on, whether or not the sweeper has run.
 func dhcpState(l *lease.Lease, now time.Time) (uint8, time.Time) {
 	since := l.StateAt
 	if since.IsZero() {
 		since = l.Start
 	}
-	switch l.State {
-	case lease.Active:
-		if !now.Before(l.Expiry) {
-			return dsExpired, l.Expiry
-		}
-		return dsActive, since
-	case lease.Expired:
-		return dsExpired, since
-	case lease.Released:
-		return dsReleased, since
-	case lease.Abandoned:
-		return dsAbandoned, since
-	case lease.Reset:
-		return dsReset, since
-	case lease.Backup:
-		return dsRemote, since
+	switch {
+	case l.State == lease.Active && !now.Before(l.Expiry):
+		return uint8(lease.Expired), l.Expiry
+	case !l.State.Valid():
+		return uint8(lease.Free), since
 	}
-	return dsAvailable, since
+	return uint8(l.State), since
 }
 
 // bulkAnswer is one query's reply stream.
@@ -339,6 +318,9 @@ func (s *Server) answerBulk(ctx context.Context, p *dhcpwire.Packet, w *bufio.Wr
 			err = a.scan(ctx)
 		} else {
 			for _, l := range q.candidates {
+				if !q.match(l) { // the indexes may name bindings since moved on
+					continue
+				}
 				if err = a.send(l); err != nil {
 					break
 				}
@@ -408,9 +390,6 @@ func (a *bulkAnswer) scan(ctx context.Context) error {
 // after the start time): the later of its last transaction and its state
 // change.
 func (a *bulkAnswer) send(l *lease.Lease) error {
-	if !a.q.match(l) {
-		return nil
-	}
 	bound := a.s.bound(l, a.now) // first: it may move l's expiry on
 	state, since := dhcpState(l, a.now)
 	changed := since

@@ -387,7 +387,8 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 	if l == nil {
 		l = &lease.Lease{IP: ip}
 	}
-	if l.ClientKey() != r.key {
+	newClient := l.ClientKey() != r.key
+	if newClient {
 		// The address changes hands: nothing the previous client told us
 		// (its name, vendor class, relay information, FORCERENEW key,
 		// where it lived) may be reported or reused for the new one.
@@ -395,7 +396,7 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 		l.Hostname, l.VendorClass, l.RelayInfo, l.ForceRenewKey = "", nil, nil, nil
 		l.GIAddr, l.IfIndex, l.VLANs = netip.Addr{}, 0, [2]uint16{}
 	}
-	if l.ClientKey() != r.key || l.State != lease.Active {
+	if newClient || l.State != lease.Active {
 		l.Start = now
 	}
 	if o, ok := s.offers[ip]; ok {

@@ -317,13 +317,19 @@ func udhcpcLease(t *testing.T, l *lab, c *netns.NS, mac string) control.LeaseInf
 	return l.waitLease(mac, "active", t0, 10*time.Second)
 }
 
-func TestFastPathKeepsAnsweringAcrossKill9(t *testing.T) {
-	needTools(t, "udhcpc", "curl", "ethtool")
-	const mac = "02:00:00:00:0f:05"
+// udhcpcRenewer takes a lease with udhcpc in a native-mode fast-path lab
+// and returns the lab and a renewer for that lease.
+func udhcpcRenewer(t *testing.T, mac string) (*lab, renewer) {
+	t.Helper()
 	l, c := fastLab(t, "native", "10m", mac)
 	li := udhcpcLease(t, l, c, mac)
 	hw, _ := net.ParseMAC(mac)
-	rn := renewer{t, c, netip.MustParseAddr(li.IP), hw}
+	return l, renewer{t, c, netip.MustParseAddr(li.IP), hw}
+}
+
+func TestFastPathKeepsAnsweringAcrossKill9(t *testing.T) {
+	needTools(t, "udhcpc", "curl", "ethtool")
+	l, rn := udhcpcRenewer(t, "02:00:00:00:0f:05")
 	if got := rn.renew(20); got != 20 {
 		t.Fatalf("%d of 20 renewals ACKed with the daemon up", got)
 	}
@@ -353,9 +359,9 @@ func TestFastPathKeepsAnsweringAcrossKill9(t *testing.T) {
 	// After restart the renewals made meanwhile are in bbolt and the
 	// counters continued from where they were.
 	l.start()
-	li2 := l.waitLease(mac, "active", tDown, 10*time.Second)
-	if li2.IP != li.IP {
-		t.Fatalf("lease moved %s -> %s", li.IP, li2.IP)
+	li2 := l.waitLease(rn.mac.String(), "active", tDown, 10*time.Second)
+	if li2.IP != rn.ip.String() {
+		t.Fatalf("lease moved %s -> %s", rn.ip, li2.IP)
 	}
 	if after := l.fastReplies(); after < before+50 {
 		t.Fatalf("fast path replies %v before the kill, %v after restart", before, after)
@@ -534,11 +540,7 @@ func TestFastPathRelayInfoFollowsTheRelay(t *testing.T) {
 // from the rebuilt map.
 func TestFastPathUpgradeFromAnotherLeaseLayout(t *testing.T) {
 	needTools(t, "udhcpc", "curl", "ethtool")
-	const mac = "02:00:00:00:0f:09"
-	l, c := fastLab(t, "native", "10m", mac)
-	li := udhcpcLease(t, l, c, mac)
-	hw, _ := net.ParseMAC(mac)
-	rn := renewer{t, c, netip.MustParseAddr(li.IP), hw}
+	l, rn := udhcpcRenewer(t, "02:00:00:00:0f:09")
 	if got := rn.renew(5); got != 5 {
 		t.Fatalf("%d of 5 renewals ACKed before the upgrade", got)
 	}
