@@ -101,24 +101,16 @@ func TestEncodeRoundTrip(t *testing.T) {
 	}
 }
 
+// FuzzParse compares Parse with insomniacslk/dhcp's reader on the same
+// bytes (see checkParse for where they may differ, and why).
 func FuzzParse(f *testing.F) {
 	f.Add(request(f))
 	f.Add(request(f, dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{1, 2, 3}))))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		orig := bytes.Clone(b)
-		p, err := Parse(b)
-		if !bytes.Equal(b, orig) {
-			t.Fatal("Parse modified its input")
+		checkParse(t, b)
+		if p, err := Parse(b); err == nil {
+			p.MaxMessageSize()
+			p.RelaySubOption(SubOptLinkSelection)
 		}
-		if err != nil {
-			return
-		}
-		for _, c := range p.Codes() {
-			if _, ok := p.Option(c); !ok {
-				t.Fatalf("listed option %d missing", c)
-			}
-		}
-		p.MaxMessageSize()
-		p.RelaySubOption(SubOptLinkSelection)
 	})
 }
