@@ -187,8 +187,10 @@ func (l *Lease) UnmarshalBinary(b []byte) error {
 	p := 4
 	times := [...]*time.Time{&l.Start, &l.Expiry, &l.CLTT, &l.StateAt, &l.PotExp, &l.AckedExp, &l.Horizon}
 	for _, t := range times {
-		if s := int64(binary.BigEndian.Uint64(b[p:])); s != 0 {
-			*t = time.Unix(s, 0)
+		// 0 is "not set"; so is the one other value whose time IsZero
+		// (0001-01-01 UTC), which MarshalBinary would write as 0.
+		if u := time.Unix(int64(binary.BigEndian.Uint64(b[p:])), 0); !u.IsZero() && u.Unix() != 0 {
+			*t = u
 		}
 		p += 8
 	}
