@@ -1,0 +1,341 @@
+package slowpath
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// This file holds what the slow path's fuzz targets check after each
+// input: the server's invariants (DESIGN.md 6, 7, 8) over a lease table
+// with bindings of every kind, and each answer held against that table.
+
+// richFixture is a server holding a binding of each kind the handlers
+// treat differently: direct, with a client-id, relayed with option 82,
+// reserved, released, declined (abandoned), active but past its expiry
+// (the sweeper has not run), and a pending offer.
+func richFixture(t *testing.T, leasequery bool) *fixture {
+	t.Helper()
+	f := newFixture(t)
+	if leasequery {
+		f.srv.mu.Lock()
+		f.srv.set.Leasequery = Leasequery{Enabled: true, Requesters: []netip.Prefix{netip.PrefixFrom(requester, 32)}}
+		f.srv.mu.Unlock()
+	}
+	base := f.now
+	// Granted two hours ago for an hour: still ACTIVE in the table.
+	f.now = base.Add(-2 * time.Hour)
+	f.dora(mac(7))
+	f.now = base
+	f.dora(mac(1))
+	f.dora(mac(4), dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{1, 2, 0, 0, 0, 1, 4})))
+	f.dora(mac(2), viaRelay([]byte{1, 4, 'p', 'o', 'r', 't', 2, 3, 'c', 'p', 'e', 12, 3, 'o', 'l', 't'})...)
+	f.dora(resMAC)
+	rel := f.dora(mac(3)).YourIPAddr
+	f.send(msg(t, dhcpv4.MessageTypeRelease, mac(3), dhcpv4.WithClientIP(rel)), srvAddr)
+	dec := f.dora(mac(6)).YourIPAddr
+	f.send(msg(t, dhcpv4.MessageTypeDecline, mac(6), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(dec)),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(srvAddr.AsSlice()))), bcast)
+	if offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(5)), bcast); len(offers) != 1 {
+		t.Fatalf("fixture: DISCOVER from %s got %d offers", mac(5), len(offers))
+	}
+	f.out.take()
+	return f
+}
+
+// state is a deep copy of everything a message could change.
+type state struct {
+	leases map[netip.Addr]*lease.Lease // the server's table
+	stored map[netip.Addr]*lease.Lease // the store's
+	offers map[netip.Addr]offer
+	// commits is how many store transactions there were.
+	commits int
+}
+
+func (f *fixture) state() state {
+	s := state{leases: map[netip.Addr]*lease.Lease{}, stored: map[netip.Addr]*lease.Lease{}, offers: map[netip.Addr]offer{}}
+	f.srv.mu.Lock()
+	for ip, l := range f.srv.leases {
+		s.leases[ip] = l.Clone()
+	}
+	for ip, o := range f.srv.offers {
+		s.offers[ip] = o
+	}
+	f.srv.mu.Unlock()
+	f.store.mu.Lock()
+	for ip, l := range f.store.leases {
+		s.stored[ip] = l.Clone()
+	}
+	s.commits = f.store.commits
+	f.store.mu.Unlock()
+	return s
+}
+
+// changed lists the addresses whose record differs between a and b.
+func changed(a, b state) []netip.Addr {
+	var out []netip.Addr
+	for ip, l := range b.leases {
+		if !reflect.DeepEqual(a.leases[ip], l) {
+			out = append(out, ip)
+		}
+	}
+	for ip := range a.leases {
+		if _, ok := b.leases[ip]; !ok {
+			out = append(out, ip)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// checkInvariants holds the server to what must be true after any input.
+func (f *fixture) checkInvariants(t *testing.T) {
+	t.Helper()
+	s := f.state()
+	// Durable before acknowledged, and the store is the truth (DESIGN.md
+	// 1, 6): what a restart would load, the record as bbolt encodes it, is
+	// what the server holds.
+	for ip, l := range s.leases {
+		d, ok := s.stored[ip]
+		if !ok {
+			t.Fatalf("%s is in the server's table (%v) but not in the store", ip, l.State)
+		}
+		if !sameOnDisk(t, l, d) {
+			t.Fatalf("%s: the server holds\n%+v\nthe store has\n%+v", ip, l, d)
+		}
+	}
+	for ip := range s.stored {
+		if _, ok := s.leases[ip]; !ok {
+			t.Fatalf("%s is in the store but not in the server's table", ip)
+		}
+	}
+	f.srv.mu.Lock()
+	defer f.srv.mu.Unlock()
+	type slot struct {
+		sub    *Subnet
+		client string
+	}
+	bound := map[slot]netip.Addr{}
+	for ip, l := range s.leases {
+		sub := f.srv.subs.forAddr(ip)
+		if sub == nil {
+			t.Fatalf("lease %s is in no configured subnet", ip)
+		}
+		_, reserved := sub.ReservedIP[ip]
+		if !reserved && !inPools(sub.Pools, ip) {
+			t.Fatalf("lease %s (%v) is outside %s's pools and reservations", ip, l.State, sub.Prefix)
+		}
+		if l.State == lease.Active && len(l.HWAddr) == 0 && len(l.ClientID) == 0 {
+			t.Fatalf("active lease %s has no client", ip)
+		}
+		// DESIGN.md 8: one client holds at most one binding per subnet.
+		if l.ActiveAt(f.now) {
+			k := slot{sub, l.ClientKey()}
+			if other, ok := bound[k]; ok {
+				t.Fatalf("client %x holds %s and %s in %s", l.ClientKey(), other, ip, sub.Prefix)
+			}
+			bound[k] = ip
+		}
+	}
+	for ip, o := range s.offers {
+		sub := f.srv.subs.forAddr(ip)
+		if sub == nil {
+			t.Fatalf("offer of %s is in no configured subnet", ip)
+		}
+		if _, reserved := sub.ReservedIP[ip]; !reserved && !inPools(sub.Pools, ip) {
+			t.Fatalf("offer of %s is outside %s's pools and reservations", ip, sub.Prefix)
+		}
+		if l := s.leases[ip]; l != nil && l.ActiveAt(f.now) && l.ClientKey() != o.client {
+			t.Fatalf("%s is offered to %x while bound to %x", ip, o.client, l.ClientKey())
+		}
+	}
+}
+
+func inPools(pools [][2]netip.Addr, ip netip.Addr) bool {
+	return slices.ContainsFunc(pools, func(p [2]netip.Addr) bool { return !ip.Less(p[0]) && !p[1].Less(ip) })
+}
+
+// sameOnDisk reports whether two records encode alike and decode to the
+// same record: a restart would load mem as disk.
+func sameOnDisk(t *testing.T, mem, disk *lease.Lease) bool {
+	t.Helper()
+	a, err := mem.MarshalBinary()
+	if err != nil {
+		t.Fatalf("the server holds a record that cannot be stored: %v", err)
+	}
+	b, err := disk.MarshalBinary()
+	if err != nil {
+		t.Fatalf("the store holds a record that cannot be encoded: %v", err)
+	}
+	back := &lease.Lease{IP: mem.IP}
+	if err := back.UnmarshalBinary(a); err != nil {
+		t.Fatalf("the server's record does not decode: %v", err)
+	}
+	return bytes.Equal(a, b) && reflect.DeepEqual(back, mem)
+}
+
+// malformed names what is wrong with a message's options, by RFC 2132's
+// lengths and the relay agent RFCs' sub-option format, or "" when nothing
+// is. A message with a malformed option is dropped whatever else it
+// carries (DESIGN.md 7, issue 14 §4).
+func malformed(p *dhcpwire.Packet) string {
+	fixed := map[uint8]int{
+		dhcpwire.OptRequestedIP: 4, dhcpwire.OptServerID: 4, dhcpwire.OptLeaseTime: 4,
+		dhcpwire.OptMessageType: 1, dhcpwire.OptSubnetSelection: 4, dhcpwire.OptMaxMessageSize: 2,
+	}
+	for code, n := range fixed {
+		if v, ok := p.Option(code); ok && len(v) != n {
+			return fmt.Sprintf("option %d of %d bytes, want %d", code, len(v), n)
+		}
+	}
+	if v, ok := p.Option(dhcpwire.OptClientID); ok && len(v) < 2 {
+		return fmt.Sprintf("option 61 of %d bytes, want at least 2", len(v))
+	}
+	if v, ok := p.Option(dhcpwire.OptRelayAgentInfo); ok {
+		for i := 0; i < len(v); {
+			if i+2 > len(v) || i+2+int(v[i+1]) > len(v) {
+				return fmt.Sprintf("option 82 sub-option at %d runs past the option", i)
+			}
+			i += 2 + int(v[i+1])
+		}
+	}
+	return ""
+}
+
+// incoming is how a datagram arrives, worked out from its own fields as
+// real traffic would: from its relay when giaddr is set, unicast from
+// ciaddr when that is set, else broadcast from 0.0.0.0.
+func incoming(b []byte) Incoming {
+	in := Incoming{Data: b, Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: bcast, IfIndex: 7}
+	if len(b) >= 28 {
+		ci, gi := netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[24:28]))
+		switch {
+		case !gi.IsUnspecified():
+			in.Src, in.Dst = netip.AddrPortFrom(gi, 67), srvAddr
+		case !ci.IsUnspecified():
+			in.Src, in.Dst = netip.AddrPortFrom(ci, 68), srvAddr
+		}
+	}
+	return in
+}
+
+// checkHandle sends one datagram to a server with a rich table and checks
+// everything that must hold afterwards.
+func checkHandle(t *testing.T, b []byte) {
+	fx := richFixture(t, false)
+	before := fx.state()
+	in := incoming(b)
+	fx.srv.Handle(in)
+	out := fx.out.take()
+	after := fx.state()
+	fx.checkInvariants(t)
+	diff := changed(before, after)
+
+	p, err := dhcpwire.Parse(b)
+	bad := ""
+	switch {
+	case err != nil:
+		bad = err.Error()
+	case p.Op != dhcpwire.BootRequest:
+		bad = "not a BOOTREQUEST"
+	default:
+		bad = malformed(p)
+	}
+	if bad != "" {
+		// DESIGN.md 7: dropped, and nothing changed.
+		if len(out) != 0 || len(diff) != 0 || !reflect.DeepEqual(before.offers, after.offers) || after.commits != before.commits {
+			t.Fatalf("a malformed message (%s) was answered (%d replies) or changed state (records %v)", bad, len(out), diff)
+		}
+		return
+	}
+	cid, _ := p.Option(dhcpwire.OptClientID)
+	key := lease.ClientKey(cid, p.HType, p.CHAddr())
+	mt := p.MessageType()
+
+	var acked []netip.Addr
+	for _, o := range out {
+		r, err := dhcpv4.FromBytes(o.Payload)
+		if err != nil {
+			t.Fatalf("reply does not parse with insomniacslk/dhcp: %v", err)
+		}
+		if r.OpCode != dhcpv4.OpcodeBootReply || binary.BigEndian.Uint32(r.TransactionID[:]) != p.XID {
+			t.Fatalf("reply op %v xid %x to a request with xid %x", r.OpCode, r.TransactionID, p.XID)
+		}
+		if !bytes.Equal(r.ClientHWAddr, p.CHAddr()) {
+			t.Fatalf("reply chaddr %s, request's % x", r.ClientHWAddr, p.CHAddr())
+		}
+		yi, _ := netip.AddrFromSlice(r.YourIPAddr.To4())
+		switch r.MessageType() {
+		case dhcpv4.MessageTypeOffer:
+			if mt != dhcpwire.Discover {
+				t.Fatalf("OFFER in answer to message type %d", mt)
+			}
+			if o, ok := after.offers[yi]; !ok || o.client != key {
+				t.Fatalf("offered %s, which is not held for the client", yi)
+			}
+		case dhcpv4.MessageTypeAck:
+			switch mt {
+			case dhcpwire.Inform:
+				if !yi.IsUnspecified() || r.Options.Has(dhcpv4.OptionIPAddressLeaseTime) {
+					t.Fatalf("INFORM answered with yiaddr %s / a lease time", yi)
+				}
+				continue
+			case dhcpwire.Request:
+			default:
+				t.Fatalf("ACK in answer to message type %d", mt)
+			}
+			l := after.stored[yi]
+			if l == nil || !l.ActiveAt(fx.now) || l.ClientKey() != key {
+				t.Fatalf("ACK for %s, whose stored record is %+v", yi, l)
+			}
+			if lt := r.IPAddressLeaseTime(0); !fx.now.Add(lt).Equal(l.Expiry) {
+				t.Fatalf("ACK grants %v, the stored lease ends at %v", lt, l.Expiry)
+			}
+			acked = append(acked, yi)
+		case dhcpv4.MessageTypeNak:
+			if mt != dhcpwire.Request {
+				t.Fatalf("NAK in answer to message type %d", mt)
+			}
+		default:
+			t.Fatalf("reply of message type %v", r.MessageType())
+		}
+	}
+	if len(acked) > 1 {
+		t.Fatalf("one request, %d ACKs", len(acked))
+	}
+	// Which records may change: a REQUEST's grant (and, DESIGN.md 8, the
+	// same client's previous binding in that subnet, which it replaces);
+	// a DECLINE's or RELEASE's own binding. Nothing else.
+	for _, ip := range diff {
+		old, now := before.leases[ip], after.leases[ip]
+		switch {
+		case now == nil:
+			t.Fatalf("record %s disappeared", ip)
+		case mt == dhcpwire.Request && slices.Contains(acked, ip):
+		case mt == dhcpwire.Request && len(acked) == 1 && old != nil && old.State == lease.Active && old.ClientKey() == key &&
+			!now.ActiveAt(fx.now) && fx.srv.SubnetOf(ip) == fx.srv.SubnetOf(acked[0]):
+			// replaced by the new grant
+		case (mt == dhcpwire.Decline || mt == dhcpwire.Release) && old != nil && old.State == lease.Active && old.ClientKey() == key &&
+			!now.ActiveAt(fx.now):
+		default:
+			t.Fatalf("message type %d from %x changed %s:\n%+v\n%+v", mt, key, ip, old, now)
+		}
+	}
+	if mt == dhcpwire.Request && len(acked) == 0 && len(diff) != 0 {
+		t.Fatalf("a REQUEST changed %v and was not acknowledged", diff)
+	}
+	// A retransmission changes nothing the invariants forbid either.
+	fx.srv.Handle(in)
+	fx.out.take()
+	fx.checkInvariants(t)
+}
