@@ -339,3 +339,150 @@ func checkHandle(t *testing.T, b []byte) {
 	fx.out.take()
 	fx.checkInvariants(t)
 }
+
+// checkLeasequery sends one datagram as a DHCPLEASEQUERY from an allowed
+// requester's address to a server with a rich table: the table, the
+// store and the offers are exactly as before (a query never changes
+// state), and the answer, if any, is the one RFC 4388 §6.4 gives for that
+// table.
+func checkLeasequery(t *testing.T, b []byte) {
+	p, err := dhcpwire.Parse(b)
+	if err == nil && p.MessageType() != dhcpwire.LeaseQuery {
+		return // other messages are FuzzHandle's
+	}
+	fx := richFixture(t, true)
+	before := fx.state()
+	fx.srv.Handle(Incoming{Data: b, Src: netip.AddrPortFrom(requester, 67), Dst: srvAddr, IfIndex: 7})
+	out := fx.out.take()
+	after := fx.state()
+	if !reflect.DeepEqual(before, after) {
+		t.Fatalf("a leasequery changed state: records %v, offers %v -> %v, commits %d -> %d",
+			changed(before, after), before.offers, after.offers, before.commits, after.commits)
+	}
+	fx.checkInvariants(t)
+	if err != nil || p.Op != dhcpwire.BootRequest || malformed(p) != "" {
+		if len(out) != 0 {
+			t.Fatalf("answered a malformed query (%v)", err)
+		}
+		return
+	}
+	allowed := netip.PrefixFrom(requester, 32).Contains(p.GIAddr)
+	cid, hasCID := p.Option(dhcpwire.OptClientID)
+	hasMAC := p.HLen > 0 && slices.ContainsFunc(p.CHAddr(), func(c byte) bool { return c != 0 })
+	keys := 0
+	for _, k := range []bool{!p.CIAddr.IsUnspecified(), hasCID, hasMAC} {
+		if k {
+			keys++
+		}
+	}
+	answerable := allowed && keys == 1
+	switch {
+	case len(out) > 1:
+		t.Fatalf("%d answers to one query", len(out))
+	case len(out) == 0 && answerable:
+		t.Fatalf("no answer to a well-formed query from an allowed requester (%d key)", keys)
+	case len(out) == 1 && !answerable:
+		t.Fatalf("answered a query from %s with %d keys", p.GIAddr, keys)
+	case len(out) == 0:
+		return
+	}
+	o := out[0]
+	if o.Dst != netip.AddrPortFrom(p.GIAddr, 67) {
+		t.Fatalf("answer sent to %s, the query's giaddr is %s", o.Dst, p.GIAddr)
+	}
+	r, err := dhcpv4.FromBytes(o.Payload)
+	if err != nil {
+		t.Fatalf("answer does not parse with insomniacslk/dhcp: %v", err)
+	}
+	if r.OpCode != dhcpv4.OpcodeBootReply || binary.BigEndian.Uint32(r.TransactionID[:]) != p.XID || !r.GatewayIPAddr.Equal(p.GIAddr.AsSlice()) {
+		t.Fatalf("answer op %v xid %x giaddr %s, query xid %x giaddr %s", r.OpCode, r.TransactionID, r.GatewayIPAddr, p.XID, p.GIAddr)
+	}
+	// The bindings the query's key names that are bound now.
+	matches := func(l *lease.Lease) bool {
+		switch {
+		case !p.CIAddr.IsUnspecified():
+			return l.IP == p.CIAddr
+		case hasCID:
+			return bytes.Equal(l.ClientID, cid)
+		default:
+			return l.HWType == p.HType && bytes.Equal(l.HWAddr, p.CHAddr())
+		}
+	}
+	var bound []*lease.Lease
+	for _, l := range before.leases {
+		if l.ActiveAt(fx.now) && matches(l) {
+			bound = append(bound, l)
+		}
+	}
+	ci, _ := netip.AddrFromSlice(r.ClientIPAddr.To4())
+	switch r.MessageType() {
+	case mtLeaseActive:
+		l := before.leases[ci]
+		if l == nil || !l.ActiveAt(fx.now) || !matches(l) {
+			t.Fatalf("DHCPLEASEACTIVE for %s, whose record is %+v", ci, l)
+		}
+		for _, o := range bound {
+			if o.CLTT.After(l.CLTT) {
+				t.Fatalf("DHCPLEASEACTIVE names %s, but the client's latest binding is %s", ci, o.IP)
+			}
+		}
+		if uint8(r.HWType) != l.HWType || !bytes.Equal(r.ClientHWAddr, l.HWAddr) {
+			t.Fatalf("DHCPLEASEACTIVE for %s carries chaddr %s, the binding's is %s", ci, r.ClientHWAddr, l.HWAddr)
+		}
+		if got, want := r.IPAddressLeaseTime(0), l.Expiry.Sub(fx.now); got != want {
+			t.Fatalf("lease time %v, the binding has %v left", got, want)
+		}
+		if !bytes.Equal(r.Options.Get(dhcpv4.OptionClientIdentifier), l.ClientID) ||
+			!bytes.Equal(r.Options.Get(dhcpv4.OptionRelayAgentInformation), l.RelayInfo) {
+			t.Fatalf("DHCPLEASEACTIVE for %s: 61 % x, 82 % x; stored % x, % x", ci,
+				r.Options.Get(dhcpv4.OptionClientIdentifier), r.Options.Get(dhcpv4.OptionRelayAgentInformation), l.ClientID, l.RelayInfo)
+		}
+		var assoc []netip.Addr
+		for v := r.Options.Get(dhcpv4.GenericOptionCode(dhcpwire.OptAssociatedIP)); len(v) >= 4; v = v[4:] {
+			assoc = append(assoc, netip.AddrFrom4([4]byte(v)))
+		}
+		for _, o := range bound {
+			if o.IP != l.IP && !slices.Contains(assoc, o.IP) {
+				t.Fatalf("the client also holds %s, missing from option 92 %v", o.IP, assoc)
+			}
+		}
+		for _, a := range assoc {
+			if !slices.ContainsFunc(bound, func(o *lease.Lease) bool { return o.IP == a && a != l.IP }) {
+				t.Fatalf("option 92 lists %s, which the client does not hold besides %s", a, l.IP)
+			}
+		}
+	case mtLeaseUnassigned:
+		if p.CIAddr.IsUnspecified() || len(bound) != 0 || !fx.ours(p.CIAddr) {
+			t.Fatalf("DHCPLEASEUNASSIGNED for a query by %s (ciaddr %s, bound %d, ours %v)", keyKind(p, hasCID), p.CIAddr, len(bound), fx.ours(p.CIAddr))
+		}
+	case mtLeaseUnknown:
+		if len(bound) != 0 || (!p.CIAddr.IsUnspecified() && fx.ours(p.CIAddr)) {
+			t.Fatalf("DHCPLEASEUNKNOWN for a query by %s that names %d bound leases (ciaddr %s ours %v)", keyKind(p, hasCID), len(bound), p.CIAddr, fx.ours(p.CIAddr))
+		}
+	default:
+		t.Fatalf("answer of message type %v", r.MessageType())
+	}
+}
+
+func keyKind(p *dhcpwire.Packet, hasCID bool) string {
+	switch {
+	case !p.CIAddr.IsUnspecified():
+		return "address"
+	case hasCID:
+		return "client-id"
+	}
+	return "hardware address"
+}
+
+// ours reports whether ip is in a pool or reserved, from the configuration
+// (not from the allocator the server consults).
+func (f *fixture) ours(ip netip.Addr) bool {
+	f.srv.mu.Lock()
+	defer f.srv.mu.Unlock()
+	sub := f.srv.subs.forAddr(ip)
+	if sub == nil {
+		return false
+	}
+	_, reserved := sub.ReservedIP[ip]
+	return reserved || inPools(sub.Pools, ip)
+}

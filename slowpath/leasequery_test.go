@@ -308,8 +308,9 @@ func TestLeasequeryRefusals(t *testing.T) {
 }
 
 // FuzzLeasequery sends arbitrary bytes as a DHCPLEASEQUERY from an allowed
-// requester: nothing may panic, change a lease, or answer anywhere but
-// giaddr:67 with something unparseable.
+// requester's address to a server holding bindings of every kind: the
+// whole lease table is unchanged afterwards, and each answer is the one
+// that table gives (checkLeasequery).
 func FuzzLeasequery(f *testing.F) {
 	seed := func(mods ...dhcpv4.Modifier) []byte {
 		m, _ := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithMessageType(mtLeaseQuery), dhcpv4.WithGatewayIP(requester.AsSlice())}, mods...)...)
@@ -318,23 +319,7 @@ func FuzzLeasequery(f *testing.F) {
 	f.Add(seed(dhcpv4.WithClientIP(net.IP{10, 77, 0, 100})))
 	f.Add(seed(dhcpv4.WithHwAddr(mac(1))))
 	f.Add(seed(dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{1, 2, 3}))))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		fx := lqFixture(t)
-		fx.dora(mac(1))
-		before := len(fx.store.leases)
-		fx.srv.Handle(Incoming{Data: b, Src: netip.MustParseAddrPort("10.78.0.2:67"), Dst: srvAddr, IfIndex: 7})
-		for _, o := range fx.out.take() {
-			if _, err := dhcpv4.FromBytes(o.Payload); err != nil {
-				t.Fatalf("unparseable reply: %v", err)
-			}
-			if o.Type >= 10 && o.Dst != netip.AddrPortFrom(requester, 67) {
-				t.Fatalf("leasequery reply sent to %s", o.Dst)
-			}
-		}
-		if len(fx.store.leases) < before {
-			t.Fatal("a query changed the lease table")
-		}
-	})
+	f.Fuzz(func(t *testing.T, b []byte) { checkLeasequery(t, b) })
 }
 
 // BenchmarkLeasequeryByIP is the handler's cost per UDP query, without I/O.
