@@ -29,7 +29,7 @@ func richFixture(t *testing.T, leasequery bool) *fixture {
 	f := newFixture(t)
 	if leasequery {
 		f.srv.mu.Lock()
-		f.srv.set.Leasequery = Leasequery{Enabled: true, Requesters: []netip.Prefix{netip.PrefixFrom(requester, 32)}}
+		f.srv.set.Leasequery = Leasequery{Enabled: true, Requesters: lqRequesters}
 		f.srv.mu.Unlock()
 	}
 	base := f.now
@@ -52,6 +52,11 @@ func richFixture(t *testing.T, leasequery bool) *fixture {
 	f.out.take()
 	return f
 }
+
+// lqRequesters may send leasequeries to richFixture: the unit tests'
+// requester, and the address xdhcpctl queried from in the e2e run whose
+// captured queries seed FuzzLeasequery.
+var lqRequesters = []netip.Prefix{netip.PrefixFrom(requester, 32), netip.MustParsePrefix("10.77.0.2/32")}
 
 // state is a deep copy of everything a message could change.
 type state struct {
@@ -366,7 +371,7 @@ func checkLeasequery(t *testing.T, b []byte) {
 		}
 		return
 	}
-	allowed := netip.PrefixFrom(requester, 32).Contains(p.GIAddr)
+	allowed := slices.ContainsFunc(lqRequesters, func(pf netip.Prefix) bool { return pf.Contains(p.GIAddr) })
 	cid, hasCID := p.Option(dhcpwire.OptClientID)
 	hasMAC := p.HLen > 0 && slices.ContainsFunc(p.CHAddr(), func(c byte) bool { return c != 0 })
 	keys := 0
