@@ -1,7 +1,9 @@
 package slowpath
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -13,6 +15,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/internal/lqclient"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
 
@@ -490,4 +493,144 @@ func (f *fixture) ours(ip netip.Addr) bool {
 	}
 	_, reserved := sub.ReservedIP[ip]
 	return reserved || inPools(sub.Pools, ip)
+}
+
+// checkBulk runs arbitrary bytes as a bulk leasequery session (RFC 6926)
+// against a server with a rich table: the state is exactly as before;
+// every query the stream carries is answered, in order, by bindings then
+// one DHCPLEASEQUERYDONE with its xid; every binding sent is one the
+// query's key names, ACTIVE exactly when it is bound; and a successful
+// MAC, relay-id or remote-id query without a time window reports every
+// binding its key names.
+func checkBulk(t *testing.T, in []byte) {
+	fx := richFixture(t, true)
+	before := fx.state()
+	var out bytes.Buffer
+	w := bufio.NewWriter(&out)
+	fx.srv.bulkSession(context.Background(), bufio.NewReader(bytes.NewReader(in)), w, srvAddr, func() {})
+	w.Flush()
+	if after := fx.state(); !reflect.DeepEqual(before, after) {
+		t.Fatalf("a bulk leasequery changed state: records %v", changed(before, after))
+	}
+
+	var replies []*dhcpwire.Packet
+	for out.Len() > 0 {
+		frame, err := lqclient.ReadFrame(&out)
+		if err != nil {
+			t.Fatalf("server wrote a broken frame: %v", err)
+		}
+		if _, err := dhcpv4.FromBytes(frame); err != nil {
+			t.Fatalf("reply does not parse with insomniacslk/dhcp: %v", err)
+		}
+		p, err := dhcpwire.Parse(frame)
+		if err != nil {
+			t.Fatalf("reply does not parse: %v", err)
+		}
+		replies = append(replies, p)
+	}
+	// The queries the session must have answered: the stream's frames up
+	// to the first that is not a well-formed bulk query (the session ends
+	// there, RFC 6926 §7: nothing sensible can be answered on that stream).
+	var queries []*dhcpwire.Packet
+	for rest := in; len(rest) >= 2; {
+		n := int(binary.BigEndian.Uint16(rest))
+		if n < minBulkFrame || n > maxBulkFrame || len(rest) < 2+n {
+			break
+		}
+		p, err := dhcpwire.Parse(rest[2 : 2+n])
+		if err != nil || p.Op != dhcpwire.BootRequest || p.MessageType() != dhcpwire.BulkLeaseQuery {
+			break
+		}
+		queries = append(queries, p)
+		rest = rest[2+n:]
+	}
+	for _, q := range queries {
+		var got []*dhcpwire.Packet
+		for len(replies) > 0 && replies[0].MessageType() != dhcpwire.LeaseQueryDone {
+			got = append(got, replies[0])
+			replies = replies[1:]
+		}
+		if len(replies) == 0 {
+			t.Fatalf("query xid %#x: no DHCPLEASEQUERYDONE", q.XID)
+		}
+		done := replies[0]
+		replies = replies[1:]
+		if done.XID != q.XID {
+			t.Fatalf("DONE xid %#x for query xid %#x", done.XID, q.XID)
+		}
+		checkBulkAnswer(t, fx, before, q, got, done)
+	}
+	if len(replies) != 0 {
+		t.Fatalf("%d replies beyond the %d queries' answers", len(replies), len(queries))
+	}
+}
+
+// checkBulkAnswer checks one query's bindings against the table.
+func checkBulkAnswer(t *testing.T, fx *fixture, st state, q *dhcpwire.Packet, got []*dhcpwire.Packet, done *dhcpwire.Packet) {
+	t.Helper()
+	status, hasStatus := done.Option(dhcpwire.OptStatusCode)
+	if hasStatus && (len(status) == 0 || status[0] != statusSuccess) {
+		if len(got) != 0 {
+			t.Fatalf("query xid %#x failed (status % x) after %d bindings", q.XID, status, len(got))
+		}
+		return
+	}
+	hw := q.CHAddr()
+	byMAC := q.HLen > 0 && slices.ContainsFunc(hw, func(c byte) bool { return c != 0 })
+	cid, byCID := q.Option(dhcpwire.OptClientID)
+	ri, _ := q.Option(dhcpwire.OptRelayAgentInfo)
+	relayID, byRelayID := dhcpwire.SubOption(ri, dhcpwire.SubOptRelayID)
+	remoteID, byRemoteID := dhcpwire.SubOption(ri, dhcpwire.SubOptRemoteID)
+	matches := func(l *lease.Lease) bool {
+		switch {
+		case byMAC:
+			return l.HWType == q.HType && bytes.Equal(l.HWAddr, hw)
+		case byCID:
+			return bytes.Equal(l.ClientID, cid)
+		case byRelayID:
+			v, ok := dhcpwire.SubOption(l.RelayInfo, dhcpwire.SubOptRelayID)
+			return ok && bytes.Equal(v, relayID)
+		case byRemoteID:
+			v, ok := dhcpwire.SubOption(l.RelayInfo, dhcpwire.SubOptRemoteID)
+			return ok && bytes.Equal(v, remoteID)
+		}
+		return false
+	}
+	seen := map[netip.Addr]bool{}
+	for _, r := range got {
+		if r.XID != q.XID {
+			t.Fatalf("binding for query xid %#x carries xid %#x", q.XID, r.XID)
+		}
+		l := st.leases[r.CIAddr]
+		if l == nil || !matches(l) {
+			t.Fatalf("query xid %#x got %s, which its key does not name (%+v)", q.XID, r.CIAddr, l)
+		}
+		if seen[r.CIAddr] {
+			t.Fatalf("query xid %#x got %s twice", q.XID, r.CIAddr)
+		}
+		seen[r.CIAddr] = true
+		if bound := l.ActiveAt(fx.now); (r.MessageType() == dhcpwire.LeaseActive) != bound ||
+			(r.MessageType() != dhcpwire.LeaseActive && r.MessageType() != dhcpwire.LeaseUnassigned) {
+			t.Fatalf("%s sent as message type %d, bound %v", l.IP, r.MessageType(), bound)
+		}
+		if !bytes.Equal(r.CHAddr(), l.HWAddr) || (len(l.HWAddr) > 0 && r.HType != l.HWType) {
+			t.Fatalf("%s sent with chaddr % x, the binding's is % x", l.IP, r.CHAddr(), l.HWAddr)
+		}
+		if v, _ := r.Option(dhcpwire.OptRelayAgentInfo); !bytes.Equal(v, l.RelayInfo) {
+			t.Fatalf("%s sent with option 82 % x, stored % x", l.IP, v, l.RelayInfo)
+		}
+	}
+	_, from := q.Option(dhcpwire.OptQueryStartTime)
+	_, to := q.Option(dhcpwire.OptQueryEndTime)
+	if from || to || byCID {
+		// A time window selects by change times; a client-id's older
+		// bindings come from the store's history, which the fixture's
+		// store does not keep.
+		return
+	}
+	for ip, l := range st.leases {
+		if matches(l) && !seen[ip] {
+			t.Fatalf("query xid %#x: %s (%v) matches its key but was not sent", q.XID, ip, l.State)
+		}
+	}
 }
