@@ -277,7 +277,11 @@ func (v *validator) checkKeys(n *yaml.Node, t reflect.Type, path string) {
 				if s := closest(key, fields); s != "" {
 					hint = fmt.Sprintf(" (did you mean %q?)", s)
 				}
-				v.addLine(n.Content[i].Line, join(path, key), "unknown key"+hint)
+				name := key
+				if name == "" {
+					name = `""` // an empty key, which would otherwise leave the field blank
+				}
+				v.addLine(n.Content[i].Line, join(path, name), "unknown key"+hint)
 				continue
 			}
 			v.checkKeys(n.Content[i+1], ft, join(path, key))
@@ -292,7 +296,9 @@ func (v *validator) checkKeys(n *yaml.Node, t reflect.Type, path string) {
 func closest(key string, fields map[string]reflect.Type) string {
 	best, bestD := "", 3
 	for f := range fields {
-		if d := editDistance(key, f); d < bestD {
+		// Ties go to the first name in order: map order would make the
+		// hint, and so the message, differ from one run to the next.
+		if d := editDistance(key, f); d < bestD || (d == bestD && f < best) {
 			best, bestD = f, d
 		}
 	}
