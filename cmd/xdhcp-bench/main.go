@@ -12,11 +12,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/xdhcp/xdhcp/bench"
+	"github.com/xdhcp/xdhcp/internal/buildinfo"
 )
 
 const usage = `usage:
@@ -35,16 +37,75 @@ Renewals go out through sockets (sendmmsg, raw frames) or, with --sender xdp, fr
 (BPF_PROG_TEST_RUN live frames, answers counted by XDP); all, scenarios and selftest run both.
 Servers: xdhcpd-xdp-native, xdhcpd-xdp-generic, xdhcpd (fast path off), kea, dhcpd, dhcpd-16k-pool.
 Runs as root: it creates network namespaces. Every run writes a report (markdown, JSON, SVG charts) under --out.
+xdhcp-bench COMMAND --help prints that command's usage; --version the build information.
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// commands are the commands usage lists; needsXdhcpd are those that run
+// the daemon (cost and selftest do not, so they need no --xdhcpd).
+var (
+	commands    = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest"}
+	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee"}
+)
+
+// commandUsage is cmd's own part of usage (its lines and their
+// continuations), then the notes that apply to every command.
+func commandUsage(cmd string) string {
+	var b strings.Builder
+	b.WriteString("usage:\n")
+	lines := strings.Split(usage, "\n")
+	in := false
+	for _, l := range lines[1:] {
+		switch {
+		case strings.HasPrefix(l, "  xdhcp-bench "):
+			in = strings.HasPrefix(l, "  xdhcp-bench "+cmd+" ")
+		case !strings.HasPrefix(l, "   "):
+			in = false
+		}
+		if in {
+			b.WriteString(l + "\n")
+		}
+	}
+	for i, l := range lines {
+		if !strings.HasPrefix(l, " ") && i > 0 && l != "" {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
+	// Help, version and the command's name come before anything else is
+	// checked (root, the daemon binary, flag values).
+	if args[0] == "help" {
+		if len(args) > 1 && slices.Contains(commands, args[1]) {
+			fmt.Fprint(stdout, commandUsage(args[1]))
+		} else {
+			fmt.Fprint(stdout, usage)
+		}
+		return 0
+	}
+	if help, version := buildinfo.Asks(args); help || version {
+		switch {
+		case version:
+			fmt.Fprintln(stdout, buildinfo.Version("xdhcp-bench"))
+		case slices.Contains(commands, args[0]):
+			fmt.Fprint(stdout, commandUsage(args[0]))
+		default:
+			fmt.Fprint(stdout, usage)
+		}
+		return 0
+	}
 	cmd, args := args[0], args[1:]
+	if !slices.Contains(commands, cmd) {
+		fmt.Fprintf(stderr, "xdhcp-bench: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
 	fs := flag.NewFlagSet("xdhcp-bench "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
@@ -94,7 +155,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "xdhcp-bench: needs root (network namespaces)")
 		return 1
 	}
-	if _, err := os.Stat(*bin); err != nil {
+	if _, err := os.Stat(*bin); err != nil && slices.Contains(needsXdhcpd, cmd) {
 		fmt.Fprintf(stderr, "xdhcp-bench: --xdhcpd %s: %v\n", *bin, err)
 		return 2
 	}

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -18,22 +19,48 @@ import (
 	"github.com/xdhcp/xdhcp/internal/lqclient"
 )
 
+// lqFlags are leasequery's flags, defined in one place for parsing and
+// for --help.
+type lqFlags struct {
+	server, giaddr, ip, mac, cid, relayID, remoteID, start, end *string
+	bulk, asJSON                                                *bool
+	timeout                                                     *time.Duration
+}
+
+func newLeasequeryFlags(out io.Writer) (*flag.FlagSet, lqFlags) {
+	fs := flag.NewFlagSet("xdhcpctl leasequery", flag.ContinueOnError)
+	fs.SetOutput(out)
+	return fs, lqFlags{
+		server:   fs.String("server", "", "server address (port 67 unless given)"),
+		giaddr:   fs.String("giaddr", "", "our address: put in giaddr for UDP (replies come back to it); the source address for --bulk"),
+		ip:       fs.String("ip", "", "query by IP address"),
+		mac:      fs.String("mac", "", "query by hardware address"),
+		cid:      fs.String("client-id", "", "query by client identifier (hex, colons allowed)"),
+		relayID:  fs.String("relay-id", "", "bulk: query by relay-id, 82.12 (hex)"),
+		remoteID: fs.String("remote-id", "", "bulk: query by remote-id, 82.2 (hex)"),
+		bulk:     fs.Bool("bulk", false, "RFC 6926 bulk leasequery over TCP"),
+		asJSON:   fs.Bool("json", false, "print JSON"),
+		timeout:  fs.Duration("wait", 3*time.Second, "how long to wait for the answer; with --bulk, for each next reply (a long answer may take longer in all)"),
+		start:    fs.String("start-time", "", "bulk: only bindings that changed at or after this time (RFC 3339 or unix seconds)"),
+		end:      fs.String("end-time", "", "bulk: only bindings that changed at or before this time (RFC 3339 or unix seconds)"),
+	}
+}
+
+// leasequeryUsage is `xdhcpctl leasequery --help`.
+func leasequeryUsage(w io.Writer) {
+	fmt.Fprint(w, `usage: xdhcpctl leasequery --server ADDR --giaddr ADDR (--ip IP | --mac MAC | --client-id HEX | --relay-id HEX | --remote-id HEX) [--bulk] [--json]
+Asks an RFC 4388 server over UDP (sent from giaddr:67, so run it where
+giaddr is a local address) or, with --bulk, an RFC 6926 server over TCP.
+`)
+	fs, _ := newLeasequeryFlags(w)
+	fs.PrintDefaults()
+}
+
 // leasequery runs `xdhcpctl leasequery`.
 func leasequery(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("xdhcpctl leasequery", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	server := fs.String("server", "", "server address (port 67 unless given)")
-	giaddr := fs.String("giaddr", "", "our address: put in giaddr for UDP (replies come back to it); the source address for --bulk")
-	ip := fs.String("ip", "", "query by IP address")
-	mac := fs.String("mac", "", "query by hardware address")
-	cid := fs.String("client-id", "", "query by client identifier (hex, colons allowed)")
-	relayID := fs.String("relay-id", "", "bulk: query by relay-id, 82.12 (hex)")
-	remoteID := fs.String("remote-id", "", "bulk: query by remote-id, 82.2 (hex)")
-	bulk := fs.Bool("bulk", false, "RFC 6926 bulk leasequery over TCP")
-	asJSON := fs.Bool("json", false, "print JSON")
-	timeout := fs.Duration("wait", 3*time.Second, "how long to wait for the answer; with --bulk, for each next reply (a long answer may take longer in all)")
-	start := fs.String("start-time", "", "bulk: only bindings that changed at or after this time (RFC 3339 or unix seconds)")
-	end := fs.String("end-time", "", "bulk: only bindings that changed at or before this time (RFC 3339 or unix seconds)")
+	fs, f := newLeasequeryFlags(stderr)
+	server, giaddr, ip, mac, cid, relayID, remoteID := f.server, f.giaddr, f.ip, f.mac, f.cid, f.relayID, f.remoteID
+	bulk, asJSON, timeout, start, end := f.bulk, f.asJSON, f.timeout, f.start, f.end
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -116,9 +143,25 @@ func leasequery(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "xdhcpctl leasequery: %v\n", err)
+		if !*bulk && errors.Is(err, os.ErrDeadlineExceeded) {
+			fmt.Fprint(stderr, deniedHint(q.GIAddr))
+		}
 		return 1
 	}
 	return 0
+}
+
+// deniedHint explains a UDP query that got no answer. RFC 4388 lets a
+// server ignore queries from requesters it does not serve, and xdhcpd
+// does (answering would tell a stranger which addresses are in use), so
+// the only place the refusal shows is the server's side: say where.
+func deniedHint(giaddr netip.Addr) string {
+	return fmt.Sprintf(`  A leasequery server stays silent to requesters it does not accept. If the
+  server is xdhcpd, check that %s is listed under leasequery.requesters
+  (and leasequery.enabled is true); a refused query is counted there in
+  xdhcp_slowpath_dropped_total{reason="leasequery_denied"} and logged as
+  "leasequery from a requester not in leasequery.requesters".
+`, giaddr)
 }
 
 // parseTime reads an RFC 3339 time or unix seconds.

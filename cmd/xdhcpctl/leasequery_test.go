@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -105,5 +106,46 @@ func TestLeasequeryFlagErrors(t *testing.T) {
 		if code := leasequery(context.Background(), args, &out, &errOut); code != 2 {
 			t.Errorf("%v: exit %d, want 2 (%s)", args, code, errOut.String())
 		}
+	}
+}
+
+// TestLeasequeryTimeoutHint: a server that stays silent (as RFC 4388 lets
+// it for a requester it does not accept) leaves xdhcpctl with a timeout;
+// the message then says where the refusal would show on an xdhcpd server
+// and names the giaddr to list. The server here is a loopback socket that
+// reads the query and never answers.
+func TestLeasequeryTimeoutHint(t *testing.T) {
+	if os.Geteuid() != 0 { // the query is sent from giaddr:67
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to bind port 67 (CI=true: not skipping)")
+		}
+		t.Skip("needs root to bind port 67")
+	}
+	srv, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	got := make(chan int, 1)
+	go func() {
+		buf := make([]byte, 1500)
+		n, _, _ := srv.ReadFrom(buf)
+		got <- n
+	}()
+	giaddr := "127.0.0.67"
+	var out, errb bytes.Buffer
+	code := run([]string{"leasequery", "--server", srv.LocalAddr().String(), "--giaddr", giaddr, "--ip", "10.0.0.1", "--wait", "300ms"}, &out, &errb)
+	if n := <-got; n < 240 {
+		t.Fatalf("the server read %d bytes, not a query", n)
+	}
+	msg := errb.String()
+	if code != 1 || !strings.Contains(msg, "no reply") || !strings.Contains(msg, giaddr+" is listed under leasequery.requesters") ||
+		!strings.Contains(msg, `xdhcp_slowpath_dropped_total{reason="leasequery_denied"}`) {
+		t.Fatalf("exit %d, stderr %q: want 1, the timeout, and the requesters hint naming %s", code, msg, giaddr)
+	}
+	// Other failures get no such hint: a malformed --server is a usage error.
+	errb.Reset()
+	if code := run([]string{"leasequery", "--server", "x", "--giaddr", giaddr, "--ip", "10.0.0.1"}, &out, &errb); code != 2 || strings.Contains(errb.String(), "requesters") {
+		t.Fatalf("bad --server: exit %d, stderr %q", code, errb.String())
 	}
 }

@@ -4,6 +4,7 @@
 //	xdhcpctl [--socket PATH] lease get IP|MAC|CLIENT-ID [--json]
 //	xdhcpctl [--socket PATH] stats
 //	xdhcpctl [--socket PATH] reload
+//	xdhcpctl [COMMAND] --help | --version
 //	xdhcpctl leasequery --server ADDR --giaddr ADDR (--ip IP | --mac MAC | --client-id HEX | --relay-id HEX | --remote-id HEX) [--bulk] [--json]
 package main
 
@@ -17,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/xdhcp/xdhcp/internal/buildinfo"
 	"github.com/xdhcp/xdhcp/internal/control"
 )
 
@@ -29,7 +31,29 @@ commands:
   leasequery --server ADDR --giaddr ADDR (--ip IP | --mac MAC | --client-id HEX | --relay-id HEX | --remote-id HEX) [--bulk] [--json]
                                         ask any RFC 4388 server (UDP, sent from giaddr:67) or,
                                         with --bulk, an RFC 6926 server over TCP
+  COMMAND --help                        that command's usage
+options: --socket PATH (default /run/xdhcp/xdhcpd.sock), --timeout D (default 30s), --version
 `
+
+// commandUsage is each command's own --help; leasequery's lists its flags
+// from the flag set itself.
+var commandUsage = map[string]string{
+	"leases": `usage: xdhcpctl [--socket PATH] leases [--json]
+Lists every lease the daemon holds, as a table or, with --json, as JSON.
+`,
+	"lease": `usage: xdhcpctl [--socket PATH] lease get IP|MAC|CLIENT-ID [--json]
+Shows the lease of an address, or every lease of a hardware address or
+client identifier (hex, colons optional); exits 1 when there is none.
+`,
+	"stats": `usage: xdhcpctl [--socket PATH] stats
+Prints the daemon's statistics as JSON: uptime, leases, pools, the store,
+and the fast path (attached, and whether it outlives the daemon).
+`,
+	"reload": `usage: xdhcpctl [--socket PATH] reload
+Re-reads the configuration, as SIGHUP does; a bad file is refused with its
+problems and the running configuration keeps serving.
+`,
+}
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
@@ -39,10 +63,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	sock := fs.String("socket", "/run/xdhcp/xdhcpd.sock", "daemon control socket")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the daemon")
+	// Help and version come before anything else can fail.
+	if help, version := buildinfo.Asks(args); help || version {
+		return helpOrVersion(args, help, stdout)
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	rest := fs.Args()
+	if len(rest) > 0 && rest[0] == "help" {
+		return helpOrVersion(rest[1:], true, stdout)
+	}
 	if len(rest) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -103,6 +134,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "xdhcpctl: unknown command %q\n%s", cmd, usage)
 		return 2
 	}
+	return 0
+}
+
+// helpOrVersion prints the version, or the usage of the first command
+// named in args (the general usage when there is none).
+func helpOrVersion(args []string, help bool, stdout io.Writer) int {
+	if !help {
+		fmt.Fprintln(stdout, buildinfo.Version("xdhcpctl"))
+		return 0
+	}
+	for _, a := range args {
+		if a == "leasequery" {
+			leasequeryUsage(stdout)
+			return 0
+		}
+		if u, ok := commandUsage[a]; ok {
+			fmt.Fprint(stdout, u)
+			return 0
+		}
+	}
+	fmt.Fprint(stdout, usage)
 	return 0
 }
 

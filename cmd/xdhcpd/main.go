@@ -2,6 +2,8 @@
 //
 //	xdhcpd --config FILE                run the server
 //	xdhcpd check-config --config FILE   validate a configuration and exit
+//	xdhcpd detach --config FILE         remove the fast path
+//	xdhcpd [COMMAND] --help | --version
 package main
 
 import (
@@ -14,6 +16,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/xdhcp/xdhcp/internal/buildinfo"
 	"github.com/xdhcp/xdhcp/internal/config"
 	"github.com/xdhcp/xdhcp/loader"
 )
@@ -26,12 +29,53 @@ const usage = `usage:
   xdhcpd [--config FILE]                run the server (default config /etc/xdhcp/xdhcpd.yaml)
   xdhcpd check-config [--config FILE]   validate the configuration and exit
   xdhcpd detach [--config FILE]         remove the XDP program, its links and pinned maps
+  xdhcpd COMMAND --help                 that command's usage
+  xdhcpd --version                      build information
 `
+
+// commandUsage is each command's own --help.
+var commandUsage = map[string]string{
+	"serve": `usage: xdhcpd [serve] [--config FILE]
+Runs the server: the slow path, and the XDP fast path when fastpath.enabled.
+  --config FILE   configuration (default /etc/xdhcp/xdhcpd.yaml)
+`,
+	"check-config": `usage: xdhcpd check-config [--config FILE]
+Validates the configuration, including that every server.interfaces entry
+exists here, and exits 0 printing "FILE: ok", or 1 listing FILE:LINE: field: problem.
+  --config FILE   configuration (default /etc/xdhcp/xdhcpd.yaml)
+`,
+	"detach": `usage: xdhcpd detach [--config FILE]
+Removes the XDP program from every interface and deletes its pinned maps,
+program and links under the configured fastpath.pin-dir.
+  --config FILE   configuration (default /etc/xdhcp/xdhcpd.yaml)
+`,
+}
 
 func run(args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
-	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+	explicit := len(args) > 0 && args[0] != "" && args[0][0] != '-'
+	if explicit {
 		cmd, args = args[0], args[1:]
+	}
+	// Help and version come before anything else can fail.
+	if cmd == "help" {
+		if len(args) > 0 && commandUsage[args[0]] != "" {
+			fmt.Fprint(stdout, commandUsage[args[0]])
+		} else {
+			fmt.Fprint(stdout, usage)
+		}
+		return 0
+	}
+	if help, version := buildinfo.Asks(args); help || version {
+		switch {
+		case version:
+			fmt.Fprintln(stdout, buildinfo.Version("xdhcpd"))
+		case explicit && commandUsage[cmd] != "":
+			fmt.Fprint(stdout, commandUsage[cmd])
+		default:
+			fmt.Fprint(stdout, usage)
+		}
+		return 0
 	}
 	fs := flag.NewFlagSet("xdhcpd "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
