@@ -57,7 +57,7 @@ func (s *Server) ServeBulk(ctx context.Context, ln net.Listener, o BulkOptions) 
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			s.log.Warn("bulk leasequery accept", "err", err)
+			s.warnLimited("bulk_accept", "bulk leasequery accept", "err", err)
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}

@@ -38,6 +38,13 @@ func (s *Server) Handle(in Incoming) {
 		s.dropped("not_request", in, nil)
 		return
 	}
+	// DESIGN.md 7: a message with a malformed option is dropped whatever
+	// else it carries; read leniently, a 3-byte option 54 would turn a
+	// SELECTING request into an INIT-REBOOT one and bind a lease.
+	if err := p.Validate(); err != nil {
+		s.dropped("malformed_option", in, err)
+		return
+	}
 	mt := p.MessageType()
 	if mt == 0 {
 		s.dropped("no_message_type", in, nil)
@@ -47,17 +54,18 @@ func (s *Server) Handle(in Incoming) {
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		// Where a message came from and was sent to tells a renewal
 		// (unicast) from a rebinding (broadcast) when troubleshooting.
-		s.log.Debug("message", "type", dhcpwire.MessageName(mt), "xid", p.XID, "chaddr", net.HardwareAddr(p.CHAddr()),
+		s.log.Debug("message", "type", dhcpwire.MessageName(mt), "xid", p.XID, "chaddr", hwAddr(p.CHAddr()),
 			"ciaddr", p.CIAddr, "giaddr", p.GIAddr, "src", in.Src, "dst", in.Dst, "ifindex", in.IfIndex)
 	}
 	cid, _ := p.Option(dhcpwire.OptClientID)
-	if len(cid) == 1 { // RFC 2132 §9.14: type byte plus at least one byte
-		s.dropped("malformed", in, errShortClientID)
-		return
-	}
 
 	if mt == dhcpwire.LeaseQuery {
 		s.leasequery(&p, in)
+		return
+	}
+
+	if err := p.ValidateClientHeader(); err != nil {
+		s.dropped("malformed_header", in, err)
 		return
 	}
 
@@ -102,7 +110,7 @@ func (s *Server) Handle(in Incoming) {
 		s.emit(out)
 	}
 	if pending != nil {
-		s.commit([]*lease.Lease{pending.l}, func(err error) {
+		s.commit(append([]*lease.Lease{pending.l}, pending.freed...), func(err error) {
 			if err == nil {
 				s.emit([]Outgoing{pending.out})
 			}
@@ -111,8 +119,10 @@ func (s *Server) Handle(in Incoming) {
 }
 
 type pendingAck struct {
-	l   *lease.Lease
-	out Outgoing
+	l *lease.Lease
+	// freed are the client's bindings the grant replaces, committed with it.
+	freed []*lease.Lease
+	out   Outgoing
 }
 
 func (s *Server) emit(out []Outgoing) {
@@ -295,7 +305,10 @@ func (s *Server) discoverLocked(r *req) []Outgoing {
 	ip, ok := s.pickLocked(r)
 	if !ok {
 		s.dropped("pool_exhausted", r.in, nil)
-		s.log.Warn("pool exhausted", "subnet", r.sub.Prefix)
+		// A flood of DISCOVERs would write one line each (918k lines in
+		// 20 s); the drop counter counts every one. One kind per subnet,
+		// a set fixed by the configuration.
+		s.warnLimited("pool_exhausted "+r.sub.Prefix.String(), "pool exhausted", "subnet", r.sub.Prefix)
 		return nil
 	}
 	r.sub.set.Take(ip)
@@ -432,12 +445,48 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 	if l.State != lease.Active {
 		s.setStateLocked(l, lease.Active, now)
 	}
+	freed := s.replaceOthersLocked(r, ip)
 	s.leases[ip] = l
 	s.byClient[r.key] = ip
 	s.indexClientLocked(l)
 	r.sub.set.Take(ip)
 	s.expiry.push(ip, l.Expiry)
-	return &pendingAck{l: l.Clone(), out: s.replyTo(r, dhcpwire.Ack, ip, [3]uint32{lt, t1, t2}, true)}
+	return &pendingAck{l: l.Clone(), freed: freed, out: s.replyTo(r, dhcpwire.Ack, ip, [3]uint32{lt, t1, t2}, true)}
+}
+
+// replaceOthersLocked ends the client's other active bindings in the
+// subnet it is being granted ip in: one client holds at most one binding
+// per subnet (DESIGN.md 8), so a client that asks for a second address
+// (four REQUESTs for four addresses, or a CPE that lost its lease and
+// INIT-REBOOTs elsewhere) gives up the first, as with Kea. The old
+// binding is RELEASED now and FREE at the next sweep, as if the client
+// had released it; its commit, in the same transaction as the new grant,
+// withdraws it from the fast path. The candidates are the client's last
+// address and the addresses bound to its hardware address, which between
+// them cover every binding a client key can have been granted here.
+// Returns copies of the changed records.
+func (s *Server) replaceOthersLocked(r *req, ip netip.Addr) []*lease.Lease {
+	var cand []netip.Addr
+	if old, ok := s.byClient[r.key]; ok {
+		cand = append(cand, old)
+	}
+	cand = append(cand, s.byHW[r.hwKey]...)
+	var freed []*lease.Lease
+	for _, old := range cand {
+		l := s.leases[old]
+		if old == ip || l == nil || l.State != lease.Active || l.ClientKey() != r.key || !r.sub.Prefix.Contains(old) {
+			continue
+		}
+		s.setStateLocked(l, lease.Released, r.now)
+		l.Expiry, l.CLTT = r.now, r.now
+		if _, reserved := r.sub.ReservedIP[old]; !reserved {
+			r.sub.set.Free(old)
+		}
+		s.toFree = append(s.toFree, old)
+		s.m.Replaced.Inc()
+		freed = append(freed, l.Clone())
+	}
+	return freed
 }
 
 // recordPlaceLocked remembers where the lease lives: the relay for a
@@ -508,7 +557,7 @@ func (s *Server) nakLocked(r *req, why string) []Outgoing {
 		s.dropped("no_server_id", r.in, nil)
 		return nil
 	}
-	s.log.Debug("NAK", "client", r.p.CHAddr(), "ciaddr", r.p.CIAddr, "reason", why)
+	s.log.Debug("NAK", "client", hwAddr(r.p.CHAddr()), "ciaddr", r.p.CIAddr, "reason", why)
 	return []Outgoing{s.nak(r, why)}
 }
 
@@ -528,7 +577,7 @@ func (s *Server) declineLocked(r *req) *lease.Lease {
 		s.dropped("decline_unknown", r.in, nil)
 		return nil
 	}
-	s.log.Warn("address declined, quarantined", "ip", ip, "client", net.HardwareAddr(r.p.CHAddr()), "until", r.now.Add(s.set.DeclineHold))
+	s.warnLimited("declined", "address declined, quarantined", "ip", ip, "client", hwAddr(r.p.CHAddr()), "until", r.now.Add(s.set.DeclineHold))
 	s.setStateLocked(l, lease.Abandoned, r.now)
 	// Failover draft §5.11: an abandoned binding carries no client.
 	l.HWAddr, l.ClientID, l.Hostname = nil, nil, ""
@@ -565,11 +614,32 @@ func (s *Server) releaseLocked(r *req) *lease.Lease {
 
 // informLocked answers DHCPINFORM with configuration only (RFC 2131 §4.3.5).
 func (s *Server) informLocked(r *req) []Outgoing {
-	if r.sub == nil {
-		if r.sub = s.subs.forAddr(r.p.CIAddr); r.sub == nil {
-			s.dropped("no_subnet", r.in, nil)
+	if ci := r.p.CIAddr; !ci.IsUnspecified() {
+		// The ACK goes to ciaddr (RFC 2131 §4.3.5); nmap's probe sets
+		// 255.255.255.255, which would make it a broadcast carrying a
+		// subnet's options to the whole link. ISC dhcpd drops those too.
+		// (A zero ciaddr, which some clients send, is answered as
+		// before: to the source address, or broadcast.)
+		if !ci.IsGlobalUnicast() { // also false for 255.255.255.255, multicast, loopback, link-local
+			s.dropped("inform_ciaddr_not_unicast", r.in, nil)
 			return nil
 		}
+		if r.sub == nil {
+			r.sub = s.subs.forAddr(ci)
+		}
+		if r.sub == nil || !r.sub.Prefix.Contains(ci) {
+			s.dropped("inform_ciaddr_outside_subnet", r.in, nil)
+			return nil
+		}
+		if r.sub.Prefix.Bits() < 31 && (ci == r.sub.Prefix.Masked().Addr() || ci == lastAddr(r.sub.Prefix)) {
+			// Network and broadcast addresses (RFC 3021: a /31 has neither).
+			s.dropped("inform_ciaddr_not_unicast", r.in, nil)
+			return nil
+		}
+	}
+	if r.sub == nil {
+		s.dropped("no_subnet", r.in, nil)
+		return nil
 	}
 	if r.sid = s.serverIDLocked(r); !r.sid.IsValid() {
 		s.dropped("no_server_id", r.in, nil)
@@ -589,3 +659,19 @@ func leaseTimes(sub *Subnet, lt time.Duration) (uint32, uint32, uint32) {
 	}
 	return uint32(lt / time.Second), uint32(t1 / time.Second), uint32(t2 / time.Second)
 }
+
+// lastAddr is a prefix's last address, the subnet's broadcast address.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	for i := p.Bits(); i < 32; i++ {
+		a[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom4(a)
+}
+
+// hwAddr logs a hardware address as 02:00:00:00:00:23. slog's handlers
+// print any byte slice, net.HardwareAddr included, as a quoted string.
+type hwAddr []byte
+
+// LogValue implements slog.LogValuer.
+func (h hwAddr) LogValue() slog.Value { return slog.StringValue(net.HardwareAddr(h).String()) }

@@ -15,6 +15,9 @@ type Metrics struct {
 	CommitErrors prometheus.Counter
 	// FastRenewalsFolded counts fast-path renewals written to the store.
 	FastRenewalsFolded prometheus.Counter
+	// Replaced counts bindings ended because their client was granted
+	// another address in the same subnet (DESIGN.md 8).
+	Replaced prometheus.Counter
 
 	// Children of Messages and Replies by message type, resolved once:
 	// a label lookup per packet costs more than the rest of a leasequery.
@@ -42,6 +45,9 @@ func NewMetrics() *Metrics {
 		FastRenewalsFolded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "xdhcp_fastpath_renewals_folded_total", Help: "Renewals answered by XDP and recorded in the lease store.",
 		}),
+		Replaced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdhcp_slowpath_bindings_replaced_total", Help: "Bindings released because their client was granted another address in the same subnet.",
+		}),
 	}
 	for t := range 256 {
 		name := dhcpwire.MessageName(uint8(t))
@@ -52,7 +58,7 @@ func NewMetrics() *Metrics {
 
 // Register adds the metrics, and a collector of pool occupancy for srv, to reg.
 func (m *Metrics) Register(reg prometheus.Registerer, srv *Server) error {
-	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, poolCollector{srv}} {
+	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, poolCollector{srv}} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -1,6 +1,8 @@
 package slowpath
 
 import (
+	"context"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -47,6 +49,13 @@ func (r *logLimiter) allow(kind string, now time.Time) (bool, int) {
 // warnLimited logs a warning through the server's limiter; a message that
 // follows held-back ones says how many.
 func (s *Server) warnLimited(kind, msg string, args ...any) {
+	s.logLimited(slog.LevelWarn, kind, msg, args...)
+}
+
+// logLimited logs at level through the server's limiter. Every log line a
+// client's packet can cause at INFO or above goes through it (DESIGN.md 7:
+// logging under load is rate-limited, with counts).
+func (s *Server) logLimited(level slog.Level, kind, msg string, args ...any) {
 	ok, n := s.logLimit.allow(kind, s.now())
 	if !ok {
 		return
@@ -54,5 +63,5 @@ func (s *Server) warnLimited(kind, msg string, args ...any) {
 	if n > 0 {
 		args = append(args, "suppressed", n)
 	}
-	s.log.Warn(msg, args...)
+	s.log.Log(context.Background(), level, msg, args...)
 }

@@ -8,7 +8,6 @@ import (
 )
 
 var (
-	errShortClientID = errors.New("client identifier shorter than 2 bytes")
 	errNoRequestedIP = errors.New("no requested address")
 )
 

@@ -346,7 +346,8 @@ func (s *Server) LookupClient(key string) []*lease.Lease {
 	if err != nil {
 		// The current lease still answers; the older ones are missing
 		// from this reply, and the operator should know why.
-		s.log.Error("reading a client's lease history", "client", key, "err", err)
+		// Each leasequery can hit this while the disk fails: limited.
+		s.logLimited(slog.LevelError, "history", "reading a client's lease history", "client", fmt.Sprintf("%x", key), "err", err)
 		return out
 	}
 	s.mu.Lock()

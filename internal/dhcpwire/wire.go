@@ -316,3 +316,103 @@ func (p *Packet) add(code uint8, val []byte) {
 	}
 	p.opts = append(p.opts, opt{code, val})
 }
+
+// ErrMalformed is wrapped by Validate's errors: the message parses, but an
+// option or header field the server acts on breaks its RFC's format.
+var ErrMalformed = errors.New("malformed message")
+
+// HTypeEthernet is the ARP hardware type of Ethernet (RFC 1700), whose
+// addresses are 6 bytes.
+const HTypeEthernet = 1
+
+// Validate checks what Parse leaves to the caller: the lengths and values
+// that the options a server acts on must have. A message that fails is to
+// be dropped whatever else it carries (a 3-byte server identifier next to a
+// requested address must not turn a SELECTING request into an
+// INIT-REBOOT one). Options the server only stores or echoes are not
+// judged here, except option 82, which is echoed to relays that parse it.
+// A missing END option is accepted: the options then end with their field,
+// which is unambiguous, and ISC dhcpd and Kea accept it too.
+func (p *Packet) Validate() error {
+	for i := range p.opts {
+		if err := checkOption(p.opts[i].code, p.opts[i].val); err != nil {
+			return fmt.Errorf("%w: %w", ErrMalformed, err)
+		}
+	}
+	return nil
+}
+
+// checkOption holds the rule for one option (values concatenated per RFC
+// 3396 first, as the server reads them).
+func checkOption(code uint8, v []byte) error {
+	exact := func(n int) error {
+		if len(v) != n {
+			return fmt.Errorf("option %d of %d bytes, want %d", code, len(v), n)
+		}
+		return nil
+	}
+	switch code {
+	case OptRequestedIP, OptServerID, OptLeaseTime, OptSubnetSelection:
+		// RFC 2132 §9.1, §9.2, §9.7; RFC 3011 §3: length 4.
+		return exact(4)
+	case OptMessageType:
+		return exact(1) // RFC 2132 §9.6
+	case OptOverload:
+		// RFC 2132 §9.3: length 1, value 1 (file), 2 (sname) or 3 (both).
+		if err := exact(1); err != nil {
+			return err
+		}
+		if v[0] < 1 || v[0] > 3 {
+			return fmt.Errorf("option 52 value %d, want 1, 2 or 3", v[0])
+		}
+	case OptMaxMessageSize:
+		// RFC 2132 §9.10: length 2, "The minimum legal value is 576".
+		if err := exact(2); err != nil {
+			return err
+		}
+		if n := binary.BigEndian.Uint16(v); n < 576 {
+			return fmt.Errorf("option 57 value %d, below the legal minimum 576", n)
+		}
+	case OptClientID:
+		// RFC 2132 §9.14: a type byte and at least one byte.
+		if len(v) < 2 {
+			return fmt.Errorf("option 61 of %d bytes, want at least 2", len(v))
+		}
+	case OptRelayAgentInfo:
+		return checkRelayInfo(v)
+	}
+	return nil
+}
+
+// checkRelayInfo checks option 82's sub-options (RFC 3046 §2.0: code,
+// length, value, repeated to the option's end; at least one sub-option),
+// and the lengths of the sub-options the server acts on: link selection
+// (RFC 3527 §3) and server identifier override (RFC 5107 §4), 4 each.
+func checkRelayInfo(v []byte) error {
+	if len(v) == 0 {
+		return errors.New("option 82 with no sub-options")
+	}
+	for i := 0; i < len(v); {
+		if i+2 > len(v) || i+2+int(v[i+1]) > len(v) {
+			return fmt.Errorf("option 82 sub-option at offset %d runs past the option", i)
+		}
+		c, n := v[i], int(v[i+1])
+		if (c == SubOptLinkSelection || c == SubOptServerIDOverr) && n != 4 {
+			return fmt.Errorf("option 82 sub-option %d of %d bytes, want 4", c, n)
+		}
+		i += 2 + n
+	}
+	return nil
+}
+
+// ValidateClientHeader checks the header of a message from a client (not
+// of a leasequery, whose requester leaves chaddr empty to query by client
+// identifier): RFC 2131 §2 makes hlen the hardware address length, 6 for
+// Ethernet. With 0 there is no address to bind the lease to or to send
+// the reply to.
+func (p *Packet) ValidateClientHeader() error {
+	if p.HType == HTypeEthernet && p.HLen != 6 {
+		return fmt.Errorf("%w: hlen %d for Ethernet, want 6", ErrMalformed, p.HLen)
+	}
+	return nil
+}
