@@ -19,7 +19,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 
 	"github.com/xdhcp/xdhcp/bpf"
 )
@@ -50,9 +49,12 @@ type Options struct {
 // Program is the loaded program with its maps.
 type Program struct {
 	Objs   bpf.XdpObjects
-	pinDir string
+	pinDir string  // the path pins are made through (see PinInfo.Via)
+	dir    *pinDir // open and locked while the program is loaded
 	log    *slog.Logger
-	links  map[string]link.Link
+	// Pins says where the pins are and whether they outlive the daemon.
+	Pins  PinInfo
+	links map[string]link.Link
 	// Reused is set when the lease map was already pinned, in this
 	// program's layout: its entries (and the grants they record) survived
 	// since the last run.
@@ -194,13 +196,18 @@ func Load(o Options) (*Program, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ensureBPFFS(filepath.Dir(o.PinDir)); err != nil {
+	dir, err := openPinDir(o.PinDir, true)
+	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(o.PinDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating pin directory: %w", err)
-	}
-	p := &Program{pinDir: o.PinDir, log: o.Logger, links: map[string]link.Link{}}
+	loaded := false
+	defer func() {
+		if !loaded {
+			dir.close() // and with it the lock
+		}
+	}()
+	o.PinDir = dir.path
+	p := &Program{pinDir: dir.path, dir: dir, Pins: dir.info, log: o.Logger, links: map[string]link.Link{}}
 	retire, err := incompatiblePins(spec, o.PinDir)
 	if err != nil {
 		return nil, err
@@ -257,6 +264,7 @@ func Load(o Options) (*Program, error) {
 		p.Objs.Close()
 		return nil, fmt.Errorf("pinning the XDP program: %w", err)
 	}
+	loaded = true
 	return p, nil
 }
 
@@ -371,21 +379,32 @@ func (p *Program) Close() error {
 		errs = append(errs, l.Close())
 	}
 	errs = append(errs, p.Objs.Close())
+	errs = append(errs, p.dir.close()) // the lock goes last
 	return errors.Join(errs...)
 }
 
 // DetachAll removes every link, program and map pinned under pinDir and
 // the directory itself; the program stops on every interface.
+// It finds the pins as Load does (in the host's bpffs when this mount
+// namespace has none) and refuses, naming it, while a daemon holds the
+// directory: that daemon would go on with pins removed under it.
 func DetachAll(pinDir string) error {
 	if pinDir == "" {
 		pinDir = DefaultPinDir
 	}
-	ents, err := os.ReadDir(pinDir)
+	name := pinDir
+	dir, err := openPinDir(pinDir, false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", pinDir, err)
+		return err
+	}
+	defer dir.close()
+	pinDir = dir.path
+	ents, err := os.ReadDir(pinDir)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", name, err)
 	}
 	var errs []error
 	// Links first, so that nothing runs on half-removed state.
@@ -413,26 +432,15 @@ func DetachAll(pinDir string) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := os.Remove(pinDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	// By its own path: pinDir may lead through the open directory.
+	rm := name
+	if dir.info.Via != "" {
+		rm = dir.info.Via
+	}
+	if err := os.Remove(rm); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// ensureBPFFS mounts bpffs on dir when nothing has (systemd usually mounts
-// /sys/fs/bpf; minimal systems and containers may not).
-func ensureBPFFS(dir string) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return fmt.Errorf("pin directory parent %s: %w", dir, err)
-	}
-	if st.Type == unix.BPF_FS_MAGIC {
-		return nil
-	}
-	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		return fmt.Errorf("%s is not a bpffs and mounting one there failed: %w", dir, err)
-	}
-	return nil
 }
 
 // LoadUnpinned loads a private copy of the program and its maps, pinned

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -279,5 +280,49 @@ func TestLoadRetiresALeaseMapWithReorderedFields(t *testing.T) {
 	defer p.Close()
 	if p.Reused || !p.Upgraded {
 		t.Fatalf("a lease map with expiry and horizon swapped: reused %v (want false), upgraded %v (want true)", p.Reused, p.Upgraded)
+	}
+}
+
+// TestPinDirBelongsToOneLoader: while a program is loaded from a pin
+// directory, a second Load and DetachAll on it are refused with an error
+// naming the directory and the holder's pid; once it is closed (as when
+// its daemon exits) both go ahead. The pins are in the host's bpffs,
+// which this daemon did not mount: they are reported persistent.
+func TestPinDirBelongsToOneLoader(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("loading XDP needs root (CI=true: not skipping)")
+		}
+		t.Skip("loading XDP needs root")
+	}
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xdhcp-lock-test-%d", os.Getpid()))
+	t.Cleanup(func() { DetachAll(dir) })
+	p, err := Load(Options{PinDir: dir, MaxLeases: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Pins.Persistent || p.Pins.Via != "" || p.Pins.Dir != dir {
+		t.Errorf("pins in the host's /sys/fs/bpf reported as %+v", p.Pins)
+	}
+	for name, try := range map[string]func() error{
+		"Load":      func() error { _, err := Load(Options{PinDir: dir, MaxLeases: 1024}); return err },
+		"DetachAll": func() error { return DetachAll(dir) },
+	} {
+		err := try()
+		if !errors.Is(err, ErrPinDirBusy) || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), fmt.Sprintf("process %d", os.Getpid())) {
+			t.Errorf("%s while the directory is held: %v; want ErrPinDirBusy naming %s and pid %d", name, err, dir, os.Getpid())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, progPin)); err != nil {
+		t.Fatalf("a refused DetachAll removed pins: %v", err)
+	}
+	p.Close()
+	p2, err := Load(Options{PinDir: dir, MaxLeases: 1024})
+	if err != nil {
+		t.Fatalf("Load after the holder closed: %v", err)
+	}
+	p2.Close()
+	if err := DetachAll(dir); err != nil {
+		t.Fatalf("DetachAll after the holder closed: %v", err)
 	}
 }

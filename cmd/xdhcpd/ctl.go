@@ -48,11 +48,22 @@ func (d *daemon) handlers() map[string]control.Handler {
 			for p, m := range d.srv.PoolStats() {
 				pools[p.String()] = m
 			}
+			// Whether renewals outlive the daemon is asked here first
+			// when they stopped after a restart.
+			fast := map[string]any{"enabled": d.fast != nil}
+			if d.fast != nil {
+				p := d.fast.prog.Pins
+				fast["pin-dir"], fast["pins-persistent"], fast["why"] = p.Dir, p.Persistent, p.Why
+				if p.Via != "" {
+					fast["via"] = p.Via
+				}
+			}
 			return map[string]any{
 				"uptime-seconds": int64(time.Since(d.started).Seconds()),
 				"leases":         d.srv.LeaseCount(),
 				"pools":          pools,
 				"store":          d.store.Stats(),
+				"fastpath":       fast,
 			}, nil
 		},
 		"reload": func(context.Context, json.RawMessage) (any, error) {

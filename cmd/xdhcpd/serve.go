@@ -98,6 +98,12 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			return err
 		}
 		defer fp.close() // the pins stay: renewals keep being answered
+		if pins := fp.prog.Pins; pins.Persistent {
+			log.Info("fast path pinned; renewals go on being answered while the daemon is down", "pin-dir", pins.Dir, "via", pins.Via, "why", pins.Why)
+		} else {
+			log.Warn("WARNING: the fast path's pins die with this daemon: renewals stop being answered as soon as it exits (crash, kill, restart); pin in the host's bpffs (fastpath.pin-dir on a bpffs the host keeps, or start it with nsenter --net instead of ip netns exec)",
+				"pin-dir", pins.Dir, "why", pins.Why)
+		}
 		fastIface = fastAdapter{fp.maps}
 	} else if _, err := os.Stat(cfg.Fastpath.PinDir); err == nil {
 		log.Warn("the fast path is off but a previous run left it pinned and possibly attached; run `xdhcpd detach` to remove it", "pin-dir", cfg.Fastpath.PinDir)
@@ -131,6 +137,14 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	if fp != nil {
 		reg.MustRegister(fp.maps.Collector())
+		persistent := 0.0
+		if fp.prog.Pins.Persistent {
+			persistent = 1
+		}
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "xdhcp_fastpath_pins_persistent",
+			Help: "1 when the fast path's pins outlive the daemon (renewals are answered while it is down), 0 when they die with it.",
+		}, func() float64 { return persistent }))
 	}
 	ctl, err := control.NewServer(cfg.Server.ControlSocket, d.handlers(), log)
 	if err != nil {
