@@ -267,7 +267,7 @@ func (s *Server) pickLocked(r *req) (netip.Addr, bool) {
 		}
 		delete(s.offerOf, r.key)
 		if o, held := s.offers[ip]; held && o.client == r.key {
-			delete(s.offers, ip)
+			s.removeOfferLocked(ip)
 			s.returnAddrLocked(ip)
 		}
 	}
@@ -302,6 +302,11 @@ func (s *Server) discoverLocked(r *req) []Outgoing {
 		s.dropped("no_server_id", r.in, nil)
 		return nil
 	}
+	if ip, ok := s.offerOf[r.key]; !ok || s.offers[ip].client != r.key || !s.offers[ip].until.After(r.now) {
+		// A new offer: make room under the bounds first (a retransmitted
+		// DISCOVER keeps the offer it has).
+		s.boundOffersLocked(r)
+	}
 	ip, ok := s.pickLocked(r)
 	if !ok {
 		s.dropped("pool_exhausted", r.in, nil)
@@ -315,13 +320,13 @@ func (s *Server) discoverLocked(r *req) []Outgoing {
 	until := r.now.Add(s.set.OfferHold)
 	if old, ok := s.offerOf[r.key]; ok && old != ip {
 		if o, ok := s.offers[old]; ok && o.client == r.key {
-			delete(s.offers, old)
+			s.removeOfferLocked(old)
 			s.returnAddrLocked(old)
 		}
 	}
-	s.offers[ip] = offer{client: r.key, until: until}
-	s.offerOf[r.key] = ip
-	s.offerQ = append(s.offerQ, offerRef{ip, until})
+	if o, ok := s.offers[ip]; !ok || o.client != r.key || o.until != until {
+		s.addOfferLocked(ip, offer{client: r.key, until: until, pool: poolBound(r.sub), circuit: circuitBound(r.p)})
+	}
 	lt, t1, t2 := leaseTimes(r.sub, r.sub.LeaseTime)
 	return []Outgoing{s.replyTo(r, dhcpwire.Offer, ip, [3]uint32{lt, t1, t2}, true)}
 }
@@ -341,6 +346,16 @@ func (s *Server) requestLocked(r *req) ([]Outgoing, *pendingAck) {
 		if !hasWant {
 			s.dropped("malformed", r.in, errNoRequestedIP)
 			return nil, nil
+		}
+		if o, ok := s.offers[want]; ok && o.client != r.key && o.until.After(r.now) {
+			// A client that answers our OFFER beats one that only
+			// got one: under a flood of DISCOVERs the bounds withdraw
+			// offers within milliseconds, and the address a real
+			// client was offered may already be offered to a flood
+			// MAC that will never ask for it. The other client, if
+			// real, gets a NAK for its REQUEST and starts again.
+			s.removeOfferLocked(want)
+			s.returnAddrLocked(want)
 		}
 		return s.bindOrNakLocked(r, want, "address not available")
 	case hasWant: // INIT-REBOOT
@@ -412,12 +427,10 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 	if newClient || l.State != lease.Active {
 		l.Start = now
 	}
-	if o, ok := s.offers[ip]; ok {
-		// Held for this client, or for another whose offer lapsed.
-		delete(s.offers, ip)
-		if s.offerOf[o.client] == ip {
-			delete(s.offerOf, o.client)
-		}
+	if _, ok := s.offers[ip]; ok {
+		// Held for this client, for another whose offer lapsed, or for
+		// another that a SELECTING request took it from.
+		s.removeOfferLocked(ip)
 	}
 	cid, _ := p.Option(dhcpwire.OptClientID)
 	l.HWType = p.HType
@@ -525,7 +538,7 @@ func (s *Server) withdrawOfferLocked(key string) {
 	}
 	delete(s.offerOf, key)
 	if o, ok := s.offers[ip]; ok && o.client == key {
-		delete(s.offers, ip)
+		s.removeOfferLocked(ip)
 		s.returnAddrLocked(ip)
 	}
 }
@@ -675,3 +688,120 @@ type hwAddr []byte
 
 // LogValue implements slog.LogValuer.
 func (h hwAddr) LogValue() slog.Value { return slog.StringValue(net.HardwareAddr(h).String()) }
+
+// poolBound and circuitBound name the bounds an offer counts against.
+func poolBound(sub *Subnet) string { return "pool " + sub.Prefix.String() }
+
+// circuitBound is the relay circuit a request came through: giaddr and
+// option 82's circuit-id (RFC 3046 §2.1), or "" when it has none. A relay
+// without a circuit-id aggregates many subscribers, so only the pool's
+// bound applies there.
+func circuitBound(p *dhcpwire.Packet) string {
+	if p.GIAddr.IsUnspecified() {
+		return ""
+	}
+	cid, ok := p.RelaySubOption(dhcpwire.SubOptCircuitID)
+	if !ok {
+		return ""
+	}
+	return "circuit " + p.GIAddr.String() + " " + string(cid)
+}
+
+// addOfferLocked records a pending offer; every offer is made here and
+// ended by removeOfferLocked, which keeps the bounds' counts.
+func (s *Server) addOfferLocked(ip netip.Addr, o offer) {
+	if _, ok := s.offers[ip]; ok {
+		s.removeOfferLocked(ip)
+	}
+	s.offers[ip] = o
+	s.offerOf[o.client] = ip
+	s.offerQ = append(s.offerQ, offerRef{ip, o.until})
+	for _, b := range [2]string{o.pool, o.circuit} {
+		if b != "" {
+			s.offerCount[b]++
+			s.offerFIFO[b] = append(s.offerFIFO[b], offerRef{ip, o.until})
+		}
+	}
+}
+
+// removeOfferLocked ends the offer of ip (the caller decides what
+// becomes of the address).
+func (s *Server) removeOfferLocked(ip netip.Addr) {
+	o, ok := s.offers[ip]
+	if !ok {
+		return
+	}
+	delete(s.offers, ip)
+	if s.offerOf[o.client] == ip {
+		delete(s.offerOf, o.client)
+	}
+	for _, b := range [2]string{o.pool, o.circuit} {
+		if b == "" {
+			continue
+		}
+		if s.offerCount[b]--; s.offerCount[b] <= 0 {
+			delete(s.offerCount, b)
+			delete(s.offerFIFO, b)
+		} else if q := s.offerFIFO[b]; len(q) > 2*s.offerCount[b]+64 {
+			// Entries of ended offers wait for the front; compact
+			// before they outnumber the live ones.
+			live := q[:0]
+			for _, ref := range q {
+				if s.isOfferLocked(ref, b) {
+					live = append(live, ref)
+				}
+			}
+			s.offerFIFO[b] = live
+		}
+	}
+}
+
+// isOfferLocked reports whether ref is still a pending offer counted
+// against bound b.
+func (s *Server) isOfferLocked(ref offerRef, b string) bool {
+	o, ok := s.offers[ref.ip]
+	return ok && o.until == ref.until && (o.pool == b || o.circuit == b)
+}
+
+// boundOffersLocked makes room for one more offer to r's client: when its
+// pool, or its relay circuit, already holds as many pending offers as
+// Settings allow, the oldest one there is withdrawn (its address goes
+// back behind every other free one, so the next DISCOVERs do not get it
+// at once) and counted.
+func (s *Server) boundOffersLocked(r *req) {
+	if sh := s.set.OfferPoolShare; sh > 0 {
+		b := poolBound(r.sub)
+		unbound := float64(r.sub.set.Available()) + float64(s.offerCount[b])
+		if limit := max(1, int(sh*unbound)); s.offerCount[b] >= limit {
+			s.evictOldestLocked(b, "pool")
+		}
+	}
+	if n := s.set.OfferPerCircuit; n > 0 {
+		if b := circuitBound(r.p); b != "" && s.offerCount[b] >= n {
+			s.evictOldestLocked(b, "circuit")
+		}
+	}
+}
+
+func (s *Server) evictOldestLocked(b, kind string) {
+	q := s.offerFIFO[b]
+	for len(q) > 0 {
+		ref := q[0]
+		q = q[1:]
+		if !s.isOfferLocked(ref, b) {
+			continue
+		}
+		s.offerFIFO[b] = q
+		s.removeOfferLocked(ref.ip)
+		if sn := s.subs.forAddr(ref.ip); sn != nil {
+			if _, reserved := sn.ReservedIP[ref.ip]; !reserved && sn.set.Contains(ref.ip) {
+				if l := s.leases[ref.ip]; l == nil || l.State != lease.Active && l.State != lease.Abandoned && l.State != lease.Backup {
+					sn.set.Free(ref.ip)
+				}
+			}
+		}
+		s.m.OffersWithdrawn.WithLabelValues(kind).Inc()
+		return
+	}
+	s.offerFIFO[b] = q
+}

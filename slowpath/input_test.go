@@ -354,3 +354,93 @@ func TestPoolExhaustedWarnsOncePerSecond(t *testing.T) {
 		t.Fatalf("a second later: %d warnings, suppressed %v; want 2 and [99]", n, sup)
 	}
 }
+
+// A flood of DISCOVERs from random MACs took every free address of a pool
+// as pending offers. With the pool bound, the flood holds at most its
+// share, the oldest offers go first, a new client is offered an address
+// at once, and its REQUEST is granted even when the flood has pushed its
+// offer out in the meantime.
+func TestOfferBoundsKeepRoomForRealClients(t *testing.T) {
+	f := newFixture(t)
+	f.srv.set.OfferPoolShare = 0.5
+	flood := func(n int, seed byte) {
+		for i := range n {
+			f.send(msg(t, dhcpv4.MessageTypeDiscover, net.HardwareAddr{2, 0xf1, seed, byte(i >> 8), byte(i), 7}), bcast)
+		}
+	}
+	flood(100, 1)
+	pending := func() int {
+		n := 0
+		for _, o := range f.srv.offers {
+			if o.until.After(f.now) {
+				n++
+			}
+		}
+		return n
+	}
+	// 10 addresses, none bound: half of the unbound ones may be offered.
+	if n := pending(); n != 5 {
+		t.Fatalf("%d offers pending after the flood, want 5 (half the pool)", n)
+	}
+	if got := testutil.ToFloat64(f.srv.m.OffersWithdrawn.WithLabelValues("pool")); got != 95 {
+		t.Fatalf("withdrawn %v, want 95", got)
+	}
+	if got := testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues("pool_exhausted")); got != 0 {
+		t.Fatalf("%v DISCOVERs dropped as exhausted although offers could be withdrawn", got)
+	}
+	real := mac(77)
+	offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, real), bcast)
+	if len(offers) != 1 {
+		t.Fatalf("a new client during the flood: %d offers", len(offers))
+	}
+	flood(50, 2) // its offer is the oldest now, and withdrawn
+	if o, ok := f.srv.offers[addrOf(offers[0].YourIPAddr)]; ok && o.client == lease.ClientKey(nil, 1, real) {
+		t.Fatal("the flood did not push the client's offer out; the test shows nothing")
+	}
+	acks := f.send(msg(t, dhcpv4.MessageTypeRequest, real,
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(offers[0].YourIPAddr)),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offers[0].ServerIdentifier()))), bcast)
+	if len(acks) != 1 || acks[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("the client's REQUEST during the flood: %v", acks)
+	}
+	if l := f.store.leases[addrOf(offers[0].YourIPAddr)]; l == nil || l.State != lease.Active || !bytes.Equal(l.HWAddr, real) {
+		t.Fatalf("stored %+v", l)
+	}
+	if n := pending(); n > 5 {
+		t.Fatalf("%d offers pending, more than the bound", n)
+	}
+}
+
+func TestOfferBoundPerRelayCircuit(t *testing.T) {
+	f := newFixture(t)
+	f.srv.set.OfferPerCircuit = 2
+	via := func(circuit string) []dhcpv4.Modifier {
+		return viaRelay(append([]byte{1, byte(len(circuit))}, circuit...))
+	}
+	for i := range 5 {
+		if got := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(byte(i)), via("port-1")...), bcast); len(got) != 1 {
+			t.Fatalf("DISCOVER %d on port-1: %d offers", i, len(got))
+		}
+	}
+	other := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(50), via("port-2")...), bcast)
+	if len(other) != 1 {
+		t.Fatal("port-2 got no offer")
+	}
+	byCircuit := map[string]int{}
+	for _, o := range f.srv.offers {
+		byCircuit[o.circuit]++
+	}
+	if byCircuit["circuit 10.78.0.1 port-1"] != 2 || byCircuit["circuit 10.78.0.1 port-2"] != 1 {
+		t.Fatalf("pending offers by circuit %v, want 2 on port-1 and 1 on port-2", byCircuit)
+	}
+	// The newest two stay: the oldest went first.
+	for i := range 5 {
+		_, held := f.srv.offerOf[lease.ClientKey(nil, 1, mac(byte(i)))]
+		if held != (i >= 3) {
+			t.Fatalf("client %d of 5 on port-1: offer held %v", i, held)
+		}
+	}
+	if got := testutil.ToFloat64(f.srv.m.OffersWithdrawn.WithLabelValues("circuit")); got != 3 {
+		t.Fatalf("withdrawn for the circuit bound: %v, want 3", got)
+	}
+}

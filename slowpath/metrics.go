@@ -18,6 +18,9 @@ type Metrics struct {
 	// Replaced counts bindings ended because their client was granted
 	// another address in the same subnet (DESIGN.md 8).
 	Replaced prometheus.Counter
+	// OffersWithdrawn counts pending offers withdrawn to stay within the
+	// bounds, by bound (pool, circuit).
+	OffersWithdrawn *prometheus.CounterVec
 
 	// Children of Messages and Replies by message type, resolved once:
 	// a label lookup per packet costs more than the rest of a leasequery.
@@ -48,6 +51,9 @@ func NewMetrics() *Metrics {
 		Replaced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "xdhcp_slowpath_bindings_replaced_total", Help: "Bindings released because their client was granted another address in the same subnet.",
 		}),
+		OffersWithdrawn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xdhcp_slowpath_offers_withdrawn_total", Help: "Pending offers withdrawn, oldest first, to keep a pool's or a relay circuit's pending offers within bounds.",
+		}, []string{"bound"}),
 	}
 	for t := range 256 {
 		name := dhcpwire.MessageName(uint8(t))
@@ -58,7 +64,7 @@ func NewMetrics() *Metrics {
 
 // Register adds the metrics, and a collector of pool occupancy for srv, to reg.
 func (m *Metrics) Register(reg prometheus.Registerer, srv *Server) error {
-	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, poolCollector{srv}} {
+	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, m.OffersWithdrawn, poolCollector{srv}} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

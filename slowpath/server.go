@@ -74,6 +74,15 @@ type Settings struct {
 	// path is off.
 	HorizonAhead time.Duration
 	Leasequery   Leasequery
+	// OfferPoolShare bounds the offers pending in a subnet's pools to
+	// this share of the addresses not bound (free plus offered), so that
+	// a flood of DISCOVERs from random MACs cannot hold every free
+	// address while real clients wait; at the bound the oldest pending
+	// offer is withdrawn. Zero means no bound; New applies no default.
+	OfferPoolShare float64
+	// OfferPerCircuit bounds the offers pending for one relay circuit
+	// (giaddr and option 82 circuit-id); zero means no bound.
+	OfferPerCircuit int
 }
 
 // Server answers DHCPv4 messages. Create it with New, then Load and Run.
@@ -97,14 +106,22 @@ type Server struct {
 	offers   map[netip.Addr]offer
 	offerOf  map[string]netip.Addr // client key → address offered to it
 	offerQ   []offerRef
-	expiry   expiryHeap
-	toFree   []netip.Addr
-	counts   map[*Subnet]*[8]int64 // records per state, for metrics
+	// Pending offers by bound (a subnet's pools, or a relay circuit):
+	// live counts, and the offers in the order made (with entries of
+	// offers since taken or withdrawn, skipped when met).
+	offerCount map[string]int
+	offerFIFO  map[string][]offerRef
+	expiry     expiryHeap
+	toFree     []netip.Addr
+	counts     map[*Subnet]*[8]int64 // records per state, for metrics
 }
 
 type offer struct {
 	client string
 	until  time.Time
+	// pool and circuit name the bounds the offer counts against
+	// (circuit "" when the client is not behind a relay's circuit).
+	pool, circuit string
 }
 
 type offerRef struct {
@@ -134,6 +151,7 @@ func New(c Config) (*Server, error) {
 		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, m: c.Metrics, now: c.Now,
 		leases: map[netip.Addr]*lease.Lease{}, byClient: map[string]netip.Addr{}, byHW: map[string][]netip.Addr{},
 		offers: map[netip.Addr]offer{}, offerOf: map[string]netip.Addr{},
+		offerCount: map[string]int{}, offerFIFO: map[string][]offerRef{},
 		logLimit: newLogLimiter(time.Second),
 	}
 	if s.log == nil {

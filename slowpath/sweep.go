@@ -24,10 +24,7 @@ func (s *Server) Sweep() {
 		ref := s.offerQ[0]
 		s.offerQ = s.offerQ[1:]
 		if o, ok := s.offers[ref.ip]; ok && !o.until.After(now) {
-			delete(s.offers, ref.ip)
-			if s.offerOf[o.client] == ref.ip {
-				delete(s.offerOf, o.client)
-			}
+			s.removeOfferLocked(ref.ip)
 			s.returnAddrLocked(ref.ip)
 		}
 	}
