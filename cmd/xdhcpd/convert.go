@@ -18,6 +18,9 @@ func settingsFrom(c *config.Config) slowpath.Settings {
 		Authoritative: c.Server.Authoritative,
 		OfferHold:     c.Server.OfferHold,
 		DeclineHold:   c.Server.DeclineHold,
+		// Offer bounds apply on reload, like the hold times.
+		OfferPoolShare:  c.Server.OfferPoolShare,
+		OfferPerCircuit: c.Server.OfferPerCircuit,
 	}
 	if c.Fastpath.Enabled {
 		s.HorizonAhead = c.Fastpath.Horizon

@@ -33,6 +33,9 @@ type rawServer struct {
 	DeclineHold    string   `yaml:"decline-hold"`
 	CommitMaxDelay string   `yaml:"commit-max-delay"`
 	CommitMaxBatch int      `yaml:"commit-max-batch"`
+	// Bounds on pending offers (issue 14 §4: a flood of DISCOVERs).
+	OfferPoolShare  *float64 `yaml:"offer-pool-share"`
+	OfferPerCircuit *int     `yaml:"offer-per-circuit"`
 }
 
 type rawFastpath struct {
@@ -161,6 +164,21 @@ func (v *validator) build(r *rawConfig) *Config {
 		s.CommitMaxBatch = 4096
 	} else if s.CommitMaxBatch < 1 || s.CommitMaxBatch > 1<<20 {
 		v.add("server.commit-max-batch", "%d is outside 1..1048576", s.CommitMaxBatch)
+	}
+
+	s.OfferPoolShare = 0.5
+	if rs.OfferPoolShare != nil {
+		s.OfferPoolShare = *rs.OfferPoolShare
+		if !(s.OfferPoolShare >= 0 && s.OfferPoolShare <= 1) {
+			v.add("server.offer-pool-share", "%v is outside 0..1 (0 turns the bound off)", s.OfferPoolShare)
+		}
+	}
+	s.OfferPerCircuit = 8
+	if rs.OfferPerCircuit != nil {
+		s.OfferPerCircuit = *rs.OfferPerCircuit
+		if s.OfferPerCircuit < 0 || s.OfferPerCircuit > 65535 {
+			v.add("server.offer-per-circuit", "%d is outside 0..65535 (0 turns the bound off)", s.OfferPerCircuit)
+		}
 	}
 
 	for i := range r.Subnets {

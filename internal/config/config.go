@@ -41,6 +41,12 @@ type Server struct {
 	DeclineHold    time.Duration
 	CommitMaxDelay time.Duration
 	CommitMaxBatch int
+	// OfferPoolShare is the share of a subnet's unbound pool addresses
+	// that may be held as pending offers (0 turns the bound off).
+	OfferPoolShare float64
+	// OfferPerCircuit bounds pending offers per relay circuit (giaddr and
+	// option 82 circuit-id; 0 turns the bound off).
+	OfferPerCircuit int
 }
 
 // Fastpath configures the XDP fast path.

@@ -43,6 +43,9 @@ func TestDefaults(t *testing.T) {
 		c.Server.OfferHold != 10*time.Second || c.Fastpath.Mode != "auto" || c.Fastpath.MinGrant != time.Minute || c.Fastpath.Horizon != 4*time.Hour {
 		t.Fatalf("defaults: %+v %+v", c.Server, c.Fastpath)
 	}
+	if c.Server.OfferPoolShare != 0.5 || c.Server.OfferPerCircuit != 8 {
+		t.Fatalf("offer bounds by default: share %v, per circuit %d", c.Server.OfferPoolShare, c.Server.OfferPerCircuit)
+	}
 	if len(s.Options) != 1 || s.Options[0].Code != 1 || !bytes.Equal(s.Options[0].Data, []byte{255, 255, 255, 0}) {
 		t.Fatalf("subnet mask: %+v", s.Options)
 	}
@@ -137,6 +140,8 @@ func TestProblems(t *testing.T) {
 		{"relay in two subnets", base + "    relays: [10.78.0.1]\n  - subnet: 10.78.0.0/16\n    relays: [10.78.0.1]\n", []string{"subnets[1].relays[0]: 10.78.0.1 is already a relay of subnets[0]"}},
 		{"offer-hold zero", strings.Replace(base, "  state-dir:", "  offer-hold: 0s\n  state-dir:", 1), []string{"x.yaml:3: server.offer-hold: 0s is too short"}},
 		{"decline-hold zero", strings.Replace(base, "  state-dir:", "  decline-hold: 0s\n  state-dir:", 1), []string{"server.decline-hold: 0s is too short"}},
+		{"offer-pool-share above 1", strings.Replace(base, "  state-dir:", "  offer-pool-share: 1.5\n  state-dir:", 1), []string{"x.yaml:3: server.offer-pool-share: 1.5 is outside 0..1"}},
+		{"offer-per-circuit negative", strings.Replace(base, "  state-dir:", "  offer-per-circuit: -1\n  state-dir:", 1), []string{"x.yaml:3: server.offer-per-circuit: -1 is outside 0..65535"}},
 		{"domain-name list", base + "    options:\n      domain-name: example.net example.org\n", []string{"options.domain-name: \"example.net example.org\" is not one domain name"}},
 		{"domain-name empty label", base + "    options:\n      domain-name: example..net\n", []string{"options.domain-name: \"example..net\" has an empty or over-long label"}},
 		{"empty", "", []string{"empty configuration"}},
