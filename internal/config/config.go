@@ -156,7 +156,8 @@ func Parse(name string, data []byte) (*Config, error) {
 	v := &validator{file: name, lines: map[string]int{}}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		v.addLine(yamlLine(err), "(file)", err.Error())
+		line := syntaxLine(data, err)
+		v.addLine(line, "(file)", "YAML syntax: "+lineRE.ReplaceAllString(err.Error(), ""))
 		return nil, v.err()
 	}
 	if len(root.Content) == 0 {
@@ -198,6 +199,54 @@ func yamlLine(err error) int {
 		return n
 	}
 	return 1
+}
+
+// maxSyntaxSearch bounds the lines syntaxLine re-parses prefixes of (a
+// configuration is far shorter; a huge file keeps yaml's own line).
+const maxSyntaxSearch = 2000
+
+// syntaxLine finds the line a YAML syntax error is on. yaml.v3 reports
+// where the enclosing block began (its parser's context mark, counted
+// from 0) rather than where parsing failed: a mis-indented key on line 6
+// of a list item opened on line 4 comes out as "line 3". The first prefix
+// of whole lines that fails with the same complaint ends on the line at
+// fault (an unclosed bracket or quote: the line that opened it). Lines
+// break at LF, CR LF and a lone CR, as YAML counts them.
+func syntaxLine(data []byte, err error) int {
+	want := lineRE.ReplaceAllString(err.Error(), "")
+	var ends []int
+	for i := 0; i < len(data) && len(ends) <= maxSyntaxSearch; i++ {
+		switch {
+		case data[i] == '\n':
+			ends = append(ends, i+1)
+		case data[i] == '\r' && (i+1 == len(data) || data[i+1] != '\n'):
+			ends = append(ends, i+1)
+		}
+	}
+	if len(ends) > maxSyntaxSearch {
+		return yamlLine(err)
+	}
+	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
+		ends = append(ends, len(data)) // a last line without a break
+	}
+	first := 0
+	for k, end := range ends {
+		var n yaml.Node
+		perr := yaml.Unmarshal(data[:end], &n)
+		if perr == nil {
+			continue
+		}
+		if lineRE.ReplaceAllString(perr.Error(), "") == want {
+			return k + 1
+		}
+		if first == 0 {
+			first = k + 1
+		}
+	}
+	if first > 0 {
+		return first
+	}
+	return yamlLine(err)
 }
 
 type validator struct {

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -199,4 +200,34 @@ func FuzzParse(f *testing.F) {
 	f.Add(ex)
 	f.Add([]byte(base))
 	f.Fuzz(func(t *testing.T, b []byte) { checkParse(t, b) })
+}
+
+// TestSyntaxErrorLines: a YAML syntax error is reported at the line it is
+// on, for each broken file under testdata/syntax (each says on its first
+// line, "# want: line N", where the fault is). yaml.v3's own message names
+// the line where the enclosing block began, off by one.
+func TestSyntaxErrorLines(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "syntax", "*.yaml"))
+	if err != nil || len(files) < 5 {
+		t.Fatalf("broken files: %v %v", files, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want int
+		if _, err := fmt.Sscanf(string(b), "# want: line %d", &want); err != nil {
+			t.Fatalf("%s: no \"# want: line N\" header: %v", f, err)
+		}
+		_, err = Load(f)
+		var e *Errors
+		if !errors.As(err, &e) || len(e.Problems) != 1 {
+			t.Fatalf("%s: %v, want one syntax problem", f, err)
+		}
+		p := e.Problems[0]
+		if p.Line != want || p.File != f || p.Field != "(file)" || !strings.HasPrefix(p.Reason, "YAML syntax: ") || strings.Contains(p.Reason, "line ") {
+			t.Errorf("%s: %q, want line %d, and no other line named in the reason", f, p.String(), want)
+		}
+	}
 }
