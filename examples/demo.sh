@@ -74,7 +74,8 @@ subnets:
         ip: 10.77.0.42
 YAML
 say "config check"
-$BIN/xdhcpd check-config --config "$WORK/xdhcpd.yaml"
+# In the namespace: check-config also checks that br0 exists where it runs.
+nsenter --net=/run/netns/$SRV $BIN/xdhcpd check-config --config "$WORK/xdhcpd.yaml"
 
 say "starting xdhcpd in $SRV (XDP on br0)"
 # nsenter rather than ip netns exec: the latter remounts /sys and would

@@ -705,9 +705,17 @@ func TestCheckConfigCLI(t *testing.T) {
 		}
 	}
 	good := filepath.Join(dir, "good.yaml")
-	os.WriteFile(good, []byte("server:\n  interfaces: [eth0]\n  state-dir: /tmp/x\nsubnets:\n  - subnet: 10.77.0.0/24\n    pools: [10.77.0.100-10.77.0.150]\n"), 0o600)
+	os.WriteFile(good, []byte("server:\n  interfaces: [lo]\n  state-dir: /tmp/x\nsubnets:\n  - subnet: 10.77.0.0/24\n    pools: [10.77.0.100-10.77.0.150]\n"), 0o600)
 	if out, err := exec.Command(xdhcpd, "check-config", "--config", good).CombinedOutput(); err != nil {
 		t.Fatalf("check-config on a good file: %v\n%s", err, out)
+	}
+	// A valid file naming an interface this host lacks is not ok: the
+	// systemd unit runs check-config before starting the daemon.
+	absent := filepath.Join(dir, "absent.yaml")
+	os.WriteFile(absent, []byte("server:\n  interfaces:\n    - lo\n    - xdhcp-absent0\n  state-dir: /tmp/x\nsubnets:\n  - subnet: 10.77.0.0/24\n    pools: [10.77.0.100-10.77.0.150]\n"), 0o600)
+	out, err = exec.Command(xdhcpd, "check-config", "--config", absent).CombinedOutput()
+	if want := absent + `:4: server.interfaces[1]: interface "xdhcp-absent0" does not exist here`; !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), want) || strings.Contains(string(out), ": ok") {
+		t.Fatalf("check-config with an absent interface: %v\n%s\nwant exit status 1 and %q", err, out, want)
 	}
 	if out, err := exec.Command(xdhcpd, "check-config", "--config", filepath.Join(dir, "missing.yaml")).CombinedOutput(); err == nil || !strings.Contains(string(out), "missing.yaml") {
 		t.Fatalf("check-config on a missing file: %v\n%s", err, out)

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -90,7 +91,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch cmd {
 	case "check-config":
-		if _, err := config.Load(*path); err != nil {
+		cfg, err := config.Load(*path)
+		if err == nil {
+			// The interfaces must exist where the daemon will run: a unit
+			// runs check-config first and relies on its verdict.
+			err = cfg.CheckInterfaces(func(name string) error {
+				_, err := net.InterfaceByName(name)
+				return err
+			})
+		}
+		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}

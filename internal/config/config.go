@@ -23,6 +23,7 @@ import (
 // Config is a validated configuration with defaults applied.
 type Config struct {
 	File       string
+	lines      map[string]int // field path → line, for CheckInterfaces
 	Server     Server
 	Fastpath   Fastpath
 	Leasequery Leasequery
@@ -188,7 +189,27 @@ func Parse(name string, data []byte) (*Config, error) {
 		return nil, v.err()
 	}
 	c.File = name
+	c.lines = v.lines
 	return c, nil
+}
+
+// CheckInterfaces reports every server.interfaces entry that lookup
+// cannot find (net.InterfaceByName for xdhcpd), as problems of the file at
+// the entry's line. Parse cannot: whether an interface exists depends on
+// the host (and network namespace) the file is read on, not on the file;
+// `xdhcpd check-config` asks, so that a unit starting the daemon after it
+// fails there rather than at startup.
+func (c *Config) CheckInterfaces(lookup func(name string) error) error {
+	v := &validator{file: c.File, lines: c.lines}
+	if v.lines == nil {
+		v.lines = map[string]int{}
+	}
+	for i, n := range c.Server.Interfaces {
+		if err := lookup(n); err != nil {
+			v.add(fmt.Sprintf("server.interfaces[%d]", i), "interface %q does not exist here: %v", n, err)
+		}
+	}
+	return v.err()
 }
 
 var lineRE = regexp.MustCompile(`^(yaml: )?line (\d+): `)
