@@ -114,3 +114,65 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestValidate(t *testing.T) {
+	g := func(code uint8, data ...byte) dhcpv4.Modifier {
+		return dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.GenericOptionCode(code), Value: dhcpv4.OptionGeneric{Data: data}})
+	}
+	for _, tc := range []struct {
+		name string
+		mod  dhcpv4.Modifier
+		ok   bool
+	}{
+		{"plain", nil, true},
+		{"54 of 3", g(OptServerID, 10, 0, 0), false},
+		{"54 of 0", g(OptServerID), false},
+		{"50 of 4", g(OptRequestedIP, 10, 0, 0, 9), true},
+		{"50 of 5", g(OptRequestedIP, 10, 0, 0, 9, 9), false},
+		{"51 of 2", g(OptLeaseTime, 0, 60), false},
+		{"118 of 2", g(OptSubnetSelection, 10, 77), false},
+		{"57 of 576", g(OptMaxMessageSize, 2, 64), true},
+		{"57 of 575", g(OptMaxMessageSize, 2, 63), false},
+		{"57 of 0", g(OptMaxMessageSize, 0, 0), false},
+		{"57 of 1 byte", g(OptMaxMessageSize, 5), false},
+		{"61 of 1", g(OptClientID, 1), false},
+		{"61 of 2", g(OptClientID, 0, 1), true},
+		{"52 of 0", g(OptOverload, 0), false},
+		{"82 empty", g(OptRelayAgentInfo), false},
+		{"82 sub-option past its end", g(OptRelayAgentInfo, 1, 3, 'a'), false},
+		{"82 dangling code", g(OptRelayAgentInfo, 1, 1, 'a', 2), false},
+		{"82 link selection of 3", g(OptRelayAgentInfo, SubOptLinkSelection, 3, 10, 0, 0), false},
+		{"82 well formed", g(OptRelayAgentInfo, 1, 1, 'a', 2, 0, SubOptServerIDOverr, 4, 10, 0, 0, 1), true},
+		{"an option we only echo, of 0 bytes", g(OptHostname), true},
+	} {
+		var mods []dhcpv4.Modifier
+		if tc.mod != nil {
+			mods = append(mods, tc.mod)
+		}
+		p, err := Parse(request(t, mods...))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if err := p.Validate(); (err == nil) != tc.ok || err != nil && !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: Validate() = %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+	// RFC 3396: a split option is judged as the whole it makes.
+	b := append(request(t)[:MinLen:MinLen], OptMessageType, 1, 3, OptServerID, 2, 10, 0, OptServerID, 2, 0, 1, OptEnd)
+	p, err := Parse(b)
+	if err != nil || p.Validate() != nil {
+		t.Fatalf("option 54 split into two 2-byte parts: %v / %v", err, p.Validate())
+	}
+	if a, ok := p.AddrOption(OptServerID); !ok || a.String() != "10.0.0.1" {
+		t.Fatalf("the split option 54 was not read (%v %v); the check above shows nothing", a, ok)
+	}
+	for _, tc := range []struct {
+		htype, hlen uint8
+		ok          bool
+	}{{1, 6, true}, {1, 0, false}, {1, 16, false}, {32, 0, true}, {6, 6, true}} {
+		p := &Packet{HType: tc.htype, HLen: tc.hlen}
+		if err := p.ValidateClientHeader(); (err == nil) != tc.ok {
+			t.Errorf("htype %d hlen %d: %v, want ok %v", tc.htype, tc.hlen, err, tc.ok)
+		}
+	}
+}
