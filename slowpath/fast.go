@@ -2,6 +2,7 @@ package slowpath
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"time"
 
@@ -98,12 +99,12 @@ func (s *Server) publish(ls []*lease.Lease) {
 	s.mu.Unlock()
 	if len(add) > 0 {
 		if err := s.fast.Publish(add); err != nil {
-			s.log.Error("publishing leases to the fast path", "leases", len(add), "err", err)
+			s.logLimited(slog.LevelError, "fast_publish", "publishing leases to the fast path", "leases", len(add), "err", err)
 		}
 	}
 	if len(del) > 0 {
 		if err := s.fast.Remove(del); err != nil {
-			s.log.Error("removing leases from the fast path", "leases", len(del), "err", err)
+			s.logLimited(slog.LevelError, "fast_remove", "removing leases from the fast path", "leases", len(del), "err", err)
 		}
 	}
 }
@@ -159,7 +160,7 @@ func (s *Server) commitQuiet(cl []*lease.Lease) {
 	s.store.Submit(cl, func(err error) {
 		if err != nil {
 			s.m.CommitErrors.Inc()
-			s.log.Error("lease commit failed", "leases", len(cl), "err", err)
+			s.logLimited(slog.LevelError, "commit", "lease commit failed", "leases", len(cl), "err", err)
 		}
 	})
 }

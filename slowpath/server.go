@@ -329,7 +329,8 @@ func (s *Server) commit(cl []*lease.Lease, after func(error)) {
 	s.store.Submit(cl, func(err error) {
 		if err != nil {
 			s.m.CommitErrors.Inc()
-			s.log.Error("lease commit failed", "leases", len(cl), "err", err)
+			// Once per message while the disk fails: limited.
+			s.logLimited(slog.LevelError, "commit", "lease commit failed", "leases", len(cl), "err", err)
 		} else {
 			s.publish(cl)
 		}

@@ -38,6 +38,24 @@ type Conn struct {
 	// end of the batch, instead of one system call each.
 	collecting bool
 	pending    []slowpath.Outgoing
+	// A failing send fails for every reply (a full buffer under a flood,
+	// a route gone): at most one warning a second, with the count held
+	// back (DESIGN.md 7). Guarded by mu.
+	warnedAt   time.Time
+	suppressed int
+}
+
+// warnLocked logs a send failure, at most once a second.
+func (c *Conn) warnLocked(now time.Time, msg string, args ...any) {
+	if !c.warnedAt.IsZero() && now.Sub(c.warnedAt) < time.Second && now.Sub(c.warnedAt) >= 0 {
+		c.suppressed++
+		return
+	}
+	if c.suppressed > 0 {
+		args = append(args, "suppressed", c.suppressed)
+	}
+	c.warnedAt, c.suppressed = now, 0
+	c.log.Warn(msg, args...)
 }
 
 // Listen opens UDP port (67 in production) on all addresses and an
@@ -169,7 +187,7 @@ func (c *Conn) sendLocked(out []slowpath.Outgoing) {
 		for done := 0; done < n; {
 			k, err := c.pc.WriteBatch(c.msgs[done:n], 0)
 			if err != nil {
-				c.log.Warn("sending replies", "err", err, "dst", c.msgs[done].Addr)
+				c.warnLocked(time.Now(), "sending replies", "err", err, "dst", c.msgs[done].Addr)
 				k = 1 // skip the one that failed
 			}
 			done += k
@@ -179,7 +197,7 @@ func (c *Conn) sendLocked(out []slowpath.Outgoing) {
 	for _, o := range out {
 		if o.HWDst != nil {
 			if err := c.sendLink(o); err != nil {
-				c.log.Warn("sending link-layer reply", "err", err, "ifindex", o.IfIndex, "dst", o.Dst)
+				c.warnLocked(time.Now(), "sending link-layer reply", "err", err, "ifindex", o.IfIndex, "dst", o.Dst)
 			}
 			continue
 		}

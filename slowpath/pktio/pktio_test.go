@@ -3,9 +3,11 @@ package pktio
 import (
 	"context"
 	"encoding/binary"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,5 +76,23 @@ func TestSendAfterServeStops(t *testing.T) {
 	n, err := peer.Read(buf)
 	if err != nil || string(buf[:n]) != "late ack" {
 		t.Fatalf("reply sent after Serve stopped: got %q, %v", buf[:n], err)
+	}
+}
+
+// A send that fails fails for every reply under a flood: one warning a
+// second, and the next one says how many were held back.
+func TestSendFailuresWarnOncePerSecond(t *testing.T) {
+	var buf strings.Builder
+	c := &Conn{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	t0 := time.Unix(1_800_000_000, 0)
+	for i := range 1000 {
+		c.warnLocked(t0.Add(time.Duration(i)*time.Millisecond/2), "sending replies", "err", "no buffer space")
+	}
+	if n := strings.Count(buf.String(), "sending replies"); n != 1 {
+		t.Fatalf("%d warnings for 1000 failures within half a second:\n%s", n, buf.String())
+	}
+	c.warnLocked(t0.Add(time.Second), "sending replies", "err", "no buffer space")
+	if n := strings.Count(buf.String(), "sending replies"); n != 2 || !strings.Contains(buf.String(), "suppressed=999") {
+		t.Fatalf("a second later:\n%s", buf.String())
 	}
 }
