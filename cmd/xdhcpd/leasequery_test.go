@@ -223,6 +223,11 @@ func TestLeasequery(t *testing.T) {
 	if l.metric(`xdhcp_slowpath_dropped_total{reason="leasequery_denied"}`) != 1 {
 		t.Fatal("refused query not counted")
 	}
+	// The server stays silent; xdhcpctl says what that may mean.
+	out, err := c.Exec(context.Background(), l.ctl, "leasequery", "--server", "10.77.0.1", "--giaddr", "10.77.0.3", "--ip", li.IP, "--wait", "500ms")
+	if err == nil || !strings.Contains(string(out), "10.77.0.3 is listed under leasequery.requesters") {
+		t.Fatalf("a refused query's timeout gives no hint: %v\n%s", err, out)
+	}
 
 	// Bulk over TCP (RFC 6926), by MAC and by client-id: the MAC also
 	// names the expired relayed binding, the client-id (udhcpc's) does not.
