@@ -202,6 +202,9 @@ func inHostMountNS() (host, known bool) {
 		return false, false
 	}
 	for _, pid := range candidates() {
+		if pid == os.Getpid() {
+			continue // pid 1 of a container: its namespace dies with us
+		}
 		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid)); err == nil {
 			return ns == self, true
 		}
