@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -409,6 +410,29 @@ func TestOfferBoundsKeepRoomForRealClients(t *testing.T) {
 	if n := pending(); n > 5 {
 		t.Fatalf("%d offers pending, more than the bound", n)
 	}
+	checkOfferCounts(t, f.srv)
+	f.now = f.now.Add(20 * time.Second) // every offer lapses
+	f.srv.Sweep()
+	checkOfferCounts(t, f.srv)
+	if len(f.srv.offerCount) != 0 || len(f.srv.offerFIFO) != 0 {
+		t.Fatalf("after every offer lapsed: counts %v, %d queues", f.srv.offerCount, len(f.srv.offerFIFO))
+	}
+}
+
+// checkOfferCounts holds the bounds' bookkeeping to the offers themselves.
+func checkOfferCounts(t *testing.T, s *Server) {
+	t.Helper()
+	want := map[string]int{}
+	for _, o := range s.offers {
+		for _, b := range []string{o.pool, o.circuit} {
+			if b != "" {
+				want[b]++
+			}
+		}
+	}
+	if !maps.Equal(want, s.offerCount) {
+		t.Fatalf("offer counts %v, the offers make %v", s.offerCount, want)
+	}
 }
 
 func TestOfferBoundPerRelayCircuit(t *testing.T) {
@@ -443,4 +467,5 @@ func TestOfferBoundPerRelayCircuit(t *testing.T) {
 	if got := testutil.ToFloat64(f.srv.m.OffersWithdrawn.WithLabelValues("circuit")); got != 3 {
 		t.Fatalf("withdrawn for the circuit bound: %v, want 3", got)
 	}
+	checkOfferCounts(t, f.srv)
 }
