@@ -237,3 +237,20 @@ func candidates() []int {
 	}
 	return out
 }
+
+// Pinned reports whether a pin directory exists for dir, looking where
+// Load would pin (the host's bpffs too, from a mount namespace without
+// one), and the path it was found at.
+func Pinned(dir string) (string, bool) {
+	if dir == "" {
+		dir = DefaultPinDir
+	}
+	path, _, err := locatePinDir(dir, false)
+	if err != nil {
+		return "", false
+	}
+	if _, err := os.Stat(path); err != nil {
+		return "", false
+	}
+	return path, true
+}

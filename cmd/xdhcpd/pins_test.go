@@ -176,6 +176,20 @@ func TestPinsOutliveDaemon(t *testing.T) {
 			// udhcpc may miss XDP's answer to its first, unicast renewal
 			// (issue 14, section 3) and broadcast two seconds later.
 			l.waitClientFile(p, events, "renew ip="+li.IP, 10*time.Second)
+
+			// Restarted the same way with the fast path off, the daemon
+			// finds the pins left behind and says so.
+			b, err := os.ReadFile(l.cfgPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(l.cfgPath, []byte(strings.Replace(string(b), "enabled: true", "enabled: false", 1)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			startDaemon(l, tc.hostMounts, true)
+			if out := l.daemon.Output(); !strings.Contains(out, "the fast path is off but a previous run left it pinned") {
+				t.Fatalf("no warning about the pins left behind:\n%s", out)
+			}
 		})
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/xdhcp/xdhcp/internal/config"
 	"github.com/xdhcp/xdhcp/internal/control"
+	"github.com/xdhcp/xdhcp/loader"
 	"github.com/xdhcp/xdhcp/slowpath"
 	"github.com/xdhcp/xdhcp/slowpath/pktio"
 	"github.com/xdhcp/xdhcp/slowpath/store"
@@ -105,8 +106,8 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 				"pin-dir", pins.Dir, "why", pins.Why)
 		}
 		fastIface = fastAdapter{fp.maps}
-	} else if _, err := os.Stat(cfg.Fastpath.PinDir); err == nil {
-		log.Warn("the fast path is off but a previous run left it pinned and possibly attached; run `xdhcpd detach` to remove it", "pin-dir", cfg.Fastpath.PinDir)
+	} else if at, ok := loader.Pinned(cfg.Fastpath.PinDir); ok {
+		log.Warn("the fast path is off but a previous run left it pinned and possibly attached; run `xdhcpd detach` to remove it", "pin-dir", cfg.Fastpath.PinDir, "found-at", at)
 	}
 
 	metrics := slowpath.NewMetrics()
