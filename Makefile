@@ -2,12 +2,19 @@
 GO      ?= go
 BIN     := bin
 PKGS    := ./...
-# Packages the tests and demo use. `make deps` installs them as root and
-# says what is missing otherwise.
-DEB_PKGS := clang-14 llvm-14 bpftool libbpf-dev gcc-multilib iproute2 ethtool tcpdump \
+# Packages the tests, the demo, the bench rig and the scripts under .ci/
+# use. `make deps` installs them as root and says what is missing otherwise.
+# DEB_CMDS are the commands they execute; internal/testenv's deps test
+# parses this list and fails when code, tests or scripts execute a command
+# that is neither here nor in its short list of base-system commands
+# (packages Debian marks Essential, which every install has).
+#   iproute2: ip; iputils-ping: ping (netns tests); util-linux: nsenter;
+#   procps: pkill (demo); mawk: awk (demo); llvm-14: llvm-strip-14 (bpf2go).
+DEB_PKGS := clang-14 llvm-14 bpftool libbpf-dev gcc-multilib iproute2 iputils-ping ethtool tcpdump \
             isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-server isc-dhcp-relay \
-            kea-dhcp4-server kea-admin curl
-DEB_CMDS := ip ethtool dhclient udhcpc dhcpcd dhcpd kea-dhcp4 perfdhcp curl
+            kea-dhcp4-server kea-admin curl procps mawk util-linux
+DEB_CMDS := ip ping ethtool dhclient udhcpc dhcpcd dhcpd kea-dhcp4 perfdhcp curl nsenter pkill awk \
+            clang-14 llvm-strip-14
 
 .PHONY: all build test test-short fuzz demo bench bench-quick deps generate check-generated clean
 
@@ -17,12 +24,22 @@ build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 # deps installs what the tests, demo and benchmark need (Debian/Ubuntu).
+# Without root it only reports what is missing: that is an error under
+# CI=true (a CI run must not go on to skip the tests that need them), a
+# note otherwise. After installing it checks again, so a package that no
+# longer provides a command fails here rather than in a test.
 deps:
 	@missing=""; for c in $(DEB_CMDS); do command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
 	if [ -z "$$missing" ]; then echo "deps: everything is installed"; exit 0; fi; \
-	if [ "$$(id -u)" != 0 ]; then echo "deps: missing$$missing; as root run: apt-get install -y $(DEB_PKGS)"; exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "deps: missing$$missing; as root run: apt-get install -y $(DEB_PKGS)"; \
+	  if [ "$$CI" = true ]; then echo "deps: CI=true: missing commands are an error"; exit 1; fi; exit 0; \
+	fi; \
 	echo "deps: installing$$missing"; \
-	( apt-get update -qq || true ) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PKGS) >/dev/null && echo "deps: done"
+	( apt-get update -qq || true ) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PKGS) >/dev/null || { echo "deps: apt-get install failed"; exit 1; }; \
+	missing=""; for c in $(DEB_CMDS); do command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then echo "deps: still missing after apt-get install:$$missing"; exit 1; fi; \
+	echo "deps: done"
 
 # test runs every test, including the end-to-end ones with real clients
 # in network namespaces (as root; they skip with a reason otherwise), and
