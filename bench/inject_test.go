@@ -100,12 +100,27 @@ func TestInjectSendsEachClientInTurn(t *testing.T) {
 			t.Errorf("%s: verdict %d, want XDP_DROP", c.name, ret)
 		}
 	}
-	// Due now, in bursts of two: two runs send, the third waits.
-	put(bpf.InjectInjectState{StopNs: now + uint64(time.Hour), DueNs: now, GapNs: uint64(time.Hour), Burst: 2})
+	// Due now, in bursts of two: two runs send, the third waits. No
+	// burst has been sent yet (LastNs 0), which must not read as a time:
+	// CLOCK_MONOTONIC starts at boot, and this once failed on a machine
+	// up for less than half the gap. The gap is four times the time since
+	// boot, so that such a reading would fail here on any machine.
+	put(bpf.InjectInjectState{StopNs: now + uint64(time.Hour), DueNs: now, GapNs: 4 * now, Burst: 2})
 	for i, want := range []uint32{3, 3, 1} {
 		if ret, _ := run(); ret != want {
 			t.Errorf("burst run %d: verdict %d, want %d", i, ret, want)
 		}
+	}
+	// Due, but a burst began less than half a gap ago: catching up runs
+	// at twice the rate at most, so this run waits...
+	put(bpf.InjectInjectState{StopNs: now + uint64(time.Hour), DueNs: now, LastNs: monoNow(t), GapNs: uint64(time.Hour), Burst: 2})
+	if ret, _ := run(); ret != 1 {
+		t.Errorf("half a gap after the last burst: verdict %d, want XDP_DROP", ret)
+	}
+	// ...and one begun more than half a gap ago does not hold it back.
+	put(bpf.InjectInjectState{StopNs: now + uint64(time.Hour), DueNs: now, LastNs: monoNow(t) - uint64(time.Second), GapNs: uint64(time.Second), Burst: 2})
+	if ret, _ := run(); ret != 3 {
+		t.Errorf("a gap after the last burst: verdict %d, want XDP_TX", ret)
 	}
 }
 

@@ -55,7 +55,7 @@ struct inject_state {
 	__u64 due_ns;  /* CLOCK_MONOTONIC of the next renewal */
 	__u64 gap_ns;  /* between bursts; 0: every run sends */
 	__u64 stop_ns; /* runs from here on send nothing */
-	__u64 last_ns; /* of the last renewal sent */
+	__u64 last_ns; /* of the last burst begun; 0: none yet this phase */
 	__u64 sent;
 	__u32 next;    /* client index */
 	__u32 burst;   /* renewals a burst sends, one a run */
@@ -134,8 +134,15 @@ int xdhcp_inject(struct xdp_md *ctx)
 		 * moderation would deliver them: one at a time, every send
 		 * pays the veth's and the server's per-batch work alone.
 		 * Behind (after the pause between two calls), catch up at
-		 * twice the rate rather than in one long burst. */
-		if (now < st->due_ns || now < st->last_ns + st->gap_ns / 2)
+		 * twice the rate rather than in one long burst.
+		 * last_ns 0 is "no burst yet", not a time: CLOCK_MONOTONIC
+		 * counts from boot, so treating 0 as long ago would hold
+		 * the first burst back on a machine up for less than
+		 * gap_ns / 2. The difference, not last_ns + gap_ns / 2,
+		 * so that nothing wraps. */
+		if (now < st->due_ns)
+			return XDP_DROP;
+		if (st->last_ns && now - st->last_ns < st->gap_ns / 2)
 			return XDP_DROP;
 		st->due_ns += st->gap_ns;
 		st->last_ns = now;
