@@ -14,6 +14,7 @@ import (
 	"github.com/xdhcp/xdhcp/bench/loadgen"
 	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/internal/testenv"
 	"github.com/xdhcp/xdhcp/slowpath/pktio"
 )
 
@@ -37,7 +38,7 @@ func injTestClients() []injected {
 func loadInjectForTest(t *testing.T, reflected bool) *bpf.InjectObjects {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to load BPF programs")
+		testenv.Skip(t, "needs root to load BPF programs")
 	}
 	objs, err := loadInject(injTestClients(), time.Hour, reflected)
 	if err != nil {

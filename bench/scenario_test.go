@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xdhcp/xdhcp/bench/loadgen"
+	"github.com/xdhcp/xdhcp/internal/testenv"
 )
 
 // TestScenariosEndToEnd runs every generator scenario briefly against
@@ -18,7 +19,7 @@ import (
 // came and were valid, not how fast.
 func TestScenariosEndToEnd(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and attaches XDP")
+		testenv.Skip(t, "needs root: creates network namespaces and attaches XDP")
 	}
 	if testing.Short() {
 		t.Skip("end to end; skipped with -short")

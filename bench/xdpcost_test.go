@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"testing"
+
+	"github.com/xdhcp/xdhcp/internal/testenv"
 )
 
 // The cost harness itself: both cases must be answered with XDP_TX through
@@ -12,7 +14,7 @@ import (
 // target). Speed is not asserted; make bench reports it.
 func TestXDPCostHarness(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to load BPF programs")
+		testenv.Skip(t, "needs root to load BPF programs")
 	}
 	res, err := XDPCost(context.Background(), 2000)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/fastpath"
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/internal/testenv"
 	"github.com/xdhcp/xdhcp/loader"
 	"github.com/xdhcp/xdhcp/slowpath/pktio"
 )
@@ -52,7 +53,7 @@ var (
 func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("loading XDP programs needs root (CAP_BPF, CAP_NET_ADMIN)")
+		testenv.Skip(t, "loading XDP programs needs root (CAP_BPF, CAP_NET_ADMIN)")
 	}
 }
 

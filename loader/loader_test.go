@@ -15,11 +15,12 @@ import (
 
 	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/internal/netns"
+	"github.com/xdhcp/xdhcp/internal/testenv"
 )
 
 func TestPinReuseSwapAndDetach(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("loading and attaching XDP needs root")
+		testenv.Skip(t, "loading and attaching XDP needs root")
 	}
 	ns := netns.ForTest(t, "xl")
 	peer := netns.ForTest(t, "xm")
@@ -113,7 +114,7 @@ func TestPinReuseSwapAndDetach(t *testing.T) {
 // reuses everything. A lease map of another capacity goes the same way.
 func TestLoadRetiresMapsOfAnotherLayout(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("loading XDP needs root")
+		testenv.Skip(t, "loading XDP needs root")
 	}
 	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xdhcp-retire-test-%d", os.Getpid()))
 	t.Cleanup(func() { DetachAll(dir) })
@@ -194,7 +195,7 @@ func TestLoadRetiresMapsOfAnotherLayout(t *testing.T) {
 // removed; the served ones keep theirs.
 func TestDetachOthersKeepsOnlyServedInterfaces(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("loading and attaching XDP needs root")
+		testenv.Skip(t, "loading and attaching XDP needs root")
 	}
 	ns := netns.ForTest(t, "xl")
 	peer := netns.ForTest(t, "xm")
@@ -247,7 +248,7 @@ func TestDetachOthersKeepsOnlyServedInterfaces(t *testing.T) {
 // pinned map was made with tells it apart, and it is retired.
 func TestLoadRetiresALeaseMapWithReorderedFields(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("loading XDP needs root")
+		testenv.Skip(t, "loading XDP needs root")
 	}
 	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xdhcp-reorder-test-%d", os.Getpid()))
 	t.Cleanup(func() { DetachAll(dir) })
@@ -290,10 +291,7 @@ func TestLoadRetiresALeaseMapWithReorderedFields(t *testing.T) {
 // which this daemon did not mount: they are reported persistent.
 func TestPinDirBelongsToOneLoader(t *testing.T) {
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("loading XDP needs root (CI=true: not skipping)")
-		}
-		t.Skip("loading XDP needs root")
+		testenv.Skip(t, "loading XDP needs root")
 	}
 	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xdhcp-lock-test-%d", os.Getpid()))
 	t.Cleanup(func() { DetachAll(dir) })

@@ -19,6 +19,7 @@ import (
 	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/fastpath"
 	"github.com/xdhcp/xdhcp/internal/config"
+	"github.com/xdhcp/xdhcp/internal/testenv"
 	"github.com/xdhcp/xdhcp/loader"
 	"github.com/xdhcp/xdhcp/slowpath"
 	"github.com/xdhcp/xdhcp/slowpath/pktio"
@@ -94,7 +95,7 @@ subnets:
 // same order; only the time fields (51, 58, 59) may differ.
 func TestDifferentialFastAndSlowReplies(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("loading XDP programs needs root")
+		testenv.Skip(t, "loading XDP programs needs root")
 	}
 	cfg, err := config.Parse("diff.yaml", []byte(diffConfig))
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/xdhcp/xdhcp/internal/control"
 	"github.com/xdhcp/xdhcp/internal/netns"
+	"github.com/xdhcp/xdhcp/internal/testenv"
 )
 
 // The end-to-end tests run the real daemon in a network namespace with a
@@ -59,13 +60,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// needTools skips the test when a client or tool is missing, and fails it
+// under CI=true (testenv).
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, c := range tools {
-		if _, err := exec.LookPath(c); err != nil {
-			t.Skipf("%s is not installed (make deps installs it)", c)
-		}
-	}
+	testenv.RequireCommands(t, tools...)
 }
 
 // stopDhcpcd stops dhcpcd on ifname when the test ends and forgets the

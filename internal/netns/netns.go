@@ -19,6 +19,8 @@ import (
 	"time"
 
 	vnetns "github.com/vishvananda/netns"
+
+	"github.com/xdhcp/xdhcp/internal/testenv"
 )
 
 // NS is a named network namespace (ip netns).
@@ -65,15 +67,12 @@ func NewUnique(prefix string) (*NS, error) {
 }
 
 // ForTest creates a namespace removed when the test ends. It skips the
-// test when not root or when iproute2 is missing.
+// test when not root or when iproute2 is missing (fails it under CI=true;
+// see testenv).
 func ForTest(t testing.TB, prefix string) *NS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2 (ip); make deps installs it")
-	}
+	testenv.RequireRoot(t, "creates network namespaces")
+	testenv.RequireCommands(t, "ip")
 	n, err := NewUnique(prefix)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdhcp/xdhcp/internal/testenv"
 	"github.com/xdhcp/xdhcp/slowpath"
 )
 
@@ -44,7 +45,7 @@ func TestAppendIPv4UDPChecksums(t *testing.T) {
 // still leave: the daemon closes the socket only after the store drains.
 func TestSendAfterServeStops(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: Listen opens an AF_PACKET socket")
+		testenv.Skip(t, "needs root: Listen opens an AF_PACKET socket")
 	}
 	c, err := Listen(context.Background(), 0, nil)
 	if err != nil {

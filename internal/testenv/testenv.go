@@ -1,0 +1,60 @@
+// Package testenv lets tests skip for what the machine lacks (root, a
+// command, a kernel feature) on a developer's machine, and fail for it in
+// CI. A CI run whose end-to-end tests all skipped would pass without
+// testing anything, so there, with CI=true in the environment, every such
+// skip is a failure naming what is missing.
+//
+// Skips that are not about the environment (-short, a test binary
+// re-executed as a child process) stay plain t.Skip calls.
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// Strict reports whether a missing tool or privilege fails the test
+// instead of skipping it: CI=true in the environment.
+func Strict() bool { return os.Getenv("CI") == "true" }
+
+// Skip skips the test for something the environment lacks, or fails it
+// when Strict.
+func Skip(t testing.TB, reason string) {
+	t.Helper()
+	if Strict() {
+		t.Fatalf("CI=true: %s (a CI machine must provide it; make deps installs the tools)", reason)
+	}
+	t.Skip(reason)
+}
+
+// Skipf is Skip with a format.
+func Skipf(t testing.TB, format string, args ...any) {
+	t.Helper()
+	Skip(t, fmt.Sprintf(format, args...))
+}
+
+// RequireRoot skips (or fails, when Strict) unless the test runs as
+// root; why says what needs it.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Skip(t, "needs root: "+why)
+	}
+}
+
+// RequireCommands skips (or fails, when Strict) unless every command is
+// found in PATH, where the test will look for it when it runs it.
+func RequireCommands(t testing.TB, names ...string) {
+	t.Helper()
+	var missing []string
+	for _, c := range names {
+		if _, err := exec.LookPath(c); err != nil {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) > 0 {
+		Skipf(t, "%v not installed (make deps installs them)", missing)
+	}
+}
