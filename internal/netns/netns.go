@@ -6,12 +6,15 @@ package netns
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -42,51 +45,115 @@ const etcDir = "/etc/netns"
 // on every lease and empty it on release) would otherwise write the host's
 // file, since a network namespace shares the host's mounts.
 func New(name string) (*NS, error) {
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add %s: %v: %s", name, err, bytes.TrimSpace(out))
-	}
 	n := &NS{Name: name}
-	if err := os.MkdirAll(filepath.Join(etcDir, name), 0o755); err != nil {
-		n.Close()
-		return nil, fmt.Errorf("netns %s: private /etc: %w", name, err)
-	}
-	if err := os.WriteFile(filepath.Join(etcDir, name, "resolv.conf"), []byte("# netns "+name+"\n"), 0o644); err != nil {
-		n.Close()
-		return nil, fmt.Errorf("netns %s: private resolv.conf: %w", name, err)
-	}
-	if _, err := n.Exec(context.Background(), "ip", "link", "set", "lo", "up"); err != nil {
-		n.Close()
+	if err := n.create(); err != nil {
+		if cerr := n.Close(); cerr != nil {
+			err = fmt.Errorf("%w (and cleaning up: %v)", err, cerr)
+		}
 		return nil, err
 	}
 	return n, nil
 }
 
-// NewUnique creates a namespace named prefix-PID-N.
-func NewUnique(prefix string) (*NS, error) {
-	return New(fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), seq.Add(1)))
+// create makes the namespace and its private /etc; Close undoes whatever
+// part of it was done.
+func (n *NS) create() error {
+	if out, err := exec.Command("ip", "netns", "add", n.Name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns add %s: %v: %s", n.Name, err, bytes.TrimSpace(out))
+	}
+	if err := os.MkdirAll(filepath.Join(etcDir, n.Name), 0o755); err != nil {
+		return fmt.Errorf("netns %s: private /etc: %w", n.Name, err)
+	}
+	if err := os.WriteFile(filepath.Join(etcDir, n.Name, "resolv.conf"), []byte(marker(n.Name)), 0o644); err != nil {
+		return fmt.Errorf("netns %s: private resolv.conf: %w", n.Name, err)
+	}
+	if _, err := n.Exec(context.Background(), "ip", "link", "set", "lo", "up"); err != nil {
+		return err
+	}
+	return nil
 }
 
-// ForTest creates a namespace removed when the test ends. It skips the
-// test when not root or when iproute2 is missing (fails it under CI=true;
-// see testenv).
+// marker is the private resolv.conf's content; RemoveStale takes it as
+// the sign that a namespace is this package's.
+func marker(name string) string { return "# netns " + name + "\n" }
+
+// uniqueName is prefix-PID-N: unique within this process by N, across
+// processes by the pid, which also names the owner for RemoveStale.
+func uniqueName(prefix string) string {
+	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), seq.Add(1))
+}
+
+// NewUnique creates a namespace named prefix-PID-N.
+func NewUnique(prefix string) (*NS, error) {
+	return New(uniqueName(prefix))
+}
+
+// ForTest creates a namespace removed when the test ends, whether it
+// passes, fails or panics: the cleanup is registered before the namespace
+// is made, so a half-made one goes too. It first removes namespaces that
+// earlier test processes left behind (RemoveStale), since a test binary
+// killed by -timeout or SIGKILL runs no cleanup. It skips the test when
+// not root or when iproute2 is missing (fails it under CI=true; see
+// testenv).
 func ForTest(t testing.TB, prefix string) *NS {
 	t.Helper()
 	testenv.RequireRoot(t, "creates network namespaces")
 	testenv.RequireCommands(t, "ip")
-	n, err := NewUnique(prefix)
-	if err != nil {
-		t.Fatal(err)
+	if err := RemoveStale(); err != nil {
+		t.Logf("removing namespaces left by earlier tests: %v", err)
 	}
+	n := &NS{Name: uniqueName(prefix)}
 	t.Cleanup(func() {
 		if err := n.Close(); err != nil {
 			t.Error(err)
 		}
 	})
+	if err := n.create(); err != nil {
+		t.Fatal(err)
+	}
 	return n
 }
 
+var staleName = regexp.MustCompile(`^[A-Za-z0-9_.-]+-([0-9]+)-[0-9]+$`)
+
+// RemoveStale deletes the namespaces this package made (named
+// prefix-PID-N, with the private resolv.conf New writes) whose owner, the
+// process PID, is gone, with any process still inside. Namespaces of
+// live processes (tests running in parallel) and anyone else's are left
+// alone; a reused pid only delays the cleanup.
+func RemoveStale() error {
+	ents, err := os.ReadDir("/run/netns")
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return fmt.Errorf("listing /run/netns: %w", err)
+	}
+	var errs []error
+	for _, e := range ents {
+		m := staleName.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(etcDir, e.Name(), "resolv.conf"))
+		if err != nil || string(b) != marker(e.Name()) {
+			continue
+		}
+		pid, err := strconv.Atoi(m[1])
+		if err != nil || pid <= 0 || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		if err := (&NS{Name: e.Name()}).Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Close stops every process started in the namespace (and any other
-// process still inside it) and deletes it. Closing twice is harmless.
+// process still inside it) and deletes it with its private /etc. Closing
+// twice, or a namespace whose creation failed part way, is harmless. It
+// carries on past a failed step and reports every failure.
 func (n *NS) Close() error {
 	n.mu.Lock()
 	if n.closed {
@@ -100,23 +167,25 @@ func (n *NS) Close() error {
 	for _, p := range procs {
 		p.Stop()
 	}
-	if out, err := exec.Command("ip", "netns", "pids", n.Name).Output(); err == nil {
-		for _, f := range bytes.Fields(out) {
-			var pid int
-			fmt.Sscan(string(f), &pid)
-			// Never ourselves: a thread of ours may still be inside.
-			if pid > 0 && pid != os.Getpid() {
-				syscall.Kill(pid, syscall.SIGKILL)
+	var errs []error
+	if _, err := os.Stat(filepath.Join("/run/netns", n.Name)); err == nil {
+		if out, err := exec.Command("ip", "netns", "pids", n.Name).Output(); err == nil {
+			for _, f := range bytes.Fields(out) {
+				pid, _ := strconv.Atoi(string(f))
+				// Never ourselves: a thread of ours may still be inside.
+				if pid > 0 && pid != os.Getpid() {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
 			}
 		}
-	}
-	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns del %s: %v: %s", n.Name, err, bytes.TrimSpace(out))
+		if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ip netns del %s: %v: %s", n.Name, err, bytes.TrimSpace(out)))
+		}
 	}
 	if err := os.RemoveAll(filepath.Join(etcDir, n.Name)); err != nil {
-		return fmt.Errorf("netns %s: remove private /etc: %w", n.Name, err)
+		errs = append(errs, fmt.Errorf("netns %s: remove private /etc: %w", n.Name, err))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (n *NS) command(ctx context.Context, argv []string) *exec.Cmd {
