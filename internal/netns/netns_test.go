@@ -12,9 +12,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xdhcp/xdhcp/internal/testenv"
 )
 
 func TestVethPingDoAndCleanup(t *testing.T) {
+	// ping runs inside the namespace; missing, it is an environment gap, not a netns bug.
+	testenv.RequireCommands(t, "ping")
 	a := ForTest(t, "nt")
 	b, err := NewUnique("nt")
 	if err != nil {
