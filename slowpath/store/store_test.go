@@ -283,13 +283,28 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 		}
 		sc := bufio.NewScanner(out)
 		var acked []string
-		for sc.Scan() && len(acked) < 3000+round*1000 {
+		want := 3000 + round*1000
+		for len(acked) < want && sc.Scan() {
 			if ip, ok := strings.CutPrefix(sc.Text(), "acked "); ok {
 				acked = append(acked, ip)
 			}
 		}
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatalf("round %d: kill -9 the writer: %v", round, err)
+		}
+		werr := cmd.Wait()
+		// A writer that crashed or exited before the kill would leave
+		// fewer acknowledgements to check, down to none, and the test
+		// would pass without testing durability: require the full count
+		// and that SIGKILL is what ended the child (a process that had
+		// already exited reports its exit status instead).
+		if len(acked) < want {
+			t.Fatalf("round %d: writer acknowledged only %d of %d leases before its output ended (%v)", round, len(acked), want, werr)
+		}
+		ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("round %d: writer was not alive at the kill: %v", round, cmd.ProcessState)
+		}
 		s, stop := open(t, path, Options{})
 		for _, a := range acked {
 			l, err := s.Get(netip.MustParseAddr(a))
