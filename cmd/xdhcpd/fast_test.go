@@ -431,13 +431,40 @@ func offered(t *testing.T, ns *netns.NS, mac net.HardwareAddr) (netip.Addr, bool
 func TestHorizonHoldsAddressesAfterLosingEverything(t *testing.T) {
 	needTools(t, "udhcpc", "curl", "ethtool")
 	const mac = "02:00:00:00:0f:06"
-	l, c := fastLabPool(t, "native", "30s", mac, "10.77.0.100-10.77.0.100")
+	// Two addresses: the client's, held to the horizon, and a free one
+	// that another client must be offered every time it asks. The free
+	// one is the positive control: a daemon that answers nothing, or
+	// offers nothing because the pool looks exhausted, fails.
+	l, c := fastLabPool(t, "native", "30s", mac, "10.77.0.100-10.77.0.101")
 	t0 := time.Now()
 	li := udhcpcLease(t, l, c, mac)
-	other := net.HardwareAddr{0x02, 0, 0, 0, 0x0f, 0x07}
-	if ip, ok := offered(t, c, other); ok {
-		t.Fatalf("the only address is leased, yet %s was offered", ip)
+	free := netip.MustParseAddr("10.77.0.101")
+	if li.IP == free.String() {
+		free = netip.MustParseAddr("10.77.0.100")
 	}
+	// Two other clients take turns: the pool's offer bound (one pending
+	// offer here) withdraws the first's offer to make room for the
+	// second's, putting its address behind every other free one, so a
+	// held address that had wrongly gone free would be the one offered.
+	others := []net.HardwareAddr{{0x02, 0, 0, 0, 0x0f, 0x07}, {0x02, 0, 0, 0, 0x0f, 0x09}}
+	offersFree := func(when string) {
+		t.Helper()
+	clients:
+		for _, other := range others {
+			// Three tries: a DISCOVER may meet a loaded machine; an
+			// answer naming the held address fails at once.
+			for range 3 {
+				if ip, ok := offered(t, c, other); ok {
+					if ip != free {
+						t.Fatalf("%s: %s (held by %s) offered to %s, want the free %s\n%s", when, ip, mac, other, free, l.daemon.Output())
+					}
+					continue clients
+				}
+			}
+			t.Fatalf("%s: the free %s was not offered to %s in three DISCOVERs\n%s", when, free, other, l.daemon.Output())
+		}
+	}
+	offersFree("before the kill")
 
 	time.Sleep(10 * time.Second)
 	l.daemon.Signal(syscall.SIGKILL)
@@ -457,11 +484,14 @@ func TestHorizonHoldsAddressesAfterLosingEverything(t *testing.T) {
 	for time.Now().Before(t0.Add(32 * time.Second)) {
 		time.Sleep(500 * time.Millisecond)
 	}
+	checks := 0
 	for time.Now().Before(granted.Add(-2 * time.Second)) {
-		if ip, ok := offered(t, c, other); ok {
-			t.Fatalf("%s offered to another client %v before the fast path's grant ran out\n%s", ip, time.Until(granted), l.daemon.Output())
-		}
+		offersFree(fmt.Sprintf("%v before the fast path's grant ran out", time.Until(granted).Round(time.Second)))
+		checks++
 		time.Sleep(time.Second)
+	}
+	if checks == 0 {
+		t.Fatal("no DISCOVER was sent between bbolt's expiry and the fast path's grant")
 	}
 	if !strings.Contains(l.daemon.Output(), "held until their promise horizon") {
 		t.Fatalf("daemon did not hold leases to the horizon:\n%s", l.daemon.Output())
