@@ -99,10 +99,24 @@ func TestPinReuseSwapAndDetach(t *testing.T) {
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("pin directory left behind: %v", err)
 	}
-	out, _ := ns.Exec(t.Context(), "ip", "link", "show", "lv0")
-	if strings.Contains(string(out), "xdp") {
-		t.Fatalf("XDP still attached after DetachAll:\n%s", out)
+	if on, out, err := xdpAttached(t, ns, "lv0"); err != nil || on {
+		t.Fatalf("XDP still attached after DetachAll (%v):\n%s", err, out)
 	}
+}
+
+// xdpAttached says whether ip link shows an XDP program on ifname in ns.
+// ip's error and output are checked, so an ip that failed or printed
+// nothing about the link does not read as "detached".
+func xdpAttached(t *testing.T, ns *netns.NS, ifname string) (bool, string, error) {
+	t.Helper()
+	out, err := ns.Exec(t.Context(), "ip", "link", "show", ifname)
+	if err != nil {
+		return false, string(out), fmt.Errorf("ip link show %s: %w", ifname, err)
+	}
+	if !strings.Contains(string(out), ": "+ifname+":") && !strings.Contains(string(out), ": "+ifname+"@") {
+		return false, string(out), fmt.Errorf("ip link show %s: output does not describe the link", ifname)
+	}
+	return strings.Contains(string(out), "xdp"), string(out), nil
 }
 
 // TestLoadRetiresMapsOfAnotherLayout: an older version's lease map (a
@@ -228,8 +242,8 @@ func TestDetachOthersKeepsOnlyServedInterfaces(t *testing.T) {
 			return fmt.Errorf("link_lv0 of a served interface: %w", err)
 		}
 		// Gone while this process still runs, not only once it exits.
-		if out, _ := ns.Exec(t.Context(), "ip", "link", "show", "lv2"); strings.Contains(string(out), "xdp") {
-			return fmt.Errorf("lv2 still runs XDP:\n%s", out)
+		if on, out, err := xdpAttached(t, ns, "lv2"); err != nil || on {
+			return fmt.Errorf("lv2 still runs XDP (%v):\n%s", err, out)
 		}
 		return nil
 	})
@@ -237,8 +251,10 @@ func TestDetachOthersKeepsOnlyServedInterfaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	for ifname, want := range map[string]bool{"lv0": true, "lv2": false} {
-		out, _ := ns.Exec(t.Context(), "ip", "link", "show", ifname)
-		if got := strings.Contains(string(out), "xdp"); got != want {
+		got, out, err := xdpAttached(t, ns, ifname)
+		if err != nil {
+			t.Errorf("%s: %v:\n%s", ifname, err, out)
+		} else if got != want {
 			t.Errorf("%s: XDP attached %v, want %v:\n%s", ifname, got, want, out)
 		}
 	}
