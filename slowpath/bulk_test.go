@@ -18,6 +18,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 	"github.com/xdhcp/xdhcp/internal/lqclient"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
@@ -147,7 +149,10 @@ func TestBulkLeasequeryStreams100kWithBoundedMemory(t *testing.T) {
 // every open read transaction, so one stalled requester would hold up
 // every ACK. The stalled connection goes after the idle timeout.
 func TestBulkLeasequeryStalledReaderDoesNotHoldUpCommits(t *testing.T) {
-	const idle = 4 * time.Second
+	// Long enough that a commit on a loaded machine finishes well within
+	// it; the commit is judged by order (done while the reader still
+	// stalls), not by how long it took.
+	const idle = 10 * time.Second
 	r := newBulkRig(t, 60_000, loopback, BulkOptions{IdleTimeout: idle, MaxConnsPerRequester: 1})
 	c, err := net.Dial("tcp4", r.addr.String())
 	if err != nil {
@@ -160,7 +165,9 @@ func TestBulkLeasequeryStalledReaderDoesNotHoldUpCommits(t *testing.T) {
 	if _, err := lqclient.ReadFrame(c); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond) // the server is now blocked in a write, mid-scan
+	// Wait until the server is blocked in a write, mid-scan: the bytes
+	// queued unread on our socket stop growing.
+	stalled := waitStalled(t, c.(*net.TCPConn), 10*time.Second)
 
 	// Enough new data that bbolt must grow its mapping.
 	var big []*lease.Lease
@@ -175,8 +182,8 @@ func TestBulkLeasequeryStalledReaderDoesNotHoldUpCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 	took := time.Since(t0)
-	if took > idle/2 {
-		t.Fatalf("a commit took %v while a bulk reader was stalled", took)
+	if q := unreadBytes(t, c.(*net.TCPConn)); q != stalled {
+		t.Fatalf("the reader's queue moved during the commit (%d -> %d bytes): it was not stalled throughout", stalled, q)
 	}
 	t.Logf("commit of %d MiB took %v with a bulk reader stalled", len(big)*32>>10, took)
 
@@ -188,12 +195,60 @@ func TestBulkLeasequeryStalledReaderDoesNotHoldUpCommits(t *testing.T) {
 		defer cancel()
 		return lqclient.Bulk(ctx, lqclient.Query{Server: r.addr, MAC: net.HardwareAddr{2, 0xb, 0, 0, 1, 7}}, func(*lqclient.Reply) error { return nil })
 	}
+	// Refused here also shows the commit did not wait for the stalled
+	// scan to be given up: that frees the slot.
 	if err := ask(); err == nil {
-		t.Fatal("a second connection was served while the stalled one held the requester's only slot")
+		t.Fatal("a second connection was served right after the commit: the commit waited for the stalled reader to be let go")
 	}
-	time.Sleep(idle - time.Since(t0) + time.Second)
-	if err := ask(); err != nil {
-		t.Fatalf("the stalled connection still holds its slot past the idle timeout: %v", err)
+	deadline := time.Now().Add(3 * idle)
+	for {
+		err := ask()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stalled connection still holds its slot %v after the commit, past the idle timeout of %v: %v", time.Since(t0), idle, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// unreadBytes is how many bytes wait unread in c's receive queue.
+func unreadBytes(t *testing.T, c *net.TCPConn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil {
+		t.Fatal(err)
+	}
+	if ierr != nil {
+		t.Fatalf("SIOCINQ: %v", ierr)
+	}
+	return n
+}
+
+// waitStalled waits until bytes are queued unread on c and their count
+// has not changed for a second (the sender is blocked on a full
+// path), and returns that count.
+func waitStalled(t *testing.T, c *net.TCPConn, timeout time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last, since := -1, time.Now()
+	for {
+		n := unreadBytes(t, c)
+		if n != last {
+			last, since = n, time.Now()
+		} else if n > 0 && time.Since(since) >= time.Second {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server's writes never stalled: %d bytes queued", n)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -319,20 +374,41 @@ func TestBulkLeasequeryHostileConnections(t *testing.T) {
 	closedWithin("idle connection", c, 2*time.Second)
 
 	// Per-requester connection limit: two held open, the third refused.
-	h1, h2 := dial(), dial()
-	time.Sleep(50 * time.Millisecond)
-	c = dial()
-	closedWithin("third connection", c, 150*time.Millisecond)
+	// On a listener whose idle timeout is a minute, so a close within
+	// seconds is the refusal, not the timeout, however loaded the machine.
+	// Dial returns after the handshake, so the first two are ahead of the
+	// third in the accept queue and counted before it is judged.
+	lim := newBulkRig(t, 10, loopback, BulkOptions{IdleTimeout: time.Minute, MaxConnsPerRequester: 2})
+	dialLim := func() net.Conn {
+		c, err := net.Dial("tcp4", lim.addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	h1, h2 := dialLim(), dialLim()
+	closedWithin("third connection", dialLim(), 10*time.Second)
 	h1.Close()
 	h2.Close()
-	time.Sleep(100 * time.Millisecond) // the server sees them go
 
-	// The service still answers afterwards.
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	n := 0
-	if err := lqclient.Bulk(ctx, lqclient.Query{Server: r.addr, RelayID: relayID}, func(rep *lqclient.Reply) error { n++; return nil }); err != nil || n != 11 {
-		t.Fatalf("after the abuse: %d replies, %v", n, err)
+	// Both services still answer afterwards; the limited one once the
+	// server has seen the two held connections go (polled, not slept).
+	for _, rig := range []*bulkRig{r, lim} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			n := 0
+			err := lqclient.Bulk(ctx, lqclient.Query{Server: rig.addr, RelayID: relayID}, func(rep *lqclient.Reply) error { n++; return nil })
+			cancel()
+			if err == nil && n == 11 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after the abuse: %d replies, %v", n, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
 
