@@ -258,9 +258,12 @@ func TestScenariosAgainstFake(t *testing.T) {
 			if r.Answered == 0 || r.Wrong != 0 || r.Dropped != 0 || r.Late != 0 || r.NAKs != 0 {
 				t.Fatalf("%+v", r)
 			}
-			// Paced at 5000/s for 0.3 s: about 1500 operations started.
-			if r.Started < 1000 || r.Started > 1600 {
-				t.Fatalf("started %d operations, want about 1500", r.Started)
+			// Paced at 5000/s for 0.3 s: at most about 1500 operations
+			// start. A loaded machine can only lower the count (the
+			// generator gets less CPU), so the pace is checked from above
+			// and from below only that the phase really ran traffic.
+			if r.Started < 100 || r.Started > 1600 {
+				t.Fatalf("started %d operations, want at least 100 and at most about 1500", r.Started)
 			}
 			if sc == Mixed && (r.Released == 0 || r.Released > r.Started/20) {
 				t.Fatalf("mixed released %d of %d", r.Released, r.Started)
