@@ -1,0 +1,108 @@
+package main
+
+import (
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xdhcp/xdhcp/bpf"
+)
+
+// TestLostRingEventIsRecoveredByTheMapScan: XDP answers a renewal while the
+// daemon is stopped (SIGSTOP, a reader that fell behind), and before it
+// reads the event every CPU's ring is lapped: each slot overwritten with an
+// event for no lease, each head moved a full ring on. The renewal's event
+// is gone; the daemon must count the loss, scan the lease map, and record
+// in bbolt the CLTT and expiry that the program granted.
+func TestLostRingEventIsRecoveredByTheMapScan(t *testing.T) {
+	needTools(t, "udhcpc", "curl", "ethtool")
+	const mac = "02:00:00:00:0f:0a"
+	l, rn := udhcpcRenewer(t, mac)
+	before, ok := l.leaseFor(mac)
+	if !ok {
+		t.Fatal("no lease after udhcpc")
+	}
+	lostBefore := l.metric("xdhcp_fastpath_events_lost_total")
+
+	open := func(name string) *ebpf.Map {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(l.pinDir, name), nil)
+		if err != nil {
+			t.Fatalf("pinned map %s: %v", name, err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
+	}
+	leases, ring, heads := open("xdhcp_leases"), open("xdhcp_evring"), open("xdhcp_evheads")
+	cpus := heads.MaxEntries()
+	slots := ring.MaxEntries() / cpus
+
+	// A second on, so the renewal's CLTT differs from the stored one.
+	for time.Now().Unix() <= mustTime(t, before.CLTT).Unix() {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := l.daemon.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP the daemon: %v", err)
+	}
+	t.Cleanup(func() { l.daemon.Signal(syscall.SIGCONT) })
+	if got := rn.renew(1); got != 1 {
+		t.Fatal("XDP did not answer the renewal while the daemon was stopped")
+	}
+	var granted bpf.XdpXdhcpLease
+	if err := leases.Lookup(rn.ip.As4(), &granted); err != nil {
+		t.Fatalf("lease entry: %v", err)
+	}
+	cltt, expiry := time.Unix(int64(granted.Cltt), 0), time.Unix(int64(granted.Expiry), 0)
+	if !cltt.After(mustTime(t, before.CLTT)) {
+		t.Fatalf("the program's CLTT %v is not after the stored %s: no renewal to lose", cltt, before.CLTT)
+	}
+
+	now := uint64(time.Now().Unix())
+	junk := bpf.XdpXdhcpEvent{At: now, Expiry: now + 3600, Hlen: 6} // 0.0.0.0: no lease
+	for c := range cpus {
+		for i := range slots {
+			if err := ring.Update(c*slots+i, &junk, ebpf.UpdateExist); err != nil {
+				t.Fatalf("ring slot %d/%d: %v", c, i, err)
+			}
+		}
+		var h bpf.XdpXdhcpEvhead
+		if err := heads.Lookup(c, &h); err != nil {
+			t.Fatalf("head %d: %v", c, err)
+		}
+		h.Head += uint64(slots)
+		if err := heads.Update(c, &h, ebpf.UpdateExist); err != nil {
+			t.Fatalf("head %d: %v", c, err)
+		}
+	}
+	if err := l.daemon.Signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("SIGCONT the daemon: %v", err)
+	}
+
+	// The minute's routine scan is far off (the daemon started seconds
+	// ago); only the scan the loss triggers can record the renewal in time.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		li, _ := l.leaseFor(mac)
+		if li.CLTT != "" && mustTime(t, li.CLTT).Equal(cltt) && mustTime(t, li.Expires).Equal(expiry) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lost renewal (CLTT %v, expiry %v) was not recovered: stored %+v\n%s", cltt, expiry, li, l.daemon.Output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if lost := l.metric("xdhcp_fastpath_events_lost_total"); lost <= lostBefore {
+		t.Fatalf("events_lost %v -> %v: the loss was not counted", lostBefore, lost)
+	}
+}
+
+func mustTime(t *testing.T, s string) time.Time {
+	t.Helper()
+	v, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		t.Fatalf("time %q: %v", s, err)
+	}
+	return v
+}
