@@ -19,6 +19,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 
 	"github.com/xdhcp/xdhcp/bpf"
 )
@@ -31,7 +33,7 @@ type Mode string
 
 // Attach modes.
 const (
-	Auto    Mode = "auto"    // native, falling back to generic
+	Auto    Mode = "auto"    // native, falling back to generic; generic on a veth (see attachOrder)
 	Native  Mode = "native"  // driver mode only
 	Generic Mode = "generic" // skb mode only
 	// Existing is what Attach reports when it swapped the program into a
@@ -269,34 +271,53 @@ func Load(o Options) (*Program, error) {
 }
 
 // Attach runs the program on ifname. When a link is already pinned for
-// the interface (left by a previous daemon), the new program is swapped
-// into it in place, which drops no packets; otherwise a link is created in
-// the requested mode and pinned. It returns the mode in use.
+// the interface (left by a previous daemon) and runs in a mode the
+// configured one allows, the new program is swapped into it in place,
+// which drops no packets. When the pinned link runs in another mode (the
+// configuration changed between runs), it is removed and a link in the
+// configured mode is made: the kernel cannot change a link's mode, nor
+// hold a native and a generic program on one interface at once, so for
+// the few microseconds between the two system calls no XDP program runs
+// there and renewals reach the kernel's UDP socket, where the slow path
+// (already listening when the daemon attaches) answers them. Otherwise a
+// link is created in the requested mode and pinned. It returns the mode
+// in use (Existing when swapped in place).
 func (p *Program) Attach(ifname string, mode Mode) (Mode, error) {
 	ifc, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return "", fmt.Errorf("attaching XDP: %w", err)
+	}
+	try, err := attachOrder(ifname, mode)
+	if err != nil {
+		return "", err
 	}
 	path := filepath.Join(p.pinDir, linkPin(ifname))
 	if l, err := link.LoadPinnedLink(path, nil); err == nil {
 		info, ierr := l.Info()
 		same := ierr == nil && info.XDP() != nil && info.XDP().Ifindex == uint32(ifc.Index)
 		if same {
-			if err := l.Update(p.Objs.XdpDhcp); err != nil {
+			cur, err := AttachedMode(ifname)
+			if err != nil {
 				l.Close()
-				return "", fmt.Errorf("swapping the program on %s: %w", ifname, err)
+				return "", err
 			}
-			p.links[ifname] = l
-			p.log.Info("XDP program swapped in place", "interface", ifname)
-			return Existing, nil
+			if slices.Contains(try, cur) {
+				if err := l.Update(p.Objs.XdpDhcp); err != nil {
+					l.Close()
+					return "", fmt.Errorf("swapping the program on %s: %w", ifname, err)
+				}
+				p.links[ifname] = l
+				p.log.Info("XDP program swapped in place", "interface", ifname, "mode", string(cur))
+				return Existing, nil
+			}
+			p.log.Warn("XDP re-attached in the configured mode: renewals go to the slow path for the moment between detach and attach",
+				"interface", ifname, "was", string(cur), "configured", string(mode))
 		}
-		// The interface was recreated: the old link is dead.
+		// The interface was recreated (the old link is dead), or the
+		// link runs in another mode: removing its last reference
+		// detaches it.
 		l.Unpin()
 		l.Close()
-	}
-	try := []Mode{mode}
-	if mode == Auto || mode == "" {
-		try = []Mode{Native, Generic}
 	}
 	var errs []error
 	for _, m := range try {
@@ -318,6 +339,57 @@ func (p *Program) Attach(ifname string, mode Mode) (Mode, error) {
 		return m, nil
 	}
 	return "", fmt.Errorf("attaching XDP to %s: %w", ifname, errors.Join(errs...))
+}
+
+// attachOrder lists the modes to try on ifname for the configured mode.
+// Auto means native, then generic, except on a veth, where it means
+// generic: native XDP_TX on a veth is delivered only while the peer veth
+// has an XDP program of its own, and the kernel drops the reply otherwise
+// (counting an xdp_tx_error on the veth, nothing the sender sees). The
+// peer often lives in another namespace, beyond this daemon's view, and
+// its program can come and go at any time, so no check made at attach
+// time would hold; generic mode transmits through the stack and always
+// delivers. Native stays available by asking for it.
+func attachOrder(ifname string, mode Mode) ([]Mode, error) {
+	switch mode {
+	case Native, Generic:
+		return []Mode{mode}, nil
+	case Auto, "":
+	default:
+		return nil, fmt.Errorf("attaching XDP to %s: unknown mode %q", ifname, mode)
+	}
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("attaching XDP to %s: reading the link: %w", ifname, err)
+	}
+	if l.Type() == "veth" {
+		return []Mode{Generic}, nil
+	}
+	return []Mode{Native, Generic}, nil
+}
+
+// AttachedMode reports how an XDP program runs on ifname, as the kernel
+// tells it over netlink (what `ip link` shows as xdp or xdpgeneric):
+// Native, Generic, or "" when none is attached. An offloaded program
+// reports "hw".
+func AttachedMode(ifname string) (Mode, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return "", fmt.Errorf("reading the XDP mode of %s: %w", ifname, err)
+	}
+	x := l.Attrs().Xdp
+	if x == nil || !x.Attached {
+		return "", nil
+	}
+	switch x.AttachMode {
+	case nl.XDP_ATTACHED_DRV:
+		return Native, nil
+	case nl.XDP_ATTACHED_SKB:
+		return Generic, nil
+	case nl.XDP_ATTACHED_HW:
+		return "hw", nil
+	}
+	return "", fmt.Errorf("reading the XDP mode of %s: attach mode %d", ifname, x.AttachMode)
 }
 
 // Detach removes the program from one interface.
