@@ -41,6 +41,12 @@ type daemon struct {
 	store   *store.Store
 	started time.Time
 	fast    *fastPath // nil while the fast path is off
+	// running is the configuration the daemon started with: settings a
+	// reload cannot apply stay as it says until a restart, so a reload
+	// is compared with it, not with the file loaded last (a change
+	// reverted by a later reload is then no longer pending, and one
+	// reloaded twice is still pending the second time).
+	running *config.Config
 
 	mu  sync.Mutex
 	cfg *config.Config
@@ -129,7 +135,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			return err
 		}
 	}
-	d := &daemon{path: path, log: log, level: level, srv: srv, store: st, cfg: cfg, started: t0, fast: fp}
+	d := &daemon{path: path, log: log, level: level, srv: srv, store: st, cfg: cfg, running: cfg, started: t0, fast: fp}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -311,18 +317,19 @@ func (d *daemon) reload() error {
 		}
 	}
 	d.mu.Lock()
-	old := d.cfg
 	d.cfg = cfg
 	d.mu.Unlock()
 	d.level.Set(logLevel(cfg))
-	d.log.Info("configuration reloaded", "subnets", len(cfg.Subnets))
-	if fields := restartOnly(old, cfg); len(fields) > 0 {
+	// Warned before the reloaded line, so that whoever waits for that
+	// line has seen the warning too.
+	if fields := restartOnly(d.running, cfg); len(fields) > 0 {
 		d.log.Warn("these settings changed but take effect only after a restart", "fields", fields)
 	}
+	d.log.Info("configuration reloaded", "subnets", len(cfg.Subnets))
 	return nil
 }
 
-// restartOnly lists the settings that differ between old and cfg but that
+// restartOnly lists the settings that differ between old (what runs) and cfg but that
 // a reload cannot apply (sockets, files, listeners and the XDP attachment
 // are set up once at start), so the operator is not left believing them.
 func restartOnly(old, cfg *config.Config) []string {
