@@ -449,11 +449,23 @@ static __always_inline int walk_step(__u8 *rq, volatile struct walk *w)
 	case 118: /* subnet selection (RFC 3011): the slow path echoes it, this program does not */
 		w->unsup = 1;
 		break;
-	case 57:
-		if (n == 2) {
+	case 57: /* the slow path drops a 57 not 2 bytes or below 576 as malformed */
+		if (n != 2) {
+			w->bad = 1;
+			return 1;
+		} else {
 			__u32 m = ((__u32)rq[v] << 8) | rq[(v + 1) & (REQ_MAX - 1)];
-			if (m > 576)
-				w->maxsz = m;
+			if (m < 576) {
+				w->bad = 1;
+				return 1;
+			}
+			w->maxsz = m;
+		}
+		break;
+	case 51: /* requested lease time: the slow path drops one not 4 bytes */
+		if (n != 4) {
+			w->bad = 1;
+			return 1;
 		}
 		break;
 	case 61:
@@ -520,6 +532,37 @@ static __always_inline __u64 relay_fp(struct scratch *s, __u32 off, __u32 n)
 	return h | 1;
 }
 
+/*
+ * relay_ok tells whether an option 82 body, the n bytes at off, passes the
+ * slow path's checks (dhcpwire checkRelayInfo): at least one sub-option,
+ * none running past the body, link selection (5) and server identifier
+ * override (11) of 4 bytes. A direct renewal's 82 (a snooping switch's) is
+ * not compared with a stored one, and is echoed: a malformed one must go
+ * to the slow path, which drops it. Each sub-option takes at least 2 of
+ * the at most 255 bytes, so 128 steps reach the end.
+ */
+static __always_inline int relay_ok(struct scratch *s, __u32 off, __u32 n)
+{
+	if (!n)
+		return 0;
+	__u32 i = 0;
+#pragma clang loop unroll(disable)
+	for (int k = 0; k < 128; k++) {
+		if (i >= n)
+			break;
+		if (i + 2 > n)
+			return 0;
+		__u8 c = s->req[(off + i) & (REQ_MAX - 1)];
+		__u8 m = s->req[(off + i + 1) & (REQ_MAX - 1)];
+		if (i + 2 + m > n)
+			return 0;
+		if ((c == 5 || c == 11) && m != 4)
+			return 0;
+		i += 2 + m;
+	}
+	return 1;
+}
+
 /* walk_options walks the request's options into s->w. A global function,
  * so that the verifier checks it once on its own: inline, each way out of
  * the loop would be followed through the rest of the program. A plain
@@ -532,6 +575,8 @@ __noinline int walk_options(struct scratch *s)
 	for (int i = 0; i < MAX_OPTS; i++)
 		if (walk_step(s->req, &s->w))
 			break;
+	if (s->w.o82 && !relay_ok(s, s->w.o82 + 2, s->w.l82))
+		s->w.bad = 1;
 	s->w.fp82 = s->w.o82 ? relay_fp(s, s->w.o82 + 2, s->w.l82) : 0;
 	return 0;
 }
