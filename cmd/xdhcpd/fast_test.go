@@ -175,18 +175,24 @@ func TestFastPathDhcpcd(t *testing.T) {
 func testFastPathDhcpcd(t *testing.T, mode string) {
 	const mac = "02:00:00:00:0f:02"
 	l, c := fastLab(t, mode, "10m", mac)
+	// dhcpcd keeps its lease in the host's /var/lib/dhcpcd/IF.lease and
+	// its control socket in the host's /run/dhcpcd, named by interface: an
+	// "eth0" here would collide with (and the cleanup delete) the host's.
+	// A name unique to this process and mode keeps them apart.
+	ifname := fmt.Sprintf("xf%d%c", os.Getpid(), mode[0])
+	l.sh(c, fmt.Sprintf("ip link set eth0 down && ip link set eth0 name %s && ip link set %s up", ifname, ifname))
 	conf := filepath.Join(l.dir, "dhcpcd.conf")
 	os.WriteFile(conf, []byte("duid\nipv4only\nnoipv4ll\noption domain_name_servers, domain_name, routers\n"), 0o600)
 	t0 := time.Now()
-	if out, err := c.Exec(context.Background(), "dhcpcd", "-4", "-w", "-t", "20", "-f", conf, "eth0"); err != nil {
+	if out, err := c.Exec(context.Background(), "dhcpcd", "-4", "-w", "-t", "20", "-f", conf, ifname); err != nil {
 		t.Fatalf("dhcpcd: %v\n%s\nserver:\n%s", err, out, l.daemon.Output())
 	}
-	stopDhcpcd(t, c, "eth0")
+	stopDhcpcd(t, c, ifname)
 	li := l.waitLease(mac, "active", t0, 10*time.Second)
 	for _, step := range []struct{ what, flag string }{{"renew", "-N"}, {"rebind", "-n"}} {
 		reqs, fast := l.requests(), l.fastReplies()
 		ts := time.Now()
-		l.sh(c, "dhcpcd -4 "+step.flag+" eth0")
+		l.sh(c, "dhcpcd -4 "+step.flag+" "+ifname)
 		l.waitFast(fast, 10*time.Second)
 		if li2 := l.waitLease(mac, "active", ts, 5*time.Second); li2.IP != li.IP {
 			t.Fatalf("%s moved %s -> %s", step.what, li.IP, li2.IP)
@@ -196,7 +202,7 @@ func testFastPathDhcpcd(t *testing.T, mode string) {
 		}
 		time.Sleep(500 * time.Millisecond) // let dhcpcd settle before the next command
 	}
-	if vars := l.sh(c, "dhcpcd -4 -U eth0"); !strings.Contains(vars, "dhcp_lease_time=600") || !strings.Contains(vars, "ip_address="+li.IP) {
+	if vars := l.sh(c, "dhcpcd -4 -U "+ifname); !strings.Contains(vars, "dhcp_lease_time=600") || !strings.Contains(vars, "ip_address="+li.IP) {
 		t.Fatalf("dhcpcd's lease after the XDP ACKs:\n%s", vars)
 	}
 }
