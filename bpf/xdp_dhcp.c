@@ -434,8 +434,8 @@ static __always_inline int walk_step(__u8 *rq, volatile struct walk *w)
 	}
 	__u32 v = (off + 2) & (REQ_MAX - 1);
 	switch (code) {
-	case 53:
-		if (n != 1 || w->mt)
+	case 53: /* a second 53 after one of value 0 is a second one too */
+		if (n != 1 || w->mt || !rq[v])
 			w->unsup = 1;
 		w->mt = rq[v];
 		break;
