@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/xdhcp/xdhcp/fastpath"
 	"github.com/xdhcp/xdhcp/internal/config"
 	"github.com/xdhcp/xdhcp/loader"
@@ -56,6 +58,11 @@ type fastPath struct {
 	// settings are written once the program is attached (an upgrade
 	// starts with answering off).
 	settings fastpath.Settings
+	// txerr counts the replies the kernel failed to transmit after the
+	// program returned XDP_TX (nil when it could not be set up: the
+	// daemon runs, and said so).
+	txerr *loader.TxErrors
+	modes map[string]loader.Mode // how XDP runs, by interface
 }
 
 // loadFastPath loads the program (reusing pinned maps, whose entries keep
@@ -84,7 +91,7 @@ func loadFastPath(c *config.Config, log *slog.Logger) (*fastPath, error) {
 		prog.Close()
 		return nil, err
 	}
-	return &fastPath{prog: prog, maps: maps, log: log, settings: settings}, nil
+	return &fastPath{prog: prog, maps: maps, log: log, settings: settings, modes: map[string]loader.Mode{}}, nil
 }
 
 // reconcile makes the map agree with bbolt (DESIGN.md invariant 1): first
@@ -130,9 +137,16 @@ func (f *fastPath) attach(c *config.Config) error {
 		if err := f.maps.SetInterface(ifi.Index, ifi.HardwareAddr); err != nil {
 			return err
 		}
-		if _, err := f.prog.Attach(name, loader.Mode(c.Fastpath.Mode)); err != nil {
+		m, err := f.prog.Attach(name, loader.Mode(c.Fastpath.Mode))
+		if err != nil {
 			return err
 		}
+		if m == loader.Existing {
+			if m, err = loader.AttachedMode(name); err != nil {
+				return err
+			}
+		}
+		f.modes[name] = m
 	}
 	// Only then may the program answer: on an interface dropped from the
 	// configuration an older program would otherwise wake up too.
@@ -143,7 +157,65 @@ func (f *fastPath) attach(c *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("fast path: %w", err)
 	}
+	if f.txerr, err = f.prog.WatchTxErrors(c.Server.Interfaces); err != nil {
+		f.log.Warn("replies the kernel fails to transmit after XDP_TX will not be counted", "err", err)
+	}
 	return f.maps.SetSettings(f.settings)
+}
+
+// txErrorsCollector exports xdhcp_fastpath_tx_errors_total.
+type txErrorsCollector struct{ f *fastPath }
+
+var txErrorsDesc = prometheus.NewDesc("xdhcp_fastpath_tx_errors_total",
+	"Replies the XDP program answered (counted in xdhcp_fastpath_replies_total) that the kernel then failed to transmit, by interface (while this daemon runs).",
+	[]string{"interface"}, nil)
+
+func (c txErrorsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- txErrorsDesc }
+
+func (c txErrorsCollector) Collect(ch chan<- prometheus.Metric) {
+	cs, err := c.f.txerr.Counts()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(txErrorsDesc, err)
+		return
+	}
+	for name, n := range cs {
+		ch <- prometheus.MustNewConstMetric(txErrorsDesc, prometheus.CounterValue, float64(n), name)
+	}
+}
+
+// txErrorWarner logs, at most once a minute, the replies dropped since
+// the last warning: a fast path whose replies do not leave looks healthy
+// in every other counter.
+type txErrorWarner struct {
+	last   map[string]uint64
+	warned time.Time
+	moved  map[string]uint64 // drops not yet warned about
+}
+
+func (w *txErrorWarner) check(f *fastPath) {
+	cs, err := f.txerr.Counts()
+	if err != nil {
+		f.log.Error("fast path tx errors", "err", err)
+		return
+	}
+	if w.last == nil {
+		w.last, w.moved = map[string]uint64{}, map[string]uint64{}
+	}
+	for name, n := range cs {
+		if n > w.last[name] {
+			w.moved[name] += n - w.last[name]
+		}
+		w.last[name] = n
+	}
+	if len(w.moved) == 0 || time.Since(w.warned) < time.Minute {
+		return
+	}
+	for name, n := range w.moved {
+		f.log.Warn("WARNING: replies answered by XDP were dropped by the kernel (XDP_TX failed): clients did not get them; on a veth use fastpath.mode generic or auto, or attach an XDP program to the peer",
+			"interface", name, "dropped", n, "mode", f.modes[name])
+	}
+	w.warned = time.Now()
+	clear(w.moved)
 }
 
 // run keeps the fast path in step until ctx ends: it folds ring-buffer
@@ -159,6 +231,7 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		var lost uint64
+		var txw txErrorWarner
 		lastScan := time.Now()
 		for {
 			select {
@@ -168,6 +241,9 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 			}
 			if err := f.maps.Tick(); err != nil {
 				f.log.Error("fast path clock", "err", err)
+			}
+			if f.txerr != nil {
+				txw.check(f)
 			}
 			cs, err := f.maps.Counters()
 			if err != nil {
@@ -191,6 +267,9 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 }
 
 func (f *fastPath) close() error {
+	if f.txerr != nil {
+		f.txerr.Close()
+	}
 	f.maps.Close()
 	return f.prog.Close()
 }

@@ -71,20 +71,11 @@ func TestFastPathModeFollowsConfigAcrossRestart(t *testing.T) {
 		t.Fatalf("auto on a veth without a peer program attached %s, want generic", m)
 	}
 	renew("auto")
-
-	setMode := func(mode string) {
-		t.Helper()
-		b, err := os.ReadFile(l.cfgPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := string(b)
-		i := strings.Index(s, "  mode: ")
-		j := i + strings.Index(s[i:], "\n")
-		if err := os.WriteFile(l.cfgPath, []byte(s[:i]+"  mode: "+mode+s[j:]), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	if n := l.metric(`xdhcp_fastpath_tx_errors_total{interface="vs0"}`); n != 0 {
+		t.Fatalf("generic mode: %v tx errors", n)
 	}
+
+	setMode := func(mode string) { setFastMode(t, l, mode) }
 	const pending = "take effect only after a restart"
 	reload := func(mode string, warnings int) {
 		t.Helper()
@@ -137,4 +128,68 @@ func TestFastPathModeFollowsConfigAcrossRestart(t *testing.T) {
 		t.Fatalf("a restart in the running mode did not swap in place:\n%s", l.daemon.Output())
 	}
 	renew("generic, swapped in place")
+}
+
+// setFastMode rewrites fastpath.mode in the lab's configuration file.
+func setFastMode(t *testing.T, l *lab, mode string) {
+	t.Helper()
+	b, err := os.ReadFile(l.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i := strings.Index(s, "  mode: ")
+	j := i + strings.Index(s[i:], "\n")
+	if err := os.WriteFile(l.cfgPath, []byte(s[:i]+"  mode: "+mode+s[j:]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFastPathTxErrorsCountedAndWarned: native XDP on a veth whose peer
+// has no XDP program answers udhcpc's renewal (the program counts a
+// reply), but the kernel drops it: xdhcp_fastpath_tx_errors_total counts
+// it, the daemon warns, and udhcpc sees no ACK.
+func TestFastPathTxErrorsCountedAndWarned(t *testing.T) {
+	needTools(t, "udhcpc", "curl", "ethtool")
+	const mac = "02:00:00:00:0f:0e"
+	l, c := fastLab(t, "generic", "10m", mac)
+	envFile := filepath.Join(l.dir, "udhcpc.env")
+	script := filepath.Join(l.dir, "udhcpc.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip\" >> "+envFile+"\ncase $1 in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
+	t0 := time.Now()
+	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	li := l.waitLease(mac, "active", t0, 15*time.Second)
+	waitFileContains(t, envFile, "bound ip="+li.IP, 10*time.Second)
+
+	setFastMode(t, l, "native")
+	l.daemon.Stop()
+	l.start()
+	if out := l.sh(l.srv, "ip link show vs0"); !strings.Contains(out, " xdp ") {
+		t.Fatalf("restarted native, ip link shows:\n%s", out)
+	}
+	const txerrs = `xdhcp_fastpath_tx_errors_total{interface="vs0"}`
+	if n := l.metric(txerrs); n != 0 {
+		t.Fatalf("%v tx errors before any renewal", n)
+	}
+	fast := l.fastReplies()
+	p.Signal(sigUSR1)
+	l.waitFast(fast, 10*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for l.metric(txerrs) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the dropped reply was not counted; server log:\n%s", l.daemon.Output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitOutputCount(t, l.daemon, "XDP_TX failed", 1, 5*time.Second)
+	if out := l.daemon.Output(); !strings.Contains(out[strings.Index(out, "XDP_TX failed"):], "interface=vs0") {
+		t.Fatalf("the warning does not name vs0:\n%s", out)
+	}
+	if b, _ := os.ReadFile(envFile); strings.Contains(string(b), "renew ip=") {
+		t.Fatalf("udhcpc got a reply the kernel is said to have dropped:\n%s", b)
+	}
 }

@@ -144,6 +144,9 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	if fp != nil {
 		reg.MustRegister(fp.maps.Collector())
+		if fp.txerr != nil {
+			reg.MustRegister(txErrorsCollector{fp})
+		}
 		persistent := 0.0
 		if fp.prog.Pins.Persistent {
 			persistent = 1
