@@ -64,7 +64,7 @@ func requestIn(pkt []byte) (dhcp []byte, src netip.Addr, ok bool) {
 	return ip[ihl+8 : tot], src, true
 }
 
-// checkAnswer holds an XDP_TX'd frame to DESIGN.md invariant 5 and to RFC
+// checkAnswer holds an XDP_TX'd frame to ARCHITECTURE.md invariant 5 and to RFC
 // 2131: the request was a RENEWING or REBINDING DHCPREQUEST that the slow
 // path's parser reads without complaint, for a lease in the map whose
 // client it names; the reply is a well-formed DHCPACK (parseReply checks
@@ -96,8 +96,8 @@ func checkAnswer(t *testing.T, r *rig, leases map[netip.Addr]fastpath.Lease, in,
 		t.Fatalf("answered %s for client-id % x, the lease's is % x", req.CIAddr, cid, l.ClientID)
 	}
 	// A malformed option makes the message one the slow path drops
-	// (DESIGN.md 7; RFC 2132 lengths): answering it here would make the
-	// two paths disagree (DESIGN.md 3).
+	// (ARCHITECTURE.md 7; RFC 2132 lengths): answering it here would make the
+	// two paths disagree (ARCHITECTURE.md 3).
 	for code, n := range map[uint8]int{dhcpwire.OptMessageType: 1, dhcpwire.OptMaxMessageSize: 2, dhcpwire.OptLeaseTime: 4} {
 		if v, has := req.Option(code); has && len(v) != n {
 			t.Fatalf("answered a request whose option %d has %d bytes", code, len(v))

@@ -11,7 +11,7 @@ import (
 
 // FastPath is the slow path's view of the XDP fast path; cmd/xdhcpd fills
 // it in with the BPF maps. Every call happens after the records involved
-// are on disk (DESIGN.md invariants 1 and 2).
+// are on disk (ARCHITECTURE.md invariants 1 and 2).
 type FastPath interface {
 	// Publish adds or updates entries the fast path may answer.
 	Publish(entries []FastLease) error
@@ -215,7 +215,7 @@ func (s *Server) settings() Settings {
 
 // AssumeGrantedToHorizon is for a fast path whose map did not survive
 // (reboot, detach): whatever it granted is gone with it, and all that is
-// known is that no grant went past a lease's durable horizon (DESIGN.md
+// known is that no grant went past a lease's durable horizon (ARCHITECTURE.md
 // invariant 2). Every active lease is therefore held until its horizon.
 // It returns how many leases were extended.
 func (s *Server) AssumeGrantedToHorizon() int {

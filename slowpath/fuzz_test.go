@@ -20,7 +20,7 @@ import (
 )
 
 // This file holds what the slow path's fuzz targets check after each
-// input: the server's invariants (DESIGN.md 6, 7, 8) over a lease table
+// input: the server's invariants (ARCHITECTURE.md 6, 7, 8) over a lease table
 // with bindings of every kind, and each answer held against that table.
 
 // richFixture is a server holding a binding of each kind the handlers
@@ -110,7 +110,7 @@ func changed(a, b state) []netip.Addr {
 func (f *fixture) checkInvariants(t *testing.T) {
 	t.Helper()
 	s := f.state()
-	// Durable before acknowledged, and the store is the truth (DESIGN.md
+	// Durable before acknowledged, and the store is the truth (ARCHITECTURE.md
 	// 1, 6): what a restart would load, the record as bbolt encodes it, is
 	// what the server holds.
 	for ip, l := range s.leases {
@@ -146,7 +146,7 @@ func (f *fixture) checkInvariants(t *testing.T) {
 		if l.State == lease.Active && len(l.HWAddr) == 0 && len(l.ClientID) == 0 {
 			t.Fatalf("active lease %s has no client", ip)
 		}
-		// DESIGN.md 8: one client holds at most one binding per subnet.
+		// ARCHITECTURE.md 8: one client holds at most one binding per subnet.
 		if l.ActiveAt(f.now) {
 			k := slot{sub, l.ClientKey()}
 			if other, ok := bound[k]; ok {
@@ -195,7 +195,7 @@ func sameOnDisk(t *testing.T, mem, disk *lease.Lease) bool {
 // malformed names what is wrong with a message's options, by RFC 2132's
 // lengths and the relay agent RFCs' sub-option format, or "" when nothing
 // is. A message with a malformed option is dropped whatever else it
-// carries (DESIGN.md 7, issue 14 §4).
+// carries (ARCHITECTURE.md 7, issue 14 §4).
 func malformed(p *dhcpwire.Packet) string {
 	fixed := map[uint8]int{
 		dhcpwire.OptRequestedIP: 4, dhcpwire.OptServerID: 4, dhcpwire.OptLeaseTime: 4,
@@ -260,7 +260,7 @@ func checkHandle(t *testing.T, b []byte) {
 		bad = malformed(p)
 	}
 	if bad != "" {
-		// DESIGN.md 7: dropped, and nothing changed.
+		// ARCHITECTURE.md 7: dropped, and nothing changed.
 		if len(out) != 0 || len(diff) != 0 || !reflect.DeepEqual(before.offers, after.offers) || after.commits != before.commits {
 			t.Fatalf("a malformed message (%s) was answered (%d replies) or changed state (records %v)", bad, len(out), diff)
 		}
@@ -321,7 +321,7 @@ func checkHandle(t *testing.T, b []byte) {
 	if len(acked) > 1 {
 		t.Fatalf("one request, %d ACKs", len(acked))
 	}
-	// Which records may change: a REQUEST's grant (and, DESIGN.md 8, the
+	// Which records may change: a REQUEST's grant (and, ARCHITECTURE.md 8, the
 	// same client's previous binding in that subnet, which it replaces);
 	// a DECLINE's or RELEASE's own binding. Nothing else.
 	for _, ip := range diff {

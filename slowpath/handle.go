@@ -38,7 +38,7 @@ func (s *Server) Handle(in Incoming) {
 		s.dropped("not_request", in, nil)
 		return
 	}
-	// DESIGN.md 7: a message with a malformed option is dropped whatever
+	// ARCHITECTURE.md 7: a message with a malformed option is dropped whatever
 	// else it carries; read leniently, a 3-byte option 54 would turn a
 	// SELECTING request into an INIT-REBOOT one and bind a lease.
 	if err := p.Validate(); err != nil {
@@ -469,7 +469,7 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 
 // replaceOthersLocked ends the client's other active bindings in the
 // subnet it is being granted ip in: one client holds at most one binding
-// per subnet (DESIGN.md 8), so a client that asks for a second address
+// per subnet (ARCHITECTURE.md 8), so a client that asks for a second address
 // (four REQUESTs for four addresses, or a CPE that lost its lease and
 // INIT-REBOOTs elsewhere) gives up the first, as with Kea. The old
 // binding is RELEASED now and FREE at the next sweep, as if the client

@@ -232,7 +232,7 @@ func TestInformWithBadClientAddressIsDropped(t *testing.T) {
 	}
 }
 
-// One binding per client per subnet (DESIGN.md 8): four REQUESTs from one
+// One binding per client per subnet (ARCHITECTURE.md 8): four REQUESTs from one
 // MAC for four addresses got four active leases. Now each grant replaces
 // the previous one: the old address is released in the store, withdrawn
 // from the fast path, back in the pool, and leasequery reports it

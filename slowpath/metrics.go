@@ -16,7 +16,7 @@ type Metrics struct {
 	// FastRenewalsFolded counts fast-path renewals written to the store.
 	FastRenewalsFolded prometheus.Counter
 	// Replaced counts bindings ended because their client was granted
-	// another address in the same subnet (DESIGN.md 8).
+	// another address in the same subnet (ARCHITECTURE.md 8).
 	Replaced prometheus.Counter
 	// OffersWithdrawn counts pending offers withdrawn to stay within the
 	// bounds, by bound (pool, circuit).

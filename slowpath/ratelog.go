@@ -53,7 +53,7 @@ func (s *Server) warnLimited(kind, msg string, args ...any) {
 }
 
 // logLimited logs at level through the server's limiter. Every log line a
-// client's packet can cause at INFO or above goes through it (DESIGN.md 7:
+// client's packet can cause at INFO or above goes through it (ARCHITECTURE.md 7:
 // logging under load is rate-limited, with counts).
 func (s *Server) logLimited(level slog.Level, kind, msg string, args ...any) {
 	ok, n := s.logLimit.allow(kind, s.now())

@@ -22,7 +22,7 @@ const bootpMinLen = 300
 // replyTo renders an OFFER or ACK. times holds lease time, T1 and T2 and is
 // used only when withLease is set (INFORM replies carry no lease time).
 //
-// The option order is a contract with the fast path (DESIGN.md invariant 3):
+// The option order is a contract with the fast path (ARCHITECTURE.md invariant 3):
 // 53, 54, 51, 58, 59, the subnet's option block, 61 echoed, 82 echoed, END.
 // (118 is echoed before 82 too, but the fast path passes up every request
 // that carries it, so its replies never need it.)

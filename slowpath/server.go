@@ -70,7 +70,7 @@ type Settings struct {
 	OfferHold     time.Duration
 	DeclineHold   time.Duration
 	// HorizonAhead, when non-zero, is how far past now every ACK moves the
-	// lease's promise horizon (DESIGN.md invariant 2); zero while the fast
+	// lease's promise horizon (ARCHITECTURE.md invariant 2); zero while the fast
 	// path is off.
 	HorizonAhead time.Duration
 	Leasequery   Leasequery

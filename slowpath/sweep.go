@@ -51,7 +51,7 @@ func (s *Server) Sweep() {
 			// arrived yet: its map entry holds the latest grant. With no
 			// entry to ask (map lost with a reboot, fast path turned off)
 			// the durable horizon bounds what it can have granted
-			// (DESIGN.md invariant 2), so the address waits for that.
+			// (ARCHITECTURE.md invariant 2), so the address waits for that.
 			late := l.Horizon
 			if s.fast != nil {
 				if g, ok := s.fast.Granted(e.ip); ok {

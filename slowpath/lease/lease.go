@@ -71,7 +71,7 @@ type Lease struct {
 	StateAt  time.Time // when State was entered (start-time-of-state)
 	PotExp   time.Time // potential expiration time sent to the partner
 	AckedExp time.Time // potential expiration time the partner acknowledged
-	// Horizon is the latest expiry the fast path may grant (DESIGN.md
+	// Horizon is the latest expiry the fast path may grant (ARCHITECTURE.md
 	// invariant 2). It is on disk before it is in the BPF map.
 	Horizon time.Time
 

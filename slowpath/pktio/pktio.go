@@ -40,7 +40,7 @@ type Conn struct {
 	pending    []slowpath.Outgoing
 	// A failing send fails for every reply (a full buffer under a flood,
 	// a route gone): at most one warning a second, with the count held
-	// back (DESIGN.md 7). Guarded by mu.
+	// back (ARCHITECTURE.md 7). Guarded by mu.
 	warnedAt   time.Time
 	suppressed int
 }
