@@ -10,7 +10,7 @@ func (m *Maps) Collector() prometheus.Collector { return collector{m} }
 type collector struct{ m *Maps }
 
 var (
-	descReplies = prometheus.NewDesc("xdhcp_fastpath_replies_total", "Renewals answered by the XDP program.", nil, nil)
+	descReplies = prometheus.NewDesc("xdhcp_fastpath_replies_total", "Renewals the XDP program answered (it returned XDP_TX); the driver may still drop a reply: see xdhcp_fastpath_tx_errors_total.", nil, nil)
 	descPunts   = prometheus.NewDesc("xdhcp_fastpath_punts_total", "Packets to port 67 the XDP program passed up to the slow path (or, for rate_limited, dropped), by reason.", []string{"reason"}, nil)
 	descLost    = prometheus.NewDesc("xdhcp_fastpath_events_lost_total", "Renewal events lost before the daemon read them (a lapped event ring); the map scan recovers what they said.", nil, nil)
 	descLeases  = prometheus.NewDesc("xdhcp_fastpath_leases", "Lease entries in the XDP map.", nil, nil)
