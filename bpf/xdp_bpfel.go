@@ -45,6 +45,8 @@ type XdpScratch struct {
 	Sec       uint64
 	SecStart  uint64
 	SecOffset int64
+	IpId      uint32
+	Pad       uint32
 }
 
 type XdpXdhcpCounter uint32

@@ -35,6 +35,8 @@
 #define HEAD_OPTS 27     /* 53, 54, 51, 58, 59 */
 #define MIN_REPLY 300    /* RFC 1542 minimum BOOTP message, as the slow path pads */
 #define L34 28           /* IPv4 header without options + UDP header */
+#define IP_DF 0x4000     /* Don't Fragment, in frag_off */
+#define REPLY_TTL 64     /* pktio.ReplyTTL: the slow path's replies carry the same */
 #define EV_SLOTS (1 << 15) /* events per CPU ring; a power of two */
 /* The longest reply: 53-59, a full template, 61 and 82, END, on 4 bytes. */
 #define PLEN_MAX ((OPTS_OFF + HEAD_OPTS + TMPL_MAX + CID_MAX + 2 + 257 + 1 + 3) & ~3)
@@ -250,6 +252,12 @@ struct scratch {
 	 * time it began at, and the clock offset it was computed with. */
 	__u64 sec, sec_start;
 	__s64 sec_offset;
+	/* IP ID of this CPU's next reply. The kernel numbers the slow path's
+	 * DF datagrams too (hashed per destination since Linux 6.x; RFC 6864
+	 * lets an atomic datagram carry any ID), so a constant 0 would tell
+	 * the fast path's replies apart. */
+	__u32 ip_id;
+	__u32 pad;
 };
 
 struct {
@@ -861,9 +869,12 @@ malformed:
 	r->vihl = 0x45;
 	r->tos = 0;
 	r->tot_len = bpf_htons(L34 + plen);
-	r->id = 0;
-	r->frag_off = 0;
-	r->ttl = 64;
+	/* As the slow path's socket sends its replies (pktio sets DF and TTL
+	 * on it), so that a client cannot tell the paths apart by the IP
+	 * header either; the ID varies from reply to reply on both. */
+	r->id = bpf_htons((__u16)++s->ip_id);
+	r->frag_off = bpf_htons(IP_DF);
+	r->ttl = REPLY_TTL;
 	r->proto = IPPROTO_UDP;
 	r->check = 0;
 	r->saddr = src;

@@ -632,14 +632,29 @@ func TestRelayInfoFingerprintAgrees(t *testing.T) {
 	r := loadRig(t)
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 0))
-	var bodies [][]byte
-	for n := range 256 {
-		bodies = append(bodies, make([]byte, n)) // all zeros: only the length tells them apart
+	// Bodies are well-formed (RFC 3046 sub-options; 82.5 and 82.11 never
+	// appear, since their length is fixed): the program passes up a
+	// malformed 82 as malformed, before any fingerprint.
+	var bodies [][]subOpt
+	for n := range 254 {
+		bodies = append(bodies, []subOpt{{1, make([]byte, n)}}) // all zeros: only the length tells them apart
 	}
 	for range 512 {
-		b := make([]byte, rng.IntN(256))
-		for i := range b {
-			b[i] = byte(rng.Uint32())
+		var b []subOpt
+		for room := rng.IntN(256); room >= 2; {
+			data := make([]byte, rng.IntN(room-1))
+			for i := range data {
+				data[i] = byte(rng.Uint32())
+			}
+			code := byte(rng.IntN(256))
+			if code == 5 || code == 11 {
+				code = 1
+			}
+			b = append(b, subOpt{code, data})
+			room -= 2 + len(data)
+		}
+		if len(b) == 0 {
+			b = []subOpt{{2, nil}}
 		}
 		bodies = append(bodies, b)
 	}
@@ -647,7 +662,8 @@ func TestRelayInfoFingerprintAgrees(t *testing.T) {
 		req := request(t, relayedIP, append(viaRelay(body), dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(1500)))...)
 		return r.run(t, frame(relayed(), req.ToBytes()), loIndex)
 	}
-	for _, body := range bodies {
+	for _, subs := range bodies {
+		body := encodeSubOpts(subs)
 		l := relayedLease()
 		l.RelayInfo = body
 		r.publish(t, l)
@@ -658,15 +674,23 @@ func TestRelayInfoFingerprintAgrees(t *testing.T) {
 		if got := rawOption(parseReply(t, out).dhcp, 82); !bytes.Equal(got, body) {
 			t.Fatalf("seed %d: option 82 echoed as % x, want % x", seed, got, body)
 		}
+		// Each other body is well-formed too, and differs in the last
+		// sub-option's data.
+		last := len(subs) - 1
+		with := func(data []byte) []byte {
+			o := slices.Clone(subs)
+			o[last].data = data
+			return encodeSubOpts(o)
+		}
 		others := map[string][]byte{}
 		if len(body) < 255 {
-			others["a zero byte more"] = append(bytes.Clone(body), 0)
+			others["a zero byte more"] = with(append(bytes.Clone(subs[last].data), 0))
 		}
-		if len(body) > 0 {
-			flipped := bytes.Clone(body)
-			flipped[rng.IntN(len(body))] ^= 1 << rng.IntN(8)
-			others["a bit flipped"] = flipped
-			others["a byte less"] = body[:len(body)-1]
+		if d := subs[last].data; len(d) > 0 {
+			flipped := bytes.Clone(d)
+			flipped[rng.IntN(len(d))] ^= 1 << rng.IntN(8)
+			others["a bit flipped"] = with(flipped)
+			others["a byte less"] = with(d[:len(d)-1])
 		}
 		for what, other := range others {
 			before := r.counters(t)["relay_info"]
@@ -679,4 +703,18 @@ func TestRelayInfoFingerprintAgrees(t *testing.T) {
 	if fastpath.RelayInfoFingerprint(nil) != 0 || fastpath.RelayInfoFingerprint([]byte{}) != 0 {
 		t.Fatal("no option 82 must fingerprint as 0, as an entry without one")
 	}
+}
+
+// subOpt is an option 82 sub-option (RFC 3046 §2.0).
+type subOpt struct {
+	code byte
+	data []byte
+}
+
+func encodeSubOpts(subs []subOpt) []byte {
+	var b []byte
+	for _, o := range subs {
+		b = append(append(b, o.code, byte(len(o.data))), o.data...)
+	}
+	return b
 }

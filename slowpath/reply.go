@@ -52,7 +52,7 @@ func (s *Server) replyTo(r *req, typ uint8, yiaddr netip.Addr, times [3]uint32, 
 	}
 	b = append(b, tmpl...)
 	b = s.appendEcho(b, p, echo82)
-	return s.addressed(r, typ, yiaddr, finish(b))
+	return s.addressed(r, typ, yiaddr, finishWords(b, p.MaxMessageSize()-udpIPOverhead))
 }
 
 // nak renders a DHCPNAK (RFC 2131 Table 3): no addresses, 53, 54, 56,
@@ -103,6 +103,20 @@ func (s *Server) appendEcho(b []byte, p *dhcpwire.Packet, echo82 bool) []byte {
 func finish(b []byte) []byte {
 	b = append(b, dhcpwire.OptEnd)
 	for len(b) < bootpMinLen {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// finishWords is finish for OFFERs and ACKs, padded on to a multiple of 4
+// bytes where the client's maximum message size (max, the DHCP part)
+// leaves room. The XDP program pads its renewal ACKs so (it sums and
+// copies in words) and passes up a renewal whose padded reply would not
+// fit, so both paths send a renewal ACK of the same length (ARCHITECTURE.md
+// invariant 3).
+func finishWords(b []byte, max int) []byte {
+	b = finish(b)
+	for len(b)%4 != 0 && len(b) < max {
 		b = append(b, 0)
 	}
 	return b

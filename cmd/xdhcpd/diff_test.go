@@ -89,10 +89,11 @@ subnets:
       classless-static-routes: [{destination: 10.0.0.0/8, router: 10.78.0.1}]
 `
 
-// TestDifferentialFastAndSlowReplies holds the two paths to DESIGN.md
+// TestDifferentialFastAndSlowReplies holds the two paths to ARCHITECTURE.md
 // invariant 3: for the same lease and the same renewal, the XDP reply and
-// the slow path's reply carry the same header and the same options in the
-// same order; only the time fields (51, 58, 59) may differ.
+// the slow path's reply carry the same IP, UDP and BOOTP headers and the
+// same options in the same order; only the time fields (51, 58, 59) and
+// the IP ID may differ.
 func TestDifferentialFastAndSlowReplies(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testenv.Skip(t, "loading XDP programs needs root")
@@ -212,10 +213,29 @@ func TestDifferentialFastAndSlowReplies(t *testing.T) {
 			if err != nil || verdict != 3 {
 				t.Fatalf("XDP: verdict %d, %v", verdict, err)
 			}
+			fastL34 := opts.DataOut[14 : 14+28]
 			fast := opts.DataOut[14+28:]
 
 			srv.Handle(slowpath.Incoming{Data: payload, Src: netip.AddrPortFrom(src, sport), Dst: sid, IfIndex: 1})
-			slow := out.next(t).Payload
+			o := out.next(t)
+			slow := o.Payload
+
+			// The IP and UDP headers, as pktio sends the slow path's reply
+			// (its AF_PACKET path builds them so, and its UDP socket is set
+			// to the same DF and TTL: TestReplyIPHeaderOnTheWire). Compared
+			// field by field but for the ID, which varies per datagram on
+			// both paths, and the checksums, which cover the ID and the
+			// time options.
+			slowL34 := pktio.BuildIPv4UDP(sid, o.Dst.Addr(), 67, o.Dst.Port(), slow)
+			for _, f := range []struct {
+				name   string
+				lo, hi int
+			}{{"version/IHL, TOS, total length", 0, 4}, {"flags/fragment offset, TTL, protocol", 6, 10},
+				{"addresses", 12, 20}, {"UDP ports and length", 20, 26}} {
+				if !bytes.Equal(fastL34[f.lo:f.hi], slowL34[f.lo:f.hi]) {
+					t.Errorf("%s differ: fast % x, slow % x", f.name, fastL34[f.lo:f.hi], slowL34[f.lo:f.hi])
+				}
+			}
 
 			if !bytes.Equal(fast[:236], slow[:236]) {
 				t.Errorf("BOOTP headers differ:\nfast % x\nslow % x", fast[:236], slow[:236])

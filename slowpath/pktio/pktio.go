@@ -67,7 +67,17 @@ func Listen(ctx context.Context, port int, log *slog.Logger) (*Conn, error) {
 			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
 				return
 			}
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1); serr != nil {
+				return
+			}
+			// The IP header is part of the contract with the fast path
+			// (ARCHITECTURE.md invariant 3): DF and TTL as XDP writes
+			// them, whatever net.ipv4.ip_no_pmtu_disc and ip_default_ttl
+			// say. An unconnected socket's DF datagrams get IP ID 0.
+			if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_WANT); serr != nil {
+				return
+			}
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL, ReplyTTL)
 			if serr == nil {
 				// Bursts of relayed traffic must not overflow a default-sized buffer.
 				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
@@ -233,6 +243,10 @@ func (c *Conn) sendLink(o slowpath.Outgoing) error {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
+// ReplyTTL is the TTL of every reply, sent through either socket; the
+// XDP program's REPLY_TTL is the same, so that both paths' headers match.
+const ReplyTTL = 64
+
 // BuildIPv4UDP wraps payload in IPv4 and UDP headers with full checksums.
 func BuildIPv4UDP(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
 	return AppendIPv4UDP(nil, src, dst, sport, dport, payload)
@@ -248,7 +262,7 @@ func AppendIPv4UDP(b []byte, src, dst netip.Addr, sport, dport uint16, payload [
 	h[0] = 0x45
 	binary.BigEndian.PutUint16(h[2:], uint16(len(h)))
 	h[6] = 0x40 // don't fragment
-	h[8] = 64
+	h[8] = ReplyTTL
 	h[9] = unix.IPPROTO_UDP
 	s4, d4 := src.As4(), dst.As4()
 	copy(h[12:16], s4[:])

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xdhcp/xdhcp/internal/testenv"
 	"github.com/xdhcp/xdhcp/slowpath"
 )
@@ -95,5 +97,62 @@ func TestSendFailuresWarnOncePerSecond(t *testing.T) {
 	c.warnLocked(t0.Add(time.Second), "sending replies", "err", "no buffer space")
 	if n := strings.Count(buf.String(), "sending replies"); n != 2 || !strings.Contains(buf.String(), "suppressed=999") {
 		t.Fatalf("a second later:\n%s", buf.String())
+	}
+}
+
+// The slow path's replies leave the UDP socket with the IP header the XDP
+// program writes (DF, TTL ReplyTTL, TOS 0; the ID varies on both),
+// whatever the host's ip_no_pmtu_disc and ip_default_ttl say: read off the
+// wire on lo.
+func TestReplyIPHeaderOnTheWire(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "needs root: Listen and the sniffer open AF_PACKET sockets")
+	}
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proto := int(htons(unix.ETH_P_IP))
+	sniff, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(sniff)
+	if err := unix.Bind(sniff, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: lo.Index}); err != nil {
+		t.Fatal(err)
+	}
+	tv := unix.NsecToTimeval(int64(10 * time.Second))
+	if err := unix.SetsockoptTimeval(sniff, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+
+	c, err := Listen(context.Background(), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	dst := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	c.Send([]slowpath.Outgoing{{Payload: make([]byte, 300), Dst: dst}})
+
+	buf := make([]byte, 2048)
+	for {
+		n, _, err := unix.Recvfrom(sniff, buf, 0)
+		if err != nil {
+			t.Fatalf("the reply to %v was not seen on lo: %v", dst, err)
+		}
+		p := buf[:n]
+		if n < 28 || p[9] != unix.IPPROTO_UDP || binary.BigEndian.Uint16(p[22:]) != dst.Port() {
+			continue
+		}
+		if p[1] != 0 || binary.BigEndian.Uint16(p[6:]) != 0x4000 || p[8] != ReplyTTL {
+			t.Fatalf("reply IP header: tos %#x flags/frag %#04x ttl %d; want tos 0, DF (0x4000), ttl %d",
+				p[1], binary.BigEndian.Uint16(p[6:]), p[8], ReplyTTL)
+		}
+		return
 	}
 }
