@@ -333,10 +333,21 @@ func TestUdhcpc(t *testing.T) {
 	envFile := filepath.Join(l.dir, "udhcpc.env")
 	script := filepath.Join(l.dir, "udhcpc.sh")
 	// The script records what the client was given, then configures the
-	// address like the stock script would.
-	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip router=$router dns=$dns domain=$domain lease=$lease serverid=$serverid\" >> "+envFile+"\ncase $1 in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
+	// address. It replaces the address rather than flushing and adding it:
+	// removing an interface's last IPv4 address makes the kernel drop every
+	// neighbour entry on it (arp_ifdown), permanent ones included, so a
+	// flush on "renew" silently lifted blockUnicastToServer after the first
+	// rebind, and raced with the test's own neighbour edits.
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip router=$router dns=$dns domain=$domain lease=$lease serverid=$serverid\" >> "+envFile+"\ncase $1 in bound|renew) ip addr replace $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
 	t0 := time.Now()
-	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth1", "-s", script, "-t", "10", "-T", "1")
+	// -T 3 (busybox's default), not shorter: udhcpc 1.35 sends at most
+	// three REQUESTs -T seconds apart when selecting and then reports
+	// leasefail and pauses for -A (20 s), and sends at most three
+	// broadcast REQUESTs when rebinding and then drops the lease ("lease
+	// lost", back to INIT; a SIGUSR2 there sends no RELEASE). With -T 1 a
+	// server answer later than 3 s (a loaded CI machine, fsync before the
+	// ACK) made udhcpc give up on a lease the server had granted.
+	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth1", "-s", script, "-t", "10", "-T", "3")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,14 +375,20 @@ func TestUdhcpc(t *testing.T) {
 		t.Fatalf("renewal: ACK count %v -> %v", acks, got)
 	}
 
-	// Rebind: with unicast blocked, udhcpc broadcasts at T2 and keeps its address.
+	// Rebind: with unicast blocked, udhcpc 1.35's unicast renewal at T1
+	// (15 s after the renewal above) goes unanswered; after -T seconds it
+	// broadcasts (it does not wait for T2) and keeps its address. A CLTT
+	// 5 s past the block can only come from that exchange.
 	l.blockUnicastToServer(c, "eth1")
 	t2 := time.Now()
-	l.waitLease(mac, "active", t2.Add(20*time.Second), 40*time.Second)
+	l.waitLease(mac, "active", t2.Add(5*time.Second), 30*time.Second)
 	if li2, _ := l.leaseFor(mac); li2.IP != li.IP {
 		t.Fatalf("rebind changed the address %s -> %s", li.IP, li2.IP)
 	}
 	l.waitMessage(mark, 5*time.Second, "type=request", "ciaddr="+li.IP, "dst=255.255.255.255")
+	if got := l.sh(c, "ip neigh show 10.77.0.1 dev eth1"); !strings.Contains(got, "PERMANENT") {
+		t.Fatalf("the unicast block did not survive the rebind (ip neigh: %q)", got)
+	}
 
 	// Release: SIGUSR2. udhcpc unicasts RELEASE to the server (RFC 2131
 	// §4.4.6), so the server must be reachable again first; with the
