@@ -146,3 +146,49 @@ func TestDhclientFirstUnicastRenewalAnswerIsTaken(t *testing.T) {
 		})
 	}
 }
+
+// TestUdhcpcTimerRenewalFallsBackToHalfLease is the renewal CPEs make: at
+// T1, with more than 30 s of lease left, udhcpc 1.35 treats the lost answer
+// as no answer, waits half the remaining lease and unicasts again (lost
+// again), and broadcasts only once 30 s or less remain. With a 70 s lease
+// (and udhcpc's default 3 s timeout): unicast at 35 s, unicast at about
+// 54 s, broadcast at about 57 s, answered by XDP. Each of the three was
+// answered by XDP; none reached the slow path.
+func TestUdhcpcTimerRenewalFallsBackToHalfLease(t *testing.T) {
+	needTools(t, "udhcpc", "curl", "ethtool")
+	const mac = "02:00:00:00:0f:08"
+	l, c := fastLab(t, "generic", "70s", mac)
+	envFile := filepath.Join(l.dir, "udhcpc.env")
+	script := filepath.Join(l.dir, "udhcpc.sh")
+	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip lease=$lease\" >> "+envFile+"\ncase $1 in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
+	t0 := time.Now()
+	// No -T: udhcpc's default 3 s wait for an answer, as a CPE runs it.
+	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	li := l.waitLease(mac, "active", t0, 15*time.Second)
+	waitFileContains(t, envFile, "bound ip="+li.IP, 10*time.Second)
+	bound := time.Now()
+	reqs, fast := l.requests(), l.fastReplies()
+	mark := len(p.Output())
+	waitFileContains(t, envFile, "renew ip="+li.IP+" lease=70", 75*time.Second)
+	renewed := time.Since(bound)
+	log := p.Output()[mark:]
+	if n := strings.Count(log, "sending renew to server 10.77.0.1"); n != 2 || strings.Count(log, "broadcasting renew") != 1 ||
+		strings.LastIndex(log, "sending renew") > strings.Index(log, "broadcasting renew") {
+		t.Fatalf("want two unicast renewals (T1, then half the remaining lease later), then one broadcast; udhcpc said:\n%s", log)
+	}
+	// The broadcast goes out once at most 30 s of the 70 s remain.
+	if renewed < 40*time.Second {
+		t.Fatalf("renewed %v after binding; udhcpc 1.35 should have broadcast only with 30 s or less left", renewed)
+	}
+	if got := l.fastReplies(); got != fast+3 {
+		t.Fatalf("fast-path replies %v -> %v, want +3 (two unicast renewals and the broadcast)", fast, got)
+	}
+	if got := l.requests(); got != reqs {
+		t.Fatalf("the slow path saw the renewals: requests %v -> %v", reqs, got)
+	}
+	t.Logf("renewed %v after binding (lease 70 s)", renewed.Round(100*time.Millisecond))
+}
