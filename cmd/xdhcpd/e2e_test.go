@@ -331,23 +331,9 @@ func TestUdhcpc(t *testing.T) {
 	const mac = "02:00:00:00:01:01"
 	c := l.client("eth1", mac)
 	envFile := filepath.Join(l.dir, "udhcpc.env")
-	script := filepath.Join(l.dir, "udhcpc.sh")
-	// The script records what the client was given, then configures the
-	// address. It replaces the address rather than flushing and adding it:
-	// removing an interface's last IPv4 address makes the kernel drop every
-	// neighbour entry on it (arp_ifdown), permanent ones included, so a
-	// flush on "renew" silently lifted blockUnicastToServer after the first
-	// rebind, and raced with the test's own neighbour edits.
-	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip router=$router dns=$dns domain=$domain lease=$lease serverid=$serverid\" >> "+envFile+"\ncase $1 in bound|renew) ip addr replace $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
+	script := udhcpcScript(t, l.dir, envFile, "ip=$ip router=$router dns=$dns domain=$domain lease=$lease serverid=$serverid")
 	t0 := time.Now()
-	// -T 3 (busybox's default), not shorter: udhcpc 1.35 sends at most
-	// three REQUESTs -T seconds apart when selecting and then reports
-	// leasefail and pauses for -A (20 s), and sends at most three
-	// broadcast REQUESTs when rebinding and then drops the lease ("lease
-	// lost", back to INIT; a SIGUSR2 there sends no RELEASE). With -T 1 a
-	// server answer later than 3 s (a loaded CI machine, fsync before the
-	// ACK) made udhcpc give up on a lease the server had granted.
-	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth1", "-s", script, "-t", "10", "-T", "3")
+	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth1", "-s", script, "-t", "10", "-T", udhcpcTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,7 +500,7 @@ func TestReservedMACGetsReservedAddress(t *testing.T) {
 	needTools(t, "udhcpc")
 	l := newLab(t, "1h")
 	c := l.client("eth1", "02:00:00:00:00:42")
-	if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", "eth1", "-s", "/bin/true", "-t", "5", "-T", "1"); err != nil {
+	if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", "eth1", "-s", "/bin/true", "-t", "5", "-T", udhcpcTimeout); err != nil {
 		t.Fatalf("udhcpc: %v\n%s", err, out)
 	}
 	li, ok := l.leaseFor("02:00:00:00:00:42")
@@ -632,7 +618,7 @@ func TestLeasesSurviveRestartAndKill9(t *testing.T) {
 	for i := range 3 {
 		mac := fmt.Sprintf("02:00:00:00:06:%02x", i+1)
 		c := l.client(fmt.Sprintf("k%d", i), mac)
-		if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", fmt.Sprintf("k%d", i), "-s", "/bin/true", "-t", "5", "-T", "1"); err != nil {
+		if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", fmt.Sprintf("k%d", i), "-s", "/bin/true", "-t", "5", "-T", udhcpcTimeout); err != nil {
 			t.Fatalf("udhcpc: %v\n%s", err, out)
 		}
 		macs = append(macs, mac)
@@ -675,7 +661,7 @@ func TestReloadRefusesBadConfigAndAppliesGoodOne(t *testing.T) {
 		t.Fatalf("bad config not reported:\n%s", l.daemon.Output())
 	}
 	c := l.client("r1", "02:00:00:00:07:01")
-	if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", "r1", "-s", "/bin/true", "-t", "5", "-T", "1"); err != nil {
+	if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", "r1", "-s", "/bin/true", "-t", "5", "-T", udhcpcTimeout); err != nil {
 		t.Fatalf("old config stopped serving: %v\n%s", err, out)
 	}
 	// A good new config (shorter lease) is applied.
@@ -683,7 +669,7 @@ func TestReloadRefusesBadConfigAndAppliesGoodOne(t *testing.T) {
 	l.daemon.Signal(sigHUP)
 	time.Sleep(500 * time.Millisecond)
 	c2 := l.client("r2", "02:00:00:00:07:02")
-	out, err := c2.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", "r2", "-s", "/bin/true", "-t", "5", "-T", "1")
+	out, err := c2.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", "r2", "-s", "/bin/true", "-t", "5", "-T", udhcpcTimeout)
 	if err != nil {
 		t.Fatalf("udhcpc after reload: %v\n%s", err, out)
 	}
@@ -698,7 +684,7 @@ func TestCtlLeasesJSON(t *testing.T) {
 	needTools(t, "udhcpc")
 	l := newLab(t, "1h")
 	c := l.client("j1", "02:00:00:00:08:01")
-	if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", "j1", "-s", "/bin/true", "-t", "5", "-T", "1", "-x", "hostname:cpe-j1"); err != nil {
+	if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", "j1", "-s", "/bin/true", "-t", "5", "-T", udhcpcTimeout, "-x", "hostname:cpe-j1"); err != nil {
 		t.Fatalf("udhcpc: %v\n%s", err, out)
 	}
 	out, err := exec.Command(l.ctl, "--socket", l.sock, "leases", "--json").Output()

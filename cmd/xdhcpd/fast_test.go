@@ -140,10 +140,9 @@ func TestFastPathUdhcpc(t *testing.T) {
 			const mac = "02:00:00:00:0f:01"
 			l, c := fastLab(t, mode, "2m", mac)
 			envFile := filepath.Join(l.dir, "udhcpc.env")
-			script := filepath.Join(l.dir, "udhcpc.sh")
-			os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip lease=$lease serverid=$serverid\" >> "+envFile+"\ncase $1 in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
+			script := udhcpcScript(t, l.dir, envFile, "ip=$ip lease=$lease serverid=$serverid")
 			t0 := time.Now()
-			p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", "1")
+			p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", udhcpcTimeout)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -317,7 +316,7 @@ func (rn renewer) renew(n int) (acks int) {
 func udhcpcLease(t *testing.T, l *lab, c *netns.NS, mac string) control.LeaseInfo {
 	t.Helper()
 	t0 := time.Now()
-	if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-f", "-n", "-i", "eth0", "-t", "10", "-T", "1"); err != nil {
+	if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-f", "-n", "-i", "eth0", "-t", "10", "-T", udhcpcTimeout); err != nil {
 		t.Fatalf("udhcpc: %v\n%s", err, out)
 	}
 	return l.waitLease(mac, "active", t0, 10*time.Second)

@@ -21,10 +21,9 @@ func TestFastPathModeFollowsConfigAcrossRestart(t *testing.T) {
 	const mac = "02:00:00:00:0f:0d"
 	l, c := fastLab(t, "auto", "10m", mac)
 	envFile := filepath.Join(l.dir, "udhcpc.env")
-	script := filepath.Join(l.dir, "udhcpc.sh")
-	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip\" >> "+envFile+"\ncase $1 in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
+	script := udhcpcScript(t, l.dir, envFile, "ip=$ip")
 	t0 := time.Now()
-	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", "1")
+	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", udhcpcTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,10 +153,9 @@ func TestFastPathTxErrorsCountedAndWarned(t *testing.T) {
 	const mac = "02:00:00:00:0f:0e"
 	l, c := fastLab(t, "generic", "10m", mac)
 	envFile := filepath.Join(l.dir, "udhcpc.env")
-	script := filepath.Join(l.dir, "udhcpc.sh")
-	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip\" >> "+envFile+"\ncase $1 in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
+	script := udhcpcScript(t, l.dir, envFile, "ip=$ip")
 	t0 := time.Now()
-	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", "1")
+	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", udhcpcTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

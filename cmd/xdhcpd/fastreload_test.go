@@ -24,10 +24,9 @@ func TestFastPathReloadReachesXDPReplies(t *testing.T) {
 			const mac = "02:00:00:00:0f:0b"
 			l, c := fastLab(t, tc.mode, "10m", mac)
 			envFile := filepath.Join(l.dir, "udhcpc.env")
-			script := filepath.Join(l.dir, "udhcpc.sh")
-			os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip dns=$dns\" >> "+envFile+"\ncase $1 in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
+			script := udhcpcScript(t, l.dir, envFile, "ip=$ip dns=$dns")
 			t0 := time.Now()
-			p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", "1")
+			p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", udhcpcTimeout)
 			if err != nil {
 				t.Fatal(err)
 			}

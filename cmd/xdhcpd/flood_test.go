@@ -71,10 +71,9 @@ func TestFloodOfDiscoversDoesNotStarveARealClient(t *testing.T) {
 
 	const mac = "02:00:00:00:01:77"
 	c := l.client("eth1", mac)
-	script := filepath.Join(l.dir, "udhcpc.sh")
-	os.WriteFile(script, []byte("#!/bin/sh\ncase $1 in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
+	script := udhcpcScript(t, l.dir, "", "")
 	t0 := time.Now()
-	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth1", "-s", script, "-t", "20", "-T", "1")
+	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth1", "-s", script, "-t", "20", "-T", udhcpcTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

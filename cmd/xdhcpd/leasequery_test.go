@@ -392,7 +392,7 @@ host reserved {
 	l.daemon = p
 	var out []byte
 	for try := 0; try < 10; try++ {
-		if out, err = c.Exec(context.Background(), "udhcpc", "-q", "-f", "-n", "-i", "eth0", "-t", "5", "-T", "1"); err == nil {
+		if out, err = c.Exec(context.Background(), "udhcpc", "-q", "-f", "-n", "-i", "eth0", "-t", "5", "-T", udhcpcTimeout); err == nil {
 			break
 		}
 		time.Sleep(500 * time.Millisecond) // dhcpd still starting

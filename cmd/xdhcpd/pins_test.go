@@ -112,11 +112,10 @@ func metricLine(l *lab, name string) string {
 func udhcpcInBackground(t *testing.T, l *lab, c *netns.NS) (*netns.Proc, string) {
 	t.Helper()
 	events := filepath.Join(l.dir, "udhcpc.events")
-	script := filepath.Join(l.dir, "udhcpc.sh")
 	// Configures the address as the stock script would, without touching
 	// the host's /etc/resolv.conf.
-	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip\" >> "+events+"\ncase $1 in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
-	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", "1")
+	script := udhcpcScript(t, l.dir, events, "ip=$ip")
+	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", udhcpcTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

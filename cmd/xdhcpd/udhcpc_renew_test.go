@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -59,10 +58,9 @@ func TestUdhcpcFirstUnicastRenewalAnswerIsLost(t *testing.T) {
 			const mac = "02:00:00:00:0f:06"
 			l, c := fastLab(t, mode, "2m", mac)
 			envFile := filepath.Join(l.dir, "udhcpc.env")
-			script := filepath.Join(l.dir, "udhcpc.sh")
-			os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip lease=$lease\" >> "+envFile+"\ncase $1 in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
+			script := udhcpcScript(t, l.dir, envFile, "ip=$ip lease=$lease")
 			t0 := time.Now()
-			p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", "1")
+			p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", udhcpcTimeout)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -159,8 +157,7 @@ func TestUdhcpcTimerRenewalFallsBackToHalfLease(t *testing.T) {
 	const mac = "02:00:00:00:0f:08"
 	l, c := fastLab(t, "generic", "70s", mac)
 	envFile := filepath.Join(l.dir, "udhcpc.env")
-	script := filepath.Join(l.dir, "udhcpc.sh")
-	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 ip=$ip lease=$lease\" >> "+envFile+"\ncase $1 in bound|renew) ip addr flush dev $interface; ip addr add $ip/$mask dev $interface;; deconfig) ip addr flush dev $interface;; esac\n"), 0o755)
+	script := udhcpcScript(t, l.dir, envFile, "ip=$ip lease=$lease")
 	t0 := time.Now()
 	// No -T: udhcpc's default 3 s wait for an answer, as a CPE runs it.
 	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script)
