@@ -31,20 +31,7 @@ func TestFastPathModeFollowsConfigAcrossRestart(t *testing.T) {
 	li := l.waitLease(mac, "active", t0, 15*time.Second)
 	waitFileContains(t, envFile, "bound ip="+li.IP, 10*time.Second)
 
-	// xdpMode is what ip link says runs on the server's end.
-	xdpMode := func() string {
-		out := l.sh(l.srv, "ip link show vs0")
-		switch {
-		case strings.Contains(out, "xdpgeneric"):
-			return "generic"
-		case strings.Contains(out, " xdp "):
-			return "native"
-		case strings.Contains(out, ": vs0@"):
-			return "none"
-		}
-		t.Fatalf("ip link show vs0 does not describe the link:\n%s", out)
-		return ""
-	}
+	xdpMode := func() string { return l.xdpMode("vs0") }
 	// renew has udhcpc renew and checks that XDP answered it.
 	renewals := 0
 	renew := func(what string) {
@@ -190,4 +177,21 @@ func TestFastPathTxErrorsCountedAndWarned(t *testing.T) {
 	if b, _ := os.ReadFile(envFile); strings.Contains(string(b), "renew ip=") {
 		t.Fatalf("udhcpc got a reply the kernel is said to have dropped:\n%s", b)
 	}
+}
+
+// xdpMode is what ip link says runs on the server's interface ifname:
+// "generic", "native" or "none".
+func (l *lab) xdpMode(ifname string) string {
+	l.t.Helper()
+	out := l.sh(l.srv, "ip link show "+ifname)
+	switch {
+	case strings.Contains(out, "xdpgeneric"):
+		return "generic"
+	case strings.Contains(out, " xdp "):
+		return "native"
+	case strings.Contains(out, ": "+ifname+"@"):
+		return "none"
+	}
+	l.t.Fatalf("ip link show %s does not describe the link:\n%s", ifname, out)
+	return ""
 }

@@ -229,6 +229,18 @@ func TestPinsDieWithDaemonWarned(t *testing.T) {
 	}
 	l.daemon.Signal(syscall.SIGKILL)
 	l.daemon.Wait()
+	// The private bpffs, and with it the link it pins, goes when the
+	// kernel releases the dead daemon's mount namespace, which it does
+	// asynchronously after the process is reaped: renewals answered in
+	// that moment failed this test in CI. What the warning promises is
+	// that the link goes, so wait for that (bounded), then check.
+	deadline := time.Now().Add(15 * time.Second)
+	for l.xdpMode("vs0") != "none" {
+		if time.Now().After(deadline) {
+			t.Fatalf("XDP still attached to vs0 15 s after the daemon was killed: the pins were said to die with it")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if got := rn.renew(3); got != 0 {
 		t.Fatalf("%d of 3 renewals ACKed with the daemon killed: the pins were said to die with it", got)
 	}
