@@ -71,6 +71,13 @@ func needTools(t *testing.T, tools ...string) {
 // lease it saved. dhcpcd keeps leases in the host's /var/lib/dhcpcd by
 // interface name, so a later run on a same-named interface would otherwise
 // start by asking for an address from a server that no longer exists.
+// dhcpcdIfname names a client interface for dhcpcd, unique to this test
+// process: dhcpcd keeps its lease (/var/lib/dhcpcd/IF.lease), pid file and
+// control socket (/run/dhcpcd) in the host's directories, named by
+// interface, so a fixed name collides with another test run's dhcpcd (a
+// second one refuses to start) and with the host's own interfaces.
+func dhcpcdIfname(prefix string) string { return fmt.Sprintf("%s%d", prefix, os.Getpid()) }
+
 func stopDhcpcd(t *testing.T, c *netns.NS, ifname string) {
 	t.Cleanup(func() {
 		c.Exec(context.Background(), "dhcpcd", "-4", "-x", ifname)
@@ -400,24 +407,25 @@ func TestDhcpcd(t *testing.T) {
 	needTools(t, "dhcpcd", "curl")
 	l := newLab(t, "30s") // T1 15s, T2 26s
 	const mac = "02:00:00:00:02:01"
-	c := l.client("dc1", mac)
+	ifname := dhcpcdIfname("dc")
+	c := l.client(ifname, mac)
 	t0 := time.Now()
 	// As Debian's stock dhcpcd.conf does, send a DUID client-id (RFC 4361):
 	// the lease is keyed by it, not by chaddr.
 	conf := filepath.Join(l.dir, "dhcpcd.conf")
 	os.WriteFile(conf, []byte("duid\nipv4only\nnoipv4ll\noption domain_name_servers, domain_name, routers\n"), 0o600)
-	if out, err := c.Exec(context.Background(), "dhcpcd", "-4", "-w", "-t", "20", "-f", conf, "dc1"); err != nil {
+	if out, err := c.Exec(context.Background(), "dhcpcd", "-4", "-w", "-t", "20", "-f", conf, ifname); err != nil {
 		t.Fatalf("dhcpcd: %v\n%s\nserver:\n%s", err, out, l.daemon.Output())
 	}
-	stopDhcpcd(t, c, "dc1")
+	stopDhcpcd(t, c, ifname)
 	li := l.waitLease(mac, "active", t0, 10*time.Second)
 	if !inPool(li.IP) || !strings.HasPrefix(li.ClientID, "ff:") {
 		t.Fatalf("lease %+v: want a pool address keyed by an RFC 4361 client-id", li)
 	}
-	if got := l.sh(c, "ip -4 -br addr show dev dc1"); !strings.Contains(got, li.IP+"/24") {
+	if got := l.sh(c, "ip -4 -br addr show dev "+ifname); !strings.Contains(got, li.IP+"/24") {
 		t.Fatalf("dhcpcd configured %q, lease %s", got, li.IP)
 	}
-	vars := l.sh(c, "dhcpcd -4 -U dc1")
+	vars := l.sh(c, "dhcpcd -4 -U "+ifname)
 	for _, w := range []string{"routers=10.77.0.1", "domain_name_servers=10.77.0.53", "domain_name=example.net"} {
 		if !strings.Contains(vars, w) {
 			t.Fatalf("dhcpcd lease lacks %s:\n%s", w, vars)
@@ -427,12 +435,12 @@ func TestDhcpcd(t *testing.T) {
 	l.debugLog()
 	mark := len(l.daemon.Output())
 	t1 := time.Now()
-	l.sh(c, "dhcpcd -4 -N dc1")
+	l.sh(c, "dhcpcd -4 -N "+ifname)
 	l.waitLease(mac, "active", t1, 10*time.Second)
 	mark = l.waitMessage(mark, 5*time.Second, "type=request", "ciaddr="+li.IP, "dst=10.77.0.1")
 	// Rebind: with unicast to the server blocked, the renewal at T1 is
 	// lost and dhcpcd broadcasts from its address at T2 (RFC 2131 §4.4.5).
-	l.blockUnicastToServer(c, "dc1")
+	l.blockUnicastToServer(c, ifname)
 	t2 := time.Now()
 	if li2 := l.waitLease(mac, "active", t2.Add(5*time.Second), 40*time.Second); li2.IP != li.IP {
 		t.Fatalf("rebind moved %s -> %s", li.IP, li2.IP)
@@ -441,9 +449,9 @@ func TestDhcpcd(t *testing.T) {
 	// dhcpcd -k sends the RELEASE (unicast: lift the block), then sometimes
 	// reports that its daemon was slow to exit; the server's record is
 	// what matters here.
-	l.unblockUnicastToServer(c, "dc1")
+	l.unblockUnicastToServer(c, ifname)
 	time.Sleep(time.Second) // let dhcpcd finish processing the rebind's ACK
-	c.Exec(context.Background(), "dhcpcd", "-4", "-k", "dc1")
+	c.Exec(context.Background(), "dhcpcd", "-4", "-k", ifname)
 	l.waitLease(mac, "released|free", t2, 10*time.Second)
 }
 
@@ -595,11 +603,12 @@ func TestDhcpcdAvoidsAddressInUse(t *testing.T) {
 	sq := l.client("sq1", "02:00:00:00:05:99")
 	l.sh(sq, "ip addr add 10.77.0.100/24 dev sq1")
 	const mac = "02:00:00:00:05:01"
-	c := l.client("dd1", mac)
-	if out, err := c.Exec(context.Background(), "dhcpcd", "-4", "-1", "-t", "40", "-f", "/dev/null", "dd1"); err != nil {
+	ifname := dhcpcdIfname("dd")
+	c := l.client(ifname, mac)
+	if out, err := c.Exec(context.Background(), "dhcpcd", "-4", "-1", "-t", "40", "-f", "/dev/null", ifname); err != nil {
 		t.Fatalf("dhcpcd: %v\n%s", err, out)
 	}
-	stopDhcpcd(t, c, "dd1")
+	stopDhcpcd(t, c, ifname)
 	li, _ := l.leaseFor(mac)
 	if li.IP == "10.77.0.100" || !inPool(li.IP) || li.State != "active" {
 		t.Fatalf("client lease %+v; leases %+v", li, l.leases())

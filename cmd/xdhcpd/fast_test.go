@@ -174,11 +174,8 @@ func TestFastPathDhcpcd(t *testing.T) {
 func testFastPathDhcpcd(t *testing.T, mode string) {
 	const mac = "02:00:00:00:0f:02"
 	l, c := fastLab(t, mode, "10m", mac)
-	// dhcpcd keeps its lease in the host's /var/lib/dhcpcd/IF.lease and
-	// its control socket in the host's /run/dhcpcd, named by interface: an
-	// "eth0" here would collide with (and the cleanup delete) the host's.
-	// A name unique to this process and mode keeps them apart.
-	ifname := fmt.Sprintf("xf%d%c", os.Getpid(), mode[0])
+	// Not "eth0": dhcpcd's files would collide with the host's.
+	ifname := dhcpcdIfname("xf" + mode[:1])
 	l.sh(c, fmt.Sprintf("ip link set eth0 down && ip link set eth0 name %s && ip link set %s up", ifname, ifname))
 	conf := filepath.Join(l.dir, "dhcpcd.conf")
 	os.WriteFile(conf, []byte("duid\nipv4only\nnoipv4ll\noption domain_name_servers, domain_name, routers\n"), 0o600)
