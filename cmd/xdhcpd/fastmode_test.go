@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,16 +18,7 @@ func TestFastPathModeFollowsConfigAcrossRestart(t *testing.T) {
 	needTools(t, "udhcpc", "curl", "ethtool")
 	const mac = "02:00:00:00:0f:0d"
 	l, c := fastLab(t, "auto", "10m", mac)
-	envFile := filepath.Join(l.dir, "udhcpc.env")
-	script := udhcpcScript(t, l.dir, envFile, "ip=$ip")
-	t0 := time.Now()
-	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", udhcpcTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop()
-	li := l.waitLease(mac, "active", t0, 15*time.Second)
-	waitFileContains(t, envFile, "bound ip="+li.IP, 10*time.Second)
+	p, envFile, li := boundUdhcpc(t, l, c, mac, "ip=$ip")
 
 	xdpMode := func() string { return l.xdpMode("vs0") }
 	// renew has udhcpc renew and checks that XDP answered it.
@@ -139,16 +128,7 @@ func TestFastPathTxErrorsCountedAndWarned(t *testing.T) {
 	needTools(t, "udhcpc", "curl", "ethtool")
 	const mac = "02:00:00:00:0f:0e"
 	l, c := fastLab(t, "generic", "10m", mac)
-	envFile := filepath.Join(l.dir, "udhcpc.env")
-	script := udhcpcScript(t, l.dir, envFile, "ip=$ip")
-	t0 := time.Now()
-	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", udhcpcTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop()
-	li := l.waitLease(mac, "active", t0, 15*time.Second)
-	waitFileContains(t, envFile, "bound ip="+li.IP, 10*time.Second)
+	p, envFile, _ := boundUdhcpc(t, l, c, mac, "ip=$ip")
 
 	setFastMode(t, l, "native")
 	l.daemon.Stop()

@@ -2,10 +2,8 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,15 +21,7 @@ func TestFastPathReloadReachesXDPReplies(t *testing.T) {
 		t.Run(tc.mode+"/"+tc.how, func(t *testing.T) {
 			const mac = "02:00:00:00:0f:0b"
 			l, c := fastLab(t, tc.mode, "10m", mac)
-			envFile := filepath.Join(l.dir, "udhcpc.env")
-			script := udhcpcScript(t, l.dir, envFile, "ip=$ip dns=$dns")
-			t0 := time.Now()
-			p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", udhcpcTimeout)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Stop()
-			li := l.waitLease(mac, "active", t0, 15*time.Second)
+			p, envFile, li := boundUdhcpc(t, l, c, mac, "ip=$ip dns=$dns")
 			waitFileContains(t, envFile, "bound ip="+li.IP+" dns=10.77.0.53\n", 10*time.Second)
 
 			// renew has udhcpc renew and checks that XDP answered it with

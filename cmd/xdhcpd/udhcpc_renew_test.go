@@ -57,16 +57,7 @@ func TestUdhcpcFirstUnicastRenewalAnswerIsLost(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			const mac = "02:00:00:00:0f:06"
 			l, c := fastLab(t, mode, "2m", mac)
-			envFile := filepath.Join(l.dir, "udhcpc.env")
-			script := udhcpcScript(t, l.dir, envFile, "ip=$ip lease=$lease")
-			t0 := time.Now()
-			p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", udhcpcTimeout)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Stop()
-			li := l.waitLease(mac, "active", t0, 15*time.Second)
-			waitFileContains(t, envFile, "bound ip="+li.IP, 10*time.Second)
+			p, envFile, li := boundUdhcpc(t, l, c, mac, "ip=$ip lease=$lease")
 
 			reqs, fast := l.requests(), l.fastReplies()
 			before := udpCounters(t, l, c)

@@ -1,9 +1,14 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/xdhcp/xdhcp/internal/control"
+	"github.com/xdhcp/xdhcp/internal/netns"
 )
 
 // udhcpcTimeout is the -T every udhcpc in these tests runs with: busybox's
@@ -35,4 +40,22 @@ func udhcpcScript(t *testing.T, dir, envFile, fields string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// boundUdhcpc runs udhcpc on eth0 in c until the test ends, with a script
+// that appends "EVENT fields" to the returned file, and waits until the
+// server holds mac's lease active and udhcpc has configured it.
+func boundUdhcpc(t *testing.T, l *lab, c *netns.NS, mac, fields string) (*netns.Proc, string, control.LeaseInfo) {
+	t.Helper()
+	envFile := filepath.Join(l.dir, "udhcpc.env")
+	script := udhcpcScript(t, l.dir, envFile, fields)
+	t0 := time.Now()
+	p, err := c.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", udhcpcTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	li := l.waitLease(mac, "active", t0, 15*time.Second)
+	waitFileContains(t, envFile, "bound ip="+li.IP, 10*time.Second)
+	return p, envFile, li
 }
