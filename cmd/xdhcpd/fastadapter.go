@@ -34,4 +34,3 @@ func renewals(rs []fastpath.Renewal) []slowpath.Renewal {
 	}
 	return out
 }
-
