@@ -64,6 +64,7 @@ const (
 	OptCLTT              = 91
 	OptAssociatedIP      = 92
 	OptSubnetSelection   = 118
+	OptForceRenewNonce   = 145 // RFC 6704 FORCERENEW_NONCE_CAPABLE
 	OptStatusCode        = 151 // RFC 6926
 	OptBaseTime          = 152
 	OptStartTimeOfState  = 153
