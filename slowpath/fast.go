@@ -77,7 +77,7 @@ func (s *Server) fastLeaseLocked(l *lease.Lease) (FastLease, bool) {
 	return FastLease{
 		IP: l.IP, Expiry: l.Expiry, HWType: l.HWType, HWAddr: l.HWAddr, ClientID: l.ClientID, ServerID: l.ServerID,
 		IfIndex: l.IfIndex, VLANs: l.VLANs, GIAddr: l.GIAddr, LeaseTime: lt, T1: t1, T2: t2,
-		Horizon: l.Horizon, Serve: true, Template: sub.Options, RelayInfo: l.RelayInfo,
+		Horizon: l.DurableHorizon, Serve: true, Template: sub.Options, RelayInfo: l.RelayInfo,
 	}, true
 }
 
@@ -161,7 +161,9 @@ func (s *Server) commitQuiet(cl []*lease.Lease) {
 		if err != nil {
 			s.m.CommitErrors.Inc()
 			s.logLimited(slog.LevelError, "commit", "lease commit failed", "leases", len(cl), "err", err)
+			return
 		}
+		s.durable(cl)
 	})
 }
 
@@ -177,7 +179,9 @@ func (s *Server) AdvanceHorizons() int {
 	var changed []*lease.Lease
 	s.mu.Lock()
 	for _, l := range s.leases {
-		if l.State == lease.Active && l.Horizon.Sub(now) < ahead/2 {
+		// The durable horizon decides: one moved in memory by a commit
+		// that failed was never published, and needs moving again.
+		if l.State == lease.Active && l.DurableHorizon.Sub(now) < ahead/2 {
 			l.Horizon = now.Add(ahead)
 			changed = append(changed, l.Clone())
 			if len(changed) >= sweepBatch {

@@ -18,11 +18,14 @@ type mapFast struct {
 	mu      sync.Mutex
 	entries map[netip.Addr]FastLease
 	granted map[netip.Addr]time.Time
+	// published is every entry ever given to Publish, in order.
+	published []FastLease
 }
 
 func (m *mapFast) Publish(es []FastLease) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.published = append(m.published, es...)
 	for _, e := range es {
 		m.entries[e.IP] = e
 	}

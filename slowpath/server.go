@@ -209,6 +209,7 @@ func (s *Server) Load(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	err := s.store.Load(ctx, func(l *lease.Lease) error {
+		markDurable(l)
 		s.leases[l.IP] = l
 		if len(l.HWAddr) > 0 || len(l.ClientID) > 0 {
 			s.indexClientLocked(l)
@@ -332,12 +333,43 @@ func (s *Server) commit(cl []*lease.Lease, after func(error)) {
 			// Once per message while the disk fails: limited.
 			s.logLimited(slog.LevelError, "commit", "lease commit failed", "leases", len(cl), "err", err)
 		} else {
+			s.durable(cl)
 			s.publish(cl)
 		}
 		if after != nil {
 			after(err)
 		}
 	})
+}
+
+// durable records that the records cl (copies) are on disk: each one's
+// horizon becomes its address's DurableHorizon, the only horizon ever
+// published (ARCHITECTURE.md invariant 2). Keeping the durable horizon
+// beside the working one, rather than holding changes back until their
+// commit, covers every cause at once: whatever moved a horizon in memory
+// (an ACK, AdvanceHorizons, a change yet to come), a commit that fails
+// leaves DurableHorizon where the disk is, and a reload's PublishAll, or
+// another change's commit, publishes that. The store commits in the order
+// submitted (one committer), so the last commit to land is the newest
+// version on disk.
+func (s *Server) durable(cl []*lease.Lease) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range cl {
+		markDurable(c)
+		if cur := s.leases[c.IP]; cur != nil {
+			cur.DurableHorizon = c.DurableHorizon
+		}
+	}
+}
+
+// markDurable sets DurableHorizon for a record as it is on disk: its
+// horizon while active; an inactive record promises the fast path nothing.
+func markDurable(l *lease.Lease) {
+	l.DurableHorizon = time.Time{}
+	if l.State == lease.Active {
+		l.DurableHorizon = l.Horizon
+	}
 }
 
 // Lookup returns a copy of the lease for ip, or nil.

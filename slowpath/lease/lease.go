@@ -74,6 +74,12 @@ type Lease struct {
 	// Horizon is the latest expiry the fast path may grant (ARCHITECTURE.md
 	// invariant 2). It is on disk before it is in the BPF map.
 	Horizon time.Time
+	// DurableHorizon is kept in memory only (never encoded): the horizon
+	// of the last version of this record that reached the disk while
+	// active, zero when none did. The slow path changes Horizon before it
+	// commits; only DurableHorizon is ever given to the fast path, so a
+	// failed commit cannot leak a horizon the disk does not hold.
+	DurableHorizon time.Time
 
 	// Where the lease was granted: ingress interface and VLAN tags for a
 	// directly attached client, giaddr for a relayed one.
