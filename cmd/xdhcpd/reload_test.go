@@ -46,8 +46,8 @@ subnets:
 			if y == base {
 				t.Fatal("test edit did not apply")
 			}
-			if got := restartOnly(old, parse(y)); !slices.Equal(got, tc.want) {
-				t.Fatalf("restartOnly = %q, want %q", got, tc.want)
+			if got := config.RestartOnly(old, parse(y)); !slices.Equal(got, tc.want) {
+				t.Fatalf("RestartOnly = %q, want %q", got, tc.want)
 			}
 		})
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -325,39 +324,12 @@ func (d *daemon) reload() error {
 	d.level.Set(logLevel(cfg))
 	// Warned before the reloaded line, so that whoever waits for that
 	// line has seen the warning too.
-	if fields := restartOnly(d.running, cfg); len(fields) > 0 {
+	// Which settings a reload cannot apply (sockets, files, listeners and
+	// the XDP attachment are set up once at start) is declared on
+	// config.Config's fields, so a new field cannot be left out here.
+	if fields := config.RestartOnly(d.running, cfg); len(fields) > 0 {
 		d.log.Warn("these settings changed but take effect only after a restart", "fields", fields)
 	}
 	d.log.Info("configuration reloaded", "subnets", len(cfg.Subnets))
 	return nil
-}
-
-// restartOnly lists the settings that differ between old (what runs) and cfg but that
-// a reload cannot apply (sockets, files, listeners and the XDP attachment
-// are set up once at start), so the operator is not left believing them.
-func restartOnly(old, cfg *config.Config) []string {
-	var out []string
-	diff := func(name string, changed bool) {
-		if changed {
-			out = append(out, name)
-		}
-	}
-	s, n := old.Server, cfg.Server
-	diff("server.state-dir", s.StateDir != n.StateDir)
-	diff("server.control-socket", s.ControlSocket != n.ControlSocket)
-	diff("server.metrics-listen", s.MetricsListen != n.MetricsListen)
-	diff("server.commit-max-delay", s.CommitMaxDelay != n.CommitMaxDelay)
-	diff("server.commit-max-batch", s.CommitMaxBatch != n.CommitMaxBatch)
-	f, g := old.Fastpath, cfg.Fastpath
-	diff("fastpath.enabled", f.Enabled != g.Enabled)
-	diff("fastpath.mode", f.Mode != g.Mode)
-	diff("fastpath.pin-dir", f.PinDir != g.PinDir)
-	diff("fastpath.max-leases", f.MaxLeases != g.MaxLeases)
-	diff("server.interfaces (XDP attachment)", f.Enabled && !slices.Equal(s.Interfaces, n.Interfaces))
-	l, m := old.Leasequery, cfg.Leasequery
-	bulk := func(q config.Leasequery) bool { return q.Enabled && q.TCPListen != "" }
-	diff("leasequery.tcp-listen", bulk(l) != bulk(m) || (bulk(m) && l.TCPListen != m.TCPListen))
-	diff("leasequery.max-conns-per-requester", l.MaxConnsPerRequester != m.MaxConnsPerRequester)
-	diff("leasequery.idle-timeout", l.IdleTimeout != m.IdleTimeout)
-	return out
 }

@@ -21,73 +21,93 @@ import (
 )
 
 // Config is a validated configuration with defaults applied.
+//
+// Every field says in its reload tag what a reload (SIGHUP) does with it:
+// "live" settings take effect at once, "restart" ones are set up once at
+// start (sockets, files, listeners, the XDP attachment), so a reload only
+// names them (RestartOnly), and "-" marks what is not a setting. A field
+// whose type is one of this package's structs (or a slice of them) has no
+// reload tag: its own fields do. TestEveryConfigFieldSaysWhatReloadDoes
+// fails on a field without one, so a new setting cannot be silently left
+// out of the reload warning. The yaml tags name the file's keys (checked
+// against the decoding structs) so that a field is named by its path in
+// the file; Config itself is never decoded from YAML.
 type Config struct {
-	File       string
-	lines      map[string]int // field path → line, for CheckInterfaces
-	Server     Server
-	Fastpath   Fastpath
-	Leasequery Leasequery
-	Subnets    []Subnet
+	File       string         `reload:"-"` // the file's name, for messages
+	lines      map[string]int `reload:"-"` // field path → line, for CheckInterfaces
+	Server     Server         `yaml:"server"`
+	Fastpath   Fastpath       `yaml:"fastpath"`
+	Leasequery Leasequery     `yaml:"leasequery"`
+	Subnets    []Subnet       `yaml:"subnets"`
 }
 
 // Server holds daemon-wide settings.
 type Server struct {
-	Interfaces     []string
-	StateDir       string
-	ControlSocket  string
-	MetricsListen  string // "" disables the metrics endpoint
-	LogLevel       slog.Level
-	Authoritative  bool
-	OfferHold      time.Duration
-	DeclineHold    time.Duration
-	CommitMaxDelay time.Duration
-	CommitMaxBatch int
+	// Interfaces are re-resolved on reload for the slow path; the XDP
+	// program stays attached where it was, so while the fast path runs
+	// a change waits for a restart.
+	Interfaces     []string      `yaml:"interfaces" reload:"restart,when=fastpath"`
+	StateDir       string        `yaml:"state-dir" reload:"restart"`
+	ControlSocket  string        `yaml:"control-socket" reload:"restart"`
+	MetricsListen  string        `yaml:"metrics-listen" reload:"restart"` // "" disables the metrics endpoint
+	LogLevel       slog.Level    `yaml:"log-level" reload:"live"`
+	Authoritative  bool          `yaml:"authoritative" reload:"live"`
+	OfferHold      time.Duration `yaml:"offer-hold" reload:"live"`
+	DeclineHold    time.Duration `yaml:"decline-hold" reload:"live"`
+	CommitMaxDelay time.Duration `yaml:"commit-max-delay" reload:"restart"`
+	CommitMaxBatch int           `yaml:"commit-max-batch" reload:"restart"`
 	// OfferPoolShare is the share of a subnet's unbound pool addresses
 	// that may be held as pending offers (0 turns the bound off).
-	OfferPoolShare float64
+	OfferPoolShare float64 `yaml:"offer-pool-share" reload:"live"`
 	// OfferPerCircuit bounds pending offers per relay circuit (giaddr and
 	// option 82 circuit-id; 0 turns the bound off).
-	OfferPerCircuit int
+	OfferPerCircuit int `yaml:"offer-per-circuit" reload:"live"`
 }
 
 // Fastpath configures the XDP fast path.
 type Fastpath struct {
-	Enabled   bool
-	Mode      string // auto, native or generic
-	MinGrant  time.Duration
-	PuntRate  uint32 // punts per second per client MAC
-	PuntBurst uint32
+	Enabled   bool          `yaml:"enabled" reload:"restart"`
+	Mode      string        `yaml:"mode" reload:"restart"` // auto, native or generic
+	MinGrant  time.Duration `yaml:"min-grant" reload:"live"`
+	PuntRate  uint32        `yaml:"punt-rate" reload:"live"` // punts per second per client MAC
+	PuntBurst uint32        `yaml:"punt-burst" reload:"live"`
 	// Horizon is how far ahead the promise horizon is kept.
-	Horizon time.Duration
+	Horizon time.Duration `yaml:"horizon" reload:"live"`
 	// PinDir is the bpffs directory for maps, program and links.
-	PinDir string
+	PinDir string `yaml:"pin-dir" reload:"restart"`
 	// MaxLeases is the capacity of the XDP lease map.
-	MaxLeases uint32
+	MaxLeases uint32 `yaml:"max-leases" reload:"restart"`
 }
 
 // Leasequery configures RFC 4388 / RFC 6926 service.
 type Leasequery struct {
-	Enabled              bool
-	Requesters           []netip.Prefix
-	TCPListen            string
-	MaxConnsPerRequester int
-	IdleTimeout          time.Duration
+	Enabled    bool           `yaml:"enabled" reload:"live"`
+	Requesters []netip.Prefix `yaml:"requesters" reload:"live"`
+	// TCPListen is the bulk leasequery listener; it exists only while
+	// leasequery is enabled, and is opened once at start.
+	TCPListen            string        `yaml:"tcp-listen" reload:"restart,when=bulk"`
+	MaxConnsPerRequester int           `yaml:"max-conns-per-requester" reload:"restart"`
+	IdleTimeout          time.Duration `yaml:"idle-timeout" reload:"restart"`
 }
 
-// Subnet is one configured subnet.
+// Subnet is one configured subnet. A reload replaces every subnet.
 type Subnet struct {
-	Prefix       netip.Prefix
-	Pools        []Pool
-	LeaseTime    time.Duration
-	T1, T2       time.Duration
-	Relays       []netip.Addr
-	ServerID     netip.Addr // invalid when not set
-	Options      []Option   // wire-ready, in the contract order
-	Reservations []Reservation
+	Prefix       netip.Prefix  `yaml:"subnet" reload:"live"`
+	Pools        []Pool        `yaml:"pools"`
+	LeaseTime    time.Duration `yaml:"lease-time" reload:"live"`
+	T1           time.Duration `yaml:"t1" reload:"live"`
+	T2           time.Duration `yaml:"t2" reload:"live"`
+	Relays       []netip.Addr  `yaml:"relays" reload:"live"`
+	ServerID     netip.Addr    `yaml:"server-id" reload:"live"` // invalid when not set
+	Options      []Option      `yaml:"options"`                 // wire-ready, in the contract order
+	Reservations []Reservation `yaml:"reservations"`
 }
 
-// Pool is an inclusive address range.
-type Pool struct{ Start, End netip.Addr }
+// Pool is an inclusive address range (one entry of pools, "A-B" or a
+// prefix in the file, hence no keys of its own).
+type Pool struct {
+	Start, End netip.Addr `reload:"live"`
+}
 
 // Contains reports whether a is in the pool.
 func (p Pool) Contains(a netip.Addr) bool { return !a.Less(p.Start) && !p.End.Less(a) }
@@ -104,18 +124,19 @@ func (s *Subnet) PoolSize() uint64 {
 	return n
 }
 
-// Option is one option's code and encoded value.
+// Option is one option's code and encoded value, rendered from the
+// subnet's options block (so it has no keys of its own).
 type Option struct {
-	Code uint8
-	Data []byte
+	Code uint8  `reload:"live"`
+	Data []byte `reload:"live"`
 }
 
 // Reservation pins an address to a client (by hardware address or client-id).
 type Reservation struct {
-	HWAddr   net.HardwareAddr
-	ClientID []byte
-	IP       netip.Addr
-	Hostname string
+	HWAddr   net.HardwareAddr `yaml:"hw-address" reload:"live"`
+	ClientID []byte           `yaml:"client-id" reload:"live"`
+	IP       netip.Addr       `yaml:"ip" reload:"live"`
+	Hostname string           `yaml:"hostname" reload:"live"`
 }
 
 // Problem is one thing wrong with a configuration file.
