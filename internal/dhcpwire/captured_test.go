@@ -235,3 +235,33 @@ func checkReencode(t *testing.T, p *Packet, b []byte) {
 		t.Fatalf("after END the capture has non-zero bytes % x", tail)
 	}
 }
+
+// TestPacketCopiesAreCaptures: the plain copies in testdata/packets that
+// the examples read are byte for byte the captured seeds of their names.
+func TestPacketCopiesAreCaptures(t *testing.T) {
+	copies, err := filepath.Glob("testdata/packets/*.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(copies) == 0 {
+		t.Fatal("no testdata/packets/*.bin: the examples read them")
+	}
+	for _, c := range copies {
+		name := strings.TrimSuffix(filepath.Base(c), ".bin")
+		if !slices.ContainsFunc(capturedPackets, func(p capture) bool { return p.file == name }) {
+			t.Errorf("%s is not a copy of a listed capture", c)
+			continue
+		}
+		seed, err := readFuzzSeed(filepath.Join(capturedDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(b, seed) {
+			t.Errorf("%s differs from the seed %s/%s", c, capturedDir, name)
+		}
+	}
+}
