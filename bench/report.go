@@ -29,6 +29,9 @@ type Report struct {
 	Referee   []RefereeResult   `json:"perfdhcp-renewals,omitempty"`
 	Cost      []CostResult      `json:"xdp-cost,omitempty"`
 	LQ        *LeasequeryResult `json:"leasequery,omitempty"`
+
+	// CostPrograms are the objects Cost timed, as the verifier saw them.
+	CostPrograms []CostProgram `json:"xdp-programs,omitempty"`
 }
 
 // Environment fills in host facts.
@@ -96,12 +99,7 @@ func (rep *Report) Markdown() string {
 			fmt.Fprintf(&b, "| %s | %.0f | `%s` |%s\n", r.Server, r.Rate, r.Best.Command, errCell(r.Err))
 		}
 	}
-	if len(rep.Cost) > 0 {
-		b.WriteString("\n## XDP program cost per renewal (BPF_PROG_TEST_RUN, warm, request restored before each run)\n\nEach case is measured in rounds, program and baselines interleaved; ns/packet is the median round's program minus the restoring wrapper's own cost (an empty target) and minus the wrapper's shrinking of the reply back to the request's length (half the extra cost of a target that only resizes as the program does); the least disturbed round is beside it.\n\n| case | runs × rounds | measured ns | wrapper baseline ns | wrapper's resize ns | program ns/packet (median) | least disturbed round |\n|---|---|---|---|---|---|---|\n")
-		for _, c := range rep.Cost {
-			fmt.Fprintf(&b, "| %s | %d × %d | %.0f | %.0f | %.0f | %.0f | %.0f |\n", c.Case, c.Runs, c.Rounds, c.Measured, c.Baseline, c.Unresize, c.Cost, c.Min)
-		}
-	}
+	rep.costSection(&b)
 	if q := rep.LQ; q != nil {
 		fmt.Fprintf(&b, "\n## Leasequery (xdhcpd, %d leases)\n\n| UDP by IP answered/s at ≤1%% loss (offered) | UDP answered/s open loop (sent, answered, wrong) | bulk leases streamed/s (TCP, by relay-id) | streamed |\n|---|---|---|---|\n| %.0f (%d/s) | %.0f (%d, %d, %d) | %.0f | %d |\n",
 			q.Leases, q.UDPLowLoss, q.UDPLowLossAt, q.UDPRate, q.UDPSent, q.UDPAnswered, q.UDPWrong, q.BulkRate, q.BulkStreamed)

@@ -30,7 +30,9 @@ const usage = `usage:
   xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--scenarios renew-relay,...] [--out DIR]   every scenario and mode against every server
   xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
                   [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--sender sockets|xdp] [--out DIR]
-  xdhcp-bench cost [--quick] [--out DIR]                     the XDP program's cost per renewal (BPF_PROG_TEST_RUN)
+  xdhcp-bench cost [--quick] [--compare OBJ] [--out DIR]     the XDP program's cost per renewal (BPF_PROG_TEST_RUN), as a
+                  multiple of a program that swaps MACs and returns XDP_TX, and the verifier's instruction
+                  count; --compare times another xdp_dhcp object (same map layout) in the same rounds
   xdhcp-bench referee --xdhcpd PATH [--quick] [--servers LIST]   perfdhcp's renewals (-r R -f R) against each server
   xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--sender sockets|xdp] [--out DIR]   the generator's ceiling against an XDP reflector
 Renewals go out through sockets (sendmmsg, raw frames) or, with --sender xdp, from the kernel
@@ -128,6 +130,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	clients := fs.Int("clients", 0, "distinct clients (default 100000 for compare, 10000 for the generator)")
 	step := fs.Duration("step", 0, "length of each step (default 30s for compare, 3s for the generator)")
 	leases := fs.Int("leases", 1000000, "leases in the startup database")
+	compareObj := fs.String("compare", "", "cost: another xdp_dhcp object (e.g. an older commit's bpf/xdp_bpfel.o) timed in the same rounds")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -236,11 +239,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if *quick {
 			runs = 100_000
 		}
-		cost, err := bench.XDPCost(ctx, runs)
+		cost, err := bench.XDPCost(ctx, bench.CostOptions{Runs: runs, Compare: *compareObj})
 		if err != nil {
 			return fmt.Errorf("xdp cost: %w", err)
 		}
-		rep.Cost = cost
+		rep.Cost, rep.CostPrograms = cost.Cases, cost.Programs
 		return nil
 	}
 	steps := map[string]func() error{
