@@ -77,7 +77,7 @@ func (s *Server) fastLeaseLocked(l *lease.Lease) (FastLease, bool) {
 	return FastLease{
 		IP: l.IP, Expiry: l.Expiry, HWType: l.HWType, HWAddr: l.HWAddr, ClientID: l.ClientID, ServerID: l.ServerID,
 		IfIndex: l.IfIndex, VLANs: l.VLANs, GIAddr: l.GIAddr, LeaseTime: lt, T1: t1, T2: t2,
-		Horizon: l.DurableHorizon, Serve: true, Template: sub.Options, RelayInfo: l.RelayInfo,
+		Horizon: l.DurableHorizon, Serve: s.serveLocked(l), Template: sub.Options, RelayInfo: l.RelayInfo,
 	}, true
 }
 
@@ -128,43 +128,29 @@ func (s *Server) PublishAll() {
 // FoldRenewals records renewals the fast path answered: expiry, CLTT, xid
 // and where the request came from, committed in one batch. Renewals for
 // leases that changed since (released, declined, reallocated) are ignored:
-// the slow path's record wins.
+// the slow path's record wins. They are not republished (the map already
+// holds them) but do go to the partner.
 func (s *Server) FoldRenewals(rs []Renewal) {
 	var changed []*lease.Lease
 	s.mu.Lock()
+	now := s.now()
 	for _, r := range rs {
 		l := s.leases[r.IP]
 		if l == nil || l.State != lease.Active || string(l.HWAddr) != string(r.HWAddr) || !r.Expiry.After(l.Expiry) {
 			continue
 		}
-		l.Expiry, l.CLTT, l.LastXID = r.Expiry, r.At, r.XID
-		// The failover partner must hear of it: the mark is the queue,
-		// durable with the record, drained lazily by binding updates.
-		l.PartnerPending = true
-		if r.GIAddr.IsValid() && !r.GIAddr.IsUnspecified() {
-			l.GIAddr = r.GIAddr
-		}
-		s.expiry.push(l.IP, l.Expiry)
-		changed = append(changed, l.Clone())
+		changed = append(changed, s.changeLocked(r.IP, causeFold, now, func(l *lease.Lease) {
+			l.Expiry, l.CLTT, l.LastXID = r.Expiry, r.At, r.XID
+			if r.GIAddr.IsValid() && !r.GIAddr.IsUnspecified() {
+				l.GIAddr = r.GIAddr
+			}
+		}))
 	}
 	s.mu.Unlock()
 	if len(changed) > 0 {
 		s.m.FastRenewalsFolded.Add(float64(len(changed)))
-		s.commitQuiet(changed)
+		s.commit(changed, causeFold, nil)
 	}
-}
-
-// commitQuiet stores records without republishing them: the fast path
-// already holds what they say.
-func (s *Server) commitQuiet(cl []*lease.Lease) {
-	s.store.Submit(cl, func(err error) {
-		if err != nil {
-			s.m.CommitErrors.Inc()
-			s.logLimited(slog.LevelError, "commit", "lease commit failed", "leases", len(cl), "err", err)
-			return
-		}
-		s.durable(cl)
-	})
 }
 
 // AdvanceHorizons keeps every active lease's promise horizon at least half
@@ -178,12 +164,12 @@ func (s *Server) AdvanceHorizons() int {
 	now := s.now()
 	var changed []*lease.Lease
 	s.mu.Lock()
-	for _, l := range s.leases {
+	for ip, l := range s.leases {
 		// The durable horizon decides: one moved in memory by a commit
 		// that failed was never published, and needs moving again.
 		if l.State == lease.Active && l.DurableHorizon.Sub(now) < ahead/2 {
-			l.Horizon = now.Add(ahead)
-			changed = append(changed, l.Clone())
+			// changeLocked moves the horizon (causeHorizon).
+			changed = append(changed, s.changeLocked(ip, causeHorizon, now, func(*lease.Lease) {}))
 			if len(changed) >= sweepBatch {
 				break
 			}
@@ -191,7 +177,7 @@ func (s *Server) AdvanceHorizons() int {
 	}
 	s.mu.Unlock()
 	if len(changed) > 0 {
-		s.commit(changed, nil)
+		s.commit(changed, causeHorizon, nil)
 	}
 	return len(changed)
 }
@@ -225,16 +211,17 @@ func (s *Server) settings() Settings {
 func (s *Server) AssumeGrantedToHorizon() int {
 	var changed []*lease.Lease
 	s.mu.Lock()
-	for _, l := range s.leases {
-		if l.State == lease.Active && l.Horizon.After(l.Expiry) {
-			l.Expiry = l.Horizon
-			s.expiry.push(l.IP, l.Expiry)
-			changed = append(changed, l.Clone())
+	now := s.now()
+	for ip, l := range s.leases {
+		if l.State == lease.Active && l.DurableHorizon.After(l.Expiry) {
+			changed = append(changed, s.changeLocked(ip, causeAssume, now, func(l *lease.Lease) {
+				l.Expiry = l.DurableHorizon
+			}))
 		}
 	}
 	s.mu.Unlock()
 	if len(changed) > 0 {
-		s.commitQuiet(changed)
+		s.commit(changed, causeAssume, nil)
 	}
 	return len(changed)
 }

@@ -18,8 +18,10 @@ type mapFast struct {
 	mu      sync.Mutex
 	entries map[netip.Addr]FastLease
 	granted map[netip.Addr]time.Time
-	// published is every entry ever given to Publish, in order.
+	// published is every entry ever given to Publish, in order, and
+	// removed every address given to Remove.
 	published []FastLease
+	removed   []netip.Addr
 }
 
 func (m *mapFast) Publish(es []FastLease) error {
@@ -35,6 +37,7 @@ func (m *mapFast) Publish(es []FastLease) error {
 func (m *mapFast) Remove(ips []netip.Addr) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.removed = append(m.removed, ips...)
 	for _, ip := range ips {
 		delete(m.entries, ip)
 	}
@@ -156,4 +159,40 @@ func TestRelayedRenewalPublishesItsRelayInfo(t *testing.T) {
 			t.Fatalf("%s: relay info stored %x, published %x, want %x", step.what, s, e, newPort)
 		}
 	}
+}
+
+// recPartner is a failover partner that records the binding updates it is
+// handed and applies a cap and a serve decision the test sets.
+type recPartner struct {
+	mu      sync.Mutex
+	updates [][]*lease.Lease
+	cap     time.Time // zero: no cap
+	noServe bool
+}
+
+func (p *recPartner) Cap(netip.Addr, time.Time) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cap, !p.cap.IsZero()
+}
+
+func (p *recPartner) Serve(*lease.Lease) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.noServe
+}
+
+func (p *recPartner) Update(ls []*lease.Lease) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.updates = append(p.updates, ls)
+}
+
+// take returns the updates since the last take.
+func (p *recPartner) take() [][]*lease.Lease {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	u := p.updates
+	p.updates = nil
+	return u
 }

@@ -80,16 +80,17 @@ func (s *Server) Handle(in Incoming) {
 	r.sub = s.selectSubnetLocked(r)
 	var out []Outgoing
 	var pending *pendingAck
-	var changed *lease.Lease
+	var changed *lease.Lease // a copy, from changeLocked
+	var why cause
 	switch mt {
 	case dhcpwire.Discover:
 		out = s.discoverLocked(r)
 	case dhcpwire.Request:
 		out, pending = s.requestLocked(r)
 	case dhcpwire.Decline:
-		changed = s.declineLocked(r)
+		changed, why = s.declineLocked(r), causeDecline
 	case dhcpwire.Release:
-		changed = s.releaseLocked(r)
+		changed, why = s.releaseLocked(r), causeRelease
 	case dhcpwire.Inform:
 		out = s.informLocked(r)
 	default:
@@ -98,19 +99,15 @@ func (s *Server) Handle(in Incoming) {
 		return
 	}
 	// Commits happen outside the lock: their callbacks take it.
-	var clone *lease.Lease
-	if changed != nil {
-		clone = changed.Clone()
-	}
 	s.mu.Unlock()
-	if clone != nil {
-		s.commit([]*lease.Lease{clone}, nil)
+	if changed != nil {
+		s.commit([]*lease.Lease{changed}, why, nil)
 	}
 	if len(out) > 0 {
 		s.emit(out)
 	}
 	if pending != nil {
-		s.commit(append([]*lease.Lease{pending.l}, pending.freed...), func(err error) {
+		s.commit(append([]*lease.Lease{pending.l}, pending.freed...), causeAck, func(err error) {
 			if err == nil {
 				s.emit([]Outgoing{pending.out})
 			}
@@ -244,13 +241,10 @@ func (s *Server) availableForLocked(sub *Subnet, ip netip.Addr, r *req) bool {
 	if l == nil {
 		return true
 	}
-	switch l.State {
-	case lease.Active:
+	if l.State == lease.Active {
 		return l.ClientKey() == key
-	case lease.Free, lease.Expired, lease.Released, lease.Reset:
-		return true
 	}
-	return false // abandoned, or the partner's (backup)
+	return l.State.Reusable() // not abandoned, nor the partner's (backup)
 }
 
 // pickLocked chooses an address for a DISCOVER: the reservation, the
@@ -411,60 +405,51 @@ func (s *Server) bindOrNakLocked(r *req, ip netip.Addr, why string) ([]Outgoing,
 // bindLocked makes ip an active lease of the client and prepares the ACK.
 func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 	p, now := r.p, r.now
-	l := s.leases[ip]
-	if l == nil {
-		l = &lease.Lease{IP: ip}
-	}
-	newClient := l.ClientKey() != r.key
-	if newClient {
-		// The address changes hands: nothing the previous client told us
-		// (its name, vendor class, relay information, FORCERENEW key,
-		// where it lived) may be reported or reused for the new one.
-		// Times and horizons belong to the address and stay.
-		l.Hostname, l.VendorClass, l.RelayInfo, l.ForceRenewKey = "", nil, nil, nil
-		l.GIAddr, l.IfIndex, l.VLANs = netip.Addr{}, 0, [2]uint16{}
-	}
-	if newClient || l.State != lease.Active {
-		l.Start = now
-	}
 	if _, ok := s.offers[ip]; ok {
 		// Held for this client, for another whose offer lapsed, or for
 		// another that a SELECTING request took it from.
 		s.removeOfferLocked(ip)
 	}
-	cid, _ := p.Option(dhcpwire.OptClientID)
-	l.HWType = p.HType
-	l.HWAddr = bytes.Clone(p.CHAddr())
-	l.ClientID = bytes.Clone(cid)
-	if h, ok := p.Option(dhcpwire.OptHostname); ok {
-		l.Hostname = string(h)
-	} else if res, ok := r.sub.ReservedIP[ip]; ok && res.Hostname != "" {
-		l.Hostname = res.Hostname
-	}
-	if v, ok := p.Option(dhcpwire.OptVendorClass); ok {
-		l.VendorClass = bytes.Clone(v)
-	}
-	lt, t1, t2 := leaseTimes(r.sub, r.sub.LeaseTime)
-	l.Expiry = now.Add(time.Duration(lt) * time.Second)
-	l.CLTT = now
-	l.LastXID = p.XID
-	l.ServerID = r.sid
-	s.recordPlaceLocked(r, l)
-	if s.set.HorizonAhead > 0 {
-		if h := now.Add(s.set.HorizonAhead); h.After(l.Horizon) {
-			l.Horizon = h
+	lt, _, _ := leaseTimes(r.sub, r.sub.LeaseTime)
+	cl := s.changeLocked(ip, causeAck, now, func(l *lease.Lease) {
+		newClient := l.ClientKey() != r.key
+		if newClient {
+			// The address changes hands: nothing the previous client told us
+			// (its name, vendor class, relay information, FORCERENEW key,
+			// where it lived) may be reported or reused for the new one.
+			// Times and horizons belong to the address and stay.
+			l.Hostname, l.VendorClass, l.RelayInfo, l.ForceRenewKey = "", nil, nil, nil
+			l.GIAddr, l.IfIndex, l.VLANs = netip.Addr{}, 0, [2]uint16{}
 		}
-	}
-	if l.State != lease.Active {
-		s.setStateLocked(l, lease.Active, now)
-	}
+		if newClient || l.State != lease.Active {
+			l.Start = now
+		}
+		cid, _ := p.Option(dhcpwire.OptClientID)
+		l.HWType = p.HType
+		l.HWAddr = bytes.Clone(p.CHAddr())
+		l.ClientID = bytes.Clone(cid)
+		if h, ok := p.Option(dhcpwire.OptHostname); ok {
+			l.Hostname = string(h)
+		} else if res, ok := r.sub.ReservedIP[ip]; ok && res.Hostname != "" {
+			l.Hostname = res.Hostname
+		}
+		if v, ok := p.Option(dhcpwire.OptVendorClass); ok {
+			l.VendorClass = bytes.Clone(v)
+		}
+		l.Expiry = now.Add(time.Duration(lt) * time.Second)
+		l.CLTT = now
+		l.LastXID = p.XID
+		l.ServerID = r.sid
+		s.recordPlaceLocked(r, l)
+		l.State = lease.Active
+	})
 	freed := s.replaceOthersLocked(r, ip)
-	s.leases[ip] = l
 	s.byClient[r.key] = ip
-	s.indexClientLocked(l)
-	r.sub.set.Take(ip)
-	s.expiry.push(ip, l.Expiry)
-	return &pendingAck{l: l.Clone(), freed: freed, out: s.replyTo(r, dhcpwire.Ack, ip, [3]uint32{lt, t1, t2}, true)}
+	s.indexClientLocked(s.leases[ip])
+	// The ACK tells what changeLocked granted: the lease time unless a
+	// cap cut it short.
+	times := grantTimes(r.sub, cl.Expiry.Sub(now))
+	return &pendingAck{l: cl, freed: freed, out: s.replyTo(r, dhcpwire.Ack, ip, times, true)}
 }
 
 // replaceOthersLocked ends the client's other active bindings in the
@@ -490,14 +475,11 @@ func (s *Server) replaceOthersLocked(r *req, ip netip.Addr) []*lease.Lease {
 		if old == ip || l == nil || l.State != lease.Active || l.ClientKey() != r.key || !r.sub.Prefix.Contains(old) {
 			continue
 		}
-		s.setStateLocked(l, lease.Released, r.now)
-		l.Expiry, l.CLTT = r.now, r.now
-		if _, reserved := r.sub.ReservedIP[old]; !reserved {
-			r.sub.set.Free(old)
-		}
-		s.toFree = append(s.toFree, old)
+		freed = append(freed, s.changeLocked(old, causeReplaced, r.now, func(l *lease.Lease) {
+			l.State = lease.Released
+			l.Expiry, l.CLTT = r.now, r.now
+		}))
 		s.m.Replaced.Inc()
-		freed = append(freed, l.Clone())
 	}
 	return freed
 }
@@ -557,7 +539,7 @@ func (s *Server) returnAddrLocked(ip netip.Addr) {
 	switch {
 	case l == nil:
 		sn.set.MarkFresh(ip)
-	case l.State == lease.Free || l.State == lease.Expired || l.State == lease.Released || l.State == lease.Reset:
+	case l.State.Reusable():
 		sn.set.Free(ip)
 	}
 }
@@ -591,18 +573,15 @@ func (s *Server) declineLocked(r *req) *lease.Lease {
 		return nil
 	}
 	s.warnLimited("declined", "address declined, quarantined", "ip", ip, "client", hwAddr(r.p.CHAddr()), "until", r.now.Add(s.set.DeclineHold))
-	s.setStateLocked(l, lease.Abandoned, r.now)
-	// Failover draft §5.11: an abandoned binding carries no client.
-	l.HWAddr, l.ClientID, l.Hostname = nil, nil, ""
-	l.Expiry = r.now.Add(s.set.DeclineHold)
 	if k, ok := s.byClient[r.key]; ok && k == ip {
 		delete(s.byClient, r.key)
 	}
-	if sn := s.subs.forAddr(ip); sn != nil {
-		sn.set.Take(ip)
-	}
-	s.expiry.push(ip, l.Expiry)
-	return l
+	return s.changeLocked(ip, causeDecline, r.now, func(l *lease.Lease) {
+		l.State = lease.Abandoned
+		// Failover draft §5.11: an abandoned binding carries no client.
+		l.HWAddr, l.ClientID, l.Hostname = nil, nil, ""
+		l.Expiry = r.now.Add(s.set.DeclineHold)
+	})
 }
 
 // releaseLocked ends a lease at the client's request (RFC 2131 §4.3.4).
@@ -613,16 +592,11 @@ func (s *Server) releaseLocked(r *req) *lease.Lease {
 		s.dropped("release_unknown", r.in, nil)
 		return nil
 	}
-	s.setStateLocked(l, lease.Released, r.now)
-	l.Expiry = r.now
-	l.CLTT = r.now
-	if sn := s.subs.forAddr(ip); sn != nil {
-		if _, reserved := sn.ReservedIP[ip]; !reserved {
-			sn.set.Free(ip)
-		}
-	}
-	s.toFree = append(s.toFree, ip)
-	return l
+	return s.changeLocked(ip, causeRelease, r.now, func(l *lease.Lease) {
+		l.State = lease.Released
+		l.Expiry = r.now
+		l.CLTT = r.now
+	})
 }
 
 // informLocked answers DHCPINFORM with configuration only (RFC 2131 §4.3.5).
@@ -661,7 +635,9 @@ func (s *Server) informLocked(r *req) []Outgoing {
 	return []Outgoing{s.replyTo(r, dhcpwire.Ack, netip.IPv4Unspecified(), [3]uint32{}, false)}
 }
 
-// leaseTimes returns lease time, T1 and T2 in seconds.
+// leaseTimes returns lease time, T1 and T2 in seconds as configured for
+// sub, with lease time lt: T1 and T2 default to the RFC 2131 §4.4.5 50%
+// and 87.5%.
 func leaseTimes(sub *Subnet, lt time.Duration) (uint32, uint32, uint32) {
 	t1, t2 := sub.T1, sub.T2
 	if t1 == 0 {
@@ -671,6 +647,31 @@ func leaseTimes(sub *Subnet, lt time.Duration) (uint32, uint32, uint32) {
 		t2 = lt * 7 / 8
 	}
 	return uint32(lt / time.Second), uint32(t1 / time.Second), uint32(t2 / time.Second)
+}
+
+// grantTimes returns lease time, T1 and T2 in seconds that a client is
+// told for a grant of the given length: the subnet's configured ones for a
+// grant of its full lease time (or longer: one made before a reload
+// shortened it), and for a grant cut short (at the promise horizon, or
+// by a cap) T1 and T2 scaled by grant/lease time, in whole seconds,
+// exactly as bpf/xdp_dhcp.c scales them, so both paths and leasequery
+// agree (ARCHITECTURE.md invariant 3). Without a subnet (removed by a
+// reload) the defaults of the grant itself apply.
+func grantTimes(sub *Subnet, grant time.Duration) [3]uint32 {
+	if grant <= 0 {
+		return [3]uint32{}
+	}
+	g := uint32(grant / time.Second)
+	if sub == nil {
+		return [3]uint32{g, uint32(grant / 2 / time.Second), uint32(grant * 7 / 8 / time.Second)}
+	}
+	lt, t1, t2 := leaseTimes(sub, sub.LeaseTime)
+	if g < lt && lt > 0 {
+		t1 = uint32(uint64(t1) * uint64(g) / uint64(lt))
+		t2 = uint32(uint64(t2) * uint64(g) / uint64(lt))
+		lt = g
+	}
+	return [3]uint32{lt, t1, t2}
 }
 
 // lastAddr is a prefix's last address, the subnet's broadcast address.

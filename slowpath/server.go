@@ -91,8 +91,10 @@ type Server struct {
 	store Store
 	send  Sender
 	fast  FastPath
-	m     *Metrics
-	now   func() time.Time
+	// partner is the failover partner, nil without failover.
+	partner Partner
+	m       *Metrics
+	now     func() time.Time
 	// logLimit keeps refused requesters from flooding the log.
 	logLimit *logLimiter
 
@@ -135,6 +137,7 @@ type Config struct {
 	Store    Store
 	Sender   Sender
 	FastPath FastPath // optional: nil while the fast path is off
+	Partner  Partner  // optional: nil without failover
 	Metrics  *Metrics // optional
 	Settings Settings
 	Subnets  []*Subnet
@@ -148,7 +151,7 @@ func New(c Config) (*Server, error) {
 		return nil, errors.New("slowpath: store and sender are required")
 	}
 	s := &Server{
-		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, m: c.Metrics, now: c.Now,
+		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, partner: c.Partner, m: c.Metrics, now: c.Now,
 		leases: map[netip.Addr]*lease.Lease{}, byClient: map[string]netip.Addr{}, byHW: map[string][]netip.Addr{},
 		offers: map[netip.Addr]offer{}, offerOf: map[string]netip.Addr{},
 		offerCount: map[string]int{}, offerFIFO: map[string][]offerRef{},
@@ -310,23 +313,15 @@ func (s *Server) countLocked(sn *Subnet, st lease.State, d int64) {
 	}
 }
 
-// setStateLocked moves l to st, keeping the metrics' counts right.
-func (s *Server) setStateLocked(l *lease.Lease, st lease.State, now time.Time) {
-	if sn := s.subs.forAddr(l.IP); sn != nil {
-		if _, known := s.leases[l.IP]; known {
-			s.countLocked(sn, l.State, -1)
-		}
-		s.countLocked(sn, st, 1)
-	}
-	l.State = st
-	l.StateAt = now
-}
-
-// commit stores changed records, then publishes them to the fast path and
-// runs after (with the error). Records must be copies taken under the lock
-// (the table keeps changing), and commit must be called without the lock:
-// its callback takes it.
-func (s *Server) commit(cl []*lease.Lease, after func(error)) {
+// commit is the one commit path: it stores changed records (the copies
+// changeLocked returned), and once they are on disk fans them out: their
+// horizons become durable, the fast path gets them (added, updated or
+// withdrawn) unless c says it already holds them, and the partner gets
+// them unless they came from it. Nothing reaches either before the disk
+// (ARCHITECTURE.md invariants 2 and 6). Then after runs with the error.
+// A batch shares one cause's fan-out. commit must be called without the
+// lock: its callback takes it.
+func (s *Server) commit(cl []*lease.Lease, c cause, after func(error)) {
 	s.store.Submit(cl, func(err error) {
 		if err != nil {
 			s.m.CommitErrors.Inc()
@@ -334,7 +329,12 @@ func (s *Server) commit(cl []*lease.Lease, after func(error)) {
 			s.logLimited(slog.LevelError, "commit", "lease commit failed", "leases", len(cl), "err", err)
 		} else {
 			s.durable(cl)
-			s.publish(cl)
+			if c.republish() {
+				s.publish(cl)
+			}
+			if s.partner != nil && c != causePartner {
+				s.partner.Update(cl)
+			}
 		}
 		if after != nil {
 			after(err)

@@ -30,11 +30,11 @@ func (s *Server) Sweep() {
 	}
 	// Records expired or released in an earlier sweep become FREE now;
 	// under failover this step will wait for the partner's ack.
+	toFree := func(l *lease.Lease) { l.State = lease.Free }
 	n := min(len(s.toFree), sweepBatch)
 	for _, ip := range s.toFree[:n] {
 		if l := s.leases[ip]; l != nil && (l.State == lease.Expired || l.State == lease.Released) {
-			s.setStateLocked(l, lease.Free, now)
-			changed = append(changed, l)
+			changed = append(changed, s.changeLocked(ip, causeExpire, now, toFree))
 		}
 	}
 	s.toFree = s.toFree[n:]
@@ -44,7 +44,6 @@ func (s *Server) Sweep() {
 		if l == nil || l.Expiry.Unix() != e.at {
 			continue // renewed or changed since; a newer entry exists
 		}
-		sn := s.subs.forAddr(e.ip)
 		switch l.State {
 		case lease.Active:
 			// The fast path may have renewed this lease and its event not
@@ -59,31 +58,17 @@ func (s *Server) Sweep() {
 				}
 			}
 			if late.After(l.Expiry) && late.After(now) {
-				l.Expiry = late
-				s.expiry.push(e.ip, late)
-				changed = append(changed, l)
+				changed = append(changed, s.changeLocked(e.ip, causeExpire, now, func(l *lease.Lease) { l.Expiry = late }))
 				continue
 			}
-			s.setStateLocked(l, lease.Expired, now)
-			s.toFree = append(s.toFree, e.ip)
+			changed = append(changed, s.changeLocked(e.ip, causeExpire, now, func(l *lease.Lease) { l.State = lease.Expired }))
 		case lease.Abandoned:
-			s.setStateLocked(l, lease.Free, now)
-		default:
-			continue
+			changed = append(changed, s.changeLocked(e.ip, causeExpire, now, toFree))
 		}
-		if sn != nil {
-			if _, reserved := sn.ReservedIP[e.ip]; !reserved {
-				sn.set.Free(e.ip)
-			}
-		}
-		changed = append(changed, l)
-	}
-	for i, l := range changed {
-		changed[i] = l.Clone()
 	}
 	s.mu.Unlock()
 	if len(changed) > 0 {
-		s.commit(changed, nil)
+		s.commit(changed, causeExpire, nil)
 	}
 }
 

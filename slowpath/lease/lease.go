@@ -52,6 +52,17 @@ func ParseState(s string) (State, error) {
 // Valid reports whether s is one of the defined binding states.
 func (s State) Valid() bool { return s >= Free && s <= Backup }
 
+// Reusable reports whether an address in state s may be given to a new
+// client: FREE, EXPIRED, RELEASED and RESET. ACTIVE is its client's,
+// ABANDONED is quarantined, BACKUP is the failover partner's to give.
+func (s State) Reusable() bool {
+	switch s {
+	case Free, Expired, Released, Reset:
+		return true
+	}
+	return false
+}
+
 // Lease is everything the server knows about one address. Zero times mean
 // "not set". Times are kept at second precision on disk.
 type Lease struct {

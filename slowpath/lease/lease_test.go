@@ -62,3 +62,13 @@ func TestClientKeyKinds(t *testing.T) {
 		t.Fatal("with a client-id, chaddr must not matter (RFC 2131 §4.2)")
 	}
 }
+
+func TestReusable(t *testing.T) {
+	for st, want := range map[State]bool{
+		Free: true, Active: false, Expired: true, Released: true, Abandoned: false, Reset: true, Backup: false, 0: false,
+	} {
+		if st.Reusable() != want {
+			t.Errorf("%v reusable %v, want %v", st, !want, want)
+		}
+	}
+}

@@ -1,0 +1,136 @@
+package slowpath
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// cause is why a binding changes. change applies its policies by it and
+// commit fans a committed batch out by it.
+type cause uint8
+
+const (
+	// causeAck: the slow path acknowledges a grant (a new binding or a renewal).
+	causeAck cause = iota + 1
+	// causeReplaced: a new grant to the client ends its other binding in
+	// the subnet (ARCHITECTURE.md invariant 8).
+	causeReplaced
+	causeRelease
+	causeDecline
+	// causeExpire: the sweeper's batch (ACTIVE → EXPIRED, a late fast-path
+	// grant adopted, EXPIRED/RELEASED/ABANDONED → FREE).
+	causeExpire
+	// causeFold: a renewal the fast path answered, folded in.
+	causeFold
+	// causeAssume: AssumeGrantedToHorizon, for a fast path whose map was lost.
+	causeAssume
+	// causeHorizon: AdvanceHorizons.
+	causeHorizon
+	// causePartner: a binding update from the failover partner (nothing
+	// sends one yet; the fan-out already knows not to echo it back).
+	causePartner
+)
+
+// movesHorizon: the changes that push the promise horizon ahead.
+func (c cause) movesHorizon() bool { return c == causeAck || c == causeHorizon }
+
+// republish: whether a committed change must be written to the fast path.
+// What the fast path granted itself (folded renewals), or what it held when
+// its map was lost, it already has or will get from PublishAll.
+func (c cause) republish() bool { return c != causeFold && c != causeAssume }
+
+// horizonLocked is the promise horizon a lease may have at now: now plus
+// HorizonAhead, no later than the partner's cap. ok is false while the
+// fast path is off (HorizonAhead zero). This is the one place the rule of
+// ARCHITECTURE.md invariant 2 is written.
+func (s *Server) horizonLocked(ip netip.Addr, now time.Time) (time.Time, bool) {
+	ahead := s.set.HorizonAhead
+	if ahead <= 0 {
+		return time.Time{}, false
+	}
+	h := now.Add(ahead)
+	if s.partner != nil {
+		if c, ok := s.partner.Cap(ip, now); ok && c.Before(h) {
+			h = c
+		}
+	}
+	return h, true
+}
+
+// serveLocked decides a lease's serve bit, the fast path's permission to
+// answer its renewals alone: always, unless the partner says otherwise.
+func (s *Server) serveLocked(l *lease.Lease) bool {
+	return s.partner == nil || s.partner.Serve(l)
+}
+
+// changeLocked is the one way a binding changes. It applies edit to ip's
+// record (a new one when there is none), then every policy once:
+//   - the lease-time cap: an expiry this server grants (causeAck) goes no
+//     later than the partner's cap;
+//   - the promise horizon (invariant 2), raised to horizonLocked for the
+//     causes that move it;
+//   - the partner mark: every change not from the partner is pending for
+//     it, with PotExp the latest the client may hold the address through
+//     us (its expiry, or while active its horizon if later);
+//   - state bookkeeping: StateAt, the metrics' counts, the pool (taken
+//     while bound, abandoned or the partner's; freed when it becomes
+//     reusable, unless reserved), the expiry heap and the FREE queue.
+//
+// It installs the record and returns the copy to commit; the caller holds
+// s.mu and commits the copy after releasing it.
+func (s *Server) changeLocked(ip netip.Addr, c cause, now time.Time, edit func(l *lease.Lease)) *lease.Lease {
+	l, known := s.leases[ip]
+	if !known {
+		l = &lease.Lease{IP: ip}
+	}
+	was, wasExp := l.State, l.Expiry.Unix()
+	edit(l)
+	sn := s.subs.forAddr(ip)
+
+	if c == causeAck && s.partner != nil {
+		if cp, ok := s.partner.Cap(ip, now); ok && l.Expiry.After(cp) {
+			l.Expiry = cp
+		}
+	}
+	if c.movesHorizon() && l.State == lease.Active {
+		if h, ok := s.horizonLocked(ip, now); ok && h.After(l.Horizon) {
+			l.Horizon = h
+		}
+	}
+	if c != causePartner {
+		l.PartnerPending = true
+		l.PotExp = l.Expiry
+		if l.State == lease.Active && l.Horizon.After(l.PotExp) {
+			l.PotExp = l.Horizon
+		}
+	}
+
+	if l.State != was {
+		l.StateAt = now
+		if sn != nil {
+			if known {
+				s.countLocked(sn, was, -1)
+			}
+			s.countLocked(sn, l.State, 1)
+		}
+		if l.State == lease.Expired || l.State == lease.Released {
+			s.toFree = append(s.toFree, ip)
+		}
+	}
+	if sn != nil {
+		_, reserved := sn.ReservedIP[ip]
+		switch {
+		case !l.State.Reusable():
+			sn.set.Take(ip)
+		case (!known || !was.Reusable()) && !reserved:
+			sn.set.Free(ip)
+		}
+	}
+	if (l.State == lease.Active || l.State == lease.Abandoned) && (l.State != was || l.Expiry.Unix() != wasExp) {
+		s.expiry.push(ip, l.Expiry)
+	}
+	s.leases[ip] = l
+	return l.Clone()
+}
