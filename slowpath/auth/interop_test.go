@@ -452,3 +452,40 @@ func TestDhcpcdForceRenew(t *testing.T) {
 		}
 	}
 }
+
+// TestDhcpcdAuthOptionParses runs dhcpcd with RFC 3118 delayed
+// authentication configured, so that it sends option 90 itself, and
+// checks that ParseAuth reads what it sends (these bytes, logged, seed
+// FuzzParseAuth). With authentication both sent and required dhcpcd does
+// not offer the RFC 6704 nonce, so it sends no option 145.
+func TestDhcpcdAuthOptionParses(t *testing.T) {
+	ctr, err := NewCounter(&memFloor{}, CounterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := defaultConf + "authprotocol delayed hmac-md5 monotonic\n" +
+		"authtoken 0x1 \"\" forever \"xdhcp-test-secret\"\n"
+	l := startDhcpcdLab(t, "fa", conf, ctr)
+	disc, ok := l.resp.next(dhcpwire.Discover, 20*time.Second)
+	if !ok {
+		t.Fatal("no DISCOVER from dhcpcd")
+	}
+	t.Logf("dhcpcd's DISCOVER: option 90 % x, option 145 % x", disc.opt90, disc.opt145)
+	if disc.opt90 == nil {
+		t.Fatal("dhcpcd configured for delayed authentication sent no option 90")
+	}
+	a, err := ParseAuth(disc.opt90)
+	if err != nil {
+		t.Fatalf("ParseAuth(dhcpcd's option 90 % x): %v", disc.opt90, err)
+	}
+	const protocolDelayed = 1 // RFC 3118 §5
+	if a.Protocol != protocolDelayed || a.Algorithm != AlgorithmHMACMD5 || a.RDM != RDMCounter {
+		t.Fatalf("dhcpcd's option 90 read as %+v", a)
+	}
+	if _, err := a.Nonce(); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("delayed authentication taken for the forcerenew nonce: %v", err)
+	}
+	if disc.opt145 != nil {
+		t.Fatalf("dhcpcd sent option 145 % x while sending and requiring delayed authentication", disc.opt145)
+	}
+}
