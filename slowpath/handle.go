@@ -796,7 +796,7 @@ func (s *Server) evictOldestLocked(b, kind string) {
 		s.removeOfferLocked(ref.ip)
 		if sn := s.subs.forAddr(ref.ip); sn != nil {
 			if _, reserved := sn.ReservedIP[ref.ip]; !reserved && sn.set.Contains(ref.ip) {
-				if l := s.leases[ref.ip]; l == nil || l.State != lease.Active && l.State != lease.Abandoned && l.State != lease.Backup {
+				if l := s.leases[ref.ip]; l == nil || l.State.Reusable() {
 					sn.set.Free(ref.ip)
 				}
 			}

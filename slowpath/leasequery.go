@@ -303,32 +303,14 @@ func leaseFrom(l *lease.Lease) time.Time {
 }
 
 // renewTimes returns T1 and T2 in seconds from leaseFrom for the grant the
-// client holds. They follow the lease's own duration (expiry minus its last
-// transaction), not the subnet's lease time now, which a reload may have
-// changed since: configured T1 and T2 apply while they fit, and otherwise
-// the RFC 2131 §4.4.5 defaults of that duration, so that T2 stays below the
-// lease's end and T1 below T2. (A grant cut short at the promise horizon,
-// rare by design, was told T1 and T2 scaled down; this reports the
-// configured ones while they fit.)
+// client holds (expiry minus its last transaction): what it was told, by
+// grantTimes, the arithmetic both paths use. A grant cut short at the
+// promise horizon reports T1 and T2 scaled as XDP scaled them; one made
+// before a reload changed the lease time reports the configured ones
+// while the grant is at least the new lease time.
 func renewTimes(sub *Subnet, l *lease.Lease) (t1, t2 uint32) {
-	d := l.Expiry.Sub(leaseFrom(l))
-	if d <= 0 {
-		return 0, 0
-	}
-	var c1, c2 time.Duration
-	if sub != nil {
-		c1, c2 = sub.T1, sub.T2
-	}
-	if c2 <= 0 || c2 >= d {
-		c2 = d * 7 / 8
-	}
-	if c1 <= 0 || c1 >= c2 {
-		c1 = d / 2
-		if c1 >= c2 {
-			c1 = c2 * 4 / 7
-		}
-	}
-	return uint32(c1 / time.Second), uint32(c2 / time.Second)
+	g := grantTimes(sub, l.Expiry.Sub(leaseFrom(l)))
+	return g[1], g[2]
 }
 
 // appendLeaseTimes adds 51, 58 and 59 as time remaining from now (58 and

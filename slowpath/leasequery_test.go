@@ -218,14 +218,15 @@ func TestLeasequeryTimersFitTheLeaseAfterAReload(t *testing.T) {
 		wantT1, wantT2 uint32
 	}{
 		// Longer configured times now than the 10m lease the client holds:
-		// the lease's own halves apply (RFC 2131 §4.4.5 defaults).
+		// a grant shorter than the lease time gets T1 and T2 scaled by
+		// grant/lease time (grantTimes, as bpf/xdp_dhcp.c scales them),
+		// which keeps them inside the lease and in order.
 		{"lease time raised with T1/T2", 2 * time.Hour, time.Hour, 105 * time.Minute, 300 - 60, 525 - 60},
 		{"lease time raised, default T1/T2", 2 * time.Hour, 0, 0, 300 - 60, 525 - 60},
-		// Configured T1/T2 that fit inside the lease are kept.
-		{"T1/T2 that fit", 2 * time.Hour, 2 * time.Minute, 4 * time.Minute, 120 - 60, 240 - 60},
-		// A T1 that would pass the configured T2 keeps the default ratio
-		// to it (1/2 : 7/8).
-		{"T1 past T2", 2 * time.Hour, 6 * time.Minute, 4 * time.Minute, 240*4/7 - 60, 240 - 60},
+		// Configured T1/T2 are scaled too, not kept because they would fit
+		// (the approximation this test asserted before grantTimes: 2m and
+		// 4m configured were reported as 120 and 240).
+		{"T1/T2 scaled", 2 * time.Hour, 48 * time.Minute, 96 * time.Minute, 240 - 60, 480 - 60},
 	} {
 		setTimes(tc.lt, tc.t1, tc.t2)
 		r := f.query(requester, dhcpv4.WithClientIP(ip))
@@ -354,5 +355,32 @@ func TestBoundTakesTheFastPathGrantOnlyForTheSameClient(t *testing.T) {
 	f.srv.mu.Unlock()
 	if f.srv.bound(old.Clone(), f.now) {
 		t.Fatal("the previous holder's record took the new holder's grant")
+	}
+}
+
+// TestLeasequeryReportsAShortGrantsTimers: a renewal the fast path cut
+// short at the horizon told the client T1 and T2 scaled by grant/lease
+// time; leasequery reports the same (grantTimes), not the configured ones.
+func TestLeasequeryReportsAShortGrantsTimers(t *testing.T) {
+	f := lqFixture(t)
+	f.srv.mu.Lock()
+	for _, sn := range f.srv.subs.list {
+		sn.T1, sn.T2 = 10*time.Minute, 20*time.Minute
+	}
+	f.srv.mu.Unlock()
+	ack := f.dora(mac(1))
+	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
+	f.now = f.now.Add(40 * time.Minute)
+	// XDP granted 25 minutes of the hour (cut at the horizon): T1
+	// 600*1500/3600 = 250, T2 1200*1500/3600 = 500, where the configured
+	// 600 and 1200 would still fit.
+	f.srv.FoldRenewals([]Renewal{{IP: ip, HWAddr: mac(1), XID: 5, At: f.now, Expiry: f.now.Add(25 * time.Minute)}})
+	r := f.query(requester, dhcpv4.WithClientIP(ack.YourIPAddr))
+	if r == nil || r.MessageType() != mtLeaseActive {
+		t.Fatalf("reply %v", r)
+	}
+	lt, t1, t2 := u32(r.Options.Get(dhcpv4.OptionIPAddressLeaseTime)), u32(r.Options.Get(dhcpv4.OptionRenewTimeValue)), u32(r.Options.Get(dhcpv4.OptionRebindingTimeValue))
+	if lt != 1500 || t1 != 250 || t2 != 500 {
+		t.Fatalf("lease time %d T1 %d T2 %d, want 1500 250 500", lt, t1, t2)
 	}
 }

@@ -279,7 +279,7 @@ func (s *Server) rebuildPoolsLocked() {
 			s.expiry.push(ip, l.Expiry)
 		case l.State == lease.Backup:
 			sn.set.Take(ip)
-		default:
+		default: // reusable (or an unknown state, which allocates as free)
 			if _, reserved := sn.ReservedIP[ip]; !reserved {
 				freed = append(freed, l)
 			}
