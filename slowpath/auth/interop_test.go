@@ -49,7 +49,11 @@ type seen struct {
 	ciaddr netip.Addr
 	dst    netip.Addr // the IP destination: unicast or broadcast
 	opt145 []byte     // option 145's data, nil when absent
-	opt90  []byte     // option 90's data, nil when absent
+	// requested is option 50 (invalid when absent); serverID tells
+	// whether option 54 was sent: INIT-REBOOT has 50 and no 54.
+	requested netip.Addr
+	serverID  bool
+	opt90     []byte // option 90's data, nil when absent
 }
 
 // responder answers one dhcpcd: OFFER and ACK with labClient, 145 in the
@@ -122,6 +126,8 @@ func (r *responder) serve() {
 		if v, ok := p.Option(dhcpwire.OptAuthentication); ok {
 			s.opt90 = bytes.Clone(v)
 		}
+		s.requested, _ = p.AddrOption(dhcpwire.OptRequestedIP)
+		s.serverID = p.Has(dhcpwire.OptServerID)
 		if err := r.answer(p, s); err != nil {
 			r.t.Errorf("responder: answering %s: %v", dhcpwire.MessageName(s.typ), err)
 		}
@@ -266,15 +272,15 @@ func (r *responder) next(typ uint8, d time.Duration) (seen, bool) {
 type dhcpcdLab struct {
 	srv, cli *netns.NS
 	ifname   string
+	conf     string // dhcpcd's configuration file
 	resp     *responder
-	dhcpcd   *netns.Proc
+	dhcpcd   *netns.Proc // the running dhcpcd (the latest started)
 }
 
-// startDhcpcdLab starts dhcpcd in the foreground with debug logging
-// (-B -d: its log is the process output) and the given configuration
-// lines. The client interface is named per test process: dhcpcd keeps
-// its lease, pid file and control socket in the host's /var/lib/dhcpcd
-// and /run/dhcpcd by interface name.
+// startDhcpcdLab builds the lab and starts dhcpcd with the given
+// configuration lines. The client interface is named per test process:
+// dhcpcd keeps its lease, pid file and control socket in the host's
+// /var/lib/dhcpcd and /run/dhcpcd by interface name.
 func startDhcpcdLab(t *testing.T, prefix string, conf string, ctr *Counter) *dhcpcdLab {
 	t.Helper()
 	testenv.RequireRoot(t, "creates network namespaces and runs dhcpcd")
@@ -283,31 +289,19 @@ func startDhcpcdLab(t *testing.T, prefix string, conf string, ctr *Counter) *dhc
 		srv:    netns.ForTest(t, prefix+"s"),
 		cli:    netns.ForTest(t, prefix+"c"),
 		ifname: fmt.Sprintf("%s%d", prefix, os.Getpid()),
+		conf:   filepath.Join(t.TempDir(), "dhcpcd.conf"),
 	}
 	if err := netns.Veth(l.srv, "s0", netip.PrefixFrom(labServer, 24), l.cli, l.ifname, netip.Prefix{}); err != nil {
 		t.Fatal(err)
 	}
 	l.resp = newResponder(t, l.srv, "s0", ctr)
-	cf := filepath.Join(t.TempDir(), "dhcpcd.conf")
-	if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {
+	if err := os.WriteFile(l.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p, err := l.cli.Start(context.Background(), "dhcpcd", "-4", "-B", "-d", "-f", cf, l.ifname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.dhcpcd = p
-	// Runs before the namespaces' own cleanups (registered earlier):
-	// stop dhcpcd, then remove what it left in the host's directories.
+	// Registered before any dhcpcd's own cleanup, so it runs after them
+	// (and before the namespaces' cleanups, registered earlier still):
+	// remove what dhcpcd left in the host's directories.
 	t.Cleanup(func() {
-		if !p.Exited() {
-			p.Signal(syscall.SIGTERM)
-			select {
-			case <-waitDone(p):
-			case <-time.After(5 * time.Second):
-				p.Signal(syscall.SIGKILL)
-			}
-		}
 		for _, f := range []string{
 			filepath.Join("/var/lib/dhcpcd", l.ifname+".lease"),
 			filepath.Join("/run/dhcpcd", l.ifname+".pid"),
@@ -315,20 +309,26 @@ func startDhcpcdLab(t *testing.T, prefix string, conf string, ctr *Counter) *dhc
 		} {
 			os.Remove(f)
 		}
-		if t.Failed() {
-			t.Logf("dhcpcd's log:\n%s", p.Output())
-		}
 	})
+	l.startDhcpcd(t)
 	return l
 }
 
-func waitDone(p *netns.Proc) <-chan struct{} {
-	c := make(chan struct{})
-	go func() {
-		p.Wait()
-		close(c)
-	}()
-	return c
+// startDhcpcd starts dhcpcd in the foreground with debug logging (-B -d:
+// its log is the process output), stopped when the test ends.
+func (l *dhcpcdLab) startDhcpcd(t *testing.T) {
+	t.Helper()
+	p, err := l.cli.Start(context.Background(), "dhcpcd", "-4", "-B", "-d", "-f", l.conf, l.ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.dhcpcd = p
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("dhcpcd's log (pid %d):\n%s", p.Pid(), p.Output())
+		}
+	})
 }
 
 // waitLog waits up to d for the n-th line of dhcpcd's log containing s.
@@ -488,4 +488,59 @@ func TestDhcpcdAuthOptionParses(t *testing.T) {
 	if disc.opt145 != nil {
 		t.Fatalf("dhcpcd sent option 145 % x while sending and requiring delayed authentication", disc.opt145)
 	}
+}
+
+// TestDhcpcdForceRenewAfterRestart: dhcpcd forgets its key when it
+// restarts. After a crash (kill -9, so its lease file stays) it comes back
+// with an INIT-REBOOT REQUEST; the ACK to that carries a new key, which
+// dhcpcd accepts, and from then on a FORCERENEW must be signed with the
+// new key: one signed with the old key is refused.
+func TestDhcpcdForceRenewAfterRestart(t *testing.T) {
+	ctr, err := NewCounter(&memFloor{}, CounterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := startDhcpcdLab(t, "fk", defaultConf, ctr)
+	listener := "spawned listener " + labClient.String()
+	l.waitLog(t, listener, 1, 30*time.Second)
+	oldKey, keyed, _, _ := l.resp.state()
+	if !keyed {
+		t.Fatal("no key went out in the first ACK")
+	}
+	if err := l.dhcpcd.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	l.dhcpcd.Wait()
+	if _, err := os.Stat(filepath.Join("/var/lib/dhcpcd", l.ifname+".lease")); err != nil {
+		t.Fatalf("dhcpcd's lease file after kill -9: %v", err)
+	}
+	l.resp.drain()
+	l.startDhcpcd(t)
+	req, ok := l.resp.next(dhcpwire.Request, 20*time.Second)
+	if !ok {
+		t.Fatal("no REQUEST from the restarted dhcpcd")
+	}
+	if !req.ciaddr.IsUnspecified() || req.requested != labClient || req.serverID || req.opt145 == nil {
+		t.Fatalf("restarted dhcpcd's first REQUEST: %+v; want INIT-REBOOT (ciaddr 0, 50 = %s, no 54) with 145", req, labClient)
+	}
+	l.waitLog(t, "accepted reconfigure key", 1, 5*time.Second)
+	l.waitLog(t, listener, 1, 10*time.Second)
+	newKey, _, chaddr, xid := l.resp.state()
+	if newKey == oldKey || xid != req.xid {
+		t.Fatalf("after INIT-REBOOT: key changed %v, ACKed xid %#x, INIT-REBOOT's %#x", newKey != oldKey, xid, req.xid)
+	}
+
+	l.resp.drain()
+	r1, _ := ctr.Next()
+	l.resp.sendForceRenew(t, buildForceRenew(t, xid, chaddr, r1, oldKey))
+	l.waitLog(t, "authentication failed", 1, quiet)
+	if s, ok := l.resp.next(dhcpwire.Request, quiet); ok {
+		t.Fatalf("dhcpcd renewed (xid %#x) on a FORCERENEW signed with its previous key", s.xid)
+	}
+	r2, _ := ctr.Next()
+	l.resp.sendForceRenew(t, buildForceRenew(t, xid, chaddr, r2, newKey))
+	if s, ok := l.resp.next(dhcpwire.Request, 5*time.Second); !ok || s.ciaddr != labClient || s.dst != labServer {
+		t.Fatalf("after a FORCERENEW signed with the re-delivered key: REQUEST %v %+v, want a unicast renewal", ok, s)
+	}
+	l.waitLog(t, "Force Renew from", 1, 2*time.Second)
 }
