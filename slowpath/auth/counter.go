@@ -42,17 +42,19 @@ type CounterOptions struct {
 // value, so a client never sees a value twice or a smaller one after a
 // larger, whatever happened to the server in between.
 //
-// A value is max(last+1, the wall clock in nanoseconds since 1970): strictly
-// increasing by construction while the process runs, close to the time of
-// day (as RFC 3118 suggests) so that values stay ahead of anything a lost
-// floor would have allowed, and never going back when the clock does. Across
-// restarts the Floor carries it: before handing out a value above the
-// reservation, Counter stores a new reservation (the value plus Reserve worth
-// of nanoseconds) and only then returns the value. A restarted Counter starts
-// above the stored reservation, so it never repeats a value the previous run
-// may have sent, even when the clock was stepped back meanwhile. In steady
-// state the clock crosses the reservation once per Reserve, so signing costs
-// one Floor write per Reserve, not one per message.
+// A value is max(last+1, the wall clock in nanoseconds since 1970). The
+// last+1 makes it strictly increasing while the process runs, whatever
+// the clock does. The clock (RFC 3118 suggests a time of day) keeps it
+// ahead of an earlier run's values even if the floor were lost, as long
+// as the clock is right. Across restarts the Floor carries it: before
+// handing out a value above the reservation, Counter stores a new
+// reservation (the value plus Reserve worth of nanoseconds) and only then
+// returns the value (durable before sent, as invariant 6 has it for
+// leases). A restarted Counter starts above the stored reservation, so it
+// never repeats a value the previous run may have sent, even when the
+// clock was stepped back meanwhile. In steady state the clock crosses the
+// reservation once per Reserve, so signing costs one Floor write per
+// Reserve, not one per message.
 //
 // Counter is safe for concurrent use.
 type Counter struct {

@@ -302,12 +302,11 @@ func startDhcpcdLab(t *testing.T, prefix string, conf string, ctr *Counter) *dhc
 	// (and before the namespaces' cleanups, registered earlier still):
 	// remove what dhcpcd left in the host's directories.
 	t.Cleanup(func() {
-		for _, f := range []string{
-			filepath.Join("/var/lib/dhcpcd", l.ifname+".lease"),
-			filepath.Join("/run/dhcpcd", l.ifname+".pid"),
-			filepath.Join("/run/dhcpcd", l.ifname+"-4.pid"),
-		} {
-			os.Remove(f)
+		// A dhcpcd killed with -9 leaves its control sockets too.
+		os.Remove(filepath.Join("/var/lib/dhcpcd", l.ifname+".lease"))
+		for _, f := range []string{".pid", ".sock", ".unpriv.sock"} {
+			os.Remove(filepath.Join("/run/dhcpcd", l.ifname+f))
+			os.Remove(filepath.Join("/run/dhcpcd", l.ifname+"-4"+f))
 		}
 	})
 	l.startDhcpcd(t)
