@@ -271,14 +271,14 @@ const bulkPage = 1024
 // FREE is AVAILABLE, and BACKUP's 7 is REMOTE (the partner may allocate
 // it, we may not). An active lease whose expiry has passed is EXPIRED from
 // its expiry on, whether or not the sweeper has run.
-func dhcpState(l *lease.Lease, now time.Time) (uint8, time.Time) {
+func dhcpState(l *lease.Lease, exp, now time.Time) (uint8, time.Time) {
 	since := l.StateAt
 	if since.IsZero() {
 		since = l.Start
 	}
 	switch {
-	case l.State == lease.Active && !now.Before(l.Expiry):
-		return uint8(lease.Expired), l.Expiry
+	case l.State == lease.Active && !now.Before(exp):
+		return uint8(lease.Expired), exp
 	case !l.State.Valid():
 		return uint8(lease.Free), since
 	}
@@ -390,8 +390,9 @@ func (a *bulkAnswer) scan(ctx context.Context) error {
 // after the start time): the later of its last transaction and its state
 // change.
 func (a *bulkAnswer) send(l *lease.Lease) error {
-	bound := a.s.bound(l, a.now) // first: it may move l's expiry on
-	state, since := dhcpState(l, a.now)
+	exp := a.s.effectiveExpiry(l)
+	bound := bound(l, exp, a.now)
+	state, since := dhcpState(l, exp, a.now)
 	changed := since
 	if l.CLTT.After(changed) {
 		changed = l.CLTT
@@ -399,7 +400,7 @@ func (a *bulkAnswer) send(l *lease.Lease) error {
 	if (!a.q.from.IsZero() && changed.Before(a.q.from)) || (!a.q.to.IsZero() && changed.After(a.q.to)) {
 		return nil
 	}
-	return a.writeLease(l, bound, state, since)
+	return a.writeLease(l, exp, bound, state, since)
 }
 
 // appendServerID adds option 54 to the query's first message, so that
@@ -424,12 +425,12 @@ func (a *bulkAnswer) appendServerID(b []byte, sid netip.Addr) []byte {
 // the lease, 54 in the query's first message, base time, dhcp-state and
 // when it was entered, remaining times while bound, 91, 61, 60 while bound
 // and the stored 82. A binding that is not bound goes as DHCPLEASEUNASSIGNED.
-func (a *bulkAnswer) writeLease(l *lease.Lease, bound bool, state uint8, since time.Time) error {
+func (a *bulkAnswer) writeLease(l *lease.Lease, exp time.Time, bound bool, state uint8, since time.Time) error {
 	s, now := a.s, a.now
 	var t1, t2 uint32
 	if bound {
 		s.mu.Lock()
-		t1, t2 = renewTimes(s.subs.forAddr(l.IP), l)
+		t1, t2 = renewTimes(s.subs.forAddr(l.IP), l, exp)
 		s.mu.Unlock()
 	}
 	typ := uint8(dhcpwire.LeaseUnassigned)
@@ -449,7 +450,7 @@ func (a *bulkAnswer) writeLease(l *lease.Lease, bound bool, state uint8, since t
 	b = append(b, dhcpwire.OptDHCPState, 1, state)
 	b = dhcpwire.AppendUint32Option(b, dhcpwire.OptStartTimeOfState, secondsBefore(now, since))
 	if bound {
-		b = appendLeaseTimes(b, l, now, t1, t2)
+		b = appendLeaseTimes(b, l, exp, now, t1, t2)
 	} else if !l.CLTT.IsZero() {
 		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptCLTT, secondsBefore(now, l.CLTT))
 	}

@@ -91,7 +91,7 @@ func (s *Server) leasequery(p *dhcpwire.Packet, in Incoming) {
 	case byIP:
 		l := s.Lookup(p.CIAddr)
 		switch {
-		case l != nil && s.bound(l, now):
+		case l != nil && bound(l, s.effectiveExpiry(l), now):
 			primary, typ = l, dhcpwire.LeaseActive
 		case s.ours(p.CIAddr):
 			typ = dhcpwire.LeaseUnassigned // ours, not bound now
@@ -124,36 +124,51 @@ func (s *Server) clientActive(q lqQuery, now time.Time) []*lease.Lease {
 	} else {
 		ls = s.LookupClient(q.key)
 	}
-	ls = slices.DeleteFunc(ls, func(l *lease.Lease) bool { return !s.bound(l, now) })
+	ls = slices.DeleteFunc(ls, func(l *lease.Lease) bool { return !bound(l, s.effectiveExpiry(l), now) })
 	slices.SortStableFunc(ls, func(a, b *lease.Lease) int { return b.CLTT.Compare(a.CLTT) })
 	return ls
 }
 
-// bound reports whether the lease l (a copy) holds is bound at now. Past
-// its stored expiry it is not, even before the sweeper has run, unless the
-// fast path granted a renewal whose event has not been folded in yet (the
-// sweeper asks the same question); l then takes that grant's expiry.
-func (s *Server) bound(l *lease.Lease, now time.Time) bool {
-	if l.State != lease.Active {
-		return false
+// effectiveExpiryLocked is when the binding l holds ends, as far as this
+// server knows: its stored expiry, or, while it is active, the fast path's
+// latest grant for the same client if that is later (a renewal XDP
+// answered whose event has not been folded in yet). It changes nothing:
+// leasequery, bulk leasequery and the sweeper all ask it. l may be a copy;
+// the map's entry speaks for whoever holds the address now, so a record
+// read before the address changed hands does not take the new client's
+// grant. asked is false when there was no fast-path entry to ask (fast
+// path off, map lost, not the same client). The caller holds s.mu.
+func (s *Server) effectiveExpiryLocked(l *lease.Lease) (exp time.Time, asked bool) {
+	exp = l.Expiry
+	if s.fast == nil || l.State != lease.Active {
+		return exp, false
 	}
-	if now.Before(l.Expiry) {
-		return true
+	cur := s.leases[l.IP]
+	if cur == nil || cur.State != lease.Active || cur.ClientKey() != l.ClientKey() {
+		return exp, false
 	}
-	if s.fast != nil {
-		// The map's entry speaks for whoever holds the address now: a
-		// record read before it changed hands must not take the new
-		// client's grant.
-		s.mu.Lock()
-		cur := s.leases[l.IP]
-		same := cur != nil && cur.State == lease.Active && cur.ClientKey() == l.ClientKey()
-		s.mu.Unlock()
-		if g, ok := s.fast.Granted(l.IP); ok && same && now.Before(g) {
-			l.Expiry = g
-			return true
-		}
+	g, ok := s.fast.Granted(l.IP)
+	if !ok {
+		return exp, false
 	}
-	return false
+	if g.After(exp) {
+		exp = g
+	}
+	return exp, true
+}
+
+// effectiveExpiry is effectiveExpiryLocked for a caller without the lock.
+func (s *Server) effectiveExpiry(l *lease.Lease) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	exp, _ := s.effectiveExpiryLocked(l)
+	return exp
+}
+
+// bound reports whether l is bound at now given its effective expiry:
+// past it a lease is not, even before the sweeper has run.
+func bound(l *lease.Lease, exp, now time.Time) bool {
+	return l.State == lease.Active && now.Before(exp)
 }
 
 // ours reports whether this server hands ip out: it is in a pool or
@@ -209,8 +224,10 @@ func (s *Server) leasequeryReply(q lqQuery, typ uint8, l *lease.Lease, others []
 	}
 	var t1, t2 uint32
 	var block []byte
+	var exp time.Time
 	if l != nil {
-		t1, t2 = renewTimes(sub, l)
+		exp, _ = s.effectiveExpiryLocked(l)
+		t1, t2 = renewTimes(sub, l, exp)
 		if sub != nil {
 			block = sub.Options
 		}
@@ -236,7 +253,7 @@ func (s *Server) leasequeryReply(q lqQuery, typ uint8, l *lease.Lease, others []
 	b = append(b, dhcpwire.OptMessageType, 1, typ)
 	b = dhcpwire.AppendAddrOption(b, dhcpwire.OptServerID, sid)
 	if l != nil {
-		b = appendLeaseTimes(b, l, now, t1, t2)
+		b = appendLeaseTimes(b, l, exp, now, t1, t2)
 		if len(others) > 0 {
 			v := make([]byte, 0, 4*len(others))
 			for _, a := range others {
@@ -303,25 +320,26 @@ func leaseFrom(l *lease.Lease) time.Time {
 }
 
 // renewTimes returns T1 and T2 in seconds from leaseFrom for the grant the
-// client holds (expiry minus its last transaction): what it was told, by
+// client holds (its effective expiry exp minus its last transaction): what it was told, by
 // grantTimes, the arithmetic both paths use. A grant cut short at the
 // promise horizon reports T1 and T2 scaled as XDP scaled them; one made
 // before a reload changed the lease time reports the configured ones
 // while the grant is at least the new lease time.
-func renewTimes(sub *Subnet, l *lease.Lease) (t1, t2 uint32) {
-	g := grantTimes(sub, l.Expiry.Sub(leaseFrom(l)))
+func renewTimes(sub *Subnet, l *lease.Lease, exp time.Time) (t1, t2 uint32) {
+	g := grantTimes(sub, exp.Sub(leaseFrom(l)))
 	return g[1], g[2]
 }
 
-// appendLeaseTimes adds 51, 58 and 59 as time remaining from now (58 and
-// 59 only while still ahead, counted from the client's last transaction)
-// and 91 as seconds since that transaction.
-func appendLeaseTimes(b []byte, l *lease.Lease, now time.Time, t1, t2 uint32) []byte {
+// appendLeaseTimes adds 51 as time remaining from now to the effective
+// expiry exp, 58 and 59 as time remaining (only while still ahead, counted
+// from the client's last transaction) and 91 as seconds since that
+// transaction.
+func appendLeaseTimes(b []byte, l *lease.Lease, exp, now time.Time, t1, t2 uint32) []byte {
 	remain := func(at time.Time) (uint32, bool) {
 		d := at.Sub(now)
 		return uint32(max(d, 0) / time.Second), d > 0
 	}
-	lt, _ := remain(l.Expiry)
+	lt, _ := remain(exp)
 	b = dhcpwire.AppendUint32Option(b, dhcpwire.OptLeaseTime, lt)
 	from := leaseFrom(l)
 	if r, ok := remain(from.Add(time.Duration(t1) * time.Second)); ok && t1 > 0 {

@@ -341,20 +341,24 @@ func BenchmarkLeasequeryByIP(b *testing.B) {
 // lease bound past its stored expiry, but only for the client that holds
 // the address: a copy read before the address changed hands must not
 // borrow the new holder's grant.
-func TestBoundTakesTheFastPathGrantOnlyForTheSameClient(t *testing.T) {
+func TestEffectiveExpiryTakesTheFastPathGrantOnlyForTheSameClient(t *testing.T) {
 	f, fp := newFastFixture(t)
 	ip, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
 	old := f.srv.Lookup(ip)
+	stored := old.Expiry
 	f.now = f.now.Add(time.Hour + time.Second)
 	fp.granted[ip] = f.now.Add(30 * time.Minute)
-	if !f.srv.bound(old.Clone(), f.now) {
-		t.Fatal("a lease XDP renewed past its stored expiry is not bound")
+	if exp := f.srv.effectiveExpiry(old); !exp.Equal(fp.granted[ip]) || !bound(old, exp, f.now) {
+		t.Fatalf("a lease XDP renewed past its stored expiry: effective expiry %v, want the grant %v", exp, fp.granted[ip])
+	}
+	if !old.Expiry.Equal(stored) {
+		t.Fatalf("asking for the effective expiry changed the record: %v, was %v", old.Expiry, stored)
 	}
 	f.srv.mu.Lock()
 	f.srv.leases[ip] = &lease.Lease{IP: ip, State: lease.Active, HWType: 1, HWAddr: mac(2), Expiry: f.now.Add(30 * time.Minute)}
 	f.srv.mu.Unlock()
-	if f.srv.bound(old.Clone(), f.now) {
-		t.Fatal("the previous holder's record took the new holder's grant")
+	if exp := f.srv.effectiveExpiry(old); !exp.Equal(stored) || bound(old, exp, f.now) {
+		t.Fatalf("the previous holder's record took the new holder's grant: %v", exp)
 	}
 }
 

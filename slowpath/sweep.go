@@ -47,15 +47,14 @@ func (s *Server) Sweep() {
 		switch l.State {
 		case lease.Active:
 			// The fast path may have renewed this lease and its event not
-			// arrived yet: its map entry holds the latest grant. With no
-			// entry to ask (map lost with a reboot, fast path turned off)
-			// the durable horizon bounds what it can have granted
-			// (ARCHITECTURE.md invariant 2), so the address waits for that.
-			late := l.Horizon
-			if s.fast != nil {
-				if g, ok := s.fast.Granted(e.ip); ok {
-					late = g
-				}
+			// arrived yet: its map entry holds the latest grant, which the
+			// effective expiry takes. With no entry to ask (map lost with
+			// a reboot, fast path turned off) the horizon bounds what it
+			// can have granted (ARCHITECTURE.md invariant 2), so the
+			// address waits for that.
+			late, asked := s.effectiveExpiryLocked(l)
+			if !asked {
+				late = l.Horizon
 			}
 			if late.After(l.Expiry) && late.After(now) {
 				changed = append(changed, s.changeLocked(e.ip, causeExpire, now, func(l *lease.Lease) { l.Expiry = late }))
