@@ -93,6 +93,21 @@ type XdpXdhcpEvhead struct {
 	Pad  [7]uint64
 }
 
+type XdpXdhcpGrant struct {
+	_          structs.HostLayout
+	Expiry     uint64
+	Cltt       uint64
+	Xid        uint32
+	LastGiaddr uint32
+}
+
+type XdpXdhcpGrantKey struct {
+	_   structs.HostLayout
+	Ip  uint32
+	Pad uint32
+	Gen uint64
+}
+
 type XdpXdhcpIface struct {
 	_   structs.HostLayout
 	Mac [6]uint8
@@ -100,28 +115,26 @@ type XdpXdhcpIface struct {
 }
 
 type XdpXdhcpLease struct {
-	_          structs.HostLayout
-	Expiry     uint64
-	Horizon    uint64
-	Cltt       uint64
-	RelayFp    uint64
-	Xid        uint32
-	LastGiaddr uint32
-	Ifindex    uint32
-	Giaddr     uint32
-	ServerId   uint32
-	LeaseTime  uint32
-	T1         uint32
-	T2         uint32
-	TmplId     uint32
-	Vlan       [2]uint16
-	Htype      uint8
-	Hlen       uint8
-	CidLen     uint8
-	Flags      uint8
-	Chaddr     [16]uint8
-	Cid        [32]uint8
-	_          [4]byte
+	_         structs.HostLayout
+	Expiry    uint64
+	Horizon   uint64
+	RelayFp   uint64
+	Gen       uint64
+	Ifindex   uint32
+	Giaddr    uint32
+	ServerId  uint32
+	LeaseTime uint32
+	T1        uint32
+	T2        uint32
+	TmplId    uint32
+	Vlan      [2]uint16
+	Htype     uint8
+	Hlen      uint8
+	CidLen    uint8
+	Flags     uint8
+	Chaddr    [16]uint8
+	Cid       [32]uint8
+	_         [4]byte
 }
 
 type XdpXdhcpSettings struct {
@@ -158,6 +171,7 @@ const (
 	XdpMapXdhcpCounters = "xdhcp_counters"
 	XdpMapXdhcpEvheads  = "xdhcp_evheads"
 	XdpMapXdhcpEvring   = "xdhcp_evring"
+	XdpMapXdhcpGrants   = "xdhcp_grants"
 	XdpMapXdhcpIfaces   = "xdhcp_ifaces"
 	XdpMapXdhcpLeases   = "xdhcp_leases"
 	XdpMapXdhcpPunts    = "xdhcp_punts"
@@ -222,6 +236,7 @@ type XdpMapSpecs struct {
 	XdhcpCounters *ebpf.MapSpec `ebpf:"xdhcp_counters"`
 	XdhcpEvheads  *ebpf.MapSpec `ebpf:"xdhcp_evheads"`
 	XdhcpEvring   *ebpf.MapSpec `ebpf:"xdhcp_evring"`
+	XdhcpGrants   *ebpf.MapSpec `ebpf:"xdhcp_grants"`
 	XdhcpIfaces   *ebpf.MapSpec `ebpf:"xdhcp_ifaces"`
 	XdhcpLeases   *ebpf.MapSpec `ebpf:"xdhcp_leases"`
 	XdhcpPunts    *ebpf.MapSpec `ebpf:"xdhcp_punts"`
@@ -262,6 +277,7 @@ type XdpMaps struct {
 	XdhcpCounters *ebpf.Map `ebpf:"xdhcp_counters"`
 	XdhcpEvheads  *ebpf.Map `ebpf:"xdhcp_evheads"`
 	XdhcpEvring   *ebpf.Map `ebpf:"xdhcp_evring"`
+	XdhcpGrants   *ebpf.Map `ebpf:"xdhcp_grants"`
 	XdhcpIfaces   *ebpf.Map `ebpf:"xdhcp_ifaces"`
 	XdhcpLeases   *ebpf.Map `ebpf:"xdhcp_leases"`
 	XdhcpPunts    *ebpf.Map `ebpf:"xdhcp_punts"`
@@ -275,6 +291,7 @@ func (m *XdpMaps) Close() error {
 		m.XdhcpCounters,
 		m.XdhcpEvheads,
 		m.XdhcpEvring,
+		m.XdhcpGrants,
 		m.XdhcpIfaces,
 		m.XdhcpLeases,
 		m.XdhcpPunts,

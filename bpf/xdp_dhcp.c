@@ -48,14 +48,14 @@
 /* Config flags. */
 #define XDHCP_CFG_ANSWER 1 /* clear: pass every renewal up */
 
-/* A lease the fast path may renew, keyed by its address (network order). */
+/* A lease the fast path may renew, keyed by its address (network order).
+ * Only the daemon writes it: what the program grants goes to xdhcp_grants
+ * (one writer per map field, docs/ARCHITECTURE.md invariant 9). */
 struct xdhcp_lease {
-	__u64 expiry;   /* unix seconds; a renewal at or after it is punted. XDP raises it. */
+	__u64 expiry;   /* unix seconds, as bbolt has it; the grant's may be later */
 	__u64 horizon;  /* unix seconds; no grant may end later (promise horizon) */
-	__u64 cltt;     /* unix seconds of the last renewal answered here */
 	__u64 relay_fp; /* relay_fp() of the option 82 stored with the lease; 0: none */
-	__u32 xid;      /* of that renewal */
-	__u32 last_giaddr; /* relay it came through; 0: direct or past the relay */
+	__u64 gen;      /* the binding: new whenever the address changes hands; never 0 */
 	__u32 ifindex;  /* where a direct lease was granted */
 	__u32 giaddr;   /* relay of a relayed lease; 0: directly attached */
 	__u32 server_id;  /* option 54, and the reply's source address */
@@ -70,6 +70,26 @@ struct xdhcp_lease {
 	__u8 flags;
 	__u8 chaddr[CHADDR_MAX];
 	__u8 cid[CID_MAX];
+};
+
+/* What the program granted to one binding of an address, keyed by the
+ * address and the binding's generation, so that a grant to an earlier
+ * holder of the address never counts for the next one. Only the program
+ * writes it; the daemon reads it and deletes the grants of bindings it
+ * replaced or removed. A lease's expiry is the later of the entry's and
+ * its grant's. An entry with cltt 0 records no renewal: the program makes
+ * it when it first looks at one, before it knows whether it answers. */
+struct xdhcp_grant_key {
+	__u32 ip;
+	__u32 pad;      /* zero */
+	__u64 gen;      /* xdhcp_lease.gen */
+};
+
+struct xdhcp_grant {
+	__u64 expiry;   /* unix seconds: the latest expiry granted; only raised */
+	__u64 cltt;     /* unix seconds of the last renewal answered */
+	__u32 xid;      /* of that renewal */
+	__u32 last_giaddr; /* relay it came through; 0: direct or past the relay */
 };
 
 /* A subnet's option block, copied into every reply after 53,54,51,58,59. */
@@ -142,7 +162,9 @@ enum xdhcp_counter {
  * The maps, all pinned by name under /sys/fs/bpf/xdhcp/ so that renewals
  * keep being answered while the daemon restarts.
  *
- *   xdhcp_leases     hash  lease IP -> struct xdhcp_lease   (slow path writes; XDP raises expiry)
+ *   xdhcp_leases     hash  lease IP -> struct xdhcp_lease   (slow path writes; XDP reads)
+ *   xdhcp_grants     hash  {IP, gen} -> struct xdhcp_grant  (XDP writes; the daemon reads and
+ *                          deletes those of replaced bindings)
  *   xdhcp_tmpls      array template id -> struct xdhcp_template (slow path; an
  *                          array, not a hash: the lookup is inlined, no hashing)
  *   xdhcp_ifaces     hash  ifindex -> struct xdhcp_iface    (loader)
@@ -161,6 +183,16 @@ struct {
 	__type(value, struct xdhcp_lease);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xdhcp_leases SEC(".maps");
+
+/* As many as leases: the loader sizes both. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 21);
+	__type(key, struct xdhcp_grant_key);
+	__type(value, struct xdhcp_grant);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} xdhcp_grants SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -366,6 +398,25 @@ static __always_inline __u64 forget(struct walk *w, __u32 v)
 {
 	*(volatile __u32 *)&w->at = v;
 	return *(volatile __u32 *)&w->at;
+}
+
+/* raise_u64 sets *p to v unless it holds more: a compare-and-swap, since
+ * two CPUs may answer the same client at once (a retransmission) and a
+ * plain store could lower what the other just raised. Each failed swap
+ * means another CPU raised *p meanwhile; a few tries outlast any real
+ * contention on one client's address. */
+static __always_inline void raise_u64(__u64 *p, __u64 v)
+{
+	__u64 cur = *(volatile __u64 *)p;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < 4; i++) {
+		if (cur >= v)
+			break;
+		__u64 was = __sync_val_compare_and_swap(p, cur, v);
+		if (was == cur)
+			break;
+		cur = was;
+	}
 }
 
 static __always_inline void put32(__u8 *p, __u32 host)
@@ -720,7 +771,24 @@ malformed:
 		s->sec_start = now * 1000000000ULL - off;
 		s->sec_offset = off;
 	}
-	if (now >= l->expiry)
+	/* The binding's grant: the lease ends at the later of its expiry and
+	 * the grant's. A renewal is recorded in g before its reply leaves;
+	 * made here, while the request can still be passed up, an empty one
+	 * when there is none yet (expiry 0 and cltt 0: no renewal). Another
+	 * CPU may make it first: then the lookup finds that one. */
+	struct xdhcp_grant_key gk = { .ip = ciaddr, .gen = l->gen };
+	struct xdhcp_grant *g = bpf_map_lookup_elem(&xdhcp_grants, &gk);
+	if (!g) {
+		struct xdhcp_grant ng = {};
+		bpf_map_update_elem(&xdhcp_grants, &gk, &ng, BPF_NOEXIST);
+		g = bpf_map_lookup_elem(&xdhcp_grants, &gk);
+		if (!g)
+			PUNT(XC_ERROR); /* the grants map is full */
+	}
+	__u64 expiry = l->expiry;
+	if (g->expiry > expiry)
+		expiry = g->expiry;
+	if (now >= expiry)
 		PUNT(XC_EXPIRED);
 
 	/* Identity: hardware address, and client identifier present in both or neither. */
@@ -975,11 +1043,10 @@ drop:
 
 	/* Remember what was granted before the reply leaves. */
 	__u32 xid = *(__u32 *)&rq[4];
-	if (exp > l->expiry)
-		l->expiry = exp;
-	l->cltt = now;
-	l->xid = xid;
-	l->last_giaddr = giaddr;
+	raise_u64(&g->expiry, exp);
+	g->cltt = now;
+	g->xid = xid;
+	g->last_giaddr = giaddr;
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct xdhcp_evhead *eh = bpf_map_lookup_elem(&xdhcp_evheads, &cpu);
 	__u32 slot = 0;

@@ -70,8 +70,8 @@ type Settings struct {
 
 // Maps writes and reads the program's maps. It is safe for concurrent use.
 type Maps struct {
-	leases, templates, ifaces, config, counters *ebpf.Map
-	events                                      *eventRings
+	leases, grants, templates, ifaces, config, counters *ebpf.Map
+	events                                              *eventRings
 
 	mu       sync.Mutex
 	settings Settings
@@ -81,13 +81,17 @@ type Maps struct {
 	// is here but not in tmplID, and goes at the next prune.
 	tmplRefs map[uint32]int
 	leaseTpl map[netip.Addr]uint32 // published lease -> its template id
+	// nextGen is the generation the next new binding gets: above every
+	// one in either map when New ran, so that no grant left by an
+	// earlier binding of an address can ever match a later one.
+	nextGen uint64
 }
 
 // New wraps loaded maps and adopts the templates already in them, so that
 // entries left by a previous run keep pointing at valid templates.
 func New(m *bpf.XdpMaps) (*Maps, error) {
 	fm := &Maps{
-		leases: m.XdhcpLeases, templates: m.XdhcpTmpls, ifaces: m.XdhcpIfaces,
+		leases: m.XdhcpLeases, grants: m.XdhcpGrants, templates: m.XdhcpTmpls, ifaces: m.XdhcpIfaces,
 		config: m.XdhcpConfig, counters: m.XdhcpCounters,
 		tmplID: map[string]uint32{}, tmplRefs: map[uint32]int{}, leaseTpl: map[netip.Addr]uint32{},
 	}
@@ -111,7 +115,46 @@ func New(m *bpf.XdpMaps) (*Maps, error) {
 		fm.events.close()
 		return nil, fmt.Errorf("reading reply templates: %w", err)
 	}
+	if fm.nextGen, err = fm.highestGen(); err != nil {
+		fm.events.close()
+		return nil, err
+	}
+	fm.nextGen++
 	return fm, nil
+}
+
+// highestGen returns the highest binding generation in the lease and
+// grant maps (0 when both are empty).
+func (m *Maps) highestGen() (uint64, error) {
+	var high uint64
+	err := batchEach(m.leases, func(_ [4]byte, v *bpf.XdpXdhcpLease) { high = max(high, v.Gen) })
+	if err != nil {
+		return 0, fmt.Errorf("reading lease entries: %w", err)
+	}
+	err = batchEach(m.grants, func(k bpf.XdpXdhcpGrantKey, _ *bpf.XdpXdhcpGrant) { high = max(high, k.Gen) })
+	if err != nil {
+		return 0, fmt.Errorf("reading grants: %w", err)
+	}
+	return high, nil
+}
+
+// batchEach calls fn for every entry of a hash map, read in batches.
+func batchEach[K, V any](m *ebpf.Map, fn func(K, *V)) error {
+	keys := make([]K, 4096)
+	vals := make([]V, 4096)
+	var cur ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cur, keys, vals, nil)
+		for i := range n {
+			fn(keys[i], &vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // Close unmaps the event rings. The maps themselves belong to whoever
@@ -156,16 +199,20 @@ func Publishable(l *Lease) bool {
 	return l.IP.Is4() && len(l.HWAddr) <= 16 && len(l.ClientID) <= MaxClientID && len(l.Template) <= MaxTemplate && l.ServerID.Is4()
 }
 
-// Publish adds or replaces entries. When an entry for the same client is
-// already there with a later expiry (a renewal XDP answered whose event the
-// slow path has not folded yet), that expiry and the renewal's facts are
-// kept: the map must never forget a grant.
+// Publish adds or replaces entries. It never writes what the program
+// granted (docs/ARCHITECTURE.md invariant 9): grants live in their own
+// map, keyed by the binding's generation, so a republished entry with
+// the expiry bbolt knows leaves a later grant in force, and the program
+// keeps answering from the later of the two. An entry for another client
+// than the one there is a new binding: it gets a new generation, and the
+// earlier binding's grant is deleted, and would not count if it stayed.
 func (m *Maps) Publish(ls []Lease) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
 	keys := make([][4]byte, 0, len(ls))
 	vals := make([]bpf.XdpXdhcpLease, 0, len(ls))
+	var replaced []bpf.XdpXdhcpGrantKey
 	for i := range ls {
 		l := &ls[i]
 		if !Publishable(l) {
@@ -189,9 +236,21 @@ func (m *Maps) Publish(ls []Lease) error {
 		}
 		copy(v.Chaddr[:], l.HWAddr)
 		copy(v.Cid[:], l.ClientID)
+		// Reading the entry is no read-modify-write race: only this
+		// process writes lease entries, under m.mu.
 		var old bpf.XdpXdhcpLease
-		if err := m.leases.Lookup(key(l.IP), &old); err == nil && sameClient(&old, &v) && old.Expiry > v.Expiry {
-			v.Expiry, v.Cltt, v.Xid, v.LastGiaddr = old.Expiry, old.Cltt, old.Xid, old.LastGiaddr
+		switch err := m.leases.Lookup(key(l.IP), &old); {
+		case err == nil && sameClient(&old, &v):
+			v.Gen = old.Gen
+		case err == nil:
+			v.Gen = m.newGenLocked()
+			replaced = append(replaced, grantKey(l.IP, old.Gen))
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			v.Gen = m.newGenLocked()
+		default:
+			m.unrefLocked(id)
+			errs = append(errs, fmt.Errorf("reading lease entry %s: %w", l.IP, err))
+			continue
 		}
 		keys = append(keys, key(l.IP))
 		vals = append(vals, v)
@@ -203,6 +262,32 @@ func (m *Maps) Publish(ls []Lease) error {
 	if len(keys) > 0 {
 		if _, err := m.leases.BatchUpdate(keys, vals, nil); err != nil {
 			errs = append(errs, fmt.Errorf("writing %d lease entries: %w", len(keys), err))
+			return errors.Join(errs...) // the replaced entries may still be there
+		}
+	}
+	errs = append(errs, m.deleteGrants(replaced))
+	return errors.Join(errs...)
+}
+
+// newGenLocked returns a generation no binding had before.
+func (m *Maps) newGenLocked() uint64 {
+	g := m.nextGen
+	m.nextGen++
+	return g
+}
+
+func grantKey(ip netip.Addr, gen uint64) bpf.XdpXdhcpGrantKey {
+	return bpf.XdpXdhcpGrantKey{Ip: addrWord(ip), Gen: gen}
+}
+
+// deleteGrants deletes the grants of bindings that are gone. A renewal
+// the program was answering from the old entry at that moment can still
+// write one back: it never matches a later binding, and Scan deletes it.
+func (m *Maps) deleteGrants(ks []bpf.XdpXdhcpGrantKey) error {
+	var errs []error
+	for _, k := range ks {
+		if err := m.grants.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("deleting the grant to %s: %w", wordAddr(k.Ip), err))
 		}
 	}
 	return errors.Join(errs...)
@@ -278,12 +363,18 @@ func (m *Maps) unrefLocked(id uint32) {
 	}
 }
 
-// Remove withdraws entries. Missing entries are not an error.
+// Remove withdraws entries and their grants. Missing entries are not an
+// error.
 func (m *Maps) Remove(ips []netip.Addr) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
+	var gone []bpf.XdpXdhcpGrantKey
 	for _, ip := range ips {
+		var old bpf.XdpXdhcpLease
+		if err := m.leases.Lookup(key(ip), &old); err == nil {
+			gone = append(gone, grantKey(ip, old.Gen))
+		}
 		if err := m.leases.Delete(key(ip)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("removing lease entry %s: %w", ip, err))
 		}
@@ -292,6 +383,7 @@ func (m *Maps) Remove(ips []netip.Addr) error {
 			delete(m.leaseTpl, ip)
 		}
 	}
+	errs = append(errs, m.deleteGrants(gone))
 	return errors.Join(errs...)
 }
 
@@ -333,44 +425,80 @@ func (m *Maps) Len() int {
 	return len(m.leaseTpl)
 }
 
-// Granted returns the expiry in the entry for ip: the latest the fast path
-// has granted, since the program raises it before it replies.
+// Granted returns the expiry of the entry for ip: the later of the
+// published one and what the program granted, which it records before
+// it replies.
 func (m *Maps) Granted(ip netip.Addr) (time.Time, bool) {
 	var v bpf.XdpXdhcpLease
 	if err := m.leases.Lookup(key(ip), &v); err != nil {
 		return time.Time{}, false
 	}
-	return time.Unix(int64(v.Expiry), 0), true
+	exp := v.Expiry
+	var g bpf.XdpXdhcpGrant
+	if err := m.grants.Lookup(grantKey(ip, v.Gen), &g); err == nil {
+		exp = max(exp, g.Expiry)
+	}
+	return time.Unix(int64(exp), 0), true
 }
 
 // Scan calls fn for every entry the program has renewed at least once, and
 // returns the addresses of all entries. The daemon folds what it finds at
-// start and after lost events, and reconciles the map with bbolt.
+// start and after lost events, and reconciles the map with bbolt. Grants
+// of bindings no longer in the map (left by a renewal that raced with
+// their removal) are deleted.
 func (m *Maps) Scan(fn func(Renewal)) ([]netip.Addr, error) {
+	// Grants first: a grant is made only for an entry in the map, so an
+	// entry read after it is there too, unless it was replaced meanwhile.
+	grants := map[bpf.XdpXdhcpGrantKey]bpf.XdpXdhcpGrant{}
+	err := batchEach(m.grants, func(k bpf.XdpXdhcpGrantKey, g *bpf.XdpXdhcpGrant) { grants[k] = *g })
+	if err != nil {
+		return nil, fmt.Errorf("scanning grants: %w", err)
+	}
 	var all []netip.Addr
-	keys := make([][4]byte, 4096)
-	vals := make([]bpf.XdpXdhcpLease, 4096)
-	var cur ebpf.MapBatchCursor
-	for {
-		n, err := m.leases.BatchLookup(&cur, keys, vals, nil)
-		for i := range n {
-			ip := netip.AddrFrom4(keys[i])
-			all = append(all, ip)
-			if v := &vals[i]; v.Cltt != 0 {
-				fn(Renewal{
-					IP: ip, HWAddr: bytes.Clone(v.Chaddr[:min(v.Hlen, 16)]), XID: netWord(v.Xid),
-					At: time.Unix(int64(v.Cltt), 0), Expiry: time.Unix(int64(v.Expiry), 0),
-					IfIndex: v.Ifindex, VLANs: v.Vlan, GIAddr: giaddr(v.LastGiaddr),
-				})
-			}
+	err = batchEach(m.leases, func(k [4]byte, v *bpf.XdpXdhcpLease) {
+		ip := netip.AddrFrom4(k)
+		all = append(all, ip)
+		gk := grantKey(ip, v.Gen)
+		g, ok := grants[gk]
+		delete(grants, gk)
+		if !ok || g.Cltt == 0 {
+			return
 		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return all, nil
-		}
-		if err != nil {
-			return all, fmt.Errorf("scanning lease entries: %w", err)
+		fn(Renewal{
+			IP: ip, HWAddr: bytes.Clone(v.Chaddr[:min(v.Hlen, 16)]), XID: netWord(g.Xid),
+			At: time.Unix(int64(g.Cltt), 0), Expiry: time.Unix(int64(max(v.Expiry, g.Expiry)), 0),
+			IfIndex: v.Ifindex, VLANs: v.Vlan, GIAddr: giaddr(g.LastGiaddr),
+		})
+	})
+	if err != nil {
+		return all, fmt.Errorf("scanning lease entries: %w", err)
+	}
+	if len(grants) > 0 {
+		if err := m.dropOrphanGrants(grants); err != nil {
+			return all, err
 		}
 	}
+	return all, nil
+}
+
+// dropOrphanGrants deletes the grants, found by a scan with no entry of
+// their binding, whose binding is still not in the map. Checked again
+// under m.mu, which every change of an entry's generation holds.
+func (m *Maps) dropOrphanGrants(grants map[bpf.XdpXdhcpGrantKey]bpf.XdpXdhcpGrant) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var orphans []bpf.XdpXdhcpGrantKey
+	for k := range grants {
+		var v bpf.XdpXdhcpLease
+		err := m.leases.Lookup(key(wordAddr(k.Ip)), &v)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("reading lease entry %s: %w", wordAddr(k.Ip), err)
+		}
+		if err != nil || v.Gen != k.Gen {
+			orphans = append(orphans, k)
+		}
+	}
+	return m.deleteGrants(orphans)
 }
 
 // SetSettings writes the global settings and the current wall-clock offset.

@@ -57,9 +57,9 @@ type Program struct {
 	// Pins says where the pins are and whether they outlive the daemon.
 	Pins  PinInfo
 	links map[string]link.Link
-	// Reused is set when the lease map was already pinned, in this
-	// program's layout: its entries (and the grants they record) survived
-	// since the last run.
+	// Reused is set when the lease map and the grants map were already
+	// pinned, in this program's layout: the entries and what the program
+	// granted survived since the last run.
 	Reused bool
 	// Upgraded is set when pins of an older version were retired. Until
 	// the new program is swapped in, the old one still runs, against the
@@ -161,7 +161,8 @@ func sameFields(ms *ebpf.MapSpec, m *ebpf.Map) error {
 }
 
 // xdpSpec reads the program's object and sizes its maps: the lease map
-// for maxLeases (0: as compiled), the event rings for the possible CPUs.
+// and the grants map for maxLeases (0: as compiled), the event rings for
+// the possible CPUs.
 // The ring map is compiled with one CPU's slots, so that the slot count
 // is written down once, in the C source.
 func xdpSpec(maxLeases uint32) (*ebpf.CollectionSpec, error) {
@@ -171,6 +172,7 @@ func xdpSpec(maxLeases uint32) (*ebpf.CollectionSpec, error) {
 	}
 	if maxLeases > 0 {
 		spec.Maps[bpf.XdpMapXdhcpLeases].MaxEntries = maxLeases
+		spec.Maps[bpf.XdpMapXdhcpGrants].MaxEntries = maxLeases
 	}
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
@@ -214,14 +216,26 @@ func Load(o Options) (*Program, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Grants are keyed by the generations of the lease entries: they go
+	// with their lease map.
+	if why := retire[bpf.XdpMapXdhcpLeases]; why != nil && retire[bpf.XdpMapXdhcpGrants] == nil {
+		if _, err := os.Stat(filepath.Join(o.PinDir, bpf.XdpMapXdhcpGrants)); err == nil {
+			retire[bpf.XdpMapXdhcpGrants] = fmt.Errorf("its lease map is retired (%w)", why)
+		}
+	}
 	for name := range retire {
 		spec.Maps[name].Pinning = ebpf.PinNone // fresh, pinned below once loaded
 	}
 	p.Upgraded = len(retire) > 0
 	// A retired lease map is not reused: its grants are known only up to
-	// their horizons.
-	if _, err := os.Stat(filepath.Join(o.PinDir, bpf.XdpMapXdhcpLeases)); err == nil && retire[bpf.XdpMapXdhcpLeases] == nil {
-		p.Reused = true
+	// their horizons. Neither is one without its grants (an older
+	// version's, whose entries held them, or one whose grants map was
+	// retired): what the program granted is not readable.
+	p.Reused = true
+	for _, name := range []string{bpf.XdpMapXdhcpLeases, bpf.XdpMapXdhcpGrants} {
+		if _, err := os.Stat(filepath.Join(o.PinDir, name)); err != nil || retire[name] != nil {
+			p.Reused = false
+		}
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: o.PinDir}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {

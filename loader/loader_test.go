@@ -340,3 +340,135 @@ func TestPinDirBelongsToOneLoader(t *testing.T) {
 		t.Fatalf("DetachAll after the holder closed: %v", err)
 	}
 }
+
+// previousLeaseEntry is struct xdhcp_lease as it was before the grants
+// map, when the program wrote its grants into the entry (expiry raised,
+// cltt, xid, last_giaddr), built from the current entry's field types.
+func previousLeaseEntry(t *testing.T, cur *btf.Struct) *btf.Struct {
+	t.Helper()
+	types := map[string]btf.Type{}
+	for _, m := range cur.Members {
+		types[m.Name] = m.Type
+	}
+	u64, u32 := types["expiry"], types["ifindex"]
+	var ms []btf.Member
+	off := 0
+	add := func(name string, typ btf.Type) {
+		if typ == nil {
+			t.Fatalf("the lease entry has no field to take %s's type from", name)
+		}
+		n, err := btf.Sizeof(typ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, btf.Member{Name: name, Type: typ, Offset: btf.Bits(off * 8)})
+		off += n
+	}
+	for _, f := range []string{"expiry", "horizon", "cltt", "relay_fp"} {
+		add(f, u64)
+	}
+	for _, f := range []string{"xid", "last_giaddr", "ifindex", "giaddr", "server_id", "lease_time", "t1", "t2", "tmpl_id"} {
+		add(f, u32)
+	}
+	for _, f := range []string{"vlan", "htype", "hlen", "cid_len", "flags", "chaddr", "cid"} {
+		add(f, types[f])
+	}
+	return &btf.Struct{Name: cur.Name, Size: uint32((off + 7) &^ 7), Members: ms}
+}
+
+// TestLoadUpgradesFromGrantsInTheLeaseEntry: the upgrade from the lease
+// entry that held the program's grants to the lease and grants maps. The
+// older lease map is retired (its grants are known only up to their
+// horizons: not reused, an upgrade) and a grants map is made and pinned;
+// the next load reuses both, with what the program granted; and when a
+// lease map is retired again, the grants keyed by its generations go
+// with it.
+func TestLoadUpgradesFromGrantsInTheLeaseEntry(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "loading XDP needs root")
+	}
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xdhcp-grants-upgrade-%d", os.Getpid()))
+	t.Cleanup(func() { DetachAll(dir) })
+	spec, err := xdpSpec(1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinOld := func() {
+		t.Helper()
+		ms := spec.Maps[bpf.XdpMapXdhcpLeases].Copy()
+		old := previousLeaseEntry(t, btf.Copy(ms.Value).(*btf.Struct))
+		if old.Size != 128 {
+			t.Fatalf("the previous lease entry rebuilt as %d bytes, it was 128", old.Size)
+		}
+		ms.Value, ms.ValueSize, ms.Pinning = old, old.Size, ebpf.PinNone
+		m, err := ebpf.NewMap(ms)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, bpf.XdpMapXdhcpLeases)
+		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		if err := m.Pin(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pinOld()
+	p, err := Load(Options{PinDir: dir, MaxLeases: 1024})
+	if err != nil {
+		t.Fatalf("upgrading from the previous lease entry: %v", err)
+	}
+	if p.Reused || !p.Upgraded {
+		t.Fatalf("from the previous lease entry: reused %v (want false), upgraded %v (want true)", p.Reused, p.Upgraded)
+	}
+	if n, want := p.Objs.XdhcpLeases.ValueSize(), spec.Maps[bpf.XdpMapXdhcpLeases].ValueSize; n != want {
+		t.Fatalf("lease entries of %d bytes, want %d", n, want)
+	}
+	if n := p.Objs.XdhcpGrants.MaxEntries(); n != 1024 {
+		t.Fatalf("grants map of %d entries for 1024 leases", n)
+	}
+	k := bpf.XdpXdhcpGrantKey{Ip: 0x0100000a, Gen: 7}
+	g := bpf.XdpXdhcpGrant{Expiry: 12345, Cltt: 100}
+	if err := p.Objs.XdhcpGrants.Put(k, &g); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+
+	p2, err := Load(Options{PinDir: dir, MaxLeases: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p2.Reused || p2.Upgraded {
+		t.Fatalf("the load after the upgrade: reused %v (want true), upgraded %v (want false)", p2.Reused, p2.Upgraded)
+	}
+	var got bpf.XdpXdhcpGrant
+	if err := p2.Objs.XdhcpGrants.Lookup(k, &got); err != nil || got != g {
+		t.Fatalf("the grant did not survive the restart: %+v %v", got, err)
+	}
+	p2.Close()
+
+	pinOld()
+	p3, err := Load(Options{PinDir: dir, MaxLeases: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p3.Close()
+	if p3.Reused || !p3.Upgraded {
+		t.Fatalf("lease map retired again: reused %v (want false), upgraded %v (want true)", p3.Reused, p3.Upgraded)
+	}
+	if err := p3.Objs.XdhcpGrants.Lookup(k, &got); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatalf("a grant of the retired lease map's bindings is still there: %+v %v", got, err)
+	}
+	pinned, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.XdpMapXdhcpGrants), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pinned.Close()
+	if err := pinned.Lookup(k, &got); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatalf("the pinned grants map is not the fresh one: %+v %v", got, err)
+	}
+}

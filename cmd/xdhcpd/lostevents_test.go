@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -35,7 +36,7 @@ func TestLostRingEventIsRecoveredByTheMapScan(t *testing.T) {
 		t.Cleanup(func() { m.Close() })
 		return m
 	}
-	leases, ring, heads := open("xdhcp_leases"), open("xdhcp_evring"), open("xdhcp_evheads")
+	leases, grants, ring, heads := open("xdhcp_leases"), open("xdhcp_grants"), open("xdhcp_evring"), open("xdhcp_evheads")
 	cpus := heads.MaxEntries()
 	slots := ring.MaxEntries() / cpus
 
@@ -50,11 +51,16 @@ func TestLostRingEventIsRecoveredByTheMapScan(t *testing.T) {
 	if got := rn.renew(1); got != 1 {
 		t.Fatal("XDP did not answer the renewal while the daemon was stopped")
 	}
-	var granted bpf.XdpXdhcpLease
-	if err := leases.Lookup(rn.ip.As4(), &granted); err != nil {
+	var entry bpf.XdpXdhcpLease
+	if err := leases.Lookup(rn.ip.As4(), &entry); err != nil {
 		t.Fatalf("lease entry: %v", err)
 	}
-	cltt, expiry := time.Unix(int64(granted.Cltt), 0), time.Unix(int64(granted.Expiry), 0)
+	var granted bpf.XdpXdhcpGrant
+	ip := rn.ip.As4()
+	if err := grants.Lookup(bpf.XdpXdhcpGrantKey{Ip: binary.NativeEndian.Uint32(ip[:]), Gen: entry.Gen}, &granted); err != nil {
+		t.Fatalf("the program's grant: %v", err)
+	}
+	cltt, expiry := time.Unix(int64(granted.Cltt), 0), time.Unix(int64(max(entry.Expiry, granted.Expiry)), 0)
 	if !cltt.After(mustTime(t, before.CLTT)) {
 		t.Fatalf("the program's CLTT %v is not after the stored %s: no renewal to lose", cltt, before.CLTT)
 	}
