@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -36,9 +37,65 @@ const (
 	minBulkFrame         = 240
 )
 
+// bulkReader is all that bulk leasequery sees of the server: reads only,
+// so the TCP service, which runs on its own goroutines at its requesters'
+// pace, cannot change a binding or take part in the commit path. readView
+// implements it over a Server.
+type bulkReader interface {
+	// LoadPage reads the lease store a page at a time (Store.LoadPage).
+	LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) error) (netip.Addr, error)
+	// ByHW and ByClient return copies of the bindings the indexes name
+	// for a hardware address or a client key (they may have moved on).
+	ByHW(htype uint8, hw []byte) []*lease.Lease
+	ByClient(key string) []*lease.Lease
+	// EffectiveExpiry is when l's binding ends (effectiveExpiryLocked).
+	EffectiveExpiry(l *lease.Lease) time.Time
+	// RenewTimes is T1 and T2 of l's grant until exp, by l's subnet.
+	RenewTimes(l *lease.Lease, exp time.Time) (t1, t2 uint32)
+	// Leasequery is the current leasequery configuration.
+	Leasequery() Leasequery
+	Now() time.Time
+}
+
+// readView is a Server seen through bulkReader.
+type readView struct{ s *Server }
+
+func (v readView) LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) error) (netip.Addr, error) {
+	return v.s.store.LoadPage(after, limit, fn)
+}
+func (v readView) ByHW(htype uint8, hw []byte) []*lease.Lease { return v.s.leasesForHW(htype, hw) }
+func (v readView) ByClient(key string) []*lease.Lease         { return v.s.LookupClient(key) }
+func (v readView) EffectiveExpiry(l *lease.Lease) time.Time   { return v.s.effectiveExpiry(l) }
+func (v readView) Leasequery() Leasequery                     { return v.s.settings().Leasequery }
+func (v readView) Now() time.Time                             { return v.s.now() }
+
+func (v readView) RenewTimes(l *lease.Lease, exp time.Time) (t1, t2 uint32) {
+	v.s.mu.Lock()
+	defer v.s.mu.Unlock()
+	return renewTimes(v.s.subs.forAddr(l.IP), l, exp)
+}
+
+// bulkServer is the bulk leasequery service: the read view, and where it
+// counts and logs.
+type bulkServer struct {
+	view bulkReader
+	m    *Metrics
+	log  *slog.Logger
+	warn func(kind, msg string, args ...any) // rate-limited
+}
+
+// bulk builds the bulk leasequery service over a read-only view of s.
+func (s *Server) bulk() *bulkServer {
+	return &bulkServer{view: readView{s}, m: s.m, log: s.log, warn: s.warnLimited}
+}
+
 // ServeBulk accepts bulk leasequery connections on ln until ctx ends,
 // and waits for the connections it started.
 func (s *Server) ServeBulk(ctx context.Context, ln net.Listener, o BulkOptions) error {
+	return s.bulk().serve(ctx, ln, o)
+}
+
+func (s *bulkServer) serve(ctx context.Context, ln net.Listener, o BulkOptions) error {
 	if o.MaxConnsPerRequester <= 0 {
 		o.MaxConnsPerRequester = 4
 	}
@@ -57,7 +114,7 @@ func (s *Server) ServeBulk(ctx context.Context, ln net.Listener, o BulkOptions) 
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			s.warnLimited("bulk_accept", "bulk leasequery accept", "err", err)
+			s.warn("bulk_accept", "bulk leasequery accept", "err", err)
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
@@ -65,10 +122,10 @@ func (s *Server) ServeBulk(ctx context.Context, ln net.Listener, o BulkOptions) 
 		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			remote = ta.AddrPort().Addr().Unmap()
 		}
-		lq := s.settings().Leasequery
+		lq := s.view.Leasequery()
 		if !lq.Enabled || !slices.ContainsFunc(lq.Requesters, func(p netip.Prefix) bool { return p.Contains(remote) }) {
 			s.m.Dropped.WithLabelValues("bulk_denied").Inc()
-			s.warnLimited("bulk_denied", "bulk leasequery from a requester not in leasequery.requesters", "remote", remote)
+			s.warn("bulk_denied", "bulk leasequery from a requester not in leasequery.requesters", "remote", remote)
 			c.Close()
 			continue
 		}
@@ -76,7 +133,7 @@ func (s *Server) ServeBulk(ctx context.Context, ln net.Listener, o BulkOptions) 
 		if conns[remote] >= o.MaxConnsPerRequester {
 			mu.Unlock()
 			s.m.Dropped.WithLabelValues("bulk_too_many_connections").Inc()
-			s.warnLimited("bulk_too_many_connections", "bulk leasequery connection refused: requester at its connection limit",
+			s.warn("bulk_too_many_connections", "bulk leasequery connection refused: requester at its connection limit",
 				"remote", remote, "limit", o.MaxConnsPerRequester)
 			c.Close()
 			continue
@@ -98,7 +155,7 @@ func (s *Server) ServeBulk(ctx context.Context, ln net.Listener, o BulkOptions) 
 // serveBulkConn answers queries on one connection, one at a time. The
 // requester's slot is released before the connection closes, so a client
 // that sees the close may connect again at once.
-func (s *Server) serveBulkConn(ctx context.Context, c net.Conn, o BulkOptions, release func()) {
+func (s *bulkServer) serveBulkConn(ctx context.Context, c net.Conn, o BulkOptions, release func()) {
 	defer c.Close()
 	defer release()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
@@ -109,16 +166,16 @@ func (s *Server) serveBulkConn(ctx context.Context, c net.Conn, o BulkOptions, r
 	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		local = ta.AddrPort().Addr().Unmap()
 	}
-	err := s.bulkSession(ctx, r, bw, local, func() { c.SetReadDeadline(time.Now().Add(o.IdleTimeout)) })
+	err := s.session(ctx, r, bw, local, func() { c.SetReadDeadline(time.Now().Add(o.IdleTimeout)) })
 	if err != nil && !errors.Is(err, io.EOF) {
 		s.log.Debug("bulk leasequery connection closed", "remote", c.RemoteAddr(), "err", err)
 	}
 }
 
-// bulkSession reads queries from r and answers each on w, until the
+// session reads queries from r and answers each on w, until the
 // stream ends or breaks; before each read it calls arm (deadlines). local
 // is the server's address on the connection.
-func (s *Server) bulkSession(ctx context.Context, r *bufio.Reader, w *bufio.Writer, local netip.Addr, arm func()) error {
+func (s *bulkServer) session(ctx context.Context, r *bufio.Reader, w *bufio.Writer, local netip.Addr, arm func()) error {
 	for {
 		arm()
 		msg, err := readBulkFrame(r)
@@ -185,7 +242,7 @@ type bulkQuery struct {
 
 // parseBulk checks a query (RFC 6926 §6.2) and returns what it selects,
 // or a status code and message.
-func (s *Server) parseBulk(p *dhcpwire.Packet) (bulkQuery, uint8, string) {
+func (s *bulkServer) parseBulk(p *dhcpwire.Packet) (bulkQuery, uint8, string) {
 	var q bulkQuery
 	if !p.CIAddr.IsUnspecified() || !p.YIAddr.IsUnspecified() || !p.SIAddr.IsUnspecified() {
 		return q, statusMalformedQuery, "ciaddr, yiaddr and siaddr must be zero"
@@ -195,13 +252,13 @@ func (s *Server) parseBulk(p *dhcpwire.Packet) (bulkQuery, uint8, string) {
 	if p.HLen > 0 && slices.ContainsFunc(hw, func(b byte) bool { return b != 0 }) {
 		keys++
 		htype := p.HType
-		q.candidates = s.leasesForHW(htype, hw)
+		q.candidates = s.view.ByHW(htype, hw)
 		q.match = func(l *lease.Lease) bool { return l.HWType == htype && bytes.Equal(l.HWAddr, hw) }
 	}
 	if cid, ok := p.Option(dhcpwire.OptClientID); ok {
 		keys++
 		key := lease.ClientKey(cid, 0, nil)
-		q.candidates = s.LookupClient(key)
+		q.candidates = s.view.ByClient(key)
 		q.match = func(l *lease.Lease) bool { return bytes.Equal(l.ClientID, cid) }
 	}
 	if ri, ok := p.Option(dhcpwire.OptRelayAgentInfo); ok {
@@ -287,7 +344,7 @@ func dhcpState(l *lease.Lease, exp, now time.Time) (uint8, time.Time) {
 
 // bulkAnswer is one query's reply stream.
 type bulkAnswer struct {
-	s     *Server
+	s     *bulkServer
 	w     *bufio.Writer
 	p     *dhcpwire.Packet
 	q     bulkQuery
@@ -309,9 +366,9 @@ func (e errStore) Unwrap() error { return e.err }
 // only after its transaction has ended, so a reader that stops reading
 // holds no transaction open (bbolt's remap on growth, and so every commit,
 // would wait for it) and memory stays bounded by a page.
-func (s *Server) answerBulk(ctx context.Context, p *dhcpwire.Packet, w *bufio.Writer, local netip.Addr) error {
+func (s *bulkServer) answerBulk(ctx context.Context, p *dhcpwire.Packet, w *bufio.Writer, local netip.Addr) error {
 	q, status, why := s.parseBulk(p)
-	a := &bulkAnswer{s: s, w: w, p: p, q: q, now: s.now(), local: local}
+	a := &bulkAnswer{s: s, w: w, p: p, q: q, now: s.view.Now(), local: local}
 	if status == statusSuccess {
 		var err error
 		if q.scan {
@@ -363,7 +420,7 @@ func (a *bulkAnswer) scan(ctx context.Context) error {
 			return err
 		}
 		page = page[:0]
-		next, err := a.s.store.LoadPage(after, bulkPage, func(l *lease.Lease) error {
+		next, err := a.s.view.LoadPage(after, bulkPage, func(l *lease.Lease) error {
 			if a.q.match(l) {
 				page = append(page, l)
 			}
@@ -390,7 +447,7 @@ func (a *bulkAnswer) scan(ctx context.Context) error {
 // after the start time): the later of its last transaction and its state
 // change.
 func (a *bulkAnswer) send(l *lease.Lease) error {
-	exp := a.s.effectiveExpiry(l)
+	exp := a.s.view.EffectiveExpiry(l)
 	bound := bound(l, exp, a.now)
 	state, since := dhcpState(l, exp, a.now)
 	changed := since
@@ -429,9 +486,7 @@ func (a *bulkAnswer) writeLease(l *lease.Lease, exp time.Time, bound bool, state
 	s, now := a.s, a.now
 	var t1, t2 uint32
 	if bound {
-		s.mu.Lock()
-		t1, t2 = renewTimes(s.subs.forAddr(l.IP), l, exp)
-		s.mu.Unlock()
+		t1, t2 = s.view.RenewTimes(l, exp)
 	}
 	typ := uint8(dhcpwire.LeaseUnassigned)
 	if bound {

@@ -457,7 +457,7 @@ func (f *fixture) bulkAsk(qs ...lqclient.Query) []*lqclient.Reply {
 	}
 	var out bytes.Buffer
 	w := bufio.NewWriter(&out)
-	if err := f.srv.bulkSession(context.Background(), bufio.NewReader(&in), w, srvAddr, func() {}); err != io.EOF {
+	if err := f.srv.bulk().session(context.Background(), bufio.NewReader(&in), w, srvAddr, func() {}); err != io.EOF {
 		f.t.Fatalf("bulk session ended with %v", err)
 	}
 	w.Flush()
