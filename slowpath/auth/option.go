@@ -8,7 +8,7 @@
 //
 // It does not decide when a key is made, stored or sent, nor build the
 // OFFER, ACK or FORCERENEW around the options: that is the slow path's.
-// The rules its API serves (RFC 6704 §3 and what dhcpcd checks): a key
+// The rules its API serves (RFC 6704 and what dhcpcd checks): a key
 // goes only to a client that sent 145, and only in an ACK (type 1); a
 // FORCERENEW carries only a digest (type 2), since dhcpcd drops a message
 // carrying the other type; the replay counter never repeats or goes back,
@@ -26,8 +26,8 @@ import (
 // Field values of option 90 (RFC 3118 §2) as RFC 6704 uses them.
 const (
 	// ProtocolReconfigureKey is the Forcerenew Nonce Authentication
-	// protocol (RFC 6704 §3.1, the number and layout taken from DHCPv6's
-	// Reconfigure Key, RFC 3315 §21.5). dhcpcd accepts no other protocol
+	// protocol (RFC 6704, the number and layout taken from DHCPv6's
+	// Reconfigure Key protocol, RFC 3315). dhcpcd accepts no other protocol
 	// when it did not itself send authentication.
 	ProtocolReconfigureKey = 3
 	// AlgorithmHMACMD5 is the only algorithm RFC 6704 defines, in option
@@ -49,7 +49,7 @@ const (
 	// headerLen is protocol, algorithm, RDM and the 8-byte replay field:
 	// the part of option 90 every protocol shares.
 	headerLen = 3 + 8
-	// KeyLen is the length of a forcerenew key (RFC 6704 §3.1: 128 bits).
+	// KeyLen is the length of a forcerenew key (RFC 6704: 128 bits).
 	KeyLen = 16
 	// DigestLen is the length of an HMAC-MD5 digest.
 	DigestLen = 16
@@ -195,7 +195,7 @@ func ParseNonceCapable(data []byte) (Algorithms, error) {
 }
 
 // AppendNonceCapable writes option 145 listing HMAC-MD5, as the server
-// puts it in an OFFER to a client that sent 145 (RFC 6704 §3.1.1: the
+// puts it in an OFFER to a client that sent 145 (RFC 6704: the
 // OFFER's 145 tells the client that the ACK will carry a key; a client
 // may DECLINE an ACK that then lacks one).
 func AppendNonceCapable(b []byte) []byte {

@@ -43,8 +43,8 @@ func AppendDigestOption(b []byte, replay uint64) []byte {
 // protocol. msg must be exactly the bytes that will be sent (the UDP
 // payload, any padding after END included), since the client hashes all
 // it receives. The computation takes the digest bytes, hops and giaddr as
-// zero (RFC 3118 §5.2: relays change hops and giaddr), without changing
-// them in msg.
+// zero (RFC 3118: relays change hops and giaddr; dhcpcd zeroes them
+// too), without changing them in msg.
 func Sign(msg []byte, key Key) error {
 	off, _, err := digestOption(msg)
 	if err != nil {
