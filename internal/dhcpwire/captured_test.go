@@ -53,10 +53,16 @@ var capturedPackets = []capture{
 	{"dhclient_discover", "dhclient", Discover, "", false},
 	{"dhclient_request_selecting", "dhclient", Request, "selecting", false},
 	{"dhclient_request_renewing", "dhclient", Request, "renewing", false},
+	// Broadcast at T2 with unicast to the server blocked at T1.
+	{"dhclient_request_rebinding", "dhclient", Request, "rebinding", false},
+	{"dhclient_release", "dhclient", Release, "", false},
 	{"dhcpcd_discover", "dhcpcd", Discover, "", false},
 	{"dhcpcd_request_selecting", "dhcpcd", Request, "selecting", false},
 	{"dhcpcd_request_renewing", "dhcpcd", Request, "renewing", false},
 	{"dhcpcd_request_rebinding", "dhcpcd", Request, "rebinding", false},
+	{"dhcpcd_release", "dhcpcd", Release, "", false},
+	// dhcpcd's ARP probe (RFC 5227) found the offered address in use.
+	{"dhcpcd_decline", "dhcpcd", Decline, "", false},
 	{"dhcrelay_udhcpc_discover_opt82", "dhcrelay", Discover, "", true},
 	{"dhcrelay_udhcpc_request_selecting_opt82", "dhcrelay", Request, "selecting", true},
 	// dhcrelay's relayed copy of udhcpc's renewal (the client also
@@ -195,6 +201,18 @@ func checkCapture(t *testing.T, c capture, p *Packet) {
 	case Release, Inform:
 		if p.CIAddr == zero {
 			t.Fatalf("%s without ciaddr", MessageName(c.msgType))
+		}
+	}
+	// RFC 2131 table 5: a DECLINE names the address (50) and, like a
+	// RELEASE, the server (54); a DECLINE's ciaddr is 0.
+	switch c.msgType {
+	case Decline:
+		if p.CIAddr != zero || !p.Has(OptRequestedIP) || !p.Has(OptServerID) {
+			t.Fatalf("DECLINE: ciaddr %s, 50 present %v, 54 present %v; want 0.0.0.0, both", p.CIAddr, p.Has(OptRequestedIP), p.Has(OptServerID))
+		}
+	case Release:
+		if !p.Has(OptServerID) {
+			t.Fatal("RELEASE without a server identifier (54)")
 		}
 	}
 	if c.relayed {
