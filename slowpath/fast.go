@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/xdhcp/xdhcp/fastpath"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
 
@@ -25,43 +26,15 @@ type FastPath interface {
 }
 
 // FastLease is everything the XDP program needs to answer a renewal
-// exactly as the slow path would.
-type FastLease struct {
-	IP        netip.Addr
-	Expiry    time.Time // current expiry; the fast path refuses renewals after it
-	HWType    uint8
-	HWAddr    []byte
-	ClientID  []byte
-	ServerID  netip.Addr
-	IfIndex   uint32
-	VLANs     [2]uint16
-	GIAddr    netip.Addr
-	LeaseTime uint32 // seconds, with T1 and T2
-	T1, T2    uint32
-	Horizon   time.Time
-	// Serve is false when this server must not answer on its own (a
-	// FORCERENEW is pending or failover forbids it); the fast path punts.
-	Serve bool
-	// Template is the subnet's option block, copied into the reply.
-	Template []byte
-	// RelayInfo is the option 82 body stored with the lease: a relayed
-	// renewal carrying another one is left to the slow path, which
-	// stores it (leasequery reports it as last received).
-	RelayInfo []byte
-}
+// exactly as the slow path would: fastpath.Lease, the one Go description of
+// a fast-path lease entry, so the adapter in cmd/xdhcpd converts nothing.
+// Serve is false when this server must not answer on its own (a FORCERENEW
+// is pending or failover forbids it); the fast path punts.
+type FastLease = fastpath.Lease
 
 // Renewal is one renewal the fast path answered, reported on its ring
-// buffer (or recovered by a scan of its map).
-type Renewal struct {
-	IP      netip.Addr
-	HWAddr  []byte
-	XID     uint32
-	At      time.Time
-	Expiry  time.Time
-	IfIndex uint32
-	VLANs   [2]uint16
-	GIAddr  netip.Addr
-}
+// buffer (or recovered by a scan of its map): fastpath.Renewal.
+type Renewal = fastpath.Renewal
 
 // fastLeaseLocked renders l for the fast path, or false when it must not
 // be in the map (not active, or no subnet any more).

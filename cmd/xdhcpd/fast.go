@@ -82,7 +82,7 @@ func (f *fastPath) reconcile(srv *slowpath.Server) error {
 	if err != nil {
 		return err
 	}
-	srv.FoldRenewals(renewals(found))
+	srv.FoldRenewals(found)
 	srv.PublishAll()
 	var stale []netip.Addr
 	for _, ip := range ips {
@@ -197,7 +197,7 @@ func (w *txErrorWarner) check(f *fastPath) {
 func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(string, func(context.Context) error)) {
 	goOwned("fast path events", func(ctx context.Context) error {
 		return f.maps.ReadEvents(ctx, func(rs []fastpath.Renewal) {
-			srv.FoldRenewals(renewals(rs))
+			srv.FoldRenewals(rs)
 		})
 	})
 	goOwned("fast path upkeep", func(ctx context.Context) error {
@@ -232,7 +232,7 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 					f.log.Error("fast path scan", "err", err)
 					continue
 				}
-				srv.FoldRenewals(renewals(found))
+				srv.FoldRenewals(found)
 			}
 		}
 	})
