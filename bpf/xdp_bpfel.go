@@ -49,6 +49,12 @@ type XdpScratch struct {
 	Pad       uint32
 }
 
+type XdpXdhcpCfgFlag uint32
+
+const (
+	XdpXdhcpCfgFlagXDHCP_CFG_ANSWER XdpXdhcpCfgFlag = 1
+)
+
 type XdpXdhcpCounter uint32
 
 const (
@@ -137,6 +143,25 @@ type XdpXdhcpLease struct {
 	_         [4]byte
 }
 
+type XdpXdhcpLeaseFlag uint32
+
+const (
+	XdpXdhcpLeaseFlagXDHCP_LEASE_SERVE XdpXdhcpLeaseFlag = 1
+)
+
+type XdpXdhcpLimit uint32
+
+const (
+	XdpXdhcpLimitCHADDR_MAX      XdpXdhcpLimit = 16
+	XdpXdhcpLimitCID_MAX         XdpXdhcpLimit = 32
+	XdpXdhcpLimitTMPL_MAX        XdpXdhcpLimit = 512
+	XdpXdhcpLimitREQ_MAX         XdpXdhcpLimit = 1024
+	XdpXdhcpLimitMIN_REPLY       XdpXdhcpLimit = 300
+	XdpXdhcpLimitREPLY_ALIGN     XdpXdhcpLimit = 4
+	XdpXdhcpLimitL34             XdpXdhcpLimit = 28
+	XdpXdhcpLimitDEFAULT_MAX_MSG XdpXdhcpLimit = 576
+)
+
 type XdpXdhcpSettings struct {
 	_            structs.HostLayout
 	WallOffsetNs int64
@@ -167,20 +192,23 @@ type XdpXdpMd struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	XdpMapXdhcpConfig   = "xdhcp_config"
-	XdpMapXdhcpCounters = "xdhcp_counters"
-	XdpMapXdhcpEvheads  = "xdhcp_evheads"
-	XdpMapXdhcpEvring   = "xdhcp_evring"
-	XdpMapXdhcpGrants   = "xdhcp_grants"
-	XdpMapXdhcpIfaces   = "xdhcp_ifaces"
-	XdpMapXdhcpLeases   = "xdhcp_leases"
-	XdpMapXdhcpPunts    = "xdhcp_punts"
-	XdpMapXdhcpScratch  = "xdhcp_scratch"
-	XdpMapXdhcpTmpls    = "xdhcp_tmpls"
-	XdpProgXdpDhcp      = "xdp_dhcp"
-	XdpVarUnusedCounter = "unused_counter"
-	XdpVarUnusedEvent   = "unused_event"
-	XdpVarUnusedEvhead  = "unused_evhead"
+	XdpMapXdhcpConfig     = "xdhcp_config"
+	XdpMapXdhcpCounters   = "xdhcp_counters"
+	XdpMapXdhcpEvheads    = "xdhcp_evheads"
+	XdpMapXdhcpEvring     = "xdhcp_evring"
+	XdpMapXdhcpGrants     = "xdhcp_grants"
+	XdpMapXdhcpIfaces     = "xdhcp_ifaces"
+	XdpMapXdhcpLeases     = "xdhcp_leases"
+	XdpMapXdhcpPunts      = "xdhcp_punts"
+	XdpMapXdhcpScratch    = "xdhcp_scratch"
+	XdpMapXdhcpTmpls      = "xdhcp_tmpls"
+	XdpProgXdpDhcp        = "xdp_dhcp"
+	XdpVarUnusedCfgFlag   = "unused_cfg_flag"
+	XdpVarUnusedCounter   = "unused_counter"
+	XdpVarUnusedEvent     = "unused_event"
+	XdpVarUnusedEvhead    = "unused_evhead"
+	XdpVarUnusedLeaseFlag = "unused_lease_flag"
+	XdpVarUnusedLimit     = "unused_limit"
 )
 
 // LoadXdp returns the embedded CollectionSpec for Xdp.
@@ -248,9 +276,12 @@ type XdpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpVariableSpecs struct {
-	UnusedCounter *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEvhead  *ebpf.VariableSpec `ebpf:"unused_evhead"`
+	UnusedCfgFlag   *ebpf.VariableSpec `ebpf:"unused_cfg_flag"`
+	UnusedCounter   *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEvhead    *ebpf.VariableSpec `ebpf:"unused_evhead"`
+	UnusedLeaseFlag *ebpf.VariableSpec `ebpf:"unused_lease_flag"`
+	UnusedLimit     *ebpf.VariableSpec `ebpf:"unused_limit"`
 }
 
 // XdpObjects contains all objects after they have been loaded into the kernel.
@@ -304,9 +335,12 @@ func (m *XdpMaps) Close() error {
 //
 // It can be passed to LoadXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpVariables struct {
-	UnusedCounter *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEvhead  *ebpf.Variable `ebpf:"unused_evhead"`
+	UnusedCfgFlag   *ebpf.Variable `ebpf:"unused_cfg_flag"`
+	UnusedCounter   *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEvhead    *ebpf.Variable `ebpf:"unused_evhead"`
+	UnusedLeaseFlag *ebpf.Variable `ebpf:"unused_lease_flag"`
+	UnusedLimit     *ebpf.Variable `ebpf:"unused_limit"`
 }
 
 // XdpPrograms contains all programs after they have been loaded into the kernel.

@@ -25,28 +25,43 @@
 
 #include "eth.h"
 
-#define CHADDR_MAX 16
-#define CID_MAX 32       /* longer client identifiers are never published */
-#define TMPL_MAX 512     /* option block of a reply template */
-#define REQ_MAX 1024     /* DHCP payload of a request we parse; larger: punt */
+/*
+ * The contract with the daemon: limits of what the maps hold, the sizes
+ * both paths give a reply, and flag bits. Enums, not #defines, so that
+ * bpf2go -type exports them to Go (bpf.XdpXdhcpLimit*, ...), where
+ * fastpath uses them instead of copies.
+ */
+enum xdhcp_limit {
+	CHADDR_MAX = 16,  /* hardware address bytes an entry holds */
+	CID_MAX = 32,     /* longer client identifiers are never published */
+	TMPL_MAX = 512,   /* option block of a reply template */
+	REQ_MAX = 1024,   /* DHCP payload of a request we parse; larger: punt */
+	MIN_REPLY = 300,  /* RFC 1542 minimum BOOTP message: both paths pad to it */
+	REPLY_ALIGN = 4,  /* replies are padded to a multiple of it where room allows */
+	L34 = 28,         /* IPv4 header without options + UDP header, as option 57 counts */
+	DEFAULT_MAX_MSG = 576, /* a client's maximum message size without option 57 */
+};
+
+/* Lease flags, xdhcp_lease.flags. */
+enum xdhcp_lease_flag {
+	XDHCP_LEASE_SERVE = 1, /* clear: failover or a pending FORCERENEW forbids answering */
+};
+
+/* Config flags, xdhcp_settings.flags. */
+enum xdhcp_cfg_flag {
+	XDHCP_CFG_ANSWER = 1, /* clear: pass every renewal up */
+};
+
 #define MAX_OPTS 96      /* option walk bound, pad bytes included */
 #define BOOTP_LEN 236
 #define OPTS_OFF 240     /* BOOTP header + magic cookie */
 #define HEAD_OPTS 27     /* 53, 54, 51, 58, 59 */
-#define MIN_REPLY 300    /* RFC 1542 minimum BOOTP message, as the slow path pads */
-#define L34 28           /* IPv4 header without options + UDP header */
 #define IP_DF 0x4000     /* Don't Fragment, in frag_off */
 #define REPLY_TTL 64     /* pktio.ReplyTTL: the slow path's replies carry the same */
 #define EV_SLOTS (1 << 15) /* events per CPU ring; a power of two */
 /* The longest reply: 53-59, a full template, 61 and 82, END, on 4 bytes. */
 #define PLEN_MAX ((OPTS_OFF + HEAD_OPTS + TMPL_MAX + CID_MAX + 2 + 257 + 1 + 3) & ~3)
 #define OUT_MAX (L34 + PLEN_MAX + 64) /* word copies may run past the end */
-
-/* Lease flags. */
-#define XDHCP_LEASE_SERVE 1 /* clear: failover or a pending FORCERENEW forbids answering */
-
-/* Config flags. */
-#define XDHCP_CFG_ANSWER 1 /* clear: pass every renewal up */
 
 /* A lease the fast path may renew, keyed by its address (network order).
  * Only the daemon writes it: what the program grants goes to xdhcp_grants
@@ -303,6 +318,9 @@ struct {
 const enum xdhcp_counter *unused_counter __attribute__((unused));
 const struct xdhcp_event *unused_event __attribute__((unused));
 const struct xdhcp_evhead *unused_evhead __attribute__((unused));
+const enum xdhcp_limit *unused_limit __attribute__((unused));
+const enum xdhcp_lease_flag *unused_lease_flag __attribute__((unused));
+const enum xdhcp_cfg_flag *unused_cfg_flag __attribute__((unused));
 
 struct l34 {
 	__u8 vihl;
@@ -740,7 +758,7 @@ malformed:
 	__builtin_memset(w, 0, sizeof(*w));
 	w->off = OPTS_OFF;
 	w->dlen = dlen;
-	w->maxsz = 576;
+	w->maxsz = DEFAULT_MAX_MSG;
 	walk_options(s);
 	__u32 o61 = w->o61, o82 = w->o82, maxsz = w->maxsz;
 	__u8 mt = w->mt, l61 = w->l61, l82 = w->l82;
@@ -858,7 +876,7 @@ malformed:
 		PUNT(XC_ERROR);
 	__u32 e61 = l61 ? 2 + l61 : 0, e82 = o82 ? 2 + l82 : 0;
 	__u32 olen = OPTS_OFF + HEAD_OPTS + tlen + e61 + e82 + 1;
-	__u32 plen = (olen + 3) & ~3U; /* a multiple of 4: summed and copied in words */
+	__u32 plen = (olen + REPLY_ALIGN - 1) & ~(REPLY_ALIGN - 1U); /* summed and copied in words */
 	if (plen < MIN_REPLY)
 		plen = MIN_REPLY;
 	if (plen > maxsz - L34 || plen > PLEN_MAX)

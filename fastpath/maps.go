@@ -20,10 +20,37 @@ import (
 )
 
 // Limits of what an entry can hold; leases beyond them are not published
-// and the slow path answers them.
+// and the slow path answers them. Generated from the program's enum
+// xdhcp_limit, as are the reply sizes below.
 const (
-	MaxClientID = 32
-	MaxTemplate = 512
+	MaxHWAddr   = int(bpf.XdpXdhcpLimitCHADDR_MAX)
+	MaxClientID = int(bpf.XdpXdhcpLimitCID_MAX)
+	MaxTemplate = int(bpf.XdpXdhcpLimitTMPL_MAX)
+)
+
+// The entry's arrays are sized by the same enum: checked at compile time.
+var (
+	_ [MaxHWAddr]uint8   = bpf.XdpXdhcpLease{}.Chaddr
+	_ [MaxClientID]uint8 = bpf.XdpXdhcpLease{}.Cid
+	_ [MaxTemplate]uint8 = bpf.XdpXdhcpTemplate{}.Data
+)
+
+// Sizes the program gives a reply, which the slow path's replies must
+// match byte for byte (docs/ARCHITECTURE.md invariant 3).
+const (
+	// ReplyMinLen is the shortest DHCP message either path sends (RFC
+	// 1542 §2.1's minimum BOOTP message): shorter ones are zero-padded.
+	ReplyMinLen = int(bpf.XdpXdhcpLimitMIN_REPLY)
+	// ReplyAlign: the program pads a reply to a multiple of it, where the
+	// client's maximum message size leaves room.
+	ReplyAlign = int(bpf.XdpXdhcpLimitREPLY_ALIGN)
+	// UDPIPOverhead is what a client's maximum message size (option 57)
+	// counts beyond the DHCP message: an IPv4 header without options and
+	// the UDP header.
+	UDPIPOverhead = int(bpf.XdpXdhcpLimitL34)
+	// DefaultMaxMessage is a client's maximum message size when it sends
+	// no option 57.
+	DefaultMaxMessage = int(bpf.XdpXdhcpLimitDEFAULT_MAX_MSG)
 )
 
 // Lease is one entry the XDP program may renew.
@@ -107,7 +134,7 @@ func New(m *bpf.XdpMaps) (*Maps, error) {
 			continue
 		}
 		fm.tmplRefs[id] = 0 // not reused before a prune
-		if _, dup := fm.tmplID[string(t.Data[:min(t.Len, MaxTemplate)])]; !dup && t.Len <= MaxTemplate {
+		if _, dup := fm.tmplID[string(t.Data[:min(int(t.Len), MaxTemplate)])]; !dup && int(t.Len) <= MaxTemplate {
 			fm.tmplID[string(t.Data[:t.Len])] = id
 		}
 	}
@@ -196,7 +223,7 @@ func unixOrZero(t time.Time) uint64 {
 
 // Publishable reports whether l fits in an entry.
 func Publishable(l *Lease) bool {
-	return l.IP.Is4() && len(l.HWAddr) <= 16 && len(l.ClientID) <= MaxClientID && len(l.Template) <= MaxTemplate && l.ServerID.Is4()
+	return l.IP.Is4() && len(l.HWAddr) <= MaxHWAddr && len(l.ClientID) <= MaxClientID && len(l.Template) <= MaxTemplate && l.ServerID.Is4()
 }
 
 // Publish adds or replaces entries. It never writes what the program
@@ -293,7 +320,9 @@ func (m *Maps) deleteGrants(ks []bpf.XdpXdhcpGrantKey) error {
 	return errors.Join(errs...)
 }
 
-// Constants of relay_fp in xdp_dhcp.c.
+// Constants of relay_fp in xdp_dhcp.c (FP_SEED, FP_MUL): copied, since
+// clang-14 emits no 64-bit enums for bpf2go to export.
+// TestRelayInfoFingerprintAgrees checks the two agree.
 const (
 	fpSeed = 0x9e3779b97f4a7c15
 	fpMul  = 0xff51afd7ed558ccd
@@ -317,10 +346,10 @@ func RelayInfoFingerprint(b []byte) uint64 {
 	return h | 1
 }
 
-// Flag bits the C program #defines (bpf2go generates types, not macros).
+// Flag bits, generated from the program's enums.
 const (
-	leaseServe = 1 // XDHCP_LEASE_SERVE
-	cfgAnswer  = 1 // XDHCP_CFG_ANSWER
+	leaseServe = uint8(bpf.XdpXdhcpLeaseFlagXDHCP_LEASE_SERVE)
+	cfgAnswer  = uint32(bpf.XdpXdhcpCfgFlagXDHCP_CFG_ANSWER)
 )
 
 func sameClient(a, b *bpf.XdpXdhcpLease) bool {
@@ -465,7 +494,7 @@ func (m *Maps) Scan(fn func(Renewal)) ([]netip.Addr, error) {
 			return
 		}
 		fn(Renewal{
-			IP: ip, HWAddr: bytes.Clone(v.Chaddr[:min(v.Hlen, 16)]), XID: netWord(g.Xid),
+			IP: ip, HWAddr: bytes.Clone(v.Chaddr[:min(int(v.Hlen), MaxHWAddr)]), XID: netWord(g.Xid),
 			At: time.Unix(int64(g.Cltt), 0), Expiry: time.Unix(int64(max(v.Expiry, g.Expiry)), 0),
 			IfIndex: v.Ifindex, VLANs: v.Vlan, GIAddr: giaddr(g.LastGiaddr),
 		})
