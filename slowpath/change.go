@@ -115,7 +115,7 @@ func (s *Server) changeLocked(ip netip.Addr, c cause, now time.Time, edit func(l
 			}
 			s.countLocked(sn, l.State, 1)
 		}
-		if l.State == lease.Expired || l.State == lease.Released {
+		if l.State.Ending() {
 			s.toFree = append(s.toFree, ip)
 		}
 	}

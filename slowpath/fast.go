@@ -46,10 +46,10 @@ func (s *Server) fastLeaseLocked(l *lease.Lease) (FastLease, bool) {
 	if sub == nil {
 		return FastLease{}, false
 	}
-	lt, t1, t2 := leaseTimes(sub, sub.LeaseTime)
+	t := grantTimes(sub, sub.LeaseTime)
 	return FastLease{
 		IP: l.IP, Expiry: l.Expiry, HWType: l.HWType, HWAddr: l.HWAddr, ClientID: l.ClientID, ServerID: l.ServerID,
-		IfIndex: l.IfIndex, VLANs: l.VLANs, GIAddr: l.GIAddr, LeaseTime: lt, T1: t1, T2: t2,
+		IfIndex: l.IfIndex, VLANs: l.VLANs, GIAddr: l.GIAddr, LeaseTime: t[0], T1: t[1], T2: t[2],
 		Horizon: l.DurableHorizon, Serve: s.serveLocked(l), Template: sub.Options, RelayInfo: l.RelayInfo,
 	}, true
 }

@@ -321,8 +321,7 @@ func (s *Server) discoverLocked(r *req) []Outgoing {
 	if o, ok := s.offers[ip]; !ok || o.client != r.key || o.until != until {
 		s.addOfferLocked(ip, offer{client: r.key, until: until, pool: poolBound(r.sub), circuit: circuitBound(r.p)})
 	}
-	lt, t1, t2 := leaseTimes(r.sub, r.sub.LeaseTime)
-	return []Outgoing{s.replyTo(r, dhcpwire.Offer, ip, [3]uint32{lt, t1, t2}, true)}
+	return []Outgoing{s.replyTo(r, dhcpwire.Offer, ip, grantTimes(r.sub, r.sub.LeaseTime), true)}
 }
 
 // requestLocked classifies a DHCPREQUEST (RFC 2131 §4.3.2).
@@ -410,7 +409,7 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 		// another that a SELECTING request took it from.
 		s.removeOfferLocked(ip)
 	}
-	lt, _, _ := leaseTimes(r.sub, r.sub.LeaseTime)
+	lt := grantTimes(r.sub, r.sub.LeaseTime)[0]
 	cl := s.changeLocked(ip, causeAck, now, func(l *lease.Lease) {
 		newClient := l.ClientKey() != r.key
 		if newClient {
@@ -635,28 +634,17 @@ func (s *Server) informLocked(r *req) []Outgoing {
 	return []Outgoing{s.replyTo(r, dhcpwire.Ack, netip.IPv4Unspecified(), [3]uint32{}, false)}
 }
 
-// leaseTimes returns lease time, T1 and T2 in seconds as configured for
-// sub, with lease time lt: T1 and T2 default to the RFC 2131 §4.4.5 50%
-// and 87.5%.
-func leaseTimes(sub *Subnet, lt time.Duration) (uint32, uint32, uint32) {
-	t1, t2 := sub.T1, sub.T2
-	if t1 == 0 {
-		t1 = lt / 2
-	}
-	if t2 == 0 {
-		t2 = lt * 7 / 8
-	}
-	return uint32(lt / time.Second), uint32(t1 / time.Second), uint32(t2 / time.Second)
-}
-
 // grantTimes returns lease time, T1 and T2 in seconds that a client is
-// told for a grant of the given length: the subnet's configured ones for a
-// grant of its full lease time (or longer: one made before a reload
-// shortened it), and for a grant cut short (at the promise horizon, or
-// by a cap) T1 and T2 scaled by grant/lease time, in whole seconds,
-// exactly as bpf/xdp_dhcp.c scales them, so both paths and leasequery
-// agree (ARCHITECTURE.md invariant 3). Without a subnet (removed by a
-// reload) the defaults of the grant itself apply.
+// told for a grant of the given length; the only place they are computed.
+// For a grant of the subnet's full lease time (or longer: one made before
+// a reload shortened it) they are the configured ones, T1 and T2
+// defaulting to the RFC 2131 §4.4.5 50% and 87.5% of the lease time; for
+// a grant cut short (at the promise horizon, or by a cap) T1 and T2 are
+// scaled by grant/lease time in whole seconds, exactly as bpf/xdp_dhcp.c
+// scales them, so both paths and leasequery agree (ARCHITECTURE.md
+// invariant 3). Without a subnet (removed by a reload) the defaults of
+// the grant itself apply. grantTimes(sub, sub.LeaseTime) is the configured
+// set, which offers carry and the fast path's entries hold.
 func grantTimes(sub *Subnet, grant time.Duration) [3]uint32 {
 	if grant <= 0 {
 		return [3]uint32{}
@@ -665,7 +653,14 @@ func grantTimes(sub *Subnet, grant time.Duration) [3]uint32 {
 	if sub == nil {
 		return [3]uint32{g, uint32(grant / 2 / time.Second), uint32(grant * 7 / 8 / time.Second)}
 	}
-	lt, t1, t2 := leaseTimes(sub, sub.LeaseTime)
+	c1, c2 := sub.T1, sub.T2
+	if c1 == 0 {
+		c1 = sub.LeaseTime / 2
+	}
+	if c2 == 0 {
+		c2 = sub.LeaseTime * 7 / 8
+	}
+	lt, t1, t2 := uint32(sub.LeaseTime/time.Second), uint32(c1/time.Second), uint32(c2/time.Second)
 	if g < lt && lt > 0 {
 		t1 = uint32(uint64(t1) * uint64(g) / uint64(lt))
 		t2 = uint32(uint64(t2) * uint64(g) / uint64(lt))

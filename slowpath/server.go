@@ -270,22 +270,18 @@ func (s *Server) rebuildPoolsLocked() {
 			continue
 		}
 		s.countLocked(sn, l.State, 1)
-		switch {
-		case l.State == lease.Active:
+		if !l.State.Reusable() {
 			sn.set.Take(ip)
-			s.expiry.push(ip, l.Expiry)
-		case l.State == lease.Abandoned:
-			sn.set.Take(ip)
-			s.expiry.push(ip, l.Expiry)
-		case l.State == lease.Backup:
-			sn.set.Take(ip)
-		default: // reusable (or an unknown state, which allocates as free)
-			if _, reserved := sn.ReservedIP[ip]; !reserved {
-				freed = append(freed, l)
+			if l.State == lease.Active || l.State == lease.Abandoned {
+				s.expiry.push(ip, l.Expiry)
 			}
-			if l.State == lease.Expired || l.State == lease.Released {
-				s.toFree = append(s.toFree, ip)
-			}
+			continue
+		}
+		if _, reserved := sn.ReservedIP[ip]; !reserved {
+			freed = append(freed, l)
+		}
+		if l.State.Ending() {
+			s.toFree = append(s.toFree, ip)
 		}
 	}
 	sortByStateAt(freed)

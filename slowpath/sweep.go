@@ -33,7 +33,7 @@ func (s *Server) Sweep() {
 	toFree := func(l *lease.Lease) { l.State = lease.Free }
 	n := min(len(s.toFree), sweepBatch)
 	for _, ip := range s.toFree[:n] {
-		if l := s.leases[ip]; l != nil && (l.State == lease.Expired || l.State == lease.Released) {
+		if l := s.leases[ip]; l != nil && l.State.Ending() {
 			changed = append(changed, s.changeLocked(ip, causeExpire, now, toFree))
 		}
 	}

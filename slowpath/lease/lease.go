@@ -63,6 +63,11 @@ func (s State) Reusable() bool {
 	return false
 }
 
+// Ending reports whether s is EXPIRED or RELEASED: reusable, and on its way
+// to FREE, which the slow path's sweeper makes it (under failover, once the
+// partner has acknowledged).
+func (s State) Ending() bool { return s == Expired || s == Released }
+
 // Lease is everything the server knows about one address. Zero times mean
 // "not set". Times are kept at second precision on disk.
 type Lease struct {

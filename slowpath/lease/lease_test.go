@@ -72,3 +72,14 @@ func TestReusable(t *testing.T) {
 		}
 	}
 }
+
+func TestEnding(t *testing.T) {
+	for st := State(0); st <= Backup; st++ {
+		if want := st == Expired || st == Released; st.Ending() != want {
+			t.Errorf("%v ending %v, want %v", st, !want, want)
+		}
+		if st.Ending() && !st.Reusable() {
+			t.Errorf("%v is ending but not reusable", st)
+		}
+	}
+}
