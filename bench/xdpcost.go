@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -94,6 +95,9 @@ type CostOptions struct {
 	// clang's) to measure beside this tree's in the same rounds. It shares
 	// this tree's maps, so its map layout must be the same.
 	Compare string
+	// Rounds is how many interleaved rounds each case is measured in
+	// (0: costRounds).
+	Rounds int
 }
 
 // CostRun is what XDPCost measured: each case, and the programs.
@@ -105,7 +109,7 @@ type CostRun struct {
 // costRounds is how many times each case is measured: on a shared
 // virtual machine single rounds vary by a third, so the report gives the
 // median and the least disturbed round.
-const costRounds = 31
+const costRounds = 61
 
 // XDPCost measures the program per renewal with BPF_PROG_TEST_RUN, warm,
 // as it runs at line rate (see restoredRuns), o.Runs times per
@@ -128,27 +132,54 @@ func XDPCost(ctx context.Context, o CostOptions) (CostRun, error) {
 	// on it (a ring the reader falls behind on is simply lapped), and a
 	// reader would only add work on the other core.
 
+	// Each object is loaded loadCopies times, all on the same maps: where
+	// the JIT places one copy may move its time by a few percent (one
+	// object against itself, one copy each, read 0.94 to 1.02 over six
+	// runs), so each round times every copy, and each copy of this tree
+	// beside one of the compared object.
 	var run CostRun
+	progs := []*ebpf.Program{objs.XdpDhcp}
+	for range loadCopies - 1 {
+		spec, err := bpf.LoadXdp()
+		if err != nil {
+			return CostRun{}, fmt.Errorf("reading the XDP object: %w", err)
+		}
+		coll, err := loadOnMaps(spec, &objs.XdpMaps)
+		if err != nil {
+			return CostRun{}, fmt.Errorf("another copy of this tree's program: %w", err)
+		}
+		defer coll.Close()
+		progs = append(progs, coll.Programs[compareProgram])
+	}
 	p, err := programStats("this tree", objs.XdpDhcp)
 	if err != nil {
 		return CostRun{}, err
 	}
 	run.Programs = append(run.Programs, p)
-	var old *ebpf.Program
+	var olds []*ebpf.Program
 	if o.Compare != "" {
-		coll, err := loadCompare(o.Compare, &objs.XdpMaps)
+		spec, err := ebpf.LoadCollectionSpec(o.Compare)
 		if err != nil {
-			return CostRun{}, err
+			return CostRun{}, fmt.Errorf("--compare %s: %w", o.Compare, err)
 		}
-		defer coll.Close()
-		old = coll.Programs[compareProgram]
-		p, err := programStats(o.Compare, old)
+		if _, ok := spec.Programs[compareProgram]; !ok {
+			return CostRun{}, fmt.Errorf("--compare %s: no program %s", o.Compare, compareProgram)
+		}
+		for range loadCopies {
+			coll, err := loadOnMaps(spec.Copy(), &objs.XdpMaps)
+			if err != nil {
+				return CostRun{}, fmt.Errorf("--compare %s: %w", o.Compare, err)
+			}
+			defer coll.Close()
+			olds = append(olds, coll.Programs[compareProgram])
+		}
+		p, err := programStats(o.Compare, olds[0])
 		if err != nil {
 			return CostRun{}, err
 		}
 		// The kernel's count and the verifier's log must agree: the
 		// report gives one number for both.
-		if n, err := processedInsns(old.VerifierLog); err != nil || n != p.Verified {
+		if n, err := processedInsns(olds[0].VerifierLog); err != nil || n != p.Verified {
 			return CostRun{}, fmt.Errorf("%s: verifier log says %d processed insns (%v), the kernel %d", o.Compare, n, err, p.Verified)
 		}
 		run.Programs = append(run.Programs, p)
@@ -198,8 +229,8 @@ func XDPCost(ctx context.Context, o CostOptions) (CostRun, error) {
 	}
 	defer anchor.Close()
 	for _, c := range cases {
-		t := costTargets{prog: objs.XdpDhcp, empty: tx, anchor: anchor.XdhcpAnchor, old: old}
-		r, err := measureCost(ctx, t, c.r.Frame(mac, srvMAC), o.Runs)
+		t := costTargets{progs: progs, empty: tx, anchor: anchor.XdhcpAnchor, olds: olds}
+		r, err := measureCost(ctx, t, c.r.Frame(mac, srvMAC), o.Runs, cmp.Or(o.Rounds, costRounds))
 		if err != nil {
 			return CostRun{}, fmt.Errorf("%s: %w", c.name, err)
 		}
@@ -212,18 +243,15 @@ func XDPCost(ctx context.Context, o CostOptions) (CostRun, error) {
 // compareProgram is the program a --compare object must hold.
 const compareProgram = "xdp_dhcp"
 
-// loadCompare loads the object at path with this tree's maps in place of
-// its own (same leases, settings and template; the loader's sizes), so
-// that both programs answer the same renewals from the same state. A map
-// of another layout fails here, naming it.
-func loadCompare(path string, ours *bpf.XdpMaps) (*ebpf.Collection, error) {
-	spec, err := ebpf.LoadCollectionSpec(path)
-	if err != nil {
-		return nil, fmt.Errorf("--compare %s: %w", path, err)
-	}
-	if _, ok := spec.Programs[compareProgram]; !ok {
-		return nil, fmt.Errorf("--compare %s: no program %s", path, compareProgram)
-	}
+// loadCopies is how many times each object is loaded and timed.
+const loadCopies = 4
+
+// loadOnMaps loads spec with this tree's maps in place of its own (same
+// leases, settings and template; the loader's sizes), so that every copy
+// and object answers the same renewals from the same state. A map of
+// another layout fails here, naming it. The verifier's statistics are
+// kept in the programs' VerifierLog.
+func loadOnMaps(spec *ebpf.CollectionSpec, ours *bpf.XdpMaps) (*ebpf.Collection, error) {
 	repl := map[string]*ebpf.Map{}
 	v := reflect.ValueOf(ours).Elem()
 	for i := range v.NumField() {
@@ -240,7 +268,7 @@ func loadCompare(path string, ours *bpf.XdpMaps) (*ebpf.Collection, error) {
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: repl,
 		Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}})
 	if err != nil {
-		return nil, fmt.Errorf("--compare %s: loading with this tree's maps: %w", path, err)
+		return nil, fmt.Errorf("loading with this tree's maps: %w", err)
 	}
 	return coll, nil
 }
@@ -282,105 +310,164 @@ func processedInsns(log string) (uint32, error) {
 	return uint32(n), nil
 }
 
-// costTargets are the programs one case times in each round: old is
-// nil without --compare.
+// costTargets are the programs one case times in each round: progs are
+// this tree's copies, olds the compared object's (none without --compare).
 type costTargets struct {
-	prog, empty, anchor, old *ebpf.Program
+	progs, olds   []*ebpf.Program
+	empty, anchor *ebpf.Program
 }
 
 // costRound is one round's figures, each a mean per run in ns.
 type costRound struct {
-	m, b, r  float64 // program, empty target and resizer, through the wrapper
-	a, aw    float64 // the anchor alone and through the wrapper
-	mo, ro   float64 // the compared program and its resizer, through the wrapper
-	compared bool
+	ms    []float64 // the program's copies through the wrapper
+	b, r  float64   // empty target and resizer, through the wrapper
+	a, aw float64   // the anchor alone and through the wrapper
+	mos   []float64 // the compared program's copies, paired with ms
+	ro    float64   // the compared program's resizer
 }
 
-// measureCost measures t.prog on pkt in costRounds interleaved rounds
+// measureCost measures t.progs on pkt in rounds interleaved rounds
 // against the empty target, a target that only resizes as the program
-// does and the anchor (and t.old). Each round rotates the order, so no
-// figure always runs first after the previous round's loads.
-func measureCost(ctx context.Context, t costTargets, pkt []byte, runs int) (CostResult, error) {
-	resize, err := resizer(t.prog, pkt)
+// does and the anchor (and t.olds). Each copy of the program runs next to
+// its pair among the compared copies, which goes first every other round;
+// each round starts one step further, so no figure always runs first.
+func measureCost(ctx context.Context, t costTargets, pkt []byte, runs, rounds int) (CostResult, error) {
+	resize, err := resizer(t.progs[0], pkt)
 	if err != nil {
 		return CostResult{}, err
 	}
 	defer resize.Close()
+	type timed struct {
+		name string
+		run  func() (float64, error)
+		dst  func(*costRound) *float64
+	}
+	var steps []timed
+	var restorers []*restorer
+	defer func() {
+		for _, r := range restorers {
+			r.Close()
+		}
+	}()
+	wrapped := func(name string, target *ebpf.Program, dst func(*costRound) *float64) error {
+		r, err := newRestorer(target, pkt)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		restorers = append(restorers, r)
+		steps = append(steps, timed{name, func() (float64, error) { return r.runs(pkt, runs) }, dst})
+		return nil
+	}
 	var oldResize *ebpf.Program
-	if t.old != nil {
-		if oldResize, err = resizer(t.old, pkt); err != nil {
+	if len(t.olds) > 0 {
+		if len(t.olds) != len(t.progs) {
+			return CostResult{}, fmt.Errorf("%d compared copies for %d of this tree's", len(t.olds), len(t.progs))
+		}
+		if oldResize, err = resizer(t.olds[0], pkt); err != nil {
 			return CostResult{}, fmt.Errorf("compared program: %w", err)
 		}
 		defer oldResize.Close()
 	}
-	rounds := make([]costRound, costRounds)
-	for i := range rounds {
-		if err := ctx.Err(); err != nil {
+	for k, p := range t.progs {
+		if err := wrapped("program", p, func(c *costRound) *float64 { return &c.ms[k] }); err != nil {
 			return CostResult{}, err
 		}
-		c := &rounds[i]
-		steps := []struct {
-			name string
-			f    func() error
-		}{
-			{"program", func() (err error) { c.m, err = restoredRuns(t.prog, pkt, runs); return }},
-			{"baseline", func() (err error) { c.b, err = restoredRuns(t.empty, pkt, runs); return }},
-			{"resizing baseline", func() (err error) { c.r, err = restoredRuns(resize, pkt, runs); return }},
-			{"anchor", func() (err error) { c.a, err = directRuns(t.anchor, pkt, runs); return }},
-			{"anchor through the wrapper", func() (err error) { c.aw, err = restoredRuns(t.anchor, pkt, runs); return }},
-		}
-		if t.old != nil {
-			c.compared = true
-			steps = append(steps,
-				struct {
-					name string
-					f    func() error
-				}{"compared program", func() (err error) { c.mo, err = restoredRuns(t.old, pkt, runs); return }},
-				struct {
-					name string
-					f    func() error
-				}{"compared program's resizer", func() (err error) { c.ro, err = restoredRuns(oldResize, pkt, runs); return }})
-		}
-		for j := range steps {
-			s := steps[(i+j)%len(steps)]
-			if err := s.f(); err != nil {
-				return CostResult{}, fmt.Errorf("%s: %w", s.name, err)
+		if len(t.olds) > 0 {
+			if err := wrapped("compared program", t.olds[k], func(c *costRound) *float64 { return &c.mos[k] }); err != nil {
+				return CostResult{}, err
 			}
 		}
 	}
-	res := summarize(rounds)
+	if err := errors.Join(
+		wrapped("baseline", t.empty, func(c *costRound) *float64 { return &c.b }),
+		wrapped("resizing baseline", resize, func(c *costRound) *float64 { return &c.r }),
+		wrapped("anchor through the wrapper", t.anchor, func(c *costRound) *float64 { return &c.aw }),
+	); err != nil {
+		return CostResult{}, err
+	}
+	if oldResize != nil {
+		if err := wrapped("compared program's resizer", oldResize, func(c *costRound) *float64 { return &c.ro }); err != nil {
+			return CostResult{}, err
+		}
+	}
+	steps = append(steps, timed{"anchor", func() (float64, error) { return directRuns(t.anchor, pkt, runs) },
+		func(c *costRound) *float64 { return &c.a }})
+	measured := make([]costRound, rounds)
+	for i := range measured {
+		c := &measured[i]
+		c.ms = make([]float64, len(t.progs))
+		if len(t.olds) > 0 {
+			c.mos = make([]float64, len(t.olds))
+		}
+		for j := range steps {
+			if err := ctx.Err(); err != nil {
+				return CostResult{}, err
+			}
+			k := (i + j) % len(steps)
+			if i%2 == 1 {
+				k = len(steps) - 1 - k
+			}
+			s := steps[k]
+			v, err := s.run()
+			if err != nil {
+				return CostResult{}, fmt.Errorf("%s: %w", s.name, err)
+			}
+			*s.dst(c) = v
+		}
+	}
+	res := summarize(measured)
 	res.Runs = runs
 	return res, nil
 }
 
 // summarize turns the rounds' figures into the report's: differences
 // and ratios per round first (both sides felt the same neighbours), then
-// the median over rounds.
+// the median over rounds. This tree over the compared object is taken
+// per pair of copies timed side by side, with the wrapper's and the
+// resize's medians subtracted from both: those are the same for both
+// objects, and a round's own figures for them would only add noise.
 func summarize(rounds []costRound) CostResult {
 	var measured, baseline, unresize, cost, anchor, wrapper, perPacket, ratio []float64
-	var oMeasured, oCost, oPerPacket, oRatio, thisOverIt []float64
+	var oMeasured, oUnresize, oCost, oPerPacket, oRatio []float64
 	for _, c := range rounds {
+		m := mean(c.ms)
 		u := max(0, (c.r-c.b)/2)
 		w := c.aw - c.a
-		pp := c.m - u - w
-		measured, baseline, unresize = append(measured, c.m), append(baseline, c.b), append(unresize, u)
-		cost, anchor, wrapper = append(cost, c.m-c.b-u), append(anchor, c.a), append(wrapper, w)
+		pp := m - u - w
+		measured, baseline, unresize = append(measured, m), append(baseline, c.b), append(unresize, u)
+		cost, anchor, wrapper = append(cost, m-c.b-u), append(anchor, c.a), append(wrapper, w)
 		perPacket, ratio = append(perPacket, pp), append(ratio, pp/c.a)
-		if c.compared {
+		if len(c.mos) > 0 {
+			mo := mean(c.mos)
 			uo := max(0, (c.ro-c.b)/2)
-			ppo := c.mo - uo - w
-			oMeasured, oCost = append(oMeasured, c.mo), append(oCost, c.mo-c.b-uo)
-			oPerPacket, oRatio, thisOverIt = append(oPerPacket, ppo), append(oRatio, ppo/c.a), append(thisOverIt, pp/ppo)
+			ppo := mo - uo - w
+			oMeasured, oUnresize, oCost = append(oMeasured, mo), append(oUnresize, uo), append(oCost, mo-c.b-uo)
+			oPerPacket, oRatio = append(oPerPacket, ppo), append(oRatio, ppo/c.a)
 		}
 	}
 	res := CostResult{Rounds: len(rounds), Measured: median(measured), Baseline: median(baseline),
 		Unresize: median(unresize), Cost: median(cost), Min: slices.Min(cost),
 		Anchor: median(anchor), Wrapper: median(wrapper), PerPacket: median(perPacket), Ratio: spread(ratio)}
 	if len(oMeasured) > 0 {
+		u, uo, w := res.Unresize, median(oUnresize), res.Wrapper
+		var thisOverIt []float64
+		for _, c := range rounds {
+			for k := range c.ms {
+				thisOverIt = append(thisOverIt, (c.ms[k]-u-w)/(c.mos[k]-uo-w))
+			}
+		}
 		res.Compare = &CostCompare{Measured: median(oMeasured), Cost: median(oCost), PerPacket: median(oPerPacket),
 			Ratio: spread(oRatio), ThisOverIt: spread(thisOverIt)}
 	}
 	return res
+}
+
+func mean(v []float64) float64 {
+	var sum float64
+	for _, x := range v {
+		sum += x
+	}
+	return sum / float64(len(v))
 }
 
 // spread is v's median and quartiles (nearest rank).
@@ -435,31 +522,42 @@ func median(v []float64) float64 {
 	return s[len(s)/2]
 }
 
-// restoredRuns times target on pkt over runs repetitions inside one
-// BPF_PROG_TEST_RUN. Repeat reruns a program on the buffer it rewrote, and
-// a renewal becomes a reply; so a small wrapper first puts the original
-// request back (bpf_xdp_adjust_tail, bpf_xdp_store_bytes from a map) and
-// then tail-calls target. The wrapper's own cost is measured the same way
-// with a target that only returns XDP_TX, and subtracted by the caller.
-func restoredRuns(target *ebpf.Program, pkt []byte, runs int) (float64, error) {
-	orig, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: uint32(len(pkt)), MaxEntries: 1})
+// restorer times a target on a request over many repetitions inside one
+// BPF_PROG_TEST_RUN. Repeat reruns a program on the buffer it rewrote,
+// and a renewal becomes a reply; so a small wrapper first puts the
+// original request back (bpf_xdp_adjust_tail, bpf_xdp_store_bytes from a
+// map) and then tail-calls the target. The wrapper's own cost is measured
+// the same way with a target that only returns XDP_TX, and subtracted by
+// the caller. It is built once per target, so that the rounds time runs
+// and not loads.
+type restorer struct {
+	orig, progs *ebpf.Map
+	wrapper     *ebpf.Program
+}
+
+func newRestorer(target *ebpf.Program, pkt []byte) (_ *restorer, err error) {
+	r := &restorer{}
+	defer func() {
+		if err != nil {
+			r.Close()
+		}
+	}()
+	r.orig, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: uint32(len(pkt)), MaxEntries: 1})
 	if err != nil {
-		return 0, fmt.Errorf("request map: %w", err)
+		return nil, fmt.Errorf("request map: %w", err)
 	}
-	defer orig.Close()
-	if err := orig.Put(uint32(0), pkt); err != nil {
-		return 0, fmt.Errorf("request map: %w", err)
+	if err := r.orig.Put(uint32(0), pkt); err != nil {
+		return nil, fmt.Errorf("request map: %w", err)
 	}
-	progs, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.ProgramArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	r.progs, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.ProgramArray, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	if err != nil {
-		return 0, fmt.Errorf("program array: %w", err)
+		return nil, fmt.Errorf("program array: %w", err)
 	}
-	defer progs.Close()
-	if err := progs.Put(uint32(0), target); err != nil {
-		return 0, fmt.Errorf("program array: %w", err)
+	if err := r.progs.Put(uint32(0), target); err != nil {
+		return nil, fmt.Errorf("program array: %w", err)
 	}
 	n := int32(len(pkt))
-	wrapper, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL", Instructions: asm.Instructions{
+	r.wrapper, err = ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL", Instructions: asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.FnXdpGetBuffLen.Call(),
 		asm.Mov.Imm(asm.R2, n),
@@ -470,22 +568,26 @@ func restoredRuns(target *ebpf.Program, pkt []byte, runs int) (float64, error) {
 		asm.JNE.Imm(asm.R0, 0, "fail"),
 		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("store"),
 		asm.Mov.Imm(asm.R2, 0),
-		asm.LoadMapValue(asm.R3, orig.FD(), 0),
+		asm.LoadMapValue(asm.R3, r.orig.FD(), 0),
 		asm.Mov.Imm(asm.R4, n),
 		asm.FnXdpStoreBytes.Call(),
 		asm.JNE.Imm(asm.R0, 0, "fail"),
 		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.LoadMapPtr(asm.R2, progs.FD()),
+		asm.LoadMapPtr(asm.R2, r.progs.FD()),
 		asm.Mov.Imm(asm.R3, 0),
 		asm.FnTailCall.Call(),
 		asm.Mov.Imm(asm.R0, 0).WithSymbol("fail"),
 		asm.Return(),
 	}})
 	if err != nil {
-		return 0, fmt.Errorf("loading the restoring wrapper: %+v", err)
+		return nil, fmt.Errorf("loading the restoring wrapper: %+v", err)
 	}
-	defer wrapper.Close()
-	ret, d, err := wrapper.Benchmark(pkt, runs, nil)
+	return r, nil
+}
+
+// runs times the target on pkt over runs repetitions: mean ns per run.
+func (r *restorer) runs(pkt []byte, runs int) (float64, error) {
+	ret, d, err := r.wrapper.Benchmark(pkt, runs, nil)
 	if err != nil {
 		return 0, fmt.Errorf("BPF_PROG_TEST_RUN: %w", err)
 	}
@@ -493,6 +595,19 @@ func restoredRuns(target *ebpf.Program, pkt []byte, runs int) (float64, error) {
 		return 0, fmt.Errorf("verdict %d, want XDP_TX", ret)
 	}
 	return float64(d.Nanoseconds()), nil
+}
+
+// Close releases the wrapper and its maps (the target stays).
+func (r *restorer) Close() {
+	if r.wrapper != nil {
+		r.wrapper.Close()
+	}
+	if r.progs != nil {
+		r.progs.Close()
+	}
+	if r.orig != nil {
+		r.orig.Close()
+	}
 }
 
 // costSection renders the cost figures: the program against the empty

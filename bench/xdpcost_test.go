@@ -21,7 +21,7 @@ func TestXDPCostHarness(t *testing.T) {
 		testenv.Skip(t, "needs root to load BPF programs")
 	}
 	// The committed object of this tree (the tests run in bench/).
-	run, err := XDPCost(context.Background(), CostOptions{Runs: 2000, Compare: "../bpf/xdp_bpfel.o"})
+	run, err := XDPCost(context.Background(), CostOptions{Runs: 2000, Rounds: 5, Compare: "../bpf/xdp_bpfel.o"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func TestXDPCostHarness(t *testing.T) {
 		t.Fatalf("%d cases, want direct and relayed", len(run.Cases))
 	}
 	for _, c := range run.Cases {
-		if c.Rounds != costRounds || c.Runs != 2000 || c.Baseline <= 0 || c.Measured <= c.Baseline || c.Unresize < 0 ||
+		if c.Rounds != 5 || c.Runs != 2000 || c.Baseline <= 0 || c.Measured <= c.Baseline || c.Unresize < 0 ||
 			c.Anchor <= 0 || c.Ratio.Median <= 0 || c.Compare == nil || c.Compare.Measured <= c.Baseline {
 			t.Errorf("%+v", c)
 		}
@@ -67,8 +67,8 @@ func TestCostSummary(t *testing.T) {
 	for i := range 5 {
 		f := float64(i)
 		b := 60 + f
-		rounds = append(rounds, costRound{m: b + 10 + 100 + 10*f, b: b, r: b + 20, a: 10 + f, aw: 60 + f,
-			mo: b + 10 + 120 + 10*f, ro: b + 20, compared: true})
+		rounds = append(rounds, costRound{ms: []float64{b + 10 + 100 + 10*f}, b: b, r: b + 20, a: 10 + f, aw: 60 + f,
+			mos: []float64{b + 10 + 120 + 10*f}, ro: b + 20})
 	}
 	got := summarize(rounds)
 	near := func(name string, got, want float64) {
@@ -107,9 +107,17 @@ func TestCostSummary(t *testing.T) {
 	near("ThisOverIt.Q3", got.Compare.ThisOverIt.Q3, 143.0/163)
 	// A resizer no slower than the empty target is no resize, not a
 	// negative one.
-	if r := summarize([]costRound{{m: 100, b: 60, r: 55, a: 10, aw: 50}}); r.Unresize != 0 || r.Cost != 40 || r.PerPacket != 60 || r.Ratio.Median != 6 || r.Compare != nil {
+	if r := summarize([]costRound{{ms: []float64{100}, b: 60, r: 55, a: 10, aw: 50}}); r.Unresize != 0 || r.Cost != 40 || r.PerPacket != 60 || r.Ratio.Median != 6 || r.Compare != nil {
 		t.Errorf("%+v", r)
 	}
+	// Copies: a program's figure is their mean; this over the compared
+	// object is taken per pair (50/60 and 70/80 here: u 0, w 50).
+	r := summarize([]costRound{{ms: []float64{100, 120}, mos: []float64{110, 130}, b: 60, r: 60, a: 10, aw: 60, ro: 60}})
+	near("copies: Measured", r.Measured, 110)
+	near("copies: PerPacket", r.PerPacket, 60)
+	near("copies: Compare.PerPacket", r.Compare.PerPacket, 70)
+	near("copies: ThisOverIt.Q1", r.Compare.ThisOverIt.Q1, 50.0/60)
+	near("copies: ThisOverIt.Median", r.Compare.ThisOverIt.Median, 70.0/80)
 }
 
 // The report shows each figure where it was measured: the anchor table,

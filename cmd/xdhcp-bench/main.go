@@ -30,7 +30,7 @@ const usage = `usage:
   xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--scenarios renew-relay,...] [--out DIR]   every scenario and mode against every server
   xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
                   [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--sender sockets|xdp] [--out DIR]
-  xdhcp-bench cost [--quick] [--compare OBJ] [--out DIR]     the XDP program's cost per renewal (BPF_PROG_TEST_RUN), as a
+  xdhcp-bench cost [--quick] [--compare OBJ] [--runs N] [--rounds N] [--out DIR]   the XDP program's cost per renewal (BPF_PROG_TEST_RUN), as a
                   multiple of a program that swaps MACs and returns XDP_TX, and the verifier's instruction
                   count; --compare times another xdp_dhcp object (same map layout) in the same rounds
   xdhcp-bench referee --xdhcpd PATH [--quick] [--servers LIST]   perfdhcp's renewals (-r R -f R) against each server
@@ -131,6 +131,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	step := fs.Duration("step", 0, "length of each step (default 30s for compare, 3s for the generator)")
 	leases := fs.Int("leases", 1000000, "leases in the startup database")
 	compareObj := fs.String("compare", "", "cost: another xdp_dhcp object (e.g. an older commit's bpf/xdp_bpfel.o) timed in the same rounds")
+	costRuns := fs.Int("runs", 0, "cost: BPF_PROG_TEST_RUN repetitions per measurement (default 50000, 20000 with --quick)")
+	costRounds := fs.Int("rounds", 0, "cost: interleaved rounds per case (default 61)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -146,8 +148,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "xdhcp-bench: --sender %q: want sockets or xdp\n", *sender)
 		return 2
 	}
-	if *maxLoss < 0 || *maxLoss >= 1 || *rate < 0 || *clients < 0 || *step < 0 {
-		fmt.Fprintln(stderr, "xdhcp-bench: --max-loss wants [0,1); --rate, --clients and --step cannot be negative")
+	if *maxLoss < 0 || *maxLoss >= 1 || *rate < 0 || *clients < 0 || *step < 0 || *costRuns < 0 || *costRounds < 0 {
+		fmt.Fprintln(stderr, "xdhcp-bench: --max-loss wants [0,1); --rate, --clients, --step, --runs and --rounds cannot be negative")
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -235,11 +237,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	xdpCost := func() error {
 		fmt.Fprintln(stdout, "XDP program cost (BPF_PROG_TEST_RUN)...")
-		runs := 200_000
+		// Short measurements, many rounds: each copy of the program is
+		// timed within milliseconds of its pair and of the anchor.
+		runs := 50_000
 		if *quick {
-			runs = 100_000
+			runs = 20_000
 		}
-		cost, err := bench.XDPCost(ctx, bench.CostOptions{Runs: runs, Compare: *compareObj})
+		if *costRuns > 0 {
+			runs = *costRuns
+		}
+		cost, err := bench.XDPCost(ctx, bench.CostOptions{Runs: runs, Compare: *compareObj, Rounds: *costRounds})
 		if err != nil {
 			return fmt.Errorf("xdp cost: %w", err)
 		}
