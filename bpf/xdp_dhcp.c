@@ -5,8 +5,18 @@
  * xdp_dhcp answers DHCPREQUESTs in RENEWING and REBINDING state from the
  * lease map, building the DHCPACK in place and sending it with XDP_TX.
  * Everything it does not fully understand is passed up unchanged to the
- * slow path (DESIGN.md invariant 5). The slow path owns every policy: it
- * fills the maps below and folds the ring-buffer events back into bbolt.
+ * slow path (docs/ARCHITECTURE.md invariant 5). The slow path owns every
+ * policy: it fills the maps (xdhcp_maps.h) and folds the events back into
+ * bbolt.
+ *
+ * xdp_dhcp() is a sequence of stages, each __always_inline and each
+ * returning NEXT or a verdict: parse (Ethernet to UDP port 67), copy (the
+ * request into scratch), check_request (a renewal this program
+ * understands), match_lease (the lease, its grant, the client and where it
+ * is), grant (how long), build_reply, write_reply (into the resized
+ * frame) and report (the grant and the event, before the reply leaves).
+ * Protocol numbers are named in dhcp_proto.h, word copies and checksums
+ * live in xdhcp_words.h.
  *
  * Work is done in a per-CPU scratch buffer rather than on packet pointers:
  * the request is copied out word by word, the reply is built and
@@ -23,296 +33,10 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "dhcp_proto.h"
 #include "eth.h"
-
-/*
- * The contract with the daemon: limits of what the maps hold, the sizes
- * both paths give a reply, and flag bits. Enums, not #defines, so that
- * bpf2go -type exports them to Go (bpf.XdpXdhcpLimit*, ...), where
- * fastpath uses them instead of copies.
- */
-enum xdhcp_limit {
-	CHADDR_MAX = 16,  /* hardware address bytes an entry holds */
-	CID_MAX = 32,     /* longer client identifiers are never published */
-	TMPL_MAX = 512,   /* option block of a reply template */
-	REQ_MAX = 1024,   /* DHCP payload of a request we parse; larger: punt */
-	MIN_REPLY = 300,  /* RFC 1542 minimum BOOTP message: both paths pad to it */
-	REPLY_ALIGN = 4,  /* replies are padded to a multiple of it where room allows */
-	L34 = 28,         /* IPv4 header without options + UDP header, as option 57 counts */
-	DEFAULT_MAX_MSG = 576, /* a client's maximum message size without option 57 */
-};
-
-/* Lease flags, xdhcp_lease.flags. */
-enum xdhcp_lease_flag {
-	XDHCP_LEASE_SERVE = 1, /* clear: failover or a pending FORCERENEW forbids answering */
-};
-
-/* Config flags, xdhcp_settings.flags. */
-enum xdhcp_cfg_flag {
-	XDHCP_CFG_ANSWER = 1, /* clear: pass every renewal up */
-};
-
-#define MAX_OPTS 96      /* option walk bound, pad bytes included */
-#define BOOTP_LEN 236
-#define OPTS_OFF 240     /* BOOTP header + magic cookie */
-#define HEAD_OPTS 27     /* 53, 54, 51, 58, 59 */
-#define IP_DF 0x4000     /* Don't Fragment, in frag_off */
-#define REPLY_TTL 64     /* pktio.ReplyTTL: the slow path's replies carry the same */
-#define EV_SLOTS (1 << 15) /* events per CPU ring; a power of two */
-/* The longest reply: 53-59, a full template, 61 and 82, END, on 4 bytes. */
-#define PLEN_MAX ((OPTS_OFF + HEAD_OPTS + TMPL_MAX + CID_MAX + 2 + 257 + 1 + 3) & ~3)
-#define OUT_MAX (L34 + PLEN_MAX + 64) /* word copies may run past the end */
-
-/* A lease the fast path may renew, keyed by its address (network order).
- * Only the daemon writes it: what the program grants goes to xdhcp_grants
- * (one writer per map field, docs/ARCHITECTURE.md invariant 9). */
-struct xdhcp_lease {
-	__u64 expiry;   /* unix seconds, as bbolt has it; the grant's may be later */
-	__u64 horizon;  /* unix seconds; no grant may end later (promise horizon) */
-	__u64 relay_fp; /* relay_fp() of the option 82 stored with the lease; 0: none */
-	__u64 gen;      /* the binding: new whenever the address changes hands; never 0 */
-	__u32 ifindex;  /* where a direct lease was granted */
-	__u32 giaddr;   /* relay of a relayed lease; 0: directly attached */
-	__u32 server_id;  /* option 54, and the reply's source address */
-	__u32 lease_time; /* configured seconds, with T1 and T2 */
-	__u32 t1;
-	__u32 t2;
-	__u32 tmpl_id;  /* key in xdhcp_templates */
-	__u16 vlan[2];  /* outer and inner VLAN ID of a direct lease; 0: none */
-	__u8 htype;
-	__u8 hlen;
-	__u8 cid_len;   /* 0: the lease was granted without a client identifier */
-	__u8 flags;
-	__u8 chaddr[CHADDR_MAX];
-	__u8 cid[CID_MAX];
-};
-
-/* What the program granted to one binding of an address, keyed by the
- * address and the binding's generation, so that a grant to an earlier
- * holder of the address never counts for the next one. Only the program
- * writes it; the daemon reads it and deletes the grants of bindings it
- * replaced or removed. A lease's expiry is the later of the entry's and
- * its grant's. An entry with cltt 0 records no renewal: the program makes
- * it when it first looks at one, before it knows whether it answers. */
-struct xdhcp_grant_key {
-	__u32 ip;
-	__u32 pad;      /* zero */
-	__u64 gen;      /* xdhcp_lease.gen */
-};
-
-struct xdhcp_grant {
-	__u64 expiry;   /* unix seconds: the latest expiry granted; only raised */
-	__u64 cltt;     /* unix seconds of the last renewal answered */
-	__u32 xid;      /* of that renewal */
-	__u32 last_giaddr; /* relay it came through; 0: direct or past the relay */
-};
-
-/* A subnet's option block, copied into every reply after 53,54,51,58,59. */
-struct xdhcp_template {
-	__u32 len;
-	__u32 used;     /* the slot holds a template: an array has no absent entries */
-	__u8 data[TMPL_MAX];
-};
-
-/* Global settings, one entry. */
-struct xdhcp_settings {
-	__s64 wall_offset_ns; /* unix time minus CLOCK_MONOTONIC, kept fresh by the daemon */
-	__u32 min_grant;      /* seconds; a shorter grant is punted */
-	__u32 punt_rate;      /* punts per second per client MAC; 0: unlimited */
-	__u32 punt_burst;
-	__u32 flags;
-};
-
-/* An interface XDP is attached to, keyed by ifindex. */
-struct xdhcp_iface {
-	__u8 mac[ETH_ALEN]; /* reply source MAC when the request was broadcast */
-	__u16 pad;
-};
-
-/* One answered renewal, for the slow path to fold into bbolt. */
-struct xdhcp_event {
-	__u64 at;
-	__u64 expiry;
-	__u32 ip;
-	__u32 xid;
-	__u32 ifindex;
-	__u32 giaddr;
-	__u16 vlan[2];
-	__u8 hlen;
-	__u8 pad[3];
-	__u8 chaddr[CHADDR_MAX];
-};
-
-/* A CPU's event ring position: events written there so far. Alone on
- * its cache line, so that CPUs do not share lines they write. */
-struct xdhcp_evhead {
-	__u64 head;
-	__u64 pad[7];
-};
-
-/* Counters, one per-CPU slot each. The daemon exports them as metrics. */
-enum xdhcp_counter {
-	XC_ANSWERED,
-	XC_NOT_DHCP,      /* not UDP to port 67: not ours, passed */
-	XC_MALFORMED,     /* to port 67 but not a well-formed BOOTP request */
-	XC_UNSUPPORTED,   /* IP options, fragments, overload, oversized, repeated options, 118 */
-	XC_NOT_RENEWAL,   /* another message type, or a REQUEST with 50/54 or no ciaddr */
-	XC_NO_LEASE,
-	XC_EXPIRED,
-	XC_IDENTITY,      /* chaddr or client identifier differ */
-	XC_WHERE,         /* other interface, VLAN, relay or server address */
-	XC_NOT_SERVING,
-	XC_HORIZON,       /* the horizon leaves less than min-grant */
-	XC_TOO_BIG,       /* the reply would exceed the client's maximum message size */
-	XC_DISABLED,
-	XC_RATE_LIMITED,  /* punt dropped by the per-MAC token bucket */
-	XC_EVENTS_LOST,   /* no ring slot (the reader counts lapped rings itself) */
-	XC_ERROR,         /* a helper failed while building the reply; passed */
-	XC_NO_ROOM,       /* the frame could not grow to the reply's size; passed */
-	XC_RELAY_INFO,    /* relayed with an option 82 other than the one stored */
-	XC_MAX,
-};
-
-/*
- * The maps, all pinned by name under /sys/fs/bpf/xdhcp/ so that renewals
- * keep being answered while the daemon restarts.
- *
- *   xdhcp_leases     hash  lease IP -> struct xdhcp_lease   (slow path writes; XDP reads)
- *   xdhcp_grants     hash  {IP, gen} -> struct xdhcp_grant  (XDP writes; the daemon reads and
- *                          deletes those of replaced bindings)
- *   xdhcp_tmpls      array template id -> struct xdhcp_template (slow path; an
- *                          array, not a hash: the lookup is inlined, no hashing)
- *   xdhcp_ifaces     hash  ifindex -> struct xdhcp_iface    (loader)
- *   xdhcp_config     array [0] -> struct xdhcp_settings       (daemon)
- *   xdhcp_counters   per-CPU array enum xdhcp_counter -> u64 (XDP)
- *   xdhcp_evring     mmapable array: per-CPU rings of struct xdhcp_event (XDP -> daemon)
- *   xdhcp_evheads    mmapable array: CPU -> struct xdhcp_evhead, each ring's head (XDP -> daemon)
- *   xdhcp_punts      LRU hash client MAC -> token bucket    (XDP)
- *   xdhcp_scratch    per-CPU array [0] -> work buffers      (XDP)
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 21);
-	__type(key, __u32);
-	__type(value, struct xdhcp_lease);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} xdhcp_leases SEC(".maps");
-
-/* As many as leases: the loader sizes both. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 21);
-	__type(key, struct xdhcp_grant_key);
-	__type(value, struct xdhcp_grant);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} xdhcp_grants SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
-	__type(value, struct xdhcp_template);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} xdhcp_tmpls SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
-	__type(key, __u32);
-	__type(value, struct xdhcp_iface);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} xdhcp_ifaces SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct xdhcp_settings);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} xdhcp_config SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XC_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} xdhcp_counters SEC(".maps");
-
-/* Event rings: one per CPU, each EV_SLOTS slots of xdhcp_evring, written
- * only by its CPU and read through mmap by the daemon, so an event costs
- * a few stores instead of the ring buffer's lock. The loader sizes both
- * maps for the possible CPUs. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, EV_SLOTS); /* times the possible CPUs */
-	__type(key, __u32);
-	__type(value, struct xdhcp_event);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} xdhcp_evring SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 1); /* one per possible CPU */
-	__type(key, __u32);
-	__type(value, struct xdhcp_evhead);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} xdhcp_evheads SEC(".maps");
-
-struct bucket {
-	__u64 at_ns;
-	__u64 millitokens;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1 << 16);
-	__type(key, __u64);
-	__type(value, struct bucket);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} xdhcp_punts SEC(".maps");
-
-/* What the option walk found. It lives in the scratch map, not on the
- * stack, and the walk reads and writes it through a volatile pointer: the
- * verifier tracks stack and register values precisely and would explore
- * the walk once per option offset instead of once. */
-struct walk {
-	__u32 off, dlen, o61, o82, maxsz;
-	__u8 mt, l61, l82, has50, has54, done, bad, unsup;
-	__u32 at; /* see forget() */
-	__u64 fp82; /* relay_fp() of option 82; 0: none */
-};
-
-struct scratch {
-	__u8 req[REQ_MAX];
-	/* The reply's L2 header is built at the end of l2, against out, so
-	 * that the headers are copied into the frame as one run of words.
-	 * 28 bytes also put the reply's DHCP part (out + L34) on 8 bytes. */
-	__u8 l2[28];
-	__u8 out[OUT_MAX];
-	struct walk w;
-	/* The unix second last computed on this CPU, the CLOCK_MONOTONIC
-	 * time it began at, and the clock offset it was computed with. */
-	__u64 sec, sec_start;
-	__s64 sec_offset;
-	/* IP ID of this CPU's next reply. The kernel numbers the slow path's
-	 * DF datagrams too (hashed per destination since Linux 6.x; RFC 6864
-	 * lets an atomic datagram carry any ID), so a constant 0 would tell
-	 * the fast path's replies apart. */
-	__u32 ip_id;
-	__u32 pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct scratch);
-} xdhcp_scratch SEC(".maps");
+#include "xdhcp_maps.h"
+#include "xdhcp_words.h"
 
 /* Referenced so that bpf2go -type finds them in BTF. */
 const enum xdhcp_counter *unused_counter __attribute__((unused));
@@ -322,6 +46,7 @@ const enum xdhcp_limit *unused_limit __attribute__((unused));
 const enum xdhcp_lease_flag *unused_lease_flag __attribute__((unused));
 const enum xdhcp_cfg_flag *unused_cfg_flag __attribute__((unused));
 
+/* The IPv4 header without options and the UDP header, as one struct. */
 struct l34 {
 	__u8 vihl;
 	__u8 tos;
@@ -339,6 +64,49 @@ struct l34 {
 	__be16 ucheck;
 };
 
+/* A stage's verdict when the next stage is to run. */
+#define NEXT -1
+
+#define NSEC_PER_SEC 1000000000ULL
+#define ETH_GROUP_BIT 1 /* in the first byte of a MAC address: broadcast or multicast */
+
+/* What the stages learn about a request, in the order they learn it: a
+ * local of xdp_dhcp(), which the inlined stages share. */
+struct req {
+	struct xdp_md *ctx;
+	/* parse */
+	struct l34 h;          /* a copy: packet pointers do not survive the resize */
+	__u64 l3;              /* where the IP header starts: 64 bits, so that the
+	                        * verifier keeps its value across a spill */
+	__u32 frame;           /* the frame's length as received */
+	__u32 tag[2];          /* VLAN tags as received; 0: none */
+	__u16 vlan[2];
+	__be16 tpid;           /* the outer EtherType as received, for the reply */
+	const struct xdhcp_settings *cfg;
+	struct scratch *s;
+	__u64 mono_ns;         /* coarse CLOCK_MONOTONIC */
+	/* copy_request */
+	__u32 dlen;            /* DHCP message length */
+	struct ethhdr *eth;    /* the frame's L2 header, re-derived after the copy */
+	const __u8 *chaddr;    /* the rate limiter's key, once known */
+	/* check_request */
+	__u32 ciaddr, giaddr;  /* as in the request, network order */
+	int relayed;
+	__u32 o61, o82, maxsz; /* from the option walk */
+	__u8 l61, l82;
+	/* match_lease */
+	struct xdhcp_lease *l;
+	struct xdhcp_grant_key gk;
+	struct xdhcp_grant *g;
+	__u64 now;             /* unix seconds */
+	/* grant */
+	__u64 exp;             /* the expiry granted */
+	__u32 grant, t1, t2;   /* seconds, as options 51, 58, 59 carry them */
+	/* build_reply */
+	__u32 plen;            /* the reply's DHCP message length */
+	__u8 *l2;              /* the reply's first byte in scratch */
+};
+
 static __always_inline void count(__u32 c)
 {
 	__u64 *v = bpf_map_lookup_elem(&xdhcp_counters, &c);
@@ -346,30 +114,32 @@ static __always_inline void count(__u32 c)
 		*v += 1;
 }
 
-/* punt passes a request up unless its client's token bucket is empty. */
-static __always_inline int punt(const struct xdhcp_settings *cfg, const __u8 *chaddr, __u64 mono_ns, __u32 why)
+/* punt counts why a request is passed up and passes it, unless its
+ * client's token bucket is empty: then it is dropped (invariant 7). */
+static __always_inline int punt(const struct req *r, __u32 why)
 {
+	const struct xdhcp_settings *cfg = r->cfg;
 	count(why);
-	if (!cfg || !cfg->punt_rate || !chaddr)
+	if (!cfg || !cfg->punt_rate || !r->chaddr)
 		return XDP_PASS;
 	__u64 key = 0;
-	__builtin_memcpy(&key, chaddr, ETH_ALEN);
+	__builtin_memcpy(&key, r->chaddr, ETH_ALEN);
 	__u64 cap = (__u64)cfg->punt_burst * 1000;
 	if (cap < 1000)
 		cap = 1000;
 	struct bucket *b = bpf_map_lookup_elem(&xdhcp_punts, &key);
 	if (!b) {
-		struct bucket nb = { .at_ns = mono_ns, .millitokens = cap - 1000 };
+		struct bucket nb = { .at_ns = r->mono_ns, .millitokens = cap - 1000 };
 		bpf_map_update_elem(&xdhcp_punts, &key, &nb, BPF_ANY);
 		return XDP_PASS;
 	}
-	__u64 el = mono_ns - b->at_ns;
+	__u64 el = r->mono_ns - b->at_ns;
 	if (el > 100000000000ULL) /* 100 s refills any sane bucket; keeps the product small */
 		el = 100000000000ULL;
 	__u64 t = b->millitokens + el * cfg->punt_rate / 1000000;
 	if (t > cap)
 		t = cap;
-	b->at_ns = mono_ns;
+	b->at_ns = r->mono_ns;
 	if (t < 1000) {
 		b->millitokens = t;
 		count(XC_RATE_LIMITED);
@@ -377,35 +147,6 @@ static __always_inline int punt(const struct xdhcp_settings *cfg, const __u8 *ch
 	}
 	b->millitokens = t - 1000;
 	return XDP_PASS;
-}
-
-static __always_inline __u32 fold(__u64 s)
-{
-	s = (s & 0xffffffff) + (s >> 32);
-	s = (s & 0xffffffff) + (s >> 32);
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__u32)s;
-}
-
-/* lowmasks[64 + r] selects the first r bytes of a little-endian word:
- * none for r <= 0, all for r >= 8, for r in [-64, 63] (a 32-byte client
- * identifier asks for r = 32). A table, not a computation: every branch
- * of one would be explored with the rest of the program. */
-static const __u64 lowmasks[128] = {
-	[0 ... 64] = 0,
-	[65] = 0xff, [66] = 0xffff, [67] = 0xffffff, [68] = 0xffffffff,
-	[69] = 0xffffffffffULL, [70] = 0xffffffffffffULL, [71] = 0xffffffffffffffULL,
-	[72 ... 127] = ~0ULL,
-};
-
-static __always_inline __u64 lowmask(__s64 r)
-{
-	/* r made opaque to clang, which would otherwise drop the mask where
-	 * it knows r's range, leaving an index the verifier cannot bound. */
-	asm volatile("" : "+r"(r));
-	return lowmasks[(r + 64) & 127];
 }
 
 /* forget passes a value through memory, so that the verifier no longer
@@ -418,73 +159,6 @@ static __always_inline __u64 forget(struct walk *w, __u32 v)
 	return *(volatile __u32 *)&w->at;
 }
 
-/* raise_u64 sets *p to v unless it holds more: a compare-and-swap, since
- * two CPUs may answer the same client at once (a retransmission) and a
- * plain store could lower what the other just raised. Each failed swap
- * means another CPU raised *p meanwhile; a few tries outlast any real
- * contention on one client's address. */
-static __always_inline void raise_u64(__u64 *p, __u64 v)
-{
-	__u64 cur = *(volatile __u64 *)p;
-#pragma clang loop unroll(disable)
-	for (int i = 0; i < 4; i++) {
-		if (cur >= v)
-			break;
-		__u64 was = __sync_val_compare_and_swap(p, cur, v);
-		if (was == cur)
-			break;
-		cur = was;
-	}
-}
-
-static __always_inline void put32(__u8 *p, __u32 host)
-{
-	p[0] = host >> 24;
-	p[1] = host >> 16;
-	p[2] = host >> 8;
-	p[3] = host;
-}
-
-/* COPY_WORDS copies n bytes (at most max) from src to dst in 8-byte
- * words, unrolled without break: once a test fails every later one is
- * decided, so the verifier walks this in a line, not a tree. Words are
- * tested in groups of eight first, so a short copy costs a few tests
- * rather than one per word of max. dst gets up to 7 bytes past n. */
-#define COPY_WORDS(dst, src, n, max)                                           \
-	_Pragma("unroll") for (int g_ = 0; g_ < ((max) + 63) / 64; g_++)       \
-		if (g_ * 64 < (n))                                             \
-			_Pragma("unroll") for (int w_ = 0; w_ < 8; w_++)      \
-				if (g_ * 64 + w_ * 8 < (n) && g_ * 64 + w_ * 8 < (max)) \
-					*(__u64 *)((__u8 *)(dst) + g_ * 64 + w_ * 8) = \
-						*(__u64 *)((__u8 *)(src) + g_ * 64 + w_ * 8)
-
-/* SUM_WORDS adds the n bytes (a multiple of 4, at most max) at src to sum
- * as 32-bit words, shaped as COPY_WORDS. */
-#define SUM_WORDS(sum, src, n, max)                                            \
-	_Pragma("unroll") for (int g_ = 0; g_ < ((max) + 63) / 64; g_++)       \
-		if (g_ * 64 < (n))                                             \
-			_Pragma("unroll") for (int w_ = 0; w_ < 16; w_++)     \
-				if (g_ * 64 + w_ * 4 < (n) && g_ * 64 + w_ * 4 < (max)) \
-					(sum) += *(__u32 *)((__u8 *)(src) + g_ * 64 + w_ * 4)
-
-#define PUNT(why) return punt(cfg, chaddr, mono_ns, why)
-
-/* PKT_WORDS copies n bytes (at most max) between frame and scratch in
- * 8-byte words, shaped as COPY_WORDS; pkt, which is src or dst, is checked
- * against the frame's end before each word (jumping to bad when past it).
- * Only whole words inside n are copied: the caller copies the tail as one
- * word ending at n. */
-#define PKT_WORDS(pkt, src, dst, n, max, end, bad)                             \
-	_Pragma("unroll") for (int g_ = 0; g_ < ((max) + 63) / 64; g_++)       \
-		if (g_ * 64 + 8 <= (n))                                        \
-			_Pragma("unroll") for (int w_ = 0; w_ < 8; w_++)      \
-				if (g_ * 64 + w_ * 8 + 8 <= (n) && g_ * 64 + w_ * 8 + 8 <= (max)) { \
-					if ((void *)((pkt) + g_ * 64 + w_ * 8 + 8) > (end)) \
-						goto bad;                              \
-					*(__u64 *)((__u8 *)(dst) + g_ * 64 + w_ * 8) = \
-						*(__u64 *)((__u8 *)(src) + g_ * 64 + w_ * 8); \
-				}
-
 /* walk_step looks at the option at w->off; returns 1 to stop. */
 static __always_inline int walk_step(__u8 *rq, volatile struct walk *w)
 {
@@ -492,11 +166,11 @@ static __always_inline int walk_step(__u8 *rq, volatile struct walk *w)
 	if (off >= dlen)
 		return 1; /* ran out before END */
 	__u8 code = rq[off & (REQ_MAX - 1)];
-	if (code == 0) {
+	if (code == OPT_PAD) {
 		w->off = off + 1;
 		return 0;
 	}
-	if (code == 255) {
+	if (code == OPT_END) {
 		w->done = 1;
 		return 1;
 	}
@@ -511,47 +185,47 @@ static __always_inline int walk_step(__u8 *rq, volatile struct walk *w)
 	}
 	__u32 v = (off + 2) & (REQ_MAX - 1);
 	switch (code) {
-	case 53: /* a second 53 after one of value 0 is a second one too */
+	case OPT_MSG_TYPE: /* a second 53 after one of value 0 is a second one too */
 		if (n != 1 || w->mt || !rq[v])
 			w->unsup = 1;
 		w->mt = rq[v];
 		break;
-	case 50:
+	case OPT_REQUESTED_IP:
 		w->has50 = 1;
 		break;
-	case 54:
+	case OPT_SERVER_ID:
 		w->has54 = 1;
 		break;
-	case 52: /* overload: options continue in sname/file */
-	case 118: /* subnet selection (RFC 3011): the slow path echoes it, this program does not */
+	case OPT_OVERLOAD: /* options continue in sname/file */
+	case OPT_SUBNET_SELECTION: /* the slow path echoes it, this program does not */
 		w->unsup = 1;
 		break;
-	case 57: /* the slow path drops a 57 not 2 bytes or below 576 as malformed */
+	case OPT_MAX_MSG_SIZE: /* the slow path drops a 57 not 2 bytes or below 576 as malformed */
 		if (n != 2) {
 			w->bad = 1;
 			return 1;
 		} else {
 			__u32 m = ((__u32)rq[v] << 8) | rq[(v + 1) & (REQ_MAX - 1)];
-			if (m < 576) {
+			if (m < DHCP_MIN_MAX_MSG) {
 				w->bad = 1;
 				return 1;
 			}
 			w->maxsz = m;
 		}
 		break;
-	case 51: /* requested lease time: the slow path drops one not 4 bytes */
+	case OPT_LEASE_TIME: /* requested: the slow path drops one not 4 bytes */
 		if (n != 4) {
 			w->bad = 1;
 			return 1;
 		}
 		break;
-	case 61:
+	case OPT_CLIENT_ID:
 		if (w->o61 || n < 2)
 			w->unsup = 1;
 		w->o61 = off;
 		w->l61 = n;
 		break;
-	case 82:
+	case OPT_RELAY_INFO:
 		if (w->o82)
 			w->unsup = 1; /* split (RFC 3396): the slow path concatenates */
 		w->o82 = off;
@@ -633,7 +307,7 @@ static __always_inline int relay_ok(struct scratch *s, __u32 off, __u32 n)
 		__u8 m = s->req[(off + i + 1) & (REQ_MAX - 1)];
 		if (i + 2 + m > n)
 			return 0;
-		if ((c == 5 || c == 11) && m != 4)
+		if ((c == RAI_LINK_SELECTION || c == RAI_SERVER_ID_OVERRIDE) && m != 4)
 			return 0;
 		i += 2 + m;
 	}
@@ -658,238 +332,321 @@ __noinline int walk_options(struct scratch *s)
 	return 0;
 }
 
-SEC("xdp")
-int xdp_dhcp(struct xdp_md *ctx)
+/*
+ * parse: an IPv4 datagram without options to UDP port 67, over Ethernet
+ * with up to two VLAN tags. Anything else is not ours and passes, counted
+ * as not_dhcp once it is IPv4 UDP. Then the settings, the scratch buffer
+ * and the clock, which every later stage uses.
+ */
+static __always_inline int parse(struct req *r)
 {
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	__u32 zero = 0;
-
+	void *data = (void *)(long)r->ctx->data;
+	void *end = (void *)(long)r->ctx->data_end;
 	struct ethhdr *eth = data;
 	__be16 proto;
-	__u32 tag[2] = {};
-	int hl = parse_eth(data, end, &proto, tag);
+	int hl = parse_eth(data, end, &proto, r->tag);
 	if (hl < 0)
 		return XDP_PASS;
-	__u32 l3 = hl;
-	__be16 tpid = eth->h_proto; /* the L2 header as received, for the reply */
-	__u16 vlan[2] = {vlan_id(tag[0]), vlan_id(tag[1])};
+	r->l3 = hl;
+	r->tpid = eth->h_proto;
+	r->vlan[0] = vlan_id(r->tag[0]);
+	r->vlan[1] = vlan_id(r->tag[1]);
 	if (proto != bpf_htons(ETH_P_IP))
 		return XDP_PASS;
 
-	struct l34 *hp = data + l3;
+	struct l34 *hp = data + r->l3;
 	if ((void *)(hp + 1) > end)
 		return XDP_PASS;
-	struct l34 h = *hp; /* packet pointers do not survive the resize */
-	if ((h.vihl >> 4) != 4 || h.proto != IPPROTO_UDP)
+	r->h = *hp;
+	if ((r->h.vihl >> 4) != IPV4_VERSION || r->h.proto != IPPROTO_UDP)
 		return XDP_PASS;
-	if ((h.vihl & 0xf) != 5) {
+	if ((r->h.vihl & 0xf) != IPV4_IHL_PLAIN) {
 		/* UDP port unknown without parsing the options: not ours to judge. */
 		count(XC_NOT_DHCP);
 		return XDP_PASS;
 	}
-	if (h.dport != bpf_htons(67)) {
+	if (r->h.dport != bpf_htons(DHCP_SERVER_PORT)) {
 		count(XC_NOT_DHCP);
 		return XDP_PASS;
 	}
+	r->frame = (__u32)(end - data);
 
-	struct xdhcp_settings *cfg = bpf_map_lookup_elem(&xdhcp_config, &zero);
-	struct scratch *s = bpf_map_lookup_elem(&xdhcp_scratch, &zero);
-	if (!cfg || !s)
+	__u32 zero = 0;
+	r->cfg = bpf_map_lookup_elem(&xdhcp_config, &zero);
+	r->s = bpf_map_lookup_elem(&xdhcp_scratch, &zero);
+	if (!r->cfg || !r->s)
 		return XDP_PASS;
 	/* The coarse clock (a tick behind at most) is enough for times kept
 	 * in seconds and for the punt buckets, and costs a fraction. */
-	__u64 mono_ns = bpf_ktime_get_coarse_ns();
-	const __u8 *chaddr = NULL; /* the rate limiter's key, once known */
+	r->mono_ns = bpf_ktime_get_coarse_ns();
+	return NEXT;
+}
 
-	if (h.frag_off & bpf_htons(0x3fff))
-		PUNT(XC_UNSUPPORTED);
-	__u32 frame = (__u32)(end - data);
-	__u32 ip_len = bpf_ntohs(h.tot_len);
-	__u32 udp_len = bpf_ntohs(h.ulen);
-	if (ip_len < L34 || l3 + ip_len > frame || udp_len != ip_len - 20)
-		PUNT(XC_MALFORMED);
-	__u32 dlen = udp_len - 8;
-	if (dlen < OPTS_OFF + 1)
-		PUNT(XC_MALFORMED);
+/*
+ * copy_request: check the lengths and copy the DHCP message into scratch
+ * with plain loads (a helper call costs more than the copy): the BOOTP
+ * fields before sname, the cookie, and the options, skipping sname and
+ * file. Every word read lies inside [0, dlen), the last one overlapping
+ * its neighbour, so nothing past the datagram is read; each carries the
+ * bounds check the verifier wants for a variable offset, and it never
+ * fails once dlen fits.
+ */
+static __always_inline int copy_request(struct req *r)
+{
+	void *data = (void *)(long)r->ctx->data;
+	void *end = (void *)(long)r->ctx->data_end;
+	if (r->h.frag_off & bpf_htons(IP_MF_OFFSET))
+		return punt(r, XC_UNSUPPORTED);
+	__u32 ip_len = bpf_ntohs(r->h.tot_len);
+	__u32 udp_len = bpf_ntohs(r->h.ulen);
+	if (ip_len < L34 || r->l3 + ip_len > r->frame || udp_len != ip_len - IPV4_HLEN)
+		return punt(r, XC_MALFORMED);
+	__u32 dlen = udp_len - UDP_HLEN;
+	if (dlen < DHCP_OPTIONS + 1)
+		return punt(r, XC_MALFORMED);
 	if (dlen > REQ_MAX)
-		PUNT(XC_UNSUPPORTED);
-	/* Copy the request into scratch with plain loads (a helper call costs
-	 * more than the copy): the BOOTP fields before sname, the cookie, and
-	 * the options, skipping sname and file. Every word read lies inside
-	 * [0, dlen), the last one overlapping its neighbour, so nothing past
-	 * the datagram is read; each carries the bounds check the verifier
-	 * wants for a variable offset, and it never fails once dlen fits. */
-	__u8 *dh = (__u8 *)(hp + 1);
-	if ((void *)(dh + OPTS_OFF + 1) > end)
-		PUNT(XC_MALFORMED);
-	__u8 *rq = s->req;
+		return punt(r, XC_UNSUPPORTED);
+	r->dlen = dlen;
+
+	__u8 *dh = data + r->l3 + L34;
+	if ((void *)(dh + DHCP_OPTIONS + 1) > end)
+		return punt(r, XC_MALFORMED);
+	__u8 *rq = r->s->req;
+	/* Six words cover the fields before sname (BOOTP_SNAME bytes); one
+	 * word ending at the cookie's end covers the cookie. */
 #pragma unroll
 	for (int i = 0; i < 6; i++)
 		((__u64 *)rq)[i] = *(__u64 *)&dh[i * 8];
-	*(__u64 *)&rq[BOOTP_LEN - 4] = *(__u64 *)&dh[BOOTP_LEN - 4];
-	PKT_WORDS(dh + OPTS_OFF, dh + OPTS_OFF, rq + OPTS_OFF, dlen - OPTS_OFF, REQ_MAX - OPTS_OFF, end, malformed);
+	*(__u64 *)&rq[DHCP_OPTIONS - 8] = *(__u64 *)&dh[DHCP_OPTIONS - 8];
+	PKT_WORDS(dh + DHCP_OPTIONS, dh + DHCP_OPTIONS, rq + DHCP_OPTIONS, dlen - DHCP_OPTIONS, REQ_MAX - DHCP_OPTIONS, end, malformed);
 	__u32 last = (dlen - 8) & (REQ_MAX - 1);
 	__u8 *pl = dh + last;
-	asm volatile("" : "+r"(pl)); /* see pt below */
+	asm volatile("" : "+r"(pl)); /* see write_reply's pt */
 	if ((void *)(pl + 8) > end)
 		goto malformed;
 	*(__u64 *)&rq[last] = *(__u64 *)pl;
+
 	/* Each word's check widened the range the verifier knows for the
 	 * frame's pointers, one state per length; fresh pointers with one
 	 * small range let the rest of the program be verified once. */
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	eth = data;
-	if ((void *)(eth + 1) > end)
-		PUNT(XC_ERROR);
-	if (0) {
-malformed:
-		PUNT(XC_MALFORMED);
-	}
-	if (rq[0] != 1 || rq[2] > CHADDR_MAX || rq[236] != 99 || rq[237] != 130 || rq[238] != 83 || rq[239] != 99)
-		PUNT(XC_MALFORMED);
-	chaddr = &rq[28];
+	data = (void *)(long)r->ctx->data;
+	end = (void *)(long)r->ctx->data_end;
+	r->eth = data;
+	if ((void *)(r->eth + 1) > end)
+		return punt(r, XC_ERROR);
+	return NEXT;
+
+malformed: /* the frame ended before the datagram did */
+	return punt(r, XC_MALFORMED);
+}
+
+/*
+ * check_request: a well-formed BOOTREQUEST whose options this program
+ * understands, a DHCPREQUEST in RENEWING or REBINDING state (ciaddr set,
+ * no requested address, no server identifier: RFC 2131 §4.3.2), while
+ * the daemon lets the fast path answer.
+ */
+static __always_inline int check_request(struct req *r)
+{
+	__u8 *rq = r->s->req;
+	if (rq[BOOTP_OP] != BOOTREQUEST || rq[BOOTP_HLEN] > CHADDR_MAX ||
+	    *(__u32 *)&rq[DHCP_COOKIE] != bpf_htonl(DHCP_MAGIC))
+		return punt(r, XC_MALFORMED);
+	r->chaddr = &rq[BOOTP_CHADDR];
 
 	/* Walk the options in a function of its own: it is verified once,
 	 * where an unrolled walk multiplies the verifier's states by every
 	 * combination of options seen. */
-	struct walk *w = &s->w;
+	struct walk *w = &r->s->w;
 	__builtin_memset(w, 0, sizeof(*w));
-	w->off = OPTS_OFF;
-	w->dlen = dlen;
+	w->off = DHCP_OPTIONS;
+	w->dlen = r->dlen;
 	w->maxsz = DEFAULT_MAX_MSG;
-	walk_options(s);
-	__u32 o61 = w->o61, o82 = w->o82, maxsz = w->maxsz;
-	__u8 mt = w->mt, l61 = w->l61, l82 = w->l82;
+	walk_options(r->s);
+	r->o61 = w->o61;
+	r->o82 = w->o82;
+	r->maxsz = w->maxsz;
+	r->l61 = w->l61;
+	r->l82 = w->l82;
+	__u8 mt = w->mt;
 	if (w->bad)
-		PUNT(XC_MALFORMED);
+		return punt(r, XC_MALFORMED);
 	if (!w->done || w->unsup)
-		PUNT(XC_UNSUPPORTED);
+		return punt(r, XC_UNSUPPORTED);
 
-	__u32 ciaddr = *(__u32 *)&rq[12];
-	__u32 giaddr = *(__u32 *)&rq[24];
-	if (mt != 3 || w->has50 || w->has54 || !ciaddr)
-		PUNT(XC_NOT_RENEWAL);
-	if (!(cfg->flags & XDHCP_CFG_ANSWER))
-		PUNT(XC_DISABLED);
+	r->ciaddr = *(__u32 *)&rq[BOOTP_CIADDR];
+	r->giaddr = *(__u32 *)&rq[BOOTP_GIADDR];
+	r->relayed = r->giaddr != 0;
+	if (mt != DHCPREQUEST || w->has50 || w->has54 || !r->ciaddr)
+		return punt(r, XC_NOT_RENEWAL);
+	if (!(r->cfg->flags & XDHCP_CFG_ANSWER))
+		return punt(r, XC_DISABLED);
+	return NEXT;
+}
 
-	struct xdhcp_lease *l = bpf_map_lookup_elem(&xdhcp_leases, &ciaddr);
+/*
+ * match_lease: the lease for ciaddr and its grant, not expired, held by
+ * this client (invariant 5: hardware address, and client identifier in
+ * both or neither), renewed where it was granted, and servable here.
+ */
+static __always_inline int match_lease(struct req *r)
+{
+	struct scratch *s = r->s;
+	__u8 *rq = s->req;
+	struct xdhcp_lease *l = bpf_map_lookup_elem(&xdhcp_leases, &r->ciaddr);
 	if (!l)
-		PUNT(XC_NO_LEASE);
+		return punt(r, XC_NO_LEASE);
+	r->l = l;
 	/* Unix seconds. BPF has no multiply-high, so dividing by 10^9 is a
 	 * real division; it is done once a second per CPU, and otherwise
 	 * the second found last time is used while mono_ns stays inside it
 	 * under the same clock offset. */
-	__s64 off = cfg->wall_offset_ns;
+	__s64 off = r->cfg->wall_offset_ns;
+	__u64 mono_ns = r->mono_ns;
 	__u64 now = s->sec;
-	if (mono_ns < s->sec_start || mono_ns >= s->sec_start + 1000000000ULL || off != s->sec_offset || !now) {
-		now = (mono_ns + off) / 1000000000ULL;
+	if (mono_ns < s->sec_start || mono_ns >= s->sec_start + NSEC_PER_SEC || off != s->sec_offset || !now) {
+		now = (mono_ns + off) / NSEC_PER_SEC;
 		s->sec = now;
-		s->sec_start = now * 1000000000ULL - off;
+		s->sec_start = now * NSEC_PER_SEC - off;
 		s->sec_offset = off;
 	}
+	r->now = now;
+
 	/* The binding's grant: the lease ends at the later of its expiry and
 	 * the grant's. A renewal is recorded in g before its reply leaves;
 	 * made here, while the request can still be passed up, an empty one
 	 * when there is none yet (expiry 0 and cltt 0: no renewal). Another
 	 * CPU may make it first: then the lookup finds that one. */
-	struct xdhcp_grant_key gk = { .ip = ciaddr, .gen = l->gen };
-	struct xdhcp_grant *g = bpf_map_lookup_elem(&xdhcp_grants, &gk);
+	r->gk.ip = r->ciaddr;
+	r->gk.pad = 0;
+	r->gk.gen = l->gen;
+	struct xdhcp_grant *g = bpf_map_lookup_elem(&xdhcp_grants, &r->gk);
 	if (!g) {
 		struct xdhcp_grant ng = {};
-		bpf_map_update_elem(&xdhcp_grants, &gk, &ng, BPF_NOEXIST);
-		g = bpf_map_lookup_elem(&xdhcp_grants, &gk);
+		bpf_map_update_elem(&xdhcp_grants, &r->gk, &ng, BPF_NOEXIST);
+		g = bpf_map_lookup_elem(&xdhcp_grants, &r->gk);
 		if (!g)
-			PUNT(XC_ERROR); /* the grants map is full */
+			return punt(r, XC_ERROR); /* the grants map is full */
 	}
+	r->g = g;
 	__u64 expiry = l->expiry;
 	if (g->expiry > expiry)
 		expiry = g->expiry;
 	if (now >= expiry)
-		PUNT(XC_EXPIRED);
+		return punt(r, XC_EXPIRED);
 
 	/* Identity: hardware address, and client identifier present in both or neither. */
-	__u8 hlen = rq[2];
-	if (rq[1] != l->htype || hlen != l->hlen)
-		PUNT(XC_IDENTITY);
+	__u8 hlen = rq[BOOTP_HLEN];
+	if (rq[BOOTP_HTYPE] != l->htype || hlen != l->hlen)
+		return punt(r, XC_IDENTITY);
 	/* Compared a word at a time under a mask of the first hlen bytes:
 	 * a byte loop multiplies the verifier's states by every hlen. */
-	if (((*(__u64 *)&rq[28] ^ *(__u64 *)&l->chaddr[0]) & lowmask(hlen)) ||
-	    ((*(__u64 *)&rq[36] ^ *(__u64 *)&l->chaddr[8]) & lowmask((__s64)hlen - 8)))
-		PUNT(XC_IDENTITY);
+	if (((*(__u64 *)&rq[BOOTP_CHADDR] ^ *(__u64 *)&l->chaddr[0]) & lowmask(hlen)) ||
+	    ((*(__u64 *)&rq[BOOTP_CHADDR + 8] ^ *(__u64 *)&l->chaddr[8]) & lowmask((__s64)hlen - 8)))
+		return punt(r, XC_IDENTITY);
+	__u8 l61 = r->l61;
 	if (l61 != l->cid_len || l61 > CID_MAX)
-		PUNT(XC_IDENTITY);
+		return punt(r, XC_IDENTITY);
 	if (l61) {
 		/* The entry's identifier is zero-padded; the request's is
 		 * followed by other options, masked off. Reading up to 32
 		 * bytes past the request's end stays inside the scratch value. */
-		__u8 *c = &rq[(o61 + 2) & (REQ_MAX - 1)];
+		__u8 *c = &rq[(r->o61 + 2) & (REQ_MAX - 1)];
 		__u64 *lc = (__u64 *)l->cid;
 		if (((*(__u64 *)&c[0] ^ lc[0]) & lowmask(l61)) |
 		    ((*(__u64 *)&c[8] ^ lc[1]) & lowmask((__s64)l61 - 8)) |
 		    ((*(__u64 *)&c[16] ^ lc[2]) & lowmask((__s64)l61 - 16)) |
 		    ((*(__u64 *)&c[24] ^ lc[3]) & lowmask((__s64)l61 - 24)))
-			PUNT(XC_IDENTITY);
+			return punt(r, XC_IDENTITY);
 	}
 
 	/* Where: the relay it was granted through or the client itself past
 	 * the relay; for a direct lease the same interface and VLAN tags. */
-	int relayed = giaddr != 0;
 	if (l->giaddr) {
-		if (!(giaddr == l->giaddr || (!relayed && h.saddr == ciaddr)))
-			PUNT(XC_WHERE);
-	} else if (relayed || ctx->ingress_ifindex != l->ifindex || vlan[0] != l->vlan[0] || vlan[1] != l->vlan[1]) {
-		PUNT(XC_WHERE);
+		if (!(r->giaddr == l->giaddr || (!r->relayed && r->h.saddr == r->ciaddr)))
+			return punt(r, XC_WHERE);
+	} else if (r->relayed || r->ctx->ingress_ifindex != l->ifindex || r->vlan[0] != l->vlan[0] || r->vlan[1] != l->vlan[1]) {
+		return punt(r, XC_WHERE);
 	}
-	if (relayed ? h.sport != bpf_htons(67) : h.sport != bpf_htons(68))
-		PUNT(XC_WHERE); /* RFC 8357 relay ports and odd clients: slow path */
-	if (h.daddr != l->server_id && (relayed || h.daddr != 0xffffffff))
-		PUNT(XC_WHERE);
+	/* RFC 8357 relay ports and odd clients: slow path. */
+	if (r->relayed ? r->h.sport != bpf_htons(DHCP_SERVER_PORT) : r->h.sport != bpf_htons(DHCP_CLIENT_PORT))
+		return punt(r, XC_WHERE);
+	if (r->h.daddr != l->server_id && (r->relayed || r->h.daddr != IPV4_BROADCAST))
+		return punt(r, XC_WHERE);
 	/* Option 82 as last received, which leasequery reports: a relay
 	 * that now sends another one for this client (it moved port) goes
 	 * to the slow path, which stores it and publishes its fingerprint.
 	 * One without 82 (past the relay, or from a relay that adds none)
 	 * leaves the stored one, as the slow path does. */
-	if (relayed && o82 && w->fp82 != l->relay_fp)
-		PUNT(XC_RELAY_INFO);
+	if (r->relayed && r->o82 && s->w.fp82 != l->relay_fp)
+		return punt(r, XC_RELAY_INFO);
 	if (!(l->flags & XDHCP_LEASE_SERVE))
-		PUNT(XC_NOT_SERVING);
+		return punt(r, XC_NOT_SERVING);
+	return NEXT;
+}
 
-	/* Grant min(now + lease time, horizon), never less than min-grant. */
+/*
+ * grant: min(now + lease time, horizon) (invariant 2), never less than
+ * min-grant; T1 and T2 scaled down with a shortened grant.
+ */
+static __always_inline int grant(struct req *r)
+{
+	const struct xdhcp_lease *l = r->l;
+	__u64 now = r->now;
 	__u64 exp = now + l->lease_time;
 	if (exp > l->horizon)
 		exp = l->horizon;
-	if (exp < now + cfg->min_grant || exp <= now)
-		PUNT(XC_HORIZON);
+	if (exp < now + r->cfg->min_grant || exp <= now)
+		return punt(r, XC_HORIZON);
 	__u32 grant = exp - now, t1 = l->t1, t2 = l->t2;
 	if (grant < l->lease_time && l->lease_time) {
 		t1 = (__u64)t1 * grant / l->lease_time;
 		t2 = (__u64)t2 * grant / l->lease_time;
 	}
+	r->exp = exp;
+	r->grant = grant;
+	r->t1 = t1;
+	r->t2 = t2;
+	return NEXT;
+}
 
+/*
+ * build_reply: the DHCPACK, from the L2 header to the last option, in
+ * scratch: options 53, 54, 51, 58, 59, the subnet's template, 61 and 82
+ * echoed, END (invariant 3: the slow path's order), padded; then the IP
+ * and UDP headers with their checksums, and the L2 header before them.
+ */
+static __always_inline int build_reply(struct req *r)
+{
+	struct scratch *s = r->s;
+	const struct xdhcp_lease *l = r->l;
+	__u8 *rq = s->req;
+	struct walk *w = &s->w;
 	struct xdhcp_template *t = bpf_map_lookup_elem(&xdhcp_tmpls, &l->tmpl_id);
 	if (!t || !t->used)
-		PUNT(XC_ERROR);
+		return punt(r, XC_ERROR);
 	__u32 tlen = t->len;
 	if (tlen > TMPL_MAX)
-		PUNT(XC_ERROR);
-	__u32 e61 = l61 ? 2 + l61 : 0, e82 = o82 ? 2 + l82 : 0;
-	__u32 olen = OPTS_OFF + HEAD_OPTS + tlen + e61 + e82 + 1;
+		return punt(r, XC_ERROR);
+	__u8 l61 = r->l61;
+	__u32 o61 = r->o61, o82 = r->o82;
+	__u32 e61 = l61 ? 2 + l61 : 0, e82 = o82 ? 2 + r->l82 : 0;
+	__u32 olen = DHCP_OPTIONS + HEAD_OPTS + tlen + e61 + e82 + 1;
 	__u32 plen = (olen + REPLY_ALIGN - 1) & ~(REPLY_ALIGN - 1U); /* summed and copied in words */
 	if (plen < MIN_REPLY)
 		plen = MIN_REPLY;
-	if (plen > maxsz - L34 || plen > PLEN_MAX)
-		PUNT(XC_TOO_BIG);
+	if (plen > r->maxsz - L34 || plen > PLEN_MAX)
+		return punt(r, XC_TOO_BIG);
 
 	/* Reply source: the address the request was sent to; the server
 	 * identifier when it was broadcast. */
+	struct ethhdr *eth = r->eth;
 	struct xdhcp_iface *ifc = NULL;
-	if (eth->h_dest[0] & 1) {
-		__u32 ifindex = ctx->ingress_ifindex; /* a map key cannot point into ctx */
+	if (eth->h_dest[0] & ETH_GROUP_BIT) {
+		__u32 ifindex = r->ctx->ingress_ifindex; /* a map key cannot point into ctx */
 		ifc = bpf_map_lookup_elem(&xdhcp_ifaces, &ifindex);
 		if (!ifc)
-			PUNT(XC_ERROR);
+			return punt(r, XC_ERROR);
 	}
 
 	/* Build IP + UDP + DHCP in s->out. */
@@ -898,125 +655,138 @@ malformed:
 	/* BOOTP header: the fields through chaddr copied, then the ones a
 	 * reply sets (RFC 2131 Table 3); sname and file zeroed, not copied. */
 #pragma unroll
-	for (int i = 0; i < 44 / 4; i++)
+	for (int i = 0; i < BOOTP_SNAME / 4; i++)
 		((__u32 *)d)[i] = ((__u32 *)rq)[i];
-	d[0] = 2;     /* op: BOOTREPLY */
-	d[3] = 0;     /* hops */
-	d[8] = 0;     /* secs */
-	d[9] = 0;
-	*(__u32 *)&d[16] = ciaddr; /* yiaddr */
-	*(__u32 *)&d[20] = 0;      /* siaddr */
-	/* sname and file (d[44..236)) stay zero: nothing writes them, and
-	 * map values start zeroed. The UDP checksum skips them too. */
-	*(__u32 *)&d[BOOTP_LEN] = *(__u32 *)&rq[BOOTP_LEN]; /* magic cookie */
-	__u8 *p = d + OPTS_OFF;
-	p[0] = 53, p[1] = 1, p[2] = 5;
-	p[3] = 54, p[4] = 4;
+	d[BOOTP_OP] = BOOTREPLY;
+	d[BOOTP_HOPS] = 0;
+	d[BOOTP_SECS] = 0;
+	d[BOOTP_SECS + 1] = 0;
+	*(__u32 *)&d[BOOTP_YIADDR] = r->ciaddr;
+	*(__u32 *)&d[BOOTP_SIADDR] = 0;
+	/* sname and file (d[BOOTP_SNAME..BOOTP_LEN)) stay zero: nothing
+	 * writes them, and map values start zeroed. The UDP checksum skips
+	 * them too. */
+	*(__u32 *)&d[DHCP_COOKIE] = *(__u32 *)&rq[DHCP_COOKIE];
+	__u8 *p = d + DHCP_OPTIONS;
+	p[0] = OPT_MSG_TYPE, p[1] = 1, p[2] = DHCPACK;
+	p[3] = OPT_SERVER_ID, p[4] = 4;
 	*(__u32 *)&p[5] = l->server_id;
-	p[9] = 51, p[10] = 4;
-	put32(&p[11], grant);
-	p[15] = 58, p[16] = 4;
-	put32(&p[17], t1);
-	p[21] = 59, p[22] = 4;
-	put32(&p[23], t2);
+	p[9] = OPT_LEASE_TIME, p[10] = 4;
+	put32(&p[11], r->grant);
+	p[15] = OPT_T1, p[16] = 4;
+	put32(&p[17], r->t1);
+	p[21] = OPT_T2, p[22] = 4;
+	put32(&p[23], r->t2);
 	/* The bytes past len in the last word are zero and get overwritten. */
-	COPY_WORDS(&d[OPTS_OFF + HEAD_OPTS], t->data, tlen, TMPL_MAX);
-	__u64 at = forget(w, OPTS_OFF + HEAD_OPTS + tlen);
+	COPY_WORDS(&d[DHCP_OPTIONS + HEAD_OPTS], t->data, tlen, TMPL_MAX);
+	__u64 at = forget(w, DHCP_OPTIONS + HEAD_OPTS + tlen);
 	/* Echo 61 then 82 byte for byte from the request, a word at a time
 	 * (the tail past n is overwritten). */
 	if (l61) {
 		__u32 n = l61 + 2;
 		__u8 *src = &rq[o61 & (REQ_MAX - 1)];
-		if (at > OPTS_OFF + HEAD_OPTS + TMPL_MAX)
-			PUNT(XC_ERROR);
+		if (at > DHCP_OPTIONS + HEAD_OPTS + TMPL_MAX)
+			return punt(r, XC_ERROR);
 		COPY_WORDS(&d[at], src, n, CID_MAX + 2);
 		at = forget(w, at + n);
 	}
 	if (o82) {
-		__u32 n = l82 + 2;
+		__u32 n = r->l82 + 2;
 		__u8 *src = &rq[o82 & (REQ_MAX - 1)];
-		if (at > OPTS_OFF + HEAD_OPTS + TMPL_MAX + CID_MAX + 2)
-			PUNT(XC_ERROR);
-		COPY_WORDS(&d[at], src, n, 257);
+		if (at > DHCP_OPTIONS + HEAD_OPTS + TMPL_MAX + CID_MAX + 2)
+			return punt(r, XC_ERROR);
+		COPY_WORDS(&d[at], src, n, 255 + 2);
 		at = forget(w, at + n);
 	}
-	if (at > OPTS_OFF + HEAD_OPTS + TMPL_MAX + CID_MAX + 2 + 257)
-		PUNT(XC_ERROR);
-	d[at] = 255;
+	if (at > DHCP_OPTIONS + HEAD_OPTS + TMPL_MAX + CID_MAX + 2 + 255 + 2)
+		return punt(r, XC_ERROR);
+	d[at] = OPT_END;
 	/* Zero the padding up to plen (at most MIN_REPLY - 268 or 3 bytes). */
 #pragma unroll
 	for (int i = 0; i < 5; i++)
 		*(__u64 *)&d[at + 1 + i * 8] = 0;
 
 	/* IPv4 and UDP headers (RFC 2131 §4.1 destinations). */
-	__u32 dst = relayed ? giaddr : ciaddr;
-	__u32 src = h.daddr == 0xffffffff ? l->server_id : h.daddr;
-	struct l34 *r = (struct l34 *)o;
-	r->vihl = 0x45;
-	r->tos = 0;
-	r->tot_len = bpf_htons(L34 + plen);
+	__u32 dst = r->relayed ? r->giaddr : r->ciaddr;
+	__u32 src = r->h.daddr == IPV4_BROADCAST ? l->server_id : r->h.daddr;
+	struct l34 *h = (struct l34 *)o;
+	h->vihl = (IPV4_VERSION << 4) | IPV4_IHL_PLAIN;
+	h->tos = 0;
+	h->tot_len = bpf_htons(L34 + plen);
 	/* As the slow path's socket sends its replies (pktio sets DF and TTL
 	 * on it), so that a client cannot tell the paths apart by the IP
 	 * header either; the ID varies from reply to reply on both. */
-	r->id = bpf_htons((__u16)++s->ip_id);
-	r->frag_off = bpf_htons(IP_DF);
-	r->ttl = REPLY_TTL;
-	r->proto = IPPROTO_UDP;
-	r->check = 0;
-	r->saddr = src;
-	r->daddr = dst;
-	r->sport = bpf_htons(67);
-	r->dport = relayed ? bpf_htons(67) : bpf_htons(68);
-	r->ulen = bpf_htons(8 + plen);
-	r->ucheck = 0;
+	h->id = bpf_htons((__u16)++s->ip_id);
+	h->frag_off = bpf_htons(IP_DF);
+	h->ttl = REPLY_TTL;
+	h->proto = IPPROTO_UDP;
+	h->check = 0;
+	h->saddr = src;
+	h->daddr = dst;
+	h->sport = bpf_htons(DHCP_SERVER_PORT);
+	h->dport = r->relayed ? bpf_htons(DHCP_SERVER_PORT) : bpf_htons(DHCP_CLIENT_PORT);
+	h->ulen = bpf_htons(UDP_HLEN + plen);
+	h->ucheck = 0;
 	__u64 sum = 0;
-	for (int i = 0; i < 10; i++)
+	for (int i = 0; i < IPV4_HLEN / 2; i++)
 		sum += ((__u16 *)o)[i];
-	r->check = ~fold(sum) & 0xffff;
+	h->check = ~fold(sum) & 0xffff;
 
 	/* UDP checksum: pseudo header, UDP header, the BOOTP fields before
 	 * sname, then from the magic cookie on; sname and file are zero.
 	 * Summed here 32 bits at a time into 64 (no carry is lost) rather
 	 * than with bpf_csum_diff, whose calls cost more than these adds. */
-	sum = (__u64)src + dst + bpf_htons(IPPROTO_UDP) + r->ulen;
-	sum += r->sport + r->dport + r->ulen;
+	sum = (__u64)src + dst + bpf_htons(IPPROTO_UDP) + h->ulen;
+	sum += h->sport + h->dport + h->ulen;
 	plen = forget(w, plen);
 	if (plen > PLEN_MAX)
-		PUNT(XC_ERROR);
+		return punt(r, XC_ERROR);
 #pragma unroll
-	for (int i = 0; i < 44 / 4; i++)
+	for (int i = 0; i < BOOTP_SNAME / 4; i++)
 		sum += ((__u32 *)d)[i];
-	SUM_WORDS(sum, &d[BOOTP_LEN], plen - BOOTP_LEN, PLEN_MAX - BOOTP_LEN);
+	SUM_WORDS(sum, &d[DHCP_COOKIE], plen - DHCP_COOKIE, PLEN_MAX - DHCP_COOKIE);
 	__u16 uc = ~fold(sum) & 0xffff;
-	r->ucheck = uc ? uc : 0xffff;
+	h->ucheck = uc ? uc : 0xffff;
+	r->plen = plen;
 
 	/* The L2 header, just before out: MACs swapped (the source is ours:
 	 * the request's destination, or the interface's own when it was
 	 * broadcast), VLAN tags and type as received. One case per tag count:
 	 * the verifier wants constant offsets. */
 	__u8 *l2 = s->out - ETH_HLEN;
-	if (l3 == ETH_HLEN + 8) {
+	if (r->l3 == ETH_HLEN + 8) {
 		l2 = s->out - ETH_HLEN - 8;
-		*(__u32 *)&s->out[-8] = tag[0];
-		*(__u32 *)&s->out[-4] = tag[1];
-	} else if (l3 == ETH_HLEN + 4) {
+		*(__u32 *)&s->out[-8] = r->tag[0];
+		*(__u32 *)&s->out[-4] = r->tag[1];
+	} else if (r->l3 == ETH_HLEN + 4) {
 		l2 = s->out - ETH_HLEN - 4;
-		*(__u32 *)&s->out[-4] = tag[0];
-	} else if (l3 != ETH_HLEN) {
-		PUNT(XC_ERROR);
+		*(__u32 *)&s->out[-4] = r->tag[0];
+	} else if (r->l3 != ETH_HLEN) {
+		return punt(r, XC_ERROR);
 	}
 	__builtin_memcpy(l2, eth->h_source, ETH_ALEN);
 	if (ifc)
 		__builtin_memcpy(l2 + ETH_ALEN, ifc->mac, ETH_ALEN);
 	else
 		__builtin_memcpy(l2 + ETH_ALEN, eth->h_dest, ETH_ALEN);
-	*(__be16 *)&l2[12] = tpid;
+	*(__be16 *)&l2[12] = r->tpid;
+	r->l2 = l2;
+	return NEXT;
+}
 
-	/* Resize the frame; every packet pointer is stale afterwards. Growing
-	 * at the tail can fail where the driver left no tailroom (veth hands
-	 * XDP the skb's own buffer); then grow at the head instead, which
-	 * XDP_PACKET_HEADROOM always allows, and rewrite the L2 header. */
-	int delta = (int)(l3 + L34 + plen) - (int)frame;
+/*
+ * write_reply: resize the frame to the reply and write it there; every
+ * packet pointer is stale afterwards. Growing at the tail can fail where
+ * the driver left no tailroom (veth hands XDP the skb's own buffer); then
+ * grow at the head instead, which XDP_PACKET_HEADROOM always allows, and
+ * rewrite the L2 header.
+ */
+static __always_inline int write_reply(struct req *r)
+{
+	struct xdp_md *ctx = r->ctx;
+	struct scratch *s = r->s;
+	__u32 plen = r->plen;
+	int delta = (int)(r->l3 + L34 + plen) - (int)r->frame;
 	if (delta && bpf_xdp_adjust_tail(ctx, delta) < 0 &&
 	    (delta < 0 || bpf_xdp_adjust_head(ctx, -delta) < 0)) {
 		count(XC_NO_ROOM);
@@ -1027,22 +797,23 @@ malformed:
 	 * before sname lie in scratch in a row from l2: twelve words cover
 	 * them (a few bytes more are zeroed next). Then sname and file are
 	 * zeroed, and the cookie and the options follow. */
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u8 *d = s->out + L34;
 	__u8 *f = data;
-	__u8 *pk = f + l3;
-	if ((void *)(f + 96) > end || (void *)(pk + L34 + OPTS_OFF + 8) > end)
+	__u8 *pk = f + r->l3;
+	if ((void *)(f + 96) > end || (void *)(pk + L34 + DHCP_OPTIONS + 8) > end)
 		goto drop;
 #pragma unroll
 	for (int i = 0; i < 12; i++)
-		((__u64 *)f)[i] = ((__u64 *)l2)[i];
+		((__u64 *)f)[i] = ((__u64 *)r->l2)[i];
 #pragma unroll
-	for (int i = 0; i < (BOOTP_LEN - 44) / 8; i++)
-		*(__u64 *)&pk[L34 + 44 + i * 8] = 0;
-	*(__u32 *)&pk[L34 + BOOTP_LEN] = *(__u32 *)&d[BOOTP_LEN];
-	__u8 *po = pk + L34 + OPTS_OFF;
-	__u32 on = plen - OPTS_OFF;
-	PKT_WORDS(po, d + OPTS_OFF, po, on, PLEN_MAX - OPTS_OFF, end, drop);
+	for (int i = 0; i < (BOOTP_LEN - BOOTP_SNAME) / 8; i++)
+		*(__u64 *)&pk[L34 + BOOTP_SNAME + i * 8] = 0;
+	*(__u32 *)&pk[L34 + DHCP_COOKIE] = *(__u32 *)&d[DHCP_COOKIE];
+	__u8 *po = pk + L34 + DHCP_OPTIONS;
+	__u32 on = plen - DHCP_OPTIONS;
+	PKT_WORDS(po, d + DHCP_OPTIONS, po, on, PLEN_MAX - DHCP_OPTIONS, end, drop);
 	__u32 tail = (plen - 8) & 2047;
 	if (tail > PLEN_MAX - 8)
 		goto drop;
@@ -1053,18 +824,26 @@ malformed:
 	if ((void *)(pt + 8) > end)
 		goto drop;
 	*(__u64 *)pt = *(__u64 *)&d[tail];
-	if (0) {
-drop:
-		count(XC_ERROR);
-		return XDP_DROP; /* resized already: cannot be passed on intact */
-	}
+	return NEXT;
 
-	/* Remember what was granted before the reply leaves. */
-	__u32 xid = *(__u32 *)&rq[4];
-	raise_u64(&g->expiry, exp);
-	g->cltt = now;
+drop: /* the frame is shorter than it was made: never seen */
+	count(XC_ERROR);
+	return XDP_DROP; /* resized already: cannot be passed on intact */
+}
+
+/*
+ * report: remember what was granted before the reply leaves: the grant
+ * (the map never forgets one, invariant 9) and the event (invariant 4).
+ */
+static __always_inline int report(struct req *r)
+{
+	struct xdhcp_grant *g = r->g;
+	__u8 *rq = r->s->req;
+	__u32 xid = *(__u32 *)&rq[BOOTP_XID];
+	raise_u64(&g->expiry, r->exp);
+	g->cltt = r->now;
 	g->xid = xid;
-	g->last_giaddr = giaddr;
+	g->last_giaddr = r->giaddr;
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct xdhcp_evhead *eh = bpf_map_lookup_elem(&xdhcp_evheads, &cpu);
 	__u32 slot = 0;
@@ -1072,17 +851,18 @@ drop:
 		slot = cpu * EV_SLOTS + (eh->head & (EV_SLOTS - 1));
 	struct xdhcp_event *ev = eh ? bpf_map_lookup_elem(&xdhcp_evring, &slot) : NULL;
 	if (ev) {
-		ev->at = now;
-		ev->expiry = exp;
-		ev->ip = ciaddr;
+		ev->at = r->now;
+		ev->expiry = r->exp;
+		ev->ip = r->ciaddr;
 		ev->xid = xid;
-		ev->ifindex = ctx->ingress_ifindex;
-		ev->giaddr = giaddr;
-		ev->vlan[0] = vlan[0];
-		ev->vlan[1] = vlan[1];
-		ev->hlen = hlen;
-		*(__u64 *)&ev->chaddr[0] = *(__u64 *)&rq[28]; /* a word at a time, not byte by byte */
-		*(__u64 *)&ev->chaddr[8] = *(__u64 *)&rq[36];
+		ev->ifindex = r->ctx->ingress_ifindex;
+		ev->giaddr = r->giaddr;
+		ev->vlan[0] = r->vlan[0];
+		ev->vlan[1] = r->vlan[1];
+		ev->hlen = rq[BOOTP_HLEN];
+		/* a word at a time, not byte by byte */
+		*(__u64 *)&ev->chaddr[0] = *(__u64 *)&rq[BOOTP_CHADDR];
+		*(__u64 *)&ev->chaddr[8] = *(__u64 *)&rq[BOOTP_CHADDR + 8];
 		/* One writer per ring: XDP does not nest on a CPU (NAPI's
 		 * softirq, or generic XDP with bottom halves off).
 		 * Publish the head with an exchange, not a store: the JITs
@@ -1094,9 +874,24 @@ drop:
 	} else {
 		count(XC_EVENTS_LOST); /* a ring map smaller than the CPUs: a loader bug */
 	}
-
 	count(XC_ANSWERED);
 	return XDP_TX;
+}
+
+SEC("xdp")
+int xdp_dhcp(struct xdp_md *ctx)
+{
+	struct req r = { .ctx = ctx };
+	int v;
+	if ((v = parse(&r)) != NEXT ||
+	    (v = copy_request(&r)) != NEXT ||
+	    (v = check_request(&r)) != NEXT ||
+	    (v = match_lease(&r)) != NEXT ||
+	    (v = grant(&r)) != NEXT ||
+	    (v = build_reply(&r)) != NEXT ||
+	    (v = write_reply(&r)) != NEXT)
+		return v;
+	return report(&r);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
