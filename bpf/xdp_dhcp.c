@@ -71,7 +71,13 @@ struct l34 {
 #define ETH_GROUP_BIT 1 /* in the first byte of a MAC address: broadcast or multicast */
 
 /* What the stages learn about a request, in the order they learn it: a
- * local of xdp_dhcp(), which the inlined stages share. */
+ * local of xdp_dhcp(), which the inlined stages share. It lives on the
+ * stack, so the widths of its fields decide what the verifier still knows
+ * of them after a spill, and with it how many paths it can prune: those
+ * below were chosen by the processed-instruction count (a 32-bit l3 was
+ * refused outright; 64-bit option offsets and lengths, and no relayed
+ * flag, each cut the count by a tenth or more; a 64-bit plen or T1/T2
+ * raised it by half). */
 struct req {
 	struct xdp_md *ctx;
 	/* parse */
@@ -91,9 +97,8 @@ struct req {
 	const __u8 *chaddr;    /* the rate limiter's key, once known */
 	/* check_request */
 	__u32 ciaddr, giaddr;  /* as in the request, network order */
-	int relayed;
-	__u32 o61, o82, maxsz; /* from the option walk */
-	__u8 l61, l82;
+	__u64 o61, o82, maxsz; /* from the option walk */
+	__u64 l61, l82;
 	/* match_lease */
 	struct xdhcp_lease *l;
 	struct xdhcp_grant_key gk;
@@ -476,7 +481,6 @@ static __always_inline int check_request(struct req *r)
 
 	r->ciaddr = *(__u32 *)&rq[BOOTP_CIADDR];
 	r->giaddr = *(__u32 *)&rq[BOOTP_GIADDR];
-	r->relayed = r->giaddr != 0;
 	if (mt != DHCPREQUEST || w->has50 || w->has54 || !r->ciaddr)
 		return punt(r, XC_NOT_RENEWAL);
 	if (!(r->cfg->flags & XDHCP_CFG_ANSWER))
@@ -562,23 +566,24 @@ static __always_inline int match_lease(struct req *r)
 
 	/* Where: the relay it was granted through or the client itself past
 	 * the relay; for a direct lease the same interface and VLAN tags. */
+	int relayed = r->giaddr != 0;
 	if (l->giaddr) {
-		if (!(r->giaddr == l->giaddr || (!r->relayed && r->h.saddr == r->ciaddr)))
+		if (!(r->giaddr == l->giaddr || (!relayed && r->h.saddr == r->ciaddr)))
 			return punt(r, XC_WHERE);
-	} else if (r->relayed || r->ctx->ingress_ifindex != l->ifindex || r->vlan[0] != l->vlan[0] || r->vlan[1] != l->vlan[1]) {
+	} else if (relayed || r->ctx->ingress_ifindex != l->ifindex || r->vlan[0] != l->vlan[0] || r->vlan[1] != l->vlan[1]) {
 		return punt(r, XC_WHERE);
 	}
 	/* RFC 8357 relay ports and odd clients: slow path. */
-	if (r->relayed ? r->h.sport != bpf_htons(DHCP_SERVER_PORT) : r->h.sport != bpf_htons(DHCP_CLIENT_PORT))
+	if (relayed ? r->h.sport != bpf_htons(DHCP_SERVER_PORT) : r->h.sport != bpf_htons(DHCP_CLIENT_PORT))
 		return punt(r, XC_WHERE);
-	if (r->h.daddr != l->server_id && (r->relayed || r->h.daddr != IPV4_BROADCAST))
+	if (r->h.daddr != l->server_id && (relayed || r->h.daddr != IPV4_BROADCAST))
 		return punt(r, XC_WHERE);
 	/* Option 82 as last received, which leasequery reports: a relay
 	 * that now sends another one for this client (it moved port) goes
 	 * to the slow path, which stores it and publishes its fingerprint.
 	 * One without 82 (past the relay, or from a relay that adds none)
 	 * leaves the stored one, as the slow path does. */
-	if (r->relayed && r->o82 && s->w.fp82 != l->relay_fp)
+	if (relayed && r->o82 && s->w.fp82 != l->relay_fp)
 		return punt(r, XC_RELAY_INFO);
 	if (!(l->flags & XDHCP_LEASE_SERVE))
 		return punt(r, XC_NOT_SERVING);
@@ -707,7 +712,8 @@ static __always_inline int build_reply(struct req *r)
 		*(__u64 *)&d[at + 1 + i * 8] = 0;
 
 	/* IPv4 and UDP headers (RFC 2131 §4.1 destinations). */
-	__u32 dst = r->relayed ? r->giaddr : r->ciaddr;
+	int relayed = r->giaddr != 0;
+	__u32 dst = relayed ? r->giaddr : r->ciaddr;
 	__u32 src = r->h.daddr == IPV4_BROADCAST ? l->server_id : r->h.daddr;
 	struct l34 *h = (struct l34 *)o;
 	h->vihl = (IPV4_VERSION << 4) | IPV4_IHL_PLAIN;
@@ -724,7 +730,7 @@ static __always_inline int build_reply(struct req *r)
 	h->saddr = src;
 	h->daddr = dst;
 	h->sport = bpf_htons(DHCP_SERVER_PORT);
-	h->dport = r->relayed ? bpf_htons(DHCP_SERVER_PORT) : bpf_htons(DHCP_CLIENT_PORT);
+	h->dport = relayed ? bpf_htons(DHCP_SERVER_PORT) : bpf_htons(DHCP_CLIENT_PORT);
 	h->ulen = bpf_htons(UDP_HLEN + plen);
 	h->ucheck = 0;
 	__u64 sum = 0;
