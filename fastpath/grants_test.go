@@ -2,6 +2,7 @@ package fastpath_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -267,5 +268,58 @@ func TestGrantBelongsToItsBinding(t *testing.T) {
 	}
 	if ks := grants(); len(ks) != 0 {
 		t.Fatalf("grants %+v after Remove", ks)
+	}
+}
+
+// TestRestartedMapsNeverReuseAGeneration: a daemon that restarts on the
+// pinned maps (a new Maps on the same maps) gives new bindings
+// generations above every one already there, so a grant left by an
+// address's previous holder cannot match its next.
+func TestRestartedMapsNeverReuseAGeneration(t *testing.T) {
+	r := loadRig(t)
+	l := directLease()
+	r.publish(t, l)
+	if v, _ := r.run(t, frame(direct(clientIP), request(t, clientIP).ToBytes()), loIndex); v != xdpTx {
+		t.Fatalf("verdict %d", v)
+	}
+	before, _ := r.maps.Granted(clientIP)
+	if !before.After(l.Expiry) {
+		t.Fatalf("granted %v, not past the published %v", before, l.Expiry)
+	}
+	gen := func() uint64 {
+		t.Helper()
+		var e bpf.XdpXdhcpLease
+		if err := r.objs.XdhcpLeases.Lookup(clientIP.As4(), &e); err != nil {
+			t.Fatal(err)
+		}
+		return e.Gen
+	}
+	old := gen()
+	k := bpf.XdpXdhcpGrantKey{Ip: binary.NativeEndian.Uint32(clientIP.AsSlice()), Gen: old}
+	var g bpf.XdpXdhcpGrant
+	if err := r.objs.XdhcpGrants.Lookup(k, &g); err != nil {
+		t.Fatalf("no grant under the entry's generation %d: %v", old, err)
+	}
+
+	restarted, err := fastpath.New(&r.objs.XdpMaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restarted.Close()
+	l2 := l
+	l2.HWAddr = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x77}
+	if err := restarted.Publish([]fastpath.Lease{l2}); err != nil {
+		t.Fatal(err)
+	}
+	if n := gen(); n <= old {
+		t.Fatalf("the new binding got generation %d after a restart; %d was in use", n, old)
+	}
+	// The earlier grant, put back as a renewal racing with the change
+	// would leave it.
+	if err := r.objs.XdhcpGrants.Put(k, &g); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := restarted.Granted(clientIP); !ok || got.Unix() != l2.Expiry.Unix() {
+		t.Fatalf("the new client's lease reads %v, want its own expiry %v: the earlier holder's grant counted", got, l2.Expiry)
 	}
 }
