@@ -22,6 +22,10 @@ type Pool struct {
 	reuse       bitset
 	queue       []uint32 // offsets in the order they became reusable; may hold stale entries
 	cursor      uint32   // where the next fresh search starts, so allocation spreads out
+	// drain marks a pool being emptied for renumbering: Set.Allocate
+	// skips it and its free addresses are not available, while the
+	// leases already in it keep renewing until FORCERENEW moves them.
+	drain bool
 }
 
 // NewPool returns a pool for [start, end] with every address fresh.
@@ -59,6 +63,13 @@ func (p *Pool) offset(ip netip.Addr) (uint32, bool) {
 
 // Size is the number of addresses in the pool.
 func (p *Pool) Size() uint32 { return p.size }
+
+// Draining reports whether the pool makes no new grants.
+func (p *Pool) Draining() bool { return p.drain }
+
+// InUse is the number of addresses not available: leased, offered,
+// reserved or quarantined.
+func (p *Pool) InUse() uint32 { return p.size - p.Available() }
 
 // Available is the number of addresses that Allocate could return.
 func (p *Pool) Available() uint32 { return p.fresh.count + p.reuse.count }

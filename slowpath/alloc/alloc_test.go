@@ -155,3 +155,49 @@ func BenchmarkAllocateFresh16M(b *testing.B) {
 		}
 	}
 }
+
+// TestDrainingPoolMakesNoGrants: a draining pool gives nothing out and
+// counts as unavailable, its taken addresses are what DrainingInUse
+// reports, and it empties as they are freed (renumbering's progress).
+func TestDrainingPoolMakesNoGrants(t *testing.T) {
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	s, err := NewSet([][2]netip.Addr{{a("10.0.0.10"), a("10.0.0.19")}, {a("10.0.0.100"), a("10.0.0.103")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Take(a("10.0.0.11"))
+	s.Take(a("10.0.0.12"))
+	if s.Drain(a("10.0.0.10"), a("10.0.0.18"), true) {
+		t.Fatal("Drain accepted a range that is not a pool")
+	}
+	if !s.Drain(a("10.0.0.10"), a("10.0.0.19"), true) {
+		t.Fatal("Drain refused the pool 10.0.0.10-10.0.0.19")
+	}
+	if got := s.Available(); got != 4 {
+		t.Fatalf("Available %d with the 10-address pool draining, want 4", got)
+	}
+	if got := s.DrainingInUse(); got != 2 {
+		t.Fatalf("DrainingInUse %d, want 2", got)
+	}
+	if s.IsAvailable(a("10.0.0.13")) || !s.Draining(a("10.0.0.13")) || s.Draining(a("10.0.0.100")) {
+		t.Fatal("a draining pool's free address counted as available, or Draining wrong")
+	}
+	for range 4 {
+		ip, ok := s.Allocate()
+		if !ok || !ip.Less(a("10.0.0.104")) || ip.Less(a("10.0.0.100")) {
+			t.Fatalf("Allocate gave %v, %v; want an address of 10.0.0.100-103", ip, ok)
+		}
+	}
+	if ip, ok := s.Allocate(); ok {
+		t.Fatalf("Allocate gave %v from a draining pool", ip)
+	}
+	s.Free(a("10.0.0.11"))
+	s.Free(a("10.0.0.12"))
+	if got := s.DrainingInUse(); got != 0 {
+		t.Fatalf("DrainingInUse %d after both addresses were freed, want 0", got)
+	}
+	s.Drain(a("10.0.0.10"), a("10.0.0.19"), false)
+	if ip, ok := s.Allocate(); !ok || !s.Contains(ip) {
+		t.Fatal("Allocate found nothing once the pool stopped draining")
+	}
+}

@@ -38,6 +38,37 @@ func (s *Set) Pool(ip netip.Addr) *Pool {
 	return nil
 }
 
+// Drain marks the pool [start, end] as draining (no new grants: Allocate
+// skips it and Available leaves it out), or clears the mark. It reports
+// false when no pool is exactly that range.
+func (s *Set) Drain(start, end netip.Addr, on bool) bool {
+	p := s.Pool(start)
+	if p == nil || p.addr(p.size-1) != end || p.addr(0) != start {
+		return false
+	}
+	p.drain = on
+	return true
+}
+
+// Draining reports whether ip is in a draining pool.
+func (s *Set) Draining(ip netip.Addr) bool {
+	p := s.Pool(ip)
+	return p != nil && p.drain
+}
+
+// DrainingInUse is the number of addresses of draining pools still in
+// use (leased, offered, reserved or quarantined): what renumbering has
+// yet to move out. It falls to zero as the pools empty.
+func (s *Set) DrainingInUse() uint64 {
+	var n uint64
+	for _, p := range s.pools {
+		if p.drain {
+			n += uint64(p.InUse())
+		}
+	}
+	return n
+}
+
 // Contains reports whether ip is in one of the pools.
 func (s *Set) Contains(ip netip.Addr) bool { return s.Pool(ip) != nil }
 
@@ -62,21 +93,25 @@ func (s *Set) MarkFresh(ip netip.Addr) {
 	}
 }
 
-// IsAvailable reports whether ip is in a pool and could be allocated.
+// IsAvailable reports whether ip is in a pool and could be allocated (a
+// draining pool's address never could).
 func (s *Set) IsAvailable(ip netip.Addr) bool {
 	p := s.Pool(ip)
-	return p != nil && p.IsAvailable(ip)
+	return p != nil && !p.drain && p.IsAvailable(ip)
 }
 
 // Allocate takes an address: a fresh one from any pool first, then the least
-// recently freed one.
+// recently freed one. Draining pools are skipped.
 func (s *Set) Allocate() (netip.Addr, bool) {
 	for _, p := range s.pools {
-		if p.fresh.count > 0 {
+		if p.fresh.count > 0 && !p.drain {
 			return p.Allocate()
 		}
 	}
 	for _, p := range s.pools {
+		if p.drain {
+			continue
+		}
 		if a, ok := p.Allocate(); ok {
 			return a, true
 		}
@@ -93,10 +128,14 @@ func (s *Set) Size() uint64 {
 	return n
 }
 
-// Available is the number of addresses Allocate could still return.
+// Available is the number of addresses Allocate could still return
+// (none of a draining pool's).
 func (s *Set) Available() uint64 {
 	var n uint64
 	for _, p := range s.pools {
+		if p.drain {
+			continue
+		}
 		n += uint64(p.Available())
 	}
 	return n
