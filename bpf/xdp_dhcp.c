@@ -750,7 +750,11 @@ static __always_inline int build_reply(struct req *r)
 #pragma unroll
 	for (int i = 0; i < BOOTP_SNAME / 4; i++)
 		sum += ((__u32 *)d)[i];
-	SUM_WORDS(sum, &d[DHCP_COOKIE], plen - DHCP_COOKIE, PLEN_MAX - DHCP_COOKIE);
+	/* The base in a register of its own: clang otherwise reloaded the
+	 * scratch pointer from the stack for every word summed. */
+	__u8 *cs = &d[DHCP_COOKIE];
+	asm volatile("" : "+r"(cs));
+	SUM_WORDS(sum, cs, plen - DHCP_COOKIE, PLEN_MAX - DHCP_COOKIE);
 	__u16 uc = ~fold(sum) & 0xffff;
 	h->ucheck = uc ? uc : 0xffff;
 	r->plen = plen;
