@@ -4,6 +4,8 @@
 //	xdhcpctl [--socket PATH] lease get IP|MAC|CLIENT-ID [--json]
 //	xdhcpctl [--socket PATH] stats
 //	xdhcpctl [--socket PATH] reload
+//	xdhcpctl [--socket PATH] forcerenew (--ip IP | --mac MAC | --client-id ID | --subnet CIDR | --pool A-B) [--move] [--rate N/s] [--wait] [--json]
+//	xdhcpctl [--socket PATH] forcerenew status [ID] | stop ID
 //	xdhcpctl [COMMAND] --help | --version
 //	xdhcpctl leasequery --server ADDR --giaddr ADDR (--ip IP | --mac MAC | --client-id HEX | --relay-id HEX | --remote-id HEX) [--bulk] [--json]
 package main
@@ -28,6 +30,9 @@ commands:
   lease get IP|MAC|CLIENT-ID [--json]   show the leases of an address or client
   stats                                 server statistics (JSON)
   reload                                re-read the configuration (like SIGHUP)
+  forcerenew (--ip IP | --mac MAC | --client-id HEX | --subnet CIDR | --pool A-B) [--move] [--rate N/s] [--wait] [--json]
+                                        make clients renew now (RFC 3203), one or a campaign
+  forcerenew status [ID] | stop ID      follow or stop campaigns
   leasequery --server ADDR --giaddr ADDR (--ip IP | --mac MAC | --client-id HEX | --relay-id HEX | --remote-id HEX) [--bulk] [--json]
                                         ask any RFC 4388 server (UDP, sent from giaddr:67) or,
                                         with --bulk, an RFC 6926 server over TCP
@@ -53,6 +58,7 @@ and the fast path (attached, and whether it outlives the daemon).
 Re-reads the configuration, as SIGHUP does; a bad file is refused with its
 problems and the running configuration keeps serving.
 `,
+	"forcerenew": forcerenewUsage,
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -87,6 +93,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fail := func(err error) int { fmt.Fprintf(stderr, "xdhcpctl: %v\n", err); return 1 }
 	if cmd == "leasequery" {
 		return leasequery(ctx, rest, stdout, stderr)
+	}
+	if cmd == "forcerenew" {
+		// --timeout bounds each call to the daemon, not --wait.
+		return forcerenew(rest, *sock, *timeout, stdout, stderr)
 	}
 	switch cmd {
 	case "leases":
