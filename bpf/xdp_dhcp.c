@@ -891,7 +891,13 @@ static __always_inline int report(struct req *r)
 SEC("xdp")
 int xdp_dhcp(struct xdp_md *ctx)
 {
-	struct req r = { .ctx = ctx };
+	/* Not zeroed as a whole: that would be a store per field on every
+	 * frame, ours or not. Each stage writes the fields it sets before
+	 * any stage reads them; these few are read before they are set. */
+	struct req r;
+	r.ctx = ctx;
+	r.tag[0] = r.tag[1] = 0;
+	r.chaddr = NULL;
 	int v;
 	if ((v = parse(&r)) != NEXT ||
 	    (v = copy_request(&r)) != NEXT ||
