@@ -41,8 +41,10 @@ const (
 	// ReplyMinLen is the shortest DHCP message either path sends (RFC
 	// 1542 §2.1's minimum BOOTP message): shorter ones are zero-padded.
 	ReplyMinLen = int(bpf.XdpXdhcpLimitMIN_REPLY)
-	// ReplyAlign: the program pads a reply to a multiple of it, where the
-	// client's maximum message size leaves room.
+	// ReplyAlign: the program sends replies padded to a multiple of it
+	// (passing up a renewal whose padded reply would exceed the client's
+	// maximum message size); the slow path pads where that size leaves
+	// room.
 	ReplyAlign = int(bpf.XdpXdhcpLimitREPLY_ALIGN)
 	// UDPIPOverhead is what a client's maximum message size (option 57)
 	// counts beyond the DHCP message: an IPv4 header without options and
