@@ -31,6 +31,9 @@ const (
 	// causePartner: a binding update from the failover partner (nothing
 	// sends one yet; the fan-out already knows not to echo it back).
 	causePartner
+	// causeForceRenew: a FORCERENEW starts or ends; the lease is
+	// republished with its serve bit (serveLocked) and nothing else.
+	causeForceRenew
 )
 
 // movesHorizon: the changes that push the promise horizon ahead.
@@ -60,8 +63,13 @@ func (s *Server) horizonLocked(ip netip.Addr, now time.Time) (time.Time, bool) {
 }
 
 // serveLocked decides a lease's serve bit, the fast path's permission to
-// answer its renewals alone: always, unless the partner says otherwise.
+// answer its renewals alone: always, unless a FORCERENEW is pending for it
+// (the slow path must see the REQUEST that answers it: to stop
+// retransmitting, and to NAK it for a move) or the partner says otherwise.
 func (s *Server) serveLocked(l *lease.Lease) bool {
+	if s.frPending[l.IP] != nil {
+		return false
+	}
 	return s.partner == nil || s.partner.Serve(l)
 }
 

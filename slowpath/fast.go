@@ -104,7 +104,7 @@ func (s *Server) PublishAll() {
 // the slow path's record wins. They are not republished (the map already
 // holds them) but do go to the partner.
 func (s *Server) FoldRenewals(rs []Renewal) {
-	var changed []*lease.Lease
+	var changed, serveOn []*lease.Lease
 	s.mu.Lock()
 	now := s.now()
 	for _, r := range rs {
@@ -119,11 +119,25 @@ func (s *Server) FoldRenewals(rs []Renewal) {
 			}
 		}))
 	}
+	// After the folds, so that the serve-bit change is the newer copy.
+	for _, r := range rs {
+		if p := s.frPending[r.IP]; p != nil && p.tries > 0 && !r.At.Before(p.first) {
+			// A renewal the fast path answered after the FORCERENEW
+			// left (the map still said Serve when the REQUEST came):
+			// the client answered.
+			if l := s.leases[r.IP]; l != nil && l.ClientKey() == p.key && string(l.HWAddr) == string(r.HWAddr) {
+				if on, ok := s.answeredLocked(r.IP, false, now); ok && on != nil {
+					serveOn = append(serveOn, on)
+				}
+			}
+		}
+	}
 	s.mu.Unlock()
 	if len(changed) > 0 {
 		s.m.FastRenewalsFolded.Add(float64(len(changed)))
 		s.commit(changed, causeFold, nil)
 	}
+	s.commitServe(serveOn)
 }
 
 // AdvanceHorizons keeps every active lease's promise horizon at least half

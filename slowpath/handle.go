@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/slowpath/auth"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
 
@@ -22,6 +23,13 @@ type req struct {
 	sid   netip.Addr
 	now   time.Time
 	iface Interface
+	// auth is option 145 (an OFFER) or 90 with a key (an ACK) to add to
+	// the reply (RFC 6704; replyTo places it).
+	auth []byte
+	// keyAck: an ACK to this request delivers a new FORCERENEW key if the
+	// client can take one (SELECTING or INIT-REBOOT; never a renewal, on
+	// which dhcpcd would reset its replay state).
+	keyAck bool
 }
 
 var broadcastHW = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -82,16 +90,23 @@ func (s *Server) Handle(in Incoming) {
 	var pending *pendingAck
 	var changed *lease.Lease // a copy, from changeLocked
 	var why cause
-	switch mt {
-	case dhcpwire.Discover:
+	var serveOn *lease.Lease // a FORCERENEW answered: the serve bit back on
+	nak := false
+	if mt == dhcpwire.Request || mt == dhcpwire.Inform {
+		serveOn, nak = s.forceRenewAnswerLocked(r, mt)
+	}
+	switch {
+	case nak:
+		out = s.nakLocked(r, "moved: start over with DHCPDISCOVER")
+	case mt == dhcpwire.Discover:
 		out = s.discoverLocked(r)
-	case dhcpwire.Request:
+	case mt == dhcpwire.Request:
 		out, pending = s.requestLocked(r)
-	case dhcpwire.Decline:
+	case mt == dhcpwire.Decline:
 		changed, why = s.declineLocked(r), causeDecline
-	case dhcpwire.Release:
+	case mt == dhcpwire.Release:
 		changed, why = s.releaseLocked(r), causeRelease
-	case dhcpwire.Inform:
+	case mt == dhcpwire.Inform:
 		out = s.informLocked(r)
 	default:
 		s.mu.Unlock()
@@ -102,6 +117,9 @@ func (s *Server) Handle(in Incoming) {
 	s.mu.Unlock()
 	if changed != nil {
 		s.commit([]*lease.Lease{changed}, why, nil)
+	}
+	if serveOn != nil {
+		s.commit([]*lease.Lease{serveOn}, causeForceRenew, nil)
 	}
 	if len(out) > 0 {
 		s.emit(out)
@@ -233,6 +251,12 @@ func (s *Server) availableForLocked(sub *Subnet, ip netip.Addr, r *req) bool {
 		}
 	} else if !sub.set.Contains(ip) {
 		return false
+	} else if sub.set.Draining(ip) {
+		// A draining pool makes no new grants: only the client holding
+		// the address may keep it, by REQUEST (renewing, rebinding or
+		// INIT-REBOOT), until FORCERENEW moves it; it is not offered.
+		l := s.leases[ip]
+		return r.p.MessageType() == dhcpwire.Request && l != nil && l.State == lease.Active && l.ClientKey() == key
 	}
 	if o, ok := s.offers[ip]; ok && o.client != key && o.until.After(now) {
 		return false
@@ -321,6 +345,11 @@ func (s *Server) discoverLocked(r *req) []Outgoing {
 	if o, ok := s.offers[ip]; !ok || o.client != r.key || o.until != until {
 		s.addOfferLocked(ip, offer{client: r.key, until: until, pool: poolBound(r.sub), circuit: circuitBound(r.p)})
 	}
+	if s.ctr != nil && nonceCapable(r.p) {
+		// RFC 6704: the OFFER's 145 tells the client its ACK will carry
+		// a key (a client may DECLINE an ACK that then lacks one).
+		r.auth = auth.AppendNonceCapable(nil)
+	}
 	return []Outgoing{s.replyTo(r, dhcpwire.Offer, ip, grantTimes(r.sub, r.sub.LeaseTime), true)}
 }
 
@@ -331,6 +360,7 @@ func (s *Server) requestLocked(r *req) ([]Outgoing, *pendingAck) {
 	want, hasWant := p.AddrOption(dhcpwire.OptRequestedIP)
 	switch {
 	case hasSID: // SELECTING
+		r.keyAck = true
 		if !s.isOurServerIDLocked(sid, r) {
 			s.withdrawOfferLocked(r.key)
 			s.dropped("other_server", r.in, nil)
@@ -352,6 +382,7 @@ func (s *Server) requestLocked(r *req) ([]Outgoing, *pendingAck) {
 		}
 		return s.bindOrNakLocked(r, want, "address not available")
 	case hasWant: // INIT-REBOOT
+		r.keyAck = true
 		if r.sub == nil {
 			s.dropped("no_subnet", r.in, nil)
 			return nil, nil
@@ -410,6 +441,26 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 		s.removeOfferLocked(ip)
 	}
 	lt := grantTimes(r.sub, r.sub.LeaseTime)[0]
+	var key []byte
+	if r.keyAck && s.ctr != nil && nonceCapable(p) {
+		// A fresh key for the binding in this ACK (RFC 6704), stored with
+		// the lease by the change committed before the ACK leaves
+		// (ARCHITECTURE.md invariant 6); again on each SELECTING or
+		// INIT-REBOOT, since a restarted dhcpcd has forgotten its key.
+		k, err := auth.NewKey()
+		var replay uint64
+		if err == nil {
+			replay, err = s.ctr.Next()
+		}
+		if err != nil {
+			// The OFFER promised a key: no ACK rather than one without.
+			s.logLimited(slog.LevelError, "forcerenew_key", "no FORCERENEW key for an ACK; not answering", "client", hwAddr(p.CHAddr()), "err", err)
+			s.dropped("forcerenew_key", r.in, err)
+			return nil
+		}
+		key = k[:]
+		r.auth = auth.AppendKeyOption(nil, replay, k)
+	}
 	cl := s.changeLocked(ip, causeAck, now, func(l *lease.Lease) {
 		newClient := l.ClientKey() != r.key
 		if newClient {
@@ -440,6 +491,11 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 		l.LastXID = p.XID
 		l.ServerID = r.sid
 		s.recordPlaceLocked(r, l)
+		if r.keyAck {
+			// The client holds the key of this ACK, or none: a key it
+			// was given before is gone (a restarted client).
+			l.ForceRenewKey = key
+		}
 		l.State = lease.Active
 	})
 	freed := s.replaceOthersLocked(r, ip)

@@ -21,6 +21,13 @@ type Metrics struct {
 	// OffersWithdrawn counts pending offers withdrawn to stay within the
 	// bounds, by bound (pool, circuit).
 	OffersWithdrawn *prometheus.CounterVec
+	// FORCERENEW (issue 16): messages sent (retransmissions included),
+	// clients that answered, clients given up on after the retransmit
+	// bound, and clients not forced for want of a key.
+	ForceRenewSent     prometheus.Counter
+	ForceRenewAnswered prometheus.Counter
+	ForceRenewGaveUp   prometheus.Counter
+	ForceRenewNoKey    prometheus.Counter
 
 	// Children of Messages and Replies by message type, resolved once:
 	// a label lookup per packet costs more than the rest of a leasequery.
@@ -54,6 +61,18 @@ func NewMetrics() *Metrics {
 		OffersWithdrawn: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "xdhcp_slowpath_offers_withdrawn_total", Help: "Pending offers withdrawn, oldest first, to keep a pool's or a relay circuit's pending offers within bounds.",
 		}, []string{"bound"}),
+		ForceRenewSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdhcp_forcerenew_sent_total", Help: "FORCERENEW messages sent, retransmissions included.",
+		}),
+		ForceRenewAnswered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdhcp_forcerenew_answered_total", Help: "Clients that answered a FORCERENEW (REQUEST, INFORM, or a renewal the fast path answered).",
+		}),
+		ForceRenewGaveUp: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdhcp_forcerenew_gave_up_total", Help: "Clients given up on after the FORCERENEW retransmit bound.",
+		}),
+		ForceRenewNoKey: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdhcp_forcerenew_no_key_total", Help: "Clients not sent FORCERENEW: no key (they never sent option 145) and the subnet does not allow unauthenticated FORCERENEW.",
+		}),
 	}
 	for t := range 256 {
 		name := dhcpwire.MessageName(uint8(t))
@@ -64,7 +83,11 @@ func NewMetrics() *Metrics {
 
 // Register adds the metrics, and a collector of pool occupancy for srv, to reg.
 func (m *Metrics) Register(reg prometheus.Registerer, srv *Server) error {
-	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, m.OffersWithdrawn, poolCollector{srv}} {
+	remaining := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "xdhcp_forcerenew_campaign_remaining", Help: "Clients FORCERENEW campaigns have yet to finish (not forced yet, or waiting for an answer).",
+	}, func() float64 { return float64(srv.CampaignRemaining()) })
+	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, m.OffersWithdrawn,
+		m.ForceRenewSent, m.ForceRenewAnswered, m.ForceRenewGaveUp, m.ForceRenewNoKey, remaining, poolCollector{srv}} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

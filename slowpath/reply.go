@@ -24,6 +24,9 @@ const bootpMinLen = 300
 //
 // The option order is a contract with the fast path (ARCHITECTURE.md invariant 3):
 // 53, 54, 51, 58, 59, the subnet's option block, 61 echoed, 82 echoed, END.
+// (r.auth, FORCERENEW's 145 or key, goes before the echoed options; it is
+// set only for OFFERs and SELECTING or INIT-REBOOT ACKs, never for a
+// renewal.)
 // (118 is echoed before 82 too, but the fast path passes up every request
 // that carries it, so its replies never need it.)
 func (s *Server) replyTo(r *req, typ uint8, yiaddr netip.Addr, times [3]uint32, withLease bool) Outgoing {
@@ -34,7 +37,7 @@ func (s *Server) replyTo(r *req, typ uint8, yiaddr netip.Addr, times [3]uint32, 
 		h.CIAddr = p.CIAddr
 	}
 	echo82 := !(typ == dhcpwire.Ack && !withLease) // an INFORM reply goes straight to the client
-	head := 3 + 6
+	head := 3 + 6 + len(r.auth)
 	if withLease {
 		head += 18
 	}
@@ -51,6 +54,10 @@ func (s *Server) replyTo(r *req, typ uint8, yiaddr netip.Addr, times [3]uint32, 
 		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptRebindingTime, times[2])
 	}
 	b = append(b, tmpl...)
+	// 145 in an OFFER, 90 with a key in an ACK (RFC 6704): after the
+	// subnet's block, before the echoed options (82 stays last). Renewal
+	// ACKs, the ones the fast path also builds, never carry them.
+	b = append(b, r.auth...)
 	b = s.appendEcho(b, p, echo82)
 	return s.addressed(r, typ, yiaddr, finishWords(b, p.MaxMessageSize()-udpIPOverhead))
 }

@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/xdhcp/xdhcp/slowpath/alloc"
+	"github.com/xdhcp/xdhcp/slowpath/auth"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
 
@@ -116,6 +116,16 @@ type Server struct {
 	expiry     expiryHeap
 	toFree     []netip.Addr
 	counts     map[*Subnet]*[8]int64 // records per state, for metrics
+
+	// FORCERENEW (forcerenew.go). ctr is the one replay counter every
+	// option 90 draws from (nil: no keys are delivered); camps keeps
+	// campaigns durable (nil: they are not).
+	ctr           *auth.Counter
+	camps         CampaignStore
+	frPending     map[netip.Addr]*frPending
+	campaigns     map[string]*campaign
+	campaignOrder []string
+	frWake        chan struct{}
 }
 
 type offer struct {
@@ -143,6 +153,14 @@ type Config struct {
 	Subnets  []*Subnet
 	Ifaces   []Interface
 	Now      func() time.Time // optional, for tests
+	// Counter is the server's RFC 3118 replay counter, over a durable
+	// floor (store.ReplayFloor). Optional: without it no client is given
+	// a FORCERENEW key and only subnets that allow unauthenticated
+	// FORCERENEW can be forced.
+	Counter *auth.Counter
+	// Campaigns keeps FORCERENEW campaigns across restarts (the lease
+	// store). Optional.
+	Campaigns CampaignStore
 }
 
 // New builds a server. Call Load before serving.
@@ -156,6 +174,8 @@ func New(c Config) (*Server, error) {
 		offers: map[netip.Addr]offer{}, offerOf: map[string]netip.Addr{},
 		offerCount: map[string]int{}, offerFIFO: map[string][]offerRef{},
 		logLimit: newLogLimiter(time.Second),
+		ctr:      c.Counter, camps: c.Campaigns,
+		frPending: map[netip.Addr]*frPending{}, campaigns: map[string]*campaign{}, frWake: make(chan struct{}, 1),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -225,7 +245,9 @@ func (s *Server) Load(ctx context.Context) error {
 	}
 	s.rebuildPoolsLocked()
 	s.log.Info("leases loaded", "count", n)
-	return nil
+	// Campaigns resume once the leases they target are known; Run
+	// carries them on.
+	return s.loadCampaignsLocked()
 }
 
 // indexClientLocked remembers l as the client's address if it is the most
@@ -255,7 +277,7 @@ func (s *Server) indexClientLocked(l *lease.Lease) {
 // one is reusable in the order it became free; no record means fresh.
 func (s *Server) rebuildPoolsLocked() {
 	for _, sn := range s.subs.list {
-		sn.set, _ = alloc.NewSet(sn.Pools) // pools were checked by newSubnets
+		sn.set, _ = sn.newSet() // pools were checked by newSubnets
 		for ip := range sn.ReservedIP {
 			sn.set.Take(ip)
 		}
@@ -451,6 +473,9 @@ func (s *Server) PoolStats() map[netip.Prefix]map[string]int64 {
 		// free counts what could be allocated now, which includes
 		// expired and released addresses.
 		m["free"] = int64(sn.set.Available())
+		// Addresses of draining pools still in use: renumbering's
+		// progress, falling to 0 as FORCERENEW moves their clients.
+		m["draining"] = int64(sn.set.DrainingInUse())
 		m["total"] = int64(sn.set.Size())
 		m["offered"] = 0
 		out[sn.Prefix] = m
@@ -463,8 +488,16 @@ func (s *Server) PoolStats() map[netip.Prefix]map[string]int64 {
 	return out
 }
 
-// Run does the timed work (offer and lease expiry) until ctx ends.
+// Run does the timed work until ctx ends: offer and lease expiry, and
+// FORCERENEW campaigns (starts at their rates, retransmissions, giving
+// up), in a goroutine Run owns and waits for.
 func (s *Server) Run(ctx context.Context) error {
+	frDone := make(chan struct{})
+	go func() {
+		defer close(frDone)
+		s.runForceRenew(ctx)
+	}()
+	defer func() { <-frDone }()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -474,6 +507,25 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-t.C:
 			s.Sweep()
 		}
+	}
+}
+
+// runForceRenew ticks the FORCERENEW campaigns every frTick, and at once
+// when one starts, until ctx ends.
+func (s *Server) runForceRenew(ctx context.Context) {
+	t := time.NewTicker(frTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// Answers recorded since the last tick: stored now, so
+			// a restart does not force those clients again.
+			_ = s.persistCampaigns() // logged there
+			return
+		case <-t.C:
+		case <-s.frWake:
+		}
+		s.forceRenewTick(s.now())
 	}
 }
 

@@ -119,6 +119,8 @@ type fixture struct {
 	out     *capture
 	now     time.Time
 	lastOut Outgoing
+	// config, when set, adjusts the Config build gives New.
+	config func(*Config)
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -145,12 +147,16 @@ func (f *fixture) build() *Server {
 		Options: []byte{1, 4, 255, 255, 0, 0},
 		Pools:   [][2]netip.Addr{{netip.MustParseAddr("10.78.1.0"), netip.MustParseAddr("10.78.255.254")}},
 	}
-	srv, err := New(Config{
+	c := Config{
 		Store: f.store, Sender: f.out, Now: func() time.Time { return f.now },
 		Settings: Settings{Authoritative: true, OfferHold: 10 * time.Second, DeclineHold: time.Hour},
 		Subnets:  []*Subnet{lan, relayed},
 		Ifaces:   []Interface{{Index: 7, Name: "veth-srv", Addrs: []netip.Prefix{netip.MustParsePrefix("10.77.0.1/24")}}},
-	})
+	}
+	if f.config != nil {
+		f.config(&c)
+	}
+	srv, err := New(c)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -21,6 +21,12 @@ type Subnet struct {
 	ServerID netip.Addr   // optional option 54 override
 	Relays   []netip.Addr // extra giaddrs that select this subnet
 	Pools    [][2]netip.Addr
+	// Drain lists pools (each one of Pools) being emptied for
+	// renumbering: they make no new grants, while the leases in them
+	// renew until FORCERENEW moves them.
+	Drain [][2]netip.Addr
+	// ForceRenew is the subnet's FORCERENEW policy.
+	ForceRenew ForceRenewSettings
 	// Reservations by client key (see lease.ClientKey) and by address.
 	Reserved   map[string]Reservation
 	ReservedIP map[netip.Addr]Reservation
@@ -51,9 +57,9 @@ func newSubnets(list []*Subnet) (*subnets, error) {
 		return a.Bits() < b.Bits()
 	})
 	for _, sn := range list {
-		set, err := alloc.NewSet(sn.Pools)
+		set, err := sn.newSet()
 		if err != nil {
-			return nil, fmt.Errorf("subnet %s: %w", sn.Prefix, err)
+			return nil, err
 		}
 		sn.set = set
 		for _, r := range sn.Relays {
@@ -67,6 +73,20 @@ func newSubnets(list []*Subnet) (*subnets, error) {
 		}
 	}
 	return s, nil
+}
+
+// newSet builds the subnet's allocator, its draining pools marked.
+func (sn *Subnet) newSet() (*alloc.Set, error) {
+	set, err := alloc.NewSet(sn.Pools)
+	if err != nil {
+		return nil, fmt.Errorf("subnet %s: %w", sn.Prefix, err)
+	}
+	for _, d := range sn.Drain {
+		if !set.Drain(d[0], d[1], true) {
+			return nil, fmt.Errorf("subnet %s: draining %s-%s, which is not one of its pools", sn.Prefix, d[0], d[1])
+		}
+	}
+	return set, nil
 }
 
 // forAddr returns the most specific subnet containing a, or nil.

@@ -23,6 +23,7 @@ import (
 	"github.com/xdhcp/xdhcp/internal/control"
 	"github.com/xdhcp/xdhcp/loader"
 	"github.com/xdhcp/xdhcp/slowpath"
+	"github.com/xdhcp/xdhcp/slowpath/auth"
 	"github.com/xdhcp/xdhcp/slowpath/pktio"
 	"github.com/xdhcp/xdhcp/slowpath/store"
 )
@@ -116,9 +117,17 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 
 	metrics := slowpath.NewMetrics()
+	// One replay counter for every option 90 the server sends (FORCERENEW
+	// keys and digests), over a floor in the lease database so that a
+	// restart never repeats a value.
+	ctr, err := auth.NewCounter(st.ReplayFloor(), auth.CounterOptions{})
+	if err != nil {
+		return err
+	}
 	srv, err := slowpath.New(slowpath.Config{
 		Logger: log, Store: st, Sender: conn, Metrics: metrics, FastPath: fastIface,
 		Settings: settingsFrom(cfg), Subnets: subnetsFrom(cfg), Ifaces: ifaces,
+		Counter: ctr, Campaigns: st,
 	})
 	if err != nil {
 		return err

@@ -134,8 +134,8 @@ func (s *Store) DeleteCampaign(id string) error {
 	return nil
 }
 
-// Campaigns reads every stored campaign.
-func (s *Store) Campaigns() ([]CampaignRecord, error) {
+// CampaignRecords reads every stored campaign.
+func (s *Store) CampaignRecords() ([]CampaignRecord, error) {
 	var out []CampaignRecord
 	err := s.db.View(func(tx *bolt.Tx) error {
 		all := tx.Bucket(bucketCampaigns)

@@ -1,0 +1,854 @@
+package slowpath
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/slowpath/auth"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+	"github.com/xdhcp/xdhcp/slowpath/store"
+)
+
+// FORCERENEW (RFC 3203, authenticated as RFC 6704 has it; issue 16).
+//
+// A client is forced by a campaign (StartForceRenew), one client being a
+// campaign of one. Forcing a client makes it pending: the lease's fast-path
+// entry is republished with Serve false (serveLocked; the republish goes
+// through changeLocked and commit like every binding change), and only once
+// that is on disk and in the map does the first FORCERENEW leave, so the
+// REQUEST it provokes comes to the slow path. The FORCERENEW is resent with
+// exponential backoff until the client's REQUEST or INFORM arrives (or a
+// renewal the fast path answered is folded in), or the subnet's retransmit
+// bound is reached. Then the entry is republished with Serve true.
+//
+// Pending state is in memory only: after a restart a campaign sends again
+// to every target not recorded as finished, each FORCERENEW with a fresh
+// replay value.
+
+// Defaults of a subnet's forcerenew settings (Juniper's, per the protocol
+// digest C.1: 2 s doubling, 8 tries).
+const (
+	DefaultForceRenewStart = 2 * time.Second
+	DefaultForceRenewCount = 8
+)
+
+// ForceRenewSettings is a subnet's `forcerenew:` section.
+type ForceRenewSettings struct {
+	// AllowUnauthenticated lets FORCERENEW go, unsigned, to clients that
+	// hold no key (never sent option 145). Off by default: RFC 3203
+	// requires authentication and dhcpcd ignores unsigned ones anyway.
+	AllowUnauthenticated bool
+	// RetransmitStart is the wait after the first FORCERENEW, doubled
+	// after each (DefaultForceRenewStart when zero).
+	RetransmitStart time.Duration
+	// RetransmitCount is how many FORCERENEWs a client gets before it is
+	// given up on (DefaultForceRenewCount when zero).
+	RetransmitCount int
+}
+
+func (f ForceRenewSettings) withDefaults() ForceRenewSettings {
+	if f.RetransmitStart <= 0 {
+		f.RetransmitStart = DefaultForceRenewStart
+	}
+	if f.RetransmitCount <= 0 {
+		f.RetransmitCount = DefaultForceRenewCount
+	}
+	return f
+}
+
+// Selector names the clients a campaign forces. Exactly one field is set.
+type Selector struct {
+	IP       netip.Addr       `json:"ip,omitzero"`
+	HWAddr   net.HardwareAddr `json:"hw-address,omitempty"`
+	ClientID []byte           `json:"client-id,omitempty"` // option 61 as sent, type byte included
+	Subnet   netip.Prefix     `json:"subnet,omitzero"`
+	// Pool is an inclusive range [Pool[0], Pool[1]].
+	Pool [2]netip.Addr `json:"pool,omitzero"`
+}
+
+// ErrSelector is returned (wrapped) for a Selector with no field or more
+// than one set.
+var ErrSelector = errors.New("forcerenew: give exactly one of IP, MAC, client-id, subnet, pool")
+
+// ErrNoTargets is returned (wrapped) when no active lease matches a Selector.
+var ErrNoTargets = errors.New("forcerenew: no active lease matches")
+
+// ErrNoCampaign is returned (wrapped) for an unknown campaign id.
+var ErrNoCampaign = errors.New("forcerenew: no such campaign")
+
+func (sel Selector) check() error {
+	n := 0
+	for _, set := range []bool{sel.IP.IsValid(), len(sel.HWAddr) > 0, len(sel.ClientID) > 0, sel.Subnet.IsValid(), sel.Pool[0].IsValid() || sel.Pool[1].IsValid()} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return ErrSelector
+	}
+	if (sel.Pool[0].IsValid() || sel.Pool[1].IsValid()) && (!sel.Pool[0].Is4() || !sel.Pool[1].Is4() || sel.Pool[1].Less(sel.Pool[0])) {
+		return fmt.Errorf("%w: pool %s-%s is not an IPv4 range", ErrSelector, sel.Pool[0], sel.Pool[1])
+	}
+	return nil
+}
+
+func (sel Selector) match(l *lease.Lease) bool {
+	switch {
+	case sel.IP.IsValid():
+		return l.IP == sel.IP
+	case len(sel.HWAddr) > 0:
+		return bytes.Equal(l.HWAddr, sel.HWAddr)
+	case len(sel.ClientID) > 0:
+		return bytes.Equal(l.ClientID, sel.ClientID)
+	case sel.Subnet.IsValid():
+		return sel.Subnet.Contains(l.IP)
+	default:
+		return !l.IP.Less(sel.Pool[0]) && !sel.Pool[1].Less(l.IP)
+	}
+}
+
+// String describes the selector as xdhcpctl's flags do.
+func (sel Selector) String() string {
+	switch {
+	case sel.IP.IsValid():
+		return "ip " + sel.IP.String()
+	case len(sel.HWAddr) > 0:
+		return "mac " + sel.HWAddr.String()
+	case len(sel.ClientID) > 0:
+		return "client-id " + hex.EncodeToString(sel.ClientID)
+	case sel.Subnet.IsValid():
+		return "subnet " + sel.Subnet.String()
+	default:
+		return "pool " + sel.Pool[0].String() + "-" + sel.Pool[1].String()
+	}
+}
+
+// CampaignOptions tune a campaign.
+type CampaignOptions struct {
+	// Move makes the server NAK the REQUEST each forced client answers
+	// with, so that it starts over with a DISCOVER and gets the address
+	// the configuration gives it now (a reservation, or a pool that is
+	// not draining).
+	Move bool `json:"move,omitempty"`
+	// Rate bounds the clients forced per second; 0 is unlimited.
+	Rate float64 `json:"rate,omitempty"`
+}
+
+// Client names one client in a campaign's report.
+type Client struct {
+	IP     netip.Addr       `json:"ip"`
+	HWAddr net.HardwareAddr `json:"hw-address,omitempty"`
+}
+
+// CampaignStatus is a campaign's progress. Every target ends in exactly one
+// of Renewed, Moved, NoAnswer, NoKey and Skipped; Remaining are the others
+// (not yet forced, or waiting for an answer).
+type CampaignStatus struct {
+	ID       string          `json:"id"`
+	Selector Selector        `json:"selector"`
+	Options  CampaignOptions `json:"options"`
+	Started  time.Time       `json:"started"`
+	// Total is the number of leases the selector matched when the
+	// campaign started.
+	Total int `json:"total"`
+	// Sent counts clients sent at least one FORCERENEW; Transmissions
+	// counts every FORCERENEW sent, retransmissions included.
+	Sent          int `json:"sent"`
+	Transmissions int `json:"transmissions"`
+	// Renewed answered with a REQUEST (ACKed) or an INFORM.
+	Renewed int `json:"renewed"`
+	// Moved answered and were NAKed to move (Move).
+	Moved int `json:"moved"`
+	// NoAnswer did not answer within the retransmit bound.
+	NoAnswer int `json:"no-answer"`
+	// NoKey hold no key (never sent option 145) in a subnet that does not
+	// allow unauthenticated FORCERENEW: they were not sent one.
+	NoKey int `json:"no-key"`
+	// Skipped leases ended (released, expired, replaced) before the
+	// client could be forced.
+	Skipped   int  `json:"skipped"`
+	Remaining int  `json:"remaining"`
+	Done      bool `json:"done"`
+	Stopped   bool `json:"stopped,omitempty"`
+	// NoKeyClients and NoAnswerClients could not be forced: their leases
+	// move only at their next renewal.
+	NoKeyClients    []Client `json:"no-key-clients,omitempty"`
+	NoAnswerClients []Client `json:"no-answer-clients,omitempty"`
+}
+
+// CampaignStore keeps campaigns durable (slowpath/store.Store implements
+// it). Without one, campaigns do not survive a restart.
+type CampaignStore interface {
+	// PutCampaign durably writes a campaign's description (when meta is
+	// not nil) and the given targets' progress before it returns.
+	PutCampaign(id string, meta []byte, targets map[netip.Addr][]byte) error
+	// CampaignRecords reads every stored campaign.
+	CampaignRecords() ([]CampaignRecord, error)
+}
+
+// CampaignRecord is a stored campaign: its description and each target's
+// progress, as PutCampaign wrote them.
+type CampaignRecord = store.CampaignRecord
+
+// outcome is a target's progress, the first byte of its stored value.
+type outcome uint8
+
+const (
+	outTodo outcome = iota // not finished (also while pending: a restart sends again)
+	outRenewed
+	outMoved
+	outNoAnswer
+	outNoKey
+	outSkipped
+)
+
+// campaignMeta is a campaign's stored description.
+type campaignMeta struct {
+	Selector Selector        `json:"selector"`
+	Options  CampaignOptions `json:"options"`
+	Started  time.Time       `json:"started"`
+	Stopped  bool            `json:"stopped,omitempty"`
+}
+
+type target struct {
+	out    outcome
+	hwType uint8
+	hw     net.HardwareAddr
+	sent   bool
+}
+
+// campaign is a running or finished campaign; guarded by Server.mu.
+type campaign struct {
+	id    string
+	meta  campaignMeta
+	all   map[netip.Addr]*target
+	todo  []netip.Addr // not yet forced, in address order
+	next  int          // index into todo
+	sent  int
+	tx    int
+	count [outSkipped + 1]int
+	// inflight counts targets pending for this campaign.
+	inflight int
+	// dirty are targets whose progress is not yet stored.
+	dirty map[netip.Addr]bool
+	// metaDirty: the description changed (stopped) and is not yet stored.
+	metaDirty      bool
+	tokens         float64
+	lastRefill     time.Time
+	noKey, noReply []Client
+}
+
+func (c *campaign) remaining() int {
+	return len(c.all) - c.count[outRenewed] - c.count[outMoved] - c.count[outNoAnswer] - c.count[outNoKey] - c.count[outSkipped]
+}
+
+func (c *campaign) done() bool { return c.meta.Stopped || (c.next >= len(c.todo) && c.inflight == 0) }
+
+func (c *campaign) status() CampaignStatus {
+	return CampaignStatus{
+		ID: c.id, Selector: c.meta.Selector, Options: c.meta.Options, Started: c.meta.Started,
+		Total: len(c.all), Sent: c.sent, Transmissions: c.tx,
+		Renewed: c.count[outRenewed], Moved: c.count[outMoved], NoAnswer: c.count[outNoAnswer],
+		NoKey: c.count[outNoKey], Skipped: c.count[outSkipped], Remaining: c.remaining(),
+		Done: c.done(), Stopped: c.meta.Stopped,
+		NoKeyClients: slices.Clone(c.noKey), NoAnswerClients: slices.Clone(c.noReply),
+	}
+}
+
+// finish records a target's outcome once.
+func (c *campaign) finish(ip netip.Addr, o outcome) {
+	t := c.all[ip]
+	if t == nil || t.out != outTodo {
+		return
+	}
+	t.out = o
+	c.count[o]++
+	c.dirty[ip] = true
+	switch o {
+	case outNoKey:
+		c.noKey = append(c.noKey, Client{IP: ip, HWAddr: t.hw})
+	case outNoAnswer:
+		c.noReply = append(c.noReply, Client{IP: ip, HWAddr: t.hw})
+	}
+}
+
+func (t *target) encode() []byte {
+	return append([]byte{byte(t.out), t.hwType}, t.hw...)
+}
+
+// frPending is a client sent (or about to be sent) FORCERENEW; guarded by
+// Server.mu.
+type frPending struct {
+	campaigns []*campaign
+	move      bool
+	key       string // the lease's client key when forcing began
+	tries     int    // FORCERENEWs sent
+	first     time.Time
+	next      time.Time // next retransmission, or giving up after the last
+}
+
+// frMsg is what one FORCERENEW is built from, copied under the lock.
+type frMsg struct {
+	ip      netip.Addr
+	sid     netip.Addr
+	xid     uint32
+	htype   uint8
+	chaddr  []byte
+	key     []byte // empty: unauthenticated (allowed by the subnet)
+	ifindex int
+}
+
+// newCampaignID is unique across restarts: the time and random bits.
+func newCampaignID(now time.Time) (string, error) {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("campaign id: %w", err)
+	}
+	return fmt.Sprintf("%s-%s", now.UTC().Format("20060102T150405"), hex.EncodeToString(b[:])), nil
+}
+
+// StartForceRenew starts forcing every active lease sel matches, at most
+// o.Rate per second, and returns the campaign's id. The targets are fixed
+// now; the campaign's description and targets are on disk (when the
+// server has a CampaignStore) before it returns, so a restarted server
+// resumes it (Load). The work is done by Run.
+func (s *Server) StartForceRenew(sel Selector, o CampaignOptions) (string, error) {
+	if err := sel.check(); err != nil {
+		return "", err
+	}
+	if o.Rate < 0 {
+		return "", fmt.Errorf("forcerenew: negative rate %v", o.Rate)
+	}
+	now := s.now()
+	id, err := newCampaignID(now)
+	if err != nil {
+		return "", err
+	}
+	c := &campaign{id: id, meta: campaignMeta{Selector: sel, Options: o, Started: now}, all: map[netip.Addr]*target{}, dirty: map[netip.Addr]bool{}}
+	s.mu.Lock()
+	for ip, l := range s.leases {
+		if l.State == lease.Active && sel.match(l) {
+			c.all[ip] = &target{hwType: l.HWType, hw: slices.Clone(l.HWAddr)}
+			c.todo = append(c.todo, ip)
+		}
+	}
+	s.mu.Unlock()
+	if len(c.all) == 0 {
+		return "", fmt.Errorf("%w %s", ErrNoTargets, sel)
+	}
+	slices.SortFunc(c.todo, func(a, b netip.Addr) int { return a.Compare(b) })
+	if s.camps != nil {
+		meta, err := json.Marshal(c.meta)
+		if err != nil {
+			return "", fmt.Errorf("forcerenew: encoding campaign: %w", err)
+		}
+		ts := make(map[netip.Addr][]byte, len(c.all))
+		for ip, t := range c.all {
+			ts[ip] = t.encode()
+		}
+		if err := s.camps.PutCampaign(id, meta, ts); err != nil {
+			return "", fmt.Errorf("forcerenew: %w", err)
+		}
+	}
+	s.mu.Lock()
+	s.campaigns[id] = c
+	s.campaignOrder = append(s.campaignOrder, id)
+	s.mu.Unlock()
+	s.log.Info("forcerenew campaign started", "id", id, "selector", sel.String(), "targets", len(c.all), "move", o.Move, "rate", o.Rate)
+	s.wakeForceRenew()
+	return id, nil
+}
+
+// Campaign returns a campaign's progress.
+func (s *Server) Campaign(id string) (CampaignStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.campaigns[id]
+	if c == nil {
+		return CampaignStatus{}, fmt.Errorf("%w: %q", ErrNoCampaign, id)
+	}
+	return c.status(), nil
+}
+
+// Campaigns returns every campaign's progress, oldest first.
+func (s *Server) Campaigns() []CampaignStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]CampaignStatus, 0, len(s.campaignOrder))
+	for _, id := range s.campaignOrder {
+		out = append(out, s.campaigns[id].status())
+	}
+	return out
+}
+
+// StopCampaign stops a campaign: no client is forced for it any more, and
+// FORCERENEWs already pending for it only are not retransmitted. The stop
+// is durable (a restart does not resume it).
+func (s *Server) StopCampaign(id string) error {
+	s.mu.Lock()
+	c := s.campaigns[id]
+	if c == nil {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrNoCampaign, id)
+	}
+	var republish []*lease.Lease
+	if !c.meta.Stopped {
+		c.meta.Stopped, c.metaDirty = true, true
+		now := s.now()
+		for ip, p := range s.frPending {
+			if i := slices.Index(p.campaigns, c); i >= 0 {
+				p.campaigns = slices.Delete(p.campaigns, i, i+1)
+				c.inflight--
+				if len(p.campaigns) == 0 {
+					if l := s.endPendingLocked(ip, now); l != nil {
+						republish = append(republish, l)
+					}
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	s.commitServe(republish)
+	s.log.Info("forcerenew campaign stopped", "id", id)
+	return s.persistCampaigns()
+}
+
+// CampaignRemaining is the number of targets not yet finished over every
+// campaign that is not done (the xdhcp_forcerenew_campaign_remaining gauge).
+func (s *Server) CampaignRemaining() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, c := range s.campaigns {
+		if !c.meta.Stopped {
+			n += c.remaining()
+		}
+	}
+	return n
+}
+
+// loadCampaignsLocked resumes the stored campaigns (called by Load).
+func (s *Server) loadCampaignsLocked() error {
+	if s.camps == nil {
+		return nil
+	}
+	recs, err := s.camps.CampaignRecords()
+	if err != nil {
+		return fmt.Errorf("loading forcerenew campaigns: %w", err)
+	}
+	for _, r := range recs {
+		c := &campaign{id: r.ID, all: map[netip.Addr]*target{}, dirty: map[netip.Addr]bool{}}
+		if err := json.Unmarshal(r.Meta, &c.meta); err != nil {
+			return fmt.Errorf("forcerenew campaign %q: %w", r.ID, err)
+		}
+		for ip, v := range r.Targets {
+			if len(v) < 2 || outcome(v[0]) > outSkipped {
+				return fmt.Errorf("forcerenew campaign %q: target %s: bad record %x", r.ID, ip, v)
+			}
+			t := &target{hwType: v[1], hw: net.HardwareAddr(slices.Clone(v[2:]))}
+			c.all[ip] = t
+			if o := outcome(v[0]); o != outTodo {
+				c.finish(ip, o)
+			} else {
+				c.todo = append(c.todo, ip)
+			}
+		}
+		clear(c.dirty)
+		slices.SortFunc(c.todo, func(a, b netip.Addr) int { return a.Compare(b) })
+		slices.SortFunc(c.noKey, func(a, b Client) int { return a.IP.Compare(b.IP) })
+		slices.SortFunc(c.noReply, func(a, b Client) int { return a.IP.Compare(b.IP) })
+		s.campaigns[c.id] = c
+		s.campaignOrder = append(s.campaignOrder, c.id)
+		if !c.done() {
+			s.log.Info("forcerenew campaign resumed", "id", c.id, "selector", c.meta.Selector.String(), "remaining", len(c.todo))
+		}
+	}
+	slices.SortFunc(s.campaignOrder, func(a, b string) int { return s.campaigns[a].meta.Started.Compare(s.campaigns[b].meta.Started) })
+	return nil
+}
+
+// persistCampaigns stores the progress not yet stored. It runs without
+// the lock (the store fsyncs).
+func (s *Server) persistCampaigns() error {
+	if s.camps == nil {
+		return nil
+	}
+	type put struct {
+		id   string
+		meta []byte
+		ts   map[netip.Addr][]byte
+	}
+	var puts []put
+	s.mu.Lock()
+	for _, id := range s.campaignOrder {
+		c := s.campaigns[id]
+		if len(c.dirty) == 0 && !c.metaDirty {
+			continue
+		}
+		p := put{id: id, ts: make(map[netip.Addr][]byte, len(c.dirty))}
+		if c.metaDirty {
+			p.meta, _ = json.Marshal(c.meta) // plain data: cannot fail
+			c.metaDirty = false
+		}
+		for ip := range c.dirty {
+			p.ts[ip] = c.all[ip].encode()
+		}
+		clear(c.dirty)
+		puts = append(puts, p)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, p := range puts {
+		if err := s.camps.PutCampaign(p.id, p.meta, p.ts); err != nil {
+			// The progress stays in memory; a restart would force these
+			// clients again, which is harmless.
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		s.logLimited(slog.LevelError, "forcerenew_persist", "storing forcerenew campaign progress", "err", err)
+		return fmt.Errorf("forcerenew: %w", err)
+	}
+	return nil
+}
+
+// forceRenewTick does one step of every campaign at now: it forces the
+// clients the campaigns' rates allow, retransmits what is due and gives
+// up on clients past the bound. Run calls it; tests call it with their
+// clock.
+func (s *Server) forceRenewTick(now time.Time) {
+	var off, on []*lease.Lease
+	var direct, resend []netip.Addr
+	s.mu.Lock()
+	for _, id := range s.campaignOrder {
+		c := s.campaigns[id]
+		if c.meta.Stopped || c.next >= len(c.todo) {
+			continue
+		}
+		n := len(c.todo) - c.next
+		if r := c.meta.Options.Rate; r > 0 {
+			if c.lastRefill.IsZero() {
+				c.tokens = 1
+			} else if dt := now.Sub(c.lastRefill).Seconds(); dt > 0 {
+				// A burst of at most a fifth of a second's worth (at
+				// least one client) after an idle spell.
+				c.tokens = min(c.tokens+r*dt, max(1, r/5))
+			}
+			c.lastRefill = now
+			n = min(n, int(c.tokens))
+			c.tokens -= float64(n)
+		}
+		n = min(n, frBatch-len(off)-len(direct))
+		for ; n > 0; n-- {
+			ip := c.todo[c.next]
+			c.next++
+			l, wait := s.forceLocked(c, ip, now)
+			switch {
+			case l != nil:
+				off = append(off, l)
+			case wait:
+				direct = append(direct, ip)
+			}
+		}
+	}
+	for ip, p := range s.frPending {
+		if p.tries == 0 || now.Before(p.next) {
+			continue
+		}
+		l := s.leases[ip]
+		if l == nil || l.State != lease.Active || l.ClientKey() != p.key {
+			// The lease ended or changed hands meanwhile.
+			for _, c := range p.campaigns {
+				c.finish(ip, outSkipped)
+			}
+			if l := s.endPendingLocked(ip, now); l != nil {
+				on = append(on, l)
+			}
+			continue
+		}
+		set := s.forceRenewSettingsLocked(ip)
+		if p.tries >= set.RetransmitCount {
+			s.m.ForceRenewGaveUp.Inc()
+			for _, c := range p.campaigns {
+				c.finish(ip, outNoAnswer)
+			}
+			s.logLimited(slog.LevelInfo, "forcerenew_gave_up", "no answer to FORCERENEW", "ip", ip, "client", hwAddr(l.HWAddr), "tries", p.tries)
+			if l := s.endPendingLocked(ip, now); l != nil {
+				on = append(on, l)
+			}
+			continue
+		}
+		resend = append(resend, ip)
+	}
+	s.mu.Unlock()
+	s.commitServe(on)
+	if len(off) > 0 {
+		// The first FORCERENEW leaves only once Serve false is on disk and
+		// in the map, so the fast path does not answer the REQUEST it
+		// provokes.
+		ips := make([]netip.Addr, len(off))
+		for i, l := range off {
+			ips[i] = l.IP
+		}
+		s.commit(off, causeForceRenew, func(err error) {
+			if err != nil {
+				s.abandonPending(ips)
+				return
+			}
+			s.sendForceRenews(ips, s.now())
+		})
+	}
+	s.sendForceRenews(direct, now)
+	s.sendForceRenews(resend, now)
+	if err := s.persistCampaigns(); err != nil {
+		_ = err // logged by persistCampaigns; retried on the next tick
+	}
+}
+
+// frBatch bounds the clients one tick starts forcing, so that the lock is
+// never held for long whatever the campaign's size.
+const frBatch = 8192
+
+// forceLocked starts forcing ip for c. It returns the change that turns
+// the lease's serve bit off (to commit before the first FORCERENEW) when
+// there is a fast path, or wait true when there is none and the
+// FORCERENEW can go at once; neither when the client cannot be forced.
+func (s *Server) forceLocked(c *campaign, ip netip.Addr, now time.Time) (*lease.Lease, bool) {
+	l := s.leases[ip]
+	t := c.all[ip]
+	if l == nil || l.State != lease.Active || !bytes.Equal(l.HWAddr, t.hw) {
+		c.finish(ip, outSkipped)
+		return nil, false
+	}
+	if len(l.ForceRenewKey) != auth.KeyLen || s.ctr == nil {
+		if !s.forceRenewSettingsLocked(ip).AllowUnauthenticated {
+			s.m.ForceRenewNoKey.Inc()
+			c.finish(ip, outNoKey)
+			return nil, false
+		}
+	}
+	t.sent = true
+	c.sent++
+	c.inflight++
+	if p := s.frPending[ip]; p != nil {
+		// Already being forced by another campaign: this one shares
+		// its outcome.
+		p.campaigns = append(p.campaigns, c)
+		p.move = p.move || c.meta.Options.Move
+		return nil, false
+	}
+	s.frPending[ip] = &frPending{campaigns: []*campaign{c}, move: c.meta.Options.Move, key: l.ClientKey()}
+	if s.fast == nil {
+		return nil, true
+	}
+	return s.changeLocked(ip, causeForceRenew, now, func(*lease.Lease) {}), false
+}
+
+func (s *Server) forceRenewSettingsLocked(ip netip.Addr) ForceRenewSettings {
+	if sn := s.subs.forAddr(ip); sn != nil {
+		return sn.ForceRenew.withDefaults()
+	}
+	return ForceRenewSettings{}.withDefaults()
+}
+
+// endPendingLocked ends ip's pending FORCERENEW and returns the change that
+// turns its serve bit back on, to commit with commitServe (nil without a
+// fast path or lease).
+func (s *Server) endPendingLocked(ip netip.Addr, now time.Time) *lease.Lease {
+	p := s.frPending[ip]
+	if p == nil {
+		return nil
+	}
+	delete(s.frPending, ip)
+	for _, c := range p.campaigns {
+		c.inflight--
+	}
+	if s.fast == nil {
+		return nil
+	}
+	if l := s.leases[ip]; l == nil || l.State != lease.Active {
+		return nil
+	}
+	return s.changeLocked(ip, causeForceRenew, now, func(*lease.Lease) {})
+}
+
+// answeredLocked records that ip's client answered a pending FORCERENEW
+// (moved: it was NAKed to move) and returns the change that turns its
+// serve bit back on, or nil. ok is false when nothing was pending.
+func (s *Server) answeredLocked(ip netip.Addr, moved bool, now time.Time) (*lease.Lease, bool) {
+	p := s.frPending[ip]
+	if p == nil || p.tries == 0 {
+		return nil, false
+	}
+	s.m.ForceRenewAnswered.Inc()
+	o := outRenewed
+	if moved {
+		o = outMoved
+	}
+	for _, c := range p.campaigns {
+		c.finish(ip, o)
+	}
+	return s.endPendingLocked(ip, now), true
+}
+
+// commitServe commits serve-bit changes (from endPendingLocked); without
+// the lock.
+func (s *Server) commitServe(cl []*lease.Lease) {
+	if len(cl) > 0 {
+		s.commit(cl, causeForceRenew, nil)
+	}
+}
+
+// abandonPending ends pending FORCERENEWs whose serve-off change did not
+// reach the disk: nothing was sent (the fast path would have answered the
+// REQUEST), and the clients are reported with those that did not answer.
+func (s *Server) abandonPending(ips []netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ip := range ips {
+		p := s.frPending[ip]
+		if p == nil {
+			continue
+		}
+		delete(s.frPending, ip)
+		for _, c := range p.campaigns {
+			c.inflight--
+			c.finish(ip, outNoAnswer)
+		}
+	}
+}
+
+// sendForceRenews sends one FORCERENEW to each of ips still pending and
+// schedules the next: the wait doubles after each.
+func (s *Server) sendForceRenews(ips []netip.Addr, now time.Time) {
+	if len(ips) == 0 {
+		return
+	}
+	msgs := make([]frMsg, 0, len(ips))
+	s.mu.Lock()
+	for _, ip := range ips {
+		p, l := s.frPending[ip], s.leases[ip]
+		if p == nil || l == nil || l.State != lease.Active {
+			continue
+		}
+		set := s.forceRenewSettingsLocked(ip)
+		if p.tries == 0 {
+			p.first = now
+		}
+		p.next = now.Add(set.RetransmitStart << p.tries)
+		p.tries++
+		for _, c := range p.campaigns {
+			c.tx++
+		}
+		m := frMsg{ip: ip, sid: l.ServerID, xid: l.LastXID, htype: l.HWType, chaddr: l.HWAddr, ifindex: int(l.IfIndex)}
+		if len(l.ForceRenewKey) == auth.KeyLen && s.ctr != nil {
+			m.key = l.ForceRenewKey
+		}
+		if l.GIAddr.IsValid() && !l.GIAddr.IsUnspecified() {
+			m.ifindex = 0 // a relayed client is reached by routing
+		}
+		m.chaddr, m.key = slices.Clone(m.chaddr), slices.Clone(m.key)
+		msgs = append(msgs, m)
+	}
+	s.mu.Unlock()
+	out := make([]Outgoing, 0, len(msgs))
+	for _, m := range msgs {
+		b, err := s.buildForceRenew(m)
+		if err != nil {
+			s.logLimited(slog.LevelError, "forcerenew_build", "building FORCERENEW", "ip", m.ip, "err", err)
+			continue
+		}
+		out = append(out, Outgoing{Payload: b, IfIndex: m.ifindex, Src: m.sid, Dst: netip.AddrPortFrom(m.ip, 68), Type: dhcpwire.ForceRenew})
+	}
+	if len(out) > 0 {
+		s.m.ForceRenewSent.Add(float64(len(out)))
+		s.emit(out)
+	}
+}
+
+// buildForceRenew renders a FORCERENEW as RFC 3203 and dhcpcd (protocol
+// digest C.1, C.4) want it: op BOOTREPLY, the xid of the last REQUEST ACKed
+// (which dhcpcd checks), chaddr, 53 = 9, 54 = the server id the client
+// holds, then option 90 with a digest under the binding's key, END, padding
+// to the BOOTP minimum, and the digest computed last over exactly these
+// bytes. Every option 90 takes the next replay value (one Counter for the
+// server).
+func (s *Server) buildForceRenew(m frMsg) ([]byte, error) {
+	h := dhcpwire.Header{Op: dhcpwire.BootReply, HType: m.htype, HLen: uint8(min(len(m.chaddr), 16)), XID: m.xid}
+	copy(h.CHAddr[:], m.chaddr)
+	b := make([]byte, 0, bootpMinLen)
+	b = dhcpwire.AppendHeader(b, h)
+	b = append(b, dhcpwire.OptMessageType, 1, dhcpwire.ForceRenew)
+	b = dhcpwire.AppendAddrOption(b, dhcpwire.OptServerID, m.sid)
+	if len(m.key) == 0 {
+		return finish(b), nil
+	}
+	replay, err := s.ctr.Next()
+	if err != nil {
+		return nil, fmt.Errorf("FORCERENEW to %s: %w", m.ip, err)
+	}
+	b = auth.AppendDigestOption(b, replay)
+	b = finish(b)
+	if err := auth.Sign(b, auth.Key(m.key)); err != nil {
+		return nil, fmt.Errorf("FORCERENEW to %s: %w", m.ip, err)
+	}
+	return b, nil
+}
+
+// wakeForceRenew makes Run's FORCERENEW loop tick now.
+func (s *Server) wakeForceRenew() {
+	select {
+	case s.frWake <- struct{}{}:
+	default:
+	}
+}
+
+// frTick is how often Run's FORCERENEW loop looks for due work; it bounds
+// how late a retransmission or a rate-limited start can be.
+const frTick = 100 * time.Millisecond
+
+// nonceCapable reports whether the client sent option 145 listing
+// HMAC-MD5: only such a client is given a key (RFC 6704).
+func nonceCapable(p *dhcpwire.Packet) bool {
+	v, ok := p.Option(dhcpwire.OptForceRenewNonce)
+	if !ok {
+		return false
+	}
+	algs, err := auth.ParseNonceCapable(v)
+	return err == nil && algs.Has(auth.AlgorithmHMACMD5)
+}
+
+// forceRenewAnswerLocked checks whether a REQUEST or INFORM answers a
+// pending FORCERENEW: one from the lease's client, for the leased address
+// (ciaddr, or option 50 for INIT-REBOOT and SELECTING). It ends the
+// pending state and returns the change turning the serve bit back on;
+// nak is true when the client is to be moved (a REQUEST in a Move
+// campaign), which the caller answers with a NAK instead of handling it.
+func (s *Server) forceRenewAnswerLocked(r *req, mt uint8) (serveOn *lease.Lease, nak bool) {
+	if len(s.frPending) == 0 {
+		return nil, false
+	}
+	ip := r.p.CIAddr
+	if s.frPending[ip] == nil {
+		if want, ok := r.p.AddrOption(dhcpwire.OptRequestedIP); ok {
+			ip = want
+		}
+	}
+	p := s.frPending[ip]
+	if p == nil || p.tries == 0 || p.key != r.key {
+		return nil, false
+	}
+	move := p.move && mt == dhcpwire.Request
+	l, _ := s.answeredLocked(ip, move, r.now)
+	return l, move
+}
