@@ -19,14 +19,15 @@ func TestParseForceRenew(t *testing.T) {
 		args []string
 		want frCommand
 	}{
-		{[]string{"--ip", "10.77.0.100"}, frCommand{action: "start", args: control.ForceRenewArgs{IP: "10.77.0.100"}}},
-		{[]string{"--mac", "02-00-00-00-00-0A", "--wait"}, frCommand{action: "start", wait: true, args: control.ForceRenewArgs{MAC: "02:00:00:00:00:0a"}}},
-		{[]string{"--client-id", "ff:00:00:00:01:00:01"}, frCommand{action: "start", args: control.ForceRenewArgs{ClientID: "ff000000010001"}}},
-		{[]string{"--subnet", "10.77.0.0/24", "--json"}, frCommand{action: "start", asJSON: true, args: control.ForceRenewArgs{Subnet: "10.77.0.0/24"}}},
+		{[]string{"--ip", "10.77.0.100"}, frCommand{action: "start", args: control.ForceRenewArgs{IP: "10.77.0.100", Rate: defaultRate}}},
+		{[]string{"--mac", "02-00-00-00-00-0A", "--wait"}, frCommand{action: "start", wait: true, args: control.ForceRenewArgs{MAC: "02:00:00:00:00:0a", Rate: defaultRate}}},
+		{[]string{"--client-id", "ff:00:00:00:01:00:01"}, frCommand{action: "start", args: control.ForceRenewArgs{ClientID: "ff000000010001", Rate: defaultRate}}},
+		{[]string{"--subnet", "10.77.0.0/24", "--json"}, frCommand{action: "start", asJSON: true, args: control.ForceRenewArgs{Subnet: "10.77.0.0/24", Rate: defaultRate}}},
 		{[]string{"--pool", "10.77.0.100-10.77.0.149", "--move", "--rate", "50/s"}, frCommand{action: "start", args: control.ForceRenewArgs{Pool: "10.77.0.100-10.77.0.149", Move: true, Rate: 50}}},
 		{[]string{"--pool", " 10.77.0.100 - 10.77.0.100 ", "--rate", "120/m"}, frCommand{action: "start", args: control.ForceRenewArgs{Pool: "10.77.0.100-10.77.0.100", Rate: 2}}},
 		{[]string{"-ip=10.77.0.1", "--rate=7"}, frCommand{action: "start", args: control.ForceRenewArgs{IP: "10.77.0.1", Rate: 7}}},
 		{[]string{"--rate", "3600/h", "--ip", "10.77.0.1"}, frCommand{action: "start", args: control.ForceRenewArgs{IP: "10.77.0.1", Rate: 1}}},
+		{[]string{"--ip", "10.77.0.1", "--rate", "unlimited"}, frCommand{action: "start", args: control.ForceRenewArgs{IP: "10.77.0.1"}}},
 		{[]string{"status"}, frCommand{action: "status"}},
 		{[]string{"status", "c7", "--json"}, frCommand{action: "status", id: "c7", asJSON: true}},
 		{[]string{"status", "--json", "c7"}, frCommand{action: "status", id: "c7", asJSON: true}},
@@ -112,6 +113,7 @@ func TestProgressRendering(t *testing.T) {
 	}{
 		{"bar", progressBar(ci), "[############........] 25/40  sent 30, renewed 10, moved 12, no answer 1, no key 2, remaining 15"},
 		{"bar empty campaign", progressBar(control.CampaignInfo{}), "[####################] 0/0  sent 0, renewed 0, moved 0, no answer 0, no key 0, remaining 0"},
+		{"skipped shown when there are some", counts(control.CampaignInfo{Sent: 1, Renewed: 1, Skipped: 2}), "sent 1, renewed 1, moved 0, no answer 0, no key 0, skipped 2, remaining 0"},
 		{"bar none finished", progressBar(control.CampaignInfo{Total: 3, Remaining: 3}), "[....................] 0/3  sent 0, renewed 0, moved 0, no answer 0, no key 0, remaining 3"},
 		{"line", progressLine(ci, 12400*time.Millisecond), "+12s campaign c1: 25/40 finished, sent 30, renewed 10, moved 12, no answer 1, no key 2, remaining 15"},
 	} {
@@ -163,9 +165,9 @@ func TestReportRendering(t *testing.T) {
 	}
 	b.Reset()
 	printCampaigns(&b, []control.CampaignInfo{{ID: "c1", Selector: "ip 10.77.0.100", Total: 1, Renewed: 1, Sent: 1, Done: true}, {ID: "c2", Selector: "pool 10.77.0.100-10.77.0.149", Move: true, Total: 50, Sent: 3, Remaining: 47}})
-	want := "ID  STATE    SELECTOR                      MOVE   TOTAL  SENT  RENEWED  MOVED  NO-ANSWER  NO-KEY  REMAINING\n" +
-		"c1  done     ip 10.77.0.100                false  1      1     1        0      0          0       0\n" +
-		"c2  running  pool 10.77.0.100-10.77.0.149  true   50     3     0        0      0          0       47\n"
+	want := "ID  STATE    SELECTOR                      MOVE   TOTAL  SENT  RENEWED  MOVED  NO-ANSWER  NO-KEY  SKIPPED  REMAINING\n" +
+		"c1  done     ip 10.77.0.100                false  1      1     1        0      0          0       0        0\n" +
+		"c2  running  pool 10.77.0.100-10.77.0.149  true   50     3     0        0      0          0       0        47\n"
 	if b.String() != want {
 		t.Errorf("list:\n got:\n%s\nwant:\n%s", b.String(), want)
 	}
@@ -243,7 +245,7 @@ func TestWaitFollowsCampaign(t *testing.T) {
 			var out, errb bytes.Buffer
 			clock := &fakeClock{t: time.Unix(0, 0)}
 			o := frIO{call: f.call, stdout: &out, stderr: &errb, tty: c.tty, poll: time.Millisecond, every: time.Second, now: clock.now}
-			code := o.run(context.Background(), frCommand{action: "start", wait: true, asJSON: c.asJSON, args: control.ForceRenewArgs{Pool: "10.77.0.100-10.77.0.103", Move: true}})
+			code := o.run(context.Background(), frCommand{action: "start", wait: true, asJSON: c.asJSON, args: control.ForceRenewArgs{Pool: "10.77.0.100-10.77.0.103", Move: true, Rate: defaultRate}})
 			if code != exitNotForced {
 				t.Errorf("exit %d, want %d (a client could not be forced); stderr %q", code, exitNotForced, errb.String())
 			}
@@ -267,7 +269,7 @@ func TestWaitFollowsCampaign(t *testing.T) {
 			if strings.Join(f.calls, " ") != strings.Join(wantCalls, " ") {
 				t.Errorf("calls %q, want %q", f.calls, wantCalls)
 			}
-			if string(f.args[0]) != `{"pool":"10.77.0.100-10.77.0.103","move":true}` || string(f.args[1]) != `{"id":"c9"}` {
+			if string(f.args[0]) != `{"pool":"10.77.0.100-10.77.0.103","move":true,"rate":100}` || string(f.args[1]) != `{"id":"c9"}` {
 				t.Errorf("arguments sent: %s", f.args)
 			}
 		})
@@ -289,7 +291,7 @@ func TestWaitInterruptLeavesCampaignRunning(t *testing.T) {
 		}
 		return f.call(ctx, cmd, args, out)
 	}, stdout: &out, stderr: &errb, tty: true, poll: time.Millisecond, every: time.Second, now: time.Now}
-	code := o.run(ctx, frCommand{action: "start", wait: true, args: control.ForceRenewArgs{IP: "10.77.0.100"}})
+	code := o.run(ctx, frCommand{action: "start", wait: true, args: control.ForceRenewArgs{IP: "10.77.0.100", Rate: defaultRate}})
 	if code != 1 || !strings.Contains(errb.String(), "campaign c5 goes on in the daemon") {
 		t.Fatalf("exit %d, stderr %q", code, errb.String())
 	}
@@ -360,7 +362,7 @@ func TestForceRenewOverControlSocket(t *testing.T) {
 		contains string
 	}{
 		{[]string{"forcerenew", "--subnet", "10.77.0.0/24", "--rate", "10/s"}, 0, `forcerenew {"subnet":"10.77.0.0/24","rate":10}`, "campaign c1 started: 3 client(s) (subnet 10.77.0.0/24)\nfollow it with: xdhcpctl forcerenew status c1\n"},
-		{[]string{"forcerenew", "--subnet", "10.77.0.0/24", "--wait"}, exitNotForced, `forcerenew {"subnet":"10.77.0.0/24"}`, "10.77.0.140  02:00:00:00:00:40  -          no answer"},
+		{[]string{"forcerenew", "--subnet", "10.77.0.0/24", "--wait"}, exitNotForced, `forcerenew {"subnet":"10.77.0.0/24","rate":100}`, "10.77.0.140  02:00:00:00:00:40  -          no answer"},
 		{[]string{"forcerenew", "status"}, 0, `forcerenew-status `, "c1  done   subnet 10.77.0.0/24"},
 		{[]string{"forcerenew", "status", "--json"}, 0, `forcerenew-status `, `"no-answer": 1`},
 		{[]string{"forcerenew", "status", "c1"}, 0, `forcerenew-status {"id":"c1"}`, "campaign c1: done (subnet 10.77.0.0/24)"},

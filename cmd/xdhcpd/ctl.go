@@ -72,6 +72,9 @@ func (d *daemon) handlers() map[string]control.Handler {
 			}
 			return "reloaded", nil
 		},
+		"forcerenew":        d.forceRenew,
+		"forcerenew-status": d.forceRenewStatus,
+		"forcerenew-stop":   d.forceRenewStop,
 	}
 }
 

@@ -19,8 +19,7 @@ type ForceRenewArgs struct {
 	// given an address where the configuration now says (a reservation,
 	// or a pool that is not draining).
 	Move bool `json:"move,omitempty"`
-	// Rate bounds the FORCERENEWs started per second; 0 leaves the
-	// daemon's default.
+	// Rate bounds the clients forced per second; 0 is unlimited.
 	Rate float64 `json:"rate,omitempty"`
 }
 
@@ -35,19 +34,22 @@ type CampaignInfo struct {
 	ID       string  `json:"id"`
 	Selector string  `json:"selector"` // as given, e.g. "pool 10.77.0.100-10.77.0.149"
 	Move     bool    `json:"move"`
-	Rate     float64 `json:"rate,omitempty"` // FORCERENEWs started per second; 0: unlimited
+	Rate     float64 `json:"rate,omitempty"` // clients forced per second; 0: unlimited
 	Started  string  `json:"started,omitempty"`
 	// Total is how many clients the selector matched when the campaign
-	// started; the other counts split them by outcome so far.
-	Total     int  `json:"total"`
-	Sent      int  `json:"sent"`      // at least one FORCERENEW went out
-	Renewed   int  `json:"renewed"`   // answered with a REQUEST or INFORM and kept their address
-	Moved     int  `json:"moved"`     // answered and now hold an address elsewhere
-	NoAnswer  int  `json:"no-answer"` // every retransmission went unanswered
-	NoKey     int  `json:"no-key"`    // never sent option 145, and the subnet sends no unsigned FORCERENEW
-	Remaining int  `json:"remaining"` // not yet finished either way
-	Done      bool `json:"done"`
-	Stopped   bool `json:"stopped,omitempty"` // ended by forcerenew-stop before every client was tried
+	// started. Each ends in one of Renewed, Moved, NoAnswer, NoKey and
+	// Skipped; Remaining are the others. Sent counts clients, not packets.
+	Total         int  `json:"total"`
+	Sent          int  `json:"sent"`          // clients sent at least one FORCERENEW
+	Transmissions int  `json:"transmissions"` // FORCERENEWs sent, retransmissions included
+	Renewed       int  `json:"renewed"`       // answered with a REQUEST or INFORM and kept their address
+	Moved         int  `json:"moved"`         // answered and were NAKed so as to start over where the configuration now says
+	NoAnswer      int  `json:"no-answer"`     // every retransmission went unanswered
+	NoKey         int  `json:"no-key"`        // never sent option 145, and the subnet sends no unsigned FORCERENEW
+	Skipped       int  `json:"skipped"`       // the lease ended (released, expired, replaced) before it was forced
+	Remaining     int  `json:"remaining"`     // not yet finished either way
+	Done          bool `json:"done"`
+	Stopped       bool `json:"stopped,omitempty"` // ended by forcerenew-stop before every client was tried
 	// NotForced lists the clients that could not be forced (no key, no
 	// answer); their leases move at their next renewal.
 	NotForced []UnforcedClient `json:"not-forced"`
