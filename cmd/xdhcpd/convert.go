@@ -44,6 +44,13 @@ func subnetsFrom(c *config.Config) []*slowpath.Subnet {
 		}
 		for _, p := range cs.Pools {
 			s.Pools = append(s.Pools, [2]netip.Addr{p.Start, p.End})
+			if p.Drain {
+				s.Drain = append(s.Drain, [2]netip.Addr{p.Start, p.End})
+			}
+		}
+		s.ForceRenew = slowpath.ForceRenewSettings{
+			AllowUnauthenticated: cs.ForceRenew.AllowUnauthenticated,
+			RetransmitStart:      cs.ForceRenew.RetransmitStart, RetransmitCount: cs.ForceRenew.RetransmitCount,
 		}
 		for _, r := range cs.Reservations {
 			key := lease.ClientKey(r.ClientID, 1, r.HWAddr)

@@ -104,6 +104,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintln(stderr, "warning: "+w)
+		}
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return 0
 	case "detach":

@@ -61,6 +61,9 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	level := new(slog.LevelVar)
 	level.Set(logLevel(cfg))
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration: " + w)
+	}
 
 	if err := os.MkdirAll(cfg.Server.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
@@ -310,6 +313,9 @@ func (d *daemon) reload() error {
 	cfg, err := config.Load(d.path)
 	if err != nil {
 		return err
+	}
+	for _, w := range cfg.Warnings() {
+		d.log.Warn("configuration: " + w)
 	}
 	ifs, err := resolveInterfaces(cfg.Server.Interfaces)
 	if err != nil {

@@ -59,7 +59,8 @@ type rawLeasequery struct {
 
 type rawSubnet struct {
 	Subnet       string           `yaml:"subnet"`
-	Pools        []string         `yaml:"pools"`
+	Pools        []rawPool        `yaml:"pools"`
+	ForceRenew   rawForceRenew    `yaml:"forcerenew"`
 	LeaseTime    string           `yaml:"lease-time"`
 	T1           string           `yaml:"t1"`
 	T2           string           `yaml:"t2"`
@@ -67,6 +68,30 @@ type rawSubnet struct {
 	ServerID     string           `yaml:"server-id"`
 	Options      rawOptions       `yaml:"options"`
 	Reservations []rawReservation `yaml:"reservations"`
+}
+
+// rawPool is one entry of pools: "A-B" (or a prefix), or
+// {range: A-B, drain: true} for a pool being emptied for renumbering.
+type rawPool struct {
+	Range string `yaml:"range"`
+	Drain bool   `yaml:"drain"`
+}
+
+// UnmarshalYAML takes the plain string form as the range.
+func (p *rawPool) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		p.Range = n.Value
+		return nil
+	}
+	type plain rawPool // without this method
+	return n.Decode((*plain)(p))
+}
+
+// rawForceRenew is a subnet's forcerenew: section.
+type rawForceRenew struct {
+	AllowUnauthenticated bool   `yaml:"allow-unauthenticated"`
+	RetransmitStart      string `yaml:"retransmit-start"`
+	RetransmitCount      *int   `yaml:"retransmit-count"`
 }
 
 type rawOptions struct {
@@ -330,12 +355,21 @@ func (v *validator) subnet(path string, r *rawSubnet) Subnet {
 	if r.ServerID != "" {
 		s.ServerID = v.addr(path+".server-id", r.ServerID)
 	}
-	for i, ps := range r.Pools {
+	for i, rp := range r.Pools {
 		pp := fmt.Sprintf("%s.pools[%d]", path, i)
+		ps := rp.Range
+		if _, ok := v.lines[pp+".range"]; ok {
+			pp += ".range"
+		}
+		if ps == "" {
+			v.add(pp, "a pool needs a range (A-B or a prefix)")
+			continue
+		}
 		pool, ok := v.pool(pp, ps)
 		if !ok {
 			continue
 		}
+		pool.Drain = rp.Drain
 		if s.Prefix.IsValid() {
 			switch {
 			case !s.Prefix.Contains(pool.Start) || !s.Prefix.Contains(pool.End):
@@ -348,9 +382,29 @@ func (v *validator) subnet(path string, r *rawSubnet) Subnet {
 		}
 		s.Pools = append(s.Pools, pool)
 	}
+	s.ForceRenew = v.forceRenew(path+".forcerenew", &r.ForceRenew)
 	s.Options = v.options(path+".options", &r.Options, s.Prefix)
 	s.Reservations = v.reservations(path+".reservations", r.Reservations, s.Prefix, s.ServerID)
 	return s
+}
+
+// forceRenew checks a subnet's forcerenew: section and applies the
+// defaults (2 s doubling, 8 tries).
+func (v *validator) forceRenew(path string, r *rawForceRenew) ForceRenew {
+	f := ForceRenew{AllowUnauthenticated: r.AllowUnauthenticated, RetransmitCount: 8}
+	f.RetransmitStart = v.duration(path+".retransmit-start", r.RetransmitStart, 2*time.Second)
+	if f.RetransmitStart <= 0 || f.RetransmitStart > time.Hour {
+		v.add(path+".retransmit-start", "%v is outside 1ns..1h", f.RetransmitStart)
+	}
+	if r.RetransmitCount != nil {
+		if f.RetransmitCount = *r.RetransmitCount; f.RetransmitCount < 1 || f.RetransmitCount > 16 {
+			v.add(path+".retransmit-count", "%d is outside 1..16", f.RetransmitCount)
+		}
+	}
+	if f.AllowUnauthenticated {
+		v.warn(path+".allow-unauthenticated", "FORCERENEW without authentication: anyone on the path can forge one (RFC 3203 requires authentication); dhcpcd ignores unsigned ones by default")
+	}
+	return f
 }
 
 // sharedRelays refuses a relay address listed under two subnets: requests
@@ -380,7 +434,7 @@ func (v *validator) pool(path, s string) (Pool, bool) {
 		if p.Bits() < 31 { // leave out network and broadcast
 			start, end = start.Next(), end.Prev()
 		}
-		return Pool{start, end}, true
+		return Pool{Start: start, End: end}, true
 	}
 	a, b, ok := strings.Cut(s, "-")
 	if !ok {
@@ -395,7 +449,7 @@ func (v *validator) pool(path, s string) (Pool, bool) {
 		v.add(path, "range %s ends before it starts", s)
 		return Pool{}, false
 	}
-	return Pool{start, end}, true
+	return Pool{Start: start, End: end}, true
 }
 
 // overlaps refuses overlapping subnets and overlapping pools, sorting once

@@ -35,6 +35,7 @@ import (
 type Config struct {
 	File       string         `reload:"-"` // the file's name, for messages
 	lines      map[string]int `reload:"-"` // field path → line, for CheckInterfaces
+	warnings   []string       `reload:"-"` // accepted but worth saying (Warnings)
 	Server     Server         `yaml:"server"`
 	Fastpath   Fastpath       `yaml:"fastpath"`
 	Leasequery Leasequery     `yaml:"leasequery"`
@@ -99,14 +100,32 @@ type Subnet struct {
 	T2           time.Duration `yaml:"t2" reload:"live"`
 	Relays       []netip.Addr  `yaml:"relays" reload:"live"`
 	ServerID     netip.Addr    `yaml:"server-id" reload:"live"` // invalid when not set
-	Options      []Option      `yaml:"options"`                 // wire-ready, in the contract order
+	ForceRenew   ForceRenew    `yaml:"forcerenew"`
+	Options      []Option      `yaml:"options"` // wire-ready, in the contract order
 	Reservations []Reservation `yaml:"reservations"`
 }
 
-// Pool is an inclusive address range (one entry of pools, "A-B" or a
-// prefix in the file, hence no keys of its own).
+// Pool is an inclusive address range (one entry of pools: "A-B" or a
+// prefix in the file, or {range: A-B, drain: true}).
 type Pool struct {
 	Start, End netip.Addr `reload:"live"`
+	// Drain: the pool is being emptied for renumbering. It makes no new
+	// grants; the leases in it renew until FORCERENEW moves them.
+	Drain bool `yaml:"drain" reload:"live"`
+}
+
+// ForceRenew is a subnet's forcerenew: section (issue 16).
+type ForceRenew struct {
+	// AllowUnauthenticated sends FORCERENEW, unsigned, to clients that
+	// hold no key (never sent option 145). Off by default; a warning at
+	// load when on.
+	AllowUnauthenticated bool `yaml:"allow-unauthenticated" reload:"live"`
+	// RetransmitStart is the wait after the first FORCERENEW, doubled
+	// after each (default 2s).
+	RetransmitStart time.Duration `yaml:"retransmit-start" reload:"live"`
+	// RetransmitCount is how many FORCERENEWs a client gets before it is
+	// given up on (default 8).
+	RetransmitCount int `yaml:"retransmit-count" reload:"live"`
 }
 
 // Contains reports whether a is in the pool.
@@ -211,8 +230,14 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	c.File = name
 	c.lines = v.lines
+	c.warnings = v.warnings
 	return c, nil
 }
+
+// Warnings lists what the file sets that is valid but risky (such as
+// FORCERENEW without authentication), each as FILE:LINE: field: reason;
+// the daemon logs them at load.
+func (c *Config) Warnings() []string { return slices.Clone(c.warnings) }
 
 // CheckInterfaces reports every server.interfaces entry that lookup
 // cannot find (net.InterfaceByName for xdhcpd), as problems of the file at
@@ -295,6 +320,15 @@ type validator struct {
 	file     string
 	lines    map[string]int // field path → line
 	problems []Problem
+	warnings []string
+}
+
+// warn records a warning at a field path (see add).
+func (v *validator) warn(path, format string, args ...any) {
+	n := len(v.problems)
+	v.add(path, format, args...)
+	v.warnings = append(v.warnings, v.problems[n].String())
+	v.problems = v.problems[:n]
 }
 
 func (v *validator) err() error {
