@@ -832,11 +832,12 @@ func nonceCapable(p *dhcpwire.Packet) bool {
 // pending FORCERENEW: one from the lease's client, for the leased address
 // (ciaddr, or option 50 for INIT-REBOOT and SELECTING). It ends the
 // pending state and returns the change turning the serve bit back on;
-// nak is true when the client is to be moved (a REQUEST in a Move
-// campaign), which the caller answers with a NAK instead of handling it.
-func (s *Server) forceRenewAnswerLocked(r *req, mt uint8) (serveOn *lease.Lease, nak bool) {
+// move is the leased address when the client is to be moved (a REQUEST
+// in a Move campaign), which the caller answers with a NAK (moveLocked)
+// instead of handling it.
+func (s *Server) forceRenewAnswerLocked(r *req, mt uint8) (serveOn *lease.Lease, move netip.Addr) {
 	if len(s.frPending) == 0 {
-		return nil, false
+		return nil, netip.Addr{}
 	}
 	ip := r.p.CIAddr
 	if s.frPending[ip] == nil {
@@ -846,9 +847,23 @@ func (s *Server) forceRenewAnswerLocked(r *req, mt uint8) (serveOn *lease.Lease,
 	}
 	p := s.frPending[ip]
 	if p == nil || p.tries == 0 || p.key != r.key {
-		return nil, false
+		return nil, netip.Addr{}
 	}
-	move := p.move && mt == dhcpwire.Request
-	l, _ := s.answeredLocked(ip, move, r.now)
+	moving := p.move && mt == dhcpwire.Request
+	l, _ := s.answeredLocked(ip, moving, r.now)
+	if moving {
+		move = ip
+	}
 	return l, move
+}
+
+// moveLocked ends the binding of a client NAKed to move, as a RELEASE
+// would, and returns the change to commit (it withdraws the fast-path
+// entry). The client's DISCOVER may get the same address back if nothing
+// in the configuration moved it (a draining pool, a reservation).
+func (s *Server) moveLocked(r *req, ip netip.Addr) *lease.Lease {
+	return s.changeLocked(ip, causeRelease, r.now, func(l *lease.Lease) {
+		l.State = lease.Released
+		l.Expiry, l.CLTT = r.now, r.now
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
@@ -452,6 +453,9 @@ func TestForceRenewMoveOutOfDrainingPool(t *testing.T) {
 	if len(res) != 1 || res[0].MessageType() != dhcpv4.MessageTypeNak {
 		t.Fatalf("the forced client's REQUEST in a move: %v, want a NAK", res)
 	}
+	if l := r.store.leases[ip]; l.State != lease.Released {
+		t.Fatalf("old binding %v on disk after the move's NAK, want released", l.State)
+	}
 	moved := r.dora(mac(1), cap145)
 	nip, _ := netip.AddrFromSlice(moved.YourIPAddr.To4())
 	if nip.Less(newPool[0]) || newPool[1].Less(nip) {
@@ -584,4 +588,44 @@ func (s *Server) byHWFirst(hw []byte) netip.Addr {
 		}
 	}
 	return netip.Addr{}
+}
+
+// TestForceRenewMetrics: the FORCERENEW counters and the campaign gauge
+// are registered under their names, and the gauge counts what is left.
+func TestForceRenewMetrics(t *testing.T) {
+	r := newFRRig(t, nil, nil)
+	r.dora(mac(1), cap145)
+	r.dora(mac(2), cap145)
+	reg := prometheus.NewRegistry()
+	if err := r.srv.m.Register(reg, r.srv); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.srv.StartForceRenew(Selector{Subnet: netip.MustParsePrefix("10.77.0.0/24")}, CampaignOptions{Rate: 1}); err != nil {
+		t.Fatal(err)
+	}
+	r.srv.forceRenewTick(r.now)
+	r.forceRenews(t)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.GetCounter() != nil:
+				got[mf.GetName()] += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				got[mf.GetName()] += m.GetGauge().GetValue()
+			}
+		}
+	}
+	for name, want := range map[string]float64{
+		"xdhcp_forcerenew_sent_total": 1, "xdhcp_forcerenew_answered_total": 0, "xdhcp_forcerenew_gave_up_total": 0,
+		"xdhcp_forcerenew_campaign_remaining": 2,
+	} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("%s = %v (registered %v), want %v", name, v, ok, want)
+		}
+	}
 }

@@ -91,13 +91,17 @@ func (s *Server) Handle(in Incoming) {
 	var changed *lease.Lease // a copy, from changeLocked
 	var why cause
 	var serveOn *lease.Lease // a FORCERENEW answered: the serve bit back on
-	nak := false
+	var move netip.Addr      // a FORCERENEW answered by a client to move
 	if mt == dhcpwire.Request || mt == dhcpwire.Inform {
-		serveOn, nak = s.forceRenewAnswerLocked(r, mt)
+		serveOn, move = s.forceRenewAnswerLocked(r, mt)
 	}
 	switch {
-	case nak:
+	case move.IsValid():
+		// The client is told its address is no longer valid and the
+		// binding ends here (its fast-path entry is withdrawn with it):
+		// its DISCOVER gets what the configuration gives it now.
 		out = s.nakLocked(r, "moved: start over with DHCPDISCOVER")
+		changed, why, serveOn = s.moveLocked(r, move), causeRelease, nil
 	case mt == dhcpwire.Discover:
 		out = s.discoverLocked(r)
 	case mt == dhcpwire.Request:
