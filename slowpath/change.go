@@ -65,10 +65,14 @@ func (s *Server) horizonLocked(ip netip.Addr, now time.Time) (time.Time, bool) {
 // serveLocked decides a lease's serve bit, the fast path's permission to
 // answer its renewals alone: always, unless a FORCERENEW is pending for it
 // (the slow path must see the REQUEST that answers it: to stop
-// retransmitting, and to NAK it for a move) or the partner says otherwise.
+// retransmitting, and to NAK it for a move), its client is to be moved at
+// its next renewal, or the partner says otherwise.
 func (s *Server) serveLocked(l *lease.Lease) bool {
 	if s.frPending[l.IP] != nil {
 		return false
+	}
+	if m := s.moveNext[l.IP]; m != nil && m.key == l.ClientKey() {
+		return false // to be NAKed at its next renewal: a Move campaign could not force it
 	}
 	return s.partner == nil || s.partner.Serve(l)
 }

@@ -176,10 +176,14 @@ type CampaignStatus struct {
 	NoKey int `json:"no-key"`
 	// Skipped leases ended (released, expired, replaced) before the
 	// client could be forced.
-	Skipped   int  `json:"skipped"`
-	Remaining int  `json:"remaining"`
-	Done      bool `json:"done"`
-	Stopped   bool `json:"stopped,omitempty"`
+	Skipped int `json:"skipped"`
+	// MovedAtRenewal counts clients of a Move campaign that could not be
+	// forced (NoKey, NoAnswer) and were NAKed at their own next renewal,
+	// which the fast path leaves to the slow path for them.
+	MovedAtRenewal int  `json:"moved-at-renewal"`
+	Remaining      int  `json:"remaining"`
+	Done           bool `json:"done"`
+	Stopped        bool `json:"stopped,omitempty"`
 	// NoKeyClients and NoAnswerClients could not be forced: their leases
 	// move only at their next renewal.
 	NoKeyClients    []Client `json:"no-key-clients,omitempty"`
@@ -200,8 +204,12 @@ type CampaignStore interface {
 // progress, as PutCampaign wrote them.
 type CampaignRecord = store.CampaignRecord
 
-// outcome is a target's progress, the first byte of its stored value.
+// outcome is a target's progress, the first byte of its stored value
+// (with movedLater set once a client of a Move campaign that could not be
+// forced has been moved at its own renewal).
 type outcome uint8
+
+const movedLater = 0x80
 
 const (
 	outTodo outcome = iota // not finished (also while pending: a restart sends again)
@@ -222,6 +230,7 @@ type campaignMeta struct {
 
 type target struct {
 	out    outcome
+	later  bool // moved at its own renewal (movedLater)
 	hwType uint8
 	hw     net.HardwareAddr
 	sent   bool
@@ -236,6 +245,7 @@ type campaign struct {
 	next  int          // index into todo
 	sent  int
 	tx    int
+	later int
 	count [outSkipped + 1]int
 	// inflight counts targets pending for this campaign.
 	inflight int
@@ -259,7 +269,7 @@ func (c *campaign) status() CampaignStatus {
 		ID: c.id, Selector: c.meta.Selector, Options: c.meta.Options, Started: c.meta.Started,
 		Total: len(c.all), Sent: c.sent, Transmissions: c.tx,
 		Renewed: c.count[outRenewed], Moved: c.count[outMoved], NoAnswer: c.count[outNoAnswer],
-		NoKey: c.count[outNoKey], Skipped: c.count[outSkipped], Remaining: c.remaining(),
+		NoKey: c.count[outNoKey], Skipped: c.count[outSkipped], Remaining: c.remaining(), MovedAtRenewal: c.later,
 		Done: c.done(), Stopped: c.meta.Stopped,
 		NoKeyClients: slices.Clone(c.noKey), NoAnswerClients: slices.Clone(c.noReply),
 	}
@@ -283,7 +293,11 @@ func (c *campaign) finish(ip netip.Addr, o outcome) {
 }
 
 func (t *target) encode() []byte {
-	return append([]byte{byte(t.out), t.hwType}, t.hw...)
+	o := byte(t.out)
+	if t.later {
+		o |= movedLater
+	}
+	return append([]byte{o, t.hwType}, t.hw...)
 }
 
 // frPending is a client sent (or about to be sent) FORCERENEW; guarded by
@@ -295,6 +309,26 @@ type frPending struct {
 	tries     int    // FORCERENEWs sent
 	first     time.Time
 	next      time.Time // next retransmission, or giving up after the last
+}
+
+// moveMark is a client a Move campaign could not force (no key, no
+// answer): its next REQUEST for the address is NAKed as if it had been
+// forced, and until then the fast path leaves its renewals to the slow
+// path (serveLocked). Guarded by Server.mu.
+type moveMark struct {
+	c   *campaign
+	key string // the lease's client key when marked
+}
+
+// markMoveLocked marks ip's client to move at its next renewal when c is
+// a Move campaign.
+func (s *Server) markMoveLocked(c *campaign, ip netip.Addr) {
+	if !c.meta.Options.Move {
+		return
+	}
+	if l := s.leases[ip]; l != nil && l.State == lease.Active {
+		s.moveNext[ip] = &moveMark{c: c, key: l.ClientKey()}
+	}
 }
 
 // frMsg is what one FORCERENEW is built from, copied under the lock.
@@ -405,6 +439,14 @@ func (s *Server) StopCampaign(id string) error {
 	if !c.meta.Stopped {
 		c.meta.Stopped, c.metaDirty = true, true
 		now := s.now()
+		for ip, m := range s.moveNext {
+			if m.c == c {
+				delete(s.moveNext, ip)
+				if l := s.leases[ip]; s.fast != nil && l != nil && l.State == lease.Active {
+					republish = append(republish, s.changeLocked(ip, causeForceRenew, now, func(*lease.Lease) {}))
+				}
+			}
+		}
 		for ip, p := range s.frPending {
 			if i := slices.Index(p.campaigns, c); i >= 0 {
 				p.campaigns = slices.Delete(p.campaigns, i, i+1)
@@ -452,15 +494,26 @@ func (s *Server) loadCampaignsLocked() error {
 			return fmt.Errorf("forcerenew campaign %q: %w", r.ID, err)
 		}
 		for ip, v := range r.Targets {
-			if len(v) < 2 || outcome(v[0]) > outSkipped {
+			if len(v) < 2 || outcome(v[0]&^movedLater) > outSkipped {
 				return fmt.Errorf("forcerenew campaign %q: target %s: bad record %x", r.ID, ip, v)
 			}
 			t := &target{hwType: v[1], hw: net.HardwareAddr(slices.Clone(v[2:]))}
 			c.all[ip] = t
-			if o := outcome(v[0]); o != outTodo {
-				c.finish(ip, o)
-			} else {
+			switch o := outcome(v[0] &^ movedLater); {
+			case o == outTodo:
 				c.todo = append(c.todo, ip)
+			default:
+				c.finish(ip, o)
+				if v[0]&movedLater != 0 {
+					t.later = true
+					c.later++
+				} else if c.meta.Options.Move && !c.meta.Stopped && (o == outNoKey || o == outNoAnswer) {
+					// Still to move at its next renewal, if it still
+					// holds the address.
+					if l := s.leases[ip]; l != nil && l.State == lease.Active && bytes.Equal(l.HWAddr, t.hw) {
+						s.moveNext[ip] = &moveMark{c: c, key: l.ClientKey()}
+					}
+				}
 			}
 		}
 		clear(c.dirty)
@@ -552,7 +605,7 @@ func (s *Server) forceRenewTick(now time.Time) {
 		for ; n > 0; n-- {
 			ip := c.todo[c.next]
 			c.next++
-			l, wait := s.forceLocked(c, ip, now)
+			l, wait := s.forceLocked(c, ip, now, &on)
 			switch {
 			case l != nil:
 				off = append(off, l)
@@ -581,6 +634,7 @@ func (s *Server) forceRenewTick(now time.Time) {
 			s.m.ForceRenewGaveUp.Inc()
 			for _, c := range p.campaigns {
 				c.finish(ip, outNoAnswer)
+				s.markMoveLocked(c, ip) // before the republish: Serve stays false
 			}
 			s.logLimited(slog.LevelInfo, "forcerenew_gave_up", "no answer to FORCERENEW", "ip", ip, "client", hwAddr(l.HWAddr), "tries", p.tries)
 			if l := s.endPendingLocked(ip, now); l != nil {
@@ -623,7 +677,11 @@ const frBatch = 8192
 // the lease's serve bit off (to commit before the first FORCERENEW) when
 // there is a fast path, or wait true when there is none and the
 // FORCERENEW can go at once; neither when the client cannot be forced.
-func (s *Server) forceLocked(c *campaign, ip netip.Addr, now time.Time) (*lease.Lease, bool) {
+//
+// A client of a Move campaign that has no key is marked to move at its
+// next renewal instead (markMoveLocked); the change turning its serve bit
+// off is added to serveOff.
+func (s *Server) forceLocked(c *campaign, ip netip.Addr, now time.Time, serveOff *[]*lease.Lease) (*lease.Lease, bool) {
 	l := s.leases[ip]
 	t := c.all[ip]
 	if l == nil || l.State != lease.Active || !bytes.Equal(l.HWAddr, t.hw) {
@@ -634,6 +692,12 @@ func (s *Server) forceLocked(c *campaign, ip netip.Addr, now time.Time) (*lease.
 		if !s.forceRenewSettingsLocked(ip).AllowUnauthenticated {
 			s.m.ForceRenewNoKey.Inc()
 			c.finish(ip, outNoKey)
+			if c.meta.Options.Move && s.frPending[ip] == nil {
+				s.markMoveLocked(c, ip)
+				if s.fast != nil {
+					*serveOff = append(*serveOff, s.changeLocked(ip, causeForceRenew, now, func(*lease.Lease) {}))
+				}
+			}
 			return nil, false
 		}
 	}
@@ -836,14 +900,24 @@ func nonceCapable(p *dhcpwire.Packet) bool {
 // in a Move campaign), which the caller answers with a NAK (moveLocked)
 // instead of handling it.
 func (s *Server) forceRenewAnswerLocked(r *req, mt uint8) (serveOn *lease.Lease, move netip.Addr) {
-	if len(s.frPending) == 0 {
+	if len(s.frPending) == 0 && len(s.moveNext) == 0 {
 		return nil, netip.Addr{}
 	}
 	ip := r.p.CIAddr
-	if s.frPending[ip] == nil {
+	if s.frPending[ip] == nil && s.moveNext[ip] == nil {
 		if want, ok := r.p.AddrOption(dhcpwire.OptRequestedIP); ok {
 			ip = want
 		}
+	}
+	if m := s.moveNext[ip]; m != nil && mt == dhcpwire.Request && m.key == r.key && s.frPending[ip] == nil {
+		// A client a Move campaign could not force, renewing: moved now.
+		delete(s.moveNext, ip)
+		if t := m.c.all[ip]; t != nil && !t.later {
+			t.later = true
+			m.c.later++
+			m.c.dirty[ip] = true
+		}
+		return nil, ip
 	}
 	p := s.frPending[ip]
 	if p == nil || p.tries == 0 || p.key != r.key {

@@ -698,3 +698,74 @@ func BenchmarkBuildForceRenew(b *testing.B) {
 		}
 	}
 }
+
+// TestForceRenewMoveAtNextRenewal: clients a Move campaign cannot force
+// (no key; no answer) are listed, their fast-path entries stop answering,
+// and their own next renewal is NAKed (the binding ends) — also after a
+// restart; a client that is not marked still renews.
+func TestForceRenewMoveAtNextRenewal(t *testing.T) {
+	db, err := store.Open(filepath.Join(t.TempDir(), "leases.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r := newFRRig(t, db, func(s *Subnet) { s.ForceRenew = ForceRenewSettings{RetransmitStart: time.Second, RetransmitCount: 1} })
+	fp := &mapFast{entries: map[netip.Addr]FastLease{}, granted: map[netip.Addr]time.Time{}}
+	attach := func() {
+		r.srv.fast = fp
+		r.srv.set.HorizonAhead = 4 * time.Hour
+	}
+	attach()
+	noKey := r.dora(mac(1))          // udhcpc-like: no 145
+	silent := r.dora(mac(2), cap145) // keyed, but will not answer
+	ipK, _ := netip.AddrFromSlice(noKey.YourIPAddr.To4())
+	ipS, _ := netip.AddrFromSlice(silent.YourIPAddr.To4())
+	id, err := r.srv.StartForceRenew(Selector{Subnet: netip.MustParsePrefix("10.77.0.0/24")}, CampaignOptions{Move: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 30 {
+		r.now = r.now.Add(100 * time.Millisecond)
+		r.srv.forceRenewTick(r.now)
+	}
+	if got := r.forceRenews(t); len(got) != 1 {
+		t.Fatalf("%d FORCERENEWs, want 1 (to the keyed client, once)", len(got))
+	}
+	st, _ := r.srv.Campaign(id)
+	if st.NoKey != 1 || st.NoAnswer != 1 || !st.Done || st.MovedAtRenewal != 0 {
+		t.Fatalf("status %+v", st)
+	}
+	if fp.entries[ipK].Serve || fp.entries[ipS].Serve {
+		t.Fatal("the fast path still answers the renewals of clients to move")
+	}
+	// The no-key client renews: NAKed, its binding ends.
+	res := r.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(noKey.YourIPAddr)), srvAddr)
+	if len(res) != 1 || res[0].MessageType() != dhcpv4.MessageTypeNak || r.store.leases[ipK].State != lease.Released {
+		t.Fatalf("no-key client's renewal: %v, lease %v", res, r.store.leases[ipK].State)
+	}
+	if err := r.srv.persistCampaigns(); err != nil {
+		t.Fatal(err)
+	}
+	// Restart: the silent client is still to move.
+	r.srv = r.build()
+	attach()
+	r.srv.PublishAll()
+	if fp.entries[ipS].Serve {
+		t.Fatal("after a restart the fast path answers a client still to move")
+	}
+	if st, _ := r.srv.Campaign(id); st.MovedAtRenewal != 1 {
+		t.Fatalf("after a restart: %+v", st)
+	}
+	res = r.send(msg(t, dhcpv4.MessageTypeRequest, mac(2), cap145, dhcpv4.WithClientIP(silent.YourIPAddr)), srvAddr)
+	if len(res) != 1 || res[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("silent client's renewal after the restart: %v", res)
+	}
+	if st, _ := r.srv.Campaign(id); st.MovedAtRenewal != 2 || st.NoKey != 1 || st.NoAnswer != 1 {
+		t.Fatalf("final status %+v", st)
+	}
+	// A client the campaign did not cover renews as before.
+	other := r.dora(mac(3))
+	if res := r.send(msg(t, dhcpv4.MessageTypeRequest, mac(3), dhcpv4.WithClientIP(other.YourIPAddr)), srvAddr); len(res) != 1 || res[0].MessageType() != dhcpv4.MessageTypeAck {
+		t.Fatalf("unmarked client's renewal: %v", res)
+	}
+}

@@ -123,6 +123,7 @@ type Server struct {
 	ctr           *auth.Counter
 	camps         CampaignStore
 	frPending     map[netip.Addr]*frPending
+	moveNext      map[netip.Addr]*moveMark
 	campaigns     map[string]*campaign
 	campaignOrder []string
 	frWake        chan struct{}
@@ -175,7 +176,7 @@ func New(c Config) (*Server, error) {
 		offerCount: map[string]int{}, offerFIFO: map[string][]offerRef{},
 		logLimit: newLogLimiter(time.Second),
 		ctr:      c.Counter, camps: c.Campaigns,
-		frPending: map[netip.Addr]*frPending{}, campaigns: map[string]*campaign{}, frWake: make(chan struct{}, 1),
+		frPending: map[netip.Addr]*frPending{}, moveNext: map[netip.Addr]*moveMark{}, campaigns: map[string]*campaign{}, frWake: make(chan struct{}, 1),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
