@@ -22,6 +22,7 @@ import (
 	"github.com/xdhcp/xdhcp/internal/testenv"
 	"github.com/xdhcp/xdhcp/loader"
 	"github.com/xdhcp/xdhcp/slowpath"
+	"github.com/xdhcp/xdhcp/slowpath/auth"
 	"github.com/xdhcp/xdhcp/slowpath/pktio"
 	"github.com/xdhcp/xdhcp/slowpath/store"
 )
@@ -130,8 +131,15 @@ func TestDifferentialFastAndSlowReplies(t *testing.T) {
 	maps.SetInterface(1, serverMAC)
 
 	out := &capture{ch: make(chan struct{}, 1)}
+	// FORCERENEW keys on, as xdhcpd has them: the clients below send 145
+	// (as dhcpcd does), so their SELECTING ACK carries a key, and their
+	// renewal ACKs, which never do, must still agree byte for byte.
+	ctr, err := auth.NewCounter(st.ReplayFloor(), auth.CounterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := slowpath.New(slowpath.Config{
-		Store: st, Sender: out, FastPath: fastAdapter{maps},
+		Store: st, Sender: out, FastPath: fastAdapter{maps}, Counter: ctr,
 		Settings: settingsFrom(cfg), Subnets: subnetsFrom(cfg),
 		Ifaces: []slowpath.Interface{{Index: 1, Name: "lo", Addrs: []netip.Prefix{netip.MustParsePrefix("10.77.0.1/24")}}},
 	})
@@ -159,6 +167,7 @@ func TestDifferentialFastAndSlowReplies(t *testing.T) {
 				base := []dhcpv4.Modifier{
 					dhcpv4.WithHwAddr(tc.mac),
 					dhcpv4.WithOption(dhcpv4.OptClientIdentifier(cid)),
+					dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(145), []byte{1}),
 					dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
 						dhcpv4.OptionDomainName, dhcpv4.OptionDNSDomainSearchList, dhcpv4.OptionNTPServers, dhcpv4.OptionClasslessStaticRoute),
 				}
@@ -192,6 +201,9 @@ func TestDifferentialFastAndSlowReplies(t *testing.T) {
 			ack, err := dhcpv4.FromBytes(out.next(t).Payload)
 			if err != nil || ack.MessageType() != dhcpv4.MessageTypeAck {
 				t.Fatalf("ack: %v %v", err, ack)
+			}
+			if len(ack.Options.Get(dhcpv4.GenericOptionCode(90))) != auth.NonceDataLen {
+				t.Fatalf("the SELECTING ACK to a client that sent 145 carries no FORCERENEW key: %v", ack.Summary())
 			}
 			ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
 			if _, ok := maps.Granted(ip); !ok {
