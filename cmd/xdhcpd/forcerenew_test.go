@@ -296,6 +296,10 @@ func TestForceRenewDhcpcd(t *testing.T) {
 	t.Run("move out of a draining pool", func(t *testing.T) {
 		l.writeConfig(frConfig(l.dir, "{range: "+frOldPool+", drain: true}, "+frNewPool, ""))
 		l.ctlReload()
+		const draining = `xdhcp_pool_addresses{state="draining",subnet="10.77.0.0/24"}`
+		if n := l.metric(draining); n != 1 {
+			t.Fatalf("%s = %v after the reload, want 1 (dhcpcd's lease)", draining, n)
+		}
 		moved := d.forced()
 		t1 := time.Now()
 		ci, code := l.forceRenew(30*time.Second, "--pool", frOldPool, "--move", "--wait")
@@ -335,6 +339,9 @@ func TestForceRenewDhcpcd(t *testing.T) {
 		d.waitLog("leased "+li2.IP, 1, 10*time.Second)
 		if got := l.sh(d.ns, "ip -4 -br addr show dev "+d.ifname); !strings.Contains(got, li2.IP+"/24") || strings.Contains(got, li.IP+"/") {
 			t.Fatalf("dhcpcd configured %q, want %s only", got, li2.IP)
+		}
+		if n := l.metric(draining); n != 0 {
+			t.Fatalf("%s = %v after the move, want 0", draining, n)
 		}
 		for _, o := range l.leases() {
 			if inPool(o.IP) && o.State == "active" {
