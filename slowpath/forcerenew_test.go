@@ -769,3 +769,39 @@ func TestForceRenewMoveAtNextRenewal(t *testing.T) {
 		t.Fatalf("unmarked client's renewal: %v", res)
 	}
 }
+
+// failFloor is a floor whose disk fails: the counter hands out nothing.
+type failFloor struct{}
+
+func (failFloor) Load() (uint64, error) { return 0, nil }
+func (failFloor) Store(uint64) error    { return errors.New("disk on fire") }
+
+// TestNoKeyNoAck: when no replay value can be made durable, a client that
+// was offered 145 gets no ACK (not one without the key it was promised)
+// and no binding; a client without 145 is served as before.
+func TestNoKeyNoAck(t *testing.T) {
+	r := newFRRig(t, nil, nil)
+	ctr, err := auth.NewCounter(failFloor{}, auth.CounterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.srv.ctr = ctr
+	off := r.send(msg(t, dhcpv4.MessageTypeDiscover, mac(1), cap145), bcast)
+	acks := r.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), cap145,
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(off[0].YourIPAddr)),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(off[0].ServerIdentifier()))), bcast)
+	ip, _ := netip.AddrFromSlice(off[0].YourIPAddr.To4())
+	if len(acks) != 0 || r.store.leases[ip] != nil {
+		t.Fatalf("ACK %v / binding %+v without a durable replay value", acks, r.store.leases[ip])
+	}
+	if got := testutil.ToFloat64(r.srv.m.Dropped.WithLabelValues("forcerenew_key")); got != 1 {
+		t.Fatalf("dropped{forcerenew_key} = %v", got)
+	}
+	r.srv.mu.Lock()
+	o, held := r.srv.offers[ip]
+	r.srv.mu.Unlock()
+	if !held || o.client != lease.ClientKey(nil, 1, mac(1)) {
+		t.Fatal("the failed ACK lost the client's offer (its address would be held by nothing)")
+	}
+	r.dora(mac(2))
+}

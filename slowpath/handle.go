@@ -439,12 +439,6 @@ func (s *Server) bindOrNakLocked(r *req, ip netip.Addr, why string) ([]Outgoing,
 // bindLocked makes ip an active lease of the client and prepares the ACK.
 func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 	p, now := r.p, r.now
-	if _, ok := s.offers[ip]; ok {
-		// Held for this client, for another whose offer lapsed, or for
-		// another that a SELECTING request took it from.
-		s.removeOfferLocked(ip)
-	}
-	lt := grantTimes(r.sub, r.sub.LeaseTime)[0]
 	var key []byte
 	if r.keyAck && s.ctr != nil && nonceCapable(p) {
 		// A fresh key for the binding in this ACK (RFC 6704), stored with
@@ -457,7 +451,8 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 			replay, err = s.ctr.Next()
 		}
 		if err != nil {
-			// The OFFER promised a key: no ACK rather than one without.
+			// The OFFER promised a key: no ACK rather than one without;
+			// nothing has changed yet (the offer still holds the address).
 			s.logLimited(slog.LevelError, "forcerenew_key", "no FORCERENEW key for an ACK; not answering", "client", hwAddr(p.CHAddr()), "err", err)
 			s.dropped("forcerenew_key", r.in, err)
 			return nil
@@ -465,6 +460,12 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 		key = k[:]
 		r.auth = auth.AppendKeyOption(nil, replay, k)
 	}
+	if _, ok := s.offers[ip]; ok {
+		// Held for this client, for another whose offer lapsed, or for
+		// another that a SELECTING request took it from.
+		s.removeOfferLocked(ip)
+	}
+	lt := grantTimes(r.sub, r.sub.LeaseTime)[0]
 	cl := s.changeLocked(ip, causeAck, now, func(l *lease.Lease) {
 		newClient := l.ClientKey() != r.key
 		if newClient {
