@@ -334,7 +334,8 @@ func (s *Server) markMoveLocked(c *campaign, ip netip.Addr) {
 // frMsg is what one FORCERENEW is built from, copied under the lock.
 type frMsg struct {
 	ip      netip.Addr
-	sid     netip.Addr
+	sid     netip.Addr // option 54
+	src     netip.Addr // the source address: sid when it is ours
 	xid     uint32
 	htype   uint8
 	chaddr  []byte
@@ -821,6 +822,13 @@ func (s *Server) sendForceRenews(ips []netip.Addr, now time.Time) {
 		if l.GIAddr.IsValid() && !l.GIAddr.IsUnspecified() {
 			m.ifindex = 0 // a relayed client is reached by routing
 		}
+		m.src = m.sid
+		if !s.isLocalLocked(m.sid) {
+			// An RFC 5107 override (the relay's address) or a configured
+			// server-id that is not ours: the kernel cannot send from
+			// it, so it picks the source; option 54 still names sid.
+			m.src = netip.Addr{}
+		}
 		m.chaddr, m.key = slices.Clone(m.chaddr), slices.Clone(m.key)
 		msgs = append(msgs, m)
 	}
@@ -832,7 +840,7 @@ func (s *Server) sendForceRenews(ips []netip.Addr, now time.Time) {
 			s.logLimited(slog.LevelError, "forcerenew_build", "building FORCERENEW", "ip", m.ip, "err", err)
 			continue
 		}
-		out = append(out, Outgoing{Payload: b, IfIndex: m.ifindex, Src: m.sid, Dst: netip.AddrPortFrom(m.ip, 68), Type: dhcpwire.ForceRenew})
+		out = append(out, Outgoing{Payload: b, IfIndex: m.ifindex, Src: m.src, Dst: netip.AddrPortFrom(m.ip, 68), Type: dhcpwire.ForceRenew})
 	}
 	if len(out) > 0 {
 		s.m.ForceRenewSent.Add(float64(len(out)))
@@ -867,6 +875,18 @@ func (s *Server) buildForceRenew(m frMsg) ([]byte, error) {
 		return nil, fmt.Errorf("FORCERENEW to %s: %w", m.ip, err)
 	}
 	return b, nil
+}
+
+// isLocalLocked reports whether a is an address of a served interface.
+func (s *Server) isLocalLocked(a netip.Addr) bool {
+	for _, i := range s.ifaces {
+		for _, p := range i.Addrs {
+			if p.Addr() == a {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // wakeForceRenew makes Run's FORCERENEW loop tick now.

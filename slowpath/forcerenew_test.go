@@ -805,3 +805,37 @@ func TestNoKeyNoAck(t *testing.T) {
 	}
 	r.dora(mac(2))
 }
+
+// TestForceRenewToRelayedClients: a relayed client is reached by routing
+// (no interface forced), from the server id; with an RFC 5107 override
+// (the relay's address, not ours) option 54 still names it but the kernel
+// picks the source address.
+func TestForceRenewToRelayedClients(t *testing.T) {
+	r := newFRRig(t, nil, nil)
+	plain := r.dora(mac(1), append(viaRelay([]byte{1, 3, 'c', 'p', 'e'}), cap145)...)
+	override := r.dora(mac(2), append(viaRelay([]byte{1, 3, 'c', 'p', 'f', 11, 4, 10, 78, 0, 1}), cap145)...)
+	if _, err := r.srv.StartForceRenew(Selector{Subnet: netip.MustParsePrefix("10.78.0.0/16")}, CampaignOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.srv.forceRenewTick(r.now)
+	got := map[netip.Addr]Outgoing{}
+	for _, o := range r.out.take() {
+		got[o.Dst.Addr()] = o
+	}
+	ipP, _ := netip.AddrFromSlice(plain.YourIPAddr.To4())
+	ipO, _ := netip.AddrFromSlice(override.YourIPAddr.To4())
+	if o := got[ipP]; o.Type != dhcpwire.ForceRenew || o.IfIndex != 0 || o.Src != srvAddr || o.Dst.Port() != 68 {
+		t.Fatalf("to the relayed client: %+v", o)
+	}
+	o := got[ipO]
+	var p dhcpwire.Packet
+	if err := p.Parse(o.Payload); err != nil {
+		t.Fatal(err)
+	}
+	if sid, _ := p.AddrOption(dhcpwire.OptServerID); o.IfIndex != 0 || o.Src.IsValid() || sid != relayAddr {
+		t.Fatalf("to the client behind an override: ifindex %d, src %v, option 54 %v", o.IfIndex, o.Src, sid)
+	}
+	if _, err := auth.Verify(o.Payload, auth.Key(r.srv.Lookup(ipO).ForceRenewKey)); err != nil {
+		t.Fatal(err)
+	}
+}
