@@ -5,13 +5,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/xdhcp/xdhcp/internal/control"
+	"github.com/xdhcp/xdhcp/internal/testenv"
 )
 
 func TestParseForceRenew(t *testing.T) {
@@ -383,6 +390,48 @@ func TestForceRenewOverControlSocket(t *testing.T) {
 		}
 		if c.code == 1 && !strings.Contains(errb.String(), `no campaign "c2"`) {
 			t.Errorf("xdhcpctl %q: stderr %q, want the daemon's reason", c.args, errb.String())
+		}
+	}
+}
+
+// TestIsTerminal: the progress bar is redrawn in place only on a
+// terminal (a pseudo-terminal here), never into a file or a pipe.
+func TestIsTerminal(t *testing.T) {
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		testenv.Skipf(t, "no pseudo-terminals here: %v", err)
+	}
+	defer m.Close()
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlocking the pty: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("pty number: %v", err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	for _, c := range []struct {
+		name string
+		w    io.Writer
+		want bool
+	}{{"pty", s, true}, {"file", f, false}, {"pipe", w, false}, {"buffer", &bytes.Buffer{}, false}} {
+		if got := isTerminal(c.w); got != c.want {
+			t.Errorf("isTerminal(%s) = %v, want %v", c.name, got, c.want)
 		}
 	}
 }
