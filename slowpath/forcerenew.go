@@ -490,14 +490,15 @@ func (s *Server) loadCampaignsLocked() error {
 		return fmt.Errorf("loading forcerenew campaigns: %w", err)
 	}
 	for _, r := range recs {
-		c := &campaign{id: r.ID, all: map[netip.Addr]*target{}, dirty: map[netip.Addr]bool{}}
-		if err := json.Unmarshal(r.Meta, &c.meta); err != nil {
-			return fmt.Errorf("forcerenew campaign %q: %w", r.ID, err)
+		c, err := checkCampaignRecord(r)
+		if err != nil {
+			// The leases are the truth and serving them matters more
+			// than one campaign: it is not resumed, and it stays on disk
+			// for a look.
+			s.log.Error("forcerenew campaign not resumed", "id", r.ID, "err", err)
+			continue
 		}
 		for ip, v := range r.Targets {
-			if len(v) < 2 || outcome(v[0]&^movedLater) > outSkipped {
-				return fmt.Errorf("forcerenew campaign %q: target %s: bad record %x", r.ID, ip, v)
-			}
 			t := &target{hwType: v[1], hw: net.HardwareAddr(slices.Clone(v[2:]))}
 			c.all[ip] = t
 			switch o := outcome(v[0] &^ movedLater); {
@@ -529,6 +530,24 @@ func (s *Server) loadCampaignsLocked() error {
 	}
 	slices.SortFunc(s.campaignOrder, func(a, b string) int { return s.campaigns[a].meta.Started.Compare(s.campaigns[b].meta.Started) })
 	return nil
+}
+
+// checkCampaignRecord decodes a stored campaign's description and checks
+// every target's record, so that a bad one changes nothing.
+func checkCampaignRecord(r CampaignRecord) (*campaign, error) {
+	c := &campaign{id: r.ID, all: map[netip.Addr]*target{}, dirty: map[netip.Addr]bool{}}
+	if err := json.Unmarshal(r.Meta, &c.meta); err != nil {
+		return nil, fmt.Errorf("forcerenew campaign %q: %w", r.ID, err)
+	}
+	if err := c.meta.Selector.check(); err != nil {
+		return nil, fmt.Errorf("forcerenew campaign %q: %w", r.ID, err)
+	}
+	for ip, v := range r.Targets {
+		if len(v) < 2 || outcome(v[0]&^movedLater) > outSkipped {
+			return nil, fmt.Errorf("forcerenew campaign %q: target %s: bad record %x", r.ID, ip, v)
+		}
+	}
+	return c, nil
 }
 
 // persistCampaigns stores the progress not yet stored. It runs without

@@ -839,3 +839,27 @@ func TestForceRenewToRelayedClients(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// recsStore is a CampaignStore holding given records.
+type recsStore []CampaignRecord
+
+func (recsStore) PutCampaign(string, []byte, map[netip.Addr][]byte) error { return nil }
+func (r recsStore) CampaignRecords() ([]CampaignRecord, error)            { return r, nil }
+
+// TestBadCampaignRecordIsSkipped: a campaign whose record does not decode
+// is not resumed, and does not stop the server from loading (the leases
+// are the truth); a good one beside it is resumed, MAC selector and all.
+func TestBadCampaignRecordIsSkipped(t *testing.T) {
+	ip := netip.MustParseAddr("10.77.0.100")
+	good := []byte(`{"selector":{"hw-address":"AgAAAAEB"},"options":{"move":true},"started":"2027-01-15T08:00:00Z"}`)
+	recs := recsStore{
+		{ID: "bad-target", Meta: good, Targets: map[netip.Addr][]byte{ip: {9, 1}}},
+		{ID: "bad-meta", Meta: []byte("{"), Targets: map[netip.Addr][]byte{ip: {0, 1}}},
+		{ID: "good", Meta: good, Targets: map[netip.Addr][]byte{ip: append([]byte{0, 1}, mac(1)...)}},
+	}
+	r := newFRRig(t, recs, nil)
+	cs := r.srv.Campaigns()
+	if len(cs) != 1 || cs[0].ID != "good" || cs[0].Selector.HWAddr.String() != mac(1).String() || !cs[0].Options.Move || cs[0].Remaining != 1 {
+		t.Fatalf("campaigns %+v", cs)
+	}
+}
