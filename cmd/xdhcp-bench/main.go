@@ -30,9 +30,10 @@ const usage = `usage:
   xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--scenarios renew-relay,...] [--out DIR]   every scenario and mode against every server
   xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
                   [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--sender sockets|xdp] [--out DIR]
-  xdhcp-bench cost [--quick] [--compare OBJ] [--runs N] [--rounds N] [--out DIR]   the XDP program's cost per renewal (BPF_PROG_TEST_RUN), as a
-                  multiple of a program that swaps MACs and returns XDP_TX, and the verifier's instruction
-                  count; --compare times another xdp_dhcp object (same map layout) in the same rounds
+  xdhcp-bench cost [--quick] [--compare OBJ] [--runs N] [--rounds N] [--out DIR]
+                  the XDP program's cost per renewal (BPF_PROG_TEST_RUN), as a multiple of a program that
+                  swaps MACs and returns XDP_TX (bpf/anchor.c), and the verifier's instruction count;
+                  --compare times another xdp_dhcp object (same map layout) in the same rounds
   xdhcp-bench referee --xdhcpd PATH [--quick] [--servers LIST]   perfdhcp's renewals (-r R -f R) against each server
   xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--sender sockets|xdp] [--out DIR]   the generator's ceiling against an XDP reflector
 Renewals go out through sockets (sendmmsg, raw frames) or, with --sender xdp, from the kernel
