@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/internal/testenv"
+	"github.com/xdhcp/xdhcp/loader"
 )
 
 // The cost harness itself: both cases must be answered with XDP_TX through
@@ -53,6 +55,35 @@ func TestXDPCostCompareRefusesOtherObjects(t *testing.T) {
 	_, err := XDPCost(context.Background(), CostOptions{Runs: 10, Compare: "../bpf/anchor_bpfel.o"})
 	if err == nil || !strings.Contains(err.Error(), "no program xdp_dhcp") {
 		t.Errorf("anchor object as --compare: %v", err)
+	}
+}
+
+// An object whose maps have another layout (an older lease entry, say)
+// is refused rather than run against entries it would misread.
+func TestLoadOnMapsRefusesAnotherLayout(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "needs root to load BPF programs")
+	}
+	objs, err := loader.LoadUnpinned(1 << 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer objs.Close()
+	spec, err := bpf.LoadXdp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, err := loadOnMaps(spec.Copy(), &objs.XdpMaps)
+	if err != nil {
+		t.Fatalf("this tree's own object: %v", err)
+	}
+	same.Close()
+	spec.Maps[bpf.XdpMapXdhcpLeases].ValueSize += 8
+	if coll, err := loadOnMaps(spec, &objs.XdpMaps); err == nil {
+		coll.Close()
+		t.Error("a lease entry 8 bytes longer was loaded on this tree's lease map")
+	} else if !strings.Contains(err.Error(), "xdhcp_leases") {
+		t.Errorf("error does not name the map: %v", err)
 	}
 }
 
