@@ -454,6 +454,9 @@ func TestForceRenewMoveOutOfDrainingPool(t *testing.T) {
 	if len(res) != 1 || res[0].MessageType() != dhcpv4.MessageTypeNak {
 		t.Fatalf("the forced client's REQUEST in a move: %v, want a NAK", res)
 	}
+	if r.lastOut.Dst != netip.AddrPortFrom(ip, 68) || r.lastOut.HWDst != nil {
+		t.Fatalf("the move's NAK to a RENEWING client went to %s (HWDst %v), want its address, port 68, as its ACK would", r.lastOut.Dst, r.lastOut.HWDst)
+	}
 	if l := r.store.leases[ip]; l.State != lease.Released {
 		t.Fatalf("old binding %v on disk after the move's NAK, want released", l.State)
 	}

@@ -101,6 +101,13 @@ func (s *Server) Handle(in Incoming) {
 		// binding ends here (its fast-path entry is withdrawn with it):
 		// its DISCOVER gets what the configuration gives it now.
 		out = s.nakLocked(r, "moved: start over with DHCPDISCOVER")
+		if ci := r.p.CIAddr; len(out) == 1 && !ci.IsUnspecified() && r.p.GIAddr.IsUnspecified() {
+			// A RENEWING or REBINDING client listens on its address
+			// (dhcpcd's socket is bound to ciaddr:68 then): a broadcast
+			// NAK (RFC 2131 §4.1) would go unheard and the client would
+			// renew on, NAKed, until T2. Sent as its ACK would be.
+			out[0].Dst, out[0].HWDst = netip.AddrPortFrom(ci, 68), nil
+		}
 		changed, why, serveOn = s.moveLocked(r, move), causeRelease, nil
 	case mt == dhcpwire.Discover:
 		out = s.discoverLocked(r)
