@@ -97,6 +97,8 @@ type Server struct {
 	now     func() time.Time
 	// logLimit keeps refused requesters from flooding the log.
 	logLimit *logLimiter
+	// subQ orders submissions to the store (see commit).
+	subQ submitQueue
 
 	mu       sync.Mutex
 	set      Settings
@@ -340,7 +342,66 @@ func (s *Server) countLocked(sn *Subnet, st lease.State, d int64) {
 // (ARCHITECTURE.md invariants 2 and 6). Then after runs with the error.
 // A batch shares one cause's fan-out. commit must be called without the
 // lock: its callback takes it.
+//
+// The copies are taken under the lock but submitted after it is released,
+// so two goroutines could submit an address's versions in the wrong order
+// (an older copy landing on disk after a newer, acknowledged one: an ACK
+// lost). commit therefore submits, one batch at a time and in the order
+// called, each address's current version, re-read under the lock at the
+// moment of submission: a later submission always carries a version at
+// least as new as an earlier one, and what an ACK waits for is at least
+// what it acknowledged (ARCHITECTURE.md invariant 3).
 func (s *Server) commit(cl []*lease.Lease, c cause, after func(error)) {
+	q := &s.subQ
+	q.mu.Lock()
+	q.jobs = append(q.jobs, commitJob{cl: cl, c: c, after: after})
+	if q.draining {
+		// The goroutine draining the queue submits it in turn (this may
+		// be a callback it runs: a store that is closed answers at once).
+		q.mu.Unlock()
+		return
+	}
+	q.draining = true
+	for len(q.jobs) > 0 {
+		j := q.jobs[0]
+		q.jobs[0] = commitJob{}
+		q.jobs = q.jobs[1:]
+		q.mu.Unlock()
+		s.submit(s.current(j.cl), j.c, j.after)
+		q.mu.Lock()
+	}
+	q.draining = false
+	q.mu.Unlock()
+}
+
+// submitQueue holds commits waiting their turn to be submitted.
+type submitQueue struct {
+	mu       sync.Mutex
+	jobs     []commitJob
+	draining bool
+}
+
+type commitJob struct {
+	cl    []*lease.Lease
+	c     cause
+	after func(error)
+}
+
+// current replaces each copy with a copy of its address's record as it is
+// now (copies of addresses no longer in the table stay as they are).
+func (s *Server) current(cl []*lease.Lease) []*lease.Lease {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, l := range cl {
+		if cur := s.leases[l.IP]; cur != nil {
+			cl[i] = cur.Clone()
+		}
+	}
+	return cl
+}
+
+// submit hands one batch to the store and fans it out once it is on disk.
+func (s *Server) submit(cl []*lease.Lease, c cause, after func(error)) {
 	s.store.Submit(cl, func(err error) {
 		if err != nil {
 			s.m.CommitErrors.Inc()
