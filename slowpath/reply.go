@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 
+	"github.com/xdhcp/xdhcp/fastpath"
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 )
 
@@ -11,13 +12,18 @@ var (
 	errNoRequestedIP = errors.New("no requested address")
 )
 
-// udpIPOverhead is what option 57 counts beyond the DHCP message itself
-// (RFC 2132 §9.10 gives the size of the whole IP datagram, as ISC reads it).
-const udpIPOverhead = 28
-
-// bootpMinLen is the smallest BOOTP message some relays and clients accept
-// (RFC 1542 §2.1); replies are padded up to it.
-const bootpMinLen = 300
+// Sizes both paths must agree on (ARCHITECTURE.md invariant 3) come from
+// the XDP program through bpf2go, not copies.
+const (
+	// udpIPOverhead is what option 57 counts beyond the DHCP message itself
+	// (RFC 2132 §9.10 gives the size of the whole IP datagram, as ISC reads it).
+	udpIPOverhead = fastpath.UDPIPOverhead
+	// bootpMinLen is the smallest BOOTP message some relays and clients
+	// accept (RFC 1542 §2.1); replies are padded up to it.
+	bootpMinLen = fastpath.ReplyMinLen
+	// replyAlign: OFFERs and ACKs are padded to a multiple of it.
+	replyAlign = fastpath.ReplyAlign
+)
 
 // replyTo renders an OFFER or ACK. times holds lease time, T1 and T2 and is
 // used only when withLease is set (INFORM replies carry no lease time).
@@ -115,15 +121,15 @@ func finish(b []byte) []byte {
 	return b
 }
 
-// finishWords is finish for OFFERs and ACKs, padded on to a multiple of 4
-// bytes where the client's maximum message size (max, the DHCP part)
+// finishWords is finish for OFFERs and ACKs, padded on to a multiple of
+// replyAlign (4) bytes where the client's maximum message size (max, the DHCP part)
 // leaves room. The XDP program pads its renewal ACKs so (it sums and
 // copies in words) and passes up a renewal whose padded reply would not
 // fit, so both paths send a renewal ACK of the same length (ARCHITECTURE.md
 // invariant 3).
 func finishWords(b []byte, max int) []byte {
 	b = finish(b)
-	for len(b)%4 != 0 && len(b) < max {
+	for len(b)%replyAlign != 0 && len(b) < max {
 		b = append(b, 0)
 	}
 	return b
