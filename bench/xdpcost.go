@@ -254,9 +254,10 @@ const loadCopies = 4
 
 // loadOnMaps loads spec with this tree's maps in place of its own (same
 // leases, settings and template; the loader's sizes), so that every copy
-// and object answers the same renewals from the same state. A map of
-// another layout fails here, naming it. The verifier's statistics are
-// kept in the programs' VerifierLog.
+// and object answers the same renewals from the same state (but for an
+// older grants map, see below). A map of another layout fails here,
+// naming it. The verifier's statistics are kept in the programs'
+// VerifierLog.
 func loadOnMaps(spec *ebpf.CollectionSpec, ours *bpf.XdpMaps) (*ebpf.Collection, error) {
 	repl := map[string]*ebpf.Map{}
 	v := reflect.ValueOf(ours).Elem()
@@ -265,6 +266,14 @@ func loadOnMaps(spec *ebpf.CollectionSpec, ours *bpf.XdpMaps) (*ebpf.Collection,
 		m, ok := v.Field(i).Interface().(*ebpf.Map)
 		if ms := spec.Maps[name]; ok && ms != nil && m != nil {
 			ms.MaxEntries = m.MaxEntries()
+			// An older object's grants map of another layout (the grants
+			// hash before the grant slots) is the object's own: its
+			// program fills it itself from the first renewal on, and the
+			// lease entries it reads kept their offsets. Any other map
+			// of another layout fails below, naming it.
+			if name == bpf.XdpMapXdhcpGrants && ms.Compatible(m) != nil {
+				continue
+			}
 			repl[name] = m
 		}
 	}

@@ -71,22 +71,24 @@ struct xdhcp_lease {
 	__u8 flags;
 	__u8 chaddr[CHADDR_MAX];
 	__u8 cid[CID_MAX];
+	/* Index of the binding's grant in xdhcp_grants; never 0. Last, in
+	 * what was the struct's tail padding, so that the fields before it
+	 * keep their offsets. */
+	__u32 grant_slot;
 };
 
-/* What the program granted to one binding of an address, keyed by the
- * address and the binding's generation, so that a grant to an earlier
- * holder of the address never counts for the next one. Only the program
- * writes it; the daemon reads it and deletes the grants of bindings it
- * replaced or removed. A lease's expiry is the later of the entry's and
- * its grant's. An entry with cltt 0 records no renewal: the program makes
- * it when it first looks at one, before it knows whether it answers. */
-struct xdhcp_grant_key {
-	__u32 ip;
-	__u32 pad;      /* zero */
-	__u64 gen;      /* xdhcp_lease.gen */
-};
-
+/* What the program granted to one binding of an address, in the slot of
+ * xdhcp_grants that the daemon gave the binding (xdhcp_lease.grant_slot).
+ * Only the program writes a slot while a lease entry names it; the daemon
+ * writes a slot only to hand it to a new binding (gen set, the rest zero),
+ * and only after every program run that could still see the slot's
+ * previous binding has ended (fastpath: a grace period between freeing and
+ * reuse), so no grant to an earlier holder can land in the next one's slot.
+ * The program uses a slot only when its gen is the lease's. A lease's
+ * expiry is the later of the entry's and its grant's. cltt 0: no renewal
+ * answered yet. */
 struct xdhcp_grant {
+	__u64 gen;      /* xdhcp_lease.gen of the binding the slot belongs to */
 	__u64 expiry;   /* unix seconds: the latest expiry granted; only raised */
 	__u64 cltt;     /* unix seconds of the last renewal answered */
 	__u32 xid;      /* of that renewal */
@@ -166,8 +168,8 @@ enum xdhcp_counter {
  *
  *   map             type                 key -> value                       written by
  *   xdhcp_leases    hash                 lease IP -> struct xdhcp_lease     daemon (fastpath.Maps.Publish)
- *   xdhcp_grants    hash                 {IP, gen} -> struct xdhcp_grant    XDP; the daemon deletes
- *                                                                           grants of bindings gone
+ *   xdhcp_grants    array                grant slot -> struct xdhcp_grant   XDP; the daemon resets a
+ *                                                                           slot it hands to a new binding
  *   xdhcp_tmpls     array                template id -> xdhcp_template      daemon (an array, not a
  *                                                                           hash: the lookup is inlined)
  *   xdhcp_ifaces    hash                 ifindex -> struct xdhcp_iface      daemon, at attach
@@ -190,12 +192,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xdhcp_leases SEC(".maps");
 
-/* As many as leases: the loader sizes both. */
+/* A slot per lease, a quarter more (slots freed wait for a grace period
+ * before reuse) and slot 0, unused: the loader sizes both maps
+ * (loader.GrantSlots). An array, not a hash keyed by address: the
+ * verifier inlines its lookup, and the program never inserts (issue 15:
+ * the hash cost about 15% per renewal). */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 21);
-	__type(key, struct xdhcp_grant_key);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, (1 << 21) + (1 << 19) + 1);
+	__type(key, __u32);
 	__type(value, struct xdhcp_grant);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } xdhcp_grants SEC(".maps");

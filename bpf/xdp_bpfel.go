@@ -101,17 +101,11 @@ type XdpXdhcpEvhead struct {
 
 type XdpXdhcpGrant struct {
 	_          structs.HostLayout
+	Gen        uint64
 	Expiry     uint64
 	Cltt       uint64
 	Xid        uint32
 	LastGiaddr uint32
-}
-
-type XdpXdhcpGrantKey struct {
-	_   structs.HostLayout
-	Ip  uint32
-	Pad uint32
-	Gen uint64
 }
 
 type XdpXdhcpIface struct {
@@ -140,7 +134,7 @@ type XdpXdhcpLease struct {
 	Flags     uint8
 	Chaddr    [16]uint8
 	Cid       [32]uint8
-	_         [4]byte
+	GrantSlot uint32
 }
 
 type XdpXdhcpLeaseFlag uint32

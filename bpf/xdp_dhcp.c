@@ -101,7 +101,6 @@ struct req {
 	__u64 l61, l82;
 	/* match_lease */
 	struct xdhcp_lease *l;
-	struct xdhcp_grant_key gk;
 	struct xdhcp_grant *g;
 	__u64 now;             /* unix seconds */
 	/* grant */
@@ -517,21 +516,13 @@ static __always_inline int match_lease(struct req *r)
 	r->now = now;
 
 	/* The binding's grant: the lease ends at the later of its expiry and
-	 * the grant's. A renewal is recorded in g before its reply leaves;
-	 * made here, while the request can still be passed up, an empty one
-	 * when there is none yet (expiry 0 and cltt 0: no renewal). Another
-	 * CPU may make it first: then the lookup finds that one. */
-	r->gk.ip = r->ciaddr;
-	r->gk.pad = 0;
-	r->gk.gen = l->gen;
-	struct xdhcp_grant *g = bpf_map_lookup_elem(&xdhcp_grants, &r->gk);
-	if (!g) {
-		struct xdhcp_grant ng = {};
-		bpf_map_update_elem(&xdhcp_grants, &r->gk, &ng, BPF_NOEXIST);
-		g = bpf_map_lookup_elem(&xdhcp_grants, &r->gk);
-		if (!g)
-			return punt(r, XC_ERROR); /* the grants map is full */
-	}
+	 * the grant's, which the renewal raises before its reply leaves. A
+	 * slot whose gen is not the lease's belongs to no binding of this
+	 * entry (the daemon writes the slot before the entry that names it,
+	 * so it is never seen in operation): nothing could record the grant. */
+	struct xdhcp_grant *g = bpf_map_lookup_elem(&xdhcp_grants, &l->grant_slot);
+	if (!g || g->gen != l->gen)
+		return punt(r, XC_ERROR);
 	r->g = g;
 	__u64 expiry = l->expiry;
 	if (g->expiry > expiry)

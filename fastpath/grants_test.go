@@ -2,7 +2,6 @@ package fastpath_test
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -45,19 +44,24 @@ func TestGrantsSurviveRepublish(t *testing.T) {
 		lost, scanLost, overlap = lost+l, scanLost+s, overlap+o
 	}
 	if lost > 0 || scanLost > 0 {
-		t.Fatalf("grants lost to republishing: %d by Granted, %d by Scan, of %d (%d republish passes overlapped the renewals)", lost, scanLost, rounds*republishLeases, overlap)
+		t.Fatalf("grants lost to republishing: %d by Granted, %d by Scan, of %d (%d republish batches overlapped the renewals)", lost, scanLost, rounds*republishLeases, overlap)
 	}
-	if overlap < rounds {
-		t.Errorf("only %d republish passes overlapped the renewals in %d rounds: the test shows little", overlap, rounds)
+	// Counted in batches: a pass cut short by the renewals' end overlapped
+	// too. At least one whole pass's worth per round.
+	if overlap < rounds*republishLeases/republishBatch {
+		t.Errorf("only %d republish batches of %d overlapped the renewals in %d rounds: the test shows little", overlap, republishBatch, rounds)
 	}
-	t.Logf("%d grants, %d republish passes during the renewals, none lost", rounds*republishLeases, overlap)
+	t.Logf("%d grants, %d republish batches of %d during the renewals, none lost", rounds*republishLeases, overlap, republishBatch)
 }
 
-const republishLeases = 1000
+const (
+	republishLeases = 1000
+	republishBatch  = 50
+)
 
 // republishRound publishes republishLeases leases for a client numbered
 // round, renews each once while they are republished, and returns how
-// many grants Granted and Scan then miss and how many republish passes
+// many grants Granted and Scan then miss and how many republish batches
 // overlapped the renewals.
 func republishRound(t *testing.T, r *rig, now, horizon time.Time, round byte) (lost, scanLost int, overlap int64) {
 	t.Helper()
@@ -102,13 +106,13 @@ func republishRound(t *testing.T, r *rig, now, horizon time.Time, round byte) (l
 	pubErr := make(chan error, 1)
 	pubWG.Go(func() {
 		for pubCtx.Err() == nil {
-			for b := 0; b < n; b += 50 {
-				if err := r.maps.Publish(leases[b:min(b+50, n)]); err != nil {
+			for b := 0; b < n; b += republishBatch {
+				if err := r.maps.Publish(leases[b:min(b+republishBatch, n)]); err != nil {
 					pubErr <- err
 					return
 				}
+				publishes.Add(1)
 			}
-			publishes.Add(1)
 		}
 	})
 
@@ -186,10 +190,11 @@ func republishRound(t *testing.T, r *rig, now, horizon time.Time, round byte) (l
 }
 
 // TestGrantBelongsToItsBinding: a grant counts only for the binding it was
-// made to. When the address passes to another client, the earlier
-// client's grant is deleted and, were it left behind (a renewal racing
-// with the change), ignored by the program and by Granted; Remove deletes
-// a lease's grant, and Scan deletes grants whose binding is gone.
+// made to. When the address passes to another client, the new binding
+// gets a slot of its own, reset, and a grant of another generation in it
+// (which only a daemon bug could leave there) is ignored by the program
+// and by Granted; Remove frees the slot, and a freed slot is handed to a
+// new binding reset, with the new generation.
 func TestGrantBelongsToItsBinding(t *testing.T) {
 	r := loadRig(t)
 	l := directLease()
@@ -197,26 +202,26 @@ func TestGrantBelongsToItsBinding(t *testing.T) {
 	if v, _ := r.run(t, frame(direct(clientIP), request(t, clientIP).ToBytes()), loIndex); v != xdpTx {
 		t.Fatalf("verdict %d", v)
 	}
-	grants := func() []bpf.XdpXdhcpGrantKey {
-		var ks []bpf.XdpXdhcpGrantKey
-		var k bpf.XdpXdhcpGrantKey
-		var g bpf.XdpXdhcpGrant
-		it := r.objs.XdhcpGrants.Iterate()
-		for it.Next(&k, &g) {
-			ks = append(ks, k)
-		}
-		if err := it.Err(); err != nil {
+	entry := func() bpf.XdpXdhcpLease {
+		t.Helper()
+		var e bpf.XdpXdhcpLease
+		if err := r.objs.XdhcpLeases.Lookup(clientIP.As4(), &e); err != nil {
 			t.Fatal(err)
 		}
-		return ks
+		return e
 	}
-	first := grants()
-	if len(first) != 1 {
-		t.Fatalf("%d grants after one renewal", len(first))
+	slot := func(s uint32) bpf.XdpXdhcpGrant {
+		t.Helper()
+		var g bpf.XdpXdhcpGrant
+		if err := r.objs.XdhcpGrants.Lookup(s, &g); err != nil {
+			t.Fatal(err)
+		}
+		return g
 	}
-	var firstGrant bpf.XdpXdhcpGrant
-	if err := r.objs.XdhcpGrants.Lookup(first[0], &firstGrant); err != nil {
-		t.Fatal(err)
+	first := entry()
+	firstGrant := slot(first.GrantSlot)
+	if first.GrantSlot == 0 || firstGrant.Gen != first.Gen || firstGrant.Cltt == 0 || firstGrant.Expiry <= uint64(l.Expiry.Unix()) {
+		t.Fatalf("after one renewal: entry slot %d gen %d, grant %+v; want the renewal in the entry's slot", first.GrantSlot, first.Gen, firstGrant)
 	}
 
 	// Another client, whose lease bbolt says has expired.
@@ -225,56 +230,77 @@ func TestGrantBelongsToItsBinding(t *testing.T) {
 	l2.HWAddr = other
 	l2.Expiry = time.Now().Add(-time.Minute)
 	r.publish(t, l2)
-	if ks := grants(); len(ks) != 0 {
-		t.Fatalf("the earlier client's grant is still there: %+v", ks)
+	second := entry()
+	if second.GrantSlot == first.GrantSlot || second.Gen == first.Gen {
+		t.Fatalf("the new client's binding has slot %d gen %d, the earlier one's was slot %d gen %d", second.GrantSlot, second.Gen, first.GrantSlot, first.Gen)
 	}
-	// Put back as a racing renewal would: it must not count.
-	if err := r.objs.XdhcpGrants.Put(first[0], &firstGrant); err != nil {
+	if g := slot(second.GrantSlot); g != (bpf.XdpXdhcpGrant{Gen: second.Gen}) {
+		t.Fatalf("the new binding's slot holds %+v, want only its generation %d", g, second.Gen)
+	}
+	o := direct(clientIP)
+	o.ethSrc = other
+	renew := func() uint32 {
+		t.Helper()
+		v, _ := r.run(t, frame(o, request(t, clientIP, dhcpv4.WithHwAddr(other)).ToBytes()), loIndex)
+		return v
+	}
+	// The earlier binding's grant in the new binding's slot must not
+	// count, neither for the program nor for Granted.
+	if err := r.objs.XdhcpGrants.Put(second.GrantSlot, &firstGrant); err != nil {
 		t.Fatal(err)
 	}
 	if g, ok := r.maps.Granted(clientIP); !ok || g.Unix() != l2.Expiry.Unix() {
 		t.Fatalf("Granted %v %v for the new client, want its own expiry %v", g, ok, l2.Expiry)
 	}
-	o := direct(clientIP)
-	o.ethSrc = other
-	if v, _ := r.run(t, frame(o, request(t, clientIP, dhcpv4.WithHwAddr(other)).ToBytes()), loIndex); v != xdpPass {
+	if v := renew(); v != xdpPass {
 		t.Fatalf("the new client's expired lease answered (verdict %d) on the earlier client's grant", v)
 	}
-	if c := r.counters(t); c["expired"] != 1 {
-		t.Fatalf("counters %v, want one expired", c)
+	if g := slot(second.GrantSlot); g != firstGrant {
+		t.Fatalf("the program wrote a slot of another generation: %+v", g)
 	}
 	var scanned int
 	if _, err := r.maps.Scan(func(fastpath.Renewal) { scanned++ }); err != nil {
 		t.Fatal(err)
 	}
-	// The program made an empty grant for the new binding (before it
-	// found the lease expired): that one stays.
-	if ks := grants(); len(ks) != 1 || ks[0].Gen == first[0].Gen || scanned != 0 {
-		t.Fatalf("after the scan: grants %+v, %d renewals reported; want only the new binding's (not generation %d), and no renewal", ks, scanned, first[0].Gen)
+	if scanned != 0 {
+		t.Fatalf("Scan reported %d renewals from a grant of another generation", scanned)
+	}
+	if err := r.objs.XdhcpGrants.Put(second.GrantSlot, &bpf.XdpXdhcpGrant{Gen: second.Gen}); err != nil {
+		t.Fatal(err)
+	}
+	if v := renew(); v != xdpPass {
+		t.Fatalf("the new client's expired lease answered (verdict %d)", v)
+	}
+	if c := r.counters(t); c["expired"] != 1 || c["error"] != 1 {
+		t.Fatalf("counters %v, want one error (the slot of another generation) and one expired", c)
 	}
 
-	// Remove takes the grant with the entry.
+	// Renewed: recorded in its own slot.
 	l3 := l2
 	l3.Expiry = time.Now().Add(30 * time.Minute)
 	r.publish(t, l3)
-	if v, _ := r.run(t, frame(o, request(t, clientIP, dhcpv4.WithHwAddr(other)).ToBytes()), loIndex); v != xdpTx {
+	if e := entry(); e.GrantSlot != second.GrantSlot || e.Gen != second.Gen {
+		t.Fatalf("republished for the same client: slot %d gen %d, want %d and %d", e.GrantSlot, e.Gen, second.GrantSlot, second.Gen)
+	}
+	if v := renew(); v != xdpTx {
 		t.Fatalf("verdict %d", v)
 	}
-	if ks := grants(); len(ks) != 1 || ks[0].Gen == first[0].Gen {
-		t.Fatalf("grants %+v after the new client's renewal; want one, of a new generation (the earlier was %d)", ks, first[0].Gen)
+	if g := slot(second.GrantSlot); g.Gen != second.Gen || g.Cltt == 0 {
+		t.Fatalf("the new client's renewal: slot %+v", g)
 	}
 	if err := r.maps.Remove([]netip.Addr{clientIP}); err != nil {
 		t.Fatal(err)
 	}
-	if ks := grants(); len(ks) != 0 {
-		t.Fatalf("grants %+v after Remove", ks)
+	if _, ok := r.maps.Granted(clientIP); ok {
+		t.Fatal("Granted after Remove")
 	}
 }
 
 // TestRestartedMapsNeverReuseAGeneration: a daemon that restarts on the
 // pinned maps (a new Maps on the same maps) gives new bindings
-// generations above every one already there, so a grant left by an
-// address's previous holder cannot match its next.
+// generations above every one already there and slots that no entry
+// names, reset, so a grant left by an address's previous holder cannot
+// count for its next.
 func TestRestartedMapsNeverReuseAGeneration(t *testing.T) {
 	r := loadRig(t)
 	l := directLease()
@@ -286,38 +312,40 @@ func TestRestartedMapsNeverReuseAGeneration(t *testing.T) {
 	if !before.After(l.Expiry) {
 		t.Fatalf("granted %v, not past the published %v", before, l.Expiry)
 	}
-	gen := func() uint64 {
+	entry := func() bpf.XdpXdhcpLease {
 		t.Helper()
 		var e bpf.XdpXdhcpLease
 		if err := r.objs.XdhcpLeases.Lookup(clientIP.As4(), &e); err != nil {
 			t.Fatal(err)
 		}
-		return e.Gen
+		return e
 	}
-	old := gen()
-	k := bpf.XdpXdhcpGrantKey{Ip: binary.NativeEndian.Uint32(clientIP.AsSlice()), Gen: old}
-	var g bpf.XdpXdhcpGrant
-	if err := r.objs.XdhcpGrants.Lookup(k, &g); err != nil {
-		t.Fatalf("no grant under the entry's generation %d: %v", old, err)
-	}
+	old := entry()
 
 	restarted, err := fastpath.New(&r.objs.XdpMaps)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer restarted.Close()
+	// A second address first: it must not get the slot the first one's
+	// entry names.
+	l1 := l
+	l1.IP = netip.MustParseAddr("10.77.0.51")
 	l2 := l
 	l2.HWAddr = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x77}
-	if err := restarted.Publish([]fastpath.Lease{l2}); err != nil {
+	if err := restarted.Publish([]fastpath.Lease{l1, l2}); err != nil {
 		t.Fatal(err)
 	}
-	if n := gen(); n <= old {
-		t.Fatalf("the new binding got generation %d after a restart; %d was in use", n, old)
-	}
-	// The earlier grant, put back as a renewal racing with the change
-	// would leave it.
-	if err := r.objs.XdhcpGrants.Put(k, &g); err != nil {
+	var e1 bpf.XdpXdhcpLease
+	if err := r.objs.XdhcpLeases.Lookup(l1.IP.As4(), &e1); err != nil {
 		t.Fatal(err)
+	}
+	n := entry()
+	if n.Gen <= old.Gen || e1.Gen <= old.Gen {
+		t.Fatalf("new bindings got generations %d and %d after a restart; %d was in use", e1.Gen, n.Gen, old.Gen)
+	}
+	if e1.GrantSlot == old.GrantSlot || e1.GrantSlot == 0 || n.GrantSlot == 0 || n.GrantSlot == e1.GrantSlot {
+		t.Fatalf("slots %d and %d for the new bindings; %d was in use", e1.GrantSlot, n.GrantSlot, old.GrantSlot)
 	}
 	if got, ok := restarted.Granted(clientIP); !ok || got.Unix() != l2.Expiry.Unix() {
 		t.Fatalf("the new client's lease reads %v, want its own expiry %v: the earlier holder's grant counted", got, l2.Expiry)

@@ -111,9 +111,18 @@ type Maps struct {
 	tmplRefs map[uint32]int
 	leaseTpl map[netip.Addr]uint32 // published lease -> its template id
 	// nextGen is the generation the next new binding gets: above every
-	// one in either map when New ran, so that no grant left by an
-	// earlier binding of an address can ever match a later one.
+	// one in the lease map when New ran.
 	nextGen uint64
+	// Grant slots (xdhcp_grants), one per binding. slotNext is the lowest
+	// slot never handed out since New, slotFree the slots below it that
+	// no entry names and no program run can still write, slotPending
+	// those no entry names any more but that a run which read the entry
+	// before it changed may still write: they wait for a grace period
+	// (see reuseSlotsLocked) before they go to slotFree.
+	slotNext              uint32
+	slotFree, slotPending []uint32
+	// grace waits for every program run begun before the call to end.
+	grace func() error
 }
 
 // New wraps loaded maps and adopts the templates already in them, so that
@@ -123,6 +132,7 @@ func New(m *bpf.XdpMaps) (*Maps, error) {
 		leases: m.XdhcpLeases, grants: m.XdhcpGrants, templates: m.XdhcpTmpls, ifaces: m.XdhcpIfaces,
 		config: m.XdhcpConfig, counters: m.XdhcpCounters,
 		tmplID: map[string]uint32{}, tmplRefs: map[uint32]int{}, leaseTpl: map[netip.Addr]uint32{},
+		grace: rcuGrace,
 	}
 	var err error
 	if fm.events, err = openEventRings(m.XdhcpEvring, m.XdhcpEvheads); err != nil {
@@ -144,27 +154,98 @@ func New(m *bpf.XdpMaps) (*Maps, error) {
 		fm.events.close()
 		return nil, fmt.Errorf("reading reply templates: %w", err)
 	}
-	if fm.nextGen, err = fm.highestGen(); err != nil {
+	if err := fm.adoptBindings(); err != nil {
 		fm.events.close()
 		return nil, err
 	}
-	fm.nextGen++
 	return fm, nil
 }
 
-// highestGen returns the highest binding generation in the lease and
-// grant maps (0 when both are empty).
-func (m *Maps) highestGen() (uint64, error) {
+// adoptBindings seeds the generation counter above every generation in
+// the lease map and the slot allocator with the slots its entries name.
+// The other slots may have been freed by an earlier run moments ago: they
+// wait for one grace period, as every freed slot does (invariant 9).
+func (m *Maps) adoptBindings() error {
 	var high uint64
-	err := batchEach(m.leases, func(_ [4]byte, v *bpf.XdpXdhcpLease) { high = max(high, v.Gen) })
+	named := map[uint32]bool{}
+	err := batchEach(m.leases, func(_ [4]byte, v *bpf.XdpXdhcpLease) {
+		high = max(high, v.Gen)
+		named[v.GrantSlot] = true
+		m.slotNext = max(m.slotNext, v.GrantSlot+1)
+	})
 	if err != nil {
-		return 0, fmt.Errorf("reading lease entries: %w", err)
+		return fmt.Errorf("reading lease entries: %w", err)
 	}
-	err = batchEach(m.grants, func(k bpf.XdpXdhcpGrantKey, _ *bpf.XdpXdhcpGrant) { high = max(high, k.Gen) })
-	if err != nil {
-		return 0, fmt.Errorf("reading grants: %w", err)
+	m.nextGen = high + 1
+	m.slotNext = max(m.slotNext, 1) // slot 0 stays unused: a zeroed entry names no grant
+	for s := m.slotNext - 1; s >= 1; s-- {
+		if !named[s] {
+			m.slotPending = append(m.slotPending, s)
+		}
 	}
-	return high, nil
+	// The slots from slotNext up were never handed out by this Maps but
+	// may have been by an earlier run: one grace period covers them too.
+	if err := m.grace(); err != nil {
+		return fmt.Errorf("waiting for XDP runs that may hold freed grant slots: %w", err)
+	}
+	m.slotFree, m.slotPending = m.slotPending, nil
+	return nil
+}
+
+// membarrierCmdGlobal is MEMBARRIER_CMD_GLOBAL (linux/membarrier.h).
+const membarrierCmdGlobal = 1
+
+// graceFallback is how long rcuGrace waits where the kernel refuses
+// MEMBARRIER_CMD_GLOBAL (nohz_full CPUs): far longer than any run of the
+// program, which is bounded and runs with preemption off.
+const graceFallback = time.Second
+
+// rcuGrace waits until every run of the XDP program that began before
+// the call has ended: XDP and BPF_PROG_TEST_RUN run the program inside
+// an RCU read-side section (softirq or rcu_read_lock), and
+// membarrier(MEMBARRIER_CMD_GLOBAL) returns after synchronize_rcu().
+func rcuGrace() error {
+	if _, _, e := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0); e != 0 {
+		if e != unix.EINVAL {
+			return fmt.Errorf("membarrier(MEMBARRIER_CMD_GLOBAL): %w", e)
+		}
+		time.Sleep(graceFallback)
+	}
+	return nil
+}
+
+// newSlotLocked returns a grant slot for a new binding: one never
+// handed out, or a freed one past its grace period. Freed slots are
+// reused in batches, so that one grace period (milliseconds) serves many.
+func (m *Maps) newSlotLocked() (uint32, error) {
+	if n := len(m.slotFree); n > 0 {
+		s := m.slotFree[n-1]
+		m.slotFree = m.slotFree[:n-1]
+		return s, nil
+	}
+	if m.slotNext < m.grants.MaxEntries() {
+		m.slotNext++
+		return m.slotNext - 1, nil
+	}
+	if len(m.slotPending) == 0 {
+		return 0, fmt.Errorf("no grant slot free: all %d in use", m.grants.MaxEntries()-1)
+	}
+	// A run of the program that read an entry before it changed may still
+	// write the slot that entry named; after a grace period none can, so
+	// resetting the slot for the next binding cannot be undone by a stale
+	// grant (invariant 9).
+	if err := m.grace(); err != nil {
+		return 0, fmt.Errorf("waiting to reuse %d freed grant slots: %w", len(m.slotPending), err)
+	}
+	m.slotFree, m.slotPending = m.slotPending, m.slotFree[:0]
+	return m.newSlotLocked()
+}
+
+// freeSlotLocked queues the slot of a binding no entry names any more.
+func (m *Maps) freeSlotLocked(s uint32) {
+	if s != 0 && s < m.slotNext {
+		m.slotPending = append(m.slotPending, s)
+	}
 }
 
 // batchEach calls fn for every entry of a hash map, read in batches.
@@ -230,18 +311,17 @@ func Publishable(l *Lease) bool {
 
 // Publish adds or replaces entries. It never writes what the program
 // granted (docs/ARCHITECTURE.md invariant 9): grants live in their own
-// map, keyed by the binding's generation, so a republished entry with
-// the expiry bbolt knows leaves a later grant in force, and the program
+// map, in a slot each binding keeps, so a republished entry with the
+// expiry bbolt knows leaves a later grant in force, and the program
 // keeps answering from the later of the two. An entry for another client
-// than the one there is a new binding: it gets a new generation, and the
-// earlier binding's grant is deleted, and would not count if it stayed.
+// than the one there is a new binding: it gets a new generation and a
+// slot of its own, written (gen set, nothing granted) before the entry
+// that names it; the earlier binding's slot is freed.
 func (m *Maps) Publish(ls []Lease) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
-	keys := make([][4]byte, 0, len(ls))
-	vals := make([]bpf.XdpXdhcpLease, 0, len(ls))
-	var replaced []bpf.XdpXdhcpGrantKey
+	b := publishBatch{at: map[[4]byte]int{}}
 	for i := range ls {
 		l := &ls[i]
 		if !Publishable(l) {
@@ -268,34 +348,103 @@ func (m *Maps) Publish(ls []Lease) error {
 		// Reading the entry is no read-modify-write race: only this
 		// process writes lease entries, under m.mu.
 		var old bpf.XdpXdhcpLease
-		switch err := m.leases.Lookup(key(l.IP), &old); {
+		j, again := b.at[key(l.IP)]
+		if again {
+			old = b.vals[j]
+		} else {
+			err = m.leases.Lookup(key(l.IP), &old)
+		}
+		switch {
 		case err == nil && sameClient(&old, &v):
-			v.Gen = old.Gen
-		case err == nil:
-			v.Gen = m.newGenLocked()
-			replaced = append(replaced, grantKey(l.IP, old.Gen))
-		case errors.Is(err, ebpf.ErrKeyNotExist):
-			v.Gen = m.newGenLocked()
+			v.Gen, v.GrantSlot = old.Gen, old.GrantSlot
+		case err == nil || errors.Is(err, ebpf.ErrKeyNotExist):
+			if m.slotsExhaustedLocked() && len(b.freed) > 0 {
+				// The slots this batch replaces are freed only once
+				// written: write what there is, so that a lease map
+				// that is full can still be handed over in one call.
+				if ferr := m.flushLocked(&b); ferr != nil {
+					m.unrefLocked(id)
+					return errors.Join(append(errs, ferr)...)
+				}
+				again = false
+			}
+			slot, serr := m.newSlotLocked()
+			if serr != nil {
+				m.unrefLocked(id)
+				errs = append(errs, fmt.Errorf("lease %s: %w", l.IP, serr))
+				continue
+			}
+			v.Gen, v.GrantSlot = m.newGenLocked(), slot
+			b.slots = append(b.slots, slot)
+			b.fresh = append(b.fresh, bpf.XdpXdhcpGrant{Gen: v.Gen})
+			if err == nil {
+				b.freed = append(b.freed, old.GrantSlot)
+			}
 		default:
 			m.unrefLocked(id)
 			errs = append(errs, fmt.Errorf("reading lease entry %s: %w", l.IP, err))
 			continue
 		}
-		keys = append(keys, key(l.IP))
-		vals = append(vals, v)
+		if again {
+			b.vals[j] = v
+		} else {
+			b.at[key(l.IP)] = len(b.keys)
+			b.keys = append(b.keys, key(l.IP))
+			b.vals = append(b.vals, v)
+		}
 		if prev, ok := m.leaseTpl[l.IP]; ok {
 			m.unrefLocked(prev)
 		}
 		m.leaseTpl[l.IP] = id
 	}
-	if len(keys) > 0 {
-		if _, err := m.leases.BatchUpdate(keys, vals, nil); err != nil {
-			errs = append(errs, fmt.Errorf("writing %d lease entries: %w", len(keys), err))
-			return errors.Join(errs...) // the replaced entries may still be there
+	if err := m.flushLocked(&b); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// publishBatch is what Publish writes in one go.
+type publishBatch struct {
+	keys  [][4]byte
+	vals  []bpf.XdpXdhcpLease
+	at    map[[4]byte]int // index in keys: an address twice in a call, the later wins
+	slots []uint32        // new bindings' slots, with their fresh grants
+	fresh []bpf.XdpXdhcpGrant
+	freed []uint32 // slots of the bindings the entries replace
+}
+
+// flushLocked writes a batch, the slots before the entries that name
+// them (the program never sees an entry whose slot belongs to another
+// binding), then frees the replaced bindings' slots, and empties it.
+func (m *Maps) flushLocked(b *publishBatch) error {
+	defer func() {
+		b.keys, b.vals, b.slots, b.fresh, b.freed = b.keys[:0], b.vals[:0], b.slots[:0], b.fresh[:0], b.freed[:0]
+		clear(b.at)
+	}()
+	if len(b.slots) > 0 {
+		if _, err := m.grants.BatchUpdate(b.slots, b.fresh, nil); err != nil {
+			m.slotPending = append(m.slotPending, b.slots...) // named by no entry
+			return fmt.Errorf("writing %d grant slots: %w", len(b.slots), err)
 		}
 	}
-	errs = append(errs, m.deleteGrants(replaced))
-	return errors.Join(errs...)
+	if len(b.keys) > 0 {
+		if _, err := m.leases.BatchUpdate(b.keys, b.vals, nil); err != nil {
+			// Some entries may have been written: neither the new slots
+			// nor the replaced ones are known to be unnamed, so none is
+			// freed (a restart finds the unnamed ones free again).
+			return fmt.Errorf("writing %d lease entries: %w", len(b.keys), err)
+		}
+	}
+	for _, s := range b.freed {
+		m.freeSlotLocked(s)
+	}
+	return nil
+}
+
+// slotsExhaustedLocked reports whether newSlotLocked has nothing to hand
+// out, not even after a grace period.
+func (m *Maps) slotsExhaustedLocked() bool {
+	return len(m.slotFree) == 0 && len(m.slotPending) == 0 && m.slotNext >= m.grants.MaxEntries()
 }
 
 // newGenLocked returns a generation no binding had before.
@@ -303,23 +452,6 @@ func (m *Maps) newGenLocked() uint64 {
 	g := m.nextGen
 	m.nextGen++
 	return g
-}
-
-func grantKey(ip netip.Addr, gen uint64) bpf.XdpXdhcpGrantKey {
-	return bpf.XdpXdhcpGrantKey{Ip: addrWord(ip), Gen: gen}
-}
-
-// deleteGrants deletes the grants of bindings that are gone. A renewal
-// the program was answering from the old entry at that moment can still
-// write one back: it never matches a later binding, and Scan deletes it.
-func (m *Maps) deleteGrants(ks []bpf.XdpXdhcpGrantKey) error {
-	var errs []error
-	for _, k := range ks {
-		if err := m.grants.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("deleting the grant to %s: %w", wordAddr(k.Ip), err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // Constants of relay_fp in xdp_dhcp.c (FP_SEED, FP_MUL): copied, since
@@ -394,27 +526,25 @@ func (m *Maps) unrefLocked(id uint32) {
 	}
 }
 
-// Remove withdraws entries and their grants. Missing entries are not an
-// error.
+// Remove withdraws entries and frees their grant slots. Missing entries
+// are not an error.
 func (m *Maps) Remove(ips []netip.Addr) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
-	var gone []bpf.XdpXdhcpGrantKey
 	for _, ip := range ips {
 		var old bpf.XdpXdhcpLease
-		if err := m.leases.Lookup(key(ip), &old); err == nil {
-			gone = append(gone, grantKey(ip, old.Gen))
-		}
+		found := m.leases.Lookup(key(ip), &old) == nil
 		if err := m.leases.Delete(key(ip)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("removing lease entry %s: %w", ip, err))
+		} else if found {
+			m.freeSlotLocked(old.GrantSlot)
 		}
 		if id, ok := m.leaseTpl[ip]; ok {
 			m.unrefLocked(id)
 			delete(m.leaseTpl, ip)
 		}
 	}
-	errs = append(errs, m.deleteGrants(gone))
 	return errors.Join(errs...)
 }
 
@@ -466,7 +596,7 @@ func (m *Maps) Granted(ip netip.Addr) (time.Time, bool) {
 	}
 	exp := v.Expiry
 	var g bpf.XdpXdhcpGrant
-	if err := m.grants.Lookup(grantKey(ip, v.Gen), &g); err == nil {
+	if err := m.grants.Lookup(v.GrantSlot, &g); err == nil && g.Gen == v.Gen {
 		exp = max(exp, g.Expiry)
 	}
 	return time.Unix(int64(exp), 0), true
@@ -474,25 +604,27 @@ func (m *Maps) Granted(ip netip.Addr) (time.Time, bool) {
 
 // Scan calls fn for every entry the program has renewed at least once, and
 // returns the addresses of all entries. The daemon folds what it finds at
-// start and after lost events, and reconciles the map with bbolt. Grants
-// of bindings no longer in the map (left by a renewal that raced with
-// their removal) are deleted.
+// start and after lost events, and reconciles the map with bbolt.
 func (m *Maps) Scan(fn func(Renewal)) ([]netip.Addr, error) {
-	// Grants first: a grant is made only for an entry in the map, so an
-	// entry read after it is there too, unless it was replaced meanwhile.
-	grants := map[bpf.XdpXdhcpGrantKey]bpf.XdpXdhcpGrant{}
-	err := batchEach(m.grants, func(k bpf.XdpXdhcpGrantKey, g *bpf.XdpXdhcpGrant) { grants[k] = *g })
+	// Grants first, each counted only for the binding it belongs to: an
+	// entry read after them that names a slot reset since for a new
+	// binding has another generation than the slot as read.
+	m.mu.Lock()
+	limit := m.slotNext
+	m.mu.Unlock()
+	grants, err := m.readSlots(limit)
 	if err != nil {
-		return nil, fmt.Errorf("scanning grants: %w", err)
+		return nil, err
 	}
 	var all []netip.Addr
 	err = batchEach(m.leases, func(k [4]byte, v *bpf.XdpXdhcpLease) {
 		ip := netip.AddrFrom4(k)
 		all = append(all, ip)
-		gk := grantKey(ip, v.Gen)
-		g, ok := grants[gk]
-		delete(grants, gk)
-		if !ok || g.Cltt == 0 {
+		if v.GrantSlot >= uint32(len(grants)) {
+			return // handed out after the grants were read: no renewal yet
+		}
+		g := &grants[v.GrantSlot]
+		if g.Gen != v.Gen || g.Cltt == 0 {
 			return
 		}
 		fn(Renewal{
@@ -504,32 +636,32 @@ func (m *Maps) Scan(fn func(Renewal)) ([]netip.Addr, error) {
 	if err != nil {
 		return all, fmt.Errorf("scanning lease entries: %w", err)
 	}
-	if len(grants) > 0 {
-		if err := m.dropOrphanGrants(grants); err != nil {
-			return all, err
-		}
-	}
 	return all, nil
 }
 
-// dropOrphanGrants deletes the grants, found by a scan with no entry of
-// their binding, whose binding is still not in the map. Checked again
-// under m.mu, which every change of an entry's generation holds.
-func (m *Maps) dropOrphanGrants(grants map[bpf.XdpXdhcpGrantKey]bpf.XdpXdhcpGrant) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var orphans []bpf.XdpXdhcpGrantKey
-	for k := range grants {
-		var v bpf.XdpXdhcpLease
-		err := m.leases.Lookup(key(wordAddr(k.Ip)), &v)
-		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("reading lease entry %s: %w", wordAddr(k.Ip), err)
+// readSlots reads the grant slots below limit, in batches.
+func (m *Maps) readSlots(limit uint32) ([]bpf.XdpXdhcpGrant, error) {
+	out := make([]bpf.XdpXdhcpGrant, limit)
+	const chunk = 4096
+	keys := make([]uint32, chunk)
+	vals := make([]bpf.XdpXdhcpGrant, chunk)
+	var cur ebpf.MapBatchCursor
+	for done := uint32(0); done < limit; {
+		n, err := m.grants.BatchLookup(&cur, keys, vals, nil)
+		for i := range n {
+			if keys[i] < limit {
+				out[keys[i]] = vals[i]
+			}
 		}
-		if err != nil || v.Gen != k.Gen {
-			orphans = append(orphans, k)
+		done += uint32(n)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("scanning grants: %w", err)
 		}
 	}
-	return m.deleteGrants(orphans)
+	return out, nil
 }
 
 // SetSettings writes the global settings and the current wall-clock offset.

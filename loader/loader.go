@@ -160,8 +160,16 @@ func sameFields(ms *ebpf.MapSpec, m *ebpf.Map) error {
 	return nil
 }
 
+// GrantSlots is the size of the grants map for maxLeases lease entries:
+// a slot for each, a quarter more, and slot 0, which no entry names. A
+// binding's slot is freed when its entry is replaced, and reused only
+// after a grace period (fastpath), so the spare quarter is what lets a
+// full lease map be handed to new clients with a few grace periods
+// rather than one per entry.
+func GrantSlots(maxLeases uint32) uint32 { return maxLeases + maxLeases/4 + 1 }
+
 // xdpSpec reads the program's object and sizes its maps: the lease map
-// and the grants map for maxLeases (0: as compiled), the event rings for
+// and the grants map (GrantSlots) for maxLeases (0: as compiled), the event rings for
 // the possible CPUs.
 // The ring map is compiled with one CPU's slots, so that the slot count
 // is written down once, in the C source.
@@ -172,7 +180,7 @@ func xdpSpec(maxLeases uint32) (*ebpf.CollectionSpec, error) {
 	}
 	if maxLeases > 0 {
 		spec.Maps[bpf.XdpMapXdhcpLeases].MaxEntries = maxLeases
-		spec.Maps[bpf.XdpMapXdhcpGrants].MaxEntries = maxLeases
+		spec.Maps[bpf.XdpMapXdhcpGrants].MaxEntries = GrantSlots(maxLeases)
 	}
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {

@@ -428,11 +428,11 @@ func TestLoadUpgradesFromGrantsInTheLeaseEntry(t *testing.T) {
 	if n, want := p.Objs.XdhcpLeases.ValueSize(), spec.Maps[bpf.XdpMapXdhcpLeases].ValueSize; n != want {
 		t.Fatalf("lease entries of %d bytes, want %d", n, want)
 	}
-	if n := p.Objs.XdhcpGrants.MaxEntries(); n != 1024 {
-		t.Fatalf("grants map of %d entries for 1024 leases", n)
+	if n := p.Objs.XdhcpGrants.MaxEntries(); n != 1281 {
+		t.Fatalf("grants map of %d slots for 1024 leases, want 1281 (a quarter more, and slot 0)", n)
 	}
-	k := bpf.XdpXdhcpGrantKey{Ip: 0x0100000a, Gen: 7}
-	g := bpf.XdpXdhcpGrant{Expiry: 12345, Cltt: 100}
+	k := uint32(7)
+	g := bpf.XdpXdhcpGrant{Gen: 3, Expiry: 12345, Cltt: 100}
 	if err := p.Objs.XdhcpGrants.Put(k, &g); err != nil {
 		t.Fatal(err)
 	}
@@ -460,7 +460,7 @@ func TestLoadUpgradesFromGrantsInTheLeaseEntry(t *testing.T) {
 	if p3.Reused || !p3.Upgraded {
 		t.Fatalf("lease map retired again: reused %v (want false), upgraded %v (want true)", p3.Reused, p3.Upgraded)
 	}
-	if err := p3.Objs.XdhcpGrants.Lookup(k, &got); !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := p3.Objs.XdhcpGrants.Lookup(k, &got); err != nil || got != (bpf.XdpXdhcpGrant{}) {
 		t.Fatalf("a grant of the retired lease map's bindings is still there: %+v %v", got, err)
 	}
 	pinned, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.XdpMapXdhcpGrants), nil)
@@ -468,7 +468,99 @@ func TestLoadUpgradesFromGrantsInTheLeaseEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pinned.Close()
-	if err := pinned.Lookup(k, &got); !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := pinned.Lookup(k, &got); err != nil || got != (bpf.XdpXdhcpGrant{}) {
 		t.Fatalf("the pinned grants map is not the fresh one: %+v %v", got, err)
+	}
+}
+
+// TestLoadUpgradesFromHashGrants: the upgrade from the grants hash keyed
+// by {IP, generation} (whose lease entry had no grant slot) to the grant
+// slots. Both maps are of another layout: retired, not reused (an
+// upgrade: the grants are known only up to their horizons), and fresh
+// ones pinned in their place.
+func TestLoadUpgradesFromHashGrants(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "loading XDP needs root")
+	}
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("xdhcp-hash-grants-upgrade-%d", os.Getpid()))
+	t.Cleanup(func() { DetachAll(dir) })
+	spec, err := xdpSpec(1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	olds := map[ebpf.MapID]string{}
+	pin := func(ms *ebpf.MapSpec, name string) {
+		t.Helper()
+		ms.Pinning = ebpf.PinNone
+		m, err := ebpf.NewMap(ms)
+		if err != nil {
+			t.Fatalf("%s of the hash-grants layout: %v", name, err)
+		}
+		defer m.Close()
+		if err := m.Pin(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+		info, err := m.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, _ := info.ID()
+		olds[id] = name
+	}
+	// That layout's lease entry: today's without grant_slot, which took
+	// its tail padding (same size, one member fewer).
+	leases := spec.Maps[bpf.XdpMapXdhcpLeases].Copy()
+	cur := btf.Copy(leases.Value).(*btf.Struct)
+	if last := cur.Members[len(cur.Members)-1]; last.Name != "grant_slot" {
+		t.Fatalf("the lease entry's last member is %s, not grant_slot", last.Name)
+	}
+	cur.Members = cur.Members[:len(cur.Members)-1]
+	leases.Value = cur
+	pin(leases, bpf.XdpMapXdhcpLeases)
+	// Its grants: a hash keyed by {ip, pad, gen}, values without gen.
+	var u32, u64 btf.Type
+	for _, m := range cur.Members {
+		switch m.Name {
+		case "ifindex":
+			u32 = m.Type
+		case "expiry":
+			u64 = m.Type
+		}
+	}
+	key := &btf.Struct{Name: "xdhcp_grant_key", Size: 16, Members: []btf.Member{
+		{Name: "ip", Type: u32}, {Name: "pad", Type: u32, Offset: 32}, {Name: "gen", Type: u64, Offset: 64}}}
+	val := &btf.Struct{Name: "xdhcp_grant", Size: 24, Members: []btf.Member{
+		{Name: "expiry", Type: u64}, {Name: "cltt", Type: u64, Offset: 64},
+		{Name: "xid", Type: u32, Offset: 128}, {Name: "last_giaddr", Type: u32, Offset: 160}}}
+	pin(&ebpf.MapSpec{Name: bpf.XdpMapXdhcpGrants, Type: ebpf.Hash, Flags: unix.BPF_F_NO_PREALLOC, KeySize: 16, ValueSize: 24,
+		MaxEntries: 1024, Key: key, Value: val}, bpf.XdpMapXdhcpGrants)
+
+	p, err := Load(Options{PinDir: dir, MaxLeases: 1024})
+	if err != nil {
+		t.Fatalf("upgrading from the hash-grants layout: %v", err)
+	}
+	defer p.Close()
+	if p.Reused || !p.Upgraded {
+		t.Fatalf("from the hash-grants layout: reused %v (want false), upgraded %v (want true)", p.Reused, p.Upgraded)
+	}
+	pinned, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.XdpMapXdhcpGrants), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pinned.Close()
+	if pinned.Type() != ebpf.Array || pinned.MaxEntries() != GrantSlots(1024) {
+		t.Fatalf("pinned grants map: %v of %d entries, want the %d grant slots", pinned.Type(), pinned.MaxEntries(), GrantSlots(1024))
+	}
+	for _, m := range []*ebpf.Map{p.Objs.XdhcpLeases, p.Objs.XdhcpGrants} {
+		info, err := m.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id, _ := info.ID(); olds[id] != "" {
+			t.Fatalf("the hash-grants layout's %s is still in use", olds[id])
+		}
 	}
 }
