@@ -85,12 +85,13 @@ struct xdhcp_lease {
  * previous binding has ended (fastpath: a grace period between freeing and
  * reuse), so no grant to an earlier holder can land in the next one's slot.
  * The program uses a slot only when its gen is the lease's. A lease's
- * expiry is the later of the entry's and its grant's. cltt 0: no renewal
+ * expiry is the later of the entry's and its grant's. cltt_ns 0: no renewal
  * answered yet. */
 struct xdhcp_grant {
 	__u64 gen;      /* xdhcp_lease.gen of the binding the slot belongs to */
 	__u64 expiry;   /* unix seconds: the latest expiry granted; only raised */
-	__u64 cltt;     /* unix seconds of the last renewal answered */
+	__u64 cltt_ns;  /* unix nanoseconds (coarse clock) of the last renewal answered: the
+	                 * slow path orders it against its own ACKs, which can fall in the same second */
 	__u32 xid;      /* of that renewal */
 	__u32 last_giaddr; /* relay it came through; 0: direct or past the relay */
 };
@@ -119,7 +120,7 @@ struct xdhcp_iface {
 
 /* One answered renewal, for the slow path to fold into bbolt. */
 struct xdhcp_event {
-	__u64 at;
+	__u64 at_ns;   /* unix nanoseconds (coarse clock) of the renewal */
 	__u64 expiry;
 	__u32 ip;
 	__u32 xid;

@@ -81,7 +81,7 @@ const (
 
 type XdpXdhcpEvent struct {
 	_       structs.HostLayout
-	At      uint64
+	AtNs    uint64
 	Expiry  uint64
 	Ip      uint32
 	Xid     uint32
@@ -103,7 +103,7 @@ type XdpXdhcpGrant struct {
 	_          structs.HostLayout
 	Gen        uint64
 	Expiry     uint64
-	Cltt       uint64
+	ClttNs     uint64
 	Xid        uint32
 	LastGiaddr uint32
 }

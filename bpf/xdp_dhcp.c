@@ -841,8 +841,12 @@ static __always_inline int report(struct req *r)
 	struct xdhcp_grant *g = r->g;
 	__u8 *rq = r->s->req;
 	__u32 xid = *(__u32 *)&rq[BOOTP_XID];
+	/* Nanoseconds: a renewal answered here in the same second as the
+	 * slow path's ACK must still be ordered against it (its xid is what
+	 * a FORCERENEW must carry). */
+	__u64 at_ns = r->mono_ns + r->cfg->wall_offset_ns;
 	raise_u64(&g->expiry, r->exp);
-	g->cltt = r->now;
+	g->cltt_ns = at_ns;
 	g->xid = xid;
 	g->last_giaddr = r->giaddr;
 	__u32 cpu = bpf_get_smp_processor_id();
@@ -852,7 +856,7 @@ static __always_inline int report(struct req *r)
 		slot = cpu * EV_SLOTS + (eh->head & (EV_SLOTS - 1));
 	struct xdhcp_event *ev = eh ? bpf_map_lookup_elem(&xdhcp_evring, &slot) : NULL;
 	if (ev) {
-		ev->at = r->now;
+		ev->at_ns = at_ns;
 		ev->expiry = r->exp;
 		ev->ip = r->ciaddr;
 		ev->xid = xid;

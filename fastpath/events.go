@@ -146,7 +146,7 @@ func (m *Maps) ReadEvents(ctx context.Context, fold func([]Renewal)) error {
 func decodeEvent(ev *bpf.XdpXdhcpEvent) Renewal {
 	hlen := min(int(ev.Hlen), len(ev.Chaddr))
 	return Renewal{
-		At:      time.Unix(int64(ev.At), 0),
+		At:      time.Unix(0, int64(ev.AtNs)),
 		Expiry:  time.Unix(int64(ev.Expiry), 0),
 		IP:      wordAddr(ev.Ip),
 		XID:     netWord(ev.Xid),

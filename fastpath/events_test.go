@@ -15,7 +15,7 @@ func writeEvents(t *testing.T, r *rig, cpu, first, last uint64) {
 	t.Helper()
 	slots := uint64(r.objs.XdhcpEvring.MaxEntries() / r.objs.XdhcpEvheads.MaxEntries())
 	for i := first; i < last; i++ {
-		ev := bpf.XdpXdhcpEvent{At: i, Expiry: i + 3600, Ip: 0x0100000a, Hlen: 6}
+		ev := bpf.XdpXdhcpEvent{AtNs: i * 1e9, Expiry: i + 3600, Ip: 0x0100000a, Hlen: 6}
 		if err := r.objs.XdhcpEvring.Update(uint32(cpu*slots+i%slots), &ev, 0); err != nil {
 			t.Fatal(err)
 		}

@@ -220,7 +220,7 @@ func TestGrantBelongsToItsBinding(t *testing.T) {
 	}
 	first := entry()
 	firstGrant := slot(first.GrantSlot)
-	if first.GrantSlot == 0 || firstGrant.Gen != first.Gen || firstGrant.Cltt == 0 || firstGrant.Expiry <= uint64(l.Expiry.Unix()) {
+	if first.GrantSlot == 0 || firstGrant.Gen != first.Gen || firstGrant.ClttNs == 0 || firstGrant.Expiry <= uint64(l.Expiry.Unix()) {
 		t.Fatalf("after one renewal: entry slot %d gen %d, grant %+v; want the renewal in the entry's slot", first.GrantSlot, first.Gen, firstGrant)
 	}
 
@@ -285,7 +285,7 @@ func TestGrantBelongsToItsBinding(t *testing.T) {
 	if v := renew(); v != xdpTx {
 		t.Fatalf("verdict %d", v)
 	}
-	if g := slot(second.GrantSlot); g.Gen != second.Gen || g.Cltt == 0 {
+	if g := slot(second.GrantSlot); g.Gen != second.Gen || g.ClttNs == 0 {
 		t.Fatalf("the new client's renewal: slot %+v", g)
 	}
 	if err := r.maps.Remove([]netip.Addr{clientIP}); err != nil {

@@ -624,12 +624,12 @@ func (m *Maps) Scan(fn func(Renewal)) ([]netip.Addr, error) {
 			return // handed out after the grants were read: no renewal yet
 		}
 		g := &grants[v.GrantSlot]
-		if g.Gen != v.Gen || g.Cltt == 0 {
+		if g.Gen != v.Gen || g.ClttNs == 0 {
 			return
 		}
 		fn(Renewal{
 			IP: ip, HWAddr: bytes.Clone(v.Chaddr[:min(int(v.Hlen), MaxHWAddr)]), XID: netWord(g.Xid),
-			At: time.Unix(int64(g.Cltt), 0), Expiry: time.Unix(int64(max(v.Expiry, g.Expiry)), 0),
+			At: time.Unix(0, int64(g.ClttNs)), Expiry: time.Unix(int64(max(v.Expiry, g.Expiry)), 0),
 			IfIndex: v.Ifindex, VLANs: v.Vlan, GIAddr: giaddr(g.LastGiaddr),
 		})
 	})

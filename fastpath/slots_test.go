@@ -90,7 +90,7 @@ func TestGrantSlotsReusedAfterGrace(t *testing.T) {
 	if first.GrantSlot != 1 {
 		t.Fatalf("the first binding has slot %d, want 1", first.GrantSlot)
 	}
-	granted := bpf.XdpXdhcpGrant{Gen: first.Gen, Expiry: 99999, Cltt: 5, Xid: 7}
+	granted := bpf.XdpXdhcpGrant{Gen: first.Gen, Expiry: 99999, ClttNs: 5e9, Xid: 7}
 	if err := objs.XdhcpGrants.Put(uint32(1), &granted); err != nil {
 		t.Fatal(err)
 	}

@@ -403,7 +403,7 @@ func TestXDPEvents(t *testing.T) {
 	}
 	e := got[0]
 	if e.IP != relayedIP || !bytes.Equal(e.HWAddr, clientMAC) || e.XID != binary.BigEndian.Uint32(req.TransactionID[:]) ||
-		e.GIAddr != relayIP || e.VLANs != [2]uint16{7, 8} || e.IfIndex != loIndex || e.Expiry.Sub(e.At) != time.Hour {
+		e.GIAddr != relayIP || e.VLANs != [2]uint16{7, 8} || e.IfIndex != loIndex || e.Expiry.Sub(e.At.Truncate(time.Second)) != time.Hour {
 		t.Fatalf("event %+v", e)
 	}
 	// The scan finds the same renewal in the map.
@@ -411,7 +411,7 @@ func TestXDPEvents(t *testing.T) {
 	if _, err := r.maps.Scan(func(rn fastpath.Renewal) { scanned = append(scanned, rn) }); err != nil {
 		t.Fatal(err)
 	}
-	if len(scanned) != 1 || scanned[0].XID != e.XID || !scanned[0].Expiry.Equal(e.Expiry) || scanned[0].GIAddr != relayIP {
+	if len(scanned) != 1 || scanned[0].XID != e.XID || !scanned[0].Expiry.Equal(e.Expiry) || !scanned[0].At.Equal(e.At) || scanned[0].GIAddr != relayIP {
 		t.Fatalf("scan %+v, event %+v", scanned, e)
 	}
 }

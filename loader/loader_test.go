@@ -432,7 +432,7 @@ func TestLoadUpgradesFromGrantsInTheLeaseEntry(t *testing.T) {
 		t.Fatalf("grants map of %d slots for 1024 leases, want 1281 (a quarter more, and slot 0)", n)
 	}
 	k := uint32(7)
-	g := bpf.XdpXdhcpGrant{Gen: 3, Expiry: 12345, Cltt: 100}
+	g := bpf.XdpXdhcpGrant{Gen: 3, Expiry: 12345, ClttNs: 100e9}
 	if err := p.Objs.XdhcpGrants.Put(k, &g); err != nil {
 		t.Fatal(err)
 	}

@@ -109,11 +109,20 @@ func (s *Server) FoldRenewals(rs []Renewal) {
 	now := s.now()
 	for _, r := range rs {
 		l := s.leases[r.IP]
-		if l == nil || l.State != lease.Active || string(l.HWAddr) != string(r.HWAddr) || !r.Expiry.After(l.Expiry) {
+		// A renewal is news when it happened after the client's last
+		// transaction on record, whichever path made that one: the fast
+		// path reports when to the (coarse) nanosecond, so a renewal it
+		// answered in the same second as the slow path's ACK is still
+		// ordered, and its xid, which a FORCERENEW must carry, kept. The
+		// same renewal seen again (a map scan; on disk the CLTT has whole
+		// seconds) is not news.
+		if l == nil || l.State != lease.Active || string(l.HWAddr) != string(r.HWAddr) || !r.At.After(l.CLTT) ||
+			(r.XID == l.LastXID && !r.Expiry.After(l.Expiry)) {
 			continue
 		}
 		changed = append(changed, s.changeLocked(r.IP, causeFold, now, func(l *lease.Lease) {
-			l.Expiry, l.CLTT, l.LastXID = r.Expiry, r.At, r.XID
+			// Never shorter than what is on record (a grant the horizon cut).
+			l.Expiry, l.CLTT, l.LastXID = later(l.Expiry, r.Expiry), r.At, r.XID
 			if r.GIAddr.IsValid() && !r.GIAddr.IsUnspecified() {
 				l.GIAddr = r.GIAddr
 			}
@@ -211,4 +220,11 @@ func (s *Server) AssumeGrantedToHorizon() int {
 		s.commit(changed, causeAssume, nil)
 	}
 	return len(changed)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

@@ -196,3 +196,45 @@ func (p *recPartner) take() [][]*lease.Lease {
 	p.updates = nil
 	return u
 }
+
+// TestFoldOrdersRenewalsWithinASecond: the fast path reports when it
+// answered to the nanosecond, so a renewal it answered in the same second
+// as the slow path's ACK is folded (its xid is what a FORCERENEW must
+// carry: dhcpcd ignores one with another), one it answered just before
+// the ACK is not, and the same renewal seen again changes nothing.
+func TestFoldOrdersRenewalsWithinASecond(t *testing.T) {
+	f, _ := newFastFixture(t)
+	f.now = f.now.Add(300 * time.Millisecond)
+	ip, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
+	acked := f.store.leases[ip]
+
+	// Answered by XDP 0.2 s before the slow path's ACK, in the same second.
+	early := f.now.Add(-200 * time.Millisecond)
+	f.srv.FoldRenewals([]Renewal{{IP: ip, HWAddr: mac(1), XID: 41, At: early, Expiry: early.Truncate(time.Second).Add(time.Hour)}})
+	if l := f.store.leases[ip]; l.LastXID != acked.LastXID || !l.Expiry.Equal(acked.Expiry) {
+		t.Fatalf("a renewal older than the ACK was folded: xid %#x expiry %v, want %#x %v", l.LastXID, l.Expiry, acked.LastXID, acked.Expiry)
+	}
+
+	// Answered by XDP 0.4 s after the ACK, in the same second: its expiry,
+	// in whole seconds, is not after the ACK's.
+	late := f.now.Add(400 * time.Millisecond)
+	r := Renewal{IP: ip, HWAddr: mac(1), XID: 42, At: late, Expiry: late.Truncate(time.Second).Add(time.Hour)}
+	f.srv.FoldRenewals([]Renewal{r})
+	l := f.store.leases[ip]
+	if l.LastXID != 42 || !l.CLTT.Equal(late) {
+		t.Fatalf("the renewal after the ACK was not folded: xid %#x cltt %v", l.LastXID, l.CLTT)
+	}
+	if !l.Expiry.Equal(acked.Expiry) {
+		t.Fatalf("folding shortened the lease: expiry %v, was %v", l.Expiry, acked.Expiry)
+	}
+
+	// The same renewal again (a map scan), with the CLTT as the disk keeps it.
+	before := f.store.commits
+	f.srv.mu.Lock()
+	f.srv.leases[ip].CLTT = late.Truncate(time.Second)
+	f.srv.mu.Unlock()
+	f.srv.FoldRenewals([]Renewal{r})
+	if f.store.commits != before {
+		t.Fatal("the same renewal seen again was committed again")
+	}
+}

@@ -395,11 +395,8 @@ func TestForceRenewFastPathPunts(t *testing.T) {
 	}
 	// The renewal XDP answers must be folded into the lease, since its
 	// xid is the one the FORCERENEW must carry (dhcpcd ignores any other).
-	// The slow path folds a renewal only when it extends the expiry, in
-	// whole seconds: one answered within a second of the ACK would not be
-	// (nor its xid), so let a second and more pass. waitLease's CLTT check
-	// then proves the fold.
-	time.Sleep(1500 * time.Millisecond)
+	// XDP reports when it answered to the nanosecond, so a renewal right
+	// after the ACK, in the same second, is folded too (no wait here).
 	renewByXDP("before the FORCERENEW")
 
 	const notServing = `xdhcp_fastpath_punts_total{reason="not_serving"}`
