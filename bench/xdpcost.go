@@ -16,6 +16,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/fastpath"
@@ -86,6 +87,9 @@ type CostProgram struct {
 	Verified uint32 `json:"verified-insns"`
 	Xlated   int    `json:"xlated-insns"` // instructions after the verifier's rewrites
 	JITBytes uint32 `json:"jited-bytes"`
+	// OwnMaps are the compared object's maps of another layout than this
+	// tree's, and what it got in them instead.
+	OwnMaps []string `json:"own-maps,omitempty"`
 }
 
 // CostOptions says what XDPCost measures.
@@ -145,7 +149,7 @@ func XDPCost(ctx context.Context, o CostOptions) (CostRun, error) {
 		if err != nil {
 			return CostRun{}, fmt.Errorf("reading the XDP object: %w", err)
 		}
-		coll, err := loadOnMaps(spec, &objs.XdpMaps)
+		coll, _, err := loadOnMaps(spec, &objs.XdpMaps)
 		if err != nil {
 			return CostRun{}, fmt.Errorf("another copy of this tree's program: %w", err)
 		}
@@ -163,6 +167,7 @@ func XDPCost(ctx context.Context, o CostOptions) (CostRun, error) {
 	}
 	run.Programs = append(run.Programs, p)
 	var olds []*ebpf.Program
+	var translations []translation
 	if o.Compare != "" {
 		spec, err := ebpf.LoadCollectionSpec(o.Compare)
 		if err != nil {
@@ -172,16 +177,20 @@ func XDPCost(ctx context.Context, o CostOptions) (CostRun, error) {
 			return CostRun{}, fmt.Errorf("--compare %s: no program %s", o.Compare, compareProgram)
 		}
 		for range loadCopies {
-			coll, err := loadOnMaps(spec.Copy(), &objs.XdpMaps)
+			coll, ts, err := loadOnMaps(spec.Copy(), &objs.XdpMaps)
 			if err != nil {
 				return CostRun{}, fmt.Errorf("--compare %s: %w", o.Compare, err)
 			}
+			translations = append(translations, ts...)
 			defer coll.Close()
 			olds = append(olds, coll.Programs[compareProgram])
 		}
 		p, err := programStats(o.Compare, olds[0])
 		if err != nil {
 			return CostRun{}, err
+		}
+		for _, t := range translations[:len(translations)/loadCopies] {
+			p.OwnMaps = append(p.OwnMaps, t.String())
 		}
 		// The kernel's count and the verifier's log must agree: the
 		// report gives one number for both.
@@ -213,6 +222,11 @@ func XDPCost(ctx context.Context, o CostOptions) (CostRun, error) {
 	relayed.IP, relayed.GIAddr, relayed.IfIndex, relayed.RelayInfo = netip.MustParseAddr("10.78.1.100"), relay, 0, opt82
 	if err := maps.Publish([]fastpath.Lease{direct, relayed}); err != nil {
 		return CostRun{}, err
+	}
+	for _, t := range translations {
+		if err := t.run(); err != nil {
+			return CostRun{}, fmt.Errorf("--compare %s: translating this tree's entries: %w", o.Compare, err)
+		}
 	}
 	cases := []struct {
 		name string
@@ -254,28 +268,56 @@ const loadCopies = 4
 
 // loadOnMaps loads spec with this tree's maps in place of its own (same
 // leases, settings and template; the loader's sizes), so that every copy
-// and object answers the same renewals from the same state (but for an
-// older grants map, see below). A map of another layout fails here,
-// naming it. The verifier's statistics are kept in the programs'
-// VerifierLog.
-func loadOnMaps(spec *ebpf.CollectionSpec, ours *bpf.XdpMaps) (*ebpf.Collection, error) {
+// and object answers the same renewals from the same state. An older
+// object's map of another layout stays its own: where both entries are
+// structs under the same keys (a lease entry that gained or lost fields)
+// the returned translations copy this tree's entries into it field by
+// field, by name, once this tree's are written; any other (the grants
+// hash before the grant slots) starts empty and the object's program
+// fills it from the first renewal on. A program that cannot answer from
+// what it got fails the run (verdict other than XDP_TX), so a wrong
+// translation shows. The verifier's statistics are kept in the
+// programs' VerifierLog.
+func loadOnMaps(spec *ebpf.CollectionSpec, ours *bpf.XdpMaps) (*ebpf.Collection, []translation, error) {
+	oursSpec, err := bpf.LoadXdp()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading this tree's object: %w", err)
+	}
 	repl := map[string]*ebpf.Map{}
+	type pending struct {
+		name     string
+		from     *ebpf.Map
+		fromType *btf.Struct
+		toType   *btf.Struct
+	}
+	var own []pending
 	v := reflect.ValueOf(ours).Elem()
 	for i := range v.NumField() {
 		name := v.Type().Field(i).Tag.Get("ebpf")
 		m, ok := v.Field(i).Interface().(*ebpf.Map)
-		if ms := spec.Maps[name]; ok && ms != nil && m != nil {
-			ms.MaxEntries = m.MaxEntries()
-			// An older object's grants map of another layout (the grants
-			// hash before the grant slots) is the object's own: its
-			// program fills it itself from the first renewal on, and the
-			// lease entries it reads kept their offsets. Any other map
-			// of another layout fails below, naming it.
-			if name == bpf.XdpMapXdhcpGrants && ms.Compatible(m) != nil {
-				continue
-			}
-			repl[name] = m
+		ms := spec.Maps[name]
+		if !ok || ms == nil || m == nil {
+			continue
 		}
+		ms.MaxEntries = m.MaxEntries()
+		if ms.Compatible(m) == nil {
+			repl[name] = m
+			continue
+		}
+		p := pending{name: name}
+		from, to := btf.UnderlyingType(oursSpec.Maps[name].Value), btf.UnderlyingType(ms.Value)
+		fs, fok := from.(*btf.Struct)
+		ts, tok := to.(*btf.Struct)
+		switch {
+		case fok && tok && ms.Type == m.Type() && ms.KeySize == m.KeySize() && (ms.Type == ebpf.Hash || ms.Type == ebpf.Array):
+			p.from, p.fromType, p.toType = m, fs, ts
+		case name == bpf.XdpMapXdhcpGrants:
+			// Only the program writes it: starting empty is its state
+			// before the first renewal.
+		default:
+			return nil, nil, fmt.Errorf("map %s: %w", name, ms.Compatible(m))
+		}
+		own = append(own, p)
 	}
 	for _, ms := range spec.Maps {
 		ms.Pinning = ebpf.PinNone
@@ -283,9 +325,69 @@ func loadOnMaps(spec *ebpf.CollectionSpec, ours *bpf.XdpMaps) (*ebpf.Collection,
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: repl,
 		Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelStats}})
 	if err != nil {
-		return nil, fmt.Errorf("loading with this tree's maps: %w", err)
+		return nil, nil, fmt.Errorf("loading with this tree's maps: %w", err)
 	}
-	return coll, nil
+	var ts []translation
+	for _, p := range own {
+		t := translation{name: p.name, from: p.from, to: coll.Maps[p.name], fromType: p.fromType, toType: p.toType}
+		ts = append(ts, t)
+	}
+	return coll, ts, nil
+}
+
+// translation copies one of this tree's maps into an older object's map
+// whose entries are another struct: each field the two share by name and
+// size, the rest zero. Without from, the older object's map is its own
+// and starts empty.
+type translation struct {
+	name             string
+	from, to         *ebpf.Map
+	fromType, toType *btf.Struct
+}
+
+// String says what became of the map, for the report.
+func (t translation) String() string {
+	if t.from == nil {
+		return t.name + " (another layout: its own, empty at the start)"
+	}
+	return t.name + " (another layout: this tree's entries copied field by field, by name)"
+}
+
+func (t translation) run() error {
+	if t.from == nil {
+		return nil
+	}
+	var k, v []byte
+	it := t.from.Iterate()
+	for it.Next(&k, &v) {
+		if err := t.to.Put(k, translateStruct(t.fromType, t.toType, v, int(t.to.ValueSize()))); err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("%s: %w", t.name, err)
+	}
+	return nil
+}
+
+// translateStruct is v, an entry of type from, as an entry of type to of
+// size bytes: members matched by name and size, bit fields left zero.
+func translateStruct(from, to *btf.Struct, v []byte, size int) []byte {
+	out := make([]byte, size)
+	for _, tm := range to.Members {
+		for _, fm := range from.Members {
+			if fm.Name != tm.Name || fm.BitfieldSize != 0 || tm.BitfieldSize != 0 {
+				continue
+			}
+			fs, err1 := btf.Sizeof(fm.Type)
+			ts, err2 := btf.Sizeof(tm.Type)
+			fo, to := int(fm.Offset.Bytes()), int(tm.Offset.Bytes())
+			if err1 == nil && err2 == nil && fs == ts && fo+fs <= len(v) && to+ts <= size {
+				copy(out[to:to+ts], v[fo:fo+fs])
+			}
+		}
+	}
+	return out
 }
 
 // programStats reads what the kernel kept of prog's verification.
@@ -646,6 +748,11 @@ func (rep *Report) costSection(b *strings.Builder) {
 		b.WriteString("\n### The programs as loaded\n\nProcessed insns is the verifier's statistics line (every path it walked; the kernel's verified_insns); translated is the program after the verifier's rewrites.\n\n| object | verifier: processed insns | translated insns | JIT bytes |\n|---|---|---|---|\n")
 		for _, p := range rep.CostPrograms {
 			fmt.Fprintf(b, "| %s | %d | %d | %d |\n", p.Object, p.Verified, p.Xlated, p.JITBytes)
+		}
+		for _, p := range rep.CostPrograms {
+			if len(p.OwnMaps) > 0 {
+				fmt.Fprintf(b, "\nMaps of %s: %s.\n", p.Object, strings.Join(p.OwnMaps, "; "))
+			}
 		}
 	}
 	if rep.Cost[0].Compare != nil {

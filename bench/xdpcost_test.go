@@ -1,13 +1,20 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"math"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/xdhcp/xdhcp/bpf"
+	"github.com/xdhcp/xdhcp/fastpath"
 	"github.com/xdhcp/xdhcp/internal/testenv"
 	"github.com/xdhcp/xdhcp/loader"
 )
@@ -58,9 +65,11 @@ func TestXDPCostCompareRefusesOtherObjects(t *testing.T) {
 	}
 }
 
-// An object whose maps have another layout (an older lease entry, say)
-// is refused rather than run against entries it would misread.
-func TestLoadOnMapsRefusesAnotherLayout(t *testing.T) {
+// An older object's lease entry of another layout gets this tree's
+// entries copied field by field, by name (here two fields swapped and one
+// more); a map that is not a struct of another layout is refused, naming
+// it.
+func TestLoadOnMapsTranslatesAnotherLayout(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testenv.Skip(t, "needs root to load BPF programs")
 	}
@@ -69,20 +78,68 @@ func TestLoadOnMapsRefusesAnotherLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer objs.Close()
+	maps, err := fastpath.New(&objs.XdpMaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer maps.Close()
 	spec, err := bpf.LoadXdp()
 	if err != nil {
 		t.Fatal(err)
 	}
-	same, err := loadOnMaps(spec.Copy(), &objs.XdpMaps)
-	if err != nil {
-		t.Fatalf("this tree's own object: %v", err)
+	same, ts, err := loadOnMaps(spec.Copy(), &objs.XdpMaps)
+	if err != nil || len(ts) != 0 {
+		t.Fatalf("this tree's own object: %v, %d translations", err, len(ts))
 	}
 	same.Close()
-	spec.Maps[bpf.XdpMapXdhcpLeases].ValueSize += 8
-	if coll, err := loadOnMaps(spec, &objs.XdpMaps); err == nil {
+
+	older := spec.Copy()
+	ms := older.Maps[bpf.XdpMapXdhcpLeases]
+	st, ok := btf.Copy(btf.UnderlyingType(ms.Value)).(*btf.Struct)
+	if !ok || st.Members[0].Name != "expiry" || st.Members[1].Name != "horizon" {
+		t.Fatalf("lease entry %v: want a struct starting expiry, horizon", ms.Value)
+	}
+	st.Members[0].Name, st.Members[1].Name = st.Members[1].Name, st.Members[0].Name
+	st.Members = append(st.Members, btf.Member{Name: "older_field", Type: &btf.Int{Name: "__u64", Size: 8}, Offset: btf.Bits(st.Size * 8)})
+	st.Size += 8
+	ms.Value, ms.ValueSize = st, ms.ValueSize+8
+	coll, ts, err := loadOnMaps(older, &objs.XdpMaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coll.Close()
+	if len(ts) != 1 || ts[0].name != bpf.XdpMapXdhcpLeases || ts[0].from == nil {
+		t.Fatalf("translations %v, want the lease map's", ts)
+	}
+	now := time.Now()
+	ip := netip.MustParseAddr("10.77.0.9")
+	mac := net.HardwareAddr{2, 0, 0, 0, 0, 9}
+	if err := maps.Publish([]fastpath.Lease{{IP: ip, Expiry: now.Add(time.Hour), Horizon: now.Add(2 * time.Hour), HWType: 1, HWAddr: mac,
+		ServerID: netip.MustParseAddr("10.77.0.1"), LeaseTime: 3600, T1: 1800, T2: 3150, Serve: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts[0].run(); err != nil {
+		t.Fatal(err)
+	}
+	key := ip.As4()
+	var ours, theirs []byte
+	if err := objs.XdhcpLeases.Lookup(key[:], &ours); err != nil {
+		t.Fatal(err)
+	}
+	if err := coll.Maps[bpf.XdpMapXdhcpLeases].Lookup(key[:], &theirs); err != nil {
+		t.Fatalf("the translated entry: %v", err)
+	}
+	if len(theirs) != len(ours)+8 || !bytes.Equal(theirs[8:16], ours[0:8]) || !bytes.Equal(theirs[0:8], ours[8:16]) ||
+		!bytes.Equal(theirs[16:len(ours)], ours[16:]) || !bytes.Equal(theirs[len(ours):], make([]byte, 8)) {
+		t.Errorf("translated entry\n%x\nfrom\n%x", theirs, ours)
+	}
+
+	other := spec.Copy()
+	other.Maps[bpf.XdpMapXdhcpCounters].ValueSize *= 2
+	if coll, _, err := loadOnMaps(other, &objs.XdpMaps); err == nil {
 		coll.Close()
-		t.Error("a lease entry 8 bytes longer was loaded on this tree's lease map")
-	} else if !strings.Contains(err.Error(), "xdhcp_leases") {
+		t.Error("counters of twice the size were loaded")
+	} else if !strings.Contains(err.Error(), bpf.XdpMapXdhcpCounters) {
 		t.Errorf("error does not name the map: %v", err)
 	}
 }
