@@ -427,6 +427,12 @@ func counts(ci control.CampaignInfo) string {
 		// Rare (a lease that ended before its turn): shown only then.
 		s += fmt.Sprintf(", skipped %d", ci.Skipped)
 	}
+	if later := ci.NoKey + ci.NoAnswer; ci.Move && (later > 0 || ci.MovedAtRenewal > 0) {
+		// A move campaign's unforced clients are NAKed at their own next
+		// renewal (T1, after the campaign is done): how many of them have
+		// been so far, so that `status` shows when the old pool is empty.
+		s += fmt.Sprintf(", moved at renewal %d/%d", ci.MovedAtRenewal, later)
+	}
 	return s + fmt.Sprintf(", remaining %d", ci.Remaining)
 }
 
@@ -486,10 +492,10 @@ func printCampaigns(w io.Writer, all []control.CampaignInfo) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tSELECTOR\tMOVE\tTOTAL\tSENT\tRENEWED\tMOVED\tNO-ANSWER\tNO-KEY\tSKIPPED\tREMAINING")
+	fmt.Fprintln(tw, "ID\tSTATE\tSELECTOR\tMOVE\tTOTAL\tSENT\tRENEWED\tMOVED\tNO-ANSWER\tNO-KEY\tSKIPPED\tREMAINING\tMOVED-AT-RENEWAL")
 	for _, ci := range all {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", ci.ID, state(ci), ci.Selector, ci.Move,
-			ci.Total, ci.Sent, ci.Renewed, ci.Moved, ci.NoAnswer, ci.NoKey, ci.Skipped, ci.Remaining)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", ci.ID, state(ci), ci.Selector, ci.Move,
+			ci.Total, ci.Sent, ci.Renewed, ci.Moved, ci.NoAnswer, ci.NoKey, ci.Skipped, ci.Remaining, ci.MovedAtRenewal)
 	}
 	tw.Flush()
 }

@@ -146,11 +146,17 @@ func TestReportRendering(t *testing.T) {
 				{IP: "10.77.0.120", HWAddress: "02:00:00:00:00:02", Reason: "no-answer"},
 			}},
 			"campaign c3: done (pool 10.77.0.100-10.77.0.149, move)\n" +
-				"  4 client(s): sent 3, renewed 0, moved 2, no answer 1, no key 1, remaining 0\n" +
+				"  4 client(s): sent 3, renewed 0, moved 2, no answer 1, no key 1, moved at renewal 0/2, remaining 0\n" +
 				"could not be forced (2); their leases move at their next renewal (T1):\n" +
 				"  IP           HW-ADDRESS         CLIENT-ID             REASON\n" +
 				"  10.77.0.101  02:00:00:00:00:01  01:02:00:00:00:00:01  no key (client sent no option 145)\n" +
 				"  10.77.0.120  02:00:00:00:00:02  -                     no answer (every retransmission)\n"},
+		{"one of them since moved at its renewal", control.CampaignInfo{ID: "c3", Selector: "pool 10.77.0.100-10.77.0.149", Move: true, Total: 4, Sent: 3, Moved: 2, NoAnswer: 1, NoKey: 1, MovedAtRenewal: 1, Done: true},
+			"campaign c3: done (pool 10.77.0.100-10.77.0.149, move)\n" +
+				"  4 client(s): sent 3, renewed 0, moved 2, no answer 1, no key 1, moved at renewal 1/2, remaining 0\n"},
+		{"no move: nothing moves at renewal", control.CampaignInfo{ID: "c5", Selector: "subnet 10.77.0.0/24", Total: 2, Sent: 1, Renewed: 1, NoKey: 1, Done: true},
+			"campaign c5: done (subnet 10.77.0.0/24)\n" +
+				"  2 client(s): sent 1, renewed 1, moved 0, no answer 0, no key 1, remaining 0\n"},
 		{"stopped", control.CampaignInfo{ID: "c4", Selector: "mac 02:00:00:00:00:09", Total: 2, Sent: 1, Renewed: 1, Remaining: 0, Done: true, Stopped: true,
 			NotForced: []control.UnforcedClient{{IP: "10.77.0.130", Reason: "stopped"}}},
 			"campaign c4: stopped (mac 02:00:00:00:00:09)\n" +
@@ -171,10 +177,11 @@ func TestReportRendering(t *testing.T) {
 		t.Errorf("empty list: %q", b.String())
 	}
 	b.Reset()
-	printCampaigns(&b, []control.CampaignInfo{{ID: "c1", Selector: "ip 10.77.0.100", Total: 1, Renewed: 1, Sent: 1, Done: true}, {ID: "c2", Selector: "pool 10.77.0.100-10.77.0.149", Move: true, Total: 50, Sent: 3, Remaining: 47}})
-	want := "ID  STATE    SELECTOR                      MOVE   TOTAL  SENT  RENEWED  MOVED  NO-ANSWER  NO-KEY  SKIPPED  REMAINING\n" +
-		"c1  done     ip 10.77.0.100                false  1      1     1        0      0          0       0        0\n" +
-		"c2  running  pool 10.77.0.100-10.77.0.149  true   50     3     0        0      0          0       0        47\n"
+	printCampaigns(&b, []control.CampaignInfo{{ID: "c1", Selector: "ip 10.77.0.100", Total: 1, Renewed: 1, Sent: 1, Done: true}, {ID: "c2", Selector: "pool 10.77.0.100-10.77.0.149", Move: true, Total: 50, Sent: 3, Remaining: 47}, {ID: "c3", Selector: "pool 10.77.0.100-10.77.0.149", Move: true, Total: 4, Sent: 3, Moved: 2, NoAnswer: 1, NoKey: 1, MovedAtRenewal: 2, Done: true}})
+	want := "ID  STATE    SELECTOR                      MOVE   TOTAL  SENT  RENEWED  MOVED  NO-ANSWER  NO-KEY  SKIPPED  REMAINING  MOVED-AT-RENEWAL\n" +
+		"c1  done     ip 10.77.0.100                false  1      1     1        0      0          0       0        0          0\n" +
+		"c2  running  pool 10.77.0.100-10.77.0.149  true   50     3     0        0      0          0       0        47         0\n" +
+		"c3  done     pool 10.77.0.100-10.77.0.149  true   4      3     0        2      1          1       0        0          2\n"
 	if b.String() != want {
 		t.Errorf("list:\n got:\n%s\nwant:\n%s", b.String(), want)
 	}
@@ -236,16 +243,16 @@ func TestWaitFollowsCampaign(t *testing.T) {
 			"\r[....................] 0/4  sent 0, renewed 0, moved 0, no answer 0, no key 0, remaining 4\x1b[K",
 			"\r[#####...............] 1/4  sent 2,",
 			"\r[###############.....] 3/4  sent 3, renewed 0, moved 2,",
-			"\r[####################] 4/4  sent 3, renewed 0, moved 3, no answer 0, no key 1, remaining 0\x1b[K\n",
+			"\r[####################] 4/4  sent 3, renewed 0, moved 3, no answer 0, no key 1, moved at renewal 0/1, remaining 0\x1b[K\n",
 			"campaign c9: done (pool 10.77.0.100-10.77.0.103, move)\n",
 			"  10.77.0.103  02:00:00:00:00:03  -          no key",
 		}},
 		{name: "pipe", contains: []string{
 			"+1s campaign c9: 0/4 finished, sent 0,",
 			"+2s campaign c9: 1/4 finished, sent 2,",
-			"+4s campaign c9: 4/4 finished, sent 3, renewed 0, moved 3, no answer 0, no key 1, remaining 0\ncampaign c9: done",
+			"+4s campaign c9: 4/4 finished, sent 3, renewed 0, moved 3, no answer 0, no key 1, moved at renewal 0/1, remaining 0\ncampaign c9: done",
 		}, lacks: []string{"\r", "\x1b"}},
-		{name: "json", asJSON: true, contains: []string{`"id": "c9"`, `"moved": 3`, `"reason": "no-key"`}, lacks: []string{"sent 0", "\r"}},
+		{name: "json", asJSON: true, contains: []string{`"id": "c9"`, `"moved": 3`, `"moved-at-renewal": 0`, `"reason": "no-key"`}, lacks: []string{"sent 0", "\r"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := &fakeCampaign{steps: campaignSteps()}
@@ -433,5 +440,20 @@ func TestIsTerminal(t *testing.T) {
 		if got := isTerminal(c.w); got != c.want {
 			t.Errorf("isTerminal(%s) = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// TestMovedAtRenewalInJSON: the count of a move campaign's unforced
+// clients NAKed at their own renewal is in --json as "moved-at-renewal",
+// and reads back the same.
+func TestMovedAtRenewalInJSON(t *testing.T) {
+	var b bytes.Buffer
+	printJSON(&b, withList(control.CampaignInfo{ID: "c3", Move: true, Total: 4, NoKey: 1, NoAnswer: 1, MovedAtRenewal: 2, Done: true}))
+	if !strings.Contains(b.String(), `"moved-at-renewal": 2`) {
+		t.Fatalf("--json lacks moved-at-renewal: %s", b.String())
+	}
+	var ci control.CampaignInfo
+	if err := json.Unmarshal(b.Bytes(), &ci); err != nil || ci.MovedAtRenewal != 2 {
+		t.Errorf("read back: %+v (%v)", ci, err)
 	}
 }

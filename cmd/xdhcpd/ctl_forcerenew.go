@@ -151,7 +151,8 @@ func (d *daemon) campaignInfo(st slowpath.CampaignStatus) control.CampaignInfo {
 		ID: st.ID, Selector: st.Selector.String(), Move: st.Options.Move, Rate: st.Options.Rate, Started: rfc3339(st.Started),
 		Total: st.Total, Sent: st.Sent, Transmissions: st.Transmissions, Renewed: st.Renewed, Moved: st.Moved,
 		NoAnswer: st.NoAnswer, NoKey: st.NoKey, Skipped: st.Skipped, Remaining: st.Remaining, Done: st.Done, Stopped: st.Stopped,
-		NotForced: []control.UnforcedClient{},
+		MovedAtRenewal: st.MovedAtRenewal,
+		NotForced:      []control.UnforcedClient{},
 	}
 	add := func(cs []slowpath.Client, reason string) {
 		for _, c := range cs {

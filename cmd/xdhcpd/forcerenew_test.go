@@ -538,3 +538,56 @@ func TestForceRenewClientsWithoutKey(t *testing.T) {
 		}
 	}
 }
+
+// TestForceRenewMoveWithoutKeyAtRenewal: a move campaign cannot force a
+// client that sent no option 145 (udhcpc); it is counted no-key, and once
+// it renews on its own (SIGUSR1 makes udhcpc renew at once) it is NAKed,
+// gets an address of the new pool, and the campaign's moved-at-renewal
+// count (xdhcpctl forcerenew status, --json and report) says so.
+func TestForceRenewMoveWithoutKeyAtRenewal(t *testing.T) {
+	needTools(t, "udhcpc")
+	l := newFRLab(t)
+	const mac = "02:00:00:00:16:41"
+	c := l.client("eth0", mac)
+	p, _, li := boundUdhcpc(t, l, c, mac, "ip=$ip")
+	if !strings.HasPrefix(li.IP, "10.77.0.1") {
+		t.Fatalf("lease %+v not from %s", li, frOldPool)
+	}
+	l.writeConfig(frConfig(l.dir, "{range: "+frOldPool+", drain: true}, "+frNewPool, ""))
+	l.ctlReload()
+	ci, code := l.forceRenew(20*time.Second, "--pool", frOldPool, "--move", "--wait")
+	if code != 3 || !ci.Done || ci.Total != 1 || ci.NoKey != 1 || ci.MovedAtRenewal != 0 {
+		t.Fatalf("forcerenew --move without a key: exit %d, campaign %+v; want exit 3, 1 no-key, 0 moved at renewal", code, ci)
+	}
+
+	p.Signal(sigUSR1)
+	// The lease's times have whole seconds, as the bind did a moment ago:
+	// wait for the address to change rather than for a later CLTT.
+	newLease := func() (control.LeaseInfo, bool) {
+		for _, li := range l.leases() {
+			if li.HWAddress == mac && li.State == "active" && strings.HasPrefix(li.IP, "10.77.0.2") {
+				return li, true
+			}
+		}
+		return control.LeaseInfo{}, false
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	_, ok := newLease()
+	for ; !ok && time.Now().Before(deadline); _, ok = newLease() {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !ok {
+		t.Fatalf("after its renewal: leases %+v, want an active one from %s\nserver log:\n%s", l.leases(), frNewPool, l.daemon.Output())
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for ci = l.campaign(ci.ID); ci.MovedAtRenewal != 1 && time.Now().Before(deadline); ci = l.campaign(ci.ID) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if ci.MovedAtRenewal != 1 || ci.NoKey != 1 {
+		t.Fatalf("campaign after the client's renewal: %+v; want moved-at-renewal 1", ci)
+	}
+	out, _ := exec.Command(l.ctl, "--socket", l.sock, "forcerenew", "status", ci.ID).CombinedOutput()
+	if !strings.Contains(string(out), "no key 1, moved at renewal 1/1, remaining 0") {
+		t.Fatalf("forcerenew status %s:\n%s\nwant it to count the client moved at its renewal", ci.ID, out)
+	}
+}

@@ -50,6 +50,12 @@ type CampaignInfo struct {
 	Remaining     int  `json:"remaining"`     // not yet finished either way
 	Done          bool `json:"done"`
 	Stopped       bool `json:"stopped,omitempty"` // ended by forcerenew-stop before every client was tried
+
+	// MovedAtRenewal counts, of a move campaign's NoKey and NoAnswer
+	// clients, those since NAKed at their own next renewal: it can grow
+	// after Done, up to NoKey+NoAnswer (less when leases end first).
+	MovedAtRenewal int `json:"moved-at-renewal"`
+
 	// NotForced lists the clients that could not be forced (no key, no
 	// answer); their leases move at their next renewal.
 	NotForced []UnforcedClient `json:"not-forced"`
