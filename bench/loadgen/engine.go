@@ -57,6 +57,11 @@ type Config struct {
 	// XDP and the kernel's delivery in its own system call, so one sender
 	// keeps one CPU busy and leaves the other idle.
 	Senders int
+	// ForceRenew has the clients send option 145, keep the key an ACK
+	// delivers and answer a FORCERENEW (bench/loadgen/forcerenew.go).
+	// Only the layer 2 transport receives FORCERENEWs: they are unicast
+	// to the client's address, which nothing routes back to a relay.
+	ForceRenew bool
 }
 
 // Phase is one measured run.
@@ -111,6 +116,7 @@ const (
 	opDORA uint8 = iota
 	opRenew
 	opRelease
+	opForce // a REQUEST a FORCERENEW called for, and the DORA its NAK calls for
 	opKinds
 )
 
@@ -152,6 +158,8 @@ type Gen struct {
 	cursor   [opKinds]int
 	seqGen   uint8
 	opCount  int
+	keys     []keyState // per client, with Config.ForceRenew only
+	frs      ForceRenewStats
 
 	stop chan struct{}
 	done chan struct{}
@@ -173,6 +181,9 @@ func New(cfg Config, tr Transport) (*Gen, error) {
 	}
 	g := &Gen{cfg: cfg, tr: tr, epoch: time.Now(), clients: make([]client, cfg.Clients),
 		byIP: make(map[netip.Addr]int32, cfg.Clients), stop: make(chan struct{}), done: make(chan struct{})}
+	if cfg.ForceRenew {
+		g.keys = make([]keyState, cfg.Clients)
+	}
 	if o, ok := tr.(addressOwner); ok {
 		o.setOwner(g.owner)
 	}
@@ -515,13 +526,19 @@ func (g *Gen) startDORA(j int, op uint8, now int64, out []Packet, arena []byte) 
 	if c.state == bound {
 		g.unbind(j)
 	}
-	c.seq++
 	c.op, c.start = op, now
 	g.c.started[op]++
 	g.inFlight++
+	return g.discover(j, now, out, arena)
+}
+
+// discover sends client j's DISCOVER as the next step of its exchange.
+func (g *Gen) discover(j int, now int64, out []Packet, arena []byte) ([]Packet, []byte) {
+	g.clients[j].seq++
 	g.await(j, discovering, now)
 	id := g.cfg.Pop.Identity(j)
-	m := Message{Type: dhcpwire.Discover, XID: g.xid(j), ID: id, GIAddr: g.cfg.GIAddr, Broadcast: g.cfg.Broadcast}
+	m := Message{Type: dhcpwire.Discover, XID: g.xid(j), ID: id, GIAddr: g.cfg.GIAddr, Broadcast: g.cfg.Broadcast,
+		NonceCapable: g.cfg.ForceRenew}
 	return appendPacket(out, arena, m, netip.Addr{})
 }
 
@@ -532,7 +549,8 @@ func (g *Gen) startRenew(j int, now int64, out []Packet, arena []byte) ([]Packet
 	g.c.started[opRenew]++
 	g.inFlight++
 	g.await(j, renewing, now)
-	m := Message{Type: dhcpwire.Request, XID: g.xid(j), ID: g.cfg.Pop.Identity(j), CIAddr: c.ip, GIAddr: g.cfg.GIAddr}
+	m := Message{Type: dhcpwire.Request, XID: g.xid(j), ID: g.cfg.Pop.Identity(j), CIAddr: c.ip, GIAddr: g.cfg.GIAddr,
+		NonceCapable: g.cfg.ForceRenew}
 	return appendPacket(out, arena, m, c.ip)
 }
 
@@ -586,6 +604,9 @@ func (g *Gen) expire(now int64) {
 		}
 		g.c.dropped[c.op]++
 		g.inFlight--
+		if c.op == opForce {
+			g.frs.Lost++
+		}
 		if c.state == renewing {
 			c.state = bound // it still holds its lease
 		} else {
@@ -655,6 +676,11 @@ func (g *Gen) answer(p *dhcpwire.Packet, b []byte, now int64, out []Packet, aren
 		g.c.wrong++
 		return out, arena
 	}
+	if g.keys != nil && p.MessageType() == dhcpwire.ForceRenew {
+		// Unsolicited: its xid is the last ACKed REQUEST's, not one
+		// awaiting an answer.
+		return g.forceRenew(j, b, p.XID, now, out, arena)
+	}
 	c := &g.clients[j]
 	if uint8(p.XID>>24) != c.seq || (c.state != discovering && c.state != requesting && c.state != renewing) {
 		g.c.late++ // timed out already, or a duplicate
@@ -672,6 +698,9 @@ func (g *Gen) answer(p *dhcpwire.Packet, b []byte, now int64, out []Packet, aren
 	}
 	if typ == dhcpwire.Nak {
 		g.c.naks++
+		if c.op == opForce && c.state == renewing {
+			return g.forcedNAK(j, now, out, arena)
+		}
 		g.fail(j)
 		return out, arena
 	}
@@ -683,7 +712,8 @@ func (g *Gen) answer(p *dhcpwire.Packet, b []byte, now int64, out []Packet, aren
 		}
 		c.offered, c.server = p.YIAddr, netip.AddrFrom4([4]byte(sid))
 		g.await(j, requesting, now)
-		m := Message{Type: dhcpwire.Request, XID: p.XID, ID: id, Requested: c.offered, ServerID: c.server, GIAddr: g.cfg.GIAddr, Broadcast: g.cfg.Broadcast}
+		m := Message{Type: dhcpwire.Request, XID: p.XID, ID: id, Requested: c.offered, ServerID: c.server, GIAddr: g.cfg.GIAddr, Broadcast: g.cfg.Broadcast,
+			NonceCapable: g.cfg.ForceRenew}
 		return appendPacket(out, arena, m, netip.Addr{})
 	case requesting:
 		if typ != dhcpwire.Ack || p.YIAddr != c.offered || len(sid) != 4 || netip.AddrFrom4([4]byte(sid)) != c.server || !g.leaseTimeOK(p) {
@@ -691,6 +721,10 @@ func (g *Gen) answer(p *dhcpwire.Packet, b []byte, now int64, out []Packet, aren
 			return out, arena
 		}
 		g.done1(j, now)
+		g.keepKey(j, p)
+		if c.op == opForce {
+			g.frs.Moved++
+		}
 		c.ip, c.state = c.offered, bound
 		if prev, ok := g.byIP[c.ip]; ok && int(prev) != j {
 			// The server gave out an address another client holds.
@@ -714,6 +748,10 @@ func (g *Gen) answer(p *dhcpwire.Packet, b []byte, now int64, out []Packet, aren
 			return out, arena
 		}
 		g.done1(j, now)
+		g.keepKey(j, p)
+		if c.op == opForce {
+			g.frs.Renewed++
+		}
 		c.state = bound
 	}
 	return out, arena

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/slowpath/auth"
 )
 
 // Identity is what makes one emulated client distinct on the wire.
@@ -67,6 +68,9 @@ type Message struct {
 	ServerID  netip.Addr // option 54 (SELECTING, RELEASE)
 	GIAddr    netip.Addr // relay mode
 	Broadcast bool       // the B flag
+	// NonceCapable adds option 145 listing HMAC-MD5 (RFC 6704): the
+	// client takes a FORCERENEW key.
+	NonceCapable bool
 }
 
 // prl is the parameter request list every client sends.
@@ -96,6 +100,9 @@ func (m Message) Append(b []byte) []byte {
 	}
 	if m.Type != dhcpwire.Release {
 		b = dhcpwire.AppendOption(b, dhcpwire.OptParamRequest, prl)
+	}
+	if m.NonceCapable {
+		b = auth.AppendNonceCapable(b)
 	}
 	// A relay appends option 82 last (RFC 3046 §2.1).
 	if m.GIAddr.IsValid() && m.ID.Opt82 != nil {
