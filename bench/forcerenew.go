@@ -1,0 +1,274 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/xdhcp/xdhcp/bench/loadgen"
+	"github.com/xdhcp/xdhcp/internal/control"
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/slowpath/auth"
+)
+
+// The renumbering campaign's pools, both on the rig's link (layer 2:
+// FORCERENEW is unicast to the client's address, which only the layer 2
+// transport receives; a relay's clients are not routed back to it). Each
+// holds a little over 65,000 addresses, which bounds the clients.
+const (
+	frPoolAStart = "10.76.0.10"
+	frPoolAEnd   = "10.76.255.254"
+	frPoolBStart = "10.77.1.0"
+	frPoolBEnd   = "10.77.255.254"
+	// FRMaxClients is how many clients the campaign's pools hold.
+	FRMaxClients = 65279
+)
+
+// ForceRenewOptions shape one renumbering run (xdhcp-bench forcerenew).
+type ForceRenewOptions struct {
+	Bin     string  // the xdhcpd binary
+	Fast    string  // the fast path mode: "" (off), "native" or "generic"
+	Clients int     // emulated clients bound in pool A, then moved to pool B
+	Rate    float64 // the campaign's clients forced per second; 0: unlimited
+	// Timeout bounds the campaign and the clients' settling after it;
+	// 0 means 10 minutes.
+	Timeout  time.Duration
+	Progress io.Writer // a line a second while the campaign runs; nil for none
+}
+
+// ForceRenewResult is what a renumbering run measured.
+type ForceRenewResult struct {
+	Clients int     `json:"clients"`
+	Rate    float64 `json:"rate"` // requested; 0: unlimited
+	Fast    string  `json:"fast,omitempty"`
+	// Seconds is the campaign's wall time: from the forcerenew command to
+	// the status saying done.
+	Seconds float64 `json:"campaign-seconds"`
+	// SentPerSecond is the FORCERENEWs sent (retransmissions included)
+	// over Seconds.
+	SentPerSecond float64                 `json:"forcerenew-sent-per-second"`
+	Campaign      control.CampaignInfo    `json:"campaign"`
+	ClientsSaw    loadgen.ForceRenewStats `json:"clients-saw"`
+	// The end state, from the daemon's lease list and the generator's
+	// clients: leases left in pool A, leases in pool B, clients holding an
+	// address in pool B (of Clients).
+	LeasesInA     int     `json:"leases-in-pool-a"`
+	LeasesInB     int     `json:"leases-in-pool-b"`
+	ClientsInB    int     `json:"clients-in-pool-b"`
+	SettleSeconds float64 `json:"settle-seconds"` // after done, until every client was in pool B (or the timeout)
+	Err           string  `json:"error,omitempty"`
+}
+
+// frConfig renders the daemon's configuration: pool A alone, or pool A
+// draining beside pool B (the operator's edit before the campaign).
+func frConfig(dir, fast string, moved bool) string {
+	pools := fmt.Sprintf("[%s-%s]", frPoolAStart, frPoolAEnd)
+	if moved {
+		pools = fmt.Sprintf("[{range: %s-%s, drain: true}, %s-%s]", frPoolAStart, frPoolAEnd, frPoolBStart, frPoolBEnd)
+	}
+	fp := "fastpath:\n  enabled: false\n"
+	if fast != "" {
+		fp = fmt.Sprintf("fastpath:\n  enabled: true\n  mode: %s\n  pin-dir: /sys/fs/bpf/xdhcp-bench-fr-%d\n", fast, os.Getpid())
+	}
+	return fp + fmt.Sprintf(`server:
+  interfaces: [%s]
+  state-dir: %s/state
+  control-socket: %s/ctl.sock
+  metrics-listen: ""
+  log-level: warn
+subnets:
+  - subnet: %s
+    pools: %s
+    lease-time: 1h
+    options:
+      routers: [%s]
+`, ServerIf, dir, dir, LinkNet, pools, ServerAddr)
+}
+
+func inRange(ip netip.Addr, start, end string) bool {
+	return ip.Compare(netip.MustParseAddr(start)) >= 0 && ip.Compare(netip.MustParseAddr(end)) <= 0
+}
+
+// ForceRenew starts xdhcpd with pool A, binds o.Clients emulated clients
+// (layer 2, answering FORCERENEW) there, marks pool A draining beside a
+// new pool B and reloads, as an operator would, then runs a move
+// campaign over pool A through the control socket and waits for it and
+// for the clients to settle. It counts what ended where.
+func (r *Rig) ForceRenew(ctx context.Context, o ForceRenewOptions) ForceRenewResult {
+	res := ForceRenewResult{Clients: o.Clients, Rate: o.Rate, Fast: o.Fast}
+	fail := func(err error) ForceRenewResult { res.Err = err.Error(); return res }
+	if o.Clients <= 0 || o.Clients > FRMaxClients {
+		return fail(fmt.Errorf("clients %d: want 1 to %d (the pools' size)", o.Clients, FRMaxClients))
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "xdhcp-bench-fr-")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.RemoveAll(dir)
+	cfgPath := filepath.Join(dir, "xdhcpd.yaml")
+	if err := os.WriteFile(cfgPath, []byte(frConfig(dir, o.Fast, false)), 0o600); err != nil {
+		return fail(err)
+	}
+	sock := filepath.Join(dir, "ctl.sock")
+	p, err := r.Srv.StartHostMounts(ctx, o.Bin, "--config", cfgPath)
+	if err != nil {
+		return fail(err)
+	}
+	defer stopServer(Xdhcpd{Bin: o.Bin, Fast: o.Fast}, p, r.Srv, dir)
+	if err := waitFor(ctx, p, func() bool { return socketAnswers(sock) }); err != nil {
+		return fail(err)
+	}
+	tr, err := r.transport("l2")
+	if err != nil {
+		return fail(err)
+	}
+	defer tr.Close()
+	cfg := genConfig(ScenarioOptions{Mode: "l2", Clients: o.Clients, Pop: DefaultPopulation(false, true, 0)}, p.Pid())
+	cfg.ForceRenew = true
+	g, err := loadgen.New(cfg, tr)
+	if err != nil {
+		return fail(err)
+	}
+	defer g.Close()
+	if _, err := g.Acquire(ctx, o.Clients); err != nil {
+		return fail(fmt.Errorf("binding clients in pool A: %w", err))
+	}
+	if k := g.ForceRenewStats().Keys; k < int64(o.Clients) {
+		return fail(fmt.Errorf("%d of %d clients were given a forcerenew key", k, o.Clients))
+	}
+	// The operator's edit: pool A draining, pool B beside it.
+	if err := os.WriteFile(cfgPath, []byte(frConfig(dir, o.Fast, true)), 0o600); err != nil {
+		return fail(err)
+	}
+	if err := control.Call(ctx, sock, "reload", nil, nil); err != nil {
+		return fail(fmt.Errorf("reloading with pool A draining: %w", err))
+	}
+
+	t0 := time.Now()
+	var ci control.CampaignInfo
+	args := control.ForceRenewArgs{Pool: frPoolAStart + "-" + frPoolAEnd, Move: true, Rate: o.Rate}
+	if err := control.Call(ctx, sock, "forcerenew", args, &ci); err != nil {
+		return fail(fmt.Errorf("starting the campaign: %w", err))
+	}
+	lastTick := t0
+	for !ci.Done {
+		select {
+		case <-ctx.Done():
+			res.Campaign = ci
+			return fail(fmt.Errorf("campaign %s not done after %v: %w", ci.ID, time.Since(t0).Round(time.Millisecond), ctx.Err()))
+		case <-time.After(20 * time.Millisecond):
+		}
+		if err := control.Call(ctx, sock, "forcerenew-status", control.CampaignID{ID: ci.ID}, &ci); err != nil {
+			return fail(fmt.Errorf("campaign status: %w", err))
+		}
+		if o.Progress != nil && time.Since(lastTick) >= time.Second {
+			lastTick = time.Now()
+			fmt.Fprintf(o.Progress, "\r  %4.0fs  sent %d/%d  renewed %d  moved %d  no answer %d  no key %d  remaining %d   ",
+				time.Since(t0).Seconds(), ci.Sent, ci.Total, ci.Renewed, ci.Moved, ci.NoAnswer, ci.NoKey, ci.Remaining)
+		}
+	}
+	res.Seconds = time.Since(t0).Seconds()
+	if o.Progress != nil {
+		fmt.Fprintln(o.Progress)
+	}
+	res.Campaign = ci
+	if res.Seconds > 0 {
+		res.SentPerSecond = float64(ci.Transmissions) / res.Seconds
+	}
+	// A moved client's DISCOVER may still be on its way when the daemon
+	// counts it moved (the NAK ends its part): wait for every client to
+	// hold an address in pool B, or for the timeout.
+	t1 := time.Now()
+	for {
+		res.ClientsInB = 0
+		for _, l := range g.Leases() {
+			if inRange(l.IP, frPoolBStart, frPoolBEnd) {
+				res.ClientsInB++
+			}
+		}
+		if res.ClientsInB == o.Clients || ctx.Err() != nil || time.Since(t1) > 30*time.Second {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res.SettleSeconds = time.Since(t1).Seconds()
+	res.ClientsSaw = g.ForceRenewStats()
+	var leases []control.LeaseInfo
+	if err := control.Call(ctx, sock, "leases", nil, &leases); err != nil {
+		return fail(fmt.Errorf("listing leases: %w", err))
+	}
+	for _, l := range leases {
+		ip, err := netip.ParseAddr(l.IP)
+		if err != nil || l.State != "active" {
+			continue
+		}
+		switch {
+		case inRange(ip, frPoolAStart, frPoolAEnd):
+			res.LeasesInA++
+		case inRange(ip, frPoolBStart, frPoolBEnd):
+			res.LeasesInB++
+		}
+	}
+	return res
+}
+
+// SignResult is signed FORCERENEWs a second on one goroutine.
+type SignResult struct {
+	Signed    int     `json:"signed"`
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"signed-per-second"`
+}
+
+// SignRate measures what the daemon does per FORCERENEW before the send:
+// render option 90 with a fresh counter value into a FORCERENEW padded
+// to 300 bytes as the daemon sends it, and sign it (HMAC-MD5 over every byte), in a loop on one
+// goroutine locked to its thread, for d.
+func SignRate(d time.Duration) (SignResult, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	key, err := auth.NewKey()
+	if err != nil {
+		return SignResult{}, err
+	}
+	h := dhcpwire.Header{Op: dhcpwire.BootReply, HType: 1, HLen: 6, XID: 0x01020304,
+		CIAddr: netip.MustParseAddr("10.76.0.10")}
+	copy(h.CHAddr[:], []byte{2, 0xb0, 0, 0, 0, 1})
+	base := dhcpwire.AppendHeader(make([]byte, 0, 600), h)
+	base = append(base, dhcpwire.OptMessageType, 1, dhcpwire.ForceRenew)
+	base = dhcpwire.AppendAddrOption(base, dhcpwire.OptServerID, netip.MustParseAddr(ServerAddr))
+	n := len(base)
+	msg := base
+	var res SignResult
+	start := time.Now()
+	for replay := uint64(1); ; replay++ {
+		msg = auth.AppendDigestOption(msg[:n], replay)
+		msg = append(msg, dhcpwire.OptEnd)
+		for len(msg) < 300 { // the BOOTP minimum the daemon pads to
+			msg = append(msg, 0)
+		}
+		if err := auth.Sign(msg, key); err != nil {
+			return res, fmt.Errorf("signing: %w", err)
+		}
+		res.Signed++
+		if res.Signed%1024 == 0 && time.Since(start) >= d {
+			break
+		}
+	}
+	res.Seconds = time.Since(start).Seconds()
+	// What was timed must be what a client accepts.
+	if _, err := auth.Verify(msg, key); err != nil {
+		return res, fmt.Errorf("the last message signed does not verify: %w", err)
+	}
+	res.PerSecond = float64(res.Signed) / res.Seconds
+	return res, nil
+}
