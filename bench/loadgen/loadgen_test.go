@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/slowpath/auth"
 )
 
 func TestMessageAppend(t *testing.T) {
@@ -134,10 +135,16 @@ type fakeServer struct {
 	closed  bool
 	lease   uint32
 	same    bool // offer every client the same address
+	// key, when set, goes in option 90 of every ACK to a client that
+	// sent 145; nakRenew NAKs REQUESTs from a bound client (ciaddr set).
+	key      *auth.Key
+	replay   uint64
+	nakRenew bool
+	lastXID  map[string]uint32 // the xid of each client's last ACKed REQUEST
 }
 
 func newFake() *fakeServer {
-	f := &fakeServer{leases: map[string]netip.Addr{}, next: 0x0a500100, lease: 3600}
+	f := &fakeServer{leases: map[string]netip.Addr{}, next: 0x0a500100, lease: 3600, lastXID: map[string]uint32{}}
 	f.cond = sync.NewCond(&f.mu)
 	return f
 }
@@ -177,6 +184,11 @@ func (f *fakeServer) Send(pkts []Packet) (int, error) {
 				a = netip.MustParseAddr("10.80.1.1")
 			}
 			h.YIAddr, typ = a, dhcpwire.Ack
+			if f.nakRenew && p.CIAddr.IsValid() && !p.CIAddr.IsUnspecified() {
+				h.YIAddr, typ = netip.IPv4Unspecified(), dhcpwire.Nak
+			} else {
+				f.lastXID[key] = p.XID
+			}
 		case dhcpwire.Release:
 			continue
 		}
@@ -187,6 +199,10 @@ func (f *fakeServer) Send(pkts []Packet) (int, error) {
 		b = append(b, dhcpwire.OptMessageType, 1, typ)
 		b = dhcpwire.AppendAddrOption(b, dhcpwire.OptServerID, netip.MustParseAddr("10.64.0.1"))
 		b = dhcpwire.AppendUint32Option(b, dhcpwire.OptLeaseTime, f.lease)
+		if _, ok := p.Option(dhcpwire.OptForceRenewNonce); ok && f.key != nil && typ == dhcpwire.Ack {
+			f.replay++
+			b = auth.AppendKeyOption(b, f.replay, *f.key)
+		}
 		if v, ok := p.Option(dhcpwire.OptRelayAgentInfo); ok {
 			b = dhcpwire.AppendOption(b, dhcpwire.OptRelayAgentInfo, v)
 		}
