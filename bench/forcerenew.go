@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/xdhcp/xdhcp/bench/loadgen"
@@ -271,4 +273,39 @@ func SignRate(d time.Duration) (SignResult, error) {
 	}
 	res.PerSecond = float64(res.Signed) / res.Seconds
 	return res, nil
+}
+
+// ForceRenewReport is xdhcp-bench forcerenew's part of a report.
+type ForceRenewReport struct {
+	// Sign is SignRate on one goroutine; the goal is 50,000 a second.
+	Sign SignResult         `json:"sign"`
+	Runs []ForceRenewResult `json:"campaigns"`
+}
+
+// forceRenewSection renders rep.FR.
+func (rep *Report) forceRenewSection(b *strings.Builder) {
+	fr := rep.FR
+	if fr == nil {
+		return
+	}
+	fmt.Fprintf(b, "\n## FORCERENEW (issue 16)\n\nSigned FORCERENEW/s on one goroutine (option 90 rendered with a new counter value, HMAC-MD5 over the 300-byte message): **%.0f** (%d in %.1f s; goal ≥ 50,000).\n",
+		fr.Sign.PerSecond, fr.Sign.Signed, fr.Sign.Seconds)
+	if len(fr.Runs) == 0 {
+		return
+	}
+	b.WriteString("\nRenumbering: clients bound in pool A (layer 2, each verifying the FORCERENEW's digest under its key), pool A made draining beside pool B by a reload, then `forcerenew --pool A --move` over the control socket. Wall time from the command to the status saying done.\n\n")
+	b.WriteString("| clients | rate | fast path | campaign wall time | FORCERENEW sent/s | sent / transmissions | moved | renewed | no answer | no key | leases left in A | leases in B | clients in B | settle after done |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range fr.Runs {
+		rate := "unlimited"
+		if r.Rate > 0 {
+			rate = fmt.Sprintf("%.0f/s", r.Rate)
+		}
+		c := r.Campaign
+		fmt.Fprintf(b, "| %d | %s | %s | %.2f s | %.0f | %d / %d | %d | %d | %d | %d | %d | %d | %d | %.2f s |\n",
+			r.Clients, rate, cmp.Or(r.Fast, "off"), r.Seconds, r.SentPerSecond, c.Sent, c.Transmissions, c.Moved, c.Renewed,
+			c.NoAnswer, c.NoKey, r.LeasesInA, r.LeasesInB, r.ClientsInB, r.SettleSeconds)
+		if r.Err != "" {
+			fmt.Fprintf(b, "\nerror (%d clients): %s\n", r.Clients, r.Err)
+		}
+	}
 }

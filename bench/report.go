@@ -32,6 +32,9 @@ type Report struct {
 
 	// CostPrograms are the objects Cost timed, as the verifier saw them.
 	CostPrograms []CostProgram `json:"xdp-programs,omitempty"`
+
+	// FR is xdhcp-bench forcerenew's signing rate and campaigns.
+	FR *ForceRenewReport `json:"forcerenew,omitempty"`
 }
 
 // Environment fills in host facts.
@@ -100,6 +103,7 @@ func (rep *Report) Markdown() string {
 		}
 	}
 	rep.costSection(&b)
+	rep.forceRenewSection(&b)
 	if q := rep.LQ; q != nil {
 		fmt.Fprintf(&b, "\n## Leasequery (xdhcpd, %d leases)\n\n| UDP by IP answered/s at ≤1%% loss (offered) | UDP answered/s open loop (sent, answered, wrong) | bulk leases streamed/s (TCP, by relay-id) | streamed |\n|---|---|---|---|\n| %.0f (%d/s) | %.0f (%d, %d, %d) | %.0f | %d |\n",
 			q.Leases, q.UDPLowLoss, q.UDPLowLossAt, q.UDPRate, q.UDPSent, q.UDPAnswered, q.UDPWrong, q.BulkRate, q.BulkStreamed)

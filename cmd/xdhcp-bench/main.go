@@ -35,6 +35,9 @@ const usage = `usage:
                   swaps MACs and returns XDP_TX (bpf/anchor.c), and the verifier's instruction count;
                   --compare times another xdp_dhcp object (same map layout) in the same rounds
   xdhcp-bench referee --xdhcpd PATH [--quick] [--servers LIST]   perfdhcp's renewals (-r R -f R) against each server
+  xdhcp-bench forcerenew --xdhcpd PATH [--clients 10000] [--rate R] [--server xdhcpd-xdp-native|xdhcpd-xdp-generic|xdhcpd] [--quick] [--out DIR]
+                  signed FORCERENEW/s on one goroutine, then a renumbering campaign: clients bound in pool A, pool A
+                  drained by a reload, forcerenew --pool A --move at --rate clients/s (0: unlimited); wall time and counts
   xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--sender sockets|xdp] [--out DIR]   the generator's ceiling against an XDP reflector
 Renewals go out through sockets (sendmmsg, raw frames) or, with --sender xdp, from the kernel
 (BPF_PROG_TEST_RUN live frames, answers counted by XDP); all, scenarios and selftest run both.
@@ -48,8 +51,8 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 // commands are the commands usage lists; needsXdhcpd are those that run
 // the daemon (cost and selftest do not, so they need no --xdhcpd).
 var (
-	commands    = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest"}
-	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee"}
+	commands    = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew"}
+	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew"}
 )
 
 // commandUsage is cmd's own part of usage (its lines and their
@@ -120,7 +123,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	server := fs.String("server", "xdhcpd-xdp-native", "server for run")
 	scenario := fs.String("scenario", "renew", "scenario for run: dora, renew, mixed, release")
 	mode := fs.String("mode", "relay", "relay (packets from a giaddr) or l2 (raw frames from each client's MAC)")
-	rate := fs.Int("rate", 0, "operations per second for run (0: open loop)")
+	rate := fs.Int("rate", 0, "operations per second for run (0: open loop); forcerenew: clients forced per second (0: unlimited)")
 	maxLoss := fs.Float64("max-loss", 0, "run: search the highest rate with at most this loss (e.g. 0.001) instead of --rate")
 	opt82 := fs.Bool("opt82", true, "relay mode: option 82 (circuit-id, remote-id) per client")
 	clientIDs := fs.Bool("client-ids", true, "clients send option 61")
@@ -426,6 +429,36 @@ func run(args []string, stdout, stderr io.Writer) int {
 		},
 	}
 	steps["cost"] = xdpCost
+	steps["forcerenew"] = func() error {
+		fast := map[string]string{"xdhcpd-xdp-native": "native", "xdhcpd-xdp-generic": "generic", "xdhcpd": ""}
+		f, ok := fast[*server]
+		if !ok {
+			return fmt.Errorf("forcerenew: --server %q: want xdhcpd-xdp-native, xdhcpd-xdp-generic or xdhcpd", *server)
+		}
+		n, d := 10000, 2*time.Second
+		if *quick {
+			n, d = 2000, time.Second
+		}
+		if *clients > 0 {
+			n = *clients
+		}
+		fr := &bench.ForceRenewReport{}
+		rep.FR = fr
+		var err error
+		if fr.Sign, err = bench.SignRate(d); err != nil {
+			return fmt.Errorf("forcerenew: signing rate: %w", err)
+		}
+		fmt.Fprintf(stdout, "signed FORCERENEW/s on one goroutine: %.0f\n", fr.Sign.PerSecond)
+		fmt.Fprintf(stdout, "renumbering %d clients (rate %d/s, 0: unlimited, fast path %q)...\n", n, *rate, f)
+		r := rig.ForceRenew(ctx, bench.ForceRenewOptions{Bin: *bin, Fast: f, Clients: n, Rate: float64(*rate), Progress: progress(stdout)})
+		fr.Runs = append(fr.Runs, r)
+		if r.Err != "" {
+			return fmt.Errorf("forcerenew: %s", r.Err)
+		}
+		fmt.Fprintf(stdout, "  campaign %.2f s, %.0f FORCERENEW/s, moved %d of %d; leases left in pool A %d, clients in pool B %d\n",
+			r.Seconds, r.SentPerSecond, r.Campaign.Moved, r.Campaign.Total, r.LeasesInA, r.ClientsInB)
+		return ctx.Err()
+	}
 	order := []string{cmd}
 	if cmd == "all" {
 		order = []string{"selftest", "compare", "scenarios", "referee", "cost", "leasequery", "startup"}
