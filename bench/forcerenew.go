@@ -18,17 +18,25 @@ import (
 	"github.com/xdhcp/xdhcp/slowpath/auth"
 )
 
-// The renumbering campaign's pools, both on the rig's link (layer 2:
+// The renumbering campaign's pools, all on the rig's link (layer 2:
 // FORCERENEW is unicast to the client's address, which only the layer 2
-// transport receives; a relay's clients are not routed back to it). Each
-// holds a little over 65,000 addresses, which bounds the clients.
+// transport receives; a relay's clients are not routed back to it). The
+// subnet is the link's /15 widened to a /14 so that pool A (the upper
+// /15, made on-link in the server's namespace for the run) and pool B
+// (the link's own two pools) each hold over 130,000 addresses.
 const (
-	frPoolAStart = "10.76.0.10"
-	frPoolAEnd   = "10.76.255.254"
-	frPoolBStart = "10.77.1.0"
-	frPoolBEnd   = "10.77.255.254"
-	// FRMaxClients is how many clients the campaign's pools hold.
-	FRMaxClients = 65279
+	frSubnet     = "10.76.0.0/14"
+	frPoolAPfx   = "10.78.0.0/15"
+	frPoolAStart = "10.78.0.1"
+	frPoolAEnd   = "10.79.255.254"
+	// Pool B is two ranges (the server's and the client's addresses sit
+	// between them).
+	frPoolB1Start = "10.76.0.10"
+	frPoolB1End   = "10.76.255.254"
+	frPoolB2Start = "10.77.1.0"
+	frPoolB2End   = "10.77.255.254"
+	// FRMaxClients is how many clients pool B holds.
+	FRMaxClients = 65525 + 65279
 )
 
 // ForceRenewOptions shape one renumbering run (xdhcp-bench forcerenew).
@@ -71,7 +79,8 @@ type ForceRenewResult struct {
 func frConfig(dir, fast string, moved bool) string {
 	pools := fmt.Sprintf("[%s-%s]", frPoolAStart, frPoolAEnd)
 	if moved {
-		pools = fmt.Sprintf("[{range: %s-%s, drain: true}, %s-%s]", frPoolAStart, frPoolAEnd, frPoolBStart, frPoolBEnd)
+		pools = fmt.Sprintf("[{range: %s-%s, drain: true}, %s-%s, %s-%s]", frPoolAStart, frPoolAEnd,
+			frPoolB1Start, frPoolB1End, frPoolB2Start, frPoolB2End)
 	}
 	fp := "fastpath:\n  enabled: false\n"
 	if fast != "" {
@@ -89,11 +98,15 @@ subnets:
     lease-time: 1h
     options:
       routers: [%s]
-`, ServerIf, dir, dir, LinkNet, pools, ServerAddr)
+`, ServerIf, dir, dir, frSubnet, pools, ServerAddr)
 }
 
 func inRange(ip netip.Addr, start, end string) bool {
 	return ip.Compare(netip.MustParseAddr(start)) >= 0 && ip.Compare(netip.MustParseAddr(end)) <= 0
+}
+
+func inPoolB(ip netip.Addr) bool {
+	return inRange(ip, frPoolB1Start, frPoolB1End) || inRange(ip, frPoolB2Start, frPoolB2End)
 }
 
 // ForceRenew starts xdhcpd with pool A, binds o.Clients emulated clients
@@ -117,6 +130,12 @@ func (r *Rig) ForceRenew(ctx context.Context, o ForceRenewOptions) ForceRenewRes
 		return fail(err)
 	}
 	defer os.RemoveAll(dir)
+	// Pool A on-link for the server: its unicasts to clients there (ARP,
+	// FORCERENEW, renewal ACKs) and rp_filter's check of their REQUESTs.
+	if _, err := r.Srv.Exec(ctx, "ip", "route", "add", frPoolAPfx, "dev", ServerIf); err != nil {
+		return fail(fmt.Errorf("route to pool A: %w", err))
+	}
+	defer r.Srv.Exec(context.Background(), "ip", "route", "del", frPoolAPfx, "dev", ServerIf)
 	cfgPath := filepath.Join(dir, "xdhcpd.yaml")
 	if err := os.WriteFile(cfgPath, []byte(frConfig(dir, o.Fast, false)), 0o600); err != nil {
 		return fail(err)
@@ -194,7 +213,7 @@ func (r *Rig) ForceRenew(ctx context.Context, o ForceRenewOptions) ForceRenewRes
 	for {
 		res.ClientsInB = 0
 		for _, l := range g.Leases() {
-			if inRange(l.IP, frPoolBStart, frPoolBEnd) {
+			if inPoolB(l.IP) {
 				res.ClientsInB++
 			}
 		}
@@ -217,7 +236,7 @@ func (r *Rig) ForceRenew(ctx context.Context, o ForceRenewOptions) ForceRenewRes
 		switch {
 		case inRange(ip, frPoolAStart, frPoolAEnd):
 			res.LeasesInA++
-		case inRange(ip, frPoolBStart, frPoolBEnd):
+		case inPoolB(ip):
 			res.LeasesInB++
 		}
 	}
