@@ -159,6 +159,7 @@ type Gen struct {
 	seqGen   uint8
 	opCount  int
 	keys     []keyState // per client, with Config.ForceRenew only
+	redo     []int32    // moved clients whose DORA timed out, to DISCOVER again
 	frs      ForceRenewStats
 
 	stop chan struct{}
@@ -602,6 +603,14 @@ func (g *Gen) expire(now int64) {
 		if c.seq != p.seq || c.state != p.state {
 			continue // answered, or moved on to its next exchange
 		}
+		if c.op == opForce && c.state != renewing {
+			// A moved client whose DISCOVER or REQUEST went unanswered
+			// has no lease: like a real client it tries again (the
+			// receiver sends it), still counted in flight.
+			g.frs.Retried++
+			g.redo = append(g.redo, p.idx)
+			continue
+		}
 		g.c.dropped[c.op]++
 		g.inFlight--
 		if c.op == opForce {
@@ -647,15 +656,19 @@ func (g *Gen) receive() {
 			}
 			continue
 		}
-		if n == 0 {
-			continue
-		}
 		var out []Packet
 		var arena []byte
 		g.mu.Lock()
 		now := g.now()
 		for _, m := range msgs[:n] {
 			out, arena = g.answer(&p, m.Buf[:m.N], now, out, arena)
+		}
+		if g.keys != nil {
+			g.expire(now)
+			for _, j := range g.redo {
+				out, arena = g.discover(int(j), now, out, arena)
+			}
+			g.redo = g.redo[:0]
 		}
 		g.mu.Unlock()
 		if len(out) > 0 {

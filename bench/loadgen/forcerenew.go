@@ -37,7 +37,8 @@ type ForceRenewStats struct {
 	Renewed   int64 `json:"renewed"` // forced REQUEST ACKed for the same address
 	NAKed     int64 `json:"naked"`   // forced REQUEST NAKed: DISCOVER again
 	Moved     int64 `json:"moved"`   // bound again after a NAK (on whatever was offered)
-	Lost      int64 `json:"lost"`    // a forced exchange that timed out
+	Lost      int64 `json:"lost"`    // a forced REQUEST that timed out (the client keeps its lease)
+	Retried   int64 `json:"retried"` // a moved client's DORA timed out: DISCOVER again
 }
 
 // ForceRenewStats returns the FORCERENEW counts so far.
