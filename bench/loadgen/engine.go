@@ -160,6 +160,7 @@ type Gen struct {
 	opCount  int
 	keys     []keyState // per client, with Config.ForceRenew only
 	redo     []int32    // moved clients whose DORA timed out, to DISCOVER again
+	redoReq  []int32    // forced REQUESTs that timed out, to send again
 	frs      ForceRenewStats
 
 	stop chan struct{}
@@ -603,6 +604,14 @@ func (g *Gen) expire(now int64) {
 		if c.seq != p.seq || c.state != p.state {
 			continue // answered, or moved on to its next exchange
 		}
+		if c.op == opForce && c.state == renewing && g.keys[p.idx].tries < forcedTries {
+			// The forced REQUEST or its answer was lost: retransmit it,
+			// as dhcpcd does in RENEWING, a few times.
+			g.keys[p.idx].tries++
+			g.frs.Retried++
+			g.redoReq = append(g.redoReq, p.idx)
+			continue
+		}
 		if c.op == opForce && c.state != renewing {
 			// A moved client whose DISCOVER or REQUEST went unanswered
 			// has no lease: like a real client it tries again (the
@@ -669,6 +678,10 @@ func (g *Gen) receive() {
 				out, arena = g.discover(int(j), now, out, arena)
 			}
 			g.redo = g.redo[:0]
+			for _, j := range g.redoReq {
+				out, arena = g.forcedRequest(int(j), now, out, arena)
+			}
+			g.redoReq = g.redoReq[:0]
 		}
 		g.mu.Unlock()
 		if len(out) > 0 {

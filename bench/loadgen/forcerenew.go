@@ -17,7 +17,12 @@ type keyState struct {
 	lastXID uint32
 	hasKey  bool
 	hasXID  bool
+	tries   uint8 // retransmissions of the current forced REQUEST
 }
+
+// forcedTries is how often a forced REQUEST is sent again when nothing
+// answers it before the exchange's timeout.
+const forcedTries = 4
 
 // ForceRenewStats counts what the clients did with FORCERENEWs. Unlike
 // the phase counts, Acquire does not reset them: a campaign spans the
@@ -38,7 +43,7 @@ type ForceRenewStats struct {
 	NAKed     int64 `json:"naked"`   // forced REQUEST NAKed: DISCOVER again
 	Moved     int64 `json:"moved"`   // bound again after a NAK (on whatever was offered)
 	Lost      int64 `json:"lost"`    // a forced REQUEST that timed out (the client keeps its lease)
-	Retried   int64 `json:"retried"` // a moved client's DORA timed out: DISCOVER again
+	Retried   int64 `json:"retried"` // a forced REQUEST, or a moved client's DORA, timed out and was sent again
 }
 
 // ForceRenewStats returns the FORCERENEW counts so far.
@@ -104,11 +109,19 @@ func (g *Gen) forceRenew(j int, b []byte, xid uint32, now int64, out []Packet, a
 		return out, arena
 	}
 	k.replay = n.Replay
+	k.tries = 0
 	g.frs.Accepted++
-	c.seq++
 	c.op, c.start = opForce, now
 	g.c.started[opForce]++
 	g.inFlight++
+	return g.forcedRequest(j, now, out, arena)
+}
+
+// forcedRequest sends client j's REQUEST in RENEWING state for a
+// FORCERENEW (again, after a timeout); it runs with g.mu held.
+func (g *Gen) forcedRequest(j int, now int64, out []Packet, arena []byte) ([]Packet, []byte) {
+	c := &g.clients[j]
+	c.seq++
 	g.await(j, renewing, now)
 	m := Message{Type: dhcpwire.Request, XID: g.xid(j), ID: g.cfg.Pop.Identity(j), CIAddr: c.ip, GIAddr: g.cfg.GIAddr,
 		NonceCapable: true}
