@@ -120,3 +120,40 @@ func TestForceRenewClient(t *testing.T) {
 		t.Fatalf("%d bound after the move", g.Bound())
 	}
 }
+
+// TestForceRenewRetransmits: a forced REQUEST that goes unanswered is
+// sent again, and so is a moved client's DISCOVER, so that the client
+// still ends bound when the network drops one of each.
+func TestForceRenewRetransmits(t *testing.T) {
+	f := newFake()
+	key, err := auth.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.key = &key
+	g, err := New(Config{Clients: 1, Pop: Population{ClientIDs: true}, Server: netip.MustParseAddr("10.64.0.1"),
+		GIAddr: netip.MustParseAddr("10.80.0.1"), LeaseTime: time.Hour, Timeout: 100 * time.Millisecond, ForceRenew: true}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if n, err := g.Acquire(context.Background(), 1); err != nil || n != 1 {
+		t.Fatalf("acquired %d: %v", n, err)
+	}
+	f.mu.Lock()
+	xid, replay := f.lastXID[string(g.cfg.Pop.MAC(0))], f.replay
+	// Drop the forced REQUEST and the DISCOVER after its NAK (the
+	// fake's requests so far: DISCOVER and REQUEST of the acquisition).
+	seen := f.n
+	f.drop = func(n int) bool { return n == seen+1 || n == seen+3 }
+	f.nakRenew = true
+	f.mu.Unlock()
+	f.push(forceRenewMsg(t, g, xid, replay+1, key))
+	s := waitStats(t, g, "move after losses", func(s ForceRenewStats) bool { return s.Moved == 1 })
+	if s.Retried != 2 || s.NAKed != 1 || s.Accepted != 1 || s.Lost != 0 {
+		t.Fatalf("counts %+v: want one REQUEST and one DISCOVER sent again", s)
+	}
+	if g.Bound() != 1 {
+		t.Fatalf("%d bound after the move", g.Bound())
+	}
+}
