@@ -54,7 +54,10 @@ type job struct {
 	leases []*lease.Lease
 	del    []netip.Addr
 	meta   [2][]byte
-	done   func(error)
+	// informed puts (nil value: deletes) records of clients configured
+	// by DHCPINFORM (SubmitInformed).
+	informed map[netip.Addr][]byte
+	done     func(error)
 }
 
 // Store is the lease database.
@@ -220,7 +223,7 @@ func (s *Store) Run(ctx context.Context) error {
 func (s *Store) take() ([]job, int) {
 	n, i := 0, 0
 	for ; i < len(s.q) && (n == 0 || n+len(s.q[i].leases) <= s.opt.MaxBatch); i++ {
-		n += len(s.q[i].leases) + len(s.q[i].del) + 1
+		n += len(s.q[i].leases) + len(s.q[i].del) + len(s.q[i].informed) + 1
 	}
 	batch := s.q[:i:i]
 	s.q = s.q[i:]
@@ -265,6 +268,9 @@ func (s *Store) commit(batch []job) {
 				if err := mb.Put(j.meta[0], j.meta[1]); err != nil {
 					return err
 				}
+			}
+			if err := putInformed(tx, j.informed); err != nil {
+				return err
 			}
 		}
 		return nil
