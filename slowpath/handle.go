@@ -88,7 +88,8 @@ func (s *Server) Handle(in Incoming) {
 	r.sub = s.selectSubnetLocked(r)
 	var out []Outgoing
 	var pending *pendingAck
-	var changed *lease.Lease // a copy, from changeLocked
+	var informAck *pendingInform // an INFORM's ACK waiting for its record
+	var changed *lease.Lease     // a copy, from changeLocked
 	var why cause
 	var serveOn *lease.Lease // a FORCERENEW answered: the serve bit back on
 	var move netip.Addr      // a FORCERENEW answered by a client to move
@@ -118,11 +119,23 @@ func (s *Server) Handle(in Incoming) {
 	case mt == dhcpwire.Release:
 		changed, why = s.releaseLocked(r), causeRelease
 	case mt == dhcpwire.Inform:
-		out = s.informLocked(r)
+		out, informAck = s.informLocked(r)
 	default:
 		s.mu.Unlock()
 		s.dropped("unsupported_type", in, nil)
 		return
+	}
+	if informAck != nil {
+		// Queued under the lock, so one address's records reach the
+		// store in the order made; the callback does not take the lock.
+		// An ACK carrying a key leaves once its record is on disk
+		// (ARCHITECTURE.md invariant 6).
+		held := informAck.out
+		s.submitInformedLocked(informAck.recs, func(err error) {
+			if err == nil && len(held) > 0 {
+				s.emit(held)
+			}
+		})
 	}
 	// Commits happen outside the lock: their callbacks take it.
 	s.mu.Unlock()
@@ -667,7 +680,10 @@ func (s *Server) releaseLocked(r *req) *lease.Lease {
 }
 
 // informLocked answers DHCPINFORM with configuration only (RFC 2131 §4.3.5).
-func (s *Server) informLocked(r *req) []Outgoing {
+// A client with a usable ciaddr is remembered for FORCERENEW
+// (recordInformLocked); the returned pendingInform holds its record, and
+// the ACK when that carries a key and must wait for the disk.
+func (s *Server) informLocked(r *req) ([]Outgoing, *pendingInform) {
 	if ci := r.p.CIAddr; !ci.IsUnspecified() {
 		// The ACK goes to ciaddr (RFC 2131 §4.3.5); nmap's probe sets
 		// 255.255.255.255, which would make it a broadcast carrying a
@@ -676,30 +692,42 @@ func (s *Server) informLocked(r *req) []Outgoing {
 		// before: to the source address, or broadcast.)
 		if !ci.IsGlobalUnicast() { // also false for 255.255.255.255, multicast, loopback, link-local
 			s.dropped("inform_ciaddr_not_unicast", r.in, nil)
-			return nil
+			return nil, nil
 		}
 		if r.sub == nil {
 			r.sub = s.subs.forAddr(ci)
 		}
 		if r.sub == nil || !r.sub.Prefix.Contains(ci) {
 			s.dropped("inform_ciaddr_outside_subnet", r.in, nil)
-			return nil
+			return nil, nil
 		}
 		if r.sub.Prefix.Bits() < 31 && (ci == r.sub.Prefix.Masked().Addr() || ci == lastAddr(r.sub.Prefix)) {
 			// Network and broadcast addresses (RFC 3021: a /31 has neither).
 			s.dropped("inform_ciaddr_not_unicast", r.in, nil)
-			return nil
+			return nil, nil
 		}
 	}
 	if r.sub == nil {
 		s.dropped("no_subnet", r.in, nil)
-		return nil
+		return nil, nil
 	}
 	if r.sid = s.serverIDLocked(r); !r.sid.IsValid() {
 		s.dropped("no_server_id", r.in, nil)
-		return nil
+		return nil, nil
 	}
-	return []Outgoing{s.replyTo(r, dhcpwire.Ack, netip.IPv4Unspecified(), [3]uint32{}, false)}
+	var recs map[netip.Addr][]byte
+	var wait bool
+	if !r.p.CIAddr.IsUnspecified() {
+		recs, wait = s.recordInformLocked(r)
+	}
+	out := []Outgoing{s.replyTo(r, dhcpwire.Ack, netip.IPv4Unspecified(), [3]uint32{}, false)}
+	if !wait {
+		if len(recs) == 0 {
+			return out, nil
+		}
+		return out, &pendingInform{recs: recs}
+	}
+	return nil, &pendingInform{recs: recs, out: out}
 }
 
 // grantTimes returns lease time, T1 and T2 in seconds that a client is

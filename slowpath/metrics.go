@@ -28,6 +28,11 @@ type Metrics struct {
 	ForceRenewAnswered prometheus.Counter
 	ForceRenewGaveUp   prometheus.Counter
 	ForceRenewNoKey    prometheus.Counter
+	// Clients configured by DHCPINFORM forgotten: the least recently
+	// informed at the table's bound (Settings.InformedMax), and those
+	// not heard from within Settings.InformedTTL.
+	InformedEvicted prometheus.Counter
+	InformedExpired prometheus.Counter
 
 	// Children of Messages and Replies by message type, resolved once:
 	// a label lookup per packet costs more than the rest of a leasequery.
@@ -70,6 +75,12 @@ func NewMetrics() *Metrics {
 		ForceRenewGaveUp: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "xdhcp_forcerenew_gave_up_total", Help: "Clients given up on after the FORCERENEW retransmit bound.",
 		}),
+		InformedEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdhcp_informed_evicted_total", Help: "Clients configured by DHCPINFORM forgotten, least recently informed first, to keep the table within its bound.",
+		}),
+		InformedExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdhcp_informed_expired_total", Help: "Clients configured by DHCPINFORM forgotten after a day (by default) without an INFORM.",
+		}),
 		ForceRenewNoKey: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "xdhcp_forcerenew_no_key_total", Help: "Clients not sent FORCERENEW: no key (they never sent option 145) and the subnet does not allow unauthenticated FORCERENEW.",
 		}),
@@ -86,8 +97,11 @@ func (m *Metrics) Register(reg prometheus.Registerer, srv *Server) error {
 	remaining := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "xdhcp_forcerenew_campaign_remaining", Help: "Clients FORCERENEW campaigns have yet to finish (not forced yet, or waiting for an answer).",
 	}, func() float64 { return float64(srv.CampaignRemaining()) })
+	informed := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "xdhcp_informed_clients", Help: "Clients configured by DHCPINFORM remembered, so that FORCERENEW can reach them.",
+	}, func() float64 { return float64(srv.InformedCount()) })
 	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, m.OffersWithdrawn,
-		m.ForceRenewSent, m.ForceRenewAnswered, m.ForceRenewGaveUp, m.ForceRenewNoKey, remaining, poolCollector{srv}} {
+		m.ForceRenewSent, m.ForceRenewAnswered, m.ForceRenewGaveUp, m.ForceRenewNoKey, m.InformedEvicted, m.InformedExpired, remaining, informed, poolCollector{srv}} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

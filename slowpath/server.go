@@ -4,6 +4,7 @@
 package slowpath
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -83,6 +84,13 @@ type Settings struct {
 	// OfferPerCircuit bounds the offers pending for one relay circuit
 	// (giaddr and option 82 circuit-id); zero means no bound.
 	OfferPerCircuit int
+	// InformedMax bounds the clients configured by DHCPINFORM that are
+	// remembered for FORCERENEW (inform.go), the least recently informed
+	// forgotten first; zero means DefaultInformedMax.
+	InformedMax int
+	// InformedTTL is how long an informed client is remembered without
+	// an INFORM; zero means DefaultInformedTTL.
+	InformedTTL time.Duration
 }
 
 // Server answers DHCPv4 messages. Create it with New, then Load and Run.
@@ -129,6 +137,11 @@ type Server struct {
 	campaigns     map[string]*campaign
 	campaignOrder []string
 	frWake        chan struct{}
+	// Clients configured by DHCPINFORM (inform.go): by ciaddr, and in
+	// order of their last INFORM; informs keeps them durable (nil: not).
+	informed  map[netip.Addr]*informedClient
+	informLRU *list.List
+	informs   InformStore
 }
 
 type offer struct {
@@ -164,6 +177,10 @@ type Config struct {
 	// Campaigns keeps FORCERENEW campaigns across restarts (the lease
 	// store). Optional.
 	Campaigns CampaignStore
+	// Informed keeps the clients configured by DHCPINFORM across
+	// restarts (the lease store). Optional: without it they are
+	// remembered in memory only and their ACKs carry no FORCERENEW key.
+	Informed InformStore
 }
 
 // New builds a server. Call Load before serving.
@@ -179,6 +196,7 @@ func New(c Config) (*Server, error) {
 		logLimit: newLogLimiter(time.Second),
 		ctr:      c.Counter, camps: c.Campaigns,
 		frPending: map[netip.Addr]*frPending{}, moveNext: map[netip.Addr]*moveMark{}, campaigns: map[string]*campaign{}, frWake: make(chan struct{}, 1),
+		informed: map[netip.Addr]*informedClient{}, informLRU: list.New(), informs: c.Informed,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -248,8 +266,11 @@ func (s *Server) Load(ctx context.Context) error {
 	}
 	s.rebuildPoolsLocked()
 	s.log.Info("leases loaded", "count", n)
-	// Campaigns resume once the leases they target are known; Run
-	// carries them on.
+	if err := s.loadInformedLocked(); err != nil {
+		return err
+	}
+	// Campaigns resume once the leases and informed clients they target
+	// are known; Run carries them on.
 	return s.loadCampaignsLocked()
 }
 

@@ -28,6 +28,9 @@ func (s *Server) Sweep() {
 			s.returnAddrLocked(ref.ip)
 		}
 	}
+	// Informed clients not heard from for a day (inform.go) are
+	// forgotten, their stored records deleted.
+	s.submitInformedLocked(s.expireInformedLocked(now), nil)
 	// Records expired or released in an earlier sweep become FREE now;
 	// under failover this step will wait for the partner's ack.
 	toFree := func(l *lease.Lease) { l.State = lease.Free }
