@@ -80,8 +80,9 @@ type Selector struct {
 // than one set.
 var ErrSelector = errors.New("forcerenew: give exactly one of IP, MAC, client-id, subnet, pool")
 
-// ErrNoTargets is returned (wrapped) when no active lease matches a Selector.
-var ErrNoTargets = errors.New("forcerenew: no active lease matches")
+// ErrNoTargets is returned (wrapped) when no active lease and no client
+// configured by DHCPINFORM matches a Selector.
+var ErrNoTargets = errors.New("forcerenew: no active lease or informed client matches")
 
 // ErrNoCampaign is returned (wrapped) for an unknown campaign id.
 var ErrNoCampaign = errors.New("forcerenew: no such campaign")
@@ -151,15 +152,16 @@ type Client struct {
 }
 
 // CampaignStatus is a campaign's progress. Every target ends in exactly one
-// of Renewed, Moved, NoAnswer, NoKey and Skipped; Remaining are the others
-// (not yet forced, or waiting for an answer).
+// of Renewed, Moved, Informed, NoAnswer, NoKey and Skipped; Remaining are
+// the others (not yet forced, or waiting for an answer).
 type CampaignStatus struct {
 	ID       string          `json:"id"`
 	Selector Selector        `json:"selector"`
 	Options  CampaignOptions `json:"options"`
 	Started  time.Time       `json:"started"`
-	// Total is the number of leases the selector matched when the
-	// campaign started.
+	// Total is the number of leases and informed clients (configured by
+	// DHCPINFORM, inform.go) the selector matched when the campaign
+	// started.
 	Total int `json:"total"`
 	// Sent counts clients sent at least one FORCERENEW; Transmissions
 	// counts every FORCERENEW sent, retransmissions included.
@@ -169,13 +171,17 @@ type CampaignStatus struct {
 	Renewed int `json:"renewed"`
 	// Moved answered and were NAKed to move (Move).
 	Moved int `json:"moved"`
+	// Informed are clients configured by DHCPINFORM that answered with a
+	// new INFORM. They hold no lease: a Move campaign does not move them.
+	Informed int `json:"informed"`
 	// NoAnswer did not answer within the retransmit bound.
 	NoAnswer int `json:"no-answer"`
 	// NoKey hold no key (never sent option 145) in a subnet that does not
 	// allow unauthenticated FORCERENEW: they were not sent one.
 	NoKey int `json:"no-key"`
-	// Skipped leases ended (released, expired, replaced) before the
-	// client could be forced.
+	// Skipped leases ended (released, expired, replaced), or informed
+	// clients were forgotten or replaced, before the client could be
+	// forced.
 	Skipped int `json:"skipped"`
 	// MovedAtRenewal counts clients of a Move campaign that could not be
 	// forced (NoKey, NoAnswer) and were NAKed at their own next renewal,
@@ -206,10 +212,15 @@ type CampaignRecord = store.CampaignRecord
 
 // outcome is a target's progress, the first byte of its stored value
 // (with movedLater set once a client of a Move campaign that could not be
-// forced has been moved at its own renewal).
+// forced has been moved at its own renewal, and informedTarget for a
+// client configured by INFORM rather than a lease).
 type outcome uint8
 
-const movedLater = 0x80
+const (
+	movedLater     = 0x80
+	informedTarget = 0x40
+	outFlags       = movedLater | informedTarget
+)
 
 const (
 	outTodo outcome = iota // not finished (also while pending: a restart sends again)
@@ -218,6 +229,8 @@ const (
 	outNoAnswer
 	outNoKey
 	outSkipped
+	outInformed // an informed client answered with an INFORM
+	outLast     = outInformed
 )
 
 // campaignMeta is a campaign's stored description.
@@ -229,11 +242,12 @@ type campaignMeta struct {
 }
 
 type target struct {
-	out    outcome
-	later  bool // moved at its own renewal (movedLater)
-	hwType uint8
-	hw     net.HardwareAddr
-	sent   bool
+	out      outcome
+	later    bool // moved at its own renewal (movedLater)
+	informed bool // a client configured by INFORM (informedTarget)
+	hwType   uint8
+	hw       net.HardwareAddr
+	sent     bool
 }
 
 // campaign is a running or finished campaign; guarded by Server.mu.
@@ -246,7 +260,7 @@ type campaign struct {
 	sent  int
 	tx    int
 	later int
-	count [outSkipped + 1]int
+	count [outLast + 1]int
 	// inflight counts targets pending for this campaign.
 	inflight int
 	// dirty are targets whose progress is not yet stored.
@@ -259,7 +273,7 @@ type campaign struct {
 }
 
 func (c *campaign) remaining() int {
-	return len(c.all) - c.count[outRenewed] - c.count[outMoved] - c.count[outNoAnswer] - c.count[outNoKey] - c.count[outSkipped]
+	return len(c.all) - c.count[outRenewed] - c.count[outMoved] - c.count[outInformed] - c.count[outNoAnswer] - c.count[outNoKey] - c.count[outSkipped]
 }
 
 func (c *campaign) done() bool { return c.meta.Stopped || (c.next >= len(c.todo) && c.inflight == 0) }
@@ -268,7 +282,7 @@ func (c *campaign) status() CampaignStatus {
 	return CampaignStatus{
 		ID: c.id, Selector: c.meta.Selector, Options: c.meta.Options, Started: c.meta.Started,
 		Total: len(c.all), Sent: c.sent, Transmissions: c.tx,
-		Renewed: c.count[outRenewed], Moved: c.count[outMoved], NoAnswer: c.count[outNoAnswer],
+		Renewed: c.count[outRenewed], Moved: c.count[outMoved], Informed: c.count[outInformed], NoAnswer: c.count[outNoAnswer],
 		NoKey: c.count[outNoKey], Skipped: c.count[outSkipped], Remaining: c.remaining(), MovedAtRenewal: c.later,
 		Done: c.done(), Stopped: c.meta.Stopped,
 		NoKeyClients: slices.Clone(c.noKey), NoAnswerClients: slices.Clone(c.noReply),
@@ -297,6 +311,9 @@ func (t *target) encode() []byte {
 	if t.later {
 		o |= movedLater
 	}
+	if t.informed {
+		o |= informedTarget
+	}
 	return append([]byte{o, t.hwType}, t.hw...)
 }
 
@@ -305,7 +322,8 @@ func (t *target) encode() []byte {
 type frPending struct {
 	campaigns []*campaign
 	move      bool
-	key       string // the lease's client key when forcing began
+	informed  bool   // a client configured by INFORM, not a lease
+	key       string // the lease's (or informed client's) client key when forcing began
 	tries     int    // FORCERENEWs sent
 	first     time.Time
 	next      time.Time // next retransmission, or giving up after the last
@@ -374,6 +392,14 @@ func (s *Server) StartForceRenew(sel Selector, o CampaignOptions) (string, error
 	for ip, l := range s.leases {
 		if l.State == lease.Active && sel.match(l) {
 			c.all[ip] = &target{hwType: l.HWType, hw: slices.Clone(l.HWAddr)}
+			c.todo = append(c.todo, ip)
+		}
+	}
+	for ip, ic := range s.informed {
+		if l := s.leases[ip]; (l == nil || l.State != lease.Active) && sel.matchInformed(ic) {
+			// A client configured by INFORM (issue 16): forced by the
+			// same FORCERENEW, it answers with a new INFORM.
+			c.all[ip] = &target{informed: true, hwType: ic.HWType, hw: slices.Clone(ic.HWAddr)}
 			c.todo = append(c.todo, ip)
 		}
 	}
@@ -499,9 +525,9 @@ func (s *Server) loadCampaignsLocked() error {
 			continue
 		}
 		for ip, v := range r.Targets {
-			t := &target{hwType: v[1], hw: net.HardwareAddr(slices.Clone(v[2:]))}
+			t := &target{hwType: v[1], hw: net.HardwareAddr(slices.Clone(v[2:])), informed: v[0]&informedTarget != 0}
 			c.all[ip] = t
-			switch o := outcome(v[0] &^ movedLater); {
+			switch o := outcome(v[0] &^ outFlags); {
 			case o == outTodo:
 				c.todo = append(c.todo, ip)
 			default:
@@ -543,7 +569,7 @@ func checkCampaignRecord(r CampaignRecord) (*campaign, error) {
 		return nil, fmt.Errorf("forcerenew campaign %q: %w", r.ID, err)
 	}
 	for ip, v := range r.Targets {
-		if len(v) < 2 || outcome(v[0]&^movedLater) > outSkipped {
+		if len(v) < 2 || outcome(v[0]&^outFlags) > outLast {
 			return nil, fmt.Errorf("forcerenew campaign %q: target %s: bad record %x", r.ID, ip, v)
 		}
 	}
@@ -638,9 +664,10 @@ func (s *Server) forceRenewTick(now time.Time) {
 		if p.tries == 0 || now.Before(p.next) {
 			continue
 		}
-		l := s.leases[ip]
-		if l == nil || l.State != lease.Active || l.ClientKey() != p.key {
-			// The lease ended or changed hands meanwhile.
+		hw, held := s.pendingClientLocked(ip, p)
+		if !held {
+			// The lease ended or changed hands meanwhile (or the
+			// informed client was forgotten or replaced).
 			for _, c := range p.campaigns {
 				c.finish(ip, outSkipped)
 			}
@@ -654,9 +681,11 @@ func (s *Server) forceRenewTick(now time.Time) {
 			s.m.ForceRenewGaveUp.Inc()
 			for _, c := range p.campaigns {
 				c.finish(ip, outNoAnswer)
-				s.markMoveLocked(c, ip) // before the republish: Serve stays false
+				if !p.informed { // an informed client holds no lease to move
+					s.markMoveLocked(c, ip) // before the republish: Serve stays false
+				}
 			}
-			s.logLimited(slog.LevelInfo, "forcerenew_gave_up", "no answer to FORCERENEW", "ip", ip, "client", hwAddr(l.HWAddr), "tries", p.tries)
+			s.logLimited(slog.LevelInfo, "forcerenew_gave_up", "no answer to FORCERENEW", "ip", ip, "client", hwAddr(hw), "tries", p.tries)
 			if l := s.endPendingLocked(ip, now); l != nil {
 				on = append(on, l)
 			}
@@ -702,8 +731,11 @@ const frBatch = 8192
 // next renewal instead (markMoveLocked); the change turning its serve bit
 // off is added to serveOff.
 func (s *Server) forceLocked(c *campaign, ip netip.Addr, now time.Time, serveOff *[]*lease.Lease) (*lease.Lease, bool) {
-	l := s.leases[ip]
 	t := c.all[ip]
+	if t.informed {
+		return nil, s.forceInformedLocked(c, ip, t)
+	}
+	l := s.leases[ip]
 	if l == nil || l.State != lease.Active || !bytes.Equal(l.HWAddr, t.hw) {
 		c.finish(ip, outSkipped)
 		return nil, false
@@ -776,7 +808,10 @@ func (s *Server) answeredLocked(ip netip.Addr, moved bool, now time.Time) (*leas
 	}
 	s.m.ForceRenewAnswered.Inc()
 	o := outRenewed
-	if moved {
+	switch {
+	case p.informed:
+		o = outInformed
+	case moved:
 		o = outMoved
 	}
 	for _, c := range p.campaigns {
@@ -822,8 +857,28 @@ func (s *Server) sendForceRenews(ips []netip.Addr, now time.Time) {
 	s.mu.Lock()
 	for _, ip := range ips {
 		p, l := s.frPending[ip], s.leases[ip]
-		if p == nil || l == nil || l.State != lease.Active {
+		var m frMsg
+		var key []byte
+		switch {
+		case p == nil:
 			continue
+		case p.informed:
+			// A client configured by INFORM (inform.go): the xid of its
+			// last INFORM, which is what dhcpcd checks in INFORM state.
+			ic := s.informed[ip]
+			if ic == nil {
+				continue
+			}
+			m = frMsg{ip: ip, sid: ic.ServerID, xid: ic.XID, htype: ic.HWType, chaddr: ic.HWAddr, ifindex: ic.IfIndex}
+			key = ic.Key
+		case l == nil || l.State != lease.Active:
+			continue
+		default:
+			m = frMsg{ip: ip, sid: l.ServerID, xid: l.LastXID, htype: l.HWType, chaddr: l.HWAddr, ifindex: int(l.IfIndex)}
+			key = l.ForceRenewKey
+			if l.GIAddr.IsValid() && !l.GIAddr.IsUnspecified() {
+				m.ifindex = 0 // a relayed client is reached by routing
+			}
 		}
 		set := s.forceRenewSettingsLocked(ip)
 		if p.tries == 0 {
@@ -834,12 +889,8 @@ func (s *Server) sendForceRenews(ips []netip.Addr, now time.Time) {
 		for _, c := range p.campaigns {
 			c.tx++
 		}
-		m := frMsg{ip: ip, sid: l.ServerID, xid: l.LastXID, htype: l.HWType, chaddr: l.HWAddr, ifindex: int(l.IfIndex)}
-		if len(l.ForceRenewKey) == auth.KeyLen && s.ctr != nil {
-			m.key = l.ForceRenewKey
-		}
-		if l.GIAddr.IsValid() && !l.GIAddr.IsUnspecified() {
-			m.ifindex = 0 // a relayed client is reached by routing
+		if len(key) == auth.KeyLen && s.ctr != nil {
+			m.key = key
 		}
 		m.src = m.sid
 		if !s.isLocalLocked(m.sid) {
@@ -962,7 +1013,9 @@ func (s *Server) forceRenewAnswerLocked(r *req, mt uint8) (serveOn *lease.Lease,
 	if p == nil || p.tries == 0 || p.key != r.key {
 		return nil, netip.Addr{}
 	}
-	moving := p.move && mt == dhcpwire.Request
+	// An informed client holds no lease to move: whatever it answers
+	// with is handled as usual (a new INFORM, normally).
+	moving := p.move && !p.informed && mt == dhcpwire.Request
 	l, _ := s.answeredLocked(ip, moving, r.now)
 	if moving {
 		move = ip

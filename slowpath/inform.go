@@ -272,3 +272,61 @@ func (s *Server) InformedCount() int {
 	defer s.mu.Unlock()
 	return len(s.informed)
 }
+
+// forceInformedLocked starts forcing the informed client at ip for c and
+// reports whether a FORCERENEW is to be sent now. There is no fast-path
+// entry to turn off (the client holds no lease), so nothing waits for a
+// commit; the client's answer is an INFORM, which the slow path always
+// sees.
+func (s *Server) forceInformedLocked(c *campaign, ip netip.Addr, t *target) bool {
+	ic := s.informed[ip]
+	if ic == nil || !bytes.Equal(ic.HWAddr, t.hw) {
+		// Forgotten, or another client informed from the address since
+		// the campaign started (a resumed one, say).
+		c.finish(ip, outSkipped)
+		return false
+	}
+	if l := s.leases[ip]; l != nil && l.State == lease.Active {
+		// The address has been leased since: the lease's client is not
+		// this one.
+		c.finish(ip, outSkipped)
+		return false
+	}
+	if (len(ic.Key) != auth.KeyLen || s.ctr == nil) && !s.forceRenewSettingsLocked(ip).AllowUnauthenticated {
+		s.m.ForceRenewNoKey.Inc()
+		c.finish(ip, outNoKey)
+		return false
+	}
+	t.sent = true
+	c.sent++
+	c.inflight++
+	if p := s.frPending[ip]; p != nil {
+		// Already being forced by another campaign: this one shares its
+		// outcome.
+		p.campaigns = append(p.campaigns, c)
+		return false
+	}
+	s.frPending[ip] = &frPending{campaigns: []*campaign{c}, informed: true, key: ic.clientKey()}
+	return true
+}
+
+// pendingClientLocked reports whether the client a pending FORCERENEW was
+// started for still holds ip (its lease, or its informed record), and
+// its hardware address.
+func (s *Server) pendingClientLocked(ip netip.Addr, p *frPending) (net.HardwareAddr, bool) {
+	if p.informed {
+		ic := s.informed[ip]
+		if ic == nil || ic.clientKey() != p.key {
+			return nil, false
+		}
+		if l := s.leases[ip]; l != nil && l.State == lease.Active {
+			return nil, false
+		}
+		return ic.HWAddr, true
+	}
+	l := s.leases[ip]
+	if l == nil || l.State != lease.Active || l.ClientKey() != p.key {
+		return nil, false
+	}
+	return l.HWAddr, true
+}

@@ -31,8 +31,8 @@ const (
 // The option order is a contract with the fast path (ARCHITECTURE.md invariant 3):
 // 53, 54, 51, 58, 59, the subnet's option block, 61 echoed, 82 echoed, END.
 // (r.auth, FORCERENEW's 145 or key, goes before the echoed options; it is
-// set only for OFFERs and SELECTING or INIT-REBOOT ACKs, never for a
-// renewal.)
+// set only for OFFERs, SELECTING or INIT-REBOOT ACKs and INFORMs' ACKs,
+// never for a renewal.)
 // (118 is echoed before 82 too, but the fast path passes up every request
 // that carries it, so its replies never need it.)
 func (s *Server) replyTo(r *req, typ uint8, yiaddr netip.Addr, times [3]uint32, withLease bool) Outgoing {

@@ -34,7 +34,7 @@ func (d *daemon) forceRenew(_ context.Context, raw json.RawMessage) (any, error)
 	id, err := d.srv.StartForceRenew(sel, slowpath.CampaignOptions{Move: a.Move, Rate: a.Rate})
 	if errors.Is(err, slowpath.ErrNoTargets) {
 		// No "forcerenew:" prefix: the command's name already says it.
-		return nil, fmt.Errorf("no active lease matches %s", sel)
+		return nil, fmt.Errorf("no active lease or informed client matches %s", sel)
 	}
 	if err != nil {
 		return nil, err
@@ -149,7 +149,7 @@ func selectorFrom(a control.ForceRenewArgs) (slowpath.Selector, error) {
 func (d *daemon) campaignInfo(st slowpath.CampaignStatus) control.CampaignInfo {
 	ci := control.CampaignInfo{
 		ID: st.ID, Selector: st.Selector.String(), Move: st.Options.Move, Rate: st.Options.Rate, Started: rfc3339(st.Started),
-		Total: st.Total, Sent: st.Sent, Transmissions: st.Transmissions, Renewed: st.Renewed, Moved: st.Moved,
+		Total: st.Total, Sent: st.Sent, Transmissions: st.Transmissions, Renewed: st.Renewed, Moved: st.Moved, Informed: st.Informed,
 		NoAnswer: st.NoAnswer, NoKey: st.NoKey, Skipped: st.Skipped, Remaining: st.Remaining, Done: st.Done, Stopped: st.Stopped,
 		MovedAtRenewal: st.MovedAtRenewal,
 		NotForced:      []control.UnforcedClient{},

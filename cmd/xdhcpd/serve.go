@@ -130,7 +130,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	srv, err := slowpath.New(slowpath.Config{
 		Logger: log, Store: st, Sender: conn, Metrics: metrics, FastPath: fastIface,
 		Settings: settingsFrom(cfg), Subnets: subnetsFrom(cfg), Ifaces: ifaces,
-		Counter: ctr, Campaigns: st,
+		Counter: ctr, Campaigns: st, Informed: st,
 	})
 	if err != nil {
 		return err

@@ -37,13 +37,15 @@ type CampaignInfo struct {
 	Rate     float64 `json:"rate,omitempty"` // clients forced per second; 0: unlimited
 	Started  string  `json:"started,omitempty"`
 	// Total is how many clients the selector matched when the campaign
-	// started. Each ends in one of Renewed, Moved, NoAnswer, NoKey and
-	// Skipped; Remaining are the others. Sent counts clients, not packets.
+	// started (active leases, and clients configured by DHCPINFORM). Each
+	// ends in one of Renewed, Moved, Informed, NoAnswer, NoKey and Skipped;
+	// Remaining are the others. Sent counts clients, not packets.
 	Total         int  `json:"total"`
 	Sent          int  `json:"sent"`          // clients sent at least one FORCERENEW
 	Transmissions int  `json:"transmissions"` // FORCERENEWs sent, retransmissions included
 	Renewed       int  `json:"renewed"`       // answered with a REQUEST or INFORM and kept their address
 	Moved         int  `json:"moved"`         // answered and were NAKed so as to start over where the configuration now says
+	Informed      int  `json:"informed"`      // configured by DHCPINFORM (no lease), answered with a new INFORM; never moved
 	NoAnswer      int  `json:"no-answer"`     // every retransmission went unanswered
 	NoKey         int  `json:"no-key"`        // never sent option 145, and the subnet sends no unsigned FORCERENEW
 	Skipped       int  `json:"skipped"`       // the lease ended (released, expired, replaced) before it was forced
