@@ -422,7 +422,14 @@ func progressLine(ci control.CampaignInfo, elapsed time.Duration) string {
 }
 
 func counts(ci control.CampaignInfo) string {
-	s := fmt.Sprintf("sent %d, renewed %d, moved %d, no answer %d, no key %d", ci.Sent, ci.Renewed, ci.Moved, ci.NoAnswer, ci.NoKey)
+	s := fmt.Sprintf("sent %d, renewed %d, moved %d", ci.Sent, ci.Renewed, ci.Moved)
+	if ci.Informed > 0 {
+		// Clients configured by DHCPINFORM that answered with a new
+		// INFORM: they hold no lease, so a move campaign cannot move
+		// them. Shown only when there are some.
+		s += fmt.Sprintf(", informed %d", ci.Informed)
+	}
+	s += fmt.Sprintf(", no answer %d, no key %d", ci.NoAnswer, ci.NoKey)
 	if ci.Skipped > 0 {
 		// Rare (a lease that ended before its turn): shown only then.
 		s += fmt.Sprintf(", skipped %d", ci.Skipped)
@@ -492,10 +499,10 @@ func printCampaigns(w io.Writer, all []control.CampaignInfo) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATE\tSELECTOR\tMOVE\tTOTAL\tSENT\tRENEWED\tMOVED\tNO-ANSWER\tNO-KEY\tSKIPPED\tREMAINING\tMOVED-AT-RENEWAL")
+	fmt.Fprintln(tw, "ID\tSTATE\tSELECTOR\tMOVE\tTOTAL\tSENT\tRENEWED\tMOVED\tINFORMED\tNO-ANSWER\tNO-KEY\tSKIPPED\tREMAINING\tMOVED-AT-RENEWAL")
 	for _, ci := range all {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", ci.ID, state(ci), ci.Selector, ci.Move,
-			ci.Total, ci.Sent, ci.Renewed, ci.Moved, ci.NoAnswer, ci.NoKey, ci.Skipped, ci.Remaining, ci.MovedAtRenewal)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%t\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", ci.ID, state(ci), ci.Selector, ci.Move,
+			ci.Total, ci.Sent, ci.Renewed, ci.Moved, ci.Informed, ci.NoAnswer, ci.NoKey, ci.Skipped, ci.Remaining, ci.MovedAtRenewal)
 	}
 	tw.Flush()
 }

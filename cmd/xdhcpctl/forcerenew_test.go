@@ -154,6 +154,9 @@ func TestReportRendering(t *testing.T) {
 		{"one of them since moved at its renewal", control.CampaignInfo{ID: "c3", Selector: "pool 10.77.0.100-10.77.0.149", Move: true, Total: 4, Sent: 3, Moved: 2, NoAnswer: 1, NoKey: 1, MovedAtRenewal: 1, Done: true},
 			"campaign c3: done (pool 10.77.0.100-10.77.0.149, move)\n" +
 				"  4 client(s): sent 3, renewed 0, moved 2, no answer 1, no key 1, moved at renewal 1/2, remaining 0\n"},
+		{"informed clients beside leases", control.CampaignInfo{ID: "c6", Selector: "subnet 10.77.0.0/24", Move: true, Total: 3, Sent: 3, Moved: 1, Informed: 2, Done: true},
+			"campaign c6: done (subnet 10.77.0.0/24, move)\n" +
+				"  3 client(s): sent 3, renewed 0, moved 1, informed 2, no answer 0, no key 0, remaining 0\n"},
 		{"no move: nothing moves at renewal", control.CampaignInfo{ID: "c5", Selector: "subnet 10.77.0.0/24", Total: 2, Sent: 1, Renewed: 1, NoKey: 1, Done: true},
 			"campaign c5: done (subnet 10.77.0.0/24)\n" +
 				"  2 client(s): sent 1, renewed 1, moved 0, no answer 0, no key 1, remaining 0\n"},
@@ -177,11 +180,11 @@ func TestReportRendering(t *testing.T) {
 		t.Errorf("empty list: %q", b.String())
 	}
 	b.Reset()
-	printCampaigns(&b, []control.CampaignInfo{{ID: "c1", Selector: "ip 10.77.0.100", Total: 1, Renewed: 1, Sent: 1, Done: true}, {ID: "c2", Selector: "pool 10.77.0.100-10.77.0.149", Move: true, Total: 50, Sent: 3, Remaining: 47}, {ID: "c3", Selector: "pool 10.77.0.100-10.77.0.149", Move: true, Total: 4, Sent: 3, Moved: 2, NoAnswer: 1, NoKey: 1, MovedAtRenewal: 2, Done: true}})
-	want := "ID  STATE    SELECTOR                      MOVE   TOTAL  SENT  RENEWED  MOVED  NO-ANSWER  NO-KEY  SKIPPED  REMAINING  MOVED-AT-RENEWAL\n" +
-		"c1  done     ip 10.77.0.100                false  1      1     1        0      0          0       0        0          0\n" +
-		"c2  running  pool 10.77.0.100-10.77.0.149  true   50     3     0        0      0          0       0        47         0\n" +
-		"c3  done     pool 10.77.0.100-10.77.0.149  true   4      3     0        2      1          1       0        0          2\n"
+	printCampaigns(&b, []control.CampaignInfo{{ID: "c1", Selector: "ip 10.77.0.100", Total: 1, Renewed: 1, Sent: 1, Done: true}, {ID: "c2", Selector: "pool 10.77.0.100-10.77.0.149", Move: true, Total: 50, Sent: 3, Remaining: 47}, {ID: "c3", Selector: "pool 10.77.0.100-10.77.0.149", Move: true, Total: 5, Sent: 4, Moved: 2, Informed: 1, NoAnswer: 1, NoKey: 1, MovedAtRenewal: 2, Done: true}})
+	want := "ID  STATE    SELECTOR                      MOVE   TOTAL  SENT  RENEWED  MOVED  INFORMED  NO-ANSWER  NO-KEY  SKIPPED  REMAINING  MOVED-AT-RENEWAL\n" +
+		"c1  done     ip 10.77.0.100                false  1      1     1        0      0         0          0       0        0          0\n" +
+		"c2  running  pool 10.77.0.100-10.77.0.149  true   50     3     0        0      0         0          0       0        47         0\n" +
+		"c3  done     pool 10.77.0.100-10.77.0.149  true   5      4     0        2      1         1          1       0        0          2\n"
 	if b.String() != want {
 		t.Errorf("list:\n got:\n%s\nwant:\n%s", b.String(), want)
 	}
@@ -455,5 +458,27 @@ func TestMovedAtRenewalInJSON(t *testing.T) {
 	var ci control.CampaignInfo
 	if err := json.Unmarshal(b.Bytes(), &ci); err != nil || ci.MovedAtRenewal != 2 {
 		t.Errorf("read back: %+v (%v)", ci, err)
+	}
+}
+
+// TestInformedInJSONAndProgress: clients configured by DHCPINFORM that
+// answered are "informed" in --json (read back the same), and counted on
+// the progress bar and line.
+func TestInformedInJSONAndProgress(t *testing.T) {
+	ci := withList(control.CampaignInfo{ID: "c7", Selector: "ip 10.77.0.50", Total: 1, Sent: 1, Informed: 1, Done: true})
+	var b bytes.Buffer
+	printJSON(&b, ci)
+	if !strings.Contains(b.String(), `"informed": 1`) {
+		t.Fatalf("--json lacks informed: %s", b.String())
+	}
+	var back control.CampaignInfo
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil || back.Informed != 1 {
+		t.Errorf("read back: %+v (%v)", back, err)
+	}
+	if got := progressBar(ci); got != "[####################] 1/1  sent 1, renewed 0, moved 0, informed 1, no answer 0, no key 0, remaining 0" {
+		t.Errorf("progress bar %q", got)
+	}
+	if got := progressLine(ci, 3*time.Second); got != "+3s campaign c7: 1/1 finished, sent 1, renewed 0, moved 0, informed 1, no answer 0, no key 0, remaining 0" {
+		t.Errorf("progress line %q", got)
 	}
 }
