@@ -112,6 +112,10 @@ func (s *Server) Handle(in Incoming) {
 		changed, why, serveOn = s.moveLocked(r, move), causeRelease, nil
 	case mt == dhcpwire.Discover:
 		out = s.discoverLocked(r)
+	case mt == dhcpwire.Request && s.informedRenewalLocked(r):
+		// dhcpcd configured by INFORM answers FORCERENEW by renewing
+		// (inform.go): answered as its INFORM is, never NAKed.
+		out, informAck = s.informLocked(r)
 	case mt == dhcpwire.Request:
 		out, pending = s.requestLocked(r)
 	case mt == dhcpwire.Decline:

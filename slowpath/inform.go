@@ -17,20 +17,34 @@ import (
 )
 
 // Clients configured by DHCPINFORM (issue 16: "a client configured by
-// INFORM gets FORCERENEW too and answers with a new INFORM").
+// INFORM gets FORCERENEW too").
 //
 // Such a client holds no lease, so the server remembers it apart: one
 // record per ciaddr, refreshed by each INFORM answered, holding what a
-// FORCERENEW to it needs. dhcpcd (src/dhcp.c, 8b31291) checks a
-// FORCERENEW's xid against its current one before anything else, and in
-// INFORM state that is the last INFORM's (each INFORM draws a new one); it
-// takes a reconfigure key (option 90, type 1) from any ACK, an INFORM's
-// included, and answers an authenticated FORCERENEW in INFORM state with a
-// new INFORM. So the record keeps the INFORM's xid and, for a client that
-// sent 145, the key its ACK delivered: a fresh one with each INFORM,
-// durable before that ACK leaves (ARCHITECTURE.md invariant 6), drawn from
-// the one replay counter. The table is bounded (least recently informed
-// out first) and a record lapses after InformedTTL without an INFORM.
+// FORCERENEW to it needs. dhcpcd (src/dhcp.c, 9.4.1 and 8b31291) checks a
+// FORCERENEW's xid against its current one before anything else, which
+// is the last INFORM's (each INFORM draws a new one), and takes a
+// reconfigure key (option 90, type 1) from any ACK, an INFORM's included.
+// So the record keeps the INFORM's xid and, for a client that sent 145,
+// the key its ACK delivered: a fresh one with each INFORM, durable before
+// that ACK leaves (ARCHITECTURE.md invariant 6), drawn from the one
+// replay counter. The table is bounded (least recently informed out
+// first) and a record lapses after InformedTTL without an INFORM.
+//
+// How dhcpcd answers: its FORCERENEW handler re-INFORMs only in INFORM
+// state, the moments between sending an INFORM and its ACK; the ACK
+// binds it (dhcp_bind sets DHS_BOUND whatever the mode, with an infinite
+// lease), so a FORCERENEW it accepts makes it renew: a unicast REQUEST
+// from its address with ciaddr set and a new xid. Seen with dhcpcd 9.4.1
+// (TestForceRenewDhcpcdInform). A NAK to that REQUEST would make it drop
+// its hand-configured address (dhcp_drop) and DISCOVER, so such a
+// REQUEST is answered as the client's INFORM is (informedRenewalLocked):
+// a configuration-only ACK, yiaddr 0 and ciaddr echoed, no lease time,
+// which dhcpcd in INFORM mode takes as a new approval. That ACK keeps the
+// client's key (it delivers none: the client keeps the one it holds) and
+// records the REQUEST's xid for the next FORCERENEW. A client that does
+// answer with a new INFORM (other clients, or dhcpcd in INFORM state) is
+// answered as any INFORM.
 
 // Defaults of the informed-client table's bounds (Settings.InformedMax,
 // Settings.InformedTTL).
@@ -142,11 +156,16 @@ func (s *Server) recordInformLocked(r *req) (recs map[netip.Addr][]byte, wait bo
 	if !r.p.GIAddr.IsUnspecified() {
 		c.IfIndex = 0
 	}
-	// The client holds the key of this ACK, or none: one it was given
-	// before is gone (a restarted dhcpcd sends 145 again and takes the
-	// new one; a client that stopped sending 145 gets none).
-	c.Key = nil
-	if s.informs != nil && s.ctr != nil && nonceCapable(r.p) {
+	switch {
+	case r.p.MessageType() == dhcpwire.Request:
+		// A renewal answering FORCERENEW (informedRenewalLocked): the
+		// client keeps the key it holds; only the xid is new, and no ACK
+		// waits for its write.
+	case s.informs != nil && s.ctr != nil && nonceCapable(r.p):
+		// An INFORM from a client that takes a key: the client holds the
+		// key of this ACK; one it was given before is gone (a restarted
+		// dhcpcd sends 145 again and takes the new one).
+		c.Key = nil
 		k, err := auth.NewKey()
 		var replay uint64
 		if err == nil {
@@ -161,6 +180,10 @@ func (s *Server) recordInformLocked(r *req) (recs map[netip.Addr][]byte, wait bo
 			r.auth = auth.AppendKeyOption(nil, replay, k)
 			wait = true
 		}
+	default:
+		// An INFORM without 145 (or no durable store): no key, and a
+		// key given before is forgotten.
+		c.Key = nil
 	}
 	if s.informs == nil {
 		return nil, false
@@ -329,4 +352,28 @@ func (s *Server) pendingClientLocked(ip netip.Addr, p *frPending) (net.HardwareA
 		return nil, false
 	}
 	return l.HWAddr, true
+}
+
+// informedRenewalLocked reports whether a REQUEST is an informed client
+// renewing, as dhcpcd configured by INFORM answers a FORCERENEW: RENEWING
+// or REBINDING in form (ciaddr set, neither option 50 nor 54), from the
+// client remembered at ciaddr, for an address no active lease holds.
+// Such a REQUEST is answered as an INFORM (see the comment at the top).
+func (s *Server) informedRenewalLocked(r *req) bool {
+	p := r.p
+	if p.CIAddr.IsUnspecified() {
+		return false
+	}
+	if _, ok := p.AddrOption(dhcpwire.OptServerID); ok {
+		return false
+	}
+	if _, ok := p.AddrOption(dhcpwire.OptRequestedIP); ok {
+		return false
+	}
+	c := s.informed[p.CIAddr]
+	if c == nil || c.clientKey() != r.key {
+		return false
+	}
+	l := s.leases[p.CIAddr]
+	return l == nil || l.State != lease.Active
 }

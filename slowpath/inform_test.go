@@ -494,3 +494,63 @@ func TestInformedSurviveRestart(t *testing.T) {
 		t.Fatalf("resumed campaign %+v", st)
 	}
 }
+
+// TestForceRenewInformedClientRenews: dhcpcd configured by INFORM is bound
+// once its INFORM is ACKed and answers a FORCERENEW by renewing (a
+// REQUEST with ciaddr, a new xid). That REQUEST ends the FORCERENEW and is
+// answered as an INFORM (configuration only: yiaddr 0, ciaddr echoed, no
+// lease time, no key, to ciaddr), never NAKed, retransmissions included;
+// the next FORCERENEW carries the REQUEST's xid under the key the client
+// still holds. Another client's REQUEST from that address, or one in
+// INIT-REBOOT form, is handled as before (NAKed).
+func TestForceRenewInformedClientRenews(t *testing.T) {
+	is := newMemInformStore()
+	r := newInformRig(t, is, nil, nil)
+	a := r.inform(mac(1), static1, 0x100, cap145)
+	k, _, _ := keyOf(t, a[0])
+	keys := map[netip.Addr]auth.Key{static1: k}
+	id, err := r.srv.StartForceRenew(Selector{IP: static1}, CampaignOptions{Move: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.srv.forceRenewTick(r.now)
+	if got := r.informedForceRenews(t, keys); len(got) != 1 || got[0].XID != 0x100 {
+		t.Fatalf("FORCERENEW: %v", got)
+	}
+	for i := range 2 { // the answer, then a retransmission of it
+		res := r.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), cap145, xid(0x200), dhcpv4.WithClientIP(static1.AsSlice())), srvAddr)
+		if len(res) != 1 || res[0].MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("REQUEST %d from the informed client: %v", i, res)
+		}
+		ack := res[0]
+		if !ack.YourIPAddr.IsUnspecified() || !ack.ClientIPAddr.Equal(static1.AsSlice()) || ack.Options.Has(dhcpv4.OptionIPAddressLeaseTime) ||
+			ack.Options.Has(dhcpv4.GenericOptionCode(dhcpwire.OptAuthentication)) || r.lastOut.Dst != netip.AddrPortFrom(static1, 68) {
+			t.Fatalf("REQUEST %d answered with %s to %s; want a configuration-only ACK to %s:68", i, ack.Summary(), r.lastOut.Dst, static1)
+		}
+	}
+	st, _ := r.srv.Campaign(id)
+	if st.Informed != 1 || st.Moved != 0 || !st.Done {
+		t.Fatalf("status %+v", st)
+	}
+	if rec := is.stored(t, static1); rec.XID != 0x200 || !bytes.Equal(rec.Key, k[:]) {
+		t.Fatalf("record after the renewal: xid %#x, key %x (had %x)", rec.XID, rec.Key, k)
+	}
+	if r.srv.Lookup(static1) != nil {
+		t.Fatal("the renewal created a lease")
+	}
+	if _, err := r.srv.StartForceRenew(Selector{IP: static1}, CampaignOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.srv.forceRenewTick(r.now)
+	if got := r.informedForceRenews(t, keys); len(got) != 1 || got[0].XID != 0x200 {
+		t.Fatalf("second FORCERENEW: %v", got)
+	}
+	for _, m := range []*dhcpv4.DHCPv4{
+		msg(t, dhcpv4.MessageTypeRequest, mac(2), xid(0x300), dhcpv4.WithClientIP(static1.AsSlice())),
+		msg(t, dhcpv4.MessageTypeRequest, mac(1), xid(0x301), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(static1.AsSlice()))),
+	} {
+		if res := r.send(m, bcast); len(res) != 1 || res[0].MessageType() != dhcpv4.MessageTypeNak {
+			t.Fatalf("%s: %v, want a NAK as before", m.Summary(), res)
+		}
+	}
+}

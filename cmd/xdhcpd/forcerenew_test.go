@@ -591,3 +591,84 @@ func TestForceRenewMoveWithoutKeyAtRenewal(t *testing.T) {
 		t.Fatalf("forcerenew status %s:\n%s\nwant it to count the client moved at its renewal", ci.ID, out)
 	}
 }
+
+// TestForceRenewDhcpcdInform: dhcpcd configured by DHCPINFORM (the
+// address set by hand, `dhcpcd -s ADDR/24`: it only INFORMs) is given a
+// key in its INFORM's ACK and remembered (xdhcp_informed_clients);
+// `xdhcpctl forcerenew --ip ADDR` sends it a FORCERENEW with that INFORM's
+// xid, signed under that key, which dhcpcd accepts. dhcpcd 9.4.1 is bound
+// once its INFORM is ACKed, so it answers by renewing (a unicast REQUEST
+// with ciaddr), not with a new INFORM; the server answers that as an
+// INFORM (configuration only), and dhcpcd approves its address again
+// ("received approval") and keeps it: a NAK would make it drop the
+// address. The campaign ends with the client counted informed. A second
+// FORCERENEW works too: the REQUEST's xid was recorded and the key kept.
+func TestForceRenewDhcpcdInform(t *testing.T) {
+	l := newFRLab(t)
+	needTools(t, "dhcpcd")
+	const mac, addr = "02:00:00:00:16:31", "10.77.0.60" // outside the pool: configured by hand
+	d := &dhcpcdClient{l: l, ifname: dhcpcdIfname("fi"), mac: mac, conf: filepath.Join(l.dir, "fi-dhcpcd.conf")}
+	d.ns = l.client(d.ifname, mac)
+	// A host configured by hand. (dhcpcd 9.4.1 left to add the address
+	// itself with noarp never sends its INFORM here.)
+	l.sh(d.ns, "ip addr add "+addr+"/24 dev "+d.ifname)
+	if err := os.WriteFile(d.conf, []byte(frDhcpcdConf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	removeDhcpcdFiles(t, d.ifname)
+	mark := len(l.daemon.Output())
+	p, err := d.ns.Start(context.Background(), "dhcpcd", "-4", "-B", "-d", "-f", d.conf, "-s", addr+"/24", d.ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.p = p
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("dhcpcd on %s (pid %d):\n%s", d.ifname, p.Pid(), p.Output())
+		}
+	})
+	l.waitMessage(mark, 30*time.Second, "type=inform", "ciaddr="+addr)
+	d.waitLog("accepted reconfigure key", 1, 10*time.Second)
+	if n := l.metric("xdhcp_informed_clients"); n != 1 {
+		t.Fatalf("xdhcp_informed_clients %v, want 1", n)
+	}
+	if _, ok := l.leaseFor(mac); ok {
+		t.Fatal("an INFORM created a lease")
+	}
+
+	for round := 1; round <= 2; round++ {
+		mark := len(l.daemon.Output())
+		answered := l.metric("xdhcp_forcerenew_answered_total")
+		informs := l.metric(`xdhcp_slowpath_messages_total{type="inform"}`)
+		ci, code := l.forceRenew(20*time.Second, "--ip", addr, "--wait")
+		if code != 0 || !ci.Done || ci.Total != 1 || ci.Sent != 1 || ci.Informed != 1 || ci.Renewed+ci.Moved+ci.NoAnswer+ci.NoKey+ci.Remaining != 0 || len(ci.NotForced) != 0 {
+			t.Fatalf("round %d: forcerenew --ip %s: exit %d, campaign %+v; want done, 1 sent and informed\ndhcpcd:\n%s", round, addr, code, ci, d.p.Output())
+		}
+		// dhcpcd took it and renewed, unicast from its address; the
+		// configuration-only ACK approved its address again.
+		d.waitLog(frDhcpcdLine, round, 5*time.Second)
+		l.waitMessage(mark, 5*time.Second, "type=request", "ciaddr="+addr, "dst=10.77.0.1")
+		d.waitLog("received approval for "+addr, round+1, 5*time.Second)
+		if got := l.metric("xdhcp_forcerenew_answered_total"); got != answered+1 {
+			t.Errorf("round %d: xdhcp_forcerenew_answered_total %v -> %v, want +1", round, answered, got)
+		}
+		if got := l.metric(`xdhcp_slowpath_messages_total{type="inform"}`); got != informs {
+			t.Errorf("round %d: INFORMs %v -> %v: dhcpcd informed again rather than renewing", round, informs, got)
+		}
+		t.Logf("round %d: %d FORCERENEW(s) sent, answered by a REQUEST, ACKed as an INFORM", round, ci.Transmissions)
+	}
+	out := d.p.Output()
+	if strings.Contains(out, "NAK") {
+		t.Fatalf("dhcpcd was NAKed:\n%s", out)
+	}
+	if got := l.sh(d.ns, "ip -4 -o addr show dev "+d.ifname); !strings.Contains(got, addr+"/24") {
+		t.Fatalf("dhcpcd's interface lost %s: %s", addr, got)
+	}
+	if n := l.metricOrZero(`xdhcp_slowpath_replies_total{type="nak"}`); n != 0 {
+		t.Fatalf("%v NAKs sent", n)
+	}
+	if strings.Contains(d.p.Output(), "authentication failed") {
+		t.Fatalf("dhcpcd refused a message's authentication:\n%s", d.p.Output())
+	}
+}
