@@ -82,11 +82,7 @@ func frConfig(dir, fast string, moved bool) string {
 		pools = fmt.Sprintf("[{range: %s-%s, drain: true}, %s-%s, %s-%s]", frPoolAStart, frPoolAEnd,
 			frPoolB1Start, frPoolB1End, frPoolB2Start, frPoolB2End)
 	}
-	fp := "fastpath:\n  enabled: false\n"
-	if fast != "" {
-		fp = fmt.Sprintf("fastpath:\n  enabled: true\n  mode: %s\n  pin-dir: /sys/fs/bpf/xdhcp-bench-fr-%d\n", fast, os.Getpid())
-	}
-	return fp + fmt.Sprintf(`server:
+	return fastpathYAML(fast, "xdhcp-bench-fr") + fmt.Sprintf(`server:
   interfaces: [%s]
   state-dir: %s/state
   control-socket: %s/ctl.sock

@@ -64,11 +64,7 @@ func (x Xdhcpd) Version() string { return "xdhcpd (this tree)" }
 // XdhcpdConfig renders the daemon's configuration for the rig; fast is
 // the fast path mode, "" for off.
 func XdhcpdConfig(dir, fast string) string {
-	fp := "fastpath:\n  enabled: false\n"
-	if fast != "" {
-		fp = fmt.Sprintf("fastpath:\n  enabled: true\n  mode: %s\n  pin-dir: /sys/fs/bpf/xdhcp-bench-%d\n", fast, os.Getpid())
-	}
-	return fp + fmt.Sprintf(`server:
+	return fastpathYAML(fast, "xdhcp-bench") + fmt.Sprintf(`server:
   interfaces: [%s]
   state-dir: %s/state
   control-socket: %s/ctl.sock
@@ -265,4 +261,13 @@ func stopServer(s Server, p *netns.Proc, ns *netns.NS, dir string) {
 	if x, ok := s.(Xdhcpd); ok && x.Fast != "" {
 		ns.ExecHostMounts(context.Background(), x.Bin, "detach", "--config", filepath.Join(dir, "xdhcpd.yaml"))
 	}
+}
+
+// fastpathYAML is the daemon's fastpath section for mode fast ("" for off),
+// pinning under a directory named for the run (prefix and this process).
+func fastpathYAML(fast, prefix string) string {
+	if fast == "" {
+		return "fastpath:\n  enabled: false\n"
+	}
+	return fmt.Sprintf("fastpath:\n  enabled: true\n  mode: %s\n  pin-dir: /sys/fs/bpf/%s-%d\n", fast, prefix, os.Getpid())
 }
