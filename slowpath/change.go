@@ -48,14 +48,14 @@ func (c cause) republish() bool { return c != causeFold && c != causeAssume }
 // HorizonAhead, no later than the partner's cap. ok is false while the
 // fast path is off (HorizonAhead zero). This is the one place the rule of
 // ARCHITECTURE.md invariant 2 is written.
-func (s *Server) horizonLocked(ip netip.Addr, now time.Time) (time.Time, bool) {
+func (s *Server) horizonLocked(l *lease.Lease, now time.Time) (time.Time, bool) {
 	ahead := s.set.HorizonAhead
 	if ahead <= 0 {
 		return time.Time{}, false
 	}
 	h := now.Add(ahead)
 	if s.partner != nil {
-		if c, ok := s.partner.Cap(ip, now); ok && c.Before(h) {
+		if c, ok := s.partner.Cap(l, now); ok && c.Before(h) {
 			h = c
 		}
 	}
@@ -102,12 +102,12 @@ func (s *Server) changeLocked(ip netip.Addr, c cause, now time.Time, edit func(l
 	sn := s.subs.forAddr(ip)
 
 	if c == causeAck && s.partner != nil {
-		if cp, ok := s.partner.Cap(ip, now); ok && l.Expiry.After(cp) {
+		if cp, ok := s.partner.Cap(l, now); ok && l.Expiry.After(cp) {
 			l.Expiry = cp
 		}
 	}
 	if c.movesHorizon() && l.State == lease.Active {
-		if h, ok := s.horizonLocked(ip, now); ok && h.After(l.Horizon) {
+		if h, ok := s.horizonLocked(l, now); ok && h.After(l.Horizon) {
 			l.Horizon = h
 		}
 	}

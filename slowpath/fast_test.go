@@ -170,7 +170,7 @@ type recPartner struct {
 	noServe bool
 }
 
-func (p *recPartner) Cap(netip.Addr, time.Time) (time.Time, bool) {
+func (p *recPartner) Cap(*lease.Lease, time.Time) (time.Time, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.cap, !p.cap.IsZero()
@@ -181,6 +181,12 @@ func (p *recPartner) Serve(*lease.Lease) bool {
 	defer p.mu.Unlock()
 	return !p.noServe
 }
+
+func (p *recPartner) Answer(RequestKind, []byte, uint16) bool { return true }
+
+func (p *recPartner) Allocate(time.Time) (bool, bool) { return true, false }
+
+func (p *recPartner) PotentialExpiry(_, granted, _ time.Time) time.Time { return granted }
 
 func (p *recPartner) Update(ls []*lease.Lease) {
 	p.mu.Lock()
