@@ -28,13 +28,23 @@ const (
 	causeAssume
 	// causeHorizon: AdvanceHorizons.
 	causeHorizon
-	// causePartner: a binding update from the failover partner (nothing
-	// sends one yet; the fan-out already knows not to echo it back).
+	// causePartner: a binding update from the failover partner
+	// (ApplyPartner); it is not echoed back.
 	causePartner
 	// causeForceRenew: a FORCERENEW starts or ends; the lease is
 	// republished with its serve bit (serveLocked) and nothing else.
 	causeForceRenew
+	// causePartnerAck: the partner acknowledged an update (AckedExp
+	// raised, the partner mark cleared); nothing goes back to it.
+	causePartnerAck
+	// causePool: pool balance moves FREE and BACKUP addresses between
+	// the partners (Rebalance).
+	causePool
 )
+
+// fromPartner: changes the partner told us of, which are not sent back
+// to it and leave its mark alone.
+func (c cause) fromPartner() bool { return c == causePartner || c == causePartnerAck }
 
 // movesHorizon: the changes that push the promise horizon ahead.
 func (c cause) movesHorizon() bool { return c == causeAck || c == causeHorizon }
@@ -42,7 +52,7 @@ func (c cause) movesHorizon() bool { return c == causeAck || c == causeHorizon }
 // republish: whether a committed change must be written to the fast path.
 // What the fast path granted itself (folded renewals), or what it held when
 // its map was lost, it already has or will get from PublishAll.
-func (c cause) republish() bool { return c != causeFold && c != causeAssume }
+func (c cause) republish() bool { return c != causeFold && c != causeAssume && c != causePartnerAck }
 
 // horizonLocked is the promise horizon a lease may have at now: now plus
 // HorizonAhead, no later than the partner's cap. ok is false while the
@@ -101,6 +111,7 @@ func (s *Server) changeLocked(ip netip.Addr, c cause, now time.Time, edit func(l
 	edit(l)
 	sn := s.subs.forAddr(ip)
 
+	desired := l.Expiry
 	if c == causeAck && s.partner != nil {
 		if cp, ok := s.partner.Cap(l, now); ok && l.Expiry.After(cp) {
 			l.Expiry = cp
@@ -111,9 +122,14 @@ func (s *Server) changeLocked(ip netip.Addr, c cause, now time.Time, edit func(l
 			l.Horizon = h
 		}
 	}
-	if c != causePartner {
+	if !c.fromPartner() {
 		l.PartnerPending = true
 		l.PotExp = l.Expiry
+		if c == causeAck && s.partner != nil {
+			// Ahead of the grant (draft-12 §7.1.5), so that once the
+			// partner acks it the next renewal is not cut to MCLT.
+			l.PotExp = s.partner.PotentialExpiry(now, l.Expiry, desired)
+		}
 		if l.State == lease.Active && l.Horizon.After(l.PotExp) {
 			l.PotExp = l.Horizon
 		}
@@ -138,6 +154,14 @@ func (s *Server) changeLocked(ip netip.Addr, c cause, now time.Time, edit func(l
 			sn.set.Take(ip)
 		case (!known || !was.Reusable()) && !reserved:
 			sn.set.Free(ip)
+		}
+		switch {
+		case l.State == lease.Backup && (!known || was != lease.Backup) && !reserved:
+			if _, offered := s.offers[ip]; !offered {
+				sn.backup.Free(ip)
+			}
+		case l.State != lease.Backup:
+			sn.backup.Take(ip)
 		}
 	}
 	if (l.State == lease.Active || l.State == lease.Abandoned) && (l.State != was || l.Expiry.Unix() != wasExp) {

@@ -1,6 +1,7 @@
 package slowpath
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"testing"
@@ -52,7 +53,21 @@ func TestEveryChangeGoesToThePartner(t *testing.T) {
 			// INIT-REBOOT for a second address: the first is given up.
 			f.send(msg(f.t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(other.AsSlice()))), bcast)
 		}, ip, lease.Released, func() time.Time { return f.now }, true},
-		{"free", func() { f.srv.Sweep() }, ip, lease.Free, func() time.Time { return f.now }, true},
+		{"free", func() {
+			// RELEASED becomes FREE once the partner has acked it
+			// (draft-12 §5.11); the ack itself goes nowhere.
+			f.srv.Sweep()
+			if l := f.store.leases[ip]; l.State != lease.Released {
+				f.t.Fatalf("freed before the partner acked: %v", l.State)
+			}
+			if err := f.srv.PartnerAcked(context.Background(), []PartnerAck{{Sent: f.store.leases[ip].Clone()}}); err != nil {
+				f.t.Fatal(err)
+			}
+			if u := p.take(); len(u) != 0 {
+				f.t.Fatalf("an ack was sent back to the partner: %v", u)
+			}
+			f.srv.Sweep()
+		}, ip, lease.Free, func() time.Time { return f.now }, true},
 		{"release", func() {
 			f.send(msg(f.t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(other.AsSlice())), srvAddr)
 		}, other, lease.Released, func() time.Time { return f.now }, true},

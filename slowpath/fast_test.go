@@ -186,6 +186,8 @@ func (p *recPartner) Answer(RequestKind, []byte, uint16) bool { return true }
 
 func (p *recPartner) Allocate(time.Time) (bool, bool) { return true, false }
 
+func (p *recPartner) Primary() bool { return true }
+
 func (p *recPartner) PotentialExpiry(_, granted, _ time.Time) time.Time { return granted }
 
 func (p *recPartner) Update(ls []*lease.Lease) {

@@ -76,6 +76,12 @@ func (s *Server) Handle(in Incoming) {
 		s.dropped("malformed_header", in, err)
 		return
 	}
+	if k, ok := requestKind(&p, mt); ok && s.partner != nil && !s.partner.Answer(k, hashKey(cid, &p), p.Secs) {
+		// The failover state, or the partner's hash bucket while it
+		// is answering (draft-12 §5.3): the partner's to answer.
+		s.dropped("failover", in, nil)
+		return
+	}
 
 	s.mu.Lock()
 	iface, ok := s.ifaces[in.IfIndex]
@@ -290,13 +296,12 @@ func (s *Server) availableForLocked(sub *Subnet, ip netip.Addr, r *req) bool {
 		return false
 	}
 	l := s.leases[ip]
-	if l == nil {
-		return true
-	}
-	if l.State == lease.Active {
+	if l != nil && l.State == lease.Active {
 		return l.ClientKey() == key
 	}
-	return l.State.Reusable() // not abandoned, nor the partner's (backup)
+	// Not abandoned; under failover, this server's to give (FREE or
+	// BACKUP by role and state).
+	return s.mayGiveLocked(l, key, now)
 }
 
 // pickLocked chooses an address for a DISCOVER: the reservation, the
@@ -327,7 +332,7 @@ func (s *Server) pickLocked(r *req) (netip.Addr, bool) {
 		return ip, true
 	}
 	for {
-		ip, ok := sub.set.Allocate()
+		ip, ok := s.allocateLocked(sub, r.now)
 		if !ok {
 			return netip.Addr{}, false
 		}
@@ -362,7 +367,7 @@ func (s *Server) discoverLocked(r *req) []Outgoing {
 		s.warnLimited("pool_exhausted "+r.sub.Prefix.String(), "pool exhausted", "subnet", r.sub.Prefix)
 		return nil
 	}
-	r.sub.set.Take(ip)
+	r.sub.takeAddr(ip)
 	until := r.now.Add(s.set.OfferHold)
 	if old, ok := s.offerOf[r.key]; ok && old != ip {
 		if o, ok := s.offers[old]; ok && o.client == r.key {
@@ -625,6 +630,8 @@ func (s *Server) returnAddrLocked(ip netip.Addr) {
 		sn.set.MarkFresh(ip)
 	case l.State.Reusable():
 		sn.set.Free(ip)
+	case l.State == lease.Backup:
+		sn.backup.Free(ip)
 	}
 }
 
@@ -893,6 +900,8 @@ func (s *Server) evictOldestLocked(b, kind string) {
 			if _, reserved := sn.ReservedIP[ref.ip]; !reserved && sn.set.Contains(ref.ip) {
 				if l := s.leases[ref.ip]; l == nil || l.State.Reusable() {
 					sn.set.Free(ref.ip)
+				} else if l.State == lease.Backup {
+					sn.backup.Free(ref.ip)
 				}
 			}
 		}

@@ -38,6 +38,10 @@ type Partner interface {
 	// lease asked for before the cap: far enough ahead that the next
 	// renewal is not cut short by MCLT.
 	PotentialExpiry(now, granted, desired time.Time) time.Time
+	// Primary reports whether this server is the relationship's primary
+	// (the conflict table of draft-12 §7.1.3 breaks a tie between two
+	// clients by role).
+	Primary() bool
 	// Update hands the partner bindings changed here (copies), once they
 	// are on disk, as binding updates. It queues and returns: it runs on
 	// the store's commit goroutine.

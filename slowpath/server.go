@@ -302,6 +302,7 @@ func (s *Server) indexClientLocked(l *lease.Lease) {
 func (s *Server) rebuildPoolsLocked() {
 	for _, sn := range s.subs.list {
 		sn.set, _ = sn.newSet() // pools were checked by newSubnets
+		sn.backup, _ = sn.newBackupSet()
 		for ip := range sn.ReservedIP {
 			sn.set.Take(ip)
 		}
@@ -318,6 +319,10 @@ func (s *Server) rebuildPoolsLocked() {
 		s.countLocked(sn, l.State, 1)
 		if !l.State.Reusable() {
 			sn.set.Take(ip)
+			if l.State == lease.Backup {
+				freed = append(freed, l) // into the BACKUP set, below
+				continue
+			}
 			if l.State == lease.Active || l.State == lease.Abandoned {
 				s.expiry.push(ip, l.Expiry)
 			}
@@ -333,12 +338,18 @@ func (s *Server) rebuildPoolsLocked() {
 	sortByStateAt(freed)
 	for _, l := range freed {
 		if sn := s.subs.forAddr(l.IP); sn != nil {
+			if l.State == lease.Backup {
+				if _, reserved := sn.ReservedIP[l.IP]; !reserved {
+					sn.backup.Free(l.IP)
+				}
+				continue
+			}
 			sn.set.Free(l.IP)
 		}
 	}
 	for ip, o := range s.offers {
 		if sn := s.subs.forAddr(ip); sn != nil && o.until.After(now) {
-			sn.set.Take(ip)
+			sn.takeAddr(ip)
 		}
 	}
 	s.expiry.init()
@@ -433,7 +444,7 @@ func (s *Server) submit(cl []*lease.Lease, c cause, after func(error)) {
 			if c.republish() {
 				s.publish(cl)
 			}
-			if s.partner != nil && c != causePartner {
+			if s.partner != nil && !c.fromPartner() {
 				s.partner.Update(cl)
 			}
 		}

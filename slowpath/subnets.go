@@ -31,7 +31,11 @@ type Subnet struct {
 	Reserved   map[string]Reservation
 	ReservedIP map[netip.Addr]Reservation
 
-	set *alloc.Set
+	// set holds the addresses this server may give out without a
+	// failover partner, and under failover the FREE ones (the primary's
+	// in NORMAL); backup holds the BACKUP ones (the secondary's), which
+	// only a partner's binding updates or Rebalance put there.
+	set, backup *alloc.Set
 }
 
 // Reservation pins an address to one client.
@@ -62,6 +66,9 @@ func newSubnets(list []*Subnet) (*subnets, error) {
 			return nil, err
 		}
 		sn.set = set
+		if sn.backup, err = sn.newBackupSet(); err != nil {
+			return nil, err
+		}
 		for _, r := range sn.Relays {
 			s.byRelay[r] = sn
 		}
@@ -73,6 +80,19 @@ func newSubnets(list []*Subnet) (*subnets, error) {
 		}
 	}
 	return s, nil
+}
+
+// newBackupSet builds the subnet's empty BACKUP allocator, its draining
+// pools marked.
+func (sn *Subnet) newBackupSet() (*alloc.Set, error) {
+	set, err := alloc.NewEmptySet(sn.Pools)
+	if err != nil {
+		return nil, fmt.Errorf("subnet %s: %w", sn.Prefix, err)
+	}
+	for _, d := range sn.Drain {
+		set.Drain(d[0], d[1], true)
+	}
+	return set, nil
 }
 
 // newSet builds the subnet's allocator, its draining pools marked.

@@ -32,11 +32,16 @@ func (s *Server) Sweep() {
 	// forgotten, their stored records deleted.
 	s.submitInformedLocked(s.expireInformedLocked(now), nil)
 	// Records expired or released in an earlier sweep become FREE now;
-	// under failover this step will wait for the partner's ack.
+	// under failover once the partner has acknowledged them
+	// (PartnerAcked queues them again then).
 	toFree := func(l *lease.Lease) { l.State = lease.Free }
 	n := min(len(s.toFree), sweepBatch)
+	free, backup := true, false
+	if s.partner != nil {
+		free, backup = s.partner.Allocate(now)
+	}
 	for _, ip := range s.toFree[:n] {
-		if l := s.leases[ip]; l != nil && l.State.Ending() {
+		if l := s.leases[ip]; l != nil && l.State.Ending() && s.mayFreeLocked(l, free, backup) {
 			changed = append(changed, s.changeLocked(ip, causeExpire, now, toFree))
 		}
 	}

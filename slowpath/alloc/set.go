@@ -25,6 +25,20 @@ func NewSet(ranges [][2]netip.Addr) (*Set, error) {
 	return s, nil
 }
 
+// NewEmptySet builds a Set over the same ranges as NewSet with no address
+// available: a failover secondary's BACKUP addresses, which become
+// available one by one (Free) as the primary hands them over.
+func NewEmptySet(ranges [][2]netip.Addr) (*Set, error) {
+	s, err := NewSet(ranges)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range s.pools {
+		p.fresh = newBitset(p.size, false)
+	}
+	return s, nil
+}
+
 // Pool returns the pool holding ip, or nil.
 func (s *Set) Pool(ip netip.Addr) *Pool {
 	if !ip.Is4() {

@@ -1,0 +1,377 @@
+package slowpath
+
+// The slow path's side of failover (draft-ietf-dhc-failover-12): which
+// addresses this server may give out while it has a partner, the partner's
+// binding updates applied through the one change path (ARCHITECTURE.md
+// invariant 8), its acknowledgements, and what the relationship reads to
+// catch the partner up. cmd/xdhcpd adapts these methods to
+// failover.Bindings (failover imports slowpath, not the reverse).
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/xdhcp/xdhcp/failover/wire"
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/slowpath/alloc"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// takeAddr makes ip unavailable from both of the subnet's sets (it is
+// offered or bound).
+func (sn *Subnet) takeAddr(ip netip.Addr) {
+	sn.set.Take(ip)
+	sn.backup.Take(ip)
+}
+
+// requestKind sorts a client message for Partner.Answer; ok is false for
+// the messages every state processes (RELEASE and DECLINE only end a
+// binding, which the partner then hears of).
+func requestKind(p *dhcpwire.Packet, mt uint8) (RequestKind, bool) {
+	switch mt {
+	case dhcpwire.Discover:
+		return RequestNew, true
+	case dhcpwire.Request:
+		_, sid := p.AddrOption(dhcpwire.OptServerID)
+		_, want := p.AddrOption(dhcpwire.OptRequestedIP)
+		if sid || want || p.CIAddr.IsUnspecified() {
+			return RequestNew, true // SELECTING or INIT-REBOOT
+		}
+		return RequestRenew, true
+	case dhcpwire.Inform:
+		return RequestOther, true
+	}
+	return 0, false
+}
+
+// hashKey is what the load-balancing hash reads (RFC 3074 §5, as ISC
+// dhcpd and Kea read it): option 61's data with its type byte, else the
+// hardware address.
+func hashKey(clientID []byte, p *dhcpwire.Packet) []byte {
+	if len(clientID) > 0 {
+		return clientID
+	}
+	return p.CHAddr()
+}
+
+// mayGiveLocked reports whether failover lets this server give l's address
+// (l nil: an address with no record, FREE) to the client key at now. It
+// only decides ownership; availableForLocked checks the rest.
+func (s *Server) mayGiveLocked(l *lease.Lease, key string, now time.Time) bool {
+	if s.partner == nil {
+		return l == nil || l.State.Reusable()
+	}
+	free, backup := s.partner.Allocate(now)
+	switch {
+	case l == nil:
+		return free
+	case l.State == lease.Backup:
+		return backup
+	case l.State.Ending():
+		// An EXPIRED or RELEASED address is FREE (the primary's) once
+		// the partner has heard (draft-12 §5.11); its last client may
+		// have it back before that.
+		if l.ClientKey() == key {
+			return free || backup
+		}
+		return free && s.mayFreeLocked(l, free, backup)
+	case l.State.Reusable():
+		return free
+	}
+	return false
+}
+
+// mayFreeLocked: an EXPIRED or RELEASED record may become FREE once the
+// partner has acknowledged it, or without that in PARTNER-DOWN once MCLT
+// has passed (Allocate gives both sets then).
+func (s *Server) mayFreeLocked(l *lease.Lease, free, backup bool) bool {
+	return s.partner == nil || !l.PartnerPending || (free && backup)
+}
+
+// allocateLocked takes an address for a new binding from the sets
+// failover allows (without a partner: the one set).
+func (s *Server) allocateLocked(sub *Subnet, now time.Time) (netip.Addr, bool) {
+	free, backup := true, false
+	if s.partner != nil {
+		free, backup = s.partner.Allocate(now)
+	}
+	if free {
+		if ip, ok := sub.set.Allocate(); ok {
+			return ip, true
+		}
+	}
+	if backup {
+		if ip, ok := sub.backup.Allocate(); ok {
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// ApplyPartner applies the partner's binding updates (received potential
+// expiry in PotExp, times on this server's clock): each is resolved
+// against the local record by the conflict table (draft-12 §7.1.3), and
+// the accepted ones are committed through changeLocked before it returns,
+// so the partner's BNDACK follows a durable write (ARCHITECTURE.md
+// invariant 6). It returns a reject reason per update, 0 for accepted.
+func (s *Server) ApplyPartner(ctx context.Context, ups []*lease.Lease) ([]uint8, error) {
+	res := make([]uint8, len(ups))
+	now := s.now()
+	var changed []*lease.Lease
+	s.mu.Lock()
+	primary := s.partner != nil && s.partner.Primary()
+	for i, u := range ups {
+		sn := s.subs.forAddr(u.IP)
+		reserved := false
+		if sn != nil {
+			_, reserved = sn.ReservedIP[u.IP]
+		}
+		if sn == nil || (!sn.set.Contains(u.IP) && !reserved) {
+			res[i] = uint8(wire.ReasonIllegalIP)
+			s.warnLimited("failover_illegal_ip", "the partner sent a binding outside this server's pools: do both sides have the same pools?", "ip", u.IP)
+			continue
+		}
+		if !u.State.Valid() {
+			res[i] = uint8(wire.ReasonMissingBinding)
+			continue
+		}
+		if ok, why := resolveConflict(s.leases[u.IP], u, primary, now); !ok {
+			res[i] = why
+			continue
+		}
+		if o, offered := s.offers[u.IP]; offered && (u.State != lease.Active || o.client != u.ClientKey()) {
+			// The partner's word on the address stands; our offer of
+			// it lapses (the client's REQUEST will be NAKed).
+			s.removeOfferLocked(u.IP)
+		}
+		l := s.changeLocked(u.IP, causePartner, now, func(l *lease.Lease) { adoptPartnerBinding(l, u) })
+		if l.State == lease.Active && (len(l.HWAddr) > 0 || len(l.ClientID) > 0) {
+			s.indexClientLocked(s.leases[u.IP])
+		}
+		changed = append(changed, l)
+	}
+	s.mu.Unlock()
+	if len(changed) == 0 {
+		return res, nil
+	}
+	if err := s.commitAndWait(ctx, changed, causePartner); err != nil {
+		return nil, fmt.Errorf("storing %d partner binding updates: %w", len(changed), err)
+	}
+	return res, nil
+}
+
+// adoptPartnerBinding makes l the partner's binding u.
+func adoptPartnerBinding(l *lease.Lease, u *lease.Lease) {
+	same := l.State == lease.Active && u.State == lease.Active && l.ClientKey() == u.ClientKey()
+	exp := u.Expiry
+	if same && l.Expiry.After(exp) {
+		exp = l.Expiry // draft-12 §7.1.5: the later expiry stands
+	}
+	if !same {
+		// What this server promised, and where it saw the client, were
+		// about another binding.
+		l.Horizon, l.ForceRenewKey = time.Time{}, nil
+		l.IfIndex, l.VLANs, l.GIAddr, l.ServerID, l.LastXID = 0, [2]uint16{}, netip.Addr{}, netip.Addr{}, 0
+		l.Start = u.CLTT
+	}
+	l.State, l.Expiry = u.State, exp
+	if u.State != lease.Abandoned {
+		l.HWType, l.HWAddr, l.ClientID = u.HWType, u.HWAddr, u.ClientID
+	}
+	if !u.CLTT.IsZero() {
+		l.CLTT = u.CLTT
+	}
+	// The partner's potential expiry, which this server acknowledges: it
+	// bounds what this server may grant the client in its turn, as
+	// AckedExp does for this server's own updates (draft-12 §7.1.5).
+	l.PotExp = u.PotExp
+	if u.PotExp.After(l.AckedExp) {
+		l.AckedExp = u.PotExp
+	}
+	if len(u.RelayInfo) > 0 {
+		l.RelayInfo = u.RelayInfo
+	}
+	if len(u.VendorClass) > 0 {
+		l.VendorClass = u.VendorClass
+	}
+	if u.Hostname != "" {
+		l.Hostname = u.Hostname
+	}
+	l.PartnerPending = false
+}
+
+// PartnerAck is the partner's answer to one binding update: Sent is the
+// record as sent, Reject the reason it was refused (0: accepted).
+type PartnerAck struct {
+	Sent   *lease.Lease
+	Reject uint8
+}
+
+// PartnerAcked records the partner's answers. An accepted update raises the
+// record's AckedExp to the potential expiry sent (which lifts the cap on
+// what this server may promise), and clears the partner mark unless the
+// record has changed since; an EXPIRED or RELEASED record may then become
+// FREE. A refused one clears the mark without raising AckedExp.
+func (s *Server) PartnerAcked(ctx context.Context, acks []PartnerAck) error {
+	now := s.now()
+	var changed []*lease.Lease
+	s.mu.Lock()
+	for _, a := range acks {
+		cur := s.leases[a.Sent.IP]
+		if cur == nil {
+			continue
+		}
+		same := sameAsSent(cur, a.Sent)
+		if a.Reject != 0 && !same {
+			continue // a newer version is on its way
+		}
+		changed = append(changed, s.changeLocked(cur.IP, causePartnerAck, now, func(l *lease.Lease) {
+			if a.Reject == 0 && a.Sent.PotExp.After(l.AckedExp) {
+				l.AckedExp = a.Sent.PotExp
+			}
+			if same {
+				l.PartnerPending = false
+			}
+		}))
+		if same && cur.State.Ending() {
+			s.toFree = append(s.toFree, cur.IP)
+		}
+	}
+	s.mu.Unlock()
+	if len(changed) == 0 {
+		return nil
+	}
+	if err := s.commitAndWait(ctx, changed, causePartnerAck); err != nil {
+		return fmt.Errorf("storing %d partner acknowledgements: %w", len(changed), err)
+	}
+	return nil
+}
+
+// sameAsSent reports whether the partner has now heard everything it needs
+// of cur: the version sent had the same binding and times.
+func sameAsSent(cur, sent *lease.Lease) bool {
+	return cur.State == sent.State && cur.Expiry.Unix() == sent.Expiry.Unix() && cur.CLTT.Unix() == sent.CLTT.Unix() &&
+		cur.PotExp.Unix() == sent.PotExp.Unix() && cur.ClientKey() == sent.ClientKey()
+}
+
+// commitAndWait commits cl and waits until it is on disk.
+func (s *Server) commitAndWait(ctx context.Context, cl []*lease.Lease, c cause) error {
+	done := make(chan error, 1)
+	s.commit(cl, c, func(err error) { done <- err })
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// PartnerPending calls fn with a copy of every record the partner has not
+// acknowledged, until fn returns false.
+func (s *Server) PartnerPending(fn func(*lease.Lease) bool) {
+	s.eachCopy(func(l *lease.Lease) bool { return l.PartnerPending }, fn)
+}
+
+// EachRecord calls fn with a copy of every record, until fn returns false.
+func (s *Server) EachRecord(fn func(*lease.Lease) bool) {
+	s.eachCopy(func(*lease.Lease) bool { return true }, fn)
+}
+
+// eachCopy copies the records that match under the lock, then hands them
+// to fn without it (fn may take its time: it sends to the partner).
+func (s *Server) eachCopy(match func(*lease.Lease) bool, fn func(*lease.Lease) bool) {
+	s.mu.Lock()
+	var ls []*lease.Lease
+	for _, l := range s.leases {
+		if match(l) {
+			ls = append(ls, l.Clone())
+		}
+	}
+	s.mu.Unlock()
+	for _, l := range ls {
+		if !fn(l) {
+			return
+		}
+	}
+}
+
+// PoolCounts returns the addresses available to give out, FREE (the
+// primary's in NORMAL) and BACKUP (the secondary's), over every subnet.
+func (s *Server) PoolCounts() (free, backup int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sn := range s.subs.list {
+		free += int(sn.set.Available())
+		backup += int(sn.backup.Available())
+	}
+	return free, backup
+}
+
+// Rebalance moves up to n available FREE addresses to BACKUP (n > 0) or
+// up to -n BACKUP addresses to FREE (n < 0), from each subnet in
+// proportion to what it has available, commits them (they reach the
+// partner as binding updates) and returns how many moved. The primary runs
+// it for a POOLREQ and for pool balance.
+func (s *Server) Rebalance(ctx context.Context, n int) (int, error) {
+	to, want := lease.Backup, n
+	if n < 0 {
+		to, want = lease.Free, -n
+	}
+	now := s.now()
+	var changed []*lease.Lease
+	s.mu.Lock()
+	from := func(sn *Subnet) *alloc.Set {
+		if to == lease.Free {
+			return sn.backup
+		}
+		return sn.set
+	}
+	var total uint64
+	for _, sn := range s.subs.list {
+		total += from(sn).Available()
+	}
+	for _, sn := range s.subs.list {
+		set := from(sn)
+		avail := set.Available()
+		if total == 0 || avail == 0 {
+			continue
+		}
+		quota := min(want-len(changed), int((uint64(want)*avail+total-1)/total))
+		var skipped []netip.Addr
+		for moved := 0; moved < quota; {
+			ip, ok := set.Allocate()
+			if !ok {
+				break
+			}
+			if l := s.leases[ip]; l != nil && (to == lease.Backup && l.State != lease.Free && l.State != lease.Reset ||
+				to == lease.Free && l.State != lease.Backup) {
+				// An EXPIRED or RELEASED address becomes FREE (the
+				// primary's) before it can be handed over.
+				skipped = append(skipped, ip)
+				continue
+			}
+			changed = append(changed, s.changeLocked(ip, causePool, now, func(l *lease.Lease) { l.State = to }))
+			moved++
+		}
+		for _, ip := range skipped {
+			set.Free(ip)
+		}
+	}
+	s.mu.Unlock()
+	if len(changed) == 0 {
+		return 0, nil
+	}
+	if err := s.commitAndWait(ctx, changed, causePool); err != nil {
+		return 0, fmt.Errorf("moving %d addresses to %s: %w", len(changed), to, err)
+	}
+	return len(changed), nil
+}
+
+// PartnerStateChanged re-decides every lease's serve bit after the
+// relationship's state changed (what this server may answer alone) and
+// republishes the fast path's entries.
+func (s *Server) PartnerStateChanged() {
+	s.PublishAll()
+}
