@@ -168,6 +168,11 @@ type recPartner struct {
 	updates [][]*lease.Lease
 	cap     time.Time // zero: no cap
 	noServe bool
+	// secondary: allocate from BACKUP only, and give way in conflicts.
+	secondary bool
+	// refuse lists the request kinds this server must leave to the
+	// partner.
+	refuse map[RequestKind]bool
 }
 
 func (p *recPartner) Cap(*lease.Lease, time.Time) (time.Time, bool) {
@@ -182,11 +187,11 @@ func (p *recPartner) Serve(*lease.Lease) bool {
 	return !p.noServe
 }
 
-func (p *recPartner) Answer(RequestKind, []byte, uint16) bool { return true }
+func (p *recPartner) Answer(k RequestKind, _ []byte, _ uint16) bool { return !p.refuse[k] }
 
-func (p *recPartner) Allocate(time.Time) (bool, bool) { return true, false }
+func (p *recPartner) Allocate(time.Time) (bool, bool) { return !p.secondary, p.secondary }
 
-func (p *recPartner) Primary() bool { return true }
+func (p *recPartner) Primary() bool { return !p.secondary }
 
 func (p *recPartner) PotentialExpiry(_, granted, _ time.Time) time.Time { return granted }
 

@@ -1,0 +1,240 @@
+package slowpath
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/xdhcp/xdhcp/failover/wire"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// TestConflictTable holds resolveConflict to every cell of draft-12's
+// Fig. 7.1.3-1 and its CLTT rules.
+func TestConflictTable(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	early, late := now.Add(-time.Hour), now.Add(-time.Minute)
+	rec := func(st lease.State, hw byte, cltt, expiry time.Time) *lease.Lease {
+		return &lease.Lease{State: st, HWType: 1, HWAddr: mac(hw), CLTT: cltt, StateAt: cltt, Expiry: expiry}
+	}
+	const ok, outdated, fatal, less = 0, uint8(wire.ReasonOutdated), uint8(wire.ReasonFatalConflict), uint8(wire.ReasonLessCritical)
+	for _, c := range []struct {
+		cell      string
+		ours, got *lease.Lease
+		primary   bool
+		want      uint8
+	}{
+		{"no record", nil, rec(lease.Active, 1, late, now.Add(time.Hour)), true, ok},
+		{"ACTIVE/ACTIVE same client", rec(lease.Active, 1, early, now.Add(time.Hour)), rec(lease.Active, 1, late, now.Add(time.Hour)), true, ok},
+		{"ACTIVE/ACTIVE two clients, primary", rec(lease.Active, 1, early, now.Add(time.Hour)), rec(lease.Active, 2, late, now.Add(time.Hour)), true, fatal},
+		{"ACTIVE/ACTIVE two clients, secondary", rec(lease.Active, 1, early, now.Add(time.Hour)), rec(lease.Active, 2, late, now.Add(time.Hour)), false, ok},
+		{"ACTIVE/EXPIRED ours running", rec(lease.Active, 1, early, now.Add(time.Hour)), rec(lease.Expired, 1, late, time.Time{}), true, outdated},
+		{"ACTIVE/EXPIRED ours over", rec(lease.Active, 1, early, now.Add(-time.Second)), rec(lease.Expired, 1, late, time.Time{}), true, ok},
+		{"ACTIVE/RELEASED later CLTT", rec(lease.Active, 1, early, now.Add(time.Hour)), rec(lease.Released, 1, late, time.Time{}), true, ok},
+		{"ACTIVE/RELEASED earlier CLTT", rec(lease.Active, 1, late, now.Add(time.Hour)), rec(lease.Released, 1, early, time.Time{}), true, outdated},
+		{"ACTIVE/RELEASED no CLTT", rec(lease.Active, 1, late, now.Add(time.Hour)), rec(lease.Released, 1, time.Time{}, time.Time{}), true, outdated},
+		{"ACTIVE/FREE ours running", rec(lease.Active, 1, early, now.Add(time.Hour)), rec(lease.Free, 0, time.Time{}, time.Time{}), true, outdated},
+		{"ACTIVE/BACKUP ours over", rec(lease.Active, 1, early, now), rec(lease.Backup, 0, time.Time{}, time.Time{}), true, ok},
+		{"ACTIVE/ABANDONED", rec(lease.Active, 1, late, now.Add(time.Hour)), rec(lease.Abandoned, 0, early, time.Time{}), true, ok},
+		{"EXPIRED/ACTIVE later", rec(lease.Expired, 1, early, early), rec(lease.Active, 2, late, now.Add(time.Hour)), true, ok},
+		{"EXPIRED/ACTIVE earlier", rec(lease.Expired, 1, late, late), rec(lease.Active, 2, early, now.Add(time.Hour)), true, outdated},
+		{"EXPIRED/ACTIVE we have no CLTT", rec(lease.Expired, 1, time.Time{}, late), rec(lease.Active, 2, early, now.Add(time.Hour)), true, ok},
+		{"EXPIRED/RELEASED", rec(lease.Expired, 1, late, late), rec(lease.Released, 1, early, time.Time{}), true, ok},
+		{"RELEASED/ACTIVE earlier", rec(lease.Released, 1, late, late), rec(lease.Active, 1, early, now.Add(time.Hour)), true, outdated},
+		{"RELEASED/EXPIRED later", rec(lease.Released, 1, early, early), rec(lease.Expired, 1, late, time.Time{}), true, ok},
+		{"RELEASED/FREE", rec(lease.Released, 1, late, late), rec(lease.Free, 0, time.Time{}, time.Time{}), true, ok},
+		{"FREE/ACTIVE", rec(lease.Free, 0, late, time.Time{}), rec(lease.Active, 2, early, now.Add(time.Hour)), true, ok},
+		{"BACKUP/ACTIVE", rec(lease.Backup, 0, late, time.Time{}), rec(lease.Active, 2, early, now.Add(time.Hour)), false, ok},
+		{"RESET/ACTIVE later than its state", rec(lease.Reset, 0, early, time.Time{}), rec(lease.Active, 2, late, now.Add(time.Hour)), true, ok},
+		{"RESET/ACTIVE earlier than its state", rec(lease.Reset, 0, late, time.Time{}), rec(lease.Active, 2, early, now.Add(time.Hour)), true, outdated},
+		{"ABANDONED/ACTIVE", rec(lease.Abandoned, 0, early, now.Add(time.Hour)), rec(lease.Active, 2, late, now.Add(time.Hour)), true, less},
+		{"ABANDONED/FREE", rec(lease.Abandoned, 0, early, now.Add(time.Hour)), rec(lease.Free, 0, late, time.Time{}), true, less},
+		{"ABANDONED/RESET", rec(lease.Abandoned, 0, early, now.Add(time.Hour)), rec(lease.Reset, 0, late, time.Time{}), true, ok},
+	} {
+		accepted, why := resolveConflict(c.ours, c.got, c.primary, now)
+		if accepted != (c.want == ok) || why != c.want {
+			t.Errorf("%s: accept %v reason %d, want reason %d", c.cell, accepted, why, c.want)
+		}
+	}
+}
+
+// TestSecondaryGivesOnlyBackupAddresses: a secondary in NORMAL offers
+// nothing until the primary has handed it BACKUP addresses, and then only
+// those (draft-12 §5.4, proportional allocation).
+func TestSecondaryGivesOnlyBackupAddresses(t *testing.T) {
+	f, _, p := newPartnerFixture(t)
+	p.secondary = true
+	if got := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(1)), bcast); len(got) != 0 {
+		t.Fatalf("a secondary without BACKUP addresses offered %v", got)
+	}
+	backup := netip.MustParseAddr("10.77.0.107")
+	res, err := f.srv.ApplyPartner(context.Background(), []*lease.Lease{{IP: backup, State: lease.Backup}})
+	if err != nil || res[0] != 0 {
+		t.Fatalf("BACKUP update: %v %v", res, err)
+	}
+	// 9 of 10.77.0.0/24's pool and the 65279 of 10.78.0.0/16's are FREE.
+	if free, bk := f.srv.PoolCounts(); bk != 1 || free != 9+65279 {
+		t.Fatalf("pool counts free %d backup %d, want %d and 1", free, bk, 9+65279)
+	}
+	ack := f.dora(mac(1))
+	if ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4()); ip != backup {
+		t.Fatalf("secondary gave %s, want its BACKUP address %s", ip, backup)
+	}
+	if l := f.store.leases[backup]; l.State != lease.Active || !l.PartnerPending {
+		t.Fatalf("stored %+v", l)
+	}
+	if got := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(2)), bcast); len(got) != 0 {
+		t.Fatalf("second client offered %v with no BACKUP address left", got)
+	}
+}
+
+// TestPrimaryKeepsBackupAddressesForThePartner: Rebalance hands FREE
+// addresses over as BACKUP (sent to the partner), the primary never gives
+// them, and hands them back on a negative count.
+func TestPrimaryKeepsBackupAddressesForThePartner(t *testing.T) {
+	f, _, p := newPartnerFixture(t)
+	n, err := f.srv.Rebalance(context.Background(), 4)
+	if err != nil || n != 4 {
+		t.Fatalf("Rebalance(4) = %d, %v", n, err)
+	}
+	if free, bk := f.srv.PoolCounts(); bk != 4 || free != 10+65279-4 {
+		t.Fatalf("pool counts free %d backup %d", free, bk)
+	}
+	lan := netip.MustParsePrefix("10.77.0.0/24")
+	sent, lanBackup := 0, 0
+	for _, b := range p.take() {
+		for _, l := range b {
+			if l.State == lease.Backup {
+				sent++
+				if lan.Contains(l.IP) {
+					lanBackup++
+				}
+			}
+		}
+	}
+	// Each subnet gives in proportion to what it has, at least one.
+	if sent != 4 || lanBackup != 1 {
+		t.Fatalf("%d BACKUP updates for the partner (%d of 10.77.0.0/24), want 4 (1)", sent, lanBackup)
+	}
+	given := map[netip.Addr]bool{}
+	for i := byte(1); ; i++ {
+		offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(i)), bcast)
+		if len(offers) == 0 {
+			break
+		}
+		ip, _ := netip.AddrFromSlice(offers[0].YourIPAddr.To4())
+		if l := f.store.leases[ip]; l != nil && l.State == lease.Backup {
+			t.Fatalf("primary offered the partner's BACKUP address %s", ip)
+		}
+		if lan.Contains(ip) {
+			given[ip] = true
+		}
+		if i > 20 {
+			t.Fatal("more offers than the pool holds")
+		}
+	}
+	if len(given) != 10-lanBackup {
+		t.Fatalf("primary offered %d addresses of 10.77.0.0/24, want the %d not BACKUP", len(given), 10-lanBackup)
+	}
+	if n, err := f.srv.Rebalance(context.Background(), -2); err != nil || n != 2 {
+		t.Fatalf("Rebalance(-2) = %d, %v", n, err)
+	}
+	if _, bk := f.srv.PoolCounts(); bk != 2 {
+		t.Fatalf("backup %d after handing 2 back, want 2", bk)
+	}
+}
+
+// TestPartnerBindingIsStoredAsOurOwn: an accepted ACTIVE update is on disk
+// when ApplyPartner returns, with its client, times, option 82 and vendor
+// class, its potential expiry acknowledged (AckedExp), not echoed back,
+// and the address is the client's here too.
+func TestPartnerBindingIsStoredAsOurOwn(t *testing.T) {
+	f, _, p := newPartnerFixture(t)
+	ip := netip.MustParseAddr("10.77.0.103")
+	cltt := f.now.Add(-time.Minute)
+	up := &lease.Lease{IP: ip, State: lease.Active, HWType: 1, HWAddr: mac(5), CLTT: cltt, Expiry: cltt.Add(time.Hour),
+		PotExp: cltt.Add(90 * time.Minute), RelayInfo: []byte{1, 3, 'p', 'o', 'n'}, VendorClass: []byte("docsis3.0")}
+	res, err := f.srv.ApplyPartner(context.Background(), []*lease.Lease{up, {IP: netip.MustParseAddr("192.0.2.1"), State: lease.Active, HWType: 1, HWAddr: mac(6)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0] != 0 || res[1] != uint8(wire.ReasonIllegalIP) {
+		t.Fatalf("results %v, want accepted and illegal IP", res)
+	}
+	l := f.store.leases[ip]
+	if l == nil || l.State != lease.Active || l.ClientKey() != up.ClientKey() || !l.Expiry.Equal(up.Expiry) || !l.CLTT.Equal(cltt) ||
+		!l.AckedExp.Equal(up.PotExp) || l.PartnerPending || string(l.RelayInfo) != string(up.RelayInfo) || string(l.VendorClass) != "docsis3.0" {
+		t.Fatalf("stored %+v", l)
+	}
+	if u := p.take(); len(u) != 0 {
+		t.Fatalf("the partner's update was sent back: %v", u)
+	}
+	if got := f.srv.LookupClient(up.ClientKey()); len(got) != 1 || got[0].IP != ip {
+		t.Fatalf("lookup by client: %v", got)
+	}
+	// Another client asking for the address by INIT-REBOOT is refused.
+	nak := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(6), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip.AsSlice()))), bcast)
+	if len(nak) != 1 || nak[0].MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("INIT-REBOOT for the partner's binding by another client: %v", nak)
+	}
+	// A conflicting update for another client: the primary refuses it.
+	res, err = f.srv.ApplyPartner(context.Background(), []*lease.Lease{{IP: ip, State: lease.Active, HWType: 1, HWAddr: mac(7), CLTT: f.now, Expiry: f.now.Add(time.Hour)}})
+	if err != nil || res[0] != uint8(wire.ReasonFatalConflict) {
+		t.Fatalf("conflicting update: %v %v", res, err)
+	}
+	if l := f.store.leases[ip]; l.ClientKey() != up.ClientKey() {
+		t.Fatalf("a refused update changed the record: %+v", l)
+	}
+}
+
+// TestPartnerAckLiftsTheCap: an ack raises AckedExp to the potential
+// expiry sent and clears the mark; an ack of a version since superseded
+// raises AckedExp but leaves the newer change pending.
+func TestPartnerAckLiftsTheCap(t *testing.T) {
+	f, _, p := newPartnerFixture(t)
+	ip, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
+	sent := f.store.leases[ip].Clone()
+	p.take()
+	if err := f.srv.PartnerAcked(context.Background(), []PartnerAck{{Sent: sent}}); err != nil {
+		t.Fatal(err)
+	}
+	if l := f.store.leases[ip]; l.PartnerPending || !l.AckedExp.Equal(sent.PotExp) {
+		t.Fatalf("after the ack: pending %v acked %v, want false %v", l.PartnerPending, l.AckedExp, sent.PotExp)
+	}
+	f.now = f.now.Add(10 * time.Minute)
+	f.dora(mac(1)) // a renewal: a new version, pending again
+	old := sent.Clone()
+	old.PotExp = old.PotExp.Add(time.Minute)
+	if err := f.srv.PartnerAcked(context.Background(), []PartnerAck{{Sent: old}}); err != nil {
+		t.Fatal(err)
+	}
+	if l := f.store.leases[ip]; !l.PartnerPending || !l.AckedExp.Equal(old.PotExp) {
+		t.Fatalf("ack of a superseded version: pending %v acked %v", l.PartnerPending, l.AckedExp)
+	}
+}
+
+// TestFailoverLeavesRequestsToThePartner: a request kind the relationship
+// leaves to the partner is dropped and counted; a RELEASE is processed in
+// every state.
+func TestFailoverLeavesRequestsToThePartner(t *testing.T) {
+	f, _, p := newPartnerFixture(t)
+	ip, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
+	p.refuse = map[RequestKind]bool{RequestNew: true, RequestRenew: true}
+	if got := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(2)), bcast); len(got) != 0 {
+		t.Fatalf("DISCOVER answered: %v", got)
+	}
+	if got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip.AsSlice())), srvAddr); len(got) != 0 {
+		t.Fatalf("renewal answered: %v", got)
+	}
+	if n := testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues("failover")); n != 2 {
+		t.Fatalf("failover drops %v, want 2", n)
+	}
+	f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(ip.AsSlice())), srvAddr)
+	if l := f.store.leases[ip]; l.State != lease.Released {
+		t.Fatalf("RELEASE not processed: %v", l.State)
+	}
+}
