@@ -1,0 +1,41 @@
+package main
+
+import (
+	"context"
+
+	"github.com/xdhcp/xdhcp/failover"
+	"github.com/xdhcp/xdhcp/slowpath"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// failoverBindings is the lease table as the failover relationship sees
+// it (failover.Bindings), over the slow path's server. It lives here
+// because failover imports slowpath (the Partner interface's types), so
+// slowpath cannot name failover's.
+type failoverBindings struct{ srv *slowpath.Server }
+
+var _ failover.Bindings = failoverBindings{}
+
+func (b failoverBindings) Apply(ctx context.Context, ups []*lease.Lease) ([]uint8, error) {
+	return b.srv.ApplyPartner(ctx, ups)
+}
+
+func (b failoverBindings) Acked(ctx context.Context, acks []failover.Ack) error {
+	pa := make([]slowpath.PartnerAck, len(acks))
+	for i, a := range acks {
+		pa[i] = slowpath.PartnerAck{Sent: a.Sent, Reject: a.Reject}
+	}
+	return b.srv.PartnerAcked(ctx, pa)
+}
+
+func (b failoverBindings) Pending(fn func(*lease.Lease) bool) { b.srv.PartnerPending(fn) }
+
+func (b failoverBindings) All(fn func(*lease.Lease) bool) { b.srv.EachRecord(fn) }
+
+func (b failoverBindings) PoolCounts() (free, backup int) { return b.srv.PoolCounts() }
+
+func (b failoverBindings) Rebalance(ctx context.Context, n int) (int, error) {
+	return b.srv.Rebalance(ctx, n)
+}
+
+func (b failoverBindings) StateChanged() { b.srv.PartnerStateChanged() }
