@@ -238,3 +238,27 @@ func TestFailoverLeavesRequestsToThePartner(t *testing.T) {
 		t.Fatalf("RELEASE not processed: %v", l.State)
 	}
 }
+
+// TestCappedHorizonsAreNotRecommitted: while the partner's cap holds a
+// horizon short, AdvanceHorizons does not commit every lease again on
+// each run for the cap's creep; it does once the cap has moved enough.
+func TestCappedHorizonsAreNotRecommitted(t *testing.T) {
+	f, fp, p := newPartnerFixture(t)
+	p.cap = f.now.Add(time.Hour) // HorizonAhead is 4h
+	ip, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
+	if h := f.store.leases[ip].Horizon; !h.Equal(p.cap) {
+		t.Fatalf("horizon %v, want the cap %v", h, p.cap)
+	}
+	f.now = f.now.Add(time.Minute)
+	p.cap = p.cap.Add(time.Minute)
+	if n := f.srv.AdvanceHorizons(); n != 0 {
+		t.Fatalf("AdvanceHorizons committed %d leases for a cap that moved a minute", n)
+	}
+	p.cap = p.cap.Add(time.Hour)
+	if n := f.srv.AdvanceHorizons(); n != 1 {
+		t.Fatalf("AdvanceHorizons committed %d leases for a cap that moved an hour, want 1", n)
+	}
+	if e := fp.entries[ip]; !e.Horizon.Equal(p.cap) {
+		t.Fatalf("published horizon %v, want %v", e.Horizon, p.cap)
+	}
+}

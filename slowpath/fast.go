@@ -163,7 +163,7 @@ func (s *Server) AdvanceHorizons() int {
 	for ip, l := range s.leases {
 		// The durable horizon decides: one moved in memory by a commit
 		// that failed was never published, and needs moving again.
-		if l.State == lease.Active && l.DurableHorizon.Sub(now) < ahead/2 {
+		if l.State == lease.Active && l.DurableHorizon.Sub(now) < ahead/2 && s.horizonMovesLocked(l, now, ahead) {
 			// changeLocked moves the horizon (causeHorizon).
 			changed = append(changed, s.changeLocked(ip, causeHorizon, now, func(*lease.Lease) {}))
 			if len(changed) >= sweepBatch {
@@ -176,6 +176,19 @@ func (s *Server) AdvanceHorizons() int {
 		s.commit(changed, causeHorizon, nil)
 	}
 	return len(changed)
+}
+
+// horizonMovesLocked: whether advancing l's horizon is worth a commit. A
+// failover partner's cap (its acknowledged potential expiry plus MCLT) may
+// hold it short of ahead/2; while the partner does not acknowledge (it is
+// down) the cap creeps with the clock, and committing every lease for each
+// creep would be a write storm for a few minutes each.
+func (s *Server) horizonMovesLocked(l *lease.Lease, now time.Time, ahead time.Duration) bool {
+	if s.partner == nil {
+		return true
+	}
+	h, ok := s.horizonLocked(l, now)
+	return ok && h.Sub(l.DurableHorizon) >= ahead/8
 }
 
 // RunHorizons advances horizons every interval until ctx ends.
