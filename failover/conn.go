@@ -1,0 +1,162 @@
+package failover
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/xdhcp/xdhcp/failover/wire"
+)
+
+// link is one TCP connection to the partner: a reader that hands decoded
+// messages to the loop, and a writer draining a bounded queue so that the
+// loop never blocks on a slow partner.
+type link struct {
+	c    net.Conn
+	log  *slog.Logger
+	out  chan []byte
+	once sync.Once
+	done chan struct{}
+	// established: CONNECT and CONNECTACK have been exchanged.
+	established bool
+	recvAt      atomic.Int64 // unix nanoseconds of the last message read
+	sentAt      atomic.Int64 // ... and queued to send
+}
+
+// outQueue bounds the messages waiting to be written; a partner that lets
+// it fill is not reading, and its connection is dropped.
+const outQueue = 4096
+
+func newLink(c net.Conn, log *slog.Logger) *link {
+	l := &link{c: c, log: log, out: make(chan []byte, outQueue), done: make(chan struct{})}
+	now := time.Now().UnixNano()
+	l.recvAt.Store(now)
+	l.sentAt.Store(now)
+	return l
+}
+
+func (l *link) lastRecv() time.Time { return time.Unix(0, l.recvAt.Load()) }
+func (l *link) lastSent() time.Time { return time.Unix(0, l.sentAt.Load()) }
+
+func (l *link) close() {
+	l.once.Do(func() {
+		close(l.done)
+		l.c.Close()
+	})
+}
+
+// finish closes l once what is queued has been written (a DISCONNECT
+// or a refusal must reach the partner before the connection goes).
+func (l *link) finish() {
+	select {
+	case l.out <- nil:
+	default:
+		l.close()
+	}
+}
+
+// start runs the link's reader and writer under wg.
+func (l *link) start(ctx context.Context, wg *sync.WaitGroup, events chan<- event) {
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		l.read(ctx, events)
+	}()
+	go func() {
+		defer wg.Done()
+		l.write()
+	}()
+}
+
+func (l *link) read(ctx context.Context, events chan<- event) {
+	br := bufio.NewReaderSize(l.c, 64<<10)
+	buf := make([]byte, wire.MaxLen)
+	send := func(ev event) bool {
+		select {
+		case events <- ev:
+			return true
+		case <-l.done:
+		case <-ctx.Done():
+		}
+		return false
+	}
+	for {
+		b, err := wire.ReadMessage(br, buf)
+		if err != nil {
+			send(event{l: l, err: err})
+			return
+		}
+		l.recvAt.Store(time.Now().UnixNano())
+		m, err := wire.Decode(b)
+		if errors.Is(err, wire.ErrIgnore) {
+			continue // draft-12 §6.1: types 128-255 are ignored
+		}
+		if err != nil {
+			send(event{l: l, err: err})
+			return
+		}
+		if !send(event{l: l, msg: m}) {
+			return
+		}
+	}
+}
+
+func (l *link) write() {
+	for {
+		select {
+		case b := <-l.out:
+			if b == nil {
+				l.close()
+				return
+			}
+			l.c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			if _, err := l.c.Write(b); err != nil {
+				l.log.Debug("failover: writing to the partner", "err", err)
+				l.close()
+				return
+			}
+		case <-l.done:
+			return
+		}
+	}
+}
+
+// sendOn queues m on l with the next xid unless it has one (replies carry
+// the request's) and this server's time.
+func (r *Relationship) sendOn(l *link, m *wire.Message) {
+	if l == nil {
+		return
+	}
+	if m.XID == 0 {
+		r.xid++
+		if r.xid == 0 {
+			r.xid++
+		}
+		m.XID = r.xid
+	}
+	m.Time = wire.Seconds(r.now())
+	b, err := m.Marshal()
+	if err != nil {
+		r.log.Error("failover: encoding a message", "type", m.Type, "err", err)
+		return
+	}
+	select {
+	case l.out <- b:
+		l.sentAt.Store(time.Now().UnixNano())
+	default:
+		r.log.Warn("failover: the partner is not reading; dropping the connection")
+		l.close()
+	}
+}
+
+// sendLocked sends on the established connection, if any.
+func (r *Relationship) sendLocked(m *wire.Message) {
+	if r.link != nil && r.link.established {
+		r.sendOn(r.link, m)
+	}
+}

@@ -1,0 +1,125 @@
+package failover
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/xdhcp/xdhcp/failover/wire"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// DHCP options carried in client-request-options between xdhcpd partners
+// (draft-12 §12.8 suggests 12, 60 and 82 among others).
+const (
+	optHostname    = 12
+	optVendorClass = 60
+	optRelayInfo   = 82
+)
+
+// toBinding renders l as a binding update. Its times are this server's
+// clock: the receiver corrects them by the skew it measures (draft-12
+// §8.1), as this server does with fromBinding. rich adds the host name,
+// vendor class and option 82 as client-request-options, which ISC dhcpd
+// partners do not get.
+func toBinding(l *lease.Lease, rich bool) wire.Binding {
+	at := wire.Seconds
+	b := wire.Binding{IP: l.IP, Status: wire.Status(l.State), StateAt: at(l.StateAt), CLTT: at(l.CLTT)}
+	if l.State != lease.Abandoned {
+		// draft-12 Table 7.1-1: an abandoned binding names no client.
+		b.ClientID = l.ClientID
+		if len(l.HWAddr) > 0 {
+			b.HWType, b.HWAddr = l.HWType, l.HWAddr
+		}
+	}
+	// ISC sends both times in every state (the draft says only for
+	// ACTIVE); an ISC receiver reads them, so they go whenever set.
+	b.Expiry, b.PotExp = at(l.Expiry), at(l.PotExp)
+	if rich {
+		var o []byte
+		if l.Hostname != "" && len(l.Hostname) <= 255 {
+			o = append(append(o, optHostname, byte(len(l.Hostname))), l.Hostname...)
+		}
+		if n := len(l.VendorClass); n > 0 && n <= 255 {
+			o = append(append(o, optVendorClass, byte(n)), l.VendorClass...)
+		}
+		if n := len(l.RelayInfo); n > 0 && n <= 255 {
+			o = append(append(o, optRelayInfo, byte(n)), l.RelayInfo...)
+		}
+		b.RequestOptions = o
+	}
+	return b
+}
+
+// errMissing marks an update without what its status requires (reject
+// reason 3).
+var errMissing = errors.New("missing binding information")
+
+// fromBinding reads a binding update, its times brought to our clock
+// (theirs − skew).
+func fromBinding(b *wire.Binding, skew time.Duration) (*lease.Lease, error) {
+	st := lease.State(b.Status)
+	if !st.Valid() {
+		return nil, fmt.Errorf("%s: binding-status %d: %w", b.IP, b.Status, errMissing)
+	}
+	if st == lease.Active && len(b.HWAddr) == 0 && len(b.ClientID) == 0 {
+		return nil, fmt.Errorf("%s: ACTIVE without a client: %w", b.IP, errMissing)
+	}
+	at := func(s uint32) time.Time {
+		if s == 0 {
+			return time.Time{}
+		}
+		return wire.Unix(s).Add(-skew)
+	}
+	l := &lease.Lease{IP: b.IP, State: st, ClientID: b.ClientID, Expiry: at(b.Expiry), PotExp: at(b.PotExp), StateAt: at(b.StateAt), CLTT: at(b.CLTT)}
+	if len(b.HWAddr) > 0 {
+		l.HWType, l.HWAddr = b.HWType, net.HardwareAddr(b.HWAddr)
+	}
+	if st == lease.Active && l.Expiry.IsZero() {
+		return nil, fmt.Errorf("%s: ACTIVE without a lease-expiration-time: %w", b.IP, errMissing)
+	}
+	for o := b.RequestOptions; len(o) > 0; {
+		if o[0] == 0 || o[0] == 255 {
+			o = o[1:]
+			continue
+		}
+		if len(o) < 2 || len(o) < 2+int(o[1]) {
+			return nil, fmt.Errorf("%s: client-request-options truncated: %w", b.IP, errMissing)
+		}
+		v := o[2 : 2+int(o[1])]
+		switch o[0] {
+		case optHostname:
+			l.Hostname = string(v)
+		case optVendorClass:
+			l.VendorClass = append([]byte(nil), v...)
+		case optRelayInfo:
+			l.RelayInfo = append([]byte(nil), v...)
+		}
+		o = o[2+int(o[1]):]
+	}
+	return l, nil
+}
+
+// packBindings splits bs into messages of at most max bindings (at least
+// one each) that fit wire.MaxLen. ISC dhcpd 4.4 reads one address per
+// BNDUPD (dhcp_failover_process_bind_update keeps one assigned address per
+// message), so an ISC partner gets max 1.
+func packBindings(t wire.MsgType, bs []wire.Binding, max int) [][]wire.Binding {
+	var out [][]wire.Binding
+	var cur []wire.Binding
+	size := wire.HeaderLen
+	for _, b := range bs {
+		n := b.EncodedLen(t)
+		if len(cur) > 0 && (len(cur) >= max || size+n > wire.MaxLen) {
+			out = append(out, cur)
+			cur, size = nil, wire.HeaderLen
+		}
+		cur = append(cur, b)
+		size += n
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
