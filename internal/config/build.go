@@ -20,6 +20,7 @@ type rawConfig struct {
 	Fastpath   rawFastpath   `yaml:"fastpath"`
 	Leasequery rawLeasequery `yaml:"leasequery"`
 	Subnets    []rawSubnet   `yaml:"subnets"`
+	Failover   *rawFailover  `yaml:"failover"`
 }
 
 type rawServer struct {
@@ -305,6 +306,7 @@ func (v *validator) build(r *rawConfig) *Config {
 		v.add("leasequery.max-conns-per-requester", "must be positive")
 	}
 	lq.IdleTimeout = v.duration("leasequery.idle-timeout", rl.IdleTimeout, time.Minute)
+	c.Failover = v.failover(r.Failover)
 	return c
 }
 

@@ -40,6 +40,7 @@ type Config struct {
 	Fastpath   Fastpath       `yaml:"fastpath"`
 	Leasequery Leasequery     `yaml:"leasequery"`
 	Subnets    []Subnet       `yaml:"subnets"`
+	Failover   Failover       `yaml:"failover"`
 }
 
 // Server holds daemon-wide settings.

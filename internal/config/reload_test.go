@@ -51,7 +51,7 @@ func TestEveryConfigFieldSaysWhatReloadDoes(t *testing.T) {
 // warning names what the operator wrote.
 func TestConfigKeysAreTheFilesKeys(t *testing.T) {
 	elem := func(t reflect.Type) reflect.Type {
-		if t.Kind() == reflect.Slice {
+		if t.Kind() == reflect.Slice || t.Kind() == reflect.Pointer {
 			return t.Elem()
 		}
 		return t
@@ -108,6 +108,11 @@ subnets:
     reservations:
       - {hw-address: "02:00:00:00:00:01", ip: 10.77.0.42, hostname: a}
       - {client-id: "01:02:03", ip: 10.77.0.43}
+failover:
+  name: pair
+  role: primary
+  peer: 10.77.0.3
+  listen: 10.77.0.2
 `
 
 // leaf is one leaf field of a Config value, reached through the first
@@ -161,6 +166,9 @@ func change(t *testing.T, path string, v reflect.Value) {
 	case net.HardwareAddr:
 		v.Set(reflect.ValueOf(append(net.HardwareAddr{x[0] ^ 0x80}, x[1:]...)))
 		return
+	case netip.AddrPort:
+		v.Set(reflect.ValueOf(netip.AddrPortFrom(x.Addr(), x.Port()+1)))
+		return
 	}
 	switch v.Kind() {
 	case reflect.String:
@@ -175,6 +183,8 @@ func change(t *testing.T, path string, v reflect.Value) {
 		v.SetFloat(v.Float() + 0.25)
 	case reflect.Slice:
 		v.Set(reflect.Append(v, reflect.New(v.Type().Elem()).Elem()))
+	case reflect.Array:
+		change(t, path, v.Index(0))
 	default:
 		t.Fatalf("%s: no way to change a %s here; teach change", path, v.Type())
 	}
@@ -240,6 +250,11 @@ func TestRestartOnlyNamesEachRestartField(t *testing.T) {
 		"server.commit-max-delay", "server.commit-max-batch",
 		"fastpath.enabled", "fastpath.mode", "fastpath.pin-dir", "fastpath.max-leases",
 		"leasequery.tcp-listen", "leasequery.max-conns-per-requester", "leasequery.idle-timeout",
+		// The relationship's connection and state outlive a reload.
+		"failover.name", "failover.role", "failover.peer", "failover.listen", "failover.mclt", "failover.hba",
+		"failover.max-response-delay", "failover.max-unacked-updates", "failover.load-balance-max-seconds",
+		"failover.auto-partner-down", "failover.max-lease-misbalance", "failover.max-lease-ownership",
+		"failover.min-balance", "failover.max-balance", "failover.max-skew",
 	}
 	if !slices.Equal(restart, wantRestart) {
 		t.Errorf("restart-only settings %q, want %q", restart, wantRestart)

@@ -1,0 +1,82 @@
+package config
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xdhcp/xdhcp/failover/hba"
+)
+
+const failoverBase = `server:
+  interfaces: [veth-srv]
+  state-dir: /var/lib/xdhcp
+subnets:
+  - subnet: 10.77.0.0/24
+    pools: [10.77.0.100-10.77.0.199]
+`
+
+func TestFailoverSection(t *testing.T) {
+	c, err := Parse("x.yaml", []byte(failoverBase+`failover:
+  name: edge-pair
+  role: primary
+  peer: 10.0.0.2
+  listen: 10.0.0.1:6470
+  mclt: 30m
+  split: 64
+  auto-partner-down: 10m
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.Failover
+	if !f.Enabled() || f.Name != "edge-pair" || f.Role != "primary" || f.Peer != netip.MustParseAddrPort("10.0.0.2:647") ||
+		f.Listen != netip.MustParseAddrPort("10.0.0.1:6470") || f.MCLT != 30*time.Minute || f.HBA != hba.Split(64) ||
+		f.MaxResponseDelay != 20*time.Second || f.MaxUnackedUpdates != 100 || f.LoadBalanceMaxSecs != 3 || f.AutoPartnerDown != 10*time.Minute ||
+		f.MaxSkew != time.Minute {
+		t.Fatalf("%+v", f)
+	}
+	if len(c.Warnings()) != 0 {
+		t.Fatalf("warnings %q", c.Warnings())
+	}
+	c, err = Parse("x.yaml", []byte(failoverBase))
+	if err != nil || c.Failover.Enabled() {
+		t.Fatalf("no section: %+v %v", c.Failover, err)
+	}
+	// A secondary's mclt and split are the primary's to give; and
+	// auto-partner-down off is said.
+	c, err = Parse("x.yaml", []byte(failoverBase+"failover: {name: p, role: secondary, peer: 10.0.0.1, listen: 10.0.0.2, mclt: 1h, split: 10}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(c.Warnings(), "\n")
+	for _, want := range []string{"mclt", "split", "auto-partner-down"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("no warning about %s in %q", want, w)
+		}
+	}
+}
+
+func TestFailoverSectionErrors(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"{role: primary, peer: 10.0.0.2, listen: 10.0.0.1}", "failover.name"},
+		{"{name: p, role: leader, peer: 10.0.0.2, listen: 10.0.0.1}", "failover.role"},
+		{"{name: p, role: primary, peer: nowhere, listen: 10.0.0.1}", "failover.peer"},
+		{"{name: p, role: primary, peer: 10.0.0.1, listen: 10.0.0.1}", "own listen address"},
+		{"{name: p, role: primary, peer: 10.0.0.2}", "failover.listen"},
+		{"{name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, split: 10, hba: 'ff'}", "not both"},
+		{"{name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, split: 300}", "0..256"},
+		{"{name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, hba: 'ff:00'}", "32"},
+		{"{name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, mclt: 1s}", "failover.mclt"},
+		{"{name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, max-response-delay: 1s}", "max-response-delay"},
+		{"{name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, max-unacked-updates: 0}", "max-unacked-updates"},
+		{"{name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, min-balance: 2h, max-balance: 1h}", "max-balance"},
+		{"{name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, mlct: 1h}", "mlct"},
+	} {
+		_, err := Parse("x.yaml", []byte(failoverBase+"failover: "+c.yaml+"\n"))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error naming %q", c.yaml, err, c.want)
+		}
+	}
+}
