@@ -33,6 +33,8 @@ commands:
   forcerenew (--ip IP | --mac MAC | --client-id HEX | --subnet CIDR | --pool A-B) [--move] [--rate N/s] [--wait] [--json]
                                         make clients renew now (RFC 3203), one or a campaign
   forcerenew status [ID] | stop ID      follow or stop campaigns
+  failover status [--json]              the failover relationship: states, updates, pools, what it waits for
+  failover partner-down --yes           declare the partner down (only when it really is)
   leasequery --server ADDR --giaddr ADDR (--ip IP | --mac MAC | --client-id HEX | --relay-id HEX | --remote-id HEX) [--bulk] [--json]
                                         ask any RFC 4388 server (UDP, sent from giaddr:67) or,
                                         with --bulk, an RFC 6926 server over TCP
@@ -59,6 +61,7 @@ Re-reads the configuration, as SIGHUP does; a bad file is refused with its
 problems and the running configuration keeps serving.
 `,
 	"forcerenew": forcerenewUsage,
+	"failover":   failoverUsage,
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -93,6 +96,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fail := func(err error) int { fmt.Fprintf(stderr, "xdhcpctl: %v\n", err); return 1 }
 	if cmd == "leasequery" {
 		return leasequery(ctx, rest, stdout, stderr)
+	}
+	if cmd == "failover" {
+		return failoverCmd(ctx, rest, *sock, stdout, stderr)
 	}
 	if cmd == "forcerenew" {
 		// --timeout bounds each call to the daemon, not --wait.

@@ -17,6 +17,12 @@ import (
 )
 
 func (d *daemon) handlers() map[string]control.Handler {
+	h := d.baseHandlers()
+	d.failoverHandlers(h)
+	return h
+}
+
+func (d *daemon) baseHandlers() map[string]control.Handler {
 	return map[string]control.Handler{
 		"leases": func(context.Context, json.RawMessage) (any, error) {
 			var out []control.LeaseInfo

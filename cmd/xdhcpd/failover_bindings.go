@@ -11,16 +11,17 @@ import (
 // failoverBindings is the lease table as the failover relationship sees
 // it (failover.Bindings), over the slow path's server. It lives here
 // because failover imports slowpath (the Partner interface's types), so
-// slowpath cannot name failover's.
+// slowpath cannot name failover's. srv is set once the server exists
+// (before the relationship runs).
 type failoverBindings struct{ srv *slowpath.Server }
 
-var _ failover.Bindings = failoverBindings{}
+var _ failover.Bindings = (*failoverBindings)(nil)
 
-func (b failoverBindings) Apply(ctx context.Context, ups []*lease.Lease) ([]uint8, error) {
+func (b *failoverBindings) Apply(ctx context.Context, ups []*lease.Lease) ([]uint8, error) {
 	return b.srv.ApplyPartner(ctx, ups)
 }
 
-func (b failoverBindings) Acked(ctx context.Context, acks []failover.Ack) error {
+func (b *failoverBindings) Acked(ctx context.Context, acks []failover.Ack) error {
 	pa := make([]slowpath.PartnerAck, len(acks))
 	for i, a := range acks {
 		pa[i] = slowpath.PartnerAck{Sent: a.Sent, Reject: a.Reject}
@@ -28,14 +29,14 @@ func (b failoverBindings) Acked(ctx context.Context, acks []failover.Ack) error 
 	return b.srv.PartnerAcked(ctx, pa)
 }
 
-func (b failoverBindings) Pending(fn func(*lease.Lease) bool) { b.srv.PartnerPending(fn) }
+func (b *failoverBindings) Pending(fn func(*lease.Lease) bool) { b.srv.PartnerPending(fn) }
 
-func (b failoverBindings) All(fn func(*lease.Lease) bool) { b.srv.EachRecord(fn) }
+func (b *failoverBindings) All(fn func(*lease.Lease) bool) { b.srv.EachRecord(fn) }
 
-func (b failoverBindings) PoolCounts() (free, backup int) { return b.srv.PoolCounts() }
+func (b *failoverBindings) PoolCounts() (free, backup int) { return b.srv.PoolCounts() }
 
-func (b failoverBindings) Rebalance(ctx context.Context, n int) (int, error) {
+func (b *failoverBindings) Rebalance(ctx context.Context, n int) (int, error) {
 	return b.srv.Rebalance(ctx, n)
 }
 
-func (b failoverBindings) StateChanged() { b.srv.PartnerStateChanged() }
+func (b *failoverBindings) StateChanged() { b.srv.PartnerStateChanged() }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/xdhcp/xdhcp/failover"
 	"github.com/xdhcp/xdhcp/internal/config"
 	"github.com/xdhcp/xdhcp/internal/control"
 	"github.com/xdhcp/xdhcp/loader"
@@ -41,6 +42,8 @@ type daemon struct {
 	store   *store.Store
 	started time.Time
 	fast    *fastPath // nil while the fast path is off
+	// failover is the relationship with the partner, nil without one.
+	failover *failover.Relationship
 	// running is the configuration the daemon started with: settings a
 	// reload cannot apply stay as it says until a restart, so a reload
 	// is compared with it, not with the file loaded last (a change
@@ -127,14 +130,23 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var rel *failover.Relationship
+	var relMetrics *failover.Metrics
+	fb := &failoverBindings{}
+	if cfg.Failover.Enabled() {
+		if rel, relMetrics, err = newFailover(cfg, st, fb, log); err != nil {
+			return err
+		}
+	}
 	srv, err := slowpath.New(slowpath.Config{
-		Logger: log, Store: st, Sender: conn, Metrics: metrics, FastPath: fastIface,
+		Logger: log, Store: st, Sender: conn, Metrics: metrics, FastPath: fastIface, Partner: partnerOf(rel),
 		Settings: settingsFrom(cfg), Subnets: subnetsFrom(cfg), Ifaces: ifaces,
 		Counter: ctr, Campaigns: st, Informed: st,
 	})
 	if err != nil {
 		return err
 	}
+	fb.srv = srv
 	if err := srv.Load(ctx); err != nil {
 		return err
 	}
@@ -146,7 +158,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			return err
 		}
 	}
-	d := &daemon{path: path, log: log, level: level, srv: srv, store: st, cfg: cfg, running: cfg, started: t0, fast: fp}
+	d := &daemon{path: path, log: log, level: level, srv: srv, store: st, cfg: cfg, running: cfg, started: t0, fast: fp, failover: rel}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -200,6 +212,10 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	goOwned("reloader", d.reloadOnHUP)
 	if fp != nil {
 		fp.run(runCtx, srv, goOwned)
+	}
+	if rel != nil {
+		reg.MustRegister(relMetrics.Collectors()...)
+		goOwned("failover", rel.Run)
 	}
 	if lq := cfg.Leasequery; lq.Enabled && lq.TCPListen != "" {
 		ln, err := net.Listen("tcp4", lq.TCPListen)
