@@ -225,7 +225,12 @@ func (r *Relationship) enterLocked(ctx context.Context, st wire.ServerState, why
 	case wire.StateNormal:
 		r.updReqSent = false
 		if r.cfg.Role == Secondary {
-			r.sendLocked(&wire.Message{Type: wire.PoolReq})
+			// draft-12 §9.8.1: ask for addresses, when short of them
+			// (dhcpd logs "answering negatively" for a needless POOLREQ,
+			// and its primary balances by itself anyway).
+			if free, backup := r.cfg.Bindings.PoolCounts(); rebalance(free, backup, r.cfg.MaxLeaseMisbalance) > 0 {
+				r.sendLocked(&wire.Message{Type: wire.PoolReq})
+			}
 		}
 		r.pumpLocked()
 	case wire.StatePotentialConflict:
