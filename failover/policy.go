@@ -98,6 +98,25 @@ func (v *view) allocate(now time.Time) (free, backup bool) {
 	return false, false
 }
 
+// mayReuse: an EXPIRED or RELEASED binding the partner has not
+// acknowledged may become FREE only in PARTNER-DOWN, MCLT after the latest
+// the client may hold it by either server's promise: its expiry, the
+// potential expiration sent or received, the one acknowledged (which bounds
+// what the dead partner's fast path may still grant), and never before
+// MCLT into PARTNER-DOWN (draft-12 §5.2.2, digest D.10).
+func (v *view) mayReuse(l *lease.Lease, now time.Time) bool {
+	if v.state != wire.StatePartnerDown {
+		return false
+	}
+	last := v.stos
+	for _, t := range []time.Time{l.Expiry, l.PotExp, l.AckedExp} {
+		if t.After(last) {
+			last = t
+		}
+	}
+	return !now.Before(last.Add(v.mclt))
+}
+
 // potentialExpiry is what to tell the partner for a grant: ISC's rule,
 // the desired expiry plus half the grant, never before the grant; the
 // grant itself in PARTNER-DOWN, where nothing waits for the partner.

@@ -170,6 +170,11 @@ func (r *Relationship) PotentialExpiry(now, granted, desired time.Time) time.Tim
 	return r.v.Load().potentialExpiry(now, granted, desired)
 }
 
+// MayReuse implements slowpath.Partner.
+func (r *Relationship) MayReuse(l *lease.Lease, now time.Time) bool {
+	return r.v.Load().mayReuse(l, now)
+}
+
 // Primary implements slowpath.Partner.
 func (r *Relationship) Primary() bool { return r.cfg.Role == Primary }
 

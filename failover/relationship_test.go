@@ -257,6 +257,21 @@ func TestPolicy(t *testing.T) {
 	if f, b := pd.allocate(now); !f || !b {
 		t.Error("partner-down past MCLT does not use both pools")
 	}
+	// Reuse of an unacknowledged EXPIRED binding: only in PARTNER-DOWN,
+	// MCLT after the latest promise on it and after entering the state.
+	exp := &lease.Lease{State: lease.Expired, Expiry: now.Add(-3 * time.Hour), PotExp: now.Add(-2 * time.Hour), AckedExp: now.Add(-90 * time.Minute)}
+	if (&view{state: wire.StateNormal, mclt: time.Hour}).mayReuse(exp, now) {
+		t.Error("reuse without the partner's ack outside partner-down")
+	}
+	if !(&view{state: wire.StatePartnerDown, stos: now.Add(-2 * time.Hour), mclt: time.Hour}).mayReuse(exp, now) {
+		t.Error("no reuse 1h30 after the acked potential expiry with MCLT 1h")
+	}
+	if (&view{state: wire.StatePartnerDown, stos: now.Add(-2 * time.Hour), mclt: 2 * time.Hour}).mayReuse(exp, now) {
+		t.Error("reuse within MCLT of the acked potential expiry")
+	}
+	if (&view{state: wire.StatePartnerDown, stos: now.Add(-time.Minute), mclt: time.Hour}).mayReuse(exp, now) {
+		t.Error("reuse within MCLT of entering partner-down")
+	}
 	// The cap: MCLT past the acked potential expiry, or past now.
 	n := &view{state: wire.StateNormal, mclt: time.Hour}
 	if c, _ := n.cap(&lease.Lease{AckedExp: now.Add(3 * time.Hour)}, now); !c.Equal(now.Add(4 * time.Hour)) {

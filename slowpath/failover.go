@@ -76,7 +76,7 @@ func (s *Server) mayGiveLocked(l *lease.Lease, key string, now time.Time) bool {
 		if l.ClientKey() == key {
 			return free || backup
 		}
-		return free && s.mayFreeLocked(l, free, backup)
+		return free && s.mayFreeLocked(l, now)
 	case l.State.Reusable():
 		return free
 	}
@@ -84,10 +84,10 @@ func (s *Server) mayGiveLocked(l *lease.Lease, key string, now time.Time) bool {
 }
 
 // mayFreeLocked: an EXPIRED or RELEASED record may become FREE once the
-// partner has acknowledged it, or without that in PARTNER-DOWN once MCLT
-// has passed (Allocate gives both sets then).
-func (s *Server) mayFreeLocked(l *lease.Lease, free, backup bool) bool {
-	return s.partner == nil || !l.PartnerPending || (free && backup)
+// partner has acknowledged it, or without that when the partner allows
+// (PARTNER-DOWN, MCLT after every promise made on it).
+func (s *Server) mayFreeLocked(l *lease.Lease, now time.Time) bool {
+	return s.partner == nil || !l.PartnerPending || s.partner.MayReuse(l, now)
 }
 
 // allocateLocked takes an address for a new binding from the sets

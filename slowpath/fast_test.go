@@ -193,6 +193,8 @@ func (p *recPartner) Allocate(time.Time) (bool, bool) { return !p.secondary, p.s
 
 func (p *recPartner) Primary() bool { return !p.secondary }
 
+func (p *recPartner) MayReuse(*lease.Lease, time.Time) bool { return false }
+
 func (p *recPartner) PotentialExpiry(_, granted, _ time.Time) time.Time { return granted }
 
 func (p *recPartner) Update(ls []*lease.Lease) {

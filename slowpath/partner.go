@@ -38,6 +38,12 @@ type Partner interface {
 	// lease asked for before the cap: far enough ahead that the next
 	// renewal is not cut short by MCLT.
 	PotentialExpiry(now, granted, desired time.Time) time.Time
+	// MayReuse reports whether an EXPIRED or RELEASED binding the
+	// partner has not acknowledged may become FREE at now: in
+	// PARTNER-DOWN only MCLT after the latest the client may hold it by
+	// either server's promise (draft-12 §5.2.2; the dead partner's fast
+	// path may go on renewing up to its horizon), never otherwise.
+	MayReuse(l *lease.Lease, now time.Time) bool
 	// Primary reports whether this server is the relationship's primary
 	// (the conflict table of draft-12 §7.1.3 breaks a tie between two
 	// clients by role).

@@ -36,12 +36,8 @@ func (s *Server) Sweep() {
 	// (PartnerAcked queues them again then).
 	toFree := func(l *lease.Lease) { l.State = lease.Free }
 	n := min(len(s.toFree), sweepBatch)
-	free, backup := true, false
-	if s.partner != nil {
-		free, backup = s.partner.Allocate(now)
-	}
 	for _, ip := range s.toFree[:n] {
-		if l := s.leases[ip]; l != nil && l.State.Ending() && s.mayFreeLocked(l, free, backup) {
+		if l := s.leases[ip]; l != nil && l.State.Ending() && s.mayFreeLocked(l, now) {
 			changed = append(changed, s.changeLocked(ip, causeExpire, now, toFree))
 		}
 	}
