@@ -456,3 +456,232 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// foAck is one ACK a client saw: who got which address from which server,
+// and until when, for the double-assignment checker.
+type foAck struct {
+	mac, ip, server string
+	at, until       time.Time
+}
+
+// checkNoDoubleAssignment fails the test when one address was ACKed to two
+// clients for overlapping times, by what the clients saw and by both
+// servers' databases (active records, each with its expiry).
+func checkNoDoubleAssignment(t *testing.T, acks []foAck, servers ...*lab) {
+	t.Helper()
+	type hold struct {
+		mac, from  string
+		start, end time.Time
+	}
+	by := map[string][]hold{}
+	for _, a := range acks {
+		by[a.ip] = append(by[a.ip], hold{a.mac, "ACK from " + a.server, a.at, a.until})
+	}
+	for _, l := range servers {
+		for _, li := range l.leases() {
+			if li.State != "active" {
+				continue
+			}
+			end, err := time.Parse(time.RFC3339, li.Expires)
+			if err != nil {
+				t.Fatalf("lease %+v: expiry %v", li, err)
+			}
+			by[li.IP] = append(by[li.IP], hold{li.HWAddress, "database of " + l.dir, time.Now(), end})
+		}
+	}
+	for ip, hs := range by {
+		for i := range hs {
+			for j := i + 1; j < len(hs); j++ {
+				a, b := hs[i], hs[j]
+				if a.mac != b.mac && a.start.Before(b.end) && b.start.Before(a.end) {
+					t.Errorf("%s held by %s (%s, %s-%s) and %s (%s, %s-%s)", ip, a.mac, a.from, a.start.Format(time.TimeOnly), a.end.Format(time.TimeOnly),
+						b.mac, b.from, b.start.Format(time.TimeOnly), b.end.Format(time.TimeOnly))
+				}
+			}
+		}
+	}
+}
+
+// TestFailoverXdhcpdPair: two xdhcpd (XDP on each) reach NORMAL; udhcpc,
+// dhclient and dhcpcd clients get leases from the server of their hash
+// bucket; each lease is in the partner's database with the client's vendor
+// class, so leasequery to the partner answers for it; a renewal is answered
+// by XDP on the server holding the lease; the secondary is killed with -9
+// in the middle of DORAs: the primary goes communications-interrupted,
+// then partner-down by command and serves everyone; no address is ACKed to
+// two clients (the clients' ACKs and both databases); the secondary
+// restarts and the pair is NORMAL again.
+func TestFailoverXdhcpdPair(t *testing.T) {
+	testenv.RequireRoot(t, "network namespaces")
+	needTools(t, "udhcpc", "dhclient", "dhcpcd", "ip", "curl")
+	f := newFoNet(t)
+	p := f.xdhcpdPeer("primary", "10.79.0.1", "10.79.0.2")
+	s := f.xdhcpdPeer("secondary", "10.79.0.2", "10.79.0.1")
+	waitFoState(p, "normal", "normal", 30*time.Second)
+	waitFoState(s, "normal", "normal", 10*time.Second)
+	srv := map[string]*lab{"10.79.0.1": p, "10.79.0.2": s}
+	partner := map[string]*lab{"10.79.0.1": s, "10.79.0.2": p}
+	q := netns.ForTest(t, "fq")
+	f.attach(q, "eth0", netip.MustParsePrefix("10.79.0.5/24"), "")
+
+	var acks []foAck
+	var held []foAck // leases to look up in the partner's database
+	for i, mac := range append(clientsByBucket(true, 2, 1), clientsByBucket(false, 2, 2)...) {
+		t0 := time.Now()
+		ip, server, secs := f.client(mac).dora(t)
+		if want := map[bool]string{true: "10.79.0.1", false: "10.79.0.2"}[i < 2]; server != want {
+			t.Errorf("%s was answered by %s, want %s (its hash bucket's server)", mac, server, want)
+		}
+		a := foAck{mac, ip, server, t0, t0.Add(time.Duration(secs) * time.Second)}
+		acks, held = append(acks, a), append(held, a)
+	}
+	// dhclient and dhcpcd, answered by whichever server's bucket they
+	// fall in.
+	dc := f.client("02:00:00:04:00:01")
+	lf, pf := filepath.Join(t.TempDir(), "dhclient.leases"), filepath.Join(t.TempDir(), "dhclient.pid")
+	if out, err := dc.ns.Exec(context.Background(), "dhclient", "-4", "-1", "-v", "-pf", pf, "-lf", lf, "eth0"); err != nil {
+		t.Fatalf("dhclient: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { dc.ns.Exec(context.Background(), "dhclient", "-4", "-x", "-pf", pf, "-lf", lf, "eth0") })
+	ifname := dhcpcdIfname("fo")
+	pc := netns.ForTest(t, "fc")
+	f.attach(pc, ifname, netip.Prefix{}, "02:00:00:04:00:02")
+	conf := filepath.Join(t.TempDir(), "dhcpcd.conf")
+	os.WriteFile(conf, []byte("ipv4only\nnoipv4ll\n"), 0o600)
+	if out, err := pc.Exec(context.Background(), "dhcpcd", "-4", "-w", "-t", "20", "-f", conf, ifname); err != nil {
+		t.Fatalf("dhcpcd: %v\n%s", err, out)
+	}
+	stopDhcpcd(t, pc, ifname)
+	for _, mac := range strings.Fields("02:00:00:04:00:01 02:00:00:04:00:02") {
+		var li control.LeaseInfo
+		waitFor(t, mac+"'s lease on either server", 10*time.Second, func() bool {
+			for _, l := range []*lab{p, s} {
+				if x, ok := l.leaseFor(mac); ok && x.State == "active" {
+					li = x
+					return true
+				}
+			}
+			return false
+		})
+		held = append(held, foAck{mac: mac, ip: li.IP})
+	}
+	// Each lease is in both databases; the partner answers leasequery for
+	// it, with the vendor class the client sent (xdhcpd partners pass it
+	// in binding updates).
+	for _, h := range held {
+		var holder *lab
+		waitFor(t, h.ip+" in both databases", 10*time.Second, func() bool {
+			n := 0
+			for addr, l := range srv {
+				if li, ok := l.leaseFor(h.mac); ok && li.State == "active" && li.IP == h.ip {
+					n++
+					if h.server == "" || h.server == addr {
+						holder = l
+					}
+				}
+			}
+			return n == 2
+		})
+		other := p
+		if holder == p {
+			other = s
+		}
+		addr := map[*lab]string{p: "10.79.0.1", s: "10.79.0.2"}[other]
+		r := lqFrom(t, p.ctl, q, addr, h.ip)
+		if r.Type != "leaseactive" || r.HWAddr != h.mac {
+			t.Errorf("leasequery to the partner %s for %s: %+v", addr, h.ip, r)
+		}
+		if strings.HasPrefix(h.mac, "02:00:00:01") && !strings.HasPrefix(r.VendorClass, "udhcp") {
+			t.Errorf("the partner's leasequery answer for %s lacks udhcpc's vendor class: %+v", h.ip, r)
+		}
+	}
+
+	// A renewal, unicast to the server holding the lease, is answered by
+	// its XDP program.
+	rc := f.client(clientsByBucket(true, 3, 5)[2])
+	dir := t.TempDir()
+	env := filepath.Join(dir, "udhcpc.env")
+	script := udhcpcScript(t, dir, env, "ip=$ip serverid=$serverid")
+	up, err := rc.ns.Start(context.Background(), "udhcpc", "-f", "-i", "eth0", "-s", script, "-t", "10", "-T", udhcpcTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Stop)
+	bound := waitFileContains(t, env, "bound ip=", 15*time.Second)
+	m := regexp.MustCompile(`bound ip=(\S+) serverid=(\S+)`).FindStringSubmatch(bound)
+	if m == nil {
+		t.Fatalf("udhcpc events: %q", bound)
+	}
+	holder, other := srv[m[2]], partner[m[2]]
+	if holder == nil {
+		t.Fatalf("udhcpc bound to %s from unknown server %s", m[1], m[2])
+	}
+	// The partner's ack of the grant lifts the horizon past min-grant.
+	waitFor(t, "the grant acknowledged", 10*time.Second, func() bool { st := foStatus(holder); return st.QueueDepth == 0 && st.Unacked == 0 })
+	before, otherBefore := holder.fastReplies(), other.fastReplies()
+	if err := up.Signal(sigUSR1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "an XDP reply from the lease's server", 10*time.Second, func() bool { return holder.fastReplies() > before })
+	if n := other.fastReplies(); n != otherBefore {
+		t.Errorf("the partner's XDP answered %v renewals for a lease it does not hold", n-otherBefore)
+	}
+
+	// Kill -9 the secondary in the middle of DORAs.
+	stop := make(chan struct{})
+	done := make(chan []foAck)
+	go func() {
+		var got []foAck
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- got
+				return
+			default:
+			}
+			mac := fmt.Sprintf("02:00:00:06:%02x:%02x", i>>8, i&0xff)
+			c := f.client(mac)
+			t0 := time.Now()
+			out, err := c.ns.Exec(context.Background(), "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "2", "-T", "1", "-s", "/bin/true")
+			if m := udhcpcObtained.FindStringSubmatch(string(out)); err == nil && m != nil {
+				var secs int
+				fmt.Sscan(m[3], &secs)
+				got = append(got, foAck{mac, m[1], m[2], t0, t0.Add(time.Duration(secs) * time.Second)})
+			}
+		}
+	}()
+	time.Sleep(2 * time.Second)
+	if err := s.daemon.Signal(sigKILL); err != nil {
+		t.Fatal(err)
+	}
+	s.daemon.Wait()
+	waitFoState(p, "communications-interrupted", "", 15*time.Second)
+	if out, err := p.srv.Exec(context.Background(), p.ctl, "--socket", p.sock, "failover", "partner-down", "--yes"); err != nil {
+		t.Fatalf("partner-down: %v\n%s", err, out)
+	}
+	waitFoState(p, "partner-down", "", 5*time.Second)
+	time.Sleep(3 * time.Second) // DORAs go on, answered by the primary alone
+	close(stop)
+	load := <-done
+	acks = append(acks, load...)
+	afterPD := 0
+	for _, a := range load {
+		if a.server == "10.79.0.2" && a.at.After(time.Now().Add(-2*time.Second)) {
+			t.Errorf("%s ACKed by the killed secondary at %s", a.ip, a.at)
+		}
+		if a.server == "10.79.0.1" {
+			afterPD++
+		}
+	}
+	if len(load) == 0 || afterPD == 0 {
+		t.Fatalf("DORAs around the kill: %d ACKs, %d from the primary", len(load), afterPD)
+	}
+
+	// The secondary restarts with its database: NORMAL again, and the
+	// checker finds no address held by two clients.
+	s.start()
+	waitFoState(s, "normal", "normal", 3*time.Duration(foMCLT)*time.Second)
+	waitFoState(p, "normal", "normal", 10*time.Second)
+	checkNoDoubleAssignment(t, acks, p, s)
+	t.Logf("%d ACKs checked, %d of them in the DORAs around the kill", len(acks), len(load))
+}
