@@ -257,10 +257,32 @@ func socketAnswers(path string) bool {
 // stopServer stops a server and, for xdhcpd with the fast path, removes
 // what it pinned (which otherwise outlives it by design).
 func stopServer(s Server, p *netns.Proc, ns *netns.NS, dir string) {
-	p.Stop()
-	if x, ok := s.(Xdhcpd); ok && x.Fast != "" {
-		ns.ExecHostMounts(context.Background(), x.Bin, "detach", "--config", filepath.Join(dir, "xdhcpd.yaml"))
+	pair, isPair := s.(*XdhcpdPair)
+	if isPair {
+		pair.stop()
 	}
+	p.Stop()
+	fast := ""
+	switch x := s.(type) {
+	case Xdhcpd:
+		fast = x.Fast
+	case *XdhcpdPair:
+		fast = x.Fast
+	}
+	if fast != "" {
+		ns.ExecHostMounts(context.Background(), cmpBin(s), "detach", "--config", filepath.Join(dir, "xdhcpd.yaml"))
+	}
+}
+
+// cmpBin is the xdhcpd binary of an xdhcpd server.
+func cmpBin(s Server) string {
+	switch x := s.(type) {
+	case Xdhcpd:
+		return x.Bin
+	case *XdhcpdPair:
+		return x.Bin
+	}
+	return ""
 }
 
 // fastpathYAML is the daemon's fastpath section for mode fast ("" for off),

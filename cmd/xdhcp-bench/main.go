@@ -38,6 +38,9 @@ const usage = `usage:
   xdhcp-bench forcerenew --xdhcpd PATH [--clients 10000] [--rate R] [--server xdhcpd-xdp-native|xdhcpd-xdp-generic|xdhcpd] [--quick] [--out DIR]
                   signed FORCERENEW/s on one goroutine, then a renumbering campaign: clients bound in pool A, pool A
                   drained by a reload, forcerenew --pool A --move at --rate clients/s (0: unlimited); wall time and counts
+  xdhcp-bench failover --xdhcpd PATH [--server xdhcpd-xdp-native|xdhcpd-xdp-generic|xdhcpd] [--clients N] [--step D] [--quick] [--out DIR]
+                  DORA/s and renewals/s of one server and of the same server as a failover primary (secondary:
+                  xdhcpd in its own namespace), side by side, with the binding updates acknowledged per second
   xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--sender sockets|xdp] [--out DIR]   the generator's ceiling against an XDP reflector
 Renewals go out through sockets (sendmmsg, raw frames) or, with --sender xdp, from the kernel
 (BPF_PROG_TEST_RUN live frames, answers counted by XDP); all, scenarios and selftest run both.
@@ -51,8 +54,8 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 // commands are the commands usage lists; needsXdhcpd are those that run
 // the daemon (cost and selftest do not, so they need no --xdhcpd).
 var (
-	commands    = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew"}
-	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew"}
+	commands    = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew", "failover"}
+	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew", "failover"}
 )
 
 // commandUsage is cmd's own part of usage (its lines and their
@@ -457,6 +460,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "  campaign %.2f s, %.0f FORCERENEW/s, moved %d of %d; leases left in pool A %d, clients in pool B %d\n",
 			r.Seconds, r.SentPerSecond, r.Campaign.Moved, r.Campaign.Total, r.LeasesInA, r.ClientsInB)
+		return ctx.Err()
+	}
+	steps["failover"] = func() error {
+		fast := map[string]string{"xdhcpd-xdp-native": "native", "xdhcpd-xdp-generic": "generic", "xdhcpd": ""}
+		f, ok := fast[*server]
+		if !ok {
+			return fmt.Errorf("failover: --server %q: want xdhcpd-xdp-native, xdhcpd-xdp-generic or xdhcpd", *server)
+		}
+		n, d := 10000, 3*time.Second
+		if *quick {
+			n, d = 2000, time.Second
+		}
+		if *clients > 0 {
+			n = *clients
+		}
+		if *step > 0 {
+			d = *step
+		}
+		fmt.Fprintf(stdout, "failover on and off, %s, %d clients, %s steps...\n", *server, n, d)
+		fr := rig.Failover(ctx, bench.FailoverOptions{Bin: *bin, Fast: f, Clients: n, Step: d, StartRate: 1000,
+			Log: func(format string, args ...any) { fmt.Fprintf(stdout, format, args...) }})
+		rep.Failover = &fr
+		for _, r := range fr.Rows {
+			if r.DORA.Err != "" || r.Renew.Err != "" {
+				return fmt.Errorf("failover: %s: %s %s", r.Server, r.DORA.Err, r.Renew.Err)
+			}
+		}
 		return ctx.Err()
 	}
 	order := []string{cmd}
