@@ -113,18 +113,20 @@ type Ack struct {
 // while the slow path serves.
 type Bindings interface {
 	// Apply resolves each of the partner's binding updates against the
-	// local record (draft-12 §7.1.3, ARCHITECTURE.md) and stores the
-	// accepted ones durably before it returns: the BNDACK follows. The
-	// updates' times are already on this server's clock; PotExp is the
-	// partner's potential-expiration-time. It returns one reject reason
-	// per update, 0 for accepted, in order.
-	Apply(ctx context.Context, ups []*lease.Lease) ([]uint8, error)
+	// local record (draft-12 §7.1.3, ARCHITECTURE.md) in order, before it
+	// returns, and stores the accepted ones durably; done is called (on
+	// another goroutine) once they are on disk, with one reject reason per
+	// update (0 for accepted), or with the error that kept them off it:
+	// the BNDACK follows done. The updates' times are already on this
+	// server's clock; PotExp is the partner's potential-expiration-time.
+	Apply(ups []*lease.Lease, done func([]uint8, error))
 	// Acked records the partner's answers to updates sent: an accepted
 	// one raises AckedExp to the PotExp sent and, when the record has not
 	// changed since, clears PartnerPending (an EXPIRED or RELEASED record
 	// may then go FREE); a rejected one clears PartnerPending without
-	// raising AckedExp.
-	Acked(ctx context.Context, acks []Ack) error
+	// raising AckedExp. It commits without waiting: an ack lost to a
+	// crash only sends the update again.
+	Acked(acks []Ack)
 	// Pending calls fn with a copy of every record the partner has not
 	// acknowledged (PartnerPending), until fn returns false.
 	Pending(fn func(*lease.Lease) bool)

@@ -139,17 +139,23 @@ func (r *Relationship) sendOn(l *link, m *wire.Message) {
 		}
 		m.XID = r.xid
 	}
-	m.Time = wire.Seconds(r.now())
+	l.queue(m, r.now())
+}
+
+// queue encodes m, stamped with now, for the writer; it touches nothing
+// of the relationship's, so a store callback may answer through it.
+func (l *link) queue(m *wire.Message, now time.Time) {
+	m.Time = wire.Seconds(now)
 	b, err := m.Marshal()
 	if err != nil {
-		r.log.Error("failover: encoding a message", "type", m.Type, "err", err)
+		l.log.Error("failover: encoding a message", "type", m.Type, "err", err)
 		return
 	}
 	select {
 	case l.out <- b:
 		l.sentAt.Store(time.Now().UnixNano())
 	default:
-		r.log.Warn("failover: the partner is not reading; dropping the connection")
+		l.log.Warn("failover: the partner is not reading; dropping the connection")
 		l.close()
 	}
 }

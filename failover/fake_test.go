@@ -31,9 +31,8 @@ func newFakeDB() *fakeDB {
 	return &fakeDB{leases: map[netip.Addr]*lease.Lease{}, meta: map[string][]byte{}, free: 100}
 }
 
-func (d *fakeDB) Apply(_ context.Context, ups []*lease.Lease) ([]uint8, error) {
+func (d *fakeDB) Apply(ups []*lease.Lease, done func([]uint8, error)) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	res := make([]uint8, len(ups))
 	for _, u := range ups {
 		c := u.Clone()
@@ -45,10 +44,11 @@ func (d *fakeDB) Apply(_ context.Context, ups []*lease.Lease) ([]uint8, error) {
 		d.leases[u.IP] = c
 		d.applied++
 	}
-	return res, nil
+	d.mu.Unlock()
+	go done(res, nil) // as the store's commit goroutine would
 }
 
-func (d *fakeDB) Acked(_ context.Context, acks []Ack) error {
+func (d *fakeDB) Acked(acks []Ack) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, a := range acks {
@@ -58,7 +58,6 @@ func (d *fakeDB) Acked(_ context.Context, acks []Ack) error {
 			l.PartnerPending = false
 		}
 	}
-	return nil
 }
 
 func (d *fakeDB) each(match func(*lease.Lease) bool, fn func(*lease.Lease) bool) {

@@ -110,6 +110,13 @@ func (q *queue) requeue() {
 	q.poke()
 }
 
+// messages is how many BNDUPD messages are in flight.
+func (q *queue) messages() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.inflight)
+}
+
 // depth is how many records wait to be sent and how many are in flight.
 func (q *queue) depth() (queued, inflight int) {
 	q.mu.Lock()

@@ -2,7 +2,6 @@ package failover
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -398,12 +397,14 @@ func (r *Relationship) pumpLocked() {
 		perMsg = 64
 	}
 	for {
-		_, inflight := r.q.depth()
-		room := r.partner.maxUnacked - inflight
+		// max-unacked-bndupd bounds the BNDUPD messages in flight
+		// (dhcpd sends one binding per message, so for it the two
+		// counts are the same).
+		room := r.partner.maxUnacked - r.q.messages()
 		if room <= 0 {
 			return
 		}
-		ls := r.q.next(min(room, 256))
+		ls := r.q.next(min(room*perMsg, 4096))
 		if len(ls) == 0 {
 			return
 		}
@@ -451,9 +452,7 @@ func (r *Relationship) bindAckLocked(ctx context.Context, m *wire.Message) {
 			delete(r.owed, l.IP)
 		}
 	}
-	if err := r.cfg.Bindings.Acked(ctx, acks); err != nil && ctx.Err() == nil {
-		r.log.Error("failover: recording the partner's acknowledgements", "err", err)
-	}
+	r.cfg.Bindings.Acked(acks)
 	r.maybeDoneLocked()
 	r.pumpLocked()
 }
@@ -472,34 +471,42 @@ func (r *Relationship) bindUpdateLocked(ctx context.Context, m *wire.Message) {
 		ups = append(ups, l)
 		idx = append(idx, i)
 	}
-	if len(ups) > 0 {
-		res, err := r.cfg.Bindings.Apply(ctx, ups)
+	r.counts.received += uint64(len(m.Bindings))
+	l := r.link
+	ack := func(res []uint8, err error) {
 		if err != nil {
 			// Not on disk: no BNDACK (draft-12 §7.1.4); the partner
 			// sends it again on the next connection.
-			r.log.Error("failover: storing the partner's binding updates", "err", err)
-			if !errors.Is(err, context.Canceled) {
-				r.dropLinkLocked(ctx, r.link, "storing binding updates failed", r.RetryAfterReject)
-			}
+			r.log.Error("failover: storing the partner's binding updates; dropping the connection", "err", err)
+			l.finish()
 			return
 		}
 		for j, i := range idx {
 			reasons[i] = res[j]
 		}
-	}
-	ack := &wire.Message{Type: wire.BndAck, XID: m.XID}
-	for i, b := range m.Bindings {
-		a := wire.Binding{IP: b.IP, Reject: wire.Reason(reasons[i])}
-		if reasons[i] != 0 {
-			a.Text = fmt.Sprintf("refused (reason %d)", reasons[i])
-			r.m.Updates.WithLabelValues("received", "refused").Inc()
-		} else {
-			r.m.Updates.WithLabelValues("received", "applied").Inc()
+		a := &wire.Message{Type: wire.BndAck, XID: m.XID}
+		for i, b := range m.Bindings {
+			ab := wire.Binding{IP: b.IP, Reject: wire.Reason(reasons[i])}
+			if reasons[i] != 0 {
+				ab.Text = fmt.Sprintf("refused (reason %d)", reasons[i])
+				r.m.Updates.WithLabelValues("received", "refused").Inc()
+			} else {
+				r.m.Updates.WithLabelValues("received", "applied").Inc()
+			}
+			a.Bindings = append(a.Bindings, ab)
 		}
-		ack.Bindings = append(ack.Bindings, a)
+		// On the connection the update came in on, and only there
+		// (draft-12 §8.6); it carries the update's xid, so sendOn
+		// touches nothing of the loop's.
+		l.queue(a, r.now())
 	}
-	r.counts.received += uint64(len(m.Bindings))
-	r.sendLocked(ack)
+	if len(ups) == 0 {
+		ack(nil, nil)
+		return
+	}
+	// Resolved in order now; the BNDACK goes once the store has them,
+	// while the loop reads on.
+	r.cfg.Bindings.Apply(ups, ack)
 }
 
 func (r *Relationship) poolRequestLocked(ctx context.Context, m *wire.Message) {

@@ -111,12 +111,31 @@ func (s *Server) allocateLocked(sub *Subnet, now time.Time) (netip.Addr, bool) {
 }
 
 // ApplyPartner applies the partner's binding updates (received potential
-// expiry in PotExp, times on this server's clock): each is resolved
-// against the local record by the conflict table (draft-12 §7.1.3), and
-// the accepted ones are committed through changeLocked before it returns,
-// so the partner's BNDACK follows a durable write (ARCHITECTURE.md
-// invariant 6). It returns a reject reason per update, 0 for accepted.
+// expiry in PotExp, times on this server's clock) and waits until the
+// accepted ones are on disk; see ApplyPartnerAsync.
 func (s *Server) ApplyPartner(ctx context.Context, ups []*lease.Lease) ([]uint8, error) {
+	type result struct {
+		res []uint8
+		err error
+	}
+	ch := make(chan result, 1)
+	s.ApplyPartnerAsync(ups, func(res []uint8, err error) { ch <- result{res, err} })
+	select {
+	case r := <-ch:
+		return r.res, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// ApplyPartnerAsync resolves each of the partner's binding updates against
+// the local record by the conflict table (draft-12 §7.1.3), in order and
+// before it returns, and commits the accepted ones through changeLocked;
+// done gets a reject reason per update (0 for accepted) once they are on
+// disk, so the partner's BNDACK follows a durable write (ARCHITECTURE.md
+// invariant 6), or the commit's error. It does not wait: the relationship
+// goes on reading the partner while the store commits.
+func (s *Server) ApplyPartnerAsync(ups []*lease.Lease, done func([]uint8, error)) {
 	res := make([]uint8, len(ups))
 	now := s.now()
 	var changed []*lease.Lease
@@ -154,12 +173,16 @@ func (s *Server) ApplyPartner(ctx context.Context, ups []*lease.Lease) ([]uint8,
 	}
 	s.mu.Unlock()
 	if len(changed) == 0 {
-		return res, nil
+		done(res, nil)
+		return
 	}
-	if err := s.commitAndWait(ctx, changed, causePartner); err != nil {
-		return nil, fmt.Errorf("storing %d partner binding updates: %w", len(changed), err)
-	}
-	return res, nil
+	s.commit(changed, causePartner, func(err error) {
+		if err != nil {
+			done(nil, fmt.Errorf("storing %d partner binding updates: %w", len(changed), err))
+			return
+		}
+		done(res, nil)
+	})
 }
 
 // adoptPartnerBinding makes l the partner's binding u.
@@ -209,15 +232,36 @@ type PartnerAck struct {
 	Reject uint8
 }
 
-// PartnerAcked records the partner's answers. An accepted update raises the
-// record's AckedExp to the potential expiry sent (which lifts the cap on
-// what this server may promise), and clears the partner mark unless the
-// record has changed since; an EXPIRED or RELEASED record may then become
-// FREE. A refused one clears the mark without raising AckedExp.
+// PartnerAcked records the partner's answers and waits until they are on
+// disk; see PartnerAckedAsync.
 func (s *Server) PartnerAcked(ctx context.Context, acks []PartnerAck) error {
+	changed := s.partnerAckedLocked(acks)
+	if len(changed) == 0 {
+		return nil
+	}
+	if err := s.commitAndWait(ctx, changed, causePartnerAck); err != nil {
+		return fmt.Errorf("storing %d partner acknowledgements: %w", len(changed), err)
+	}
+	return nil
+}
+
+// PartnerAckedAsync records the partner's answers. An accepted update
+// raises the record's AckedExp to the potential expiry sent (which lifts
+// the cap on what this server may promise), and clears the partner mark
+// unless the record has changed since; an EXPIRED or RELEASED record may
+// then become FREE. A refused one clears the mark without raising AckedExp.
+// The change is made in memory and reaches the disk with the record's next
+// commit, not with one of its own: an ack is not worth a write per
+// renewal. Lost to a crash, it costs the update being sent again (the
+// record is still marked on disk) and a cap from the older AckedExp until
+// then, which is the safe side.
+func (s *Server) PartnerAckedAsync(acks []PartnerAck) { s.partnerAckedLocked(acks) }
+
+func (s *Server) partnerAckedLocked(acks []PartnerAck) []*lease.Lease {
 	now := s.now()
 	var changed []*lease.Lease
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, a := range acks {
 		cur := s.leases[a.Sent.IP]
 		if cur == nil {
@@ -239,14 +283,7 @@ func (s *Server) PartnerAcked(ctx context.Context, acks []PartnerAck) error {
 			s.toFree = append(s.toFree, cur.IP)
 		}
 	}
-	s.mu.Unlock()
-	if len(changed) == 0 {
-		return nil
-	}
-	if err := s.commitAndWait(ctx, changed, causePartnerAck); err != nil {
-		return fmt.Errorf("storing %d partner acknowledgements: %w", len(changed), err)
-	}
-	return nil
+	return changed
 }
 
 // sameAsSent reports whether the partner has now heard everything it needs

@@ -17,16 +17,16 @@ type failoverBindings struct{ srv *slowpath.Server }
 
 var _ failover.Bindings = (*failoverBindings)(nil)
 
-func (b *failoverBindings) Apply(ctx context.Context, ups []*lease.Lease) ([]uint8, error) {
-	return b.srv.ApplyPartner(ctx, ups)
+func (b *failoverBindings) Apply(ups []*lease.Lease, done func([]uint8, error)) {
+	b.srv.ApplyPartnerAsync(ups, done)
 }
 
-func (b *failoverBindings) Acked(ctx context.Context, acks []failover.Ack) error {
+func (b *failoverBindings) Acked(acks []failover.Ack) {
 	pa := make([]slowpath.PartnerAck, len(acks))
 	for i, a := range acks {
 		pa[i] = slowpath.PartnerAck{Sent: a.Sent, Reject: a.Reject}
 	}
-	return b.srv.PartnerAcked(ctx, pa)
+	b.srv.PartnerAckedAsync(pa)
 }
 
 func (b *failoverBindings) Pending(fn func(*lease.Lease) bool) { b.srv.PartnerPending(fn) }
