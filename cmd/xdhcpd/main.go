@@ -1,7 +1,7 @@
 // Command xdhcpd is the xdhcp DHCPv4 server daemon.
 //
 //	xdhcpd --config FILE                run the server
-//	xdhcpd check-config --config FILE   validate a configuration and exit
+//	xdhcpd check-config --config FILE [--partner FILE]   validate a configuration and exit
 //	xdhcpd detach --config FILE         remove the fast path
 //	xdhcpd [COMMAND] --help | --version
 package main
@@ -28,7 +28,7 @@ func main() {
 
 const usage = `usage:
   xdhcpd [--config FILE]                run the server (default config /etc/xdhcp/xdhcpd.yaml)
-  xdhcpd check-config [--config FILE]   validate the configuration and exit
+  xdhcpd check-config [--config FILE] [--partner FILE]   validate the configuration (and that a failover partner's matches) and exit
   xdhcpd detach [--config FILE]         remove the XDP program, its links and pinned maps
   xdhcpd COMMAND --help                 that command's usage
   xdhcpd --version                      build information
@@ -40,10 +40,15 @@ var commandUsage = map[string]string{
 Runs the server: the slow path, and the XDP fast path when fastpath.enabled.
   --config FILE   configuration (default /etc/xdhcp/xdhcpd.yaml)
 `,
-	"check-config": `usage: xdhcpd check-config [--config FILE]
+	"check-config": `usage: xdhcpd check-config [--config FILE] [--partner FILE]
 Validates the configuration, including that every server.interfaces entry
 exists here, and exits 0 printing "FILE: ok", or 1 listing FILE:LINE: field: problem.
-  --config FILE   configuration (default /etc/xdhcp/xdhcpd.yaml)
+With --partner, also that the failover partner's configuration (its xdhcpd
+YAML or its ISC dhcpd.conf) matches: the relationship's name, opposite
+roles, each side's address for the other, and identical pools (each range
+on one side only is named).
+  --config FILE    configuration (default /etc/xdhcp/xdhcpd.yaml)
+  --partner FILE   the failover partner's xdhcpd configuration or dhcpd.conf
 `,
 	"detach": `usage: xdhcpd detach [--config FILE]
 Removes the XDP program from every interface and deletes its pinned maps,
@@ -82,6 +87,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	path := fs.String("config", "/etc/xdhcp/xdhcpd.yaml", "configuration file")
+	partner := ""
+	if cmd == "check-config" {
+		fs.StringVar(&partner, "partner", "", "the failover partner's configuration (xdhcpd YAML or dhcpd.conf)")
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -100,12 +109,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return err
 			})
 		}
+		if err == nil && partner != "" {
+			var p *config.Partner
+			if p, err = config.LoadPartner(partner); err == nil {
+				err = cfg.CheckPartner(p)
+			}
+		}
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
 		for _, w := range cfg.Warnings() {
 			fmt.Fprintln(stderr, "warning: "+w)
+		}
+		if partner != "" {
+			fmt.Fprintf(stdout, "%s: ok; failover partner %s matches\n", *path, partner)
+			return 0
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return 0
