@@ -123,7 +123,7 @@ func (d *fakeDB) grant(r *Relationship, ip netip.Addr, mac byte, now time.Time) 
 	d.mu.Lock()
 	d.leases[ip] = l.Clone()
 	d.mu.Unlock()
-	r.Update([]*lease.Lease{l})
+	r.Update([]*lease.Lease{l}, false)
 	return l
 }
 

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
@@ -20,11 +21,26 @@ type queue struct {
 	inflight map[uint32][]*lease.Lease
 	nflight  int
 	wakeC    chan struct{}
+	// lazy holds updates that may wait (fast-path renewals), newest copy
+	// per address, with when each was first added; promote moves them to
+	// the order.
+	lazy      map[netip.Addr]lazyUpdate
+	lazyOrder []lazyRef // the lazy addresses by since (may hold stale entries)
+}
+
+type lazyRef struct {
+	ip    netip.Addr
+	since time.Time
+}
+
+type lazyUpdate struct {
+	l     *lease.Lease
+	since time.Time
 }
 
 func newQueue() *queue {
 	return &queue{order: list.New(), elems: map[netip.Addr]*list.Element{}, newest: map[netip.Addr]*lease.Lease{},
-		inflight: map[uint32][]*lease.Lease{}, wakeC: make(chan struct{}, 1)}
+		inflight: map[uint32][]*lease.Lease{}, wakeC: make(chan struct{}, 1), lazy: map[netip.Addr]lazyUpdate{}}
 }
 
 // add queues copies of changed records; an address already queued keeps
@@ -32,6 +48,7 @@ func newQueue() *queue {
 func (q *queue) add(ls []*lease.Lease) {
 	q.mu.Lock()
 	for _, l := range ls {
+		delete(q.lazy, l.IP) // this copy is newer
 		q.newest[l.IP] = l
 		if _, ok := q.elems[l.IP]; !ok {
 			q.elems[l.IP] = q.order.PushBack(l.IP)
@@ -39,6 +56,50 @@ func (q *queue) add(ls []*lease.Lease) {
 	}
 	q.mu.Unlock()
 	q.poke()
+}
+
+// addLazy queues copies that may wait: an address already queued to send
+// takes the newer copy there; otherwise it waits, coalescing later copies,
+// until promote.
+func (q *queue) addLazy(ls []*lease.Lease, now time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, l := range ls {
+		if _, queued := q.elems[l.IP]; queued {
+			q.newest[l.IP] = l
+			continue
+		}
+		u, ok := q.lazy[l.IP]
+		if !ok {
+			u.since = now
+			q.lazyOrder = append(q.lazyOrder, lazyRef{l.IP, now})
+		}
+		u.l = l
+		q.lazy[l.IP] = u
+	}
+}
+
+// promote queues the lazy updates waiting since before; it reports whether
+// it queued any.
+func (q *queue) promote(before time.Time) bool {
+	q.mu.Lock()
+	n := 0
+	for len(q.lazyOrder) > 0 && !q.lazyOrder[0].since.After(before) {
+		ref := q.lazyOrder[0]
+		q.lazyOrder = q.lazyOrder[1:]
+		u, ok := q.lazy[ref.ip]
+		if !ok || !u.since.Equal(ref.since) {
+			continue // sent with a newer copy meanwhile
+		}
+		delete(q.lazy, ref.ip)
+		q.newest[ref.ip] = u.l
+		if _, ok := q.elems[ref.ip]; !ok {
+			q.elems[ref.ip] = q.order.PushBack(ref.ip)
+		}
+		n++
+	}
+	q.mu.Unlock()
+	return n > 0
 }
 
 func (q *queue) poke() {
@@ -117,9 +178,10 @@ func (q *queue) messages() int {
 	return len(q.inflight)
 }
 
-// depth is how many records wait to be sent and how many are in flight.
+// depth is how many records wait to be sent (lazy ones included) and how
+// many are in flight.
 func (q *queue) depth() (queued, inflight int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.order.Len(), q.nflight
+	return q.order.Len() + len(q.lazy), q.nflight
 }

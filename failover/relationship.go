@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,17 @@ const (
 	// the partner refused or ended a connection (draft-12 §8.2 asks for a
 	// minute or two; dhcpd waits 90 s, which makes a restarted pair slow).
 	DefaultRetryAfterReject = 30 * time.Second
+	// DefaultLazyDelay is how long a fast-path renewal's binding update
+	// waits to be coalesced: a benchmark's clients renew many times a
+	// second, and each renewal need not be a write on the partner.
+	DefaultLazyDelay = time.Second
+)
+
+// Batching of binding updates between xdhcpd partners: bindings per
+// BNDUPD message, and how long a partly filled batch waits for more.
+const (
+	batchBindings = 64
+	batchWait     = 2 * time.Millisecond
 )
 
 // vendorPrefix starts the vendor-class this server sends, by which an
@@ -45,8 +57,9 @@ type Relationship struct {
 	q   *queue
 	v   atomic.Pointer[view]
 	// StartupWait and RetryAfterReject are the timers above; tests
-	// shorten them.
-	StartupWait, RetryAfterReject time.Duration
+	// shorten them. LazyDelay is how long a fast-path renewal's update
+	// may wait to be coalesced with the client's next ones.
+	StartupWait, RetryAfterReject, LazyDelay time.Duration
 
 	cmds chan command
 
@@ -140,7 +153,7 @@ func New(cfg Config) (*Relationship, error) {
 		cfg.Now = time.Now
 	}
 	r := &Relationship{cfg: cfg, log: cfg.Logger.With("failover", cfg.Name), m: cfg.Metrics, now: cfg.Now, q: newQueue(),
-		StartupWait: DefaultStartupWait, RetryAfterReject: DefaultRetryAfterReject, cmds: make(chan command), links: map[*link]time.Time{}}
+		StartupWait: DefaultStartupWait, RetryAfterReject: DefaultRetryAfterReject, LazyDelay: DefaultLazyDelay, cmds: make(chan command), links: map[*link]time.Time{}}
 	r.v.Store(&view{role: cfg.Role, state: wire.StateStartup, mclt: cfg.MCLT, hba: cfg.HBA, lbMaxSecs: cfg.LoadBalanceMaxSecs})
 	return r, nil
 }
@@ -179,10 +192,21 @@ func (r *Relationship) MayReuse(l *lease.Lease, now time.Time) bool {
 func (r *Relationship) Primary() bool { return r.cfg.Role == Primary }
 
 // Update implements slowpath.Partner: committed changes are queued for the
-// partner.
-func (r *Relationship) Update(ls []*lease.Lease) { r.q.add(ls) }
+// partner, renewals the fast path answered (lazy) coalesced for up to
+// LazyDelay.
+func (r *Relationship) Update(ls []*lease.Lease, lazy bool) {
+	if lazy {
+		r.q.addLazy(ls, r.now())
+		return
+	}
+	r.q.add(ls)
+}
 
 var _ slowpath.Partner = (*Relationship)(nil)
+
+// batching reports whether updates go batched: to an xdhcpd partner (dhcpd
+// reads one binding per BNDUPD).
+func (r *Relationship) batching() bool { return strings.HasPrefix(r.partner.vendor, vendorPrefix) }
 
 type command struct {
 	partnerDown bool
@@ -382,6 +406,7 @@ func (r *Relationship) accept(ctx context.Context, ln net.Listener, events chan<
 func (r *Relationship) loop(ctx context.Context, events chan event, wg *sync.WaitGroup) error {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
+	var fill <-chan time.Time // a batch being filled
 	for {
 		select {
 		case <-ctx.Done():
@@ -397,6 +422,19 @@ func (r *Relationship) loop(ctx context.Context, events chan event, wg *sync.Wai
 			r.handleEvent(ctx, ev, events, wg)
 			r.mu.Unlock()
 		case <-r.q.wake():
+			// Between xdhcpd partners a short wait fills messages
+			// (64 bindings each), so that a busy server sends, and its
+			// partner commits, a few large batches rather than many
+			// small ones; a full message goes at once.
+			r.mu.Lock()
+			if q, _ := r.q.depth(); r.batching() && q < batchBindings && fill == nil {
+				fill = time.After(batchWait)
+			} else if fill == nil {
+				r.pumpLocked()
+			}
+			r.mu.Unlock()
+		case <-fill:
+			fill = nil
 			r.mu.Lock()
 			r.pumpLocked()
 			r.mu.Unlock()
@@ -528,6 +566,9 @@ func (r *Relationship) tickLocked(ctx context.Context, events chan event, wg *sy
 			r.lastBalance = now
 			r.balanceLocked(ctx)
 		}
+	}
+	if r.q.promote(now.Add(-r.LazyDelay)) {
+		r.pumpLocked()
 	}
 	if now.Sub(r.lastSave) >= 10*time.Second {
 		r.save(ctx)

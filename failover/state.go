@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/xdhcp/xdhcp/failover/hba"
@@ -391,10 +390,10 @@ func (r *Relationship) pumpLocked() {
 	if !r.commsOK || r.link == nil {
 		return
 	}
-	rich := strings.HasPrefix(r.partner.vendor, vendorPrefix)
+	rich := r.batching()
 	perMsg := 1
 	if rich {
-		perMsg = 64
+		perMsg = batchBindings
 	}
 	for {
 		// max-unacked-bndupd bounds the BNDUPD messages in flight

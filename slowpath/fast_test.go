@@ -197,7 +197,7 @@ func (p *recPartner) MayReuse(*lease.Lease, time.Time) bool { return false }
 
 func (p *recPartner) PotentialExpiry(_, granted, _ time.Time) time.Time { return granted }
 
-func (p *recPartner) Update(ls []*lease.Lease) {
+func (p *recPartner) Update(ls []*lease.Lease, _ bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.updates = append(p.updates, ls)

@@ -50,8 +50,11 @@ type Partner interface {
 	Primary() bool
 	// Update hands the partner bindings changed here (copies), once they
 	// are on disk, as binding updates. It queues and returns: it runs on
-	// the store's commit goroutine.
-	Update(ls []*lease.Lease)
+	// the store's commit goroutine. lazy marks renewals the fast path
+	// answered, which may wait a moment to be coalesced (a client renewing
+	// often is one update, not one per renewal): the horizon, already
+	// within the partner's cap, is what keeps them safe meanwhile.
+	Update(ls []*lease.Lease, lazy bool)
 }
 
 // RequestKind sorts client requests for Partner.Answer.

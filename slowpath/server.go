@@ -445,7 +445,7 @@ func (s *Server) submit(cl []*lease.Lease, c cause, after func(error)) {
 				s.publish(cl)
 			}
 			if s.partner != nil && !c.fromPartner() {
-				s.partner.Update(cl)
+				s.partner.Update(cl, c == causeFold)
 			}
 		}
 		if after != nil {
