@@ -214,7 +214,7 @@ func (r *Rig) Failover(ctx context.Context, o FailoverOptions) FailoverReport {
 		}
 		rep.Rows = append(rep.Rows, row)
 	}
-	rep.KeaHA = "not measured: Kea 2.2's HA hook (libdhcp_ha.so) is installed, but its peers talk through kea-ctrl-agent's HTTP API, which this machine does not have (no kea-ctrl-agent binary; the Debian package kea-ctrl-agent is not among make deps)"
+	rep.KeaHA = "not measured: Kea 2.2's HA hook (libdhcp_ha.so) is installed, but its peers exchange lease updates over HTTP, through kea-ctrl-agent (not among make deps) or HA+MT's dedicated listener, and that pair is not built into this rig yet"
 	return rep
 }
 
