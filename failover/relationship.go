@@ -482,6 +482,8 @@ func (r *Relationship) handleEvent(ctx context.Context, ev event, events chan ev
 			r.sendOn(ev.l, &wire.Message{Type: wire.Disconnect, RejectReason: we.Reason, Text: we.Msg})
 			r.m.Disconnects.WithLabelValues("bad-message").Inc()
 			r.log.Warn("failover: bad message from the partner, disconnecting", "err", ev.err)
+		} else if ev.l == r.link {
+			r.m.Disconnects.WithLabelValues("connection-lost").Inc()
 		}
 		r.dropLinkLocked(ctx, ev.l, "connection lost: "+ev.err.Error(), 0)
 	case ev.msg != nil:

@@ -683,5 +683,12 @@ func TestFailoverXdhcpdPair(t *testing.T) {
 	waitFoState(s, "normal", "normal", 3*time.Duration(foMCLT)*time.Second)
 	waitFoState(p, "normal", "normal", 10*time.Second)
 	checkNoDoubleAssignment(t, acks, p, s)
+	// Every failover metric README lists is exported (the kill made a
+	// disconnect series).
+	fm := readmeMetrics(t, func(n string) bool { return strings.HasPrefix(n, "xdhcp_failover_") })
+	if len(fm) < 5 {
+		t.Fatalf("README lists %d failover metrics: %v", len(fm), fm)
+	}
+	exportsREADMEMetrics(t, p, fm)
 	t.Logf("%d ACKs checked, %d of them in the DORAs around the kill", len(acks), len(load))
 }
