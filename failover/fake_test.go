@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/xdhcp/xdhcp/failover/hba"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
@@ -245,13 +246,7 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 	}
 }
 
-func testCounter(c interface{ Write(*dto.Metric) error }) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		return 0
-	}
-	return m.GetCounter().GetValue()
-}
+func testCounter(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
 
 // testWriter sends a relationship's log to the test's.
 type testWriter struct {
