@@ -432,22 +432,35 @@ func run(args []string, stdout, stderr io.Writer) int {
 		},
 	}
 	steps["cost"] = xdpCost
-	steps["forcerenew"] = func() error {
-		fast := map[string]string{"xdhcpd-xdp-native": "native", "xdhcpd-xdp-generic": "generic", "xdhcpd": ""}
-		f, ok := fast[*server]
+	// alone is --server for the commands that run xdhcpd alone (no other
+	// server): its fast path mode, and the clients, --quick's fewer or
+	// --clients.
+	alone := func(cmd string) (fast string, n int, err error) {
+		modes := map[string]string{"xdhcpd-xdp-native": "native", "xdhcpd-xdp-generic": "generic", "xdhcpd": ""}
+		fast, ok := modes[*server]
 		if !ok {
-			return fmt.Errorf("forcerenew: --server %q: want xdhcpd-xdp-native, xdhcpd-xdp-generic or xdhcpd", *server)
+			return "", 0, fmt.Errorf("%s: --server %q: want xdhcpd-xdp-native, xdhcpd-xdp-generic or xdhcpd", cmd, *server)
 		}
-		n, d := 10000, 2*time.Second
+		n = 10000
 		if *quick {
-			n, d = 2000, time.Second
+			n = 2000
 		}
 		if *clients > 0 {
 			n = *clients
 		}
+		return fast, n, nil
+	}
+	steps["forcerenew"] = func() error {
+		f, n, err := alone("forcerenew")
+		if err != nil {
+			return err
+		}
+		d := 2 * time.Second
+		if *quick {
+			d = time.Second
+		}
 		fr := &bench.ForceRenewReport{}
 		rep.FR = fr
-		var err error
 		if fr.Sign, err = bench.SignRate(d); err != nil {
 			return fmt.Errorf("forcerenew: signing rate: %w", err)
 		}
@@ -463,17 +476,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return ctx.Err()
 	}
 	steps["failover"] = func() error {
-		fast := map[string]string{"xdhcpd-xdp-native": "native", "xdhcpd-xdp-generic": "generic", "xdhcpd": ""}
-		f, ok := fast[*server]
-		if !ok {
-			return fmt.Errorf("failover: --server %q: want xdhcpd-xdp-native, xdhcpd-xdp-generic or xdhcpd", *server)
+		f, n, err := alone("failover")
+		if err != nil {
+			return err
 		}
-		n, d := 10000, 3*time.Second
+		d := 3 * time.Second
 		if *quick {
-			n, d = 2000, time.Second
-		}
-		if *clients > 0 {
-			n = *clients
+			d = time.Second
 		}
 		if *step > 0 {
 			d = *step
