@@ -268,8 +268,13 @@ func (s *Server) partnerAckedLocked(acks []PartnerAck) []*lease.Lease {
 			continue
 		}
 		same := sameAsSent(cur, a.Sent)
-		if a.Reject != 0 && !same {
-			continue // a newer version is on its way
+		if a.Reject != 0 && (!same || cur.State.Ending()) {
+			// A newer version is on its way; or the partner refused
+			// an end (EXPIRED, RELEASED) because it holds the address
+			// for a client still (a renewal it has not told yet): the
+			// address stays marked, so it is not freed, until the
+			// partner's update replaces the record.
+			continue
 		}
 		changed = append(changed, s.changeLocked(cur.IP, causePartnerAck, now, func(l *lease.Lease) {
 			if a.Reject == 0 && a.Sent.PotExp.After(l.AckedExp) {

@@ -262,3 +262,40 @@ func TestCappedHorizonsAreNotRecommitted(t *testing.T) {
 		t.Fatalf("published horizon %v, want %v", e.Horizon, p.cap)
 	}
 }
+
+// TestRefusedEndKeepsTheAddress: the partner refuses an EXPIRED update
+// (it renewed the client and has not said so yet): the address stays
+// marked, is not freed by the sweeper and is not given to another client,
+// until the partner's ACTIVE update takes it back.
+func TestRefusedEndKeepsTheAddress(t *testing.T) {
+	f, _, _ := newPartnerFixture(t)
+	ip, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
+	f.now = f.now.Add(5 * time.Hour) // past the lease (1 h) and its horizon (4 h)
+	f.srv.Sweep()
+	if l := f.store.leases[ip]; l.State != lease.Expired {
+		t.Fatalf("state %v, want expired", l.State)
+	}
+	sent := f.store.leases[ip].Clone()
+	if err := f.srv.PartnerAcked(context.Background(), []PartnerAck{{Sent: sent, Reject: uint8(wire.ReasonOutdated)}}); err != nil {
+		t.Fatal(err)
+	}
+	f.srv.Sweep()
+	if l := f.srv.Lookup(ip); l.State != lease.Expired || !l.PartnerPending {
+		t.Fatalf("after a refused end: %v pending %v", l.State, l.PartnerPending)
+	}
+	for i := byte(2); i < 14; i++ {
+		if offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(i)), bcast); len(offers) == 1 {
+			if got, _ := netip.AddrFromSlice(offers[0].YourIPAddr.To4()); got == ip {
+				t.Fatalf("the address the partner holds was offered to %s", mac(i))
+			}
+		}
+	}
+	res, err := f.srv.ApplyPartner(context.Background(), []*lease.Lease{{IP: ip, State: lease.Active, HWType: 1, HWAddr: mac(1),
+		CLTT: f.now.Add(-time.Minute), Expiry: f.now.Add(time.Hour), PotExp: f.now.Add(90 * time.Minute)}})
+	if err != nil || res[0] != 0 {
+		t.Fatalf("the partner's renewal: %v %v", res, err)
+	}
+	if l := f.srv.Lookup(ip); l.State != lease.Active || l.PartnerPending {
+		t.Fatalf("after the partner's update: %v pending %v", l.State, l.PartnerPending)
+	}
+}
