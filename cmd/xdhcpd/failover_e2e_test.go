@@ -347,7 +347,8 @@ func lqFrom(t *testing.T, ctl string, q *netns.NS, server, ip string) *lqclient.
 // TestFailoverWithDhcpd pairs xdhcpd with ISC dhcpd 4.4, xdhcpd as primary
 // and as secondary: both reach NORMAL; each answers the clients of its
 // hash bucket and the lease appears in the other's database; leasequery
-// to either answers for the other's lease; dhcpd killed, xdhcpd goes
+// to either answers for the other's lease; dhcpd restarted, the pair is
+// NORMAL again by itself; dhcpd stopped for good, xdhcpd goes
 // COMMUNICATIONS-INTERRUPTED, then PARTNER-DOWN by command and serves
 // every client; dhcpd restarted, the pair is NORMAL again.
 func TestFailoverWithDhcpd(t *testing.T) {
@@ -405,6 +406,14 @@ func TestFailoverWithDhcpd(t *testing.T) {
 			if r := lqFrom(t, x.ctl, q, "10.79.0.2", got[mine[0]]); r.Type != "leaseactive" || r.HWAddr != mine[0] {
 				t.Errorf("dhcpd on xdhcpd's lease %s: %+v", got[mine[0]], r)
 			}
+
+			// dhcpd restarted mid-stream (no partner-down): the pair
+			// returns to NORMAL by itself.
+			d.proc.Stop()
+			waitFoState(x, "communications-interrupted", "", 15*time.Second)
+			d.start()
+			waitFoState(x, "normal", "normal", 60*time.Second)
+			d.waitLog("Both servers normal", 1, 10*time.Second) // the new process's log
 
 			// dhcpd dies: COMMUNICATIONS-INTERRUPTED; partner-down by
 			// command; then xdhcpd answers the other bucket too.
