@@ -701,3 +701,75 @@ func TestFailoverXdhcpdPair(t *testing.T) {
 	exportsREADMEMetrics(t, p, fm)
 	t.Logf("%d ACKs checked, %d of them in the DORAs around the kill", len(acks), len(load))
 }
+
+// TestFailoverDhcpdTakesPartnerDown: dhcpd (primary) is told by its
+// operator (OMAPI, omshell) that xdhcpd (secondary) is down while xdhcpd is
+// stopped, and serves xdhcpd's clients; xdhcpd restarts, sees its partner
+// in PARTNER-DOWN, catches up with what dhcpd granted meanwhile (RECOVER or
+// conflict resolution), and the pair returns to NORMAL by itself.
+func TestFailoverDhcpdTakesPartnerDown(t *testing.T) {
+	testenv.RequireRoot(t, "network namespaces")
+	needTools(t, "dhcpd", "omshell", "udhcpc", "ip", "curl")
+	f := newFoNet(t)
+	x := f.xdhcpdPeer("secondary", "10.79.0.1", "10.79.0.2")
+	d := f.iscPeerOMAPI("primary", "10.79.0.2", "10.79.0.1")
+	waitFoState(x, "normal", "normal", 30*time.Second)
+	ip, server, _ := f.client(clientsByBucket(false, 1, 7)[0]).dora(t)
+	if server != "10.79.0.1" {
+		t.Fatalf("the secondary's client got %s from %s", ip, server)
+	}
+	waitFor(t, "dhcpd to hold xdhcpd's lease", 10*time.Second, func() bool { return d.leasesFile()[ip].State == "active" })
+
+	x.daemon.Stop()
+	d.waitLog("I move from normal to communications-interrupted", 1, 20*time.Second)
+	script := `printf 'server 127.0.0.1\nport 7911\nconnect\nnew failover-state\nset name = "e2e"\nopen\nset local-state = 4\nupdate\n' | omshell`
+	if out, err := d.ns.Exec(context.Background(), "sh", "-c", script); err != nil {
+		t.Fatalf("omshell: %v\n%s", err, out)
+	}
+	d.waitLog("I move from communications-interrupted to partner-down", 1, 10*time.Second)
+	late := clientsByBucket(false, 1, 8)[0]
+	lip, lserver, _ := f.client(late).dora(t)
+	if lserver != "10.79.0.2" {
+		t.Fatalf("in partner-down the secondary's client got %s from %s", lip, lserver)
+	}
+
+	x.start()
+	waitFoState(x, "normal", "normal", 3*time.Duration(foMCLT)*time.Second)
+	// The partner's start-time-of-state decides between RECOVER (it went
+	// down after this server stopped) and POTENTIAL-CONFLICT; dhcpd's
+	// is not always the time it entered partner-down, and either path
+	// brings the pair back with each other's bindings.
+	if !regexp.MustCompile(`from=startup to=(recover|potential-conflict) reason="startup \(previous state normal\): the partner is in partner-down"`).MatchString(x.daemon.Output()) {
+		t.Errorf("xdhcpd did not take its partner's partner-down into account at startup:\n%s", tail(x.daemon.Output(), 30))
+	}
+	waitFor(t, "xdhcpd to learn the lease dhcpd granted in partner-down", 10*time.Second, func() bool {
+		li, ok := x.leaseFor(late)
+		return ok && li.State == "active" && li.IP == lip
+	})
+}
+
+// iscPeerOMAPI is iscPeer with OMAPI on 127.0.0.1:7911 (in its namespace),
+// for omshell.
+func (f *foNet) iscPeerOMAPI(role, addr, peer string) *iscPeer {
+	f.t.Helper()
+	p := &iscPeer{t: f.t, ns: netns.ForTest(f.t, "fd"), dir: f.t.TempDir()}
+	f.attach(p.ns, "eth0", netip.MustParsePrefix(addr+"/24"), "")
+	if out, err := p.ns.Exec(context.Background(), "ip", "link", "set", "lo", "up"); err != nil {
+		f.t.Fatalf("lo: %v\n%s", err, out)
+	}
+	prim := ""
+	if role == "primary" {
+		prim = fmt.Sprintf("  mclt %d;\n  split 128;\n", foMCLT)
+	}
+	p.conf = filepath.Join(p.dir, "dhcpd.conf")
+	p.leases = filepath.Join(p.dir, "dhcpd.leases")
+	cfg := "omapi-port 7911;\n" + strings.NewReplacer("{{ROLE}}", role, "{{ADDR}}", addr, "{{PEER}}", peer, "{{PRIMARY}}", prim).Replace(iscConfig)
+	if err := os.WriteFile(p.conf, []byte(cfg), 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := os.WriteFile(p.leases, nil, 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+	p.start()
+	return p
+}

@@ -45,6 +45,7 @@ var builtSelf = map[string]string{
 	"bench/compare.go:*":                                               "starts servers through the Server interface; firstLine's callers pass literals",
 	"bench/leasequery.go:*":                                            "runs the xdhcpd given with --xdhcpd (x.Bin)",
 	"bench/forcerenew.go:ForceRenew":                                   "runs the xdhcpd given with --xdhcpd (o.Bin)",
+	"bench/failover.go:Start":                                          "runs the xdhcpd given with --xdhcpd (x.Bin), primary and secondary",
 	"bench/servers.go:*":                                               "runs the xdhcpd given with --xdhcpd (x.Bin)",
 	"bench/perfdhcp.go:runPerfdhcp":                                    "argv built in the function; its []string literal names perfdhcp",
 	"internal/netns/netns.go:*":                                        "the wrappers themselves: argv from their callers, collected there",
