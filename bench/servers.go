@@ -262,6 +262,9 @@ func stopServer(s Server, p *netns.Proc, ns *netns.NS, dir string) {
 		pair.stop()
 	}
 	p.Stop()
+	if k, ok := s.(*KeaHA); ok {
+		k.stop()
+	}
 	fast := ""
 	switch x := s.(type) {
 	case Xdhcpd:
