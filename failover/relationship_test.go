@@ -297,3 +297,22 @@ func TestRebalance(t *testing.T) {
 		t.Error("poolRequestAnswer")
 	}
 }
+
+// TestAutoPartnerDown: with auto-partner-down set, a server whose partner
+// stays silent goes PARTNER-DOWN by itself once that long has passed in
+// COMMUNICATIONS-INTERRUPTED, and says when in its status meanwhile.
+func TestAutoPartnerDown(t *testing.T) {
+	p := newPair(t)
+	p.start(Primary, func(c *Config) { c.AutoPartnerDown = 2 * time.Second })
+	p.start(Secondary, nil)
+	waitState(t, p.prim, "normal", 10*time.Second)
+	p.stopSec()
+	s := waitState(t, p.prim, "communications-interrupted", 5*time.Second)
+	if !strings.Contains(s.Waiting, "partner-down automatically") || s.WaitingUntil.IsZero() {
+		t.Fatalf("waiting %q until %v", s.Waiting, s.WaitingUntil)
+	}
+	s = waitState(t, p.prim, "partner-down", 5*time.Second)
+	if !strings.Contains(s.StateReason, "auto-partner-down") {
+		t.Fatalf("reason %q", s.StateReason)
+	}
+}
