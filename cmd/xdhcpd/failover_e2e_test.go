@@ -200,7 +200,10 @@ subnet 10.79.0.0 netmask 255.255.255.0 {
 }
 `
 
-func (f *foNet) iscPeer(role, addr, peer string) *iscPeer {
+func (f *foNet) iscPeer(role, addr, peer string) *iscPeer { return f.iscPeerWith(role, addr, peer, "") }
+
+// iscPeerWith is iscPeer with extra global statements in dhcpd.conf.
+func (f *foNet) iscPeerWith(role, addr, peer, extra string) *iscPeer {
 	f.t.Helper()
 	p := &iscPeer{t: f.t, ns: netns.ForTest(f.t, "fd"), dir: f.t.TempDir()}
 	f.attach(p.ns, "eth0", netip.MustParsePrefix(addr+"/24"), "")
@@ -210,7 +213,7 @@ func (f *foNet) iscPeer(role, addr, peer string) *iscPeer {
 	}
 	p.conf = filepath.Join(p.dir, "dhcpd.conf")
 	p.leases = filepath.Join(p.dir, "dhcpd.leases")
-	cfg := strings.NewReplacer("{{ROLE}}", role, "{{ADDR}}", addr, "{{PEER}}", peer, "{{PRIMARY}}", prim).Replace(iscConfig)
+	cfg := extra + strings.NewReplacer("{{ROLE}}", role, "{{ADDR}}", addr, "{{PEER}}", peer, "{{PRIMARY}}", prim).Replace(iscConfig)
 	if err := os.WriteFile(p.conf, []byte(cfg), 0o600); err != nil {
 		f.t.Fatal(err)
 	}
@@ -752,24 +755,9 @@ func TestFailoverDhcpdTakesPartnerDown(t *testing.T) {
 // for omshell.
 func (f *foNet) iscPeerOMAPI(role, addr, peer string) *iscPeer {
 	f.t.Helper()
-	p := &iscPeer{t: f.t, ns: netns.ForTest(f.t, "fd"), dir: f.t.TempDir()}
-	f.attach(p.ns, "eth0", netip.MustParsePrefix(addr+"/24"), "")
+	p := f.iscPeerWith(role, addr, peer, "omapi-port 7911;\n")
 	if out, err := p.ns.Exec(context.Background(), "ip", "link", "set", "lo", "up"); err != nil {
 		f.t.Fatalf("lo: %v\n%s", err, out)
 	}
-	prim := ""
-	if role == "primary" {
-		prim = fmt.Sprintf("  mclt %d;\n  split 128;\n", foMCLT)
-	}
-	p.conf = filepath.Join(p.dir, "dhcpd.conf")
-	p.leases = filepath.Join(p.dir, "dhcpd.leases")
-	cfg := "omapi-port 7911;\n" + strings.NewReplacer("{{ROLE}}", role, "{{ADDR}}", addr, "{{PEER}}", peer, "{{PRIMARY}}", prim).Replace(iscConfig)
-	if err := os.WriteFile(p.conf, []byte(cfg), 0o600); err != nil {
-		f.t.Fatal(err)
-	}
-	if err := os.WriteFile(p.leases, nil, 0o600); err != nil {
-		f.t.Fatal(err)
-	}
-	p.start()
 	return p
 }
