@@ -157,6 +157,7 @@ type pair struct {
 	prim, sec         *Relationship
 	stopPrim, stopSec func()
 	clockP, clockS    time.Duration // offsets from the real clock
+	retry             time.Duration // RetryAfterReject when set
 	mu                sync.Mutex
 }
 
@@ -195,6 +196,9 @@ func (p *pair) start(role Role, edit func(*Config)) *Relationship {
 		p.t.Fatal(err)
 	}
 	r.StartupWait, r.RetryAfterReject = 500*time.Millisecond, 300*time.Millisecond
+	if p.retry > 0 {
+		r.RetryAfterReject = p.retry
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()

@@ -316,3 +316,24 @@ func TestAutoPartnerDown(t *testing.T) {
 		t.Fatalf("reason %q", s.StateReason)
 	}
 }
+
+// TestRefusedPartnerIsNotRetriedEveryDial: a secondary with another
+// relationship name refuses the primary; both then wait RetryAfterReject
+// before connecting again, rather than refusing every 2 s.
+func TestRefusedPartnerIsNotRetriedEveryDial(t *testing.T) {
+	p := newPair(t)
+	p.retry = time.Minute
+	prim := p.start(Primary, nil)
+	sec := p.start(Secondary, func(c *Config) { c.Name = "other-pair" })
+	// Both connect at once at start (each may be refused once); after
+	// that, nothing for RetryAfterReject.
+	time.Sleep(1500 * time.Millisecond)
+	n0 := testCounter(sec.m.Disconnects.WithLabelValues("reject-8"))
+	time.Sleep(4 * time.Second)
+	if n := testCounter(sec.m.Disconnects.WithLabelValues("reject-8")); n0 < 1 || n != n0 {
+		t.Fatalf("the secondary refused %v times in the first 1.5 s and %v in the 4 s after, want at least once, then never", n0, n-n0)
+	}
+	if s := prim.Status(); s.Connected || s.State == "normal" {
+		t.Fatalf("connected to a partner of another relationship: %+v", s)
+	}
+}

@@ -59,9 +59,21 @@ func (r *Relationship) handshakeLocked(ctx context.Context, l *link, m *wire.Mes
 			r.sendOn(l, &wire.Message{Type: wire.Disconnect, RejectReason: reason, Text: text})
 		}
 		l.finish()
+		if reason != wire.ReasonDuplicate {
+			// Both sides connect every 2 s while apart; a refused
+			// partner would be refused (and logged) that often.
+			r.nextDial = r.now().Add(r.RetryAfterReject)
+		}
 	}
 	skew := time.Duration(int64(m.Time)-r.now().Unix()) * time.Second
 	switch {
+	case m.Type == wire.Disconnect:
+		// The partner refused this connection before it was made.
+		r.m.Disconnects.WithLabelValues(fmt.Sprintf("rejected-%d", m.RejectReason)).Inc()
+		r.log.Warn("failover: the partner refused the connection", "reason", m.RejectReason, "message", m.Text)
+		l.close()
+		r.nextDial = r.now().Add(r.RetryAfterReject)
+		return
 	case m.Type == wire.Connect && r.cfg.Role == Primary:
 		reject(wire.ReasonInvalidPartner, "CONNECT to the primary: both sides are configured as primary")
 		return
