@@ -1,0 +1,97 @@
+package bench
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/xdhcp/xdhcp/bench/loadgen"
+	"github.com/xdhcp/xdhcp/internal/config"
+)
+
+// TestFailoverPairConfigs: both sides of the xdhcpd pair parse, point at
+// each other with opposite roles and the same pools (check-config's own
+// test of a pair), and keep the load on the primary (no load balancing,
+// no pool handed over).
+func TestFailoverPairConfigs(t *testing.T) {
+	x := &XdhcpdPair{}
+	p, err := config.Parse("primary.yaml", []byte(x.config("/tmp/p", "primary", foPrimaryAddr, foSecondaryAddr, ServerIf, "native")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := config.Parse("secondary.yaml", []byte(x.config("/tmp/s", "secondary", foSecondaryAddr, foPrimaryAddr, foIf, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CheckPartner(&config.Partner{Source: "xdhcpd", Name: s.Failover.Name, Role: s.Failover.Role,
+		Listen: s.Failover.Listen, Peer: s.Failover.Peer, Pools: pools(s)}); err != nil {
+		t.Fatalf("the pair's configurations do not match: %v", err)
+	}
+	if p.Failover.LoadBalanceMaxSecs != 0 || p.Failover.MaxLeaseMisbalance != 100 || !p.Fastpath.Enabled || s.Fastpath.Enabled {
+		t.Fatalf("primary %+v fast %v, secondary fast %v", p.Failover, p.Fastpath.Enabled, s.Fastpath.Enabled)
+	}
+	if p.Server.Interfaces[0] != ServerIf || s.Server.Interfaces[0] != foIf {
+		t.Fatalf("interfaces %v %v", p.Server.Interfaces, s.Server.Interfaces)
+	}
+}
+
+func pools(c *config.Config) []config.Pool {
+	var out []config.Pool
+	for _, sn := range c.Subnets {
+		out = append(out, sn.Pools...)
+	}
+	return out
+}
+
+// TestKeaHAConfig: the Kea pair's configuration is JSON Kea can read, with
+// both hooks, hot-standby, and each side naming itself.
+func TestKeaHAConfig(t *testing.T) {
+	for _, name := range []string{"primary", "standby"} {
+		var v struct {
+			Dhcp4 struct {
+				Hooks []struct {
+					Library    string `json:"library"`
+					Parameters struct {
+						HA []struct {
+							This  string `json:"this-server-name"`
+							Mode  string `json:"mode"`
+							Peers []struct{ Name, URL, Role string }
+						} `json:"high-availability"`
+					} `json:"parameters"`
+				} `json:"hooks-libraries"`
+				MT struct {
+					Enable bool `json:"enable-multi-threading"`
+				} `json:"multi-threading"`
+			}
+		}
+		if err := json.Unmarshal([]byte(keaHAConfig("/tmp/k", foIf, name)), &v); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		h := v.Dhcp4.Hooks
+		if len(h) != 2 || !strings.HasSuffix(h[0].Library, "libdhcp_lease_cmds.so") || !strings.HasSuffix(h[1].Library, "libdhcp_ha.so") || !v.Dhcp4.MT.Enable {
+			t.Fatalf("%s: hooks %+v, multi-threading %v", name, h, v.Dhcp4.MT.Enable)
+		}
+		ha := h[1].Parameters.HA
+		if len(ha) != 1 || ha[0].This != name || ha[0].Mode != "hot-standby" || len(ha[0].Peers) != 2 {
+			t.Fatalf("%s: %+v", name, ha)
+		}
+	}
+}
+
+// TestFailoverSectionRatios: the report divides each pair's rates by its
+// server's without failover.
+func TestFailoverSectionRatios(t *testing.T) {
+	row := func(name string, dora, renew float64, acked float64) FailoverRow {
+		return FailoverRow{Server: name, DORA: ScenarioResult{Best: loadgen.Result{Rate: dora}}, Renew: ScenarioResult{Best: loadgen.Result{Rate: renew}}, DORAAckedPS: acked}
+	}
+	rep := &Report{Failover: &FailoverReport{Rows: []FailoverRow{
+		row("xdhcpd", 20000, 100000, 0), row("xdhcpd+failover", 16000, 95000, 8000),
+		row("kea", 6000, 10000, 0), row("kea+ha", 1500, 2000, 0)}}}
+	var b strings.Builder
+	rep.failoverSection(&b)
+	for _, want := range []string{"DORA 0.80", "renewals 0.95", "| xdhcpd+failover | 16000 | 95000 | 8000 | – |", "DORA 0.25, renewals 0.20"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("section lacks %q:\n%s", want, b.String())
+		}
+	}
+}
