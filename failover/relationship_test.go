@@ -23,8 +23,10 @@ func TestFreshPairReachesNormal(t *testing.T) {
 	p.start(Primary, nil)
 	p.start(Secondary, nil)
 	waitState(t, p.prim, "normal", 10*time.Second)
-	s := waitState(t, p.sec, "normal", 10*time.Second)
-	if !s.Connected || s.PartnerState != "normal" || s.MCLT != time.Minute {
+	waitState(t, p.sec, "normal", 10*time.Second)
+	// The primary's STATE saying so may still be on its way.
+	waitFor(t, "the secondary to hear the primary is normal", 5*time.Second, func() bool { return p.sec.Status().PartnerState == "normal" })
+	if s := p.sec.Status(); !s.Connected || s.MCLT != time.Minute {
 		t.Fatalf("secondary status %+v", s)
 	}
 	waitFor(t, "the POOLREQ's addresses", 5*time.Second, func() bool { _, b := p.pDB.PoolCounts(); return b == 50 })
