@@ -387,6 +387,10 @@ func (m *Maps) Publish(ls []Lease) error {
 		}
 		if again {
 			b.vals[j] = v
+		} else if err == nil && old == v {
+			// Unchanged (a republish of what the map holds): rewriting
+			// it would only swap the element under the program's
+			// lookups (see match_lease in xdp_dhcp.c).
 		} else {
 			b.at[key(l.IP)] = len(b.keys)
 			b.keys = append(b.keys, key(l.IP))
