@@ -83,6 +83,10 @@ type Config struct {
 	// corrected in every time received.
 	MaxSkew time.Duration
 
+	// TLS, when set, protects the connection with mutual TLS (between
+	// xdhcpd partners; ISC dhcpd speaks only plain TCP).
+	TLS *TLS
+
 	Logger   *slog.Logger
 	Metrics  *Metrics // optional
 	Now      func() time.Time
@@ -158,7 +162,9 @@ type Status struct {
 	PartnerState      string    `json:"partner_state"`
 	PartnerStateSince time.Time `json:"partner_state_since"`
 	Connected         bool      `json:"connected"`
-	Peer              string    `json:"peer"`
+	// TLS: the connection is (or will be) mutual TLS; false is plain TCP.
+	TLS  bool   `json:"tls"`
+	Peer string `json:"peer"`
 	// Skew is the partner's clock minus ours, as measured.
 	Skew            time.Duration `json:"skew_ns"`
 	MCLT            time.Duration `json:"mclt_ns"`

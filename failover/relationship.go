@@ -240,7 +240,7 @@ func (r *Relationship) Status() Status {
 	queued, inflight := r.q.depth()
 	s := Status{
 		Name: r.cfg.Name, Role: r.cfg.Role.String(), State: stateName(v.state), StateSince: r.p.MySince, StateReason: r.reason,
-		PartnerState: stateName(r.partner.state), PartnerStateSince: r.partner.since, Connected: r.commsOK, Peer: r.cfg.Peer.String(),
+		PartnerState: stateName(r.partner.state), PartnerStateSince: r.partner.since, Connected: r.commsOK, TLS: r.cfg.TLS != nil, Peer: r.cfg.Peer.String(),
 		Skew: r.skew, MCLT: v.mclt, QueueDepth: queued, Unacked: inflight,
 		UpdatesSent: r.counts.sent, UpdatesAcked: r.counts.acked, UpdatesRejected: r.counts.rejected, UpdatesReceived: r.counts.received,
 		Free: r.pools.free, Backup: r.pools.backup,
@@ -374,12 +374,14 @@ type event struct {
 	conn    net.Conn // a new connection (accepted or dialed)
 	dialed  bool
 	dialErr error
+	tlsErr  bool // dialErr is the TLS handshake's
 	l       *link
 	msg     *wire.Message
 	err     error // the link failed (read error, bad message)
 }
 
 func (r *Relationship) accept(ctx context.Context, ln net.Listener, events chan<- event) {
+	var lastTLSWarn time.Time
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -391,6 +393,16 @@ func (r *Relationship) accept(ctx context.Context, ln net.Listener, events chan<
 			r.m.Disconnects.WithLabelValues("not-the-partner").Inc()
 			r.log.Warn("failover: connection refused: not from the partner", "from", ra, "partner", r.cfg.Peer.Addr())
 			c.Close()
+			continue
+		}
+		// The handshake runs here, one at a time: only the partner's
+		// address gets this far, and handshakeTimeout bounds it.
+		if c, err = r.secure(ctx, c, false); err != nil {
+			r.m.Disconnects.WithLabelValues("tls").Inc()
+			if now := time.Now(); now.Sub(lastTLSWarn) >= time.Minute {
+				lastTLSWarn = now
+				r.log.Warn("failover: partner's TLS connection refused (logged once a minute)", "err", err)
+			}
 			continue
 		}
 		select {
@@ -471,6 +483,12 @@ func (r *Relationship) handleEvent(ctx context.Context, ev event, events chan ev
 				ReceiveTimer: uint32(r.cfg.MaxResponseDelay / time.Second), VendorClass: vendorPrefix + "-1",
 				ProtoVersion: 1, MCLT: uint32(v.mclt / time.Second), HBA: r.cfg.HBA[:]})
 		}
+	case ev.dialErr != nil && ev.tlsErr:
+		// A certificate problem does not mend in 2 s.
+		r.dialing = false
+		r.nextDial = r.now().Add(r.RetryAfterReject)
+		r.m.Disconnects.WithLabelValues("tls").Inc()
+		r.log.Warn("failover: TLS with the partner failed", "peer", r.cfg.Peer, "err", ev.dialErr, "retry_in", r.RetryAfterReject)
 	case ev.dialErr != nil:
 		r.dialing = false
 		r.log.Debug("failover: connecting to the partner", "peer", r.cfg.Peer, "err", ev.dialErr)
@@ -543,6 +561,8 @@ func (r *Relationship) tickLocked(ctx context.Context, events chan event, wg *sy
 			ev := event{conn: c, dialed: true, dialErr: err}
 			if err != nil {
 				ev.conn = nil
+			} else if ev.conn, err = r.secure(ctx, c, true); err != nil {
+				ev.dialErr, ev.tlsErr = err, true
 			}
 			select {
 			case events <- ev:

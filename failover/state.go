@@ -123,7 +123,10 @@ func (r *Relationship) handshakeLocked(ctx context.Context, l *link, m *wire.Mes
 			ReceiveTimer: uint32(r.cfg.MaxResponseDelay / time.Second), VendorClass: vendorPrefix + "-1", ProtoVersion: 1})
 		r.save(ctx)
 	}
-	r.log.Info("failover: connected to the partner", "vendor", m.VendorClass, "skew", r.skew)
+	r.log.Info("failover: connected to the partner", "vendor", m.VendorClass, "skew", r.skew, "tls", r.cfg.TLS != nil)
+	if r.cfg.TLS == nil && r.batching() {
+		r.log.Warn("failover: the partner is xdhcpd and the connection is plain TCP: anyone on the path can read and forge binding updates; configure failover.tls on both")
+	}
 	r.sendStateLocked()
 }
 

@@ -88,6 +88,11 @@ func printFailover(w io.Writer, s failover.Status, now time.Time) {
 	if s.Connected {
 		conn = "connected"
 	}
+	if s.TLS {
+		conn += " (mutual TLS)"
+	} else {
+		conn += " (plain TCP)"
+	}
 	fmt.Fprintf(tw, "relationship\t%s (%s), partner %s, %s\n", s.Name, s.Role, s.Peer, conn)
 	fmt.Fprintf(tw, "state\t%s%s\n", s.State, since(s.StateSince))
 	if s.StateReason != "" {

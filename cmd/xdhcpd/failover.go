@@ -25,7 +25,12 @@ func newFailover(cfg *config.Config, st *store.Store, fb *failoverBindings, log 
 		role = failover.Secondary
 	}
 	m := failover.NewMetrics()
+	tlsc, err := failoverTLS(&f)
+	if err != nil {
+		return nil, nil, err
+	}
 	rel, err := failover.New(failover.Config{
+		TLS:  tlsc,
 		Name: f.Name, Role: role, Peer: f.Peer, Listen: f.Listen, MCLT: f.MCLT, HBA: f.HBA,
 		MaxResponseDelay: f.MaxResponseDelay, MaxUnacked: f.MaxUnackedUpdates, LoadBalanceMaxSecs: uint16(f.LoadBalanceMaxSecs),
 		AutoPartnerDown: f.AutoPartnerDown, MaxLeaseMisbalance: f.MaxLeaseMisbalance, MaxLeaseOwnership: f.MaxLeaseOwnership,
@@ -36,6 +41,19 @@ func newFailover(cfg *config.Config, st *store.Store, fb *failoverBindings, log 
 		return nil, nil, err
 	}
 	return rel, m, nil
+}
+
+// failoverTLS is the relationship's TLS, its files checked; nil for plain
+// TCP.
+func failoverTLS(f *config.Failover) (*failover.TLS, error) {
+	if f.TLS == nil {
+		return nil, nil
+	}
+	t := &failover.TLS{Cert: f.TLS.Cert, Key: f.TLS.Key, CA: f.TLS.CA, PeerName: f.TLS.PeerName}
+	if err := t.Check(f.Peer.Addr()); err != nil {
+		return nil, fmt.Errorf("failover.tls: %w", err)
+	}
+	return t, nil
 }
 
 // errNoFailover answers the failover commands of a daemon without a

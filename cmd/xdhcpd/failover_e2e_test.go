@@ -19,6 +19,7 @@ import (
 	"github.com/xdhcp/xdhcp/internal/control"
 	"github.com/xdhcp/xdhcp/internal/lqclient"
 	"github.com/xdhcp/xdhcp/internal/netns"
+	"github.com/xdhcp/xdhcp/internal/testcert"
 	"github.com/xdhcp/xdhcp/internal/testenv"
 )
 
@@ -36,11 +37,15 @@ type foNet struct {
 	t  *testing.T
 	br *netns.NS
 	n  int
+	// tls: two xdhcpd talk over mutual TLS with certificates of ca, as
+	// an operator should run them (a dhcpd partner speaks no TLS).
+	tls bool
+	ca  *testcert.CA
 }
 
 func newFoNet(t *testing.T) *foNet {
 	t.Helper()
-	f := &foNet{t: t, br: netns.ForTest(t, "fb")}
+	f := &foNet{t: t, br: netns.ForTest(t, "fb"), ca: testcert.NewCA(t, "e2e")}
 	if out, err := f.br.Exec(context.Background(), "sh", "-c", "ip link add br0 type bridge && ip link set br0 up"); err != nil {
 		t.Fatalf("bridge: %v\n%s", err, out)
 	}
@@ -114,6 +119,10 @@ func (f *foNet) xdhcpdPeer(role, addr, peer string) *lab {
 	l.sock = filepath.Join(l.dir, "ctl.sock")
 	cfg := strings.NewReplacer("{{DIR}}", l.dir, "{{PIN}}", l.pinDir, "{{ROLE}}", role, "{{ADDR}}", addr, "{{PEER}}", peer,
 		"{{MCLT}}", fmt.Sprint(foMCLT)).Replace(foXdhcpdConfig)
+	if f.tls {
+		cert := f.ca.Issue(role, netip.MustParseAddr(addr))
+		cfg += fmt.Sprintf("  tls: {cert: %s, key: %s, ca: %s}\n", cert.Cert, cert.Key, f.ca.File)
+	}
 	if err := os.WriteFile(l.cfgPath, []byte(cfg), 0o600); err != nil {
 		f.t.Fatal(err)
 	}
@@ -527,10 +536,13 @@ func TestFailoverXdhcpdPair(t *testing.T) {
 	testenv.RequireRoot(t, "network namespaces")
 	needTools(t, "udhcpc", "dhclient", "dhcpcd", "ip", "curl")
 	f := newFoNet(t)
+	f.tls = true
 	p := f.xdhcpdPeer("primary", "10.79.0.1", "10.79.0.2")
 	s := f.xdhcpdPeer("secondary", "10.79.0.2", "10.79.0.1")
 	waitFoState(p, "normal", "normal", 30*time.Second)
-	waitFoState(s, "normal", "normal", 10*time.Second)
+	if st := waitFoState(s, "normal", "normal", 10*time.Second); !st.TLS {
+		t.Fatalf("the pair is normal over plain TCP: %+v", st)
+	}
 	srv := map[string]*lab{"10.79.0.1": p, "10.79.0.2": s}
 	partner := map[string]*lab{"10.79.0.1": s, "10.79.0.2": p}
 	q := netns.ForTest(t, "fq")

@@ -109,6 +109,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return err
 			})
 		}
+		if err == nil {
+			_, err = failoverTLS(&cfg.Failover)
+		}
 		if err == nil && partner != "" {
 			var p *config.Partner
 			if p, err = config.LoadPartner(partner); err == nil {

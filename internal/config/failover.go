@@ -34,28 +34,43 @@ type Failover struct {
 	MinBalance         time.Duration  `yaml:"min-balance" reload:"restart"`
 	MaxBalance         time.Duration  `yaml:"max-balance" reload:"restart"`
 	MaxSkew            time.Duration  `yaml:"max-skew" reload:"restart"`
+	// TLS is mutual TLS with an xdhcpd partner; nil is plain TCP (the
+	// only choice with ISC dhcpd).
+	TLS *FailoverTLS `yaml:"tls" reload:"restart"`
+}
+
+// FailoverTLS is failover.tls: this server's certificate and key, the CA
+// the partner's certificate must chain to, and the name it must carry
+// (the peer's address, as an IP SAN, when PeerName is empty). The files
+// are read again at every connection.
+type FailoverTLS struct {
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	CA       string `yaml:"ca"`
+	PeerName string `yaml:"peer-name"`
 }
 
 // Enabled reports whether a failover relationship is configured.
 func (f *Failover) Enabled() bool { return f.Name != "" }
 
 type rawFailover struct {
-	Name               string `yaml:"name"`
-	Role               string `yaml:"role"`
-	Peer               string `yaml:"peer"`
-	Listen             string `yaml:"listen"`
-	MCLT               string `yaml:"mclt"`
-	Split              *int   `yaml:"split"`
-	HBA                string `yaml:"hba"`
-	MaxResponseDelay   string `yaml:"max-response-delay"`
-	MaxUnackedUpdates  *int   `yaml:"max-unacked-updates"`
-	LoadBalanceMaxSecs *int   `yaml:"load-balance-max-seconds"`
-	AutoPartnerDown    string `yaml:"auto-partner-down"`
-	MaxLeaseMisbalance *int   `yaml:"max-lease-misbalance"`
-	MaxLeaseOwnership  *int   `yaml:"max-lease-ownership"`
-	MinBalance         string `yaml:"min-balance"`
-	MaxBalance         string `yaml:"max-balance"`
-	MaxSkew            string `yaml:"max-skew"`
+	Name               string       `yaml:"name"`
+	Role               string       `yaml:"role"`
+	Peer               string       `yaml:"peer"`
+	Listen             string       `yaml:"listen"`
+	MCLT               string       `yaml:"mclt"`
+	Split              *int         `yaml:"split"`
+	HBA                string       `yaml:"hba"`
+	MaxResponseDelay   string       `yaml:"max-response-delay"`
+	MaxUnackedUpdates  *int         `yaml:"max-unacked-updates"`
+	LoadBalanceMaxSecs *int         `yaml:"load-balance-max-seconds"`
+	AutoPartnerDown    string       `yaml:"auto-partner-down"`
+	MaxLeaseMisbalance *int         `yaml:"max-lease-misbalance"`
+	MaxLeaseOwnership  *int         `yaml:"max-lease-ownership"`
+	MinBalance         string       `yaml:"min-balance"`
+	MaxBalance         string       `yaml:"max-balance"`
+	MaxSkew            string       `yaml:"max-skew"`
+	TLS                *FailoverTLS `yaml:"tls"`
 }
 
 // failoverPort is the draft's port, used when an address has none.
@@ -160,7 +175,24 @@ func (v *validator) failover(r *rawFailover) Failover {
 	if f.MaxSkew < time.Second {
 		v.add(p+".max-skew", "%v is too short (minimum 1s)", f.MaxSkew)
 	}
+	f.TLS = v.failoverTLS(p+".tls", r.TLS)
 	return f
+}
+
+// failoverTLS checks failover.tls. Whether the files hold what they
+// should is checked by check-config and at start (failover.TLS.Check).
+func (v *validator) failoverTLS(p string, t *FailoverTLS) *FailoverTLS {
+	if t == nil {
+		v.warn(p, "not set: the failover connection is plain TCP, unauthenticated; that is the only choice with an ISC dhcpd partner, on a link you trust. Between two xdhcpd set cert, key and ca")
+		return nil
+	}
+	for _, f := range []struct{ k, v string }{{"cert", t.Cert}, {"key", t.Key}, {"ca", t.CA}} {
+		if f.v == "" {
+			v.add(p+"."+f.k, "required with tls (a PEM file)")
+		}
+	}
+	c := *t
+	return &c
 }
 
 func intOr(p *int, def int) int {

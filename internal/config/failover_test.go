@@ -26,6 +26,7 @@ func TestFailoverSection(t *testing.T) {
   mclt: 30m
   split: 64
   auto-partner-down: 10m
+  tls: {cert: /etc/xdhcp/fo.pem, key: /etc/xdhcp/fo-key.pem, ca: /etc/xdhcp/ca.pem}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +35,7 @@ func TestFailoverSection(t *testing.T) {
 	if !f.Enabled() || f.Name != "edge-pair" || f.Role != "primary" || f.Peer != netip.MustParseAddrPort("10.0.0.2:647") ||
 		f.Listen != netip.MustParseAddrPort("10.0.0.1:6470") || f.MCLT != 30*time.Minute || f.HBA != hba.Split(64) ||
 		f.MaxResponseDelay != 20*time.Second || f.MaxUnackedUpdates != 100 || f.LoadBalanceMaxSecs != 3 || f.AutoPartnerDown != 10*time.Minute ||
-		f.MaxSkew != time.Minute {
+		f.MaxSkew != time.Minute || f.TLS == nil || *f.TLS != (FailoverTLS{Cert: "/etc/xdhcp/fo.pem", Key: "/etc/xdhcp/fo-key.pem", CA: "/etc/xdhcp/ca.pem"}) {
 		t.Fatalf("%+v", f)
 	}
 	if len(c.Warnings()) != 0 {
@@ -51,7 +52,7 @@ func TestFailoverSection(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := strings.Join(c.Warnings(), "\n")
-	for _, want := range []string{"mclt", "split", "auto-partner-down"} {
+	for _, want := range []string{"mclt", "split", "auto-partner-down", "plain TCP"} {
 		if !strings.Contains(w, want) {
 			t.Errorf("no warning about %s in %q", want, w)
 		}
@@ -73,6 +74,8 @@ func TestFailoverSectionErrors(t *testing.T) {
 		{"{name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, max-unacked-updates: 0}", "max-unacked-updates"},
 		{"{name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, min-balance: 2h, max-balance: 1h}", "max-balance"},
 		{"{name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, mlct: 1h}", "mlct"},
+		{"{name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, tls: {cert: a.pem, ca: c.pem}}", "failover.tls.key"},
+		{"{name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, tls: {cert: a.pem, key: b.pem, ca: c.pem, crl: d.pem}}", "crl"},
 	} {
 		_, err := Parse("x.yaml", []byte(failoverBase+"failover: "+c.yaml+"\n"))
 		if err == nil || !strings.Contains(err.Error(), c.want) {

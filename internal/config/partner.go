@@ -19,6 +19,7 @@ type Partner struct {
 	Role   string
 	Listen netip.AddrPort
 	Peer   netip.AddrPort
+	TLS    bool // failover.tls is set (xdhcpd only)
 	// Pools are the ranges served under the relationship.
 	Pools []Pool
 }
@@ -34,7 +35,7 @@ func LoadPartner(path string) (*Partner, error) {
 		if !c.Failover.Enabled() {
 			return nil, fmt.Errorf("%s: no failover: section", path)
 		}
-		p := &Partner{Source: "xdhcpd", Name: c.Failover.Name, Role: c.Failover.Role, Listen: c.Failover.Listen, Peer: c.Failover.Peer}
+		p := &Partner{Source: "xdhcpd", Name: c.Failover.Name, Role: c.Failover.Role, Listen: c.Failover.Listen, Peer: c.Failover.Peer, TLS: c.Failover.TLS != nil}
 		for _, s := range c.Subnets {
 			p.Pools = append(p.Pools, s.Pools...)
 		}
@@ -200,6 +201,12 @@ func (c *Config) CheckPartner(p *Partner) error {
 	var probs []string
 	if !f.Enabled() {
 		return errors.New("this configuration has no failover: section")
+	}
+	if p.Source == "dhcpd" && f.TLS != nil {
+		probs = append(probs, "tls is set here, and ISC dhcpd speaks only plain TCP: remove failover.tls")
+	}
+	if p.Source == "xdhcpd" && (f.TLS == nil) != !p.TLS {
+		probs = append(probs, fmt.Sprintf("tls: set on one side only (here %v, on the partner %v)", f.TLS != nil, p.TLS))
 	}
 	if p.Name != f.Name {
 		probs = append(probs, fmt.Sprintf("relationship name: %q here, %q on the partner", f.Name, p.Name))

@@ -30,6 +30,10 @@ func TestCheckPartnerDhcpd(t *testing.T) {
 	if err := c.CheckPartner(p); err != nil {
 		t.Fatalf("matching pair: %v", err)
 	}
+	ct, _ := Parse("x.yaml", []byte(partnerHere+"  tls: {cert: a.pem, key: b.pem, ca: c.pem}\n"))
+	if err := ct.CheckPartner(p); err == nil || !strings.Contains(err.Error(), "ISC dhcpd speaks only plain TCP") {
+		t.Fatalf("TLS with a dhcpd partner: %v", err)
+	}
 	bad, err := LoadPartner("testdata/partner-dhcpd-mismatch.conf")
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +65,15 @@ func TestCheckPartnerXdhcpd(t *testing.T) {
 	if err := c.CheckPartner(p); err == nil || !strings.Contains(err.Error(), "10.77.0.100-10.77.0.198 is on the partner's side only") ||
 		!strings.Contains(err.Error(), "roles") {
 		t.Fatalf("mismatch: %v", err)
+	}
+	// TLS on one side only can never connect.
+	withTLS := partnerHere + "  tls: {cert: a.pem, key: b.pem, ca: c.pem}\n"
+	ct, _ := Parse("x.yaml", []byte(withTLS))
+	os.WriteFile(other, []byte(strings.NewReplacer("role: primary", "role: secondary", "listen: 10.0.0.1", "listen: 10.0.0.2",
+		"peer: 10.0.0.2", "peer: 10.0.0.1").Replace(partnerHere)), 0o600)
+	p, _ = LoadPartner(other)
+	if err := ct.CheckPartner(p); err == nil || !strings.Contains(err.Error(), "tls: set on one side only") {
+		t.Fatalf("TLS here only: %v", err)
 	}
 	if _, err := LoadPartner(filepath.Join(dir, "missing")); err == nil {
 		t.Fatal("a missing file accepted")

@@ -185,6 +185,12 @@ func change(t *testing.T, path string, v reflect.Value) {
 		v.Set(reflect.Append(v, reflect.New(v.Type().Elem()).Elem()))
 	case reflect.Array:
 		change(t, path, v.Index(0))
+	case reflect.Pointer:
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		} else {
+			v.SetZero()
+		}
 	default:
 		t.Fatalf("%s: no way to change a %s here; teach change", path, v.Type())
 	}
@@ -254,7 +260,7 @@ func TestRestartOnlyNamesEachRestartField(t *testing.T) {
 		"failover.name", "failover.role", "failover.peer", "failover.listen", "failover.mclt", "failover.hba",
 		"failover.max-response-delay", "failover.max-unacked-updates", "failover.load-balance-max-seconds",
 		"failover.auto-partner-down", "failover.max-lease-misbalance", "failover.max-lease-ownership",
-		"failover.min-balance", "failover.max-balance", "failover.max-skew",
+		"failover.min-balance", "failover.max-balance", "failover.max-skew", "failover.tls",
 	}
 	if !slices.Equal(restart, wantRestart) {
 		t.Errorf("restart-only settings %q, want %q", restart, wantRestart)
