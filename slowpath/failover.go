@@ -56,27 +56,35 @@ func hashKey(clientID []byte, p *dhcpwire.Packet) []byte {
 	return p.CHAddr()
 }
 
-// mayGiveLocked reports whether failover lets this server give l's address
-// (l nil: an address with no record, FREE) to the client key at now. It
-// only decides ownership; availableForLocked checks the rest.
-func (s *Server) mayGiveLocked(l *lease.Lease, key string, now time.Time) bool {
+// mayGiveLocked reports whether failover lets this server give sub's
+// address ip, whose record is l (nil: none, so its owner's free state), to
+// the client key at now. It only decides ownership; availableForLocked
+// checks the rest.
+func (s *Server) mayGiveLocked(sub *Subnet, ip netip.Addr, l *lease.Lease, key string, now time.Time) bool {
 	if s.partner == nil {
 		return l == nil || l.State.Reusable()
 	}
 	free, backup := s.partner.Allocate(now)
+	owner := func() bool {
+		if sub.ownerState(ip) == lease.Backup {
+			return backup
+		}
+		return free
+	}
 	switch {
 	case l == nil:
-		return free
+		return owner()
 	case l.State == lease.Backup:
 		return backup
 	case l.State.Ending():
-		// An EXPIRED or RELEASED address is FREE (the primary's) once
-		// the partner has heard (draft-12 §5.11); its last client may
-		// have it back before that.
+		// An EXPIRED or RELEASED address is FREE (the primary's; in an
+		// independent pool its owner's) once the partner has heard
+		// (draft-12 §5.11); its last client may have it back before
+		// that.
 		if l.ClientKey() == key {
 			return free || backup
 		}
-		return free && s.mayFreeLocked(l, now)
+		return owner() && s.mayFreeLocked(l, now)
 	case l.State.Reusable():
 		return free
 	}
@@ -339,14 +347,15 @@ func (s *Server) eachCopy(match func(*lease.Lease) bool, fn func(*lease.Lease) b
 	}
 }
 
-// PoolCounts returns the addresses available to give out, FREE (the
-// primary's in NORMAL) and BACKUP (the secondary's), over every subnet.
+// PoolCounts returns the addresses available to give out that pool
+// balance moves, FREE (the primary's in NORMAL) and BACKUP (the
+// secondary's), over every subnet: independent pools are left out.
 func (s *Server) PoolCounts() (free, backup int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, sn := range s.subs.list {
-		free += int(sn.set.Available())
-		backup += int(sn.backup.Available())
+		free += int(sn.set.AvailableMovable())
+		backup += int(sn.backup.AvailableMovable())
 	}
 	return free, backup
 }
@@ -370,20 +379,21 @@ func (s *Server) Rebalance(ctx context.Context, n int) (int, error) {
 		}
 		return sn.set
 	}
+	// Independent pools' halves are fixed: only the others move.
 	var total uint64
 	for _, sn := range s.subs.list {
-		total += from(sn).Available()
+		total += from(sn).AvailableMovable()
 	}
 	for _, sn := range s.subs.list {
 		set := from(sn)
-		avail := set.Available()
+		avail := set.AvailableMovable()
 		if total == 0 || avail == 0 {
 			continue
 		}
 		quota := min(want-len(changed), int((uint64(want)*avail+total-1)/total))
 		var skipped []netip.Addr
 		for moved := 0; moved < quota; {
-			ip, ok := set.Allocate()
+			ip, ok := set.AllocateMovable()
 			if !ok {
 				break
 			}

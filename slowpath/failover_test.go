@@ -299,3 +299,81 @@ func TestRefusedEndKeepsTheAddress(t *testing.T) {
 		t.Fatalf("after the partner's update: %v pending %v", l.State, l.PartnerPending)
 	}
 }
+
+// TestIndependentPoolHalves: in a pool with independent allocation the
+// primary gives only the lower half and the secondary only the upper,
+// without any address handed over; pool balance and the counts it reads
+// leave the pool out; an address released in the secondary's half goes
+// back to BACKUP, not FREE; a reload keeps the split.
+func TestIndependentPoolHalves(t *testing.T) {
+	lower := [2]netip.Addr{netip.MustParseAddr("10.77.0.100"), netip.MustParseAddr("10.77.0.104")}
+	upper := [2]netip.Addr{netip.MustParseAddr("10.77.0.105"), netip.MustParseAddr("10.77.0.109")}
+	in := func(ip netip.Addr, r [2]netip.Addr) bool { return ip.Compare(r[0]) >= 0 && ip.Compare(r[1]) <= 0 }
+	for _, secondary := range []bool{false, true} {
+		name := map[bool]string{false: "primary", true: "secondary"}[secondary]
+		t.Run(name, func(t *testing.T) {
+			f := &fixture{t: t, store: &memStore{leases: map[netip.Addr]*lease.Lease{}}, out: &capture{}, now: time.Unix(1_800_000_000, 0)}
+			f.config = func(c *Config) {
+				c.Subnets[0].Independent = [][2]netip.Addr{{lower[0], upper[1]}}
+			}
+			f.srv = f.build()
+			p := &recPartner{secondary: secondary}
+			f.srv.partner = p
+			own := map[bool][2]netip.Addr{false: lower, true: upper}[secondary]
+			// Only the relayed subnet's pool counts for balance.
+			if free, backup := f.srv.PoolCounts(); free != 65279 || backup != 0 {
+				t.Fatalf("pool counts free %d backup %d, want 65279 and 0", free, backup)
+			}
+			// An offer that lapses returns its address to its owner's
+			// set: all five of the half are still given below.
+			if offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(9)), bcast); len(offers) != 1 {
+				t.Fatalf("no offer from the %s", name)
+			}
+			f.now = f.now.Add(11 * time.Second) // past OfferHold
+			f.srv.Sweep()
+			var got []netip.Addr
+			for i := byte(1); i <= 5; i++ {
+				ip, _ := netip.AddrFromSlice(f.dora(mac(i)).YourIPAddr.To4())
+				if !in(ip, own) {
+					t.Fatalf("the %s gave %s, outside its half %s-%s", name, ip, own[0], own[1])
+				}
+				got = append(got, ip)
+			}
+			if offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(6)), bcast); len(offers) != 0 {
+				t.Fatalf("the %s offered %v with its half given out", name, offers[0].YourIPAddr)
+			}
+			if !secondary {
+				n, err := f.srv.Rebalance(context.Background(), 100)
+				if err != nil || n != 100 {
+					t.Fatalf("Rebalance: %d %v", n, err)
+				}
+				for ip, l := range f.store.leases {
+					if l.State == lease.Backup && !netip.MustParsePrefix("10.78.0.0/16").Contains(ip) {
+						t.Fatalf("pool balance moved %s of the independent pool", ip)
+					}
+				}
+			}
+			// A release in the server's own half, acknowledged, returns
+			// the address to its owner's free state.
+			ip := got[0]
+			f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(ip.AsSlice())), srvAddr)
+			sent := f.store.leases[ip].Clone()
+			if err := f.srv.PartnerAcked(context.Background(), []PartnerAck{{Sent: sent}}); err != nil {
+				t.Fatal(err)
+			}
+			f.srv.Sweep()
+			want := map[bool]lease.State{false: lease.Free, true: lease.Backup}[secondary]
+			if l := f.store.leases[ip]; l.State != want {
+				t.Fatalf("released %s is %v, want %v", ip, l.State, want)
+			}
+			// Restarted (the pools rebuilt from the records), the split
+			// holds: the freed address is the only one to give.
+			f.srv = f.build()
+			f.srv.partner = p
+			ack := f.dora(mac(7))
+			if got, _ := netip.AddrFromSlice(ack.YourIPAddr.To4()); got != ip {
+				t.Fatalf("after a restart the %s gave %s, want the freed %s", name, got, ip)
+			}
+		})
+	}
+}

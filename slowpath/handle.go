@@ -301,7 +301,7 @@ func (s *Server) availableForLocked(sub *Subnet, ip netip.Addr, r *req) bool {
 	}
 	// Not abandoned; under failover, this server's to give (FREE or
 	// BACKUP by role and state).
-	return s.mayGiveLocked(l, key, now)
+	return s.mayGiveLocked(sub, ip, l, key, now)
 }
 
 // pickLocked chooses an address for a DISCOVER: the reservation, the
@@ -626,6 +626,8 @@ func (s *Server) returnAddrLocked(ip netip.Addr) {
 	}
 	l := s.leases[ip]
 	switch {
+	case l == nil && sn.ownerState(ip) == lease.Backup:
+		sn.backup.MarkFresh(ip)
 	case l == nil:
 		sn.set.MarkFresh(ip)
 	case l.State.Reusable():

@@ -305,6 +305,7 @@ func (s *Server) rebuildPoolsLocked() {
 		sn.backup, _ = sn.newBackupSet()
 		for ip := range sn.ReservedIP {
 			sn.set.Take(ip)
+			sn.backup.Take(ip)
 		}
 	}
 	s.counts = map[*Subnet]*[8]int64{}
@@ -317,6 +318,9 @@ func (s *Server) rebuildPoolsLocked() {
 			continue
 		}
 		s.countLocked(sn, l.State, 1)
+		// A record decides, not the owner's default (an independent
+		// pool's upper half starts available in the BACKUP set).
+		sn.backup.Take(ip)
 		if !l.State.Reusable() {
 			sn.set.Take(ip)
 			if l.State == lease.Backup {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/xdhcp/xdhcp/slowpath/alloc"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
 
 // Subnet is the server's runtime view of one configured subnet.
@@ -25,6 +26,11 @@ type Subnet struct {
 	// renumbering: they make no new grants, while the leases in them
 	// renew until FORCERENEW moves them.
 	Drain [][2]netip.Addr
+	// Independent are the pools (among Pools) with independent failover
+	// allocation: the lower half of each is the primary's (FREE) and the
+	// upper half the secondary's (BACKUP) for good, never rebalanced.
+	// Set only under failover: without a partner every address is FREE.
+	Independent [][2]netip.Addr
 	// ForceRenew is the subnet's FORCERENEW policy.
 	ForceRenew ForceRenewSettings
 	// Reservations by client key (see lease.ClientKey) and by address.
@@ -92,7 +98,38 @@ func (sn *Subnet) newBackupSet() (*alloc.Set, error) {
 	for _, d := range sn.Drain {
 		set.Drain(d[0], d[1], true)
 	}
+	if err := sn.splitIndependent(set, true); err != nil {
+		return nil, err
+	}
 	return set, nil
+}
+
+// splitIndependent marks the independent pools fixed in a new set and
+// gives the secondary its half: in the BACKUP set (backup) the upper
+// halves become available as never used; in the FREE set they are taken.
+func (sn *Subnet) splitIndependent(set *alloc.Set, backup bool) error {
+	for _, r := range sn.Independent {
+		if !set.Fix(r[0], r[1]) {
+			return fmt.Errorf("subnet %s: independent allocation for %s-%s, which is not one of its pools", sn.Prefix, r[0], r[1])
+		}
+		set.TakeUpper(r[0], backup)
+	}
+	return nil
+}
+
+// ownerState is the state a free address of the subnet is in: BACKUP in
+// the upper half of an independent pool (the secondary's for good), FREE
+// otherwise (the primary's until pool balance hands it over).
+func (sn *Subnet) ownerState(ip netip.Addr) lease.State {
+	for _, r := range sn.Independent {
+		if ip.Compare(r[0]) >= 0 && ip.Compare(r[1]) <= 0 {
+			if up, ok := sn.set.UpperHalf(r[0]); ok && ip.Compare(up) >= 0 {
+				return lease.Backup
+			}
+			return lease.Free
+		}
+	}
+	return lease.Free
 }
 
 // newSet builds the subnet's allocator, its draining pools marked.
@@ -105,6 +142,9 @@ func (sn *Subnet) newSet() (*alloc.Set, error) {
 		if !set.Drain(d[0], d[1], true) {
 			return nil, fmt.Errorf("subnet %s: draining %s-%s, which is not one of its pools", sn.Prefix, d[0], d[1])
 		}
+	}
+	if err := sn.splitIndependent(set, false); err != nil {
+		return nil, err
 	}
 	return set, nil
 }

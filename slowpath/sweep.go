@@ -34,7 +34,14 @@ func (s *Server) Sweep() {
 	// Records expired or released in an earlier sweep become FREE now;
 	// under failover once the partner has acknowledged them
 	// (PartnerAcked queues them again then).
-	toFree := func(l *lease.Lease) { l.State = lease.Free }
+	// Free is the owner's free state: BACKUP in an independent pool's
+	// upper half.
+	toFree := func(l *lease.Lease) {
+		l.State = lease.Free
+		if sn := s.subs.forAddr(l.IP); sn != nil {
+			l.State = sn.ownerState(l.IP)
+		}
+	}
 	n := min(len(s.toFree), sweepBatch)
 	for _, ip := range s.toFree[:n] {
 		if l := s.leases[ip]; l != nil && l.State.Ending() && s.mayFreeLocked(l, now) {

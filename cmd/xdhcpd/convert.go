@@ -47,6 +47,9 @@ func subnetsFrom(c *config.Config) []*slowpath.Subnet {
 			if p.Drain {
 				s.Drain = append(s.Drain, [2]netip.Addr{p.Start, p.End})
 			}
+			if p.Independent && c.Failover.Enabled() {
+				s.Independent = append(s.Independent, [2]netip.Addr{p.Start, p.End})
+			}
 		}
 		s.ForceRenew = slowpath.ForceRenewSettings{
 			AllowUnauthenticated: cs.ForceRenew.AllowUnauthenticated,

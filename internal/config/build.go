@@ -74,8 +74,9 @@ type rawSubnet struct {
 // rawPool is one entry of pools: "A-B" (or a prefix), or
 // {range: A-B, drain: true} for a pool being emptied for renumbering.
 type rawPool struct {
-	Range string `yaml:"range"`
-	Drain bool   `yaml:"drain"`
+	Range              string `yaml:"range"`
+	Drain              bool   `yaml:"drain"`
+	FailoverAllocation string `yaml:"failover-allocation"`
 }
 
 // UnmarshalYAML takes the plain string form as the range.
@@ -307,6 +308,13 @@ func (v *validator) build(r *rawConfig) *Config {
 	}
 	lq.IdleTimeout = v.duration("leasequery.idle-timeout", rl.IdleTimeout, time.Minute)
 	c.Failover = v.failover(r.Failover)
+	for i, s := range c.Subnets {
+		for j, p := range s.Pools {
+			if p.Independent && !c.Failover.Enabled() {
+				v.warn(fmt.Sprintf("subnets[%d].pools[%d].failover-allocation", i, j), "independent: no failover section, so the whole pool is this server's")
+			}
+		}
+	}
 	return c
 }
 
@@ -372,6 +380,13 @@ func (v *validator) subnet(path string, r *rawSubnet) Subnet {
 			continue
 		}
 		pool.Drain = rp.Drain
+		switch rp.FailoverAllocation {
+		case "", "proportional":
+		case "independent":
+			pool.Independent = true
+		default:
+			v.add(strings.TrimSuffix(pp, ".range")+".failover-allocation", "%q is not proportional or independent", rp.FailoverAllocation)
+		}
 		if s.Prefix.IsValid() {
 			switch {
 			case !s.Prefix.Contains(pool.Start) || !s.Prefix.Contains(pool.End):

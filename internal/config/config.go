@@ -113,6 +113,14 @@ type Pool struct {
 	// Drain: the pool is being emptied for renumbering. It makes no new
 	// grants; the leases in it renew until FORCERENEW moves them.
 	Drain bool `yaml:"drain" reload:"live"`
+	// Independent (failover-allocation: independent, issue 18): under
+	// failover the pool's lower half is the primary's and its upper half
+	// the secondary's, for good: no pool balance, no POOLREQ, and no
+	// binding update for a free address. For vast pools, between xdhcpd
+	// partners (dhcpd knows only proportional allocation). Both sides
+	// must agree (check-config --partner says when they do not); a
+	// reload re-splits the pool.
+	Independent bool `yaml:"failover-allocation" reload:"live"`
 }
 
 // ForceRenew is a subnet's forcerenew: section (issue 16).

@@ -59,6 +59,29 @@ func TestFailoverSection(t *testing.T) {
 	}
 }
 
+// TestIndependentPools: failover-allocation per pool; a value other than
+// proportional or independent is an error, and independent without a
+// failover section is warned about.
+func TestIndependentPools(t *testing.T) {
+	yaml := func(mode string) string {
+		return strings.Replace(failoverBase, "pools: [10.77.0.100-10.77.0.199]", "pools: [{range: 10.77.0.100-10.77.0.199, failover-allocation: "+mode+"}, 10.77.0.200-10.77.0.209]", 1)
+	}
+	c, err := Parse("x.yaml", []byte(yaml("independent")+"failover: {name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, auto-partner-down: 1h}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps := c.Subnets[0].Pools; !ps[0].Independent || ps[1].Independent {
+		t.Fatalf("pools %+v", ps)
+	}
+	if _, err := Parse("x.yaml", []byte(yaml("halves"))); err == nil || !strings.Contains(err.Error(), "subnets[0].pools[0].failover-allocation") {
+		t.Fatalf("a bad mode: %v", err)
+	}
+	c, err = Parse("x.yaml", []byte(yaml("independent")))
+	if err != nil || !strings.Contains(strings.Join(c.Warnings(), "\n"), "no failover section") {
+		t.Fatalf("independent without failover: %v %q", err, c.Warnings())
+	}
+}
+
 func TestFailoverSectionErrors(t *testing.T) {
 	for _, c := range []struct{ yaml, want string }{
 		{"{role: primary, peer: 10.0.0.2, listen: 10.0.0.1}", "failover.name"},

@@ -220,11 +220,22 @@ func (c *Config) CheckPartner(p *Partner) error {
 	if p.Listen.IsValid() && p.Listen != f.Peer {
 		probs = append(probs, fmt.Sprintf("this server connects to %s, the partner listens on %s", f.Peer, p.Listen))
 	}
-	key := func(q Pool) string { return q.Start.String() + "-" + q.End.String() }
+	// The allocation mode is part of a pool's identity: both sides must
+	// split an independent pool the same way.
+	key := func(q Pool) string {
+		k := q.Start.String() + "-" + q.End.String()
+		if q.Independent {
+			k += " (failover-allocation: independent)"
+		}
+		return k
+	}
 	here, there := map[string]bool{}, map[string]bool{}
 	for _, s := range c.Subnets {
 		for _, q := range s.Pools {
 			here[key(q)] = true
+			if q.Independent && p.Source == "dhcpd" {
+				probs = append(probs, fmt.Sprintf("pool %s-%s: failover-allocation independent needs an xdhcpd partner (dhcpd balances every pool)", q.Start, q.End))
+			}
 		}
 	}
 	for _, q := range p.Pools {

@@ -30,6 +30,10 @@ func TestCheckPartnerDhcpd(t *testing.T) {
 	if err := c.CheckPartner(p); err != nil {
 		t.Fatalf("matching pair: %v", err)
 	}
+	ci, _ := Parse("x.yaml", []byte(strings.Replace(partnerHere, "pools: [10.77.0.100-10.77.0.199]", "pools: [{range: 10.77.0.100-10.77.0.199, failover-allocation: independent}]", 1)))
+	if err := ci.CheckPartner(p); err == nil || !strings.Contains(err.Error(), "independent needs an xdhcpd partner") {
+		t.Fatalf("independent with a dhcpd partner: %v", err)
+	}
 	ct, _ := Parse("x.yaml", []byte(partnerHere+"  tls: {cert: a.pem, key: b.pem, ca: c.pem}\n"))
 	if err := ct.CheckPartner(p); err == nil || !strings.Contains(err.Error(), "ISC dhcpd speaks only plain TCP") {
 		t.Fatalf("TLS with a dhcpd partner: %v", err)
@@ -74,6 +78,15 @@ func TestCheckPartnerXdhcpd(t *testing.T) {
 	p, _ = LoadPartner(other)
 	if err := ct.CheckPartner(p); err == nil || !strings.Contains(err.Error(), "tls: set on one side only") {
 		t.Fatalf("TLS here only: %v", err)
+	}
+	// An independent pool must be independent on both sides.
+	indep := strings.Replace(partnerHere, "pools: [10.77.0.100-10.77.0.199]", "pools: [{range: 10.77.0.100-10.77.0.199, failover-allocation: independent}]", 1)
+	ci, err := Parse("x.yaml", []byte(indep))
+	if err != nil || !ci.Subnets[0].Pools[0].Independent {
+		t.Fatalf("independent pool: %+v %v", ci.Subnets[0].Pools, err)
+	}
+	if err := ci.CheckPartner(p); err == nil || !strings.Contains(err.Error(), "10.77.0.100-10.77.0.199 (failover-allocation: independent) is on this side only") {
+		t.Fatalf("independent here only: %v", err)
 	}
 	if _, err := LoadPartner(filepath.Join(dir, "missing")); err == nil {
 		t.Fatal("a missing file accepted")

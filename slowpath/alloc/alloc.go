@@ -26,6 +26,10 @@ type Pool struct {
 	// skips it and its free addresses are not available, while the
 	// leases already in it keep renewing until FORCERENEW moves them.
 	drain bool
+	// fixed marks a pool whose addresses are never moved between
+	// failover partners (independent allocation): Set.AllocateMovable
+	// and Set.AvailableMovable leave it out.
+	fixed bool
 }
 
 // NewPool returns a pool for [start, end] with every address fresh.

@@ -64,6 +64,44 @@ func (s *Set) Drain(start, end netip.Addr, on bool) bool {
 	return true
 }
 
+// Fix marks the pool [start, end] as fixed (see Pool.fixed); it reports
+// false when no pool is exactly that range.
+func (s *Set) Fix(start, end netip.Addr) bool {
+	p := s.Pool(start)
+	if p == nil || p.addr(p.size-1) != end || p.addr(0) != start {
+		return false
+	}
+	p.fixed = true
+	return true
+}
+
+// UpperHalf returns the first address of the upper half of the pool
+// holding ip (the lower half has the odd address of an odd size).
+func (s *Set) UpperHalf(ip netip.Addr) (netip.Addr, bool) {
+	p := s.Pool(ip)
+	if p == nil {
+		return netip.Addr{}, false
+	}
+	return p.addr((p.size + 1) / 2), true
+}
+
+// TakeUpper takes the upper half of the pool holding ip (see UpperHalf),
+// or with fresh, makes it available as never used instead.
+func (s *Set) TakeUpper(ip netip.Addr, fresh bool) {
+	p := s.Pool(ip)
+	if p == nil {
+		return
+	}
+	for o := (p.size + 1) / 2; o < p.size; o++ {
+		p.reuse.clear(o)
+		if fresh {
+			p.fresh.set(o)
+		} else {
+			p.fresh.clear(o)
+		}
+	}
+}
+
 // Draining reports whether ip is in a draining pool.
 func (s *Set) Draining(ip netip.Addr) bool {
 	p := s.Pool(ip)
@@ -116,14 +154,20 @@ func (s *Set) IsAvailable(ip netip.Addr) bool {
 
 // Allocate takes an address: a fresh one from any pool first, then the least
 // recently freed one. Draining pools are skipped.
-func (s *Set) Allocate() (netip.Addr, bool) {
+func (s *Set) Allocate() (netip.Addr, bool) { return s.allocate(false) }
+
+// AllocateMovable is Allocate leaving out fixed pools: the addresses pool
+// balance may hand to the partner.
+func (s *Set) AllocateMovable() (netip.Addr, bool) { return s.allocate(true) }
+
+func (s *Set) allocate(movable bool) (netip.Addr, bool) {
 	for _, p := range s.pools {
-		if p.fresh.count > 0 && !p.drain {
+		if p.fresh.count > 0 && !p.drain && !(movable && p.fixed) {
 			return p.Allocate()
 		}
 	}
 	for _, p := range s.pools {
-		if p.drain {
+		if p.drain || movable && p.fixed {
 			continue
 		}
 		if a, ok := p.Allocate(); ok {
@@ -144,10 +188,15 @@ func (s *Set) Size() uint64 {
 
 // Available is the number of addresses Allocate could still return
 // (none of a draining pool's).
-func (s *Set) Available() uint64 {
+func (s *Set) Available() uint64 { return s.available(false) }
+
+// AvailableMovable is the number AllocateMovable could still return.
+func (s *Set) AvailableMovable() uint64 { return s.available(true) }
+
+func (s *Set) available(movable bool) uint64 {
 	var n uint64
 	for _, p := range s.pools {
-		if p.drain {
+		if p.drain || movable && p.fixed {
 			continue
 		}
 		n += uint64(p.Available())
