@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/xdhcp/xdhcp/failover/wire"
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/slowpath/auth"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
 
@@ -18,14 +20,37 @@ const (
 	optRelayInfo   = 82
 )
 
+// sendOpts says what a binding update carries beyond the draft's fields.
+type sendOpts struct {
+	// rich: the host name, vendor class and option 82 as
+	// client-request-options, which ISC dhcpd partners do not get.
+	rich bool
+	// keys: the FORCERENEW key as client-reply-options (option 90 as the
+	// client got it), only to an xdhcpd partner over TLS: a key read on
+	// the path lets anyone make the client renew.
+	keys bool
+	// primary: this server's role, for the R flag's state flip.
+	primary bool
+}
+
 // toBinding renders l as a binding update. Its times are this server's
 // clock: the receiver corrects them by the skew it measures (draft-12
-// §8.1), as this server does with fromBinding. rich adds the host name,
-// vendor class and option 82 as client-request-options, which ISC dhcpd
-// partners do not get.
-func toBinding(l *lease.Lease, rich bool) wire.Binding {
+// §8.1), as this server does with fromBinding. A reserved address in
+// this server's free state goes as the partner's (FREE as BACKUP from the
+// primary, BACKUP as FREE from the secondary) with the R flag, as dhcpd
+// sends it: the partner may then give it, to its client only.
+func toBinding(l *lease.Lease, o sendOpts) wire.Binding {
 	at := wire.Seconds
 	b := wire.Binding{IP: l.IP, Status: wire.Status(l.State), StateAt: at(l.StateAt), CLTT: at(l.CLTT)}
+	if l.Reserved {
+		b.Flags |= wire.FlagReserved
+		switch {
+		case o.primary && l.State == lease.Free:
+			b.Status = wire.Status(lease.Backup)
+		case !o.primary && l.State == lease.Backup:
+			b.Status = wire.Status(lease.Free)
+		}
+	}
 	if l.State != lease.Abandoned {
 		// draft-12 Table 7.1-1: an abandoned binding names no client.
 		b.ClientID = l.ClientID
@@ -36,18 +61,21 @@ func toBinding(l *lease.Lease, rich bool) wire.Binding {
 	// ISC sends both times in every state (the draft says only for
 	// ACTIVE); an ISC receiver reads them, so they go whenever set.
 	b.Expiry, b.PotExp = at(l.Expiry), at(l.PotExp)
-	if rich {
-		var o []byte
+	if o.keys && len(l.ForceRenewKey) == auth.KeyLen {
+		b.ReplyOptions = auth.AppendKeyOption(nil, 0, auth.Key(l.ForceRenewKey))
+	}
+	if o.rich {
+		var ro []byte
 		if l.Hostname != "" && len(l.Hostname) <= 255 {
-			o = append(append(o, optHostname, byte(len(l.Hostname))), l.Hostname...)
+			ro = append(append(ro, optHostname, byte(len(l.Hostname))), l.Hostname...)
 		}
 		if n := len(l.VendorClass); n > 0 && n <= 255 {
-			o = append(append(o, optVendorClass, byte(n)), l.VendorClass...)
+			ro = append(append(ro, optVendorClass, byte(n)), l.VendorClass...)
 		}
 		if n := len(l.RelayInfo); n > 0 && n <= 255 {
-			o = append(append(o, optRelayInfo, byte(n)), l.RelayInfo...)
+			ro = append(append(ro, optRelayInfo, byte(n)), l.RelayInfo...)
 		}
-		b.RequestOptions = o
+		b.RequestOptions = ro
 	}
 	return b
 }
@@ -76,6 +104,12 @@ func fromBinding(b *wire.Binding, skew time.Duration) (*lease.Lease, error) {
 	if len(b.HWAddr) > 0 {
 		l.HWType, l.HWAddr = b.HWType, net.HardwareAddr(b.HWAddr)
 	}
+	l.Reserved = b.Flags&wire.FlagReserved != 0
+	if k, ok, err := forceRenewKey(b.ReplyOptions); err != nil {
+		return nil, fmt.Errorf("%s: %w", b.IP, err)
+	} else if ok {
+		l.ForceRenewKey = k
+	}
 	if st == lease.Active && l.Expiry.IsZero() {
 		return nil, fmt.Errorf("%s: ACTIVE without a lease-expiration-time: %w", b.IP, errMissing)
 	}
@@ -99,6 +133,30 @@ func fromBinding(b *wire.Binding, skew time.Duration) (*lease.Lease, error) {
 		o = o[2+int(o[1]):]
 	}
 	return l, nil
+}
+
+// forceRenewKey finds a FORCERENEW key (option 90, RFC 6704 type 1) in
+// client-reply-options. Other options are skipped; a malformed option 90
+// is an error (reject reason 3), not a key silently dropped.
+func forceRenewKey(o []byte) ([]byte, bool, error) {
+	for len(o) > 0 {
+		if o[0] == 0 || o[0] == 255 {
+			o = o[1:]
+			continue
+		}
+		if len(o) < 2 || len(o) < 2+int(o[1]) {
+			return nil, false, fmt.Errorf("client-reply-options truncated: %w", errMissing)
+		}
+		if o[0] == dhcpwire.OptAuthentication {
+			n, err := auth.ParseNonce(o[2 : 2+int(o[1])])
+			if err != nil || n.Type != auth.InfoTypeKey {
+				return nil, false, fmt.Errorf("client-reply-options: option 90 is no FORCERENEW key (%v): %w", err, errMissing)
+			}
+			return n.Value[:], true, nil
+		}
+		o = o[2+int(o[1]):]
+	}
+	return nil, false, nil
 }
 
 // packBindings splits bs into messages of at most max bindings (at least

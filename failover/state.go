@@ -424,7 +424,7 @@ func (r *Relationship) pumpLocked() {
 		}
 		bs := make([]wire.Binding, len(ls))
 		for i, l := range ls {
-			bs[i] = toBinding(l, rich)
+			bs[i] = toBinding(l, sendOpts{rich: rich, keys: rich && r.cfg.TLS != nil, primary: r.cfg.Role == Primary})
 		}
 		i := 0
 		for _, group := range packBindings(wire.BndUpd, bs, perMsg) {

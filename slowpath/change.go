@@ -168,5 +168,15 @@ func (s *Server) changeLocked(ip netip.Addr, c cause, now time.Time, edit func(l
 		s.expiry.push(ip, l.Expiry)
 	}
 	s.leases[ip] = l
-	return l.Clone()
+	return s.cloneForPartnerLocked(l)
+}
+
+// cloneForPartnerLocked copies l with Reserved set from the
+// configuration (memory-only: the R flag of its binding updates).
+func (s *Server) cloneForPartnerLocked(l *lease.Lease) *lease.Lease {
+	c := l.Clone()
+	if sn := s.subs.forAddr(l.IP); sn != nil {
+		_, c.Reserved = sn.ReservedIP[l.IP]
+	}
+	return c
 }

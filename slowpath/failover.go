@@ -65,6 +65,13 @@ func (s *Server) mayGiveLocked(sub *Subnet, ip netip.Addr, l *lease.Lease, key s
 		return l == nil || l.State.Reusable()
 	}
 	free, backup := s.partner.Allocate(now)
+	if _, reserved := sub.ReservedIP[ip]; reserved {
+		// A reserved address is its client's (availableForLocked has
+		// checked the client): either server may give it, whenever it
+		// gives addresses at all, as dhcpd lets the partner that got
+		// it with the R flag do. Two grants can only be to that client.
+		return (l == nil || l.State.Reusable() || l.State == lease.Backup) && (free || backup)
+	}
 	owner := func() bool {
 		if sub.ownerState(ip) == lease.Backup {
 			return backup
@@ -164,6 +171,13 @@ func (s *Server) ApplyPartnerAsync(ups []*lease.Lease, done func([]uint8, error)
 			res[i] = uint8(wire.ReasonMissingBinding)
 			continue
 		}
+		if u.Reserved && (u.State == lease.Free || u.State == lease.Backup) && !reserved {
+			// draft-12 §7.1.3: the partner may give this address to
+			// the client it is reserved for; here nobody reserved it.
+			res[i] = uint8(wire.ReasonNotReserved)
+			s.warnLimited("failover_not_reserved", "the partner sent a reserved address this server has no reservation for: do both sides have the same reservations?", "ip", u.IP)
+			continue
+		}
 		if ok, why := resolveConflict(s.leases[u.IP], u, primary, now); !ok {
 			res[i] = why
 			continue
@@ -230,7 +244,53 @@ func adoptPartnerBinding(l *lease.Lease, u *lease.Lease) {
 	if u.Hostname != "" {
 		l.Hostname = u.Hostname
 	}
+	if len(u.ForceRenewKey) > 0 {
+		// The key the partner gave the client (xdhcpd partners over
+		// TLS send it): this server can FORCERENEW the client too.
+		l.ForceRenewKey = u.ForceRenewKey
+	}
 	l.PartnerPending = false
+}
+
+// announceReservations tells the partner, from the primary, which
+// reserved addresses of the pools are free (sent with the R flag: the
+// secondary may then give them, to their clients only) and which
+// reservations old had that are gone (sent FREE without it). Reservations
+// are configuration, on both sides, so this is sent again at every start
+// and reload rather than stored.
+func (s *Server) announceReservations(old *subnets) {
+	if s.partner == nil || !s.partner.Primary() {
+		return
+	}
+	now := s.now()
+	var ls []*lease.Lease
+	s.mu.Lock()
+	free := func(sn *Subnet, ip netip.Addr) bool {
+		l := s.leases[ip]
+		return sn.set.Contains(ip) && (l == nil || l.State == lease.Free || l.State == lease.Backup)
+	}
+	for _, sn := range s.subs.list {
+		for ip := range sn.ReservedIP {
+			if free(sn, ip) {
+				ls = append(ls, &lease.Lease{IP: ip, State: lease.Free, StateAt: now, Reserved: true})
+			}
+		}
+	}
+	if old != nil {
+		for _, osn := range old.list {
+			for ip := range osn.ReservedIP {
+				if sn := s.subs.forAddr(ip); sn != nil {
+					if _, still := sn.ReservedIP[ip]; !still && free(sn, ip) {
+						ls = append(ls, &lease.Lease{IP: ip, State: lease.Free, StateAt: now})
+					}
+				}
+			}
+		}
+	}
+	s.mu.Unlock()
+	if len(ls) > 0 {
+		s.partner.Update(ls, false)
+	}
 }
 
 // PartnerAck is the partner's answer to one binding update: Sent is the
@@ -336,7 +396,7 @@ func (s *Server) eachCopy(match func(*lease.Lease) bool, fn func(*lease.Lease) b
 	var ls []*lease.Lease
 	for _, l := range s.leases {
 		if match(l) {
-			ls = append(ls, l.Clone())
+			ls = append(ls, s.cloneForPartnerLocked(l))
 		}
 	}
 	s.mu.Unlock()

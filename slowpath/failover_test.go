@@ -1,6 +1,7 @@
 package slowpath
 
 import (
+	"bytes"
 	"context"
 	"net/netip"
 	"testing"
@@ -375,5 +376,76 @@ func TestIndependentPoolHalves(t *testing.T) {
 				t.Fatalf("after a restart the %s gave %s, want the freed %s", name, got, ip)
 			}
 		})
+	}
+}
+
+// TestReservationsInFailover: a reserved address of a pool is announced by
+// the primary at start (R flag) and withdrawn when a reload drops the
+// reservation; the secondary gives a reserved address to its client
+// without it ever being BACKUP; the partner's R flag on an address not
+// reserved here is refused with reason 19; a FORCERENEW key from the
+// partner is kept.
+func TestReservationsInFailover(t *testing.T) {
+	inPool := netip.MustParseAddr("10.77.0.107")
+	resKey := lease.ClientKey(nil, 1, mac(50))
+	reserve := func(c *Config) {
+		c.Subnets[0].Reserved[resKey] = Reservation{IP: inPool, ClientKey: resKey}
+		c.Subnets[0].ReservedIP[inPool] = Reservation{IP: inPool, ClientKey: resKey}
+	}
+	newServer := func(secondary bool) (*fixture, *recPartner) {
+		f := &fixture{t: t, store: &memStore{leases: map[netip.Addr]*lease.Lease{}}, out: &capture{}, now: time.Unix(1_800_000_000, 0), config: reserve}
+		p := &recPartner{secondary: secondary}
+		prev := f.config
+		f.config = func(c *Config) { prev(c); c.Partner = p }
+		f.srv = f.build()
+		return f, p
+	}
+
+	// The primary announces its free reserved address at start.
+	f, p := newServer(false)
+	var got []*lease.Lease
+	for _, batch := range p.take() {
+		got = append(got, batch...)
+	}
+	if len(got) != 1 || got[0].IP != inPool || got[0].State != lease.Free || !got[0].Reserved {
+		t.Fatalf("the primary announced %+v, want %s FREE reserved", got, inPool)
+	}
+	// A reload without the reservation withdraws it.
+	f.config = func(*Config) {}
+	fresh := f.build() // the configuration a reload would bring
+	f.srv.mu.Lock()
+	subs := fresh.subs.list
+	f.srv.mu.Unlock()
+	if err := f.srv.Reconfigure(f.srv.set, subs, nil); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	for _, batch := range p.take() {
+		got = append(got, batch...)
+	}
+	if len(got) != 1 || got[0].IP != inPool || got[0].State != lease.Free || got[0].Reserved {
+		t.Fatalf("after the reload the primary sent %+v, want %s FREE without R", got, inPool)
+	}
+
+	// The secondary gives the reserved address to its client at once.
+	f, p = newServer(true)
+	if len(p.take()) != 0 {
+		t.Fatal("a secondary announced reservations")
+	}
+	ack := f.dora(mac(50))
+	if ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4()); ip != inPool {
+		t.Fatalf("the secondary gave the reserved client %s, want %s", ip, inPool)
+	}
+	// R on an address not reserved here: refused.
+	res, err := f.srv.ApplyPartner(context.Background(), []*lease.Lease{
+		{IP: netip.MustParseAddr("10.77.0.103"), State: lease.Backup, Reserved: true},
+		{IP: netip.MustParseAddr("10.77.0.104"), State: lease.Active, HWType: 1, HWAddr: mac(60), CLTT: f.now, Expiry: f.now.Add(time.Hour),
+			PotExp: f.now.Add(time.Hour), ForceRenewKey: bytes.Repeat([]byte{7}, 16)},
+	})
+	if err != nil || res[0] != uint8(wire.ReasonNotReserved) || res[1] != 0 {
+		t.Fatalf("results %v %v, want [19 0]", res, err)
+	}
+	if k := f.store.leases[netip.MustParseAddr("10.77.0.104")].ForceRenewKey; !bytes.Equal(k, bytes.Repeat([]byte{7}, 16)) {
+		t.Fatalf("the partner's FORCERENEW key was not kept: % x", k)
 	}
 }

@@ -216,7 +216,14 @@ func New(c Config) (*Server, error) {
 // Reconfigure swaps in new settings, subnets and interfaces without losing
 // any lease. The caller has validated them.
 func (s *Server) Reconfigure(set Settings, subs []*Subnet, ifaces []Interface) error {
-	return s.apply(set, subs, ifaces)
+	s.mu.Lock()
+	old := s.subs
+	s.mu.Unlock()
+	if err := s.apply(set, subs, ifaces); err != nil {
+		return err
+	}
+	s.announceReservations(old)
+	return nil
 }
 
 func (s *Server) apply(set Settings, list []*Subnet, ifaces []Interface) error {
@@ -271,7 +278,13 @@ func (s *Server) Load(ctx context.Context) error {
 	}
 	// Campaigns resume once the leases and informed clients they target
 	// are known; Run carries them on.
-	return s.loadCampaignsLocked()
+	if err := s.loadCampaignsLocked(); err != nil {
+		return err
+	}
+	s.mu.Unlock()
+	s.announceReservations(nil)
+	s.mu.Lock() // for the deferred unlock
+	return nil
 }
 
 // indexClientLocked remembers l as the client's address if it is the most

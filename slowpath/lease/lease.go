@@ -114,6 +114,11 @@ type Lease struct {
 	ForceRenewKey []byte
 	// PartnerPending marks a change the failover partner has not yet acked.
 	PartnerPending bool
+	// Reserved is kept in memory only (never encoded): the failover R
+	// flag (draft-12 IP-flags) of a binding update, set by the slow path
+	// from its configured reservations on what it sends, and read from
+	// the partner's updates.
+	Reserved bool
 }
 
 // ClientKey returns the key that identifies the lease's client: the client
