@@ -24,6 +24,7 @@ type link struct {
 	done chan struct{}
 	// established: CONNECT and CONNECTACK have been exchanged.
 	established bool
+	now         func() time.Time
 	recvAt      atomic.Int64 // unix nanoseconds of the last message read
 	sentAt      atomic.Int64 // ... and queued to send
 }
@@ -32,11 +33,13 @@ type link struct {
 // it fill is not reading, and its connection is dropped.
 const outQueue = 4096
 
-func newLink(c net.Conn, log *slog.Logger) *link {
-	l := &link{c: c, log: log, out: make(chan []byte, outQueue), done: make(chan struct{})}
-	now := time.Now().UnixNano()
-	l.recvAt.Store(now)
-	l.sentAt.Store(now)
+// newLink wraps c. now is the relationship's clock: the times a link
+// keeps are compared with it (it may be offset from the system's).
+func newLink(c net.Conn, log *slog.Logger, now func() time.Time) *link {
+	l := &link{c: c, log: log, out: make(chan []byte, outQueue), done: make(chan struct{}), now: now}
+	start := now().UnixNano()
+	l.recvAt.Store(start)
+	l.sentAt.Store(start)
 	return l
 }
 
@@ -91,7 +94,7 @@ func (l *link) read(ctx context.Context, events chan<- event) {
 			send(event{l: l, err: err})
 			return
 		}
-		l.recvAt.Store(time.Now().UnixNano())
+		l.recvAt.Store(l.now().UnixNano())
 		m, err := wire.Decode(b)
 		if errors.Is(err, wire.ErrIgnore) {
 			continue // draft-12 §6.1: types 128-255 are ignored
@@ -153,7 +156,7 @@ func (l *link) queue(m *wire.Message, now time.Time) {
 	}
 	select {
 	case l.out <- b:
-		l.sentAt.Store(time.Now().UnixNano())
+		l.sentAt.Store(l.now().UnixNano())
 	default:
 		l.log.Warn("failover: the partner is not reading; dropping the connection")
 		l.close()

@@ -158,6 +158,7 @@ type pair struct {
 	stopPrim, stopSec func()
 	clockP, clockS    time.Duration // offsets from the real clock
 	retry             time.Duration // RetryAfterReject when set
+	startupWait       time.Duration // StartupWait when set
 	mu                sync.Mutex
 }
 
@@ -198,6 +199,9 @@ func (p *pair) start(role Role, edit func(*Config)) *Relationship {
 	r.StartupWait, r.RetryAfterReject = 500*time.Millisecond, 300*time.Millisecond
 	if p.retry > 0 {
 		r.RetryAfterReject = p.retry
+	}
+	if p.startupWait > 0 {
+		r.StartupWait = p.startupWait
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -333,6 +333,14 @@ func (r *Relationship) load() error {
 		if err := json.Unmarshal(b, &r.p); err != nil {
 			return fmt.Errorf("failover %q: stored state %q: %w", r.cfg.Name, b, err)
 		}
+		if r.p.MyState == "" {
+			// Written in a first STARTUP before save learned to wait
+			// for a state of its own: no history (a fresh server
+			// killed then must start again, not refuse to).
+			r.log.Warn("failover: stored state names no state of this server; starting without history", "stored", string(b))
+			r.p = persisted{}
+			return nil
+		}
 		if _, err := parseStateName(r.p.MyState); err != nil {
 			return fmt.Errorf("failover %q: stored state: %w", r.cfg.Name, err)
 		}
@@ -357,6 +365,12 @@ func (r *Relationship) setView(edit func(v *view)) {
 
 // save persists the relationship's state (before it is acted on).
 func (r *Relationship) save(ctx context.Context) {
+	if r.p.MyState == "" {
+		// A fresh server in its first STARTUP has no state of its own
+		// to keep yet; stored, it would read as history.
+		r.lastSave = r.now()
+		return
+	}
 	v := r.v.Load()
 	r.p.MCLT = int64(v.mclt / time.Second)
 	if v.serving() {
@@ -472,7 +486,7 @@ func (r *Relationship) handleEvent(ctx context.Context, ev event, events chan ev
 			ev.conn.Close() // connected already; only the primary's CONNECT would use it
 			return
 		}
-		l := newLink(ev.conn, r.log)
+		l := newLink(ev.conn, r.log, r.now)
 		r.links[l] = r.now()
 		l.start(ctx, wg, events)
 		if r.cfg.Role == Primary && r.link == nil {

@@ -137,6 +137,14 @@ func TestSkewIsCorrected(t *testing.T) {
 	if got := p.sDB.get(sent.IP); got.Expiry.Sub(sent.Expiry.Add(30*time.Second)).Abs() > 1500*time.Millisecond {
 		t.Fatalf("expiry on the secondary %v, want the primary's %v on its clock (+30s)", got.Expiry, sent.Expiry)
 	}
+	// The connection's keepalive timers run on each side's own clock: the
+	// pair stays connected past max-response-delay.
+	time.Sleep(3 * time.Second)
+	for _, r := range []*Relationship{p.prim, p.sec} {
+		if n := testCounter(r.m.Disconnects.WithLabelValues("no-traffic")); n != 0 || !r.Status().Connected {
+			t.Fatalf("%s: %v no-traffic disconnects (connected %v) with a skewed clock", r.cfg.Role, n, r.Status().Connected)
+		}
+	}
 }
 
 // TestGarbageFromThePartner: a "partner" that sends nonsense after a good
@@ -337,5 +345,35 @@ func TestRefusedPartnerIsNotRetriedEveryDial(t *testing.T) {
 	}
 	if s := prim.Status(); s.Connected || s.State == "normal" {
 		t.Fatalf("connected to a partner of another relationship: %+v", s)
+	}
+}
+
+// TestKilledInFirstStartup: a fresh server stopped while still in its
+// first STARTUP (its partner absent) starts again, without history; it
+// once stored an empty state there and then refused to start at all.
+// A stored state without one of this server's (as that version wrote)
+// is read as no history too.
+func TestKilledInFirstStartup(t *testing.T) {
+	p := newPair(t)
+	p.startupWait = time.Hour // the partner never comes
+	r := p.start(Primary, nil)
+	time.Sleep(600 * time.Millisecond) // the loop ticks (and once saved) meanwhile
+	if s := r.Status(); s.State != "startup" {
+		t.Fatalf("state %s, want startup", s.State)
+	}
+	p.stopPrim()
+	if b := p.pDB.meta["failover/test-pair"]; len(b) > 0 {
+		t.Fatalf("stored %s before having a state of its own", b)
+	}
+	p.pDB.meta["failover/test-pair"] = []byte(`{"my_state":"","my_since":"0001-01-01T00:00:00Z","mclt_s":60,"last_operating":"0001-01-01T00:00:00Z"}`)
+	r, err := New(p.config(Primary, p.pDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.load(); err != nil {
+		t.Fatalf("a server killed in its first STARTUP cannot start again: %v", err)
+	}
+	if r.hist {
+		t.Fatal("an empty stored state read as history")
 	}
 }

@@ -102,6 +102,10 @@ type Maps struct {
 	leases, grants, templates, ifaces, config, counters *ebpf.Map
 	events                                              *eventRings
 
+	// now is the daemon's clock (time.Now, unless SetClock says
+	// otherwise): the program's unix time follows it.
+	now func() time.Time
+
 	mu       sync.Mutex
 	settings Settings
 	tmplID   map[string]uint32 // template bytes -> id
@@ -132,7 +136,7 @@ func New(m *bpf.XdpMaps) (*Maps, error) {
 		leases: m.XdhcpLeases, grants: m.XdhcpGrants, templates: m.XdhcpTmpls, ifaces: m.XdhcpIfaces,
 		config: m.XdhcpConfig, counters: m.XdhcpCounters,
 		tmplID: map[string]uint32{}, tmplRefs: map[uint32]int{}, leaseTpl: map[netip.Addr]uint32{},
-		grace: rcuGrace,
+		grace: rcuGrace, now: time.Now,
 	}
 	var err error
 	if fm.events, err = openEventRings(m.XdhcpEvring, m.XdhcpEvheads); err != nil {
@@ -676,6 +680,11 @@ func (m *Maps) SetSettings(s Settings) error {
 	return m.Tick()
 }
 
+// SetClock makes the program's unix time follow now instead of the system
+// clock (the daemon's clock, offset in the failover skew tests). Call it
+// before SetSettings.
+func (m *Maps) SetClock(now func() time.Time) { m.now = now }
+
 // Tick refreshes the wall-clock offset the program adds to CLOCK_MONOTONIC
 // (read coarse, bpf_ktime_get_coarse_ns) to get unix time: there is no
 // wall clock helper on Linux 6.1.
@@ -688,7 +697,7 @@ func (m *Maps) Tick() error {
 		return fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
 	}
 	v := bpf.XdpXdhcpSettings{
-		WallOffsetNs: time.Now().UnixNano() - ts.Nano(),
+		WallOffsetNs: m.now().UnixNano() - ts.Nano(),
 		MinGrant:     uint32(s.MinGrant / time.Second),
 		PuntRate:     s.PuntRate, PuntBurst: s.PuntBurst,
 	}

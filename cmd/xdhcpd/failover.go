@@ -18,7 +18,7 @@ import (
 // newFailover builds the configured relationship. Its Bindings is fb, whose
 // server is set once the slow path exists: the slow path takes the
 // relationship as its Partner, so one of the two is made first.
-func newFailover(cfg *config.Config, st *store.Store, fb *failoverBindings, log *slog.Logger) (*failover.Relationship, *failover.Metrics, error) {
+func newFailover(cfg *config.Config, st *store.Store, fb *failoverBindings, log *slog.Logger, clock func() time.Time) (*failover.Relationship, *failover.Metrics, error) {
 	f := cfg.Failover
 	role := failover.Primary
 	if f.Role == "secondary" {
@@ -35,7 +35,7 @@ func newFailover(cfg *config.Config, st *store.Store, fb *failoverBindings, log 
 		MaxResponseDelay: f.MaxResponseDelay, MaxUnacked: f.MaxUnackedUpdates, LoadBalanceMaxSecs: uint16(f.LoadBalanceMaxSecs),
 		AutoPartnerDown: f.AutoPartnerDown, MaxLeaseMisbalance: f.MaxLeaseMisbalance, MaxLeaseOwnership: f.MaxLeaseOwnership,
 		MinBalance: f.MinBalance, MaxBalance: f.MaxBalance, MaxSkew: f.MaxSkew,
-		Logger: log, Metrics: m, Bindings: fb, Meta: st,
+		Logger: log, Metrics: m, Bindings: fb, Meta: st, Now: clock,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -40,7 +40,7 @@ type fastPath struct {
 
 // loadFastPath loads the program (reusing pinned maps, whose entries keep
 // serving while the daemon restarts) and writes the settings.
-func loadFastPath(c *config.Config, log *slog.Logger) (*fastPath, error) {
+func loadFastPath(c *config.Config, log *slog.Logger, clock func() time.Time) (*fastPath, error) {
 	prog, err := loader.Load(loader.Options{PinDir: c.Fastpath.PinDir, MaxLeases: c.Fastpath.MaxLeases, Logger: log})
 	if err != nil {
 		return nil, err
@@ -50,6 +50,7 @@ func loadFastPath(c *config.Config, log *slog.Logger) (*fastPath, error) {
 		prog.Close()
 		return nil, err
 	}
+	maps.SetClock(clock)
 	settings := fastSettings(c)
 	s := settings
 	if prog.Upgraded {

@@ -67,6 +67,10 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	for _, w := range cfg.Warnings() {
 		log.Warn("configuration: " + w)
 	}
+	clock, err := daemonClock(log)
+	if err != nil {
+		return err
+	}
 
 	if err := os.MkdirAll(cfg.Server.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
@@ -107,7 +111,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	var fp *fastPath
 	var fastIface slowpath.FastPath
 	if cfg.Fastpath.Enabled {
-		if fp, err = loadFastPath(cfg, log); err != nil {
+		if fp, err = loadFastPath(cfg, log, clock); err != nil {
 			return err
 		}
 		defer fp.close() // the pins stay: renewals keep being answered
@@ -134,14 +138,14 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	var relMetrics *failover.Metrics
 	fb := &failoverBindings{}
 	if cfg.Failover.Enabled() {
-		if rel, relMetrics, err = newFailover(cfg, st, fb, log); err != nil {
+		if rel, relMetrics, err = newFailover(cfg, st, fb, log, clock); err != nil {
 			return err
 		}
 	}
 	srv, err := slowpath.New(slowpath.Config{
 		Logger: log, Store: st, Sender: conn, Metrics: metrics, FastPath: fastIface, Partner: partnerOf(rel),
 		Settings: settingsFrom(cfg), Subnets: subnetsFrom(cfg), Ifaces: ifaces,
-		Counter: ctr, Campaigns: st, Informed: st,
+		Counter: ctr, Campaigns: st, Informed: st, Now: clock,
 	})
 	if err != nil {
 		return err
@@ -363,4 +367,27 @@ func (d *daemon) reload() error {
 	}
 	d.log.Info("configuration reloaded", "subnets", len(cfg.Subnets))
 	return nil
+}
+
+// clockOffsetEnv names the offset of the daemon's clock from the system's,
+// a duration ("3m", "-90s"). It exists for the failover skew tests: two
+// daemons on one machine share its clock, and a time namespace offsets
+// only the monotonic and boot clocks, not the wall clock leases are kept
+// in. Never set it in production.
+const clockOffsetEnv = "XDHCPD_TEST_CLOCK_OFFSET"
+
+// daemonClock is the clock the slow path, the failover relationship and
+// the fast path's unix time follow: the system's, or offset by
+// clockOffsetEnv (with a warning).
+func daemonClock(log *slog.Logger) (func() time.Time, error) {
+	v := os.Getenv(clockOffsetEnv)
+	if v == "" {
+		return time.Now, nil
+	}
+	off, err := time.ParseDuration(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s=%q: %w", clockOffsetEnv, v, err)
+	}
+	log.Warn("TEST ONLY: this daemon's clock is offset from the system's", "env", clockOffsetEnv, "offset", off)
+	return func() time.Time { return time.Now().Add(off) }, nil
 }
