@@ -96,13 +96,20 @@ subnets:
 	return res, nil
 }
 
-func rss(pid int) int64 {
+func rss(pid int) int64 { return procStatusBytes(pid, "VmRSS:") }
+
+// peakRSS is a process's peak resident set (VmHWM), 0 when it cannot be
+// read.
+func peakRSS(pid int) int64 { return procStatusBytes(pid, "VmHWM:") }
+
+// procStatusBytes reads a kB field of /proc/PID/status, in bytes.
+func procStatusBytes(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
 			return kb << 10
 		}

@@ -41,6 +41,9 @@ const usage = `usage:
   xdhcp-bench failover --xdhcpd PATH [--server xdhcpd-xdp-native|xdhcpd-xdp-generic|xdhcpd] [--clients N] [--step D] [--quick] [--out DIR]
                   DORA/s and renewals/s of one server and of the same server as a failover primary (secondary:
                   xdhcpd in its own namespace), side by side, with the binding updates acknowledged per second
+  xdhcp-bench failover-catchup --xdhcpd PATH [--leases 1000000] [--pool 4194302] [--allocation independent,proportional] [--quick] [--out DIR]
+                  a secondary with an empty database catching up from its primary (UPDREQALL), xdhcpd to xdhcpd: seconds
+                  to NORMAL with every binding, updates/s, both daemons' peak RSS, per pool allocation mode
   xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--sender sockets|xdp] [--out DIR]   the generator's ceiling against an XDP reflector
 Renewals go out through sockets (sendmmsg, raw frames) or, with --sender xdp, from the kernel
 (BPF_PROG_TEST_RUN live frames, answers counted by XDP); all, scenarios and selftest run both.
@@ -54,8 +57,8 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 // commands are the commands usage lists; needsXdhcpd are those that run
 // the daemon (cost and selftest do not, so they need no --xdhcpd).
 var (
-	commands    = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew", "failover"}
-	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew", "failover"}
+	commands    = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew", "failover", "failover-catchup"}
+	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew", "failover", "failover-catchup"}
 )
 
 // commandUsage is cmd's own part of usage (its lines and their
@@ -136,7 +139,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	sender := fs.String("sender", "", "renewals sent through sockets or xdp (kernel live frames); default: sockets for run, both for selftest")
 	clients := fs.Int("clients", 0, "distinct clients (default 100000 for compare, 10000 for the generator)")
 	step := fs.Duration("step", 0, "length of each step (default 30s for compare, 3s for the generator)")
-	leases := fs.Int("leases", 1000000, "leases in the startup database")
+	leases := fs.Int("leases", 1000000, "leases in the startup (and failover-catchup primary's) database")
+	pool := fs.Int("pool", 4194302, "failover-catchup: addresses in the pool")
+	allocation := fs.String("allocation", "independent,proportional", "failover-catchup: the pool's failover-allocation modes to measure")
 	compareObj := fs.String("compare", "", "cost: another xdp_dhcp object (e.g. an older commit's bpf/xdp_bpfel.o) timed in the same rounds")
 	costRuns := fs.Int("runs", 0, "cost: BPF_PROG_TEST_RUN repetitions per measurement (default 50000, 20000 with --quick)")
 	costRounds := fs.Int("rounds", 0, "cost: interleaved rounds per case (default 61)")
@@ -494,6 +499,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for _, r := range fr.Rows {
 			if r.DORA.Err != "" || r.Renew.Err != "" {
 				return fmt.Errorf("failover: %s: %s %s", r.Server, r.DORA.Err, r.Renew.Err)
+			}
+		}
+		return ctx.Err()
+	}
+	steps["failover-catchup"] = func() error {
+		n, size := *leases, *pool
+		if *quick {
+			n, size = min(n, 100_000), min(size, 400_000)
+		}
+		if size < n {
+			return fmt.Errorf("failover-catchup: --pool %d is smaller than --leases %d", size, n)
+		}
+		var modes []string
+		for _, m := range strings.Split(*allocation, ",") {
+			if m != "independent" && m != "proportional" {
+				return fmt.Errorf("failover-catchup: --allocation %q: want independent and/or proportional", m)
+			}
+			modes = append(modes, m)
+		}
+		fmt.Fprintf(stdout, "failover catch-up, %d leases in %d addresses...\n", n, size)
+		rep.Catchup = rig.FailoverCatchup(ctx, bench.CatchupOptions{Bin: *bin, Leases: n, PoolSize: size, Allocations: modes,
+			Timeout: 10 * time.Minute, Log: func(format string, args ...any) { fmt.Fprintf(stdout, format, args...) }})
+		for _, r := range rep.Catchup {
+			if r.Err != "" {
+				return fmt.Errorf("failover-catchup: %s: %s", r.Allocation, r.Err)
 			}
 		}
 		return ctx.Err()

@@ -1,0 +1,48 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/xdhcp/xdhcp/internal/config"
+)
+
+// TestCatchupConfigs: both sides parse and match each other (check-config's
+// test of a pair), in both allocation modes, and the pool has the size
+// asked for and holds WriteLeases' addresses.
+func TestCatchupConfigs(t *testing.T) {
+	for _, mode := range []string{"independent", "proportional"} {
+		p, err := config.Parse("p.yaml", []byte(catchupConfig("/tmp/p", "primary", foPrimaryAddr, foSecondaryAddr, foIf, mode, 4194302)))
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		s, err := config.Parse("s.yaml", []byte(catchupConfig("/tmp/s", "secondary", foSecondaryAddr, foPrimaryAddr, foIf, mode, 4194302)))
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if err := p.CheckPartner(&config.Partner{Source: "xdhcpd", Name: s.Failover.Name, Role: s.Failover.Role,
+			Listen: s.Failover.Listen, Peer: s.Failover.Peer, Pools: pools(s)}); err != nil {
+			t.Fatalf("%s: the pair's configurations do not match: %v", mode, err)
+		}
+		q := p.Subnets[0].Pools[0]
+		if q.Start.String() != "10.0.0.1" || q.End.String() != "10.63.255.254" || q.Independent != (mode == "independent") || p.Fastpath.Enabled {
+			t.Fatalf("%s: pool %+v, fast path %v", mode, q, p.Fastpath.Enabled)
+		}
+	}
+}
+
+// TestCatchupSection: the report says what was measured, and an error in
+// place of a time.
+func TestCatchupSection(t *testing.T) {
+	rep := &Report{Catchup: []CatchupRow{
+		{Allocation: "independent", Leases: 1000000, PoolSize: 4194302, Seconds: 9.5, Received: 1000000, PerSecond: 105263, PrimaryPeakRSS: 1 << 30, SecondaryPeakRSS: 512 << 20},
+		{Allocation: "proportional", Leases: 1000000, PoolSize: 4194302, Err: "timed out"},
+	}}
+	var b strings.Builder
+	rep.catchupSection(&b)
+	for _, want := range []string{"| independent | 1000000 | 4194302 | 9.5 | 1000000 | 105263 | 1024 MiB | 512 MiB |", "not caught up: timed out"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("section lacks %q:\n%s", want, b.String())
+		}
+	}
+}
