@@ -377,3 +377,40 @@ func TestKilledInFirstStartup(t *testing.T) {
 		t.Fatal("an empty stored state read as history")
 	}
 }
+
+// TestRestartInEveryState: a server that crashed in any state, with its
+// partner left in COMMUNICATIONS-INTERRUPTED or PARTNER-DOWN, comes back to
+// NORMAL with it by themselves, in both roles: no stored state leaves the
+// pair stuck (dhcpd's pairs stuck in POTENTIAL-CONFLICT or RECOVER-WAIT
+// after a restart).
+func TestRestartInEveryState(t *testing.T) {
+	for _, c := range []struct {
+		role    Role
+		partner string
+	}{{Primary, "communications-interrupted"}, {Secondary, "communications-interrupted"}, {Primary, "partner-down"}, {Secondary, "partner-down"}} {
+		role := c.role
+		for _, state := range []string{"startup", "normal", "communications-interrupted", "partner-down", "recover", "recover-wait",
+			"recover-done", "potential-conflict", "resolution-interrupted", "conflict-done", "paused", "shutdown"} {
+			t.Run(role.String()+"/"+state+"/partner-"+c.partner, func(t *testing.T) {
+				t.Parallel()
+				p := newPair(t)
+				since := time.Now().Add(-time.Minute)
+				stored := func(s string) []byte {
+					b, _ := json.Marshal(persisted{MyState: s, MySince: since, PartnerState: "normal", PartnerSince: since, MCLT: 60, LastOp: since})
+					return b
+				}
+				crashed, partner := p.pDB, p.sDB
+				if role == Secondary {
+					crashed, partner = p.sDB, p.pDB
+				}
+				crashed.meta["failover/test-pair"] = stored(state)
+				partner.meta["failover/test-pair"] = stored(c.partner)
+				p.start(Primary, nil)
+				p.start(Secondary, nil)
+				for _, r := range []*Relationship{p.prim, p.sec} {
+					waitState(t, r, "normal", 15*time.Second)
+				}
+			})
+		}
+	}
+}

@@ -359,8 +359,16 @@ func (r *Relationship) updateDoneLocked(ctx context.Context) {
 		r.enterLocked(ctx, wire.StateRecoverWait, "the partner's updates are in (UPDDONE)")
 	case st == wire.StatePotentialConflict && r.cfg.Role == Primary:
 		r.enterLocked(ctx, wire.StateConflictDone, "conflicts resolved (UPDDONE)")
-	case st == wire.StatePotentialConflict:
+	case st == wire.StatePotentialConflict && r.partner.state == wire.StateConflictDone:
 		r.enterLocked(ctx, wire.StateNormal, "conflicts resolved (UPDDONE)")
+	case st == wire.StatePotentialConflict:
+		// The answer to a request made while the primary was in
+		// CONFLICT-DONE before a restart of its: it has left that state
+		// (the STATE saying so came first on the stream), so it is
+		// resolving again. Wait for its CONFLICT-DONE and ask again;
+		// going NORMAL now, on a stale answer, made the pair swing
+		// between states for good (TestRestartInEveryState).
+		r.log.Info("failover: UPDDONE from a resolution the primary has left; waiting for its conflict-done", "partner", stateName(r.partner.state))
 	}
 	r.evaluateLocked(ctx, "after UPDDONE")
 }
