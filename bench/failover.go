@@ -34,6 +34,13 @@ const (
 // half the clients.
 type XdhcpdPair struct {
 	Bin, Ctl, Fast string
+	// Balanced turns load balancing and pool balance on (dhcpd's
+	// defaults but load-balance-max-seconds 3), so that each server
+	// answers its half of the clients; AutoPartnerDown sets
+	// auto-partner-down. The DORA comparison leaves both at zero.
+	Balanced        bool
+	AutoPartnerDown time.Duration
+	scfg            string // the secondary's configuration file
 
 	peer     *netns.NS
 	peerProc *netns.Proc
@@ -56,6 +63,10 @@ func (x *XdhcpdPair) Version() string {
 }
 
 func (x *XdhcpdPair) config(dir, role, listen, peer, iface, fast string) string {
+	balance := "  load-balance-max-seconds: 0\n  max-lease-misbalance: 100\n"
+	if x.Balanced {
+		balance = "  load-balance-max-seconds: 3\n"
+	}
 	return strings.Replace(XdhcpdConfig(dir, fast), "interfaces: ["+ServerIf+"]", "interfaces: ["+iface+"]", 1) +
 		fmt.Sprintf(`failover:
   name: bench
@@ -63,10 +74,8 @@ func (x *XdhcpdPair) config(dir, role, listen, peer, iface, fast string) string 
   listen: %s
   peer: %s
   mclt: 1h
-  load-balance-max-seconds: 0
-  max-lease-misbalance: 100
-  auto-partner-down: 0s
-`, role, listen, peer)
+%s  auto-partner-down: %s
+`, role, listen, peer, balance, x.AutoPartnerDown)
 }
 
 // Start implements Server: the secondary, then the primary, and waits until
@@ -87,6 +96,7 @@ func (x *XdhcpdPair) Start(ctx context.Context, ns *netns.NS, dir string) (*netn
 		return nil, err
 	}
 	scfg := filepath.Join(sdir, "xdhcpd.yaml")
+	x.scfg = scfg
 	if err := os.WriteFile(scfg, []byte(x.config(sdir, "secondary", foSecondaryAddr, foPrimaryAddr, foIf, "")), 0o600); err != nil {
 		x.stopPeer()
 		return nil, err

@@ -3,6 +3,7 @@ package bench
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xdhcp/xdhcp/internal/config"
 )
@@ -44,5 +45,36 @@ func TestCatchupSection(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("section lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// TestRecoverySection: the kill -9 timings are reported, or why they are
+// missing.
+func TestRecoverySection(t *testing.T) {
+	rep := &Report{Recovery: &RecoveryResult{AutoPartnerDown: 5 * time.Second, DetectSeconds: 0.05, PartnerDownSeconds: 5.3,
+		Clients: 500, Bound: 500, ServeSeconds: 0.4, RestartNormalSeconds: 2.29}}
+	var b strings.Builder
+	rep.recoverySection(&b)
+	if want := "| 5s | 0.05 s | 5.30 s | 500 of 500 | 0.40 s | 2.29 s |"; !strings.Contains(b.String(), want) {
+		t.Errorf("section lacks %q:\n%s", want, b.String())
+	}
+	rep.Recovery.Err = "the survivor did not reach partner-down"
+	b.Reset()
+	rep.recoverySection(&b)
+	if !strings.Contains(b.String(), "Not measured: the survivor did not reach partner-down") {
+		t.Errorf("an error is not said:\n%s", b.String())
+	}
+}
+
+// TestBalancedPairConfig: the recovery benchmark's pair balances load and
+// pools and takes over by itself.
+func TestBalancedPairConfig(t *testing.T) {
+	x := &XdhcpdPair{Balanced: true, AutoPartnerDown: 10 * time.Second}
+	c, err := config.Parse("p.yaml", []byte(x.config("/tmp/p", "primary", foPrimaryAddr, foSecondaryAddr, ServerIf, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := c.Failover; f.LoadBalanceMaxSecs != 3 || f.MaxLeaseMisbalance != 15 || f.AutoPartnerDown != 10*time.Second {
+		t.Fatalf("%+v", f)
 	}
 }

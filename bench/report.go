@@ -39,6 +39,8 @@ type Report struct {
 	Failover *FailoverReport `json:"failover,omitempty"`
 	// Catchup is xdhcp-bench failover-catchup's rows.
 	Catchup []CatchupRow `json:"failover-catchup,omitempty"`
+	// Recovery is xdhcp-bench failover-recovery's result.
+	Recovery *RecoveryResult `json:"failover-recovery,omitempty"`
 }
 
 // Environment fills in host facts.
@@ -110,6 +112,7 @@ func (rep *Report) Markdown() string {
 	rep.forceRenewSection(&b)
 	rep.failoverSection(&b)
 	rep.catchupSection(&b)
+	rep.recoverySection(&b)
 	if q := rep.LQ; q != nil {
 		fmt.Fprintf(&b, "\n## Leasequery (xdhcpd, %d leases)\n\n| UDP by IP answered/s at ≤1%% loss (offered) | UDP answered/s open loop (sent, answered, wrong) | bulk leases streamed/s (TCP, by relay-id) | streamed |\n|---|---|---|---|\n| %.0f (%d/s) | %.0f (%d, %d, %d) | %.0f | %d |\n",
 			q.Leases, q.UDPLowLoss, q.UDPLowLossAt, q.UDPRate, q.UDPSent, q.UDPAnswered, q.UDPWrong, q.BulkRate, q.BulkStreamed)

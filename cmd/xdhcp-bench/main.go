@@ -44,6 +44,10 @@ const usage = `usage:
   xdhcp-bench failover-catchup --xdhcpd PATH [--leases 1000000] [--pool 4194302] [--allocation independent,proportional] [--quick] [--out DIR]
                   a secondary with an empty database catching up from its primary (UPDREQALL), xdhcpd to xdhcpd: seconds
                   to NORMAL with every binding, updates/s, both daemons' peak RSS, per pool allocation mode
+  xdhcp-bench failover-recovery --xdhcpd PATH [--clients 1000] [--auto-partner-down 10s] [--out DIR]
+                  a balanced xdhcpd pair, the secondary killed with -9: seconds until the survivor is
+                  communications-interrupted and partner-down, binds new clients of both halves, and until the
+                  restarted secondary and it are NORMAL again
   xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--sender sockets|xdp] [--out DIR]   the generator's ceiling against an XDP reflector
 Renewals go out through sockets (sendmmsg, raw frames) or, with --sender xdp, from the kernel
 (BPF_PROG_TEST_RUN live frames, answers counted by XDP); all, scenarios and selftest run both.
@@ -57,8 +61,8 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 // commands are the commands usage lists; needsXdhcpd are those that run
 // the daemon (cost and selftest do not, so they need no --xdhcpd).
 var (
-	commands    = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew", "failover", "failover-catchup"}
-	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew", "failover", "failover-catchup"}
+	commands    = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew", "failover", "failover-catchup", "failover-recovery"}
+	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew", "failover", "failover-catchup", "failover-recovery"}
 )
 
 // commandUsage is cmd's own part of usage (its lines and their
@@ -141,6 +145,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	step := fs.Duration("step", 0, "length of each step (default 30s for compare, 3s for the generator)")
 	leases := fs.Int("leases", 1000000, "leases in the startup (and failover-catchup primary's) database")
 	pool := fs.Int("pool", 4194302, "failover-catchup: addresses in the pool")
+	autoPD := fs.Duration("auto-partner-down", 10*time.Second, "failover-recovery: the survivor's auto-partner-down")
 	allocation := fs.String("allocation", "independent,proportional", "failover-catchup: the pool's failover-allocation modes to measure")
 	compareObj := fs.String("compare", "", "cost: another xdp_dhcp object (e.g. an older commit's bpf/xdp_bpfel.o) timed in the same rounds")
 	costRuns := fs.Int("runs", 0, "cost: BPF_PROG_TEST_RUN repetitions per measurement (default 50000, 20000 with --quick)")
@@ -526,6 +531,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return fmt.Errorf("failover-catchup: %s: %s", r.Allocation, r.Err)
 			}
 		}
+		return ctx.Err()
+	}
+	steps["failover-recovery"] = func() error {
+		n := 1000
+		if *clients > 0 {
+			n = *clients
+		}
+		if *autoPD <= 0 {
+			return fmt.Errorf("failover-recovery: --auto-partner-down %s: want a positive duration (the survivor must take over by itself)", *autoPD)
+		}
+		fmt.Fprintf(stdout, "failover recovery, auto-partner-down %s, %d clients after the take-over...\n", *autoPD, n)
+		res := rig.FailoverRecovery(ctx, bench.RecoveryOptions{Bin: *bin, Clients: n, AutoPartnerDown: *autoPD, Timeout: 5 * time.Minute})
+		rep.Recovery = &res
+		if res.Err != "" {
+			return fmt.Errorf("failover-recovery: %s", res.Err)
+		}
+		fmt.Fprintf(stdout, "  kill -> communications-interrupted %.2f s, -> partner-down %.2f s; %d of %d new clients bound in %.2f s; restart -> normal %.2f s\n",
+			res.DetectSeconds, res.PartnerDownSeconds, res.Bound, res.Clients, res.ServeSeconds, res.RestartNormalSeconds)
 		return ctx.Err()
 	}
 	order := []string{cmd}
