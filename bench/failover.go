@@ -50,6 +50,35 @@ type XdhcpdPair struct {
 	// and Ran how long it had been NORMAL by then.
 	Final failover.Status
 	Ran   time.Duration
+	// MaxQueue is the most binding updates the primary held queued or
+	// unacknowledged, sampled every 100 ms while the pair ran.
+	MaxQueue   int
+	sampleStop context.CancelFunc
+	sampled    chan struct{}
+}
+
+// sample tracks MaxQueue until stop; the goroutine is stop's to end.
+func (x *XdhcpdPair) sample(sock string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	x.sampleStop, x.sampled, x.MaxQueue = cancel, make(chan struct{}), 0
+	go func() {
+		defer close(x.sampled)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			var st failover.Status
+			c, cancel := context.WithTimeout(ctx, time.Second)
+			if control.Call(c, sock, "failover-status", nil, &st) == nil {
+				x.MaxQueue = max(x.MaxQueue, st.QueueDepth+st.Unacked)
+			}
+			cancel()
+		}
+	}()
 }
 
 // Name implements Server.
@@ -132,11 +161,17 @@ func (x *XdhcpdPair) Start(ctx context.Context, ns *netns.NS, dir string) (*netn
 		return nil, fmt.Errorf("the pair did not reach normal: %w", err)
 	}
 	x.started = time.Now()
+	x.sample(sock)
 	return p, nil
 }
 
 // stop records the primary's final status, then stops the secondary.
 func (x *XdhcpdPair) stop() {
+	if x.sampleStop != nil {
+		x.sampleStop()
+		<-x.sampled
+		x.sampleStop = nil
+	}
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var st failover.Status
@@ -170,6 +205,12 @@ type FailoverRow struct {
 	DORAAckedPS  float64 `json:"dora-bndupd-acked-per-second,omitempty"`
 	RenewAckedPS float64 `json:"renew-bndupd-acked-per-second,omitempty"`
 	Rejected     uint64  `json:"bndupd-rejected,omitempty"`
+	// The most updates queued or unacknowledged during each run, and
+	// that many in seconds of the run's acknowledgement rate.
+	DORAMaxQueue         int     `json:"dora-max-queue,omitempty"`
+	RenewMaxQueue        int     `json:"renew-max-queue,omitempty"`
+	DORAMaxQueueSeconds  float64 `json:"dora-max-queue-seconds,omitempty"`
+	RenewMaxQueueSeconds float64 `json:"renew-max-queue-seconds,omitempty"`
 }
 
 // FailoverReport is xdhcp-bench failover: the single server and the pair,
@@ -218,14 +259,18 @@ func (r *Rig) Failover(ctx context.Context, o FailoverOptions) FailoverReport {
 			}
 			if p, ok := s.(*XdhcpdPair); ok && p.Ran > 0 {
 				ps := float64(p.Final.UpdatesAcked) / p.Ran.Seconds()
+				qs := 0.0
+				if ps > 0 {
+					qs = float64(p.MaxQueue) / ps
+				}
 				if sc == "dora" {
-					row.DORAAcked, row.DORAAckedPS = p.Final.UpdatesAcked, ps
+					row.DORAAcked, row.DORAAckedPS, row.DORAMaxQueue, row.DORAMaxQueueSeconds = p.Final.UpdatesAcked, ps, p.MaxQueue, qs
 				} else {
-					row.RenewAcked, row.RenewAckedPS = p.Final.UpdatesAcked, ps
+					row.RenewAcked, row.RenewAckedPS, row.RenewMaxQueue, row.RenewMaxQueueSeconds = p.Final.UpdatesAcked, ps, p.MaxQueue, qs
 				}
 				row.Rejected += p.Final.UpdatesRejected
-				o.Log("  %-28s %-5s %d binding updates acknowledged in %s (%.0f/s), %d rejected, %d still queued\n", s.Name(), sc,
-					p.Final.UpdatesAcked, p.Ran.Round(time.Second), ps, p.Final.UpdatesRejected, p.Final.QueueDepth+p.Final.Unacked)
+				o.Log("  %-28s %-5s %d binding updates acknowledged in %s (%.0f/s), %d rejected, %d still queued, at most %d queued (%.2f s of acks)\n", s.Name(), sc,
+					p.Final.UpdatesAcked, p.Ran.Round(time.Second), ps, p.Final.UpdatesRejected, p.Final.QueueDepth+p.Final.Unacked, p.MaxQueue, qs)
 			}
 			if ctx.Err() != nil {
 				return rep
@@ -243,7 +288,7 @@ func (rep *Report) failoverSection(b *strings.Builder) {
 		return
 	}
 	fmt.Fprintf(b, "\n## Failover (issue 17)\n\nThe single server and the same server as the primary of a failover pair (secondary: xdhcpd in its own namespace; load balancing off, no pool handed over, so the primary answers all of the load). Highest answered rate within 1%% loss.\n\n")
-	fmt.Fprintf(b, "| server | DORA/s | renewals/s | BNDUPD acked/s (DORA run) | BNDUPD acked/s (renew run) |\n|---|---:|---:|---:|---:|\n")
+	fmt.Fprintf(b, "| server | DORA/s | renewals/s | BNDUPD acked/s (DORA run) | BNDUPD acked/s (renew run) | most queued, DORA run | most queued, renew run |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range fr.Rows {
 		ack := func(v float64) string {
 			if v == 0 {
@@ -251,7 +296,14 @@ func (rep *Report) failoverSection(b *strings.Builder) {
 			}
 			return fmt.Sprintf("%.0f", v)
 		}
-		fmt.Fprintf(b, "| %s | %.0f | %.0f | %s | %s |\n", r.Server, r.DORA.Best.Rate, r.Renew.Best.Rate, ack(r.DORAAckedPS), ack(r.RenewAckedPS))
+		queue := func(n int, secs float64) string {
+			if n == 0 && secs == 0 {
+				return "–"
+			}
+			return fmt.Sprintf("%d (%.2f s)", n, secs)
+		}
+		fmt.Fprintf(b, "| %s | %.0f | %.0f | %s | %s | %s | %s |\n", r.Server, r.DORA.Best.Rate, r.Renew.Best.Rate, ack(r.DORAAckedPS), ack(r.RenewAckedPS),
+			queue(r.DORAMaxQueue, r.DORAMaxQueueSeconds), queue(r.RenewMaxQueue, r.RenewMaxQueueSeconds))
 	}
 	ratio := func(x, y float64) string {
 		if y == 0 {
