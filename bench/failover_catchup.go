@@ -145,7 +145,7 @@ func (r *Rig) catchup(ctx context.Context, o CatchupOptions, allocation string) 
 	defer sp.Stop()
 	ssock := filepath.Join(sdir, "ctl.sock")
 	var st failover.Status
-	err = waitFor(ctx, sp, func() bool {
+	err = waitWithin(ctx, sp, o.Timeout, func() bool {
 		c, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		return control.Call(c, ssock, "failover-status", nil, &st) == nil && st.State == "normal" && st.PartnerState == "normal" &&

@@ -37,6 +37,8 @@ type Report struct {
 	FR *ForceRenewReport `json:"forcerenew,omitempty"`
 	// Failover is xdhcp-bench failover's comparison.
 	Failover *FailoverReport `json:"failover,omitempty"`
+	// Full marks xdhcp-bench all's report (it becomes latest.md).
+	Full bool `json:"full,omitempty"`
 	// Catchup is xdhcp-bench failover-catchup's rows.
 	Catchup []CatchupRow `json:"failover-catchup,omitempty"`
 	// Recovery is xdhcp-bench failover-recovery's result.
@@ -143,7 +145,11 @@ func (rep *Report) Write(dir string) (string, error) {
 	if err := os.WriteFile(base+".md", md, 0o644); err != nil {
 		return "", err
 	}
-	// latest.md is what the README links.
+	// latest.md is what the README links: a full run's report only, not
+	// one command's (which would hide the rest).
+	if !rep.Full {
+		return base + ".md", nil
+	}
 	return base + ".md", os.WriteFile(filepath.Join(dir, "latest.md"), md, 0o644)
 }
 

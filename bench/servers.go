@@ -221,7 +221,12 @@ func (d Dhcpd) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Proc
 }
 
 func waitFor(ctx context.Context, p *netns.Proc, ready func() bool) error {
-	deadline := time.Now().Add(20 * time.Second)
+	return waitWithin(ctx, p, 20*time.Second, ready)
+}
+
+// waitWithin is waitFor with its own bound.
+func waitWithin(ctx context.Context, p *netns.Proc, within time.Duration, ready func() bool) error {
+	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if p.Exited() {
 			return fmt.Errorf("server exited: %s", tail([]byte(p.Output()), 10))
@@ -231,7 +236,7 @@ func waitFor(ctx context.Context, p *netns.Proc, ready func() bool) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("server not ready after 20s: %s", tail([]byte(p.Output()), 10))
+	return fmt.Errorf("server not ready after %s: %s", within, tail([]byte(p.Output()), 10))
 }
 
 func socketExists(path string) bool {
