@@ -59,6 +59,10 @@ func (s *Server) Handle(in Incoming) {
 		return
 	}
 	s.m.message(mt).Inc()
+	if why := s.tooOld(mt, in); why != "" {
+		s.dropped(why, in, nil)
+		return
+	}
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
 		// Where a message came from and was sent to tells a renewal
 		// (unicast) from a rebinding (broadcast) when troubleshooting.

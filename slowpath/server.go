@@ -44,6 +44,9 @@ type Incoming struct {
 	Src     netip.AddrPort
 	Dst     netip.Addr // destination address of the datagram (broadcast or ours)
 	IfIndex int
+	// Received is when the kernel took the datagram in (SO_TIMESTAMPNS),
+	// zero when unknown: how long it waited for the server.
+	Received time.Time
 }
 
 // Outgoing is one reply and how to send it.
@@ -91,6 +94,25 @@ type Settings struct {
 	// InformedTTL is how long an informed client is remembered without
 	// an INFORM; zero means DefaultInformedTTL.
 	InformedTTL time.Duration
+	// MaxWait bounds the time a request may have waited in the socket
+	// before the server reads it (issue 19): older, its client has
+	// retransmitted or given up, and an answer would only cost the
+	// requests behind it their turn; it is dropped and counted
+	// (reason "stale"). DISCOVERs and INFORMs wait at most a quarter of
+	// it, so that under a backlog the REQUESTs that finish a DORA or
+	// renew a lease go first. Zero means no bound.
+	MaxWait time.Duration
+	// QueueTarget and QueueInterval bound the backlog by time (CoDel's
+	// idea, simplified): once every request has waited longer than
+	// QueueTarget for a whole QueueInterval, the server is behind for
+	// good, not in a burst, and drops requests older than QueueTarget
+	// (DISCOVER and INFORM: a quarter of it) until one arrives younger,
+	// counted as reason "overload". Answered requests then wait at most
+	// about QueueTarget however far the offered load passes what the
+	// server can do, and it spends its time on them instead of on
+	// answers their clients stopped waiting for. Zero QueueTarget turns
+	// this off.
+	QueueTarget, QueueInterval time.Duration
 }
 
 // Server answers DHCPv4 messages. Create it with New, then Load and Run.
@@ -103,6 +125,8 @@ type Server struct {
 	partner Partner
 	m       *Metrics
 	now     func() time.Time
+	// backlog is the overload state behind Settings.QueueTarget.
+	backlog backlog
 	// logLimit keeps refused requesters from flooding the log.
 	logLimit *logLimiter
 	// subQ orders submissions to the store (see commit).

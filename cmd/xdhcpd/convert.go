@@ -21,6 +21,7 @@ func settingsFrom(c *config.Config) slowpath.Settings {
 		// Offer bounds apply on reload, like the hold times.
 		OfferPoolShare:  c.Server.OfferPoolShare,
 		OfferPerCircuit: c.Server.OfferPerCircuit,
+		MaxWait:         c.Server.MaxWait, QueueTarget: c.Server.QueueTarget, QueueInterval: c.Server.QueueInterval,
 	}
 	if c.Fastpath.Enabled {
 		s.HorizonAhead = c.Fastpath.Horizon

@@ -37,6 +37,10 @@ type rawServer struct {
 	// Bounds on pending offers (issue 14 §4: a flood of DISCOVERs).
 	OfferPoolShare  *float64 `yaml:"offer-pool-share"`
 	OfferPerCircuit *int     `yaml:"offer-per-circuit"`
+	// Bounds on how long a request may wait (issue 19: overload).
+	MaxWait       string `yaml:"max-wait"`
+	QueueTarget   string `yaml:"queue-target"`
+	QueueInterval string `yaml:"queue-interval"`
 }
 
 type rawFastpath struct {
@@ -206,6 +210,18 @@ func (v *validator) build(r *rawConfig) *Config {
 		if s.OfferPerCircuit < 0 || s.OfferPerCircuit > 65535 {
 			v.add("server.offer-per-circuit", "%d is outside 0..65535 (0 turns the bound off)", s.OfferPerCircuit)
 		}
+	}
+
+	s.MaxWait = v.duration("server.max-wait", rs.MaxWait, time.Second)
+	s.QueueTarget = v.duration("server.queue-target", rs.QueueTarget, 10*time.Millisecond)
+	s.QueueInterval = v.duration("server.queue-interval", rs.QueueInterval, 100*time.Millisecond)
+	switch {
+	case s.MaxWait < 0 || s.MaxWait > time.Minute:
+		v.add("server.max-wait", "%v is outside 0..1m (0 turns the bound off)", s.MaxWait)
+	case s.QueueTarget < 0 || s.MaxWait > 0 && s.QueueTarget > s.MaxWait:
+		v.add("server.queue-target", "%v is outside 0..max-wait (%v; 0 turns the bound off)", s.QueueTarget, s.MaxWait)
+	case s.QueueTarget > 0 && (s.QueueInterval < s.QueueTarget || s.QueueInterval > time.Minute):
+		v.add("server.queue-interval", "%v is outside queue-target (%v)..1m", s.QueueInterval, s.QueueTarget)
 	}
 
 	for i := range r.Subnets {

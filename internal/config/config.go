@@ -64,6 +64,14 @@ type Server struct {
 	// OfferPerCircuit bounds pending offers per relay circuit (giaddr and
 	// option 82 circuit-id; 0 turns the bound off).
 	OfferPerCircuit int `yaml:"offer-per-circuit" reload:"live"`
+	// MaxWait drops a request that waited longer than this in the
+	// socket before the server read it (a DISCOVER or INFORM: a quarter
+	// of it); QueueTarget and QueueInterval bound the backlog by time
+	// once the server has been behind for an interval (see
+	// slowpath.Settings). 0 turns each bound off.
+	MaxWait       time.Duration `yaml:"max-wait" reload:"live"`
+	QueueTarget   time.Duration `yaml:"queue-target" reload:"live"`
+	QueueInterval time.Duration `yaml:"queue-interval" reload:"live"`
 }
 
 // Fastpath configures the XDP fast path.

@@ -22,6 +22,9 @@ import (
 	"github.com/xdhcp/xdhcp/slowpath"
 )
 
+// timespecLen is a struct timespec's size (SO_TIMESTAMPNS).
+const timespecLen = 16
+
 // batch is how many datagrams one recvmmsg/sendmmsg moves.
 const batch = 64
 
@@ -77,7 +80,12 @@ func Listen(ctx context.Context, port int, log *slog.Logger) (*Conn, error) {
 			if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_WANT); serr != nil {
 				return
 			}
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL, ReplyTTL)
+			if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL, ReplyTTL); serr != nil {
+				return
+			}
+			// The kernel's receive time of each datagram: how long a
+			// request waited for the server (slowpath.Settings.MaxWait).
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
 			if serr == nil {
 				// Bursts of relayed traffic must not overflow a default-sized buffer.
 				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
@@ -135,7 +143,8 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 	for i := range msgs {
 		bufs[i] = make([]byte, 4096)
 		msgs[i].Buffers = [][]byte{bufs[i]}
-		msgs[i].OOB = ipv4.NewControlMessage(ipv4.FlagDst | ipv4.FlagInterface)
+		// Room for IP_PKTINFO and the receive timestamp.
+		msgs[i].OOB = append(ipv4.NewControlMessage(ipv4.FlagDst|ipv4.FlagInterface), make([]byte, unix.CmsgSpace(timespecLen))...)
 	}
 	var cm ipv4.ControlMessage
 	for {
@@ -165,6 +174,7 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 					in.Dst = a
 				}
 			}
+			in.Received = receivedAt(m.OOB[:m.NN])
 			handle(in)
 		}
 		c.mu.Lock()
@@ -176,6 +186,23 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 		}
 		c.mu.Unlock()
 	}
+}
+
+// receivedAt finds the SO_TIMESTAMPNS control message's time, zero when
+// there is none.
+func receivedAt(oob []byte) time.Time {
+	cms, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return time.Time{}
+	}
+	for _, c := range cms {
+		// struct timespec: 64-bit seconds and nanoseconds on the 64-bit
+		// architectures this runs on.
+		if c.Header.Level == unix.SOL_SOCKET && c.Header.Type == unix.SCM_TIMESTAMPNS && len(c.Data) >= timespecLen {
+			return time.Unix(int64(binary.NativeEndian.Uint64(c.Data)), int64(binary.NativeEndian.Uint64(c.Data[8:])))
+		}
+	}
+	return time.Time{}
 }
 
 // Send writes replies: routed ones through the UDP socket in one batch,

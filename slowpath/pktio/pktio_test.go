@@ -1,6 +1,7 @@
 package pktio
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"log/slog"
@@ -154,5 +155,51 @@ func TestReplyIPHeaderOnTheWire(t *testing.T) {
 				p[1], binary.BigEndian.Uint16(p[6:]), p[8], ReplyTTL)
 		}
 		return
+	}
+}
+
+// TestReceiveTimeIsTheKernels: a datagram that waited in the socket before
+// Serve read it carries the kernel's receive time, not the read's, so the
+// server can tell how long it waited (slowpath.Settings.MaxWait).
+func TestReceiveTimeIsTheKernels(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "needs root: Listen opens an AF_PACKET socket")
+	}
+	c, err := Listen(context.Background(), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	to := c.udp.LocalAddr().(*net.UDPAddr)
+	src, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: to.Port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	sent := time.Now()
+	if _, err := src.Write([]byte("waited")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // in the socket, unread
+	got := make(chan slowpath.Incoming, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go c.Serve(ctx, func(in slowpath.Incoming) {
+		in.Data = bytes.Clone(in.Data)
+		select {
+		case got <- in:
+		default:
+		}
+	})
+	select {
+	case in := <-got:
+		if d := in.Received.Sub(sent); d < -50*time.Millisecond || d > 150*time.Millisecond {
+			t.Fatalf("received at %v, sent at %v (%v apart): not the kernel's time", in.Received, sent, d)
+		}
+		if w := time.Since(in.Received); w < 300*time.Millisecond {
+			t.Fatalf("waited %v by its timestamp, slept 300ms", w)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing read")
 	}
 }

@@ -1,0 +1,95 @@
+package slowpath
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestStaleRequestsAreDropped: with MaxWait set, a request that waited in
+// the socket longer than its client would is dropped and counted, not
+// answered late; a DISCOVER (or INFORM) is held to a quarter of it, so a
+// REQUEST of the same age is still answered; without a kernel timestamp,
+// or with MaxWait zero, nothing is dropped for its age.
+func TestStaleRequestsAreDropped(t *testing.T) {
+	f := newFixture(t)
+	f.srv.set.MaxWait = time.Second
+	handle := func(m *dhcpv4.DHCPv4, dst netip.Addr, waited time.Duration) int {
+		t.Helper()
+		in := Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: dst, IfIndex: 7}
+		if waited >= 0 {
+			in.Received = time.Now().Add(-waited)
+		}
+		f.srv.Handle(in)
+		return len(f.out.take())
+	}
+	stale := func() float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues("stale")) }
+
+	// A DISCOVER that waited 300 ms is past a quarter of a second.
+	if n := handle(msg(t, dhcpv4.MessageTypeDiscover, mac(1)), bcast, 300*time.Millisecond); n != 0 || stale() != 1 {
+		t.Fatalf("a DISCOVER 300 ms old: %d replies, %v stale", n, stale())
+	}
+	if n := handle(msg(t, dhcpv4.MessageTypeDiscover, mac(1)), bcast, 100*time.Millisecond); n != 1 {
+		t.Fatalf("a DISCOVER 100 ms old: %d replies", n)
+	}
+	// A renewal 300 ms old: answered.
+	ack := f.dora(mac(2))
+	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
+	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	if n := handle(renew, srvAddr, 300*time.Millisecond); n != 1 {
+		t.Fatalf("a renewal 300 ms old: %d replies", n)
+	}
+	// 1.5 s old: dropped.
+	if n := handle(renew, srvAddr, 1500*time.Millisecond); n != 0 || stale() != 2 {
+		t.Fatalf("a renewal 1.5 s old: %d replies, %v stale", n, stale())
+	}
+	// No timestamp: answered whatever; MaxWait zero: no bound.
+	if n := handle(renew, srvAddr, -1); n != 1 {
+		t.Fatalf("a renewal without a timestamp: %d replies", n)
+	}
+	f.srv.set.MaxWait = 0
+	if n := handle(renew, srvAddr, time.Hour); n != 1 || stale() != 2 {
+		t.Fatalf("MaxWait 0, a renewal an hour old: %d replies, %v stale", n, stale())
+	}
+}
+
+// TestOverloadBoundsTheWait: requests older than QueueTarget are handled
+// while the backlog is a burst; once every request has been older for a
+// whole QueueInterval they are dropped (reason "overload") until a young
+// one comes, and a backlog that returns soon after is dropped at once.
+func TestOverloadBoundsTheWait(t *testing.T) {
+	f := newFixture(t)
+	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 100*time.Millisecond
+	ack := f.dora(mac(2))
+	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
+	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	handle := func(waited time.Duration) int {
+		t.Helper()
+		f.srv.Handle(Incoming{Data: renew.ToBytes(), Src: netip.MustParseAddrPort("10.77.0.100:68"), Dst: srvAddr, IfIndex: 7,
+			Received: time.Now().Add(-waited)})
+		return len(f.out.take())
+	}
+	overload := func() float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues("overload")) }
+	start := time.Now()
+	answered := 0
+	for time.Since(start) < 80*time.Millisecond {
+		answered += handle(50 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if answered == 0 || overload() != 0 {
+		t.Fatalf("a burst shorter than the interval: %d answered, %v dropped", answered, overload())
+	}
+	time.Sleep(30 * time.Millisecond) // past the interval, still behind
+	if n := handle(50 * time.Millisecond); n != 0 || overload() != 1 {
+		t.Fatalf("behind for a whole interval: %d replies, %v dropped", n, overload())
+	}
+	if n := handle(2 * time.Millisecond); n != 1 {
+		t.Fatalf("a young request: %d replies", n)
+	}
+	if n := handle(50 * time.Millisecond); n != 0 || overload() != 2 {
+		t.Fatalf("the backlog back at once: %d replies, %v dropped", n, overload())
+	}
+}
