@@ -47,15 +47,24 @@ type Server interface {
 }
 
 // Xdhcpd is our daemon. Fast selects the XDP fast path: "" (off),
-// "native" or "generic".
-type Xdhcpd struct{ Bin, Ctl, Fast string }
+// "native" or "generic". Unbounded turns off the slow path's bounds on how
+// long a request may wait (server.max-wait, queue-target), as before
+// issue 19: the overload comparison's other side.
+type Xdhcpd struct {
+	Bin, Ctl, Fast string
+	Unbounded      bool
+}
 
 // Name implements Server.
 func (x Xdhcpd) Name() string {
-	if x.Fast == "" {
-		return "xdhcpd"
+	n := "xdhcpd"
+	if x.Fast != "" {
+		n += "-xdp-" + x.Fast
 	}
-	return "xdhcpd-xdp-" + x.Fast
+	if x.Unbounded {
+		n += "-unbounded-queue"
+	}
+	return n
 }
 
 // Version implements Server.
@@ -89,7 +98,11 @@ subnets:
 // Start implements Server.
 func (x Xdhcpd) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Proc, error) {
 	cfg := filepath.Join(dir, "xdhcpd.yaml")
-	if err := os.WriteFile(cfg, []byte(XdhcpdConfig(dir, x.Fast)), 0o600); err != nil {
+	yaml := XdhcpdConfig(dir, x.Fast)
+	if x.Unbounded {
+		yaml = strings.Replace(yaml, "  log-level: warn\n", "  log-level: warn\n  max-wait: 0s\n  queue-target: 0s\n", 1)
+	}
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		return nil, err
 	}
 	// Host mounts: `ip netns exec` would hide the bpffs the daemon pins in.

@@ -48,6 +48,9 @@ const usage = `usage:
                   a balanced xdhcpd pair, the secondary killed with -9: seconds until the survivor is
                   communications-interrupted and partner-down, binds new clients of both halves, and until the
                   restarted secondary and it are NORMAL again
+  xdhcp-bench overload --xdhcpd PATH [--scenario renew|dora] [--clients 10000] [--step 5s] [--quick] [--out DIR]
+                  the slow path (fast path off) offered 50% to 150% of its ceiling, with its bounds on a request's
+                  wait and without: answered/s, goodput, loss, p50 and p99 latency, side by side
   xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--sender sockets|xdp] [--out DIR]   the generator's ceiling against an XDP reflector
 Renewals go out through sockets (sendmmsg, raw frames) or, with --sender xdp, from the kernel
 (BPF_PROG_TEST_RUN live frames, answers counted by XDP); all, scenarios and selftest run both.
@@ -61,8 +64,8 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 // commands are the commands usage lists; needsXdhcpd are those that run
 // the daemon (cost and selftest do not, so they need no --xdhcpd).
 var (
-	commands    = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew", "failover", "failover-catchup", "failover-recovery"}
-	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew", "failover", "failover-catchup", "failover-recovery"}
+	commands    = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew", "failover", "failover-catchup", "failover-recovery", "overload"}
+	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew", "failover", "failover-catchup", "failover-recovery", "overload"}
 )
 
 // commandUsage is cmd's own part of usage (its lines and their
@@ -549,6 +552,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "  kill -> communications-interrupted %.2f s, -> partner-down %.2f s; %d of %d new clients bound in %.2f s; restart -> normal %.2f s\n",
 			res.DetectSeconds, res.PartnerDownSeconds, res.Bound, res.Clients, res.ServeSeconds, res.RestartNormalSeconds)
+		return ctx.Err()
+	}
+	steps["overload"] = func() error {
+		sc := *scenario
+		if sc != "renew" && sc != "dora" {
+			return fmt.Errorf("overload: --scenario %q: want renew or dora", sc)
+		}
+		n, d := 10000, 5*time.Second
+		fr := []float64{0.5, 1, 1.2, 1.5}
+		if *quick {
+			n, d, fr = 5000, 3*time.Second, []float64{1, 1.2, 1.5}
+		}
+		if *clients > 0 {
+			n = *clients
+		}
+		if *step > 0 {
+			d = *step
+		}
+		fmt.Fprintf(stdout, "overload, %s, %d clients, %s steps...\n", sc, n, d)
+		ov := rig.Overload(ctx, bench.OverloadOptions{Bin: *bin, Scenario: sc, Clients: n, Step: d, Fractions: fr,
+			Log: func(format string, args ...any) { fmt.Fprintf(stdout, format, args...) }})
+		rep.Overload = &ov
+		if ov.Err != "" {
+			return fmt.Errorf("overload: %s", ov.Err)
+		}
 		return ctx.Err()
 	}
 	order := []string{cmd}

@@ -1,0 +1,95 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/xdhcp/xdhcp/bench/loadgen"
+)
+
+// OverloadRow is one server at one offered rate: what it answered, how
+// fast, and at what latency.
+type OverloadRow struct {
+	Server   string         `json:"server"`
+	Fraction float64        `json:"fraction-of-ceiling"`
+	Offered  int            `json:"offered-per-second"`
+	Result   loadgen.Result `json:"result"`
+	Err      string         `json:"error,omitempty"`
+}
+
+// OverloadReport is xdhcp-bench overload: the slow path's ceiling (the
+// highest rate answered within 1% loss, bounded queue), then each server
+// offered fractions of it, side by side in one run.
+type OverloadReport struct {
+	Scenario string        `json:"scenario"`
+	Ceiling  float64       `json:"ceiling-per-second"`
+	Rows     []OverloadRow `json:"rows"`
+	Err      string        `json:"error,omitempty"`
+}
+
+// OverloadOptions shape one overload comparison.
+type OverloadOptions struct {
+	Bin       string
+	Scenario  string // loadgen.Renew or loadgen.DORA
+	Clients   int
+	Step      time.Duration
+	Fractions []float64
+	Log       func(format string, args ...any)
+}
+
+// Overload measures the slow path (fast path off, so renewals reach it)
+// with and without its bounds on a request's wait, at fractions of its
+// ceiling: goodput and latency when offered more than it can answer.
+func (r *Rig) Overload(ctx context.Context, o OverloadOptions) OverloadReport {
+	rep := OverloadReport{Scenario: o.Scenario}
+	base := ScenarioOptions{Scenario: o.Scenario, Mode: "relay", Clients: o.Clients, Pop: DefaultPopulation(false, true, 0), Step: o.Step}
+	search := base
+	search.MaxLoss, search.StartRate, search.Bisect = 0.01, 4000, 3
+	ceil := r.Scenario(ctx, Xdhcpd{Bin: o.Bin}, search)
+	if ceil.Err != "" || ceil.Best.Rate == 0 {
+		rep.Err = fmt.Sprintf("finding the ceiling: %s", ceil.Err)
+		return rep
+	}
+	rep.Ceiling = ceil.Best.Rate
+	o.Log("  ceiling %.0f %s/s within 1%% loss\n", rep.Ceiling, o.Scenario)
+	for _, s := range []Server{Xdhcpd{Bin: o.Bin}, Xdhcpd{Bin: o.Bin, Unbounded: true}} {
+		for _, f := range o.Fractions {
+			so := base
+			so.Rate = int(f * rep.Ceiling)
+			res := r.Scenario(ctx, s, so)
+			row := OverloadRow{Server: s.Name(), Fraction: f, Offered: so.Rate, Result: res.Best, Err: res.Err}
+			o.Log("  %-28s %3.0f%% (%6d/s offered): %8.0f answered/s, loss %5.1f%%, p50 %s µs, p99 %s µs %s\n", s.Name(), 100*f, so.Rate,
+				res.Best.Rate, 100*res.Best.Loss, latency(res, res.Best.P50), latency(res, res.Best.P99), res.Err)
+			rep.Rows = append(rep.Rows, row)
+			if ctx.Err() != nil {
+				return rep
+			}
+		}
+	}
+	return rep
+}
+
+// overloadSection renders the comparison.
+func (rep *Report) overloadSection(b *strings.Builder) {
+	ov := rep.Overload
+	if ov == nil {
+		return
+	}
+	fmt.Fprintf(b, "\n## Overload: the slow path offered more than it answers (%s, relay, fast path off)\n\n", ov.Scenario)
+	if ov.Err != "" {
+		fmt.Fprintf(b, "Not measured: %s\n", ov.Err)
+		return
+	}
+	fmt.Fprintf(b, "Ceiling: %.0f/s answered within 1%% loss. `xdhcpd` bounds a request's wait (server.max-wait 1s, queue-target 10ms over queue-interval 100ms); `xdhcpd-unbounded-queue` answers in arrival order whatever the wait, as before issue 19. Goodput is the answered rate as a share of the ceiling.\n\n", ov.Ceiling)
+	b.WriteString("| server | offered (share of ceiling) | answered/s | goodput | loss | p50 µs | p99 µs |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range ov.Rows {
+		if r.Err != "" {
+			fmt.Fprintf(b, "| %s | %d (%.0f%%) | error: %s | | | | |\n", r.Server, r.Offered, 100*r.Fraction, r.Err)
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %d (%.0f%%) | %.0f | %.0f%% | %.1f%% | %s | %s |\n", r.Server, r.Offered, 100*r.Fraction, r.Result.Rate,
+			100*r.Result.Rate/ov.Ceiling, 100*r.Result.Loss, fmt.Sprintf("%.0f", r.Result.P50), fmt.Sprintf("%.0f", r.Result.P99))
+	}
+}

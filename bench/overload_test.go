@@ -1,0 +1,25 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/xdhcp/xdhcp/bench/loadgen"
+)
+
+// TestOverloadSection: goodput is the answered rate over the ceiling; the
+// unbounded server is named as such.
+func TestOverloadSection(t *testing.T) {
+	rep := &Report{Overload: &OverloadReport{Scenario: "renew", Ceiling: 10000, Rows: []OverloadRow{
+		{Server: Xdhcpd{}.Name(), Fraction: 1.2, Offered: 12000, Result: loadgen.Result{Rate: 9700, Loss: 0.19, P50: 900, P99: 8000}},
+		{Server: Xdhcpd{Unbounded: true}.Name(), Fraction: 1.2, Offered: 12000, Result: loadgen.Result{Rate: 8000, Loss: 0.33, P50: 150000, P99: 300000}},
+	}}}
+	var b strings.Builder
+	rep.overloadSection(&b)
+	for _, want := range []string{"| xdhcpd | 12000 (120%) | 9700 | 97% | 19.0% | 900 | 8000 |",
+		"| xdhcpd-unbounded-queue | 12000 (120%) | 8000 | 80% | 33.0% | 150000 | 300000 |"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("section lacks %q:\n%s", want, b.String())
+		}
+	}
+}
