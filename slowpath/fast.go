@@ -70,6 +70,11 @@ func (s *Server) publish(ls []*lease.Lease) {
 		}
 	}
 	s.mu.Unlock()
+	s.writeFast(add, del)
+}
+
+// writeFast publishes add and withdraws del in the fast path's map.
+func (s *Server) writeFast(add []FastLease, del []netip.Addr) {
 	if len(add) > 0 {
 		if err := s.fast.Publish(add); err != nil {
 			s.logLimited(slog.LevelError, "fast_publish", "publishing leases to the fast path", "leases", len(add), "err", err)
@@ -84,18 +89,47 @@ func (s *Server) publish(ls []*lease.Lease) {
 
 // PublishAll (re)publishes every active lease and withdraws the rest, for
 // start-up reconciliation and after a configuration reload.
+//
+// It takes the addresses first and the records a chunk at a time: a copy
+// of every record at once cost about 480 MB at a million leases, held
+// until the last chunk was written (issue 19's profile).
 func (s *Server) PublishAll() {
+	if s.fast == nil {
+		return
+	}
 	s.mu.Lock()
-	ls := make([]*lease.Lease, 0, len(s.leases))
-	for _, l := range s.leases {
-		ls = append(ls, l.Clone())
+	ips := make([]netip.Addr, 0, len(s.leases))
+	for ip := range s.leases {
+		ips = append(ips, ip)
 	}
 	s.mu.Unlock()
-	for len(ls) > 0 {
-		n := min(len(ls), 8192)
-		s.publish(ls[:n])
-		ls = ls[n:]
+	for len(ips) > 0 {
+		n := min(len(ips), 8192)
+		s.publishAddrs(ips[:n])
+		ips = ips[n:]
 	}
+}
+
+// publishAddrs is publish for the records of ips as they are now (one
+// gone since is withdrawn).
+func (s *Server) publishAddrs(ips []netip.Addr) {
+	var add []FastLease
+	var del []netip.Addr
+	s.mu.Lock()
+	for _, ip := range ips {
+		l := s.leases[ip]
+		if l == nil {
+			del = append(del, ip)
+			continue
+		}
+		if fl, ok := s.fastLeaseLocked(l); ok {
+			add = append(add, fl)
+		} else {
+			del = append(del, ip)
+		}
+	}
+	s.mu.Unlock()
+	s.writeFast(add, del)
 }
 
 // FoldRenewals records renewals the fast path answered: expiry, CLTT, xid
@@ -153,9 +187,19 @@ func (s *Server) FoldRenewals(rs []Renewal) {
 // of HorizonAhead in the future, so the fast path never punts a steady-state
 // renewal for the horizon. New horizons go to disk first, then to the map.
 func (s *Server) AdvanceHorizons() int {
+	changed := s.horizonsDue()
+	if len(changed) > 0 {
+		s.commit(changed, causeHorizon, nil)
+	}
+	return len(changed)
+}
+
+// horizonsDue moves up to sweepBatch horizons in memory and returns the
+// copies to commit.
+func (s *Server) horizonsDue() []*lease.Lease {
 	ahead := s.settings().HorizonAhead
 	if ahead <= 0 || s.fast == nil {
-		return 0
+		return nil
 	}
 	now := s.now()
 	var changed []*lease.Lease
@@ -172,10 +216,7 @@ func (s *Server) AdvanceHorizons() int {
 		}
 	}
 	s.mu.Unlock()
-	if len(changed) > 0 {
-		s.commit(changed, causeHorizon, nil)
-	}
-	return len(changed)
+	return changed
 }
 
 // horizonMovesLocked: whether advancing l's horizon is worth a commit. A
@@ -200,7 +241,26 @@ func (s *Server) RunHorizons(ctx context.Context, interval time.Duration) error 
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			for s.AdvanceHorizons() >= sweepBatch {
+			// A full batch may leave more due (a database whose horizons
+			// all fell behind: after downtime, or the fast path newly on).
+			// Each batch waits for its commit: its leases count as moved
+			// only once durable, so not waiting picked the same ones again
+			// and again, piling up commits without bound (11 GB at a
+			// million leases, and a shutdown that never came).
+			for ctx.Err() == nil {
+				changed := s.horizonsDue()
+				if len(changed) == 0 {
+					break
+				}
+				if err := s.commitAndWait(ctx, changed, causeHorizon); err != nil {
+					if ctx.Err() == nil {
+						s.logLimited(slog.LevelError, "horizons", "advancing horizons", "leases", len(changed), "err", err)
+					}
+					break
+				}
+				if len(changed) < sweepBatch {
+					break
+				}
 			}
 		}
 	}

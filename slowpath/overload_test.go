@@ -1,12 +1,16 @@
 package slowpath
 
 import (
+	"context"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
 
 // TestStaleRequestsAreDropped: with MaxWait set, a request that waited in
@@ -91,5 +95,81 @@ func TestOverloadBoundsTheWait(t *testing.T) {
 	}
 	if n := handle(50 * time.Millisecond); n != 0 || overload() != 2 {
 		t.Fatalf("the backlog back at once: %d replies, %v dropped", n, overload())
+	}
+}
+
+// slowStore commits in order, each batch a while after it is submitted,
+// as a disk does under load.
+type slowStore struct {
+	*memStore
+	delay   time.Duration
+	q       chan func()
+	submits atomic.Int64
+}
+
+func newSlowStore(t *testing.T, m *memStore, delay time.Duration) *slowStore {
+	s := &slowStore{memStore: m, delay: delay, q: make(chan func(), 1<<16)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for f := range s.q {
+			time.Sleep(s.delay)
+			f()
+		}
+	}()
+	t.Cleanup(func() { close(s.q); <-done })
+	return s
+}
+
+func (s *slowStore) Submit(ls []*lease.Lease, done func(error)) {
+	s.submits.Add(1)
+	s.q <- func() { s.memStore.Submit(ls, done) }
+}
+
+// TestHorizonsCatchUpWithoutAStorm: when every lease's horizon is due at
+// once (a database from before the fast path, or long downtime), they are
+// advanced a batch at a time, each batch committed before the next is
+// taken: each lease is committed once, and the loop stops when asked.
+// Taking the next batch before the last was durable took the same leases
+// again and again, without bound.
+func TestHorizonsCatchUpWithoutAStorm(t *testing.T) {
+	f := &fixture{t: t, store: &memStore{leases: map[netip.Addr]*lease.Lease{}}, out: &capture{}, now: time.Unix(1_800_000_000, 0)}
+	const n = 3*sweepBatch + 500
+	for i := range n {
+		ip := netip.AddrFrom4([4]byte{10, 78, byte(1 + i>>8), byte(i)})
+		f.store.leases[ip] = &lease.Lease{IP: ip, State: lease.Active, HWType: 1, HWAddr: mac(byte(i)), Expiry: f.now.Add(time.Hour), CLTT: f.now}
+	}
+	f.srv = f.build()
+	f.srv.fast = &mapFast{entries: map[netip.Addr]FastLease{}, granted: map[netip.Addr]time.Time{}}
+	f.srv.set.HorizonAhead = 4 * time.Hour
+	slow := newSlowStore(t, f.store, 20*time.Millisecond)
+	f.srv.store = slow
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.srv.RunHorizons(ctx, 10*time.Millisecond) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !func() bool {
+		f.srv.mu.Lock()
+		defer f.srv.mu.Unlock()
+		for _, l := range f.srv.leases {
+			if l.DurableHorizon.IsZero() {
+				return false
+			}
+		}
+		return true
+	}() {
+		if time.Now().After(deadline) {
+			t.Fatalf("horizons not all durable after 10s (%d commits)", slow.submits.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("RunHorizons did not stop")
+	}
+	if got := slow.submits.Load(); got > 4 {
+		t.Fatalf("%d commits for %d leases due (batches of %d): the same leases were committed again", got, n, sweepBatch)
 	}
 }

@@ -38,6 +38,7 @@ type rawServer struct {
 	OfferPoolShare  *float64 `yaml:"offer-pool-share"`
 	OfferPerCircuit *int     `yaml:"offer-per-circuit"`
 	// Bounds on how long a request may wait (issue 19: overload).
+	Pprof         bool   `yaml:"pprof"`
 	MaxWait       string `yaml:"max-wait"`
 	QueueTarget   string `yaml:"queue-target"`
 	QueueInterval string `yaml:"queue-interval"`
@@ -212,6 +213,14 @@ func (v *validator) build(r *rawConfig) *Config {
 		}
 	}
 
+	s.Pprof = rs.Pprof
+	if s.Pprof {
+		if s.MetricsListen == "" {
+			v.add("server.pprof", "needs server.metrics-listen: the profiles are served there under /debug/pprof/")
+		} else {
+			v.warn("server.pprof", "on: CPU and heap profiles are served to anyone who reaches %s; keep it on a loopback or management address", s.MetricsListen)
+		}
+	}
 	s.MaxWait = v.duration("server.max-wait", rs.MaxWait, time.Second)
 	s.QueueTarget = v.duration("server.queue-target", rs.QueueTarget, 10*time.Millisecond)
 	s.QueueInterval = v.duration("server.queue-interval", rs.QueueInterval, 100*time.Millisecond)

@@ -69,6 +69,9 @@ type Server struct {
 	// of it); QueueTarget and QueueInterval bound the backlog by time
 	// once the server has been behind for an interval (see
 	// slowpath.Settings). 0 turns each bound off.
+	// Pprof serves Go's profiles (net/http/pprof) on MetricsListen under
+	// /debug/pprof/, for sizing and finding where time goes (issue 19).
+	Pprof         bool          `yaml:"pprof" reload:"restart"`
 	MaxWait       time.Duration `yaml:"max-wait" reload:"live"`
 	QueueTarget   time.Duration `yaml:"queue-target" reload:"live"`
 	QueueInterval time.Duration `yaml:"queue-interval" reload:"live"`
