@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -40,6 +41,8 @@ type XdhcpdPair struct {
 	// auto-partner-down. The DORA comparison leaves both at zero.
 	Balanced        bool
 	AutoPartnerDown time.Duration
+	// DhcpdPeer makes the secondary ISC dhcpd 4.4 instead of xdhcpd.
+	DhcpdPeer bool
 	scfg            string // the secondary's configuration file
 
 	peer     *netns.NS
@@ -83,7 +86,30 @@ func (x *XdhcpdPair) sample(sock string) {
 
 // Name implements Server.
 func (x *XdhcpdPair) Name() string {
+	if x.DhcpdPeer {
+		return Xdhcpd{Fast: x.Fast}.Name() + "+failover-dhcpd"
+	}
 	return Xdhcpd{Fast: x.Fast}.Name() + "+failover"
+}
+
+// dhcpdPeerConfig is ISC dhcpd as the secondary: the rig's pools under
+// the relationship, its own link declared (dhcpd serves only interfaces
+// with a subnet), no load balancing (the primary answers everything).
+func dhcpdPeerConfig() string {
+	pooled := strings.NewReplacer("  range ", "  pool {\n    failover peer \"bench\";\n    range ", ";\n  option routers", ";\n  }\n  option routers").Replace(DhcpdConfig(false))
+	return `ddns-update-style none;
+failover peer "bench" {
+  secondary;
+  address ` + foSecondaryAddr + `;
+  port 647;
+  peer address ` + foPrimaryAddr + `;
+  peer port 647;
+  max-response-delay 30;
+  max-unacked-updates 100;
+  load balance max seconds 0;
+}
+subnet 10.201.0.0 netmask 255.255.255.252 { }
+` + pooled
 }
 
 // Version implements Server.
@@ -124,17 +150,7 @@ func (x *XdhcpdPair) Start(ctx context.Context, ns *netns.NS, dir string) (*netn
 		x.stopPeer()
 		return nil, err
 	}
-	scfg := filepath.Join(sdir, "xdhcpd.yaml")
-	x.scfg = scfg
-	if err := os.WriteFile(scfg, []byte(x.config(sdir, "secondary", foSecondaryAddr, foPrimaryAddr, foIf, "")), 0o600); err != nil {
-		x.stopPeer()
-		return nil, err
-	}
-	if x.peerProc, err = peer.Start(ctx, x.Bin, "--config", scfg); err != nil {
-		x.stopPeer()
-		return nil, err
-	}
-	if err := waitFor(ctx, x.peerProc, func() bool { return socketAnswers(filepath.Join(sdir, "ctl.sock")) }); err != nil {
+	if err := x.startSecondary(ctx, sdir); err != nil {
 		x.stopPeer()
 		return nil, fmt.Errorf("secondary: %w", err)
 	}
@@ -163,6 +179,32 @@ func (x *XdhcpdPair) Start(ctx context.Context, ns *netns.NS, dir string) (*netn
 	x.started = time.Now()
 	x.sample(sock)
 	return p, nil
+}
+
+// startSecondary starts xdhcpd or dhcpd as the secondary in x.peer.
+func (x *XdhcpdPair) startSecondary(ctx context.Context, sdir string) error {
+	var err error
+	if x.DhcpdPeer {
+		cfg, lf, pf := filepath.Join(sdir, "dhcpd.conf"), filepath.Join(sdir, "dhcpd.leases"), filepath.Join(sdir, "dhcpd.pid")
+		if err := os.WriteFile(cfg, []byte(dhcpdPeerConfig()), 0o600); err != nil {
+			return err
+		}
+		if err := os.WriteFile(lf, nil, 0o600); err != nil {
+			return err
+		}
+		if x.peerProc, err = x.peer.Start(ctx, "dhcpd", "-4", "-f", "-q", "-cf", cfg, "-lf", lf, "-pf", pf, foIf); err != nil {
+			return err
+		}
+		return waitFor(ctx, x.peerProc, func() bool { return socketExists(pf) })
+	}
+	x.scfg = filepath.Join(sdir, "xdhcpd.yaml")
+	if err := os.WriteFile(x.scfg, []byte(x.config(sdir, "secondary", foSecondaryAddr, foPrimaryAddr, foIf, "")), 0o600); err != nil {
+		return err
+	}
+	if x.peerProc, err = x.peer.Start(ctx, x.Bin, "--config", x.scfg); err != nil {
+		return err
+	}
+	return waitFor(ctx, x.peerProc, func() bool { return socketAnswers(filepath.Join(sdir, "ctl.sock")) })
 }
 
 // stop records the primary's final status, then stops the secondary.
@@ -217,8 +259,10 @@ type FailoverRow struct {
 // side by side, in one run.
 type FailoverReport struct {
 	Rows []FailoverRow `json:"rows"`
-	// KeaHA says why Kea's HA hook has no row, when it has none.
+	// KeaHA says why Kea's HA hook has no row, when it has none; Dhcpd
+	// why the dhcpd-secondary row is missing.
 	KeaHA string `json:"kea-ha,omitempty"`
+	Dhcpd string `json:"dhcpd,omitempty"`
 }
 
 // FailoverOptions shape one comparison.
@@ -238,6 +282,13 @@ func (r *Rig) Failover(ctx context.Context, o FailoverOptions) FailoverReport {
 	single := Xdhcpd{Bin: o.Bin, Ctl: o.Ctl, Fast: o.Fast}
 	pair := &XdhcpdPair{Bin: o.Bin, Ctl: o.Ctl, Fast: o.Fast}
 	servers := []Server{single, pair}
+	if _, err := exec.LookPath("dhcpd"); err == nil {
+		// The same primary with ISC dhcpd as its secondary: one binding
+		// per BNDUPD, as dhcpd reads them.
+		servers = append(servers, &XdhcpdPair{Bin: o.Bin, Ctl: o.Ctl, Fast: o.Fast, DhcpdPeer: true})
+	} else {
+		rep.Dhcpd = "not measured: dhcpd is not installed (make deps installs isc-dhcp-server)"
+	}
 	kea := &KeaHA{}
 	if kea.Available() {
 		servers = append(servers, Kea{}, kea)
@@ -316,13 +367,20 @@ func (rep *Report) failoverSection(b *strings.Builder) {
 		fmt.Fprintf(b, "\nRatios, failover on / off: DORA %s (goal ≥ 0.80; Kea's HA hot-standby publishes 0.48), renewals %s (goal: no measurable loss).\n",
 			ratio(p.DORA.Best.Rate, a.DORA.Best.Rate), ratio(p.Renew.Best.Rate, a.Renew.Best.Rate))
 	}
-	if len(fr.Rows) >= 4 {
-		a, p := fr.Rows[2], fr.Rows[3]
+	byName := map[string]FailoverRow{}
+	for _, r := range fr.Rows {
+		byName[r.Server] = r
+	}
+	a, withKea := byName[Kea{}.Name()]
+	if p, withHA := byName[(&KeaHA{}).Name()]; withKea && withHA {
 		fmt.Fprintf(b, "\nKea, HA (hot-standby, multi-threaded) / without: DORA %s, renewals %s. Load-balancing mode would leave half of the rig's clients, all sent to one server, unanswered.\n",
 			ratio(p.DORA.Best.Rate, a.DORA.Best.Rate), ratio(p.Renew.Best.Rate, a.Renew.Best.Rate))
 	}
 	if fr.KeaHA != "" {
 		fmt.Fprintf(b, "\nKea HA: %s.\n", fr.KeaHA)
+	}
+	if fr.Dhcpd != "" {
+		fmt.Fprintf(b, "\nxdhcpd with a dhcpd secondary: %s.\n", fr.Dhcpd)
 	}
 }
 

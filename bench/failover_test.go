@@ -2,11 +2,15 @@ package bench
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/xdhcp/xdhcp/bench/loadgen"
 	"github.com/xdhcp/xdhcp/internal/config"
+	"github.com/xdhcp/xdhcp/internal/testenv"
 )
 
 // TestFailoverPairConfigs: both sides of the xdhcpd pair parse, point at
@@ -85,13 +89,42 @@ func TestFailoverSectionRatios(t *testing.T) {
 		return FailoverRow{Server: name, DORA: ScenarioResult{Best: loadgen.Result{Rate: dora}}, Renew: ScenarioResult{Best: loadgen.Result{Rate: renew}}, DORAAckedPS: acked}
 	}
 	rep := &Report{Failover: &FailoverReport{Rows: []FailoverRow{
-		row("xdhcpd", 20000, 100000, 0), row("xdhcpd+failover", 16000, 95000, 8000),
-		row("kea", 6000, 10000, 0), row("kea+ha", 1500, 2000, 0)}}}
+		row("xdhcpd", 20000, 100000, 0), row("xdhcpd+failover", 16000, 95000, 8000), row("xdhcpd+failover-dhcpd", 9000, 95000, 2000),
+		row(Kea{}.Name(), 6000, 10000, 0), row((&KeaHA{}).Name(), 1500, 2000, 0)}}}
 	var b strings.Builder
 	rep.failoverSection(&b)
-	for _, want := range []string{"DORA 0.80", "renewals 0.95", "| xdhcpd+failover | 16000 | 95000 | 8000 | – |", "DORA 0.25, renewals 0.20"} {
+	for _, want := range []string{"DORA 0.80", "renewals 0.95", "| xdhcpd+failover | 16000 | 95000 | 8000 | – |", "| xdhcpd+failover-dhcpd | 9000 | 95000 | 2000 | – |", "DORA 0.25, renewals 0.20"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("section lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// TestDhcpdPeerConfig: the dhcpd secondary's configuration is what
+// check-config accepts as the xdhcpd primary's partner (same name, pools,
+// addresses), and dhcpd itself parses it (dhcpd -t).
+func TestDhcpdPeerConfig(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "dhcpd.conf")
+	if err := os.WriteFile(conf, []byte(dhcpdPeerConfig()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	x := &XdhcpdPair{DhcpdPeer: true}
+	p, err := config.Parse("primary.yaml", []byte(x.config("/tmp/p", "primary", foPrimaryAddr, foSecondaryAddr, ServerIf, "native")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	partner, err := config.LoadPartner(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CheckPartner(partner); err != nil {
+		t.Fatalf("check-config refuses the pair: %v\n%s", err, dhcpdPeerConfig())
+	}
+	if _, err := exec.LookPath("dhcpd"); err != nil {
+		testenv.Skip(t, "dhcpd is not installed (make deps installs isc-dhcp-server)")
+	}
+	if out, err := exec.Command("dhcpd", "-t", "-4", "-cf", conf).CombinedOutput(); err != nil {
+		t.Fatalf("dhcpd -t: %v\n%s", err, out)
 	}
 }
