@@ -43,7 +43,7 @@ type XdhcpdPair struct {
 	AutoPartnerDown time.Duration
 	// DhcpdPeer makes the secondary ISC dhcpd 4.4 instead of xdhcpd.
 	DhcpdPeer bool
-	scfg            string // the secondary's configuration file
+	scfg      string // the secondary's configuration file
 
 	peer     *netns.NS
 	peerProc *netns.Proc
