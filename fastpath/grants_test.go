@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -382,4 +383,40 @@ func TestRestartedMapsNeverReuseAGeneration(t *testing.T) {
 	if got, ok := restarted.Granted(clientIP); !ok || got.Unix() != l2.Expiry.Unix() {
 		t.Fatalf("the new client's lease reads %v, want its own expiry %v: the earlier holder's grant counted", got, l2.Expiry)
 	}
+}
+
+// TestFullMapIsAClearError: publishing more leases than the map holds
+// fails with an error that says the map is full and names the knob, the
+// refused leases are counted by reason, and the leases already in the map
+// keep being answered.
+func TestFullMapIsAClearError(t *testing.T) {
+	r := loadRig(t)
+	capacity := r.maps.Capacity()
+	var ls []fastpath.Lease
+	for i := range capacity + 50 {
+		l := directLease()
+		l.IP = netip.AddrFrom4([4]byte{10, 90, byte(i >> 8), byte(i)})
+		l.HWAddr = net.HardwareAddr{0x02, 0, 0, 0x5a, byte(i >> 8), byte(i)}
+		ls = append(ls, l)
+	}
+	err := r.maps.Publish(ls)
+	if err == nil || !strings.Contains(err.Error(), "the lease map is full") || !strings.Contains(err.Error(), "fastpath.max-leases") {
+		t.Fatalf("publishing %d leases into a map of %d: %v", len(ls), capacity, err)
+	}
+	if n := r.maps.Refused()["map_full"]; n == 0 {
+		t.Fatalf("refused %v: no map_full counted", r.maps.Refused())
+	}
+	// An entry that made it in is still answered.
+	for _, l := range ls {
+		if _, ok := r.maps.Granted(l.IP); !ok {
+			continue
+		}
+		o := direct(l.IP)
+		o.ethSrc = l.HWAddr
+		if v, _ := r.run(t, frame(o, request(t, l.IP, dhcpv4.WithHwAddr(l.HWAddr)).ToBytes()), loIndex); v != xdpTx {
+			t.Fatalf("renewal of %s, in the full map: verdict %d", l.IP, v)
+		}
+		return
+	}
+	t.Fatal("no lease of the batch is in the map")
 }

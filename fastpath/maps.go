@@ -114,6 +114,9 @@ type Maps struct {
 	// is here but not in tmplID, and goes at the next prune.
 	tmplRefs map[uint32]int
 	leaseTpl map[netip.Addr]uint32 // published lease -> its template id
+	// refused counts leases Publish could not write, by reason (the
+	// refused* names), for xdhcp_fastpath_publish_refused_total.
+	refused map[string]uint64
 	// nextGen is the generation the next new binding gets: above every
 	// one in the lease map when New ran.
 	nextGen uint64
@@ -135,7 +138,7 @@ func New(m *bpf.XdpMaps) (*Maps, error) {
 	fm := &Maps{
 		leases: m.XdhcpLeases, grants: m.XdhcpGrants, templates: m.XdhcpTmpls, ifaces: m.XdhcpIfaces,
 		config: m.XdhcpConfig, counters: m.XdhcpCounters,
-		tmplID: map[string]uint32{}, tmplRefs: map[uint32]int{}, leaseTpl: map[netip.Addr]uint32{},
+		tmplID: map[string]uint32{}, tmplRefs: map[uint32]int{}, leaseTpl: map[netip.Addr]uint32{}, refused: map[string]uint64{},
 		grace: rcuGrace, now: time.Now,
 	}
 	var err error
@@ -329,6 +332,7 @@ func (m *Maps) Publish(ls []Lease) error {
 	for i := range ls {
 		l := &ls[i]
 		if !Publishable(l) {
+			m.refused[refusedTooBig]++
 			errs = append(errs, fmt.Errorf("lease %s does not fit the fast path (client-id %d bytes, template %d bytes)", l.IP, len(l.ClientID), len(l.Template)))
 			continue
 		}
@@ -374,6 +378,7 @@ func (m *Maps) Publish(ls []Lease) error {
 			}
 			slot, serr := m.newSlotLocked()
 			if serr != nil {
+				m.refused[refusedSlotsFull]++
 				m.unrefLocked(id)
 				errs = append(errs, fmt.Errorf("lease %s: %w", l.IP, serr))
 				continue
@@ -440,6 +445,12 @@ func (m *Maps) flushLocked(b *publishBatch) error {
 			// Some entries may have been written: neither the new slots
 			// nor the replaced ones are known to be unnamed, so none is
 			// freed (a restart finds the unnamed ones free again).
+			if errors.Is(err, unix.E2BIG) {
+				m.refused[refusedMapFull] += uint64(len(b.keys))
+				return fmt.Errorf("writing %d lease entries: the lease map is full (%d entries, fastpath.max-leases): their renewals go to the slow path: %w",
+					len(b.keys), m.leases.MaxEntries(), err)
+			}
+			m.refused[refusedError] += uint64(len(b.keys))
 			return fmt.Errorf("writing %d lease entries: %w", len(b.keys), err)
 		}
 	}
@@ -586,6 +597,29 @@ func (m *Maps) Templates() int {
 	defer m.mu.Unlock()
 	return len(m.tmplID)
 }
+
+// Reasons Publish refuses a lease, as xdhcp_fastpath_publish_refused_total
+// names them.
+const (
+	refusedMapFull   = "map_full"   // the lease map holds fastpath.max-leases entries
+	refusedSlotsFull = "slots_full" // no grant slot free (the map's quarter of spare slots used up)
+	refusedTooBig    = "too_big"    // client identifier or template larger than the entry holds
+	refusedError     = "error"      // the kernel refused the write otherwise
+)
+
+// Refused returns how many leases Publish could not write, by reason.
+func (m *Maps) Refused() map[string]uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]uint64, len(m.refused))
+	for k, v := range m.refused {
+		out[k] = v
+	}
+	return out
+}
+
+// Capacity is the most lease entries the map holds (fastpath.max-leases).
+func (m *Maps) Capacity() int { return int(m.leases.MaxEntries()) }
 
 // Len returns the number of lease entries this process has published.
 func (m *Maps) Len() int {

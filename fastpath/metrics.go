@@ -15,6 +15,8 @@ var (
 	descLost    = prometheus.NewDesc("xdhcp_fastpath_events_lost_total", "Renewal events lost before the daemon read them (a lapped event ring); the map scan recovers what they said.", nil, nil)
 	descLeases  = prometheus.NewDesc("xdhcp_fastpath_leases", "Lease entries in the XDP map.", nil, nil)
 	descTmpl    = prometheus.NewDesc("xdhcp_fastpath_templates", "Distinct reply templates in the XDP map.", nil, nil)
+	descCap     = prometheus.NewDesc("xdhcp_fastpath_lease_capacity", "Lease entries the XDP map holds at most (fastpath.max-leases).", nil, nil)
+	descRefused = prometheus.NewDesc("xdhcp_fastpath_publish_refused_total", "Leases the daemon could not write to the XDP map (their renewals go to the slow path), by reason: map_full, slots_full, too_big, error.", []string{"reason"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
@@ -23,6 +25,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descLost
 	ch <- descLeases
 	ch <- descTmpl
+	ch <- descCap
+	ch <- descRefused
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -46,4 +50,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descLeases, prometheus.GaugeValue, float64(c.m.Len()))
 	ch <- prometheus.MustNewConstMetric(descTmpl, prometheus.GaugeValue, float64(c.m.Templates()))
+	ch <- prometheus.MustNewConstMetric(descCap, prometheus.GaugeValue, float64(c.m.Capacity()))
+	// Every reason, zero included, so that an alert can be written before
+	// the first refusal.
+	refused := c.m.Refused()
+	for _, r := range []string{refusedMapFull, refusedSlotsFull, refusedTooBig, refusedError} {
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(refused[r]), r)
+	}
 }
