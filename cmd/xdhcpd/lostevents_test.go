@@ -94,7 +94,8 @@ func TestLostRingEventIsRecoveredByTheMapScan(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the lost renewal (CLTT %v, expiry %v) was not recovered: stored %+v\n%s", cltt, expiry, li, l.daemon.Output())
+			t.Fatalf("the lost renewal (CLTT %v, expiry %v) was not recovered: stored %+v; events lost %v -> %v, renewals folded %v\n%s", cltt, expiry, li,
+				lostBefore, l.metric("xdhcp_fastpath_events_lost_total"), l.metricOrZero("xdhcp_fastpath_renewals_folded_total"), l.daemon.Output())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
