@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -47,6 +50,11 @@ func TestLostRingEventIsRecoveredByTheMapScan(t *testing.T) {
 		t.Fatalf("SIGSTOP the daemon: %v", err)
 	}
 	t.Cleanup(func() { l.daemon.Signal(syscall.SIGCONT) })
+	// kill returns before every thread has stopped: under load a thread
+	// still reading the rings could fold the renewal's event before the
+	// ring is overwritten (the loss then uncounted, or counted after the
+	// scan it should trigger). Wait until each one is stopped.
+	waitStopped(t, l.daemon.Pid())
 	if got := rn.renew(1); got != 1 {
 		t.Fatal("XDP did not answer the renewal while the daemon was stopped")
 	}
@@ -111,4 +119,35 @@ func mustTime(t *testing.T, s string) time.Time {
 		t.Fatalf("time %q: %v", s, err)
 	}
 	return v
+}
+
+// waitStopped waits until every thread of process pid is stopped (state T
+// in /proc/PID/task/TID/stat).
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			t.Fatalf("threads of %d: %v", pid, err)
+		}
+		running := 0
+		for _, task := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			if err != nil {
+				continue // the thread exited
+			}
+			// "TID (comm) S ...": the state follows the last ')'.
+			if i := bytes.LastIndexByte(b, ')'); i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+				running++
+			}
+		}
+		if running == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d threads of the daemon not stopped after SIGSTOP", running, len(tasks))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
