@@ -110,6 +110,10 @@ struct xdhcp_settings {
 	__u32 punt_rate;      /* punts per second per client MAC; 0: unlimited */
 	__u32 punt_burst;
 	__u32 flags;
+	/* relay_fp's key: random, chosen by the daemon when this map is
+	 * created and kept with it, so that a relay cannot engineer two
+	 * option 82 bodies with one fingerprint. */
+	__u64 fp_key;
 };
 
 /* An interface XDP is attached to, keyed by ifindex. */

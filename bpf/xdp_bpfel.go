@@ -163,6 +163,7 @@ type XdpXdhcpSettings struct {
 	PuntRate     uint32
 	PuntBurst    uint32
 	Flags        uint32
+	FpKey        uint64
 }
 
 type XdpXdhcpTemplate struct {

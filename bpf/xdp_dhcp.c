@@ -246,7 +246,7 @@ static __always_inline int walk_step(__u8 *rq, volatile struct walk *w)
  * over the body the slow path stored with the lease:
  *
  *	n == 0:	0, as for a lease with no option 82 stored
- *	else:	h = FP_SEED ^ n
+ *	else:	h = FP_SEED ^ key ^ n  (key: the settings' fp_key)
  *		for each 8 bytes of the body as a little-endian word w,
  *		the last one zero-padded:
  *			h = (h ^ w) * FP_MUL
@@ -254,21 +254,23 @@ static __always_inline int walk_step(__u8 *rq, volatile struct walk *w)
  *		h | 1, never 0
  *
  * Not cryptographic: it tells a changed circuit-id or remote-id for a
- * multiply per 8 bytes, without 255 bytes per lease entry. Taken at the
+ * multiply per 8 bytes, without 255 bytes per lease entry. The key, secret
+ * to the daemon and this map, keeps a relay that chooses its bytes from
+ * making two bodies collide: each word's mix depends on it. Taken at the
  * end of walk_options, so it is verified once with the walk and costs no
  * call of its own.
  */
 #define FP_SEED 0x9e3779b97f4a7c15ULL
 #define FP_MUL 0xff51afd7ed558ccdULL
 
-static __always_inline __u64 relay_fp(struct scratch *s, __u32 off, __u32 n)
+static __always_inline __u64 relay_fp(struct scratch *s, __u32 off, __u32 n, __u64 key)
 {
 	if (!s || !n)
 		return 0;
 	/* Words past the body (at most 7 bytes) stay inside the scratch
 	 * value and are masked off. */
 	__u8 *b = &s->req[off & (REQ_MAX - 1)];
-	__u64 h = FP_SEED ^ n;
+	__u64 h = FP_SEED ^ key ^ n;
 	__s32 r = n; /* bytes left */
 #pragma clang loop unroll(disable)
 	for (int i = 0; i < 256 / 8; i++, r -= 8) {
@@ -322,7 +324,7 @@ static __always_inline int relay_ok(struct scratch *s, __u32 off, __u32 n)
  * so that the verifier checks it once on its own: inline, each way out of
  * the loop would be followed through the rest of the program. A plain
  * call, where bpf_loop made one indirect call per few options. */
-__noinline int walk_options(struct scratch *s)
+__noinline int walk_options(struct scratch *s, __u64 fp_key)
 {
 	if (!s)
 		return 0;
@@ -332,7 +334,7 @@ __noinline int walk_options(struct scratch *s)
 			break;
 	if (s->w.o82 && !relay_ok(s, s->w.o82 + 2, s->w.l82))
 		s->w.bad = 1;
-	s->w.fp82 = s->w.o82 ? relay_fp(s, s->w.o82 + 2, s->w.l82) : 0;
+	s->w.fp82 = s->w.o82 ? relay_fp(s, s->w.o82 + 2, s->w.l82, fp_key) : 0;
 	return 0;
 }
 
@@ -466,7 +468,7 @@ static __always_inline int check_request(struct req *r)
 	w->off = DHCP_OPTIONS;
 	w->dlen = r->dlen;
 	w->maxsz = DEFAULT_MAX_MSG;
-	walk_options(r->s);
+	walk_options(r->s, r->cfg->fp_key);
 	r->o61 = w->o61;
 	r->o82 = w->o82;
 	r->maxsz = w->maxsz;

@@ -30,23 +30,27 @@ func ExamplePublishable() {
 	// with a 33 byte client-id: false
 }
 
-// A relayed lease's entry keeps a fingerprint of its option 82 body; a
-// renewal through the relay carrying another body is passed up to the
-// slow path, which stores the new one. relay_fp in bpf/xdp_dhcp.c computes
-// the same values (TestRelayInfoFingerprintAgrees runs both); they are
-// pinned here because entries in a pinned map outlive an upgrade, so a
+// A relayed lease's entry keeps a fingerprint of its option 82 body under
+// the map's secret key (Maps.FingerprintKey); a renewal through the relay
+// carrying another body is passed up to the slow path, which stores the
+// new one. relay_fp in bpf/xdp_dhcp.c computes the same values
+// (TestRelayInfoFingerprintAgrees runs both); they are pinned here for a
+// fixed key because entries in a pinned map outlive an upgrade, so a
 // changed hash would pass every relayed renewal up once.
 func ExampleRelayInfoFingerprint() {
 	circuit := func(id string) []byte {
 		return dhcpwire.AppendOption(nil, dhcpwire.SubOptCircuitID, []byte(id))
 	}
-	a, b := fastpath.RelayInfoFingerprint(circuit("olt-7/port-1")), fastpath.RelayInfoFingerprint(circuit("olt-7/port-2"))
+	const key = 0 // the map's is random
+	a, b := fastpath.RelayInfoFingerprint(key, circuit("olt-7/port-1")), fastpath.RelayInfoFingerprint(key, circuit("olt-7/port-2"))
 	fmt.Printf("%#016x\n%#016x\n", a, b)
-	fmt.Println("same body, same fingerprint:", a == fastpath.RelayInfoFingerprint(circuit("olt-7/port-1")))
-	fmt.Println("no option 82:", fastpath.RelayInfoFingerprint(nil))
+	fmt.Println("same body, same fingerprint:", a == fastpath.RelayInfoFingerprint(key, circuit("olt-7/port-1")))
+	fmt.Println("another key, another fingerprint:", a != fastpath.RelayInfoFingerprint(0x5eed, circuit("olt-7/port-1")))
+	fmt.Println("no option 82:", fastpath.RelayInfoFingerprint(key, nil))
 	// Output:
 	// 0x159029a7b4047c75
 	// 0x14e9c2a7b57d9775
 	// same body, same fingerprint: true
+	// another key, another fingerprint: true
 	// no option 82: 0
 }

@@ -6,6 +6,7 @@ package fastpath
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -105,6 +106,9 @@ type Maps struct {
 	// now is the daemon's clock (time.Now, unless SetClock says
 	// otherwise): the program's unix time follows it.
 	now func() time.Time
+	// fpKey keys the option 82 fingerprints (xdhcp_settings.fp_key),
+	// read from the settings map or chosen when it has none.
+	fpKey uint64
 
 	mu       sync.Mutex
 	settings Settings
@@ -165,8 +169,39 @@ func New(m *bpf.XdpMaps) (*Maps, error) {
 		fm.events.close()
 		return nil, err
 	}
+	if err := fm.loadFingerprintKey(); err != nil {
+		fm.events.close()
+		return nil, err
+	}
 	return fm, nil
 }
+
+// loadFingerprintKey takes the settings map's fingerprint key, or, in a map
+// that has none yet (just created), chooses one from crypto/rand and
+// writes it there at once: entries published from now on and the
+// program then fingerprint alike, and a restart that finds the pinned
+// map keeps the key its entries were written with.
+func (m *Maps) loadFingerprintKey() error {
+	var v bpf.XdpXdhcpSettings
+	if err := m.config.Lookup(uint32(0), &v); err != nil {
+		return fmt.Errorf("reading fast path settings: %w", err)
+	}
+	for v.FpKey == 0 {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return fmt.Errorf("choosing the option 82 fingerprint key: %w", err)
+		}
+		v.FpKey = binary.LittleEndian.Uint64(b[:])
+		if err := m.config.Put(uint32(0), &v); err != nil {
+			return fmt.Errorf("writing the option 82 fingerprint key: %w", err)
+		}
+	}
+	m.fpKey = v.FpKey
+	return nil
+}
+
+// FingerprintKey is the key of the map's option 82 fingerprints.
+func (m *Maps) FingerprintKey() uint64 { return m.fpKey }
 
 // adoptBindings seeds the generation counter above every generation in
 // the lease map and the slot allocator with the slots its entries name.
@@ -346,7 +381,7 @@ func (m *Maps) Publish(ls []Lease) error {
 			Ifindex: l.IfIndex, Giaddr: addrWord(l.GIAddr), ServerId: addrWord(l.ServerID),
 			LeaseTime: l.LeaseTime, T1: l.T1, T2: l.T2, TmplId: id, Vlan: l.VLANs,
 			Htype: l.HWType, Hlen: uint8(len(l.HWAddr)), CidLen: uint8(len(l.ClientID)),
-			RelayFp: RelayInfoFingerprint(l.RelayInfo),
+			RelayFp: RelayInfoFingerprint(m.fpKey, l.RelayInfo),
 		}
 		if l.Serve {
 			v.Flags |= leaseServe
@@ -482,14 +517,14 @@ const (
 )
 
 // RelayInfoFingerprint is relay_fp in xdp_dhcp.c, where the function is
-// described: the fingerprint of an option 82 body that a lease entry
-// holds and the program compares with a relayed renewal's. It is 0 for
-// an empty body and never 0 otherwise.
-func RelayInfoFingerprint(b []byte) uint64 {
+// described: the fingerprint under key of an option 82 body that a lease
+// entry holds and the program compares with a relayed renewal's. It is 0
+// for an empty body and never 0 otherwise. The map's key is Maps.FingerprintKey.
+func RelayInfoFingerprint(key uint64, b []byte) uint64 {
 	if len(b) == 0 {
 		return 0
 	}
-	h := fpSeed ^ uint64(len(b))
+	h := fpSeed ^ key ^ uint64(len(b))
 	for i := 0; i < len(b); i += 8 {
 		var w [8]byte
 		copy(w[:], b[i:])
@@ -731,9 +766,9 @@ func (m *Maps) Tick() error {
 		return fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
 	}
 	v := bpf.XdpXdhcpSettings{
-		WallOffsetNs: m.now().UnixNano() - ts.Nano(),
-		MinGrant:     uint32(s.MinGrant / time.Second),
-		PuntRate:     s.PuntRate, PuntBurst: s.PuntBurst,
+		WallOffsetNs: m.now().UnixNano() - ts.Nano(), FpKey: m.fpKey,
+		MinGrant: uint32(s.MinGrant / time.Second),
+		PuntRate: s.PuntRate, PuntBurst: s.PuntBurst,
 	}
 	if s.Answer {
 		v.Flags |= cfgAnswer

@@ -700,7 +700,7 @@ func TestRelayInfoFingerprintAgrees(t *testing.T) {
 			}
 		}
 	}
-	if fastpath.RelayInfoFingerprint(nil) != 0 || fastpath.RelayInfoFingerprint([]byte{}) != 0 {
+	if k := r.maps.FingerprintKey(); fastpath.RelayInfoFingerprint(k, nil) != 0 || fastpath.RelayInfoFingerprint(k, []byte{}) != 0 {
 		t.Fatal("no option 82 must fingerprint as 0, as an entry without one")
 	}
 }
@@ -717,4 +717,45 @@ func encodeSubOpts(subs []subOpt) []byte {
 		b = append(append(b, o.code, byte(len(o.data))), o.data...)
 	}
 	return b
+}
+
+// TestFingerprintKeyIsKeptWithTheMap: a new map gets a random, non-zero
+// option 82 fingerprint key; a daemon that opens the same (pinned) maps
+// again takes the key they hold, so the entries' fingerprints stay valid
+// across a restart; the settings it writes keep it.
+func TestFingerprintKeyIsKeptWithTheMap(t *testing.T) {
+	r := loadRig(t)
+	k := r.maps.FingerprintKey()
+	if k == 0 {
+		t.Fatal("no fingerprint key")
+	}
+	again, err := fastpath.New(&r.objs.XdpMaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if again.FingerprintKey() != k {
+		t.Fatalf("reopened maps have key %#x, the map holds %#x", again.FingerprintKey(), k)
+	}
+	if err := again.SetSettings(fastpath.Settings{Answer: true, MinGrant: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	var v bpf.XdpXdhcpSettings
+	if err := r.objs.XdhcpConfig.Lookup(uint32(0), &v); err != nil || v.FpKey != k {
+		t.Fatalf("settings written with key %#x, want %#x (%v)", v.FpKey, k, err)
+	}
+	if other := loadRig(t).maps.FingerprintKey(); other == k {
+		t.Fatalf("two new maps chose the same key %#x", k)
+	}
+	// A relayed renewal whose entry the reopened maps published is
+	// answered: they fingerprint as the program does.
+	l := relayedLease()
+	l.RelayInfo = dhcpwire.AppendOption(nil, dhcpwire.SubOptCircuitID, []byte("olt-7/port-1"))
+	if err := again.Publish([]fastpath.Lease{l}); err != nil {
+		t.Fatal(err)
+	}
+	req := request(t, relayedIP, append(viaRelay(l.RelayInfo), dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(1500)))...)
+	if v, _ := r.run(t, frame(relayed(), req.ToBytes()), loIndex); v != xdpTx {
+		t.Fatalf("relayed renewal with the stored option 82: verdict %d; counters %v", v, r.counters(t))
+	}
 }
