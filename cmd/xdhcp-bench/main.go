@@ -22,7 +22,7 @@ import (
 )
 
 const usage = `usage:
-  xdhcp-bench all --xdhcpd PATH [--quick] [--out DIR]         everything below, in one report
+  xdhcp-bench all --xdhcpd PATH [--quick] [--out DIR]         the comparison, scenarios, referee, cost, leasequery, startup and overload, in one report
   xdhcp-bench compare --xdhcpd PATH [--quick] [--servers xdhcpd,kea,dhcpd] [--clients N] [--step 30s] [--out DIR]
   xdhcp-bench leasequery --xdhcpd PATH [--quick] [--out DIR]   UDP leasequery/s and bulk leases/s
   xdhcp-bench startup --xdhcpd PATH [--leases 1000000] [--out DIR]
@@ -581,7 +581,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	order := []string{cmd}
 	if cmd == "all" {
-		order = []string{"selftest", "compare", "scenarios", "referee", "cost", "leasequery", "startup"}
+		order = []string{"selftest", "compare", "scenarios", "referee", "cost", "leasequery", "startup", "overload"}
 		if *quick {
 			order = []string{"selftest", "compare", "scenarios", "cost", "startup"}
 		}
