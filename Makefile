@@ -8,12 +8,12 @@ PKGS    := ./...
 # parses this list and fails when code, tests or scripts execute a command
 # that is neither here nor in its short list of base-system commands
 # (packages Debian marks Essential, which every install has).
-#   iproute2: ip; iputils-ping: ping (netns tests); util-linux: nsenter;
+#   iproute2: ip, bridge; iputils-ping: ping (netns tests); util-linux: nsenter;
 #   procps: pkill (demo); mawk: awk (demo); llvm-14: llvm-strip-14 (bpf2go).
 DEB_PKGS := clang-14 llvm-14 bpftool libbpf-dev gcc-multilib iproute2 iputils-ping ethtool tcpdump \
             isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-server isc-dhcp-relay \
             kea-dhcp4-server kea-admin curl procps mawk util-linux
-DEB_CMDS := ip ping ethtool dhclient udhcpc dhcpcd dhcpd omshell kea-dhcp4 perfdhcp curl nsenter pkill awk \
+DEB_CMDS := ip bridge ping ethtool dhclient udhcpc dhcpcd dhcpd omshell kea-dhcp4 perfdhcp curl nsenter pkill awk \
             clang-14 llvm-strip-14
 
 .PHONY: all build test test-short fuzz demo bench bench-quick deps generate check-generated clean

@@ -134,9 +134,12 @@ type Bindings interface {
 	// Pending calls fn with a copy of every record the partner has not
 	// acknowledged (PartnerPending), until fn returns false.
 	Pending(fn func(*lease.Lease) bool)
-	// All calls fn with a copy of every record, until fn returns false
-	// (UPDREQALL).
-	All(fn func(*lease.Lease) bool)
+	// Addrs returns the address of every record (UPDREQALL), and Records
+	// copies of the records of ips that exist. The relationship reads the
+	// records a window at a time as it sends them: a copy of every record
+	// at once cost hundreds of MB at a million leases.
+	Addrs() []netip.Addr
+	Records(ips []netip.Addr) []*lease.Lease
 	// PoolCounts returns the FREE and BACKUP addresses of the pools.
 	PoolCounts() (free, backup int)
 	// Rebalance (primary) turns up to n FREE addresses into BACKUP when

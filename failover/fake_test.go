@@ -81,7 +81,27 @@ func (d *fakeDB) Pending(fn func(*lease.Lease) bool) {
 	d.each(func(l *lease.Lease) bool { return l.PartnerPending }, fn)
 }
 
-func (d *fakeDB) All(fn func(*lease.Lease) bool) { d.each(func(*lease.Lease) bool { return true }, fn) }
+func (d *fakeDB) Addrs() []netip.Addr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var ips []netip.Addr
+	for ip := range d.leases {
+		ips = append(ips, ip)
+	}
+	return ips
+}
+
+func (d *fakeDB) Records(ips []netip.Addr) []*lease.Lease {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var ls []*lease.Lease
+	for _, ip := range ips {
+		if l := d.leases[ip]; l != nil {
+			ls = append(ls, l.Clone())
+		}
+	}
+	return ls
+}
 
 func (d *fakeDB) PoolCounts() (int, int) {
 	d.mu.Lock()

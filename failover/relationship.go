@@ -80,7 +80,10 @@ type Relationship struct {
 	updReqSent bool
 	// owed: addresses the partner asked for (UPDREQ/UPDREQALL) not yet
 	// acknowledged; UPDDONE goes when it empties. nil: nothing asked.
-	owed        map[netip.Addr]bool
+	owed map[netip.Addr]bool
+	// sweep is what remains of an UPDREQALL's addresses, read into the
+	// queue a window at a time (sweepLocked); UPDDONE waits for it too.
+	sweep       []netip.Addr
 	nextDial    time.Time
 	dialing     bool
 	xid         uint32
@@ -530,7 +533,7 @@ func (r *Relationship) dropLinkLocked(ctx context.Context, l *link, why string, 
 	if l != r.link {
 		return
 	}
-	r.link, r.commsOK, r.updReqSent, r.owed = nil, false, false, nil
+	r.link, r.commsOK, r.updReqSent, r.owed, r.sweep = nil, false, false, nil, nil
 	r.q.requeue()
 	r.nextDial = r.now().Add(retryAfter)
 	r.log.Warn("failover: communications with the partner failed", "why", why)

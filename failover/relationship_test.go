@@ -414,3 +414,44 @@ func TestRestartInEveryState(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdReqAllSendsEveryRecordAWindowAtATime: a secondary with no
+// history asks for everything; the primary's records, several windows of
+// them, all arrive, UPDDONE follows the last acknowledgement, and the
+// queue never holds much more than a window (the records are read as the
+// partner takes them, not copied all at once).
+func TestUpdReqAllSendsEveryRecordAWindowAtATime(t *testing.T) {
+	p := newPair(t)
+	now := time.Now()
+	const n = 2*sweepWindow + 1000
+	for i := range n {
+		ip := netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)})
+		p.pDB.leases[ip] = &lease.Lease{IP: ip, State: lease.Active, HWType: 1, HWAddr: net.HardwareAddr{2, 0, 0, 9, byte(i >> 8), byte(i)},
+			CLTT: now, StateAt: now, Expiry: now.Add(time.Hour), PotExp: now.Add(time.Hour)}
+	}
+	// Free addresses that were never bound are not sent.
+	p.pDB.leases[netip.MustParseAddr("10.8.0.1")] = &lease.Lease{IP: netip.MustParseAddr("10.8.0.1"), State: lease.Free}
+	// The primary has history; the secondary was wiped.
+	since := now.Add(-time.Minute)
+	b, _ := json.Marshal(persisted{MyState: "communications-interrupted", MySince: since, PartnerState: "normal", PartnerSince: since, MCLT: 60, LastOp: since})
+	p.pDB.meta["failover/test-pair"] = b
+	prim := p.start(Primary, nil)
+	p.start(Secondary, nil)
+	most := 0
+	waitFor(t, "every record on the secondary", 60*time.Second, func() bool {
+		q, f := prim.q.depth()
+		most = max(most, q+f)
+		p.sDB.mu.Lock()
+		defer p.sDB.mu.Unlock()
+		return len(p.sDB.leases) == n
+	})
+	waitState(t, p.sec, "normal", 10*time.Second)
+	waitState(t, prim, "normal", 10*time.Second)
+	if _, ok := p.sDB.leases[netip.MustParseAddr("10.8.0.1")]; ok {
+		t.Error("a free address never bound was sent")
+	}
+	if most > sweepWindow+2*prim.partner.maxUnacked*batchBindings {
+		t.Errorf("the queue held %d records at once: more than a window (%d) and what is in flight", most, sweepWindow)
+	}
+	t.Logf("%d records caught up; at most %d queued or in flight", n, most)
+}

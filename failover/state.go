@@ -376,34 +376,56 @@ func (r *Relationship) updateDoneLocked(ctx context.Context) {
 // updateRequestLocked queues what the partner asks for; UPDDONE follows
 // once all of it is acknowledged.
 func (r *Relationship) updateRequestLocked(all bool) {
-	owed := map[netip.Addr]bool{}
-	var ls []*lease.Lease
-	collect := func(l *lease.Lease) bool {
-		owed[l.IP] = true
-		ls = append(ls, l)
-		return true
-	}
+	r.owed = map[netip.Addr]bool{}
 	if all {
-		// draft-12 §7.7: only addresses ever bound, and the BACKUP
-		// ones so that a secondary learns its pool.
-		r.cfg.Bindings.All(func(l *lease.Lease) bool {
-			if l.State == lease.Free && len(l.HWAddr) == 0 && len(l.ClientID) == 0 {
-				return true
-			}
-			return collect(l)
-		})
+		// Every record, read a window at a time as the partner takes
+		// them (sweepLocked).
+		r.sweep = r.cfg.Bindings.Addrs()
+		r.log.Info("failover: the partner asks for bindings", "all", true, "addresses", len(r.sweep))
+		r.sweepLocked()
 	} else {
-		r.cfg.Bindings.Pending(collect)
+		var ls []*lease.Lease
+		r.cfg.Bindings.Pending(func(l *lease.Lease) bool {
+			r.owed[l.IP] = true
+			ls = append(ls, l)
+			return true
+		})
+		r.log.Info("failover: the partner asks for bindings", "all", false, "bindings", len(ls))
+		r.q.add(ls)
 	}
-	r.log.Info("failover: the partner asks for bindings", "all", all, "bindings", len(ls))
-	r.owed = owed
-	r.q.add(ls)
 	r.maybeDoneLocked()
 }
 
+// sweepWindow is how many of an UPDREQALL's records are read ahead of
+// what the queue holds.
+const sweepWindow = 8192
+
+// sweepLocked moves the next of an UPDREQALL's records into the queue
+// while it holds fewer than sweepWindow. draft-12 §7.7: only addresses
+// ever bound, and the BACKUP ones so that a secondary learns its pool.
+func (r *Relationship) sweepLocked() {
+	for len(r.sweep) > 0 {
+		queued, _ := r.q.depth()
+		if queued >= sweepWindow {
+			return
+		}
+		n := min(len(r.sweep), sweepWindow-queued)
+		var ls []*lease.Lease
+		for _, l := range r.cfg.Bindings.Records(r.sweep[:n]) {
+			if l.State == lease.Free && len(l.HWAddr) == 0 && len(l.ClientID) == 0 {
+				continue
+			}
+			r.owed[l.IP] = true
+			ls = append(ls, l)
+		}
+		r.sweep = r.sweep[n:]
+		r.q.add(ls)
+	}
+}
+
 func (r *Relationship) maybeDoneLocked() {
-	if r.owed != nil && len(r.owed) == 0 {
-		r.owed = nil
+	if r.owed != nil && len(r.owed) == 0 && len(r.sweep) == 0 {
+		r.owed, r.sweep = nil, nil
 		r.sendLocked(&wire.Message{Type: wire.UpdDone})
 	}
 }
@@ -419,6 +441,7 @@ func (r *Relationship) pumpLocked() {
 		perMsg = batchBindings
 	}
 	for {
+		r.sweepLocked()
 		// max-unacked-bndupd bounds the BNDUPD messages in flight
 		// (dhcpd sends one binding per message, so for it the two
 		// counts are the same).

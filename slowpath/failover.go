@@ -384,9 +384,29 @@ func (s *Server) PartnerPending(fn func(*lease.Lease) bool) {
 	s.eachCopy(func(l *lease.Lease) bool { return l.PartnerPending }, fn)
 }
 
-// EachRecord calls fn with a copy of every record, until fn returns false.
-func (s *Server) EachRecord(fn func(*lease.Lease) bool) {
-	s.eachCopy(func(*lease.Lease) bool { return true }, fn)
+// Addrs returns the address of every record.
+func (s *Server) Addrs() []netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ips := make([]netip.Addr, 0, len(s.leases))
+	for ip := range s.leases {
+		ips = append(ips, ip)
+	}
+	return ips
+}
+
+// Records returns copies of the records of ips that exist (for the
+// partner: Reserved set).
+func (s *Server) Records(ips []netip.Addr) []*lease.Lease {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ls := make([]*lease.Lease, 0, len(ips))
+	for _, ip := range ips {
+		if l := s.leases[ip]; l != nil {
+			ls = append(ls, s.cloneForPartnerLocked(l))
+		}
+	}
+	return ls
 }
 
 // eachCopy copies the records that match under the lock, then hands them

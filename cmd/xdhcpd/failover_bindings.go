@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/xdhcp/xdhcp/failover"
 	"github.com/xdhcp/xdhcp/slowpath"
@@ -31,7 +32,9 @@ func (b *failoverBindings) Acked(acks []failover.Ack) {
 
 func (b *failoverBindings) Pending(fn func(*lease.Lease) bool) { b.srv.PartnerPending(fn) }
 
-func (b *failoverBindings) All(fn func(*lease.Lease) bool) { b.srv.EachRecord(fn) }
+func (b *failoverBindings) Addrs() []netip.Addr { return b.srv.Addrs() }
+
+func (b *failoverBindings) Records(ips []netip.Addr) []*lease.Lease { return b.srv.Records(ips) }
 
 func (b *failoverBindings) PoolCounts() (free, backup int) { return b.srv.PoolCounts() }
 
