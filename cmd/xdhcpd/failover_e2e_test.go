@@ -109,6 +109,13 @@ failover:
 // xdhcpdPeer runs xdhcpd at addr (10.79.0.x) in role with peer as partner.
 func (f *foNet) xdhcpdPeer(role, addr, peer string) *lab {
 	f.t.Helper()
+	return f.xdhcpdPeerFrom(foXdhcpdConfig, role, addr, peer, foMCLT*time.Second)
+}
+
+// xdhcpdPeerFrom is xdhcpdPeer with its own configuration template (see
+// foXdhcpdConfig) and MCLT.
+func (f *foNet) xdhcpdPeerFrom(tmpl, role, addr, peer string, mclt time.Duration) *lab {
+	f.t.Helper()
 	xdhcpd, xdhcpctl := binaries(f.t)
 	ns := netns.ForTest(f.t, "fs")
 	l := &lab{t: f.t, srv: ns, dir: f.t.TempDir(), xdhcpd: xdhcpd, ctl: xdhcpctl}
@@ -118,7 +125,7 @@ func (f *foNet) xdhcpdPeer(role, addr, peer string) *lab {
 	l.cfgPath = filepath.Join(l.dir, "xdhcpd.yaml")
 	l.sock = filepath.Join(l.dir, "ctl.sock")
 	cfg := strings.NewReplacer("{{DIR}}", l.dir, "{{PIN}}", l.pinDir, "{{ROLE}}", role, "{{ADDR}}", addr, "{{PEER}}", peer,
-		"{{MCLT}}", fmt.Sprint(foMCLT)).Replace(foXdhcpdConfig)
+		"{{MCLT}}", fmt.Sprint(int(mclt/time.Second))).Replace(tmpl)
 	if f.tls {
 		cert := f.ca.Issue(role, netip.MustParseAddr(addr))
 		cfg += fmt.Sprintf("  tls: {cert: %s, key: %s, ca: %s}\n", cert.Cert, cert.Key, f.ca.File)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -31,15 +30,6 @@ const (
 // max-response-delay; it also returns the name of the server's bridge port.
 func (f *foNet) xdhcpdPeerTimers(role, addr, peer string, mclt, mrd time.Duration) (*lab, string) {
 	f.t.Helper()
-	xdhcpd, xdhcpctl := binaries(f.t)
-	ns := netns.ForTest(f.t, "fs")
-	l := &lab{t: f.t, srv: ns, dir: f.t.TempDir(), xdhcpd: xdhcpd, ctl: xdhcpctl}
-	f.attach(ns, "eth0", netip.MustParsePrefix(addr+"/24"), "")
-	port := fmt.Sprintf("fp%d", f.n)
-	l.pinDir = fmt.Sprintf("/sys/fs/bpf/xdhcp-fo-%d-%s", os.Getpid(), filepath.Base(l.dir))
-	f.t.Cleanup(func() { os.RemoveAll(l.pinDir) })
-	l.cfgPath = filepath.Join(l.dir, "xdhcpd.yaml")
-	l.sock = filepath.Join(l.dir, "ctl.sock")
 	tmpl := foXdhcpdConfig
 	for _, r := range [][2]string{
 		{"max-response-delay: 5s", fmt.Sprintf("max-response-delay: %ds", int(mrd/time.Second))},
@@ -50,23 +40,10 @@ func (f *foNet) xdhcpdPeerTimers(role, addr, peer string, mclt, mrd time.Duratio
 		}
 		tmpl = strings.Replace(tmpl, r[0], r[1], 1)
 	}
-	cfg := strings.NewReplacer("{{DIR}}", l.dir, "{{PIN}}", l.pinDir, "{{ROLE}}", role, "{{ADDR}}", addr, "{{PEER}}", peer,
-		"{{MCLT}}", fmt.Sprint(int(mclt/time.Second))).Replace(tmpl)
-	if f.tls {
-		cert := f.ca.Issue(role, netip.MustParseAddr(addr))
-		cfg += fmt.Sprintf("  tls: {cert: %s, key: %s, ca: %s}\n", cert.Cert, cert.Key, f.ca.File)
-	}
-	if err := os.WriteFile(l.cfgPath, []byte(cfg), 0o600); err != nil {
-		f.t.Fatal(err)
-	}
-	l.start()
-	f.t.Cleanup(func() {
-		l.daemon.Stop()
-		if out, err := ns.ExecHostMounts(context.Background(), l.xdhcpd, "detach", "--config", l.cfgPath); err != nil {
-			f.t.Errorf("detach: %v\n%s", err, out)
-		}
-	})
-	return l, port
+	// attach (in xdhcpdPeerFrom) names the server's bridge port fpN
+	// after the count it is about to take.
+	port := fmt.Sprintf("fp%d", f.n+1)
+	return f.xdhcpdPeerFrom(tmpl, role, addr, peer, mclt), port
 }
 
 // isolate sets the bridge ports' isolated flag: isolated ports do not
