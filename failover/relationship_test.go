@@ -455,3 +455,28 @@ func TestUpdReqAllSendsEveryRecordAWindowAtATime(t *testing.T) {
 	}
 	t.Logf("%d records caught up; at most %d queued or in flight", n, most)
 }
+
+// TestUpdReqAllEndsWhenTheLastRecordsAreNotSent: records that UPDREQALL
+// leaves out (free addresses never bound) at the end of the sweep still
+// let UPDDONE go: the pair reaches NORMAL.
+func TestUpdReqAllEndsWhenTheLastRecordsAreNotSent(t *testing.T) {
+	p := newPair(t)
+	now := time.Now()
+	for i := range 3 * sweepWindow {
+		ip := netip.AddrFrom4([4]byte{10, 7, byte(i >> 8), byte(i)})
+		p.pDB.leases[ip] = &lease.Lease{IP: ip, State: lease.Free}
+	}
+	bound := netip.MustParseAddr("10.6.0.1")
+	p.pDB.leases[bound] = &lease.Lease{IP: bound, State: lease.Active, HWType: 1, HWAddr: net.HardwareAddr{2, 0, 0, 6, 0, 1},
+		CLTT: now, StateAt: now, Expiry: now.Add(time.Hour), PotExp: now.Add(time.Hour)}
+	since := now.Add(-time.Minute)
+	b, _ := json.Marshal(persisted{MyState: "communications-interrupted", MySince: since, PartnerState: "normal", PartnerSince: since, MCLT: 60, LastOp: since})
+	p.pDB.meta["failover/test-pair"] = b
+	prim := p.start(Primary, nil)
+	p.start(Secondary, nil)
+	waitState(t, p.sec, "normal", 15*time.Second)
+	waitState(t, prim, "normal", 10*time.Second)
+	if p.sDB.get(bound) == nil {
+		t.Fatal("the bound address did not reach the secondary")
+	}
+}
