@@ -40,22 +40,34 @@ type CatchupOptions struct {
 	PoolSize    int
 	Allocations []string // "independent", "proportional"
 	Timeout     time.Duration
-	Log         func(format string, args ...any)
+	// ProfileDir, when set, receives both daemons' CPU profiles of the
+	// first ProfileSeconds of the catch-up (server.pprof is turned on),
+	// and their allocations (allocs) once the secondary is caught up.
+	ProfileDir     string
+	ProfileSeconds int
+	Log            func(format string, args ...any)
 }
+
+// catchupMetricsPort serves the profiles of --profile.
+const catchupMetricsPort = "9581"
 
 // catchupConfig is one side's configuration: fast path off (the catch-up
 // is the slow path's and the relationship's work), one /8 subnet whose
 // pool is the first size addresses from 10.0.0.1.
-func catchupConfig(dir, role, listen, peer, iface, allocation string, size int) string {
+func catchupConfig(dir, role, listen, peer, iface, allocation string, size int, profile bool) string {
 	last := netip.AddrFrom4([4]byte{10, 0, 0, 0})
 	for range size {
 		last = last.Next()
+	}
+	metrics := `""`
+	if profile {
+		metrics = listen + ":" + catchupMetricsPort + "\n  pprof: true"
 	}
 	return fmt.Sprintf(`server:
   interfaces: [%s]
   state-dir: %s/state
   control-socket: %s/ctl.sock
-  metrics-listen: ""
+  metrics-listen: %s
 subnets:
   - subnet: 10.0.0.0/8
     pools: [{range: 10.0.0.1-%s, failover-allocation: %s}]
@@ -67,7 +79,7 @@ failover:
   peer: %s
   mclt: 1h
   auto-partner-down: 0s
-`, iface, dir, dir, last, allocation, role, listen, peer)
+`, iface, dir, dir, metrics, last, allocation, role, listen, peer)
 }
 
 // FailoverCatchup measures, for each allocation mode, how long a
@@ -117,7 +129,7 @@ func (r *Rig) catchup(ctx context.Context, o CatchupOptions, allocation string) 
 	// (an interface is required); no client reaches it.
 	write := func(d, role, listen, peerAddr string) (string, error) {
 		f := filepath.Join(d, "xdhcpd.yaml")
-		return f, os.WriteFile(f, []byte(catchupConfig(d, role, listen, peerAddr, foIf, allocation, o.PoolSize)), 0o600)
+		return f, os.WriteFile(f, []byte(catchupConfig(d, role, listen, peerAddr, foIf, allocation, o.PoolSize, o.ProfileDir != "")), 0o600)
 	}
 	pcfg, err := write(pdir, "primary", foPrimaryAddr, foSecondaryAddr)
 	if err != nil {
@@ -144,6 +156,35 @@ func (r *Rig) catchup(ctx context.Context, o CatchupOptions, allocation string) 
 	}
 	defer sp.Stop()
 	ssock := filepath.Join(sdir, "ctl.sock")
+	if o.ProfileDir != "" {
+		// The secondary's listener comes up with its daemon; give it a
+		// moment rather than miss the start of the catch-up.
+		profiles := make(chan error, 2)
+		for _, p := range []struct {
+			ns   *netns.NS
+			addr string
+			name string
+		}{{r.Srv, foPrimaryAddr, "primary"}, {peer, foSecondaryAddr, "secondary"}} {
+			go func() {
+				var err error
+				for range 50 {
+					if err = fetchProfile(p.ns, p.addr+":"+catchupMetricsPort, "profile", o.ProfileSeconds,
+						filepath.Join(o.ProfileDir, fmt.Sprintf("catchup-%s-%s.cpu.pb.gz", allocation, p.name))); err == nil {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				profiles <- err
+			}()
+		}
+		defer func() {
+			for range 2 {
+				if err := <-profiles; err != nil {
+					o.Log("  profile: %v\n", err)
+				}
+			}
+		}()
+	}
 	var st failover.Status
 	err = waitWithin(ctx, sp, o.Timeout, func() bool {
 		c, cancel := context.WithTimeout(ctx, time.Second)
@@ -154,6 +195,17 @@ func (r *Rig) catchup(ctx context.Context, o CatchupOptions, allocation string) 
 	row.Seconds = time.Since(t0).Seconds()
 	row.Received = st.UpdatesReceived
 	row.PrimaryPeakRSS, row.SecondaryPeakRSS = peakRSS(pp.Pid()), peakRSS(sp.Pid())
+	if o.ProfileDir != "" {
+		for _, p := range []struct {
+			ns         *netns.NS
+			addr, name string
+		}{{r.Srv, foPrimaryAddr, "primary"}, {peer, foSecondaryAddr, "secondary"}} {
+			if err := fetchProfile(p.ns, p.addr+":"+catchupMetricsPort, "allocs", 0,
+				filepath.Join(o.ProfileDir, fmt.Sprintf("catchup-%s-%s.allocs.pb.gz", allocation, p.name))); err != nil {
+				o.Log("  profile: %v\n", err)
+			}
+		}
+	}
 	if err != nil {
 		return fail(fmt.Errorf("the secondary was not caught up after %.0f s (state %s, %d updates received): %w", row.Seconds, st.State, st.UpdatesReceived, err))
 	}

@@ -10,14 +10,16 @@ import (
 
 // TestCatchupConfigs: both sides parse and match each other (check-config's
 // test of a pair), in both allocation modes, and the pool has the size
-// asked for and holds WriteLeases' addresses.
+// asked for and holds WriteLeases' addresses; with --profile both serve
+// their profiles.
 func TestCatchupConfigs(t *testing.T) {
 	for _, mode := range []string{"independent", "proportional"} {
-		p, err := config.Parse("p.yaml", []byte(catchupConfig("/tmp/p", "primary", foPrimaryAddr, foSecondaryAddr, foIf, mode, 4194302)))
+		profile := mode == "proportional"
+		p, err := config.Parse("p.yaml", []byte(catchupConfig("/tmp/p", "primary", foPrimaryAddr, foSecondaryAddr, foIf, mode, 4194302, profile)))
 		if err != nil {
 			t.Fatalf("%s: %v", mode, err)
 		}
-		s, err := config.Parse("s.yaml", []byte(catchupConfig("/tmp/s", "secondary", foSecondaryAddr, foPrimaryAddr, foIf, mode, 4194302)))
+		s, err := config.Parse("s.yaml", []byte(catchupConfig("/tmp/s", "secondary", foSecondaryAddr, foPrimaryAddr, foIf, mode, 4194302, profile)))
 		if err != nil {
 			t.Fatalf("%s: %v", mode, err)
 		}
@@ -28,6 +30,9 @@ func TestCatchupConfigs(t *testing.T) {
 		q := p.Subnets[0].Pools[0]
 		if q.Start.String() != "10.0.0.1" || q.End.String() != "10.63.255.254" || q.Independent != (mode == "independent") || p.Fastpath.Enabled {
 			t.Fatalf("%s: pool %+v, fast path %v", mode, q, p.Fastpath.Enabled)
+		}
+		if want := foSecondaryAddr + ":" + catchupMetricsPort; profile && (!s.Server.Pprof || s.Server.MetricsListen != want) {
+			t.Fatalf("%s: pprof %v on %q, want on %s", mode, s.Server.Pprof, s.Server.MetricsListen, want)
 		}
 	}
 }

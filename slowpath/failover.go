@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/xdhcp/xdhcp/failover/wire"
@@ -189,7 +190,7 @@ func (s *Server) ApplyPartnerAsync(ups []*lease.Lease, done func([]uint8, error)
 		}
 		l := s.changeLocked(u.IP, causePartner, now, func(l *lease.Lease) { adoptPartnerBinding(l, u) })
 		if l.State == lease.Active && (len(l.HWAddr) > 0 || len(l.ClientID) > 0) {
-			s.indexClientLocked(s.leases[u.IP])
+			s.indexClientLocked(s.leases[u.IP], true)
 		}
 		changed = append(changed, l)
 	}
@@ -384,14 +385,18 @@ func (s *Server) PartnerPending(fn func(*lease.Lease) bool) {
 	s.eachCopy(func(l *lease.Lease) bool { return l.PartnerPending }, fn)
 }
 
-// Addrs returns the address of every record.
+// Addrs returns the address of every record, in address order: the
+// partner that takes them all (UPDREQALL) then writes its database in
+// key order, appending to its pages instead of inserting at random
+// places (a third of a catch-up's time at 1M leases).
 func (s *Server) Addrs() []netip.Addr {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	ips := make([]netip.Addr, 0, len(s.leases))
 	for ip := range s.leases {
 		ips = append(ips, ip)
 	}
+	s.mu.Unlock()
+	slices.SortFunc(ips, netip.Addr.Compare)
 	return ips
 }
 

@@ -537,8 +537,8 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 		l.State = lease.Active
 	})
 	freed := s.replaceOthersLocked(r, ip)
-	s.byClient[r.key] = ip
-	s.indexClientLocked(s.leases[ip])
+	s.moveClientLocked(r.key, ip)
+	s.indexClientLocked(s.leases[ip], true)
 	// The ACK tells what changeLocked granted: the lease time unless a
 	// cap cut it short.
 	times := grantTimes(r.sub, cl.Expiry.Sub(now))

@@ -149,6 +149,23 @@ func TestLeasequeryMACWithTwoAddressesListsTheOtherIn92(t *testing.T) {
 	}
 }
 
+// By client-id the same: the older binding is found through the history
+// the move from one subnet to the other wrote.
+func TestLeasequeryClientIDWithTwoAddressesListsTheOtherIn92(t *testing.T) {
+	f := lqFixture(t)
+	cid := dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{0, 'm', 'o', 'v', 'e'}))
+	first := f.dora(mac(6), cid)
+	f.now = f.now.Add(time.Minute)
+	second := f.dora(mac(7), cid, dhcpv4.WithGatewayIP(relayAddr.AsSlice()))
+	r := f.query(requester, cid)
+	if r == nil || r.MessageType() != mtLeaseActive || !r.ClientIPAddr.Equal(second.YourIPAddr) {
+		t.Fatalf("want ACTIVE for the newest binding %s, got %v", second.YourIPAddr, r)
+	}
+	if a := r.Options.Get(dhcpv4.GenericOptionCode(92)); !bytes.Equal(a, first.YourIPAddr.To4()) {
+		t.Fatalf("associated-ip %v, want %s", a, first.YourIPAddr)
+	}
+}
+
 func TestLeasequeryUnassignedAndUnknown(t *testing.T) {
 	f := lqFixture(t)
 	released := f.dora(mac(3))

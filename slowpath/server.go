@@ -31,6 +31,9 @@ type Store interface {
 	// transaction stays open while they write to the network.
 	LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) error) (netip.Addr, error)
 	History(clientKey string) ([]netip.Addr, error)
+	// Moved records, in the client's history, that the client's most
+	// recent address changed; it is written with a later commit.
+	Moved(clientKey string, to, from netip.Addr)
 }
 
 // Sender puts replies on the wire.
@@ -287,7 +290,7 @@ func (s *Server) Load(ctx context.Context) error {
 		markDurable(l)
 		s.leases[l.IP] = l
 		if len(l.HWAddr) > 0 || len(l.ClientID) > 0 {
-			s.indexClientLocked(l)
+			s.indexClientLocked(l, false)
 		}
 		n++
 		return nil
@@ -311,9 +314,21 @@ func (s *Server) Load(ctx context.Context) error {
 	return nil
 }
 
+// moveClientLocked makes ip the client's most recent address, and tells
+// the store's history when that moves the client from another address
+// (LookupClient finds the current one here, the older ones there).
+func (s *Server) moveClientLocked(k string, ip netip.Addr) {
+	if cur, ok := s.byClient[k]; ok && cur != ip {
+		s.store.Moved(k, ip, cur)
+	}
+	s.byClient[k] = ip
+}
+
 // indexClientLocked remembers l as the client's address if it is the most
-// recent binding we know for that client.
-func (s *Server) indexClientLocked(l *lease.Lease) {
+// recent binding we know for that client. live is false while the table
+// is loaded: the history on disk already holds the moves between the
+// records read.
+func (s *Server) indexClientLocked(l *lease.Lease, live bool) {
 	if len(l.HWAddr) > 0 {
 		// Leasequery by MAC finds bindings whatever client-id they used.
 		hk := lease.ClientKey(nil, l.HWType, l.HWAddr)
@@ -329,6 +344,10 @@ func (s *Server) indexClientLocked(l *lease.Lease) {
 		if o := s.leases[cur]; o != nil && o.CLTT.After(l.CLTT) {
 			return
 		}
+	}
+	if live {
+		s.moveClientLocked(k, l.IP)
+		return
 	}
 	s.byClient[k] = l.IP
 }

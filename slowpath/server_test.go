@@ -27,6 +27,9 @@ type memStore struct {
 	commits int
 	// pageErr, when set, may fail a LoadPage (given where it starts).
 	pageErr func(after netip.Addr) error
+	// history is what Moved recorded, most recent first (as the bbolt
+	// store keeps it, without its cap).
+	history map[string][]netip.Addr
 }
 
 func (m *memStore) Submit(ls []*lease.Lease, done func(error)) {
@@ -85,7 +88,21 @@ func (m *memStore) LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) e
 	return page[len(page)-1].IP, nil
 }
 
-func (m *memStore) History(string) ([]netip.Addr, error) { return nil, nil }
+func (m *memStore) History(key string) ([]netip.Addr, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.history[key]), nil
+}
+
+func (m *memStore) Moved(key string, to, from netip.Addr) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.history == nil {
+		m.history = map[string][]netip.Addr{}
+	}
+	h := slices.DeleteFunc(m.history[key], func(a netip.Addr) bool { return a == to || a == from })
+	m.history[key] = append([]netip.Addr{to, from}, h...)
+}
 
 type capture struct {
 	mu  sync.Mutex

@@ -41,7 +41,7 @@ const usage = `usage:
   xdhcp-bench failover --xdhcpd PATH [--server xdhcpd-xdp-native|xdhcpd-xdp-generic|xdhcpd] [--clients N] [--step D] [--quick] [--out DIR]
                   DORA/s and renewals/s of one server and of the same server as a failover primary (secondary:
                   xdhcpd in its own namespace), side by side, with the binding updates acknowledged per second
-  xdhcp-bench failover-catchup --xdhcpd PATH [--leases 1000000] [--pool 4194302] [--allocation independent,proportional] [--quick] [--out DIR]
+  xdhcp-bench failover-catchup --xdhcpd PATH [--leases 1000000] [--pool 4194302] [--allocation independent,proportional] [--profile DIR [--profile-seconds 30]] [--quick] [--out DIR]
                   a secondary with an empty database catching up from its primary (UPDREQALL), xdhcpd to xdhcpd: seconds
                   to NORMAL with every binding, updates/s, both daemons' peak RSS, per pool allocation mode
   xdhcp-bench failover-recovery --xdhcpd PATH [--clients 1000] [--auto-partner-down 10s] [--out DIR]
@@ -149,6 +149,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	leases := fs.Int("leases", 1000000, "leases in the startup (and failover-catchup primary's) database")
 	pool := fs.Int("pool", 4194302, "failover-catchup: addresses in the pool")
 	autoPD := fs.Duration("auto-partner-down", 10*time.Second, "failover-recovery: the survivor's auto-partner-down")
+	profile := fs.String("profile", "", "failover-catchup: save both daemons' CPU profiles of the catch-up's first --profile-seconds here")
+	profileSecs := fs.Int("profile-seconds", 30, "failover-catchup: length of the --profile profiles")
 	allocation := fs.String("allocation", "independent,proportional", "failover-catchup: the pool's failover-allocation modes to measure")
 	compareObj := fs.String("compare", "", "cost: another xdp_dhcp object (e.g. an older commit's bpf/xdp_bpfel.o) timed in the same rounds")
 	costRuns := fs.Int("runs", 0, "cost: BPF_PROG_TEST_RUN repetitions per measurement (default 50000, 20000 with --quick)")
@@ -528,7 +530,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "failover catch-up, %d leases in %d addresses...\n", n, size)
 		rep.Catchup = rig.FailoverCatchup(ctx, bench.CatchupOptions{Bin: *bin, Leases: n, PoolSize: size, Allocations: modes,
-			Timeout: 10 * time.Minute, Log: func(format string, args ...any) { fmt.Fprintf(stdout, format, args...) }})
+			ProfileDir: *profile, ProfileSeconds: *profileSecs, Timeout: 10 * time.Minute, Log: func(format string, args ...any) { fmt.Fprintf(stdout, format, args...) }})
 		for _, r := range rep.Catchup {
 			if r.Err != "" {
 				return fmt.Errorf("failover-catchup: %s: %s", r.Allocation, r.Err)

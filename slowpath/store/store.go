@@ -24,7 +24,7 @@ import (
 
 var (
 	bucketLeases  = []byte("leases")  // 4-byte IPv4 → lease record
-	bucketHistory = []byte("history") // client key → IPv4 addresses, most recent first
+	bucketHistory = []byte("history") // client key → IPv4 addresses it moved between (Moved), most recent first
 	bucketMeta    = []byte("meta")
 	keySchema     = []byte("schema")
 )
@@ -69,8 +69,16 @@ type Store struct {
 	q    []job
 	wake chan struct{}
 	st   Stats
+	// moves are history entries (Moved) waiting for the next transaction.
+	moves []move
 	// closed is set once Run has returned; later submissions fail at once.
 	closed bool
+}
+
+// move is a client's change of address, for its history.
+type move struct {
+	key      string
+	to, from [4]byte
 }
 
 // Open opens (creating if needed) the database at path.
@@ -185,11 +193,11 @@ func (s *Store) Run(ctx context.Context) error {
 	defer func() {
 		s.mu.Lock()
 		s.closed = true
-		rest := s.q
-		s.q = nil
+		rest, moves := s.q, s.moves
+		s.q, s.moves = nil, nil
 		s.mu.Unlock()
-		if len(rest) > 0 {
-			s.commit(rest)
+		if len(rest) > 0 || len(moves) > 0 {
+			s.commit(rest, moves)
 		}
 	}()
 	for {
@@ -210,13 +218,32 @@ func (s *Store) Run(ctx context.Context) error {
 		for {
 			s.mu.Lock()
 			batch, n := s.take()
+			moves := s.moves
+			s.moves = nil
 			s.mu.Unlock()
-			if n == 0 {
+			if n == 0 && len(moves) == 0 {
 				break
 			}
-			s.commit(batch)
+			s.commit(batch, moves)
 		}
 	}
+}
+
+// Moved records that a client's most recent address changed from from to
+// to, in the client's history, with the next transaction. Only moves are
+// recorded: a client's current address is the slow path's to know, and
+// writing a history entry for every client's first address made each
+// new binding an insert at a random place in a second tree (a third of a
+// catch-up's commit time). The history is advisory: readers keep only the
+// addresses whose record still names the client, so a move lost to a
+// crash loses no binding.
+func (s *Store) Moved(key string, to, from netip.Addr) {
+	if !to.Is4() || !from.Is4() || to == from {
+		return
+	}
+	s.mu.Lock()
+	s.moves = append(s.moves, move{key: key, to: to.As4(), from: from.As4()})
+	s.mu.Unlock()
 }
 
 // take removes up to MaxBatch leases' worth of jobs from the queue.
@@ -233,10 +260,15 @@ func (s *Store) take() ([]job, int) {
 	return batch, n
 }
 
-func (s *Store) commit(batch []job) {
+func (s *Store) commit(batch []job, moves []move) {
 	var count int
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		lb, hb, mb := tx.Bucket(bucketLeases), tx.Bucket(bucketHistory), tx.Bucket(bucketMeta)
+		for _, m := range moves {
+			if err := pushHistory(hb, m.key, m.to, m.from); err != nil {
+				return err
+			}
+		}
 		for _, j := range batch {
 			for _, l := range j.leases {
 				if !l.IP.Is4() {
@@ -250,11 +282,6 @@ func (s *Store) commit(batch []job) {
 				k := l.IP.As4()
 				if err := lb.Put(k[:], buf); err != nil {
 					return fmt.Errorf("writing lease %s: %w", l.IP, err)
-				}
-				if l.State == lease.Active {
-					if err := pushHistory(hb, l.ClientKey(), k); err != nil {
-						return err
-					}
 				}
 				count++
 			}
@@ -295,17 +322,18 @@ func (s *Store) commit(batch []job) {
 	}
 }
 
-// pushHistory moves ip to the front of a client's history.
-func pushHistory(b *bolt.Bucket, key string, ip [4]byte) error {
+// pushHistory puts to, then from, at the front of a client's history.
+func pushHistory(b *bolt.Bucket, key string, to, from [4]byte) error {
 	old := b.Get([]byte(key))
-	if len(old) >= 4 && [4]byte(old[:4]) == ip {
-		return nil // already the most recent: the common renewal case
+	if len(old) >= 8 && [4]byte(old[:4]) == to && [4]byte(old[4:8]) == from {
+		return nil // a client moving back and forth between two subnets
 	}
-	nb := make([]byte, 0, min(len(old)+4, historyCap*4))
-	nb = append(nb, ip[:]...)
+	nb := make([]byte, 0, min(len(old)+8, historyCap*4))
+	nb = append(nb, to[:]...)
+	nb = append(nb, from[:]...)
 	for i := 0; i+4 <= len(old) && len(nb) < historyCap*4; i += 4 {
-		if [4]byte(old[i:i+4]) != ip {
-			nb = append(nb, old[i:i+4]...)
+		if ip := [4]byte(old[i : i+4]); ip != to && ip != from {
+			nb = append(nb, ip[:]...)
 		}
 	}
 	return b.Put([]byte(key), nb)

@@ -91,17 +91,24 @@ func TestHistoryMostRecentFirstAndCapped(t *testing.T) {
 	s, stop := open(t, filepath.Join(t.TempDir(), "l.db"), Options{})
 	defer stop()
 	ctx := context.Background()
+	key := active(0, 9).ClientKey()
 	for i := range uint32(20) {
+		if i > 0 {
+			s.Moved(key, ipN(100+i), ipN(99+i))
+		}
 		if err := s.Put(ctx, active(100+i, 9)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	s.Put(ctx, active(105, 9)) // back to an older address
-	h, err := s.History(active(0, 9).ClientKey())
+	s.Moved(key, ipN(105), ipN(119)) // back to an older address
+	if err := s.Put(ctx, active(105, 9)); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.History(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(h) != historyCap || h[0] != ipN(105) || h[1] != ipN(119) {
+	if len(h) != historyCap || h[0] != ipN(105) || h[1] != ipN(119) || h[2] != ipN(118) {
 		t.Fatalf("history %v", h)
 	}
 	for i, a := range h {
@@ -110,6 +117,30 @@ func TestHistoryMostRecentFirstAndCapped(t *testing.T) {
 				t.Fatalf("duplicate %s in history", a)
 			}
 		}
+	}
+}
+
+// A client's first address is not written to the history: the slow path
+// knows it (a random insert per new binding cost a third of a failover
+// catch-up's commit time). Only a move is.
+func TestHistoryHoldsMovesOnly(t *testing.T) {
+	s, stop := open(t, filepath.Join(t.TempDir(), "l.db"), Options{})
+	defer stop()
+	ctx := context.Background()
+	if err := s.Put(ctx, active(1, 7)); err != nil {
+		t.Fatal(err)
+	}
+	key := active(1, 7).ClientKey()
+	if h, err := s.History(key); err != nil || len(h) != 0 {
+		t.Fatalf("history of a client that never moved: %v %v", h, err)
+	}
+	s.Moved(key, ipN(2), ipN(1))
+	s.Moved(key, ipN(2), ipN(2)) // not a move
+	if err := s.Put(ctx, active(2, 7)); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.History(key); err != nil || !slices.Equal(h, []netip.Addr{ipN(2), ipN(1)}) {
+		t.Fatalf("history after a move: %v %v", h, err)
 	}
 }
 
