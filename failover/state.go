@@ -529,17 +529,17 @@ func (r *Relationship) bindUpdateLocked(ctx context.Context, m *wire.Message) {
 		for j, i := range idx {
 			reasons[i] = res[j]
 		}
-		a := &wire.Message{Type: wire.BndAck, XID: m.XID}
+		a := &wire.Message{Type: wire.BndAck, XID: m.XID, Bindings: make([]wire.Binding, len(m.Bindings))}
+		refused := 0
 		for i, b := range m.Bindings {
-			ab := wire.Binding{IP: b.IP, Reject: wire.Reason(reasons[i])}
+			a.Bindings[i] = wire.Binding{IP: b.IP, Reject: wire.Reason(reasons[i])}
 			if reasons[i] != 0 {
-				ab.Text = fmt.Sprintf("refused (reason %d)", reasons[i])
-				r.m.Updates.WithLabelValues("received", "refused").Inc()
-			} else {
-				r.m.Updates.WithLabelValues("received", "applied").Inc()
+				a.Bindings[i].Text = fmt.Sprintf("refused (reason %d)", reasons[i])
+				refused++
 			}
-			a.Bindings = append(a.Bindings, ab)
 		}
+		r.m.Updates.WithLabelValues("received", "refused").Add(float64(refused))
+		r.m.Updates.WithLabelValues("received", "applied").Add(float64(len(m.Bindings) - refused))
 		// On the connection the update came in on, and only there
 		// (draft-12 §8.6); it carries the update's xid, so sendOn
 		// touches nothing of the loop's.

@@ -103,6 +103,12 @@ func (s *Server) serveLocked(l *lease.Lease) bool {
 // It installs the record and returns the copy to commit; the caller holds
 // s.mu and commits the copy after releasing it.
 func (s *Server) changeLocked(ip netip.Addr, c cause, now time.Time, edit func(l *lease.Lease)) *lease.Lease {
+	return s.cloneForPartnerLocked(s.applyLocked(ip, c, now, edit))
+}
+
+// applyLocked is changeLocked without the copy: it returns the record
+// itself, for callers that copy only some changes, or none.
+func (s *Server) applyLocked(ip netip.Addr, c cause, now time.Time, edit func(l *lease.Lease)) *lease.Lease {
 	l, known := s.leases[ip]
 	if !known {
 		l = &lease.Lease{IP: ip}
@@ -168,7 +174,7 @@ func (s *Server) changeLocked(ip netip.Addr, c cause, now time.Time, edit func(l
 		s.expiry.push(ip, l.Expiry)
 	}
 	s.leases[ip] = l
-	return s.cloneForPartnerLocked(l)
+	return l
 }
 
 // cloneForPartnerLocked copies l with Reserved set from the

@@ -9,6 +9,7 @@ package slowpath
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -210,7 +211,7 @@ func (s *Server) ApplyPartnerAsync(ups []*lease.Lease, done func([]uint8, error)
 
 // adoptPartnerBinding makes l the partner's binding u.
 func adoptPartnerBinding(l *lease.Lease, u *lease.Lease) {
-	same := l.State == lease.Active && u.State == lease.Active && l.ClientKey() == u.ClientKey()
+	same := l.State == lease.Active && u.State == lease.Active && lease.SameClient(l, u)
 	exp := u.Expiry
 	if same && l.Expiry.After(exp) {
 		exp = l.Expiry // draft-12 §7.1.5: the later expiry stands
@@ -304,7 +305,7 @@ type PartnerAck struct {
 // PartnerAcked records the partner's answers and waits until they are on
 // disk; see PartnerAckedAsync.
 func (s *Server) PartnerAcked(ctx context.Context, acks []PartnerAck) error {
-	changed := s.partnerAckedLocked(acks)
+	changed := s.partnerAckedLocked(acks, true)
 	if len(changed) == 0 {
 		return nil
 	}
@@ -324,9 +325,13 @@ func (s *Server) PartnerAcked(ctx context.Context, acks []PartnerAck) error {
 // renewal. Lost to a crash, it costs the update being sent again (the
 // record is still marked on disk) and a cap from the older AckedExp until
 // then, which is the safe side.
-func (s *Server) PartnerAckedAsync(acks []PartnerAck) { s.partnerAckedLocked(acks) }
+func (s *Server) PartnerAckedAsync(acks []PartnerAck) { s.partnerAckedLocked(acks, false) }
 
-func (s *Server) partnerAckedLocked(acks []PartnerAck) []*lease.Lease {
+// partnerAckedLocked applies acks, and returns copies of the records they
+// changed when copies is set (an ack that changes nothing, such as one
+// for a record the partner had acked before, costs no copy and no edit:
+// a catch-up acks every record).
+func (s *Server) partnerAckedLocked(acks []PartnerAck, copies bool) []*lease.Lease {
 	now := s.now()
 	var changed []*lease.Lease
 	s.mu.Lock()
@@ -345,14 +350,20 @@ func (s *Server) partnerAckedLocked(acks []PartnerAck) []*lease.Lease {
 			// partner's update replaces the record.
 			continue
 		}
-		changed = append(changed, s.changeLocked(cur.IP, causePartnerAck, now, func(l *lease.Lease) {
-			if a.Reject == 0 && a.Sent.PotExp.After(l.AckedExp) {
-				l.AckedExp = a.Sent.PotExp
+		raise := a.Reject == 0 && a.Sent.PotExp.After(cur.AckedExp)
+		if raise || (same && cur.PartnerPending) {
+			l := s.applyLocked(cur.IP, causePartnerAck, now, func(l *lease.Lease) {
+				if raise {
+					l.AckedExp = a.Sent.PotExp
+				}
+				if same {
+					l.PartnerPending = false
+				}
+			})
+			if copies {
+				changed = append(changed, s.cloneForPartnerLocked(l))
 			}
-			if same {
-				l.PartnerPending = false
-			}
-		}))
+		}
 		if same && cur.State.Ending() {
 			s.toFree = append(s.toFree, cur.IP)
 		}
@@ -364,7 +375,7 @@ func (s *Server) partnerAckedLocked(acks []PartnerAck) []*lease.Lease {
 // of cur: the version sent had the same binding and times.
 func sameAsSent(cur, sent *lease.Lease) bool {
 	return cur.State == sent.State && cur.Expiry.Unix() == sent.Expiry.Unix() && cur.CLTT.Unix() == sent.CLTT.Unix() &&
-		cur.PotExp.Unix() == sent.PotExp.Unix() && cur.ClientKey() == sent.ClientKey()
+		cur.PotExp.Unix() == sent.PotExp.Unix() && lease.SameClient(cur, sent)
 }
 
 // commitAndWait commits cl and waits until it is on disk.
@@ -391,12 +402,18 @@ func (s *Server) PartnerPending(fn func(*lease.Lease) bool) {
 // places (a third of a catch-up's time at 1M leases).
 func (s *Server) Addrs() []netip.Addr {
 	s.mu.Lock()
-	ips := make([]netip.Addr, 0, len(s.leases))
+	keys := make([]uint32, 0, len(s.leases))
 	for ip := range s.leases {
-		ips = append(ips, ip)
+		a := ip.As4() // the table holds IPv4 addresses only (the store refuses others)
+		keys = append(keys, binary.BigEndian.Uint32(a[:]))
 	}
 	s.mu.Unlock()
-	slices.SortFunc(ips, netip.Addr.Compare)
+	// Sorted as integers: netip.Addr.Compare took 0.3 s at a million.
+	slices.Sort(keys)
+	ips := make([]netip.Addr, len(keys))
+	for i, k := range keys {
+		ips[i] = netip.AddrFrom4([4]byte{byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)})
+	}
 	return ips
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -447,5 +448,22 @@ func TestReservationsInFailover(t *testing.T) {
 	}
 	if k := f.store.leases[netip.MustParseAddr("10.77.0.104")].ForceRenewKey; !bytes.Equal(k, bytes.Repeat([]byte{7}, 16)) {
 		t.Fatalf("the partner's FORCERENEW key was not kept: % x", k)
+	}
+}
+
+// Addrs lists every record once, in address order (the partner that takes
+// them all appends to its database instead of inserting at random).
+func TestAddrsInAddressOrder(t *testing.T) {
+	f := &fixture{t: t, store: &memStore{leases: map[netip.Addr]*lease.Lease{}}, out: &capture{}, now: time.Unix(1_800_000_000, 0)}
+	var want []netip.Addr
+	for _, ip := range []string{"10.78.1.0", "10.77.0.105", "10.78.200.1", "10.77.0.102", "10.77.0.100", "10.78.1.255"} {
+		a := netip.MustParseAddr(ip)
+		f.store.leases[a] = &lease.Lease{IP: a, State: lease.Free}
+		want = append(want, a)
+	}
+	f.srv = f.build()
+	slices.SortFunc(want, netip.Addr.Compare)
+	if got := f.srv.Addrs(); !slices.Equal(got, want) {
+		t.Fatalf("Addrs %v, want %v", got, want)
 	}
 }

@@ -55,6 +55,19 @@ func ReadMessage(r io.Reader, buf []byte) ([]byte, error) {
 }
 
 // Decode parses one whole message (as ReadMessage returns it).
+// countAssigned counts the assigned-IP-address options of a payload (a
+// capacity hint: framing errors are Decode's to report).
+func countAssigned(b []byte) int {
+	n := 0
+	for p := 0; len(b)-p >= 4; {
+		if OptCode(binary.BigEndian.Uint16(b[p:])) == OptAssignedIP {
+			n++
+		}
+		p += 4 + int(binary.BigEndian.Uint16(b[p+2:]))
+	}
+	return n
+}
+
 func Decode(b []byte) (*Message, error) {
 	if len(b) < HeaderLen {
 		return nil, bad("%d bytes, shorter than the header", len(b))
@@ -75,6 +88,11 @@ func Decode(b []byte) (*Message, error) {
 	}
 	m.Has = map[OptCode]bool{}
 	grouped := m.Type == BndUpd || m.Type == BndAck
+	if grouped {
+		// One allocation for the bindings: growing the slice an append
+		// at a time was most of a catch-up's decoding garbage.
+		m.Bindings = make([]Binding, 0, countAssigned(b[payoff:]))
+	}
 	var cur *Binding
 	seen := map[OptCode]bool{} // within the current binding
 	for p := payoff; p < len(b); {

@@ -83,3 +83,53 @@ func TestEnding(t *testing.T) {
 		}
 	}
 }
+
+// A clone shares no bytes with its original, its fields share one
+// allocation without overlapping (an append to one leaves the next
+// alone), and nil stays nil.
+func TestCloneIsIndependent(t *testing.T) {
+	l := &Lease{IP: netip.MustParseAddr("10.0.0.1"), HWAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}, ClientID: []byte{1, 2},
+		RelayInfo: []byte{1, 3, 'c', 'i', 'd'}, VendorClass: []byte("docsis"), ForceRenewKey: []byte{}}
+	c := l.Clone()
+	if !reflect.DeepEqual(c, l) {
+		t.Fatalf("clone %+v differs from %+v", c, l)
+	}
+	c.HWAddr[0], c.ClientID[0] = 0xff, 0xff
+	if l.HWAddr[0] != 2 || l.ClientID[0] != 1 {
+		t.Fatal("a clone's bytes are its original's")
+	}
+	c.HWAddr = append(c.HWAddr, 9)
+	c.RelayInfo = append(c.RelayInfo, 9)
+	if c.ClientID[1] != 2 || string(c.VendorClass) != "docsis" {
+		t.Fatalf("an append ran into the next field: client-id %x, vendor class %q", c.ClientID, c.VendorClass)
+	}
+	if n := (&Lease{}).Clone(); n.HWAddr != nil || n.RelayInfo != nil || n.ForceRenewKey != nil {
+		t.Fatalf("nil fields became %+v", n)
+	}
+	if c.ForceRenewKey == nil {
+		t.Fatal("an empty key became nil")
+	}
+}
+
+// SameClient agrees with comparing ClientKeys.
+func TestSameClientAgreesWithClientKey(t *testing.T) {
+	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	ls := []*Lease{
+		{},
+		{HWType: 1, HWAddr: mac},
+		{HWType: 6, HWAddr: mac},
+		{HWType: 1, HWAddr: net.HardwareAddr{2, 0, 0, 0, 0, 2}},
+		{HWType: 1, HWAddr: mac, ClientID: []byte{1, 2, 0, 0, 0, 0, 1}},
+		{HWType: 1, HWAddr: net.HardwareAddr{2, 0, 0, 0, 0, 2}, ClientID: []byte{1, 2, 0, 0, 0, 0, 1}},
+		{ClientID: []byte{0, 'a'}},
+		{ClientID: []byte{'h', 1}}, // no collision with an htype+chaddr key
+		{HWType: 'h', HWAddr: []byte{1}},
+	}
+	for _, a := range ls {
+		for _, b := range ls {
+			if got, want := SameClient(a, b), a.ClientKey() == b.ClientKey(); got != want {
+				t.Errorf("SameClient(%+v, %+v) = %v, keys say %v", a, b, got, want)
+			}
+		}
+	}
+}
