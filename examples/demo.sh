@@ -74,7 +74,7 @@ subnets:
         ip: 10.77.0.42
 YAML
 say "config check"
-# In the namespace: check-config also checks that br0 exists where it runs.
+# In the namespace: check-config also warns if br0 does not exist where it runs.
 nsenter --net=/run/netns/$SRV $BIN/xdhcpd check-config --config "$WORK/xdhcpd.yaml"
 
 say "starting xdhcpd in $SRV (XDP on br0)"

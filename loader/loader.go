@@ -328,7 +328,7 @@ func (p *Program) Attach(ifname string, mode Mode) (Mode, error) {
 					l.Close()
 					return "", fmt.Errorf("swapping the program on %s: %w", ifname, err)
 				}
-				p.links[ifname] = l
+				p.keepLink(ifname, l)
 				p.log.Info("XDP program swapped in place", "interface", ifname, "mode", string(cur))
 				return Existing, nil
 			}
@@ -356,11 +356,21 @@ func (p *Program) Attach(ifname string, mode Mode) (Mode, error) {
 			l.Close()
 			return "", fmt.Errorf("pinning the XDP link on %s: %w", ifname, err)
 		}
-		p.links[ifname] = l
+		p.keepLink(ifname, l)
 		p.log.Info("XDP attached", "interface", ifname, "mode", string(m))
 		return m, nil
 	}
 	return "", fmt.Errorf("attaching XDP to %s: %w", ifname, errors.Join(errs...))
+}
+
+// keepLink holds l as ifname's link, closing the one it replaces (the
+// interface was re-created, or the program re-attached): an Attach per
+// re-creation would otherwise leak a descriptor each time.
+func (p *Program) keepLink(ifname string, l link.Link) {
+	if old := p.links[ifname]; old != nil {
+		old.Close()
+	}
+	p.links[ifname] = l
 }
 
 // attachOrder lists the modes to try on ifname for the configured mode.

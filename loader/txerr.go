@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"syscall"
 
 	"github.com/cilium/ebpf"
@@ -21,11 +22,14 @@ import (
 type TxErrors struct {
 	objs  bpf.TxerrObjects
 	links []link.Link
+	netns uint32
+	mu    sync.Mutex // keys: Follow writes them as interfaces come back
 	keys  map[string]bpf.TxerrTxerrKey
 }
 
 // WatchTxErrors starts counting XDP_TX failures of this program on
-// ifnames, in this process's network namespace.
+// ifnames, in this process's network namespace. A name with no interface
+// now is left for Follow.
 func (p *Program) WatchTxErrors(ifnames []string) (*TxErrors, error) {
 	info, err := p.Objs.XdpDhcp.Info()
 	if err != nil {
@@ -39,7 +43,7 @@ func (p *Program) WatchTxErrors(ifnames []string) (*TxErrors, error) {
 	if err := syscall.Stat("/proc/self/ns/net", &st); err != nil {
 		return nil, fmt.Errorf("counting XDP_TX errors: network namespace: %w", err)
 	}
-	t := &TxErrors{keys: map[string]bpf.TxerrTxerrKey{}}
+	t := &TxErrors{keys: map[string]bpf.TxerrTxerrKey{}, netns: uint32(st.Ino)}
 	if err := bpf.LoadTxerrObjects(&t.objs, nil); err != nil {
 		return nil, fmt.Errorf("counting XDP_TX errors: loading the tracing programs: %w", err)
 	}
@@ -55,13 +59,11 @@ func (p *Program) WatchTxErrors(ifnames []string) (*TxErrors, error) {
 	for _, name := range ifnames {
 		ifc, err := net.InterfaceByName(name)
 		if err != nil {
-			return nil, fmt.Errorf("counting XDP_TX errors: %w", err)
+			continue // missing: Follow counts it once it appears
 		}
-		k := bpf.TxerrTxerrKey{Netns: uint32(st.Ino), Ifindex: uint32(ifc.Index)}
-		if err := t.objs.XdhcpTxerr.Update(&k, uint64(0), ebpf.UpdateAny); err != nil {
-			return nil, fmt.Errorf("counting XDP_TX errors on %s: %w", name, err)
+		if err := t.Follow(name, ifc.Index); err != nil {
+			return nil, err
 		}
-		t.keys[name] = k
 	}
 	for _, tp := range []struct {
 		name string
@@ -77,8 +79,27 @@ func (p *Program) WatchTxErrors(ifnames []string) (*TxErrors, error) {
 	return t, nil
 }
 
+// Follow counts the failures on interface name at ifindex from now on (it
+// appeared, or came back with a new index). A count kept under an older
+// index of the name goes with it: the interface it counted is gone.
+func (t *TxErrors) Follow(name string, ifindex int) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := bpf.TxerrTxerrKey{Netns: t.netns, Ifindex: uint32(ifindex)}
+	if old, ok := t.keys[name]; ok && old != k {
+		_ = t.objs.XdhcpTxerr.Delete(&old)
+	}
+	if err := t.objs.XdhcpTxerr.Update(&k, uint64(0), ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("counting XDP_TX errors on %s: %w", name, err)
+	}
+	t.keys[name] = k
+	return nil
+}
+
 // Counts returns the replies dropped so far, by interface name.
 func (t *TxErrors) Counts() (map[string]uint64, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	out := make(map[string]uint64, len(t.keys))
 	for name, k := range t.keys {
 		var n uint64

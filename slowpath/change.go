@@ -40,11 +40,19 @@ const (
 	// causePool: pool balance moves FREE and BACKUP addresses between
 	// the partners (Rebalance).
 	causePool
+	// causeRenumber: a served interface came back with a new index
+	// (RenumberInterface); where the client is reached is this server's
+	// own business, not the partner's.
+	causeRenumber
 )
 
 // fromPartner: changes the partner told us of, which are not sent back
 // to it and leave its mark alone.
 func (c cause) fromPartner() bool { return c == causePartner || c == causePartnerAck }
+
+// forPartner: changes the partner must hear of (marked pending for it and
+// sent to it once committed).
+func (c cause) forPartner() bool { return !c.fromPartner() && c != causeRenumber }
 
 // movesHorizon: the changes that push the promise horizon ahead.
 func (c cause) movesHorizon() bool { return c == causeAck || c == causeHorizon }
@@ -128,7 +136,7 @@ func (s *Server) applyLocked(ip netip.Addr, c cause, now time.Time, edit func(l 
 			l.Horizon = h
 		}
 	}
-	if !c.fromPartner() {
+	if c.forPartner() {
 		l.PartnerPending = true
 		l.PotExp = l.Expiry
 		if c == causeAck && s.partner != nil {

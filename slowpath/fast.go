@@ -73,6 +73,38 @@ func (s *Server) publish(ls []*lease.Lease) {
 	s.writeFast(add, del)
 }
 
+// RenumberInterface moves the bindings recorded on interface index old to
+// index new: the served interface was deleted and re-created (a VLAN
+// sub-interface rebuilt, a driver reset) and came back with another
+// index. The fast path's entries are rewritten at once, so that their
+// clients' renewals are answered by XDP again as soon as it is attached,
+// instead of each going to the slow path first for arriving on an
+// interface its entry does not name; the records follow in a commit.
+// Returns how many bindings moved.
+func (s *Server) RenumberInterface(old, new int) int {
+	if old == new || old <= 0 || new <= 0 {
+		return 0
+	}
+	now := s.now()
+	var changed []*lease.Lease
+	s.mu.Lock()
+	for ip, l := range s.leases {
+		if l.IfIndex == uint32(old) {
+			changed = append(changed, s.changeLocked(ip, causeRenumber, now, func(l *lease.Lease) { l.IfIndex = uint32(new) }))
+		}
+	}
+	s.mu.Unlock()
+	if len(changed) == 0 {
+		return 0
+	}
+	// Where a client is reached extends no promise: published before it
+	// is durable, unlike a horizon (a crash before the commit costs one
+	// renewal through the slow path).
+	s.publish(changed)
+	s.commit(changed, causeRenumber, nil)
+	return len(changed)
+}
+
 // writeFast publishes add and withdraws del in the fast path's map.
 func (s *Server) writeFast(add []FastLease, del []netip.Addr) {
 	if len(add) > 0 {

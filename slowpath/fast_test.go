@@ -253,3 +253,43 @@ func TestFoldOrdersRenewalsWithinASecond(t *testing.T) {
 		t.Fatal("the same renewal seen again was committed again")
 	}
 }
+
+// An interface re-created with another index: its bindings move to the
+// new index in the map at once and in the records, keeping their horizon
+// and expiry; bindings on other interfaces stay; nothing new is pending
+// for a partner (where a client is reached is not its business).
+func TestRenumberInterfaceMovesItsBindings(t *testing.T) {
+	f, fp := newFastFixture(t)
+	a, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
+	b, _ := netip.AddrFromSlice(f.dora(mac(2)).YourIPAddr.To4())
+	f.srv.mu.Lock()
+	f.srv.leases[b].IfIndex = 11 // as if it came in on another served interface
+	f.srv.leases[a].PartnerPending = false
+	f.srv.mu.Unlock()
+	before := f.store.leases[a].Clone()
+	beforeEntry := fp.entries[a]
+
+	if n := f.srv.RenumberInterface(7, 9); n != 1 {
+		t.Fatalf("moved %d bindings, want 1", n)
+	}
+	e := fp.entries[a]
+	if e.IfIndex != 9 || !e.Horizon.Equal(beforeEntry.Horizon) || e.LeaseTime != beforeEntry.LeaseTime || !e.Serve {
+		t.Fatalf("entry after renumbering %+v, before %+v", e, beforeEntry)
+	}
+	l := f.store.leases[a]
+	if l.IfIndex != 9 || !l.Expiry.Equal(before.Expiry) || !l.Horizon.Equal(before.Horizon) || l.State != lease.Active {
+		t.Fatalf("stored record %+v", l)
+	}
+	f.srv.mu.Lock()
+	pending, otherIdx := f.srv.leases[a].PartnerPending, f.srv.leases[b].IfIndex
+	f.srv.mu.Unlock()
+	if pending {
+		t.Fatal("renumbering marked the binding pending for the partner")
+	}
+	if otherIdx != 11 {
+		t.Fatalf("a binding on another interface moved to %d", otherIdx)
+	}
+	if n := f.srv.RenumberInterface(7, 9); n != 0 {
+		t.Fatalf("a second renumbering moved %d", n)
+	}
+}

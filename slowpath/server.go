@@ -504,7 +504,7 @@ func (s *Server) submit(cl []*lease.Lease, c cause, after func(error)) {
 			if c.republish() {
 				s.publish(cl)
 			}
-			if s.partner != nil && !c.fromPartner() {
+			if s.partner != nil && c.forPartner() {
 				s.partner.Update(cl, c == causeFold)
 			}
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"log/slog"
-	"net"
 	"net/netip"
 
 	"github.com/xdhcp/xdhcp/internal/config"
@@ -65,13 +64,4 @@ func subnetsFrom(c *config.Config) []*slowpath.Subnet {
 		out = append(out, s)
 	}
 	return out
-}
-
-func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
-	a, ok := netip.AddrFromSlice(n.IP.To4())
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a, ones), true
 }

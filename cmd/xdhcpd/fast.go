@@ -1,17 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/xdhcp/xdhcp/fastpath"
 	"github.com/xdhcp/xdhcp/internal/config"
+	"github.com/xdhcp/xdhcp/internal/linkwatch"
 	"github.com/xdhcp/xdhcp/loader"
 	"github.com/xdhcp/xdhcp/slowpath"
 )
@@ -35,7 +37,12 @@ type fastPath struct {
 	// program returned XDP_TX (nil when it could not be set up: the
 	// daemon runs, and said so).
 	txerr *loader.TxErrors
+	mode  loader.Mode            // as configured
+	mu    sync.Mutex             // modes: follow writes it while the warner reads it
 	modes map[string]loader.Mode // how XDP runs, by interface
+	// at is where the program is attached, by interface name (follow's
+	// own: the link watcher's goroutine, after attach at start).
+	at map[string]linkwatch.Link
 }
 
 // loadFastPath loads the program (reusing pinned maps, whose entries keep
@@ -65,7 +72,8 @@ func loadFastPath(c *config.Config, log *slog.Logger, clock func() time.Time) (*
 		prog.Close()
 		return nil, err
 	}
-	return &fastPath{prog: prog, maps: maps, log: log, settings: settings, modes: map[string]loader.Mode{}}, nil
+	return &fastPath{prog: prog, maps: maps, log: log, settings: settings,
+		modes: map[string]loader.Mode{}, at: map[string]linkwatch.Link{}}, nil
 }
 
 // reconcile makes the map agree with bbolt (DESIGN.md invariant 1): first
@@ -101,26 +109,18 @@ func (f *fastPath) reconcile(srv *slowpath.Server) error {
 	return nil
 }
 
-// attach runs the program on every served interface.
-func (f *fastPath) attach(c *config.Config) error {
+// attach runs the program on every served interface present in links;
+// one that is missing is attached by follow once it appears.
+func (f *fastPath) attach(c *config.Config, links map[string]linkwatch.Link) error {
+	f.mode = loader.Mode(c.Fastpath.Mode)
 	for _, name := range c.Server.Interfaces {
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			return fmt.Errorf("fast path: %w", err)
+		l, ok := links[name]
+		if !ok {
+			continue
 		}
-		if err := f.maps.SetInterface(ifi.Index, ifi.HardwareAddr); err != nil {
+		if err := f.attachOne(l); err != nil {
 			return err
 		}
-		m, err := f.prog.Attach(name, loader.Mode(c.Fastpath.Mode))
-		if err != nil {
-			return err
-		}
-		if m == loader.Existing {
-			if m, err = loader.AttachedMode(name); err != nil {
-				return err
-			}
-		}
-		f.modes[name] = m
 	}
 	// Only then may the program answer: on an interface dropped from the
 	// configuration an older program would otherwise wake up too.
@@ -135,6 +135,68 @@ func (f *fastPath) attach(c *config.Config) error {
 		f.log.Warn("replies the kernel fails to transmit after XDP_TX will not be counted", "err", err)
 	}
 	return f.maps.SetSettings(f.settings)
+}
+
+// attachOne attaches the program to l and tells it the interface's
+// address, and remembers the index it attached at.
+func (f *fastPath) attachOne(l linkwatch.Link) error {
+	if err := f.maps.SetInterface(l.Index, l.HWAddr); err != nil {
+		return err
+	}
+	m, err := f.prog.Attach(l.Name, f.mode)
+	if err != nil {
+		return err
+	}
+	if m == loader.Existing {
+		if m, err = loader.AttachedMode(l.Name); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	f.modes[l.Name] = m
+	f.mu.Unlock()
+	f.at[l.Name] = l
+	return nil
+}
+
+// follow re-attaches the program to a served interface that appeared or
+// came back (deleted and re-created: a new index, and the kernel took
+// the old attachment with the old interface) or changed its hardware
+// address, and moves the bindings recorded on an old index to the new
+// one. A brought down and up, or renamed and renamed back, interface
+// keeps its index and its attachment: nothing to do. Runs on the link
+// watcher's goroutine only.
+func (f *fastPath) follow(names []string, links map[string]linkwatch.Link, srv *slowpath.Server) {
+	for _, name := range names {
+		l, ok := links[name]
+		if !ok {
+			continue // gone: its bindings keep the old index until it returns
+		}
+		was, had := f.at[name]
+		if had && was.Index == l.Index && bytes.Equal(was.HWAddr, l.HWAddr) {
+			continue
+		}
+		if err := f.attachOne(l); err != nil {
+			f.log.Error("XDP: attaching to a served interface that came back; its renewals go to the slow path", "interface", name, "index", l.Index, "err", err)
+			delete(f.at, name)
+			continue
+		}
+		if f.txerr != nil {
+			if err := f.txerr.Follow(name, l.Index); err != nil {
+				f.log.Warn("replies the kernel fails to transmit after XDP_TX will not be counted", "interface", name, "err", err)
+			}
+		}
+		if !had || was.Index == l.Index {
+			f.log.Info("XDP attached to a served interface", "interface", name, "index", l.Index)
+			continue
+		}
+		moved := srv.RenumberInterface(was.Index, l.Index)
+		if err := f.maps.RemoveInterface(was.Index); err != nil {
+			f.log.Warn("fast path: forgetting the old interface index", "index", was.Index, "err", err)
+		}
+		f.log.Info("XDP re-attached to a re-created interface; its bindings moved to the new index",
+			"interface", name, "old_index", was.Index, "index", l.Index, "bindings", moved)
+	}
 }
 
 // txErrorsCollector exports xdhcp_fastpath_tx_errors_total.
@@ -186,7 +248,7 @@ func (w *txErrorWarner) check(f *fastPath) {
 	}
 	for name, n := range w.moved {
 		f.log.Warn("WARNING: replies answered by XDP were dropped by the kernel (XDP_TX failed): clients did not get them; on a veth use fastpath.mode generic or auto, or attach an XDP program to the peer",
-			"interface", name, "dropped", n, "mode", f.modes[name])
+			"interface", name, "dropped", n, "mode", f.attachedMode(name))
 	}
 	w.warned = time.Now()
 	clear(w.moved)
@@ -238,6 +300,13 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 		}
 	})
 	goOwned("horizons", func(ctx context.Context) error { return srv.RunHorizons(ctx, 5*time.Second) })
+}
+
+// attachedMode is how XDP runs on the interface.
+func (f *fastPath) attachedMode(name string) loader.Mode {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.modes[name]
 }
 
 func (f *fastPath) close() error {

@@ -64,24 +64,19 @@ func fastLab(t *testing.T, mode, leaseTime, mac string) (*lab, *netns.NS) {
 
 func fastLabPool(t *testing.T, mode, leaseTime, mac, pool string) (*lab, *netns.NS) {
 	t.Helper()
+	return fastLabWith(t, mode, leaseTime, mac, pool, true)
+}
+
+// fastLabWith is fastLabPool; without link, vs0 and eth0 are left for the
+// test to make (connectFastLab) once the daemon runs.
+func fastLabWith(t *testing.T, mode, leaseTime, mac, pool string, link bool) (*lab, *netns.NS) {
+	t.Helper()
 	xdhcpd, xdhcpctl := binaries(t)
 	srv := netns.ForTest(t, "xs")
 	c := netns.ForTest(t, "xc")
 	l := &lab{t: t, srv: srv, dir: t.TempDir(), xdhcpd: xdhcpd, ctl: xdhcpctl}
-	if err := netns.Veth(srv, "vs0", netip.MustParsePrefix("10.77.0.1/24"), c, "eth0", netip.Prefix{}); err != nil {
-		t.Fatal(err)
-	}
-	l.sh(c, fmt.Sprintf("ip link set eth0 down && ip link set eth0 address %s && ip link set eth0 up", mac))
-	for _, e := range []struct {
-		ns *netns.NS
-		If string
-	}{{srv, "vs0"}, {c, "eth0"}} {
-		if err := netns.DisableTxOffload(e.ns, e.If); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if mode == "native" {
-		attachPass(t, c, "eth0")
+	if link {
+		connectFastLab(l, c, mode, mac)
 	}
 	pin := fmt.Sprintf("/sys/fs/bpf/xdhcp-test-%d-%s", os.Getpid(), filepath.Base(l.dir))
 	l.pinDir = pin
@@ -101,6 +96,27 @@ func fastLabPool(t *testing.T, mode, leaseTime, mac, pool string) (*lab, *netns.
 		}
 	})
 	return l, c
+}
+
+// connectFastLab joins the lab's server namespace (vs0, 10.77.0.1/24) and
+// the client's (eth0 with mac) by a veth pair, as XDP_TX on a veth needs.
+func connectFastLab(l *lab, c *netns.NS, mode, mac string) {
+	l.t.Helper()
+	if err := netns.Veth(l.srv, "vs0", netip.MustParsePrefix("10.77.0.1/24"), c, "eth0", netip.Prefix{}); err != nil {
+		l.t.Fatal(err)
+	}
+	l.sh(c, fmt.Sprintf("ip link set eth0 down && ip link set eth0 address %s && ip link set eth0 up", mac))
+	for _, e := range []struct {
+		ns *netns.NS
+		If string
+	}{{l.srv, "vs0"}, {c, "eth0"}} {
+		if err := netns.DisableTxOffload(e.ns, e.If); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+	if mode == "native" {
+		attachPass(l.t, c, "eth0")
+	}
 }
 
 // attachPass puts an XDP_PASS program on ifname in ns for the test.

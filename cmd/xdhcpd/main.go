@@ -101,10 +101,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "check-config":
 		cfg, err := config.Load(*path)
+		var missing []string
 		if err == nil {
-			// The interfaces must exist where the daemon will run: a unit
-			// runs check-config first and relies on its verdict.
-			err = cfg.CheckInterfaces(func(name string) error {
+			// Where the daemon will run: a name that is wrong is said
+			// here, though the daemon would wait for it.
+			missing = cfg.MissingInterfaces(func(name string) error {
 				_, err := net.InterfaceByName(name)
 				return err
 			})
@@ -122,7 +123,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		for _, w := range cfg.Warnings() {
+		for _, w := range append(cfg.Warnings(), missing...) {
 			fmt.Fprintln(stderr, "warning: "+w)
 		}
 		if partner != "" {

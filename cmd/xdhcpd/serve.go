@@ -23,6 +23,7 @@ import (
 	"github.com/xdhcp/xdhcp/failover"
 	"github.com/xdhcp/xdhcp/internal/config"
 	"github.com/xdhcp/xdhcp/internal/control"
+	"github.com/xdhcp/xdhcp/internal/linkwatch"
 	"github.com/xdhcp/xdhcp/loader"
 	"github.com/xdhcp/xdhcp/slowpath"
 	"github.com/xdhcp/xdhcp/slowpath/auth"
@@ -51,6 +52,8 @@ type daemon struct {
 	// reverted by a later reload is then no longer pending, and one
 	// reloaded twice is still pending the second time).
 	running *config.Config
+	// links follows the served interfaces (followLinks).
+	links *linkFollower
 
 	mu  sync.Mutex
 	cfg *config.Config
@@ -101,10 +104,12 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		}
 	}()
 
-	ifaces, err := resolveInterfaces(cfg.Server.Interfaces)
+	links, err := linkwatch.Read(cfg.Server.Interfaces)
 	if err != nil {
 		return err
 	}
+	lw := &linkFollower{log: log}
+	ifaces := lw.interfaces(cfg.Server.Interfaces, links)
 	if conn, err = pktio.Listen(ctx, dhcpPort, log); err != nil {
 		return err
 	}
@@ -159,11 +164,11 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		if err := fp.reconcile(srv); err != nil {
 			return err
 		}
-		if err := fp.attach(cfg); err != nil {
+		if err := fp.attach(cfg, links); err != nil {
 			return err
 		}
 	}
-	d := &daemon{path: path, log: log, level: level, srv: srv, store: st, cfg: cfg, running: cfg, started: t0, fast: fp, failover: rel}
+	d := &daemon{path: path, log: log, level: level, srv: srv, store: st, cfg: cfg, running: cfg, started: t0, fast: fp, failover: rel, links: lw}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -213,7 +218,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	goOwned("packet reader", func(ctx context.Context) error { return conn.Serve(ctx, srv.Handle) })
 	goOwned("sweeper", srv.Run)
 	goOwned("control socket", ctl.Serve)
-	goOwned("interface watcher", func(ctx context.Context) error { return d.watchInterfaces(ctx) })
+	goOwned("interface watcher", d.followLinks)
 	goOwned("reloader", d.reloadOnHUP)
 	if fp != nil {
 		fp.run(runCtx, srv, goOwned)
@@ -273,50 +278,60 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	return first
 }
 
-func resolveInterfaces(names []string) ([]slowpath.Interface, error) {
-	var out []slowpath.Interface
-	for _, n := range names {
-		ifi, err := net.InterfaceByName(n)
-		if err != nil {
-			return nil, fmt.Errorf("interface %q: %w", n, err)
-		}
-		i := slowpath.Interface{Index: ifi.Index, Name: n}
-		addrs, err := ifi.Addrs()
-		if err != nil {
-			return nil, fmt.Errorf("interface %q addresses: %w", n, err)
-		}
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok {
-				if p, ok := prefixOf(ipn); ok {
-					i.Addrs = append(i.Addrs, p)
-				}
-			}
-		}
-		out = append(out, i)
-	}
-	return out, nil
+// linkFollower turns the kernel's view of the served interfaces into the
+// slow path's, and says when one goes missing or comes back.
+type linkFollower struct {
+	log     *slog.Logger
+	mu      sync.Mutex // missing: interfaces and reload may run at once
+	missing map[string]bool
 }
 
-// watchInterfaces picks up address changes on served interfaces.
-func (d *daemon) watchInterfaces(ctx context.Context) error {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			d.mu.Lock()
-			names := d.cfg.Server.Interfaces
-			d.mu.Unlock()
-			ifs, err := resolveInterfaces(names)
-			if err != nil {
-				d.log.Warn("served interface missing", "err", err)
-				continue
-			}
-			d.srv.SetInterfaces(ifs)
-		}
+// interfaces returns the served interfaces present in links, in the
+// configured order, and logs each one that went missing or came back.
+func (f *linkFollower) interfaces(names []string, links map[string]linkwatch.Link) []slowpath.Interface {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.missing == nil {
+		f.missing = map[string]bool{}
 	}
+	var out []slowpath.Interface
+	for _, n := range names {
+		l, ok := links[n]
+		if !ok {
+			if !f.missing[n] {
+				f.log.Warn("served interface missing: waiting for it; nothing is served on it until it appears", "interface", n)
+				f.missing[n] = true
+			}
+			continue
+		}
+		if f.missing[n] {
+			f.log.Info("served interface appeared", "interface", n, "index", l.Index, "addresses", l.Addrs)
+			delete(f.missing, n)
+		}
+		out = append(out, slowpath.Interface{Index: l.Index, Name: n, Addrs: l.Addrs})
+	}
+	return out
+}
+
+// followLinks keeps the slow path's interfaces (indexes and the addresses
+// subnet selection and server-id come from) and the fast path's
+// attachments in step with the kernel's links, from netlink messages,
+// until ctx ends.
+func (d *daemon) followLinks(ctx context.Context) error {
+	names := func() []string {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.cfg.Server.Interfaces
+	}
+	return linkwatch.Watch(ctx, names, linkwatch.Options{Logger: d.log}, func(links map[string]linkwatch.Link) {
+		ns := names()
+		d.srv.SetInterfaces(d.links.interfaces(ns, links))
+		if d.fast != nil {
+			// The attachment is set up for the interfaces served at
+			// start (server.interfaces is restart-only).
+			d.fast.follow(d.running.Server.Interfaces, links, d.srv)
+		}
+	})
 }
 
 // reloadOnHUP re-reads the configuration on SIGHUP. A bad file is refused
@@ -345,11 +360,11 @@ func (d *daemon) reload() error {
 	for _, w := range cfg.Warnings() {
 		d.log.Warn("configuration: " + w)
 	}
-	ifs, err := resolveInterfaces(cfg.Server.Interfaces)
+	links, err := linkwatch.Read(cfg.Server.Interfaces)
 	if err != nil {
 		return err
 	}
-	if err := d.srv.Reconfigure(settingsFrom(cfg), subnetsFrom(cfg), ifs); err != nil {
+	if err := d.srv.Reconfigure(settingsFrom(cfg), subnetsFrom(cfg), d.links.interfaces(cfg.Server.Interfaces, links)); err != nil {
 		return err
 	}
 	if d.fast != nil {

@@ -34,7 +34,7 @@ import (
 // the file; Config itself is never decoded from YAML.
 type Config struct {
 	File       string         `reload:"-"` // the file's name, for messages
-	lines      map[string]int `reload:"-"` // field path → line, for CheckInterfaces
+	lines      map[string]int `reload:"-"` // field path → line, for MissingInterfaces
 	warnings   []string       `reload:"-"` // accepted but worth saying (Warnings)
 	Server     Server         `yaml:"server"`
 	Fastpath   Fastpath       `yaml:"fastpath"`
@@ -259,23 +259,25 @@ func Parse(name string, data []byte) (*Config, error) {
 // the daemon logs them at load.
 func (c *Config) Warnings() []string { return slices.Clone(c.warnings) }
 
-// CheckInterfaces reports every server.interfaces entry that lookup
-// cannot find (net.InterfaceByName for xdhcpd), as problems of the file at
-// the entry's line. Parse cannot: whether an interface exists depends on
-// the host (and network namespace) the file is read on, not on the file;
-// `xdhcpd check-config` asks, so that a unit starting the daemon after it
-// fails there rather than at startup.
-func (c *Config) CheckInterfaces(lookup func(name string) error) error {
+// MissingInterfaces returns a warning, at the entry's line, for every
+// server.interfaces entry that lookup cannot find (net.InterfaceByName for
+// xdhcpd). Parse cannot tell: whether an interface exists depends on the
+// host (and network namespace) the file is read on, and on the moment. It
+// is a warning, not an error: the daemon waits for a served interface that
+// is missing (a VLAN sub-interface created after it starts), so a unit
+// that runs `xdhcpd check-config` first must not fail for it; the warning
+// is there for the name that is simply wrong.
+func (c *Config) MissingInterfaces(lookup func(name string) error) []string {
 	v := &validator{file: c.File, lines: c.lines}
 	if v.lines == nil {
 		v.lines = map[string]int{}
 	}
 	for i, n := range c.Server.Interfaces {
 		if err := lookup(n); err != nil {
-			v.add(fmt.Sprintf("server.interfaces[%d]", i), "interface %q does not exist here: %v", n, err)
+			v.warn(fmt.Sprintf("server.interfaces[%d]", i), "interface %q does not exist here now (%v): xdhcpd will wait for it; is the name right?", n, err)
 		}
 	}
-	return v.err()
+	return v.warnings
 }
 
 var lineRE = regexp.MustCompile(`^(yaml: )?line (\d+): `)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
 	"github.com/xdhcp/xdhcp/internal/testenv"
@@ -351,32 +353,37 @@ func (n *NS) Do(fn func() error) error {
 // Veth joins two namespaces with a veth pair and brings both ends up.
 // Zero prefixes mean "no address".
 func Veth(a *NS, aName string, aAddr netip.Prefix, b *NS, bName string, bAddr netip.Prefix) error {
-	tmp := fmt.Sprintf("vt%d-%d", os.Getpid()%100000, seq.Add(1))
-	steps := [][]string{
-		{"ip", "link", "add", tmp, "type", "veth", "peer", "name", bName, "netns", b.Name},
-		{"ip", "link", "set", tmp, "netns", a.Name},
+	hb, err := vnetns.GetFromName(b.Name)
+	if err != nil {
+		return fmt.Errorf("opening namespace %s: %w", b.Name, err)
 	}
-	for _, s := range steps {
-		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
-			return fmt.Errorf("%v: %v: %s", s, err, bytes.TrimSpace(out))
-		}
-	}
-	ctx := context.Background()
-	if _, err := a.Exec(ctx, "ip", "link", "set", tmp, "name", aName); err != nil {
-		return err
+	defer hb.Close()
+	// Made in a with its peer in b: each end is named in its own
+	// namespace, so the names may exist elsewhere (on the host too).
+	if err := a.Do(func() error {
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: aName}, PeerName: bName, PeerNamespace: netlink.NsFd(int(hb))})
+	}); err != nil {
+		return fmt.Errorf("veth %s (%s) - %s (%s): %w", aName, a.Name, bName, b.Name, err)
 	}
 	for _, e := range []struct {
 		ns   *NS
 		name string
 		addr netip.Prefix
 	}{{a, aName, aAddr}, {b, bName, bAddr}} {
-		if e.addr.IsValid() {
-			if _, err := e.ns.Exec(ctx, "ip", "addr", "add", e.addr.String(), "dev", e.name); err != nil {
+		if err := e.ns.Do(func() error {
+			l, err := netlink.LinkByName(e.name)
+			if err != nil {
 				return err
 			}
-		}
-		if _, err := e.ns.Exec(ctx, "ip", "link", "set", e.name, "up"); err != nil {
-			return err
+			if e.addr.IsValid() {
+				ipn := &net.IPNet{IP: e.addr.Addr().AsSlice(), Mask: net.CIDRMask(e.addr.Bits(), e.addr.Addr().BitLen())}
+				if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: ipn}); err != nil {
+					return fmt.Errorf("adding %s: %w", e.addr, err)
+				}
+			}
+			return netlink.LinkSetUp(l)
+		}); err != nil {
+			return fmt.Errorf("%s in %s: %w", e.name, e.ns.Name, err)
 		}
 	}
 	return nil
