@@ -419,7 +419,7 @@ func (*KeaHA) Available() bool {
 }
 
 func keaHAConfig(dir, iface, this string) string {
-	base := KeaConfig(dir, false)
+	base := KeaConfig(dir, false, false)
 	base = strings.Replace(base, `"interfaces": ["`+ServerIf+`"]`, `"interfaces": ["`+iface+`"]`, 1)
 	ha := fmt.Sprintf(`"multi-threading": {"enable-multi-threading": true, "thread-pool-size": 2, "packet-queue-size": 64},
   "hooks-libraries": [

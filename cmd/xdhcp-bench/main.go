@@ -207,12 +207,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return bench.Xdhcpd{Bin: *bin, Fast: "generic"}, nil
 		case "kea":
 			return bench.Kea{Raw: mode == "l2"}, nil
+		case "kea-mt":
+			return bench.Kea{Raw: mode == "l2", MT: true}, nil
 		case "dhcpd":
 			return bench.Dhcpd{}, nil
 		case "dhcpd-16k-pool":
 			return bench.Dhcpd{SmallPool: true}, nil
 		}
-		return nil, fmt.Errorf("unknown server %q (xdhcpd-xdp-native, xdhcpd-xdp-generic, xdhcpd, kea, dhcpd, dhcpd-16k-pool)", name)
+		return nil, fmt.Errorf("unknown server %q (xdhcpd-xdp-native, xdhcpd-xdp-generic, xdhcpd, kea, kea-mt, dhcpd, dhcpd-16k-pool)", name)
 	}
 	genClients, genStep := 10000, 3*time.Second
 	if *quick {
@@ -289,7 +291,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			list := *servers
 			if list == "" {
-				list = "xdhcpd,kea,dhcpd,dhcpd-16k-pool"
+				list = "xdhcpd,kea,kea-mt,dhcpd,dhcpd-16k-pool"
 				if *quick {
 					list = "xdhcpd,kea"
 				}
@@ -300,12 +302,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 					o.Servers = append(o.Servers, x)
 				case "kea":
 					o.Servers = append(o.Servers, bench.Kea{})
+				case "kea-mt":
+					o.Servers = append(o.Servers, bench.Kea{MT: true})
 				case "dhcpd":
 					o.Servers = append(o.Servers, bench.Dhcpd{})
 				case "dhcpd-16k-pool":
 					o.Servers = append(o.Servers, bench.Dhcpd{SmallPool: true})
 				default:
-					return fmt.Errorf("unknown server %q (xdhcpd, kea, dhcpd, dhcpd-16k-pool)", name)
+					return fmt.Errorf("unknown server %q (xdhcpd, kea, kea-mt, dhcpd, dhcpd-16k-pool)", name)
 				}
 			}
 			rep.Clients, rep.StepTime = o.Clients, o.StepTime.String()
@@ -358,9 +362,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return nil
 		},
 		"referee": func() error {
-			o := bench.CompareOptions{Clients: 20000, StepTime: 10 * time.Second, Start: 1000, Log: stdout}
+			o := bench.CompareOptions{Clients: 20000, StepTime: 10 * time.Second, Start: 1000, Bisect: 2, Log: stdout}
 			if *quick {
-				o.StepTime = 3 * time.Second
+				o.StepTime, o.Bisect = 3*time.Second, 0
 			}
 			for _, name := range strings.Split(genServers, ",") {
 				s, err := pick(name, "relay")
