@@ -3,6 +3,7 @@ package bench
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -32,5 +33,25 @@ func TestOnlyAFullRunIsLatest(t *testing.T) {
 	b, err := os.ReadFile(latest)
 	if err != nil || string(a) != string(b) {
 		t.Fatalf("latest.md is not the full run's report (%v)", err)
+	}
+}
+
+// TestVsKeaIsTheFasterKea: the DORA table's "vs Kea" is against the faster
+// of Kea's rows, and a Kea row has none.
+func TestVsKeaIsTheFasterKea(t *testing.T) {
+	rep := &Report{Results: []ServerResult{
+		{Server: "xdhcpd", Rate: 8000}, {Server: "kea", Rate: 4000}, {Server: "kea-mt", Rate: 5000}, {Server: "dhcpd", Rate: 50},
+	}}
+	md := rep.Markdown()
+	for _, want := range []string{
+		"| xdhcpd |  | 8000 | 0 | 100.0% | 0.000 | 1.60× | 160.00× |",
+		"| kea |  | 4000 | 0 | 100.0% | 0.000 | - | 80.00× |",
+		"| kea-mt |  | 5000 | 0 | 100.0% | 0.000 | - | 100.00× |",
+		"| dhcpd |  | 50 | 0 | 100.0% | 0.000 | 0.01× | - |",
+		"kea-mt is Kea with multi-threading on",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
 	}
 }
