@@ -92,4 +92,5 @@ func (rep *Report) overloadSection(b *strings.Builder) {
 		fmt.Fprintf(b, "| %s | %d (%.0f%%) | %.0f | %.0f%% | %.1f%% | %s | %s |\n", r.Server, r.Offered, 100*r.Fraction, r.Result.Rate,
 			100*r.Result.Rate/ov.Ceiling, 100*r.Result.Loss, fmt.Sprintf("%.0f", r.Result.P50), fmt.Sprintf("%.0f", r.Result.P99))
 	}
+	rep.chartLinks(b, "overload "+ov.Scenario, rep.base(), "-overload-goodput.png", "-overload-p99.png")
 }

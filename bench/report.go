@@ -23,13 +23,16 @@ type Report struct {
 	Startup  *StartupResult `json:"startup,omitempty"`
 	// Scenarios are xdhcp-bench's own generator against each server;
 	// Selftest its ceiling against the XDP reflector.
-	Scenarios []ScenarioResult  `json:"scenarios,omitempty"`
-	Selftest  []ScenarioResult  `json:"selftest,omitempty"`
-	Charts    []string          `json:"charts,omitempty"`
-	Partial   bool              `json:"partial,omitempty"` // interrupted before the end
-	Referee   []RefereeResult   `json:"perfdhcp-renewals,omitempty"`
-	Cost      []CostResult      `json:"xdp-cost,omitempty"`
-	LQ        *LeasequeryResult `json:"leasequery,omitempty"`
+	Scenarios []ScenarioResult `json:"scenarios,omitempty"`
+	Selftest  []ScenarioResult `json:"selftest,omitempty"`
+	Charts    []string         `json:"charts,omitempty"`
+	Partial   bool             `json:"partial,omitempty"` // interrupted before the end
+	// Failed names the sections of a full run that failed, and why; the
+	// others were measured.
+	Failed  []string          `json:"failed,omitempty"`
+	Referee []RefereeResult   `json:"perfdhcp-renewals,omitempty"`
+	Cost    []CostResult      `json:"xdp-cost,omitempty"`
+	LQ      *LeasequeryResult `json:"leasequery,omitempty"`
 
 	// CostPrograms are the objects Cost timed, as the verifier saw them.
 	CostPrograms []CostProgram `json:"xdp-programs,omitempty"`
@@ -68,6 +71,9 @@ func (rep *Report) Markdown() string {
 	fmt.Fprintf(&b, "# xdhcp benchmark, %s\n\n", rep.Date.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "Host %s, kernel %s, CPU %s (%d CPUs shared by the generator and the server). Traffic crosses a veth between two network namespaces.\n\n",
 		rep.Host, rep.Kernel, rep.CPU, runtime.NumCPU())
+	for _, f := range rep.Failed {
+		fmt.Fprintf(&b, "**Section not measured: %s**\n\n", strings.ReplaceAll(f, "\n", " "))
+	}
 	if rep.Partial {
 		b.WriteString("**Partial report: the run was interrupted; only the sections below were measured.**\n\n")
 	}
@@ -95,6 +101,7 @@ func (rep *Report) Markdown() string {
 			fmt.Fprintf(&b, "| %s | %s | %.0f | %d | %.1f%% | %.3f | %s | %s |\n", r.Server, r.Version, r.Rate, r.Best.Rate, 100*r.Best.DropRatio(), r.CPU,
 				ratio(keaBest, keaRows...), ratio(rates["dhcpd"], "dhcpd"))
 		}
+		rep.chartLinks(&b, "DORA leases/s against offered/s", rep.base(), "-dora.png")
 		if _, ok := rates[keaRows[1]]; ok {
 			b.WriteString("\nkea-mt is Kea with multi-threading on (a thread per CPU; off by default in 2.2, on from 2.4); \"vs Kea\" compares with the faster Kea row.\n")
 		}

@@ -55,3 +55,14 @@ func TestVsKeaIsTheFasterKea(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedSectionsAreNamed: a full run whose section failed says which
+// and why, above the sections that were measured.
+func TestFailedSectionsAreNamed(t *testing.T) {
+	rep := &Report{Failed: []string{"failover: dhcpd did not start"}, Results: []ServerResult{{Server: "xdhcpd", Rate: 1}}}
+	md := rep.Markdown()
+	i := strings.Index(md, "**Section not measured: failover: dhcpd did not start**")
+	if i < 0 || i > strings.Index(md, "## DORA") {
+		t.Fatalf("the failed section is not named first:\n%s", md)
+	}
+}

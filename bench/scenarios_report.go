@@ -3,9 +3,8 @@ package bench
 import (
 	"cmp"
 	"fmt"
-	"html"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -91,9 +90,7 @@ func (rep *Report) scenarioTables(b *strings.Builder) {
 				break
 			}
 		}
-		if len(rep.Charts) > 0 {
-			fmt.Fprintf(b, "\n![%s %s %s](%s)\n", g.scenario, g.mode, g.sender, chartName(rep.base(), g))
-		}
+		rep.chartLinks(b, fmt.Sprintf("%s %s %s", g.scenario, g.mode, g.sender), groupStem(rep.base(), g), "-sweep.png", "-p99.png", "-cpu.png")
 	}
 	if len(rep.Scenarios) > 0 {
 		b.WriteString("\nCPU: the server process's user+system time from /proc; XDP runs in softirq context, which is counted for the whole machine (the generator's own receive path included), so the fair comparison of total cost is the sum of the two columns.\n")
@@ -115,44 +112,31 @@ func errCell(err string) string {
 	return " error: " + strings.ReplaceAll(err, "|", "/")
 }
 
-func chartName(base string, g group) string {
+// groupStem is the start of a scenario group's chart names.
+func groupStem(base string, g group) string {
+	stem := fmt.Sprintf("%s-%s-%s", filepath.Base(base), g.scenario, g.mode)
 	if g.sender == SenderXDP {
-		return fmt.Sprintf("%s-%s-%s-xdp.svg", filepath.Base(base), g.scenario, g.mode)
+		stem += "-xdp"
 	}
-	return fmt.Sprintf("%s-%s-%s.svg", filepath.Base(base), g.scenario, g.mode)
+	return stem
 }
 
-// writeCharts draws one bar chart per scenario and mode beside the report.
-func (rep *Report) writeCharts(dir string) error {
-	for _, g := range groups(rep.Scenarios) {
-		name := chartName(rep.base(), g)
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(barChart(g)), 0o644); err != nil {
-			return fmt.Errorf("chart %s: %w", name, err)
+// chartLinks embeds the report's charts named stem+suffix, for each suffix
+// that was drawn.
+func (rep *Report) chartLinks(b *strings.Builder, alt, stem string, suffixes ...string) {
+	for _, sfx := range suffixes {
+		if slices.Contains(rep.Charts, stem+sfx) {
+			fmt.Fprintf(b, "\n![%s](%s)\n", alt, stem+sfx)
 		}
-		rep.Charts = append(rep.Charts, name)
 	}
-	return nil
 }
 
-// barChart is an SVG bar chart of answered/s per server.
-func barChart(g group) string {
-	const w, barH, gap, left = 640.0, 26.0, 10.0, 190.0
-	top := 40.0
-	h := top + float64(len(g.results))*(barH+gap) + 20
-	peak := 1.0
-	for _, r := range g.results {
-		peak = max(peak, r.Best.Rate)
+// writeCharts draws the report's charts beside it (RenderCharts).
+func (rep *Report) writeCharts(dir string) error {
+	names, err := RenderCharts(rep, dir, rep.base())
+	if err != nil {
+		return err
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="13">`+"\n", w, h)
-	fmt.Fprintf(&b, `<text x="10" y="22" font-size="15">%s, %s mode, %s sender: answered/s within %.1f%% loss</text>`+"\n", g.scenario, g.mode, g.sender, 100*g.results[0].MaxLoss)
-	for i, r := range g.results {
-		y := top + float64(i)*(barH+gap)
-		bw := (w - left - 90) * r.Best.Rate / peak
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="end">%s</text>`+"\n", left-8, y+barH*0.7, html.EscapeString(r.Server))
-		fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="%.1f" height="%.0f" fill="#3b6ea5"/>`+"\n", left, y, bw, barH)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f">%.0f</text>`+"\n", left+bw+6, y+barH*0.7, r.Best.Rate)
-	}
-	b.WriteString("</svg>\n")
-	return b.String()
+	rep.Charts = names
+	return nil
 }

@@ -7,11 +7,13 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -34,6 +36,7 @@ const usage = `usage:
                   the XDP program's cost per renewal (BPF_PROG_TEST_RUN), as a multiple of a program that
                   swaps MACs and returns XDP_TX (bpf/anchor.c), and the verifier's instruction count;
                   --compare times another xdp_dhcp object (same map layout) in the same rounds
+  xdhcp-bench charts --from REPORT.json [--out DIR]   draw a report's charts again from its JSON (PNG, named after the report)
   xdhcp-bench referee --xdhcpd PATH [--quick] [--servers LIST]   perfdhcp's renewals (-r R -f R) against each server
   xdhcp-bench forcerenew --xdhcpd PATH [--clients 10000] [--rate R] [--server xdhcpd-xdp-native|xdhcpd-xdp-generic|xdhcpd] [--quick] [--out DIR]
                   signed FORCERENEW/s on one goroutine, then a renumbering campaign: clients bound in pool A, pool A
@@ -61,10 +64,38 @@ xdhcp-bench COMMAND --help prints that command's usage; --version the build info
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
+// drawCharts draws the charts of the report stored as JSON at from into
+// dir, named after the report's file.
+func drawCharts(from, dir string, stdout, stderr io.Writer) int {
+	if from == "" {
+		fmt.Fprintln(stderr, "xdhcp-bench charts: --from REPORT.json is required")
+		return 2
+	}
+	j, err := os.ReadFile(from)
+	if err != nil {
+		fmt.Fprintf(stderr, "xdhcp-bench charts: %v\n", err)
+		return 1
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(j, &rep); err != nil {
+		fmt.Fprintf(stderr, "xdhcp-bench charts: %s: %v\n", from, err)
+		return 1
+	}
+	names, err := bench.RenderCharts(&rep, dir, strings.TrimSuffix(filepath.Base(from), ".json"))
+	if err != nil {
+		fmt.Fprintf(stderr, "xdhcp-bench charts: %v\n", err)
+		return 1
+	}
+	for _, n := range names {
+		fmt.Fprintln(stdout, filepath.Join(dir, n))
+	}
+	return 0
+}
+
 // commands are the commands usage lists; needsXdhcpd are those that run
 // the daemon (cost and selftest do not, so they need no --xdhcpd).
 var (
-	commands    = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew", "failover", "failover-catchup", "failover-recovery", "overload"}
+	commands    = []string{"all", "charts", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew", "failover", "failover-catchup", "failover-recovery", "overload"}
 	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew", "failover", "failover-catchup", "failover-recovery", "overload"}
 )
 
@@ -131,6 +162,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	bin := fs.String("xdhcpd", "bin/xdhcpd", "xdhcpd binary")
 	fs.String("xdhcpctl", "bin/xdhcpctl", "xdhcpctl binary (unused; kept for symmetry with make bench)")
 	out := fs.String("out", "bench/results", "where reports are written")
+	from := fs.String("from", "", "charts: the report's JSON to draw the charts of")
 	quick := fs.Bool("quick", false, "short steps, fewer clients (about a minute)")
 	servers := fs.String("servers", "", "servers to compare (default: all that apply)")
 	server := fs.String("server", "xdhcpd-xdp-native", "server for run")
@@ -177,6 +209,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "xdhcp-bench: unexpected argument %q\n%s", fs.Arg(0), usage)
 		return 2
+	}
+	if cmd == "charts" {
+		return drawCharts(*from, *out, stdout, stderr)
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(stderr, "xdhcp-bench: needs root (network namespaces)")
@@ -587,7 +622,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	order := []string{cmd}
 	if cmd == "all" {
-		order = []string{"selftest", "compare", "scenarios", "referee", "cost", "leasequery", "startup", "overload"}
+		order = []string{"selftest", "compare", "scenarios", "referee", "cost", "leasequery", "startup", "overload",
+			"forcerenew", "failover", "failover-catchup", "failover-recovery"}
 		if *quick {
 			order = []string{"selftest", "compare", "scenarios", "cost", "startup"}
 		}
@@ -600,12 +636,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		if err := f(); err != nil {
 			fmt.Fprintf(stderr, "xdhcp-bench: %v\n", err)
-			if ctx.Err() == nil {
-				return 1
+			if ctx.Err() != nil {
+				// Interrupted: keep what was measured, marked as partial.
+				rep.Partial = true
+				break
 			}
-			// Interrupted: keep what was measured, marked as partial.
-			rep.Partial = true
-			break
+			// One section failing loses none of the others (a full run
+			// takes more than an hour): it is named in the report, and
+			// the run exits 1.
+			rep.Failed = append(rep.Failed, fmt.Sprintf("%s: %v", c, err))
 		}
 	}
 	md, err := rep.Write(*out)
@@ -614,7 +653,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "\n%s\nreport: %s\n", rep.Markdown(), md)
-	if rep.Partial {
+	if rep.Partial || len(rep.Failed) > 0 {
 		return 1
 	}
 	return 0
