@@ -123,4 +123,8 @@ say "leases (xdhcpctl leases)"
 ctl leases
 say "counters (Prometheus, xdhcp_* from 127.0.0.1:9467 in $SRV)"
 metrics | grep -E '^xdhcp_(slowpath|fastpath|pool)' | grep -v ' 0$'
+say "status page: http://127.0.0.1:9467/ in $SRV (ip netns exec $SRV curl -s http://127.0.0.1:9467/)"
+ip netns exec $SRV curl -s http://127.0.0.1:9467/ | grep -o '<b>10[^<]*</b> ([0-9]* pool addresses)\|XDP (fast path) [0-9.]*/s\|<td>[a-z0-9-]*</td><td>XDP [a-z]*</td>' | sed -e 's/<[^>]*>/ /g' -e 's/^ */  /'
+# DEMO_STATUS_HTML=FILE keeps a copy of the page (to look at in a browser).
+[ -z "${DEMO_STATUS_HTML:-}" ] || ip netns exec $SRV curl -s -o "$DEMO_STATUS_HTML" http://127.0.0.1:9467/
 say "done; cleaning up"

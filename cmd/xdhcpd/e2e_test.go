@@ -261,6 +261,16 @@ func (l *lab) scrape() string {
 	return string(out)
 }
 
+// statusPage is the status page served beside the metrics.
+func (l *lab) statusPage() string {
+	l.t.Helper()
+	out, err := l.srv.Exec(context.Background(), "curl", "-sS", "--fail", "http://127.0.0.1:9467/")
+	if err != nil {
+		l.t.Fatalf("status page: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
 func (l *lab) metricSeries(name string) (float64, bool) {
 	l.t.Helper()
 	for _, line := range strings.Split(l.scrape(), "\n") {

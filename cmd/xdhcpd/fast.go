@@ -170,7 +170,12 @@ func (f *fastPath) follow(names []string, links map[string]linkwatch.Link, srv *
 	for _, name := range names {
 		l, ok := links[name]
 		if !ok {
-			continue // gone: its bindings keep the old index until it returns
+			// Gone, and its attachment with it; its bindings keep the
+			// old index (at) until it returns.
+			f.mu.Lock()
+			delete(f.modes, name)
+			f.mu.Unlock()
+			continue
 		}
 		was, had := f.at[name]
 		if had && was.Index == l.Index && bytes.Equal(was.HWAddr, l.HWAddr) {
@@ -300,6 +305,25 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 		}
 	})
 	goOwned("horizons", func(ctx context.Context) error { return srv.RunHorizons(ctx, 5*time.Second) })
+}
+
+// attachedCollector exports xdhcp_fastpath_attached.
+type attachedCollector struct{ f *fastPath }
+
+var attachedDesc = prometheus.NewDesc("xdhcp_fastpath_attached",
+	"1 for each served interface the XDP program is attached to, with the mode it runs in (native or generic).",
+	[]string{"interface", "mode"}, nil)
+
+// Describe implements prometheus.Collector.
+func (c attachedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- attachedDesc }
+
+// Collect implements prometheus.Collector.
+func (c attachedCollector) Collect(ch chan<- prometheus.Metric) {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	for name, m := range c.f.modes {
+		ch <- prometheus.MustNewConstMetric(attachedDesc, prometheus.GaugeValue, 1, name, string(m))
+	}
 }
 
 // attachedMode is how XDP runs on the interface.

@@ -67,4 +67,19 @@ func TestFollowsTheServedLink(t *testing.T) {
 	if n := strings.Count(l.daemon.Output(), "XDP re-attached"); n != 1 {
 		t.Fatalf("down and up re-attached XDP (%d re-attachments)", n)
 	}
+
+	// The status page tells the same story: where XDP runs, the pool
+	// with the client's binding, and the interface's absence among the
+	// last warnings.
+	page := l.statusPage()
+	for _, want := range []string{
+		"<td>vs0</td><td>XDP native</td>",
+		"<b>10.77.0.0/24</b>",
+		`<td>active</td><td class="num">1</td>`,
+		"served interface missing: waiting for it",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("status page lacks %q:\n%s", want, page)
+		}
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/xdhcp/xdhcp/internal/config"
 	"github.com/xdhcp/xdhcp/internal/control"
 	"github.com/xdhcp/xdhcp/internal/linkwatch"
+	"github.com/xdhcp/xdhcp/internal/status"
 	"github.com/xdhcp/xdhcp/loader"
 	"github.com/xdhcp/xdhcp/slowpath"
 	"github.com/xdhcp/xdhcp/slowpath/auth"
@@ -67,7 +68,9 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	level := new(slog.LevelVar)
 	level.Set(logLevel(cfg))
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// The status page lists the last warnings and errors.
+	recent := status.NewRecent(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}), 20)
+	log := slog.New(recent)
 	for _, w := range cfg.Warnings() {
 		log.Warn("configuration: " + w)
 	}
@@ -176,7 +179,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	if fp != nil {
-		reg.MustRegister(fp.maps.Collector())
+		reg.MustRegister(fp.maps.Collector(), attachedCollector{fp})
 		if fp.txerr != nil {
 			reg.MustRegister(txErrorsCollector{fp})
 		}
@@ -246,6 +249,9 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		page := status.New(reg, recent, status.Options{Logger: log})
+		mux.Handle("/", page)
+		goOwned("status page", page.Run)
 		if cfg.Server.Pprof {
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
 			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
