@@ -93,7 +93,7 @@ func TestPageShowsWhatTheMetricsSay(t *testing.T) {
 		`<td>active</td><td class="num">30</td><td><span class="track"><span class="fill active" style="width:30.0%">`,
 		`<td>free</td><td class="num">60</td>`,
 		`<b>10.78.0.0/16</b> (65000 pool addresses)`, // no total: the sum of the states
-		`XDP (fast path) 50/s`, `slow path 10/s`, // 100 acks over 10 s
+		`XDP (fast path) 50/s`, `slow path 10/s`,     // 100 acks over 10 s
 		`<polyline`,
 		`<td>vs0</td><td>XDP native</td>`, `yes: renewals are answered while the daemon is down`, `120 of 1000`,
 		`<td>no_lease</td><td class="num">7</td>`,
