@@ -183,8 +183,12 @@ func (l *lab) client(ifname, mac string) *netns.NS {
 	if err := netns.Veth(l.srv, peer, netip.Prefix{}, c, ifname, netip.Prefix{}); err != nil {
 		l.t.Fatal(err)
 	}
-	l.sh(l.srv, "ip link set "+peer+" master br0 up")
-	l.sh(c, fmt.Sprintf("ip link set %s down && ip link set %s address %s && ip link set %s up", ifname, ifname, mac, ifname))
+	if err := l.srv.Enslave(peer, "br0"); err != nil {
+		l.t.Fatal(err)
+	}
+	if err := c.SetMAC(ifname, mac); err != nil {
+		l.t.Fatal(err)
+	}
 	return c
 }
 

@@ -61,14 +61,12 @@ func (f *foNet) attach(ns *netns.NS, ifname string, addr netip.Prefix, mac strin
 	if err := netns.Veth(f.br, peer, netip.Prefix{}, ns, ifname, addr); err != nil {
 		f.t.Fatal(err)
 	}
-	script := "ip link set " + peer + " master br0 up"
-	if out, err := f.br.Exec(context.Background(), "sh", "-c", script); err != nil {
-		f.t.Fatalf("%s: %v\n%s", script, err, out)
+	if err := f.br.Enslave(peer, "br0"); err != nil {
+		f.t.Fatal(err)
 	}
 	if mac != "" {
-		s := fmt.Sprintf("ip link set %s down && ip link set %s address %s && ip link set %s up", ifname, ifname, mac, ifname)
-		if out, err := ns.Exec(context.Background(), "sh", "-c", s); err != nil {
-			f.t.Fatalf("%s: %v\n%s", s, err, out)
+		if err := ns.SetMAC(ifname, mac); err != nil {
+			f.t.Fatal(err)
 		}
 	}
 	if err := netns.DisableTxOffload(ns, ifname); err != nil {

@@ -105,7 +105,9 @@ func connectFastLab(l *lab, c *netns.NS, mode, mac string) {
 	if err := netns.Veth(l.srv, "vs0", netip.MustParsePrefix("10.77.0.1/24"), c, "eth0", netip.Prefix{}); err != nil {
 		l.t.Fatal(err)
 	}
-	l.sh(c, fmt.Sprintf("ip link set eth0 down && ip link set eth0 address %s && ip link set eth0 up", mac))
+	if err := c.SetMAC("eth0", mac); err != nil {
+		l.t.Fatal(err)
+	}
 	for _, e := range []struct {
 		ns *netns.NS
 		If string
@@ -183,7 +185,9 @@ func testFastPathDhcpcd(t *testing.T, mode string) {
 	l, c := fastLab(t, mode, "10m", mac)
 	// Not "eth0": dhcpcd's files would collide with the host's.
 	ifname := dhcpcdIfname("xf" + mode[:1])
-	l.sh(c, fmt.Sprintf("ip link set eth0 down && ip link set eth0 name %s && ip link set %s up", ifname, ifname))
+	if err := c.Rename("eth0", ifname); err != nil {
+		t.Fatal(err)
+	}
 	conf := filepath.Join(l.dir, "dhcpcd.conf")
 	os.WriteFile(conf, []byte("duid\nipv4only\nnoipv4ll\noption domain_name_servers, domain_name, routers\n"), 0o600)
 	t0 := time.Now()

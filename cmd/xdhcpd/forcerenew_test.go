@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -372,7 +371,9 @@ func TestForceRenewFastPathPunts(t *testing.T) {
 	l.writeConfig(withFR)
 	l.ctlReload()
 	ifname := dhcpcdIfname("xr")
-	l.sh(c, fmt.Sprintf("ip link set eth0 down && ip link set eth0 name %s && ip link set %s up", ifname, ifname))
+	if err := c.Rename("eth0", ifname); err != nil {
+		t.Fatal(err)
+	}
 	d := &dhcpcdClient{l: l, ns: c, ifname: ifname, mac: mac, conf: filepath.Join(l.dir, "dhcpcd.conf")}
 	if err := os.WriteFile(d.conf, []byte(frDhcpcdConf), 0o600); err != nil {
 		t.Fatal(err)

@@ -366,7 +366,9 @@ func iscLeasequeryLab(t *testing.T, mac string) iscLab {
 		t.Fatal(err)
 	}
 	l := &lab{t: t, srv: srv, dir: t.TempDir(), ctl: xdhcpctl}
-	l.sh(c, "ip link set eth0 down && ip link set eth0 address "+mac+" && ip link set eth0 up")
+	if err := c.SetMAC("eth0", mac); err != nil {
+		t.Fatal(err)
+	}
 	conf := filepath.Join(l.dir, "dhcpd.conf")
 	os.WriteFile(conf, []byte(`ping-check false;
 authoritative;

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -44,11 +43,16 @@ func TestFollowsTheServedLink(t *testing.T) {
 	byXDP("on the new interface", 2)
 	entries := l.metric("xdhcp_fastpath_leases")
 
-	l.sh(l.srv, "ip link del vs0")
+	if err := l.srv.DeleteLink("vs0"); err != nil {
+		t.Fatal(err)
+	}
 	waitOutputCount(t, l.daemon, `msg="served interface missing: waiting for it; nothing is served on it until it appears" interface=vs0`, 2, 5*time.Second)
 	connectFastLab(l, c, "native", mac)
 	up := time.Now()
-	l.sh(c, fmt.Sprintf("ip addr add %s/24 dev eth0", li.IP)) // udhcpc's address went with the old eth0
+	// udhcpc's address went with the old eth0.
+	if err := c.AddAddr("eth0", netip.PrefixFrom(rn.ip, 24)); err != nil {
+		t.Fatal(err)
+	}
 	waitOutputCount(t, l.daemon, `msg="XDP re-attached to a re-created interface; its bindings moved to the new index" interface=vs0`, 1, 5*time.Second)
 	if took := time.Since(up); took > time.Second {
 		t.Errorf("XDP re-attached %v after the link came up, want within 1 s", took)

@@ -35,7 +35,9 @@ func pinLab(t *testing.T, pin, mac string) (*lab, *netns.NS) {
 	if err := netns.Veth(srv, "vs0", netip.MustParsePrefix("10.77.0.1/24"), c, "eth0", netip.Prefix{}); err != nil {
 		t.Fatal(err)
 	}
-	l.sh(c, fmt.Sprintf("ip link set eth0 down && ip link set eth0 address %s && ip link set eth0 up", mac))
+	if err := c.SetMAC("eth0", mac); err != nil {
+		t.Fatal(err)
+	}
 	for _, e := range []struct {
 		ns *netns.NS
 		If string

@@ -376,8 +376,7 @@ func Veth(a *NS, aName string, aAddr netip.Prefix, b *NS, bName string, bAddr ne
 				return err
 			}
 			if e.addr.IsValid() {
-				ipn := &net.IPNet{IP: e.addr.Addr().AsSlice(), Mask: net.CIDRMask(e.addr.Bits(), e.addr.Addr().BitLen())}
-				if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: ipn}); err != nil {
+				if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: ipNet(e.addr)}); err != nil {
 					return fmt.Errorf("adding %s: %w", e.addr, err)
 				}
 			}
@@ -393,4 +392,79 @@ func Veth(a *NS, aName string, aAddr netip.Prefix, b *NS, bName string, bAddr ne
 func DisableTxOffload(n *NS, ifname string) error {
 	_, err := n.Exec(context.Background(), "ethtool", "-K", ifname, "tx", "off")
 	return err
+}
+
+// link runs fn on ifname's link inside the namespace, through netlink.
+func (n *NS) link(ifname string, fn func(netlink.Link) error) error {
+	return n.Do(func() error {
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return fmt.Errorf("%s in %s: %w", ifname, n.Name, err)
+		}
+		if err := fn(l); err != nil {
+			return fmt.Errorf("%s in %s: %w", ifname, n.Name, err)
+		}
+		return nil
+	})
+}
+
+// SetMAC gives ifname the hardware address mac, taking the link down for
+// the change and up again.
+func (n *NS) SetMAC(ifname, mac string) error {
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return err
+	}
+	return n.link(ifname, func(l netlink.Link) error {
+		if err := netlink.LinkSetDown(l); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetHardwareAddr(l, hw); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
+}
+
+// Rename renames ifname to name (down for the change, up again).
+func (n *NS) Rename(ifname, name string) error {
+	return n.link(ifname, func(l netlink.Link) error {
+		if err := netlink.LinkSetDown(l); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetName(l, name); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
+}
+
+// AddAddr adds the address p to ifname.
+func (n *NS) AddAddr(ifname string, p netip.Prefix) error {
+	return n.link(ifname, func(l netlink.Link) error {
+		return netlink.AddrAdd(l, &netlink.Addr{IPNet: ipNet(p)})
+	})
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// DeleteLink deletes ifname (a veth takes its peer with it).
+func (n *NS) DeleteLink(ifname string) error {
+	return n.link(ifname, netlink.LinkDel)
+}
+
+// Enslave puts ifname on the bridge and brings it up.
+func (n *NS) Enslave(ifname, bridge string) error {
+	return n.link(ifname, func(l netlink.Link) error {
+		br, err := netlink.LinkByName(bridge)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetMaster(l, br); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
 }
