@@ -258,19 +258,15 @@ func (l *lab) metricOrZero(name string) float64 {
 // scrape returns the daemon's /metrics text.
 func (l *lab) scrape() string {
 	l.t.Helper()
-	out, err := l.srv.Exec(context.Background(), "curl", "-sS", "--fail", "http://127.0.0.1:9467/metrics")
-	if err != nil {
-		l.t.Fatalf("metrics: %v\n%s", err, out)
-	}
-	return string(out)
+	return l.httpGet("/metrics")
 }
 
-// statusPage is the status page served beside the metrics.
-func (l *lab) statusPage() string {
+// httpGet reads path from the metrics listener.
+func (l *lab) httpGet(path string) string {
 	l.t.Helper()
-	out, err := l.srv.Exec(context.Background(), "curl", "-sS", "--fail", "http://127.0.0.1:9467/")
+	out, err := l.srv.Exec(context.Background(), "curl", "-sS", "--fail", "http://127.0.0.1:9467"+path)
 	if err != nil {
-		l.t.Fatalf("status page: %v\n%s", err, out)
+		l.t.Fatalf("%s: %v\n%s", path, err, out)
 	}
 	return string(out)
 }

@@ -75,7 +75,7 @@ func TestFollowsTheServedLink(t *testing.T) {
 	// The status page tells the same story: where XDP runs, the pool
 	// with the client's binding, and the interface's absence among the
 	// last warnings.
-	page := l.statusPage()
+	page := l.httpGet("/")
 	for _, want := range []string{
 		"<td>vs0</td><td>XDP native</td>",
 		"<b>10.77.0.0/24</b>",

@@ -415,11 +415,16 @@ func (n *NS) SetMAC(ifname, mac string) error {
 	if err != nil {
 		return err
 	}
+	return n.whileDown(ifname, func(l netlink.Link) error { return netlink.LinkSetHardwareAddr(l, hw) })
+}
+
+// whileDown runs fn on ifname's link taken down, then brings it up.
+func (n *NS) whileDown(ifname string, fn func(netlink.Link) error) error {
 	return n.link(ifname, func(l netlink.Link) error {
 		if err := netlink.LinkSetDown(l); err != nil {
 			return err
 		}
-		if err := netlink.LinkSetHardwareAddr(l, hw); err != nil {
+		if err := fn(l); err != nil {
 			return err
 		}
 		return netlink.LinkSetUp(l)
@@ -428,15 +433,7 @@ func (n *NS) SetMAC(ifname, mac string) error {
 
 // Rename renames ifname to name (down for the change, up again).
 func (n *NS) Rename(ifname, name string) error {
-	return n.link(ifname, func(l netlink.Link) error {
-		if err := netlink.LinkSetDown(l); err != nil {
-			return err
-		}
-		if err := netlink.LinkSetName(l, name); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(l)
-	})
+	return n.whileDown(ifname, func(l netlink.Link) error { return netlink.LinkSetName(l, name) })
 }
 
 // AddAddr adds the address p to ifname.
