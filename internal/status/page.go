@@ -41,6 +41,7 @@ type Page struct {
 
 	mu      sync.Mutex
 	samples []sample // oldest first, within o.Window
+	warned  time.Time
 }
 
 // sample is the answer counters at one moment.
@@ -82,9 +83,7 @@ func (p *Page) Run(ctx context.Context) error {
 // Sample takes one sample of the answer counters now (Run calls it).
 func (p *Page) Sample() {
 	fams, err := p.g.Gather()
-	if err != nil {
-		p.o.Logger.Warn("status page: gathering metrics", "err", err)
-	}
+	p.gatherErr(err)
 	m := index(fams)
 	s := sample{at: p.o.Now(), fast: m.sum("xdhcp_fastpath_replies_total", nil), slow: m.sum("xdhcp_slowpath_replies_total", nil)}
 	p.mu.Lock()
@@ -95,6 +94,25 @@ func (p *Page) Sample() {
 		cut++
 	}
 	p.samples = slices.Delete(p.samples, 0, cut)
+}
+
+// gatherErr logs a failed gathering (the page shows what was gathered) at
+// most once a minute: the warning joins the list the page shows, which a
+// collector failing at every sample would otherwise fill.
+func (p *Page) gatherErr(err error) {
+	if err == nil {
+		return
+	}
+	p.mu.Lock()
+	now := p.o.Now()
+	quiet := now.Sub(p.warned) < time.Minute
+	if !quiet {
+		p.warned = now
+	}
+	p.mu.Unlock()
+	if !quiet {
+		p.o.Logger.Warn("status page: gathering metrics (said at most once a minute)", "err", err)
+	}
 }
 
 // metrics are gathered families by name.
@@ -272,17 +290,18 @@ func chart(rs []rate) template.HTML {
 	for _, r := range rs {
 		peak = max(peak, r.Fast, r.Slow)
 	}
+	top := 1.15 * peak // headroom for the label
 	line := func(get func(rate) float64) string {
 		var b strings.Builder
 		for i, r := range rs {
-			fmt.Fprintf(&b, "%.1f,%.1f ", w*float64(i)/float64(len(rs)-1), h-h*get(r)/peak)
+			fmt.Fprintf(&b, "%.1f,%.1f ", w*float64(i)/float64(len(rs)-1), h-h*get(r)/top)
 		}
 		return b.String()
 	}
 	return template.HTML(fmt.Sprintf(`<svg class="rates" viewBox="0 0 %.0f %.0f" width="%.0f" height="%.0f" role="img" aria-label="answers per second">`+
 		`<polyline fill="none" stroke="#2b7a3d" stroke-width="2" points="%s"/>`+
 		`<polyline fill="none" stroke="#3b6ea5" stroke-width="2" points="%s"/>`+
-		`<text x="4" y="12" font-size="11">%.0f/s</text></svg>`,
+		`<text x="4" y="12" font-size="11">%.3g/s</text></svg>`,
 		w, h, w, h, line(func(r rate) float64 { return r.Fast }), line(func(r rate) float64 { return r.Slow }), peak))
 }
 
@@ -316,9 +335,7 @@ func (p *Page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fams, err := p.g.Gather()
-	if err != nil {
-		p.o.Logger.Warn("status page: gathering metrics", "err", err)
-	}
+	p.gatherErr(err)
 	m := index(fams)
 	rs := p.rates()
 	v := view{
@@ -400,6 +417,9 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .released{background:#a0a0a0}.abandoned{background:#7a3b3b}.reserved{background:#8a6fb0}.backup{background:#5aa0a0}.draining{background:#d08040}
 .note{color:#666}.warn{color:#8a4b00}.error{color:#a00}
 svg.rates{border:1px solid #ccc;background:#fafafa}
+table.pool td:first-child{width:6.5em}table.pool td.num:nth-child(2){width:4.5em}
+table.log{table-layout:fixed;width:100%}table.log td{overflow-wrap:anywhere}
+table.log td:nth-child(1){width:9.5em;white-space:nowrap}table.log td:nth-child(2){width:4.5em;white-space:nowrap}table.log td:nth-child(3){width:30%}
 .swatch{display:inline-block;width:1em;height:.6em;margin:0 .3em 0 1em}
 </style></head><body>
 <h1>xdhcpd status</h1>
@@ -407,7 +427,7 @@ svg.rates{border:1px solid #ccc;background:#fafafa}
 
 <h2>Pools</h2>
 {{range .Subnets}}<p><b>{{.Name}}</b> ({{n .Total}} pool addresses)</p>
-<table>{{range .Bars}}<tr><td>{{.State}}</td><td class="num">{{n .Count}}</td><td><span class="track"><span class="fill {{.State}}" style="width:{{pct .Pct}}%"></span></span></td><td class="num">{{pct .Pct}}%</td></tr>
+<table class="pool">{{range .Bars}}<tr><td>{{.State}}</td><td class="num">{{n .Count}}</td><td><span class="track"><span class="fill {{.State}}" style="width:{{pct .Pct}}%"></span></span></td><td class="num">{{pct .Pct}}%</td></tr>
 {{end}}</table>
 {{else}}<p class="note">No pools.</p>{{end}}
 {{if .Subnets}}<p class="note">free counts what could be given now (expired and released addresses included); active counts the subnet's bindings, reserved addresses outside the pools included.</p>{{end}}
@@ -436,7 +456,7 @@ svg.rates{border:1px solid #ccc;background:#fafafa}
 <table>{{range .Failover}}<tr><td>{{.Name}}</td></tr>{{end}}</table>{{end}}
 
 <h2>Last warnings</h2>
-<table>{{range .Warnings}}<tr class="{{if ge .Level 8}}error{{else}}warn{{end}}"><td>{{time .Time}}</td><td>{{.Level}}</td><td>{{.Msg}}</td><td class="note">{{.Attrs}}</td></tr>
+<table class="log">{{range .Warnings}}<tr class="{{if ge .Level 8}}error{{else}}warn{{end}}"><td>{{time .Time}}</td><td>{{.Level}}</td><td>{{.Msg}}</td><td class="note">{{.Attrs}}</td></tr>
 {{else}}<tr><td class="note">none since the start</td></tr>{{end}}</table>
 </body></html>
 `

@@ -3,6 +3,7 @@ package status
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // fixture is a registry with the daemon's metric names and labels, a fake
@@ -191,5 +193,24 @@ func TestEmptyRareStatesAreLeftOut(t *testing.T) {
 	}
 	if strings.Contains(body, "<td>reset</td>") {
 		t.Error("an empty reset state is shown")
+	}
+}
+
+// A registry that fails to gather is said once a minute, not at every
+// sample: the warning would fill the list the page shows.
+func TestGatherErrorsAreSaidOnceAMinute(t *testing.T) {
+	f := newFixture(t)
+	f.page.g = prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { return nil, errors.New("counters unreadable") })
+	f.page.o.Logger = f.log
+	for range 12 { // a minute of 5 s samples
+		f.page.Sample()
+		f.now = f.now.Add(5 * time.Second)
+	}
+	if n := len(f.recent.Last()); n != 1 {
+		t.Fatalf("%d warnings in a minute, want 1", n)
+	}
+	f.page.Sample()
+	if n := len(f.recent.Last()); n != 2 {
+		t.Fatalf("%d warnings after a minute, want 2", n)
 	}
 }
