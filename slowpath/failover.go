@@ -155,7 +155,7 @@ func (s *Server) ApplyPartner(ctx context.Context, ups []*lease.Lease) ([]uint8,
 func (s *Server) ApplyPartnerAsync(ups []*lease.Lease, done func([]uint8, error)) {
 	res := make([]uint8, len(ups))
 	now := s.now()
-	var changed []*lease.Lease
+	var changed, ended []*lease.Lease
 	s.mu.Lock()
 	primary := s.partner != nil && s.partner.Primary()
 	for i, u := range ups {
@@ -189,13 +189,21 @@ func (s *Server) ApplyPartnerAsync(ups []*lease.Lease, done func([]uint8, error)
 			// it lapses (the client's REQUEST will be NAKed).
 			s.removeOfferLocked(u.IP)
 		}
+		var others []netip.Addr
+		if u.State == lease.Active {
+			others = s.clientBindingsLocked(u, sn)
+		}
 		l := s.changeLocked(u.IP, causePartner, now, func(l *lease.Lease) { adoptPartnerBinding(l, u) })
 		if l.State == lease.Active && (len(l.HWAddr) > 0 || len(l.ClientID) > 0) {
 			s.indexClientLocked(s.leases[u.IP], true)
 		}
 		changed = append(changed, l)
+		ended = append(ended, s.oneBindingLocked(u.IP, others, now)...)
 	}
 	s.mu.Unlock()
+	if len(ended) > 0 {
+		s.commit(ended, causeReplaced, nil)
+	}
 	if len(changed) == 0 {
 		done(res, nil)
 		return
@@ -207,6 +215,65 @@ func (s *Server) ApplyPartnerAsync(ups []*lease.Lease, done func([]uint8, error)
 		}
 		done(res, nil)
 	})
+}
+
+// clientBindingsLocked lists the other addresses u's client holds active
+// in subnet sn here (its last address, and those bound to its hardware
+// address, as replaceOthersLocked looks for them).
+func (s *Server) clientBindingsLocked(u *lease.Lease, sn *Subnet) []netip.Addr {
+	var cand []netip.Addr
+	if ip, ok := s.byClient[u.ClientKey()]; ok {
+		cand = append(cand, ip)
+	}
+	cand = append(cand, s.byHW[lease.ClientKey(nil, u.HWType, u.HWAddr)]...)
+	var out []netip.Addr
+	for _, ip := range cand {
+		l := s.leases[ip]
+		if ip != u.IP && l != nil && l.State == lease.Active && lease.SameClient(l, u) && sn.Prefix.Contains(ip) && !slices.Contains(out, ip) {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// oneBindingLocked keeps one client to one binding per subnet when the
+// partner's update gave it the address got while it held others here
+// (a client that moved to the partner while this server still held its
+// old binding, or each server granting one during a partition): the
+// binding with the latest client-last-transaction-time stays, as the
+// failover draft says for "two addresses, one client" (§7.1.2), and the
+// others are RELEASED as a grant here ends them (replaceOthersLocked). The
+// partner hears of each end and, applying the same rule to the same
+// times, keeps the same binding. Returns copies of the ended records.
+func (s *Server) oneBindingLocked(got netip.Addr, others []netip.Addr, now time.Time) []*lease.Lease {
+	if len(others) == 0 {
+		return nil
+	}
+	// The latest CLTT stays; on a tie the lower address, so that both
+	// servers, each applying the rule to the other's update, keep the
+	// same one.
+	keep := got
+	for _, ip := range others {
+		a, b := s.leases[ip].CLTT, s.leases[keep].CLTT
+		if a.After(b) || (a.Equal(b) && ip.Less(keep)) {
+			keep = ip
+		}
+	}
+	var ended []*lease.Lease
+	for _, ip := range append(others, got) {
+		if ip == keep {
+			continue
+		}
+		ended = append(ended, s.changeLocked(ip, causeReplaced, now, func(l *lease.Lease) {
+			l.State = lease.Released
+			l.Expiry, l.CLTT = now, now
+		}))
+		s.m.Replaced.Inc()
+	}
+	if keep != got {
+		s.moveClientLocked(s.leases[keep].ClientKey(), keep)
+	}
+	return ended
 }
 
 // adoptPartnerBinding makes l the partner's binding u.

@@ -467,3 +467,56 @@ func TestAddrsInAddressOrder(t *testing.T) {
 		t.Fatalf("Addrs %v, want %v", got, want)
 	}
 }
+
+// TestTwoAddressesOneClient: the partner's update binds a client that
+// holds another address in the same subnet here. The binding with the
+// later client-last-transaction-time stays and the other is RELEASED and
+// sent to the partner; a binding in another subnet is left alone.
+func TestTwoAddressesOneClient(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		oursLater bool
+	}{
+		{"the partner's is later", false},
+		{"ours is later", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, _, p := newPartnerFixture(t)
+			ours, _ := netip.AddrFromSlice(f.dora(mac(9)).YourIPAddr.To4())
+			p.take()
+			other := netip.MustParseAddr("10.77.0.104")
+			if ours == other {
+				t.Fatalf("the fixture gave %s, the address the partner's update uses", ours)
+			}
+			cltt := f.now.Add(time.Minute)
+			if tc.oursLater {
+				cltt = f.now.Add(-time.Minute)
+			}
+			up := &lease.Lease{IP: other, State: lease.Active, HWType: 1, HWAddr: mac(9), CLTT: cltt, Expiry: cltt.Add(time.Hour), PotExp: cltt.Add(time.Hour)}
+			if res, err := f.srv.ApplyPartner(context.Background(), []*lease.Lease{up}); err != nil || res[0] != 0 {
+				t.Fatalf("ApplyPartner: %v %v", res, err)
+			}
+			want := map[netip.Addr]lease.State{ours: lease.Released, other: lease.Active}
+			active := other
+			if tc.oursLater {
+				want = map[netip.Addr]lease.State{ours: lease.Active, other: lease.Released}
+				active = ours
+			}
+			for ip, st := range want {
+				if l := f.store.leases[ip]; l == nil || l.State != st {
+					t.Fatalf("%s: %+v, want %s", ip, l, st)
+				}
+			}
+			var sent []*lease.Lease
+			for _, batch := range p.take() {
+				sent = append(sent, batch...)
+			}
+			if len(sent) != 1 || sent[0].State != lease.Released || sent[0].IP == active {
+				t.Fatalf("sent to the partner: %+v, want the one ended", sent)
+			}
+			if got := f.srv.LookupClient(up.ClientKey()); len(got) == 0 || got[0].IP != active || got[0].State != lease.Active {
+				t.Fatalf("the client's binding: %+v, want %s", got[0], active)
+			}
+		})
+	}
+}
