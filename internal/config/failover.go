@@ -166,10 +166,18 @@ func (v *validator) failover(r *rawFailover) Failover {
 			v.add(p+"."+x.k, "%d is outside 0..100 (percent)", x.n)
 		}
 	}
+	if r.MaxLeaseOwnership != nil {
+		// dhcpd lets an active lease change owner at a renewal when one
+		// server owns more than its share; xdhcpd balances FREE and
+		// BACKUP only (max-lease-misbalance).
+		v.warn(p+".max-lease-ownership", "has no effect in xdhcpd (accepted as dhcpd's knob): active leases do not change owner at renewal; pool balance follows max-lease-misbalance")
+	}
 	f.MinBalance = v.duration(p+".min-balance", r.MinBalance, time.Minute)
 	f.MaxBalance = v.duration(p+".max-balance", r.MaxBalance, time.Hour)
 	if f.MaxBalance < f.MinBalance {
 		v.add(p+".max-balance", "%v is shorter than min-balance %v", f.MaxBalance, f.MinBalance)
+	} else if r.MaxBalance != "" {
+		v.warn(p+".max-balance", "bounds nothing in xdhcpd: the primary checks pool balance every min-balance (%v), which is never longer", f.MinBalance)
 	}
 	f.MaxSkew = v.duration(p+".max-skew", r.MaxSkew, time.Minute)
 	if f.MaxSkew < time.Second {

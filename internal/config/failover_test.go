@@ -57,6 +57,17 @@ func TestFailoverSection(t *testing.T) {
 			t.Errorf("no warning about %s in %q", want, w)
 		}
 	}
+	// dhcpd's knobs that bound nothing here are said to, when set.
+	c, err = Parse("x.yaml", []byte(failoverBase+"failover: {name: p, role: primary, peer: 10.0.0.2, listen: 10.0.0.1, max-lease-ownership: 20, max-balance: 2h}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w = strings.Join(c.Warnings(), "\n")
+	for _, want := range []string{"max-lease-ownership: has no effect", "max-balance: bounds nothing"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("no warning %q in %q", want, w)
+		}
+	}
 }
 
 // TestIndependentPools: failover-allocation per pool; a value other than
