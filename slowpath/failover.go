@@ -193,9 +193,13 @@ func (s *Server) ApplyPartnerAsync(ups []*lease.Lease, done func([]uint8, error)
 		if u.State == lease.Active {
 			others = s.clientBindingsLocked(u, sn)
 		}
-		l := s.changeLocked(u.IP, causePartner, now, func(l *lease.Lease) { adoptPartnerBinding(l, u) })
+		// The record itself, not a copy: commit copies each address's
+		// record as it is when it submits (current), and records are
+		// never removed from the table, so a copy made here would only
+		// be thrown away (one per record of a catch-up).
+		l := s.applyLocked(u.IP, causePartner, now, func(l *lease.Lease) { adoptPartnerBinding(l, u) })
 		if l.State == lease.Active && (len(l.HWAddr) > 0 || len(l.ClientID) > 0) {
-			s.indexClientLocked(s.leases[u.IP], true)
+			s.indexClientLocked(l, true)
 		}
 		changed = append(changed, l)
 		ended = append(ended, s.oneBindingLocked(u.IP, others, now)...)

@@ -480,7 +480,9 @@ type commitJob struct {
 }
 
 // current replaces each copy with a copy of its address's record as it is
-// now (copies of addresses no longer in the table stay as they are).
+// now (copies of addresses no longer in the table stay as they are; no
+// record is ever removed from it, so ApplyPartnerAsync may pass the
+// records themselves).
 func (s *Server) current(cl []*lease.Lease) []*lease.Lease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
