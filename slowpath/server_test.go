@@ -546,3 +546,32 @@ func FuzzHandle(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) { checkHandle(t, b) })
 }
+
+// TestInterfacesFollowTheirAddresses: the interfaces SetInterfaces gives
+// (the daemon's link watcher, as addresses change) decide the subnet of a
+// directly attached client and the server-id it is given, and an
+// interface no longer given is not served.
+func TestInterfacesFollowTheirAddresses(t *testing.T) {
+	f := newFixture(t)
+	offer := func() *dhcpv4.DHCPv4 {
+		t.Helper()
+		out := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(40)), bcast)
+		if len(out) != 1 {
+			return nil
+		}
+		return out[0]
+	}
+	if o := offer(); o == nil || !o.ServerIdentifier().Equal(net.IP{10, 77, 0, 1}) || o.YourIPAddr[2] != 0 {
+		t.Fatalf("offer on the LAN: %v", o)
+	}
+	// The interface's address moves to the other subnet.
+	f.srv.SetInterfaces([]Interface{{Index: 7, Name: "veth-srv", Addrs: []netip.Prefix{netip.MustParsePrefix("10.78.0.1/16")}}})
+	if o := offer(); o == nil || !o.ServerIdentifier().Equal(net.IP{10, 78, 0, 1}) || o.YourIPAddr[1] != 78 {
+		t.Fatalf("offer after the address moved to 10.78.0.1/16: %v", o)
+	}
+	// The interface is gone.
+	f.srv.SetInterfaces(nil)
+	if o := offer(); o != nil {
+		t.Fatalf("an interface no longer served answered: %v", o)
+	}
+}
