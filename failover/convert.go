@@ -173,6 +173,9 @@ func packBindings(t wire.MsgType, bs []wire.Binding, max int) [][]wire.Binding {
 			out = append(out, cur)
 			cur, size = nil, wire.HeaderLen
 		}
+		if cur == nil {
+			cur = make([]wire.Binding, 0, min(max, len(bs)))
+		}
 		cur = append(cur, b)
 		size += n
 	}

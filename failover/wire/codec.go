@@ -291,7 +291,11 @@ func decodeMsgOpt(m *Message, code OptCode, v []byte) (known bool, err error) {
 // ISC dhcpd sends them); the other fields are ignored. The result is at
 // most MaxLen bytes, or an error.
 func (m *Message) Marshal() ([]byte, error) {
-	b := make([]byte, HeaderLen, 256)
+	size := 256
+	if len(m.Bindings) > 0 {
+		size = MaxLen // binding updates fill messages: one allocation, not four
+	}
+	b := make([]byte, HeaderLen, size)
 	b[2], b[3] = byte(m.Type), HeaderLen
 	binary.BigEndian.PutUint32(b[4:], m.Time)
 	binary.BigEndian.PutUint32(b[8:], m.XID)
