@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"path/filepath"
 	"slices"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -95,8 +96,32 @@ func sweepPlot(title, xLabel, yLabel, limit string, ss []series) (*plot.Plot, er
 	}
 	p.Legend.Add(limit, &legendNote{})
 	p.X.Min, p.Y.Min = 0, 0
+	p.X.Tick.Marker, p.Y.Tick.Marker = shortTicks{}, shortTicks{}
 	p.Add(plotter.NewGrid())
 	return p, nil
+}
+
+// shortTicks are gonum's default ticks labelled without trailing zeros,
+// thousands as k and millions as M ("500k", not "500000.00").
+type shortTicks struct{}
+
+// Ticks implements plot.Ticker.
+func (shortTicks) Ticks(lo, hi float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i := range ts {
+		if ts[i].Label == "" {
+			continue
+		}
+		switch v := ts[i].Value; {
+		case v >= 1e6 || v <= -1e6:
+			ts[i].Label = strconv.FormatFloat(v/1e6, 'f', -1, 64) + "M"
+		case v >= 1e4 || v <= -1e4:
+			ts[i].Label = strconv.FormatFloat(v/1e3, 'f', -1, 64) + "k"
+		default:
+			ts[i].Label = strconv.FormatFloat(v, 'f', -1, 64)
+		}
+	}
+	return ts
 }
 
 // legendNote is a legend entry with no symbol: an explanation line.
@@ -124,6 +149,7 @@ func bars(title, yLabel string, servers []string, values map[string][]float64, o
 		p.Legend.Add(name, b)
 	}
 	p.NominalX(servers...)
+	p.Y.Tick.Marker = shortTicks{}
 	p.Add(plotter.NewGrid())
 	return p, nil
 }
@@ -224,6 +250,7 @@ func latencyPlot(title, xLabel string, ss []series) (*plot.Plot, error) {
 		p.Legend.Add(s.name, line, sc)
 	}
 	p.X.Min, p.Y.Min = 0, 0
+	p.X.Tick.Marker, p.Y.Tick.Marker = shortTicks{}, shortTicks{}
 	p.Add(plotter.NewGrid())
 	return p, nil
 }

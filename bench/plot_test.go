@@ -93,3 +93,21 @@ func TestRenderChartsNeedsSteps(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// Tick labels are short: no trailing zeros, k and M for large values.
+func TestShortTicks(t *testing.T) {
+	var labels []string
+	for _, tk := range (shortTicks{}).Ticks(0, 600000) {
+		if tk.Label != "" {
+			labels = append(labels, tk.Label)
+		}
+	}
+	if !slices.Contains(labels, "300k") || !slices.Contains(labels, "0") {
+		t.Fatalf("labels %v", labels)
+	}
+	for _, tk := range (shortTicks{}).Ticks(0, 2.5e6) {
+		if tk.Label != "" && strings.Contains(tk.Label, ".00") {
+			t.Fatalf("label %q", tk.Label)
+		}
+	}
+}
