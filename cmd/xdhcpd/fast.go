@@ -179,6 +179,16 @@ func (f *fastPath) follow(names []string, links map[string]linkwatch.Link, srv *
 		}
 		was, had := f.at[name]
 		if had && was.Index == l.Index && bytes.Equal(was.HWAddr, l.HWAddr) {
+			// Renamed away and back: the kernel kept the attachment;
+			// only the mode reported for it was dropped while it was gone.
+			f.mu.Lock()
+			_, known := f.modes[name]
+			f.mu.Unlock()
+			if m, err := loader.AttachedMode(name); !known && err == nil {
+				f.mu.Lock()
+				f.modes[name] = m
+				f.mu.Unlock()
+			}
 			continue
 		}
 		if err := f.attachOne(l); err != nil {

@@ -72,6 +72,20 @@ func TestFollowsTheServedLink(t *testing.T) {
 		t.Fatalf("down and up re-attached XDP (%d re-attachments)", n)
 	}
 
+	// Renamed away (missing) and back: the same index, the attachment
+	// kept, and reported again.
+	for _, r := range [][2]string{{"vs0", "vs9"}, {"vs9", "vs0"}} {
+		if err := l.srv.Rename(r[0], r[1]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // the watcher's view settles
+	}
+	time.Sleep(200 * time.Millisecond) // carrier back on both ends
+	byXDP("after a rename away and back", 2)
+	if v, ok := l.metricSeries(`xdhcp_fastpath_attached{interface="vs0",mode="native"}`); !ok || v != 1 {
+		t.Fatalf("vs0 not reported attached after the rename back (%v, %v)", v, ok)
+	}
+
 	// The status page tells the same story: where XDP runs, the pool
 	// with the client's binding, and the interface's absence among the
 	// last warnings.
