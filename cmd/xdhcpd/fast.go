@@ -184,10 +184,12 @@ func (f *fastPath) follow(names []string, links map[string]linkwatch.Link, srv *
 			f.mu.Lock()
 			_, known := f.modes[name]
 			f.mu.Unlock()
-			if m, err := loader.AttachedMode(name); !known && err == nil {
-				f.mu.Lock()
-				f.modes[name] = m
-				f.mu.Unlock()
+			if !known {
+				if m, err := loader.AttachedMode(name); err == nil {
+					f.mu.Lock()
+					f.modes[name] = m
+					f.mu.Unlock()
+				}
 			}
 			continue
 		}
