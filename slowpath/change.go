@@ -108,16 +108,18 @@ func (s *Server) serveLocked(l *lease.Lease) bool {
 //     while bound, abandoned or the partner's; freed when it becomes
 //     reusable, unless reserved), the expiry heap and the FREE queue.
 //
-// It installs the record and returns the copy to commit; the caller holds
-// s.mu and commits the copy after releasing it.
+// It installs the record and returns a copy to commit (the table keeps
+// its own), with Reserved set for the partner; the caller holds s.mu and
+// commits the copy after releasing it.
 func (s *Server) changeLocked(ip netip.Addr, c cause, now time.Time, edit func(l *lease.Lease)) *lease.Lease {
-	return s.cloneForPartnerLocked(s.applyLocked(ip, c, now, edit))
+	return s.markReservedLocked(s.applyLocked(ip, c, now, edit))
 }
 
-// applyLocked is changeLocked without the copy: it returns the record
-// itself, for callers that copy only some changes, or none.
+// applyLocked is changeLocked without marking the reservation, for callers
+// that send only some changes to the partner, or none.
 func (s *Server) applyLocked(ip netip.Addr, c cause, now time.Time, edit func(l *lease.Lease)) *lease.Lease {
-	l, known := s.leases[ip]
+	l := s.leases.Get(ip)
+	known := l != nil
 	if !known {
 		l = &lease.Lease{IP: ip}
 	}
@@ -181,16 +183,16 @@ func (s *Server) applyLocked(ip netip.Addr, c cause, now time.Time, edit func(l 
 	if (l.State == lease.Active || l.State == lease.Abandoned) && (l.State != was || l.Expiry.Unix() != wasExp) {
 		s.expiry.push(ip, l.Expiry)
 	}
-	s.leases[ip] = l
+	s.leases.Put(l)
 	return l
 }
 
-// cloneForPartnerLocked copies l with Reserved set from the
-// configuration (memory-only: the R flag of its binding updates).
-func (s *Server) cloneForPartnerLocked(l *lease.Lease) *lease.Lease {
-	c := l.Clone()
+// markReservedLocked sets Reserved on l, a copy of a record, from the
+// configuration (memory-only: the R flag of its binding updates), and
+// returns it.
+func (s *Server) markReservedLocked(l *lease.Lease) *lease.Lease {
 	if sn := s.subs.forAddr(l.IP); sn != nil {
-		_, c.Reserved = sn.ReservedIP[l.IP]
+		_, l.Reserved = sn.ReservedIP[l.IP]
 	}
-	return c
+	return l
 }

@@ -20,7 +20,7 @@ func TestALateCommitCannotOverwriteANewerRecord(t *testing.T) {
 
 	// A copy taken now and held up before its submission.
 	f.srv.mu.Lock()
-	stale := f.srv.leases[ip].Clone()
+	stale := f.srv.leases.Get(ip)
 	f.srv.mu.Unlock()
 
 	// Meanwhile the client is ACKed again, ten minutes later: that is on
@@ -47,7 +47,7 @@ func TestCommitFromACallbackIsSubmittedInTurn(t *testing.T) {
 	ack := f.dora(mac(1))
 	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
 	f.srv.mu.Lock()
-	cp := f.srv.leases[ip].Clone()
+	cp := f.srv.leases.Get(ip)
 	f.srv.mu.Unlock()
 	before := f.store.commits
 	var order []string

@@ -9,7 +9,6 @@ package slowpath
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -180,7 +179,7 @@ func (s *Server) ApplyPartnerAsync(ups []*lease.Lease, done func([]uint8, error)
 			s.warnLimited("failover_not_reserved", "the partner sent a reserved address this server has no reservation for: do both sides have the same reservations?", "ip", u.IP)
 			continue
 		}
-		if ok, why := resolveConflict(s.leases[u.IP], u, primary, now); !ok {
+		if ok, why := resolveConflict(s.leases.Get(u.IP), u, primary, now); !ok {
 			res[i] = why
 			continue
 		}
@@ -193,10 +192,8 @@ func (s *Server) ApplyPartnerAsync(ups []*lease.Lease, done func([]uint8, error)
 		if u.State == lease.Active {
 			others = s.clientBindingsLocked(u, sn)
 		}
-		// The record itself, not a copy: commit copies each address's
-		// record as it is when it submits (current), and records are
-		// never removed from the table, so a copy made here would only
-		// be thrown away (one per record of a catch-up).
+		// applyLocked's copy, without the reservation mark: commit
+		// reads each address's record again when it submits (current).
 		l := s.applyLocked(u.IP, causePartner, now, func(l *lease.Lease) { adoptPartnerBinding(l, u) })
 		if l.State == lease.Active && (len(l.HWAddr) > 0 || len(l.ClientID) > 0) {
 			s.indexClientLocked(l, true)
@@ -225,14 +222,9 @@ func (s *Server) ApplyPartnerAsync(ups []*lease.Lease, done func([]uint8, error)
 // in subnet sn here (its last address, and those bound to its hardware
 // address, as replaceOthersLocked looks for them).
 func (s *Server) clientBindingsLocked(u *lease.Lease, sn *Subnet) []netip.Addr {
-	var cand []netip.Addr
-	if ip, ok := s.byClient[u.ClientKey()]; ok {
-		cand = append(cand, ip)
-	}
-	cand = append(cand, s.byHW[lease.ClientKey(nil, u.HWType, u.HWAddr)]...)
 	var out []netip.Addr
-	for _, ip := range cand {
-		l := s.leases[ip]
+	for _, ip := range s.clientAddrsLocked(u.ClientKey(), lease.ClientKey(nil, u.HWType, u.HWAddr)) {
+		l := s.leases.Get(ip)
 		if ip != u.IP && l != nil && l.State == lease.Active && lease.SameClient(l, u) && sn.Prefix.Contains(ip) && !slices.Contains(out, ip) {
 			out = append(out, ip)
 		}
@@ -258,7 +250,7 @@ func (s *Server) oneBindingLocked(got netip.Addr, others []netip.Addr, now time.
 	// same one.
 	keep := got
 	for _, ip := range others {
-		a, b := s.leases[ip].CLTT, s.leases[keep].CLTT
+		a, b := s.leases.Get(ip).CLTT, s.leases.Get(keep).CLTT
 		if a.After(b) || (a.Equal(b) && ip.Less(keep)) {
 			keep = ip
 		}
@@ -275,7 +267,7 @@ func (s *Server) oneBindingLocked(got netip.Addr, others []netip.Addr, now time.
 		s.m.Replaced.Inc()
 	}
 	if keep != got {
-		s.moveClientLocked(s.leases[keep].ClientKey(), keep)
+		s.moveClientLocked(s.leases.Get(keep).ClientKey(), keep)
 	}
 	return ended
 }
@@ -339,7 +331,7 @@ func (s *Server) announceReservations(old *subnets) {
 	var ls []*lease.Lease
 	s.mu.Lock()
 	free := func(sn *Subnet, ip netip.Addr) bool {
-		l := s.leases[ip]
+		l := s.leases.Get(ip)
 		return sn.set.Contains(ip) && (l == nil || l.State == lease.Free || l.State == lease.Backup)
 	}
 	for _, sn := range s.subs.list {
@@ -408,7 +400,7 @@ func (s *Server) partnerAckedLocked(acks []PartnerAck, copies bool) []*lease.Lea
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, a := range acks {
-		cur := s.leases[a.Sent.IP]
+		cur := s.leases.Get(a.Sent.IP)
 		if cur == nil {
 			continue
 		}
@@ -432,7 +424,7 @@ func (s *Server) partnerAckedLocked(acks []PartnerAck, copies bool) []*lease.Lea
 				}
 			})
 			if copies {
-				changed = append(changed, s.cloneForPartnerLocked(l))
+				changed = append(changed, s.markReservedLocked(l))
 			}
 		}
 		if same && cur.State.Ending() {
@@ -473,17 +465,13 @@ func (s *Server) PartnerPending(fn func(*lease.Lease) bool) {
 // places (a third of a catch-up's time at 1M leases).
 func (s *Server) Addrs() []netip.Addr {
 	s.mu.Lock()
-	keys := make([]uint32, 0, len(s.leases))
-	for ip := range s.leases {
-		a := ip.As4() // the table holds IPv4 addresses only (the store refuses others)
-		keys = append(keys, binary.BigEndian.Uint32(a[:]))
-	}
+	keys := s.leases.Addrs(make([]uint32, 0, s.leases.Len()))
 	s.mu.Unlock()
 	// Sorted as integers: netip.Addr.Compare took 0.3 s at a million.
 	slices.Sort(keys)
 	ips := make([]netip.Addr, len(keys))
 	for i, k := range keys {
-		ips[i] = netip.AddrFrom4([4]byte{byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)})
+		ips[i] = lease.AddrFromUint32(k)
 	}
 	return ips
 }
@@ -495,8 +483,8 @@ func (s *Server) Records(ips []netip.Addr) []*lease.Lease {
 	defer s.mu.Unlock()
 	ls := make([]*lease.Lease, 0, len(ips))
 	for _, ip := range ips {
-		if l := s.leases[ip]; l != nil {
-			ls = append(ls, s.cloneForPartnerLocked(l))
+		if l := s.leases.Get(ip); l != nil {
+			ls = append(ls, s.markReservedLocked(l))
 		}
 	}
 	return ls
@@ -507,11 +495,12 @@ func (s *Server) Records(ips []netip.Addr) []*lease.Lease {
 func (s *Server) eachCopy(match func(*lease.Lease) bool, fn func(*lease.Lease) bool) {
 	s.mu.Lock()
 	var ls []*lease.Lease
-	for _, l := range s.leases {
+	s.leases.Range(nil, func(l *lease.Lease) bool {
 		if match(l) {
-			ls = append(ls, s.cloneForPartnerLocked(l))
+			ls = append(ls, s.markReservedLocked(l.Clone()))
 		}
-	}
+		return true
+	})
 	s.mu.Unlock()
 	for _, l := range ls {
 		if !fn(l) {
@@ -570,7 +559,7 @@ func (s *Server) Rebalance(ctx context.Context, n int) (int, error) {
 			if !ok {
 				break
 			}
-			if l := s.leases[ip]; l != nil && (to == lease.Backup && l.State != lease.Free && l.State != lease.Reset ||
+			if l := s.leases.Get(ip); l != nil && (to == lease.Backup && l.State != lease.Free && l.State != lease.Reset ||
 				to == lease.Free && l.State != lease.Backup) {
 				// An EXPIRED or RELEASED address becomes FREE (the
 				// primary's) before it can be handed over.

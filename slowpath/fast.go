@@ -88,11 +88,10 @@ func (s *Server) RenumberInterface(old, new int) int {
 	now := s.now()
 	var changed []*lease.Lease
 	s.mu.Lock()
-	for ip, l := range s.leases {
-		if l.IfIndex == uint32(old) {
-			changed = append(changed, s.changeLocked(ip, causeRenumber, now, func(l *lease.Lease) { l.IfIndex = uint32(new) }))
-		}
-	}
+	s.leases.Range(func(b *lease.Brief) bool { return b.IfIndex == uint32(old) }, func(l *lease.Lease) bool {
+		changed = append(changed, s.changeLocked(l.IP, causeRenumber, now, func(l *lease.Lease) { l.IfIndex = uint32(new) }))
+		return true
+	})
 	s.mu.Unlock()
 	if len(changed) == 0 {
 		return 0
@@ -130,11 +129,12 @@ func (s *Server) PublishAll() {
 		return
 	}
 	s.mu.Lock()
-	ips := make([]netip.Addr, 0, len(s.leases))
-	for ip := range s.leases {
-		ips = append(ips, ip)
-	}
+	keys := s.leases.Addrs(make([]uint32, 0, s.leases.Len()))
 	s.mu.Unlock()
+	ips := make([]netip.Addr, len(keys))
+	for i, k := range keys {
+		ips[i] = lease.AddrFromUint32(k)
+	}
 	for len(ips) > 0 {
 		n := min(len(ips), 8192)
 		s.publishAddrs(ips[:n])
@@ -149,7 +149,7 @@ func (s *Server) publishAddrs(ips []netip.Addr) {
 	var del []netip.Addr
 	s.mu.Lock()
 	for _, ip := range ips {
-		l := s.leases[ip]
+		l := s.leases.Get(ip)
 		if l == nil {
 			del = append(del, ip)
 			continue
@@ -174,7 +174,7 @@ func (s *Server) FoldRenewals(rs []Renewal) {
 	s.mu.Lock()
 	now := s.now()
 	for _, r := range rs {
-		l := s.leases[r.IP]
+		l := s.leases.Get(r.IP)
 		// A renewal is news when it happened after the client's last
 		// transaction on record, whichever path made that one: the fast
 		// path reports when to the (coarse) nanosecond, so a renewal it
@@ -200,7 +200,7 @@ func (s *Server) FoldRenewals(rs []Renewal) {
 			// A renewal the fast path answered after the FORCERENEW
 			// left (the map still said Serve when the REQUEST came):
 			// the client answered.
-			if l := s.leases[r.IP]; l != nil && l.ClientKey() == p.key && string(l.HWAddr) == string(r.HWAddr) {
+			if l := s.leases.Get(r.IP); l != nil && l.ClientKey() == p.key && string(l.HWAddr) == string(r.HWAddr) {
 				if on, ok := s.answeredLocked(r.IP, false, now); ok && on != nil {
 					serveOn = append(serveOn, on)
 				}
@@ -236,17 +236,18 @@ func (s *Server) horizonsDue() []*lease.Lease {
 	now := s.now()
 	var changed []*lease.Lease
 	s.mu.Lock()
-	for ip, l := range s.leases {
-		// The durable horizon decides: one moved in memory by a commit
-		// that failed was never published, and needs moving again.
-		if l.State == lease.Active && l.DurableHorizon.Sub(now) < ahead/2 && s.horizonMovesLocked(l, now, ahead) {
-			// changeLocked moves the horizon (causeHorizon).
-			changed = append(changed, s.changeLocked(ip, causeHorizon, now, func(*lease.Lease) {}))
-			if len(changed) >= sweepBatch {
-				break
-			}
-		}
+	// The durable horizon decides: one moved in memory by a commit that
+	// failed was never published, and needs moving again.
+	due := func(b *lease.Brief) bool {
+		return b.State == lease.Active && b.DurableHorizon.Sub(now) < ahead/2
 	}
+	s.leases.Range(due, func(l *lease.Lease) bool {
+		if s.horizonMovesLocked(l, now, ahead) {
+			// changeLocked moves the horizon (causeHorizon).
+			changed = append(changed, s.changeLocked(l.IP, causeHorizon, now, func(*lease.Lease) {}))
+		}
+		return len(changed) < sweepBatch
+	})
 	s.mu.Unlock()
 	return changed
 }
@@ -313,13 +314,13 @@ func (s *Server) AssumeGrantedToHorizon() int {
 	var changed []*lease.Lease
 	s.mu.Lock()
 	now := s.now()
-	for ip, l := range s.leases {
-		if l.State == lease.Active && l.DurableHorizon.After(l.Expiry) {
-			changed = append(changed, s.changeLocked(ip, causeAssume, now, func(l *lease.Lease) {
-				l.Expiry = l.DurableHorizon
-			}))
-		}
-	}
+	held := func(b *lease.Brief) bool { return b.State == lease.Active && b.DurableHorizon.After(b.Expiry) }
+	s.leases.Range(held, func(l *lease.Lease) bool {
+		changed = append(changed, s.changeLocked(l.IP, causeAssume, now, func(l *lease.Lease) {
+			l.Expiry = l.DurableHorizon
+		}))
+		return true
+	})
 	s.mu.Unlock()
 	if len(changed) > 0 {
 		s.commit(changed, causeAssume, nil)

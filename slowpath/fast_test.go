@@ -245,9 +245,7 @@ func TestFoldOrdersRenewalsWithinASecond(t *testing.T) {
 
 	// The same renewal again (a map scan), with the CLTT as the disk keeps it.
 	before := f.store.commits
-	f.srv.mu.Lock()
-	f.srv.leases[ip].CLTT = late.Truncate(time.Second)
-	f.srv.mu.Unlock()
+	f.srv.editRecord(ip, func(l *lease.Lease) { l.CLTT = late.Truncate(time.Second) })
 	f.srv.FoldRenewals([]Renewal{r})
 	if f.store.commits != before {
 		t.Fatal("the same renewal seen again was committed again")
@@ -262,10 +260,8 @@ func TestRenumberInterfaceMovesItsBindings(t *testing.T) {
 	f, fp := newFastFixture(t)
 	a, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
 	b, _ := netip.AddrFromSlice(f.dora(mac(2)).YourIPAddr.To4())
-	f.srv.mu.Lock()
-	f.srv.leases[b].IfIndex = 11 // as if it came in on another served interface
-	f.srv.leases[a].PartnerPending = false
-	f.srv.mu.Unlock()
+	f.srv.editRecord(b, func(l *lease.Lease) { l.IfIndex = 11 }) // as if it came in on another served interface
+	f.srv.editRecord(a, func(l *lease.Lease) { l.PartnerPending = false })
 	before := f.store.leases[a].Clone()
 	beforeEntry := fp.entries[a]
 
@@ -281,7 +277,7 @@ func TestRenumberInterfaceMovesItsBindings(t *testing.T) {
 		t.Fatalf("stored record %+v", l)
 	}
 	f.srv.mu.Lock()
-	pending, otherIdx := f.srv.leases[a].PartnerPending, f.srv.leases[b].IfIndex
+	pending, otherIdx := f.srv.leases.Get(a).PartnerPending, f.srv.leases.Get(b).IfIndex
 	f.srv.mu.Unlock()
 	if pending {
 		t.Fatal("renumbering marked the binding pending for the partner")
@@ -292,4 +288,14 @@ func TestRenumberInterfaceMovesItsBindings(t *testing.T) {
 	if n := f.srv.RenumberInterface(7, 9); n != 0 {
 		t.Fatalf("a second renumbering moved %d", n)
 	}
+}
+
+// editRecord changes ip's record in the table directly, past changeLocked
+// and its policies (a test's shortcut).
+func (s *Server) editRecord(ip netip.Addr, edit func(l *lease.Lease)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.leases.Get(ip)
+	edit(l)
+	s.leases.Put(l)
 }

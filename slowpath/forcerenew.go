@@ -344,7 +344,7 @@ func (s *Server) markMoveLocked(c *campaign, ip netip.Addr) {
 	if !c.meta.Options.Move {
 		return
 	}
-	if l := s.leases[ip]; l != nil && l.State == lease.Active {
+	if l := s.leases.Get(ip); l != nil && l.State == lease.Active {
 		s.moveNext[ip] = &moveMark{c: c, key: l.ClientKey()}
 	}
 }
@@ -389,14 +389,16 @@ func (s *Server) StartForceRenew(sel Selector, o CampaignOptions) (string, error
 	}
 	c := &campaign{id: id, meta: campaignMeta{Selector: sel, Options: o, Started: now}, all: map[netip.Addr]*target{}, dirty: map[netip.Addr]bool{}}
 	s.mu.Lock()
-	for ip, l := range s.leases {
-		if l.State == lease.Active && sel.match(l) {
-			c.all[ip] = &target{hwType: l.HWType, hw: slices.Clone(l.HWAddr)}
-			c.todo = append(c.todo, ip)
+	active := func(b *lease.Brief) bool { return b.State == lease.Active }
+	s.leases.Range(active, func(l *lease.Lease) bool {
+		if sel.match(l) {
+			c.all[l.IP] = &target{hwType: l.HWType, hw: slices.Clone(l.HWAddr)}
+			c.todo = append(c.todo, l.IP)
 		}
-	}
+		return true
+	})
 	for ip, ic := range s.informed {
-		if l := s.leases[ip]; (l == nil || l.State != lease.Active) && sel.matchInformed(ic) {
+		if l := s.leases.Get(ip); (l == nil || l.State != lease.Active) && sel.matchInformed(ic) {
 			// A client configured by INFORM (issue 16): forced by the
 			// same FORCERENEW, it answers with a new INFORM.
 			c.all[ip] = &target{informed: true, hwType: ic.HWType, hw: slices.Clone(ic.HWAddr)}
@@ -469,7 +471,7 @@ func (s *Server) StopCampaign(id string) error {
 		for ip, m := range s.moveNext {
 			if m.c == c {
 				delete(s.moveNext, ip)
-				if l := s.leases[ip]; s.fast != nil && l != nil && l.State == lease.Active {
+				if l := s.leases.Get(ip); s.fast != nil && l != nil && l.State == lease.Active {
 					republish = append(republish, s.changeLocked(ip, causeForceRenew, now, func(*lease.Lease) {}))
 				}
 			}
@@ -538,7 +540,7 @@ func (s *Server) loadCampaignsLocked() error {
 				} else if c.meta.Options.Move && !c.meta.Stopped && (o == outNoKey || o == outNoAnswer) {
 					// Still to move at its next renewal, if it still
 					// holds the address.
-					if l := s.leases[ip]; l != nil && l.State == lease.Active && bytes.Equal(l.HWAddr, t.hw) {
+					if l := s.leases.Get(ip); l != nil && l.State == lease.Active && bytes.Equal(l.HWAddr, t.hw) {
 						s.moveNext[ip] = &moveMark{c: c, key: l.ClientKey()}
 					}
 				}
@@ -735,7 +737,7 @@ func (s *Server) forceLocked(c *campaign, ip netip.Addr, now time.Time, serveOff
 	if t.informed {
 		return nil, s.forceInformedLocked(c, ip, t)
 	}
-	l := s.leases[ip]
+	l := s.leases.Get(ip)
 	if l == nil || l.State != lease.Active || !bytes.Equal(l.HWAddr, t.hw) {
 		c.finish(ip, outSkipped)
 		return nil, false
@@ -792,7 +794,7 @@ func (s *Server) endPendingLocked(ip netip.Addr, now time.Time) *lease.Lease {
 	if s.fast == nil {
 		return nil
 	}
-	if l := s.leases[ip]; l == nil || l.State != lease.Active {
+	if l := s.leases.Get(ip); l == nil || l.State != lease.Active {
 		return nil
 	}
 	return s.changeLocked(ip, causeForceRenew, now, func(*lease.Lease) {})
@@ -856,7 +858,7 @@ func (s *Server) sendForceRenews(ips []netip.Addr, now time.Time) {
 	msgs := make([]frMsg, 0, len(ips))
 	s.mu.Lock()
 	for _, ip := range ips {
-		p, l := s.frPending[ip], s.leases[ip]
+		p, l := s.frPending[ip], s.leases.Get(ip)
 		var m frMsg
 		var key []byte
 		switch {

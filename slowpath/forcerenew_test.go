@@ -586,12 +586,15 @@ func TestForceRenewCampaignRateResumeStop(t *testing.T) {
 func (s *Server) byHWFirst(hw []byte) netip.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for ip, l := range s.leases {
+	var ip netip.Addr
+	s.leases.Range(nil, func(l *lease.Lease) bool {
 		if l.State == lease.Active && bytes.Equal(l.HWAddr, hw) {
-			return ip
+			ip = l.IP
+			return false
 		}
-	}
-	return netip.Addr{}
+		return true
+	})
+	return ip
 }
 
 // TestForceRenewMetrics: the FORCERENEW counters and the campaign gauge

@@ -90,9 +90,10 @@ type state struct {
 func (f *fixture) state() state {
 	s := state{leases: map[netip.Addr]*lease.Lease{}, stored: map[netip.Addr]*lease.Lease{}, offers: map[netip.Addr]offer{}}
 	f.srv.mu.Lock()
-	for ip, l := range f.srv.leases {
-		s.leases[ip] = l.Clone()
-	}
+	f.srv.leases.Range(nil, func(l *lease.Lease) bool {
+		s.leases[l.IP] = l.Clone()
+		return true
+	})
 	for ip, o := range f.srv.offers {
 		s.offers[ip] = o
 	}

@@ -293,13 +293,13 @@ func (s *Server) availableForLocked(sub *Subnet, ip netip.Addr, r *req) bool {
 		// A draining pool makes no new grants: only the client holding
 		// the address may keep it, by REQUEST (renewing, rebinding or
 		// INIT-REBOOT), until FORCERENEW moves it; it is not offered.
-		l := s.leases[ip]
+		l := s.leases.Get(ip)
 		return r.p.MessageType() == dhcpwire.Request && l != nil && l.State == lease.Active && l.ClientKey() == key
 	}
 	if o, ok := s.offers[ip]; ok && o.client != key && o.until.After(now) {
 		return false
 	}
-	l := s.leases[ip]
+	l := s.leases.Get(ip)
 	if l != nil && l.State == lease.Active {
 		return l.ClientKey() == key
 	}
@@ -329,7 +329,7 @@ func (s *Server) pickLocked(r *req) (netip.Addr, bool) {
 	if res, ok := r.reservation(sub); ok && s.availableForLocked(sub, res.IP, r) {
 		return res.IP, true
 	}
-	if ip, ok := s.byClient[r.key]; ok && s.availableForLocked(sub, ip, r) {
+	if ip, ok := s.clients.latestOf(r.key); ok && s.availableForLocked(sub, ip, r) {
 		return ip, true
 	}
 	if ip, ok := r.p.AddrOption(dhcpwire.OptRequestedIP); ok && s.availableForLocked(sub, ip, r) {
@@ -432,7 +432,7 @@ func (s *Server) requestLocked(r *req) ([]Outgoing, *pendingAck) {
 			}
 			return s.nakLocked(r, "wrong network"), nil
 		}
-		if l := s.leases[want]; (l == nil || l.ClientKey() != r.key) && !s.set.Authoritative {
+		if l := s.leases.Get(want); (l == nil || l.ClientKey() != r.key) && !s.set.Authoritative {
 			s.dropped("unknown_client", r.in, nil) // RFC 2131: MUST remain silent
 			return nil, nil
 		}
@@ -445,7 +445,7 @@ func (s *Server) requestLocked(r *req) ([]Outgoing, *pendingAck) {
 			s.dropped("no_subnet", r.in, nil)
 			return nil, nil
 		}
-		if l := s.leases[p.CIAddr]; (l == nil || l.ClientKey() != r.key) && !s.set.Authoritative {
+		if l := s.leases.Get(p.CIAddr); (l == nil || l.ClientKey() != r.key) && !s.set.Authoritative {
 			s.dropped("unknown_client", r.in, nil)
 			return nil, nil
 		}
@@ -538,7 +538,7 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 	})
 	freed := s.replaceOthersLocked(r, ip)
 	s.moveClientLocked(r.key, ip)
-	s.indexClientLocked(s.leases[ip], true)
+	s.indexClientLocked(s.leases.Get(ip), true)
 	// The ACK tells what changeLocked granted: the lease time unless a
 	// cap cut it short.
 	times := grantTimes(r.sub, cl.Expiry.Sub(now))
@@ -557,14 +557,9 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 // them cover every binding a client key can have been granted here.
 // Returns copies of the changed records.
 func (s *Server) replaceOthersLocked(r *req, ip netip.Addr) []*lease.Lease {
-	var cand []netip.Addr
-	if old, ok := s.byClient[r.key]; ok {
-		cand = append(cand, old)
-	}
-	cand = append(cand, s.byHW[r.hwKey]...)
 	var freed []*lease.Lease
-	for _, old := range cand {
-		l := s.leases[old]
+	for _, old := range s.clientAddrsLocked(r.key, r.hwKey) {
+		l := s.leases.Get(old)
 		if old == ip || l == nil || l.State != lease.Active || l.ClientKey() != r.key || !r.sub.Prefix.Contains(old) {
 			continue
 		}
@@ -628,7 +623,7 @@ func (s *Server) returnAddrLocked(ip netip.Addr) {
 	if _, reserved := sn.ReservedIP[ip]; reserved {
 		return
 	}
-	l := s.leases[ip]
+	l := s.leases.Get(ip)
 	switch {
 	case l == nil && sn.ownerState(ip) == lease.Backup:
 		sn.backup.MarkFresh(ip)
@@ -664,15 +659,13 @@ func (s *Server) declineLocked(r *req) *lease.Lease {
 		s.dropped("other_server", r.in, nil)
 		return nil
 	}
-	l := s.leases[ip]
+	l := s.leases.Get(ip)
 	if l == nil || l.ClientKey() != r.key || l.State != lease.Active {
 		s.dropped("decline_unknown", r.in, nil)
 		return nil
 	}
 	s.warnLimited("declined", "address declined, quarantined", "ip", ip, "client", hwAddr(r.p.CHAddr()), "until", r.now.Add(s.set.DeclineHold))
-	if k, ok := s.byClient[r.key]; ok && k == ip {
-		delete(s.byClient, r.key)
-	}
+	s.clients.forget(r.key, ip)
 	return s.changeLocked(ip, causeDecline, r.now, func(l *lease.Lease) {
 		l.State = lease.Abandoned
 		// Failover draft §5.11: an abandoned binding carries no client.
@@ -684,7 +677,7 @@ func (s *Server) declineLocked(r *req) *lease.Lease {
 // releaseLocked ends a lease at the client's request (RFC 2131 §4.3.4).
 func (s *Server) releaseLocked(r *req) *lease.Lease {
 	ip := r.p.CIAddr
-	l := s.leases[ip]
+	l := s.leases.Get(ip)
 	if l == nil || l.ClientKey() != r.key || l.State != lease.Active {
 		s.dropped("release_unknown", r.in, nil)
 		return nil
@@ -904,7 +897,7 @@ func (s *Server) evictOldestLocked(b, kind string) {
 		s.removeOfferLocked(ref.ip)
 		if sn := s.subs.forAddr(ref.ip); sn != nil {
 			if _, reserved := sn.ReservedIP[ref.ip]; !reserved && sn.set.Contains(ref.ip) {
-				if l := s.leases[ref.ip]; l == nil || l.State.Reusable() {
+				if l := s.leases.Get(ref.ip); l == nil || l.State.Reusable() {
 					sn.set.Free(ref.ip)
 				} else if l.State == lease.Backup {
 					sn.backup.Free(ref.ip)

@@ -125,7 +125,7 @@ type pendingInform struct {
 // active lease holds: that client is the lease's, forced as one.
 func (s *Server) recordInformLocked(r *req) (recs map[netip.Addr][]byte, wait bool) {
 	ip := r.p.CIAddr
-	if l := s.leases[ip]; l != nil && l.State == lease.Active {
+	if l := s.leases.Get(ip); l != nil && l.State == lease.Active {
 		return nil, false
 	}
 	recs = map[netip.Addr][]byte{}
@@ -309,7 +309,7 @@ func (s *Server) forceInformedLocked(c *campaign, ip netip.Addr, t *target) bool
 		c.finish(ip, outSkipped)
 		return false
 	}
-	if l := s.leases[ip]; l != nil && l.State == lease.Active {
+	if l := s.leases.Get(ip); l != nil && l.State == lease.Active {
 		// The address has been leased since: the lease's client is not
 		// this one.
 		c.finish(ip, outSkipped)
@@ -342,12 +342,12 @@ func (s *Server) pendingClientLocked(ip netip.Addr, p *frPending) (net.HardwareA
 		if ic == nil || ic.clientKey() != p.key {
 			return nil, false
 		}
-		if l := s.leases[ip]; l != nil && l.State == lease.Active {
+		if l := s.leases.Get(ip); l != nil && l.State == lease.Active {
 			return nil, false
 		}
 		return ic.HWAddr, true
 	}
-	l := s.leases[ip]
+	l := s.leases.Get(ip)
 	if l == nil || l.State != lease.Active || l.ClientKey() != p.key {
 		return nil, false
 	}
@@ -374,6 +374,6 @@ func (s *Server) informedRenewalLocked(r *req) bool {
 	if c == nil || c.clientKey() != r.key {
 		return false
 	}
-	l := s.leases[p.CIAddr]
+	l := s.leases.Get(p.CIAddr)
 	return l == nil || l.State != lease.Active
 }

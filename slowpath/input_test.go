@@ -154,7 +154,7 @@ func TestMalformedInputChangesNothing(t *testing.T) {
 				}
 				return
 			}
-			if len(out) != 0 || len(f.store.leases) != 0 || f.store.commits != 0 || len(f.srv.offers) != 0 || len(f.srv.leases) != 0 {
+			if len(out) != 0 || len(f.store.leases) != 0 || f.store.commits != 0 || len(f.srv.offers) != 0 || f.srv.LeaseCount() != 0 {
 				t.Fatalf("malformed (%s) but answered (%d replies) or changed state (%d stored, %d offers)", tc.why, len(out), len(f.store.leases), len(f.srv.offers))
 			}
 			if got := testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues(tc.reason)); got != before+1 {

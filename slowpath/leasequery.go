@@ -143,7 +143,7 @@ func (s *Server) effectiveExpiryLocked(l *lease.Lease) (exp time.Time, asked boo
 	if s.fast == nil || l.State != lease.Active {
 		return exp, false
 	}
-	cur := s.leases[l.IP]
+	cur := s.leases.Get(l.IP)
 	if cur == nil || cur.State != lease.Active || cur.ClientKey() != l.ClientKey() {
 		return exp, false
 	}
@@ -192,9 +192,9 @@ func (s *Server) leasesForHW(htype uint8, hw []byte) []*lease.Lease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []*lease.Lease
-	for _, ip := range s.byHW[lease.ClientKey(nil, htype, hw)] {
-		if l := s.leases[ip]; l != nil && l.HWType == htype && bytes.Equal(l.HWAddr, hw) {
-			out = append(out, l.Clone())
+	for _, ip := range s.clients.hwAddrs(nil, lease.ClientKey(nil, htype, hw)) {
+		if l := s.leases.Get(ip); l != nil && l.HWType == htype && bytes.Equal(l.HWAddr, hw) {
+			out = append(out, l)
 		}
 	}
 	return out

@@ -372,7 +372,7 @@ func TestEffectiveExpiryTakesTheFastPathGrantOnlyForTheSameClient(t *testing.T) 
 		t.Fatalf("asking for the effective expiry changed the record: %v, was %v", old.Expiry, stored)
 	}
 	f.srv.mu.Lock()
-	f.srv.leases[ip] = &lease.Lease{IP: ip, State: lease.Active, HWType: 1, HWAddr: mac(2), Expiry: f.now.Add(30 * time.Minute)}
+	f.srv.leases.Put(&lease.Lease{IP: ip, State: lease.Active, HWType: 1, HWAddr: mac(2), Expiry: f.now.Add(30 * time.Minute)})
 	f.srv.mu.Unlock()
 	if exp := f.srv.effectiveExpiry(old); !exp.Equal(stored) || bound(old, exp, f.now) {
 		t.Fatalf("the previous holder's record took the new holder's grant: %v", exp)

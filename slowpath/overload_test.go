@@ -151,12 +151,12 @@ func TestHorizonsCatchUpWithoutAStorm(t *testing.T) {
 	for !func() bool {
 		f.srv.mu.Lock()
 		defer f.srv.mu.Unlock()
-		for _, l := range f.srv.leases {
-			if l.DurableHorizon.IsZero() {
-				return false
-			}
-		}
-		return true
+		all := true
+		f.srv.leases.Range(nil, func(l *lease.Lease) bool {
+			all = !l.DurableHorizon.IsZero()
+			return all
+		})
+		return all
 	}() {
 		if time.Now().After(deadline) {
 			t.Fatalf("horizons not all durable after 10s (%d commits)", slow.submits.Load())

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 
@@ -23,6 +22,8 @@ import (
 type Store interface {
 	// Submit queues records and calls done once they are on disk.
 	Submit(leases []*lease.Lease, done func(error))
+	// Load calls fn for every record; the record is fn's only until it
+	// returns (its byte fields may point into the store's memory).
 	Load(ctx context.Context, fn func(*lease.Lease) error) error
 	// LoadPage calls fn for up to limit records after the address after
 	// (from the first when it is not valid), in address order, in one
@@ -135,16 +136,15 @@ type Server struct {
 	// subQ orders submissions to the store (see commit).
 	subQ submitQueue
 
-	mu       sync.Mutex
-	set      Settings
-	subs     *subnets
-	ifaces   map[int]Interface
-	leases   map[netip.Addr]*lease.Lease
-	byClient map[string]netip.Addr   // client key → address it most recently held
-	byHW     map[string][]netip.Addr // hardware key → addresses bound to it (may be stale; check)
-	offers   map[netip.Addr]offer
-	offerOf  map[string]netip.Addr // client key → address offered to it
-	offerQ   []offerRef
+	mu      sync.Mutex
+	set     Settings
+	subs    *subnets
+	ifaces  map[int]Interface
+	leases  *lease.Table
+	clients clientIndex
+	offers  map[netip.Addr]offer
+	offerOf map[string]netip.Addr // client key → address offered to it
+	offerQ  []offerRef
 	// Pending offers by bound (a subnet's pools, or a relay circuit):
 	// live counts, and the offers in the order made (with entries of
 	// offers since taken or withdrawn, skipped when met).
@@ -217,7 +217,7 @@ func New(c Config) (*Server, error) {
 	}
 	s := &Server{
 		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, partner: c.Partner, m: c.Metrics, now: c.Now,
-		leases: map[netip.Addr]*lease.Lease{}, byClient: map[string]netip.Addr{}, byHW: map[string][]netip.Addr{},
+		leases: lease.NewTable(), clients: newClientIndex(),
 		offers: map[netip.Addr]offer{}, offerOf: map[string]netip.Addr{},
 		offerCount: map[string]int{}, offerFIFO: map[string][]offerRef{},
 		logLimit: newLogLimiter(time.Second),
@@ -288,7 +288,7 @@ func (s *Server) Load(ctx context.Context) error {
 	defer s.mu.Unlock()
 	err := s.store.Load(ctx, func(l *lease.Lease) error {
 		markDurable(l)
-		s.leases[l.IP] = l
+		s.leases.Put(l)
 		if len(l.HWAddr) > 0 || len(l.ClientID) > 0 {
 			s.indexClientLocked(l, false)
 		}
@@ -318,10 +318,10 @@ func (s *Server) Load(ctx context.Context) error {
 // the store's history when that moves the client from another address
 // (LookupClient finds the current one here, the older ones there).
 func (s *Server) moveClientLocked(k string, ip netip.Addr) {
-	if cur, ok := s.byClient[k]; ok && cur != ip {
+	if cur, ok := s.clients.latestOf(k); ok && cur != ip {
 		s.store.Moved(k, ip, cur)
 	}
-	s.byClient[k] = ip
+	s.clients.setLatest(k, ip)
 }
 
 // indexClientLocked remembers l as the client's address if it is the most
@@ -329,19 +329,16 @@ func (s *Server) moveClientLocked(k string, ip netip.Addr) {
 // is loaded: the history on disk already holds the moves between the
 // records read.
 func (s *Server) indexClientLocked(l *lease.Lease, live bool) {
-	if len(l.HWAddr) > 0 {
-		// Leasequery by MAC finds bindings whatever client-id they used.
-		hk := lease.ClientKey(nil, l.HWType, l.HWAddr)
-		if ips := s.byHW[hk]; !slices.Contains(ips, l.IP) {
-			if len(ips) >= 8 {
-				ips = ips[1:]
-			}
-			s.byHW[hk] = append(ips, l.IP)
+	// Leasequery by MAC finds bindings whatever client-id they used;
+	// added after the client's latest address, which it may be.
+	defer func() {
+		if len(l.HWAddr) > 0 {
+			s.clients.addHW(lease.ClientKey(nil, l.HWType, l.HWAddr), l.IP)
 		}
-	}
+	}()
 	k := l.ClientKey()
-	if cur, ok := s.byClient[k]; ok && cur != l.IP {
-		if o := s.leases[cur]; o != nil && o.CLTT.After(l.CLTT) {
+	if cur, ok := s.clients.latestOf(k); ok && cur != l.IP {
+		if o := s.leases.Get(cur); o != nil && lease.SameClient(o, l) && o.CLTT.After(l.CLTT) {
 			return
 		}
 	}
@@ -349,7 +346,7 @@ func (s *Server) indexClientLocked(l *lease.Lease, live bool) {
 		s.moveClientLocked(k, l.IP)
 		return
 	}
-	s.byClient[k] = l.IP
+	s.clients.setLatest(k, l.IP)
 }
 
 // rebuildPoolsLocked makes the allocators agree with the lease table: a
@@ -365,13 +362,14 @@ func (s *Server) rebuildPoolsLocked() {
 		}
 	}
 	s.counts = map[*Subnet]*[8]int64{}
-	var freed []*lease.Lease
+	var freed []freedAddr
 	s.expiry = s.expiry[:0]
 	now := s.now()
-	for ip, l := range s.leases {
+	s.leases.Range(nil, func(l *lease.Lease) bool {
+		ip := l.IP
 		sn := s.subs.forAddr(ip)
 		if sn == nil {
-			continue
+			return true
 		}
 		s.countLocked(sn, l.State, 1)
 		// A record decides, not the owner's default (an independent
@@ -380,31 +378,32 @@ func (s *Server) rebuildPoolsLocked() {
 		if !l.State.Reusable() {
 			sn.set.Take(ip)
 			if l.State == lease.Backup {
-				freed = append(freed, l) // into the BACKUP set, below
-				continue
+				freed = append(freed, freedOf(l)) // into the BACKUP set, below
+				return true
 			}
 			if l.State == lease.Active || l.State == lease.Abandoned {
-				s.expiry.push(ip, l.Expiry)
+				s.expiry.add(ip, l.Expiry)
 			}
-			continue
+			return true
 		}
 		if _, reserved := sn.ReservedIP[ip]; !reserved {
-			freed = append(freed, l)
+			freed = append(freed, freedOf(l))
 		}
 		if l.State.Ending() {
 			s.toFree = append(s.toFree, ip)
 		}
-	}
+		return true
+	})
 	sortByStateAt(freed)
-	for _, l := range freed {
-		if sn := s.subs.forAddr(l.IP); sn != nil {
-			if l.State == lease.Backup {
-				if _, reserved := sn.ReservedIP[l.IP]; !reserved {
-					sn.backup.Free(l.IP)
+	for _, f := range freed {
+		if sn := s.subs.forAddr(f.ip); sn != nil {
+			if f.backup {
+				if _, reserved := sn.ReservedIP[f.ip]; !reserved {
+					sn.backup.Free(f.ip)
 				}
 				continue
 			}
-			sn.set.Free(l.IP)
+			sn.set.Free(f.ip)
 		}
 	}
 	for ip, o := range s.offers {
@@ -480,15 +479,14 @@ type commitJob struct {
 }
 
 // current replaces each copy with a copy of its address's record as it is
-// now (copies of addresses no longer in the table stay as they are; no
-// record is ever removed from it, so ApplyPartnerAsync may pass the
-// records themselves).
+// now, marked Reserved for the partner (copies of addresses not in the
+// table stay as they are).
 func (s *Server) current(cl []*lease.Lease) []*lease.Lease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, l := range cl {
-		if cur := s.leases[l.IP]; cur != nil {
-			cl[i] = cur.Clone()
+		if cur := s.leases.Get(l.IP); cur != nil {
+			cl[i] = s.markReservedLocked(cur)
 		}
 	}
 	return cl
@@ -531,9 +529,7 @@ func (s *Server) durable(cl []*lease.Lease) {
 	defer s.mu.Unlock()
 	for _, c := range cl {
 		markDurable(c)
-		if cur := s.leases[c.IP]; cur != nil {
-			cur.DurableHorizon = c.DurableHorizon
-		}
+		s.leases.SetDurableHorizon(c.IP, c.DurableHorizon)
 	}
 }
 
@@ -550,10 +546,17 @@ func markDurable(l *lease.Lease) {
 func (s *Server) Lookup(ip netip.Addr) *lease.Lease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if l := s.leases[ip]; l != nil {
-		return l.Clone()
+	if l := s.leases.Get(ip); l != nil {
+		return l
 	}
 	return nil
+}
+
+// Has reports whether ip has a record, without copying it.
+func (s *Server) Has(ip netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leases.Has(ip)
 }
 
 // LookupClient returns copies of the leases a client key holds or held,
@@ -561,9 +564,9 @@ func (s *Server) Lookup(ip netip.Addr) *lease.Lease {
 func (s *Server) LookupClient(key string) []*lease.Lease {
 	s.mu.Lock()
 	var out []*lease.Lease
-	if ip, ok := s.byClient[key]; ok {
-		if l := s.leases[ip]; l != nil && l.ClientKey() == key {
-			out = append(out, l.Clone())
+	if ip, ok := s.clients.latestOf(key); ok {
+		if l := s.leases.Get(ip); l != nil && l.ClientKey() == key {
+			out = append(out, l)
 		}
 	}
 	s.mu.Unlock()
@@ -581,8 +584,8 @@ func (s *Server) LookupClient(key string) []*lease.Lease {
 		if len(out) > 0 && out[0].IP == ip {
 			continue
 		}
-		if l := s.leases[ip]; l != nil && l.ClientKey() == key {
-			out = append(out, l.Clone())
+		if l := s.leases.Get(ip); l != nil && l.ClientKey() == key {
+			out = append(out, l)
 		}
 	}
 	return out
@@ -591,10 +594,11 @@ func (s *Server) LookupClient(key string) []*lease.Lease {
 // Each calls fn with a copy of every lease, in no particular order.
 func (s *Server) Each(fn func(*lease.Lease)) {
 	s.mu.Lock()
-	ls := make([]*lease.Lease, 0, len(s.leases))
-	for _, l := range s.leases {
+	ls := make([]*lease.Lease, 0, s.leases.Len())
+	s.leases.Range(nil, func(l *lease.Lease) bool {
 		ls = append(ls, l.Clone())
-	}
+		return true
+	})
 	s.mu.Unlock()
 	for _, l := range ls {
 		fn(l)
@@ -689,7 +693,7 @@ func (s *Server) runForceRenew(ctx context.Context) {
 func (s *Server) LeaseCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.leases)
+	return s.leases.Len()
 }
 
 // Find returns copies of the leases for which match is true.
@@ -697,10 +701,11 @@ func (s *Server) Find(match func(*lease.Lease) bool) []*lease.Lease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []*lease.Lease
-	for _, l := range s.leases {
+	s.leases.Range(nil, func(l *lease.Lease) bool {
 		if match(l) {
 			out = append(out, l.Clone())
 		}
-	}
+		return true
+	})
 	return out
 }

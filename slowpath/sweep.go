@@ -1,9 +1,10 @@
 package slowpath
 
 import (
+	"cmp"
 	"container/heap"
 	"net/netip"
-	"sort"
+	"slices"
 	"time"
 
 	"github.com/xdhcp/xdhcp/slowpath/lease"
@@ -44,14 +45,15 @@ func (s *Server) Sweep() {
 	}
 	n := min(len(s.toFree), sweepBatch)
 	for _, ip := range s.toFree[:n] {
-		if l := s.leases[ip]; l != nil && l.State.Ending() && s.mayFreeLocked(l, now) {
+		if l := s.leases.Get(ip); l != nil && l.State.Ending() && s.mayFreeLocked(l, now) {
 			changed = append(changed, s.changeLocked(ip, causeExpire, now, toFree))
 		}
 	}
 	s.toFree = s.toFree[n:]
 	for i := 0; i < sweepBatch && len(s.expiry) > 0 && s.expiry[0].at <= now.Unix(); i++ {
 		e := heap.Pop(&s.expiry).(expiryEntry)
-		l := s.leases[e.ip]
+		ip := lease.AddrFromUint32(e.ip)
+		l := s.leases.Get(ip)
 		if l == nil || l.Expiry.Unix() != e.at {
 			continue // renewed or changed since; a newer entry exists
 		}
@@ -68,12 +70,12 @@ func (s *Server) Sweep() {
 				late = l.Horizon
 			}
 			if late.After(l.Expiry) && late.After(now) {
-				changed = append(changed, s.changeLocked(e.ip, causeExpire, now, func(l *lease.Lease) { l.Expiry = late }))
+				changed = append(changed, s.changeLocked(ip, causeExpire, now, func(l *lease.Lease) { l.Expiry = late }))
 				continue
 			}
-			changed = append(changed, s.changeLocked(e.ip, causeExpire, now, func(l *lease.Lease) { l.State = lease.Expired }))
+			changed = append(changed, s.changeLocked(ip, causeExpire, now, func(l *lease.Lease) { l.State = lease.Expired }))
 		case lease.Abandoned:
-			changed = append(changed, s.changeLocked(e.ip, causeExpire, now, toFree))
+			changed = append(changed, s.changeLocked(ip, causeExpire, now, toFree))
 		}
 	}
 	s.mu.Unlock()
@@ -82,8 +84,9 @@ func (s *Server) Sweep() {
 	}
 }
 
+// expiryEntry is 16 bytes: there is one per active lease.
 type expiryEntry struct {
-	ip netip.Addr
+	ip uint32 // lease.AddrUint32
 	at int64
 }
 
@@ -107,11 +110,30 @@ func (h *expiryHeap) Pop() any {
 }
 
 func (h *expiryHeap) push(ip netip.Addr, at time.Time) {
-	heap.Push(h, expiryEntry{ip, at.Unix()})
+	heap.Push(h, expiryEntry{lease.AddrUint32(ip), at.Unix()})
+}
+
+// add appends an entry without ordering the heap: for a rebuild, which
+// calls init once at the end.
+func (h *expiryHeap) add(ip netip.Addr, at time.Time) {
+	*h = append(*h, expiryEntry{lease.AddrUint32(ip), at.Unix()})
 }
 
 func (h *expiryHeap) init() { heap.Init(h) }
 
-func sortByStateAt(ls []*lease.Lease) {
-	sort.Slice(ls, func(i, j int) bool { return ls[i].StateAt.Before(ls[j].StateAt) })
+// freedAddr is an address to hand back to its pool (the BACKUP set when
+// backup), with when it became reusable: pools reuse the longest free
+// first.
+type freedAddr struct {
+	ip      netip.Addr
+	stateAt int64
+	backup  bool
+}
+
+func freedOf(l *lease.Lease) freedAddr {
+	return freedAddr{ip: l.IP, stateAt: l.StateAt.UnixNano(), backup: l.State == lease.Backup}
+}
+
+func sortByStateAt(fs []freedAddr) {
+	slices.SortFunc(fs, func(a, b freedAddr) int { return cmp.Compare(a.stateAt, b.stateAt) })
 }

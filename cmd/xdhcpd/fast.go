@@ -95,7 +95,7 @@ func (f *fastPath) reconcile(srv *slowpath.Server) error {
 	srv.PublishAll()
 	var stale []netip.Addr
 	for _, ip := range ips {
-		if srv.Lookup(ip) == nil {
+		if !srv.Has(ip) {
 			stale = append(stale, ip)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -167,6 +168,13 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		if err := fp.reconcile(srv); err != nil {
 			return err
 		}
+	}
+	// Loading (and publishing) the lease table left garbage about its
+	// own size: it goes back to the system now, in one collection,
+	// instead of over minutes, so that the daemon serves at the size its
+	// leases need (issue 19: a million in under 350 MiB).
+	debug.FreeOSMemory()
+	if fp != nil {
 		if err := fp.attach(cfg, links); err != nil {
 			return err
 		}

@@ -219,7 +219,15 @@ var ErrCorrupt = errors.New("corrupt lease record")
 
 // UnmarshalBinary decodes a record written by MarshalBinary. It does not
 // set IP, which is the record's key.
-func (l *Lease) UnmarshalBinary(b []byte) error {
+func (l *Lease) UnmarshalBinary(b []byte) error { return l.unmarshal(b, true) }
+
+// UnmarshalShared is UnmarshalBinary with the byte fields pointing into b
+// instead of copied: l is valid only as long as b is, and must not be
+// changed. It is for reading many records, each copied elsewhere at once
+// (a lease table's load), without an allocation per field.
+func (l *Lease) UnmarshalShared(b []byte) error { return l.unmarshal(b, false) }
+
+func (l *Lease) unmarshal(b []byte, clone bool) error {
 	const fixed = 4 + 7*8 + 4 + 4 + 4 + 4 + 4
 	if len(b) < fixed {
 		return fmt.Errorf("%w: %d bytes, want at least %d", ErrCorrupt, len(b), fixed)
@@ -261,7 +269,10 @@ func (l *Lease) UnmarshalBinary(b []byte) error {
 			return fmt.Errorf("%w: field %d wants %d bytes, %d left", ErrCorrupt, i, n, len(b)-p)
 		}
 		if n > 0 {
-			fields[i] = bytes.Clone(b[p : p+n])
+			fields[i] = b[p : p+n : p+n]
+			if clone {
+				fields[i] = bytes.Clone(fields[i])
+			}
 		}
 		p += n
 	}

@@ -73,7 +73,7 @@ func TestPutLoadGetAndLaterWriteWins(t *testing.T) {
 	s, stop = open(t, path, Options{})
 	defer stop()
 	got := map[netip.Addr]*lease.Lease{}
-	if err := s.Load(ctx, func(l *lease.Lease) error { got[l.IP] = l; return nil }); err != nil {
+	if err := s.Load(ctx, func(l *lease.Lease) error { got[l.IP] = l.Clone(); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 2 || got[ipN(1)].State != lease.Released || got[ipN(3)] == nil {

@@ -1,0 +1,307 @@
+package lease
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Table holds the slow path's lease records in memory, compactly: a
+// million subscribers is the common case and ten million the target, and
+// a *Lease with its byte slices, eight time.Time and three netip.Addr took
+// about a kilobyte of heap per address, most of it pointers for the
+// garbage collector to follow. A record here is a fixed part of 120 bytes
+// (times as Unix nanoseconds, addresses as integers) and one string that
+// holds every variable-length field, in chunks that are never moved, with
+// an index from address to slot.
+//
+// Records are never removed (an address once known stays known, in some
+// state), so slots are never reused and a slot number stays valid.
+//
+// Get materializes a record as a *Lease the caller owns; Put stores one.
+// A Table is not safe for concurrent use: the slow path holds its lock.
+type Table struct {
+	slot   map[uint32]uint32
+	chunks [][]record
+	n      uint32
+	// scratch is the record Range hands out, and buf its byte fields.
+	scratch Lease
+	buf     []byte
+}
+
+// chunkBits sizes a chunk: 4096 records of 120 bytes, so that growing the
+// table never copies what it holds.
+const chunkBits = 12
+
+const (
+	flagPartnerPending = 1 << iota
+	flagReserved
+)
+
+// Variable-length fields, in the order they are kept in a record's blob.
+const (
+	fieldHW = iota
+	fieldClientID
+	fieldHostname
+	fieldRelayInfo
+	fieldVendorClass
+	fieldForceRenewKey
+	numFields
+)
+
+// Times, in the order they are kept in a record.
+const (
+	timeStart = iota
+	timeExpiry
+	timeCLTT
+	timeStateAt
+	timePotExp
+	timeAckedExp
+	timeHorizon
+	timeDurableHorizon
+	numTimes
+)
+
+type record struct {
+	times   [numTimes]int64 // Unix nanoseconds, 0 for the zero time
+	ip      uint32
+	ifIndex uint32
+	giaddr  uint32 // 0: not set
+	server  uint32 // 0: not set
+	xid     uint32
+	vlans   [2]uint16
+	lens    [numFields]uint16
+	state   State
+	htype   uint8
+	flags   uint8
+	blob    string // the variable-length fields, concatenated
+}
+
+// NewTable returns an empty table.
+func NewTable() *Table { return &Table{slot: map[uint32]uint32{}} }
+
+// Len is the number of records held.
+func (t *Table) Len() int { return int(t.n) }
+
+func (t *Table) at(i uint32) *record { return &t.chunks[i>>chunkBits][i&(1<<chunkBits-1)] }
+
+func (t *Table) find(ip netip.Addr) *record {
+	if !ip.Is4() {
+		return nil
+	}
+	i, ok := t.slot[AddrUint32(ip)]
+	if !ok {
+		return nil
+	}
+	return t.at(i)
+}
+
+// Has reports whether ip has a record.
+func (t *Table) Has(ip netip.Addr) bool { return t.find(ip) != nil }
+
+// Get returns a copy of ip's record that the caller owns, or nil.
+func (t *Table) Get(ip netip.Addr) *Lease {
+	r := t.find(ip)
+	if r == nil {
+		return nil
+	}
+	l := new(Lease)
+	r.read(l, make([]byte, len(r.blob)))
+	return l
+}
+
+// Put stores l as its address's record, replacing the one there. l stays
+// the caller's: Put copies it. It panics for an address that is not IPv4,
+// which no DHCPv4 lease has (the store refuses them on disk).
+func (t *Table) Put(l *Lease) {
+	if !l.IP.Is4() {
+		panic("lease table: " + l.IP.String() + " is not an IPv4 address")
+	}
+	k := AddrUint32(l.IP)
+	i, ok := t.slot[k]
+	if !ok {
+		i = t.n
+		if int(i>>chunkBits) == len(t.chunks) {
+			t.chunks = append(t.chunks, make([]record, 1<<chunkBits))
+		}
+		t.n++
+		t.slot[k] = i
+	}
+	t.at(i).write(l)
+}
+
+// SetDurableHorizon sets the memory-only DurableHorizon of ip's record,
+// when there is one.
+func (t *Table) SetDurableHorizon(ip netip.Addr, h time.Time) {
+	if r := t.find(ip); r != nil {
+		r.times[timeDurableHorizon] = nanos(h)
+	}
+}
+
+// Brief is what a scan usually filters by, read from a record without
+// materializing it.
+type Brief struct {
+	IP             netip.Addr
+	State          State
+	IfIndex        uint32
+	Expiry         time.Time
+	DurableHorizon time.Time
+}
+
+// Range calls fn for every record, in the order they were first stored,
+// until it returns false; with pre, only for those whose Brief pre
+// accepts. The *Lease is the table's scratch record: it and its byte
+// fields are valid only until fn returns (Clone it to keep it). fn may
+// Put records (one new since Range began may or may not be visited), but
+// not call Range.
+func (t *Table) Range(pre func(b *Brief) bool, fn func(l *Lease) bool) {
+	var b Brief
+	for i := uint32(0); i < t.n; i++ {
+		r := t.at(i)
+		if pre != nil {
+			b = Brief{IP: addr(r.ip), State: r.state, IfIndex: r.ifIndex,
+				Expiry: fromNanos(r.times[timeExpiry]), DurableHorizon: fromNanos(r.times[timeDurableHorizon])}
+			if !pre(&b) {
+				continue
+			}
+		}
+		if cap(t.buf) < len(r.blob) {
+			t.buf = make([]byte, len(r.blob), 2*len(r.blob))
+		}
+		r.read(&t.scratch, t.buf[:len(r.blob)])
+		if !fn(&t.scratch) {
+			break
+		}
+	}
+	t.scratch = Lease{}
+}
+
+// Addrs appends the address of every record to ips, as integers (see
+// AddrUint32), in the order they were first stored.
+func (t *Table) Addrs(ips []uint32) []uint32 {
+	for i := uint32(0); i < t.n; i++ {
+		ips = append(ips, t.at(i).ip)
+	}
+	return ips
+}
+
+// read fills l from r, with its byte fields in buf (len(r.blob) bytes).
+// Hostname shares the blob's memory, which is immutable.
+func (r *record) read(l *Lease, buf []byte) {
+	copy(buf, r.blob)
+	var f [numFields][]byte
+	p := 0
+	for i, n := range r.lens {
+		if n > 0 {
+			f[i] = buf[p : p+int(n) : p+int(n)]
+		}
+		p += int(n)
+	}
+	host := ""
+	if n := int(r.lens[fieldHostname]); n > 0 {
+		off := int(r.lens[fieldHW]) + int(r.lens[fieldClientID])
+		host = r.blob[off : off+n]
+	}
+	*l = Lease{
+		IP: addr(r.ip), State: r.state, HWType: r.htype,
+		HWAddr: net.HardwareAddr(f[fieldHW]), ClientID: f[fieldClientID], Hostname: host,
+		Start: fromNanos(r.times[timeStart]), Expiry: fromNanos(r.times[timeExpiry]),
+		CLTT: fromNanos(r.times[timeCLTT]), StateAt: fromNanos(r.times[timeStateAt]),
+		PotExp: fromNanos(r.times[timePotExp]), AckedExp: fromNanos(r.times[timeAckedExp]),
+		Horizon: fromNanos(r.times[timeHorizon]), DurableHorizon: fromNanos(r.times[timeDurableHorizon]),
+		IfIndex: r.ifIndex, VLANs: r.vlans, GIAddr: addr(r.giaddr), ServerID: addr(r.server),
+		RelayInfo: f[fieldRelayInfo], VendorClass: f[fieldVendorClass], LastXID: r.xid,
+		ForceRenewKey:  f[fieldForceRenewKey],
+		PartnerPending: r.flags&flagPartnerPending != 0, Reserved: r.flags&flagReserved != 0,
+	}
+}
+
+func (r *record) write(l *Lease) {
+	var flags uint8
+	if l.PartnerPending {
+		flags |= flagPartnerPending
+	}
+	if l.Reserved {
+		flags |= flagReserved
+	}
+	r.ip, r.state, r.htype, r.flags = AddrUint32(l.IP), l.State, l.HWType, flags
+	r.times = [numTimes]int64{
+		timeStart: nanos(l.Start), timeExpiry: nanos(l.Expiry), timeCLTT: nanos(l.CLTT),
+		timeStateAt: nanos(l.StateAt), timePotExp: nanos(l.PotExp), timeAckedExp: nanos(l.AckedExp),
+		timeHorizon: nanos(l.Horizon), timeDurableHorizon: nanos(l.DurableHorizon),
+	}
+	r.ifIndex, r.vlans, r.xid = l.IfIndex, l.VLANs, l.LastXID
+	r.giaddr, r.server = AddrUint32(l.GIAddr), AddrUint32(l.ServerID)
+
+	f := [numFields]string{
+		fieldHW: string(l.HWAddr), fieldClientID: string(l.ClientID), fieldHostname: l.Hostname,
+		fieldRelayInfo: string(l.RelayInfo), fieldVendorClass: string(l.VendorClass), fieldForceRenewKey: string(l.ForceRenewKey),
+	}
+	// Most changes (a renewal, an ack, a horizon) leave every byte field
+	// as it was: the blob is kept, and costs no allocation.
+	same, total := true, 0
+	p := 0
+	for i, s := range f {
+		n := len(s)
+		if n > 0xffff {
+			// Nothing decoded from the wire or the disk is this long;
+			// the disk's encoding refuses it as well.
+			panic("lease table: field longer than 65535 bytes")
+		}
+		total += n
+		if same && (int(r.lens[i]) != n || r.blob[p:p+n] != s) {
+			same = false
+		}
+		if same {
+			p += n
+		}
+	}
+	if same && total == len(r.blob) {
+		return
+	}
+	var b strings.Builder
+	b.Grow(total)
+	for i, s := range f {
+		r.lens[i] = uint16(len(s))
+		b.WriteString(s)
+	}
+	r.blob = b.String()
+}
+
+// AddrUint32 is an IPv4 address as an integer in network order; 0 for an
+// address that is not set (or not IPv4, which no record holds).
+func AddrUint32(a netip.Addr) uint32 {
+	if !a.Is4() {
+		return 0
+	}
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// addr is the inverse of u32: 0 is the address that is not set, as on disk.
+func addr(v uint32) netip.Addr {
+	if v == 0 {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// AddrFromUint32 is the address of an integer from Addrs.
+func AddrFromUint32(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
