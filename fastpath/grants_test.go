@@ -2,6 +2,7 @@ package fastpath_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -419,4 +420,44 @@ func TestFullMapIsAClearError(t *testing.T) {
 		return
 	}
 	t.Fatal("no lease of the batch is in the map")
+}
+
+// TestFreshMapAsksNothingAndMissesNothing: on a map that was empty when
+// New ran, Publish and Remove trust what this process wrote instead of
+// asking the kernel per address; the entries must come out as on a map
+// that was asked: a republish keeps the binding's slot and generation, a
+// removal frees the entry, the address published again is answered, and
+// withdrawing an address never published is no error.
+func TestFreshMapAsksNothingAndMissesNothing(t *testing.T) {
+	r := loadRig(t)
+	l := directLease()
+	entry := func() (bpf.XdpXdhcpLease, error) {
+		var e bpf.XdpXdhcpLease
+		return e, r.objs.XdhcpLeases.Lookup(clientIP.As4(), &e)
+	}
+	r.publish(t, l)
+	first, err := entry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Expiry = l.Expiry.Add(time.Minute)
+	r.publish(t, l)
+	again, err := entry()
+	if err != nil || again.Gen != first.Gen || again.GrantSlot != first.GrantSlot || again.Expiry == first.Expiry {
+		t.Fatalf("republished: %+v (%v), first %+v", again, err, first)
+	}
+	if err := r.maps.Remove([]netip.Addr{clientIP, netip.MustParseAddr("10.77.0.99")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := entry(); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatalf("after Remove the entry reads %v", err)
+	}
+	r.publish(t, l)
+	back, err := entry()
+	if err != nil || back.Gen <= first.Gen {
+		t.Fatalf("published again: %+v (%v): a new binding needs a new generation", back, err)
+	}
+	if v, _ := r.run(t, frame(direct(clientIP), request(t, clientIP).ToBytes()), loIndex); v != xdpTx {
+		t.Fatalf("renewal after publish, remove, publish: verdict %d", v)
+	}
 }

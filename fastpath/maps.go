@@ -598,6 +598,9 @@ func (m *Maps) Remove(ips []netip.Addr) error {
 	defer m.mu.Unlock()
 	var errs []error
 	for _, ip := range ips {
+		if _, published := m.leaseTpl[key(ip)]; m.fresh && !published {
+			continue // not in the map (see fresh): a start-up's FREE records
+		}
 		var old bpf.XdpXdhcpLease
 		found := m.leases.Lookup(key(ip), &old) == nil
 		if err := m.leases.Delete(key(ip)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {

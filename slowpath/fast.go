@@ -123,7 +123,10 @@ func (s *Server) writeFast(add []FastLease, del []netip.Addr) {
 //
 // It takes the addresses first and the records a chunk at a time: a copy
 // of every record at once cost about 480 MB at a million leases, held
-// until the last chunk was written (issue 19's profile).
+// until the last chunk was written (issue 19's profile). A goroutine
+// renders the next chunk while this one is written to the map, so that
+// start-up uses two cores: at a million leases the kernel's inserts and
+// the rendering each take over a second.
 func (s *Server) PublishAll() {
 	if s.fast == nil {
 		return
@@ -135,18 +138,28 @@ func (s *Server) PublishAll() {
 	for i, k := range keys {
 		ips[i] = lease.AddrFromUint32(k)
 	}
-	for len(ips) > 0 {
-		n := min(len(ips), 8192)
-		s.publishAddrs(ips[:n])
-		ips = ips[n:]
+	type chunk struct {
+		add []FastLease
+		del []netip.Addr
+	}
+	chunks := make(chan chunk, 1)
+	go func() {
+		defer close(chunks)
+		for len(ips) > 0 {
+			n := min(len(ips), 8192)
+			add, del := s.renderAddrs(ips[:n])
+			chunks <- chunk{add, del}
+			ips = ips[n:]
+		}
+	}()
+	for c := range chunks {
+		s.writeFast(c.add, c.del)
 	}
 }
 
-// publishAddrs is publish for the records of ips as they are now (one
-// gone since is withdrawn).
-func (s *Server) publishAddrs(ips []netip.Addr) {
-	var add []FastLease
-	var del []netip.Addr
+// renderAddrs renders the records of ips as they are now for the fast
+// path: the entries to write, and the addresses to withdraw.
+func (s *Server) renderAddrs(ips []netip.Addr) (add []FastLease, del []netip.Addr) {
 	s.mu.Lock()
 	for _, ip := range ips {
 		l := s.leases.Get(ip)
@@ -161,7 +174,7 @@ func (s *Server) publishAddrs(ips []netip.Addr) {
 		}
 	}
 	s.mu.Unlock()
-	s.writeFast(add, del)
+	return add, del
 }
 
 // FoldRenewals records renewals the fast path answered: expiry, CLTT, xid
