@@ -107,17 +107,21 @@ func (c *clientIndex) addHWHash(h uint64, v uint32) {
 	c.hw[h] = v
 }
 
-// hwAddrs appends the addresses remembered for the hardware key hk.
+// hwAddrs appends the addresses remembered for the hardware key hk, the
+// oldest first (a bulk leasequery by MAC lists them in this order).
 func (c *clientIndex) hwAddrs(to []netip.Addr, hk string) []netip.Addr {
-	h := c.hash(hk)
-	if v, ok := c.latest[h]; ok {
-		to = append(to, lease.AddrFromUint32(v))
-	}
+	h, n := c.hash(hk), len(to)
 	if one, ok := c.hw[h]; ok {
-		return append(to, lease.AddrFromUint32(one))
+		to = append(to, lease.AddrFromUint32(one))
 	}
 	for _, v := range c.hwMore[h] {
 		to = append(to, lease.AddrFromUint32(v))
+	}
+	if v, ok := c.latest[h]; ok {
+		// The most recent (in hw too if the client came back to it).
+		if a := lease.AddrFromUint32(v); !slices.Contains(to[n:], a) {
+			to = append(to, a)
+		}
 	}
 	return to
 }

@@ -31,9 +31,16 @@ func TestClientIndex(t *testing.T) {
 		if ip, ok := x.latestOf(hk); !ok || ip != b {
 			t.Fatalf("latest %v %v", ip, ok)
 		}
-		if got := x.hwAddrs(nil, hk); !slices.Equal(got, []netip.Addr{b, a}) {
+		if got := x.hwAddrs(nil, hk); !slices.Equal(got, []netip.Addr{a, b}) {
 			t.Fatalf("by hardware after the move: %v", got)
 		}
+		// And back: each address once.
+		x.setLatest(hk, a)
+		x.addHW(hk, a)
+		if got := x.hwAddrs(nil, hk); !slices.Equal(got, []netip.Addr{a, b}) {
+			t.Fatalf("by hardware after moving back: %v", got)
+		}
+		x.setLatest(hk, b)
 		x.forget(hk, a) // not its latest: nothing
 		if ip, ok := x.latestOf(hk); !ok || ip != b {
 			t.Fatalf("forgetting an older address dropped the latest: %v %v", ip, ok)
