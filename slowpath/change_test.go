@@ -47,7 +47,9 @@ func TestEveryChangeGoesToThePartner(t *testing.T) {
 			f.srv.AdvanceHorizons()
 		}, ip, lease.Active, func() time.Time { return f.now.Add(4 * time.Hour) }, true},
 		{"assume", func() {
-			f.srv.AssumeGrantedToHorizon()
+			if n, commit := f.srv.AssumeGrantedToHorizon(); n != 1 || commit(context.Background()) != nil {
+				t.Fatalf("assumed %d grants", n)
+			}
 		}, ip, lease.Active, func() time.Time { return f.now.Add(4 * time.Hour) }, false},
 		{"replaced", func() {
 			// INIT-REBOOT for a second address: the first is given up.

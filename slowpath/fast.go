@@ -2,6 +2,7 @@ package slowpath
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -322,23 +323,43 @@ func (s *Server) settings() Settings {
 // (reboot, detach): whatever it granted is gone with it, and all that is
 // known is that no grant went past a lease's durable horizon (ARCHITECTURE.md
 // invariant 2). Every active lease is therefore held until its horizon.
-// It returns how many leases were extended.
-func (s *Server) AssumeGrantedToHorizon() int {
-	var changed []*lease.Lease
+//
+// The records are extended in memory at once, and commit stores them (and
+// tells the partner) in batches of sweepBatch, each waited for; the caller
+// runs it, from a goroutine it owns, once the server serves. The disk may
+// lag meanwhile without harm: a restart before commit ends finds the same
+// durable horizons and extends the same records again. Committing every
+// record in one batch, as this did, took 21 GB and the OOM killer at ten
+// million leases. It returns how many leases were extended.
+func (s *Server) AssumeGrantedToHorizon() (n int, commit func(context.Context) error) {
+	var ips []netip.Addr
 	s.mu.Lock()
 	now := s.now()
 	held := func(b *lease.Brief) bool { return b.State == lease.Active && b.DurableHorizon.After(b.Expiry) }
 	s.leases.Range(held, func(l *lease.Lease) bool {
-		changed = append(changed, s.changeLocked(l.IP, causeAssume, now, func(l *lease.Lease) {
-			l.Expiry = l.DurableHorizon
-		}))
+		s.applyLocked(l.IP, causeAssume, now, func(l *lease.Lease) { l.Expiry = l.DurableHorizon })
+		ips = append(ips, l.IP)
 		return true
 	})
 	s.mu.Unlock()
-	if len(changed) > 0 {
-		s.commit(changed, causeAssume, nil)
+	return len(ips), func(ctx context.Context) error { return s.commitAddrs(ctx, ips, causeAssume) }
+}
+
+// commitAddrs commits the records of ips as they are now, sweepBatch at
+// a time, each batch on disk before the next is read.
+func (s *Server) commitAddrs(ctx context.Context, ips []netip.Addr, c cause) error {
+	for len(ips) > 0 {
+		n := min(len(ips), sweepBatch)
+		cl := make([]*lease.Lease, 0, n)
+		for _, ip := range ips[:n] {
+			cl = append(cl, &lease.Lease{IP: ip}) // commit reads each record as it is when it submits
+		}
+		if err := s.commitAndWait(ctx, cl, c); err != nil {
+			return fmt.Errorf("committing %d records (%d more to go): %w", n, len(ips)-n, err)
+		}
+		ips = ips[n:]
 	}
-	return len(changed)
+	return nil
 }
 
 func later(a, b time.Time) time.Time {

@@ -43,6 +43,10 @@ type fastPath struct {
 	// at is where the program is attached, by interface name (follow's
 	// own: the link watcher's goroutine, after attach at start).
 	at map[string]linkwatch.Link
+	// assumed stores the leases reconcile extended to their horizons
+	// (slowpath.AssumeGrantedToHorizon), in batches, once the daemon
+	// serves; nil when there were none.
+	assumed func(context.Context) error
 }
 
 // loadFastPath loads the program (reusing pinned maps, whose entries keep
@@ -82,8 +86,9 @@ func loadFastPath(c *config.Config, log *slog.Logger, clock func() time.Time) (*
 // entries bbolt does not know are dropped.
 func (f *fastPath) reconcile(srv *slowpath.Server) error {
 	if !f.prog.Reused {
-		if n := srv.AssumeGrantedToHorizon(); n > 0 {
+		if n, commit := srv.AssumeGrantedToHorizon(); n > 0 {
 			f.log.Warn("the fast path's map did not survive: active leases are held until their promise horizon", "leases", n)
+			f.assumed = commit
 		}
 	}
 	var found []fastpath.Renewal
@@ -275,6 +280,17 @@ func (w *txErrorWarner) check(f *fastPath) {
 // events, refreshes the clock offset, and scans the map when events were
 // lost (and once a minute regardless) to recover what they said.
 func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(string, func(context.Context) error)) {
+	if f.assumed != nil {
+		goOwned("storing leases held to their horizons", func(ctx context.Context) error {
+			if err := f.assumed(ctx); err != nil && ctx.Err() == nil {
+				// The records stay extended in memory and reach the
+				// disk with their next change; a restart extends
+				// them again. Not a reason to stop serving.
+				f.log.Error("storing leases held to their horizons", "err", err)
+			}
+			return nil
+		})
+	}
 	goOwned("fast path events", func(ctx context.Context) error {
 		return f.maps.ReadEvents(ctx, func(rs []fastpath.Renewal) {
 			srv.FoldRenewals(rs)
