@@ -62,6 +62,8 @@ func (s *Server) publish(ls []*lease.Lease) {
 	}
 	var add []FastLease
 	var del []netip.Addr
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
 	s.mu.Lock()
 	for _, l := range ls {
 		if fl, ok := s.fastLeaseLocked(l); ok {
@@ -124,13 +126,17 @@ func (s *Server) writeFast(add []FastLease, del []netip.Addr) {
 //
 // It takes the addresses first and the records a chunk at a time: a copy
 // of every record at once cost about 480 MB at a million leases, held
-// until the last chunk was written (issue 19's profile). A goroutine
-// renders the next chunk while this one is written to the map, so that
-// start-up uses two cores: at a million leases the kernel's inserts and
-// the rendering each take over a second.
-func (s *Server) PublishAll() {
+// until the last chunk was written (issue 19's profile). Each chunk is
+// rendered and written under pubMu, so the server may serve meanwhile
+// (the daemon starts serving before its map is full): a record changed
+// since is never overwritten by this older rendering of it.
+func (s *Server) PublishAll() { _ = s.PublishAllContext(context.Background()) }
+
+// PublishAllContext is PublishAll that stops between chunks once ctx ends,
+// with its error.
+func (s *Server) PublishAllContext(ctx context.Context) error {
 	if s.fast == nil {
-		return
+		return nil
 	}
 	s.mu.Lock()
 	keys := s.leases.Addrs(make([]uint32, 0, s.leases.Len()))
@@ -139,23 +145,17 @@ func (s *Server) PublishAll() {
 	for i, k := range keys {
 		ips[i] = lease.AddrFromUint32(k)
 	}
-	type chunk struct {
-		add []FastLease
-		del []netip.Addr
-	}
-	chunks := make(chan chunk, 1)
-	go func() {
-		defer close(chunks)
-		for len(ips) > 0 {
-			n := min(len(ips), 8192)
-			add, del := s.renderAddrs(ips[:n])
-			chunks <- chunk{add, del}
-			ips = ips[n:]
+	for len(ips) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-	}()
-	for c := range chunks {
-		s.writeFast(c.add, c.del)
+		n := min(len(ips), 8192)
+		s.pubMu.Lock()
+		s.writeFast(s.renderAddrs(ips[:n]))
+		s.pubMu.Unlock()
+		ips = ips[n:]
 	}
+	return nil
 }
 
 // renderAddrs renders the records of ips as they are now for the fast

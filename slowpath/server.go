@@ -135,6 +135,10 @@ type Server struct {
 	logLimit *logLimiter
 	// subQ orders submissions to the store (see commit).
 	subQ submitQueue
+	// pubMu orders writes to the fast path: records are rendered and
+	// written under it, taken before mu, so that a rendering is never
+	// written over a later one (publish, PublishAll).
+	pubMu sync.Mutex
 
 	mu      sync.Mutex
 	set     Settings

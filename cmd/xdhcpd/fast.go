@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +48,11 @@ type fastPath struct {
 	// (slowpath.AssumeGrantedToHorizon), in batches, once the daemon
 	// serves; nil when there were none.
 	assumed func(context.Context) error
+	// pinned are the entries the map held at start (reconcile), for
+	// publish to withdraw those no record stands for.
+	pinned []netip.Addr
+	// published is set once publish has written every lease.
+	published atomic.Bool
 }
 
 // loadFastPath loads the program (reusing pinned maps, whose entries keep
@@ -97,20 +103,37 @@ func (f *fastPath) reconcile(srv *slowpath.Server) error {
 		return err
 	}
 	srv.FoldRenewals(found)
-	srv.PublishAll()
+	f.log.Info("fast path reconciled", "entries", len(ips), "renewals_recovered", len(found))
+	f.pinned = ips
+	return nil
+}
+
+// publish writes every lease into the map and withdraws the entries no
+// record stands for. It runs while the daemon serves: until it reaches a
+// lease, the program punts that lease's renewals, and the slow path
+// answers them (at a million leases the map takes seconds to fill; the
+// daemon serves after the load's one). The entries found at start are
+// answered from as they were meanwhile.
+func (f *fastPath) publish(ctx context.Context, srv *slowpath.Server) error {
+	t0 := time.Now()
+	if err := srv.PublishAllContext(ctx); err != nil {
+		return nil // stopping
+	}
 	var stale []netip.Addr
-	for _, ip := range ips {
+	for _, ip := range f.pinned {
 		if !srv.Has(ip) {
 			stale = append(stale, ip)
 		}
 	}
+	f.pinned = nil
 	if err := f.maps.Remove(stale); err != nil {
 		return err
 	}
 	if err := f.maps.PruneTemplates(); err != nil {
 		return err
 	}
-	f.log.Info("fast path reconciled", "entries", len(ips), "renewals_recovered", len(found), "stale_removed", len(stale))
+	f.published.Store(true)
+	f.log.Info("fast path published", "leases", srv.LeaseCount(), "stale_removed", len(stale), "took", time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 
@@ -280,6 +303,7 @@ func (w *txErrorWarner) check(f *fastPath) {
 // events, refreshes the clock offset, and scans the map when events were
 // lost (and once a minute regardless) to recover what they said.
 func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(string, func(context.Context) error)) {
+	goOwned("fast path publish", func(ctx context.Context) error { return f.publish(ctx, srv) })
 	if f.assumed != nil {
 		goOwned("storing leases held to their horizons", func(ctx context.Context) error {
 			if err := f.assumed(ctx); err != nil && ctx.Err() == nil {

@@ -169,7 +169,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			return err
 		}
 	}
-	// Loading (and publishing) the lease table left garbage about its
+	// Loading the lease table left garbage about its
 	// own size: it goes back to the system now, in one collection,
 	// instead of over minutes, so that the daemon serves at the size its
 	// leases need (issue 19: a million in under 350 MiB).
@@ -195,6 +195,15 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		if fp.prog.Pins.Persistent {
 			persistent = 1
 		}
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "xdhcp_fastpath_published",
+			Help: "1 once every lease loaded at start is in the fast path's map; until then the slow path answers the renewals of those not yet in it.",
+		}, func() float64 {
+			if fp.published.Load() {
+				return 1
+			}
+			return 0
+		}))
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "xdhcp_fastpath_pins_persistent",
 			Help: "1 when the fast path's pins outlive the daemon (renewals are answered while it is down), 0 when they die with it.",
