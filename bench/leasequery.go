@@ -93,18 +93,34 @@ subnets:
 	res.UDPSent, res.UDPAnswered, res.UDPWrong = blast(ctx, rc, msgs, d, valid)
 	res.UDPRate = float64(res.UDPAnswered) / d.Seconds()
 
+	streamed, secs, err := r.bulkLeasequery(ctx)
+	res.BulkStreamed = streamed
+	if secs > 0 {
+		res.BulkRate = float64(streamed) / secs
+	}
+	if err != nil {
+		return fail(err)
+	}
+	return res
+}
+
+// bulkLeasequery asks the server for every lease of benchRelayID with one
+// RFC 6926 bulk leasequery over TCP, from the generator's namespace, and
+// returns how many leases it streamed (LEASEACTIVE) and in how long.
+func (r *Rig) bulkLeasequery(ctx context.Context) (streamed int, seconds float64, err error) {
 	err = r.Cli.Do(func() error {
 		t0 := time.Now()
+		defer func() { seconds = time.Since(t0).Seconds() }()
 		q := lqclient.Query{Server: netip.MustParseAddrPort(ServerAddr + ":67"), GIAddr: netip.MustParseAddr(ClientAddr), RelayID: benchRelayID, XID: 1}
 		// Counted with a zero-copy parse: the rig must not be what limits.
-		err := lqclient.BulkRaw(ctx, q, func(m []byte) (bool, error) {
+		return lqclient.BulkRaw(ctx, q, func(m []byte) (bool, error) {
 			var p dhcpwire.Packet
 			if err := p.Parse(m); err != nil {
 				return false, fmt.Errorf("bulk reply: %w", err)
 			}
 			switch p.MessageType() {
 			case dhcpwire.LeaseActive:
-				res.BulkStreamed++
+				streamed++
 			case dhcpwire.LeaseQueryDone:
 				if st, ok := p.Option(dhcpwire.OptStatusCode); ok && len(st) > 0 && st[0] != 0 {
 					return true, fmt.Errorf("bulk query failed: status %d %s", st[0], st[1:])
@@ -113,13 +129,8 @@ subnets:
 			}
 			return false, nil
 		})
-		res.BulkRate = float64(res.BulkStreamed) / time.Since(t0).Seconds()
-		return err
 	})
-	if err != nil {
-		return fail(err)
-	}
-	return res
+	return streamed, seconds, err
 }
 
 // leasequeries builds DHCPLEASEQUERY messages by IP for random leases of

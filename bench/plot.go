@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"image/color"
+	"math"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -19,9 +20,9 @@ import (
 // scenario the rate sweep (answered/s against offered/s, each server a
 // line, the steps within the loss limit filled, the others hollow, and the
 // answered = offered diagonal), latency percentiles where the generator
-// times answers, and CPU per 1M answers; the DORA comparison's sweep; and
-// the overload comparison's goodput and p99 against the offered share of
-// the ceiling.
+// times answers, and CPU per 1M answers; the DORA comparison's sweep; the
+// overload comparison's goodput and p99 against the offered share of the
+// ceiling; and the scale section's RSS and BPF map memory against leases.
 
 // chartSize is every chart's size in the PNG.
 const chartW, chartH = 20 * vg.Centimeter, 12 * vg.Centimeter
@@ -112,7 +113,8 @@ func (shortTicks) Ticks(lo, hi float64) []plot.Tick {
 		if ts[i].Label == "" {
 			continue
 		}
-		switch v := ts[i].Value; {
+		// Tick values are sums of steps: 0.1 * 3 is 0.30000000000000004.
+		switch v := math.Round(ts[i].Value*1e9) / 1e9; {
 		case v >= 1e6 || v <= -1e6:
 			ts[i].Label = strconv.FormatFloat(v/1e6, 'f', -1, 64) + "M"
 		case v >= 1e4 || v <= -1e4:
@@ -355,6 +357,11 @@ func RenderCharts(rep *Report, dir, base string) ([]string, error) {
 			return nil, err
 		}
 		names = append(names, ns...)
+	}
+	if n, err := scaleChart(dir, base, rep.Scale); err != nil {
+		return nil, err
+	} else if n != "" {
+		names = append(names, n)
 	}
 	return names, nil
 }

@@ -105,6 +105,11 @@ func TestShortTicks(t *testing.T) {
 	if !slices.Contains(labels, "300k") || !slices.Contains(labels, "0") {
 		t.Fatalf("labels %v", labels)
 	}
+	for _, tk := range (shortTicks{}).Ticks(0, 0.35) {
+		if len(tk.Label) > 4 {
+			t.Fatalf("label %q between 0 and 0.35", tk.Label)
+		}
+	}
 	for _, tk := range (shortTicks{}).Ticks(0, 2.5e6) {
 		if tk.Label != "" && strings.Contains(tk.Label, ".00") {
 			t.Fatalf("label %q", tk.Label)

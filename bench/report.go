@@ -20,7 +20,10 @@ type Report struct {
 	Clients  int            `json:"clients"`
 	StepTime string         `json:"step-time"`
 	Results  []ServerResult `json:"results"`
-	Startup  *StartupResult `json:"startup,omitempty"`
+	// Startup is the startup section of reports before Scale replaced it.
+	Startup *StartupResult `json:"startup,omitempty"`
+	// Scale is xdhcp-bench startup's scale section: one row per size.
+	Scale []ScaleRow `json:"scale,omitempty"`
 	// Scenarios are xdhcp-bench's own generator against each server;
 	// Selftest its ceiling against the XDP reflector.
 	Scenarios []ScenarioResult `json:"scenarios,omitempty"`
@@ -144,6 +147,7 @@ func (rep *Report) Markdown() string {
 	if s := rep.Startup; s != nil {
 		fmt.Fprintf(&b, "\n## xdhcpd startup with %d leases\n\n| ready after | RSS when ready |\n|---|---|\n| %s | %.0f MiB |\n", s.Leases, s.Ready.Round(time.Millisecond), float64(s.RSSBytes)/(1<<20))
 	}
+	rep.scaleSection(&b)
 	return b.String()
 }
 

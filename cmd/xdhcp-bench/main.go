@@ -24,10 +24,13 @@ import (
 )
 
 const usage = `usage:
-  xdhcp-bench all --xdhcpd PATH [--quick] [--out DIR]         the comparison, scenarios, referee, cost, leasequery, startup and overload, in one report
+  xdhcp-bench all --xdhcpd PATH [--quick] [--out DIR]         the comparison, scenarios, referee, cost, leasequery, scale (startup) and overload, in one report
   xdhcp-bench compare --xdhcpd PATH [--quick] [--servers xdhcpd,kea,dhcpd] [--clients N] [--step 30s] [--out DIR]
   xdhcp-bench leasequery --xdhcpd PATH [--quick] [--out DIR]   UDP leasequery/s and bulk leases/s
-  xdhcp-bench startup --xdhcpd PATH [--leases 1000000] [--out DIR]
+  xdhcp-bench startup --xdhcpd PATH [--leases 1000000,10000000] [--server xdhcpd-xdp-native|xdhcpd-xdp-generic] [--quick] [--out DIR]
+                  the scale section: per database size (comma-separated; --quick: 200000), xdhcpd with the fast path on:
+                  time to ready, RSS, the BPF maps' memory (memlock), whether XDP answers a renewal of the last lease,
+                  and a bulk leasequery (TCP, by relay-id) streaming every lease; a table and a chart against leases
   xdhcp-bench renew --xdhcpd PATH [--quick] [--out DIR]     renewals/s with XDP native, generic and off, Kea, dhcpd; XDP cost per packet
   xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--scenarios renew-relay,...] [--out DIR]   every scenario and mode against every server
   xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
@@ -58,7 +61,7 @@ const usage = `usage:
 Renewals go out through sockets (sendmmsg, raw frames) or, with --sender xdp, from the kernel
 (BPF_PROG_TEST_RUN live frames, answers counted by XDP); all, scenarios and selftest run both.
 Servers: xdhcpd-xdp-native, xdhcpd-xdp-generic, xdhcpd (fast path off), kea, dhcpd, dhcpd-16k-pool.
-Runs as root: it creates network namespaces. Every run writes a report (markdown, JSON, SVG charts) under --out.
+Runs as root: it creates network namespaces. Every run writes a report (markdown, JSON, PNG charts) under --out.
 xdhcp-bench COMMAND --help prints that command's usage; --version the build information.
 `
 
@@ -178,7 +181,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	sender := fs.String("sender", "", "renewals sent through sockets or xdp (kernel live frames); default: sockets for run, both for selftest")
 	clients := fs.Int("clients", 0, "distinct clients (default 100000 for compare, 10000 for the generator)")
 	step := fs.Duration("step", 0, "length of each step (default 30s for compare, 3s for the generator)")
-	leases := fs.Int("leases", 1000000, "leases in the startup (and failover-catchup primary's) database")
+	leases := fs.String("leases", "", "startup: database sizes, comma-separated (default "+bench.DefaultScaleSizes+"); failover-catchup: the primary's leases (default 1000000)")
 	pool := fs.Int("pool", 4194302, "failover-catchup: addresses in the pool")
 	autoPD := fs.Duration("auto-partner-down", 10*time.Second, "failover-recovery: the survivor's auto-partner-down")
 	profile := fs.String("profile", "", "failover-catchup: save both daemons' CPU profiles of the catch-up's first --profile-seconds here")
@@ -209,6 +212,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "xdhcp-bench: unexpected argument %q\n%s", fs.Arg(0), usage)
 		return 2
+	}
+	if *leases != "" {
+		if _, err := bench.ParseLeaseCounts(*leases); err != nil {
+			fmt.Fprintf(stderr, "xdhcp-bench: --leases: %v\n", err)
+			return 2
+		}
 	}
 	if cmd == "charts" {
 		return drawCharts(*from, *out, stdout, stderr)
@@ -472,17 +481,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return nil
 		},
 		"startup": func() error {
-			n := *leases
-			if *quick {
-				n = min(n, 200_000)
+			list := *leases
+			if list == "" {
+				list = bench.DefaultScaleSizes
+				if *quick {
+					list = "200000"
+				}
 			}
-			fmt.Fprintf(stdout, "writing %d leases and starting xdhcpd...\n", n)
-			res, err := rig.Startup(ctx, x, n)
+			sizes, err := bench.ParseLeaseCounts(list)
 			if err != nil {
-				return fmt.Errorf("startup: %w", err)
+				return fmt.Errorf("startup: --leases: %w", err)
 			}
-			rep.Startup = res
-			return nil
+			fast, ok := map[string]string{"xdhcpd-xdp-native": "native", "xdhcpd-xdp-generic": "generic"}[*server]
+			if !ok {
+				return fmt.Errorf("startup: --server %q: want xdhcpd-xdp-native or xdhcpd-xdp-generic (the scale section runs with the fast path on)", *server)
+			}
+			rep.Scale = rig.Scale(ctx, bench.ScaleOptions{Bin: *bin, Fast: fast, Sizes: sizes,
+				Log: func(format string, args ...any) { fmt.Fprintf(stdout, format, args...) }})
+			var failed []string
+			for _, r := range rep.Scale {
+				if r.Err != "" {
+					failed = append(failed, fmt.Sprintf("%d leases: %s", r.Leases, r.Err))
+				}
+			}
+			if len(failed) > 0 {
+				return fmt.Errorf("startup: %s", strings.Join(failed, "; "))
+			}
+			return ctx.Err()
 		},
 	}
 	steps["cost"] = xdpCost
@@ -553,7 +578,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return ctx.Err()
 	}
 	steps["failover-catchup"] = func() error {
-		n, size := *leases, *pool
+		n, size := 1_000_000, *pool
+		if *leases != "" {
+			ns, err := bench.ParseLeaseCounts(*leases)
+			if err != nil || len(ns) != 1 {
+				return fmt.Errorf("failover-catchup: --leases %q: want one number of leases (%v)", *leases, err)
+			}
+			n = ns[0]
+		}
 		if *quick {
 			n, size = min(n, 100_000), min(size, 400_000)
 		}
