@@ -123,6 +123,15 @@ func (s *Server) applyLocked(ip netip.Addr, c cause, now time.Time, edit func(l 
 	if !known {
 		l = &lease.Lease{IP: ip}
 	}
+	s.applyToLocked(l, known, c, now, edit)
+	return l
+}
+
+// applyToLocked is applyLocked on l, ip's record as read (known) or a new
+// one, which it then stores: for a scan that holds the table's own
+// scratch copy (lease.Table.Range) and keeps nothing.
+func (s *Server) applyToLocked(l *lease.Lease, known bool, c cause, now time.Time, edit func(l *lease.Lease)) {
+	ip := l.IP
 	was, wasExp := l.State, l.Expiry.Unix()
 	edit(l)
 	sn := s.subs.forAddr(ip)
@@ -184,7 +193,6 @@ func (s *Server) applyLocked(ip netip.Addr, c cause, now time.Time, edit func(l 
 		s.expiry.push(ip, l.Expiry)
 	}
 	s.leases.Put(l)
-	return l
 }
 
 // markReservedLocked sets Reserved on l, a copy of a record, from the

@@ -337,7 +337,7 @@ func (s *Server) AssumeGrantedToHorizon() (n int, commit func(context.Context) e
 	now := s.now()
 	held := func(b *lease.Brief) bool { return b.State == lease.Active && b.DurableHorizon.After(b.Expiry) }
 	s.leases.Range(held, func(l *lease.Lease) bool {
-		s.applyLocked(l.IP, causeAssume, now, func(l *lease.Lease) { l.Expiry = l.DurableHorizon })
+		s.applyToLocked(l, true, causeAssume, now, func(l *lease.Lease) { l.Expiry = l.DurableHorizon })
 		ips = append(ips, l.IP)
 		return true
 	})

@@ -53,6 +53,9 @@ type fastPath struct {
 	pinned []netip.Addr
 	// published is set once publish has written every lease.
 	published atomic.Bool
+	// settled is called when start-up's bulk work (publish, the commit
+	// of assumed grants) ends, to give back the memory it used.
+	settled func()
 }
 
 // loadFastPath loads the program (reusing pinned maps, whose entries keep
@@ -133,6 +136,9 @@ func (f *fastPath) publish(ctx context.Context, srv *slowpath.Server) error {
 		return err
 	}
 	f.published.Store(true)
+	if f.settled != nil {
+		f.settled()
+	}
 	f.log.Info("fast path published", "leases", srv.LeaseCount(), "stale_removed", len(stale), "took", time.Since(t0).Round(time.Millisecond))
 	return nil
 }
@@ -311,6 +317,9 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 				// disk with their next change; a restart extends
 				// them again. Not a reason to stop serving.
 				f.log.Error("storing leases held to their horizons", "err", err)
+			}
+			if f.settled != nil {
+				f.settled()
 			}
 			return nil
 		})

@@ -175,6 +175,16 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	// leases need (issue 19: a million in under 350 MiB).
 	debug.FreeOSMemory()
 	if fp != nil {
+		// The same once the map is full and the assumed grants are
+		// stored: both read every record, so they left garbage and
+		// the database's pages behind (10 M leases: 8.4 GiB RSS
+		// when the map was full, 2.6 GiB before).
+		fp.settled = func() {
+			if err := st.ReleaseMapped(); err != nil {
+				log.Warn("giving back the lease database's mapped pages", "err", err)
+			}
+			debug.FreeOSMemory()
+		}
 		if err := fp.attach(cfg, links); err != nil {
 			return err
 		}

@@ -413,6 +413,16 @@ func (s *Store) Load(ctx context.Context, fn func(*lease.Lease) error) error {
 	})
 }
 
+// ReleaseMapped gives the database's mapped pages back as Load does, for
+// after a burst of work that read the whole file (the commit of every
+// record after a start that found the fast path's map lost).
+func (s *Store) ReleaseMapped() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		releaseMapped(s.db, tx.Size())
+		return nil
+	})
+}
+
 // releaseMapped drops the first size bytes of the database's mapping from
 // this process's resident set (madvise MADV_DONTNEED). bbolt maps the file
 // read-only and shared, so the pages stay in the page cache, where the
