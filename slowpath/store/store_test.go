@@ -439,3 +439,42 @@ func BenchmarkLoad1M(b *testing.B) {
 	b.StopTimer()
 	stop()
 }
+
+// After Load and ReleaseMapped gave the mapped pages back, the records
+// read again are the same: the pages come back from the page cache (or the
+// disk), whatever the kernel did with them meanwhile.
+func TestReleasedPagesReadBack(t *testing.T) {
+	s, stop := open(t, filepath.Join(t.TempDir(), "l.db"), Options{})
+	defer stop()
+	ctx := context.Background()
+	var ls []*lease.Lease
+	for i := range uint32(5000) {
+		ls = append(ls, active(i+1, byte(i*7)))
+	}
+	if err := s.Put(ctx, ls...); err != nil {
+		t.Fatal(err)
+	}
+	read := func() map[netip.Addr]string {
+		got := map[netip.Addr]string{}
+		if err := s.Load(ctx, func(l *lease.Lease) error { got[l.IP] = l.HWAddr.String(); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	first := read() // Load gives the pages back when it ends
+	if err := s.ReleaseMapped(); err != nil {
+		t.Fatal(err)
+	}
+	again := read()
+	if len(first) != len(ls) || len(again) != len(ls) {
+		t.Fatalf("read %d, then %d records, want %d", len(first), len(again), len(ls))
+	}
+	for ip, hw := range first {
+		if again[ip] != hw {
+			t.Fatalf("%s: %s after the pages were given back, %s before", ip, again[ip], hw)
+		}
+	}
+	if l, err := s.Get(ipN(4321)); err != nil || l == nil || l.HWAddr.String() != first[ipN(4321)] {
+		t.Fatalf("Get after ReleaseMapped: %+v %v", l, err)
+	}
+}
