@@ -2,6 +2,7 @@ package lease
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"reflect"
@@ -227,5 +228,37 @@ func BenchmarkTableGetPut(b *testing.B) {
 		l := tb.Get(AddrFromUint32(0x0a000000 + uint32(i%n)))
 		l.Expiry = l.Expiry.Add(time.Second)
 		tb.Put(l)
+	}
+}
+
+// Addresses scattered over the whole space, stored and replaced in random
+// order, are found as a map keyed by address finds them, and unknown ones
+// are not.
+func TestTableScatteredAddresses(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	tb := NewTable()
+	want := map[uint32]State{}
+	for range 20000 {
+		a := rng.Uint32() | 1 // never 0.0.0.0
+		if rng.IntN(4) == 0 {
+			a = 0x0a000000 + uint32(rng.IntN(1024)) + 1 // a dense pool too
+		}
+		st := State(1 + rng.IntN(7))
+		tb.Put(&Lease{IP: AddrFromUint32(a), State: st})
+		want[a] = st
+	}
+	if tb.Len() != len(want) {
+		t.Fatalf("Len %d, want %d", tb.Len(), len(want))
+	}
+	for a, st := range want {
+		if l := tb.Get(AddrFromUint32(a)); l == nil || l.State != st || AddrUint32(l.IP) != a {
+			t.Fatalf("%s: %+v, want state %v", AddrFromUint32(a), l, st)
+		}
+	}
+	for range 20000 {
+		a := rng.Uint32()
+		if _, ok := want[a]; !ok && tb.Has(AddrFromUint32(a)) {
+			t.Fatalf("%s found, never stored", AddrFromUint32(a))
+		}
 	}
 }
