@@ -116,25 +116,9 @@ func loadInject(clients []injected, leaseTime time.Duration, reflected bool) (*b
 // newInjector prepares renewals for every client g holds a lease for and
 // puts the tally on the client veth in place of the rig's XDP_PASS.
 func (r *Rig) newInjector(g *loadgen.Gen, cfg loadgen.Config, reflected bool) (*Injector, error) {
-	var cliMAC, srvMAC net.HardwareAddr
-	in := &Injector{rig: r}
-	if err := r.Cli.Do(func() error {
-		ifi, err := net.InterfaceByName(ClientIf)
-		if err == nil {
-			in.ifindex, cliMAC = ifi.Index, ifi.HardwareAddr
-		}
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("injector: client interface: %w", err)
-	}
-	if err := r.Srv.Do(func() error {
-		ifi, err := net.InterfaceByName(ServerIf)
-		if err == nil {
-			srvMAC = ifi.HardwareAddr
-		}
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("injector: server interface: %w", err)
+	ifindex, cliMAC, srvMAC, err := r.vethMACs()
+	if err != nil {
+		return nil, fmt.Errorf("injector: %w", err)
 	}
 	leases := g.Leases()
 	clients := make([]injected, len(leases))
@@ -150,7 +134,38 @@ func (r *Rig) newInjector(g *loadgen.Gen, cfg loadgen.Config, reflected bool) (*
 		}
 		clients[k] = injected{frame: rn.Frame(src, srvMAC), ip: l.IP, xid: rn.XID, server: cfg.Server}
 	}
-	objs, err := loadInject(clients, cfg.LeaseTime, reflected)
+	return r.startInjector(ifindex, clients, cfg.LeaseTime, reflected)
+}
+
+// vethMACs is the client veth's index and MAC address and the server
+// veth's MAC address: an injected frame's source and destination.
+func (r *Rig) vethMACs() (ifindex int, cliMAC, srvMAC net.HardwareAddr, err error) {
+	if err := r.Cli.Do(func() error {
+		ifi, err := net.InterfaceByName(ClientIf)
+		if err == nil {
+			ifindex, cliMAC = ifi.Index, ifi.HardwareAddr
+		}
+		return err
+	}); err != nil {
+		return 0, nil, nil, fmt.Errorf("client interface: %w", err)
+	}
+	if err := r.Srv.Do(func() error {
+		ifi, err := net.InterfaceByName(ServerIf)
+		if err == nil {
+			srvMAC = ifi.HardwareAddr
+		}
+		return err
+	}); err != nil {
+		return 0, nil, nil, fmt.Errorf("server interface: %w", err)
+	}
+	return ifindex, cliMAC, srvMAC, nil
+}
+
+// startInjector loads clients' frames into the kernel sender and puts the
+// tally on the client veth (ifindex) in place of the rig's XDP_PASS.
+func (r *Rig) startInjector(ifindex int, clients []injected, leaseTime time.Duration, reflected bool) (*Injector, error) {
+	in := &Injector{rig: r, ifindex: ifindex}
+	objs, err := loadInject(clients, leaseTime, reflected)
 	if err != nil {
 		return nil, fmt.Errorf("injector: %w", err)
 	}

@@ -50,6 +50,8 @@ type Report struct {
 	Catchup []CatchupRow `json:"failover-catchup,omitempty"`
 	// Overload is xdhcp-bench overload's comparison.
 	Overload *OverloadReport `json:"overload,omitempty"`
+	// Flood is xdhcp-bench flood's comparison (issue 19).
+	Flood *FloodReport `json:"flood,omitempty"`
 	// Recovery is xdhcp-bench failover-recovery's result.
 	Recovery *RecoveryResult `json:"failover-recovery,omitempty"`
 }
@@ -137,6 +139,7 @@ func (rep *Report) Markdown() string {
 	rep.catchupSection(&b)
 	rep.recoverySection(&b)
 	rep.overloadSection(&b)
+	rep.floodSection(&b)
 	if q := rep.LQ; q != nil {
 		fmt.Fprintf(&b, "\n## Leasequery (xdhcpd, %d leases)\n\n| UDP by IP answered/s at ≤1%% loss (offered) | UDP answered/s open loop (sent, answered, wrong) | bulk leases streamed/s (TCP, by relay-id) | streamed |\n|---|---|---|---|\n| %.0f (%d/s) | %.0f (%d, %d, %d) | %.0f | %d |\n",
 			q.Leases, q.UDPLowLoss, q.UDPLowLossAt, q.UDPRate, q.UDPSent, q.UDPAnswered, q.UDPWrong, q.BulkRate, q.BulkStreamed)

@@ -49,10 +49,12 @@ type Server interface {
 // Xdhcpd is our daemon. Fast selects the XDP fast path: "" (off),
 // "native" or "generic". Unbounded turns off the slow path's bounds on how
 // long a request may wait (server.max-wait, queue-target), as before
-// issue 19: the overload comparison's other side.
+// issue 19: the overload comparison's other side. Metrics, when set, is
+// where the daemon serves /metrics in the server's namespace.
 type Xdhcpd struct {
 	Bin, Ctl, Fast string
 	Unbounded      bool
+	Metrics        string
 }
 
 // Name implements Server.
@@ -101,6 +103,9 @@ func (x Xdhcpd) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Pro
 	yaml := XdhcpdConfig(dir, x.Fast)
 	if x.Unbounded {
 		yaml = strings.Replace(yaml, "  log-level: warn\n", "  log-level: warn\n  max-wait: 0s\n  queue-target: 0s\n", 1)
+	}
+	if x.Metrics != "" {
+		yaml = strings.Replace(yaml, `  metrics-listen: ""`, "  metrics-listen: "+x.Metrics, 1)
 	}
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		return nil, err

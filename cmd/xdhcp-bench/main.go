@@ -24,7 +24,7 @@ import (
 )
 
 const usage = `usage:
-  xdhcp-bench all --xdhcpd PATH [--quick] [--out DIR]         the comparison, scenarios, referee, cost, leasequery, scale (startup) and overload, in one report
+  xdhcp-bench all --xdhcpd PATH [--quick] [--out DIR]         the comparison, scenarios, referee, cost, leasequery, scale (startup), overload and flood, in one report
   xdhcp-bench compare --xdhcpd PATH [--quick] [--servers xdhcpd,kea,dhcpd] [--clients N] [--step 30s] [--out DIR]
   xdhcp-bench leasequery --xdhcpd PATH [--quick] [--out DIR]   UDP leasequery/s and bulk leases/s
   xdhcp-bench startup --xdhcpd PATH [--leases 1000000,10000000] [--server xdhcpd-xdp-native|xdhcpd-xdp-generic] [--quick] [--out DIR]
@@ -57,6 +57,11 @@ const usage = `usage:
   xdhcp-bench overload --xdhcpd PATH [--scenario renew|dora] [--clients 10000] [--step 5s] [--quick] [--out DIR]
                   the slow path (fast path off) offered 50% to 150% of its ceiling, with its bounds on a request's
                   wait and without: answered/s, goodput, loss, p50 and p99 latency, side by side
+  xdhcp-bench flood --xdhcpd PATH [--rate 200000] [--duration 30s] [--clients 5000] [--servers xdhcpd,xdhcpd-xdp-native,kea] [--sender xdp|sockets] [--quick] [--out DIR]
+                  a relayed flood of DISCOVERs from random MACs at --rate (sent from the kernel, or sockets), while a new
+                  client starts a DORA every second (retransmitting at 4, 8, 16 s ± 1 s) and --clients bound clients renew at
+                  1000/s: each new client's time to its ACK, renewals answered and lost, the rate actually sent, and the
+                  server's drops by reason (its metrics, the kernel's UDP RcvbufErrors), side by side
   xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--sender sockets|xdp] [--out DIR]   the generator's ceiling against an XDP reflector
 Renewals go out through sockets (sendmmsg, raw frames) or, with --sender xdp, from the kernel
 (BPF_PROG_TEST_RUN live frames, answers counted by XDP); all, scenarios and selftest run both.
@@ -98,8 +103,8 @@ func drawCharts(from, dir string, stdout, stderr io.Writer) int {
 // commands are the commands usage lists; needsXdhcpd are those that run
 // the daemon (cost and selftest do not, so they need no --xdhcpd).
 var (
-	commands    = []string{"all", "charts", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew", "failover", "failover-catchup", "failover-recovery", "overload"}
-	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew", "failover", "failover-catchup", "failover-recovery", "overload"}
+	commands    = []string{"all", "charts", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew", "failover", "failover-catchup", "failover-recovery", "overload", "flood"}
+	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew", "failover", "failover-catchup", "failover-recovery", "overload", "flood"}
 )
 
 // commandUsage is cmd's own part of usage (its lines and their
@@ -181,6 +186,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	sender := fs.String("sender", "", "renewals sent through sockets or xdp (kernel live frames); default: sockets for run, both for selftest")
 	clients := fs.Int("clients", 0, "distinct clients (default 100000 for compare, 10000 for the generator)")
 	step := fs.Duration("step", 0, "length of each step (default 30s for compare, 3s for the generator)")
+	duration := fs.Duration("duration", 0, "flood: how long the flood lasts (default 30s, 15s with --quick)")
 	leases := fs.String("leases", "", "startup: database sizes, comma-separated (default "+bench.DefaultScaleSizes+"); failover-catchup: the primary's leases (default 1000000)")
 	pool := fs.Int("pool", 4194302, "failover-catchup: addresses in the pool")
 	autoPD := fs.Duration("auto-partner-down", 10*time.Second, "failover-recovery: the survivor's auto-partner-down")
@@ -207,6 +213,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *maxLoss < 0 || *maxLoss >= 1 || *rate < 0 || *clients < 0 || *step < 0 || *costRuns < 0 || *costRounds < 0 {
 		fmt.Fprintln(stderr, "xdhcp-bench: --max-loss wants [0,1); --rate, --clients, --step, --runs and --rounds cannot be negative")
+		return 2
+	}
+	if *duration < 0 {
+		fmt.Fprintln(stderr, "xdhcp-bench: --duration cannot be negative")
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -652,9 +662,52 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return ctx.Err()
 	}
+	steps["flood"] = func() error {
+		d, n, fr, list := 30*time.Second, 5000, 200_000, "xdhcpd,xdhcpd-xdp-native,kea"
+		if *quick {
+			d, n, list = 15*time.Second, 2000, "xdhcpd,xdhcpd-xdp-native"
+		}
+		if *duration > 0 {
+			d = *duration
+		}
+		if *clients > 0 {
+			n = *clients
+		}
+		if isSet(fs, "rate") {
+			fr = *rate
+		}
+		if *servers != "" {
+			list = *servers
+		}
+		var ss []bench.Server
+		for _, name := range strings.Split(list, ",") {
+			s, err := pick(name, "relay")
+			if err != nil {
+				return fmt.Errorf("flood: %w", err)
+			}
+			ss = append(ss, s)
+		}
+		fmt.Fprintf(stdout, "DISCOVER flood, %d/s asked for %s, %d clients renewing...\n", fr, d, n)
+		f := rig.Flood(ctx, bench.FloodOptions{Servers: ss, Rate: fr, Duration: d, Clients: n, RenewRate: 1000, Sender: *sender,
+			Log: func(format string, args ...any) { fmt.Fprintf(stdout, format, args...) }})
+		rep.Flood = &f
+		if f.Err != "" {
+			return fmt.Errorf("flood: %s", f.Err)
+		}
+		var failed []string
+		for _, r := range f.Rows {
+			if r.Err != "" {
+				failed = append(failed, r.Server+": "+r.Err)
+			}
+		}
+		if len(failed) > 0 {
+			return fmt.Errorf("flood: %s", strings.Join(failed, "; "))
+		}
+		return ctx.Err()
+	}
 	order := []string{cmd}
 	if cmd == "all" {
-		order = []string{"selftest", "compare", "scenarios", "referee", "cost", "leasequery", "startup", "overload",
+		order = []string{"selftest", "compare", "scenarios", "referee", "cost", "leasequery", "startup", "overload", "flood",
 			"forcerenew", "failover", "failover-catchup", "failover-recovery"}
 		if *quick {
 			order = []string{"selftest", "compare", "scenarios", "cost", "startup"}

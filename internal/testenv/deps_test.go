@@ -42,6 +42,8 @@ var builtSelf = map[string]string{
 	"cmd/xdhcpd/*_test.go:*":                                           "the end-to-end tests run the xdhcpd and xdhcpctl they build (l.ctl, l.xdhcpd)",
 	"bench/startup.go:*":                                               "runs the xdhcpd given with --xdhcpd (x.Bin)",
 	"bench/scenario.go:*":                                              "starts servers through the Server interface (Kea, Dhcpd, Xdhcpd), each collected where it execs",
+	"bench/flood.go:Flood":                                             "reads the --version of the xdhcpd given with --xdhcpd (x.Bin)",
+	"bench/flood.go:flood1":                                            "starts servers through the Server interface (Kea, Xdhcpd), each collected where it execs",
 	"bench/compare.go:*":                                               "starts servers through the Server interface; firstLine's callers pass literals",
 	"bench/leasequery.go:*":                                            "runs the xdhcpd given with --xdhcpd (x.Bin)",
 	"bench/forcerenew.go:ForceRenew":                                   "runs the xdhcpd given with --xdhcpd (o.Bin)",
