@@ -438,6 +438,11 @@ func TestForceRenewResumesAfterRestart(t *testing.T) {
 	if first.Remaining != 1 {
 		t.Fatalf("after the first renewal: %+v, want 1 remaining (rate 6/m)", first)
 	}
+	// dhcpcd logs through its own logger process: the line may come
+	// after the REQUEST the server counted.
+	for deadline := time.Now().Add(5 * time.Second); a.forced()+b.forced() == 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	which, other := a, b
 	if b.forced() == 1 {
 		which, other = b, a
