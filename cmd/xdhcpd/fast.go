@@ -89,10 +89,12 @@ func loadFastPath(c *config.Config, log *slog.Logger, clock func() time.Time) (*
 		modes: map[string]loader.Mode{}, at: map[string]linkwatch.Link{}}, nil
 }
 
-// reconcile makes the map agree with bbolt (DESIGN.md invariant 1): first
-// renewals the map knows and bbolt does not (events lost while the daemon
-// was down) are folded, then every active lease is republished, and
-// entries bbolt does not know are dropped.
+// reconcile is the part of making the map agree with bbolt (DESIGN.md
+// invariant 1) that must come before serving: leases are held to their
+// horizons if the map was lost, and renewals the map knows and bbolt does
+// not (events lost while the daemon was down) are folded. publish then
+// republishes every lease and drops the entries bbolt does not know,
+// while the daemon serves.
 func (f *fastPath) reconcile(srv *slowpath.Server) error {
 	if !f.prog.Reused {
 		if n, commit := srv.AssumeGrantedToHorizon(); n > 0 {
