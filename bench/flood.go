@@ -308,31 +308,11 @@ func isReply(b []byte) bool { return len(b) > 0 && b[0] == dhcpwire.BootReply }
 // replies it read.
 func countReplies(tr loadgen.Transport, stop <-chan struct{}) func() int64 {
 	var n atomic.Int64
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		rb := make([]loadgen.Received, 64)
-		for i := range rb {
-			rb[i].Buf = make([]byte, 1500)
+	done := readUntil(tr, stop, 100*time.Millisecond, true, func(b []byte) {
+		if isReply(b) {
+			n.Add(1)
 		}
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			k, err := tr.Recv(rb, 100*time.Millisecond)
-			if err != nil {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			for _, m := range rb[:k] {
-				if isReply(m.Buf[:m.N]) {
-					n.Add(1)
-				}
-			}
-		}
-	}()
+	})
 	return func() int64 { <-done; return n.Load() }
 }
 

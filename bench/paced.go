@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,33 +22,13 @@ func blast(ctx context.Context, tr loadgen.Transport, msgs [][]byte, d time.Dura
 func paced(ctx context.Context, tr loadgen.Transport, msgs [][]byte, d time.Duration, rate int, valid func([]byte) bool) (sent, answered, wrong int64) {
 	var ans, bad atomic.Int64
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		rb := make([]loadgen.Received, 64)
-		for i := range rb {
-			rb[i].Buf = make([]byte, 1500)
+	done := readUntil(tr, stop, 200*time.Millisecond, false, func(b []byte) {
+		if valid(b) {
+			ans.Add(1)
+		} else {
+			bad.Add(1)
 		}
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			n, err := tr.Recv(rb, 200*time.Millisecond)
-			if err != nil {
-				return
-			}
-			for _, m := range rb[:n] {
-				if valid(m.Buf[:m.N]) {
-					ans.Add(1)
-				} else {
-					bad.Add(1)
-				}
-			}
-		}
-	}()
+	})
 	wb := make([]loadgen.Packet, 64)
 	start := time.Now()
 	end := start.Add(d)
@@ -73,8 +52,41 @@ func paced(ctx context.Context, tr loadgen.Transport, msgs [][]byte, d time.Dura
 	}
 	time.Sleep(500 * time.Millisecond) // late answers
 	close(stop)
-	wg.Wait()
+	<-done
 	return sent, ans.Load(), bad.Load()
+}
+
+// readUntil reads tr in batches, each datagram given to fn, until stop is
+// closed; the channel it returns is closed once it has stopped. A receive
+// error ends it, or, with retry, is waited out.
+func readUntil(tr loadgen.Transport, stop <-chan struct{}, wait time.Duration, retry bool, fn func([]byte)) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rb := make([]loadgen.Received, 64)
+		for i := range rb {
+			rb[i].Buf = make([]byte, 1500)
+		}
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, err := tr.Recv(rb, wait)
+			if err != nil {
+				if !retry {
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			for _, m := range rb[:n] {
+				fn(m.Buf[:m.N])
+			}
+		}
+	}()
+	return done
 }
 
 // findRate finds the highest offered rate at which try loses at most

@@ -179,7 +179,8 @@ func (s *Server) ApplyPartnerAsync(ups []*lease.Lease, done func([]uint8, error)
 			s.warnLimited("failover_not_reserved", "the partner sent a reserved address this server has no reservation for: do both sides have the same reservations?", "ip", u.IP)
 			continue
 		}
-		if ok, why := resolveConflict(s.leases.Get(u.IP), u, primary, now); !ok {
+		cur := s.leases.Get(u.IP) // a copy, applied to below
+		if ok, why := resolveConflict(cur, u, primary, now); !ok {
 			res[i] = why
 			continue
 		}
@@ -192,9 +193,13 @@ func (s *Server) ApplyPartnerAsync(ups []*lease.Lease, done func([]uint8, error)
 		if u.State == lease.Active {
 			others = s.clientBindingsLocked(u, sn)
 		}
-		// applyLocked's copy, without the reservation mark: commit
-		// reads each address's record again when it submits (current).
-		l := s.applyLocked(u.IP, causePartner, now, func(l *lease.Lease) { adoptPartnerBinding(l, u) })
+		// The copy, without the reservation mark: commit reads each
+		// address's record again when it submits (current).
+		l := cur
+		if l == nil {
+			l = &lease.Lease{IP: u.IP}
+		}
+		s.applyToLocked(l, cur != nil, causePartner, now, func(l *lease.Lease) { adoptPartnerBinding(l, u) })
 		if l.State == lease.Active && (len(l.HWAddr) > 0 || len(l.ClientID) > 0) {
 			s.indexClientLocked(l, true)
 		}
@@ -415,7 +420,8 @@ func (s *Server) partnerAckedLocked(acks []PartnerAck, copies bool) []*lease.Lea
 		}
 		raise := a.Reject == 0 && a.Sent.PotExp.After(cur.AckedExp)
 		if raise || (same && cur.PartnerPending) {
-			l := s.applyLocked(cur.IP, causePartnerAck, now, func(l *lease.Lease) {
+			// cur is the record as read (a copy): applied to, and stored.
+			s.applyToLocked(cur, true, causePartnerAck, now, func(l *lease.Lease) {
 				if raise {
 					l.AckedExp = a.Sent.PotExp
 				}
@@ -424,7 +430,7 @@ func (s *Server) partnerAckedLocked(acks []PartnerAck, copies bool) []*lease.Lea
 				}
 			})
 			if copies {
-				changed = append(changed, s.markReservedLocked(l))
+				changed = append(changed, s.markReservedLocked(cur))
 			}
 		}
 		if same && cur.State.Ending() {

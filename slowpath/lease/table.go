@@ -324,7 +324,7 @@ func addr(v uint32) netip.Addr {
 	if v == 0 {
 		return netip.Addr{}
 	}
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	return AddrFromUint32(v)
 }
 
 // AddrFromUint32 is the address of an integer from Addrs.
