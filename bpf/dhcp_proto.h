@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Protocol numbers xdp_dhcp.c reads and writes: IPv4 and UDP fields, the
+ * Protocol numbers xdp_dhcp.c and steer.c read and write: IPv4 and UDP fields, the
  * BOOTP header (RFC 951, RFC 2131 §2 Figure 1), DHCP options (RFC 2132)
  * and relay agent sub-options (RFC 3046). Offsets are from the start of
  * the DHCP message (the UDP payload).
@@ -64,7 +64,10 @@
 
 /* DHCP message types, option 53's value. */
 #define DHCPREQUEST 3
+#define DHCPDECLINE 4
 #define DHCPACK 5
+#define DHCPRELEASE 7
+#define DHCPLEASEQUERY 10       /* RFC 4388 */
 
 /* Relay agent sub-options of a fixed length: 4 bytes each. */
 #define RAI_LINK_SELECTION 5    /* RFC 3527 */

@@ -59,7 +59,8 @@ func (s *Server) Handle(in Incoming) {
 		return
 	}
 	s.m.message(mt).Inc()
-	if why := s.tooOld(mt, in); why != "" {
+	cid, _ := p.Option(dhcpwire.OptClientID)
+	if why := s.admit(mt, in, &p, cid); why != "" {
 		s.dropped(why, in, nil)
 		return
 	}
@@ -69,7 +70,6 @@ func (s *Server) Handle(in Incoming) {
 		s.log.Debug("message", "type", dhcpwire.MessageName(mt), "xid", p.XID, "chaddr", hwAddr(p.CHAddr()),
 			"ciaddr", p.CIAddr, "giaddr", p.GIAddr, "src", in.Src, "dst", in.Dst, "ifindex", in.IfIndex)
 	}
-	cid, _ := p.Option(dhcpwire.OptClientID)
 
 	if mt == dhcpwire.LeaseQuery {
 		s.leasequery(&p, in)

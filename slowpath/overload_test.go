@@ -15,8 +15,8 @@ import (
 
 // TestStaleRequestsAreDropped: with MaxWait set, a request that waited in
 // the socket longer than its client would is dropped and counted, not
-// answered late; a DISCOVER (or INFORM) is held to a quarter of it, so a
-// REQUEST of the same age is still answered; without a kernel timestamp,
+// answered late; a DISCOVER (or INFORM) is held to a quarter of it (it is
+// cheap to retransmit), so a REQUEST of the same age is still answered; without a kernel timestamp,
 // or with MaxWait zero, nothing is dropped for its age.
 func TestStaleRequestsAreDropped(t *testing.T) {
 	f := newFixture(t)
@@ -95,6 +95,111 @@ func TestOverloadBoundsTheWait(t *testing.T) {
 	}
 	if n := handle(50 * time.Millisecond); n != 0 || overload() != 2 {
 		t.Fatalf("the backlog back at once: %d replies, %v dropped", n, overload())
+	}
+}
+
+// TestQueuesAreApart: each socket's backlog is its own. A DISCOVER backlog
+// in overload drops old DISCOVERs while REQUESTs of the same age, whose
+// socket is not behind, are answered; the other way round, the REQUESTs'
+// overload leaves DISCOVERs alone. DISCOVERs get the same QueueTarget as
+// REQUESTs: they no longer share a queue with them.
+func TestQueuesAreApart(t *testing.T) {
+	f := newFixture(t)
+	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 50*time.Millisecond
+	ack := f.dora(mac(2))
+	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
+	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	handle := func(m *dhcpv4.DHCPv4, dst netip.Addr, waited time.Duration) int {
+		t.Helper()
+		f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: dst, IfIndex: 7,
+			Received: time.Now().Add(-waited)})
+		return len(f.out.take())
+	}
+	overload := func() float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues("overload")) }
+	discover := func(i int) *dhcpv4.DHCPv4 { return msg(t, dhcpv4.MessageTypeDiscover, mac(byte(10+i))) }
+
+	// A DISCOVER 8 ms old is under the target: answered (it was not
+	// before: DISCOVERs had a quarter of it).
+	if n := handle(discover(0), bcast, 8*time.Millisecond); n != 1 {
+		t.Fatalf("a DISCOVER 8 ms old: %d replies", n)
+	}
+	// DISCOVERs 30 ms old for longer than the interval: their queue is
+	// behind.
+	start := time.Now()
+	for i := 1; time.Since(start) < 70*time.Millisecond; i++ {
+		handle(discover(i), bcast, 30*time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	dropped := overload()
+	if n := handle(discover(99), bcast, 30*time.Millisecond); n != 0 || overload() != dropped+1 {
+		t.Fatalf("a DISCOVER behind: %d replies, overload %v then %v", n, dropped, overload())
+	}
+	// A renewal as old, in the other queue: answered.
+	if n := handle(renew, srvAddr, 30*time.Millisecond); n != 1 {
+		t.Fatalf("a renewal 30 ms old while DISCOVERs are behind: %d replies", n)
+	}
+	// Now the renewals' queue behind, the DISCOVERs' young again.
+	handle(discover(100), bcast, time.Millisecond)
+	start = time.Now()
+	for time.Since(start) < 70*time.Millisecond {
+		handle(renew, srvAddr, 30*time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	dropped = overload()
+	if n := handle(renew, srvAddr, 30*time.Millisecond); n != 0 || overload() != dropped+1 {
+		t.Fatalf("a renewal behind: %d replies, overload %v then %v", n, dropped, overload())
+	}
+	if n := handle(discover(0), bcast, 5*time.Millisecond); n != 1 {
+		t.Fatalf("a DISCOVER 5 ms old while renewals are behind: %d replies", n)
+	}
+}
+
+// TestDiscoverHoldoff: while the DISCOVER queue is behind, a client heard
+// less than DiscoverHoldoff ago is dropped as "repeat" and a client not
+// heard is read; with the queue not behind, or the holdoff zero, repeats
+// are answered.
+func TestDiscoverHoldoff(t *testing.T) {
+	f := newFixture(t)
+	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 20*time.Millisecond
+	f.srv.set.DiscoverHoldoff = time.Hour
+	handle := func(hw byte, waited time.Duration) int {
+		t.Helper()
+		f.srv.Handle(Incoming{Data: msg(t, dhcpv4.MessageTypeDiscover, mac(hw)).ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"),
+			Dst: bcast, IfIndex: 7, Received: time.Now().Add(-waited)})
+		return len(f.out.take())
+	}
+	repeat := func() float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues("repeat")) }
+	// Not behind: the same client again and again is answered.
+	for range 3 {
+		if n := handle(1, time.Millisecond); n != 1 {
+			t.Fatalf("a repeated DISCOVER, not behind: %d replies", n)
+		}
+	}
+	// Behind: DISCOVERs older than the target for the interval.
+	start := time.Now()
+	for time.Since(start) < 40*time.Millisecond {
+		handle(2, 30*time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Client 1, first heard since: read; again: dropped.
+	if n := handle(1, time.Millisecond); n != 1 {
+		t.Fatalf("client 1, behind, first since: %d replies", n)
+	}
+	before := repeat()
+	if n := handle(1, time.Millisecond); n != 0 || repeat() != before+1 {
+		t.Fatalf("client 1 again, behind: %d replies, repeat %v then %v", n, before, repeat())
+	}
+	// A client not heard yet is read, young enough to be answered.
+	if n := handle(3, time.Millisecond); n != 1 {
+		t.Fatalf("a new client, behind: %d replies", n)
+	}
+	if n := handle(3, time.Millisecond); n != 0 {
+		t.Fatalf("the new client again, behind: %d replies", n)
+	}
+	// Holdoff zero: answered.
+	f.srv.set.DiscoverHoldoff = 0
+	if n := handle(3, time.Millisecond); n != 1 {
+		t.Fatalf("holdoff 0: %d replies", n)
 	}
 }
 

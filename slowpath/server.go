@@ -103,20 +103,29 @@ type Settings struct {
 	// retransmitted or given up, and an answer would only cost the
 	// requests behind it their turn; it is dropped and counted
 	// (reason "stale"). DISCOVERs and INFORMs wait at most a quarter of
-	// it, so that under a backlog the REQUESTs that finish a DORA or
-	// renew a lease go first. Zero means no bound.
+	// it: they wait in a socket of their own (slowpath/pktio), which the
+	// server reads after the REQUESTs', and a DISCOVER is cheap to
+	// retransmit. Zero means no bound.
 	MaxWait time.Duration
-	// QueueTarget and QueueInterval bound the backlog by time (CoDel's
-	// idea, simplified): once every request has waited longer than
-	// QueueTarget for a whole QueueInterval, the server is behind for
-	// good, not in a burst, and drops requests older than QueueTarget
-	// (DISCOVER and INFORM: a quarter of it) until one arrives younger,
-	// counted as reason "overload". Answered requests then wait at most
-	// about QueueTarget however far the offered load passes what the
-	// server can do, and it spends its time on them instead of on
-	// answers their clients stopped waiting for. Zero QueueTarget turns
-	// this off.
+	// QueueTarget and QueueInterval bound each socket's backlog by time
+	// (CoDel's idea, simplified): once every request in it has waited
+	// longer than QueueTarget for a whole QueueInterval, the server is
+	// behind for good, not in a burst, and drops that socket's requests
+	// older than QueueTarget until one arrives younger, counted as
+	// reason "overload". Answered requests then wait at most about
+	// QueueTarget however far the offered load passes what the server
+	// can do, and it spends its time on them instead of on answers
+	// their clients stopped waiting for. Zero QueueTarget turns this
+	// off, and DiscoverHoldoff with it.
 	QueueTarget, QueueInterval time.Duration
+	// DiscoverHoldoff: while the DISCOVER socket is behind, a client
+	// whose DISCOVER was read less than this ago has its next one
+	// dropped unread (reason "repeat"). A flood from many MACs then
+	// costs each of them one DISCOVER per holdoff, and a new client's
+	// first DISCOVER is read among them (issue 19). Clients following
+	// RFC 2131 retransmit after about 4 s, so a holdoff below 3 s never
+	// drops theirs. Zero turns it off.
+	DiscoverHoldoff time.Duration
 }
 
 // Server answers DHCPv4 messages. Create it with New, then Load and Run.

@@ -21,6 +21,7 @@ func settingsFrom(c *config.Config) slowpath.Settings {
 		OfferPoolShare:  c.Server.OfferPoolShare,
 		OfferPerCircuit: c.Server.OfferPerCircuit,
 		MaxWait:         c.Server.MaxWait, QueueTarget: c.Server.QueueTarget, QueueInterval: c.Server.QueueInterval,
+		DiscoverHoldoff: c.Server.DiscoverHoldoff,
 	}
 	if c.Fastpath.Enabled {
 		s.HorizonAhead = c.Fastpath.Horizon

@@ -38,10 +38,11 @@ type rawServer struct {
 	OfferPoolShare  *float64 `yaml:"offer-pool-share"`
 	OfferPerCircuit *int     `yaml:"offer-per-circuit"`
 	// Bounds on how long a request may wait (issue 19: overload).
-	Pprof         bool   `yaml:"pprof"`
-	MaxWait       string `yaml:"max-wait"`
-	QueueTarget   string `yaml:"queue-target"`
-	QueueInterval string `yaml:"queue-interval"`
+	Pprof           bool   `yaml:"pprof"`
+	MaxWait         string `yaml:"max-wait"`
+	QueueTarget     string `yaml:"queue-target"`
+	QueueInterval   string `yaml:"queue-interval"`
+	DiscoverHoldoff string `yaml:"discover-holdoff"`
 }
 
 type rawFastpath struct {
@@ -224,6 +225,7 @@ func (v *validator) build(r *rawConfig) *Config {
 	s.MaxWait = v.duration("server.max-wait", rs.MaxWait, time.Second)
 	s.QueueTarget = v.duration("server.queue-target", rs.QueueTarget, 10*time.Millisecond)
 	s.QueueInterval = v.duration("server.queue-interval", rs.QueueInterval, 100*time.Millisecond)
+	s.DiscoverHoldoff = v.duration("server.discover-holdoff", rs.DiscoverHoldoff, 2*time.Second)
 	switch {
 	case s.MaxWait < 0 || s.MaxWait > time.Minute:
 		v.add("server.max-wait", "%v is outside 0..1m (0 turns the bound off)", s.MaxWait)
@@ -231,6 +233,11 @@ func (v *validator) build(r *rawConfig) *Config {
 		v.add("server.queue-target", "%v is outside 0..max-wait (%v; 0 turns the bound off)", s.QueueTarget, s.MaxWait)
 	case s.QueueTarget > 0 && (s.QueueInterval < s.QueueTarget || s.QueueInterval > time.Minute):
 		v.add("server.queue-interval", "%v is outside queue-target (%v)..1m", s.QueueInterval, s.QueueTarget)
+	case s.DiscoverHoldoff < 0 || s.DiscoverHoldoff > time.Minute:
+		v.add("server.discover-holdoff", "%v is outside 0..1m (0 turns it off)", s.DiscoverHoldoff)
+	}
+	if s.DiscoverHoldoff >= 3*time.Second {
+		v.warn("server.discover-holdoff", "%v: under a DISCOVER flood, clients that retransmit after 4 s ± 1 s as RFC 2131 has it may have a retransmission dropped; below 3 s only floods are", s.DiscoverHoldoff)
 	}
 
 	for i := range r.Subnets {

@@ -67,14 +67,17 @@ type Server struct {
 	// MaxWait drops a request that waited longer than this in the
 	// socket before the server read it (a DISCOVER or INFORM: a quarter
 	// of it); QueueTarget and QueueInterval bound the backlog by time
-	// once the server has been behind for an interval (see
-	// slowpath.Settings). 0 turns each bound off.
+	// once the server has been behind for an interval, per socket (see
+	// slowpath.Settings); DiscoverHoldoff drops a client's DISCOVERs
+	// repeated within it while the DISCOVER socket is behind. 0 turns
+	// each off.
 	// Pprof serves Go's profiles (net/http/pprof) on MetricsListen under
 	// /debug/pprof/, for sizing and finding where time goes (issue 19).
-	Pprof         bool          `yaml:"pprof" reload:"restart"`
-	MaxWait       time.Duration `yaml:"max-wait" reload:"live"`
-	QueueTarget   time.Duration `yaml:"queue-target" reload:"live"`
-	QueueInterval time.Duration `yaml:"queue-interval" reload:"live"`
+	Pprof           bool          `yaml:"pprof" reload:"restart"`
+	MaxWait         time.Duration `yaml:"max-wait" reload:"live"`
+	QueueTarget     time.Duration `yaml:"queue-target" reload:"live"`
+	QueueInterval   time.Duration `yaml:"queue-interval" reload:"live"`
+	DiscoverHoldoff time.Duration `yaml:"discover-holdoff" reload:"live"`
 }
 
 // Fastpath configures the XDP fast path.

@@ -12,8 +12,8 @@ func TestWaitBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := c.Server; s.MaxWait != time.Second || s.QueueTarget != 10*time.Millisecond || s.QueueInterval != 100*time.Millisecond {
-		t.Fatalf("defaults %v %v %v", s.MaxWait, s.QueueTarget, s.QueueInterval)
+	if s := c.Server; s.MaxWait != time.Second || s.QueueTarget != 10*time.Millisecond || s.QueueInterval != 100*time.Millisecond || s.DiscoverHoldoff != 2*time.Second {
+		t.Fatalf("defaults %v %v %v %v", s.MaxWait, s.QueueTarget, s.QueueInterval, s.DiscoverHoldoff)
 	}
 	off := strings.Replace(failoverBase, "state-dir: /var/lib/xdhcp", "state-dir: /var/lib/xdhcp\n  max-wait: 0s\n  queue-target: 0s", 1)
 	if c, err := Parse("x.yaml", []byte(off)); err != nil || c.Server.MaxWait != 0 || c.Server.QueueTarget != 0 {
@@ -23,10 +23,30 @@ func TestWaitBounds(t *testing.T) {
 		{"max-wait: 2m", "server.max-wait"},
 		{"max-wait: 1s\n  queue-target: 2s", "server.queue-target"},
 		{"queue-target: 50ms\n  queue-interval: 10ms", "server.queue-interval"},
+		{"discover-holdoff: -1s", "server.discover-holdoff"},
+		{"discover-holdoff: 2m", "server.discover-holdoff"},
 	} {
 		y := strings.Replace(failoverBase, "state-dir: /var/lib/xdhcp", "state-dir: /var/lib/xdhcp\n  "+bad.yaml, 1)
 		if _, err := Parse("x.yaml", []byte(y)); err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("%q: %v, want an error naming %s", bad.yaml, err, bad.want)
+		}
+	}
+}
+
+// TestDiscoverHoldoffWarning: a holdoff long enough to drop an RFC 2131
+// client's retransmission is taken, with a warning.
+func TestDiscoverHoldoffWarning(t *testing.T) {
+	for _, tc := range []struct {
+		holdoff string
+		warned  bool
+	}{{"2s", false}, {"3s", true}} {
+		y := strings.Replace(failoverBase, "state-dir: /var/lib/xdhcp", "state-dir: /var/lib/xdhcp\n  discover-holdoff: "+tc.holdoff, 1)
+		c, err := Parse("x.yaml", []byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(strings.Join(c.Warnings(), "\n"), "server.discover-holdoff"); got != tc.warned {
+			t.Errorf("%s: warned %v, want %v (%q)", tc.holdoff, got, tc.warned, c.Warnings())
 		}
 	}
 }

@@ -16,9 +16,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
+	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/slowpath"
 )
 
@@ -30,8 +32,11 @@ const batch = 64
 
 // Conn is the server's packet I/O.
 type Conn struct {
+	// udp is the priority socket, which also sends; bulk the other of
+	// the pair (Listen).
 	udp  *net.UDPConn
 	pc   *ipv4.PacketConn
+	bulk *net.UDPConn
 	raw  int // AF_PACKET SOCK_DGRAM, send only
 	log  *slog.Logger
 	mu   sync.Mutex // serialises writers on the batch buffers
@@ -61,36 +66,115 @@ func (c *Conn) warnLocked(now time.Time, msg string, args ...any) {
 	c.log.Warn(msg, args...)
 }
 
-// Listen opens UDP port (67 in production) on all addresses and an
-// AF_PACKET socket for link-layer sends.
+// Socket buffer sizes (the kernel doubles them). The priority socket's
+// is large: bursts of relayed REQUESTs must not overflow it. The bulk
+// socket's is smaller: a DHCPDISCOVER that waited long is answered after
+// its client retransmitted (the server drops it: slowpath.Settings), and
+// under a flood the kernel drops the excess here at no cost to the
+// server.
+const (
+	priorityRcvbuf = 8 << 20
+	bulkRcvbuf     = 1 << 20
+	sndbuf         = 8 << 20
+)
+
+// Listen opens UDP port (67 in production) on all addresses as a pair of
+// sockets in one SO_REUSEPORT group, and an AF_PACKET socket for
+// link-layer sends. A BPF program (bpf/steer.c) sorts what arrives: the
+// priority socket takes DHCPREQUEST, DHCPDECLINE, DHCPRELEASE and
+// DHCPLEASEQUERY, the bulk socket DHCPDISCOVER, DHCPINFORM and anything
+// else, and Serve reads the priority socket first. A flood of DISCOVERs
+// then fills the bulk socket's buffer, not the queue the REQUESTs that
+// finish a DORA or renew a lease wait in (issue 19).
 func Listen(ctx context.Context, port int, log *slog.Logger) (*Conn, error) {
+	var objs bpf.SteerObjects
+	if err := bpf.LoadSteerObjects(&objs, nil); err != nil {
+		return nil, fmt.Errorf("loading the request steering program (bpf/steer.c): %w", err)
+	}
+	// The sockets hold their own references to the programs.
+	defer objs.Close()
+	// The group's program and each socket's filter are attached before
+	// bind, so that from its first datagram each socket holds only its
+	// own class: a broadcast reaches every socket on the port, and a
+	// filter attached later would let the other's copies in meanwhile.
+	prio, err := listenUDP(ctx, port, priorityRcvbuf, func(fd int) error {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_EBPF, objs.SteerReuseport.FD()); err != nil {
+			return fmt.Errorf("attaching the reuseport program: %w", err)
+		}
+		return attachFilter(fd, objs.SteerKeepPriority)
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Port 0 (tests) picks a port: the bulk socket joins that one.
+	port = prio.LocalAddr().(*net.UDPAddr).Port
+	bulk, err := listenUDP(ctx, port, bulkRcvbuf, func(fd int) error { return attachFilter(fd, objs.SteerKeepBulk) })
+	if err != nil {
+		prio.Close()
+		return nil, err
+	}
+	raw, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		prio.Close()
+		bulk.Close()
+		return nil, fmt.Errorf("opening AF_PACKET socket: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Conn{udp: prio, pc: ipv4.NewPacketConn(prio), bulk: bulk, raw: raw, log: log, msgs: make([]ipv4.Message, batch)}
+	for _, pc := range []*ipv4.PacketConn{c.pc, ipv4.NewPacketConn(bulk)} {
+		if err := pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("enabling IP_PKTINFO: %w", err)
+		}
+	}
+	for i := range c.msgs {
+		c.msgs[i].Buffers = [][]byte{nil}
+	}
+	return c, nil
+}
+
+// attachFilter puts a socket filter program on fd.
+func attachFilter(fd int, prog *ebpf.Program) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_BPF, prog.FD()); err != nil {
+		return fmt.Errorf("attaching the socket filter %s: %w", prog, err)
+	}
+	return nil
+}
+
+// listenUDP binds one of the pair's sockets to 0.0.0.0:port, running
+// steer on it before bind.
+func listenUDP(ctx context.Context, port, rcvbuf int, steer func(fd int) error) (*net.UDPConn, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
-		err := rc.Control(func(fd uintptr) {
-			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
-				return
+		err := rc.Control(func(ufd uintptr) {
+			fd := int(ufd)
+			for _, o := range []struct{ level, opt, v int }{
+				{unix.SOL_SOCKET, unix.SO_REUSEADDR, 1},
+				{unix.SOL_SOCKET, unix.SO_REUSEPORT, 1},
+				{unix.SOL_SOCKET, unix.SO_BROADCAST, 1},
+				// The IP header is part of the contract with the fast
+				// path (ARCHITECTURE.md invariant 3): DF and TTL as XDP
+				// writes them, whatever net.ipv4.ip_no_pmtu_disc and
+				// ip_default_ttl say. An unconnected socket's DF
+				// datagrams get IP ID 0.
+				{unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_WANT},
+				{unix.IPPROTO_IP, unix.IP_TTL, ReplyTTL},
+				// The kernel's receive time of each datagram: how long
+				// a request waited for the server
+				// (slowpath.Settings.MaxWait).
+				{unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1},
+			} {
+				if serr = unix.SetsockoptInt(fd, o.level, o.opt, o.v); serr != nil {
+					serr = fmt.Errorf("setsockopt(%d, %d): %w", o.level, o.opt, serr)
+					return
+				}
 			}
-			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1); serr != nil {
-				return
-			}
-			// The IP header is part of the contract with the fast path
-			// (ARCHITECTURE.md invariant 3): DF and TTL as XDP writes
-			// them, whatever net.ipv4.ip_no_pmtu_disc and ip_default_ttl
-			// say. An unconnected socket's DF datagrams get IP ID 0.
-			if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_WANT); serr != nil {
-				return
-			}
-			if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL, ReplyTTL); serr != nil {
-				return
-			}
-			// The kernel's receive time of each datagram: how long a
-			// request waited for the server (slowpath.Settings.MaxWait).
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
-			if serr == nil {
-				// Bursts of relayed traffic must not overflow a default-sized buffer.
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 8<<20)
-			}
+			// Best effort: a smaller buffer still works.
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf)
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sndbuf)
+			serr = steer(fd)
 		})
 		if err != nil {
 			return err
@@ -101,91 +185,157 @@ func Listen(ctx context.Context, port int, log *slog.Logger) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening on UDP port %d: %w", port, err)
 	}
-	udp := pconn.(*net.UDPConn)
-	pc := ipv4.NewPacketConn(udp)
-	if err := pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
-		udp.Close()
-		return nil, fmt.Errorf("enabling IP_PKTINFO: %w", err)
-	}
-	raw, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		udp.Close()
-		return nil, fmt.Errorf("opening AF_PACKET socket: %w", err)
-	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	c := &Conn{udp: udp, pc: pc, raw: raw, log: log, msgs: make([]ipv4.Message, batch)}
-	for i := range c.msgs {
-		c.msgs[i].Buffers = [][]byte{nil}
-	}
-	return c, nil
+	return pconn.(*net.UDPConn), nil
 }
 
-// Close closes both sockets; a blocked Serve returns.
+// Close closes the sockets; a blocked Serve returns.
 func (c *Conn) Close() error {
 	err := c.udp.Close()
+	if e := c.bulk.Close(); err == nil {
+		err = e
+	}
 	if e := unix.Close(c.raw); err == nil {
 		err = e
 	}
 	return err
 }
 
-// Serve reads datagrams in batches and hands each to handle until ctx ends
-// or the socket is closed. Ending ctx stops the reading only: replies to
-// requests whose leases are still being committed can go out afterwards,
-// until Close.
-func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error {
-	stop := context.AfterFunc(ctx, func() { c.udp.SetReadDeadline(time.Now()) })
-	defer stop()
-	msgs := make([]ipv4.Message, batch)
-	bufs := make([][]byte, batch)
-	for i := range msgs {
-		bufs[i] = make([]byte, 4096)
-		msgs[i].Buffers = [][]byte{bufs[i]}
-		// Room for IP_PKTINFO and the receive timestamp.
-		msgs[i].OOB = append(ipv4.NewControlMessage(ipv4.FlagDst|ipv4.FlagInterface), make([]byte, unix.CmsgSpace(timespecLen))...)
-	}
-	var cm ipv4.ControlMessage
-	for {
-		for i := range msgs {
-			msgs[i].OOB = msgs[i].OOB[:cap(msgs[i].OOB)]
+// inbox is a batch of datagrams read from one socket, handed from its
+// reader to Serve and back.
+type inbox struct {
+	msgs []ipv4.Message
+	bufs [][]byte
+	n    int
+	r    *reader
+}
+
+// reader reads one socket into inboxes: two each, so that it reads the
+// next batch while Serve handles the last.
+type reader struct {
+	pc   *ipv4.PacketConn
+	free chan *inbox
+	full chan *inbox
+}
+
+func newReader(pc *ipv4.PacketConn) *reader {
+	r := &reader{pc: pc, free: make(chan *inbox, 2), full: make(chan *inbox, 1)}
+	for range 2 {
+		b := &inbox{msgs: make([]ipv4.Message, batch), bufs: make([][]byte, batch), r: r}
+		for i := range b.msgs {
+			b.bufs[i] = make([]byte, 4096)
+			b.msgs[i].Buffers = [][]byte{b.bufs[i]}
+			// Room for IP_PKTINFO and the receive timestamp.
+			b.msgs[i].OOB = append(ipv4.NewControlMessage(ipv4.FlagDst|ipv4.FlagInterface), make([]byte, unix.CmsgSpace(timespecLen))...)
 		}
-		n, err := c.pc.ReadBatch(msgs, 0)
+		r.free <- b
+	}
+	return r
+}
+
+// run reads batches until ctx ends or the socket closes.
+func (r *reader) run(ctx context.Context) error {
+	for {
+		var b *inbox
+		select {
+		case b = <-r.free:
+		case <-ctx.Done():
+			return nil
+		}
+		for i := range b.msgs {
+			b.msgs[i].OOB = b.msgs[i].OOB[:cap(b.msgs[i].OOB)]
+		}
+		n, err := r.pc.ReadBatch(b.msgs, 0)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return fmt.Errorf("reading DHCP datagrams: %w", err)
 		}
-		c.mu.Lock()
-		c.collecting = true
-		c.mu.Unlock()
-		for i := range n {
-			m := &msgs[i]
-			in := slowpath.Incoming{Data: bufs[i][:m.N]}
-			if ua, ok := m.Addr.(*net.UDPAddr); ok {
-				in.Src = ua.AddrPort()
-				in.Src = netip.AddrPortFrom(in.Src.Addr().Unmap(), in.Src.Port())
-			}
-			if err := cm.Parse(m.OOB[:m.NN]); err == nil {
-				in.IfIndex = cm.IfIndex
-				if a, ok := netip.AddrFromSlice(cm.Dst.To4()); ok {
-					in.Dst = a
-				}
-			}
-			in.Received = receivedAt(m.OOB[:m.NN])
-			handle(in)
+		b.n = n
+		select {
+		case r.full <- b:
+		case <-ctx.Done():
+			return nil
 		}
-		c.mu.Lock()
-		c.collecting = false
-		out := c.pending
-		c.pending = nil
-		if len(out) > 0 {
-			c.sendLocked(out)
-		}
-		c.mu.Unlock()
 	}
+}
+
+// Serve reads datagrams in batches from both sockets and hands each to
+// handle until ctx ends or the sockets are closed. A batch from the
+// priority socket goes before one from the bulk socket; while handle is
+// busy, each reader holds at most one batch and the rest wait in the
+// kernel. Ending ctx stops the reading only: replies to requests whose
+// leases are still being committed can go out afterwards, until Close.
+func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		c.udp.SetReadDeadline(time.Now())
+		c.bulk.SetReadDeadline(time.Now())
+	})
+	defer stop()
+	prio, bulk := newReader(c.pc), newReader(ipv4.NewPacketConn(c.bulk))
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, r := range []*reader{prio, bulk} {
+		wg.Go(func() {
+			if err := r.run(ctx); err != nil {
+				errs <- err
+			}
+		})
+	}
+	// The readers end with ctx, which the deferred cancel ends first.
+	defer wg.Wait()
+	for {
+		var b *inbox
+		select {
+		case b = <-prio.full:
+		default:
+			select {
+			case b = <-prio.full:
+			case b = <-bulk.full:
+			case err := <-errs:
+				return err
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		c.handleBatch(b, handle)
+		b.r.free <- b
+	}
+}
+
+// handleBatch hands a batch's datagrams to handle, holding the replies
+// sent meanwhile for one sendmmsg at the end.
+func (c *Conn) handleBatch(b *inbox, handle func(slowpath.Incoming)) {
+	c.mu.Lock()
+	c.collecting = true
+	c.mu.Unlock()
+	var cm ipv4.ControlMessage
+	for i := range b.n {
+		m := &b.msgs[i]
+		in := slowpath.Incoming{Data: b.bufs[i][:m.N]}
+		if ua, ok := m.Addr.(*net.UDPAddr); ok {
+			in.Src = ua.AddrPort()
+			in.Src = netip.AddrPortFrom(in.Src.Addr().Unmap(), in.Src.Port())
+		}
+		if err := cm.Parse(m.OOB[:m.NN]); err == nil {
+			in.IfIndex = cm.IfIndex
+			if a, ok := netip.AddrFromSlice(cm.Dst.To4()); ok {
+				in.Dst = a
+			}
+		}
+		in.Received = receivedAt(m.OOB[:m.NN])
+		handle(in)
+	}
+	c.mu.Lock()
+	c.collecting = false
+	out := c.pending
+	c.pending = nil
+	if len(out) > 0 {
+		c.sendLocked(out)
+	}
+	c.mu.Unlock()
 }
 
 // receivedAt finds the SO_TIMESTAMPNS control message's time, zero when

@@ -1,0 +1,217 @@
+package pktio
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdhcp/xdhcp/internal/testenv"
+	"github.com/xdhcp/xdhcp/slowpath"
+)
+
+// steerCases are datagrams and the socket of the pair each belongs to.
+func steerCases(t *testing.T) []struct {
+	name     string
+	data     []byte
+	priority bool
+} {
+	t.Helper()
+	msg := func(mt dhcpv4.MessageType, mods ...dhcpv4.Modifier) []byte {
+		m, err := dhcpv4.New(append([]dhcpv4.Modifier{dhcpv4.WithMessageType(mt)}, mods...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.ToBytes()
+	}
+	// A relay's option 82 and pads ahead of option 53: the program reads
+	// past them.
+	late := msg(dhcpv4.MessageTypeRequest)
+	opts := late[240:]
+	late = append(append(bytes.Clone(late[:240]), 0, 0, 82, 4, 1, 2, 'a', 'b'), opts...)
+	lateDiscover := msg(dhcpv4.MessageTypeDiscover)
+	lateDiscover = append(append(bytes.Clone(lateDiscover[:240]), 12, 3, 'a', 'b', 'c'), lateDiscover[240:]...)
+	reply := msg(dhcpv4.MessageTypeRequest)
+	reply[0] = 2 // BOOTREPLY
+	noCookie := msg(dhcpv4.MessageTypeRequest)
+	noCookie[236] = 0
+	truncated := msg(dhcpv4.MessageTypeRequest)[:241]
+	return []struct {
+		name     string
+		data     []byte
+		priority bool
+	}{
+		{"request", msg(dhcpv4.MessageTypeRequest), true},
+		{"decline", msg(dhcpv4.MessageTypeDecline), true},
+		{"release", msg(dhcpv4.MessageTypeRelease), true},
+		{"leasequery", msg(dhcpv4.MessageType(10)), true},
+		{"request after option 82 and pads", late, true},
+		{"discover", msg(dhcpv4.MessageTypeDiscover), false},
+		{"discover after another option", lateDiscover, false},
+		{"inform", msg(dhcpv4.MessageTypeInform), false},
+		{"bootp, no message type", msg(0)[:240], false},
+		{"bootreply", reply, false},
+		{"no magic cookie", noCookie, false},
+		{"truncated in the options", truncated, false},
+		{"not DHCP", []byte("hello"), false},
+	}
+}
+
+// readAll reads what the socket holds, waiting at most wait for the first
+// datagram and a little for the rest.
+func readAll(t *testing.T, c *net.UDPConn, wait time.Duration) [][]byte {
+	t.Helper()
+	var got [][]byte
+	buf := make([]byte, 4096)
+	for {
+		c.SetReadDeadline(time.Now().Add(wait))
+		n, err := c.Read(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return got
+			}
+			t.Fatal(err)
+		}
+		got = append(got, bytes.Clone(buf[:n]))
+		wait = 50 * time.Millisecond
+	}
+}
+
+func listenForTest(t *testing.T) *Conn {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "needs root: Listen loads BPF programs and opens an AF_PACKET socket")
+	}
+	c, err := Listen(context.Background(), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestSteering: each datagram sent to the port, unicast or broadcast,
+// arrives once, on the socket of its class.
+func TestSteering(t *testing.T) {
+	c := listenForTest(t)
+	port := c.udp.LocalAddr().(*net.UDPAddr).Port
+	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	raw, err := src.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := setBroadcast(raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, dst := range []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(127, 255, 255, 255)} {
+		for _, tc := range steerCases(t) {
+			t.Run(dst.String()+"/"+tc.name, func(t *testing.T) {
+				if _, err := src.WriteToUDP(tc.data, &net.UDPAddr{IP: dst, Port: port}); err != nil {
+					t.Fatal(err)
+				}
+				want, other := c.bulk, c.udp
+				if tc.priority {
+					want, other = c.udp, c.bulk
+				}
+				if got := readAll(t, want, time.Second); len(got) != 1 || !bytes.Equal(got[0], tc.data) {
+					t.Errorf("its socket read %d datagrams, want it once", len(got))
+				}
+				if got := readAll(t, other, 50*time.Millisecond); len(got) != 0 {
+					t.Errorf("the other socket read %d datagrams, want none", len(got))
+				}
+			})
+		}
+	}
+}
+
+// TestRequestsBeforeDiscovers: with a backlog of DISCOVERs waiting, a
+// REQUEST sent after them is handled in the first batches, not after them.
+func TestRequestsBeforeDiscovers(t *testing.T) {
+	c := listenForTest(t)
+	port := c.udp.LocalAddr().(*net.UDPAddr).Port
+	src, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	discover, err := dhcpv4.NewDiscovery(net.HardwareAddr{2, 0, 0, 0, 0, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	request, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithHwAddr(discover.ClientHWAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const discovers = 1000
+	for range discovers {
+		if _, err := src.Write(discover.ToBytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := src.Write(request.ToBytes()); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var order []dhcpv4.MessageType
+	all := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		served <- c.Serve(ctx, func(in slowpath.Incoming) {
+			m, err := dhcpv4.FromBytes(in.Data)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			order = append(order, m.MessageType())
+			if len(order) == discovers+1 {
+				close(all)
+			}
+		})
+	}()
+	select {
+	case <-all:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("handled %d of %d datagrams", len(order), discovers+1)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	// The readers start together: the bulk reader's first batch may be
+	// handled before the priority reader's, never more than that.
+	for i, mt := range order {
+		if mt == dhcpv4.MessageTypeRequest {
+			if i > batch {
+				t.Fatalf("the REQUEST was handled %dth, after %d DISCOVERs; want it within the first two batches", i+1, i)
+			}
+			return
+		}
+	}
+	t.Fatal("the REQUEST was not handled")
+}
+
+func setBroadcast(rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
