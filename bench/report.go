@@ -94,8 +94,7 @@ func (rep *Report) Markdown() string {
 		}
 		// "vs Kea" is against Kea at its best: the faster of its rows
 		// (multi-threading on or off).
-		keaRows := []string{Kea{}.Name(), Kea{MT: true}.Name()}
-		keaBest := max(rates[keaRows[0]], rates[keaRows[1]])
+		keaBest := fasterKea(rates)
 		for _, r := range rep.Results {
 			ratio := func(base float64, others ...string) string {
 				if base == 0 || slices.Contains(others, r.Server) {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/xdhcp/xdhcp/bench/loadgen"
@@ -34,6 +36,13 @@ type ScenarioOptions struct {
 	// renew scenario's renewals from the kernel (Injector); leases are
 	// taken through the sockets either way.
 	Sender string
+	// ProfileDir, when set and the server is xdhcpd, receives its CPU
+	// profile of ProfileSeconds (default 20) of the measured phase, taken
+	// from its middle (server.pprof is turned on), and its allocations
+	// (allocs) at the phase's start and end, for pprof's -diff_base. Only
+	// a run at one rate (MaxLoss 0) is profiled.
+	ProfileDir     string
+	ProfileSeconds int
 	// settle is the pause before each phase for the previous one's
 	// backlog to drain; 0: a second, 300 ms for the kernel sender.
 	settle time.Duration
@@ -109,6 +118,10 @@ func (r *Rig) Scenario(ctx context.Context, s Server, o ScenarioOptions) Scenari
 		return fail(err)
 	}
 	defer os.RemoveAll(dir)
+	if x, ok := s.(Xdhcpd); ok && o.ProfileDir != "" {
+		x.Metrics = ServerAddr + ":" + scenarioMetricsPort + "\n  pprof: true"
+		s = x
+	}
 	p, err := s.Start(ctx, r.Srv, dir)
 	if err != nil {
 		return fail(err)
@@ -182,6 +195,9 @@ func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult,
 		return ph, err
 	}
 	if o.MaxLoss <= 0 {
+		if o.ProfileDir != "" && strings.HasPrefix(name, "xdhcpd") {
+			defer r.profilePhase(o, name)()
+		}
 		ph, err := run(o.Rate)
 		res.Best = ph
 		if err != nil {
@@ -224,6 +240,37 @@ func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult,
 		res.Best = ol
 	}
 	return res
+}
+
+// scenarioMetricsPort serves the profiles of ScenarioOptions.ProfileDir.
+const scenarioMetricsPort = "9582"
+
+// profilePhase takes the profiles of ScenarioOptions.ProfileDir for the
+// phase that starts now (after its settling pause): the allocations now,
+// the CPU profile from a quarter into the phase, and, when the returned
+// function is called at the phase's end, the allocations again.
+func (r *Rig) profilePhase(o ScenarioOptions, name string) func() {
+	addr := ServerAddr + ":" + scenarioMetricsPort
+	stem := filepath.Join(o.ProfileDir, fmt.Sprintf("%s-%s-%s", name, o.Scenario, cmp.Or(o.Mode, "relay")))
+	logf := func(err error) {
+		if err != nil && o.Log != nil {
+			fmt.Fprintf(o.Log, "  profile: %v\n", err)
+		}
+	}
+	logf(os.MkdirAll(o.ProfileDir, 0o755))
+	logf(fetchProfile(r.Srv, addr, "allocs", 0, stem+".allocs-start.pb.gz"))
+	// Within the phase: from a quarter in to at most its end.
+	secs := max(1, min(cmp.Or(o.ProfileSeconds, 20), int(o.Step*3/4/time.Second)))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(cmp.Or(o.settle, time.Second) + o.Step/4)
+		logf(fetchProfile(r.Srv, addr, "profile", secs, stem+".cpu.pb.gz"))
+	}()
+	return func() {
+		logf(fetchProfile(r.Srv, addr, "allocs", 0, stem+".allocs-end.pb.gz"))
+		<-done
+	}
 }
 
 // within reports whether a phase kept within the loss limit with no wrong

@@ -34,7 +34,8 @@ const usage = `usage:
   xdhcp-bench renew --xdhcpd PATH [--quick] [--out DIR]     renewals/s with XDP native, generic and off, Kea, dhcpd; XDP cost per packet
   xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--scenarios renew-relay,...] [--out DIR]   every scenario and mode against every server
   xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
-                  [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--sender sockets|xdp] [--out DIR]
+                  [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--sender sockets|xdp]
+                  [--profile DIR [--profile-seconds N]] [--out DIR]   (--profile: xdhcpd's CPU profile of the phase, allocs at its start and end)
   xdhcp-bench cost [--quick] [--compare OBJ] [--runs N] [--rounds N] [--out DIR]
                   the XDP program's cost per renewal (BPF_PROG_TEST_RUN), as a multiple of a program that
                   swaps MACs and returns XDP_TX (bpf/anchor.c), and the verifier's instruction count;
@@ -65,7 +66,7 @@ const usage = `usage:
   xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--sender sockets|xdp] [--out DIR]   the generator's ceiling against an XDP reflector
 Renewals go out through sockets (sendmmsg, raw frames) or, with --sender xdp, from the kernel
 (BPF_PROG_TEST_RUN live frames, answers counted by XDP); all, scenarios and selftest run both.
-Servers: xdhcpd-xdp-native, xdhcpd-xdp-generic, xdhcpd (fast path off), kea, dhcpd, dhcpd-16k-pool.
+Servers: xdhcpd-xdp-native, xdhcpd-xdp-generic, xdhcpd (fast path off), kea, kea-mt (Kea with multi-threading on), dhcpd, dhcpd-16k-pool.
 Runs as root: it creates network namespaces. Every run writes a report (markdown, JSON, PNG charts) under --out.
 xdhcp-bench COMMAND --help prints that command's usage; --version the build information.
 `
@@ -190,8 +191,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	leases := fs.String("leases", "", "startup: database sizes, comma-separated (default "+bench.DefaultScaleSizes+"); failover-catchup: the primary's leases (default 1000000)")
 	pool := fs.Int("pool", 4194302, "failover-catchup: addresses in the pool")
 	autoPD := fs.Duration("auto-partner-down", 10*time.Second, "failover-recovery: the survivor's auto-partner-down")
-	profile := fs.String("profile", "", "failover-catchup: save both daemons' CPU profiles of the catch-up's first --profile-seconds here")
-	profileSecs := fs.Int("profile-seconds", 30, "failover-catchup: length of the --profile profiles")
+	profile := fs.String("profile", "", "failover-catchup: save both daemons' CPU profiles of the catch-up's first --profile-seconds here; run (xdhcpd at one --rate): its CPU profile of the phase and its allocations at the phase's start and end")
+	profileSecs := fs.Int("profile-seconds", 30, "failover-catchup, run: length of the --profile CPU profiles")
 	allocation := fs.String("allocation", "independent,proportional", "failover-catchup: the pool's failover-allocation modes to measure")
 	compareObj := fs.String("compare", "", "cost: another xdp_dhcp object (e.g. an older commit's bpf/xdp_bpfel.o) timed in the same rounds")
 	costRuns := fs.Int("runs", 0, "cost: BPF_PROG_TEST_RUN repetitions per measurement (default 50000, 20000 with --quick)")
@@ -282,8 +283,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	pop := bench.DefaultPopulation(*opt82, *clientIDs, *vlans)
 	// Generator servers: dhcpd with a small pool (with the rig's 131k
-	// pool it takes leases too slowly to set a renewal run up).
-	genServers := "xdhcpd-xdp-native,xdhcpd-xdp-generic,xdhcpd,kea,dhcpd-16k-pool"
+	// pool it takes leases too slowly to set a renewal run up), and Kea
+	// with multi-threading off and on (the tables compare with the faster).
+	genServers := "xdhcpd-xdp-native,xdhcpd-xdp-generic,xdhcpd,kea,kea-mt,dhcpd-16k-pool"
 	if *servers != "" {
 		genServers = *servers
 	}
@@ -404,7 +406,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 						continue
 					}
 					if *servers == "" {
-						names = "xdhcpd-xdp-native,xdhcpd,kea"
+						names = "xdhcpd-xdp-native,xdhcpd,kea,kea-mt"
 					}
 				}
 				for _, name := range strings.Split(names, ",") {
@@ -435,7 +437,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return err
 			}
 			o := bench.ScenarioOptions{Scenario: *scenario, Mode: *mode, Clients: genClients, Pop: pop, MaxLoss: *maxLoss,
-				StartRate: 1000, Rate: *rate, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: *sender}
+				StartRate: 1000, Rate: *rate, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: *sender,
+				ProfileDir: *profile, ProfileSeconds: *profileSecs}
 			if *step == 0 && *maxLoss == 0 {
 				o.Step = 10 * time.Second
 			}
