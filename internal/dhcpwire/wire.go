@@ -134,6 +134,9 @@ type Packet struct {
 	CHAddrRaw             [16]byte
 	Sname, File           []byte // nil when used for options (overload)
 	opts                  []opt
+	// optBuf holds the first options parsed: a request seldom carries
+	// more, and growing opts from nil was four allocations per message.
+	optBuf [inlineOpts]opt
 	// Raw is the buffer the packet was parsed from.
 	Raw []byte
 }
@@ -142,6 +145,10 @@ type opt struct {
 	code uint8
 	val  []byte
 }
+
+// inlineOpts is how many options a Packet holds before opts needs memory
+// of its own.
+const inlineOpts = 12
 
 // CHAddr returns the client hardware address, hlen bytes long.
 func (p *Packet) CHAddr() []byte { return p.CHAddrRaw[:p.HLen] }
@@ -242,6 +249,10 @@ func (p *Packet) Parse(b []byte) error {
 	if b[2] > 16 {
 		return fmt.Errorf("%w: %d", ErrHLen, b[2])
 	}
+	opts := p.opts[:0]
+	if cap(opts) == 0 {
+		opts = p.optBuf[:0]
+	}
 	*p = Packet{
 		Op: b[0], HType: b[1], HLen: b[2], Hops: b[3],
 		XID:    binary.BigEndian.Uint32(b[4:]),
@@ -251,7 +262,7 @@ func (p *Packet) Parse(b []byte) error {
 		YIAddr: netip.AddrFrom4([4]byte(b[16:20])),
 		SIAddr: netip.AddrFrom4([4]byte(b[20:24])),
 		GIAddr: netip.AddrFrom4([4]byte(b[24:28])),
-		opts:   p.opts[:0],
+		opts:   opts,
 		Raw:    b,
 	}
 	copy(p.CHAddrRaw[:], b[28:44])

@@ -1,0 +1,67 @@
+package dhcpwire
+
+import (
+	"bytes"
+	"testing"
+)
+
+// withOptions is a request carrying options 1..n (each code's value is the
+// code itself), then END.
+func withOptions(n int) []byte {
+	b := make([]byte, MinLen)
+	b[0], b[1], b[2] = BootRequest, 1, 6
+	copy(b[HeaderLen:], MagicCookie[:])
+	b = append(b, OptMessageType, 1, Request)
+	for c := 1; c <= n; c++ {
+		if c == OptMessageType || c == OptOverload {
+			b = append(b, OptPad)
+			continue
+		}
+		b = append(b, byte(c), 1, byte(c))
+	}
+	return append(b, OptEnd)
+}
+
+// TestParseOptionCounts: a message with fewer, as many or more options than
+// a Packet holds inline parses the same, and a Packet parsed again (one
+// with many options, then one with few, then many) forgets the last one's.
+func TestParseOptionCounts(t *testing.T) {
+	var reused Packet
+	for _, n := range []int{0, 3, inlineOpts - 1, inlineOpts, inlineOpts + 1, 40, 2, 60} {
+		for _, p := range []*Packet{new(Packet), &reused} {
+			if err := p.Parse(withOptions(n)); err != nil {
+				t.Fatalf("%d options: %v", n, err)
+			}
+			if p.MessageType() != Request {
+				t.Fatalf("%d options: message type %d", n, p.MessageType())
+			}
+			for c := 1; c <= 60; c++ {
+				if c == OptMessageType || c == OptOverload {
+					continue
+				}
+				v, ok := p.Option(uint8(c))
+				if want := c <= n; ok != want || ok && !bytes.Equal(v, []byte{byte(c)}) {
+					t.Fatalf("%d options: option %d = %v, %v", n, c, v, ok)
+				}
+			}
+		}
+	}
+}
+
+// TestParseAllocations: parsing a typical request into a Packet allocates
+// nothing (its options fit in the Packet), so a Packet on the heap costs
+// the server one allocation per message.
+func TestParseAllocations(t *testing.T) {
+	b := withOptions(8)
+	if n := testing.AllocsPerRun(100, func() {
+		p := new(Packet)
+		if err := p.Parse(b); err != nil {
+			t.Fatal(err)
+		}
+		sink = p
+	}); n != 1 {
+		t.Fatalf("a new Packet and its Parse: %v allocations per message, want 1", n)
+	}
+}
+
+var sink *Packet
