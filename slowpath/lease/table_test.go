@@ -262,3 +262,69 @@ func TestTableScatteredAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestTableGetInline: a record whose byte fields fit beside the Lease
+// (getInline bytes) comes back in one allocation, a longer one in two,
+// and either way each field is its own: appending to one does not run
+// into the next.
+func TestTableGetInline(t *testing.T) {
+	tb := NewTable()
+	for _, n := range []int{0, 1, getInline - 13, getInline - 12, getInline - 11, 500} {
+		l := &Lease{IP: netip.MustParseAddr("10.0.0.9"), State: Active, HWType: 1,
+			HWAddr: net.HardwareAddr{2, 0, 0, 0, 0, 9}, ClientID: []byte{1, 2, 0, 0, 0, 0}, RelayInfo: bytes.Repeat([]byte{7}, n)}
+		if n == 0 {
+			l.RelayInfo = nil
+		}
+		tb.Put(l)
+		got := tb.Get(l.IP)
+		if !sameLease(got, l) {
+			t.Fatalf("%d bytes of relay info: got\n%+v\nwant\n%+v", n, got, l)
+		}
+		_ = append(got.HWAddr, 0xaa, 0xaa, 0xaa)
+		_ = append(got.ClientID, 0xbb, 0xbb)
+		if !sameLease(got, l) {
+			t.Fatalf("%d bytes of relay info: appending to a field changed another: %+v", n, got)
+		}
+		want := 1.0
+		if 6+6+n > getInline {
+			want = 2
+		}
+		if a := testing.AllocsPerRun(20, func() { got = tb.Get(l.IP) }); a != want {
+			t.Errorf("%d bytes of byte fields: Get makes %v allocations, want %v", 12+n, a, want)
+		}
+	}
+}
+
+// TestTableHolder agrees with Get and ClientKey for every kind of client
+// key, including keys that differ only in their kind, type or length.
+func TestTableHolder(t *testing.T) {
+	tb := NewTable()
+	hw := net.HardwareAddr{2, 0, 0, 0, 0, 5}
+	recs := []*Lease{
+		{IP: netip.MustParseAddr("10.0.0.1"), State: Active, HWType: 1, HWAddr: hw},
+		{IP: netip.MustParseAddr("10.0.0.2"), State: Backup, HWType: 1, HWAddr: hw, ClientID: []byte{1, 2, 0, 0, 0, 0, 5}},
+		{IP: netip.MustParseAddr("10.0.0.3"), State: Released, HWType: 6, HWAddr: hw, Hostname: "h", RelayInfo: []byte{1, 1, 1}},
+		{IP: netip.MustParseAddr("10.0.0.4"), State: Free},
+		{IP: netip.MustParseAddr("10.0.0.5"), State: Active, HWType: 1, HWAddr: hw, ClientID: []byte("h\\x01")},
+	}
+	for _, l := range recs {
+		tb.Put(l)
+	}
+	keys := []string{"", "h", "c", ClientKey(nil, 1, hw), ClientKey(nil, 6, hw), ClientKey(nil, 1, hw[:5]),
+		ClientKey([]byte{1, 2, 0, 0, 0, 0, 5}, 1, hw), ClientKey([]byte{1, 2, 0, 0, 0, 0}, 1, hw), ClientKey(nil, 0, nil),
+		ClientKey([]byte("h\\x01"), 1, nil), "h\\x01" + string(hw)}
+	for _, l := range recs {
+		for _, k := range keys {
+			st, same, ok := tb.Holder(l.IP, k)
+			if !ok || st != l.State || same != (tb.Get(l.IP).ClientKey() == k) {
+				t.Errorf("Holder(%s, %q) = %v, %v, %v; record %+v", l.IP, k, st, same, ok, l)
+			}
+		}
+	}
+	if _, _, ok := tb.Holder(netip.MustParseAddr("10.0.0.9"), keys[3]); ok {
+		t.Error("Holder of an address without a record")
+	}
+	if a := testing.AllocsPerRun(20, func() { tb.Holder(recs[1].IP, keys[6]) }); a != 0 {
+		t.Errorf("Holder allocates %v times", a)
+	}
+}
