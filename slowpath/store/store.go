@@ -31,6 +31,9 @@ var (
 )
 
 const (
+	// maxKeptArena bounds the record buffer the committer keeps between
+	// transactions (a full MaxBatch of 4096 records is 640 KiB).
+	maxKeptArena  = 1 << 20
 	schemaVersion = 1
 	// historyCap bounds each client's history (leasequery lists them).
 	historyCap = 16
@@ -74,6 +77,9 @@ type Store struct {
 	moves []move
 	// closed is set once Run has returned; later submissions fail at once.
 	closed bool
+	// arena is the last transaction's record buffer, kept for the next
+	// (only the committer uses it).
+	arena []byte
 }
 
 // move is a client's change of address, for its history.
@@ -226,6 +232,7 @@ func (s *Store) Run(ctx context.Context) error {
 				break
 			}
 			s.commit(batch, moves)
+			s.reuse(batch)
 		}
 	}
 }
@@ -261,6 +268,19 @@ func (s *Store) take() ([]job, int) {
 	return batch, n
 }
 
+// reuse gives a committed batch's memory back to the queue when the queue
+// is empty (take leaves it with no backing array then): at tens of
+// thousands of DHCP exchanges a second, regrowing the queue for every
+// transaction was an allocation per ACK.
+func (s *Store) reuse(batch []job) {
+	clear(batch) // the records and callbacks are done with
+	s.mu.Lock()
+	if s.q == nil {
+		s.q = batch[:0]
+	}
+	s.mu.Unlock()
+}
+
 func (s *Store) commit(batch []job, moves []move) {
 	var count int
 	n := 0
@@ -269,8 +289,20 @@ func (s *Store) commit(batch []job, moves []move) {
 	}
 	// One buffer for the transaction's records (bbolt keeps each value
 	// until the commit): an allocation per record was a fifth of a
-	// catch-up's garbage.
-	arena := make([]byte, 0, n*160)
+	// catch-up's garbage. The transaction is over when Update returns
+	// (bbolt keeps no value past it), so the next one reuses the buffer;
+	// a buffer grown past a typical batch is not kept.
+	arena := s.arena[:0]
+	if cap(arena) < n*160 {
+		arena = make([]byte, 0, n*160)
+	}
+	defer func() {
+		if cap(arena) <= maxKeptArena {
+			s.arena = arena[:0]
+		} else {
+			s.arena = nil
+		}
+	}()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		lb, hb, mb := tx.Bucket(bucketLeases), tx.Bucket(bucketHistory), tx.Bucket(bucketMeta)
 		for _, m := range moves {
