@@ -625,7 +625,8 @@ func (r *Rig) floodCounters(ctx context.Context, s Server, dir string) (map[stri
 			return nil, err
 		}
 		for k, v := range promSeries(text, "xdhcp_slowpath_dropped_total", "xdhcp_slowpath_messages_total", "xdhcp_slowpath_replies_total",
-			"xdhcp_slowpath_offers_withdrawn_total", "xdhcp_fastpath_punts_total", "xdhcp_fastpath_replies_total") {
+			"xdhcp_slowpath_offers_withdrawn_total", "xdhcp_fastpath_punts_total", "xdhcp_fastpath_replies_total",
+			"xdhcp_slowpath_discovers_held_total") {
 			out[k] = v
 		}
 	case Kea:
@@ -846,6 +847,9 @@ func (row *FloodRow) drops() string {
 		}
 		if r, ok := strings.CutPrefix(k, `xdhcp_slowpath_dropped_total{reason="`); ok {
 			l = append(l, kv{strings.TrimSuffix(r, `"}`), v})
+		}
+		if k == "xdhcp_slowpath_discovers_held_total" {
+			l = append(l, kv{"held off (kernel)", v})
 		}
 		if k == "kea.pkt4-receive-drop" {
 			l = append(l, kv{"receive-drop (kea)", v})

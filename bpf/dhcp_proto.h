@@ -63,6 +63,7 @@
 #define DHCP_MIN_MAX_MSG 576
 
 /* DHCP message types, option 53's value. */
+#define DHCPDISCOVER 1
 #define DHCPREQUEST 3
 #define DHCPDECLINE 4
 #define DHCPACK 5

@@ -27,7 +27,11 @@
  *    socket) are for broadcasts, which the kernel copies to every socket
  *    bound to the port, reuseport group or not: each socket keeps only
  *    its own class. A socket filter sees the UDP header: the DHCP message
- *    starts after it.
+ *    starts after it. Every datagram the bulk socket takes passes its
+ *    filter, so it also holds off repeated DISCOVERs (steer_repeat):
+ *    under a flood from many MACs each costs the server one DISCOVER per
+ *    holdoff, dropped here before the socket's buffer, and a new
+ *    client's first DISCOVER finds room.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -45,74 +49,148 @@
  * append option 82 after the client's options. */
 #define STEER_MAX_OPTIONS 64
 
-/* steer_class reads the DHCP message that starts at base and says which
- * socket it belongs to. */
-static __always_inline __u32 steer_class(struct __sk_buff *skb, __u32 base)
+/* How many clients steer_seen remembers, the least recent forgotten
+ * first: more than a flood's MACs, or they evict each other and get
+ * through more often than once a holdoff. */
+#define STEER_CLIENTS (1 << 17)
+
+/* What the server sets (pktio.Conn.SetDiscoverHoldoff). */
+struct settings {
+	/* While non-zero, a DHCPDISCOVER from a client whose last one was
+	 * let into the bulk socket less than this ago is dropped: the
+	 * server sets it while it is behind with DISCOVERs. */
+	__u64 holdoff_ns;
+};
+
+/* A client as the kernel can tell it cheaply: chaddr, all 16 bytes. */
+struct client {
+	__u8 chaddr[16];
+};
+
+/* The maps, all of them:
+ *  - steer_settings: the one struct settings;
+ *  - steer_seen: when each client's last DISCOVER was let in
+ *    (bpf_ktime_get_ns);
+ *  - steer_held: DISCOVERs dropped by the holdoff, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct settings);
+} steer_settings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, STEER_CLIENTS);
+	__type(key, struct client);
+	__type(value, __u64);
+} steer_seen SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} steer_held SEC(".maps");
+
+/* steer_type reads the message type (option 53) of the DHCP request that
+ * starts at base, 0 when it has none this reading finds. */
+static __always_inline __u8 steer_type(struct __sk_buff *skb, __u32 base)
 {
 	__u8 op;
 	__u32 cookie;
 
 	if (bpf_skb_load_bytes(skb, base + BOOTP_OP, &op, 1) || op != BOOTREQUEST)
-		return STEER_BULK;
+		return 0;
 	if (bpf_skb_load_bytes(skb, base + DHCP_COOKIE, &cookie, 4) || cookie != bpf_htonl(DHCP_MAGIC))
-		return STEER_BULK;
+		return 0;
 
 	__u32 off = base + DHCP_OPTIONS;
 	for (int i = 0; i < STEER_MAX_OPTIONS; i++) {
 		__u8 opt[3];
 
 		if (bpf_skb_load_bytes(skb, off, opt, 1))
-			return STEER_BULK;
+			return 0;
 		if (opt[0] == OPT_PAD) {
 			off++;
 			continue;
 		}
 		if (opt[0] == OPT_END || bpf_skb_load_bytes(skb, off, opt, 3))
-			return STEER_BULK;
+			return 0;
 		if (opt[0] != OPT_MSG_TYPE) {
 			off += 2 + opt[1];
 			continue;
 		}
-		if (opt[1] != 1)
-			return STEER_BULK;
-		switch (opt[2]) {
-		case DHCPREQUEST:
-		case DHCPDECLINE:
-		case DHCPRELEASE:
-		case DHCPLEASEQUERY:
-			return STEER_PRIORITY;
-		default:
-			return STEER_BULK;
+		return opt[1] == 1 ? opt[2] : 0;
+	}
+	return 0;
+}
+
+/* steer_class is the socket a message type belongs to. */
+static __always_inline __u32 steer_class(__u8 type)
+{
+	switch (type) {
+	case DHCPREQUEST:
+	case DHCPDECLINE:
+	case DHCPRELEASE:
+	case DHCPLEASEQUERY:
+		return STEER_PRIORITY;
+	default:
+		return STEER_BULK;
+	}
+}
+
+/* steer_repeat says whether a DISCOVER (its DHCP message at base) comes
+ * from a client let in less than the holdoff ago, and otherwise notes it
+ * let in now. */
+static __always_inline int steer_repeat(struct __sk_buff *skb, __u32 base)
+{
+	__u32 zero = 0;
+	struct settings *cfg = bpf_map_lookup_elem(&steer_settings, &zero);
+	struct client c;
+
+	if (!cfg || bpf_skb_load_bytes(skb, base + BOOTP_CHADDR, c.chaddr, sizeof(c.chaddr)))
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	if (cfg->holdoff_ns) {
+		__u64 *at = bpf_map_lookup_elem(&steer_seen, &c);
+		if (at && now - *at < cfg->holdoff_ns) {
+			__u64 *held = bpf_map_lookup_elem(&steer_held, &zero);
+			if (held)
+				(*held)++;
+			return 1;
 		}
 	}
-	return STEER_BULK;
+	/* Noted while the holdoff is off too: when a flood starts, its
+	 * clients are known by the time the server falls behind. */
+	bpf_map_update_elem(&steer_seen, &c, &now, BPF_ANY);
+	return 0;
 }
 
 SEC("socket")
 int steer_reuseport(struct __sk_buff *skb)
 {
-	return steer_class(skb, 0);
-}
-
-/* steer_keep returns the datagram's length (keep it all) when it belongs
- * to socket, 0 (drop it) when it is the other socket's copy. */
-static __always_inline int steer_keep(struct __sk_buff *skb, __u32 socket)
-{
-	if (steer_class(skb, UDP_HLEN) != socket)
-		return 0;
-	return skb->len;
+	return steer_class(steer_type(skb, 0));
 }
 
 SEC("socket")
 int steer_keep_priority(struct __sk_buff *skb)
 {
-	return steer_keep(skb, STEER_PRIORITY);
+	if (steer_class(steer_type(skb, UDP_HLEN)) != STEER_PRIORITY)
+		return 0;
+	return skb->len;
 }
 
 SEC("socket")
 int steer_keep_bulk(struct __sk_buff *skb)
 {
-	return steer_keep(skb, STEER_BULK);
+	__u8 type = steer_type(skb, UDP_HLEN);
+
+	if (steer_class(type) != STEER_BULK)
+		return 0;
+	if (type == DHCPDISCOVER && steer_repeat(skb, UDP_HLEN))
+		return 0;
+	return skb->len;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -8,14 +8,28 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"structs"
 
 	"github.com/cilium/ebpf"
 )
+
+type SteerClient struct {
+	_      structs.HostLayout
+	Chaddr [16]uint8
+}
+
+type SteerSettings struct {
+	_         structs.HostLayout
+	HoldoffNs uint64
+}
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	SteerMapSteerHeld          = "steer_held"
+	SteerMapSteerSeen          = "steer_seen"
+	SteerMapSteerSettings      = "steer_settings"
 	SteerProgSteerKeepBulk     = "steer_keep_bulk"
 	SteerProgSteerKeepPriority = "steer_keep_priority"
 	SteerProgSteerReuseport    = "steer_reuseport"
@@ -72,6 +86,9 @@ type SteerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SteerMapSpecs struct {
+	SteerHeld     *ebpf.MapSpec `ebpf:"steer_held"`
+	SteerSeen     *ebpf.MapSpec `ebpf:"steer_seen"`
+	SteerSettings *ebpf.MapSpec `ebpf:"steer_settings"`
 }
 
 // SteerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -100,10 +117,17 @@ func (o *SteerObjects) Close() error {
 //
 // It can be passed to LoadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SteerMaps struct {
+	SteerHeld     *ebpf.Map `ebpf:"steer_held"`
+	SteerSeen     *ebpf.Map `ebpf:"steer_seen"`
+	SteerSettings *ebpf.Map `ebpf:"steer_settings"`
 }
 
 func (m *SteerMaps) Close() error {
-	return _SteerClose()
+	return _SteerClose(
+		m.SteerHeld,
+		m.SteerSeen,
+		m.SteerSettings,
+	)
 }
 
 // SteerVariables contains all global variables after they have been loaded into the kernel.

@@ -59,8 +59,7 @@ func (s *Server) Handle(in Incoming) {
 		return
 	}
 	s.m.message(mt).Inc()
-	cid, _ := p.Option(dhcpwire.OptClientID)
-	if why := s.admit(mt, in, &p, cid); why != "" {
+	if why := s.admit(mt, in); why != "" {
 		s.dropped(why, in, nil)
 		return
 	}
@@ -70,6 +69,7 @@ func (s *Server) Handle(in Incoming) {
 		s.log.Debug("message", "type", dhcpwire.MessageName(mt), "xid", p.XID, "chaddr", hwAddr(p.CHAddr()),
 			"ciaddr", p.CIAddr, "giaddr", p.GIAddr, "src", in.Src, "dst", in.Dst, "ifindex", in.IfIndex)
 	}
+	cid, _ := p.Option(dhcpwire.OptClientID)
 
 	if mt == dhcpwire.LeaseQuery {
 		s.leasequery(&p, in)

@@ -1,7 +1,6 @@
 package slowpath
 
 import (
-	"hash/maphash"
 	"sync"
 	"time"
 
@@ -35,10 +34,10 @@ func classOf(mt uint8) int {
 type backlog struct {
 	mu    sync.Mutex
 	queue [classes]queueState
-	// seen holds when each client's last DISCOVER was handled, for
-	// Settings.DiscoverHoldoff; made when the bulk queue first falls
-	// behind.
-	seen *discoverSeen
+	// bulkBehind is when the bulk queue was last behind, and holdoff
+	// what the DiscoverGate was last set to.
+	bulkBehind time.Time
+	holdoff    time.Duration
 }
 
 // queueState is one class's overload state.
@@ -60,33 +59,32 @@ func (q *queueState) behind(now time.Time, interval time.Duration) bool {
 	return recent || !q.aboveSince.IsZero() && now.Sub(q.aboveSince) >= interval
 }
 
-// discoverSlots is the size of discoverSeen: a flood's clients beyond it
-// evict each other and get through more often than once a holdoff.
-const discoverSlots = 1 << 17
-
-// discoverSeen is a direct-mapped table of client hashes and the time
-// their last DISCOVER was handled (Unix nanoseconds): 2 MiB, whatever a
-// flood sends.
-type discoverSeen struct {
-	seed  maphash.Seed
-	slots [discoverSlots]struct {
-		client uint64
-		at     int64
-	}
+// DiscoverGate holds off repeated DISCOVERs before the server reads them
+// (slowpath/pktio does it in the kernel, bpf/steer.c).
+type DiscoverGate interface {
+	// SetDiscoverHoldoff turns the holdoff on (d > 0) or off (0).
+	SetDiscoverHoldoff(d time.Duration) error
 }
+
+// holdoffLinger is how long the DISCOVER holdoff stays on after the bulk
+// queue was last behind. The holdoff hides a flood from that queue, so
+// the queue catches up while the flood goes on; turned off at once, it
+// would let the flood in again. It costs clients that follow RFC 2131
+// nothing (Settings.DiscoverHoldoff).
+const holdoffLinger = 10 * time.Second
 
 // admit says why a request is dropped before it is handled, or "" to
 // handle it:
 //   - "stale": it waited past MaxWait (DISCOVER and INFORM: a quarter of
 //     it; an answer that late finds its client retransmitted or gone);
 //   - "overload": its queue has been behind QueueTarget for a
-//     QueueInterval and it waited longer than QueueTarget;
-//   - "repeat": a DISCOVER from a client whose last DISCOVER was handled
-//     less than DiscoverHoldoff ago, while the bulk queue is behind.
+//     QueueInterval and it waited longer than QueueTarget.
 //
-// The kernel's timestamp is wall-clock time, so ages are taken on the
-// system clock, not the server's (which tests may move).
-func (s *Server) admit(mt uint8, in Incoming, p *dhcpwire.Packet, cid []byte) string {
+// While the bulk queue is behind, and for holdoffLinger after, it has the
+// DiscoverGate hold off repeated DISCOVERs. The kernel's timestamp is
+// wall-clock time, so ages are taken on the system clock, not the
+// server's (which tests may move).
+func (s *Server) admit(mt uint8, in Incoming) string {
 	if in.Received.IsZero() {
 		return ""
 	}
@@ -102,46 +100,58 @@ func (s *Server) admit(mt uint8, in Incoming, p *dhcpwire.Packet, cid []byte) st
 	if maxWait > 0 && age > maxWait {
 		return "stale"
 	}
-	if target <= 0 {
-		return ""
-	}
 	b := &s.backlog
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	q := &b.queue[class]
-	behind := q.behind(now, interval)
-	if mt == dhcpwire.Discover && holdoff > 0 && (behind || b.seen != nil) {
-		if b.seen == nil {
-			b.seen = &discoverSeen{seed: maphash.MakeSeed()}
-		}
-		key := cid
-		if len(key) == 0 {
-			key = p.CHAddr()
-		}
-		h := maphash.Bytes(b.seen.seed, key)
-		slot := &b.seen.slots[h%discoverSlots]
-		if behind && slot.client == h && now.UnixNano()-slot.at < int64(holdoff) {
-			// A drop like "overload": the queue stays behind while
-			// the flood lasts.
-			q.lastDrop = now
-			return "repeat"
-		}
-		// Recorded whether or not the age check below lets it through:
-		// the client was heard, and a DISCOVER from it again within the
-		// holdoff is a flood's or one that ignored its OFFER. A client
-		// that follows RFC 2131 waits about 4 s before it retransmits.
-		slot.client, slot.at = h, now.UnixNano()
-	}
-	if age <= target {
-		q.aboveSince = time.Time{}
+	if target <= 0 {
+		s.gateLocked(false, now, 0)
 		return ""
 	}
-	if q.aboveSince.IsZero() {
-		q.aboveSince = now
+	q := &b.queue[class]
+	why := ""
+	if age <= target {
+		q.aboveSince = time.Time{}
+	} else {
+		if q.aboveSince.IsZero() {
+			q.aboveSince = now
+		}
+		if q.behind(now, interval) {
+			q.lastDrop = now
+			why = "overload"
+		}
 	}
-	if q.behind(now, interval) {
-		q.lastDrop = now
-		return "overload"
+	if class == classBulk {
+		s.gateLocked(q.behind(now, interval), now, holdoff)
 	}
-	return ""
+	return why
+}
+
+// gateLocked sets the DiscoverGate's holdoff: on while the bulk queue is
+// behind and for holdoffLinger after, off otherwise. Only a change is
+// written.
+func (s *Server) gateLocked(behind bool, now time.Time, holdoff time.Duration) {
+	b := &s.backlog
+	if s.gate == nil {
+		return
+	}
+	if behind {
+		b.bulkBehind = now
+	}
+	var want time.Duration
+	if holdoff > 0 && !b.bulkBehind.IsZero() && now.Sub(b.bulkBehind) < holdoffLinger {
+		want = holdoff
+	}
+	if want == b.holdoff {
+		return
+	}
+	if err := s.gate.SetDiscoverHoldoff(want); err != nil {
+		s.log.Warn("DISCOVER holdoff", "err", err)
+		return
+	}
+	b.holdoff = want
+	if want > 0 {
+		s.log.Info("behind with DISCOVERs: repeated ones are held off", "holdoff", want)
+	} else {
+		s.log.Info("DISCOVER holdoff off")
+	}
 }

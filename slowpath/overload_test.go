@@ -3,6 +3,7 @@ package slowpath
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -154,52 +155,66 @@ func TestQueuesAreApart(t *testing.T) {
 	}
 }
 
-// TestDiscoverHoldoff: while the DISCOVER queue is behind, a client heard
-// less than DiscoverHoldoff ago is dropped as "repeat" and a client not
-// heard is read; with the queue not behind, or the holdoff zero, repeats
-// are answered.
+// gateLog records what the server sets its DiscoverGate to.
+type gateLog struct{ set []time.Duration }
+
+func (g *gateLog) SetDiscoverHoldoff(d time.Duration) error {
+	g.set = append(g.set, d)
+	return nil
+}
+
+// TestDiscoverHoldoff: the server turns its DiscoverGate's holdoff on
+// when the DISCOVER queue falls behind, keeps it on while the queue,
+// which the holdoff shields, is young again, and turns it off when
+// DiscoverHoldoff or QueueTarget is zero. A REQUEST backlog does not
+// turn it on.
 func TestDiscoverHoldoff(t *testing.T) {
 	f := newFixture(t)
+	gate := &gateLog{}
+	f.srv.gate = gate
 	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 20*time.Millisecond
-	f.srv.set.DiscoverHoldoff = time.Hour
-	handle := func(hw byte, waited time.Duration) int {
+	f.srv.set.DiscoverHoldoff = 2 * time.Second
+	ack := f.dora(mac(2))
+	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
+	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	handle := func(m *dhcpv4.DHCPv4, waited time.Duration) {
 		t.Helper()
-		f.srv.Handle(Incoming{Data: msg(t, dhcpv4.MessageTypeDiscover, mac(hw)).ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"),
-			Dst: bcast, IfIndex: 7, Received: time.Now().Add(-waited)})
-		return len(f.out.take())
+		f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: bcast, IfIndex: 7,
+			Received: time.Now().Add(-waited)})
+		f.out.take()
 	}
-	repeat := func() float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues("repeat")) }
-	// Not behind: the same client again and again is answered.
-	for range 3 {
-		if n := handle(1, time.Millisecond); n != 1 {
-			t.Fatalf("a repeated DISCOVER, not behind: %d replies", n)
+	discover := msg(t, dhcpv4.MessageTypeDiscover, mac(1))
+	behind := func(m *dhcpv4.DHCPv4) {
+		start := time.Now()
+		for time.Since(start) < 40*time.Millisecond {
+			handle(m, 30*time.Millisecond)
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	// Behind: DISCOVERs older than the target for the interval.
-	start := time.Now()
-	for time.Since(start) < 40*time.Millisecond {
-		handle(2, 30*time.Millisecond)
-		time.Sleep(5 * time.Millisecond)
+	handle(discover, time.Millisecond)
+	behind(renew)
+	if len(gate.set) != 0 {
+		t.Fatalf("young DISCOVERs, renewals behind: holdoff set %v", gate.set)
 	}
-	// Client 1, first heard since: read; again: dropped.
-	if n := handle(1, time.Millisecond); n != 1 {
-		t.Fatalf("client 1, behind, first since: %d replies", n)
+	behind(discover)
+	if len(gate.set) != 1 || gate.set[0] != 2*time.Second {
+		t.Fatalf("DISCOVERs behind: holdoff set %v, want [2s]", gate.set)
 	}
-	before := repeat()
-	if n := handle(1, time.Millisecond); n != 0 || repeat() != before+1 {
-		t.Fatalf("client 1 again, behind: %d replies, repeat %v then %v", n, before, repeat())
+	handle(discover, time.Millisecond)
+	if len(gate.set) != 1 {
+		t.Fatalf("a young DISCOVER right after: holdoff set %v, want it left on", gate.set)
 	}
-	// A client not heard yet is read, young enough to be answered.
-	if n := handle(3, time.Millisecond); n != 1 {
-		t.Fatalf("a new client, behind: %d replies", n)
-	}
-	if n := handle(3, time.Millisecond); n != 0 {
-		t.Fatalf("the new client again, behind: %d replies", n)
-	}
-	// Holdoff zero: answered.
 	f.srv.set.DiscoverHoldoff = 0
-	if n := handle(3, time.Millisecond); n != 1 {
-		t.Fatalf("holdoff 0: %d replies", n)
+	handle(discover, time.Millisecond)
+	if len(gate.set) != 2 || gate.set[1] != 0 {
+		t.Fatalf("DiscoverHoldoff 0: holdoff set %v, want it off", gate.set)
+	}
+	f.srv.set.DiscoverHoldoff = time.Second
+	handle(discover, time.Millisecond)
+	f.srv.set.QueueTarget = 0
+	handle(discover, time.Millisecond)
+	if want := []time.Duration{2 * time.Second, 0, time.Second, 0}; !slices.Equal(gate.set, want) {
+		t.Fatalf("holdoff set %v, want %v", gate.set, want)
 	}
 }
 

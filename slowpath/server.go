@@ -118,13 +118,14 @@ type Settings struct {
 	// their clients stopped waiting for. Zero QueueTarget turns this
 	// off, and DiscoverHoldoff with it.
 	QueueTarget, QueueInterval time.Duration
-	// DiscoverHoldoff: while the DISCOVER socket is behind, a client
-	// whose DISCOVER was read less than this ago has its next one
-	// dropped unread (reason "repeat"). A flood from many MACs then
-	// costs each of them one DISCOVER per holdoff, and a new client's
-	// first DISCOVER is read among them (issue 19). Clients following
-	// RFC 2131 retransmit after about 4 s, so a holdoff below 3 s never
-	// drops theirs. Zero turns it off.
+	// DiscoverHoldoff: while the DISCOVER socket is behind (and for
+	// holdoffLinger after), a client whose DISCOVER reached it less than
+	// this ago has its next one dropped before it, by the Config's
+	// DiscoverGate. A flood from many MACs then costs each of them one
+	// DISCOVER per holdoff, and a new client's first DISCOVER finds
+	// room in the socket (issue 19). Clients following RFC 2131
+	// retransmit after about 4 s, so a holdoff below 3 s never drops
+	// theirs. Zero turns it off.
 	DiscoverHoldoff time.Duration
 }
 
@@ -136,6 +137,7 @@ type Server struct {
 	fast  FastPath
 	// partner is the failover partner, nil without failover.
 	partner Partner
+	gate    DiscoverGate
 	m       *Metrics
 	now     func() time.Time
 	// backlog is the overload state behind Settings.QueueTarget.
@@ -204,6 +206,9 @@ type Config struct {
 	Sender   Sender
 	FastPath FastPath // optional: nil while the fast path is off
 	Partner  Partner  // optional: nil without failover
+	// Gate holds off repeated DISCOVERs (Settings.DiscoverHoldoff);
+	// optional: nil, and there is no holdoff.
+	Gate     DiscoverGate
 	Metrics  *Metrics // optional
 	Settings Settings
 	Subnets  []*Subnet
@@ -229,7 +234,7 @@ func New(c Config) (*Server, error) {
 		return nil, errors.New("slowpath: store and sender are required")
 	}
 	s := &Server{
-		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, partner: c.Partner, m: c.Metrics, now: c.Now,
+		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, partner: c.Partner, gate: c.Gate, m: c.Metrics, now: c.Now,
 		leases: lease.NewTable(), clients: newClientIndex(),
 		offers: map[netip.Addr]offer{}, offerOf: map[string]netip.Addr{},
 		offerCount: map[string]int{}, offerFIFO: map[string][]offerRef{},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"io"
 	"log/slog"
 	"net"
@@ -153,7 +154,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		}
 	}
 	srv, err := slowpath.New(slowpath.Config{
-		Logger: log, Store: st, Sender: conn, Metrics: metrics, FastPath: fastIface, Partner: partnerOf(rel),
+		Logger: log, Store: st, Sender: conn, Gate: conn, Metrics: metrics, FastPath: fastIface, Partner: partnerOf(rel),
 		Settings: settingsFrom(cfg), Subnets: subnetsFrom(cfg), Ifaces: ifaces,
 		Counter: ctr, Campaigns: st, Informed: st, Now: clock,
 	})
@@ -196,6 +197,16 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	if err := metrics.Register(reg, srv); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "xdhcp_slowpath_discovers_held_total",
+		Help: "DHCPDISCOVERs dropped in the kernel, before the server's socket, as repeats of a client's within server.discover-holdoff while the server was behind with DISCOVERs.",
+	}, func() float64 {
+		n, err := conn.HeldDiscovers()
+		if err != nil {
+			return math.NaN()
+		}
+		return float64(n)
+	}))
 	if fp != nil {
 		reg.MustRegister(fp.maps.Collector(), attachedCollector{fp})
 		if fp.txerr != nil {

@@ -38,6 +38,9 @@ type Conn struct {
 	pc   *ipv4.PacketConn
 	bulk *net.UDPConn
 	raw  int // AF_PACKET SOCK_DGRAM, send only
+	// settings and held are bpf/steer.c's maps: the DISCOVER holdoff
+	// the server sets, and the DISCOVERs it dropped.
+	settings, held *ebpf.Map
 	log  *slog.Logger
 	mu   sync.Mutex // serialises writers on the batch buffers
 	msgs []ipv4.Message
@@ -91,8 +94,18 @@ func Listen(ctx context.Context, port int, log *slog.Logger) (*Conn, error) {
 	if err := bpf.LoadSteerObjects(&objs, nil); err != nil {
 		return nil, fmt.Errorf("loading the request steering program (bpf/steer.c): %w", err)
 	}
-	// The sockets hold their own references to the programs.
+	// The sockets hold their own references to the programs; the Conn
+	// keeps the maps it writes and reads.
+	settings, held := objs.SteerSettings, objs.SteerHeld
+	objs.SteerSettings, objs.SteerHeld = nil, nil
 	defer objs.Close()
+	ok := false
+	defer func() {
+		if !ok {
+			settings.Close()
+			held.Close()
+		}
+	}()
 	// The group's program and each socket's filter are attached before
 	// bind, so that from its first datagram each socket holds only its
 	// own class: a broadcast reaches every socket on the port, and a
@@ -122,7 +135,8 @@ func Listen(ctx context.Context, port int, log *slog.Logger) (*Conn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Conn{udp: prio, pc: ipv4.NewPacketConn(prio), bulk: bulk, raw: raw, log: log, msgs: make([]ipv4.Message, batch)}
+	c := &Conn{udp: prio, pc: ipv4.NewPacketConn(prio), bulk: bulk, raw: raw, log: log, msgs: make([]ipv4.Message, batch), settings: settings, held: held}
+	ok = true
 	for _, pc := range []*ipv4.PacketConn{c.pc, ipv4.NewPacketConn(bulk)} {
 		if err := pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
 			c.Close()
@@ -197,7 +211,37 @@ func (c *Conn) Close() error {
 	if e := unix.Close(c.raw); err == nil {
 		err = e
 	}
+	c.settings.Close()
+	c.held.Close()
 	return err
+}
+
+// SetDiscoverHoldoff turns the kernel's DISCOVER holdoff on (d > 0) or
+// off (0): while on, a DHCPDISCOVER from a client (by chaddr) whose last
+// one reached the bulk socket less than d ago is dropped before it
+// (bpf/steer.c). The server turns it on while it is behind with
+// DISCOVERs (slowpath.Settings.DiscoverHoldoff).
+func (c *Conn) SetDiscoverHoldoff(d time.Duration) error {
+	if d < 0 {
+		d = 0
+	}
+	if err := c.settings.Put(uint32(0), bpf.SteerSettings{HoldoffNs: uint64(d)}); err != nil {
+		return fmt.Errorf("setting the DISCOVER holdoff: %w", err)
+	}
+	return nil
+}
+
+// HeldDiscovers is how many DISCOVERs the holdoff has dropped.
+func (c *Conn) HeldDiscovers() (uint64, error) {
+	var perCPU []uint64
+	if err := c.held.Lookup(uint32(0), &perCPU); err != nil {
+		return 0, fmt.Errorf("reading the DISCOVER holdoff's count: %w", err)
+	}
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
 }
 
 // inbox is a batch of datagrams read from one socket, handed from its

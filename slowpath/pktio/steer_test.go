@@ -215,3 +215,60 @@ func setBroadcast(rc syscall.RawConn) error {
 	}
 	return serr
 }
+
+// TestDiscoverHoldoffInTheKernel: with the holdoff on, a client's second
+// DISCOVER within it is dropped before the bulk socket and counted; other
+// clients' DISCOVERs and every REQUEST still arrive; with it off, the
+// repeat arrives again.
+func TestDiscoverHoldoffInTheKernel(t *testing.T) {
+	c := listenForTest(t)
+	port := c.udp.LocalAddr().(*net.UDPAddr).Port
+	src, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	msg := func(mt dhcpv4.MessageType, hw byte) []byte {
+		m, err := dhcpv4.New(dhcpv4.WithMessageType(mt), dhcpv4.WithHwAddr(net.HardwareAddr{2, 0, 0, 0, 0, hw}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.ToBytes()
+	}
+	send := func(ds ...[]byte) {
+		t.Helper()
+		for _, d := range ds {
+			if _, err := src.Write(d); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	count := func() (prio, bulk int) {
+		t.Helper()
+		return len(readAll(t, c.udp, 200*time.Millisecond)), len(readAll(t, c.bulk, 200*time.Millisecond))
+	}
+	held := func() uint64 {
+		t.Helper()
+		n, err := c.HeldDiscovers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if err := c.SetDiscoverHoldoff(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	a, b := msg(dhcpv4.MessageTypeDiscover, 1), msg(dhcpv4.MessageTypeDiscover, 2)
+	reqA := msg(dhcpv4.MessageTypeRequest, 1)
+	send(a, a, b, reqA, reqA, a)
+	if p, k := count(); p != 2 || k != 2 || held() != 2 {
+		t.Fatalf("holdoff on: priority %d (want 2), bulk %d (want 2: a client's first DISCOVER each), held %d (want 2)", p, k, held())
+	}
+	if err := c.SetDiscoverHoldoff(0); err != nil {
+		t.Fatal(err)
+	}
+	send(a)
+	if p, k := count(); p != 0 || k != 1 || held() != 2 {
+		t.Fatalf("holdoff off: priority %d, bulk %d (want 1), held %d", p, k, held())
+	}
+}
