@@ -178,6 +178,12 @@ func TestRequestsBeforeDiscovers(t *testing.T) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
+			if len(order) == 0 {
+				// Both readers have read by the time the first
+				// batch is handled, however slowly goroutines are
+				// scheduled on a loaded machine.
+				time.Sleep(200 * time.Millisecond)
+			}
 			order = append(order, m.MessageType())
 			if len(order) == discovers+1 {
 				close(all)
@@ -194,11 +200,11 @@ func TestRequestsBeforeDiscovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The readers start together: the bulk reader's first batch may be
-	// handled before the priority reader's, never more than that.
+	// handled before the priority reader's, not more than that.
 	for i, mt := range order {
 		if mt == dhcpv4.MessageTypeRequest {
 			if i > batch {
-				t.Fatalf("the REQUEST was handled %dth, after %d DISCOVERs; want it within the first two batches", i+1, i)
+				t.Fatalf("the REQUEST was handled %dth, after %d DISCOVERs; want it right after the first batch at the latest", i+1, i)
 			}
 			return
 		}
