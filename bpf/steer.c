@@ -70,7 +70,7 @@ struct client {
 /* The maps, all of them:
  *  - steer_settings: the one struct settings;
  *  - steer_seen: when each client's last DISCOVER was let in
- *    (bpf_ktime_get_ns);
+ *    (bpf_ktime_get_ns), forgotten when it moves on to a REQUEST;
  *  - steer_held: DISCOVERs dropped by the holdoff, per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -173,11 +173,25 @@ int steer_reuseport(struct __sk_buff *skb)
 	return steer_class(steer_type(skb, 0));
 }
 
+/* steer_forget drops a client (its DHCP message at base) from
+ * steer_seen: it sent a REQUEST, DECLINE or RELEASE, so it is a client
+ * that moves on from DISCOVER, and its next DISCOVER (after a NAK, a
+ * decline, a release or a reboot) is not a repeat. A flood's MACs never
+ * get here. */
+static __always_inline void steer_forget(struct __sk_buff *skb, __u32 base)
+{
+	struct client c;
+
+	if (!bpf_skb_load_bytes(skb, base + BOOTP_CHADDR, c.chaddr, sizeof(c.chaddr)))
+		bpf_map_delete_elem(&steer_seen, &c);
+}
+
 SEC("socket")
 int steer_keep_priority(struct __sk_buff *skb)
 {
 	if (steer_class(steer_type(skb, UDP_HLEN)) != STEER_PRIORITY)
 		return 0;
+	steer_forget(skb, UDP_HLEN);
 	return skb->len;
 }
 

@@ -224,8 +224,9 @@ func setBroadcast(rc syscall.RawConn) error {
 
 // TestDiscoverHoldoffInTheKernel: with the holdoff on, a client's second
 // DISCOVER within it is dropped before the bulk socket and counted; other
-// clients' DISCOVERs and every REQUEST still arrive; with it off, the
-// repeat arrives again.
+// clients' DISCOVERs and every REQUEST still arrive; a client that sent a
+// REQUEST since is not held; with the holdoff off, the repeat arrives
+// again.
 func TestDiscoverHoldoffInTheKernel(t *testing.T) {
 	c := listenForTest(t)
 	port := c.udp.LocalAddr().(*net.UDPAddr).Port
@@ -266,15 +267,22 @@ func TestDiscoverHoldoffInTheKernel(t *testing.T) {
 	}
 	a, b := msg(dhcpv4.MessageTypeDiscover, 1), msg(dhcpv4.MessageTypeDiscover, 2)
 	reqA := msg(dhcpv4.MessageTypeRequest, 1)
-	send(a, a, b, reqA, reqA, a)
+	send(a, a, b, a, reqA, reqA)
 	if p, k := count(); p != 2 || k != 2 || held() != 2 {
 		t.Fatalf("holdoff on: priority %d (want 2), bulk %d (want 2: a client's first DISCOVER each), held %d (want 2)", p, k, held())
+	}
+	// b moves on to a REQUEST: its next DISCOVER (after a NAK, say) is
+	// not a repeat.
+	send(msg(dhcpv4.MessageTypeRequest, 2), b)
+	if p, k := count(); p != 1 || k != 1 || held() != 2 {
+		t.Fatalf("a DISCOVER after the client's REQUEST: priority %d, bulk %d (want 1), held %d (want 2)", p, k, held())
 	}
 	if err := c.SetDiscoverHoldoff(0); err != nil {
 		t.Fatal(err)
 	}
-	send(a)
-	if p, k := count(); p != 0 || k != 1 || held() != 2 {
-		t.Fatalf("holdoff off: priority %d, bulk %d (want 1), held %d", p, k, held())
+	c3 := msg(dhcpv4.MessageTypeDiscover, 3)
+	send(c3, c3)
+	if p, k := count(); p != 0 || k != 2 || held() != 2 {
+		t.Fatalf("holdoff off: priority %d, bulk %d (want 2), held %d", p, k, held())
 	}
 }
