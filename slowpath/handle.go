@@ -299,6 +299,14 @@ func (s *Server) availableForLocked(sub *Subnet, ip netip.Addr, r *req) bool {
 	if o, ok := s.offers[ip]; ok && o.client != key && o.until.After(now) {
 		return false
 	}
+	if s.partner == nil {
+		// The record's state and client, without copying it.
+		st, same, ok := s.leases.Holder(ip, key)
+		if ok && st == lease.Active {
+			return same
+		}
+		return !ok || st.Reusable()
+	}
 	l := s.leases.Get(ip)
 	if l != nil && l.State == lease.Active {
 		return l.ClientKey() == key
@@ -538,7 +546,7 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 	})
 	freed := s.replaceOthersLocked(r, ip)
 	s.moveClientLocked(r.key, ip)
-	s.indexClientLocked(s.leases.Get(ip), true)
+	s.indexClientLocked(cl, true) // cl is the record as stored
 	// The ACK tells what changeLocked granted: the lease time unless a
 	// cap cut it short.
 	times := grantTimes(r.sub, cl.Expiry.Sub(now))
@@ -559,8 +567,10 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 func (s *Server) replaceOthersLocked(r *req, ip netip.Addr) []*lease.Lease {
 	var freed []*lease.Lease
 	for _, old := range s.clientAddrsLocked(r.key, r.hwKey) {
-		l := s.leases.Get(old)
-		if old == ip || l == nil || l.State != lease.Active || l.ClientKey() != r.key || !r.sub.Prefix.Contains(old) {
+		if old == ip || !r.sub.Prefix.Contains(old) {
+			continue
+		}
+		if st, same, ok := s.leases.Holder(old, r.key); !ok || st != lease.Active || !same {
 			continue
 		}
 		freed = append(freed, s.changeLocked(old, causeReplaced, r.now, func(l *lease.Lease) {
@@ -792,7 +802,7 @@ type hwAddr []byte
 func (h hwAddr) LogValue() slog.Value { return slog.StringValue(net.HardwareAddr(h).String()) }
 
 // poolBound and circuitBound name the bounds an offer counts against.
-func poolBound(sub *Subnet) string { return "pool " + sub.Prefix.String() }
+func poolBound(sub *Subnet) string { return sub.poolKey }
 
 // circuitBound is the relay circuit a request came through: giaddr and
 // option 82's circuit-id (RFC 3046 §2.1), or "" when it has none. A relay

@@ -42,6 +42,9 @@ type Subnet struct {
 	// in NORMAL); backup holds the BACKUP ones (the secondary's), which
 	// only a partner's binding updates or Rebalance put there.
 	set, backup *alloc.Set
+	// poolKey names the subnet's bound on pending offers (poolBound),
+	// made once: every DISCOVER counts against it.
+	poolKey string
 }
 
 // Reservation pins an address to one client.
@@ -72,6 +75,7 @@ func newSubnets(list []*Subnet) (*subnets, error) {
 			return nil, err
 		}
 		sn.set = set
+		sn.poolKey = "pool " + sn.Prefix.String()
 		if sn.backup, err = sn.newBackupSet(); err != nil {
 			return nil, err
 		}

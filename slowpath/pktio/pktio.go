@@ -41,9 +41,9 @@ type Conn struct {
 	// settings and held are bpf/steer.c's maps: the DISCOVER holdoff
 	// the server sets, and the DISCOVERs it dropped.
 	settings, held *ebpf.Map
-	log  *slog.Logger
-	mu   sync.Mutex // serialises writers on the batch buffers
-	msgs []ipv4.Message
+	log            *slog.Logger
+	mu             sync.Mutex // serialises writers on the batch buffers
+	msgs           []ipv4.Message
 	// While Serve handles a batch of requests, replies (from it or from
 	// commit callbacks) are held here and leave in one sendmmsg at the
 	// end of the batch, instead of one system call each.
@@ -383,18 +383,20 @@ func (c *Conn) handleBatch(b *inbox, handle func(slowpath.Incoming)) {
 }
 
 // receivedAt finds the SO_TIMESTAMPNS control message's time, zero when
-// there is none.
+// there is none. It reads the messages in place: it runs for every
+// datagram.
 func receivedAt(oob []byte) time.Time {
-	cms, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return time.Time{}
-	}
-	for _, c := range cms {
+	for len(oob) > 0 {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			return time.Time{}
+		}
 		// struct timespec: 64-bit seconds and nanoseconds on the 64-bit
 		// architectures this runs on.
-		if c.Header.Level == unix.SOL_SOCKET && c.Header.Type == unix.SCM_TIMESTAMPNS && len(c.Data) >= timespecLen {
-			return time.Unix(int64(binary.NativeEndian.Uint64(c.Data)), int64(binary.NativeEndian.Uint64(c.Data[8:])))
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= timespecLen {
+			return time.Unix(int64(binary.NativeEndian.Uint64(data)), int64(binary.NativeEndian.Uint64(data[8:])))
 		}
+		oob = rest
 	}
 	return time.Time{}
 }
@@ -434,7 +436,21 @@ func (c *Conn) sendLocked(out []slowpath.Outgoing) {
 		}
 		m := &c.msgs[n]
 		m.Buffers[0] = o.Payload
-		m.Addr = net.UDPAddrFromAddrPort(o.Dst)
+		// Each slot keeps its address: a reply is sent for nearly every
+		// datagram read.
+		ua, _ := m.Addr.(*net.UDPAddr)
+		if ua == nil {
+			ua = &net.UDPAddr{IP: make(net.IP, 4)}
+			m.Addr = ua
+		}
+		dst := o.Dst.Addr().Unmap()
+		if !dst.Is4() {
+			c.warnLocked(time.Now(), "sending reply", "err", "not an IPv4 destination", "dst", o.Dst)
+			continue
+		}
+		d4 := dst.As4()
+		ua.IP = append(ua.IP[:0], d4[:]...)
+		ua.Port = int(o.Dst.Port())
 		cm := ipv4.ControlMessage{IfIndex: o.IfIndex}
 		if o.Src.IsValid() {
 			cm.Src = o.Src.AsSlice()
