@@ -99,6 +99,19 @@ func listenForTest(t *testing.T) *Conn {
 	return c
 }
 
+// listenAndDial opens a Conn on a free port and a socket sending to it.
+func listenAndDial(t *testing.T) (*Conn, *net.UDPConn) {
+	t.Helper()
+	c := listenForTest(t)
+	port := c.udp.LocalAddr().(*net.UDPAddr).Port
+	src, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return c, src
+}
+
 // TestSteering: each datagram sent to the port, unicast or broadcast,
 // arrives once, on the socket of its class.
 func TestSteering(t *testing.T) {
@@ -140,13 +153,7 @@ func TestSteering(t *testing.T) {
 // TestRequestsBeforeDiscovers: with a backlog of DISCOVERs waiting, a
 // REQUEST sent after them is handled in the first batches, not after them.
 func TestRequestsBeforeDiscovers(t *testing.T) {
-	c := listenForTest(t)
-	port := c.udp.LocalAddr().(*net.UDPAddr).Port
-	src, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	c, src := listenAndDial(t)
 	discover, err := dhcpv4.NewDiscovery(net.HardwareAddr{2, 0, 0, 0, 0, 1})
 	if err != nil {
 		t.Fatal(err)
@@ -228,13 +235,7 @@ func setBroadcast(rc syscall.RawConn) error {
 // REQUEST since is not held; with the holdoff off, the repeat arrives
 // again.
 func TestDiscoverHoldoffInTheKernel(t *testing.T) {
-	c := listenForTest(t)
-	port := c.udp.LocalAddr().(*net.UDPAddr).Port
-	src, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	c, src := listenAndDial(t)
 	msg := func(mt dhcpv4.MessageType, hw byte) []byte {
 		m, err := dhcpv4.New(dhcpv4.WithMessageType(mt), dhcpv4.WithHwAddr(net.HardwareAddr{2, 0, 0, 0, 0, hw}))
 		if err != nil {
