@@ -41,9 +41,11 @@ type Conn struct {
 	// settings and held are bpf/steer.c's maps: the DISCOVER holdoff
 	// the server sets, and the DISCOVERs it dropped.
 	settings, held *ebpf.Map
-	log            *slog.Logger
-	mu             sync.Mutex // serialises writers on the batch buffers
-	msgs           []ipv4.Message
+	closeOnce      sync.Once
+
+	log  *slog.Logger
+	mu   sync.Mutex // serialises writers on the batch buffers
+	msgs []ipv4.Message
 	// While Serve handles a batch of requests, replies (from it or from
 	// commit callbacks) are held here and leave in one sendmmsg at the
 	// end of the batch, instead of one system call each.
@@ -202,8 +204,15 @@ func listenUDP(ctx context.Context, port, rcvbuf int, steer func(fd int) error) 
 	return pconn.(*net.UDPConn), nil
 }
 
-// Close closes the sockets; a blocked Serve returns.
+// Close closes the sockets; a blocked Serve returns. Closing again does
+// nothing: the AF_PACKET descriptor's number may be another file's by then.
 func (c *Conn) Close() error {
+	err := net.ErrClosed
+	c.closeOnce.Do(func() { err = c.close() })
+	return err
+}
+
+func (c *Conn) close() error {
 	err := c.udp.Close()
 	if e := c.bulk.Close(); err == nil {
 		err = e
@@ -305,7 +314,7 @@ func (r *reader) run(ctx context.Context) error {
 }
 
 // Serve reads datagrams in batches from both sockets and hands each to
-// handle until ctx ends or the sockets are closed. A batch from the
+// handle until ctx ends or a socket is closed (Close). A batch from the
 // priority socket goes before one from the bulk socket; while handle is
 // busy, each reader holds at most one batch and the rest wait in the
 // kernel. Ending ctx stops the reading only: replies to requests whose
@@ -320,16 +329,16 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 	defer stop()
 	prio, bulk := newReader(c.pc), newReader(ipv4.NewPacketConn(c.bulk))
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
+	// A reader that ends (an error, or its socket closed) ends Serve.
+	ended := make(chan error, 2)
 	for _, r := range []*reader{prio, bulk} {
-		wg.Go(func() {
-			if err := r.run(ctx); err != nil {
-				errs <- err
-			}
-		})
+		wg.Go(func() { ended <- r.run(ctx) })
 	}
-	// The readers end with ctx, which the deferred cancel ends first.
-	defer wg.Wait()
+	defer func() {
+		// Ending ctx sets the read deadlines: the other reader returns.
+		cancel()
+		wg.Wait()
+	}()
 	for {
 		var b *inbox
 		select {
@@ -338,7 +347,7 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 			select {
 			case b = <-prio.full:
 			case b = <-bulk.full:
-			case err := <-errs:
+			case err := <-ended:
 				return err
 			case <-ctx.Done():
 				return nil

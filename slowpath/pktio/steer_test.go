@@ -287,3 +287,20 @@ func TestDiscoverHoldoffInTheKernel(t *testing.T) {
 		t.Fatalf("holdoff off: priority %d, bulk %d (want 2), held %d", p, k, held())
 	}
 }
+
+// TestServeEndsOnClose: closing the Conn ends Serve, without an error.
+func TestServeEndsOnClose(t *testing.T) {
+	c := listenForTest(t)
+	served := make(chan error, 1)
+	go func() { served <- c.Serve(context.Background(), func(slowpath.Incoming) {}) }()
+	time.Sleep(50 * time.Millisecond) // reading
+	c.Close()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve still running after Close")
+	}
+}
