@@ -8,23 +8,32 @@ import (
 )
 
 // Request classes, each a queue of its own: the packet reader
-// (slowpath/pktio) keeps DHCPDISCOVER and DHCPINFORM in one socket and the
-// rest, the REQUESTs that finish a DORA or renew a lease among them, in
-// another it reads first.
+// (slowpath/pktio) keeps REQUEST, DECLINE, RELEASE and LEASEQUERY in a
+// socket it reads first, and DISCOVER, INFORM and the rest in another
+// (PriorityType).
 const (
 	classPriority = iota
 	classBulk
 	classes
 )
 
-// classOf is the class of a message type, as bpf/steer.c sorts them. Only
-// DISCOVER and INFORM are told apart here: the types that socket also
-// takes (none, unknown ones) are dropped before this counts.
-func classOf(mt uint8) int {
-	if mt == dhcpwire.Discover || mt == dhcpwire.Inform {
-		return classBulk
+// PriorityType says whether messages of type mt go to the priority
+// socket: REQUEST, DECLINE, RELEASE and LEASEQUERY, as bpf/steer.c's
+// steer_class sorts them. The rest go to the bulk socket.
+func PriorityType(mt uint8) bool {
+	switch mt {
+	case dhcpwire.Request, dhcpwire.Decline, dhcpwire.Release, dhcpwire.LeaseQuery:
+		return true
 	}
-	return classPriority
+	return false
+}
+
+// classOf is the class of a message type: its socket.
+func classOf(mt uint8) int {
+	if PriorityType(mt) {
+		return classPriority
+	}
+	return classBulk
 }
 
 // backlog tracks how long requests wait between the kernel and the server
@@ -75,8 +84,9 @@ const holdoffLinger = 10 * time.Second
 
 // admit says why a request is dropped before it is handled, or "" to
 // handle it:
-//   - "stale": it waited past MaxWait (DISCOVER and INFORM: a quarter of
-//     it; an answer that late finds its client retransmitted or gone);
+//   - "stale": it waited past MaxWait (the bulk socket's DISCOVER, INFORM
+//     and other types: a quarter of it; an answer that late finds its
+//     client retransmitted or gone);
 //   - "overload": its queue has been behind QueueTarget for a
 //     QueueInterval and it waited longer than QueueTarget.
 //

@@ -1,7 +1,8 @@
 // Package pktio moves DHCP datagrams between the kernel and the server:
-// a UDP socket on port 67 for everything received and for replies to
-// addresses the kernel can route, and an AF_PACKET socket for replies to
-// clients that have no address yet (RFC 2131 §4.1), as ISC dhcpd and Kea do.
+// two UDP sockets on port 67 for everything received, sorted by message
+// type (Listen), the first of which also sends replies to addresses the
+// kernel can route, and an AF_PACKET socket for replies to clients that
+// have no address yet (RFC 2131 §4.1), as ISC dhcpd and Kea do.
 package pktio
 
 import (

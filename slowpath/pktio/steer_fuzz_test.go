@@ -11,17 +11,8 @@ import (
 	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 	"github.com/xdhcp/xdhcp/internal/testenv"
+	"github.com/xdhcp/xdhcp/slowpath"
 )
-
-// priorityType is the Go side of bpf/steer.c's steer_class: the message
-// types the priority socket takes.
-func priorityType(mt uint8) bool {
-	switch mt {
-	case dhcpwire.Request, dhcpwire.Decline, dhcpwire.Release, dhcpwire.LeaseQuery:
-		return true
-	}
-	return false
-}
 
 // firstTypeOption walks the options field (pads count, as the program
 // counts them) and returns option 53's value when it has length 1 and is
@@ -95,10 +86,10 @@ func FuzzSteer(f *testing.F) {
 		var p dhcpwire.Packet
 		parsed := p.Parse(msg) == nil && p.Validate() == nil && p.Op == dhcpwire.BootRequest
 		mt, found, overload, twice := firstTypeOption(msg, 64)
-		if parsed && found && !overload && !twice && priorityType(p.MessageType()) != prio {
+		if parsed && found && !overload && !twice && slowpath.PriorityType(p.MessageType()) != prio {
 			t.Fatalf("message type %d (parser %d): program says priority %v", mt, p.MessageType(), prio)
 		}
-		if prio && parsed && !twice && !priorityType(p.MessageType()) {
+		if prio && parsed && !twice && !slowpath.PriorityType(p.MessageType()) {
 			t.Fatalf("the parser's message type %d went to the priority socket", p.MessageType())
 		}
 	})
