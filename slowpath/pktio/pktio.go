@@ -35,10 +35,11 @@ const batch = 64
 type Conn struct {
 	// udp is the priority socket, which also sends; bulk the other of
 	// the pair (Listen).
-	udp  *net.UDPConn
-	pc   *ipv4.PacketConn
-	bulk *net.UDPConn
-	raw  int // AF_PACKET SOCK_DGRAM, send only
+	udp    *net.UDPConn
+	pc     *ipv4.PacketConn
+	bulk   *net.UDPConn
+	bulkPC *ipv4.PacketConn
+	raw    int // AF_PACKET SOCK_DGRAM, send only
 	// settings and held are bpf/steer.c's maps: the DISCOVER holdoff
 	// the server sets, and the DISCOVERs it dropped.
 	settings, held *ebpf.Map
@@ -138,9 +139,10 @@ func Listen(ctx context.Context, port int, log *slog.Logger) (*Conn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Conn{udp: prio, pc: ipv4.NewPacketConn(prio), bulk: bulk, raw: raw, log: log, msgs: make([]ipv4.Message, batch), settings: settings, held: held}
+	c := &Conn{udp: prio, pc: ipv4.NewPacketConn(prio), bulk: bulk, bulkPC: ipv4.NewPacketConn(bulk), raw: raw, log: log,
+		msgs: make([]ipv4.Message, batch), settings: settings, held: held}
 	ok = true
-	for _, pc := range []*ipv4.PacketConn{c.pc, ipv4.NewPacketConn(bulk)} {
+	for _, pc := range []*ipv4.PacketConn{c.pc, c.bulkPC} {
 		if err := pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("enabling IP_PKTINFO: %w", err)
@@ -328,7 +330,7 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 		c.bulk.SetReadDeadline(time.Now())
 	})
 	defer stop()
-	prio, bulk := newReader(c.pc), newReader(ipv4.NewPacketConn(c.bulk))
+	prio, bulk := newReader(c.pc), newReader(c.bulkPC)
 	var wg sync.WaitGroup
 	// A reader that ends (an error, or its socket closed) ends Serve.
 	ended := make(chan error, 2)
