@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,7 +17,9 @@ type OverloadRow struct {
 	Fraction float64        `json:"fraction-of-ceiling"`
 	Offered  int            `json:"offered-per-second"`
 	Result   loadgen.Result `json:"result"`
-	Err      string         `json:"error,omitempty"`
+	// Inside is where the time went inside xdhcpd (nil for others).
+	Inside *ServerSide `json:"server-side,omitempty"`
+	Err    string      `json:"error,omitempty"`
 }
 
 // OverloadReport is xdhcp-bench overload: the slow path's ceiling (the
@@ -36,7 +39,13 @@ type OverloadOptions struct {
 	Clients   int
 	Step      time.Duration
 	Fractions []float64
-	Log       func(format string, args ...any)
+	// Ceiling, when above 0, is taken as the ceiling instead of searching
+	// for it (to repeat a measurement at known rates).
+	Ceiling float64
+	// Servers limits the rows to these of "xdhcpd" and
+	// "xdhcpd-unbounded-queue"; empty: both.
+	Servers []string
+	Log     func(format string, args ...any)
 }
 
 // Overload measures the slow path (fast path off, so renewals reach it)
@@ -45,23 +54,35 @@ type OverloadOptions struct {
 func (r *Rig) Overload(ctx context.Context, o OverloadOptions) OverloadReport {
 	rep := OverloadReport{Scenario: o.Scenario}
 	base := ScenarioOptions{Scenario: o.Scenario, Mode: "relay", Clients: o.Clients, Pop: DefaultPopulation(false, true, 0), Step: o.Step}
-	search := base
-	search.MaxLoss, search.StartRate, search.Bisect = 0.01, 4000, 3
-	ceil := r.Scenario(ctx, Xdhcpd{Bin: o.Bin}, search)
-	if ceil.Err != "" || ceil.Best.Rate == 0 {
-		rep.Err = fmt.Sprintf("finding the ceiling: %s", ceil.Err)
-		return rep
+	if rep.Ceiling = o.Ceiling; rep.Ceiling <= 0 {
+		search := base
+		search.MaxLoss, search.StartRate, search.Bisect = 0.01, 4000, 3
+		ceil := r.Scenario(ctx, Xdhcpd{Bin: o.Bin}, search)
+		if ceil.Err != "" || ceil.Best.Rate == 0 {
+			rep.Err = fmt.Sprintf("finding the ceiling: %s", ceil.Err)
+			return rep
+		}
+		rep.Ceiling = ceil.Best.Rate
+		o.Log("  ceiling %.0f %s/s within 1%% loss\n", rep.Ceiling, o.Scenario)
+	} else {
+		o.Log("  ceiling %.0f %s/s as given\n", rep.Ceiling, o.Scenario)
 	}
-	rep.Ceiling = ceil.Best.Rate
-	o.Log("  ceiling %.0f %s/s within 1%% loss\n", rep.Ceiling, o.Scenario)
 	for _, s := range []Server{Xdhcpd{Bin: o.Bin}, Xdhcpd{Bin: o.Bin, Unbounded: true}} {
+		if len(o.Servers) > 0 && !slices.Contains(o.Servers, s.Name()) {
+			continue
+		}
 		for _, f := range o.Fractions {
 			so := base
 			so.Rate = int(f * rep.Ceiling)
+			so.ServerSide = true
 			res := r.Scenario(ctx, s, so)
-			row := OverloadRow{Server: s.Name(), Fraction: f, Offered: so.Rate, Result: res.Best, Err: res.Err}
+			row := OverloadRow{Server: s.Name(), Fraction: f, Offered: so.Rate, Result: res.Best, Inside: res.ServerSide, Err: res.Err}
 			o.Log("  %-28s %3.0f%% (%6d/s offered): %8.0f answered/s, loss %5.1f%%, p50 %s µs, p99 %s µs %s\n", s.Name(), 100*f, so.Rate,
 				res.Best.Rate, 100*res.Best.Loss, latency(res, res.Best.P50), latency(res, res.Best.P99), res.Err)
+			if ss := res.ServerSide; ss != nil {
+				o.Log("    in the server: socket wait p50 %.1f, p99 %.1f ms; arrival to ACK p50 %.1f, p99 %.1f ms; commit p50 %.1f, p99 %.1f, mean %.2f ms, %.0f leases each\n",
+					ss.WaitP50, ss.WaitP99, ss.AckP50, ss.AckP99, ss.CommitP50, ss.CommitP99, ss.CommitMean, ss.LeasesPerTx)
+			}
 			rep.Rows = append(rep.Rows, row)
 			if ctx.Err() != nil {
 				return rep

@@ -43,6 +43,9 @@ type ScenarioOptions struct {
 	// a run at one rate (MaxLoss 0) is profiled.
 	ProfileDir     string
 	ProfileSeconds int
+	// ServerSide, for xdhcpd, reads where the time went in the server
+	// (ScenarioResult.ServerSide) for a run at one rate (MaxLoss 0).
+	ServerSide bool
 	// settle is the pause before each phase for the previous one's
 	// backlog to drain; 0: a second, 300 ms for the kernel sender.
 	settle time.Duration
@@ -64,7 +67,9 @@ type ScenarioResult struct {
 	MaxLoss  float64          `json:"max-loss"`
 	OpenLoop *loadgen.Result  `json:"open-loop,omitempty"`
 	Steps    []loadgen.Result `json:"steps,omitempty"`
-	Err      string           `json:"error,omitempty"`
+	// ServerSide is ScenarioOptions.ServerSide's reading.
+	ServerSide *ServerSide `json:"server-side,omitempty"`
+	Err        string      `json:"error,omitempty"`
 }
 
 // transport opens the generator's transport in the client namespace.
@@ -118,9 +123,14 @@ func (r *Rig) Scenario(ctx context.Context, s Server, o ScenarioOptions) Scenari
 		return fail(err)
 	}
 	defer os.RemoveAll(dir)
-	if x, ok := s.(Xdhcpd); ok && o.ProfileDir != "" {
-		x.Metrics = ServerAddr + ":" + scenarioMetricsPort + "\n  pprof: true"
+	if x, ok := s.(Xdhcpd); ok && (o.ProfileDir != "" || o.ServerSide) {
+		x.Metrics = ServerAddr + ":" + scenarioMetricsPort
+		if o.ProfileDir != "" {
+			x.Metrics += "\n  pprof: true"
+		}
 		s = x
+	} else {
+		o.ServerSide = false
 	}
 	p, err := s.Start(ctx, r.Srv, dir)
 	if err != nil {
@@ -198,8 +208,19 @@ func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult,
 		if o.ProfileDir != "" && strings.HasPrefix(name, "xdhcpd") {
 			defer r.profilePhase(o, name)()
 		}
+		var side func() (*ServerSide, error)
+		if o.ServerSide {
+			side = serverSideProbe(r.Srv, ServerAddr+":"+scenarioMetricsPort)
+		}
 		ph, err := run(o.Rate)
 		res.Best = ph
+		if side != nil {
+			ss, serr := side()
+			if serr != nil && o.Log != nil {
+				fmt.Fprintf(o.Log, "  server-side latency: %v\n", serr)
+			}
+			res.ServerSide = ss
+		}
 		if err != nil {
 			return fail(err)
 		}

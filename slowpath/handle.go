@@ -166,6 +166,9 @@ func (s *Server) Handle(in Incoming) {
 		s.commit(append([]*lease.Lease{pending.l}, pending.freed...), causeAck, func(err error) {
 			if err == nil {
 				s.emit([]Outgoing{pending.out})
+				if !in.Received.IsZero() {
+					s.m.AckLatency.Observe(time.Since(in.Received).Seconds())
+				}
 			}
 		})
 	}

@@ -115,6 +115,7 @@ func (s *Server) admit(mt uint8, in Incoming) string {
 	defer b.mu.Unlock()
 	if target <= 0 {
 		s.gateLocked(false, now, 0)
+		s.m.byClass[class].Observe(age.Seconds())
 		return ""
 	}
 	q := &b.queue[class]
@@ -132,6 +133,9 @@ func (s *Server) admit(mt uint8, in Incoming) string {
 	}
 	if class == classBulk {
 		s.gateLocked(q.behind(now, interval), now, holdoff)
+	}
+	if why == "" {
+		s.m.byClass[class].Observe(age.Seconds())
 	}
 	return why
 }

@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -197,6 +198,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	compareObj := fs.String("compare", "", "cost: another xdp_dhcp object (e.g. an older commit's bpf/xdp_bpfel.o) timed in the same rounds")
 	costRuns := fs.Int("runs", 0, "cost: BPF_PROG_TEST_RUN repetitions per measurement (default 50000, 20000 with --quick)")
 	costRounds := fs.Int("rounds", 0, "cost: interleaved rounds per case (default 61)")
+	fractions := fs.String("fractions", "", "overload: shares of the ceiling to offer, comma-separated (default 0.5,1,1.2,1.5; 1,1.2,1.5 with --quick)")
+	ceiling := fs.Float64("ceiling", 0, "overload: the slow path's ceiling per second, taken as given instead of searched for")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -656,8 +659,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if *step > 0 {
 			d = *step
 		}
+		if *fractions != "" {
+			var err error
+			if fr, err = parseFractions(*fractions); err != nil {
+				return fmt.Errorf("overload: --fractions: %w", err)
+			}
+		}
+		if *ceiling < 0 {
+			return fmt.Errorf("overload: --ceiling %v: want a rate per second, or 0 to search for it", *ceiling)
+		}
+		var list []string
+		if *servers != "" {
+			list = strings.Split(*servers, ",")
+		}
 		fmt.Fprintf(stdout, "overload, %s, %d clients, %s steps...\n", sc, n, d)
-		ov := rig.Overload(ctx, bench.OverloadOptions{Bin: *bin, Scenario: sc, Clients: n, Step: d, Fractions: fr,
+		ov := rig.Overload(ctx, bench.OverloadOptions{Bin: *bin, Scenario: sc, Clients: n, Step: d, Fractions: fr, Ceiling: *ceiling, Servers: list,
 			Log: func(format string, args ...any) { fmt.Fprintf(stdout, format, args...) }})
 		rep.Overload = &ov
 		if ov.Err != "" {
@@ -762,4 +778,18 @@ func isSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// parseFractions reads overload's --fractions: shares of the ceiling,
+// each above 0 and at most 5.
+func parseFractions(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v <= 0 || v > 5 {
+			return nil, fmt.Errorf("%q: want shares of the ceiling above 0 and at most 5, e.g. 1.2,1.5", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }

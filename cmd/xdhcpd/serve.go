@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -84,8 +85,19 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	if err := os.MkdirAll(cfg.Server.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	metrics := slowpath.NewMetrics()
+	// The ACKs a transaction's callbacks send leave in one sendmmsg, once
+	// the packet socket is open (it opens after the store).
+	var replies atomic.Pointer[pktio.Conn]
 	st, err := store.Open(filepath.Join(cfg.Server.StateDir, "leases.db"), store.Options{
-		MaxBatch: cfg.Server.CommitMaxBatch, MaxDelay: cfg.Server.CommitMaxDelay, Logger: log,
+		MaxBatch: cfg.Server.CommitMaxBatch, MaxDelay: cfg.Server.CommitMaxDelay, Logger: log, Observe: metrics.ObserveCommit,
+		Callbacks: func(runAll func()) {
+			if c := replies.Load(); c != nil {
+				c.Hold(runAll)
+			} else {
+				runAll()
+			}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("opening lease store: %w", err)
@@ -118,6 +130,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	if conn, err = pktio.Listen(ctx, dhcpPort, log); err != nil {
 		return err
 	}
+	replies.Store(conn)
 
 	var fp *fastPath
 	var fastIface slowpath.FastPath
@@ -137,7 +150,6 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		log.Warn("the fast path is off but a previous run left it pinned and possibly attached; run `xdhcpd detach` to remove it", "pin-dir", cfg.Fastpath.PinDir, "found-at", at)
 	}
 
-	metrics := slowpath.NewMetrics()
 	// One replay counter for every option 90 the server sends (FORCERENEW
 	// keys and digests), over a floor in the lease database so that a
 	// restart never repeats a value.

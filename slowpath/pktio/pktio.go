@@ -48,11 +48,13 @@ type Conn struct {
 	log  *slog.Logger
 	mu   sync.Mutex // serialises writers on the batch buffers
 	msgs []ipv4.Message
-	// While Serve handles a batch of requests, replies (from it or from
-	// commit callbacks) are held here and leave in one sendmmsg at the
-	// end of the batch, instead of one system call each.
-	collecting bool
-	pending    []slowpath.Outgoing
+	// While Serve handles a batch of requests, or the lease store runs a
+	// transaction's callbacks (Hold), replies are held here and leave in
+	// one sendmmsg when either ends, instead of one system call each.
+	// Each end sends all that is held: with the two overlapping all the
+	// time under load, waiting for both to end could hold replies long.
+	holds   int
+	pending []slowpath.Outgoing
 	// A failing send fails for every reply (a full buffer under a flood,
 	// a route gone): at most one warning a second, with the count held
 	// back (ARCHITECTURE.md 7). Guarded by mu.
@@ -364,34 +366,47 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 // handleBatch hands a batch's datagrams to handle, holding the replies
 // sent meanwhile for one sendmmsg at the end.
 func (c *Conn) handleBatch(b *inbox, handle func(slowpath.Incoming)) {
-	c.mu.Lock()
-	c.collecting = true
-	c.mu.Unlock()
-	var cm ipv4.ControlMessage
-	for i := range b.n {
-		m := &b.msgs[i]
-		in := slowpath.Incoming{Data: b.bufs[i][:m.N]}
-		if ua, ok := m.Addr.(*net.UDPAddr); ok {
-			in.Src = ua.AddrPort()
-			in.Src = netip.AddrPortFrom(in.Src.Addr().Unmap(), in.Src.Port())
-		}
-		if err := cm.Parse(m.OOB[:m.NN]); err == nil {
-			in.IfIndex = cm.IfIndex
-			if a, ok := netip.AddrFromSlice(cm.Dst.To4()); ok {
-				in.Dst = a
+	c.Hold(func() {
+		var cm ipv4.ControlMessage
+		for i := range b.n {
+			m := &b.msgs[i]
+			in := slowpath.Incoming{Data: b.bufs[i][:m.N]}
+			if ua, ok := m.Addr.(*net.UDPAddr); ok {
+				in.Src = ua.AddrPort()
+				in.Src = netip.AddrPortFrom(in.Src.Addr().Unmap(), in.Src.Port())
 			}
+			if err := cm.Parse(m.OOB[:m.NN]); err == nil {
+				in.IfIndex = cm.IfIndex
+				if a, ok := netip.AddrFromSlice(cm.Dst.To4()); ok {
+					in.Dst = a
+				}
+			}
+			in.Received = receivedAt(m.OOB[:m.NN])
+			handle(in)
 		}
-		in.Received = receivedAt(m.OOB[:m.NN])
-		handle(in)
-	}
+	})
+}
+
+// Hold runs fn holding the replies sent meanwhile, from any goroutine, and
+// sends them in one sendmmsg (as few as it takes) when fn returns: the
+// lease store runs each transaction's callbacks, which send its ACKs,
+// within it (store.Options.Callbacks).
+func (c *Conn) Hold(fn func()) {
 	c.mu.Lock()
-	c.collecting = false
-	out := c.pending
-	c.pending = nil
-	if len(out) > 0 {
-		c.sendLocked(out)
-	}
+	c.holds++
 	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.holds--
+		if out := c.pending; len(out) > 0 {
+			c.sendLocked(out)
+			// Sent under the lock: the slice is free again.
+			clear(out)
+			c.pending = out[:0]
+		}
+	}()
+	fn()
 }
 
 // receivedAt finds the SO_TIMESTAMPNS control message's time, zero when
@@ -419,7 +434,7 @@ func receivedAt(oob []byte) time.Time {
 func (c *Conn) Send(out []slowpath.Outgoing) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.collecting {
+	if c.holds > 0 {
 		c.pending = append(c.pending, out...)
 		return
 	}

@@ -16,7 +16,7 @@ var bucketInformed = []byte("informed")
 
 // SubmitInformed queues records of informed clients (a nil value deletes
 // the address's record) and returns at once; done (which may be nil) is
-// called from the committer once they are on disk, in the same group
+// called once they are on disk (as Submit's), in the same group
 // commit as the leases queued with them, or with the error that kept them
 // off it. An INFORM's ACK that carries a FORCERENEW key waits for done
 // (ARCHITECTURE.md invariant 6).

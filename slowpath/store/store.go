@@ -2,8 +2,10 @@
 //
 // Writes are group-committed: Submit queues records and returns at once; one
 // committer goroutine writes everything queued in a single transaction,
-// fsyncs, and only then calls each submitter back. So an ACK can wait for
-// its lease to be on disk without the server waiting for each fsync in turn.
+// fsyncs, and only then calls each submitter back (from a second goroutine,
+// in commit order, while the next transaction is written). So an ACK can
+// wait for its lease to be on disk without the server waiting for each
+// fsync in turn.
 package store
 
 import (
@@ -44,6 +46,14 @@ type Options struct {
 	MaxBatch int           // leases per transaction (default 4096)
 	MaxDelay time.Duration // longest wait to fill a transaction (default 0: commit as soon as the queue is drained)
 	Logger   *slog.Logger
+	// Observe, when set, is told each transaction's size and how long it
+	// took, fsync included, before its callbacks run (a metric: an ACK
+	// waits for the commit in flight and then its own).
+	Observe func(leases int, took time.Duration)
+	// Callbacks, when set, runs each transaction's callbacks: it must call
+	// runAll once. The daemon holds the replies they send meanwhile for
+	// one sendmmsg.
+	Callbacks func(runAll func())
 }
 
 // Stats describe the committer's work so far.
@@ -126,8 +136,9 @@ func Open(path string, opt Options) (*Store, error) {
 func (s *Store) Close() error { return s.db.Close() }
 
 // Submit queues records for writing and returns at once. done (which may be
-// nil) is called from the committer goroutine once they are on disk, or with
-// the error that kept them off it. Records belong to the store afterwards.
+// nil) is called once they are on disk, or with the error that kept them off
+// it, after the callbacks of every earlier transaction and from the same
+// goroutine (Run). Records belong to the store afterwards.
 func (s *Store) Submit(leases []*lease.Lease, done func(error)) {
 	s.enqueue(job{leases: leases, done: done})
 }
@@ -195,8 +206,22 @@ func (s *Store) GetMeta(key string) ([]byte, error) {
 }
 
 // Run is the committer. It returns when ctx is done, after committing
-// everything submitted before that.
+// everything submitted before that and running its callbacks.
+//
+// The callbacks of a transaction run on a goroutine of their own, in
+// commit order, while the next transaction is written: they send the
+// ACKs (one sendmmsg, through Options.Callbacks) and update the fast
+// path and the partner, which took as long as the commit itself under
+// load, and the next commit waited for them.
 func (s *Store) Run(ctx context.Context) error {
+	finished := make(chan committed, 2)
+	callbacksDone := make(chan struct{})
+	go func() {
+		defer close(callbacksDone)
+		for c := range finished {
+			s.finish(c)
+		}
+	}()
 	defer func() {
 		s.mu.Lock()
 		s.closed = true
@@ -204,8 +229,10 @@ func (s *Store) Run(ctx context.Context) error {
 		s.q, s.moves = nil, nil
 		s.mu.Unlock()
 		if len(rest) > 0 || len(moves) > 0 {
-			s.commit(rest, moves)
+			finished <- s.commit(rest, moves)
 		}
+		close(finished)
+		<-callbacksDone
 	}()
 	for {
 		select {
@@ -231,10 +258,33 @@ func (s *Store) Run(ctx context.Context) error {
 			if n == 0 && len(moves) == 0 {
 				break
 			}
-			s.commit(batch, moves)
-			s.reuse(batch)
+			finished <- s.commit(batch, moves)
 		}
 	}
+}
+
+// committed is a transaction whose callbacks are yet to run.
+type committed struct {
+	batch []job
+	err   error
+}
+
+// finish runs a committed transaction's callbacks, within
+// Options.Callbacks, and gives its memory back.
+func (s *Store) finish(c committed) {
+	run := func() {
+		for _, j := range c.batch {
+			if j.done != nil {
+				j.done(c.err)
+			}
+		}
+	}
+	if s.opt.Callbacks != nil {
+		s.opt.Callbacks(run)
+	} else {
+		run()
+	}
+	s.reuse(c.batch)
 }
 
 // Moved records that a client's most recent address changed from from to
@@ -281,7 +331,9 @@ func (s *Store) reuse(batch []job) {
 	s.mu.Unlock()
 }
 
-func (s *Store) commit(batch []job, moves []move) {
+// commit writes one transaction; its callbacks are the caller's to run
+// (finish).
+func (s *Store) commit(batch []job, moves []move) committed {
 	var count int
 	n := 0
 	for _, j := range batch {
@@ -303,6 +355,7 @@ func (s *Store) commit(batch []job, moves []move) {
 			s.arena = nil
 		}
 	}()
+	began := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		lb, hb, mb := tx.Bucket(bucketLeases), tx.Bucket(bucketHistory), tx.Bucket(bucketMeta)
 		for _, m := range moves {
@@ -347,6 +400,9 @@ func (s *Store) commit(batch []job, moves []move) {
 		}
 		return nil
 	})
+	if s.opt.Observe != nil {
+		s.opt.Observe(count, time.Since(began))
+	}
 	s.mu.Lock()
 	if err != nil {
 		s.st.Errors++
@@ -360,11 +416,7 @@ func (s *Store) commit(batch []job, moves []move) {
 		s.log.Error("lease commit failed", "leases", count, "err", err)
 		err = fmt.Errorf("committing %d leases: %w", count, err)
 	}
-	for _, j := range batch {
-		if j.done != nil {
-			j.done(err)
-		}
-	}
+	return committed{batch: batch, err: err}
 }
 
 // pushHistory puts to, then from, at the front of a client's history.

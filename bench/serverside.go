@@ -1,0 +1,114 @@
+package bench
+
+import (
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/xdhcp/xdhcp/internal/netns"
+)
+
+// ServerSide is where a phase's time went inside xdhcpd, read from its
+// histograms before and after the phase (issue 19): how long requests
+// waited in their socket, how long from arrival to ACK, and how long
+// each lease store transaction took. Milliseconds; quantiles are upper
+// bucket bounds (the buckets are slowpath's latencyBuckets).
+type ServerSide struct {
+	WaitP50     float64 `json:"priority-wait-p50-ms"`
+	WaitP99     float64 `json:"priority-wait-p99-ms"`
+	AckP50      float64 `json:"ack-p50-ms"`
+	AckP99      float64 `json:"ack-p99-ms"`
+	CommitP50   float64 `json:"commit-p50-ms"`
+	CommitP99   float64 `json:"commit-p99-ms"`
+	CommitMean  float64 `json:"commit-mean-ms"`
+	LeasesPerTx float64 `json:"leases-per-commit"`
+}
+
+// serverSideMetrics are the histograms ServerSide reads.
+var serverSideMetrics = []string{"xdhcp_slowpath_wait_seconds", "xdhcp_slowpath_ack_seconds", "xdhcp_store_commit_seconds", "xdhcp_store_commit_leases"}
+
+// serverSideProbe scrapes xdhcpd's /metrics at addr in ns now, and
+// returns a function that scrapes again and reports the difference; nil
+// when the first scrape failed.
+func serverSideProbe(ns *netns.NS, addr string) func() (*ServerSide, error) {
+	before, err := scrapeText(ns, addr)
+	if err != nil {
+		return func() (*ServerSide, error) { return nil, err }
+	}
+	return func() (*ServerSide, error) {
+		after, err := scrapeText(ns, addr)
+		if err != nil {
+			return nil, err
+		}
+		return serverSideBetween(before, after), nil
+	}
+}
+
+// serverSideBetween computes ServerSide from two scrapes of /metrics.
+func serverSideBetween(before, after string) *ServerSide {
+	b, a := promSeries(before, histogramSeries()...), promSeries(after, histogramSeries()...)
+	d := func(series string) float64 { return a[series] - b[series] }
+	ms := func(sec float64) float64 { return sec * float64(time.Second/time.Millisecond) }
+	q := func(name, labels string, p float64) float64 { return ms(bucketQuantile(a, b, name, labels, p)) }
+	ss := &ServerSide{
+		WaitP50:   q("xdhcp_slowpath_wait_seconds", `class="priority"`, 0.5),
+		WaitP99:   q("xdhcp_slowpath_wait_seconds", `class="priority"`, 0.99),
+		AckP50:    q("xdhcp_slowpath_ack_seconds", "", 0.5),
+		AckP99:    q("xdhcp_slowpath_ack_seconds", "", 0.99),
+		CommitP50: q("xdhcp_store_commit_seconds", "", 0.5),
+		CommitP99: q("xdhcp_store_commit_seconds", "", 0.99),
+	}
+	if n := d("xdhcp_store_commit_seconds_count"); n > 0 {
+		ss.CommitMean = ms(d("xdhcp_store_commit_seconds_sum") / n)
+		ss.LeasesPerTx = d("xdhcp_store_commit_leases_sum") / n
+	}
+	return ss
+}
+
+// histogramSeries names the _bucket, _sum and _count series of
+// serverSideMetrics.
+func histogramSeries() []string {
+	var out []string
+	for _, m := range serverSideMetrics {
+		out = append(out, m+"_bucket", m+"_sum", m+"_count")
+	}
+	return out
+}
+
+// bucketQuantile is the upper bound of the bucket holding quantile p of
+// the observations of histogram name (series whose labels contain
+// labels) made between scrapes b and a; NaN with none.
+func bucketQuantile(a, b map[string]float64, name, labels string, p float64) float64 {
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	prefix := name + "_bucket{"
+	for series, v := range a {
+		if !strings.HasPrefix(series, prefix) || !strings.Contains(series, labels) {
+			continue
+		}
+		i := strings.Index(series, `le="`)
+		if i < 0 {
+			continue
+		}
+		s := series[i+4:]
+		s = s[:strings.IndexByte(s, '"')]
+		le, err := strconv.ParseFloat(s, 64) // "+Inf" parses as +Inf
+		if err != nil {
+			continue
+		}
+		bs = append(bs, bucket{le, v - b[series]})
+	}
+	sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
+	if len(bs) == 0 || bs[len(bs)-1].n <= 0 {
+		return math.NaN()
+	}
+	want := p * bs[len(bs)-1].n // buckets are cumulative; the last is +Inf
+	for _, x := range bs {
+		if x.n >= want {
+			return x.le
+		}
+	}
+	return math.NaN()
+}
