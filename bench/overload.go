@@ -104,14 +104,19 @@ func (rep *Report) overloadSection(b *strings.Builder) {
 		return
 	}
 	fmt.Fprintf(b, "Ceiling: %.0f/s answered within 1%% loss. `xdhcpd` bounds a request's wait (server.max-wait 1s, queue-target 10ms over queue-interval 100ms); `xdhcpd-unbounded-queue` answers in arrival order whatever the wait, as before issue 19. Goodput is the answered rate as a share of the ceiling.\n\n", ov.Ceiling)
-	b.WriteString("| server | offered (share of ceiling) | answered/s | goodput | loss | p50 µs | p99 µs |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("Inside xdhcpd (its histograms, read before and after each step; upper bucket bounds): how long the requests it handled waited in the priority socket, how long from their arrival to the ACK, and how long each lease store transaction took.\n\n")
+	b.WriteString("| server | offered (share of ceiling) | answered/s | goodput | loss | p50 µs | p99 µs | socket wait p99 ms | arrival to ACK p50 / p99 ms | commit p50 / p99 ms, leases each |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range ov.Rows {
 		if r.Err != "" {
-			fmt.Fprintf(b, "| %s | %d (%.0f%%) | error: %s | | | | |\n", r.Server, r.Offered, 100*r.Fraction, r.Err)
+			fmt.Fprintf(b, "| %s | %d (%.0f%%) | error: %s | | | | | | | |\n", r.Server, r.Offered, 100*r.Fraction, r.Err)
 			continue
 		}
-		fmt.Fprintf(b, "| %s | %d (%.0f%%) | %.0f | %.0f%% | %.1f%% | %s | %s |\n", r.Server, r.Offered, 100*r.Fraction, r.Result.Rate,
-			100*r.Result.Rate/ov.Ceiling, 100*r.Result.Loss, fmt.Sprintf("%.0f", r.Result.P50), fmt.Sprintf("%.0f", r.Result.P99))
+		inside := "| | |"
+		if ss := r.Inside; ss != nil {
+			inside = fmt.Sprintf("%g | %g / %g | %g / %g, %.0f |", ss.WaitP99, ss.AckP50, ss.AckP99, ss.CommitP50, ss.CommitP99, ss.LeasesPerTx)
+		}
+		fmt.Fprintf(b, "| %s | %d (%.0f%%) | %.0f | %.0f%% | %.1f%% | %.0f | %.0f | %s\n", r.Server, r.Offered, 100*r.Fraction, r.Result.Rate,
+			100*r.Result.Rate/ov.Ceiling, 100*r.Result.Loss, r.Result.P50, r.Result.P99, inside)
 	}
 	rep.chartLinks(b, "overload "+ov.Scenario, rep.base(), "-overload-goodput.png", "-overload-p99.png")
 }

@@ -14,7 +14,8 @@ import (
 // histograms before and after the phase (issue 19): how long requests
 // waited in their socket, how long from arrival to ACK, and how long
 // each lease store transaction took. Milliseconds; quantiles are upper
-// bucket bounds (the buckets are slowpath's latencyBuckets).
+// bucket bounds (the buckets are slowpath's latencyBuckets; one past the
+// last finite bound reads as that bound), 0 with no observations.
 type ServerSide struct {
 	WaitP50     float64 `json:"priority-wait-p50-ms"`
 	WaitP99     float64 `json:"priority-wait-p99-ms"`
@@ -79,7 +80,8 @@ func histogramSeries() []string {
 
 // bucketQuantile is the upper bound of the bucket holding quantile p of
 // the observations of histogram name (series whose labels contain
-// labels) made between scrapes b and a; NaN with none.
+// labels) made between scrapes b and a: the largest finite bound when it
+// is the +Inf bucket, 0 with none (JSON has no NaN or Inf).
 func bucketQuantile(a, b map[string]float64, name, labels string, p float64) float64 {
 	type bucket struct{ le, n float64 }
 	var bs []bucket
@@ -102,13 +104,17 @@ func bucketQuantile(a, b map[string]float64, name, labels string, p float64) flo
 	}
 	sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
 	if len(bs) == 0 || bs[len(bs)-1].n <= 0 {
-		return math.NaN()
+		return 0
 	}
 	want := p * bs[len(bs)-1].n // buckets are cumulative; the last is +Inf
+	finite := 0.0
 	for _, x := range bs {
-		if x.n >= want {
+		if math.IsInf(x.le, 1) {
+			break
+		}
+		if finite = x.le; x.n >= want {
 			return x.le
 		}
 	}
-	return math.NaN()
+	return finite
 }

@@ -203,3 +203,61 @@ func TestReceiveTimeIsTheKernels(t *testing.T) {
 		t.Fatal("nothing read")
 	}
 }
+
+// Replies sent within Hold leave when it returns, together; with two
+// holds overlapping (a batch being handled, a transaction's callbacks),
+// the first to end sends everything held, so neither waits for the other.
+func TestHoldSendsWhenEitherEnds(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "needs root: Listen opens an AF_PACKET socket")
+	}
+	c, err := Listen(context.Background(), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	dst := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	read := func(wait time.Duration) (string, error) {
+		peer.SetReadDeadline(time.Now().Add(wait))
+		buf := make([]byte, 64)
+		n, err := peer.Read(buf)
+		return string(buf[:n]), err
+	}
+
+	other := make(chan struct{})
+	otherHolds, otherDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(otherDone)
+		c.Hold(func() {
+			close(otherHolds)
+			<-other
+			c.Send([]slowpath.Outgoing{{Payload: []byte("from the other"), Dst: dst}})
+		})
+	}()
+	<-otherHolds
+	c.Hold(func() {
+		c.Send([]slowpath.Outgoing{{Payload: []byte("held 1"), Dst: dst}, {Payload: []byte("held 2"), Dst: dst}})
+		if got, err := read(50 * time.Millisecond); err == nil {
+			t.Errorf("%q left before Hold returned", got)
+		}
+	})
+	for _, want := range []string{"held 1", "held 2"} {
+		if got, err := read(5 * time.Second); err != nil || got != want {
+			t.Fatalf("after the first Hold ended, the other still holding: got %q, %v; want %q", got, err, want)
+		}
+	}
+	close(other)
+	<-otherDone
+	if got, err := read(5 * time.Second); err != nil || got != "from the other" {
+		t.Fatalf("after the other Hold: got %q, %v", got, err)
+	}
+	c.Send([]slowpath.Outgoing{{Payload: []byte("unheld"), Dst: dst}})
+	if got, err := read(5 * time.Second); err != nil || got != "unheld" {
+		t.Fatalf("a send outside any Hold: got %q, %v", got, err)
+	}
+}

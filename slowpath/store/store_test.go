@@ -531,3 +531,65 @@ func TestReusedBuffersKeepEveryRecord(t *testing.T) {
 	defer stop()
 	check(s, "reopened")
 }
+
+// A transaction's callbacks run within Options.Callbacks, in commit order,
+// on a goroutine that is not the committer's: the next transaction is
+// written while they run. A callback held back must not hold back the
+// commit behind it.
+func TestCallbacksRunBesideTheNextCommit(t *testing.T) {
+	var mu sync.Mutex
+	var order []uint32
+	wraps := 0
+	release := make(chan struct{})
+	s, stop := open(t, filepath.Join(t.TempDir(), "l.db"), Options{Callbacks: func(runAll func()) {
+		mu.Lock()
+		wraps++
+		mu.Unlock()
+		runAll()
+	}})
+	defer stop()
+	first := make(chan struct{})
+	s.Submit([]*lease.Lease{active(1, 1)}, func(err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		close(first)
+		<-release // the first transaction's callbacks stall
+		mu.Lock()
+		order = append(order, 1)
+		mu.Unlock()
+	})
+	<-first
+	// The second transaction commits while the first's callbacks stall.
+	committed := make(chan struct{})
+	go func() {
+		for s.Stats().Commits < 2 {
+			time.Sleep(time.Millisecond)
+		}
+		close(committed)
+	}()
+	s.Submit([]*lease.Lease{active(2, 2)}, func(error) {
+		mu.Lock()
+		order = append(order, 2)
+		mu.Unlock()
+	})
+	select {
+	case <-committed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second transaction waited for the first's callbacks")
+	}
+	mu.Lock()
+	if len(order) != 0 {
+		t.Errorf("callbacks %v ran before the first's", order)
+	}
+	mu.Unlock()
+	close(release)
+	if err := s.Put(context.Background(), active(3, 3)); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(order, []uint32{1, 2}) || wraps < 3 {
+		t.Fatalf("callbacks ran %v in %d Callbacks calls, want [1 2] in at least 3", order, wraps)
+	}
+}
