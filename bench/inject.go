@@ -164,6 +164,12 @@ func (r *Rig) vethMACs() (ifindex int, cliMAC, srvMAC net.HardwareAddr, err erro
 // startInjector loads clients' frames into the kernel sender and puts the
 // tally on the client veth (ifindex) in place of the rig's XDP_PASS.
 func (r *Rig) startInjector(ifindex int, clients []injected, leaseTime time.Duration, reflected bool) (*Injector, error) {
+	// A kernel that refuses live frames would fail the first send, after
+	// the rig's XDP and GRO were changed, and a rate search would log
+	// every step of it: fail here, with the cause.
+	if err := liveFrames(); err != nil {
+		return nil, err
+	}
 	in := &Injector{rig: r, ifindex: ifindex}
 	objs, err := loadInject(clients, leaseTime, reflected)
 	if err != nil {

@@ -2,9 +2,11 @@ package bench
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,6 +48,37 @@ func loadInjectForTest(t *testing.T, reflected bool) *bpf.InjectObjects {
 	}
 	t.Cleanup(func() { objs.Close() })
 	return objs
+}
+
+// requireLiveFrames skips a test that sends with the injector (fails it
+// under CI=true) when the kernel refuses live-frame mode: it needs the
+// sender, not just its programs.
+func requireLiveFrames(t testing.TB) {
+	t.Helper()
+	if err := liveFrames(); err != nil {
+		testenv.Skip(t, err.Error())
+	}
+}
+
+// TestLiveFramesProbe: where the kernel refuses live frames, the injector
+// fails before it touches the rig, with the cause on one line (the
+// benchmark's error for every xdp-sender row).
+func TestLiveFramesProbe(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "needs root to load BPF programs")
+	}
+	err := liveFrames()
+	if err == nil {
+		t.Skip("the kernel runs live frames here; nothing to refuse")
+	}
+	t.Log(err)
+	if !errors.Is(err, errNoLiveFrames) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("probe: %q; want errNoLiveFrames on one line", err)
+	}
+	var r *Rig // startInjector must return before using it
+	if _, serr := r.startInjector(1, injTestClients(), time.Hour, false); !errors.Is(serr, errNoLiveFrames) || serr.Error() != err.Error() {
+		t.Fatalf("startInjector: %v; want the probe's error", serr)
+	}
 }
 
 func monoNow(t *testing.T) uint64 {

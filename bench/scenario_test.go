@@ -52,6 +52,9 @@ func TestScenariosEndToEnd(t *testing.T) {
 		{loadgen.Renew, "l2", Xdhcpd{Bin: bin}, SenderXDP},
 	} {
 		t.Run(c.scenario+"-"+c.mode+"-"+c.server.Name()+"-"+c.sender, func(t *testing.T) {
+			if c.sender == SenderXDP {
+				requireLiveFrames(t)
+			}
 			r := rig.Scenario(ctx, c.server, ScenarioOptions{Scenario: c.scenario, Mode: c.mode, Clients: 300, Pop: pop, Rate: 400, Step: time.Second, Sender: c.sender})
 			checkResult(t, r)
 			if c.scenario == loadgen.Mixed && r.Best.Released == 0 {
@@ -63,6 +66,7 @@ func TestScenariosEndToEnd(t *testing.T) {
 		checkResult(t, rig.Selftest(ctx, ScenarioOptions{Mode: "relay", Clients: 300, Pop: pop, Rate: 2000, Step: time.Second}))
 	})
 	t.Run("selftest-relay-xdp", func(t *testing.T) {
+		requireLiveFrames(t)
 		checkResult(t, rig.Selftest(ctx, ScenarioOptions{Mode: "relay", Clients: 300, Pop: pop, Rate: 2000, Step: time.Second, Sender: SenderXDP}))
 	})
 	// The kernel sender pins its thread to one CPU while it sends. No
