@@ -3,6 +3,7 @@ package slowpath
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -298,4 +299,42 @@ func (s *Server) editRecord(ip netip.Addr, edit func(l *lease.Lease)) {
 	l := s.leases.Get(ip)
 	edit(l)
 	s.leases.Put(l)
+}
+
+// A transaction's callbacks, run within Committed, change the lease table
+// and the fast path once, after the last of them: an address ACKed and
+// released in the same transaction ends with no entry, one ACKed with its
+// durable horizon, in the map and in the table.
+func TestCommittedAppliesATransactionOnce(t *testing.T) {
+	f, fp := newFastFixture(t)
+	addr := func(p *dhcpv4.DHCPv4) netip.Addr { a, _ := netip.AddrFromSlice(p.YourIPAddr.To4()); return a }
+	var gone, kept netip.Addr
+	f.srv.Committed(func() {
+		gone, kept = addr(f.dora(mac(1))), addr(f.dora(mac(2)))
+		f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(gone.AsSlice())), srvAddr)
+		if len(fp.published)+len(fp.removed) != 0 {
+			t.Fatalf("the fast path was written before the transaction's callbacks ended: %v, %v", fp.published, fp.removed)
+		}
+	})
+	if _, ok := fp.entries[gone]; ok {
+		t.Errorf("%v, acknowledged then released in one transaction, is in the fast path", gone)
+	}
+	if slices.ContainsFunc(fp.published, func(e FastLease) bool { return e.IP == gone }) {
+		t.Errorf("%v's acknowledged record was published although its release followed", gone)
+	}
+	stored := f.store.leases[kept]
+	if e, ok := fp.entries[kept]; !ok || !e.Horizon.Equal(stored.Horizon) {
+		t.Fatalf("%v: entry %+v (present %v), stored horizon %v", kept, e, ok, stored.Horizon)
+	}
+	f.srv.mu.Lock()
+	h := f.srv.leases.Get(kept).DurableHorizon
+	f.srv.mu.Unlock()
+	if !h.Equal(stored.Horizon) {
+		t.Fatalf("the table's durable horizon for %v is %v, the disk's %v", kept, h, stored.Horizon)
+	}
+	// Outside a transaction, each callback applies its own at once.
+	f.send(msg(t, dhcpv4.MessageTypeRelease, mac(2), dhcpv4.WithClientIP(kept.AsSlice())), srvAddr)
+	if _, ok := fp.entries[kept]; ok {
+		t.Fatal("a release outside Committed left its entry")
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -146,6 +147,9 @@ type Server struct {
 	logLimit *logLimiter
 	// subQ orders submissions to the store (see commit).
 	subQ submitQueue
+	// tx gathers a transaction's effects while its callbacks run
+	// (Committed).
+	tx txEffects
 	// pubMu orders writes to the fast path: records are rendered and
 	// written under it, taken before mu, so that a rendering is never
 	// written over a later one (publish, PublishAll).
@@ -518,9 +522,14 @@ func (s *Server) submit(cl []*lease.Lease, c cause, after func(error)) {
 			// Once per message while the disk fails: limited.
 			s.logLimited(slog.LevelError, "commit", "lease commit failed", "leases", len(cl), "err", err)
 		} else {
-			s.durable(cl)
-			if c.republish() {
-				s.publish(cl)
+			for _, l := range cl {
+				markDurable(l)
+			}
+			if !s.tx.add(cl, c.republish()) {
+				s.durable(cl)
+				if c.republish() {
+					s.publish(cl)
+				}
 			}
 			if s.partner != nil && c.forPartner() {
 				s.partner.Update(cl, c == causeFold)
@@ -532,21 +541,87 @@ func (s *Server) submit(cl []*lease.Lease, c cause, after func(error)) {
 	})
 }
 
-// durable records that the records cl (copies) are on disk: each one's
-// horizon becomes its address's DurableHorizon, the only horizon ever
-// published (ARCHITECTURE.md invariant 2). Keeping the durable horizon
-// beside the working one, rather than holding changes back until their
-// commit, covers every cause at once: whatever moved a horizon in memory
-// (an ACK, AdvanceHorizons, a change yet to come), a commit that fails
-// leaves DurableHorizon where the disk is, and a reload's PublishAll, or
-// another change's commit, publishes that. The store commits in the order
-// submitted (one committer), so the last commit to land is the newest
-// version on disk.
+// txEffects are what a transaction's callbacks change in the lease table
+// and the fast path, gathered while they run to be applied once for the
+// transaction (Committed): taken per callback, the server's lock was
+// contended with the handler's hundreds of times a transaction, and the
+// ACKs waited behind it.
+type txEffects struct {
+	mu      sync.Mutex
+	active  bool
+	durable []*lease.Lease
+	publish []*lease.Lease
+}
+
+// add gathers cl's effects when a transaction's callbacks are being
+// gathered, and says whether it did.
+func (t *txEffects) add(cl []*lease.Lease, publish bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.active {
+		return false
+	}
+	t.durable = append(t.durable, cl...)
+	if publish {
+		t.publish = append(t.publish, cl...)
+	}
+	return true
+}
+
+// Committed runs a lease store transaction's callbacks (runAll; it is
+// store.Options.Callbacks) and then applies what they changed together:
+// the durable horizons in one hold of the server's lock, the fast path's
+// entries in one write. The replies they send go first (the daemon holds
+// them until the end anyway, pktio.Hold); a reader of the table meanwhile
+// sees the previous durable horizon, which is on disk too.
+func (s *Server) Committed(runAll func()) {
+	t := &s.tx
+	t.mu.Lock()
+	t.active = true
+	t.mu.Unlock()
+	runAll()
+	t.mu.Lock()
+	durable, publish := t.durable, t.publish
+	t.active, t.durable, t.publish = false, nil, nil
+	t.mu.Unlock()
+	if len(durable) > 0 {
+		s.durable(durable)
+	}
+	if len(publish) > 0 {
+		s.publish(lastPerAddress(publish))
+	}
+}
+
+// lastPerAddress keeps each address's last record of ls, in order: one
+// write to the fast path must leave each entry as the last record says
+// (an ACK then a RELEASE in one transaction: no entry).
+func lastPerAddress(ls []*lease.Lease) []*lease.Lease {
+	seen := make(map[netip.Addr]struct{}, len(ls))
+	out := make([]*lease.Lease, 0, len(ls))
+	for i := len(ls) - 1; i >= 0; i-- {
+		if _, dup := seen[ls[i].IP]; !dup {
+			seen[ls[i].IP] = struct{}{}
+			out = append(out, ls[i])
+		}
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// durable records that the records cl (copies, marked by markDurable) are
+// on disk: each one's horizon becomes its address's DurableHorizon, the
+// only horizon ever published (ARCHITECTURE.md invariant 2). Keeping the
+// durable horizon beside the working one, rather than holding changes back
+// until their commit, covers every cause at once: whatever moved a horizon
+// in memory (an ACK, AdvanceHorizons, a change yet to come), a commit that
+// fails leaves DurableHorizon where the disk is, and a reload's PublishAll,
+// or another change's commit, publishes that. The store commits in the
+// order submitted (one committer) and calls back in that order, so the
+// last commit to land is the newest version on disk.
 func (s *Server) durable(cl []*lease.Lease) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range cl {
-		markDurable(c)
 		s.leases.SetDurableHorizon(c.IP, c.DurableHorizon)
 	}
 }

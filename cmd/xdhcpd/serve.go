@@ -86,12 +86,19 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		return fmt.Errorf("state directory: %w", err)
 	}
 	metrics := slowpath.NewMetrics()
-	// The ACKs a transaction's callbacks send leave in one sendmmsg, once
-	// the packet socket is open (it opens after the store).
+	// A transaction's callbacks: their effects on the lease table and the
+	// fast path are applied together (Server.Committed) and the ACKs they
+	// send leave in one sendmmsg (pktio.Conn.Hold), once the server and
+	// the packet socket exist (they are made after the store).
 	var replies atomic.Pointer[pktio.Conn]
+	var committed atomic.Pointer[slowpath.Server]
 	st, err := store.Open(filepath.Join(cfg.Server.StateDir, "leases.db"), store.Options{
 		MaxBatch: cfg.Server.CommitMaxBatch, MaxDelay: cfg.Server.CommitMaxDelay, Logger: log, Observe: metrics.ObserveCommit,
 		Callbacks: func(runAll func()) {
+			if srv := committed.Load(); srv != nil {
+				each := runAll
+				runAll = func() { srv.Committed(each) }
+			}
 			if c := replies.Load(); c != nil {
 				c.Hold(runAll)
 			} else {
@@ -174,6 +181,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		return err
 	}
 	fb.srv = srv
+	committed.Store(srv)
 	if err := srv.Load(ctx); err != nil {
 		return err
 	}
