@@ -332,15 +332,28 @@ func (s *Server) settings() Settings {
 // record in one batch, as this did, took 21 GB and the OOM killer at ten
 // million leases. It returns how many leases were extended.
 func (s *Server) AssumeGrantedToHorizon() (n int, commit func(context.Context) error) {
-	var ips []netip.Addr
 	s.mu.Lock()
 	now := s.now()
 	held := func(b *lease.Brief) bool { return b.State == lease.Active && b.DurableHorizon.After(b.Expiry) }
+	n = 0
+	s.leases.Range(func(b *lease.Brief) bool {
+		if held(b) {
+			n++
+		}
+		return false
+	}, func(*lease.Lease) bool { return true })
+	ips := make([]netip.Addr, 0, n) // ten million appended grew it over and again
+	// Every record may change its expiry: the heap is made once after.
+	s.expiryLater = true
 	s.leases.Range(held, func(l *lease.Lease) bool {
 		s.applyToLocked(l, true, causeAssume, now, func(l *lease.Lease) { l.Expiry = l.DurableHorizon })
 		ips = append(ips, l.IP)
 		return true
 	})
+	s.expiryLater = false
+	if len(ips) > 0 {
+		s.rebuildExpiryLocked()
+	}
 	s.mu.Unlock()
 	return len(ips), func(ctx context.Context) error { return s.commitAddrs(ctx, ips, causeAssume) }
 }

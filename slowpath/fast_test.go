@@ -2,6 +2,7 @@ package slowpath
 
 import (
 	"bytes"
+	"context"
 	"net/netip"
 	"slices"
 	"sync"
@@ -336,5 +337,35 @@ func TestCommittedAppliesATransactionOnce(t *testing.T) {
 	f.send(msg(t, dhcpv4.MessageTypeRelease, mac(2), dhcpv4.WithClientIP(kept.AsSlice())), srvAddr)
 	if _, ok := fp.entries[kept]; ok {
 		t.Fatal("a release outside Committed left its entry")
+	}
+}
+
+// Leases held to their horizon for a lost map expire at the horizon, not
+// at the expiry they had: the expiry heap, made anew after the change of
+// every record, says so.
+func TestAssumedGrantsExpireAtTheirHorizon(t *testing.T) {
+	f, _ := newFastFixture(t)
+	t0 := f.now
+	var ips []netip.Addr
+	for i := range 3 {
+		ip, _ := netip.AddrFromSlice(f.dora(mac(byte(i + 1))).YourIPAddr.To4())
+		ips = append(ips, ip)
+	}
+	if n, commit := f.srv.AssumeGrantedToHorizon(); n != len(ips) || commit(context.Background()) != nil {
+		t.Fatalf("assumed %d grants, want %d", n, len(ips))
+	}
+	f.now = t0.Add(2 * time.Hour) // past the 1h lease, within the 4h horizon
+	f.srv.Sweep()
+	for _, ip := range ips {
+		if st := f.store.leases[ip].State; st != lease.Active {
+			t.Fatalf("%v is %v before its horizon", ip, st)
+		}
+	}
+	f.now = t0.Add(4*time.Hour + time.Second)
+	f.srv.Sweep()
+	for _, ip := range ips {
+		if st := f.store.leases[ip].State; st == lease.Active {
+			t.Fatalf("%v still active past its horizon", ip)
+		}
 	}
 }

@@ -170,8 +170,13 @@ type Server struct {
 	offerCount map[string]int
 	offerFIFO  map[string][]offerRef
 	expiry     expiryHeap
-	toFree     []netip.Addr
-	counts     map[*Subnet]*[8]int64 // records per state, for metrics
+	// expiryLater, while set, has applyToLocked leave the expiry heap to
+	// a rebuild after a change of many records (rebuildExpiryLocked):
+	// pushed one at a time, ten million grew and copied the heap over
+	// and again.
+	expiryLater bool
+	toFree      []netip.Addr
+	counts      map[*Subnet]*[8]int64 // records per state, for metrics
 
 	// FORCERENEW (forcerenew.go). ctr is the one replay counter every
 	// option 90 draws from (nil: no keys are delivered); camps keeps
@@ -433,6 +438,20 @@ func (s *Server) rebuildPoolsLocked() {
 			sn.takeAddr(ip)
 		}
 	}
+	s.expiry.init()
+}
+
+// rebuildExpiryLocked makes the expiry heap anew from the table: an entry
+// for every active or abandoned record in a subnet (as rebuildPoolsLocked
+// makes it), in the heap's own memory, ordered at once.
+func (s *Server) rebuildExpiryLocked() {
+	s.expiry = s.expiry[:0]
+	s.leases.Range(func(b *lease.Brief) bool {
+		if (b.State == lease.Active || b.State == lease.Abandoned) && s.subs.forAddr(b.IP) != nil {
+			s.expiry.add(b.IP, b.Expiry)
+		}
+		return false // the brief is all it needs
+	}, func(*lease.Lease) bool { return true })
 	s.expiry.init()
 }
 
