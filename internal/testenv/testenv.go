@@ -24,7 +24,7 @@ func Strict() bool { return os.Getenv("CI") == "true" }
 func Skip(t testing.TB, reason string) {
 	t.Helper()
 	if Strict() {
-		t.Fatalf("CI=true: %s (a CI machine must provide it; make deps installs the tools)", reason)
+		t.Fatalf("CI=true: %s (a CI machine must provide it: make deps installs the tools; root and the kernel's features are the machine's)", reason)
 	}
 	t.Skip(reason)
 }

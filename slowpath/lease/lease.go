@@ -149,26 +149,39 @@ func ClientKey(clientID []byte, htype uint8, chaddr []byte) string {
 
 // Clone returns a deep copy, so records can be handed to other goroutines.
 func (l *Lease) Clone() *Lease {
-	c := *l
 	// The byte fields share one allocation: a clone is made for every
 	// change a commit carries, and allocations, not bytes, were most of
-	// its cost. Each is capped at its length, so an append to one copies
-	// instead of running into the next.
-	buf := make([]byte, 0, len(l.HWAddr)+len(l.ClientID)+len(l.RelayInfo)+len(l.VendorClass)+len(l.ForceRenewKey))
+	// its cost.
+	c, _ := l.CopyInto(make([]byte, 0, l.byteLen()))
+	return &c
+}
+
+// CopyInto returns a copy of l whose byte fields are appended to arena,
+// and the arena grown by them: many records copied into one arena cost
+// one allocation instead of one each (a load hands records to another
+// goroutine this way). Each field is capped at its length, so an append
+// to one copies instead of running into the next.
+func (l *Lease) CopyInto(arena []byte) (Lease, []byte) {
+	c := *l
 	part := func(b []byte) []byte {
 		if b == nil {
 			return nil
 		}
-		start := len(buf)
-		buf = append(buf, b...)
-		return buf[start:len(buf):len(buf)]
+		start := len(arena)
+		arena = append(arena, b...)
+		return arena[start:len(arena):len(arena)]
 	}
 	c.HWAddr = part(l.HWAddr)
 	c.ClientID = part(l.ClientID)
 	c.RelayInfo = part(l.RelayInfo)
 	c.VendorClass = part(l.VendorClass)
 	c.ForceRenewKey = part(l.ForceRenewKey)
-	return &c
+	return c, arena
+}
+
+// byteLen is the length of l's byte fields together.
+func (l *Lease) byteLen() int {
+	return len(l.HWAddr) + len(l.ClientID) + len(l.RelayInfo) + len(l.VendorClass) + len(l.ForceRenewKey)
 }
 
 // ActiveAt reports whether the lease is bound to its client at time t.

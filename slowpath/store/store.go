@@ -473,8 +473,32 @@ func (s *Store) Get(ip netip.Addr) (*lease.Lease, error) {
 // Reading every record touches every page of the database's mapping; once
 // done, Load gives those pages back (see releaseMapped).
 func (s *Store) Load(ctx context.Context, fn func(*lease.Lease) error) error {
+	return s.LoadWithLookup(ctx, func(l *lease.Lease, _ func(netip.Addr) *lease.Lease) error { return fn(l) })
+}
+
+// LoadWithLookup is Load where fn may also read any record of the same
+// snapshot by its address (lookup: a copy, nil when there is none or it
+// does not decode): a loader that builds its table on another goroutine
+// checks a client's other records here instead of in that table.
+func (s *Store) LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, lookup func(netip.Addr) *lease.Lease) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketLeases).Cursor()
+		b := tx.Bucket(bucketLeases)
+		lookup := func(ip netip.Addr) *lease.Lease {
+			if !ip.Is4() {
+				return nil
+			}
+			k := ip.As4()
+			v := b.Get(k[:])
+			if v == nil {
+				return nil
+			}
+			l, err := decodeRecord(k[:], v)
+			if err != nil {
+				return nil
+			}
+			return l
+		}
+		c := b.Cursor()
 		n := 0
 		var l lease.Lease
 		for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -485,7 +509,7 @@ func (s *Store) Load(ctx context.Context, fn func(*lease.Lease) error) error {
 			if err := l.UnmarshalShared(v); err != nil {
 				return fmt.Errorf("lease %s: %w", l.IP, err)
 			}
-			if err := fn(&l); err != nil {
+			if err := fn(&l, lookup); err != nil {
 				return err
 			}
 			if n++; n%65536 == 0 && ctx.Err() != nil {

@@ -1,0 +1,120 @@
+package slowpath
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+	"github.com/xdhcp/xdhcp/slowpath/store"
+)
+
+// plainStore hides store.Store's LoadWithLookup: Load then reads on one
+// goroutine, as it does for any Store.
+type plainStore struct{ Store }
+
+// The load on two goroutines (the table on one, the client index on the
+// other, which reads a client's other records from the store's snapshot)
+// builds the same table and the same client index as the load on one,
+// clients with several addresses included: the most recently seen is the
+// latest whichever address comes first, and every address stays bound to
+// its hardware address.
+func TestLoadTwoWaysBuildsWhatOneWayDoes(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "l.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	defer func() { cancel(); <-done; st.Close() }()
+
+	t0 := time.Unix(1_800_000_000, 0)
+	var ls []*lease.Lease
+	add := func(ip string, hw byte, cid []byte, clttAgo time.Duration, state lease.State) {
+		ls = append(ls, &lease.Lease{IP: netip.MustParseAddr(ip), State: state, HWType: 1,
+			HWAddr: net.HardwareAddr{2, 0, 0, 0, 1, hw}, ClientID: cid,
+			Start: t0.Add(-clttAgo), CLTT: t0.Add(-clttAgo), StateAt: t0.Add(-clttAgo), Expiry: t0.Add(time.Hour)})
+	}
+	for i := range 3000 { // the many with one address each
+		v := 0x0a4d1000 + i
+		add(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}).String(), byte(i), []byte{1, 9, byte(i >> 8), byte(i)}, time.Minute, lease.Active)
+	}
+	// A client-id client at three addresses: the newest in the middle.
+	add("10.77.0.10", 10, []byte("cid-a"), 3*time.Hour, lease.Released)
+	add("10.77.0.11", 10, []byte("cid-a"), time.Hour, lease.Active)
+	add("10.77.0.12", 10, []byte("cid-a"), 2*time.Hour, lease.Expired)
+	// A hardware-keyed client at three addresses, the newest last.
+	add("10.77.0.20", 20, nil, 3*time.Hour, lease.Expired)
+	add("10.77.0.21", 20, nil, 2*time.Hour, lease.Released)
+	add("10.77.0.22", 20, nil, time.Minute, lease.Active)
+	// One MAC under two client-ids, and then without one.
+	add("10.77.0.30", 30, []byte("cid-b"), time.Hour, lease.Active)
+	add("10.77.0.31", 30, []byte("cid-c"), 2*time.Hour, lease.Active)
+	add("10.77.0.32", 30, nil, 30*time.Minute, lease.Released)
+	if err := st.Put(ctx, ls...); err != nil {
+		t.Fatal(err)
+	}
+
+	load := func(s Store) *Server {
+		srv, err := New(Config{Store: s, Sender: &capture{}, Subnets: []*Subnet{{
+			Prefix: netip.MustParsePrefix("10.77.0.0/16"), LeaseTime: time.Hour,
+			Pools: [][2]netip.Addr{{netip.MustParseAddr("10.77.0.2"), netip.MustParseAddr("10.77.255.254")}},
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return srv
+	}
+	two, one := load(st), load(plainStore{st})
+	if two.LeaseCount() != len(ls) || one.LeaseCount() != len(ls) {
+		t.Fatalf("loaded %d and %d leases, want %d", two.LeaseCount(), one.LeaseCount(), len(ls))
+	}
+	// Each server hashes keys with its own seed: the index is compared
+	// by what it answers for every client.
+	if len(two.clients.latest) != len(one.clients.latest) || len(two.clients.hw) != len(one.clients.hw) ||
+		len(two.clients.hwMore) != len(one.clients.hwMore) {
+		t.Fatalf("index sizes: latest %d/%d, hw %d/%d, more %d/%d", len(two.clients.latest), len(one.clients.latest),
+			len(two.clients.hw), len(one.clients.hw), len(two.clients.hwMore), len(one.clients.hwMore))
+	}
+	for _, l := range ls {
+		k, hk := l.ClientKey(), lease.ClientKey(nil, l.HWType, l.HWAddr)
+		a, aok := two.clients.latestOf(k)
+		b, bok := one.clients.latestOf(k)
+		if a != b || aok != bok {
+			t.Fatalf("latest of %v's client: %v (%v) and %v (%v)", l.IP, a, aok, b, bok)
+		}
+		if x, y := two.clients.hwAddrs(nil, hk), one.clients.hwAddrs(nil, hk); !slices.Equal(x, y) {
+			t.Fatalf("addresses of %v's hardware address: %v and %v", l.IP, x, y)
+		}
+	}
+	one.Each(func(l *lease.Lease) {
+		if o := two.Lookup(l.IP); o == nil || !reflect.DeepEqual(o, l) {
+			t.Fatalf("%v: loaded on two goroutines %+v, on one %+v", l.IP, o, l)
+		}
+	})
+	for _, c := range []struct {
+		key  string
+		want string
+	}{
+		{lease.ClientKey([]byte("cid-a"), 1, nil), "10.77.0.11"},
+		{lease.ClientKey(nil, 1, net.HardwareAddr{2, 0, 0, 0, 1, 20}), "10.77.0.22"},
+		{lease.ClientKey([]byte("cid-b"), 1, nil), "10.77.0.30"},
+	} {
+		if got, ok := two.clients.latestOf(c.key); !ok || got != netip.MustParseAddr(c.want) {
+			t.Errorf("latest of %q: %v, want %s", c.key, got, c.want)
+		}
+	}
+	hw20 := two.clients.hwAddrs(nil, lease.ClientKey(nil, 1, net.HardwareAddr{2, 0, 0, 0, 1, 20}))
+	if len(hw20) < 2 {
+		t.Errorf("the hardware-keyed client's older addresses: %v", hw20)
+	}
+}
