@@ -90,3 +90,25 @@ func TestClientIndex(t *testing.T) {
 		}
 	})
 }
+
+// keyHash hashes the key lease.ClientKey makes, as hash does, for both
+// kinds of key.
+func TestKeyHashIsTheKeysHash(t *testing.T) {
+	x := newClientIndex()
+	for _, c := range []struct {
+		cid    []byte
+		htype  uint8
+		chaddr []byte
+	}{
+		{nil, 1, []byte{2, 0, 0, 0, 0, 1}},
+		{[]byte{}, 6, []byte{2, 0, 0, 0, 0, 1}},
+		{[]byte{1, 2, 0, 0, 0, 0, 1}, 1, []byte{2, 0, 0, 0, 0, 1}},
+		{[]byte("a client-id longer than maphash's own buffer of one hundred and twenty-eight bytes, to cross it......................................"), 1, nil},
+	} {
+		k := lease.ClientKey(c.cid, c.htype, c.chaddr)
+		h, hw := x.keyHash(c.cid, c.htype, c.chaddr)
+		if h != x.hash(k) || hw != isHWKey(k) {
+			t.Errorf("key %q: keyHash %x (hardware %v), hash %x (hardware %v)", k, h, hw, x.hash(k), isHWKey(k))
+		}
+	}
+}

@@ -315,6 +315,9 @@ func (s *Server) Load(ctx context.Context) error {
 	defer s.mu.Unlock()
 	var err error
 	if sl, ok := s.store.(snapshotLoader); ok {
+		if total, cerr := sl.Count(); cerr == nil {
+			s.clients.reserve(total)
+		}
 		n, err = s.loadTwoWays(ctx, sl)
 	} else {
 		err = s.store.Load(ctx, func(l *lease.Lease) error {
@@ -349,6 +352,8 @@ func (s *Server) Load(ctx context.Context) error {
 // snapshotLoader is a Store that lets a load read any record of the
 // snapshot it walks (store.Store does).
 type snapshotLoader interface {
+	// Count is how many records a load will read.
+	Count() (int, error)
 	LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, lookup func(netip.Addr) *lease.Lease) error) error
 }
 
@@ -436,24 +441,30 @@ func (s *Server) indexClientLocked(l *lease.Lease, live bool) {
 // get (the table, or during a load the store's snapshot). Without
 // s.mu it is for the goroutine that owns the index while Load runs.
 func (s *Server) indexClient(l *lease.Lease, live bool, get func(netip.Addr) *lease.Lease) {
+	// The keys are hashed in place, not made: a load does this for
+	// every record.
+	h, hwKey := s.clients.keyHash(l.ClientID, l.HWType, l.HWAddr)
 	// Leasequery by MAC finds bindings whatever client-id they used;
 	// added after the client's latest address, which it may be.
 	defer func() {
 		if len(l.HWAddr) > 0 {
-			s.clients.addHW(lease.ClientKey(nil, l.HWType, l.HWAddr), l.IP)
+			hh := h
+			if !hwKey {
+				hh, _ = s.clients.keyHash(nil, l.HWType, l.HWAddr)
+			}
+			s.clients.addHWHash(hh, lease.AddrUint32(l.IP))
 		}
 	}()
-	k := l.ClientKey()
-	if cur, ok := s.clients.latestOf(k); ok && cur != l.IP {
+	if cur, ok := s.clients.latestOfHash(h); ok && cur != l.IP {
 		if o := get(cur); o != nil && lease.SameClient(o, l) && o.CLTT.After(l.CLTT) {
 			return
 		}
 	}
 	if live {
-		s.moveClientLocked(k, l.IP)
+		s.moveClientLocked(l.ClientKey(), l.IP)
 		return
 	}
-	s.clients.setLatest(k, l.IP)
+	s.clients.setLatestHash(h, hwKey, l.IP)
 }
 
 // rebuildPoolsLocked makes the allocators agree with the lease table: a
