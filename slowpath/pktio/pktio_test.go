@@ -46,7 +46,10 @@ func TestAppendIPv4UDPChecksums(t *testing.T) {
 
 // After Serve stops (SIGTERM), the replies of commits still in flight must
 // still leave: the daemon closes the socket only after the store drains.
-func TestSendAfterServeStops(t *testing.T) {
+// listenWithPeer opens the server's sockets on an ephemeral port and a
+// UDP socket on loopback to send replies to, both closed when t ends.
+func listenWithPeer(t *testing.T) (*Conn, *net.UDPConn) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		testenv.Skip(t, "needs root: Listen opens an AF_PACKET socket")
 	}
@@ -54,12 +57,17 @@ func TestSendAfterServeStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer peer.Close()
+	t.Cleanup(func() { peer.Close() })
+	return c, peer
+}
+
+func TestSendAfterServeStops(t *testing.T) {
+	c, peer := listenWithPeer(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -208,19 +216,7 @@ func TestReceiveTimeIsTheKernels(t *testing.T) {
 // holds overlapping (a batch being handled, a transaction's callbacks),
 // the first to end sends everything held, so neither waits for the other.
 func TestHoldSendsWhenEitherEnds(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testenv.Skip(t, "needs root: Listen opens an AF_PACKET socket")
-	}
-	c, err := Listen(context.Background(), 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
+	c, peer := listenWithPeer(t)
 	dst := peer.LocalAddr().(*net.UDPAddr).AddrPort()
 	read := func(wait time.Duration) (string, error) {
 		peer.SetReadDeadline(time.Now().Add(wait))
