@@ -55,6 +55,9 @@ type Xdhcpd struct {
 	Bin, Ctl, Fast string
 	Unbounded      bool
 	Metrics        string
+	// QueueTarget, when set, is server.queue-target (a duration, e.g.
+	// "10ms"), to compare settings; empty: the daemon's default.
+	QueueTarget string
 }
 
 // Name implements Server.
@@ -103,6 +106,9 @@ func (x Xdhcpd) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Pro
 	yaml := XdhcpdConfig(dir, x.Fast)
 	if x.Unbounded {
 		yaml = strings.Replace(yaml, "  log-level: warn\n", "  log-level: warn\n  max-wait: 0s\n  queue-target: 0s\n", 1)
+	}
+	if x.QueueTarget != "" && !x.Unbounded {
+		yaml = strings.Replace(yaml, "  log-level: warn\n", "  log-level: warn\n  queue-target: "+x.QueueTarget+"\n", 1)
 	}
 	if x.Metrics != "" {
 		yaml = strings.Replace(yaml, `  metrics-listen: ""`, "  metrics-listen: "+x.Metrics, 1)

@@ -199,6 +199,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	costRuns := fs.Int("runs", 0, "cost: BPF_PROG_TEST_RUN repetitions per measurement (default 50000, 20000 with --quick)")
 	costRounds := fs.Int("rounds", 0, "cost: interleaved rounds per case (default 61)")
 	fractions := fs.String("fractions", "", "overload: shares of the ceiling to offer, comma-separated (default 0.5,1,1.2,1.5; 1,1.2,1.5 with --quick)")
+	queueTarget := fs.String("queue-target", "", "overload: the bounded server's server.queue-target (default: the daemon's)")
 	ceiling := fs.Float64("ceiling", 0, "overload: the slow path's ceiling per second, taken as given instead of searched for")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -665,6 +666,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return fmt.Errorf("overload: --fractions: %w", err)
 			}
 		}
+		if *queueTarget != "" {
+			if d, err := time.ParseDuration(*queueTarget); err != nil || d <= 0 {
+				return fmt.Errorf("overload: --queue-target %q: want a duration above 0, e.g. 20ms", *queueTarget)
+			}
+		}
 		if *ceiling < 0 {
 			return fmt.Errorf("overload: --ceiling %v: want a rate per second, or 0 to search for it", *ceiling)
 		}
@@ -673,7 +679,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			list = strings.Split(*servers, ",")
 		}
 		fmt.Fprintf(stdout, "overload, %s, %d clients, %s steps...\n", sc, n, d)
-		ov := rig.Overload(ctx, bench.OverloadOptions{Bin: *bin, Scenario: sc, Clients: n, Step: d, Fractions: fr, Ceiling: *ceiling, Servers: list,
+		ov := rig.Overload(ctx, bench.OverloadOptions{Bin: *bin, Scenario: sc, Clients: n, Step: d, Fractions: fr, Ceiling: *ceiling, Servers: list, QueueTarget: *queueTarget,
 			Log: func(format string, args ...any) { fmt.Fprintf(stdout, format, args...) }})
 		rep.Overload = &ov
 		if ov.Err != "" {

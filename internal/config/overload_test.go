@@ -12,7 +12,7 @@ func TestWaitBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := c.Server; s.MaxWait != time.Second || s.QueueTarget != 10*time.Millisecond || s.QueueInterval != 100*time.Millisecond || s.DiscoverHoldoff != 2*time.Second {
+	if s := c.Server; s.MaxWait != time.Second || s.QueueTarget != DefaultQueueTarget || s.QueueInterval != 100*time.Millisecond || s.DiscoverHoldoff != 2*time.Second {
 		t.Fatalf("defaults %v %v %v %v", s.MaxWait, s.QueueTarget, s.QueueInterval, s.DiscoverHoldoff)
 	}
 	off := strings.Replace(failoverBase, "state-dir: /var/lib/xdhcp", "state-dir: /var/lib/xdhcp\n  max-wait: 0s\n  queue-target: 0s", 1)
