@@ -1,12 +1,8 @@
 package bench
 
 import (
-	"bufio"
 	"cmp"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -331,31 +327,13 @@ func fdinfoID(text, key string) (uint32, bool) {
 }
 
 // scrapeMetric reads a metric (the sum of its series) from the /metrics
-// served at addr inside ns. The connection is opened on a thread in ns
-// and the request written by hand (see fetchProfile).
+// served at addr inside ns (scrapeText).
 func scrapeMetric(ns *netns.NS, addr, name string) (float64, error) {
-	var conn net.Conn
-	if err := ns.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp", addr, 5*time.Second)
-		return err
-	}); err != nil {
-		return 0, fmt.Errorf("metrics at %s: %w", addr, err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := fmt.Fprintf(conn, "GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n", addr); err != nil {
-		return 0, fmt.Errorf("metrics at %s: %w", addr, err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	text, err := scrapeText(ns, addr)
 	if err != nil {
-		return 0, fmt.Errorf("metrics at %s: %w", addr, err)
+		return 0, err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("metrics at %s: %s %v", addr, resp.Status, err)
-	}
-	v, ok := metricValue(string(body), name)
+	v, ok := metricValue(text, name)
 	if !ok {
 		return 0, fmt.Errorf("metrics at %s: no %s (is the fast path on?)", addr, name)
 	}
