@@ -78,6 +78,7 @@ type FloodReport struct {
 	Rate       int        `json:"flood-rate-asked"`
 	Seconds    float64    `json:"flood-seconds"`
 	Sender     string     `json:"flood-sender"`
+	Injection  string     `json:"flood-injection,omitempty"` // how SenderXDP sent: InjectLive or InjectTestRuns
 	MACs       int        `json:"flood-macs"`
 	Clients    int        `json:"renewing-clients"`
 	RenewRate  int        `json:"renewal-rate"`
@@ -142,6 +143,9 @@ func (r *Rig) Flood(ctx context.Context, o FloodOptions) FloodReport {
 	if o.Sender != SenderXDP && o.Sender != SenderSockets {
 		rep.Err = fmt.Sprintf("sender %q: want %s or %s", o.Sender, SenderXDP, SenderSockets)
 		return rep
+	}
+	if o.Sender == SenderXDP {
+		rep.Injection, _ = injection("") // "" never fails
 	}
 	for _, a := range []string{floodGiaddr, probeGiaddr} {
 		if _, err := r.Cli.Exec(ctx, "ip", "addr", "replace", a+"/32", "dev", ClientIf); err != nil {
@@ -361,7 +365,7 @@ func (r *Rig) floodInjector(payloads [][]byte) (*Injector, error) {
 		b := loadgen.AppendEthernet(nil, srvMAC, cliMAC, nil, 0x0800)
 		clients[k] = injected{frame: pktio.AppendIPv4UDP(b, from, to, 67, 67, pl), ip: none, server: to}
 	}
-	return r.startInjector(ifindex, clients, 0, false)
+	return r.startInjector(ifindex, clients, 0, false, "")
 }
 
 // offer sends the loaded frames at rate a second (0: as fast as it can)
@@ -894,7 +898,7 @@ func (rep *Report) floodSection(b *strings.Builder) {
 		return
 	}
 	fmt.Fprintf(b, "\n## DISCOVER flood: new clients and renewals under %d DISCOVERs/s asked (%s sender, relayed, %d random MACs, %.0f s)\n\n",
-		f.Rate, f.Sender, f.MACs, f.Seconds)
+		f.Rate, senderName(f.Sender, f.Injection), f.MACs, f.Seconds)
 	if f.Err != "" {
 		fmt.Fprintf(b, "Not measured: %s\n", f.Err)
 		return

@@ -27,6 +27,22 @@ const (
 	SenderXDP     = "xdp"
 )
 
+// How the kernel-side injector sends (ScenarioResult.Injection). It
+// prefers live frames; where the kernel refuses them (liveFrames), or on
+// request, it sends by test runs.
+const (
+	// InjectLive runs xdhcp_inject in BPF_PROG_TEST_RUN's live-frame mode:
+	// the kernel sends each frame with XDP_TX, millions of runs a call.
+	InjectLive = "live-frames"
+	// InjectTestRuns runs the same program as ordinary test runs, one
+	// system call per renewal, each returning the frame it would have
+	// sent, and sends those frames out of the client veth through a
+	// packet socket, one sendmmsg per batch. The program still chooses
+	// and paces the renewals, so what is offered is the same; the
+	// ceiling is lower (the selftest measures it).
+	InjectTestRuns = "test-runs"
+)
+
 // injectMark is the first byte of every injected renewal's xid: the
 // socket generator's xids start with a sequence number, so an answer
 // to one of its late requests is never counted here.
@@ -49,6 +65,8 @@ type Injector struct {
 	first   []byte // the frame BPF_PROG_TEST_RUN starts each run from
 	clients int
 	groOff  bool // the server veth's GRO was off and is turned back off
+	// how is InjectLive or InjectTestRuns.
+	how string
 }
 
 // injected is one client's renewal as the injector sends it.
@@ -115,7 +133,7 @@ func loadInject(clients []injected, leaseTime time.Duration, reflected bool) (*b
 
 // newInjector prepares renewals for every client g holds a lease for and
 // puts the tally on the client veth in place of the rig's XDP_PASS.
-func (r *Rig) newInjector(g *loadgen.Gen, cfg loadgen.Config, reflected bool) (*Injector, error) {
+func (r *Rig) newInjector(g *loadgen.Gen, cfg loadgen.Config, reflected bool, how string) (*Injector, error) {
 	ifindex, cliMAC, srvMAC, err := r.vethMACs()
 	if err != nil {
 		return nil, fmt.Errorf("injector: %w", err)
@@ -134,7 +152,7 @@ func (r *Rig) newInjector(g *loadgen.Gen, cfg loadgen.Config, reflected bool) (*
 		}
 		clients[k] = injected{frame: rn.Frame(src, srvMAC), ip: l.IP, xid: rn.XID, server: cfg.Server}
 	}
-	return r.startInjector(ifindex, clients, cfg.LeaseTime, reflected)
+	return r.startInjector(ifindex, clients, cfg.LeaseTime, reflected, how)
 }
 
 // vethMACs is the client veth's index and MAC address and the server
@@ -162,15 +180,18 @@ func (r *Rig) vethMACs() (ifindex int, cliMAC, srvMAC net.HardwareAddr, err erro
 }
 
 // startInjector loads clients' frames into the kernel sender and puts the
-// tally on the client veth (ifindex) in place of the rig's XDP_PASS.
-func (r *Rig) startInjector(ifindex int, clients []injected, leaseTime time.Duration, reflected bool) (*Injector, error) {
-	// A kernel that refuses live frames would fail the first send, after
-	// the rig's XDP and GRO were changed, and a rate search would log
-	// every step of it: fail here, with the cause.
-	if err := liveFrames(); err != nil {
+// tally on the client veth (ifindex) in place of the rig's XDP_PASS. how
+// is InjectLive, InjectTestRuns, or "" for live frames where the kernel
+// runs them and test runs elsewhere.
+func (r *Rig) startInjector(ifindex int, clients []injected, leaseTime time.Duration, reflected bool, how string) (*Injector, error) {
+	// Asked before anything on the rig changes: a kernel that refuses
+	// live frames would fail the first send, and a rate search would log
+	// every step of it.
+	how, err := injection(how)
+	if err != nil {
 		return nil, err
 	}
-	in := &Injector{rig: r, ifindex: ifindex}
+	in := &Injector{rig: r, ifindex: ifindex, how: how}
 	objs, err := loadInject(clients, leaseTime, reflected)
 	if err != nil {
 		return nil, fmt.Errorf("injector: %w", err)
@@ -203,6 +224,24 @@ func (r *Rig) startInjector(ifindex int, clients []injected, leaseTime time.Dura
 	}
 	ok = true
 	return in, nil
+}
+
+// injection is how the injector sends when asked for how: InjectLive,
+// InjectTestRuns, or "" for live frames where the kernel runs them and
+// test runs elsewhere.
+func injection(how string) (string, error) {
+	switch how {
+	case "":
+		if liveFrames() != nil {
+			return InjectTestRuns, nil
+		}
+		return InjectLive, nil
+	case InjectLive:
+		return how, liveFrames()
+	case InjectTestRuns:
+		return how, nil
+	}
+	return "", fmt.Errorf("injector: sending by %q: want %s or %s", how, InjectLive, InjectTestRuns)
 }
 
 // swapClientXDP replaces the rig's XDP_PASS on the client veth with what
@@ -326,9 +365,12 @@ func (in *Injector) send(ctx context.Context, rate int, d time.Duration) error {
 	if err := in.objs.InjectProgress.Put(uint32(0), st); err != nil {
 		return fmt.Errorf("setting the sender's pace: %w", err)
 	}
+	end := time.Now().Add(d)
+	if in.how == InjectTestRuns {
+		return in.sendByTestRuns(ctx, end, time.Duration(st.GapNs))
+	}
 	opts := ebpf.RunOptions{Data: in.first, Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES, BatchSize: 256,
 		Context: bpf.XdpXdpMd{DataEnd: uint32(len(in.first)), IngressIfindex: uint32(in.ifindex)}}
-	end := time.Now().Add(d)
 	runs := uint32(1 << 20) // runs per call, adjusted to last about callTime
 	for ctx.Err() == nil {
 		left := time.Until(end)

@@ -50,33 +50,40 @@ func loadInjectForTest(t *testing.T, reflected bool) *bpf.InjectObjects {
 	return objs
 }
 
-// requireLiveFrames skips a test that sends with the injector (fails it
-// under CI=true) when the kernel refuses live-frame mode: it needs the
-// sender, not just its programs.
-func requireLiveFrames(t testing.TB) {
-	t.Helper()
-	if err := liveFrames(); err != nil {
-		testenv.Skip(t, err.Error())
-	}
-}
-
-// TestLiveFramesProbe: where the kernel refuses live frames, the injector
-// fails before it touches the rig, with the cause on one line (the
-// benchmark's error for every xdp-sender row).
+// TestLiveFramesProbe: where the kernel refuses live frames, the probe
+// says why on one line, an injector asked for live frames fails before it
+// touches the rig with that line, and one asked for nothing sends by test
+// runs.
 func TestLiveFramesProbe(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testenv.Skip(t, "needs root to load BPF programs")
 	}
+	if _, err := injection("sideways"); err == nil {
+		t.Error("injection accepted an unknown way of sending")
+	}
+	if how, err := injection(InjectTestRuns); how != InjectTestRuns || err != nil {
+		t.Errorf("asked for test runs: %q, %v", how, err)
+	}
 	err := liveFrames()
+	how, herr := injection("")
+	if herr != nil {
+		t.Fatalf("injection(\"\"): %v", herr)
+	}
 	if err == nil {
-		t.Skip("the kernel runs live frames here; nothing to refuse")
+		if how != InjectLive {
+			t.Errorf("the kernel runs live frames, yet the injector would send by %q", how)
+		}
+		return
 	}
 	t.Log(err)
+	if how != InjectTestRuns {
+		t.Errorf("live frames refused, yet the injector would send by %q", how)
+	}
 	if !errors.Is(err, errNoLiveFrames) || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("probe: %q; want errNoLiveFrames on one line", err)
 	}
 	var r *Rig // startInjector must return before using it
-	if _, serr := r.startInjector(1, injTestClients(), time.Hour, false); !errors.Is(serr, errNoLiveFrames) || serr.Error() != err.Error() {
+	if _, serr := r.startInjector(1, injTestClients(), time.Hour, false, InjectLive); !errors.Is(serr, errNoLiveFrames) || serr.Error() != err.Error() {
 		t.Fatalf("startInjector: %v; want the probe's error", serr)
 	}
 }

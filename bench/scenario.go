@@ -36,6 +36,9 @@ type ScenarioOptions struct {
 	// renew scenario's renewals from the kernel (Injector); leases are
 	// taken through the sockets either way.
 	Sender string
+	// Injection is how SenderXDP sends: InjectLive, InjectTestRuns, or ""
+	// for live frames where the kernel runs them.
+	Injection string
 	// ProfileDir, when set and the server is xdhcpd, receives its CPU
 	// profile of ProfileSeconds (default 20) of the measured phase, taken
 	// from its middle (server.pprof is turned on), and its allocations
@@ -60,6 +63,8 @@ type ScenarioResult struct {
 	Clients  int    `json:"clients"`
 	Senders  int    `json:"senders"` // the generator's sending goroutines
 	Sender   string `json:"sender"`  // SenderSockets or SenderXDP
+	// Injection is how SenderXDP sent (InjectLive or InjectTestRuns).
+	Injection string `json:"injection,omitempty"`
 	// Best is the phase with the highest answered rate within the loss
 	// limit, the open loop included (or the one phase run); OpenLoop the
 	// phase offered as much as the generator sends.
@@ -167,12 +172,13 @@ func (r *Rig) Scenario(ctx context.Context, s Server, o ScenarioOptions) Scenari
 // g's leases.
 func (r *Rig) injected(ctx context.Context, g *loadgen.Gen, cfg loadgen.Config, o ScenarioOptions, res ScenarioResult, reflected bool) ScenarioResult {
 	res.Senders = 1 // see Injector.Run
-	in, err := r.newInjector(g, cfg, reflected)
+	in, err := r.newInjector(g, cfg, reflected, o.Injection)
 	if err != nil {
 		res.Err = err.Error()
 		return res
 	}
 	defer in.Close()
+	res.Injection = in.how
 	return r.search(ctx, o, res, res.Server, func(rate int) (loadgen.Result, error) {
 		return in.Run(ctx, res.Mode, rate, o.Step, cfg.ServerPID)
 	})
@@ -200,7 +206,7 @@ func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult,
 		ph, err := phase(rate)
 		if o.Log != nil {
 			fmt.Fprintf(o.Log, "  %-20s %-7s %-5s %-7s rate %7d/s: %8.0f answered/s, loss %6.3f%%, wrong %d, p99 %sµs\n",
-				name, res.Scenario, res.Mode, res.Sender, rate, ph.Rate, 100*ph.Loss, ph.Wrong, latency(res, ph.P99))
+				name, res.Scenario, res.Mode, senderName(res.Sender, res.Injection), rate, ph.Rate, 100*ph.Loss, ph.Wrong, latency(res, ph.P99))
 		}
 		return ph, err
 	}

@@ -12,6 +12,7 @@ import (
 // run order.
 type group struct {
 	scenario, mode, sender string
+	injection              string // how SenderXDP sent
 	results                []ScenarioResult
 }
 
@@ -20,11 +21,11 @@ func groups(rs []ScenarioResult) []group {
 	for _, r := range rs {
 		sender := cmp.Or(r.Sender, SenderSockets)
 		i := 0
-		for i < len(gs) && (gs[i].scenario != r.Scenario || gs[i].mode != r.Mode || gs[i].sender != sender) {
+		for i < len(gs) && (gs[i].scenario != r.Scenario || gs[i].mode != r.Mode || gs[i].sender != sender || gs[i].injection != r.Injection) {
 			i++
 		}
 		if i == len(gs) {
-			gs = append(gs, group{scenario: r.Scenario, mode: r.Mode, sender: sender})
+			gs = append(gs, group{scenario: r.Scenario, mode: r.Mode, sender: sender, injection: r.Injection})
 		}
 		gs[i].results = append(gs[i].results, r)
 	}
@@ -49,10 +50,10 @@ func (rep *Report) scenarioTables(b *strings.Builder) {
 			if r.OpenLoop != nil {
 				ol = fmt.Sprintf("%.0f (%.0f)", r.OpenLoop.Rate, float64(r.OpenLoop.PacketsSent)/r.OpenLoop.Seconds)
 			}
-			fmt.Fprintf(b, "| %s | %s | %d | %d | %.0f (%.0f/s) | %s | %s |%s\n", r.Mode, cmp.Or(r.Sender, SenderSockets), r.Clients, r.Senders,
+			fmt.Fprintf(b, "| %s | %s | %d | %d | %.0f (%.0f/s) | %s | %s |%s\n", r.Mode, senderName(cmp.Or(r.Sender, SenderSockets), r.Injection), r.Clients, r.Senders,
 				r.Best.Rate, offered(r.Scenario, r.Best), ol, latency(r, r.Best.P99), errCell(r.Err))
 		}
-		b.WriteString("\nSenders: `sockets` is sendmmsg on a UDP socket (relay) or a raw socket (layer 2), a system call per batch and a socket buffer per packet; `xdp` prebuilds every client's renewal in a BPF map and sends them from the kernel with BPF_PROG_TEST_RUN in live-frame mode (bpf/inject.c), pacing itself, while an XDP program on the generator's veth validates and counts the answers (xid, address, server id, lease time). It spins on one CPU, pinned (the answers' softirq work follows the sending CPU on a veth), for the whole phase, so the server has the other CPU and a share of this one; it does not time answers.\n")
+		b.WriteString("\nSenders: `sockets` is sendmmsg on a UDP socket (relay) or a raw socket (layer 2), a system call per batch and a socket buffer per packet; `xdp` prebuilds every client's renewal in a BPF map and sends them from the kernel with BPF_PROG_TEST_RUN in live-frame mode (bpf/inject.c), pacing itself, while an XDP program on the generator's veth validates and counts the answers (xid, address, server id, lease time). It spins on one CPU, pinned (the answers' softirq work follows the sending CPU on a veth), for the whole phase, so the server has the other CPU and a share of this one; it does not time answers. Where the kernel refuses live-frame mode, `xdp, by test runs` runs the same program as ordinary test runs, one system call per renewal, and sends the frames they return through a packet socket, one sendmmsg per 64: the same renewals at the same pace, with a lower ceiling, which this table shows.\n")
 	}
 	for _, g := range groups(rep.Scenarios) {
 		maxLoss := g.results[0].MaxLoss
@@ -61,7 +62,7 @@ func (rep *Report) scenarioTables(b *strings.Builder) {
 			how = "renewals are sent from the kernel (`--sender xdp`, see the generator ceiling); latency is not measured"
 		}
 		fmt.Fprintf(b, "\n## %s, %s mode, %s sender (xdhcp-bench generator)\n\n%s. The offered rate doubles, then bisects (3 s steps), then the generator sends open loop; the result is the highest answered rate of any of these phases with at most %.1f%% loss and no wrong answer, beside the rate the generator actually offered in it (below its target when the generator was the limit); %s.\n\n",
-			g.scenario, g.mode, g.sender, scenarioText[g.scenario], 100*maxLoss, how)
+			g.scenario, g.mode, senderName(g.sender, g.injection), scenarioText[g.scenario], 100*maxLoss, how)
 		b.WriteString("| server | answered/s within the loss limit (offered/s) | loss | p50 / p99 / p99.9 µs | open loop answered/s (loss) | wrong | server CPU s per 1M answers | + softirq s per 1M | vs kea | vs xdhcpd (fast path off) |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		rate := map[string]float64{}
 		for _, r := range g.results {
@@ -118,6 +119,15 @@ func fasterKea(rates map[string]float64) float64 {
 	return best
 }
 
+// senderName is a sender as the report names it: the kernel sender's
+// fallback (InjectTestRuns) is told apart, its ceiling being lower.
+func senderName(sender, injection string) string {
+	if sender == SenderXDP && injection == InjectTestRuns {
+		return sender + ", by test runs"
+	}
+	return sender
+}
+
 // latency is a latency cell: n/a where the sender does not time answers.
 func latency(r ScenarioResult, us float64) string {
 	if r.Sender == SenderXDP {
@@ -138,6 +148,9 @@ func groupStem(base string, g group) string {
 	stem := fmt.Sprintf("%s-%s-%s", filepath.Base(base), g.scenario, g.mode)
 	if g.sender == SenderXDP {
 		stem += "-xdp"
+		if g.injection == InjectTestRuns {
+			stem += "-testruns"
+		}
 	}
 	return stem
 }

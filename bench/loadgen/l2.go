@@ -111,6 +111,25 @@ type mmsghdr struct {
 // mmsg moves a batch with sendmmsg or recvmmsg (MSG_WAITFORONE: block
 // for the first only).
 func (t *L2) mmsg(trap uintptr, bufs [][]byte, flags int) ([]mmsghdr, int, error) {
+	return mmsg(t.fd, trap, bufs, flags)
+}
+
+// SendFrames sends each of frames as one datagram on fd (a packet socket
+// bound to its interface), with as few sendmmsg calls as it takes, and
+// returns how many left.
+func SendFrames(fd int, frames [][]byte) (int, error) {
+	sent := 0
+	for sent < len(frames) {
+		_, n, err := mmsg(fd, unix.SYS_SENDMMSG, frames[sent:], 0)
+		sent += n
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
+}
+
+func mmsg(fd int, trap uintptr, bufs [][]byte, flags int) ([]mmsghdr, int, error) {
 	iov := make([]unix.Iovec, len(bufs))
 	hs := make([]mmsghdr, len(bufs))
 	for i, b := range bufs {
@@ -119,7 +138,7 @@ func (t *L2) mmsg(trap uintptr, bufs [][]byte, flags int) ([]mmsghdr, int, error
 		hs[i].hdr.Iov = &iov[i]
 		hs[i].hdr.Iovlen = 1
 	}
-	n, _, errno := unix.Syscall6(trap, uintptr(t.fd), uintptr(unsafe.Pointer(&hs[0])), uintptr(len(hs)), uintptr(flags), 0, 0)
+	n, _, errno := unix.Syscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&hs[0])), uintptr(len(hs)), uintptr(flags), 0, 0)
 	runtime.KeepAlive(iov)
 	runtime.KeepAlive(bufs)
 	if errno != 0 {
@@ -143,13 +162,9 @@ func (t *L2) Send(pkts []Packet) (int, error) {
 	for i, p := range pkts {
 		frames[i] = Frame(p, t.server, smac)
 	}
-	sent := 0
-	for sent < len(frames) {
-		_, n, err := t.mmsg(unix.SYS_SENDMMSG, frames[sent:], 0)
-		sent += n
-		if err != nil {
-			return sent, fmt.Errorf("layer 2 send: %w", err)
-		}
+	sent, err := SendFrames(t.fd, frames)
+	if err != nil {
+		return sent, fmt.Errorf("layer 2 send: %w", err)
 	}
 	return sent, nil
 }

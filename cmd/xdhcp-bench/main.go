@@ -35,7 +35,7 @@ const usage = `usage:
   xdhcp-bench renew --xdhcpd PATH [--quick] [--out DIR]     renewals/s with XDP native, generic and off, Kea, dhcpd; XDP cost per packet
   xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--scenarios renew-relay,...] [--out DIR]   every scenario and mode against every server
   xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
-                  [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--sender sockets|xdp]
+                  [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--sender sockets|xdp] [--injection live-frames|test-runs]
                   [--profile DIR [--profile-seconds N]] [--out DIR]   (--profile: xdhcpd's CPU profile of the phase, allocs at its start and end)
   xdhcp-bench cost [--quick] [--compare OBJ] [--runs N] [--rounds N] [--out DIR]
                   the XDP program's cost per renewal (BPF_PROG_TEST_RUN), as a multiple of a program that
@@ -64,9 +64,10 @@ const usage = `usage:
                   client starts a DORA every second (retransmitting at 4, 8, 16 s ± 1 s) and --clients bound clients renew at
                   1000/s: each new client's time to its ACK, renewals answered and lost, the rate actually sent, and the
                   server's drops by reason (its metrics, the kernel's UDP RcvbufErrors), side by side
-  xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--sender sockets|xdp] [--out DIR]   the generator's ceiling against an XDP reflector
+  xdhcp-bench selftest [--mode relay|l2] [--clients N] [--senders N] [--sender sockets|xdp] [--injection live-frames|test-runs] [--out DIR]   the generator's ceiling against an XDP reflector
 Renewals go out through sockets (sendmmsg, raw frames) or, with --sender xdp, from the kernel
-(BPF_PROG_TEST_RUN live frames, answers counted by XDP); all, scenarios and selftest run both.
+(BPF_PROG_TEST_RUN live frames, or test runs where the kernel refuses those; answers counted by XDP);
+all, scenarios and selftest run both.
 Servers: xdhcpd-xdp-native, xdhcpd-xdp-generic, xdhcpd (fast path off), kea, kea-mt (Kea with multi-threading on), dhcpd, dhcpd-16k-pool.
 Runs as root: it creates network namespaces. Every run writes a report (markdown, JSON, PNG charts) under --out.
 xdhcp-bench COMMAND --help prints that command's usage; --version the build information.
@@ -185,7 +186,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	only := fs.String("scenarios", "", "scenarios: only these scenario-mode pairs (e.g. renew-relay,release-relay)")
 	vlans := fs.Int("vlans", 0, "l2 mode: VLAN tags per client (0, 1 or 2; the server side must be set up for them)")
 	senders := fs.Int("senders", 2, "goroutines sending at once (each a share of the rate)")
-	sender := fs.String("sender", "", "renewals sent through sockets or xdp (kernel live frames); default: sockets for run, both for selftest")
+	sender := fs.String("sender", "", "renewals sent through sockets or xdp (from the kernel); default: sockets for run, both for selftest")
+	injection := fs.String("injection", "", "how the xdp sender sends: live-frames, or test-runs (what it falls back to where the kernel refuses live frames); default: live frames where the kernel runs them")
 	clients := fs.Int("clients", 0, "distinct clients (default 100000 for compare, 10000 for the generator)")
 	step := fs.Duration("step", 0, "length of each step (default 30s for compare, 3s for the generator)")
 	duration := fs.Duration("duration", 0, "flood: how long the flood lasts (default 30s, 15s with --quick)")
@@ -214,6 +216,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *sender != "" && *sender != bench.SenderSockets && *sender != bench.SenderXDP {
 		fmt.Fprintf(stderr, "xdhcp-bench: --sender %q: want sockets or xdp\n", *sender)
+		return 2
+	}
+	if *injection != "" && *injection != bench.InjectLive && *injection != bench.InjectTestRuns {
+		fmt.Fprintf(stderr, "xdhcp-bench: --injection %q: want %s or %s\n", *injection, bench.InjectLive, bench.InjectTestRuns)
 		return 2
 	}
 	if *maxLoss < 0 || *maxLoss >= 1 || *rate < 0 || *clients < 0 || *step < 0 || *costRuns < 0 || *costRounds < 0 {
@@ -299,7 +305,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return err
 		}
 		o := bench.ScenarioOptions{Scenario: scen, Mode: mode, Clients: genClients, Pop: pop, MaxLoss: maxLoss,
-			StartRate: 2000, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: via}
+			StartRate: 2000, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: via, Injection: *injection}
 		if scen == "dora" || scen == "release" {
 			o.StartRate = 500
 		}
@@ -441,7 +447,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return err
 			}
 			o := bench.ScenarioOptions{Scenario: *scenario, Mode: *mode, Clients: genClients, Pop: pop, MaxLoss: *maxLoss,
-				StartRate: 1000, Rate: *rate, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: *sender,
+				StartRate: 1000, Rate: *rate, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: *sender, Injection: *injection,
 				ProfileDir: *profile, ProfileSeconds: *profileSecs}
 			if *step == 0 && *maxLoss == 0 {
 				o.Step = 10 * time.Second
@@ -470,7 +476,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			for _, m := range modes {
 				for _, via := range vias {
 					o := bench.ScenarioOptions{Mode: m, Clients: genClients, Pop: pop, MaxLoss: 0.001, StartRate: 20000, Step: genStep,
-						Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: via}
+						Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: via, Injection: *injection}
 					if *quick {
 						o.StartRate, o.Bisect = 50000, 1
 						if via == bench.SenderXDP {
