@@ -342,12 +342,12 @@ func (s *Server) AssumeGrantedToHorizon() (n int, commit func(context.Context) e
 		}
 		return false
 	}, func(*lease.Lease) bool { return true })
-	ips := make([]netip.Addr, 0, n) // ten million appended grew it over and again
+	ips := make([]uint32, 0, n) // ten million appended grew it over and again
 	// Every record may change its expiry: the heap is made once after.
 	s.expiryLater = true
 	s.leases.Range(held, func(l *lease.Lease) bool {
 		s.applyToLocked(l, true, causeAssume, now, func(l *lease.Lease) { l.Expiry = l.DurableHorizon })
-		ips = append(ips, l.IP)
+		ips = append(ips, lease.AddrUint32(l.IP))
 		return true
 	})
 	s.expiryLater = false
@@ -358,14 +358,30 @@ func (s *Server) AssumeGrantedToHorizon() (n int, commit func(context.Context) e
 	return len(ips), func(ctx context.Context) error { return s.commitAddrs(ctx, ips, causeAssume) }
 }
 
-// commitAddrs commits the records of ips as they are now, sweepBatch at
-// a time, each batch on disk before the next is read.
-func (s *Server) commitAddrs(ctx context.Context, ips []netip.Addr, c cause) error {
+// holdToHorizon is AssumeGrantedToHorizon's change to one record, as
+// applyToLocked makes it for causeAssume, for a record not yet in the
+// table (LoadHoldingGrants): an active lease whose durable horizon is
+// past its expiry expires at the horizon, and the partner is to hear of
+// it. It reports whether l changed.
+func holdToHorizon(l *lease.Lease) bool {
+	if l.State != lease.Active || !l.DurableHorizon.After(l.Expiry) {
+		return false
+	}
+	l.Expiry = l.DurableHorizon
+	l.PartnerPending = true
+	l.PotExp = later(l.Expiry, l.Horizon)
+	return true
+}
+
+// commitAddrs commits the records of ips (lease.AddrUint32: four bytes an
+// address, not netip.Addr's 24, at ten million) as they are now,
+// sweepBatch at a time, each batch on disk before the next is read.
+func (s *Server) commitAddrs(ctx context.Context, ips []uint32, c cause) error {
 	for len(ips) > 0 {
 		n := min(len(ips), sweepBatch)
 		cl := make([]*lease.Lease, 0, n)
 		for _, ip := range ips[:n] {
-			cl = append(cl, &lease.Lease{IP: ip}) // commit reads each record as it is when it submits
+			cl = append(cl, &lease.Lease{IP: lease.AddrFromUint32(ip)}) // commit reads each record as it is when it submits
 		}
 		if err := s.commitAndWait(ctx, cl, c); err != nil {
 			return fmt.Errorf("committing %d records (%d more to go): %w", n, len(ips)-n, err)

@@ -1,6 +1,7 @@
 package slowpath
 
 import (
+	"cmp"
 	"context"
 	"net"
 	"net/netip"
@@ -116,5 +117,101 @@ func TestLoadTwoWaysBuildsWhatOneWayDoes(t *testing.T) {
 	hw20 := two.clients.hwAddrs(nil, lease.ClientKey(nil, 1, net.HardwareAddr{2, 0, 0, 0, 1, 20}))
 	if len(hw20) < 2 {
 		t.Errorf("the hardware-keyed client's older addresses: %v", hw20)
+	}
+}
+
+// Holding grants while loading (LoadHoldingGrants, for a lost fast-path
+// map) builds what a Load followed by AssumeGrantedToHorizon builds: the
+// same records, the same expiry heap, the same count held; and its commit
+// stores the held records, on one goroutine's load and on two.
+func TestLoadHoldingGrantsIsAssumeGranted(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "l.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	defer func() { cancel(); <-done; st.Close() }()
+
+	t0 := time.Unix(1_800_000_000, 0)
+	var ls []*lease.Lease
+	add := func(i int, state lease.State, expiry, horizon time.Duration) {
+		v := 0x0a4d0100 + i
+		ls = append(ls, &lease.Lease{IP: netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), State: state, HWType: 1,
+			HWAddr: net.HardwareAddr{2, 0, 0, 0, byte(i >> 8), byte(i)}, Start: t0, CLTT: t0, StateAt: t0,
+			Expiry: t0.Add(expiry), Horizon: t0.Add(horizon)})
+	}
+	for i := range 600 {
+		switch i % 6 {
+		case 0, 1: // held: the horizon is past the expiry
+			add(i, lease.Active, time.Hour, 4*time.Hour)
+		case 2: // the expiry is past the horizon already
+			add(i, lease.Active, 4*time.Hour, time.Hour)
+		case 3: // granted without a horizon (fast path off then)
+			add(i, lease.Active, time.Hour, -time.Hour)
+		case 4: // not active: its horizon means nothing
+			add(i, lease.Released, 0, 4*time.Hour)
+		case 5:
+			add(i, lease.Expired, -time.Hour, 4*time.Hour)
+		}
+	}
+	newServer := func(s Store) *Server {
+		srv, err := New(Config{Store: s, Sender: &capture{}, Now: func() time.Time { return t0 }, Subnets: []*Subnet{{
+			Prefix: netip.MustParsePrefix("10.77.0.0/16"), LeaseTime: time.Hour,
+			Pools: [][2]netip.Addr{{netip.MustParseAddr("10.77.0.2"), netip.MustParseAddr("10.77.255.254")}},
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv
+	}
+	sortedHeap := func(s *Server) []expiryEntry {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return slices.SortedFunc(slices.Values(s.expiry), func(a, b expiryEntry) int {
+			return cmp.Or(cmp.Compare(a.ip, b.ip), cmp.Compare(a.at, b.at))
+		})
+	}
+	for _, c := range []struct {
+		name string
+		st   Store
+	}{{"two goroutines", st}, {"one goroutine", plainStore{st}}} {
+		t.Run(c.name, func(t *testing.T) {
+			// As put: the last subtest's commit stored them held.
+			if err := st.Put(ctx, ls...); err != nil {
+				t.Fatal(err)
+			}
+			after := newServer(c.st)
+			if err := after.Load(ctx); err != nil {
+				t.Fatal(err)
+			}
+			wantN, _ := after.AssumeGrantedToHorizon() // its commit is not run: the store stays as put
+			during := newServer(c.st)
+			n, commit, err := during.LoadHoldingGrants(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != wantN || n != 200 {
+				t.Fatalf("held %d while loading, %d after; want 200", n, wantN)
+			}
+			after.Each(func(l *lease.Lease) {
+				if o := during.Lookup(l.IP); o == nil || !reflect.DeepEqual(o, l) {
+					t.Fatalf("%v: held while loading %+v, after %+v", l.IP, o, l)
+				}
+			})
+			if a, b := sortedHeap(after), sortedHeap(during); !slices.Equal(a, b) {
+				t.Fatalf("expiry heaps differ: %d entries after, %d while loading", len(a), len(b))
+			}
+			if err := commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range ls[:2] {
+				got, err := st.Get(l.IP)
+				if err != nil || !got.Expiry.Equal(l.Horizon) || !got.PartnerPending {
+					t.Fatalf("%v stored as %+v (%v); want it held to %v", l.IP, got, err, l.Horizon)
+				}
+			}
+		})
 	}
 }

@@ -310,19 +310,46 @@ func (s *Server) SetInterfaces(ifaces []Interface) {
 
 // Load reads every lease from the store into memory.
 func (s *Server) Load(ctx context.Context) error {
+	_, err := s.load(ctx, false)
+	return err
+}
+
+// LoadHoldingGrants is Load for a fast path whose map did not survive:
+// each active lease is held to its durable horizon as it is read, which
+// is what AssumeGrantedToHorizon does after a Load, without a second pass
+// over the table (3 s of a ten-million-lease start). held and commit are
+// as AssumeGrantedToHorizon returns them.
+func (s *Server) LoadHoldingGrants(ctx context.Context) (held int, commit func(context.Context) error, err error) {
+	addrs, err := s.load(ctx, true)
+	if err != nil {
+		return 0, nil, err
+	}
+	return len(addrs), func(ctx context.Context) error { return s.commitAddrs(ctx, addrs, causeAssume) }, nil
+}
+
+// load is Load; hold, it holds every active lease to its durable horizon
+// (holdToHorizon) and returns their addresses.
+func (s *Server) load(ctx context.Context, hold bool) (held []uint32, err error) {
 	var n int
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var err error
+	// put is the last step of each record's load, on the goroutine that
+	// fills the table.
+	put := func(l *lease.Lease) {
+		markDurable(l)
+		if hold && holdToHorizon(l) {
+			held = append(held, lease.AddrUint32(l.IP))
+		}
+		s.leases.Put(l)
+	}
 	if sl, ok := s.store.(snapshotLoader); ok {
 		if total, cerr := sl.Count(); cerr == nil {
 			s.clients.reserve(total)
 		}
-		n, err = s.loadTwoWays(ctx, sl)
+		n, err = s.loadTwoWays(ctx, sl, put)
 	} else {
 		err = s.store.Load(ctx, func(l *lease.Lease) error {
-			markDurable(l)
-			s.leases.Put(l)
+			put(l)
 			if len(l.HWAddr) > 0 || len(l.ClientID) > 0 {
 				s.indexClient(l, false, s.leases.Get)
 			}
@@ -331,22 +358,22 @@ func (s *Server) Load(ctx context.Context) error {
 		})
 	}
 	if err != nil {
-		return fmt.Errorf("loading leases: %w", err)
+		return nil, fmt.Errorf("loading leases: %w", err)
 	}
 	s.rebuildPoolsLocked()
 	s.log.Info("leases loaded", "count", n)
 	if err := s.loadInformedLocked(); err != nil {
-		return err
+		return nil, err
 	}
 	// Campaigns resume once the leases and informed clients they target
 	// are known; Run carries them on.
 	if err := s.loadCampaignsLocked(); err != nil {
-		return err
+		return nil, err
 	}
 	s.mu.Unlock()
 	s.announceReservations(nil)
 	s.mu.Lock() // for the deferred unlock
-	return nil
+	return held, nil
 }
 
 // snapshotLoader is a Store that lets a load read any record of the
@@ -370,12 +397,12 @@ type loadChunk struct {
 }
 
 // loadTwoWays loads the records on two goroutines: this one reads them and
-// indexes them by client, the other puts them in the lease table. Each owns
+// indexes them by client, the other puts them in the lease table (put). Each owns
 // what it builds, and the table's is done when this returns. The client
 // index checks a client's other record in the store's snapshot (lookup),
 // which holds what the table will. The load's work is mostly waiting for
 // memory (a map insert, a record written), which two cores do side by side.
-func (s *Server) loadTwoWays(ctx context.Context, sl snapshotLoader) (int, error) {
+func (s *Server) loadTwoWays(ctx context.Context, sl snapshotLoader, put func(*lease.Lease)) (int, error) {
 	const inFlight = 4
 	full, free := make(chan *loadChunk, inFlight), make(chan *loadChunk, inFlight)
 	for range inFlight {
@@ -385,8 +412,7 @@ func (s *Server) loadTwoWays(ctx context.Context, sl snapshotLoader) (int, error
 	wg.Go(func() {
 		for c := range full {
 			for i := range c.leases {
-				markDurable(&c.leases[i])
-				s.leases.Put(&c.leases[i])
+				put(&c.leases[i])
 			}
 			clear(c.leases) // the next batch's records must not keep these bytes
 			c.leases, c.arena = c.leases[:0], c.arena[:0]

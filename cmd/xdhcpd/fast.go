@@ -44,9 +44,9 @@ type fastPath struct {
 	// at is where the program is attached, by interface name (follow's
 	// own: the link watcher's goroutine, after attach at start).
 	at map[string]linkwatch.Link
-	// assumed stores the leases reconcile extended to their horizons
-	// (slowpath.AssumeGrantedToHorizon), in batches, once the daemon
-	// serves; nil when there were none.
+	// assumed stores the leases load extended to their horizons
+	// (slowpath.LoadHoldingGrants), in batches, once the daemon serves;
+	// nil when there were none.
 	assumed func(context.Context) error
 	// pinned are the entries the map held at start (reconcile), for
 	// publish to withdraw those no record stands for.
@@ -89,19 +89,30 @@ func loadFastPath(c *config.Config, log *slog.Logger, clock func() time.Time) (*
 		modes: map[string]loader.Mode{}, at: map[string]linkwatch.Link{}}, nil
 }
 
-// reconcile is the part of making the map agree with bbolt (DESIGN.md
-// invariant 1) that must come before serving: leases are held to their
-// horizons if the map was lost, and renewals the map knows and bbolt does
-// not (events lost while the daemon was down) are folded. publish then
-// republishes every lease and drops the entries bbolt does not know,
-// while the daemon serves.
-func (f *fastPath) reconcile(srv *slowpath.Server) error {
-	if !f.prog.Reused {
-		if n, commit := srv.AssumeGrantedToHorizon(); n > 0 {
-			f.log.Warn("the fast path's map did not survive: active leases are held until their promise horizon", "leases", n)
-			f.assumed = commit
-		}
+// load loads srv's leases. If the map was lost, each active lease is held
+// to its horizon as it is read (slowpath.LoadHoldingGrants): whatever the
+// map granted is gone with it, and no grant went past the horizon.
+func (f *fastPath) load(ctx context.Context, srv *slowpath.Server) error {
+	if f.prog.Reused {
+		return srv.Load(ctx)
 	}
+	n, commit, err := srv.LoadHoldingGrants(ctx)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		f.log.Warn("the fast path's map did not survive: active leases are held until their promise horizon", "leases", n)
+		f.assumed = commit
+	}
+	return nil
+}
+
+// reconcile is the part of making the map agree with bbolt (DESIGN.md
+// invariant 1) that must come before serving, after load: renewals the
+// map knows and bbolt does not (events lost while the daemon was down)
+// are folded. publish then republishes every lease and drops the entries
+// bbolt does not know, while the daemon serves.
+func (f *fastPath) reconcile(srv *slowpath.Server) error {
 	var found []fastpath.Renewal
 	ips, err := f.maps.Scan(func(r fastpath.Renewal) { found = append(found, r) })
 	if err != nil {

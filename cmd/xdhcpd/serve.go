@@ -182,13 +182,13 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	fb.srv = srv
 	committed.Store(srv)
-	if err := srv.Load(ctx); err != nil {
-		return err
+	if fp == nil {
+		err = srv.Load(ctx)
+	} else if err = fp.load(ctx, srv); err == nil {
+		err = fp.reconcile(srv)
 	}
-	if fp != nil {
-		if err := fp.reconcile(srv); err != nil {
-			return err
-		}
+	if err != nil {
+		return err
 	}
 	// Loading the lease table left garbage about its
 	// own size: it goes back to the system now, in one collection,
