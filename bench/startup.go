@@ -207,6 +207,16 @@ func (r *Rig) scaleRow(ctx context.Context, o ScaleOptions, n int, done []ScaleR
 	}
 	row.Published = time.Since(t0)
 	row.PublishedRSSBytes = rss(p.Pid())
+	phase = "waiting for start-up to settle"
+	if err := waitWithin(rctx, p, within, func() bool {
+		v, err := scrapeMetric(r.Srv, scaleMetrics, "xdhcp_startup_settled")
+		return err == nil && v == 1
+	}); err != nil {
+		return fail(exited(p.Exited(), p.Wait, fmt.Errorf("xdhcpd with %d leases: settling: %w", n, err)))
+	}
+	row.Settled = time.Since(t0)
+	row.SettledRSSBytes, row.SettledFileBytes = rss(p.Pid()), procStatusBytes(p.Pid(), "RssFile:")
+	row.PeakRSSBytes = peakRSS(p.Pid())
 
 	phase = "reading the BPF maps"
 	if row.Maps, err = bpfMaps(p.Pid()); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -212,6 +213,14 @@ func republishRound(t *testing.T, r *rig, now, horizon time.Time, round byte) (l
 	scanned := map[netip.Addr]time.Time{}
 	if _, err := r.maps.Scan(func(rn fastpath.Renewal) { scanned[rn.IP] = rn.Expiry }); err != nil {
 		t.Fatal(err)
+	}
+	// The scan without addresses finds the same renewals.
+	again := map[netip.Addr]time.Time{}
+	if err := r.maps.ScanRenewals(func(rn fastpath.Renewal) { again[rn.IP] = rn.Expiry }); err != nil {
+		t.Fatal(err)
+	}
+	if !maps.EqualFunc(scanned, again, time.Time.Equal) {
+		t.Errorf("round %d: Scan found %d renewals, ScanRenewals %d, or other expiries", round, len(scanned), len(again))
 	}
 	for ip, exp := range granted {
 		if g, ok := scanned[ip]; !ok || g.Before(exp) {

@@ -44,6 +44,8 @@ const (
 type bulkReader interface {
 	// LoadPage reads the lease store a page at a time (Store.LoadPage).
 	LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) error) (netip.Addr, error)
+	// ReleaseMapped gives back the store's pages a scan has mapped in.
+	ReleaseMapped()
 	// ByHW and ByClient return copies of the bindings the indexes name
 	// for a hardware address or a client key (they may have moved on).
 	ByHW(htype uint8, hw []byte) []*lease.Lease
@@ -63,6 +65,7 @@ type readView struct{ s *Server }
 func (v readView) LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) error) (netip.Addr, error) {
 	return v.s.store.LoadPage(after, limit, fn)
 }
+func (v readView) ReleaseMapped()                             { v.s.releaseMapped() }
 func (v readView) ByHW(htype uint8, hw []byte) []*lease.Lease { return v.s.leasesForHW(htype, hw) }
 func (v readView) ByClient(key string) []*lease.Lease         { return v.s.LookupClient(key) }
 func (v readView) EffectiveExpiry(l *lease.Lease) time.Time   { return v.s.effectiveExpiry(l) }
@@ -322,6 +325,10 @@ func subOption(ri []byte, code uint8) ([]byte, bool) {
 // one page are a bounded amount of memory.
 const bulkPage = 1024
 
+// bulkPagesMapped is how many pages a scan reads between two releases of
+// the store's mapped pages (some 65 MB of the file).
+const bulkPagesMapped = 256
+
 // dhcpState returns a binding's RFC 6926 dhcp-state (option 156) and the
 // time it entered that state, as of now. RFC 6926 numbers its states as
 // the failover draft numbers binding states, which lease.State follows:
@@ -415,7 +422,11 @@ func (s *bulkServer) answerBulk(ctx context.Context, p *dhcpwire.Packet, w *bufi
 func (a *bulkAnswer) scan(ctx context.Context) error {
 	var after netip.Addr
 	var page []*lease.Lease
-	for {
+	defer a.s.view.ReleaseMapped()
+	for n := 1; ; n++ {
+		if n%bulkPagesMapped == 0 {
+			a.s.view.ReleaseMapped()
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 	"github.com/xdhcp/xdhcp/internal/lqclient"
+	"github.com/xdhcp/xdhcp/internal/testenv"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 	"github.com/xdhcp/xdhcp/slowpath/store"
 )
@@ -107,6 +108,10 @@ func TestBulkLeasequeryStreams100kWithBoundedMemory(t *testing.T) {
 		return m.HeapAlloc
 	}
 	base := live()
+	// The database's pages the scan maps in count in the RSS (RssFile)
+	// until it gives them back at its end.
+	fileBase := testenv.RSSFile(t)
+	var fileMid int64
 	var samples []uint64
 	active, done := 0, 0
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -121,6 +126,7 @@ func TestBulkLeasequeryStreams100kWithBoundedMemory(t *testing.T) {
 			if active%20000 == 0 {
 				time.Sleep(100 * time.Millisecond) // a slow reader, now and then
 				samples = append(samples, live())
+				fileMid = max(fileMid, testenv.RSSFile(t))
 			}
 		case "leasequerydone":
 			done++
@@ -142,6 +148,19 @@ func TestBulkLeasequeryStreams100kWithBoundedMemory(t *testing.T) {
 		t.Fatalf("live heap grew by %d MiB while streaming (samples %v, base %d)", grew>>20, samples, base)
 	}
 	t.Logf("live heap growth while streaming %d leases: at most %.1f MiB", n, float64(grew)/(1<<20))
+	// The release follows the last message: wait for it a little.
+	fileEnd := testenv.RSSFile(t)
+	for i := 0; i < 50 && fileEnd-fileBase > 4<<20; i++ {
+		time.Sleep(20 * time.Millisecond)
+		fileEnd = testenv.RSSFile(t)
+	}
+	t.Logf("file pages: %d MiB before the scan, %d MiB at most during, %d MiB after", fileBase>>20, fileMid>>20, fileEnd>>20)
+	if fileMid-fileBase < 8<<20 {
+		t.Fatalf("the scan mapped in only %d KiB of a database of %d leases: the RSS reading does not show it", (fileMid-fileBase)>>10, n)
+	}
+	if fileEnd-fileBase > 4<<20 {
+		t.Fatalf("the scan left %d MiB of the database's pages in the RSS", (fileEnd-fileBase)>>20)
+	}
 }
 
 // A relay-id scan to a reader that stops reading must not hold a store

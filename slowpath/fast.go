@@ -15,7 +15,9 @@ import (
 // it in with the BPF maps. Every call happens after the records involved
 // are on disk (ARCHITECTURE.md invariants 1 and 2).
 type FastPath interface {
-	// Publish adds or updates entries the fast path may answer.
+	// Publish adds or updates entries the fast path may answer. It keeps
+	// neither entries nor their byte fields after it returns: PublishAll
+	// reuses that memory for the next chunk.
 	Publish(entries []FastLease) error
 	// Remove withdraws entries.
 	Remove(ips []netip.Addr) error
@@ -141,41 +143,60 @@ func (s *Server) PublishAllContext(ctx context.Context) error {
 	s.mu.Lock()
 	keys := s.leases.Addrs(make([]uint32, 0, s.leases.Len()))
 	s.mu.Unlock()
-	ips := make([]netip.Addr, len(keys))
-	for i, k := range keys {
-		ips[i] = lease.AddrFromUint32(k)
-	}
-	for len(ips) > 0 {
+	var r renderScratch
+	for len(keys) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		n := min(len(ips), 8192)
+		n := min(len(keys), publishChunk)
 		s.pubMu.Lock()
-		s.writeFast(s.renderAddrs(ips[:n]))
+		s.writeFast(s.renderAddrs(keys[:n], &r))
 		s.pubMu.Unlock()
-		ips = ips[n:]
+		keys = keys[n:]
 	}
 	return nil
 }
 
-// renderAddrs renders the records of ips as they are now for the fast
-// path: the entries to write, and the addresses to withdraw.
-func (s *Server) renderAddrs(ips []netip.Addr) (add []FastLease, del []netip.Addr) {
+// publishChunk is how many records PublishAll renders and writes at a
+// time.
+const publishChunk = 8192
+
+// renderScratch is the memory renderAddrs reads records into, reused
+// from one chunk to the next: the entries it renders point into it, and
+// are written before the next chunk is read.
+type renderScratch struct {
+	leases []lease.Lease
+	arena  []byte
+	add    []FastLease
+	del    []netip.Addr
+}
+
+// renderAddrs renders the records of ips (lease.AddrUint32) as they are
+// now for the fast path: the entries to write, and the addresses to
+// withdraw, valid until r is used again.
+func (s *Server) renderAddrs(ips []uint32, r *renderScratch) (add []FastLease, del []netip.Addr) {
+	if cap(r.leases) < len(ips) {
+		r.leases = make([]lease.Lease, len(ips))
+	}
+	r.arena, r.add, r.del = r.arena[:0], r.add[:0], r.del[:0]
 	s.mu.Lock()
-	for _, ip := range ips {
-		l := s.leases.Get(ip)
-		if l == nil {
-			del = append(del, ip)
+	for i, v := range ips {
+		ip, l := lease.AddrFromUint32(v), &r.leases[i]
+		var ok bool
+		// The arena may move as it grows: the entries rendered from
+		// it before keep the old one.
+		if r.arena, ok = s.leases.GetInto(ip, l, r.arena); !ok {
+			r.del = append(r.del, ip)
 			continue
 		}
 		if fl, ok := s.fastLeaseLocked(l); ok {
-			add = append(add, fl)
+			r.add = append(r.add, fl)
 		} else {
-			del = append(del, ip)
+			r.del = append(r.del, ip)
 		}
 	}
 	s.mu.Unlock()
-	return add, del
+	return r.add, r.del
 }
 
 // FoldRenewals records renewals the fast path answered: expiry, CLTT, xid
@@ -358,6 +379,11 @@ func (s *Server) AssumeGrantedToHorizon() (n int, commit func(context.Context) e
 	return len(ips), func(ctx context.Context) error { return s.commitAddrs(ctx, ips, causeAssume) }
 }
 
+// releaseEvery is how many batches of sweepBatch commitAddrs writes
+// between two releases of the store's mapped pages (200,000 records, some
+// 50 MB of the file).
+const releaseEvery = 10
+
 // holdToHorizon is AssumeGrantedToHorizon's change to one record, as
 // applyToLocked makes it for causeAssume, for a record not yet in the
 // table (LoadHoldingGrants): an active lease whose durable horizon is
@@ -377,7 +403,11 @@ func holdToHorizon(l *lease.Lease) bool {
 // address, not netip.Addr's 24, at ten million) as they are now,
 // sweepBatch at a time, each batch on disk before the next is read.
 func (s *Server) commitAddrs(ctx context.Context, ips []uint32, c cause) error {
-	for len(ips) > 0 {
+	defer s.releaseMapped()
+	for batch := 1; len(ips) > 0; batch++ {
+		if batch%releaseEvery == 0 {
+			s.releaseMapped()
+		}
 		n := min(len(ips), sweepBatch)
 		cl := make([]*lease.Lease, 0, n)
 		for _, ip := range ips[:n] {

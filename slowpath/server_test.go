@@ -30,6 +30,16 @@ type memStore struct {
 	// history is what Moved recorded, most recent first (as the bbolt
 	// store keeps it, without its cap).
 	history map[string][]netip.Addr
+	// released counts ReleaseMapped calls.
+	released int
+}
+
+// ReleaseMapped counts the calls: memStore maps nothing.
+func (m *memStore) ReleaseMapped() error {
+	m.mu.Lock()
+	m.released++
+	m.mu.Unlock()
+	return nil
 }
 
 func (m *memStore) Submit(ls []*lease.Lease, done func(error)) {

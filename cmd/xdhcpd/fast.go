@@ -53,9 +53,12 @@ type fastPath struct {
 	pinned []netip.Addr
 	// published is set once publish has written every lease.
 	published atomic.Bool
-	// settled is called when start-up's bulk work (publish, the commit
-	// of assumed grants) ends, to give back the memory it used.
+	// settled is called when each of start-up's bulk tasks (publish, the
+	// commit of assumed grants) ends, to give back the memory it used.
 	settled func()
+	// bulkLeft is how many of those tasks have not ended (set by load,
+	// before anything reads it): xdhcp_startup_settled.
+	bulkLeft atomic.Int32
 }
 
 // loadFastPath loads the program (reusing pinned maps, whose entries keep
@@ -93,6 +96,7 @@ func loadFastPath(c *config.Config, log *slog.Logger, clock func() time.Time) (*
 // to its horizon as it is read (slowpath.LoadHoldingGrants): whatever the
 // map granted is gone with it, and no grant went past the horizon.
 func (f *fastPath) load(ctx context.Context, srv *slowpath.Server) error {
+	f.bulkLeft.Store(1) // publish
 	if f.prog.Reused {
 		return srv.Load(ctx)
 	}
@@ -103,8 +107,17 @@ func (f *fastPath) load(ctx context.Context, srv *slowpath.Server) error {
 	if n > 0 {
 		f.log.Warn("the fast path's map did not survive: active leases are held until their promise horizon", "leases", n)
 		f.assumed = commit
+		f.bulkLeft.Add(1)
 	}
 	return nil
+}
+
+// bulkEnded is the end of one of start-up's bulk tasks.
+func (f *fastPath) bulkEnded() {
+	if f.settled != nil {
+		f.settled()
+	}
+	f.bulkLeft.Add(-1)
 }
 
 // reconcile is the part of making the map agree with bbolt (DESIGN.md
@@ -149,9 +162,7 @@ func (f *fastPath) publish(ctx context.Context, srv *slowpath.Server) error {
 		return err
 	}
 	f.published.Store(true)
-	if f.settled != nil {
-		f.settled()
-	}
+	f.bulkEnded()
 	f.log.Info("fast path published", "leases", srv.LeaseCount(), "stale_removed", len(stale), "took", time.Since(t0).Round(time.Millisecond))
 	return nil
 }
@@ -331,9 +342,7 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 				// them again. Not a reason to stop serving.
 				f.log.Error("storing leases held to their horizons", "err", err)
 			}
-			if f.settled != nil {
-				f.settled()
-			}
+			f.bulkEnded()
 			return nil
 		})
 	}
@@ -370,7 +379,7 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 			if cs["events_lost"] != lost || time.Since(lastScan) > time.Minute {
 				lost, lastScan = cs["events_lost"], time.Now()
 				var found []fastpath.Renewal
-				if _, err := f.maps.Scan(func(r fastpath.Renewal) { found = append(found, r) }); err != nil {
+				if err := f.maps.ScanRenewals(func(r fastpath.Renewal) { found = append(found, r) }); err != nil {
 					f.log.Error("fast path scan", "err", err)
 					continue
 				}

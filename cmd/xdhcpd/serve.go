@@ -190,6 +190,14 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The collector's setting (server.gc-percent; GOGC in the
+	// environment is the operator's word over the file's) from here on:
+	// the load makes little garbage, and at Go's 100 it collects half as
+	// often while the table grows (ten million leases: 17 s to serve, 23 s
+	// at 50).
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(cfg.Server.GCPercent)
+	}
 	// Loading the lease table left garbage about its
 	// own size: it goes back to the system now, in one collection,
 	// instead of over minutes, so that the daemon serves at the size its
@@ -241,6 +249,15 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			Help: "1 once every lease loaded at start is in the fast path's map; until then the slow path answers the renewals of those not yet in it.",
 		}, func() float64 {
 			if fp.published.Load() {
+				return 1
+			}
+			return 0
+		}))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "xdhcp_startup_settled",
+			Help: "1 once start-up's bulk work has ended: every lease is in the fast path's map and, if the map was lost, the leases held to their horizons are stored. Memory it used is given back then: the resident set to size a box by.",
+		}, func() float64 {
+			if fp.bulkLeft.Load() == 0 {
 				return 1
 			}
 			return 0

@@ -73,7 +73,11 @@ type Server struct {
 	// each off.
 	// Pprof serves Go's profiles (net/http/pprof) on MetricsListen under
 	// /debug/pprof/, for sizing and finding where time goes (issue 19).
-	Pprof           bool          `yaml:"pprof" reload:"restart"`
+	Pprof bool `yaml:"pprof" reload:"restart"`
+	// GCPercent is the Go collector's GOGC for the daemon (the GOGC
+	// environment variable, when set, wins): how far the heap may grow
+	// past what is live before a collection (DefaultGCPercent).
+	GCPercent       int           `yaml:"gc-percent" reload:"restart"`
 	MaxWait         time.Duration `yaml:"max-wait" reload:"live"`
 	QueueTarget     time.Duration `yaml:"queue-target" reload:"live"`
 	QueueInterval   time.Duration `yaml:"queue-interval" reload:"live"`

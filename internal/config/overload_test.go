@@ -50,3 +50,30 @@ func TestDiscoverHoldoffWarning(t *testing.T) {
 		}
 	}
 }
+
+// TestGCPercent: server.gc-percent's default, a setting, and its bounds.
+func TestGCPercent(t *testing.T) {
+	for _, c := range []struct {
+		yaml string
+		want int    // when err is ""
+		err  string // part of the error
+	}{
+		{"", DefaultGCPercent, ""},
+		{"gc-percent: 100", 100, ""},
+		{"gc-percent: 10", 10, ""},
+		{"gc-percent: 9", 0, "server.gc-percent: 9 is outside 10..1000"},
+		{"gc-percent: 5000", 0, "server.gc-percent: 5000 is outside 10..1000"},
+		{"gc-percent: lots", 0, "cannot unmarshal !!str `lots` into int"}, // named by its line
+	} {
+		y := strings.Replace(failoverBase, "state-dir: /var/lib/xdhcp", "state-dir: /var/lib/xdhcp\n  "+c.yaml, 1)
+		cfg, err := Parse("x.yaml", []byte(y))
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%q: %v", c.yaml, err)
+		case c.err == "" && cfg.Server.GCPercent != c.want:
+			t.Errorf("%q: gc-percent %d, want %d", c.yaml, cfg.Server.GCPercent, c.want)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%q: error %v, want one naming %q", c.yaml, err, c.err)
+		}
+	}
+}

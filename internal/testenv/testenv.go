@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -57,4 +58,26 @@ func RequireCommands(t testing.TB, names ...string) {
 	if len(missing) > 0 {
 		Skipf(t, "%v not installed (make deps installs them)", missing)
 	}
+}
+
+// RSSFile is this process's resident file pages (RssFile in
+// /proc/self/status), in bytes: what a test sees of a mapped database's
+// pages it has read.
+func RSSFile(t testing.TB) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "RssFile:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
+				t.Fatalf("%q: %v", l, err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no RssFile in /proc/self/status")
+	return 0
 }

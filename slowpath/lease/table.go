@@ -3,6 +3,7 @@ package lease
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -178,6 +179,22 @@ func (t *Table) Get(ip netip.Addr) *Lease {
 	l := new(Lease)
 	r.read(l, make([]byte, len(r.blob)))
 	return l
+}
+
+// GetInto is Get into the caller's memory: the record for ip is read
+// into l, its byte fields appended to arena, which it returns (false:
+// there is none). A caller reading many records reuses both, where Get
+// would allocate for each (publishing ten million leases made 5 GB of
+// garbage, and the heap grew to twice what was live).
+func (t *Table) GetInto(ip netip.Addr, l *Lease, arena []byte) ([]byte, bool) {
+	r := t.find(ip)
+	if r == nil {
+		return arena, false
+	}
+	n := len(arena)
+	arena = slices.Grow(arena, len(r.blob))[:n+len(r.blob)]
+	r.read(l, arena[n:])
+	return arena, true
 }
 
 // getInline is how many bytes of byte fields (hardware address, client

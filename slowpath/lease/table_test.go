@@ -91,6 +91,44 @@ func TestTableGetIsACopy(t *testing.T) {
 	}
 }
 
+// GetInto reads what Get reads into the caller's record and arena,
+// appending: the records read before keep their bytes even when the arena
+// grows, and an absent address leaves both as they were.
+func TestTableGetInto(t *testing.T) {
+	tb := NewTable()
+	want := []*Lease{full("10.0.0.1"), full("10.0.0.2"), {IP: netip.MustParseAddr("10.0.0.3"), State: Expired, RelayInfo: bytes.Repeat([]byte{1}, 1000)}}
+	want[1].HWAddr = net.HardwareAddr{2, 0, 0, 0, 0, 8}
+	for _, l := range want {
+		tb.Put(l)
+	}
+	got := make([]Lease, len(want))
+	arena := make([]byte, 3, 8) // too small: it must grow, and keep what it had
+	copy(arena, "abc")
+	for i, l := range want {
+		var ok bool
+		if arena, ok = tb.GetInto(l.IP, &got[i], arena); !ok {
+			t.Fatalf("%v: not found", l.IP)
+		}
+	}
+	if string(arena[:3]) != "abc" {
+		t.Fatalf("the arena's first bytes became %q", arena[:3])
+	}
+	for i, l := range want {
+		if !sameLease(&got[i], l) {
+			t.Errorf("%v: got\n%+v\nwant\n%+v", l.IP, got[i], *l)
+		}
+	}
+	got[0].HWAddr[5] = 0xff
+	if again := tb.Get(want[0].IP); !sameLease(again, want[0]) {
+		t.Fatal("the table changed with a record read into the caller's memory")
+	}
+	n := len(arena)
+	var l Lease
+	if a, ok := tb.GetInto(netip.MustParseAddr("10.0.0.9"), &l, arena); ok || len(a) != n || l.IP.IsValid() {
+		t.Fatalf("an absent address: ok %v, arena %d bytes (was %d), record %+v", ok, len(a), n, l)
+	}
+}
+
 func TestTablePutReplacesAndKeepsSlots(t *testing.T) {
 	tb := NewTable()
 	for i := range 3 * (1 << chunkBits) / 2 { // across a chunk boundary

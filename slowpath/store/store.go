@@ -90,6 +90,8 @@ type Store struct {
 	// arena is the last transaction's record buffer, kept for the next
 	// (only the committer uses it).
 	arena []byte
+	// releaseEvery is loadReleaseEvery (tests make it smaller).
+	releaseEvery int
 }
 
 // move is a client's change of address, for its history.
@@ -129,7 +131,7 @@ func Open(path string, opt Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("initialising lease database %s: %w", path, err)
 	}
-	return &Store{db: db, opt: opt, log: opt.Logger, wake: make(chan struct{}, 1)}, nil
+	return &Store{db: db, opt: opt, log: opt.Logger, wake: make(chan struct{}, 1), releaseEvery: loadReleaseEvery}, nil
 }
 
 // Close closes the database. Call it after Run has returned.
@@ -515,19 +517,32 @@ func (s *Store) LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, look
 			if n++; n%65536 == 0 && ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if n%s.releaseEvery == 0 {
+				// fn has copied what it keeps: pages read again
+				// (a lookup's) come back from the page cache.
+				releaseMapped(s.db, tx.Size())
+			}
 		}
 		releaseMapped(s.db, tx.Size())
 		return nil
 	})
 }
 
+// loadReleaseEvery is how many records a load reads between two releases
+// of the mapped pages (some 70 MB of the file): the whole file mapped in
+// at once was 2.6 GB of RSS at ten million leases, on top of the table
+// being built.
+const loadReleaseEvery = 1 << 18
+
 // Count is how many lease records the database holds. It reads the
-// header of every page (bbolt's bucket statistics), not the records: the
-// pages a load then reads, which it finds in memory.
+// header of every page (bbolt's bucket statistics), not the records, and
+// gives the pages back as a load does: a load then finds them in the page
+// cache.
 func (s *Store) Count() (int, error) {
 	n := 0
 	err := s.db.View(func(tx *bolt.Tx) error {
 		n = tx.Bucket(bucketLeases).Stats().KeyN
+		releaseMapped(s.db, tx.Size())
 		return nil
 	})
 	if err != nil {

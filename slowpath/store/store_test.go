@@ -20,6 +20,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/xdhcp/xdhcp/internal/testenv"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
 
@@ -591,5 +592,57 @@ func TestCallbacksRunBesideTheNextCommit(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.Equal(order, []uint32{1, 2}) || wraps < 3 {
 		t.Fatalf("callbacks ran %v in %d Callbacks calls, want [1 2] in at least 3", order, wraps)
+	}
+}
+
+// A load gives the database's mapped pages back as it goes, not only at
+// its end: the file's pages in the RSS (RssFile) stay near what it reads
+// between two releases. Counting them gives them back too. The control:
+// with releases that never come until the end, the same load holds the
+// whole file.
+func TestLoadGivesPagesBackAsItGoes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	s, stop := open(t, path, Options{MaxBatch: 100000})
+	defer stop()
+	ctx := context.Background()
+	const n = 60000
+	ls := make([]*lease.Lease, n)
+	for i := range ls {
+		ls[i] = active(uint32(i+1), byte(i))
+		ls[i].RelayInfo = make([]byte, 200) // some 20 MB of file in all
+	}
+	if err := s.Put(ctx, ls...); err != nil {
+		t.Fatal(err)
+	}
+	// The commit read pages too: from here, what is mapped is the load's.
+	if err := s.ReleaseMapped(); err != nil {
+		t.Fatal(err)
+	}
+	grew := func(every int) int64 {
+		t.Helper()
+		s.releaseEvery = every
+		base, most := testenv.RSSFile(t), int64(0)
+		if c, err := s.Count(); err != nil || c != n {
+			t.Fatalf("Count: %d, %v", c, err)
+		}
+		most = max(most, testenv.RSSFile(t)-base)
+		i := 0
+		if err := s.Load(ctx, func(*lease.Lease) error {
+			if i++; i%1000 == 0 {
+				most = max(most, testenv.RSSFile(t)-base)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return most
+	}
+	whole, stepped := grew(n+1), grew(4000)
+	t.Logf("file pages the load held at most: %d KiB releasing at its end only, %d KiB releasing every 4000 records", whole>>10, stepped>>10)
+	if whole < 12<<20 {
+		t.Fatalf("releasing at the end only, the load held only %d KiB: RssFile does not show what it maps", whole>>10)
+	}
+	if stepped > 6<<20 {
+		t.Fatalf("releasing as it goes, the load still held %d KiB of the file", stepped>>10)
 	}
 }
