@@ -48,11 +48,13 @@ type ScaleRow struct {
 	// horizons stored), SettledRSSBytes the resident set then, of which
 	// SettledFileBytes are file pages (the database's mapped pages, which
 	// the kernel may reclaim), and PeakRSSBytes the highest resident set
-	// until then.
+	// until then; BulkPeakRSSBytes is the highest until the bulk
+	// leasequery's end.
 	Settled          time.Duration `json:"settled-ns,omitempty"`
 	SettledRSSBytes  int64         `json:"settled-rss-bytes,omitempty"`
 	SettledFileBytes int64         `json:"settled-rss-file-bytes,omitempty"`
 	PeakRSSBytes     int64         `json:"peak-rss-bytes,omitempty"`
+	BulkPeakRSSBytes int64         `json:"bulk-peak-rss-bytes,omitempty"`
 	// MapBytes is the memory (memlock) of every BPF map the daemon holds
 	// or its programs use, Maps each of them.
 	MapBytes int64       `json:"bpf-map-bytes"`
@@ -411,11 +413,11 @@ func (rep *Report) scaleSection(b *strings.Builder) {
 		"xdhcpd started on it with `fastpath.max-leases` an eighth above the size (rounded up to 64Ki). " +
 		"Serving: the control socket answers (database loaded, program attached; the slow path answers the renewals of leases not yet in the XDP map, which is written meanwhile). " +
 		"XDP map full: every lease in it (xdhcp_fastpath_published). " +
-		"Settled: start-up's bulk work over (xdhcp_startup_settled: the map full and, the map being new, every lease held to its horizon stored), its memory given back; the RSS then is what to size a box by; its file pages are the database's mapped pages, which the kernel may reclaim. Peak: the highest RSS until then (VmHWM). " +
+		"Settled: start-up's bulk work over (xdhcp_startup_settled: the map full and, the map being new, every lease held to its horizon stored), its memory given back; the RSS then is what to size a box by; its file pages are the database's mapped pages, which the kernel may reclaim. Peak RSS: the highest (VmHWM) until start-up settled, and until the bulk leasequery (below) ended. " +
 		"BPF map memory: memlock of every map the daemon holds or its programs use (kernel memory, outside RSS). " +
 		"XDP renewal: one relayed renewal of the last lease, answered with an ACK while xdhcp_fastpath_replies_total rose. " +
 		"Bulk: one RFC 6926 bulk leasequery by relay-id over TCP, streaming every lease.\n\n")
-	b.WriteString("| leases | max-leases | serving after | RSS then | XDP map full after | RSS then | settled after | RSS then | peak RSS | BPF map memory | bulk leases/s | streamed | XDP renewal answered |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| leases | max-leases | serving after | RSS then | XDP map full after | RSS then | settled after | RSS then | peak RSS until settled | peak RSS until the bulk query's end | BPF map memory | bulk leases/s | streamed | XDP renewal answered |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	perLease := func(v int64, n int) string {
 		if v <= 0 {
 			return "-"
@@ -438,8 +440,8 @@ func (rep *Report) scaleSection(b *strings.Builder) {
 		if r.BulkSeconds > 0 {
 			bulk, streamed = thousands(int64(r.BulkRate+0.5)), thousands(int64(r.BulkStreamed))
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", thousands(int64(r.Leases)), thousands(int64(r.MaxLeases)), ready,
-			perLease(r.RSSBytes, r.Leases), published, perLease(r.PublishedRSSBytes, r.Leases), settled, settledRSS, perLease(r.PeakRSSBytes, r.Leases),
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", thousands(int64(r.Leases)), thousands(int64(r.MaxLeases)), ready,
+			perLease(r.RSSBytes, r.Leases), published, perLease(r.PublishedRSSBytes, r.Leases), settled, settledRSS, perLease(r.PeakRSSBytes, r.Leases), perLease(r.BulkPeakRSSBytes, r.Leases),
 			perLease(r.MapBytes, r.Leases), bulk, streamed, r.Renewal.cell())
 	}
 	b.WriteString("\n")

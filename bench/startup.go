@@ -241,6 +241,7 @@ func (r *Rig) scaleRow(ctx context.Context, o ScaleOptions, n int, done []ScaleR
 	if err != nil {
 		return fail(exited(p.Exited(), p.Wait, fmt.Errorf("bulk leasequery: %w", err)))
 	}
+	row.BulkPeakRSSBytes = peakRSS(p.Pid())
 	if streamed != n {
 		return fail(fmt.Errorf("the bulk leasequery streamed %d leases of %d", streamed, n))
 	}
