@@ -198,21 +198,26 @@ func (r *Rig) scaleRow(ctx context.Context, o ScaleOptions, n int, done []ScaleR
 	}
 	row.Ready = time.Since(t0)
 	row.RSSBytes = rss(p.Pid())
+	// waitFor waits for a gauge of the daemon's to be 1.
+	waitFor := func(what, metric string) error {
+		err := waitWithin(rctx, p, within, func() bool {
+			v, err := scrapeMetric(r.Srv, scaleMetrics, metric)
+			return err == nil && v == 1
+		})
+		if err != nil {
+			return exited(p.Exited(), p.Wait, fmt.Errorf("xdhcpd with %d leases: %s: %w", n, what, err))
+		}
+		return nil
+	}
 	phase = "waiting for the XDP map to be full"
-	if err := waitWithin(rctx, p, within, func() bool {
-		v, err := scrapeMetric(r.Srv, scaleMetrics, "xdhcp_fastpath_published")
-		return err == nil && v == 1
-	}); err != nil {
-		return fail(exited(p.Exited(), p.Wait, fmt.Errorf("xdhcpd with %d leases: the XDP map: %w", n, err)))
+	if err := waitFor("the XDP map", "xdhcp_fastpath_published"); err != nil {
+		return fail(err)
 	}
 	row.Published = time.Since(t0)
 	row.PublishedRSSBytes = rss(p.Pid())
 	phase = "waiting for start-up to settle"
-	if err := waitWithin(rctx, p, within, func() bool {
-		v, err := scrapeMetric(r.Srv, scaleMetrics, "xdhcp_startup_settled")
-		return err == nil && v == 1
-	}); err != nil {
-		return fail(exited(p.Exited(), p.Wait, fmt.Errorf("xdhcpd with %d leases: settling: %w", n, err)))
+	if err := waitFor("settling", "xdhcp_startup_settled"); err != nil {
+		return fail(err)
 	}
 	row.Settled = time.Since(t0)
 	row.SettledRSSBytes, row.SettledFileBytes = rss(p.Pid()), procStatusBytes(p.Pid(), "RssFile:")

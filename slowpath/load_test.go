@@ -15,6 +15,21 @@ import (
 	"github.com/xdhcp/xdhcp/slowpath/store"
 )
 
+// runStore opens a lease store in a temporary directory and runs it until
+// the test ends.
+func runStore(t *testing.T) (*store.Store, context.Context) {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "l.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; st.Close() })
+	return st, ctx
+}
+
 // plainStore hides store.Store's LoadWithLookup: Load then reads on one
 // goroutine, as it does for any Store.
 type plainStore struct{ Store }
@@ -26,14 +41,7 @@ type plainStore struct{ Store }
 // latest whichever address comes first, and every address stays bound to
 // its hardware address.
 func TestLoadTwoWaysBuildsWhatOneWayDoes(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "l.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	defer func() { cancel(); <-done; st.Close() }()
+	st, ctx := runStore(t)
 
 	t0 := time.Unix(1_800_000_000, 0)
 	var ls []*lease.Lease
@@ -125,14 +133,7 @@ func TestLoadTwoWaysBuildsWhatOneWayDoes(t *testing.T) {
 // same records, the same expiry heap, the same count held; and its commit
 // stores the held records, on one goroutine's load and on two.
 func TestLoadHoldingGrantsIsAssumeGranted(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "l.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	defer func() { cancel(); <-done; st.Close() }()
+	st, ctx := runStore(t)
 
 	t0 := time.Unix(1_800_000_000, 0)
 	var ls []*lease.Lease
