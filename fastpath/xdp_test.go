@@ -414,6 +414,24 @@ func TestXDPEvents(t *testing.T) {
 	if len(scanned) != 1 || scanned[0].XID != e.XID || !scanned[0].Expiry.Equal(e.Expiry) || !scanned[0].At.Equal(e.At) || scanned[0].GIAddr != relayIP {
 		t.Fatalf("scan %+v, event %+v", scanned, e)
 	}
+	// A scan of the renewals since a time finds it from its CLTT on, and
+	// not from a nanosecond after.
+	for _, c := range []struct {
+		since time.Time
+		want  int
+	}{{e.At.Add(-time.Minute), 1}, {e.At, 1}, {e.At.Add(time.Nanosecond), 0}} {
+		n := 0
+		if err := r.maps.ScanRenewals(c.since, func(rn fastpath.Renewal) {
+			if rn.XID == e.XID && rn.At.Equal(e.At) {
+				n++
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n != c.want {
+			t.Errorf("renewals since %v (renewed at %v): %d, want %d", c.since, e.At, n, c.want)
+		}
+	}
 }
 
 // TestXDPClockFollowsOffset: the program's unix time is the daemon's

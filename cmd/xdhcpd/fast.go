@@ -356,7 +356,11 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 		defer tick.Stop()
 		var lost uint64
 		var txw txErrorWarner
-		lastScan := time.Now()
+		// The scans here look at the renewals granted since the last
+		// scan began (reconcile's, at start, read them all), less a
+		// minute for the program's coarse clock and its offset's
+		// refresh: older ones were found then.
+		lastScan, scannedFrom := time.Now(), f.maps.Now()
 		for {
 			select {
 			case <-ctx.Done():
@@ -377,9 +381,10 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 				cs = map[string]uint64{"events_lost": lost}
 			}
 			if cs["events_lost"] != lost || time.Since(lastScan) > time.Minute {
-				lost, lastScan = cs["events_lost"], time.Now()
+				since := scannedFrom.Add(-time.Minute)
+				lost, lastScan, scannedFrom = cs["events_lost"], time.Now(), f.maps.Now()
 				var found []fastpath.Renewal
-				if err := f.maps.ScanRenewals(func(r fastpath.Renewal) { found = append(found, r) }); err != nil {
+				if err := f.maps.ScanRenewals(since, func(r fastpath.Renewal) { found = append(found, r) }); err != nil {
 					f.log.Error("fast path scan", "err", err)
 					continue
 				}
