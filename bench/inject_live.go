@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdhcp/xdhcp/bench/loadgen"
+	"github.com/xdhcp/xdhcp/bpf"
 )
 
 // errNoLiveFrames is why the injector cannot send in live frames: the
@@ -51,8 +52,8 @@ const testRunBatch = 64
 
 // XDP verdicts, as xdhcp_inject returns them.
 const (
-	xdpDrop = 1
-	xdpTX   = 3
+	xdpDrop = uint32(bpf.XdpXdpActionXDP_DROP)
+	xdpTX   = uint32(bpf.XdpXdpActionXDP_TX)
 )
 
 // sendByTestRuns is send for InjectTestRuns: it runs xdhcp_inject as an

@@ -121,7 +121,7 @@ func TestInjectSendsEachClientInTurn(t *testing.T) {
 	put(bpf.InjectInjectState{StopNs: now + uint64(time.Hour)})
 	for i := range 3 {
 		ret, out := run()
-		if want := cs[i%2].frame; ret != 3 || !bytes.Equal(out, want) {
+		if want := cs[i%2].frame; ret != xdpTX || !bytes.Equal(out, want) {
 			t.Fatalf("run %d: verdict %d, frame %x; want XDP_TX and %x", i, ret, out, want)
 		}
 	}
@@ -137,7 +137,7 @@ func TestInjectSendsEachClientInTurn(t *testing.T) {
 		{"not due yet", bpf.InjectInjectState{StopNs: now + uint64(time.Hour), DueNs: now + uint64(time.Hour), GapNs: 1000, Burst: 1}},
 	} {
 		put(c.st)
-		if ret, _ := run(); ret != 1 {
+		if ret, _ := run(); ret != xdpDrop {
 			t.Errorf("%s: verdict %d, want XDP_DROP", c.name, ret)
 		}
 	}
@@ -147,7 +147,7 @@ func TestInjectSendsEachClientInTurn(t *testing.T) {
 	// up for less than half the gap. The gap is four times the time since
 	// boot, so that such a reading would fail here on any machine.
 	put(bpf.InjectInjectState{StopNs: now + uint64(time.Hour), DueNs: now, GapNs: 4 * now, Burst: 2})
-	for i, want := range []uint32{3, 3, 1} {
+	for i, want := range []uint32{xdpTX, xdpTX, xdpDrop} {
 		if ret, _ := run(); ret != want {
 			t.Errorf("burst run %d: verdict %d, want %d", i, ret, want)
 		}
@@ -155,12 +155,12 @@ func TestInjectSendsEachClientInTurn(t *testing.T) {
 	// Due, but a burst began less than half a gap ago: catching up runs
 	// at twice the rate at most, so this run waits...
 	put(bpf.InjectInjectState{StopNs: now + uint64(time.Hour), DueNs: now, LastNs: monoNow(t), GapNs: uint64(time.Hour), Burst: 2})
-	if ret, _ := run(); ret != 1 {
+	if ret, _ := run(); ret != xdpDrop {
 		t.Errorf("half a gap after the last burst: verdict %d, want XDP_DROP", ret)
 	}
 	// ...and one begun more than half a gap ago does not hold it back.
 	put(bpf.InjectInjectState{StopNs: now + uint64(time.Hour), DueNs: now, LastNs: monoNow(t) - uint64(time.Second), GapNs: uint64(time.Second), Burst: 2})
-	if ret, _ := run(); ret != 3 {
+	if ret, _ := run(); ret != xdpTX {
 		t.Errorf("a gap after the last burst: verdict %d, want XDP_TX", ret)
 	}
 }
@@ -188,7 +188,7 @@ func TestTallyChecksAnswers(t *testing.T) {
 	c := injTestClients()[1]
 	other := c
 	other.ip = netip.MustParseAddr("10.78.9.9")
-	const pass, drop = 2, 1
+	const pass, drop = uint32(bpf.XdpXdpActionXDP_PASS), xdpDrop
 	for _, tc := range []struct {
 		name    string
 		frame   []byte
@@ -244,7 +244,7 @@ func TestTallyReflected(t *testing.T) {
 	c := injTestClients()[0]
 	echo := reply(c, nil, func(_ *dhcpwire.Header, o *[]byte) { *o = []byte{dhcpwire.OptMessageType, 1, dhcpwire.Request} })
 	before := tallies(t, objs)
-	if ret, err := objs.XdhcpTally.Run(&ebpf.RunOptions{Data: echo}); err != nil || ret != 1 {
+	if ret, err := objs.XdhcpTally.Run(&ebpf.RunOptions{Data: echo}); err != nil || ret != xdpDrop {
 		t.Fatalf("verdict %d (%v), want XDP_DROP", ret, err)
 	}
 	if after := tallies(t, objs); after[bpf.InjectTallyTALLY_ACK] != before[bpf.InjectTallyTALLY_ACK]+1 {

@@ -173,6 +173,16 @@ type XdpXdhcpTemplate struct {
 	Data [512]uint8
 }
 
+type XdpXdpAction uint32
+
+const (
+	XdpXdpActionXDP_ABORTED  XdpXdpAction = 0
+	XdpXdpActionXDP_DROP     XdpXdpAction = 1
+	XdpXdpActionXDP_PASS     XdpXdpAction = 2
+	XdpXdpActionXDP_TX       XdpXdpAction = 3
+	XdpXdpActionXDP_REDIRECT XdpXdpAction = 4
+)
+
 type XdpXdpMd struct {
 	_              structs.HostLayout
 	Data           uint32
@@ -204,6 +214,7 @@ const (
 	XdpVarUnusedEvhead    = "unused_evhead"
 	XdpVarUnusedLeaseFlag = "unused_lease_flag"
 	XdpVarUnusedLimit     = "unused_limit"
+	XdpVarUnusedXdpAction = "unused_xdp_action"
 )
 
 // LoadXdp returns the embedded CollectionSpec for Xdp.
@@ -277,6 +288,7 @@ type XdpVariableSpecs struct {
 	UnusedEvhead    *ebpf.VariableSpec `ebpf:"unused_evhead"`
 	UnusedLeaseFlag *ebpf.VariableSpec `ebpf:"unused_lease_flag"`
 	UnusedLimit     *ebpf.VariableSpec `ebpf:"unused_limit"`
+	UnusedXdpAction *ebpf.VariableSpec `ebpf:"unused_xdp_action"`
 }
 
 // XdpObjects contains all objects after they have been loaded into the kernel.
@@ -336,6 +348,7 @@ type XdpVariables struct {
 	UnusedEvhead    *ebpf.Variable `ebpf:"unused_evhead"`
 	UnusedLeaseFlag *ebpf.Variable `ebpf:"unused_lease_flag"`
 	UnusedLimit     *ebpf.Variable `ebpf:"unused_limit"`
+	UnusedXdpAction *ebpf.Variable `ebpf:"unused_xdp_action"`
 }
 
 // XdpPrograms contains all programs after they have been loaded into the kernel.

@@ -45,6 +45,7 @@ const struct xdhcp_evhead *unused_evhead __attribute__((unused));
 const enum xdhcp_limit *unused_limit __attribute__((unused));
 const enum xdhcp_lease_flag *unused_lease_flag __attribute__((unused));
 const enum xdhcp_cfg_flag *unused_cfg_flag __attribute__((unused));
+const enum xdp_action *unused_xdp_action __attribute__((unused)); /* verdicts, for Go's tests and rig */
 
 /* The IPv4 header without options and the UDP header, as one struct. */
 struct l34 {

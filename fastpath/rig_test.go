@@ -21,11 +21,11 @@ import (
 	"github.com/xdhcp/xdhcp/slowpath/pktio"
 )
 
-// XDP verdicts.
+// XDP verdicts, as BPF_PROG_TEST_RUN returns them.
 const (
-	xdpDrop = 1
-	xdpPass = 2
-	xdpTx   = 3
+	xdpDrop = uint32(bpf.XdpXdpActionXDP_DROP)
+	xdpPass = uint32(bpf.XdpXdpActionXDP_PASS)
+	xdpTx   = uint32(bpf.XdpXdpActionXDP_TX)
 )
 
 // rig is the XDP program loaded without pinning, with its maps.
