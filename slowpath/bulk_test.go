@@ -68,17 +68,8 @@ func newBulkRig(t *testing.T, n int, requesters []netip.Prefix, o BulkOptions) *
 		}
 	}
 	f := &fixture{t: t, out: &capture{}, now: now}
-	srv, err := New(Config{
-		Store: st, Sender: f.out,
-		Settings: Settings{Leasequery: Leasequery{Enabled: true, Requesters: requesters}},
-		Subnets: []*Subnet{{
-			Prefix: netip.MustParsePrefix("10.64.0.0/10"), LeaseTime: time.Hour,
-			Pools: [][2]netip.Addr{{netip.MustParseAddr("10.64.1.0"), netip.MustParseAddr("10.127.255.254")}},
-		}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newOneSubnet(t, Config{Store: st, Sender: f.out, Settings: Settings{Leasequery: Leasequery{Enabled: true, Requesters: requesters}}},
+		"10.64.0.0/10", "10.64.1.0", "10.127.255.254")
 	if err := srv.Load(ctx); err != nil {
 		t.Fatal(err)
 	}

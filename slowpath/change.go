@@ -189,7 +189,7 @@ func (s *Server) applyToLocked(l *lease.Lease, known bool, c cause, now time.Tim
 			sn.backup.Take(ip)
 		}
 	}
-	if (l.State == lease.Active || l.State == lease.Abandoned) && (l.State != was || l.Expiry.Unix() != wasExp) && !s.expiryLater {
+	if (l.State == lease.Active || l.State == lease.Abandoned) && (l.State != was || l.Expiry.Unix() != wasExp) {
 		s.expiry.push(ip, l.Expiry)
 	}
 	s.leases.Put(l)

@@ -354,7 +354,6 @@ func (s *Server) settings() Settings {
 // million leases. It returns how many leases were extended.
 func (s *Server) AssumeGrantedToHorizon() (n int, commit func(context.Context) error) {
 	s.mu.Lock()
-	now := s.now()
 	held := func(b *lease.Brief) bool { return b.State == lease.Active && b.DurableHorizon.After(b.Expiry) }
 	n = 0
 	s.leases.Range(func(b *lease.Brief) bool {
@@ -364,14 +363,15 @@ func (s *Server) AssumeGrantedToHorizon() (n int, commit func(context.Context) e
 		return false
 	}, func(*lease.Lease) bool { return true })
 	ips := make([]uint32, 0, n) // ten million appended grew it over and again
-	// Every record may change its expiry: the heap is made once after.
-	s.expiryLater = true
+	// Only expiries and the partner's marks change (no state, pool or
+	// count), and every record's expiry may: the heap is made once after.
 	s.leases.Range(held, func(l *lease.Lease) bool {
-		s.applyToLocked(l, true, causeAssume, now, func(l *lease.Lease) { l.Expiry = l.DurableHorizon })
-		ips = append(ips, lease.AddrUint32(l.IP))
+		if holdToHorizon(l) {
+			s.leases.Put(l)
+			ips = append(ips, lease.AddrUint32(l.IP))
+		}
 		return true
 	})
-	s.expiryLater = false
 	if len(ips) > 0 {
 		s.rebuildExpiryLocked()
 	}
@@ -384,11 +384,11 @@ func (s *Server) AssumeGrantedToHorizon() (n int, commit func(context.Context) e
 // 50 MB of the file).
 const releaseEvery = 10
 
-// holdToHorizon is AssumeGrantedToHorizon's change to one record, as
-// applyToLocked makes it for causeAssume, for a record not yet in the
-// table (LoadHoldingGrants): an active lease whose durable horizon is
-// past its expiry expires at the horizon, and the partner is to hear of
-// it. It reports whether l changed.
+// holdToHorizon is the change to one record that AssumeGrantedToHorizon
+// and LoadHoldingGrants make (what applyToLocked would make for
+// causeAssume, without its bookkeeping, which does not move): an active
+// lease whose durable horizon is past its expiry expires at the horizon,
+// and the partner is to hear of it. It reports whether l changed.
 func holdToHorizon(l *lease.Lease) bool {
 	if l.State != lease.Active || !l.DurableHorizon.After(l.Expiry) {
 		return false

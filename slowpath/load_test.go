@@ -30,6 +30,21 @@ func runStore(t *testing.T) (*store.Store, context.Context) {
 	return st, ctx
 }
 
+// newOneSubnet is New with cfg and one subnet, prefix, with an hour's
+// leases from the pool first-last.
+func newOneSubnet(t *testing.T, cfg Config, prefix, first, last string) *Server {
+	t.Helper()
+	cfg.Subnets = []*Subnet{{
+		Prefix: netip.MustParsePrefix(prefix), LeaseTime: time.Hour,
+		Pools: [][2]netip.Addr{{netip.MustParseAddr(first), netip.MustParseAddr(last)}},
+	}}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
 // plainStore hides store.Store's LoadWithLookup: Load then reads on one
 // goroutine, as it does for any Store.
 type plainStore struct{ Store }
@@ -71,13 +86,7 @@ func TestLoadTwoWaysBuildsWhatOneWayDoes(t *testing.T) {
 	}
 
 	load := func(s Store) *Server {
-		srv, err := New(Config{Store: s, Sender: &capture{}, Subnets: []*Subnet{{
-			Prefix: netip.MustParsePrefix("10.77.0.0/16"), LeaseTime: time.Hour,
-			Pools: [][2]netip.Addr{{netip.MustParseAddr("10.77.0.2"), netip.MustParseAddr("10.77.255.254")}},
-		}}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		srv := newOneSubnet(t, Config{Store: s, Sender: &capture{}}, "10.77.0.0/16", "10.77.0.2", "10.77.255.254")
 		if err := srv.Load(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -158,14 +167,7 @@ func TestLoadHoldingGrantsIsAssumeGranted(t *testing.T) {
 		}
 	}
 	newServer := func(s Store) *Server {
-		srv, err := New(Config{Store: s, Sender: &capture{}, Now: func() time.Time { return t0 }, Subnets: []*Subnet{{
-			Prefix: netip.MustParsePrefix("10.77.0.0/16"), LeaseTime: time.Hour,
-			Pools: [][2]netip.Addr{{netip.MustParseAddr("10.77.0.2"), netip.MustParseAddr("10.77.255.254")}},
-		}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return srv
+		return newOneSubnet(t, Config{Store: s, Sender: &capture{}, Now: func() time.Time { return t0 }}, "10.77.0.0/16", "10.77.0.2", "10.77.255.254")
 	}
 	sortedHeap := func(s *Server) []expiryEntry {
 		s.mu.Lock()

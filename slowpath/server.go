@@ -187,13 +187,8 @@ type Server struct {
 	offerCount map[string]int
 	offerFIFO  map[string][]offerRef
 	expiry     expiryHeap
-	// expiryLater, while set, has applyToLocked leave the expiry heap to
-	// a rebuild after a change of many records (rebuildExpiryLocked):
-	// pushed one at a time, ten million grew and copied the heap over
-	// and again.
-	expiryLater bool
-	toFree      []netip.Addr
-	counts      map[*Subnet]*[8]int64 // records per state, for metrics
+	toFree     []netip.Addr
+	counts     map[*Subnet]*[8]int64 // records per state, for metrics
 
 	// FORCERENEW (forcerenew.go). ctr is the one replay counter every
 	// option 90 draws from (nil: no keys are delivered); camps keeps

@@ -455,15 +455,29 @@ func (s *Store) History(clientKey string) ([]netip.Addr, error) {
 func (s *Store) Get(ip netip.Addr) (*lease.Lease, error) {
 	var out *lease.Lease
 	err := s.db.View(func(tx *bolt.Tx) error {
-		k := ip.As4()
-		v := tx.Bucket(bucketLeases).Get(k[:])
-		if v == nil {
-			return nil
-		}
-		out = &lease.Lease{IP: ip}
-		return out.UnmarshalBinary(v)
+		var err error
+		out, err = getRecord(tx.Bucket(bucketLeases), ip)
+		return err
 	})
 	return out, err
+}
+
+// getRecord decodes the record for ip in b, a copy; nil when there is
+// none (or ip is not IPv4).
+func getRecord(b *bolt.Bucket, ip netip.Addr) (*lease.Lease, error) {
+	if !ip.Is4() {
+		return nil, nil
+	}
+	k := ip.As4()
+	v := b.Get(k[:])
+	if v == nil {
+		return nil, nil
+	}
+	l := &lease.Lease{IP: ip}
+	if err := l.UnmarshalBinary(v); err != nil {
+		return nil, fmt.Errorf("lease %s: %w", ip, err)
+	}
+	return l, nil
 }
 
 // Load calls fn for every record, in address order. A record that cannot
@@ -486,18 +500,7 @@ func (s *Store) LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, look
 	return s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketLeases)
 		lookup := func(ip netip.Addr) *lease.Lease {
-			if !ip.Is4() {
-				return nil
-			}
-			k := ip.As4()
-			v := b.Get(k[:])
-			if v == nil {
-				return nil
-			}
-			l, err := decodeRecord(k[:], v)
-			if err != nil {
-				return nil
-			}
+			l, _ := getRecord(b, ip) // one that does not decode: nil, as documented
 			return l
 		}
 		c := b.Cursor()
