@@ -8,18 +8,29 @@ import (
 )
 
 // TestOverloadSection: goodput is the answered rate over the ceiling; the
-// unbounded server is named as such.
+// unbounded server is named as such; each row has its population and the
+// requests it could not send.
 func TestOverloadSection(t *testing.T) {
 	rep := &Report{Overload: &OverloadReport{Scenario: "renew", Ceiling: 10000, Rows: []OverloadRow{
-		{Server: Xdhcpd{}.Name(), Fraction: 1.2, Offered: 12000, Result: loadgen.Result{Rate: 9700, Loss: 0.19, P50: 900, P99: 8000}},
-		{Server: Xdhcpd{Unbounded: true}.Name(), Fraction: 1.2, Offered: 12000, Result: loadgen.Result{Rate: 8000, Loss: 0.33, P50: 150000, P99: 300000}},
+		{Server: Xdhcpd{}.Name(), Fraction: 1.2, Offered: 12000, Result: loadgen.Result{Clients: 12000, Rate: 9700, Loss: 0.19, P50: 900, P99: 8000}},
+		{Server: Xdhcpd{Unbounded: true}.Name(), Fraction: 1.2, Offered: 12000, Result: loadgen.Result{Clients: 12000, Starved: 431, Rate: 8000, Loss: 0.33, P50: 150000, P99: 300000}},
 	}}}
 	var b strings.Builder
 	rep.overloadSection(&b)
-	for _, want := range []string{"| xdhcpd | 12000 (120%) | 9700 | 97% | 19.0% | 900 | 8000 |",
-		"| xdhcpd-unbounded-queue | 12000 (120%) | 8000 | 80% | 33.0% | 150000 | 300000 |"} {
+	for _, want := range []string{"| xdhcpd | 12000 (120%) | 12000, 0 | 9700 | 97% | 19.0% | 900 | 8000 |",
+		"| xdhcpd-unbounded-queue | 12000 (120%) | 12000, 431 | 8000 | 80% | 33.0% | 150000 | 300000 |"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("section lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// TestStepClients: a step's population covers its offered rate for the
+// generator's timeout.
+func TestStepClients(t *testing.T) {
+	for _, c := range []struct{ rate, want int }{{57600, 57600}, {0, 0}, {1000, 1000}} {
+		if got := stepClients(c.rate); got != c.want {
+			t.Errorf("stepClients(%d) = %d, want %d (timeout %v)", c.rate, got, c.want, loadgen.DefaultTimeout)
 		}
 	}
 }

@@ -29,6 +29,10 @@ type Mix struct{ Renew, New, Release int }
 // DefaultMix is 94% renewals, 5% new clients, 1% releases.
 var DefaultMix = Mix{Renew: 94, New: 5, Release: 1}
 
+// DefaultTimeout is how long a client waits for an exchange's answer
+// before counting it lost. The client sends nothing else meanwhile.
+const DefaultTimeout = time.Second
+
 // Config describes the clients and the server they talk to.
 type Config struct {
 	Clients int // at most 1<<24
@@ -40,7 +44,7 @@ type Config struct {
 	GIAddr netip.Addr
 	// Broadcast sets the B flag on DISCOVER and SELECTING REQUEST.
 	Broadcast bool
-	Timeout   time.Duration // per exchange; 0 means 1 s
+	Timeout   time.Duration // per exchange; 0 means DefaultTimeout
 	// LeaseTime, when set, is the lease time every ACK must carry (a grant
 	// cut short by the fast path's horizon may be as little as half).
 	LeaseTime time.Duration
@@ -176,7 +180,7 @@ func New(cfg Config, tr Transport) (*Gen, error) {
 		return nil, fmt.Errorf("server address %v: want IPv4", cfg.Server)
 	}
 	if cfg.Timeout == 0 {
-		cfg.Timeout = time.Second
+		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.Mix == (Mix{}) {
 		cfg.Mix = DefaultMix
