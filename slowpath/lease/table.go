@@ -3,6 +3,7 @@ package lease
 import (
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -13,9 +14,10 @@ import (
 // a *Lease with its byte slices, eight time.Time and three netip.Addr took
 // about a kilobyte of heap per address, most of it pointers for the
 // garbage collector to follow. A record here is a fixed part of 120 bytes
-// (times as Unix nanoseconds, addresses as integers) and one string that
-// holds every variable-length field, in chunks that are never moved, with
-// an index from address to slot.
+// (times as Unix nanoseconds, addresses as integers), in chunks that are
+// never moved and lie outside Go's heap (chunks.go), and one string that
+// holds every variable-length field, in a slice beside them, with an
+// index from address to slot.
 //
 // Records are never removed (an address once known stays known, in some
 // state), so slots are never reused and a slot number stays valid.
@@ -25,15 +27,15 @@ import (
 type Table struct {
 	slot   slotIndex
 	chunks [][]record
-	n      uint32
+	// blobs holds each record's variable-length fields, concatenated,
+	// by slot as chunks does.
+	blobs [][]string
+	maps  *mappings
+	n     uint32
 	// scratch is the record Range hands out, and buf its byte fields.
 	scratch Lease
 	buf     []byte
 }
-
-// chunkBits sizes a chunk: 4096 records of 120 bytes, so that growing the
-// table never copies what it holds.
-const chunkBits = 12
 
 const (
 	flagPartnerPending = 1 << iota
@@ -76,7 +78,6 @@ type record struct {
 	state   State
 	htype   uint8
 	flags   uint8
-	blob    string // the variable-length fields, concatenated
 }
 
 // NewTable returns an empty table.
@@ -125,21 +126,30 @@ func (x *slotIndex) set(a, slot uint32) { x.block(a, true)[a&0xff] = slot + 1 }
 // Len is the number of records held.
 func (t *Table) Len() int { return int(t.n) }
 
-func (t *Table) at(i uint32) *record { return &t.chunks[i>>chunkBits][i&(1<<chunkBits-1)] }
+// at is slot i's record and its byte fields. The record is in memory the
+// Table maps: a caller keeps the Table alive while it uses it
+// (runtime.KeepAlive), since the mapping goes with the Table.
+func (t *Table) at(i uint32) (*record, *string) {
+	c, j := i/uint32(chunkRecords), i%uint32(chunkRecords)
+	return &t.chunks[c][j], &t.blobs[c][j]
+}
 
-func (t *Table) find(ip netip.Addr) *record {
+func (t *Table) find(ip netip.Addr) (*record, *string) {
 	if !ip.Is4() {
-		return nil
+		return nil, nil
 	}
 	i, ok := t.slot.get(AddrUint32(ip))
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	return t.at(i)
 }
 
 // Has reports whether ip has a record.
-func (t *Table) Has(ip netip.Addr) bool { return t.find(ip) != nil }
+func (t *Table) Has(ip netip.Addr) bool {
+	_, ok := t.slot.get(AddrUint32(ip))
+	return ip.Is4() && ok
+}
 
 // Holder reports the state of ip's record and whether key (a ClientKey)
 // names its client, without copying the record or building its key: what
@@ -147,37 +157,40 @@ func (t *Table) Has(ip netip.Addr) bool { return t.find(ip) != nil }
 // (Get then ClientKey costs three allocations). ok is false when ip has
 // no record.
 func (t *Table) Holder(ip netip.Addr, key string) (st State, same, ok bool) {
-	r := t.find(ip)
+	defer runtime.KeepAlive(t)
+	r, blob := t.find(ip)
 	if r == nil {
 		return 0, false, false
 	}
-	return r.state, r.clientKeyIs(key), true
+	return r.state, r.clientKeyIs(key, *blob), true
 }
 
-// clientKeyIs reports whether key is ClientKey of r's client.
-func (r *record) clientKeyIs(key string) bool {
+// clientKeyIs reports whether key is ClientKey of r's client, whose byte
+// fields are blob.
+func (r *record) clientKeyIs(key, blob string) bool {
 	hw, cid := int(r.lens[fieldHW]), int(r.lens[fieldClientID])
 	if cid > 0 {
-		return len(key) == 1+cid && key[0] == 'c' && key[1:] == r.blob[hw:hw+cid]
+		return len(key) == 1+cid && key[0] == 'c' && key[1:] == blob[hw:hw+cid]
 	}
-	return len(key) == 2+hw && key[0] == 'h' && key[1] == r.htype && key[2:] == r.blob[:hw]
+	return len(key) == 2+hw && key[0] == 'h' && key[1] == r.htype && key[2:] == blob[:hw]
 }
 
 // Get returns a copy of ip's record that the caller owns, or nil.
 func (t *Table) Get(ip netip.Addr) *Lease {
-	r := t.find(ip)
+	defer runtime.KeepAlive(t)
+	r, blob := t.find(ip)
 	if r == nil {
 		return nil
 	}
-	if len(r.blob) <= getInline {
+	if len(*blob) <= getInline {
 		// One allocation for the record and its bytes: Get is called
 		// several times for every DHCP exchange.
 		lb := new(leaseBytes)
-		r.read(&lb.l, lb.b[:len(r.blob)])
+		r.read(&lb.l, *blob, lb.b[:len(*blob)])
 		return &lb.l
 	}
 	l := new(Lease)
-	r.read(l, make([]byte, len(r.blob)))
+	r.read(l, *blob, make([]byte, len(*blob)))
 	return l
 }
 
@@ -187,13 +200,14 @@ func (t *Table) Get(ip netip.Addr) *Lease {
 // would allocate for each (publishing ten million leases made 5 GB of
 // garbage, and the heap grew to twice what was live).
 func (t *Table) GetInto(ip netip.Addr, l *Lease, arena []byte) ([]byte, bool) {
-	r := t.find(ip)
+	defer runtime.KeepAlive(t)
+	r, blob := t.find(ip)
 	if r == nil {
 		return arena, false
 	}
 	n := len(arena)
-	arena = slices.Grow(arena, len(r.blob))[:n+len(r.blob)]
-	r.read(l, arena[n:])
+	arena = slices.Grow(arena, len(*blob))[:n+len(*blob)]
+	r.read(l, *blob, arena[n:])
 	return arena, true
 }
 
@@ -216,25 +230,29 @@ func (t *Table) Put(l *Lease) {
 	if !l.IP.Is4() {
 		panic("lease table: " + l.IP.String() + " is not an IPv4 address")
 	}
+	defer runtime.KeepAlive(t)
 	k := AddrUint32(l.IP)
 	i, ok := t.slot.get(k)
 	if !ok {
 		i = t.n
-		if int(i>>chunkBits) == len(t.chunks) {
-			t.chunks = append(t.chunks, make([]record, 1<<chunkBits))
+		if int(i/uint32(chunkRecords)) == len(t.chunks) {
+			t.chunks = append(t.chunks, t.newChunk())
+			t.blobs = append(t.blobs, make([]string, chunkRecords))
 		}
 		t.n++
 		t.slot.set(k, i)
 	}
-	t.at(i).write(l)
+	r, blob := t.at(i)
+	r.write(l, blob)
 }
 
 // SetDurableHorizon sets the memory-only DurableHorizon of ip's record,
 // when there is one.
 func (t *Table) SetDurableHorizon(ip netip.Addr, h time.Time) {
-	if r := t.find(ip); r != nil {
+	if r, _ := t.find(ip); r != nil {
 		r.times[timeDurableHorizon] = nanos(h)
 	}
+	runtime.KeepAlive(t)
 }
 
 // Brief is what a scan usually filters by, read from a record without
@@ -254,9 +272,10 @@ type Brief struct {
 // Put records (one new since Range began may or may not be visited), but
 // not call Range.
 func (t *Table) Range(pre func(b *Brief) bool, fn func(l *Lease) bool) {
+	defer runtime.KeepAlive(t)
 	var b Brief
 	for i := uint32(0); i < t.n; i++ {
-		r := t.at(i)
+		r, blob := t.at(i)
 		if pre != nil {
 			b = Brief{IP: addr(r.ip), State: r.state, IfIndex: r.ifIndex,
 				Expiry: fromNanos(r.times[timeExpiry]), DurableHorizon: fromNanos(r.times[timeDurableHorizon])}
@@ -264,10 +283,10 @@ func (t *Table) Range(pre func(b *Brief) bool, fn func(l *Lease) bool) {
 				continue
 			}
 		}
-		if cap(t.buf) < len(r.blob) {
-			t.buf = make([]byte, len(r.blob), 2*len(r.blob))
+		if cap(t.buf) < len(*blob) {
+			t.buf = make([]byte, len(*blob), 2*len(*blob))
 		}
-		r.read(&t.scratch, t.buf[:len(r.blob)])
+		r.read(&t.scratch, *blob, t.buf[:len(*blob)])
 		if !fn(&t.scratch) {
 			break
 		}
@@ -278,16 +297,19 @@ func (t *Table) Range(pre func(b *Brief) bool, fn func(l *Lease) bool) {
 // Addrs appends the address of every record to ips, as integers (see
 // AddrUint32), in the order they were first stored.
 func (t *Table) Addrs(ips []uint32) []uint32 {
+	defer runtime.KeepAlive(t)
 	for i := uint32(0); i < t.n; i++ {
-		ips = append(ips, t.at(i).ip)
+		r, _ := t.at(i)
+		ips = append(ips, r.ip)
 	}
 	return ips
 }
 
-// read fills l from r, with its byte fields in buf (len(r.blob) bytes).
-// Hostname shares the blob's memory, which is immutable.
-func (r *record) read(l *Lease, buf []byte) {
-	copy(buf, r.blob)
+// read fills l from r and its byte fields blob, with those in buf
+// (len(blob) bytes). Hostname shares the blob's memory, which is
+// immutable.
+func (r *record) read(l *Lease, blob string, buf []byte) {
+	copy(buf, blob)
 	var f [numFields][]byte
 	p := 0
 	for i, n := range r.lens {
@@ -299,7 +321,7 @@ func (r *record) read(l *Lease, buf []byte) {
 	host := ""
 	if n := int(r.lens[fieldHostname]); n > 0 {
 		off := int(r.lens[fieldHW]) + int(r.lens[fieldClientID])
-		host = r.blob[off : off+n]
+		host = blob[off : off+n]
 	}
 	*l = Lease{
 		IP: addr(r.ip), State: r.state, HWType: r.htype,
@@ -315,7 +337,8 @@ func (r *record) read(l *Lease, buf []byte) {
 	}
 }
 
-func (r *record) write(l *Lease) {
+// write stores l in r, and its byte fields in blob.
+func (r *record) write(l *Lease, blob *string) {
 	var flags uint8
 	if l.PartnerPending {
 		flags |= flagPartnerPending
@@ -348,14 +371,14 @@ func (r *record) write(l *Lease) {
 			panic("lease table: field longer than 65535 bytes")
 		}
 		total += n
-		if same && (int(r.lens[i]) != n || r.blob[p:p+n] != s) {
+		if same && (int(r.lens[i]) != n || (*blob)[p:p+n] != s) {
 			same = false
 		}
 		if same {
 			p += n
 		}
 	}
-	if same && total == len(r.blob) {
+	if same && total == len(*blob) {
 		return
 	}
 	var b strings.Builder
@@ -364,7 +387,7 @@ func (r *record) write(l *Lease) {
 		r.lens[i] = uint16(len(s))
 		b.WriteString(s)
 	}
-	r.blob = b.String()
+	*blob = b.String()
 }
 
 // AddrUint32 is an IPv4 address as an integer in network order; 0 for an

@@ -131,7 +131,7 @@ func TestTableGetInto(t *testing.T) {
 
 func TestTablePutReplacesAndKeepsSlots(t *testing.T) {
 	tb := NewTable()
-	for i := range 3 * (1 << chunkBits) / 2 { // across a chunk boundary
+	for i := range 3 * chunkRecords / 2 { // across a chunk boundary
 		tb.Put(&Lease{IP: AddrFromUint32(0x0a000000 + uint32(i) + 1), State: Free})
 	}
 	l := full("10.0.0.9")
@@ -145,7 +145,7 @@ func TestTablePutReplacesAndKeepsSlots(t *testing.T) {
 	if got := tb.Get(l.IP); !sameLease(got, l) {
 		t.Fatalf("after replacing: %+v", got)
 	}
-	last := AddrFromUint32(0x0a000000 + 3*(1<<chunkBits)/2)
+	last := AddrFromUint32(uint32(0x0a000000 + 3*chunkRecords/2))
 	if got := tb.Get(last); got == nil || got.State != Free {
 		t.Fatalf("the last record of the second chunk: %+v", got)
 	}
