@@ -49,13 +49,14 @@ func newOneSubnet(t *testing.T, cfg Config, prefix, first, last string) *Server 
 // goroutine, as it does for any Store.
 type plainStore struct{ Store }
 
-// The load on two goroutines (the table on one, the client index on the
-// other, which reads a client's other records from the store's snapshot)
+// The pipelined load (reading, the client index, which reads a client's
+// other records from the store's snapshot, and the table, each on a
+// goroutine of its own)
 // builds the same table and the same client index as the load on one,
 // clients with several addresses included: the most recently seen is the
 // latest whichever address comes first, and every address stays bound to
 // its hardware address.
-func TestLoadTwoWaysBuildsWhatOneWayDoes(t *testing.T) {
+func TestLoadPipelinedBuildsWhatOneWayDoes(t *testing.T) {
 	st, ctx := runStore(t)
 
 	t0 := time.Unix(1_800_000_000, 0)
@@ -65,7 +66,7 @@ func TestLoadTwoWaysBuildsWhatOneWayDoes(t *testing.T) {
 			HWAddr: net.HardwareAddr{2, 0, 0, 0, 1, hw}, ClientID: cid,
 			Start: t0.Add(-clttAgo), CLTT: t0.Add(-clttAgo), StateAt: t0.Add(-clttAgo), Expiry: t0.Add(time.Hour)})
 	}
-	for i := range 3000 { // the many with one address each
+	for i := range 3 * loadBatch { // the many with one address each, over several of the load's batches
 		v := 0x0a4d1000 + i
 		add(netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}).String(), byte(i), []byte{1, 9, byte(i >> 8), byte(i)}, time.Minute, lease.Active)
 	}
@@ -116,7 +117,7 @@ func TestLoadTwoWaysBuildsWhatOneWayDoes(t *testing.T) {
 	}
 	one.Each(func(l *lease.Lease) {
 		if o := two.Lookup(l.IP); o == nil || !reflect.DeepEqual(o, l) {
-			t.Fatalf("%v: loaded on two goroutines %+v, on one %+v", l.IP, o, l)
+			t.Fatalf("%v: loaded in the pipeline %+v, on one goroutine %+v", l.IP, o, l)
 		}
 	})
 	for _, c := range []struct {
@@ -179,7 +180,7 @@ func TestLoadHoldingGrantsIsAssumeGranted(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		st   Store
-	}{{"two goroutines", st}, {"one goroutine", plainStore{st}}} {
+	}{{"pipelined", st}, {"one goroutine", plainStore{st}}} {
 		t.Run(c.name, func(t *testing.T) {
 			// As put: the last subtest's commit stored them held.
 			if err := st.Put(ctx, ls...); err != nil {

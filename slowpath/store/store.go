@@ -489,19 +489,35 @@ func getRecord(b *bolt.Bucket, ip netip.Addr) (*lease.Lease, error) {
 // Reading every record touches every page of the database's mapping; once
 // done, Load gives those pages back (see releaseMapped).
 func (s *Store) Load(ctx context.Context, fn func(*lease.Lease) error) error {
-	return s.LoadWithLookup(ctx, func(l *lease.Lease, _ func(netip.Addr) *lease.Lease) error { return fn(l) })
+	return s.LoadWithLookup(ctx, func(l *lease.Lease, _ Lookup) error { return fn(l) }, nil)
 }
 
+// Lookup reads a record of a load's snapshot by its address: a copy, nil
+// when there is none or it does not decode.
+type Lookup func(netip.Addr) *lease.Lease
+
 // LoadWithLookup is Load where fn may also read any record of the same
-// snapshot by its address (lookup: a copy, nil when there is none or it
-// does not decode): a loader that builds its table on another goroutine
-// checks a client's other records here instead of in that table.
-func (s *Store) LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, lookup func(netip.Addr) *lease.Lease) error) error {
-	return s.db.View(func(tx *bolt.Tx) error {
+// snapshot by its address (lookup): a loader that builds its table on
+// another goroutine checks a client's other records here instead of in
+// that table. lookup may be called from any goroutine, and stays valid
+// until end (which may be nil) returns: end runs after the last record,
+// in the same read transaction, also when the walk failed or ctx ended.
+// (A read-only bbolt transaction reads its pages straight from the
+// mapping and keeps no cache to update, so concurrent lookups are safe;
+// TestLookupFromAnotherGoroutine runs them under the race detector.)
+func (s *Store) LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, lookup Lookup) error, end func(lookup Lookup) error) error {
+	return s.db.View(func(tx *bolt.Tx) (err error) {
 		b := tx.Bucket(bucketLeases)
 		lookup := func(ip netip.Addr) *lease.Lease {
 			l, _ := getRecord(b, ip) // one that does not decode: nil, as documented
 			return l
+		}
+		if end != nil {
+			defer func() {
+				if eerr := end(lookup); err == nil {
+					err = eerr
+				}
+			}()
 		}
 		c := b.Cursor()
 		n := 0
@@ -536,23 +552,6 @@ func (s *Store) LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, look
 // at once was 2.6 GB of RSS at ten million leases, on top of the table
 // being built.
 const loadReleaseEvery = 1 << 18
-
-// Count is how many lease records the database holds. It reads the
-// header of every page (bbolt's bucket statistics), not the records, and
-// gives the pages back as a load does: a load then finds them in the page
-// cache.
-func (s *Store) Count() (int, error) {
-	n := 0
-	err := s.db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketLeases).Stats().KeyN
-		releaseMapped(s.db, tx.Size())
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("counting leases: %w", err)
-	}
-	return n, nil
-}
 
 // ReleaseMapped gives the database's mapped pages back as Load does, for
 // after a burst of work that read the whole file (the commit of every
