@@ -26,11 +26,18 @@ func TestOverloadSection(t *testing.T) {
 }
 
 // TestStepClients: a step's population covers its offered rate for the
-// generator's timeout.
+// generator's timeout and a quarter more, within the relay pool (130,815
+// addresses).
 func TestStepClients(t *testing.T) {
-	for _, c := range []struct{ rate, want int }{{57600, 57600}, {0, 0}, {1000, 1000}} {
+	for _, c := range []struct{ rate, want int }{{57600, 72000}, {0, 0}, {1000, 1250}, {200000, relayPoolSize()}} {
 		if got := stepClients(c.rate); got != c.want {
 			t.Errorf("stepClients(%d) = %d, want %d (timeout %v)", c.rate, got, c.want, loadgen.DefaultTimeout)
 		}
+	}
+}
+
+func TestRelayPoolSize(t *testing.T) {
+	if n := relayPoolSize(); n != 130815 {
+		t.Fatalf("relay pool %s-%s: %d addresses, want 130815", poolStart, poolEnd, n)
 	}
 }

@@ -82,6 +82,12 @@ func TestLoadPipelinedBuildsWhatOneWayDoes(t *testing.T) {
 	add("10.77.0.30", 30, []byte("cid-b"), time.Hour, lease.Active)
 	add("10.77.0.31", 30, []byte("cid-c"), 2*time.Hour, lease.Active)
 	add("10.77.0.32", 30, nil, 30*time.Minute, lease.Released)
+	// A client whose addresses are batches apart (the index looks the
+	// older one up in the snapshot while the table is filled elsewhere).
+	add("10.77.0.40", 40, []byte("cid-d"), 2*time.Hour, lease.Expired)
+	add("10.77.200.40", 40, []byte("cid-d"), time.Minute, lease.Active)
+	add("10.77.0.41", 41, []byte("cid-e"), time.Minute, lease.Active)
+	add("10.77.200.41", 41, []byte("cid-e"), 2*time.Hour, lease.Released)
 	if err := st.Put(ctx, ls...); err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +133,8 @@ func TestLoadPipelinedBuildsWhatOneWayDoes(t *testing.T) {
 		{lease.ClientKey([]byte("cid-a"), 1, nil), "10.77.0.11"},
 		{lease.ClientKey(nil, 1, net.HardwareAddr{2, 0, 0, 0, 1, 20}), "10.77.0.22"},
 		{lease.ClientKey([]byte("cid-b"), 1, nil), "10.77.0.30"},
+		{lease.ClientKey([]byte("cid-d"), 1, nil), "10.77.200.40"},
+		{lease.ClientKey([]byte("cid-e"), 1, nil), "10.77.0.41"},
 	} {
 		if got, ok := two.clients.latestOf(c.key); !ok || got != netip.MustParseAddr(c.want) {
 			t.Errorf("latest of %q: %v, want %s", c.key, got, c.want)

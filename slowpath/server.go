@@ -392,6 +392,10 @@ type snapshotLoader interface {
 	LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, lookup store.Lookup) error, end func(lookup store.Lookup) error) error
 }
 
+// The daemon's store takes the pipelined load: a signature that drifted
+// would quietly load on one goroutine.
+var _ snapshotLoader = (*store.Store)(nil)
+
 // loadBatch is how many records go from one stage of the load to the
 // next at a time.
 const loadBatch = 4096

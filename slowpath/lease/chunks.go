@@ -2,6 +2,7 @@ package lease
 
 import (
 	"runtime"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -29,6 +30,8 @@ const chunkRecords = chunkBytes / int(unsafe.Sizeof(record{}))
 // collected (runtime.AddCleanup in newChunk).
 type mappings struct {
 	mem [][]byte
+	// unmapped is set once the cleanup has run (a test waits for it).
+	unmapped atomic.Bool
 }
 
 func (m *mappings) unmap() {
@@ -36,6 +39,7 @@ func (m *mappings) unmap() {
 		_ = unix.Munmap(b)
 	}
 	m.mem = nil
+	m.unmapped.Store(true)
 }
 
 // newChunk returns room for chunkRecords records, zeroed: mapped when the

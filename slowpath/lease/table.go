@@ -13,7 +13,7 @@ import (
 // million subscribers is the common case and ten million the target, and
 // a *Lease with its byte slices, eight time.Time and three netip.Addr took
 // about a kilobyte of heap per address, most of it pointers for the
-// garbage collector to follow. A record here is a fixed part of 120 bytes
+// garbage collector to follow. A record here is a fixed part of 104 bytes
 // (times as Unix nanoseconds, addresses as integers), in chunks that are
 // never moved and lie outside Go's heap (chunks.go), and one string that
 // holds every variable-length field, in a slice beside them, with an

@@ -512,13 +512,16 @@ func (s *Store) LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, look
 			l, _ := getRecord(b, ip) // one that does not decode: nil, as documented
 			return l
 		}
-		if end != nil {
-			defer func() {
+		defer func() {
+			// end's lookups (a loader's index runs batches behind the
+			// walk) read pages too: given back after them.
+			if end != nil {
 				if eerr := end(lookup); err == nil {
 					err = eerr
 				}
-			}()
-		}
+			}
+			releaseMapped(s.db, tx.Size())
+		}()
 		c := b.Cursor()
 		n := 0
 		var l lease.Lease
@@ -542,7 +545,6 @@ func (s *Store) LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, look
 				releaseMapped(s.db, tx.Size())
 			}
 		}
-		releaseMapped(s.db, tx.Size())
 		return nil
 	})
 }
