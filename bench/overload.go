@@ -88,7 +88,7 @@ func (r *Rig) Overload(ctx context.Context, o OverloadOptions) OverloadReport {
 			// population below the offered rate times that timeout
 			// runs out as soon as the server drops, and then the
 			// generator, not the server, sets the goodput: with 10,000
-			// clients at 120% of a 48,000/s ceiling, a tenth of the
+			// clients at 150% of a 48,000/s ceiling, a seventh of the
 			// step's requests were never sent. (The ceiling is searched
 			// with o.Clients: within 1% loss, hardly any are dropped.)
 			so.Clients = max(o.Clients, stepClients(so.Rate))
