@@ -3,7 +3,6 @@ package bench
 import (
 	"cmp"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/xdhcp/xdhcp/bench/loadgen"
 	"github.com/xdhcp/xdhcp/internal/config"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
 
 // OverloadRow is one server at one offered rate: what it answered, how
@@ -119,8 +119,7 @@ func stepClients(rate int) int {
 
 // relayPoolSize is how many addresses the relayed clients' pool holds.
 func relayPoolSize() int {
-	a, b := netip.MustParseAddr(poolStart).As4(), netip.MustParseAddr(poolEnd).As4()
-	return int(binary.BigEndian.Uint32(b[:])-binary.BigEndian.Uint32(a[:])) + 1
+	return int(lease.AddrUint32(netip.MustParseAddr(poolEnd))-lease.AddrUint32(netip.MustParseAddr(poolStart))) + 1
 }
 
 // overloadSection renders the comparison.

@@ -389,7 +389,7 @@ func (s *Server) load(ctx context.Context, hold bool) (held []uint32, err error)
 // snapshotLoader is a Store that lets a load read any record of the
 // snapshot it walks (store.Store does).
 type snapshotLoader interface {
-	LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, lookup store.Lookup) error, end func(lookup store.Lookup) error) error
+	LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, lookup store.Lookup) error, end func()) error
 }
 
 // The daemon's store takes the pipelined load: a signature that drifted
@@ -473,7 +473,7 @@ func (s *Server) loadPipelined(ctx context.Context, sl snapshotLoader, put func(
 		}
 		n++
 		return nil
-	}, func(store.Lookup) error { endReading(); return nil })
+	}, endReading)
 	// Also when the transaction failed to begin, and end never ran.
 	endReading()
 	wg.Wait()

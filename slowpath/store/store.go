@@ -473,11 +473,7 @@ func getRecord(b *bolt.Bucket, ip netip.Addr) (*lease.Lease, error) {
 	if v == nil {
 		return nil, nil
 	}
-	l := &lease.Lease{IP: ip}
-	if err := l.UnmarshalBinary(v); err != nil {
-		return nil, fmt.Errorf("lease %s: %w", ip, err)
-	}
-	return l, nil
+	return decodeRecord(k[:], v)
 }
 
 // Load calls fn for every record, in address order. A record that cannot
@@ -501,12 +497,13 @@ type Lookup func(netip.Addr) *lease.Lease
 // another goroutine checks a client's other records here instead of in
 // that table. lookup may be called from any goroutine, and stays valid
 // until end (which may be nil) returns: end runs after the last record,
-// in the same read transaction, also when the walk failed or ctx ended.
+// in the same read transaction, also when the walk failed or ctx ended,
+// for a loader to wait for its other goroutines' lookups.
 // (A read-only bbolt transaction reads its pages straight from the
 // mapping and keeps no cache to update, so concurrent lookups are safe;
 // TestLookupFromAnotherGoroutine runs them under the race detector.)
-func (s *Store) LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, lookup Lookup) error, end func(lookup Lookup) error) error {
-	return s.db.View(func(tx *bolt.Tx) (err error) {
+func (s *Store) LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, lookup Lookup) error, end func()) error {
+	return s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketLeases)
 		lookup := func(ip netip.Addr) *lease.Lease {
 			l, _ := getRecord(b, ip) // one that does not decode: nil, as documented
@@ -516,9 +513,7 @@ func (s *Store) LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, look
 			// end's lookups (a loader's index runs batches behind the
 			// walk) read pages too: given back after them.
 			if end != nil {
-				if eerr := end(lookup); err == nil {
-					err = eerr
-				}
+				end()
 			}
 			releaseMapped(s.db, tx.Size())
 		}()

@@ -700,13 +700,12 @@ func TestLookupFromAnotherGoroutine(t *testing.T) {
 				return stopAt
 			}
 			return nil
-		}, func(Lookup) error {
+		}, func() {
 			close(asked)
 			if err := <-answered; err != nil {
 				t.Error(err)
 			}
 			ended = true
-			return nil
 		})
 		switch {
 		case fail && !errors.Is(err, stopAt):
