@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
+	"github.com/xdhcp/xdhcp/internal/fifo"
 	"github.com/xdhcp/xdhcp/slowpath/auth"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
@@ -37,7 +38,8 @@ var broadcastHW = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 // Handle processes one datagram. A reply that acknowledges a lease is sent
 // only once the lease is on disk; the others are sent before Handle returns.
 func (s *Server) Handle(in Incoming) {
-	var p dhcpwire.Packet
+	p := s.getPacket()
+	defer s.putPacket(p)
 	if err := p.Parse(in.Data); err != nil {
 		s.dropped("malformed", in, err)
 		return
@@ -72,7 +74,7 @@ func (s *Server) Handle(in Incoming) {
 	cid, _ := p.Option(dhcpwire.OptClientID)
 
 	if mt == dhcpwire.LeaseQuery {
-		s.leasequery(&p, in)
+		s.leasequery(p, in)
 		return
 	}
 
@@ -80,7 +82,7 @@ func (s *Server) Handle(in Incoming) {
 		s.dropped("malformed_header", in, err)
 		return
 	}
-	if k, ok := requestKind(&p, mt); ok && s.partner != nil && !s.partner.Answer(k, hashKey(cid, &p), p.Secs) {
+	if k, ok := requestKind(p, mt); ok && s.partner != nil && !s.partner.Answer(k, hashKey(cid, p), p.Secs) {
 		// The failover state, or the partner's hash bucket while it
 		// is answering (draft-12 §5.3): the partner's to answer.
 		s.dropped("failover", in, nil)
@@ -94,7 +96,7 @@ func (s *Server) Handle(in Incoming) {
 		s.dropped("interface", in, nil)
 		return
 	}
-	r := &req{p: &p, in: in, key: lease.ClientKey(cid, p.HType, p.CHAddr()), hwKey: lease.ClientKey(nil, p.HType, p.CHAddr()), now: s.now(), iface: iface}
+	r := &req{p: p, in: in, key: lease.ClientKey(cid, p.HType, p.CHAddr()), hwKey: lease.ClientKey(nil, p.HType, p.CHAddr()), now: s.now(), iface: iface}
 	r.sub = s.selectSubnetLocked(r)
 	var out []Outgoing
 	var pending *pendingAck
@@ -172,6 +174,26 @@ func (s *Server) Handle(in Incoming) {
 			}
 		})
 	}
+}
+
+// getPacket gives Handle a Packet to parse into. Packets are reused: one
+// is about 600 bytes (its first options are held inline), and allocating
+// one per message was a quarter of what the slow path allocated per DORA,
+// which the collector then paid for.
+func (s *Server) getPacket() *dhcpwire.Packet {
+	if p, ok := s.packets.Get().(*dhcpwire.Packet); ok {
+		return p
+	}
+	return new(dhcpwire.Packet)
+}
+
+// putPacket takes back a Packet when Handle returns. Nothing handling a
+// message keeps the Packet or a slice of it (a lease copies the hardware
+// address it takes from it); zeroing it makes a use after return read
+// zeros, which the tests would see, and lets go of the receive buffer.
+func (s *Server) putPacket(p *dhcpwire.Packet) {
+	*p = dhcpwire.Packet{}
+	s.packets.Put(p)
 }
 
 type pendingAck struct {
@@ -830,11 +852,16 @@ func (s *Server) addOfferLocked(ip netip.Addr, o offer) {
 	}
 	s.offers[ip] = o
 	s.offerOf[o.client] = ip
-	s.offerQ = append(s.offerQ, offerRef{ip, o.until})
+	s.offerQ.Push(s.newOfferRef(ip, o.until))
 	for _, b := range [2]string{o.pool, o.circuit} {
 		if b != "" {
 			s.offerCount[b]++
-			s.offerFIFO[b] = append(s.offerFIFO[b], offerRef{ip, o.until})
+			q := s.offerFIFO[b]
+			if q == nil {
+				q = new(fifo.Queue[offerRef])
+				s.offerFIFO[b] = q
+			}
+			q.Push(s.newOfferRef(ip, o.until))
 		}
 	}
 }
@@ -857,16 +884,10 @@ func (s *Server) removeOfferLocked(ip netip.Addr) {
 		if s.offerCount[b]--; s.offerCount[b] <= 0 {
 			delete(s.offerCount, b)
 			delete(s.offerFIFO, b)
-		} else if q := s.offerFIFO[b]; len(q) > 2*s.offerCount[b]+64 {
+		} else if q := s.offerFIFO[b]; q.Len() > 2*s.offerCount[b]+64 {
 			// Entries of ended offers wait for the front; compact
 			// before they outnumber the live ones.
-			live := q[:0]
-			for _, ref := range q {
-				if s.isOfferLocked(ref, b) {
-					live = append(live, ref)
-				}
-			}
-			s.offerFIFO[b] = live
+			q.Keep(func(ref offerRef) bool { return s.isOfferLocked(ref, b) })
 		}
 	}
 }
@@ -874,8 +895,8 @@ func (s *Server) removeOfferLocked(ip netip.Addr) {
 // isOfferLocked reports whether ref is still a pending offer counted
 // against bound b.
 func (s *Server) isOfferLocked(ref offerRef, b string) bool {
-	o, ok := s.offers[ref.ip]
-	return ok && o.until == ref.until && (o.pool == b || o.circuit == b)
+	o, ok := s.offers[ref.addr()]
+	return ok && s.offerSince(o.until) == ref.until && (o.pool == b || o.circuit == b)
 }
 
 // boundOffersLocked makes room for one more offer to r's client: when its
@@ -900,25 +921,24 @@ func (s *Server) boundOffersLocked(r *req) {
 
 func (s *Server) evictOldestLocked(b, kind string) {
 	q := s.offerFIFO[b]
-	for len(q) > 0 {
-		ref := q[0]
-		q = q[1:]
+	for q != nil && q.Len() > 0 {
+		ref := q.Front()
+		q.Pop()
 		if !s.isOfferLocked(ref, b) {
 			continue
 		}
-		s.offerFIFO[b] = q
-		s.removeOfferLocked(ref.ip)
-		if sn := s.subs.forAddr(ref.ip); sn != nil {
-			if _, reserved := sn.ReservedIP[ref.ip]; !reserved && sn.set.Contains(ref.ip) {
-				if l := s.leases.Get(ref.ip); l == nil || l.State.Reusable() {
-					sn.set.Free(ref.ip)
+		ip := ref.addr()
+		s.removeOfferLocked(ip)
+		if sn := s.subs.forAddr(ip); sn != nil {
+			if _, reserved := sn.ReservedIP[ip]; !reserved && sn.set.Contains(ip) {
+				if l := s.leases.Get(ip); l == nil || l.State.Reusable() {
+					sn.set.Free(ip)
 				} else if l.State == lease.Backup {
-					sn.backup.Free(ref.ip)
+					sn.backup.Free(ip)
 				}
 			}
 		}
 		s.m.OffersWithdrawn.WithLabelValues(kind).Inc()
 		return
 	}
-	s.offerFIFO[b] = q
 }

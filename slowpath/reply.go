@@ -50,7 +50,7 @@ func (s *Server) replyTo(r *req, typ uint8, yiaddr netip.Addr, times [3]uint32, 
 	tail := s.echoLen(p, echo82) + 1
 	tmpl := fitOptions(r.sub, p, p.MaxMessageSize()-udpIPOverhead-dhcpwire.MinLen-head-tail)
 
-	b := make([]byte, 0, dhcpwire.MinLen+head+len(tmpl)+tail+64)
+	b, reuse := s.payload(dhcpwire.MinLen + head + len(tmpl) + tail + 64)
 	b = dhcpwire.AppendHeader(b, h)
 	b = append(b, dhcpwire.OptMessageType, 1, typ)
 	b = dhcpwire.AppendAddrOption(b, dhcpwire.OptServerID, r.sid)
@@ -65,7 +65,18 @@ func (s *Server) replyTo(r *req, typ uint8, yiaddr netip.Addr, times [3]uint32, 
 	// ACKs, the ones the fast path also builds, never carry them.
 	b = append(b, r.auth...)
 	b = s.appendEcho(b, p, echo82)
-	return s.addressed(r, typ, yiaddr, finishWords(b, p.MaxMessageSize()-udpIPOverhead))
+	o := s.addressed(r, typ, yiaddr, finishWords(b, p.MaxMessageSize()-udpIPOverhead))
+	o.Reuse = reuse
+	return o
+}
+
+// payload is an empty reply buffer with room for n bytes, the Sender's
+// when it lends them (reuse).
+func (s *Server) payload(n int) (b []byte, reuse bool) {
+	if pb, ok := s.send.(PayloadBuffers); ok {
+		return pb.Payload(n), true
+	}
+	return make([]byte, 0, n), false
 }
 
 // nak renders a DHCPNAK (RFC 2131 Table 3): no addresses, 53, 54, 56,

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/xdhcp/xdhcp/internal/fifo"
 	"github.com/xdhcp/xdhcp/slowpath/auth"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 	"github.com/xdhcp/xdhcp/slowpath/store"
@@ -61,6 +62,17 @@ type Sender interface {
 	Send(out []Outgoing)
 }
 
+// PayloadBuffers is implemented by a Sender that reuses reply buffers. A
+// reply is about 500 bytes, two for every DORA: allocating each was a
+// fifth of what the slow path allocated, which the collector then paid
+// for.
+type PayloadBuffers interface {
+	// Payload returns an empty buffer with room for n bytes. A reply
+	// built in it is marked Outgoing.Reuse, and the Sender may then reuse
+	// the buffer once the reply is sent.
+	Payload(n int) []byte
+}
+
 // Incoming is one received datagram with where it arrived.
 type Incoming struct {
 	Data    []byte
@@ -82,6 +94,9 @@ type Outgoing struct {
 	// client has no IP address yet, or the reply is a broadcast).
 	HWDst net.HardwareAddr
 	Type  uint8 // message type, for counting
+	// Reuse says Payload is the Sender's again once sent: it came from
+	// its PayloadBuffers, and nothing refers to it after Send.
+	Reuse bool
 }
 
 // Interface describes a served interface.
@@ -150,6 +165,9 @@ type Settings struct {
 
 // Server answers DHCPv4 messages. Create it with New, then Load and Run.
 type Server struct {
+	// packets holds parsed requests for reuse (getPacket).
+	packets sync.Pool
+
 	log   *slog.Logger
 	store Store
 	send  Sender
@@ -181,12 +199,14 @@ type Server struct {
 	clients clientIndex
 	offers  map[netip.Addr]offer
 	offerOf map[string]netip.Addr // client key → address offered to it
-	offerQ  []offerRef
+	offerQ  fifo.Queue[offerRef]
+	// offerEpoch is when the server was made: offerRef's zero.
+	offerEpoch time.Time
 	// Pending offers by bound (a subnet's pools, or a relay circuit):
 	// live counts, and the offers in the order made (with entries of
 	// offers since taken or withdrawn, skipped when met).
 	offerCount map[string]int
-	offerFIFO  map[string][]offerRef
+	offerFIFO  map[string]*fifo.Queue[offerRef]
 	expiry     expiryHeap
 	toFree     []netip.Addr
 	counts     map[*Subnet]*[8]int64 // records per state, for metrics
@@ -216,10 +236,24 @@ type offer struct {
 	pool, circuit string
 }
 
+// offerRef is an offer's entry in the queues that order offers by age:
+// 16 bytes, where an address and a time.Time were 48, because the queues
+// hold one for every offer made in the last offer-time.
 type offerRef struct {
-	ip    netip.Addr
-	until time.Time
+	ip    uint32        // lease.AddrUint32
+	until time.Duration // the offer's until, as offerSince gives it
 }
+
+func (s *Server) newOfferRef(ip netip.Addr, until time.Time) offerRef {
+	return offerRef{ip: lease.AddrUint32(ip), until: s.offerSince(until)}
+}
+
+// offerSince is t as the offer queues keep it: since the server was made,
+// on the monotonic clock when t has a reading of it (time.Now's do), so a
+// step of the wall clock delays no offer's end.
+func (s *Server) offerSince(t time.Time) time.Duration { return t.Sub(s.offerEpoch) }
+
+func (r offerRef) addr() netip.Addr { return lease.AddrFromUint32(r.ip) }
 
 // Config is everything New needs.
 type Config struct {
@@ -259,7 +293,7 @@ func New(c Config) (*Server, error) {
 		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, partner: c.Partner, gate: c.Gate, m: c.Metrics, now: c.Now,
 		leases: lease.NewTable(), clients: newClientIndex(),
 		offers: map[netip.Addr]offer{}, offerOf: map[string]netip.Addr{},
-		offerCount: map[string]int{}, offerFIFO: map[string][]offerRef{},
+		offerCount: map[string]int{}, offerFIFO: map[string]*fifo.Queue[offerRef]{},
 		logLimit: newLogLimiter(time.Second),
 		ctr:      c.Counter, camps: c.Campaigns,
 		frPending: map[netip.Addr]*frPending{}, moveNext: map[netip.Addr]*moveMark{}, campaigns: map[string]*campaign{}, frWake: make(chan struct{}, 1),
@@ -271,6 +305,7 @@ func New(c Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.offerEpoch = s.now()
 	if s.m == nil {
 		s.m = NewMetrics()
 	}
@@ -632,6 +667,9 @@ func (s *Server) countLocked(sn *Subnet, st lease.State, d int64) {
 // A batch shares one cause's fan-out. commit must be called without the
 // lock: its callback takes it.
 //
+// The copies become commit's: the caller does not read them afterwards
+// (current rewrites them, on whichever goroutine drains the queue).
+//
 // The copies are taken under the lock but submitted after it is released,
 // so two goroutines could submit an address's versions in the wrong order
 // (an older copy landing on disk after a newer, acknowledged one: an ACK
@@ -643,7 +681,7 @@ func (s *Server) countLocked(sn *Subnet, st lease.State, d int64) {
 func (s *Server) commit(cl []*lease.Lease, c cause, after func(error)) {
 	q := &s.subQ
 	q.mu.Lock()
-	q.jobs = append(q.jobs, commitJob{cl: cl, c: c, after: after})
+	q.jobs.Push(commitJob{cl: cl, c: c, after: after})
 	if q.draining {
 		// The goroutine draining the queue submits it in turn (this may
 		// be a callback it runs: a store that is closed answers at once).
@@ -651,10 +689,9 @@ func (s *Server) commit(cl []*lease.Lease, c cause, after func(error)) {
 		return
 	}
 	q.draining = true
-	for len(q.jobs) > 0 {
-		j := q.jobs[0]
-		q.jobs[0] = commitJob{}
-		q.jobs = q.jobs[1:]
+	for q.jobs.Len() > 0 {
+		j := q.jobs.Front()
+		q.jobs.Pop()
 		q.mu.Unlock()
 		s.submit(s.current(j.cl), j.c, j.after)
 		q.mu.Lock()
@@ -666,7 +703,7 @@ func (s *Server) commit(cl []*lease.Lease, c cause, after func(error)) {
 // submitQueue holds commits waiting their turn to be submitted.
 type submitQueue struct {
 	mu       sync.Mutex
-	jobs     []commitJob
+	jobs     fifo.Queue[commitJob]
 	draining bool
 }
 
@@ -676,15 +713,17 @@ type commitJob struct {
 	after func(error)
 }
 
-// current replaces each copy with a copy of its address's record as it is
-// now, marked Reserved for the partner (copies of addresses not in the
-// table stay as they are).
+// current overwrites each copy with its address's record as it is now,
+// marked Reserved for the partner (copies of addresses not in the table
+// stay as they are). In place: the copies are the commit's once handed to
+// it, and a fresh copy was a 512-byte allocation per record committed;
+// only the byte fields get memory of their own.
 func (s *Server) current(cl []*lease.Lease) []*lease.Lease {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, l := range cl {
-		if cur := s.leases.Get(l.IP); cur != nil {
-			cl[i] = s.markReservedLocked(cur)
+	for _, l := range cl {
+		if _, ok := s.leases.GetInto(l.IP, l, nil); ok {
+			s.markReservedLocked(l)
 		}
 	}
 	return cl

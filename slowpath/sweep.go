@@ -21,12 +21,12 @@ func (s *Server) Sweep() {
 	now := s.now()
 	var changed []*lease.Lease
 	s.mu.Lock()
-	for len(s.offerQ) > 0 && !s.offerQ[0].until.After(now) {
-		ref := s.offerQ[0]
-		s.offerQ = s.offerQ[1:]
-		if o, ok := s.offers[ref.ip]; ok && !o.until.After(now) {
-			s.removeOfferLocked(ref.ip)
-			s.returnAddrLocked(ref.ip)
+	for s.offerQ.Len() > 0 && s.offerQ.Front().until <= s.offerSince(now) {
+		ip := s.offerQ.Front().addr()
+		s.offerQ.Pop()
+		if o, ok := s.offers[ip]; ok && !o.until.After(now) {
+			s.removeOfferLocked(ip)
+			s.returnAddrLocked(ip)
 		}
 	}
 	// Informed clients not heard from for a day (inform.go) are

@@ -133,10 +133,13 @@ type Packet struct {
 	SIAddr, GIAddr        netip.Addr
 	CHAddrRaw             [16]byte
 	Sname, File           []byte // nil when used for options (overload)
-	opts                  []opt
-	// optBuf holds the first options parsed: a request seldom carries
-	// more, and growing opts from nil was four allocations per message.
-	optBuf [inlineOpts]opt
+	// The options, in first-seen order: the first inlineOpts in inline (a
+	// request seldom carries more, and growing a slice from nil was four
+	// allocations per message), the rest in more. No field points into the
+	// Packet itself, so a Packet can live on its caller's stack.
+	inline [inlineOpts]opt
+	more   []opt
+	nopts  int
 	// Raw is the buffer the packet was parsed from.
 	Raw []byte
 }
@@ -146,8 +149,8 @@ type opt struct {
 	val  []byte
 }
 
-// inlineOpts is how many options a Packet holds before opts needs memory
-// of its own.
+// inlineOpts is how many options a Packet holds before it needs memory of
+// its own for more.
 const inlineOpts = 12
 
 // CHAddr returns the client hardware address, hlen bytes long.
@@ -159,12 +162,20 @@ func (p *Packet) Broadcast() bool { return p.Flags&FlagBroadcast != 0 }
 // Option returns an option's value (concatenated per RFC 3396) and whether
 // it was present.
 func (p *Packet) Option(code uint8) ([]byte, bool) {
-	for i := range p.opts {
-		if p.opts[i].code == code {
-			return p.opts[i].val, true
+	for i := range p.nopts {
+		if o := p.optAt(i); o.code == code {
+			return o.val, true
 		}
 	}
 	return nil, false
+}
+
+// optAt is the i-th option parsed.
+func (p *Packet) optAt(i int) *opt {
+	if i < inlineOpts {
+		return &p.inline[i]
+	}
+	return &p.more[i-inlineOpts]
 }
 
 // Has reports whether an option is present.
@@ -172,9 +183,9 @@ func (p *Packet) Has(code uint8) bool { _, ok := p.Option(code); return ok }
 
 // Codes returns the option codes present, in first-seen order.
 func (p *Packet) Codes() []uint8 {
-	c := make([]uint8, len(p.opts))
-	for i := range p.opts {
-		c[i] = p.opts[i].code
+	c := make([]uint8, p.nopts)
+	for i := range c {
+		c[i] = p.optAt(i).code
 	}
 	return c
 }
@@ -238,7 +249,8 @@ func Parse(b []byte) (*Packet, error) {
 	return p, p.Parse(b)
 }
 
-// Parse fills p from b, reusing p's option slice.
+// Parse fills p from b, reusing the memory p has for options beyond the
+// first few.
 func (p *Packet) Parse(b []byte) error {
 	if len(b) < MinLen {
 		return fmt.Errorf("%w: %d bytes", ErrShort, len(b))
@@ -249,10 +261,7 @@ func (p *Packet) Parse(b []byte) error {
 	if b[2] > 16 {
 		return fmt.Errorf("%w: %d", ErrHLen, b[2])
 	}
-	opts := p.opts[:0]
-	if cap(opts) == 0 {
-		opts = p.optBuf[:0]
-	}
+	more := p.more[:0]
 	*p = Packet{
 		Op: b[0], HType: b[1], HLen: b[2], Hops: b[3],
 		XID:    binary.BigEndian.Uint32(b[4:]),
@@ -262,7 +271,7 @@ func (p *Packet) Parse(b []byte) error {
 		YIAddr: netip.AddrFrom4([4]byte(b[16:20])),
 		SIAddr: netip.AddrFrom4([4]byte(b[20:24])),
 		GIAddr: netip.AddrFrom4([4]byte(b[24:28])),
-		opts:   opts,
+		more:   more,
 		Raw:    b,
 	}
 	copy(p.CHAddrRaw[:], b[28:44])
@@ -319,14 +328,19 @@ func (p *Packet) parseOptions(field []byte) (overload uint8, err error) {
 
 // add records an option, concatenating repeats as RFC 3396 requires.
 func (p *Packet) add(code uint8, val []byte) {
-	for i := range p.opts {
-		if p.opts[i].code == code {
-			merged := make([]byte, 0, len(p.opts[i].val)+len(val))
-			p.opts[i].val = append(append(merged, p.opts[i].val...), val...)
+	for i := range p.nopts {
+		if o := p.optAt(i); o.code == code {
+			merged := make([]byte, 0, len(o.val)+len(val))
+			o.val = append(append(merged, o.val...), val...)
 			return
 		}
 	}
-	p.opts = append(p.opts, opt{code, val})
+	if p.nopts < inlineOpts {
+		p.inline[p.nopts] = opt{code, val}
+	} else {
+		p.more = append(p.more, opt{code, val})
+	}
+	p.nopts++
 }
 
 // ErrMalformed is wrapped by Validate's errors: the message parses, but an
@@ -346,8 +360,9 @@ const HTypeEthernet = 1
 // A missing END option is accepted: the options then end with their field,
 // which is unambiguous, and ISC dhcpd and Kea accept it too.
 func (p *Packet) Validate() error {
-	for i := range p.opts {
-		if err := checkOption(p.opts[i].code, p.opts[i].val); err != nil {
+	for i := range p.nopts {
+		o := p.optAt(i)
+		if err := checkOption(o.code, o.val); err != nil {
 			return fmt.Errorf("%w: %w", ErrMalformed, err)
 		}
 	}

@@ -60,6 +60,52 @@ type Conn struct {
 	// back (ARCHITECTURE.md 7). Guarded by mu.
 	warnedAt   time.Time
 	suppressed int
+
+	// free holds reply buffers that were sent and may be lent again
+	// (Payload), at most maxFreePayloads of them.
+	freeMu sync.Mutex
+	free   [][]byte
+}
+
+// payloadCap is the capacity of the reply buffers a Conn lends: a DHCP
+// reply seldom needs more than 600 bytes; a larger one gets a buffer of
+// its own.
+const payloadCap = 1024
+
+// maxFreePayloads bounds the buffers kept for reuse (4 MiB): more than
+// the replies a busy server has waiting for their commits at once.
+const maxFreePayloads = 4096
+
+// The server builds its replies in buffers the Conn lends.
+var _ slowpath.PayloadBuffers = (*Conn)(nil)
+
+// Payload lends an empty reply buffer with room for n bytes
+// (slowpath.PayloadBuffers). Send takes it back once the reply marked
+// Reuse has left.
+func (c *Conn) Payload(n int) []byte {
+	if n > payloadCap {
+		return make([]byte, 0, n)
+	}
+	c.freeMu.Lock()
+	defer c.freeMu.Unlock()
+	if k := len(c.free); k > 0 {
+		b := c.free[k-1]
+		c.free[k-1] = nil
+		c.free = c.free[:k-1]
+		return b
+	}
+	return make([]byte, 0, payloadCap)
+}
+
+// reclaim takes back the buffers of sent replies marked Reuse.
+func (c *Conn) reclaim(out []slowpath.Outgoing) {
+	c.freeMu.Lock()
+	defer c.freeMu.Unlock()
+	for _, o := range out {
+		if o.Reuse && cap(o.Payload) == payloadCap && len(c.free) < maxFreePayloads {
+			c.free = append(c.free, o.Payload[:0])
+		}
+	}
 }
 
 // warnLocked logs a send failure, at most once a second.
@@ -367,7 +413,6 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 // sent meanwhile for one sendmmsg at the end.
 func (c *Conn) handleBatch(b *inbox, handle func(slowpath.Incoming)) {
 	c.Hold(func() {
-		var cm ipv4.ControlMessage
 		for i := range b.n {
 			m := &b.msgs[i]
 			in := slowpath.Incoming{Data: b.bufs[i][:m.N]}
@@ -375,13 +420,7 @@ func (c *Conn) handleBatch(b *inbox, handle func(slowpath.Incoming)) {
 				in.Src = ua.AddrPort()
 				in.Src = netip.AddrPortFrom(in.Src.Addr().Unmap(), in.Src.Port())
 			}
-			if err := cm.Parse(m.OOB[:m.NN]); err == nil {
-				in.IfIndex = cm.IfIndex
-				if a, ok := netip.AddrFromSlice(cm.Dst.To4()); ok {
-					in.Dst = a
-				}
-			}
-			in.Received = receivedAt(m.OOB[:m.NN])
+			readControl(m.OOB[:m.NN], &in)
 			handle(in)
 		}
 	})
@@ -409,23 +448,29 @@ func (c *Conn) Hold(fn func()) {
 	fn()
 }
 
-// receivedAt finds the SO_TIMESTAMPNS control message's time, zero when
-// there is none. It reads the messages in place: it runs for every
-// datagram.
-func receivedAt(oob []byte) time.Time {
+// readControl fills in from a datagram's control messages: IP_PKTINFO's
+// interface and header destination address, and SO_TIMESTAMPNS's time
+// (zero when there is none). It reads them in place: it runs for every
+// datagram, and ipv4.ControlMessage.Parse allocated three times for each.
+func readControl(oob []byte, in *slowpath.Incoming) {
 	for len(oob) > 0 {
 		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
 		if err != nil {
-			return time.Time{}
+			return
 		}
-		// struct timespec: 64-bit seconds and nanoseconds on the 64-bit
-		// architectures this runs on.
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= timespecLen {
-			return time.Unix(int64(binary.NativeEndian.Uint64(data)), int64(binary.NativeEndian.Uint64(data[8:])))
+		switch {
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			// struct in_pktinfo: ifindex (int), spec_dst, then addr,
+			// the destination in the datagram's header.
+			in.IfIndex = int(int32(binary.NativeEndian.Uint32(data)))
+			in.Dst = netip.AddrFrom4([4]byte(data[8:12]))
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= timespecLen:
+			// struct timespec: 64-bit seconds and nanoseconds on the
+			// 64-bit architectures this runs on.
+			in.Received = time.Unix(int64(binary.NativeEndian.Uint64(data)), int64(binary.NativeEndian.Uint64(data[8:])))
 		}
 		oob = rest
 	}
-	return time.Time{}
 }
 
 // Send writes replies: routed ones through the UDP socket in one batch,
@@ -494,6 +539,7 @@ func (c *Conn) sendLocked(out []slowpath.Outgoing) {
 		}
 	}
 	flush()
+	c.reclaim(out)
 }
 
 // sendLink builds IPv4+UDP around the payload and sends it to a link-layer

@@ -168,7 +168,8 @@ func TestReplyIPHeaderOnTheWire(t *testing.T) {
 
 // TestReceiveTimeIsTheKernels: a datagram that waited in the socket before
 // Serve read it carries the kernel's receive time, not the read's, so the
-// server can tell how long it waited (slowpath.Settings.MaxWait).
+// server can tell how long it waited (slowpath.Settings.MaxWait), and where
+// it arrived.
 func TestReceiveTimeIsTheKernels(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testenv.Skip(t, "needs root: Listen opens an AF_PACKET socket")
@@ -206,6 +207,18 @@ func TestReceiveTimeIsTheKernels(t *testing.T) {
 		}
 		if w := time.Since(in.Received); w < 300*time.Millisecond {
 			t.Fatalf("waited %v by its timestamp, slept 300ms", w)
+		}
+		// IP_PKTINFO, read from the same control messages: the server
+		// picks the interface's subnet and tells a broadcast by them.
+		lo, err := net.InterfaceByName("lo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.IfIndex != lo.Index || in.Dst != netip.MustParseAddr("127.0.0.1") {
+			t.Fatalf("arrived on ifindex %d for %v, want %d (lo) for 127.0.0.1", in.IfIndex, in.Dst, lo.Index)
+		}
+		if string(in.Data) != "waited" {
+			t.Fatalf("data %q", in.Data)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing read")
@@ -255,5 +268,49 @@ func TestHoldSendsWhenEitherEnds(t *testing.T) {
 	c.Send([]slowpath.Outgoing{{Payload: []byte("unheld"), Dst: dst}})
 	if got, err := read(5 * time.Second); err != nil || got != "unheld" {
 		t.Fatalf("a send outside any Hold: got %q, %v", got, err)
+	}
+}
+
+// A buffer Payload lends comes back once its reply, marked Reuse, has
+// left, also when it was held; one not marked, or not lent, never does.
+func TestPayloadBuffersComeBackOnceSent(t *testing.T) {
+	c, peer := listenWithPeer(t)
+	dst := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	read := func() string {
+		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 64)
+		n, err := peer.Read(buf)
+		if err != nil {
+			t.Fatalf("reading a reply: %v", err)
+		}
+		return string(buf[:n])
+	}
+	same := func(a, b []byte) bool { return &a[:1][0] == &b[:1][0] } // the same array
+
+	lent := append(c.Payload(100), "lent"...)
+	kept := append(c.Payload(100), "kept"...)
+	if same(lent, kept) {
+		t.Fatal("two buffers lent at once are one")
+	}
+	c.Hold(func() {
+		c.Send([]slowpath.Outgoing{{Payload: lent, Dst: dst, Reuse: true}, {Payload: kept, Dst: dst}})
+		if again := c.Payload(100); same(again, lent) {
+			t.Fatal("a held reply's buffer was lent again before it was sent")
+		}
+	})
+	for _, want := range []string{"lent", "kept"} {
+		if got := read(); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+	again := c.Payload(100)
+	if !same(again, lent) || len(again) != 0 {
+		t.Fatalf("the sent buffer marked Reuse was not lent again empty (len %d)", len(again))
+	}
+	if next := c.Payload(100); same(next, kept) {
+		t.Fatal("a buffer not marked Reuse was lent")
+	}
+	if big := c.Payload(payloadCap + 1); cap(big) < payloadCap+1 {
+		t.Fatalf("asked for %d bytes, got room for %d", payloadCap+1, cap(big))
 	}
 }

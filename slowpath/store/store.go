@@ -22,6 +22,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
+	"github.com/xdhcp/xdhcp/internal/fifo"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
 
@@ -76,13 +77,16 @@ type job struct {
 
 // Store is the lease database.
 type Store struct {
-	db   *bolt.DB
-	opt  Options
-	log  *slog.Logger
-	mu   sync.Mutex
-	q    []job
-	wake chan struct{}
-	st   Stats
+	db  *bolt.DB
+	opt Options
+	log *slog.Logger
+	mu  sync.Mutex
+	q   fifo.Queue[job]
+	// spare are the arrays of committed batches, for take to fill again
+	// (reuse), at most maxSpare of them.
+	spare [][]job
+	wake  chan struct{}
+	st    Stats
 	// moves are history entries (Moved) waiting for the next transaction.
 	moves []move
 	// closed is set once Run has returned; later submissions fail at once.
@@ -154,7 +158,7 @@ func (s *Store) enqueue(j job) {
 		}
 		return
 	}
-	s.q = append(s.q, j)
+	s.q.Push(j)
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -227,8 +231,8 @@ func (s *Store) Run(ctx context.Context) error {
 	defer func() {
 		s.mu.Lock()
 		s.closed = true
-		rest, moves := s.q, s.moves
-		s.q, s.moves = nil, nil
+		rest, moves := s.q.PopInto(nil, s.q.Len()), s.moves
+		s.moves = nil
 		s.mu.Unlock()
 		if len(rest) > 0 || len(moves) > 0 {
 			finished <- s.commit(rest, moves)
@@ -306,32 +310,39 @@ func (s *Store) Moved(key string, to, from netip.Addr) {
 	s.mu.Unlock()
 }
 
-// take removes up to MaxBatch leases' worth of jobs from the queue.
+// take moves up to MaxBatch leases' worth of jobs from the queue into a
+// batch, in the array of one committed before when there is one.
 func (s *Store) take() ([]job, int) {
 	n, i := 0, 0
-	for ; i < len(s.q) && (n == 0 || n+len(s.q[i].leases) <= s.opt.MaxBatch); i++ {
-		n += len(s.q[i].leases) + len(s.q[i].del) + len(s.q[i].informed) + 1
+	for ; i < s.q.Len() && (n == 0 || n+len(s.q.At(i).leases) <= s.opt.MaxBatch); i++ {
+		j := s.q.At(i)
+		n += len(j.leases) + len(j.del) + len(j.informed) + 1
 	}
-	batch := s.q[:i:i]
-	s.q = s.q[i:]
-	if len(s.q) == 0 {
-		s.q = nil
+	if i == 0 {
+		return nil, 0
 	}
-	return batch, n
+	var batch []job
+	if k := len(s.spare); k > 0 {
+		batch, s.spare = s.spare[k-1], s.spare[:k-1]
+	}
+	return s.q.PopInto(batch, i), n
 }
 
-// reuse gives a committed batch's memory back to the queue when the queue
-// is empty (take leaves it with no backing array then): at tens of
-// thousands of DHCP exchanges a second, regrowing the queue for every
-// transaction was an allocation per ACK.
+// reuse keeps a committed batch's array for a later take: at tens of
+// thousands of DHCP exchanges a second, a new one for every transaction
+// was an allocation per ACK.
 func (s *Store) reuse(batch []job) {
 	clear(batch) // the records and callbacks are done with
 	s.mu.Lock()
-	if s.q == nil {
-		s.q = batch[:0]
+	defer s.mu.Unlock()
+	if len(s.spare) < maxSpare {
+		s.spare = append(s.spare, batch[:0])
 	}
-	s.mu.Unlock()
 }
+
+// maxSpare is how many batch arrays are kept: transactions are pipelined
+// a few deep (Run).
+const maxSpare = 4
 
 // commit writes one transaction; its callbacks are the caller's to run
 // (finish).
