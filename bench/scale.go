@@ -66,7 +66,45 @@ type ScaleRow struct {
 	BulkStreamed int     `json:"bulk-leases"`
 	BulkSeconds  float64 `json:"bulk-seconds"`
 	BulkRate     float64 `json:"bulk-leases-per-second"`
-	Err          string  `json:"error,omitempty"`
+	// Stages are the daemon's own account of its start-up, from its
+	// "ready" log line: what each stage took until then, and the CPU time
+	// (user and system) it had used by then.
+	Stages     []StartupStage `json:"startup-stages,omitempty"`
+	StartupCPU time.Duration  `json:"startup-cpu-ns,omitempty"`
+	Err        string         `json:"error,omitempty"`
+}
+
+// StartupStage is one stage of xdhcpd's start-up and how long it took.
+type StartupStage struct {
+	Name string        `json:"name"`
+	Took time.Duration `json:"took-ns"`
+}
+
+// readyStages reads the stages from a daemon's log: the took.STAGE=D
+// fields of its "ready" line (slog's text format), and its startup-cpu.
+// Nil and 0 when there is no such line.
+func readyStages(log string) (stages []StartupStage, cpu time.Duration) {
+	for line := range strings.Lines(log) {
+		if !strings.Contains(line, " msg=ready ") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			name, v, ok := strings.Cut(f, "=")
+			if !ok {
+				continue
+			}
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				continue
+			}
+			if stage, ok := strings.CutPrefix(name, "took."); ok {
+				stages = append(stages, StartupStage{Name: stage, Took: d})
+			} else if name == "startup-cpu" {
+				cpu = d
+			}
+		}
+	}
+	return stages, cpu
 }
 
 // MapMemory is one BPF map and the memory the kernel charges for it
@@ -469,6 +507,17 @@ func (rep *Report) scaleSection(b *strings.Builder) {
 		fmt.Fprintf(b, "BPF maps at %s leases: %s.", thousands(int64(r.Leases)), strings.Join(parts, ", "))
 		if r.WriteSeconds > 0 {
 			fmt.Fprintf(b, " Database %.0f MiB, written by the rig in %.1f s.", mib(r.DBBytes), r.WriteSeconds)
+		}
+		if len(r.Stages) > 0 {
+			stages := make([]string, len(r.Stages))
+			for i, st := range r.Stages {
+				stages[i] = fmt.Sprintf("%s %s", st.Name, st.Took.Round(time.Millisecond))
+			}
+			fmt.Fprintf(b, " Start-up by the daemon's ready line: %s", strings.Join(stages, ", "))
+			if r.StartupCPU > 0 {
+				fmt.Fprintf(b, "; %s of CPU time until then", r.StartupCPU.Round(time.Millisecond))
+			}
+			b.WriteString(".")
 		}
 		b.WriteString("\n\n")
 	}

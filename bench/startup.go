@@ -94,7 +94,8 @@ const scaleMetrics = "127.0.0.1:9582"
 // on (mode fast) with a lease map of maxLeases entries, leasequery for the
 // relay and the generator's address (bulk queries come over TCP from
 // ClientAddr), metrics on scaleMetrics, and one /8 holding every lease
-// WriteLeases writes.
+// WriteLeases writes. Logging at info gives the "ready" line, whose stages
+// the report shows.
 func scaleConfig(dir, fast string, maxLeases int) string {
 	return fastpathYAML(fast, "xdhcp-bench-scale") + fmt.Sprintf(`  max-leases: %d
 server:
@@ -102,7 +103,7 @@ server:
   state-dir: %s/state
   control-socket: %s/ctl.sock
   metrics-listen: %s
-  log-level: warn
+  log-level: info
 leasequery:
   enabled: true
   requesters: [%s/32, %s/32]
@@ -220,6 +221,7 @@ func (r *Rig) scaleRow(ctx context.Context, o ScaleOptions, n int, done []ScaleR
 		return fail(err)
 	}
 	row.Settled = time.Since(t0)
+	row.Stages, row.StartupCPU = readyStages(p.Output())
 	row.SettledRSSBytes, row.SettledFileBytes = rss(p.Pid()), procStatusBytes(p.Pid(), "RssFile:")
 	row.PeakRSSBytes = peakRSS(p.Pid())
 

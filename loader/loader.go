@@ -198,6 +198,29 @@ func xdpSpec(maxLeases uint32) (*ebpf.CollectionSpec, error) {
 // another capacity) is retired, as the renamed maps in retiredPins are,
 // and the program gets a fresh one: the daemon refills it from bbolt.
 func Load(o Options) (*Program, error) {
+	pr, err := Prepare(o)
+	if err != nil {
+		return nil, err
+	}
+	return pr.Load()
+}
+
+// Prepared is a program about to be loaded: the pin directory is locked
+// and what becomes of each pinned map is decided (Reused, Upgraded), so
+// that the caller can act on it (load the leases holding their grants,
+// or not) while Load does the slow part, on another goroutine: making
+// the maps (a lease map for millions of entries is hundreds of MB the
+// kernel zeroes) and verifying the program.
+type Prepared struct {
+	o      Options
+	spec   *ebpf.CollectionSpec
+	p      *Program
+	retire map[string]error
+}
+
+// Prepare reads the program, locks the pin directory and decides which
+// pinned maps are reused and which retired. Load or Abandon must follow.
+func Prepare(o Options) (*Prepared, error) {
 	if o.PinDir == "" {
 		o.PinDir = DefaultPinDir
 	}
@@ -212,16 +235,11 @@ func Load(o Options) (*Program, error) {
 	if err != nil {
 		return nil, err
 	}
-	loaded := false
-	defer func() {
-		if !loaded {
-			dir.close() // and with it the lock
-		}
-	}()
 	o.PinDir = dir.path
 	p := &Program{pinDir: dir.path, dir: dir, Pins: dir.info, log: o.Logger, links: map[string]link.Link{}}
 	retire, err := incompatiblePins(spec, o.PinDir)
 	if err != nil {
+		dir.close() // and with it the lock
 		return nil, err
 	}
 	// Grants are keyed by the generations of the lease entries: they go
@@ -245,6 +263,27 @@ func Load(o Options) (*Program, error) {
 			p.Reused = false
 		}
 	}
+	return &Prepared{o: o, spec: spec, p: p, retire: retire}, nil
+}
+
+// Reused is the loaded Program's Reused: whether the pinned lease map,
+// and with it what the program granted, survives.
+func (pr *Prepared) Reused() bool { return pr.p.Reused }
+
+// Abandon unlocks the pin directory of a program that will not be
+// loaded.
+func (pr *Prepared) Abandon() { pr.p.dir.close() }
+
+// Load loads the prepared program. On failure the pin directory is
+// unlocked.
+func (pr *Prepared) Load() (*Program, error) {
+	o, spec, p, retire := pr.o, pr.spec, pr.p, pr.retire
+	loaded := false
+	defer func() {
+		if !loaded {
+			p.dir.close() // and with it the lock
+		}
+	}()
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: o.PinDir}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("pinned maps in %s do not match this program (run `xdhcpd detach` to clear them): %w", o.PinDir, err)

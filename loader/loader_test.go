@@ -300,10 +300,10 @@ func TestLoadRetiresALeaseMapWithReorderedFields(t *testing.T) {
 	}
 }
 
-// TestPinDirBelongsToOneLoader: while a program is loaded from a pin
-// directory, a second Load and DetachAll on it are refused with an error
-// naming the directory and the holder's pid; once it is closed (as when
-// its daemon exits) both go ahead. The pins are in the host's bpffs,
+// TestPinDirBelongsToOneLoader: while a program is loaded (or prepared)
+// from a pin directory, a second Load and DetachAll on it are refused
+// with an error naming the directory and the holder's pid; once it is
+// closed (as when its daemon exits) or abandoned both go ahead. The pins are in the host's bpffs,
 // which this daemon did not mount: they are reported persistent.
 func TestPinDirBelongsToOneLoader(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -336,6 +336,32 @@ func TestPinDirBelongsToOneLoader(t *testing.T) {
 		t.Fatalf("Load after the holder closed: %v", err)
 	}
 	p2.Close()
+
+	// Prepare holds the directory as Load does, and Abandon gives it
+	// back; what it says of the pinned maps is what the load does.
+	pr, err := Prepare(Options{PinDir: dir, MaxLeases: 1024})
+	if err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	if _, err := Load(Options{PinDir: dir, MaxLeases: 1024}); !errors.Is(err, ErrPinDirBusy) {
+		t.Errorf("Load while a prepared program holds the directory: %v; want ErrPinDirBusy", err)
+	}
+	pr.Abandon()
+	pr, err = Prepare(Options{PinDir: dir, MaxLeases: 1024})
+	if err != nil {
+		t.Fatalf("Prepare after Abandon: %v", err)
+	}
+	if !pr.Reused() {
+		t.Error("prepared with the lease and grants maps pinned: not reused")
+	}
+	p3, err := pr.Load()
+	if err != nil {
+		t.Fatalf("loading the prepared program: %v", err)
+	}
+	if p3.Reused != pr.Reused() {
+		t.Errorf("loaded with Reused %v, prepared with %v", p3.Reused, pr.Reused())
+	}
+	p3.Close()
 	if err := DetachAll(dir); err != nil {
 		t.Fatalf("DetachAll after the holder closed: %v", err)
 	}

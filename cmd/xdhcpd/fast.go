@@ -61,10 +61,44 @@ type fastPath struct {
 	bulkLeft atomic.Int32
 }
 
-// loadFastPath loads the program (reusing pinned maps, whose entries keep
-// serving while the daemon restarts) and writes the settings.
-func loadFastPath(c *config.Config, log *slog.Logger, clock func() time.Time) (*fastPath, error) {
-	prog, err := loader.Load(loader.Options{PinDir: c.Fastpath.PinDir, MaxLeases: c.Fastpath.MaxLeases, Logger: log})
+// fastLoad is the fast path being loaded on a goroutine of its own while
+// the slow path loads the leases: making the maps is the kernel zeroing
+// hundreds of MB (a million leases' map is 260 MB), a sixth of the
+// start-up when done first.
+type fastLoad struct {
+	// reused is the program's Reused, known before it loads: the leases
+	// are loaded holding their grants unless the map survives.
+	reused bool
+	done   chan struct{}
+	fp     *fastPath
+	err    error
+}
+
+// startFastPath decides what becomes of the pinned maps and loads the
+// program (reusing pinned maps, whose entries keep serving while the
+// daemon restarts) and writes the settings on a goroutine: wait joins it.
+func startFastPath(c *config.Config, log *slog.Logger, clock func() time.Time) (*fastLoad, error) {
+	pr, err := loader.Prepare(loader.Options{PinDir: c.Fastpath.PinDir, MaxLeases: c.Fastpath.MaxLeases, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	l := &fastLoad{reused: pr.Reused(), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		l.fp, l.err = loadFastPath(pr, c, log, clock)
+	}()
+	return l, nil
+}
+
+// wait waits for the load to end and returns its fast path.
+func (l *fastLoad) wait() (*fastPath, error) {
+	<-l.done
+	return l.fp, l.err
+}
+
+// loadFastPath loads the prepared program and writes the settings.
+func loadFastPath(pr *loader.Prepared, c *config.Config, log *slog.Logger, clock func() time.Time) (*fastPath, error) {
+	prog, err := pr.Load()
 	if err != nil {
 		return nil, err
 	}
@@ -92,24 +126,65 @@ func loadFastPath(c *config.Config, log *slog.Logger, clock func() time.Time) (*
 		modes: map[string]loader.Mode{}, at: map[string]linkwatch.Link{}}, nil
 }
 
-// load loads srv's leases. If the map was lost, each active lease is held
-// to its horizon as it is read (slowpath.LoadHoldingGrants): whatever the
-// map granted is gone with it, and no grant went past the horizon.
-func (f *fastPath) load(ctx context.Context, srv *slowpath.Server) error {
-	f.bulkLeft.Store(1) // publish
-	if f.prog.Reused {
-		return srv.Load(ctx)
+// loadingFast is the slow path's fast path (slowpath.FastPath) while it
+// loads: each call waits for the load. None comes before it ends: the
+// slow path calls the fast path once it serves, and serve joins the load
+// before that.
+type loadingFast struct{ l *fastLoad }
+
+func (f loadingFast) adapter() (fastAdapter, error) {
+	fp, err := f.l.wait()
+	if err != nil {
+		return fastAdapter{}, fmt.Errorf("the fast path did not load: %w", err)
 	}
-	n, commit, err := srv.LoadHoldingGrants(ctx)
+	return fastAdapter{fp.maps}, nil
+}
+
+func (f loadingFast) Publish(ls []fastpath.Lease) error {
+	a, err := f.adapter()
 	if err != nil {
 		return err
 	}
-	if n > 0 {
-		f.log.Warn("the fast path's map did not survive: active leases are held until their promise horizon", "leases", n)
+	return a.Publish(ls)
+}
+
+func (f loadingFast) Remove(ips []netip.Addr) error {
+	a, err := f.adapter()
+	if err != nil {
+		return err
+	}
+	return a.Remove(ips)
+}
+
+func (f loadingFast) Granted(ip netip.Addr) (time.Time, bool) {
+	a, err := f.adapter()
+	if err != nil {
+		return time.Time{}, false
+	}
+	return a.Granted(ip)
+}
+
+// loadLeases loads srv's leases. If the map was lost (reused false),
+// each active lease is held to its horizon as it is read
+// (slowpath.LoadHoldingGrants): whatever the map granted is gone with it,
+// and no grant went past the horizon. It returns how many were held and
+// the function that stores them.
+func loadLeases(ctx context.Context, srv *slowpath.Server, reused bool) (held int, commit func(context.Context) error, err error) {
+	if reused {
+		return 0, nil, srv.Load(ctx)
+	}
+	return srv.LoadHoldingGrants(ctx)
+}
+
+// loaded takes what loadLeases returned: start-up's bulk tasks are
+// publishing the map and, if leases were held, storing them.
+func (f *fastPath) loaded(held int, commit func(context.Context) error) {
+	f.bulkLeft.Store(1) // publish
+	if held > 0 {
+		f.log.Warn("the fast path's map did not survive: active leases are held until their promise horizon", "leases", held)
 		f.assumed = commit
 		f.bulkLeft.Add(1)
 	}
-	return nil
 }
 
 // bulkEnded is the end of one of start-up's bulk tasks.

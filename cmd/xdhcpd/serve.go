@@ -65,6 +65,10 @@ type daemon struct {
 
 func serve(ctx context.Context, path string, stderr io.Writer) error {
 	t0 := time.Now()
+	// How long each stage of start-up took, for the "ready" line: what
+	// an operator sizing a box, or chasing a slow restart, looks at.
+	var took []any
+	lap := startupLaps(t0)
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
@@ -84,6 +88,23 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 
 	if err := os.MkdirAll(cfg.Server.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
+	}
+	// The XDP program loads while the rest starts and the leases load;
+	// the slow path's calls to it (loadingFast) come after serve has
+	// joined the load (fl.wait, below), and serve does not return before
+	// it either.
+	var fl *fastLoad
+	var fastIface slowpath.FastPath
+	if cfg.Fastpath.Enabled {
+		if fl, err = startFastPath(cfg, log, clock); err != nil {
+			return err
+		}
+		defer func() {
+			if fp, err := fl.wait(); err == nil {
+				fp.close() // the pins stay: renewals keep being answered
+			}
+		}()
+		fastIface = loadingFast{fl}
 	}
 	metrics := slowpath.NewMetrics()
 	// A transaction's callbacks: their effects on the lease table and the
@@ -110,6 +131,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		return fmt.Errorf("opening lease store: %w", err)
 	}
 	defer st.Close()
+	took = lap(took, "open-database")
 	// The store outlives everything that submits to it, so that in-flight
 	// commits finish on shutdown.
 	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
@@ -138,23 +160,13 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		return err
 	}
 	replies.Store(conn)
+	took = lap(took, "sockets")
 
 	var fp *fastPath
-	var fastIface slowpath.FastPath
-	if cfg.Fastpath.Enabled {
-		if fp, err = loadFastPath(cfg, log, clock); err != nil {
-			return err
+	if !cfg.Fastpath.Enabled {
+		if at, ok := loader.Pinned(cfg.Fastpath.PinDir); ok {
+			log.Warn("the fast path is off but a previous run left it pinned and possibly attached; run `xdhcpd detach` to remove it", "pin-dir", cfg.Fastpath.PinDir, "found-at", at)
 		}
-		defer fp.close() // the pins stay: renewals keep being answered
-		if pins := fp.prog.Pins; pins.Persistent {
-			log.Info("fast path pinned; renewals go on being answered while the daemon is down", "pin-dir", pins.Dir, "via", pins.Via, "why", pins.Why)
-		} else {
-			log.Warn("WARNING: the fast path's pins die with this daemon: renewals stop being answered as soon as it exits (crash, kill, restart); pin in the host's bpffs (fastpath.pin-dir on a bpffs the host keeps, or start it with nsenter --net instead of ip netns exec)",
-				"pin-dir", pins.Dir, "why", pins.Why)
-		}
-		fastIface = fastAdapter{fp.maps}
-	} else if at, ok := loader.Pinned(cfg.Fastpath.PinDir); ok {
-		log.Warn("the fast path is off but a previous run left it pinned and possibly attached; run `xdhcpd detach` to remove it", "pin-dir", cfg.Fastpath.PinDir, "found-at", at)
 	}
 
 	// One replay counter for every option 90 the server sends (FORCERENEW
@@ -182,13 +194,33 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	fb.srv = srv
 	committed.Store(srv)
-	if fp == nil {
-		err = srv.Load(ctx)
-	} else if err = fp.load(ctx, srv); err == nil {
-		err = fp.reconcile(srv)
-	}
-	if err != nil {
-		return err
+	took = lap(took, "pools")
+	if fl == nil {
+		if err := srv.Load(ctx); err != nil {
+			return err
+		}
+		took = lap(took, "load-leases")
+	} else {
+		held, commit, err := loadLeases(ctx, srv, fl.reused)
+		took = lap(took, "load-leases")
+		if err != nil {
+			return err
+		}
+		if fp, err = fl.wait(); err != nil {
+			return err
+		}
+		took = lap(took, "wait-xdp") // what the program's load took beyond the leases'
+		if pins := fp.prog.Pins; pins.Persistent {
+			log.Info("fast path pinned; renewals go on being answered while the daemon is down", "pin-dir", pins.Dir, "via", pins.Via, "why", pins.Why)
+		} else {
+			log.Warn("WARNING: the fast path's pins die with this daemon: renewals stop being answered as soon as it exits (crash, kill, restart); pin in the host's bpffs (fastpath.pin-dir on a bpffs the host keeps, or start it with nsenter --net instead of ip netns exec)",
+				"pin-dir", pins.Dir, "why", pins.Why)
+		}
+		fp.loaded(held, commit)
+		if err := fp.reconcile(srv); err != nil {
+			return err
+		}
+		took = lap(took, "reconcile")
 	}
 	// The collector's setting (server.gc-percent; GOGC in the
 	// environment is the operator's word over the file's) from here on:
@@ -203,6 +235,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	// instead of over minutes, so that the daemon serves at the size its
 	// leases need (issue 19: a million in under 350 MiB).
 	debug.FreeOSMemory()
+	took = lap(took, "collect")
 	if fp != nil {
 		// The same once the map is full and the assumed grants are
 		// stored: both read every record, so they left garbage and
@@ -217,6 +250,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		if err := fp.attach(cfg, links); err != nil {
 			return err
 		}
+		took = lap(took, "attach-xdp")
 	}
 	d := &daemon{path: path, log: log, level: level, srv: srv, store: st, cfg: cfg, running: cfg, started: t0, fast: fp, failover: rel, links: lw}
 
@@ -344,8 +378,9 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			return nil
 		})
 	}
+	took = lap(took, "listeners")
 	log.Info("ready", "interfaces", cfg.Server.Interfaces, "subnets", len(cfg.Subnets),
-		"leases", srv.LeaseCount(), "startup", time.Since(t0).Round(time.Millisecond))
+		"leases", srv.LeaseCount(), "startup", time.Since(t0).Round(time.Millisecond), "startup-cpu", cpuTime().Round(time.Millisecond), slog.Group("took", took...))
 	<-runCtx.Done()
 	wg.Wait()
 	close(errc)
@@ -479,6 +514,28 @@ func (d *daemon) reload() error {
 // only the monotonic and boot clocks, not the wall clock leases are kept
 // in. Never set it in production.
 const clockOffsetEnv = "XDHCPD_TEST_CLOCK_OFFSET"
+
+// startupLaps returns a function that appends the time since its last
+// call (or t0) to took, as a key and a duration for a log line.
+func startupLaps(t0 time.Time) func(took []any, stage string) []any {
+	last := t0
+	return func(took []any, stage string) []any {
+		now := time.Now()
+		took = append(took, stage, now.Sub(last).Round(time.Millisecond))
+		last = now
+		return took
+	}
+}
+
+// cpuTime is the CPU time the process has used (user and system): beside
+// the start-up's wall time, it says whether start-up waited or worked.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 // daemonClock is the clock the slow path, the failover relationship and
 // the fast path's unix time follow: the system's, or offset by
