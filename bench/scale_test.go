@@ -301,9 +301,9 @@ func TestScaleConfig(t *testing.T) {
 // text handler writes it, and nothing from other lines.
 func TestReadyStages(t *testing.T) {
 	log := `time=2026-12-06T04:30:00.000Z level=INFO msg="fast path pinned" took.x=1s
-time=2026-12-06T04:30:01.000Z level=INFO msg=ready interfaces=[eth0] subnets=1 leases=1000000 startup=1.5s startup-cpu=2.25s took.open-database=3ms took.load-xdp=412ms took.load-leases=901ms took.listeners=0s
+time=2026-12-06T04:30:01.000Z level=INFO msg=ready interfaces=[eth0] subnets=1 leases=1000000 startup=1.5s startup-cpu=2.25s took.open-database=3ms took.prepare-xdp=12ms took.load-leases=901ms took.wait-xdp=0s
 `
-	want := []StartupStage{{"open-database", 3 * time.Millisecond}, {"load-xdp", 412 * time.Millisecond}, {"load-leases", 901 * time.Millisecond}, {"listeners", 0}}
+	want := []StartupStage{{"open-database", 3 * time.Millisecond}, {"prepare-xdp", 12 * time.Millisecond}, {"load-leases", 901 * time.Millisecond}, {"wait-xdp", 0}}
 	got, cpu := readyStages(log)
 	if !slices.Equal(got, want) || cpu != 2250*time.Millisecond {
 		t.Fatalf("got %v and CPU %v, want %v and 2.25s", got, cpu, want)

@@ -189,10 +189,11 @@ func (s *Server) getPacket() *dhcpwire.Packet {
 
 // putPacket takes back a Packet when Handle returns. Nothing handling a
 // message keeps the Packet or a slice of it (a lease copies the hardware
-// address it takes from it); zeroing it makes a use after return read
-// zeros, which the tests would see, and lets go of the receive buffer.
+// address it takes from it); emptying it (Reset) makes a use after return
+// read zeros, which the tests would see, and lets go of the receive
+// buffer.
 func (s *Server) putPacket(p *dhcpwire.Packet) {
-	*p = dhcpwire.Packet{}
+	p.Reset()
 	s.packets.Put(p)
 }
 

@@ -249,8 +249,9 @@ func (s *Server) newOfferRef(ip netip.Addr, until time.Time) offerRef {
 }
 
 // offerSince is t as the offer queues keep it: since the server was made,
-// on the monotonic clock when t has a reading of it (time.Now's do), so a
-// step of the wall clock delays no offer's end.
+// on the monotonic clock when t has a reading of it (time.Now's do), as
+// time.Time's own comparisons are, so that a step of the wall clock still
+// delays no offer's end.
 func (s *Server) offerSince(t time.Time) time.Duration { return t.Sub(s.offerEpoch) }
 
 func (r offerRef) addr() netip.Addr { return lease.AddrFromUint32(r.ip) }

@@ -89,23 +89,19 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	if err := os.MkdirAll(cfg.Server.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	// The XDP program loads while the rest starts and the leases load;
-	// the slow path's calls to it (loadingFast) come after serve has
-	// joined the load (fl.wait, below), and serve does not return before
-	// it either.
+	took = lap(took, "config")
+	// The fast path, once started (below), is closed last: after the
+	// store has drained, so that the last commits' entries reach the map.
+	// The pins stay: renewals keep being answered.
 	var fl *fastLoad
-	var fastIface slowpath.FastPath
-	if cfg.Fastpath.Enabled {
-		if fl, err = startFastPath(cfg, log, clock); err != nil {
-			return err
+	defer func() {
+		if fl == nil {
+			return
 		}
-		defer func() {
-			if fp, err := fl.wait(); err == nil {
-				fp.close() // the pins stay: renewals keep being answered
-			}
-		}()
-		fastIface = loadingFast{fl}
-	}
+		if fp, err := fl.wait(); err == nil {
+			fp.close()
+		}
+	}()
 	metrics := slowpath.NewMetrics()
 	// A transaction's callbacks: their effects on the lease table and the
 	// fast path are applied together (Server.Committed) and the ACKs they
@@ -161,6 +157,22 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	replies.Store(conn)
 	took = lap(took, "sockets")
+
+	// The XDP program loads while the leases load. It starts only now,
+	// once the store and the sockets are open: loading may retire pinned
+	// maps and replace the program pin, which a start failing for a busy
+	// port should not have done. The slow path's calls to it
+	// (loadingFast) come after serve has joined the load (fl.wait,
+	// below), and serve does not return before it either (the deferred
+	// close above).
+	var fastIface slowpath.FastPath
+	if cfg.Fastpath.Enabled {
+		if fl, err = startFastPath(cfg, log, clock); err != nil {
+			return err
+		}
+		fastIface = loadingFast{fl}
+		took = lap(took, "prepare-xdp")
+	}
 
 	var fp *fastPath
 	if !cfg.Fastpath.Enabled {

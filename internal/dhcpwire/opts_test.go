@@ -70,3 +70,34 @@ func TestParseAllocations(t *testing.T) {
 		t.Fatal("option 8 not found")
 	}
 }
+
+// TestResetKeepsOptionMemory: a reset Packet reads as empty and holds no
+// reference to the buffer it was parsed from, and parsing a message with
+// many options into it again allocates nothing.
+func TestResetKeepsOptionMemory(t *testing.T) {
+	b := withOptions(40)
+	p := new(Packet)
+	if err := p.Parse(b); err != nil {
+		t.Fatal(err)
+	}
+	p.Reset()
+	if p.Raw != nil || p.MessageType() != 0 || p.Has(1) || len(p.Codes()) != 0 || p.XID != 0 {
+		t.Fatalf("after Reset: %+v", p)
+	}
+	for _, o := range p.more[:cap(p.more)] {
+		if o.val != nil {
+			t.Fatal("Reset kept a slice of the old buffer")
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		p.Reset()
+		if p.Parse(b) != nil {
+			panic("parse failed")
+		}
+	}); n != 0 {
+		t.Fatalf("parsing 40 options into a reset Packet: %v allocations, want 0", n)
+	}
+	if v, ok := p.Option(39); !ok || !bytes.Equal(v, []byte{39}) {
+		t.Fatalf("option 39 after the reparse: %v %v", v, ok)
+	}
+}

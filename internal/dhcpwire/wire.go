@@ -249,6 +249,14 @@ func Parse(b []byte) (*Packet, error) {
 	return p, p.Parse(b)
 }
 
+// Reset empties p for reuse: it keeps the memory it has for options beyond
+// the first few, and lets go of the buffer it was parsed from.
+func (p *Packet) Reset() {
+	more := p.more
+	clear(more)
+	*p = Packet{more: more[:0]}
+}
+
 // Parse fills p from b, reusing the memory p has for options beyond the
 // first few.
 func (p *Packet) Parse(b []byte) error {

@@ -335,7 +335,7 @@ func (s *Store) reuse(batch []job) {
 	clear(batch) // the records and callbacks are done with
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.spare) < maxSpare {
+	if cap(batch) > 0 && len(s.spare) < maxSpare { // a transaction of history entries alone has none
 		s.spare = append(s.spare, batch[:0])
 	}
 }
