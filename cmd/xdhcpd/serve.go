@@ -343,7 +343,14 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	goOwned("sweeper", srv.Run)
 	goOwned("control socket", ctl.Serve)
 	goOwned("interface watcher", d.followLinks)
-	goOwned("reloader", d.reloadOnHUP)
+	// SIGHUP is caught from here on, before the ready line: Go's default
+	// for it is to exit, and a HUP sent as soon as the daemon said it was
+	// ready could come before the reloader's goroutine ran (a test saw
+	// it on a loaded machine).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	goOwned("reloader", func(ctx context.Context) error { return d.reloadOn(ctx, hup) })
 	if fp != nil {
 		fp.run(runCtx, srv, goOwned)
 	}
@@ -462,12 +469,9 @@ func (d *daemon) followLinks(ctx context.Context) error {
 	})
 }
 
-// reloadOnHUP re-reads the configuration on SIGHUP. A bad file is refused
+// reloadOn re-reads the configuration on each SIGHUP from ch. A bad file is refused
 // with its errors and the running configuration keeps serving.
-func (d *daemon) reloadOnHUP(ctx context.Context) error {
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGHUP)
-	defer signal.Stop(ch)
+func (d *daemon) reloadOn(ctx context.Context, ch <-chan os.Signal) error {
 	for {
 		select {
 		case <-ctx.Done():
