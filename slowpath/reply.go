@@ -73,8 +73,8 @@ func (s *Server) replyTo(r *req, typ uint8, yiaddr netip.Addr, times [3]uint32, 
 // payload is an empty reply buffer with room for n bytes, the Sender's
 // when it lends them (reuse).
 func (s *Server) payload(n int) (b []byte, reuse bool) {
-	if pb, ok := s.send.(PayloadBuffers); ok {
-		return pb.Payload(n), true
+	if s.bufs != nil {
+		return s.bufs.Payload(n), true
 	}
 	return make([]byte, 0, n), false
 }

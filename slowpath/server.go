@@ -171,7 +171,10 @@ type Server struct {
 	log   *slog.Logger
 	store Store
 	send  Sender
-	fast  FastPath
+	// bufs is send's PayloadBuffers, nil when it lends none: asked once
+	// here rather than for every reply.
+	bufs PayloadBuffers
+	fast FastPath
 	// partner is the failover partner, nil without failover.
 	partner Partner
 	gate    DiscoverGate
@@ -307,6 +310,7 @@ func New(c Config) (*Server, error) {
 		s.now = time.Now
 	}
 	s.offerEpoch = s.now()
+	s.bufs, _ = s.send.(PayloadBuffers)
 	if s.m == nil {
 		s.m = NewMetrics()
 	}
