@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/xdhcp/xdhcp/bench/loadgen"
@@ -288,15 +289,21 @@ func (r *Rig) profilePhase(o ScenarioOptions, name string) func() {
 	logf(fetchProfile(r.Srv, addr, "allocs", 0, stem+".allocs-start.pb.gz"))
 	// Within the phase: from a quarter in to at most its end.
 	secs := max(1, min(cmp.Or(o.ProfileSeconds, 20), int(o.Step*3/4/time.Second)))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		time.Sleep(cmp.Or(o.settle, time.Second) + o.Step/4)
 		logf(fetchProfile(r.Srv, addr, "profile", secs, stem+".cpu.pb.gz"))
-	}()
+	})
+	// An execution trace of a few seconds beside it: where a request's
+	// wait comes from (a stall of the reader, the commit, the collector)
+	// shows in the goroutines' timelines, not in a CPU profile.
+	wg.Go(func() {
+		time.Sleep(cmp.Or(o.settle, time.Second) + o.Step/4)
+		logf(fetchProfile(r.Srv, addr, "trace", min(secs, 3), stem+".trace"))
+	})
 	return func() {
 		logf(fetchProfile(r.Srv, addr, "allocs", 0, stem+".allocs-end.pb.gz"))
-		<-done
+		wg.Wait()
 	}
 }
 

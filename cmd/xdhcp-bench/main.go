@@ -36,7 +36,7 @@ const usage = `usage:
   xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--scenarios renew-relay,...] [--out DIR]   every scenario and mode against every server
   xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
                   [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--sender sockets|xdp] [--injection live-frames|test-runs]
-                  [--profile DIR [--profile-seconds N]] [--out DIR]   (--profile: xdhcpd's CPU profile of the phase, allocs at its start and end)
+                  [--profile DIR [--profile-seconds N]] [--out DIR]   (--profile: xdhcpd's CPU profile of the phase, a 3 s execution trace, allocs at its start and end)
   xdhcp-bench cost [--quick] [--compare OBJ] [--runs N] [--rounds N] [--out DIR]
                   the XDP program's cost per renewal (BPF_PROG_TEST_RUN), as a multiple of a program that
                   swaps MACs and returns XDP_TX (bpf/anchor.c), and the verifier's instruction count;

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -45,8 +46,15 @@ type Conn struct {
 	settings, held *ebpf.Map
 	closeOnce      sync.Once
 
-	log  *slog.Logger
-	mu   sync.Mutex // serialises writers on the batch buffers
+	log *slog.Logger
+	// mu guards holds, pending, spare, sending and the warning state. It
+	// is never held across a system call: sendmmsg through a veth or a
+	// busy NIC can take milliseconds for a commit's ACKs, and while the
+	// lease store's callbacks sent under it, Serve waited up to 18 ms to
+	// begin its next batch (an execution trace at 60,000 renewals/s),
+	// which was most of the requests' p99 wait in the socket.
+	mu sync.Mutex
+	// msgs are the batch buffers of sendmmsg: the sender's alone.
 	msgs []ipv4.Message
 	// While Serve handles a batch of requests, or the lease store runs a
 	// transaction's callbacks (Hold), replies are held here and leave in
@@ -55,6 +63,13 @@ type Conn struct {
 	// time under load, waiting for both to end could hold replies long.
 	holds   int
 	pending []slowpath.Outgoing
+	// spare is the array of the last batch sent, for pending to reuse.
+	spare []slowpath.Outgoing
+	// sending is true while one goroutine sends what was pending
+	// (flushLocked); another with replies to send leaves them pending
+	// for it instead of waiting. Whenever replies are pending and none
+	// is sending, a Hold is open, and its end sends them.
+	sending bool
 	// A failing send fails for every reply (a full buffer under a flood,
 	// a route gone): at most one warning a second, with the count held
 	// back (ARCHITECTURE.md 7). Guarded by mu.
@@ -406,6 +421,13 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 		}
 		c.handleBatch(b, handle)
 		b.r.free <- b
+		// Under overload a batch is always waiting and this loop never
+		// blocks, so it kept its P for Go's 10 ms time slice while the
+		// lease store's goroutines, runnable, waited behind it: an
+		// execution trace at 60,000 renewals/s showed commits and their
+		// callbacks runnable for 9 to 13 ms, time every ACK they carry
+		// waits. A request read a little later waits less than that.
+		runtime.Gosched()
 	}
 }
 
@@ -436,14 +458,12 @@ func (c *Conn) Hold(fn func()) {
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		defer c.mu.Unlock()
 		c.holds--
-		if out := c.pending; len(out) > 0 {
-			c.sendLocked(out)
-			// Sent under the lock: the slice is free again.
-			clear(out)
-			c.pending = out[:0]
+		if c.sending || len(c.pending) == 0 {
+			c.mu.Unlock()
+			return
 		}
+		c.flushLocked()
 	}()
 	fn()
 }
@@ -478,21 +498,55 @@ func readControl(oob []byte, in *slowpath.Incoming) {
 // reply that cannot be sent is a lost datagram, which DHCP retries.
 func (c *Conn) Send(out []slowpath.Outgoing) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.holds > 0 {
-		c.pending = append(c.pending, out...)
+	c.pending = append(c.pending, out...)
+	if c.holds > 0 || c.sending {
+		c.mu.Unlock()
 		return
 	}
-	c.sendLocked(out)
+	c.flushLocked()
 }
 
-func (c *Conn) sendLocked(out []slowpath.Outgoing) {
+// flushLocked sends what is pending, outside mu, as the one sender. It is
+// called with mu held and no other sender, and returns with mu released.
+// It goes on while replies come in meanwhile, unless a Hold is open: its
+// end sends them, and a Serve that waits to read while this sends a
+// stream of callbacks' ACKs would let requests queue in the socket.
+func (c *Conn) flushLocked() {
+	c.sending = true
+	for len(c.pending) > 0 {
+		out := c.pending
+		c.pending, c.spare = c.spare[:0], nil
+		c.mu.Unlock()
+		c.send(out)
+		clear(out) // the payloads are the callers' (or lent again) now
+		c.mu.Lock()
+		if c.spare == nil {
+			c.spare = out[:0]
+		}
+		if c.holds > 0 {
+			break
+		}
+	}
+	c.sending = false
+	c.mu.Unlock()
+}
+
+// warn is warnLocked for the sender, which does not hold mu.
+func (c *Conn) warn(msg string, args ...any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.warnLocked(time.Now(), msg, args...)
+}
+
+// send writes replies; only the sender (flushLocked) calls it: it uses
+// the batch buffers.
+func (c *Conn) send(out []slowpath.Outgoing) {
 	n := 0
 	flush := func() {
 		for done := 0; done < n; {
 			k, err := c.pc.WriteBatch(c.msgs[done:n], 0)
 			if err != nil {
-				c.warnLocked(time.Now(), "sending replies", "err", err, "dst", c.msgs[done].Addr)
+				c.warn("sending replies", "err", err, "dst", c.msgs[done].Addr)
 				k = 1 // skip the one that failed
 			}
 			done += k
@@ -502,7 +556,7 @@ func (c *Conn) sendLocked(out []slowpath.Outgoing) {
 	for _, o := range out {
 		if o.HWDst != nil {
 			if err := c.sendLink(o); err != nil {
-				c.warnLocked(time.Now(), "sending link-layer reply", "err", err, "ifindex", o.IfIndex, "dst", o.Dst)
+				c.warn("sending link-layer reply", "err", err, "ifindex", o.IfIndex, "dst", o.Dst)
 			}
 			continue
 		}
@@ -517,7 +571,7 @@ func (c *Conn) sendLocked(out []slowpath.Outgoing) {
 		}
 		dst := o.Dst.Addr().Unmap()
 		if !dst.Is4() {
-			c.warnLocked(time.Now(), "sending reply", "err", "not an IPv4 destination", "dst", o.Dst)
+			c.warn("sending reply", "err", "not an IPv4 destination", "dst", o.Dst)
 			continue
 		}
 		d4 := dst.As4()
