@@ -48,6 +48,9 @@ deps:
 test: deps check-generated
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+	# The packet socket's senders share its batch buffers without a lock
+	# (one at a time by a flag): checked under the race detector too.
+	$(GO) test -count=1 -race ./slowpath/pktio/
 	$(MAKE) fuzz FUZZTIME=10000x
 
 FUZZTIME ?= 30s

@@ -48,8 +48,8 @@ type Conn struct {
 
 	log *slog.Logger
 	// mu guards holds, pending, spare, sending and the warning state. It
-	// is never held across a system call: sendmmsg through a veth or a
-	// busy NIC can take milliseconds for a commit's ACKs, and while the
+	// is never held across a send: sendmmsg through a veth or a busy NIC
+	// can take milliseconds for a commit's ACKs, and while the
 	// lease store's callbacks sent under it, Serve waited up to 18 ms to
 	// begin its next batch (an execution trace at 60,000 renewals/s),
 	// which was most of the requests' p99 wait in the socket.
@@ -59,8 +59,9 @@ type Conn struct {
 	// While Serve handles a batch of requests, or the lease store runs a
 	// transaction's callbacks (Hold), replies are held here and leave in
 	// one sendmmsg when either ends, instead of one system call each.
-	// Each end sends all that is held: with the two overlapping all the
-	// time under load, waiting for both to end could hold replies long.
+	// Each end sends all that is held (or leaves it to a send in
+	// progress): with the two overlapping all the time under load,
+	// waiting for both to end could hold replies long.
 	holds   int
 	pending []slowpath.Outgoing
 	// spare is the array of the last batch sent, for pending to reuse.
@@ -70,6 +71,9 @@ type Conn struct {
 	// for it instead of waiting. Whenever replies are pending and none
 	// is sending, a Hold is open, and its end sends them.
 	sending bool
+	// sent, when set (tests), is called after each of the sender's
+	// rounds, without mu.
+	sent func()
 	// A failing send fails for every reply (a full buffer under a flood,
 	// a route gone): at most one warning a second, with the count held
 	// back (ARCHITECTURE.md 7). Guarded by mu.
@@ -451,7 +455,9 @@ func (c *Conn) handleBatch(b *inbox, handle func(slowpath.Incoming)) {
 // Hold runs fn holding the replies sent meanwhile, from any goroutine, and
 // sends them in one sendmmsg (as few as it takes) when fn returns: the
 // lease store runs each transaction's callbacks, which send its ACKs,
-// within it (store.Options.Callbacks).
+// within it (store.Options.Callbacks). When another goroutine is sending
+// at that moment, Hold leaves them to it and returns at once; that sender
+// sends them next, or leaves them to the end of a Hold still open.
 func (c *Conn) Hold(fn func()) {
 	c.mu.Lock()
 	c.holds++
@@ -494,8 +500,10 @@ func readControl(oob []byte, in *slowpath.Incoming) {
 }
 
 // Send writes replies: routed ones through the UDP socket in one batch,
-// link-layer ones through AF_PACKET. Errors are logged, not returned: a
-// reply that cannot be sent is a lost datagram, which DHCP retries.
+// link-layer ones through AF_PACKET; within a Hold, when it ends, and
+// while another goroutine sends, by that goroutine (so Send may return
+// before they left). Errors are logged, not returned: a reply that cannot
+// be sent is a lost datagram, which DHCP retries.
 func (c *Conn) Send(out []slowpath.Outgoing) {
 	c.mu.Lock()
 	c.pending = append(c.pending, out...)
@@ -518,6 +526,9 @@ func (c *Conn) flushLocked() {
 		c.pending, c.spare = c.spare[:0], nil
 		c.mu.Unlock()
 		c.send(out)
+		if c.sent != nil {
+			c.sent()
+		}
 		clear(out) // the payloads are the callers' (or lent again) now
 		c.mu.Lock()
 		if c.spare == nil {

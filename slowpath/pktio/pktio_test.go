@@ -312,10 +312,69 @@ func TestHoldDoesNotWaitForASendInProgress(t *testing.T) {
 	}
 }
 
+// A sender in progress takes, in its next round, the replies others left
+// to it while it sent, unless a Hold is open, whose end sends them.
+func TestSenderTakesWhatCameMeanwhile(t *testing.T) {
+	c, peer := listenWithPeer(t)
+	dst := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	read := func(want string) {
+		t.Helper()
+		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 64)
+		n, err := peer.Read(buf)
+		if err != nil || string(buf[:n]) != want {
+			t.Fatalf("got %q, %v; want %q", buf[:n], err, want)
+		}
+	}
+	// No Hold open: the second round sends what came during the first.
+	rounds := 0
+	c.sent = func() {
+		if rounds++; rounds == 1 {
+			c.Send([]slowpath.Outgoing{{Payload: []byte("meanwhile"), Dst: dst}})
+		}
+	}
+	c.Send([]slowpath.Outgoing{{Payload: []byte("first"), Dst: dst}})
+	read("first")
+	read("meanwhile")
+	if rounds != 2 {
+		t.Fatalf("%d rounds, want 2", rounds)
+	}
+	// A Hold open when the round ends: its end sends them, not the sender.
+	release, holding, held := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(held)
+		c.Hold(func() {
+			close(holding)
+			<-release
+		})
+	}()
+	<-holding
+	rounds = 0
+	c.sent = func() {
+		if rounds++; rounds == 1 {
+			c.Send([]slowpath.Outgoing{{Payload: []byte("for the hold"), Dst: dst}})
+		}
+	}
+	// This Hold ends with the other still open: its end is the sender.
+	c.Hold(func() { c.Send([]slowpath.Outgoing{{Payload: []byte("second"), Dst: dst}}) })
+	read("second")
+	if rounds != 1 {
+		t.Fatalf("the sender went on for %d rounds with a Hold open", rounds)
+	}
+	peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, err := peer.Read(make([]byte, 64)); err == nil {
+		t.Fatalf("a reply (%d bytes) left before the open Hold ended", n)
+	}
+	close(release)
+	<-held
+	read("for the hold")
+}
+
 // Replies from many goroutines, within Holds and outside them, all leave
-// once each, under the race detector in CI. A reply stranded pending with
-// no Hold open would fail it only if it came last, which timing seldom
-// arranges: TestHoldDoesNotWaitForASendInProgress covers the handover.
+// once each (make test runs this package under the race detector too). A
+// reply stranded pending with no Hold open would fail it only if it came
+// last, which timing seldom arranges: TestSenderTakesWhatCameMeanwhile
+// covers the handover.
 func TestConcurrentSendersLoseNothing(t *testing.T) {
 	c, peer := listenWithPeer(t)
 	dst := peer.LocalAddr().(*net.UDPAddr).AddrPort()
