@@ -218,6 +218,32 @@ func TestDiscoverHoldoff(t *testing.T) {
 	}
 }
 
+// A DISCOVER read from a socket more than half full turns the holdoff on
+// however young it is: bursts fill the buffer while the server keeps up
+// on average. A REQUEST's full socket does not.
+func TestDiscoverHoldoffOnAFullSocket(t *testing.T) {
+	f := newFixture(t)
+	gate := &gateLog{}
+	f.srv.gate = gate
+	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 20*time.Millisecond
+	f.srv.set.DiscoverHoldoff = 2 * time.Second
+	handle := func(m *dhcpv4.DHCPv4, full bool) {
+		t.Helper()
+		f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: bcast, IfIndex: 7,
+			Received: time.Now().Add(-time.Millisecond), QueueFull: full})
+		f.out.take()
+	}
+	handle(msg(t, dhcpv4.MessageTypeRequest, mac(3)), true)
+	handle(msg(t, dhcpv4.MessageTypeDiscover, mac(1)), false)
+	if len(gate.set) != 0 {
+		t.Fatalf("young DISCOVERs from a socket with room: holdoff set %v", gate.set)
+	}
+	handle(msg(t, dhcpv4.MessageTypeDiscover, mac(2)), true)
+	if !slices.Equal(gate.set, []time.Duration{2 * time.Second}) {
+		t.Fatalf("a DISCOVER from a socket more than half full: holdoff set %v, want [2s]", gate.set)
+	}
+}
+
 // slowStore commits in order, each batch a while after it is submitted,
 // as a disk does under load.
 type slowStore struct {

@@ -330,6 +330,9 @@ type inbox struct {
 	bufs [][]byte
 	n    int
 	r    *reader
+	// full says the socket held more than half its buffer after the
+	// read (only a reader that measures: slowpath.Incoming.QueueFull).
+	full bool
 }
 
 // reader reads one socket into inboxes: two each, so that it reads the
@@ -338,10 +341,13 @@ type reader struct {
 	pc   *ipv4.PacketConn
 	free chan *inbox
 	full chan *inbox
+	// fill, when set, is the socket's, to measure its queue after each
+	// read (queueFill).
+	fill syscall.RawConn
 }
 
-func newReader(pc *ipv4.PacketConn) *reader {
-	r := &reader{pc: pc, free: make(chan *inbox, 2), full: make(chan *inbox, 1)}
+func newReader(pc *ipv4.PacketConn, fill syscall.RawConn) *reader {
+	r := &reader{pc: pc, free: make(chan *inbox, 2), full: make(chan *inbox, 1), fill: fill}
 	for range 2 {
 		b := &inbox{msgs: make([]ipv4.Message, batch), bufs: make([][]byte, batch), r: r}
 		for i := range b.msgs {
@@ -375,12 +381,33 @@ func (r *reader) run(ctx context.Context) error {
 			return fmt.Errorf("reading DHCP datagrams: %w", err)
 		}
 		b.n = n
+		b.full = false
+		if r.fill != nil {
+			used, size, ok := queueFill(r.fill)
+			b.full = ok && used > size/2
+		}
 		select {
 		case r.full <- b:
 		case <-ctx.Done():
 			return nil
 		}
 	}
+}
+
+// queueFill reads how much of a socket's receive buffer its queue takes
+// and the buffer's size, as the kernel counts them against each other
+// before it drops a datagram for a full buffer. SO_MEMINFO's first value
+// is the queue's (SK_MEMINFO_RMEM_ALLOC): read into an int, the kernel
+// copies that one alone.
+func queueFill(rc syscall.RawConn) (used, size int, ok bool) {
+	var err, err2 error
+	if cerr := rc.Control(func(fd uintptr) {
+		used, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MEMINFO)
+		size, err2 = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	}); cerr != nil || err != nil || err2 != nil || size <= 0 {
+		return 0, 0, false
+	}
+	return used, size, true
 }
 
 // Serve reads datagrams in batches from both sockets and hands each to
@@ -397,7 +424,13 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 		c.bulk.SetReadDeadline(time.Now())
 	})
 	defer stop()
-	prio, bulk := newReader(c.pc), newReader(c.bulkPC)
+	// The DISCOVER socket's queue is measured after each read: one more
+	// than half full turns the holdoff on (slowpath.Incoming.QueueFull).
+	bulkRaw, err := c.bulk.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("the DISCOVER socket: %w", err)
+	}
+	prio, bulk := newReader(c.pc, nil), newReader(c.bulkPC, bulkRaw)
 	var wg sync.WaitGroup
 	// A reader that ends (an error, or its socket closed) ends Serve.
 	ended := make(chan error, 2)
@@ -441,7 +474,7 @@ func (c *Conn) handleBatch(b *inbox, handle func(slowpath.Incoming)) {
 	c.Hold(func() {
 		for i := range b.n {
 			m := &b.msgs[i]
-			in := slowpath.Incoming{Data: b.bufs[i][:m.N]}
+			in := slowpath.Incoming{Data: b.bufs[i][:m.N], QueueFull: b.full}
 			if ua, ok := m.Addr.(*net.UDPAddr); ok {
 				in.Src = ua.AddrPort()
 				in.Src = netip.AddrPortFrom(in.Src.Addr().Unmap(), in.Src.Port())
