@@ -132,7 +132,8 @@ func (s *Server) admit(mt uint8, in Incoming) string {
 		}
 	}
 	if class == classBulk {
-		// A bulk socket more than half full is behind too, however
+		// A bulk socket more than half full is behind too (with
+		// QueueTarget 0 neither counts: the bounds are off), however
 		// young its datagrams: a flood that comes in bursts fills the
 		// buffer, and the kernel drops new clients' DISCOVERs with the
 		// flood's, while the server reads each burst fast enough never

@@ -82,9 +82,9 @@ type Incoming struct {
 	// Received is when the kernel took the datagram in (SO_TIMESTAMPNS),
 	// zero when unknown: how long it waited for the server.
 	Received time.Time
-	// QueueFull says its socket still held more than half of its buffer
-	// once its batch was read (slowpath/pktio measures the DISCOVER
-	// socket only): a burst more and the kernel drops what comes.
+	// QueueFull says more than half its socket's buffer was in use once
+	// its batch was read (slowpath/pktio measures the DISCOVER socket
+	// only): a burst more and the kernel drops what comes.
 	QueueFull bool
 }
 

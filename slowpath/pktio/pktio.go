@@ -330,7 +330,7 @@ type inbox struct {
 	bufs [][]byte
 	n    int
 	r    *reader
-	// full says the socket held more than half its buffer after the
+	// full says more than half the socket's buffer was in use after the
 	// read (only a reader that measures: slowpath.Incoming.QueueFull).
 	full bool
 }
@@ -382,7 +382,8 @@ func (r *reader) run(ctx context.Context) error {
 		}
 		b.n = n
 		b.full = false
-		if r.fill != nil {
+		// A short read ended on an empty queue: nothing to measure.
+		if r.fill != nil && n == len(b.msgs) {
 			used, size, ok := queueFill(r.fill)
 			b.full = ok && used > size/2
 		}
@@ -394,11 +395,12 @@ func (r *reader) run(ctx context.Context) error {
 	}
 }
 
-// queueFill reads how much of a socket's receive buffer its queue takes
-// and the buffer's size, as the kernel counts them against each other
-// before it drops a datagram for a full buffer. SO_MEMINFO's first value
-// is the queue's (SK_MEMINFO_RMEM_ALLOC): read into an int, the kernel
-// copies that one alone.
+// queueFill reads how much of a socket's receive buffer is in use and the
+// buffer's size, the two the kernel compares before it drops a datagram
+// for a full buffer. SO_MEMINFO's first value is the former
+// (SK_MEMINFO_RMEM_ALLOC): read into an int, the kernel copies that one
+// alone. UDP gives back what read datagrams took in chunks, up to a
+// quarter of the buffer, so the queue itself can be smaller than that.
 func queueFill(rc syscall.RawConn) (used, size int, ok bool) {
 	var err, err2 error
 	if cerr := rc.Control(func(fd uintptr) {
@@ -424,8 +426,9 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 		c.bulk.SetReadDeadline(time.Now())
 	})
 	defer stop()
-	// The DISCOVER socket's queue is measured after each read: one more
-	// than half full turns the holdoff on (slowpath.Incoming.QueueFull).
+	// The DISCOVER socket's buffer is measured after each full batch
+	// read: more than half in use turns the holdoff on
+	// (slowpath.Incoming.QueueFull).
 	bulkRaw, err := c.bulk.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("the DISCOVER socket: %w", err)

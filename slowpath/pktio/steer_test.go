@@ -305,10 +305,10 @@ func TestServeEndsOnClose(t *testing.T) {
 	}
 }
 
-// The DISCOVER socket's queue is measured after each batch read: a
-// datagram read while more than half the buffer was still taken says so
-// (slowpath.Incoming.QueueFull), one read once the queue drained does not,
-// and the REQUEST socket's never do.
+// The DISCOVER socket's buffer is measured after each full batch read: a
+// datagram read while more than half of it was in use says so
+// (slowpath.Incoming.QueueFull), and one read once the queue drained does
+// not.
 func TestDiscoverQueueFill(t *testing.T) {
 	c, peer := listenWithPeer(t)
 	dst := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: c.udp.LocalAddr().(*net.UDPAddr).Port}
@@ -320,11 +320,8 @@ func TestDiscoverQueueFill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	request, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Fill the DISCOVER socket to three quarters, nothing reading it.
+	// The kernel may take a few more in than measured, or drop some.
 	sent := 0
 	for ; sent < 100000; sent++ {
 		if used, size, ok := queueFill(bulkRaw); !ok {
@@ -336,47 +333,31 @@ func TestDiscoverQueueFill(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for range 200 {
-		if _, err := peer.WriteToUDP(request.ToBytes(), dst); err != nil {
-			t.Fatal(err)
-		}
-	}
-	type seen struct{ full, discover bool }
-	got := make(chan seen, sent+1000)
+	got := make(chan bool, sent+1000)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Serve(ctx, func(in slowpath.Incoming) {
-			got <- seen{in.QueueFull, len(in.Data) > 242 && in.Data[242] == byte(dhcpv4.MessageTypeDiscover)}
-		})
+		done <- c.Serve(ctx, func(in slowpath.Incoming) { got <- in.QueueFull })
 	}()
 	defer func() {
 		cancel()
 		<-done
 	}()
-	var fullDiscovers, lastFull, fullRequests, discovers int
-	for discovers < sent {
+	// Read until the queue has been empty a while.
+	var read, full, lastFull int
+	for quiet := false; !quiet; {
 		select {
-		case s := <-got:
-			if !s.discover {
-				if s.full {
-					fullRequests++
-				}
-				continue
+		case f := <-got:
+			read++
+			if f {
+				full++
+				lastFull = read
 			}
-			discovers++
-			if s.full {
-				fullDiscovers++
-				lastFull = discovers
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("read %d of %d DISCOVERs", discovers, sent)
+		case <-time.After(time.Second):
+			quiet = true
 		}
 	}
-	if fullDiscovers == 0 || lastFull == sent {
-		t.Fatalf("%d DISCOVERs: %d read from a socket more than half full, the last such the %dth; want some, and none at the end", sent, fullDiscovers, lastFull)
-	}
-	if fullRequests > 0 {
-		t.Fatalf("%d REQUESTs marked as read from a full socket: only the DISCOVER socket is measured", fullRequests)
+	if read < sent/2 || full == 0 || lastFull == read {
+		t.Fatalf("%d DISCOVERs sent, %d read: %d from a socket more than half full, the last such the %dth; want some, and none at the end", sent, read, full, lastFull)
 	}
 }
