@@ -163,26 +163,38 @@ func (g *gateLog) SetDiscoverHoldoff(d time.Duration) error {
 	return nil
 }
 
+// holdoffFixture is a server whose DiscoverGate the test watches, with
+// its queue bounds on (10 ms over 20 ms) and a 2 s DISCOVER holdoff.
+func holdoffFixture(t *testing.T) (*fixture, *gateLog) {
+	f := newFixture(t)
+	gate := &gateLog{}
+	f.srv.gate = gate
+	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 20*time.Millisecond
+	f.srv.set.DiscoverHoldoff = 2 * time.Second
+	return f, gate
+}
+
+// handleWaited hands m to the server as a broadcast that waited in its
+// socket for waited (full: read from a socket more than half full), and
+// drops the replies.
+func (f *fixture) handleWaited(m *dhcpv4.DHCPv4, waited time.Duration, full bool) {
+	f.t.Helper()
+	f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: bcast, IfIndex: 7,
+		Received: time.Now().Add(-waited), QueueFull: full})
+	f.out.take()
+}
+
 // TestDiscoverHoldoff: the server turns its DiscoverGate's holdoff on
 // when the DISCOVER queue falls behind, keeps it on while the queue,
 // which the holdoff shields, is young again, and turns it off when
 // DiscoverHoldoff or QueueTarget is zero. A REQUEST backlog does not
 // turn it on.
 func TestDiscoverHoldoff(t *testing.T) {
-	f := newFixture(t)
-	gate := &gateLog{}
-	f.srv.gate = gate
-	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 20*time.Millisecond
-	f.srv.set.DiscoverHoldoff = 2 * time.Second
+	f, gate := holdoffFixture(t)
 	ack := f.dora(mac(2))
 	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
 	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
-	handle := func(m *dhcpv4.DHCPv4, waited time.Duration) {
-		t.Helper()
-		f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: bcast, IfIndex: 7,
-			Received: time.Now().Add(-waited)})
-		f.out.take()
-	}
+	handle := func(m *dhcpv4.DHCPv4, waited time.Duration) { f.handleWaited(m, waited, false) }
 	discover := msg(t, dhcpv4.MessageTypeDiscover, mac(1))
 	behind := func(m *dhcpv4.DHCPv4) {
 		start := time.Now()
@@ -222,17 +234,8 @@ func TestDiscoverHoldoff(t *testing.T) {
 // however young it is: bursts fill the buffer while the server keeps up
 // on average. A REQUEST's full socket does not.
 func TestDiscoverHoldoffOnAFullSocket(t *testing.T) {
-	f := newFixture(t)
-	gate := &gateLog{}
-	f.srv.gate = gate
-	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 20*time.Millisecond
-	f.srv.set.DiscoverHoldoff = 2 * time.Second
-	handle := func(m *dhcpv4.DHCPv4, full bool) {
-		t.Helper()
-		f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: bcast, IfIndex: 7,
-			Received: time.Now().Add(-time.Millisecond), QueueFull: full})
-		f.out.take()
-	}
+	f, gate := holdoffFixture(t)
+	handle := func(m *dhcpv4.DHCPv4, full bool) { f.handleWaited(m, time.Millisecond, full) }
 	handle(msg(t, dhcpv4.MessageTypeRequest, mac(3)), true)
 	handle(msg(t, dhcpv4.MessageTypeDiscover, mac(1)), false)
 	if len(gate.set) != 0 {
