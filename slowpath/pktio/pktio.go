@@ -51,8 +51,8 @@ type Conn struct {
 	// is never held across a send: sendmmsg through a veth or a busy NIC
 	// can take milliseconds for a commit's ACKs, and while the
 	// lease store's callbacks sent under it, Serve waited up to 18 ms to
-	// begin its next batch (an execution trace at 60,000 renewals/s),
-	// which was most of the requests' p99 wait in the socket.
+	// begin its next batch (an execution trace at 60,000 renewals/s)
+	// while requests waited in the socket.
 	mu sync.Mutex
 	// msgs are the batch buffers of sendmmsg: the sender's alone.
 	msgs []ipv4.Message
@@ -341,8 +341,8 @@ type reader struct {
 	pc   *ipv4.PacketConn
 	free chan *inbox
 	full chan *inbox
-	// fill, when set, is the socket's, to measure its queue after each
-	// read (queueFill).
+	// fill, when set, is the socket's, to measure its buffer after each
+	// full batch read (queueFill).
 	fill syscall.RawConn
 }
 
