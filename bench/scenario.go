@@ -289,16 +289,17 @@ func (r *Rig) profilePhase(o ScenarioOptions, name string) func() {
 	logf(fetchProfile(r.Srv, addr, "allocs", 0, stem+".allocs-start.pb.gz"))
 	// Within the phase: from a quarter in to at most its end.
 	secs := max(1, min(cmp.Or(o.ProfileSeconds, 20), int(o.Step*3/4/time.Second)))
+	from := cmp.Or(o.settle, time.Second) + o.Step/4
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		time.Sleep(cmp.Or(o.settle, time.Second) + o.Step/4)
+		time.Sleep(from)
 		logf(fetchProfile(r.Srv, addr, "profile", secs, stem+".cpu.pb.gz"))
 	})
 	// An execution trace of a few seconds beside it: where a request's
 	// wait comes from (a stall of the reader, the commit, the collector)
 	// shows in the goroutines' timelines, not in a CPU profile.
 	wg.Go(func() {
-		time.Sleep(cmp.Or(o.settle, time.Second) + o.Step/4)
+		time.Sleep(from)
 		logf(fetchProfile(r.Srv, addr, "trace", min(secs, 3), stem+".trace"))
 	})
 	return func() {

@@ -342,12 +342,17 @@ type reader struct {
 	free chan *inbox
 	full chan *inbox
 	// fill, when set, is the socket's, to measure its buffer after each
-	// full batch read (queueFill).
+	// full batch read (queueFill); size is that buffer's size, read once
+	// (the server never changes it).
 	fill syscall.RawConn
+	size int
 }
 
 func newReader(pc *ipv4.PacketConn, fill syscall.RawConn) *reader {
 	r := &reader{pc: pc, free: make(chan *inbox, 2), full: make(chan *inbox, 1), fill: fill}
+	if fill != nil {
+		fill.Control(func(fd uintptr) { r.size, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) })
+	}
 	for range 2 {
 		b := &inbox{msgs: make([]ipv4.Message, batch), bufs: make([][]byte, batch), r: r}
 		for i := range b.msgs {
@@ -383,9 +388,9 @@ func (r *reader) run(ctx context.Context) error {
 		b.n = n
 		b.full = false
 		// A short read ended on an empty queue: nothing to measure.
-		if r.fill != nil && n == len(b.msgs) {
-			used, size, ok := queueFill(r.fill)
-			b.full = ok && used > size/2
+		if r.fill != nil && r.size > 0 && n == len(b.msgs) {
+			used, ok := queueFill(r.fill)
+			b.full = ok && used > r.size/2
 		}
 		select {
 		case r.full <- b:
@@ -395,21 +400,20 @@ func (r *reader) run(ctx context.Context) error {
 	}
 }
 
-// queueFill reads how much of a socket's receive buffer is in use and the
-// buffer's size, the two the kernel compares before it drops a datagram
-// for a full buffer. SO_MEMINFO's first value is the former
+// queueFill reads how much of a socket's receive buffer is in use, what
+// the kernel compares with the buffer's size (SO_RCVBUF) before it drops
+// a datagram for a full buffer. SO_MEMINFO's first value is that
 // (SK_MEMINFO_RMEM_ALLOC): read into an int, the kernel copies that one
 // alone. UDP gives back what read datagrams took in chunks, up to a
 // quarter of the buffer, so the queue itself can be smaller than that.
-func queueFill(rc syscall.RawConn) (used, size int, ok bool) {
-	var err, err2 error
+func queueFill(rc syscall.RawConn) (used int, ok bool) {
+	var err error
 	if cerr := rc.Control(func(fd uintptr) {
 		used, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MEMINFO)
-		size, err2 = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
-	}); cerr != nil || err != nil || err2 != nil || size <= 0 {
-		return 0, 0, false
+	}); cerr != nil || err != nil {
+		return 0, false
 	}
-	return used, size, true
+	return used, true
 }
 
 // Serve reads datagrams in batches from both sockets and hands each to
