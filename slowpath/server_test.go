@@ -440,6 +440,63 @@ func TestExpiryMovesActiveToExpiredToFree(t *testing.T) {
 	}
 }
 
+// A renewal adds no entry to the expiry heap: the entry at the first
+// expiry moves on to the lease's expiry when the sweep comes to it.
+func TestRenewalsAddNoExpiryEntries(t *testing.T) {
+	f := newFixture(t)
+	ip := f.dora(mac(1)).YourIPAddr
+	a := addrOf(ip)
+	entries := len(f.srv.expiry)
+	if entries != 1 {
+		t.Fatalf("%d expiry entries after one binding", entries)
+	}
+	for i := range 100 {
+		f.now = f.now.Add(time.Minute)
+		if got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip)), srvAddr); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("renewal %d: %v", i, got)
+		}
+	}
+	if n := len(f.srv.expiry); n != entries {
+		t.Fatalf("%d expiry entries after 100 renewals, want %d", n, entries)
+	}
+	// 100 minutes on, the first expiry has passed: the lease stays.
+	f.srv.Sweep()
+	if l := f.store.leases[a]; l.State != lease.Active {
+		t.Fatalf("a lease renewed a minute ago: %v after the sweep", l.State)
+	}
+	if n := len(f.srv.expiry); n != 1 || f.srv.expiry[0].at != f.store.leases[a].Expiry.Unix() {
+		t.Fatalf("expiry entries %v, want one at the lease's expiry %v", f.srv.expiry, f.store.leases[a].Expiry)
+	}
+	f.now = f.now.Add(time.Hour + time.Second)
+	f.srv.Sweep()
+	if l := f.store.leases[a]; l.State != lease.Expired {
+		t.Fatalf("an hour after its last renewal: %v", l.State)
+	}
+}
+
+// Entries of leases that ended are made anew by the sweep once they
+// outnumber the records by far, and the one lease bound after expires.
+func TestExpiryHeapIsMadeAnew(t *testing.T) {
+	f := newFixture(t)
+	for range expirySlack + 10 {
+		ip := f.dora(mac(1)).YourIPAddr
+		f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(ip)), srvAddr)
+	}
+	if n := len(f.srv.expiry); n != expirySlack+10 {
+		t.Fatalf("%d expiry entries after %d bindings released (one each, until their time or the sweep)", n, expirySlack+10)
+	}
+	f.srv.Sweep()
+	if n := len(f.srv.expiry); n > 2*f.srv.leases.Len() {
+		t.Fatalf("%d expiry entries for %d records after the sweep", n, f.srv.leases.Len())
+	}
+	ip := f.dora(mac(2)).YourIPAddr
+	f.now = f.now.Add(time.Hour + time.Second)
+	f.srv.Sweep()
+	if l := f.store.leases[addrOf(ip)]; l.State != lease.Expired {
+		t.Fatalf("a lease bound after the heap was made anew: %v an hour on", l.State)
+	}
+}
+
 func TestOfferHeldThenReturned(t *testing.T) {
 	f := newFixture(t)
 	o1 := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(1)), bcast)[0].YourIPAddr

@@ -50,13 +50,24 @@ func (s *Server) Sweep() {
 		}
 	}
 	s.toFree = s.toFree[n:]
+	if len(s.expiry) > 2*s.leases.Len()+expirySlack {
+		// Entries of records that ended or moved earlier wait for their
+		// own time: a churn of new bindings would grow the heap for a
+		// lease time. Made anew, it holds one per record at most.
+		s.rebuildExpiryLocked()
+	}
 	for i := 0; i < sweepBatch && len(s.expiry) > 0 && s.expiry[0].at <= now.Unix(); i++ {
 		e := heap.Pop(&s.expiry).(expiryEntry)
 		ip := lease.AddrFromUint32(e.ip)
-		l := s.leases.Get(ip)
-		if l == nil || l.Expiry.Unix() != e.at {
-			continue // renewed or changed since; a newer entry exists
+		b, ok := s.leases.Brief(ip)
+		if !ok || b.State != lease.Active && b.State != lease.Abandoned || b.Expiry.Unix() < e.at {
+			continue // ended, or an entry for its earlier expiry came first
 		}
+		if b.Expiry.Unix() > e.at {
+			s.expiry.push(ip, b.Expiry) // renewed since: the entry moves on with it
+			continue
+		}
+		l := s.leases.Get(ip)
 		switch l.State {
 		case lease.Active:
 			// The fast path may have renewed this lease and its event not
@@ -70,7 +81,9 @@ func (s *Server) Sweep() {
 				late = l.Horizon
 			}
 			if late.After(l.Expiry) && late.After(now) {
-				changed = append(changed, s.changeLocked(ip, causeExpire, now, func(l *lease.Lease) { l.Expiry = late }))
+				c := s.changeLocked(ip, causeExpire, now, func(l *lease.Lease) { l.Expiry = late })
+				changed = append(changed, c)
+				s.expiry.push(ip, c.Expiry) // this entry is gone, and a later expiry adds none
 				continue
 			}
 			changed = append(changed, s.changeLocked(ip, causeExpire, now, func(l *lease.Lease) { l.State = lease.Expired }))
@@ -84,14 +97,21 @@ func (s *Server) Sweep() {
 	}
 }
 
-// expiryEntry is 16 bytes: there is one per active lease.
+// expirySlack is how far the expiry heap may grow past twice the lease
+// table before Sweep makes it anew.
+const expirySlack = 1024
+
+// expiryEntry is 16 bytes: there is one per active or abandoned lease, at
+// or before its expiry, and those of records that ended or whose expiry
+// moved earlier since, until their time comes or the heap is made anew.
 type expiryEntry struct {
 	ip uint32 // lease.AddrUint32
 	at int64
 }
 
-// expiryHeap orders leases by expiry; stale entries (the lease was renewed)
-// are skipped when popped.
+// expiryHeap orders leases by expiry; an entry popped early (the lease was
+// renewed since) moves on to the lease's expiry, a stale one (it ended, or
+// an earlier entry was pushed) is dropped.
 type expiryHeap []expiryEntry
 
 func (h expiryHeap) Len() int           { return len(h) }

@@ -265,6 +265,22 @@ type Brief struct {
 	DurableHorizon time.Time
 }
 
+// Brief returns ip's record's Brief, without copying the record; false
+// when ip has none.
+func (t *Table) Brief(ip netip.Addr) (Brief, bool) {
+	defer runtime.KeepAlive(t)
+	r, _ := t.find(ip)
+	if r == nil {
+		return Brief{}, false
+	}
+	return r.brief(), true
+}
+
+func (r *record) brief() Brief {
+	return Brief{IP: addr(r.ip), State: r.state, IfIndex: r.ifIndex,
+		Expiry: fromNanos(r.times[timeExpiry]), DurableHorizon: fromNanos(r.times[timeDurableHorizon])}
+}
+
 // Range calls fn for every record, in the order they were first stored,
 // until it returns false; with pre, only for those whose Brief pre
 // accepts. The *Lease is the table's scratch record: it and its byte
@@ -277,8 +293,7 @@ func (t *Table) Range(pre func(b *Brief) bool, fn func(l *Lease) bool) {
 	for i := uint32(0); i < t.n; i++ {
 		r, blob := t.at(i)
 		if pre != nil {
-			b = Brief{IP: addr(r.ip), State: r.state, IfIndex: r.ifIndex,
-				Expiry: fromNanos(r.times[timeExpiry]), DurableHorizon: fromNanos(r.times[timeDurableHorizon])}
+			b = r.brief()
 			if !pre(&b) {
 				continue
 			}
