@@ -97,15 +97,18 @@ type rawPool struct {
 // allocated (README: sizing).
 const DefaultGCPercent = 50
 
-// DefaultQueueTarget is server.queue-target's default. At 10 ms, service
-// stalls (a commit's fsync near 15 ms at p99, a CPU shared with other
-// work) pushed requests the server would have answered past the target,
-// and they were dropped: in seven runs of xdhcp-bench overload on one
-// evening, 83 to 115% of the ceiling answered at 120% offered and 80 to
-// 109% at 150%. At 20 ms, seven runs: 97 to 117% and 93 to 130%, with
-// p99 latency about 10 ms higher at 120% (bench/results/sections,
-// 2026-12-05T2206 and T2207).
-const DefaultQueueTarget = 20 * time.Millisecond
+// DefaultQueueTarget is server.queue-target's default. It was 20 ms
+// from 2026-12-05: at 10 ms, service stalls pushed requests the server
+// would have answered past the target, and they were dropped (seven runs
+// of xdhcp-bench overload: 83 to 115% of the ceiling answered at 120%
+// offered, against 97 to 117% at 20 ms). The longest of those stalls
+// were the server's own: the expiry heap grew with every renewal, and
+// copying it under the lock held every request for 27 to 38 ms. Without
+// them (2026-12-06), eight alternating runs at 120% and 150%: at 10 ms,
+// goodput 101 to 120% and 108 to 134%, p99 24 to 66 ms (one 344 ms,
+// a commit stalled); at 20 ms, 102 to 117% and 103 to 139%, p99 47 to
+// 68 ms. At 5 ms goodput fell to 86% at 120% in one of three runs.
+const DefaultQueueTarget = 10 * time.Millisecond
 
 func (p *rawPool) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode {
