@@ -106,8 +106,9 @@ const DefaultGCPercent = 50
 // copying it under the lock held every request for 27 to 38 ms. Without
 // them (2026-12-06), eight alternating runs at 120% and 150%: at 10 ms,
 // goodput 101 to 120% and 108 to 134%, p99 24 to 66 ms (one 344 ms,
-// a commit stalled); at 20 ms, 102 to 117% and 103 to 139%, p99 47 to
-// 68 ms. At 5 ms goodput fell to 86% at 120% in one of three runs.
+// a stall after the requests were read); at 20 ms, 102 to 117% and 103
+// to 139%, p99 47 to 68 ms. At 5 ms goodput fell to 86% at 120% in one
+// of three runs.
 const DefaultQueueTarget = 10 * time.Millisecond
 
 func (p *rawPool) UnmarshalYAML(n *yaml.Node) error {
