@@ -197,7 +197,7 @@ func (s *Server) applyToLocked(l *lease.Lease, known bool, c cause, now time.Tim
 	// renewals a second, and each time it grew, copying it under s.mu
 	// stalled the server for 27 to 38 ms (an execution trace).
 	if (l.State == lease.Active || l.State == lease.Abandoned) && (!known || l.State != was || l.Expiry.Unix() < wasExp) {
-		s.expiry.push(ip, l.Expiry)
+		s.expiry.push(ip, l.Expiry, l.StateAt)
 	}
 	s.leases.Put(l)
 }

@@ -173,6 +173,22 @@ func (f *fixture) checkInvariants(t *testing.T) {
 			bound[k] = ip
 		}
 	}
+	// Every active or abandoned lease has an entry of its binding in the
+	// expiry heap at or before its expiry, or it would never end.
+	entries := map[uint32][]expiryEntry{}
+	for _, e := range f.srv.expiry {
+		entries[e.ip] = append(entries[e.ip], e)
+	}
+	for ip, l := range s.leases {
+		if l.State != lease.Active && l.State != lease.Abandoned {
+			continue
+		}
+		if !slices.ContainsFunc(entries[lease.AddrUint32(ip)], func(e expiryEntry) bool {
+			return e.tag == bindingTag(l.StateAt) && e.at <= l.Expiry.Unix()
+		}) {
+			t.Fatalf("%s (%v until %v) has no expiry entry of its binding: %v", ip, l.State, l.Expiry, entries[lease.AddrUint32(ip)])
+		}
+	}
 	for ip, o := range s.offers {
 		sub := f.srv.subs.forAddr(ip)
 		if sub == nil {

@@ -610,7 +610,7 @@ func (s *Server) rebuildPoolsLocked() {
 				return true
 			}
 			if l.State == lease.Active || l.State == lease.Abandoned {
-				s.expiry.add(ip, l.Expiry)
+				s.expiry.add(ip, l.Expiry, l.StateAt)
 			}
 			return true
 		}
@@ -649,7 +649,7 @@ func (s *Server) rebuildExpiryLocked() {
 	s.expiry = s.expiry[:0]
 	s.leases.Range(func(b *lease.Brief) bool {
 		if (b.State == lease.Active || b.State == lease.Abandoned) && s.subs.forAddr(b.IP) != nil {
-			s.expiry.add(b.IP, b.Expiry)
+			s.expiry.add(b.IP, b.Expiry, b.StateAt)
 		}
 		return false // the brief is all it needs
 	}, func(*lease.Lease) bool { return true })

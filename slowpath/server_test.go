@@ -474,6 +474,37 @@ func TestRenewalsAddNoExpiryEntries(t *testing.T) {
 	}
 }
 
+// An address released and bound again has one expiry entry, its new
+// binding's: the first binding's entry, found early, is dropped rather
+// than moved on beside it.
+func TestAnAddressBoundAgainHasOneExpiryEntry(t *testing.T) {
+	f := newFixture(t)
+	ip := f.dora(mac(1)).YourIPAddr
+	a := addrOf(ip)
+	f.now = f.now.Add(time.Minute)
+	f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(ip)), srvAddr)
+	f.now = f.now.Add(time.Minute)
+	if again := f.dora(mac(1)).YourIPAddr; !again.Equal(ip) {
+		t.Fatalf("bound again to %s, want %s", again, ip)
+	}
+	for i := range 90 {
+		f.now = f.now.Add(time.Minute)
+		if got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip)), srvAddr); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+			t.Fatalf("renewal %d: %v", i, got)
+		}
+	}
+	f.srv.Sweep() // both bindings' first expiries have passed
+	n := 0
+	for _, e := range f.srv.expiry {
+		if e.ip == lease.AddrUint32(a) {
+			n++
+		}
+	}
+	if l := f.store.leases[a]; n != 1 || l.State != lease.Active {
+		t.Fatalf("%d expiry entries for %s (%v), want 1", n, a, l.State)
+	}
+}
+
 // Entries of leases that ended are made anew by the sweep once they
 // outnumber the records by far, and the one lease bound after expires.
 func TestExpiryHeapIsMadeAnew(t *testing.T) {

@@ -51,22 +51,24 @@ func (s *Server) Sweep() {
 	}
 	s.toFree = s.toFree[n:]
 	if len(s.expiry) > 2*s.leases.Len()+expirySlack {
-		// Entries of records that ended or moved earlier wait for their
-		// own time: a churn of new bindings would grow the heap for a
-		// lease time. Made anew, it holds one per record at most.
+		// Entries of bindings that ended wait for their own time: a
+		// churn of new bindings would grow the heap for a lease time.
+		// Made anew, it holds one per record at most.
 		s.rebuildExpiryLocked()
 	}
 	for i := 0; i < sweepBatch && len(s.expiry) > 0 && s.expiry[0].at <= now.Unix(); i++ {
 		e := heap.Pop(&s.expiry).(expiryEntry)
 		ip := lease.AddrFromUint32(e.ip)
 		b, ok := s.leases.Brief(ip)
-		if !ok || b.State != lease.Active && b.State != lease.Abandoned || b.Expiry.Unix() < e.at {
-			continue // ended, or an entry for its earlier expiry came first
+		if !ok || b.State != lease.Active && b.State != lease.Abandoned || bindingTag(b.StateAt) != e.tag {
+			continue // ended, or an earlier binding's entry (this one's was pushed when it began)
 		}
 		if b.Expiry.Unix() > e.at {
-			s.expiry.push(ip, b.Expiry) // renewed since: the entry moves on with it
+			s.expiry.push(ip, b.Expiry, b.StateAt) // renewed since: the entry moves on with it
 			continue
 		}
+		// Due. (An expiry before the entry's had an entry of its own,
+		// popped first; a lease found here past it is due all the same.)
 		l := s.leases.Get(ip)
 		switch l.State {
 		case lease.Active:
@@ -83,7 +85,7 @@ func (s *Server) Sweep() {
 			if late.After(l.Expiry) && late.After(now) {
 				c := s.changeLocked(ip, causeExpire, now, func(l *lease.Lease) { l.Expiry = late })
 				changed = append(changed, c)
-				s.expiry.push(ip, c.Expiry) // this entry is gone, and a later expiry adds none
+				s.expiry.push(ip, c.Expiry, c.StateAt) // this entry is gone, and a later expiry adds none
 				continue
 			}
 			changed = append(changed, s.changeLocked(ip, causeExpire, now, func(l *lease.Lease) { l.State = lease.Expired }))
@@ -97,21 +99,31 @@ func (s *Server) Sweep() {
 	}
 }
 
-// expirySlack is how far the expiry heap may grow past twice the lease
-// table before Sweep makes it anew.
+// expirySlack is how far the expiry heap may grow past twice the number
+// of records in the lease table before Sweep makes it anew.
 const expirySlack = 1024
 
-// expiryEntry is 16 bytes: there is one per active or abandoned lease, at
-// or before its expiry, and those of records that ended or whose expiry
-// moved earlier since, until their time comes or the heap is made anew.
+// expiryEntry is 16 bytes. Every active or abandoned lease has one, at or
+// before its expiry, pushed when the binding began (or its expiry moved
+// earlier); entries of bindings that ended stay until their time comes or
+// the heap is made anew.
 type expiryEntry struct {
 	ip uint32 // lease.AddrUint32
-	at int64
+	// tag is bindingTag of the record's StateAt when pushed: an entry
+	// whose tag is not the record's is an earlier binding's. Without
+	// it, an address released and bound again had two entries, both
+	// moved on with each renewal for as long as the binding lasted.
+	tag uint32
+	at  int64
 }
 
+// bindingTag tells one binding of an address from the next: the low bits
+// of the time its state last changed.
+func bindingTag(stateAt time.Time) uint32 { return uint32(stateAt.UnixNano()) }
+
 // expiryHeap orders leases by expiry; an entry popped early (the lease was
-// renewed since) moves on to the lease's expiry, a stale one (it ended, or
-// an earlier entry was pushed) is dropped.
+// renewed since) moves on to the lease's expiry, an earlier binding's is
+// dropped.
 type expiryHeap []expiryEntry
 
 func (h expiryHeap) Len() int           { return len(h) }
@@ -129,14 +141,14 @@ func (h *expiryHeap) Pop() any {
 	return e
 }
 
-func (h *expiryHeap) push(ip netip.Addr, at time.Time) {
-	heap.Push(h, expiryEntry{lease.AddrUint32(ip), at.Unix()})
+func (h *expiryHeap) push(ip netip.Addr, at, stateAt time.Time) {
+	heap.Push(h, expiryEntry{lease.AddrUint32(ip), bindingTag(stateAt), at.Unix()})
 }
 
 // add appends an entry without ordering the heap: for a rebuild, which
 // calls init once at the end.
-func (h *expiryHeap) add(ip netip.Addr, at time.Time) {
-	*h = append(*h, expiryEntry{lease.AddrUint32(ip), at.Unix()})
+func (h *expiryHeap) add(ip netip.Addr, at, stateAt time.Time) {
+	*h = append(*h, expiryEntry{lease.AddrUint32(ip), bindingTag(stateAt), at.Unix()})
 }
 
 func (h *expiryHeap) init() { heap.Init(h) }

@@ -263,6 +263,7 @@ type Brief struct {
 	IfIndex        uint32
 	Expiry         time.Time
 	DurableHorizon time.Time
+	StateAt        time.Time
 }
 
 // Brief returns ip's record's Brief, without copying the record; false
@@ -278,7 +279,8 @@ func (t *Table) Brief(ip netip.Addr) (Brief, bool) {
 
 func (r *record) brief() Brief {
 	return Brief{IP: addr(r.ip), State: r.state, IfIndex: r.ifIndex,
-		Expiry: fromNanos(r.times[timeExpiry]), DurableHorizon: fromNanos(r.times[timeDurableHorizon])}
+		Expiry: fromNanos(r.times[timeExpiry]), DurableHorizon: fromNanos(r.times[timeDurableHorizon]),
+		StateAt: fromNanos(r.times[timeStateAt])}
 }
 
 // Range calls fn for every record, in the order they were first stored,

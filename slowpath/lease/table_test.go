@@ -373,8 +373,9 @@ func TestTableBrief(t *testing.T) {
 	tb.Put(l)
 	tb.SetDurableHorizon(l.IP, l.Horizon.Add(time.Minute))
 	b, ok := tb.Brief(l.IP)
-	want := Brief{IP: l.IP, State: l.State, IfIndex: l.IfIndex, Expiry: l.Expiry, DurableHorizon: l.Horizon.Add(time.Minute)}
-	if !ok || b.IP != want.IP || b.State != want.State || b.IfIndex != want.IfIndex || !b.Expiry.Equal(want.Expiry) || !b.DurableHorizon.Equal(want.DurableHorizon) {
+	want := Brief{IP: l.IP, State: l.State, IfIndex: l.IfIndex, Expiry: l.Expiry, DurableHorizon: l.Horizon.Add(time.Minute), StateAt: l.StateAt}
+	if !ok || b.IP != want.IP || b.State != want.State || b.IfIndex != want.IfIndex || !b.Expiry.Equal(want.Expiry) ||
+		!b.DurableHorizon.Equal(want.DurableHorizon) || !b.StateAt.Equal(want.StateAt) {
 		t.Fatalf("Brief = %+v, %v; want %+v", b, ok, want)
 	}
 	if _, ok := tb.Brief(netip.MustParseAddr("10.0.0.2")); ok {
