@@ -94,6 +94,9 @@ func TestFoldRenewalsAndHorizonAdvance(t *testing.T) {
 	if l := f.store.leases[ip]; !l.Expiry.Equal(at.Add(time.Hour)) || !l.CLTT.Equal(at) || l.LastXID != 77 {
 		t.Fatalf("renewal not folded: %+v", l)
 	}
+	if n := len(f.srv.expiry); n != 1 {
+		t.Fatalf("%d expiry entries after a folded renewal, want the binding's one", n)
+	}
 	// A renewal for a different client is ignored.
 	f.srv.FoldRenewals([]Renewal{{IP: ip, HWAddr: mac(2), At: f.now, Expiry: f.now.Add(5 * time.Hour)}})
 	if l := f.store.leases[ip]; l.Expiry.After(f.now.Add(time.Hour)) {
