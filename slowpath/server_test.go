@@ -450,12 +450,7 @@ func TestRenewalsAddNoExpiryEntries(t *testing.T) {
 	if entries != 1 {
 		t.Fatalf("%d expiry entries after one binding", entries)
 	}
-	for i := range 100 {
-		f.now = f.now.Add(time.Minute)
-		if got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip)), srvAddr); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
-			t.Fatalf("renewal %d: %v", i, got)
-		}
-	}
+	f.renewEveryMinute(mac(1), ip, 100)
 	if n := len(f.srv.expiry); n != entries {
 		t.Fatalf("%d expiry entries after 100 renewals, want %d", n, entries)
 	}
@@ -474,6 +469,17 @@ func TestRenewalsAddNoExpiryEntries(t *testing.T) {
 	}
 }
 
+// renewEveryMinute has hw renew ip n times, a minute apart.
+func (f *fixture) renewEveryMinute(hw net.HardwareAddr, ip net.IP, n int) {
+	f.t.Helper()
+	for i := range n {
+		f.now = f.now.Add(time.Minute)
+		if got := f.send(msg(f.t, dhcpv4.MessageTypeRequest, hw, dhcpv4.WithClientIP(ip)), srvAddr); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
+			f.t.Fatalf("renewal %d: %v", i, got)
+		}
+	}
+}
+
 // An address released and bound again has one expiry entry, its new
 // binding's: the first binding's entry, found early, is dropped rather
 // than moved on beside it.
@@ -487,12 +493,7 @@ func TestAnAddressBoundAgainHasOneExpiryEntry(t *testing.T) {
 	if again := f.dora(mac(1)).YourIPAddr; !again.Equal(ip) {
 		t.Fatalf("bound again to %s, want %s", again, ip)
 	}
-	for i := range 90 {
-		f.now = f.now.Add(time.Minute)
-		if got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip)), srvAddr); len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck {
-			t.Fatalf("renewal %d: %v", i, got)
-		}
-	}
+	f.renewEveryMinute(mac(1), ip, 90)
 	f.srv.Sweep() // both bindings' first expiries have passed
 	n := 0
 	for _, e := range f.srv.expiry {
