@@ -54,6 +54,9 @@ type Report struct {
 	Flood *FloodReport `json:"flood,omitempty"`
 	// Recovery is xdhcp-bench failover-recovery's result.
 	Recovery *RecoveryResult `json:"failover-recovery,omitempty"`
+
+	// name is the files' name once Write has chosen it (base).
+	name string
 }
 
 // Environment fills in host facts.
@@ -158,6 +161,14 @@ func (rep *Report) Write(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
+	// Two commands started in the same minute would share a name, and
+	// the second overwrote the first's report (a flood section was lost
+	// so to the DORA run after it): the second gets a suffix.
+	rep.name = ""
+	stem := rep.base()
+	for i := 2; exists(filepath.Join(dir, rep.base()+".md")) || exists(filepath.Join(dir, rep.base()+".json")); i++ {
+		rep.name = fmt.Sprintf("%s-%d", stem, i)
+	}
 	base := filepath.Join(dir, rep.base())
 	if err := rep.writeCharts(dir); err != nil {
 		return "", err
@@ -178,5 +189,16 @@ func (rep *Report) Write(dir string) (string, error) {
 	return base + ".md", os.WriteFile(filepath.Join(dir, "latest.md"), md, 0o644)
 }
 
-// base names the report's files.
-func (rep *Report) base() string { return rep.Date.UTC().Format("2006-01-02T1504") + "-" + rep.Host }
+// base names the report's files: the minute it began and the host, with
+// the suffix Write chose if another report had that name.
+func (rep *Report) base() string {
+	if rep.name != "" {
+		return rep.name
+	}
+	return rep.Date.UTC().Format("2006-01-02T1504") + "-" + rep.Host
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

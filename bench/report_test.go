@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,41 @@ func TestOnlyAFullRunIsLatest(t *testing.T) {
 	b, err := os.ReadFile(latest)
 	if err != nil || string(a) != string(b) {
 		t.Fatalf("latest.md is not the full run's report (%v)", err)
+	}
+}
+
+// TestReportsOfOneMinuteKeepTheirOwnFiles: a second command started in
+// the same minute writes beside the first's report, not over it, and
+// each report embeds its own chart.
+func TestReportsOfOneMinuteKeepTheirOwnFiles(t *testing.T) {
+	dir := t.TempDir()
+	at := time.Date(2026, 12, 6, 10, 54, 0, 0, time.UTC)
+	first := &Report{Date: at, Host: "vm", Scale: scaleFixture()}
+	second := &Report{Date: at, Host: "vm", Scale: scaleFixture()[:1]}
+	a, err := first.Write(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := second.Write(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(a) != "2026-12-06T1054-vm.md" || filepath.Base(b) != "2026-12-06T1054-vm-2.md" {
+		t.Fatalf("reports written to %s and %s", a, b)
+	}
+	for path, rows := range map[string]int{a: len(scaleFixture()), b: 1} {
+		stem := strings.TrimSuffix(path, ".md")
+		var got Report
+		if j, err := os.ReadFile(stem + ".json"); err != nil || json.Unmarshal(j, &got) != nil || len(got.Scale) != rows {
+			t.Fatalf("%s.json does not hold its own report (%v)", stem, err)
+		}
+		chart := filepath.Base(stem) + "-scale.png"
+		if md, _ := os.ReadFile(path); !strings.Contains(string(md), "]("+chart+")") {
+			t.Errorf("%s does not embed %s", path, chart)
+		}
+		if _, err := os.Stat(filepath.Join(dir, chart)); err != nil {
+			t.Errorf("its chart: %v", err)
+		}
 	}
 }
 
