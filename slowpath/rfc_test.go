@@ -210,6 +210,31 @@ func TestNonAuthoritativeServerStaysSilent(t *testing.T) {
 	if len(f.store.leases) != 0 {
 		t.Fatal("silent answers changed state")
 	}
+	// An address another client holds is as unknown; its own client is
+	// answered.
+	f.srv.mu.Lock()
+	f.srv.set.Authoritative = true
+	f.srv.mu.Unlock()
+	ip := f.dora(mac(2)).YourIPAddr
+	f.srv.mu.Lock()
+	f.srv.set.Authoritative = false
+	f.srv.mu.Unlock()
+	for _, tc := range []struct {
+		name string
+		hw   net.HardwareAddr
+		mod  dhcpv4.Modifier
+		want int
+	}{
+		{"renewing, another client's address", mac(1), dhcpv4.WithClientIP(ip), 0},
+		{"init-reboot, another client's address", mac(1), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)), 0},
+		{"renewing, its own address", mac(2), dhcpv4.WithClientIP(ip), 1},
+		{"init-reboot, its own address", mac(2), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)), 1},
+	} {
+		got := f.send(msg(t, dhcpv4.MessageTypeRequest, tc.hw, tc.mod), bcast)
+		if len(got) != tc.want || tc.want == 1 && got[0].MessageType() != dhcpv4.MessageTypeAck {
+			t.Errorf("%s: answered %v, want %d ACK", tc.name, got, tc.want)
+		}
+	}
 }
 
 func TestSelectingAnotherServerReturnsTheOffer(t *testing.T) {
