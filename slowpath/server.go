@@ -597,6 +597,16 @@ func (s *Server) rebuildPoolsLocked() {
 		ip := l.IP
 		sn := s.subs.forAddr(ip)
 		if sn == nil {
+			// Its subnet is gone (a reload, or a restart with another
+			// configuration): no pool holds the address, but the
+			// binding still ends at its expiry, and an ended one still
+			// becomes FREE.
+			switch {
+			case l.State == lease.Active || l.State == lease.Abandoned:
+				s.expiry.add(ip, l.Expiry, l.StateAt)
+			case l.State.Ending():
+				s.toFree = append(s.toFree, ip)
+			}
 			return true
 		}
 		s.countLocked(sn, l.State, 1)
@@ -643,12 +653,12 @@ func (s *Server) rebuildPoolsLocked() {
 }
 
 // rebuildExpiryLocked makes the expiry heap anew from the table: an entry
-// for every active or abandoned record in a subnet (as rebuildPoolsLocked
-// makes it), in the heap's own memory, ordered at once.
+// for every active or abandoned record, in a subnet or not (as
+// rebuildPoolsLocked makes it), in the heap's own memory, ordered at once.
 func (s *Server) rebuildExpiryLocked() {
 	s.expiry = s.expiry[:0]
 	s.leases.Range(func(b *lease.Brief) bool {
-		if (b.State == lease.Active || b.State == lease.Abandoned) && s.subs.forAddr(b.IP) != nil {
+		if b.State == lease.Active || b.State == lease.Abandoned {
 			s.expiry.add(b.IP, b.Expiry, b.StateAt)
 		}
 		return false // the brief is all it needs

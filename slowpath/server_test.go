@@ -674,3 +674,63 @@ func TestInterfacesFollowTheirAddresses(t *testing.T) {
 		t.Fatalf("an interface no longer served answered: %v", o)
 	}
 }
+
+// A lease whose subnet a reload (or a restart with a new configuration)
+// removed still ends at its expiry: its client cannot renew it (a renewal
+// outside every subnet is not answered ACK), and an ACTIVE record kept
+// past its time would stand in leasequery's history, the client's
+// bindings and the active count for good.
+func TestLeaseOutsideEverySubnetExpires(t *testing.T) {
+	for _, how := range []string{"reload", "restart"} {
+		t.Run(how, func(t *testing.T) {
+			f := newFixture(t)
+			ip := f.dora(mac(1)).YourIPAddr
+			a := addrOf(ip)
+			withoutLAN := func(c *Config) {
+				c.Subnets = slices.DeleteFunc(c.Subnets, func(sn *Subnet) bool { return sn.Prefix.Contains(a) })
+			}
+			switch how {
+			case "reload":
+				var c Config
+				f.srv.mu.Lock()
+				c.Subnets = slices.Clone(f.srv.subs.list)
+				f.srv.mu.Unlock()
+				withoutLAN(&c)
+				if err := f.srv.Reconfigure(f.srv.settings(), c.Subnets, nil); err != nil {
+					t.Fatal(err)
+				}
+			case "restart":
+				f.config = withoutLAN
+				f.srv = f.build()
+			}
+			if f.srv.SubnetOf(a).IsValid() {
+				t.Fatalf("%s still in a subnet", a)
+			}
+			f.now = f.now.Add(time.Minute)
+			renew := msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip))
+			for _, r := range f.send(renew, srvAddr) {
+				if r.MessageType() == dhcpv4.MessageTypeAck {
+					t.Fatalf("a renewal outside every subnet was answered %v", r.MessageType())
+				}
+			}
+			f.srv.Sweep() // a rebuild of the expiry heap meets it too
+			f.srv.mu.Lock()
+			f.srv.rebuildExpiryLocked()
+			f.srv.mu.Unlock()
+			f.now = f.now.Add(time.Hour - time.Minute - time.Second)
+			f.srv.Sweep()
+			if l := f.store.leases[a]; l.State != lease.Active {
+				t.Fatalf("before its expiry: %v", l.State)
+			}
+			f.now = f.now.Add(2 * time.Second)
+			f.srv.Sweep()
+			if l := f.store.leases[a]; l.State != lease.Expired {
+				t.Fatalf("past its expiry: %v, want EXPIRED", l.State)
+			}
+			f.srv.Sweep()
+			if l := f.store.leases[a]; l.State != lease.Free {
+				t.Fatalf("a sweep after it expired: %v, want FREE", l.State)
+			}
+		})
+	}
+}
