@@ -23,6 +23,16 @@ func TestOverloadSection(t *testing.T) {
 			t.Errorf("section lacks %q:\n%s", want, b.String())
 		}
 	}
+	// The renewals' order is said, since it decides what a commit writes.
+	if !strings.Contains(b.String(), "in the order they were bound") {
+		t.Errorf("section does not say the renewals came in bound order:\n%s", b.String())
+	}
+	rep.Overload.Scattered = true
+	b.Reset()
+	rep.overloadSection(&b)
+	if !strings.Contains(b.String(), "renewed in a random order") {
+		t.Errorf("section does not say the renewals came scattered:\n%s", b.String())
+	}
 }
 
 // TestStepClients: a step's population covers its offered rate for the

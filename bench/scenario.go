@@ -50,6 +50,9 @@ type ScenarioOptions struct {
 	// ServerSide, for xdhcpd, reads where the time went in the server
 	// (ScenarioResult.ServerSide) for a run at one rate (MaxLoss 0).
 	ServerSide bool
+	// Scattered renews in a random order, not the order the clients were
+	// bound in (loadgen.Config.Scattered).
+	Scattered bool
 	// settle is the pause before each phase for the previous one's
 	// backlog to drain; 0: a second, 300 ms for the kernel sender.
 	settle time.Duration
@@ -99,7 +102,7 @@ func (r *Rig) transport(mode string) (loadgen.Transport, error) {
 // genConfig is the generator's view of the rig for mode.
 func genConfig(o ScenarioOptions, pid int) loadgen.Config {
 	c := loadgen.Config{Clients: o.Clients, Pop: o.Pop, Server: netip.MustParseAddr(ServerAddr), LeaseTime: time.Hour,
-		ServerPID: pid, Progress: o.Progress, Senders: o.Senders}
+		ServerPID: pid, Progress: o.Progress, Senders: o.Senders, Scattered: o.Scattered}
 	if o.Mode == "l2" {
 		// The B flag makes every server broadcast OFFER and ACK, so that a
 		// server on UDP sockets (Kea's default) can answer a client with no

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"time"
@@ -66,6 +67,14 @@ type Config struct {
 	// Only the layer 2 transport receives FORCERENEWs: they are unicast
 	// to the client's address, which nothing routes back to a relay.
 	ForceRenew bool
+	// Scattered renews and releases the bound clients in a random order
+	// (the same one each run) instead of the order they were bound in.
+	// Addresses come from a fresh pool in order, so renewals in bound
+	// order arrive in address order, and a store that keeps leases in a
+	// tree by address writes one page for many of them; scattered, each
+	// renewal dirties a page of its own, as an ISP's renewals do once
+	// their timing has spread over the lease time.
+	Scattered bool
 }
 
 // Phase is one measured run.
@@ -104,6 +113,9 @@ type Result struct {
 	CPUPerMillion     float64 `json:"server-cpu-seconds-per-million"`
 	Softirq           float64 `json:"softirq-cpu-seconds"`
 	SoftirqPerMillion float64 `json:"softirq-cpu-seconds-per-million"`
+	// Scattered says the clients renewed and released in a random order
+	// (Config.Scattered), not in the order they were bound.
+	Scattered bool `json:"scattered,omitempty"`
 }
 
 // Client states.
@@ -160,12 +172,15 @@ type Gen struct {
 	inFlight int
 	c        counts
 	cursor   [opKinds]int
-	seqGen   uint8
-	opCount  int
-	keys     []keyState // per client, with Config.ForceRenew only
-	redo     []int32    // moved clients whose DORA timed out, to DISCOVER again
-	redoReq  []int32    // forced REQUESTs that timed out, to send again
-	frs      ForceRenewStats
+	// order, with Config.Scattered, maps a renewal's or release's cursor
+	// to a client: a permutation of the clients.
+	order   []int32
+	seqGen  uint8
+	opCount int
+	keys    []keyState // per client, with Config.ForceRenew only
+	redo    []int32    // moved clients whose DORA timed out, to DISCOVER again
+	redoReq []int32    // forced REQUESTs that timed out, to send again
+	frs     ForceRenewStats
 
 	stop chan struct{}
 	done chan struct{}
@@ -189,6 +204,16 @@ func New(cfg Config, tr Transport) (*Gen, error) {
 		byIP: make(map[netip.Addr]int32, cfg.Clients), stop: make(chan struct{}), done: make(chan struct{})}
 	if cfg.ForceRenew {
 		g.keys = make([]keyState, cfg.Clients)
+	}
+	if cfg.Scattered {
+		// A fixed seed: every run, and every server in it, is offered
+		// the same order.
+		r := rand.New(rand.NewPCG(1, 2))
+		g.order = make([]int32, cfg.Clients)
+		for i := range g.order {
+			g.order[i] = int32(i)
+		}
+		r.Shuffle(len(g.order), func(i, j int) { g.order[i], g.order[j] = g.order[j], g.order[i] })
 	}
 	if o, ok := tr.(addressOwner); ok {
 		o.setOwner(g.owner)
@@ -328,7 +353,7 @@ func (g *Gen) Run(ctx context.Context, p Phase) (Result, error) {
 	g.mu.Unlock()
 	r := Result{Scenario: p.Scenario, Mode: g.tr.Name(), Clients: len(g.clients), TargetRate: p.Rate, Seconds: elapsed,
 		PacketsSent: c.packets, Wrong: c.wrong, NAKs: c.naks, Late: c.late, Starved: c.starved, Released: c.released,
-		P50: us(c.lat.Quantile(0.5)), P99: us(c.lat.Quantile(0.99)), P999: us(c.lat.Quantile(0.999))}
+		P50: us(c.lat.Quantile(0.5)), P99: us(c.lat.Quantile(0.99)), P999: us(c.lat.Quantile(0.999)), Scattered: g.order != nil}
 	for k := range opKinds {
 		r.Started += c.started[k]
 		r.Answered += c.answered[k]
@@ -509,6 +534,11 @@ func (g *Gen) next(op uint8, states ...uint8) (int, bool) {
 	for range min(n, 512) {
 		j := g.cursor[op]
 		g.cursor[op] = (j + 1) % n
+		if g.order != nil && op != opDORA {
+			// A DORA keeps the clients' order: the pool's addresses go
+			// out in it, and the renewals' order is what scatters them.
+			j = int(g.order[j])
+		}
 		for _, s := range states {
 			if g.clients[j].state == s {
 				return j, true

@@ -359,3 +359,50 @@ func TestDuplicateAddressIsWrong(t *testing.T) {
 		t.Fatal("run did not drain: an exchange was lost track of")
 	}
 }
+
+// Scattered renewals visit every bound client once a round, in an order
+// that is not the addresses' (the fake, like a fresh pool, hands them out
+// in the order the clients were bound); without it they come in address
+// order. A store keeping leases by address sees the difference.
+func TestScatteredRenewalOrder(t *testing.T) {
+	for _, scattered := range []bool{false, true} {
+		t.Run(fmt.Sprint("scattered=", scattered), func(t *testing.T) {
+			const clients = 400
+			g, err := New(Config{Clients: clients, Pop: Population{ClientIDs: true, Opt82: true}, Server: netip.MustParseAddr("10.64.0.1"),
+				GIAddr: netip.MustParseAddr("10.80.0.1"), LeaseTime: time.Hour, Timeout: 200 * time.Millisecond, Scattered: scattered}, newFake())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(g.Close)
+			if n, err := g.Acquire(context.Background(), clients); err != nil || n != clients {
+				t.Fatalf("acquired %d of %d: %v", n, clients, err)
+			}
+			seen := map[int]bool{}
+			descents := 0
+			var last netip.Addr
+			g.mu.Lock()
+			for range clients {
+				j, ok := g.next(opRenew, bound)
+				if !ok {
+					g.mu.Unlock()
+					t.Fatal("no bound client")
+				}
+				seen[j] = true
+				ip := g.clients[j].ip
+				if last.IsValid() && ip.Less(last) {
+					descents++
+				}
+				last = ip
+			}
+			g.mu.Unlock()
+			if len(seen) != clients {
+				t.Fatalf("%d distinct clients in a round of %d", len(seen), clients)
+			}
+			// In address order one descent at most (where the round
+			// wraps); a random order has about half.
+			if scattered && descents < clients/4 || !scattered && descents > 1 {
+				t.Fatalf("%d descents in address order over %d renewals", descents, clients)
+			}
+		})
+	}
+}

@@ -43,6 +43,10 @@ func TestHelpAndVersion(t *testing.T) {
 	if strings.Contains(out.String(), "xdhcp-bench run ") {
 		t.Errorf("cost --help printed other commands: %q", out.String())
 	}
+	errb.Reset()
+	if code := run([]string{"overload", "--xdhcpd", "/nonexistent", "--order", "sorted"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--order") {
+		t.Errorf("a bad --order: exit %d, stderr %q; want 2 naming the flag", code, errb.String())
+	}
 	if code := run([]string{"no-such-command", "--xdhcpd", "/nonexistent"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "unknown command") {
 		t.Errorf("unknown command: exit %d, stderr %q; want 2 naming it", code, errb.String())
 	}

@@ -35,7 +35,7 @@ const usage = `usage:
   xdhcp-bench renew --xdhcpd PATH [--quick] [--out DIR]     renewals/s with XDP native, generic and off, Kea, dhcpd; XDP cost per packet
   xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--scenarios renew-relay,...] [--out DIR]   every scenario and mode against every server
   xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
-                  [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--sender sockets|xdp] [--injection live-frames|test-runs]
+                  [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--sender sockets|xdp] [--injection live-frames|test-runs] [--order bound|scattered]
                   [--profile DIR [--profile-seconds N]] [--out DIR]   (--profile: xdhcpd's CPU profile of the phase, a 3 s execution trace, allocs at its start and end)
   xdhcp-bench cost [--quick] [--compare OBJ] [--runs N] [--rounds N] [--out DIR]
                   the XDP program's cost per renewal (BPF_PROG_TEST_RUN), as a multiple of a program that
@@ -56,7 +56,7 @@ const usage = `usage:
                   a balanced xdhcpd pair, the secondary killed with -9: seconds until the survivor is
                   communications-interrupted and partner-down, binds new clients of both halves, and until the
                   restarted secondary and it are NORMAL again
-  xdhcp-bench overload --xdhcpd PATH [--scenario renew|dora] [--clients 10000] [--step 5s] [--quick] [--out DIR]
+  xdhcp-bench overload --xdhcpd PATH [--scenario renew|dora] [--clients 10000] [--step 5s] [--order bound|scattered] [--quick] [--out DIR]
                   the slow path (fast path off) offered 50% to 150% of its ceiling, with its bounds on a request's
                   wait and without: answered/s, goodput, loss, p50 and p99 latency, side by side
   xdhcp-bench flood --xdhcpd PATH [--rate 200000] [--duration 30s] [--clients 5000] [--servers xdhcpd,xdhcpd-xdp-native,kea] [--sender xdp|sockets] [--quick] [--out DIR]
@@ -203,6 +203,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fractions := fs.String("fractions", "", "overload: shares of the ceiling to offer, comma-separated (default 0.5,1,1.2,1.5; 1,1.2,1.5 with --quick)")
 	queueTarget := fs.String("queue-target", "", "overload: the bounded server's server.queue-target (default: the daemon's)")
 	ceiling := fs.Float64("ceiling", 0, "overload: the slow path's ceiling per second, taken as given instead of searched for")
+	renewOrder := fs.String("order", "bound", "run, overload: renewals in the order the clients were bound (bound: the addresses' order, a few pages of the lease tree per commit) or in a random order (scattered: a page per renewal, as an ISP's spread-out renewals)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -216,6 +217,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *sender != "" && *sender != bench.SenderSockets && *sender != bench.SenderXDP {
 		fmt.Fprintf(stderr, "xdhcp-bench: --sender %q: want sockets or xdp\n", *sender)
+		return 2
+	}
+	if *renewOrder != "bound" && *renewOrder != "scattered" {
+		fmt.Fprintf(stderr, "xdhcp-bench: --order %q: want bound or scattered\n", *renewOrder)
 		return 2
 	}
 	if *injection != "" && *injection != bench.InjectLive && *injection != bench.InjectTestRuns {
@@ -448,7 +453,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			o := bench.ScenarioOptions{Scenario: *scenario, Mode: *mode, Clients: genClients, Pop: pop, MaxLoss: *maxLoss,
 				StartRate: 1000, Rate: *rate, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: *sender, Injection: *injection,
-				ProfileDir: *profile, ProfileSeconds: *profileSecs}
+				ProfileDir: *profile, ProfileSeconds: *profileSecs, Scattered: *renewOrder == "scattered"}
 			if *step == 0 && *maxLoss == 0 {
 				o.Step = 10 * time.Second
 			}
@@ -684,8 +689,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if *servers != "" {
 			list = strings.Split(*servers, ",")
 		}
-		fmt.Fprintf(stdout, "overload, %s, %d clients, %s steps...\n", sc, n, d)
-		ov := rig.Overload(ctx, bench.OverloadOptions{Bin: *bin, Scenario: sc, Clients: n, Step: d, Fractions: fr, Ceiling: *ceiling, Servers: list, QueueTarget: *queueTarget,
+		fmt.Fprintf(stdout, "overload, %s, %d clients, %s steps, %s order...\n", sc, n, d, *renewOrder)
+		ov := rig.Overload(ctx, bench.OverloadOptions{Bin: *bin, Scenario: sc, Clients: n, Step: d, Fractions: fr, Ceiling: *ceiling, Servers: list, QueueTarget: *queueTarget, Scattered: *renewOrder == "scattered",
 			Log: func(format string, args ...any) { fmt.Fprintf(stdout, format, args...) }})
 		rep.Overload = &ov
 		if ov.Err != "" {
