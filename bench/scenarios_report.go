@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/xdhcp/xdhcp/bench/loadgen"
 )
 
 // group is the results of one scenario in one mode from one sender, in
@@ -91,6 +93,9 @@ func (rep *Report) scenarioTables(b *strings.Builder) {
 		if _, ok := rate[keaRows[1]]; ok {
 			b.WriteString("\n" + keaMTNote + "\n")
 		}
+		if g.scenario == loadgen.Renew && g.sender != SenderXDP {
+			b.WriteString("\n" + renewOrderNote(g.results) + "\n")
+		}
 		for _, r := range g.results {
 			if r.Server == "dhcpd-16k-pool" {
 				b.WriteString("\ndhcpd runs with 16k-address pools here (its cost per lease grows with the pool's size; see the DORA section).\n")
@@ -102,6 +107,17 @@ func (rep *Report) scenarioTables(b *strings.Builder) {
 	if len(rep.Scenarios) > 0 {
 		b.WriteString("\nCPU: the server process's user+system time from /proc; XDP runs in softirq context, which is counted for the whole machine (the generator's own receive path included), so the fair comparison of total cost is the sum of the two columns.\n")
 	}
+}
+
+// renewOrderNote says in which order the clients renewed: it decides
+// what xdhcpd's slow path writes per commit (one page of its lease tree
+// for many address-ordered renewals, one for each scattered renewal),
+// while Kea's memfile appends every renewal whatever its address.
+func renewOrderNote(rs []ScenarioResult) string {
+	if len(rs) > 0 && rs[0].Best.Scattered {
+		return "The clients renewed in a random order (`--order scattered`): each of xdhcpd's slow-path renewals writes a page of the lease tree of its own, as an ISP's spread-out renewals do; Kea's memfile appends every renewal whatever its address."
+	}
+	return "The clients renewed in the order they were bound, the addresses' order (`--order bound`): xdhcpd's slow path writes one page of its lease tree for many of them, which spread-out renewals do not give it (`--order scattered`); Kea's memfile appends every renewal whatever its address."
 }
 
 // keaRows are Kea's rows: multi-threading off, then on.

@@ -88,3 +88,25 @@ func TestFasterKea(t *testing.T) {
 		}
 	}
 }
+
+// TestRenewOrderNote: a renewal table says in which order the clients
+// renewed (it decides what xdhcpd's slow path writes); a DORA table does
+// not.
+func TestRenewOrderNote(t *testing.T) {
+	for _, c := range []struct {
+		scenario  string
+		scattered bool
+		want      string
+	}{
+		{loadgen.Renew, false, "`--order bound`"},
+		{loadgen.Renew, true, "`--order scattered`):"},
+		{loadgen.DORA, false, ""},
+	} {
+		md := (&Report{Scenarios: []ScenarioResult{{Server: "xdhcpd", Scenario: c.scenario, Mode: "relay", MaxLoss: 0.001,
+			Best: loadgen.Result{Rate: 1000, Scattered: c.scattered}}}}).Markdown()
+		has := strings.Contains(md, "renewed in")
+		if c.want == "" && has || c.want != "" && !strings.Contains(md, c.want) {
+			t.Errorf("%s scattered=%v: the order note, want %q:\n%s", c.scenario, c.scattered, c.want, md)
+		}
+	}
+}

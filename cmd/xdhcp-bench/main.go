@@ -33,7 +33,7 @@ const usage = `usage:
                   time to ready, RSS, the BPF maps' memory (memlock), whether XDP answers a renewal of the last lease,
                   and a bulk leasequery (TCP, by relay-id) streaming every lease; a table and a chart against leases
   xdhcp-bench renew --xdhcpd PATH [--quick] [--out DIR]     renewals/s with XDP native, generic and off, Kea, dhcpd; XDP cost per packet
-  xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--scenarios renew-relay,...] [--out DIR]   every scenario and mode against every server
+  xdhcp-bench scenarios --xdhcpd PATH [--quick] [--servers LIST] [--scenarios renew-relay,...] [--order bound|scattered] [--out DIR]   every scenario and mode against every server
   xdhcp-bench run --xdhcpd PATH --server NAME --scenario dora|renew|mixed|release [--mode relay|l2]
                   [--clients N] [--rate R | --max-loss F] [--step D] [--opt82] [--client-ids] [--vlans 0|1|2] [--senders N] [--sender sockets|xdp] [--injection live-frames|test-runs] [--order bound|scattered]
                   [--profile DIR [--profile-seconds N]] [--out DIR]   (--profile: xdhcpd's CPU profile of the phase, a 3 s execution trace, allocs at its start and end)
@@ -203,7 +203,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fractions := fs.String("fractions", "", "overload: shares of the ceiling to offer, comma-separated (default 0.5,1,1.2,1.5; 1,1.2,1.5 with --quick)")
 	queueTarget := fs.String("queue-target", "", "overload: the bounded server's server.queue-target (default: the daemon's)")
 	ceiling := fs.Float64("ceiling", 0, "overload: the slow path's ceiling per second, taken as given instead of searched for")
-	renewOrder := fs.String("order", "bound", "run, overload: renewals in the order the clients were bound (bound: the addresses' order, a few pages of the lease tree per commit) or in a random order (scattered: a page per renewal, as an ISP's spread-out renewals)")
+	renewOrder := fs.String("order", "bound", "run, scenarios, overload: renewals in the order the clients were bound (bound: the addresses' order, a few pages of the lease tree per commit) or in a random order (scattered: a page per renewal, as an ISP's spread-out renewals)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -310,7 +310,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return err
 		}
 		o := bench.ScenarioOptions{Scenario: scen, Mode: mode, Clients: genClients, Pop: pop, MaxLoss: maxLoss,
-			StartRate: 2000, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: via, Injection: *injection}
+			StartRate: 2000, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: via, Injection: *injection,
+			Scattered: *renewOrder == "scattered"}
 		if scen == "dora" || scen == "release" {
 			o.StartRate = 500
 		}
