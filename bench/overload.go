@@ -129,13 +129,32 @@ func relayPoolSize() int {
 	return int(lease.AddrUint32(netip.MustParseAddr(poolEnd))-lease.AddrUint32(netip.MustParseAddr(poolStart))) + 1
 }
 
-// overloadSection renders the comparison.
+// overloadSection renders the comparisons: in bound order, then in a
+// random order.
 func (rep *Report) overloadSection(b *strings.Builder) {
-	ov := rep.Overload
-	if ov == nil {
-		return
+	for _, ov := range []*OverloadReport{rep.Overload, rep.OverloadScattered} {
+		if ov != nil {
+			rep.overloadOne(b, ov)
+		}
 	}
-	fmt.Fprintf(b, "\n## Overload: the slow path offered more than it answers (%s, relay, fast path off)\n\n", ov.Scenario)
+}
+
+// overloadStem is what the comparison's chart names add to the report's:
+// the two orders' charts sit side by side.
+func overloadStem(ov *OverloadReport) string {
+	if ov.Scattered {
+		return "-overload-scattered"
+	}
+	return "-overload"
+}
+
+// overloadOne renders one comparison.
+func (rep *Report) overloadOne(b *strings.Builder, ov *OverloadReport) {
+	order := ""
+	if ov.Scattered {
+		order = ", renewals in a random order"
+	}
+	fmt.Fprintf(b, "\n## Overload: the slow path offered more than it answers (%s, relay, fast path off%s)\n\n", ov.Scenario, order)
 	if ov.Err != "" {
 		fmt.Fprintf(b, "Not measured: %s\n", ov.Err)
 		return
@@ -161,5 +180,5 @@ func (rep *Report) overloadSection(b *strings.Builder) {
 		fmt.Fprintf(b, "| %s | %d (%.0f%%) | %d, %d | %.0f | %.0f%% | %.1f%% | %.0f | %.0f | %s\n", r.Server, r.Offered, 100*r.Fraction, r.Result.Clients, r.Result.Starved, r.Result.Rate,
 			100*r.Result.Rate/ov.Ceiling, 100*r.Result.Loss, r.Result.P50, r.Result.P99, inside)
 	}
-	rep.chartLinks(b, "overload "+ov.Scenario, rep.base(), "-overload-goodput.png", "-overload-p99.png")
+	rep.chartLinks(b, "overload "+ov.Scenario, rep.base()+overloadStem(ov), "-goodput.png", "-p99.png")
 }

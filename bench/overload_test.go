@@ -27,11 +27,22 @@ func TestOverloadSection(t *testing.T) {
 	if !strings.Contains(b.String(), "in the order they were bound") {
 		t.Errorf("section does not say the renewals came in bound order:\n%s", b.String())
 	}
-	rep.Overload.Scattered = true
+	// A full run's two orders: two sections, each with its own charts.
+	sc := *rep.Overload
+	sc.Scattered = true
+	rep.OverloadScattered = &sc
+	rep.name = "r"
+	rep.Charts = []string{"r-overload-goodput.png", "r-overload-p99.png", "r-overload-scattered-goodput.png", "r-overload-scattered-p99.png"}
 	b.Reset()
 	rep.overloadSection(&b)
-	if !strings.Contains(b.String(), "renewed in a random order") {
-		t.Errorf("section does not say the renewals came scattered:\n%s", b.String())
+	md := b.String()
+	if !strings.Contains(md, "renewed in a random order") || strings.Count(md, "## Overload") != 2 {
+		t.Errorf("want a section per order, the second saying the renewals came scattered:\n%s", md)
+	}
+	for _, c := range rep.Charts {
+		if strings.Count(md, "("+c+")") != 1 {
+			t.Errorf("chart %s linked %d times, want once:\n%s", c, strings.Count(md, "("+c+")"), md)
+		}
 	}
 }
 

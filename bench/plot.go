@@ -309,7 +309,11 @@ func overloadCharts(dir, base string, o *OverloadReport) ([]string, error) {
 	for _, n := range order {
 		gs, ls = append(gs, *good[n]), append(ls, *lat[n])
 	}
-	p, err := latencyPlot(fmt.Sprintf("overload, %s: answered/s against offered (ceiling %.0f/s)", o.Scenario, o.Ceiling), "offered, % of the ceiling", gs)
+	name := o.Scenario
+	if o.Scattered {
+		name += " in a random order"
+	}
+	p, err := latencyPlot(fmt.Sprintf("overload, %s: answered/s against offered (ceiling %.0f/s)", name, o.Ceiling), "offered, % of the ceiling", gs)
 	if err != nil {
 		return nil, err
 	}
@@ -321,17 +325,18 @@ func overloadCharts(dir, base string, o *OverloadReport) ([]string, error) {
 	ceil.Color, ceil.Dashes = color.Gray{Y: 160}, []vg.Length{vg.Points(4), vg.Points(3)}
 	p.Add(ceil)
 	p.Legend.Add("the ceiling", ceil)
-	if err := save(p, dir, base+"-overload-goodput.png"); err != nil {
+	stem := base + overloadStem(o)
+	if err := save(p, dir, stem+"-goodput.png"); err != nil {
 		return nil, err
 	}
-	q, err := latencyPlot(fmt.Sprintf("overload, %s: p99 latency of answered requests", o.Scenario), "offered, % of the ceiling", ls)
+	q, err := latencyPlot(fmt.Sprintf("overload, %s: p99 latency of answered requests", name), "offered, % of the ceiling", ls)
 	if err != nil {
 		return nil, err
 	}
-	if err := save(q, dir, base+"-overload-p99.png"); err != nil {
+	if err := save(q, dir, stem+"-p99.png"); err != nil {
 		return nil, err
 	}
-	return []string{base + "-overload-goodput.png", base + "-overload-p99.png"}, nil
+	return []string{stem + "-goodput.png", stem + "-p99.png"}, nil
 }
 
 // RenderCharts draws every chart of rep into dir (files named after base)
@@ -351,8 +356,11 @@ func RenderCharts(rep *Report, dir, base string) ([]string, error) {
 		}
 		names = append(names, ns...)
 	}
-	if rep.Overload != nil {
-		ns, err := overloadCharts(dir, base, rep.Overload)
+	for _, ov := range []*OverloadReport{rep.Overload, rep.OverloadScattered} {
+		if ov == nil {
+			continue
+		}
+		ns, err := overloadCharts(dir, base, ov)
 		if err != nil {
 			return nil, err
 		}

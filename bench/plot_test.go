@@ -40,6 +40,9 @@ func chartFixture() *Report {
 			{Server: "xdhcpd", Fraction: 1.2, Offered: 60000, Result: step(60000, 47000, 0.2, 49000)},
 			{Server: "xdhcpd-unbounded-queue", Fraction: 1.2, Offered: 60000, Result: step(60000, 40000, 0.3, 270000)},
 		}},
+		OverloadScattered: &OverloadReport{Scenario: "renew", Ceiling: 30000, Scattered: true, Rows: []OverloadRow{
+			{Server: "xdhcpd", Fraction: 1.2, Offered: 36000, Result: step(36000, 36000, 0, 190000)},
+		}},
 	}
 }
 
@@ -54,7 +57,8 @@ func TestChartsAreDrawnAndLinked(t *testing.T) {
 	}
 	base := rep.base()
 	want := []string{base + "-dora.png", base + "-renew-relay-sweep.png", base + "-renew-relay-p99.png", base + "-renew-relay-cpu.png",
-		base + "-renew-relay-xdp-sweep.png", base + "-renew-relay-xdp-cpu.png", base + "-overload-goodput.png", base + "-overload-p99.png"}
+		base + "-renew-relay-xdp-sweep.png", base + "-renew-relay-xdp-cpu.png", base + "-overload-goodput.png", base + "-overload-p99.png",
+		base + "-overload-scattered-goodput.png", base + "-overload-scattered-p99.png"}
 	for _, n := range want {
 		if !slices.Contains(rep.Charts, n) {
 			t.Errorf("chart %s not drawn (drawn: %v)", n, rep.Charts)

@@ -48,8 +48,13 @@ type Report struct {
 	Full bool `json:"full,omitempty"`
 	// Catchup is xdhcp-bench failover-catchup's rows.
 	Catchup []CatchupRow `json:"failover-catchup,omitempty"`
-	// Overload is xdhcp-bench overload's comparison.
+	// Overload is xdhcp-bench overload's comparison (renewals in the
+	// order they were bound, unless its Scattered says otherwise: reports
+	// before OverloadScattered).
 	Overload *OverloadReport `json:"overload,omitempty"`
+	// OverloadScattered is the same comparison with renewals in a random
+	// order (--order scattered); xdhcp-bench all runs both.
+	OverloadScattered *OverloadReport `json:"overload-scattered,omitempty"`
 	// Flood is xdhcp-bench flood's comparison (issue 19).
 	Flood *FloodReport `json:"flood,omitempty"`
 	// Recovery is xdhcp-bench failover-recovery's result.
