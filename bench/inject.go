@@ -67,6 +67,9 @@ type Injector struct {
 	groOff  bool // the server veth's GRO was off and is turned back off
 	// how is InjectLive or InjectTestRuns.
 	how string
+	// scattered: the renewals go in the generator's random order
+	// (loadgen.Config.Scattered, Gen.RenewalOrder).
+	scattered bool
 }
 
 // injected is one client's renewal as the injector sends it.
@@ -138,7 +141,7 @@ func (r *Rig) newInjector(g *loadgen.Gen, cfg loadgen.Config, reflected bool, ho
 	if err != nil {
 		return nil, fmt.Errorf("injector: %w", err)
 	}
-	leases := g.Leases()
+	leases := g.RenewalOrder()
 	clients := make([]injected, len(leases))
 	for k, l := range leases {
 		id := cfg.Pop.Identity(l.Index)
@@ -152,7 +155,11 @@ func (r *Rig) newInjector(g *loadgen.Gen, cfg loadgen.Config, reflected bool, ho
 		}
 		clients[k] = injected{frame: rn.Frame(src, srvMAC), ip: l.IP, xid: rn.XID, server: cfg.Server}
 	}
-	return r.startInjector(ifindex, clients, cfg.LeaseTime, reflected, how)
+	in, err := r.startInjector(ifindex, clients, cfg.LeaseTime, reflected, how)
+	if in != nil {
+		in.scattered = cfg.Scattered
+	}
+	return in, err
 }
 
 // vethMACs is the client veth's index and MAC address and the server
@@ -321,7 +328,7 @@ func (in *Injector) Run(ctx context.Context, mode string, rate int, d time.Durat
 		terr = errors.Join(terr, fmt.Errorf("reading the sender's progress: %w", serr))
 	}
 	n := int64(st.Sent)
-	r := loadgen.Result{Scenario: loadgen.Renew, Mode: mode, Clients: in.clients, TargetRate: rate, Seconds: min(elapsed, d.Seconds()),
+	r := loadgen.Result{Scenario: loadgen.Renew, Mode: mode, Clients: in.clients, TargetRate: rate, Seconds: min(elapsed, d.Seconds()), Scattered: in.scattered,
 		PacketsSent: n, Started: n, Answered: t[bpf.InjectTallyTALLY_ACK], Wrong: t[bpf.InjectTallyTALLY_WRONG],
 		NAKs: t[bpf.InjectTallyTALLY_NAK]}
 	r.Dropped = max(0, n-r.Answered-r.Wrong-r.NAKs)

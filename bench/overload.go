@@ -132,24 +132,35 @@ func relayPoolSize() int {
 // overloadSection renders the comparisons: in bound order, then in a
 // random order.
 func (rep *Report) overloadSection(b *strings.Builder) {
-	for _, ov := range []*OverloadReport{rep.Overload, rep.OverloadScattered} {
-		if ov != nil {
-			rep.overloadOne(b, ov)
-		}
+	for _, o := range rep.overloads() {
+		rep.overloadOne(b, o.report, o.stem)
 	}
 }
 
-// overloadStem is what the comparison's chart names add to the report's:
-// the two orders' charts sit side by side.
-func overloadStem(ov *OverloadReport) string {
-	if ov.Scattered {
-		return "-overload-scattered"
-	}
-	return "-overload"
+// overloadRun is one of a report's overload comparisons and what its
+// chart names add to the report's.
+type overloadRun struct {
+	report *OverloadReport
+	stem   string
 }
 
-// overloadOne renders one comparison.
-func (rep *Report) overloadOne(b *strings.Builder, ov *OverloadReport) {
+// overloads are the report's comparisons, each with its chart stem. The
+// stem goes with the field, not with the order: a report from before
+// OverloadScattered holds a random-order run in Overload, and its charts
+// keep the names its markdown links.
+func (rep *Report) overloads() []overloadRun {
+	var out []overloadRun
+	if rep.Overload != nil {
+		out = append(out, overloadRun{rep.Overload, "-overload"})
+	}
+	if rep.OverloadScattered != nil {
+		out = append(out, overloadRun{rep.OverloadScattered, "-overload-scattered"})
+	}
+	return out
+}
+
+// overloadOne renders one comparison; stem is its charts' (overloads).
+func (rep *Report) overloadOne(b *strings.Builder, ov *OverloadReport, stem string) {
 	order := ""
 	if ov.Scattered {
 		order = ", renewals in a random order"
@@ -180,5 +191,5 @@ func (rep *Report) overloadOne(b *strings.Builder, ov *OverloadReport) {
 		fmt.Fprintf(b, "| %s | %d (%.0f%%) | %d, %d | %.0f | %.0f%% | %.1f%% | %.0f | %.0f | %s\n", r.Server, r.Offered, 100*r.Fraction, r.Result.Clients, r.Result.Starved, r.Result.Rate,
 			100*r.Result.Rate/ov.Ceiling, 100*r.Result.Loss, r.Result.P50, r.Result.P99, inside)
 	}
-	rep.chartLinks(b, "overload "+ov.Scenario, rep.base()+overloadStem(ov), "-goodput.png", "-p99.png")
+	rep.chartLinks(b, "overload "+ov.Scenario, rep.base()+stem, "-goodput.png", "-p99.png")
 }

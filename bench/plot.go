@@ -286,8 +286,9 @@ func doraChart(dir, base string, rs []ServerResult) (string, error) {
 }
 
 // overloadCharts draws the overload comparison: goodput and p99 latency
-// against the offered share of the ceiling, per server.
-func overloadCharts(dir, base string, o *OverloadReport) ([]string, error) {
+// against the offered share of the ceiling, per server, into files named
+// stem-goodput.png and stem-p99.png.
+func overloadCharts(dir, stem string, o *OverloadReport) ([]string, error) {
 	good, lat := map[string]*series{}, map[string]*series{}
 	var order []string
 	for _, r := range o.Rows {
@@ -325,7 +326,6 @@ func overloadCharts(dir, base string, o *OverloadReport) ([]string, error) {
 	ceil.Color, ceil.Dashes = color.Gray{Y: 160}, []vg.Length{vg.Points(4), vg.Points(3)}
 	p.Add(ceil)
 	p.Legend.Add("the ceiling", ceil)
-	stem := base + overloadStem(o)
 	if err := save(p, dir, stem+"-goodput.png"); err != nil {
 		return nil, err
 	}
@@ -356,11 +356,8 @@ func RenderCharts(rep *Report, dir, base string) ([]string, error) {
 		}
 		names = append(names, ns...)
 	}
-	for _, ov := range []*OverloadReport{rep.Overload, rep.OverloadScattered} {
-		if ov == nil {
-			continue
-		}
-		ns, err := overloadCharts(dir, base, ov)
+	for _, o := range rep.overloads() {
+		ns, err := overloadCharts(dir, base+o.stem, o.report)
 		if err != nil {
 			return nil, err
 		}

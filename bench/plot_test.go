@@ -120,3 +120,20 @@ func TestShortTicks(t *testing.T) {
 		}
 	}
 }
+
+// TestOldReportKeepsItsOverloadChartNames: a report from before
+// OverloadScattered holds its random-order run in Overload; drawn again
+// (xdhcp-bench charts --from), its charts keep the names its markdown
+// links.
+func TestOldReportKeepsItsOverloadChartNames(t *testing.T) {
+	rep := &Report{Overload: &OverloadReport{Scenario: "renew", Ceiling: 30000, Scattered: true, Rows: []OverloadRow{
+		{Server: "xdhcpd", Fraction: 1.2, Offered: 36000, Result: loadgen.Result{TargetRate: 36000, Rate: 36000, P99: 190000}},
+	}}}
+	names, err := RenderCharts(rep, t.TempDir(), "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"r-overload-goodput.png", "r-overload-p99.png"}; !slices.Equal(names, want) {
+		t.Fatalf("charts %v, want %v", names, want)
+	}
+}

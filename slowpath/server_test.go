@@ -734,3 +734,23 @@ func TestLeaseOutsideEverySubnetExpires(t *testing.T) {
 		})
 	}
 }
+
+// A lease that had already ended (released here) when a restart dropped
+// its subnet becomes FREE at the first sweep, as it would in one.
+func TestEndedLeaseOutsideEverySubnetBecomesFree(t *testing.T) {
+	f := newFixture(t)
+	ip := f.dora(mac(1)).YourIPAddr
+	a := addrOf(ip)
+	f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(ip)), srvAddr)
+	if l := f.store.leases[a]; l.State != lease.Released {
+		t.Fatalf("after the RELEASE: %v", l.State)
+	}
+	f.config = func(c *Config) {
+		c.Subnets = slices.DeleteFunc(c.Subnets, func(sn *Subnet) bool { return sn.Prefix.Contains(a) })
+	}
+	f.srv = f.build()
+	f.srv.Sweep()
+	if l := f.store.leases[a]; l.State != lease.Free {
+		t.Fatalf("a sweep after a restart without its subnet: %v, want FREE", l.State)
+	}
+}

@@ -259,6 +259,27 @@ func (g *Gen) Leases() []Lease {
 	return out
 }
 
+// RenewalOrder lists the bound clients in the order renewals visit them:
+// Leases, or with Config.Scattered in its random order (the kernel sender
+// offers them in this order).
+func (g *Gen) RenewalOrder() []Lease {
+	ls := g.Leases()
+	if g.order == nil {
+		return ls
+	}
+	byIndex := make(map[int]Lease, len(ls))
+	for _, l := range ls {
+		byIndex[l.Index] = l
+	}
+	out := ls[:0]
+	for _, i := range g.order {
+		if l, ok := byIndex[int(i)]; ok {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // Bound is how many clients hold a lease.
 func (g *Gen) Bound() int {
 	g.mu.Lock()
@@ -353,7 +374,7 @@ func (g *Gen) Run(ctx context.Context, p Phase) (Result, error) {
 	g.mu.Unlock()
 	r := Result{Scenario: p.Scenario, Mode: g.tr.Name(), Clients: len(g.clients), TargetRate: p.Rate, Seconds: elapsed,
 		PacketsSent: c.packets, Wrong: c.wrong, NAKs: c.naks, Late: c.late, Starved: c.starved, Released: c.released,
-		P50: us(c.lat.Quantile(0.5)), P99: us(c.lat.Quantile(0.99)), P999: us(c.lat.Quantile(0.999)), Scattered: g.order != nil}
+		P50: us(c.lat.Quantile(0.5)), P99: us(c.lat.Quantile(0.99)), P999: us(c.lat.Quantile(0.999)), Scattered: g.order != nil && p.Scenario != DORA}
 	for k := range opKinds {
 		r.Started += c.started[k]
 		r.Answered += c.answered[k]

@@ -403,6 +403,20 @@ func TestScatteredRenewalOrder(t *testing.T) {
 			if scattered && descents < clients/4 || !scattered && descents > 1 {
 				t.Fatalf("%d descents in address order over %d renewals", descents, clients)
 			}
+			// The kernel sender's order (RenewalOrder) is the same one.
+			ro := g.RenewalOrder()
+			if len(ro) != clients {
+				t.Fatalf("RenewalOrder lists %d of %d bound clients", len(ro), clients)
+			}
+			descents = 0
+			for i := 1; i < len(ro); i++ {
+				if ro[i].IP.Less(ro[i-1].IP) {
+					descents++
+				}
+			}
+			if scattered && descents < clients/4 || !scattered && descents > 0 {
+				t.Fatalf("RenewalOrder: %d descents in address order over %d clients", descents, clients)
+			}
 		})
 	}
 }

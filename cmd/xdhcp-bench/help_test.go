@@ -47,6 +47,10 @@ func TestHelpAndVersion(t *testing.T) {
 	if code := run([]string{"overload", "--xdhcpd", "/nonexistent", "--order", "sorted"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--order") {
 		t.Errorf("a bad --order: exit %d, stderr %q; want 2 naming the flag", code, errb.String())
 	}
+	errb.Reset()
+	if code := run([]string{"overload", "--xdhcpd", "/nonexistent", "--scenario", "dora", "--order", "scattered"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--order scattered") {
+		t.Errorf("--order scattered for DORA: exit %d, stderr %q; want 2 saying why", code, errb.String())
+	}
 	if code := run([]string{"no-such-command", "--xdhcpd", "/nonexistent"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "unknown command") {
 		t.Errorf("unknown command: exit %d, stderr %q; want 2 naming it", code, errb.String())
 	}
