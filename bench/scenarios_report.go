@@ -93,7 +93,7 @@ func (rep *Report) scenarioTables(b *strings.Builder) {
 		if _, ok := rate[keaRows[1]]; ok {
 			b.WriteString("\n" + keaMTNote + "\n")
 		}
-		if g.scenario == loadgen.Renew && g.sender != SenderXDP {
+		if g.scenario == loadgen.Renew {
 			b.WriteString("\n" + renewOrderNote(g.results) + "\n")
 		}
 		for _, r := range g.results {
@@ -114,7 +114,7 @@ func (rep *Report) scenarioTables(b *strings.Builder) {
 // for many address-ordered renewals, one for each scattered renewal),
 // while Kea's memfile appends every renewal whatever its address.
 func renewOrderNote(rs []ScenarioResult) string {
-	if len(rs) > 0 && rs[0].Best.Scattered {
+	if slices.ContainsFunc(rs, func(r ScenarioResult) bool { return r.Best.Scattered || r.OpenLoop != nil && r.OpenLoop.Scattered }) {
 		return "The clients renewed in a random order (`--order scattered`): each of xdhcpd's slow-path renewals writes a page of the lease tree of its own, as an ISP's spread-out renewals do; Kea's memfile appends every renewal whatever its address."
 	}
 	return "The clients renewed in the order they were bound, the addresses' order (`--order bound`): xdhcpd's slow path writes one page of its lease tree for many of them, which spread-out renewals do not give it (`--order scattered`); Kea's memfile appends every renewal whatever its address."
