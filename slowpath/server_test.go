@@ -718,20 +718,21 @@ func TestLeaseOutsideEverySubnetExpires(t *testing.T) {
 			f.srv.rebuildExpiryLocked()
 			f.srv.mu.Unlock()
 			f.now = f.now.Add(time.Hour - time.Minute - time.Second)
-			f.srv.Sweep()
-			if l := f.store.leases[a]; l.State != lease.Active {
-				t.Fatalf("before its expiry: %v", l.State)
-			}
+			f.sweepWants(a, lease.Active, "before its expiry")
 			f.now = f.now.Add(2 * time.Second)
-			f.srv.Sweep()
-			if l := f.store.leases[a]; l.State != lease.Expired {
-				t.Fatalf("past its expiry: %v, want EXPIRED", l.State)
-			}
-			f.srv.Sweep()
-			if l := f.store.leases[a]; l.State != lease.Free {
-				t.Fatalf("a sweep after it expired: %v, want FREE", l.State)
-			}
+			f.sweepWants(a, lease.Expired, "past its expiry")
+			f.sweepWants(a, lease.Free, "a sweep after it expired")
 		})
+	}
+}
+
+// sweepWants runs a sweep and requires a's record to be in state want
+// after it.
+func (f *fixture) sweepWants(a netip.Addr, want lease.State, when string) {
+	f.t.Helper()
+	f.srv.Sweep()
+	if l := f.store.leases[a]; l.State != want {
+		f.t.Fatalf("%s: %v, want %v", when, l.State, want)
 	}
 }
 
@@ -749,8 +750,5 @@ func TestEndedLeaseOutsideEverySubnetBecomesFree(t *testing.T) {
 		c.Subnets = slices.DeleteFunc(c.Subnets, func(sn *Subnet) bool { return sn.Prefix.Contains(a) })
 	}
 	f.srv = f.build()
-	f.srv.Sweep()
-	if l := f.store.leases[a]; l.State != lease.Free {
-		t.Fatalf("a sweep after a restart without its subnet: %v, want FREE", l.State)
-	}
+	f.sweepWants(a, lease.Free, "a sweep after a restart without its subnet")
 }
