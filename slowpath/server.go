@@ -595,19 +595,18 @@ func (s *Server) rebuildPoolsLocked() {
 	now := s.now()
 	s.leases.Range(nil, func(l *lease.Lease) bool {
 		ip := l.IP
+		// A binding ends at its expiry, and an ended one becomes FREE,
+		// whether or not a subnet still holds the address (a reload, or
+		// a restart with another configuration, may have removed it).
+		switch {
+		case l.State == lease.Active || l.State == lease.Abandoned:
+			s.expiry.add(ip, l.Expiry, l.StateAt)
+		case l.State.Ending():
+			s.toFree = append(s.toFree, ip)
+		}
 		sn := s.subs.forAddr(ip)
 		if sn == nil {
-			// Its subnet is gone (a reload, or a restart with another
-			// configuration): no pool holds the address, but the
-			// binding still ends at its expiry, and an ended one still
-			// becomes FREE.
-			switch {
-			case l.State == lease.Active || l.State == lease.Abandoned:
-				s.expiry.add(ip, l.Expiry, l.StateAt)
-			case l.State.Ending():
-				s.toFree = append(s.toFree, ip)
-			}
-			return true
+			return true // no pool holds the address
 		}
 		s.countLocked(sn, l.State, 1)
 		// A record decides, not the owner's default (an independent
@@ -617,18 +616,11 @@ func (s *Server) rebuildPoolsLocked() {
 			sn.set.Take(ip)
 			if l.State == lease.Backup {
 				freed = append(freed, freedOf(l)) // into the BACKUP set, below
-				return true
-			}
-			if l.State == lease.Active || l.State == lease.Abandoned {
-				s.expiry.add(ip, l.Expiry, l.StateAt)
 			}
 			return true
 		}
 		if _, reserved := sn.ReservedIP[ip]; !reserved {
 			freed = append(freed, freedOf(l))
-		}
-		if l.State.Ending() {
-			s.toFree = append(s.toFree, ip)
 		}
 		return true
 	})

@@ -247,34 +247,26 @@ type Lease struct {
 }
 
 // Leases lists the bound clients in index order.
-func (g *Gen) Leases() []Lease {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	out := make([]Lease, 0, len(g.byIP))
-	for i, c := range g.clients {
-		if c.ip.IsValid() && (c.state == bound || c.state == renewing) {
-			out = append(out, Lease{Index: i, IP: c.ip})
-		}
-	}
-	return out
-}
+func (g *Gen) Leases() []Lease { return g.leases(nil) }
 
 // RenewalOrder lists the bound clients in the order renewals visit them:
 // Leases, or with Config.Scattered in its random order (the kernel sender
 // offers them in this order).
-func (g *Gen) RenewalOrder() []Lease {
-	ls := g.Leases()
-	if g.order == nil {
-		return ls
-	}
-	byIndex := make(map[int]Lease, len(ls))
-	for _, l := range ls {
-		byIndex[l.Index] = l
-	}
-	out := ls[:0]
-	for _, i := range g.order {
-		if l, ok := byIndex[int(i)]; ok {
-			out = append(out, l)
+func (g *Gen) RenewalOrder() []Lease { return g.leases(g.order) }
+
+// leases lists the bound clients in order, a permutation of the clients'
+// indexes, or by index when it is nil. (order is set once, by New.)
+func (g *Gen) leases(order []int32) []Lease {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]Lease, 0, len(g.byIP))
+	for k := range g.clients {
+		i := k
+		if order != nil {
+			i = int(order[k])
+		}
+		if c := &g.clients[i]; c.ip.IsValid() && (c.state == bound || c.state == renewing) {
+			out = append(out, Lease{Index: i, IP: c.ip})
 		}
 	}
 	return out

@@ -224,7 +224,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "xdhcp-bench: --order %q: want bound or scattered\n", *renewOrder)
 		return 2
 	}
-	if *renewOrder == "scattered" && *scenario == "dora" {
+	scattered := *renewOrder == "scattered"
+	if scattered && *scenario == "dora" {
 		fmt.Fprintln(stderr, "xdhcp-bench: --order scattered orders renewals and releases; a DORA takes the address the pool hands out")
 		return 2
 	}
@@ -316,7 +317,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		o := bench.ScenarioOptions{Scenario: scen, Mode: mode, Clients: genClients, Pop: pop, MaxLoss: maxLoss,
 			StartRate: 2000, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: via, Injection: *injection,
-			Scattered: *renewOrder == "scattered"}
+			Scattered: scattered}
 		if scen == "dora" || scen == "release" {
 			o.StartRate = 500
 		}
@@ -459,7 +460,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			o := bench.ScenarioOptions{Scenario: *scenario, Mode: *mode, Clients: genClients, Pop: pop, MaxLoss: *maxLoss,
 				StartRate: 1000, Rate: *rate, Step: genStep, Log: stdout, Progress: progress(stdout), Senders: *senders, Sender: *sender, Injection: *injection,
-				ProfileDir: *profile, ProfileSeconds: *profileSecs, Scattered: *renewOrder == "scattered"}
+				ProfileDir: *profile, ProfileSeconds: *profileSecs, Scattered: scattered}
 			if *step == 0 && *maxLoss == 0 {
 				o.Step = 10 * time.Second
 			}
