@@ -825,3 +825,38 @@ func fileContains(path, want string, timeout time.Duration) (string, bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestLeaseOfARemovedSubnetExpires: a reload that removes a client's
+// subnet leaves its lease to end at its expiry, as an operator who
+// renumbers expects; it stayed ACTIVE until the subnet came back.
+func TestLeaseOfARemovedSubnetExpires(t *testing.T) {
+	needTools(t, "udhcpc")
+	l := newLab(t, "12s")
+	const mac = "02:00:00:00:09:01"
+	since := time.Now()
+	c := l.client("g1", mac)
+	if out, err := c.Exec(context.Background(), "udhcpc", "-q", "-n", "-f", "-i", "g1", "-s", "/bin/true", "-t", "5", "-T", udhcpcTimeout); err != nil {
+		t.Fatalf("udhcpc: %v\n%s", err, out)
+	}
+	li := l.waitLease(mac, "active", since, 10*time.Second)
+	// The same file without the client's subnet (10.77.0.0/24, the
+	// first block).
+	cfg, _ := os.ReadFile(l.cfgPath)
+	first, second := bytes.Index(cfg, []byte("  - subnet: 10.77.0.0/24")), bytes.Index(cfg, []byte("  - subnet: 10.78.0.0/16"))
+	if first < 0 || second < first {
+		t.Fatalf("lab config without its subnets:\n%s", cfg)
+	}
+	if err := os.WriteFile(l.cfgPath, append(bytes.Clone(cfg[:first]), cfg[second:]...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.daemon.Signal(sigHUP)
+	// Expired at its expiry (12 s after the grant) and FREE a sweep
+	// later; a lease kept ACTIVE would time this out.
+	got := l.waitLease(mac, "expired|free", since, 30*time.Second)
+	if got.IP != li.IP {
+		t.Fatalf("lease %+v, want %s", got, li.IP)
+	}
+	if exp, _ := time.Parse(time.RFC3339, li.Expires); time.Now().Before(exp) {
+		t.Fatalf("%s ended at %v, before its expiry %v", li.IP, time.Now(), exp)
+	}
+}
