@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
+	"maps"
 	"net/netip"
 
 	bolt "go.etcd.io/bbolt"
@@ -56,9 +58,23 @@ func putInformed(tx *bolt.Tx, recs map[netip.Addr][]byte) error {
 	return nil
 }
 
-// InformedRecords reads every stored informed client's record.
+// InformedRecords reads every stored informed client's record: the
+// tree's, and the journal's changes not yet folded over them.
 func (s *Store) InformedRecords() (map[netip.Addr][]byte, error) {
+	// Copied before the tree is read (LoadWithLookup).
+	s.jmu.Lock()
+	pending := maps.Clone(s.ov.informed)
+	s.jmu.Unlock()
 	out := map[netip.Addr][]byte{}
+	defer func() {
+		for ip, v := range pending {
+			if v.val == nil {
+				delete(out, netip.AddrFrom4(ip))
+			} else {
+				out[netip.AddrFrom4(ip)] = bytes.Clone(v.val)
+			}
+		}
+	}()
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketInformed)
 		if b == nil {

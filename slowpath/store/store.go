@@ -1,11 +1,12 @@
 // Package store keeps leases durable in bbolt.
 //
 // Writes are group-committed: Submit queues records and returns at once; one
-// committer goroutine writes everything queued in a single transaction,
-// fsyncs, and only then calls each submitter back (from a second goroutine,
-// in commit order, while the next transaction is written). So an ACK can
-// wait for its lease to be on disk without the server waiting for each
-// fsync in turn.
+// committer goroutine appends everything queued to the journal in a single
+// transaction, fsyncs, and only then calls each submitter back (from a
+// second goroutine, in commit order, while the next transaction is
+// written). So an ACK can wait for its lease to be on disk without the
+// server waiting for each fsync in turn. A third goroutine folds the
+// journal into the lease tree (journal.go).
 package store
 
 import (
@@ -16,7 +17,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -34,10 +37,9 @@ var (
 )
 
 const (
-	// maxKeptArena bounds the record buffer the committer keeps between
-	// transactions (a full MaxBatch of 4096 records is 640 KiB).
-	maxKeptArena  = 1 << 20
-	schemaVersion = 1
+	// schemaVersion 2: the lease tree needs its journal (journal.go),
+	// which an xdhcpd of schema 1 would not read.
+	schemaVersion = 2
 	// historyCap bounds each client's history (leasequery lists them).
 	historyCap = 16
 )
@@ -55,6 +57,13 @@ type Options struct {
 	// runAll once. The daemon holds the replies they send meanwhile for
 	// one sendmmsg.
 	Callbacks func(runAll func())
+	// FoldEvery is how long the journal fills before it is folded into
+	// the lease tree (default 1s): the longer, the more renewals share a
+	// page of the tree, and the more memory holds them meanwhile.
+	FoldEvery time.Duration
+	// JournalMax is how many changes may wait to be folded before commits
+	// wait for the fold (default 262144, some 60 MiB).
+	JournalMax int
 }
 
 // Stats describe the committer's work so far.
@@ -63,6 +72,16 @@ type Stats struct {
 	Leases    uint64 `json:"leases"`
 	LastBatch int    `json:"last-batch"`
 	Errors    uint64 `json:"errors"`
+	// Folds counts the journal's generations written into the lease
+	// tree, FoldedLeases the leases they wrote (each address once per
+	// fold), FoldErrors the folds that failed (they are tried again).
+	Folds        uint64 `json:"folds"`
+	FoldedLeases uint64 `json:"folded-leases"`
+	FoldErrors   uint64 `json:"fold-errors"`
+	// LastFold is how long the last fold took; Unfolded is how many
+	// journal entries wait to be folded.
+	LastFold time.Duration `json:"last-fold-ns"`
+	Unfolded int           `json:"unfolded"`
 }
 
 type job struct {
@@ -75,9 +94,10 @@ type job struct {
 	done     func(error)
 }
 
-// Store is the lease database.
+// Store is the lease database: the lease tree (db) and its journal (jdb).
 type Store struct {
 	db  *bolt.DB
+	jdb *bolt.DB
 	opt Options
 	log *slog.Logger
 	mu  sync.Mutex
@@ -87,27 +107,48 @@ type Store struct {
 	spare [][]job
 	wake  chan struct{}
 	st    Stats
-	// moves are history entries (Moved) waiting for the next transaction.
-	moves []move
+	// moves are history entries (Moved) waiting for the next fold, and
+	// folding those the fold in progress writes; moveSeq numbers them.
+	moves, folding []move
+	moveSeq        uint64
 	// closed is set once Run has returned; later submissions fail at once.
 	closed bool
-	// arena is the last transaction's record buffer, kept for the next
-	// (only the committer uses it).
-	arena []byte
 	// releaseEvery is loadReleaseEvery (tests make it smaller).
 	releaseEvery int
+
+	// jmu guards ov; jcond is signalled when a commit or a fold ends.
+	jmu   sync.Mutex
+	jcond *sync.Cond
+	ov    overlay
+	// foldNow asks the folder to fold before its next tick.
+	foldNow chan struct{}
+	// jgen and jseq are the journal generation the committer last
+	// appended to and its last entry's number (only the committer uses
+	// them).
+	jgen, jseq uint64
+	// foldOff stops the folder from folding (tests of what a crash
+	// leaves in the journal).
+	foldOff atomic.Bool
 }
 
 // move is a client's change of address, for its history.
 type move struct {
 	key      string
 	to, from [4]byte
+	seq      uint64
 }
 
-// Open opens (creating if needed) the database at path.
+// Open opens (creating if needed) the database at path and its journal
+// at path.journal, and folds into the database whatever the journal holds.
 func Open(path string, opt Options) (*Store, error) {
 	if opt.MaxBatch <= 0 {
 		opt.MaxBatch = 4096
+	}
+	if opt.FoldEvery <= 0 {
+		opt.FoldEvery = defaultFoldEvery
+	}
+	if opt.JournalMax <= 0 {
+		opt.JournalMax = defaultJournalMax
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
@@ -127,19 +168,46 @@ func Open(path string, opt Options) (*Store, error) {
 			if len(v) != 4 || binary.BigEndian.Uint32(v) > schemaVersion {
 				return fmt.Errorf("lease database %s has schema %x, newer than this xdhcpd understands (%d)", path, v, schemaVersion)
 			}
-			return nil
+			if binary.BigEndian.Uint32(v) == schemaVersion {
+				return nil
+			}
 		}
+		// Schema 1 had no journal: it becomes 2, which an older xdhcpd
+		// refuses rather than read a tree without its journal.
 		return m.Put(keySchema, binary.BigEndian.AppendUint32(nil, schemaVersion))
 	})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("initialising lease database %s: %w", path, err)
 	}
-	return &Store{db: db, opt: opt, log: opt.Logger, wake: make(chan struct{}, 1), releaseEvery: loadReleaseEvery}, nil
+	jpath := path + ".journal"
+	jdb, err := bolt.Open(jpath, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening lease journal %s: %w", jpath, err)
+	}
+	folded, err := replayJournal(db, jdb)
+	var movesFolded uint64
+	if err == nil {
+		err = db.View(func(tx *bolt.Tx) (err error) {
+			movesFolded, err = metaUint64(tx, keyMovesFolded)
+			return err
+		})
+	}
+	if err != nil {
+		jdb.Close()
+		db.Close()
+		return nil, fmt.Errorf("folding lease journal %s into %s: %w", jpath, path, err)
+	}
+	s := &Store{db: db, jdb: jdb, opt: opt, log: opt.Logger, wake: make(chan struct{}, 1), releaseEvery: loadReleaseEvery,
+		ov: newOverlay(folded), moveSeq: movesFolded, foldNow: make(chan struct{}, 1)}
+	s.jcond = sync.NewCond(&s.jmu)
+	return s, nil
 }
 
-// Close closes the database. Call it after Run has returned.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the database and its journal. Call it after Run has
+// returned.
+func (s *Store) Close() error { return errors.Join(s.jdb.Close(), s.db.Close()) }
 
 // Submit queues records for writing and returns at once. done (which may be
 // nil) is called once they are on disk, or with the error that kept them off
@@ -201,6 +269,12 @@ func (s *Store) PutMeta(ctx context.Context, key string, val []byte) error {
 
 // GetMeta reads a value stored with PutMeta; nil when absent.
 func (s *Store) GetMeta(key string) ([]byte, error) {
+	s.jmu.Lock()
+	v, ok := s.ov.meta[key]
+	s.jmu.Unlock()
+	if ok {
+		return bytes.Clone(v.val), nil
+	}
 	var out []byte
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get([]byte(key)); v != nil {
@@ -212,13 +286,15 @@ func (s *Store) GetMeta(key string) ([]byte, error) {
 }
 
 // Run is the committer. It returns when ctx is done, after committing
-// everything submitted before that and running its callbacks.
+// everything submitted before that, running its callbacks, and folding
+// the journal into the lease tree.
 //
 // The callbacks of a transaction run on a goroutine of their own, in
 // commit order, while the next transaction is written: they send the
 // ACKs (one sendmmsg, through Options.Callbacks) and update the fast
 // path and the partner, which took as long as the commit itself under
-// load, and the next commit waited for them.
+// load, and the next commit waited for them. The folder is a third
+// goroutine (journal.go).
 func (s *Store) Run(ctx context.Context) error {
 	finished := make(chan committed, 2)
 	callbacksDone := make(chan struct{})
@@ -228,17 +304,23 @@ func (s *Store) Run(ctx context.Context) error {
 			s.finish(c)
 		}
 	}()
+	stopFold, foldDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(foldDone)
+		s.foldLoop(stopFold)
+	}()
 	defer func() {
 		s.mu.Lock()
 		s.closed = true
-		rest, moves := s.q.PopInto(nil, s.q.Len()), s.moves
-		s.moves = nil
+		rest := s.q.PopInto(nil, s.q.Len())
 		s.mu.Unlock()
-		if len(rest) > 0 || len(moves) > 0 {
-			finished <- s.commit(rest, moves)
+		if len(rest) > 0 {
+			finished <- s.commit(rest)
 		}
 		close(finished)
 		<-callbacksDone
+		close(stopFold)
+		<-foldDone
 	}()
 	for {
 		select {
@@ -258,13 +340,11 @@ func (s *Store) Run(ctx context.Context) error {
 		for {
 			s.mu.Lock()
 			batch, n := s.take()
-			moves := s.moves
-			s.moves = nil
 			s.mu.Unlock()
-			if n == 0 && len(moves) == 0 {
+			if n == 0 {
 				break
 			}
-			finished <- s.commit(batch, moves)
+			finished <- s.commit(batch)
 		}
 	}
 }
@@ -294,19 +374,20 @@ func (s *Store) finish(c committed) {
 }
 
 // Moved records that a client's most recent address changed from from to
-// to, in the client's history, with the next transaction. Only moves are
+// to, in the client's history, with the next fold. Only moves are
 // recorded: a client's current address is the slow path's to know, and
 // writing a history entry for every client's first address made each
 // new binding an insert at a random place in a second tree (a third of a
 // catch-up's commit time). The history is advisory: readers keep only the
 // addresses whose record still names the client, so a move lost to a
-// crash loses no binding.
+// crash loses no binding (moves are not journaled).
 func (s *Store) Moved(key string, to, from netip.Addr) {
 	if !to.Is4() || !from.Is4() || to == from {
 		return
 	}
 	s.mu.Lock()
-	s.moves = append(s.moves, move{key: key, to: to.As4(), from: from.As4()})
+	s.moveSeq++
+	s.moves = append(s.moves, move{key: key, to: to.As4(), from: from.As4(), seq: s.moveSeq})
 	s.mu.Unlock()
 }
 
@@ -344,78 +425,63 @@ func (s *Store) reuse(batch []job) {
 // a few deep (Run).
 const maxSpare = 4
 
-// commit writes one transaction; its callbacks are the caller's to run
-// (finish).
-func (s *Store) commit(batch []job, moves []move) committed {
+// commit appends one transaction to the journal; its callbacks are the
+// caller's to run (finish). It waits first while the journal holds
+// JournalMax changes not yet folded: memory holds them too, and a fold
+// that cannot keep up must slow the commits rather than grow without
+// bound.
+func (s *Store) commit(batch []job) committed {
 	var count int
 	n := 0
 	for _, j := range batch {
 		n += len(j.leases)
 	}
-	// One buffer for the transaction's records (bbolt keeps each value
-	// until the commit): an allocation per record was a fifth of a
-	// catch-up's garbage. The transaction is over when Update returns
-	// (bbolt keeps no value past it), so the next one reuses the buffer;
-	// a buffer grown past a typical batch is not kept.
-	arena := s.arena[:0]
-	if cap(arena) < n*160 {
-		arena = make([]byte, 0, n*160)
+	s.jmu.Lock()
+	for s.ov.waiting >= s.opt.JournalMax && !s.ov.foldStopped {
+		s.signalFold()
+		s.jcond.Wait()
 	}
-	defer func() {
-		if cap(arena) <= maxKeptArena {
-			s.arena = arena[:0]
-		} else {
-			s.arena = nil
-		}
-	}()
+	g, drop, dropped := s.ov.cur, s.ov.dropThrough, s.ov.dropped
+	s.ov.inflight = g
+	s.jmu.Unlock()
+	if g != s.jgen {
+		s.jgen, s.jseq = g, 0
+	}
+	// One buffer for the transaction's records: an allocation per record
+	// was a fifth of a catch-up's garbage. It is not reused: the overlay
+	// points into it until the generation is folded.
+	arena := make([]byte, 0, n*170)
+	var changes []change
 	began := time.Now()
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		lb, hb, mb := tx.Bucket(bucketLeases), tx.Bucket(bucketHistory), tx.Bucket(bucketMeta)
-		for _, m := range moves {
-			if err := pushHistory(hb, m.key, m.to, m.from); err != nil {
-				return err
-			}
+	err := s.jdb.Update(func(tx *bolt.Tx) error {
+		// Generations the folder has written into the tree.
+		if err := dropGens(tx, dropped, drop); err != nil {
+			return err
 		}
-		for _, j := range batch {
-			for _, l := range j.leases {
-				if !l.IP.Is4() {
-					return fmt.Errorf("lease without an IPv4 address: %v", l.IP)
-				}
-				// bbolt keeps the value slice until commit: each record
-				// has its own part of the arena (a grown arena leaves the
-				// parts already handed out where they were).
-				start := len(arena)
-				var err error
-				if arena, err = l.AppendBinary(arena); err != nil {
-					return err
-				}
-				buf := arena[start:len(arena):len(arena)]
-				k := l.IP.As4()
-				if err := lb.Put(k[:], buf); err != nil {
-					return fmt.Errorf("writing lease %s: %w", l.IP, err)
-				}
-				count++
-			}
-			for _, ip := range j.del {
-				k := ip.As4()
-				if err := lb.Delete(k[:]); err != nil {
-					return err
-				}
-			}
-			if j.meta[0] != nil {
-				if err := mb.Put(j.meta[0], j.meta[1]); err != nil {
-					return err
-				}
-			}
-			if err := putInformed(tx, j.informed); err != nil {
-				return err
-			}
+		b, err := tx.CreateBucketIfNotExists(genBucket(g))
+		if err != nil {
+			return fmt.Errorf("journal generation %d: %w", g, err)
 		}
-		return nil
+		// Entries are appended in key order: full pages, and only the
+		// last one is written again.
+		b.FillPercent = 1
+		arena, changes, err = appendOps(b, &s.jseq, arena, batch, &count)
+		return err
 	})
 	if s.opt.Observe != nil {
 		s.opt.Observe(count, time.Since(began))
 	}
+	s.jmu.Lock()
+	if err == nil {
+		s.ov.addLocked(g, changes)
+		s.ov.dropped = max(s.ov.dropped, drop)
+	}
+	s.ov.inflight = 0
+	if s.ov.waiting >= s.opt.JournalMax/2 {
+		s.signalFold()
+	}
+	s.jcond.Broadcast()
+	s.jmu.Unlock()
 	s.mu.Lock()
 	if err != nil {
 		s.st.Errors++
@@ -432,11 +498,29 @@ func (s *Store) commit(batch []job, moves []move) committed {
 	return committed{batch: batch, err: err}
 }
 
+// signalFold asks the folder to fold now.
+func (s *Store) signalFold() {
+	select {
+	case s.foldNow <- struct{}{}:
+	default:
+	}
+}
+
 // pushHistory puts to, then from, at the front of a client's history.
 func pushHistory(b *bolt.Bucket, key string, to, from [4]byte) error {
 	old := b.Get([]byte(key))
+	nb := historyAfter(old, to, from)
+	if len(nb) == len(old) && bytes.Equal(nb, old) {
+		return nil
+	}
+	return b.Put([]byte(key), nb)
+}
+
+// historyAfter is a client's history old with to, then from, put at its
+// front: old itself when they are there already.
+func historyAfter(old []byte, to, from [4]byte) []byte {
 	if len(old) >= 8 && [4]byte(old[:4]) == to && [4]byte(old[4:8]) == from {
-		return nil // a client moving back and forth between two subnets
+		return old // a client moving back and forth between two subnets
 	}
 	nb := make([]byte, 0, min(len(old)+8, historyCap*4))
 	nb = append(nb, to[:]...)
@@ -446,14 +530,34 @@ func pushHistory(b *bolt.Bucket, key string, to, from [4]byte) error {
 			nb = append(nb, ip[:]...)
 		}
 	}
-	return b.Put([]byte(key), nb)
+	return nb
 }
 
-// History returns the addresses a client held, most recent first.
+// History returns the addresses a client held, most recent first: the
+// tree's, with the moves no fold has written yet.
 func (s *Store) History(clientKey string) ([]netip.Addr, error) {
+	var moves []move
+	s.mu.Lock()
+	for _, m := range slices.Concat(s.folding, s.moves) {
+		if m.key == clientKey {
+			moves = append(moves, m)
+		}
+	}
+	s.mu.Unlock()
 	var out []netip.Addr
 	err := s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketHistory).Get([]byte(clientKey))
+		// A fold may have written some of the moves between the copy
+		// above and this read: the tree says which.
+		folded, err := metaUint64(tx, keyMovesFolded)
+		if err != nil {
+			return err
+		}
+		for _, m := range moves {
+			if m.seq > folded {
+				v = historyAfter(v, m.to, m.from)
+			}
+		}
 		for i := 0; i+4 <= len(v); i += 4 {
 			out = append(out, netip.AddrFrom4([4]byte(v[i:i+4])))
 		}
@@ -464,6 +568,17 @@ func (s *Store) History(clientKey string) ([]netip.Addr, error) {
 
 // Get returns the record for ip, or nil when there is none.
 func (s *Store) Get(ip netip.Addr) (*lease.Lease, error) {
+	if ip.Is4() {
+		// The journal first: a change missing from it has been folded
+		// into the tree before the tree is read below.
+		a := ip.As4()
+		if o := s.pendingFrom(binary.BigEndian.Uint32(a[:]), 1); len(o) == 1 && o[0].ip == binary.BigEndian.Uint32(a[:]) {
+			if o[0].rec == nil {
+				return nil, nil
+			}
+			return decodeRecord(a[:], o[0].rec)
+		}
+	}
 	var out *lease.Lease
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
@@ -514,9 +629,22 @@ type Lookup func(netip.Addr) *lease.Lease
 // mapping and keeps no cache to update, so concurrent lookups are safe;
 // TestLookupFromAnotherGoroutine runs them under the race detector.)
 func (s *Store) LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, lookup Lookup) error, end func()) error {
+	// The journal's changes are copied before the tree is read: one
+	// folded since is in both, and the copy's is the same or newer.
+	pending := s.pendingFrom(0, 0)
 	return s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketLeases)
 		lookup := func(ip netip.Addr) *lease.Lease {
+			if ip.Is4() {
+				a := ip.As4()
+				if rec, ok := lookupPending(pending, binary.BigEndian.Uint32(a[:])); ok {
+					if rec == nil {
+						return nil
+					}
+					l, _ := decodeRecord(a[:], rec)
+					return l
+				}
+			}
 			l, _ := getRecord(b, ip) // one that does not decode: nil, as documented
 			return l
 		}
@@ -529,13 +657,19 @@ func (s *Store) LoadWithLookup(ctx context.Context, fn func(l *lease.Lease, look
 			releaseMapped(s.db, tx.Size())
 		}()
 		c := b.Cursor()
+		m := merged{c: c, o: pending}
+		m.k, m.v = c.First()
 		n := 0
 		var l lease.Lease
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if len(k) != 4 {
-				return fmt.Errorf("lease database: key %x is not an IPv4 address", k)
+		for {
+			k, v, ok, err := m.next()
+			if err != nil {
+				return err
 			}
-			l.IP = netip.AddrFrom4([4]byte(k))
+			if !ok {
+				break
+			}
+			l.IP = netip.AddrFrom4(k)
 			if err := l.UnmarshalShared(v); err != nil {
 				return fmt.Errorf("lease %s: %w", l.IP, err)
 			}
@@ -612,21 +746,47 @@ func (s *Store) LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) erro
 	if limit <= 0 {
 		return netip.Addr{}, fmt.Errorf("page of %d records", limit)
 	}
+	// The journal's changes after after, copied before the tree is read
+	// (LoadWithLookup). With limit of them, the page ends at the last:
+	// what the journal holds past it is not in the copy.
+	start := uint32(0)
+	if after.IsValid() {
+		if !after.Is4() {
+			return netip.Addr{}, fmt.Errorf("page after %v, not an IPv4 address", after)
+		}
+		a := after.As4()
+		if start = binary.BigEndian.Uint32(a[:]) + 1; start == 0 {
+			return netip.Addr{}, nil // after 255.255.255.255
+		}
+	}
+	pending := s.pendingFrom(start, limit)
+	var bound uint32
+	bounded := len(pending) == limit
+	if bounded {
+		bound = pending[len(pending)-1].ip
+	}
 	var last netip.Addr
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketLeases).Cursor()
-		var k, v []byte
-		if after.IsValid() {
-			a := after.As4()
-			k, v = c.Seek(a[:])
-			if bytes.Equal(k, a[:]) {
-				k, v = c.Next()
+		m := merged{c: c, o: pending}
+		sk := binary.BigEndian.AppendUint32(nil, start)
+		m.k, m.v = c.Seek(sk)
+		boundAddr := netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, bound)))
+		for n := 0; n < limit; {
+			k, v, ok, err := m.next()
+			if err != nil {
+				return err
 			}
-		} else {
-			k, v = c.First()
-		}
-		for n := 0; k != nil && n < limit; k, v = c.Next() {
-			l, err := decodeRecord(k, v)
+			if !ok || bounded && binary.BigEndian.Uint32(k[:]) > bound {
+				// The end of the tree and of the copy; with a bounded
+				// copy, the journal may hold more after its last.
+				last = netip.Addr{}
+				if bounded {
+					last = boundAddr
+				}
+				return nil
+			}
+			l, err := decodeRecord(k[:], v)
 			if err != nil {
 				return err
 			}
@@ -636,7 +796,7 @@ func (s *Store) LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) erro
 			last = l.IP
 			n++
 		}
-		if k == nil {
+		if m.k == nil && len(m.o) == 0 && !bounded {
 			last = netip.Addr{} // nothing left after this page
 		}
 		return nil
@@ -649,7 +809,12 @@ func (s *Store) LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) erro
 
 // Stats returns the committer's counters.
 func (s *Store) Stats() Stats {
+	s.jmu.Lock()
+	unfolded := s.ov.waiting
+	s.jmu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.st
+	st := s.st
+	st.Unfolded = unfolded
+	return st
 }

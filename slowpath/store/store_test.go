@@ -354,7 +354,9 @@ func TestStoreChildWriter(t *testing.T) {
 	if path == "" {
 		t.Skip("child process of TestKill9LosesNothingAcknowledged")
 	}
-	s, err := Open(path, Options{MaxDelay: time.Millisecond})
+	// Folds every few milliseconds: kills land in folds and in the
+	// journal's appends alike.
+	s, err := Open(path, Options{MaxDelay: time.Millisecond, FoldEvery: 3 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,18 +482,17 @@ func TestReleasedPagesReadBack(t *testing.T) {
 	}
 }
 
-// TestReusedBuffersKeepEveryRecord: the committer reuses its record buffer
-// and its queue from one transaction to the next; records written by
-// transactions of every size (one that outgrows the kept buffer among
-// them) all read back as written, from the open database and after a
-// reopen.
+// TestReusedBuffersKeepEveryRecord: the committer reuses its queue from
+// one transaction to the next; records written by transactions of every
+// size (one larger than MaxBatch among them) all read back as written,
+// from the open database and after a reopen.
 func TestReusedBuffersKeepEveryRecord(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "l.db")
 	s, stop := open(t, path, Options{})
 	ctx := context.Background()
 	want := map[netip.Addr]*lease.Lease{}
 	n := uint32(1)
-	for round, size := range []int{1, 3, 200, maxKeptArena/160 + 100, 2, 50, 1} {
+	for round, size := range []int{1, 3, 200, 4096 + 100, 2, 50, 1} {
 		var batch []*lease.Lease
 		for range size {
 			l := active(n, byte(round))
@@ -612,6 +613,9 @@ func TestLoadGivesPagesBackAsItGoes(t *testing.T) {
 		ls[i].RelayInfo = make([]byte, 200) // some 20 MB of file in all
 	}
 	if err := s.Put(ctx, ls...); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Folded(ctx); err != nil { // the load reads the tree
 		t.Fatal(err)
 	}
 	// The commit read pages too: from here, what is mapped is the load's.

@@ -1,0 +1,284 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/xdhcp/xdhcp/slowpath/lease"
+)
+
+// model is what the store should hold: address → hardware byte (0: no
+// record).
+type model map[netip.Addr]byte
+
+// applyRandom makes n random changes to s and m: puts (new and again) and
+// deletes over a few hundred addresses, in single Puts and batches.
+func applyRandom(t *testing.T, s *Store, m model, rng *rand.Rand, n int) {
+	t.Helper()
+	ctx := context.Background()
+	for range n {
+		ip := uint32(rng.IntN(400) + 1)
+		if rng.IntN(4) == 0 {
+			if err := s.Delete(ctx, ipN(ip)); err != nil {
+				t.Fatal(err)
+			}
+			delete(m, ipN(ip))
+			continue
+		}
+		hw := byte(rng.IntN(255) + 1)
+		if err := s.Put(ctx, active(ip, hw)); err != nil {
+			t.Fatal(err)
+		}
+		m[ipN(ip)] = hw
+	}
+}
+
+// checkModel reads s every way a reader can (Get, Load, LoadPage with
+// small pages, lookups) and compares with m.
+func checkModel(t *testing.T, s *Store, m model, when string) {
+	t.Helper()
+	for ip := uint32(1); ip <= 401; ip++ {
+		l, err := s.Get(ipN(ip))
+		if err != nil {
+			t.Fatalf("%s: Get %s: %v", when, ipN(ip), err)
+		}
+		want, ok := m[ipN(ip)]
+		if ok != (l != nil) || ok && l.HWAddr[5] != want {
+			t.Fatalf("%s: Get %s = %+v, want hw %d (present %v)", when, ipN(ip), l, want, ok)
+		}
+	}
+	var wantOrder []netip.Addr
+	for ip := range m {
+		wantOrder = append(wantOrder, ip)
+	}
+	slices.SortFunc(wantOrder, netip.Addr.Compare)
+	var loaded []netip.Addr
+	err := s.LoadWithLookup(context.Background(), func(l *lease.Lease, lookup Lookup) error {
+		if l.HWAddr[5] != m[l.IP] {
+			t.Fatalf("%s: Load %s hw %d, want %d", when, l.IP, l.HWAddr[5], m[l.IP])
+		}
+		if o := lookup(l.IP); o == nil || o.HWAddr[5] != m[l.IP] {
+			t.Fatalf("%s: lookup %s = %+v", when, l.IP, o)
+		}
+		loaded = append(loaded, l.IP)
+		return nil
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(loaded, wantOrder) {
+		t.Fatalf("%s: Load read %d addresses %v, want %d %v", when, len(loaded), loaded, len(wantOrder), wantOrder)
+	}
+	for _, limit := range []int{1, 3, 17, 1000} {
+		var paged []netip.Addr
+		after := netip.Addr{}
+		for pages := 0; ; pages++ {
+			if pages > 1000 {
+				t.Fatalf("%s: LoadPage(%d) does not end", when, limit)
+			}
+			n := 0
+			last, err := s.LoadPage(after, limit, func(l *lease.Lease) error {
+				if l.HWAddr[5] != m[l.IP] {
+					t.Fatalf("%s: LoadPage %s hw %d, want %d", when, l.IP, l.HWAddr[5], m[l.IP])
+				}
+				paged = append(paged, l.IP)
+				n++
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n > limit {
+				t.Fatalf("%s: a page of %d read %d", when, limit, n)
+			}
+			if !last.IsValid() {
+				break
+			}
+			after = last
+		}
+		if !slices.Equal(paged, wantOrder) {
+			t.Fatalf("%s: pages of %d read %v, want %v", when, limit, paged, wantOrder)
+		}
+	}
+}
+
+// Reads see every change, folded or still in the journal, the newest
+// winning and deletions hiding the tree's record, while changes are made
+// with the folder off (all in the journal), on (folding as it goes) and
+// after a restart that found the journal full.
+func TestReadsMergeTheJournal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	rng := rand.New(rand.NewPCG(1, 2))
+	m := model{}
+
+	// First some changes in the tree.
+	s, stop := open(t, path, Options{FoldEvery: 1e6})
+	applyRandom(t, s, m, rng, 300)
+	if err := s.Folded(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Folds == 0 || st.Unfolded != 0 {
+		t.Fatalf("after Folded: %+v", st)
+	}
+	checkModel(t, s, m, "folded")
+	// Then changes over them that stay in the journal.
+	s.foldOff.Store(true)
+	applyRandom(t, s, m, rng, 300)
+	if st := s.Stats(); st.Unfolded != 300 {
+		t.Fatalf("with the folder off, %d changes wait, want 300", st.Unfolded)
+	}
+	checkModel(t, s, m, "in the journal")
+	stop()
+
+	// What a crash leaves: the journal, read at Open into the tree.
+	if n := journalEntries(t, path); n != 300 {
+		t.Fatalf("the journal holds %d entries after the stop, want 300", n)
+	}
+	s, stop = open(t, path, Options{FoldEvery: 1e6})
+	if n := s.Stats().Unfolded; n != 0 {
+		t.Fatalf("%d changes wait after Open", n)
+	}
+	checkModel(t, s, m, "replayed")
+	stop()
+
+	// And with the folder folding every millisecond while reads go on.
+	s, stop = open(t, path, Options{FoldEvery: time.Millisecond})
+	for round := range 10 {
+		applyRandom(t, s, m, rng, 50)
+		checkModel(t, s, m, fmt.Sprintf("folding, round %d", round))
+	}
+	stop()
+	// A clean stop folds everything and empties the journal.
+	if n := journalEntries(t, path); n != 0 {
+		t.Fatalf("the journal holds %d entries after a clean stop", n)
+	}
+	s, stop = open(t, path, Options{})
+	defer stop()
+	checkModel(t, s, m, "after a clean stop")
+}
+
+// journalEntries counts the journal's entries at path (the store closed).
+func journalEntries(t *testing.T, path string) int {
+	t.Helper()
+	db, err := bolt.Open(path+".journal", 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	n := 0
+	if err := db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+			n += b.Stats().KeyN
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// With JournalMax changes waiting, a commit asks the folder to fold
+// instead of waiting for its tick (an hour here): the Puts all finish,
+// and the journal never held much more than JournalMax.
+func TestFullJournalFoldsAtOnce(t *testing.T) {
+	s, stop := open(t, filepath.Join(t.TempDir(), "l.db"), Options{FoldEvery: time.Hour, JournalMax: 50})
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	most := 0
+	for i := range uint32(40) {
+		batch := make([]*lease.Lease, 10)
+		for j := range batch {
+			batch[j] = active(i*10+uint32(j)+1, 1)
+		}
+		if err := s.wait(ctx, job{leases: batch}); err != nil {
+			t.Fatalf("batch %d: %v (a full journal that is never folded)", i, err)
+		}
+		most = max(most, s.Stats().Unfolded)
+	}
+	if st := s.Stats(); st.Folds == 0 || most > 50+10 {
+		t.Fatalf("folds %d, at most %d changes waiting (JournalMax 50, batches of 10)", st.Folds, most)
+	}
+}
+
+// Meta keys, informed clients and client moves written before a crash
+// (the folder off) read back before the fold, and after Open replays
+// them; moves are not journaled, so those not folded are lost, as the
+// history is advisory.
+func TestJournalKeepsMetaAndInformed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	ctx := context.Background()
+	s, stop := open(t, path, Options{FoldEvery: time.Hour})
+	s.Moved("client-a", ipN(2), ipN(1))
+	if err := s.Folded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.foldOff.Store(true)
+	if err := s.PutMeta(ctx, "failover", []byte("normal")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.wait(ctx, job{informed: map[netip.Addr][]byte{ipN(7): []byte("rec-7"), ipN(8): []byte("rec-8")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.wait(ctx, job{informed: map[netip.Addr][]byte{ipN(8): nil}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Moved("client-a", ipN(3), ipN(2))
+	check := func(when string, hist []netip.Addr) {
+		t.Helper()
+		if v, err := s.GetMeta("failover"); err != nil || string(v) != "normal" {
+			t.Fatalf("%s: meta %q %v", when, v, err)
+		}
+		inf, err := s.InformedRecords()
+		if err != nil || len(inf) != 1 || string(inf[ipN(7)]) != "rec-7" {
+			t.Fatalf("%s: informed %q %v", when, inf, err)
+		}
+		if h, err := s.History("client-a"); err != nil || !slices.Equal(h, hist) {
+			t.Fatalf("%s: history %v %v, want %v", when, h, err, hist)
+		}
+	}
+	check("in the journal", []netip.Addr{ipN(3), ipN(2), ipN(1)})
+	stop()
+	s, stop = open(t, path, Options{})
+	defer stop()
+	check("replayed", []netip.Addr{ipN(2), ipN(1)})
+}
+
+// FuzzDecodeChange: any bytes read as a journal entry decode or give an
+// error, and what decodes has the shape its kind says.
+func FuzzDecodeChange(f *testing.F) {
+	f.Add([]byte{opLeasePut, 10, 0, 0, 1, 9, 9})
+	f.Add([]byte{opLeaseDel, 10, 0, 0, 1})
+	f.Add([]byte{opMeta, 0, 3, 'a', 'b', 'c', 'v'})
+	f.Add([]byte{opInformedDel, 1, 2, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := decodeChange(b)
+		if err != nil {
+			return
+		}
+		switch c.op {
+		case opLeaseDel, opInformedDel:
+			if len(b) != 5 || len(c.val) != 0 {
+				t.Fatalf("delete %x decoded as %+v", b, c)
+			}
+		case opMeta:
+			if 3+len(c.key)+len(c.val) != len(b) {
+				t.Fatalf("meta %x decoded as %+v", b, c)
+			}
+		case opLeasePut, opInformedPut:
+			if 5+len(c.val) != len(b) {
+				t.Fatalf("put %x decoded as %+v", b, c)
+			}
+		default:
+			t.Fatalf("kind %d decoded", c.op)
+		}
+	})
+}
