@@ -205,7 +205,8 @@ func (s *Server) renderAddrs(ips []uint32, r *renderScratch) (add []FastLease, d
 // the slow path's record wins. They are not republished (the map already
 // holds them) but do go to the partner.
 func (s *Server) FoldRenewals(rs []Renewal) {
-	var changed, serveOn []*lease.Lease
+	var changed []*lease.Lease
+	var answers []*frAnswer
 	s.mu.Lock()
 	now := s.now()
 	for _, r := range rs {
@@ -236,8 +237,8 @@ func (s *Server) FoldRenewals(rs []Renewal) {
 			// left (the map still said Serve when the REQUEST came):
 			// the client answered.
 			if l := s.leases.Get(r.IP); l != nil && l.ClientKey() == p.key && string(l.HWAddr) == string(r.HWAddr) {
-				if on, ok := s.answeredLocked(r.IP, false, now); ok && on != nil {
-					serveOn = append(serveOn, on)
+				if a, ok := s.answeredLocked(r.IP, false, now); ok && a != nil {
+					answers = append(answers, a)
 				}
 			}
 		}
@@ -247,7 +248,7 @@ func (s *Server) FoldRenewals(rs []Renewal) {
 		s.m.FastRenewalsFolded.Add(float64(len(changed)))
 		s.commit(changed, causeFold, nil)
 	}
-	s.commitServe(serveOn)
+	s.commitAnswers(answers)
 }
 
 // AdvanceHorizons keeps every active lease's promise horizon at least half

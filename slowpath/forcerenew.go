@@ -29,7 +29,9 @@ import (
 // REQUEST it provokes comes to the slow path. The FORCERENEW is resent with
 // exponential backoff until the client's REQUEST or INFORM arrives (or a
 // renewal the fast path answered is folded in), or the subnet's retransmit
-// bound is reached. Then the entry is republished with Serve true.
+// bound is reached. Then the entry is republished with Serve true; an
+// answer counts in its campaigns only once that is on disk and in the map
+// (frAnswer), which is what a campaign's end promises.
 //
 // Pending state is in memory only: after a restart a campaign sends again
 // to every target not recorded as finished, each FORCERENEW with a fresh
@@ -794,32 +796,109 @@ func (s *Server) endPendingLocked(ip netip.Addr, now time.Time) *lease.Lease {
 	if s.fast == nil {
 		return nil
 	}
+	return s.republishLocked(ip, now)
+}
+
+// republishLocked returns the change that republishes ip's active lease
+// (its serve bit as serveLocked has it now), or nil when it has none.
+func (s *Server) republishLocked(ip netip.Addr, now time.Time) *lease.Lease {
 	if l := s.leases.Get(ip); l == nil || l.State != lease.Active {
 		return nil
 	}
 	return s.changeLocked(ip, causeForceRenew, now, func(*lease.Lease) {})
 }
 
+// frAnswer is a client's answer to a pending FORCERENEW that its campaigns
+// count only once on is committed and applied (commitAnswers): the client
+// is renewed for the operator when its lease is on disk and the fast path
+// answers its renewals again. Counted at the answer, `xdhcpctl forcerenew
+// --wait` returned while the map still said Serve false, and a renewal
+// sent then was punted (not_serving).
+type frAnswer struct {
+	// on republishes the lease; committed after the answer was handled,
+	// it carries the record as the answer left it (the REQUEST's grant,
+	// the folded renewal: commit submits the current record).
+	on        *lease.Lease
+	ip        netip.Addr
+	out       outcome
+	campaigns []*campaign
+}
+
 // answeredLocked records that ip's client answered a pending FORCERENEW
-// (moved: it was NAKed to move) and returns the change that turns its
-// serve bit back on, or nil. ok is false when nothing was pending.
-func (s *Server) answeredLocked(ip netip.Addr, moved bool, now time.Time) (*lease.Lease, bool) {
+// (moved: it was NAKed to move) and returns the answer to commit with
+// commitAnswers, or nil when it is counted already. ok is false when
+// nothing was pending.
+func (s *Server) answeredLocked(ip netip.Addr, moved bool, now time.Time) (*frAnswer, bool) {
 	p := s.frPending[ip]
 	if p == nil || p.tries == 0 {
 		return nil, false
 	}
 	s.m.ForceRenewAnswered.Inc()
-	o := outRenewed
+	a := &frAnswer{ip: ip, out: outRenewed, campaigns: p.campaigns}
 	switch {
 	case p.informed:
-		o = outInformed
+		a.out = outInformed
 	case moved:
-		o = outMoved
+		a.out = outMoved
 	}
-	for _, c := range p.campaigns {
-		c.finish(ip, o)
+	// No longer pending before the change is made, so that it turns the
+	// serve bit on.
+	delete(s.frPending, ip)
+	if a.out == outRenewed {
+		// Made without a fast path too: the answer counts once the
+		// renewal is on disk.
+		a.on = s.republishLocked(ip, now)
 	}
-	return s.endPendingLocked(ip, now), true
+	if a.on == nil {
+		// Nothing to wait for: an informed client holds no lease (its
+		// records go their own way, inform.go), and a moved one is
+		// NAKed, its binding ended by the caller's commit and its entry,
+		// Serve false until then, withdrawn with it.
+		s.settleLocked(a, nil)
+		return nil, true
+	}
+	return a, true
+}
+
+// commitAnswers commits the answers' changes (without the lock) and counts
+// each answer in its campaigns once its change is applied: on disk and, with
+// a fast path, in its map, at the end of the store transaction when the
+// callbacks run within one (whenApplied).
+func (s *Server) commitAnswers(as []*frAnswer) {
+	if len(as) == 0 {
+		return
+	}
+	cl := make([]*lease.Lease, len(as))
+	for i, a := range as {
+		cl[i] = a.on
+	}
+	s.commit(cl, causeForceRenew, func(err error) {
+		s.whenApplied(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			for _, a := range as {
+				s.settleLocked(a, err)
+			}
+		})
+	})
+}
+
+// settleLocked counts an answer in its campaigns, which stop waiting for
+// it. When its change did not reach the disk (err), neither may the
+// renewal have, and the fast path goes on punting the client's renewals:
+// the client is reported with those that did not answer, as abandonPending
+// reports a FORCERENEW that could not start, so that the operator sees it
+// (`forcerenew --wait` exits 3) rather than a renewal that did not take.
+func (s *Server) settleLocked(a *frAnswer, err error) {
+	o := a.out
+	if err != nil {
+		o = outNoAnswer
+		s.logLimited(slog.LevelError, "forcerenew_answer", "FORCERENEW answered, but the lease's commit failed: counted as no answer", "ip", a.ip, "err", err)
+	}
+	for _, c := range a.campaigns {
+		c.inflight--
+		c.finish(a.ip, o)
+	}
 }
 
 // commitServe commits serve-bit changes (from endPendingLocked); without
@@ -987,11 +1066,11 @@ func nonceCapable(p *dhcpwire.Packet) bool {
 // forceRenewAnswerLocked checks whether a REQUEST or INFORM answers a
 // pending FORCERENEW: one from the lease's client, for the leased address
 // (ciaddr, or option 50 for INIT-REBOOT and SELECTING). It ends the
-// pending state and returns the change turning the serve bit back on;
-// move is the leased address when the client is to be moved (a REQUEST
-// in a Move campaign), which the caller answers with a NAK (moveLocked)
-// instead of handling it.
-func (s *Server) forceRenewAnswerLocked(r *req, mt uint8) (serveOn *lease.Lease, move netip.Addr) {
+// pending state and returns the answer to commit with commitAnswers (the
+// serve bit back on); move is the leased address when the client is to be
+// moved (a REQUEST in a Move campaign), which the caller answers with a
+// NAK (moveLocked) instead of handling it.
+func (s *Server) forceRenewAnswerLocked(r *req, mt uint8) (answer *frAnswer, move netip.Addr) {
 	if len(s.frPending) == 0 && len(s.moveNext) == 0 {
 		return nil, netip.Addr{}
 	}
@@ -1018,11 +1097,11 @@ func (s *Server) forceRenewAnswerLocked(r *req, mt uint8) (serveOn *lease.Lease,
 	// An informed client holds no lease to move: whatever it answers
 	// with is handled as usual (a new INFORM, normally).
 	moving := p.move && !p.informed && mt == dhcpwire.Request
-	l, _ := s.answeredLocked(ip, moving, r.now)
+	a, _ := s.answeredLocked(ip, moving, r.now)
 	if moving {
 		move = ip
 	}
-	return l, move
+	return a, move
 }
 
 // moveLocked ends the binding of a client NAKed to move, as a RELEASE

@@ -869,3 +869,106 @@ func TestBadCampaignRecordIsSkipped(t *testing.T) {
 		t.Fatalf("campaigns %+v", cs)
 	}
 }
+
+// heldStore holds every commit until release, as a disk that has not
+// synced yet.
+type heldStore struct {
+	*memStore
+	mu   sync.Mutex
+	held []func()
+}
+
+func (h *heldStore) Submit(ls []*lease.Lease, done func(error)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.held = append(h.held, func() { h.memStore.Submit(ls, done) })
+}
+
+// release lands the commits held, in order, failing them all with fail
+// when it is not nil.
+func (h *heldStore) release(fail error) {
+	h.mu.Lock()
+	held := h.held
+	h.held = nil
+	h.mu.Unlock()
+	h.memStore.mu.Lock()
+	h.memStore.fail = fail
+	h.memStore.mu.Unlock()
+	for _, f := range held {
+		f()
+	}
+}
+
+// TestForceRenewAnswerCountsOnceApplied: a campaign counts a client
+// renewed only once its answer's lease is on disk and the fast path serves
+// it again; `xdhcpctl forcerenew --wait` returns when the campaign is done,
+// and a renewal sent before was punted (not_serving) by XDP. Within a store
+// transaction the map is written after the callbacks run: the campaign
+// waits for that too. A commit that fails leaves the client reported as
+// not answering, its entry still not serving.
+func TestForceRenewAnswerCountsOnceApplied(t *testing.T) {
+	request := func(r *frRig, ip netip.Addr) {
+		r.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), cap145, dhcpv4.WithClientIP(ip.AsSlice())), srvAddr)
+	}
+	fold := func(r *frRig, ip netip.Addr) {
+		r.srv.FoldRenewals([]Renewal{{IP: ip, HWAddr: mac(1), XID: 77, At: r.now, Expiry: r.now.Add(time.Hour)}})
+	}
+	for _, tc := range []struct {
+		name     string
+		answer   func(r *frRig, ip netip.Addr)
+		noFast   bool
+		inTx     bool // the commits land in a store transaction (Committed), as in the daemon
+		fail     error
+		renewed  int
+		noAnswer int
+	}{
+		{name: "REQUEST", answer: request, renewed: 1},
+		{name: "REQUEST in a transaction", answer: request, inTx: true, renewed: 1},
+		{name: "folded renewal in a transaction", answer: fold, inTx: true, renewed: 1},
+		{name: "REQUEST without a fast path", answer: request, noFast: true, renewed: 1},
+		{name: "REQUEST whose commit fails", answer: request, inTx: true, fail: errors.New("disk on fire"), noAnswer: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newFRRig(t, nil, nil)
+			fp := &mapFast{entries: map[netip.Addr]FastLease{}, granted: map[netip.Addr]time.Time{}}
+			if !tc.noFast {
+				r.srv.fast = fp
+				r.srv.set.HorizonAhead = 4 * time.Hour
+			}
+			ip, _ := netip.AddrFromSlice(r.dora(mac(1), cap145).YourIPAddr.To4())
+			id, err := r.srv.StartForceRenew(Selector{IP: ip}, CampaignOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.srv.forceRenewTick(r.now)
+			if got := r.forceRenews(t); len(got) != 1 {
+				t.Fatalf("%d FORCERENEWs, want 1", len(got))
+			}
+			held := &heldStore{memStore: r.store}
+			r.srv.store = held
+			r.now = r.now.Add(time.Second)
+			tc.answer(r, ip)
+			if st, _ := r.srv.Campaign(id); st.Done || st.Renewed != 0 || st.Remaining != 1 {
+				t.Fatalf("answered, its commit not on disk: campaign %+v, want not done", st)
+			}
+			if tc.inTx {
+				r.srv.Committed(func() {
+					held.release(tc.fail)
+					// The callbacks ran; the map is written after them.
+					if st, _ := r.srv.Campaign(id); st.Done {
+						t.Errorf("campaign done before the transaction's write to the fast path (Serve %v): %+v", fp.entries[ip].Serve, st)
+					}
+				})
+			} else {
+				held.release(tc.fail)
+			}
+			st, _ := r.srv.Campaign(id)
+			if !st.Done || st.Renewed != tc.renewed || st.NoAnswer != tc.noAnswer || st.Remaining != 0 {
+				t.Fatalf("after the commit: campaign %+v, want done, %d renewed, %d no answer", st, tc.renewed, tc.noAnswer)
+			}
+			if !tc.noFast && fp.entries[ip].Serve != (tc.fail == nil) {
+				t.Fatalf("after the commit (error %v): Serve %v in the map", tc.fail, fp.entries[ip].Serve)
+			}
+		})
+	}
+}

@@ -103,8 +103,8 @@ func (s *Server) Handle(in Incoming) {
 	var informAck *pendingInform // an INFORM's ACK waiting for its record
 	var changed *lease.Lease     // a copy, from changeLocked
 	var why cause
-	var serveOn *lease.Lease // a FORCERENEW answered: the serve bit back on
-	var move netip.Addr      // a FORCERENEW answered by a client to move
+	var serveOn *frAnswer // a FORCERENEW answered: the serve bit back on, then counted
+	var move netip.Addr   // a FORCERENEW answered by a client to move
 	if mt == dhcpwire.Request || mt == dhcpwire.Inform {
 		serveOn, move = s.forceRenewAnswerLocked(r, mt)
 	}
@@ -159,7 +159,7 @@ func (s *Server) Handle(in Incoming) {
 		s.commit([]*lease.Lease{changed}, why, nil)
 	}
 	if serveOn != nil {
-		s.commit([]*lease.Lease{serveOn}, causeForceRenew, nil)
+		s.commitAnswers([]*frAnswer{serveOn})
 	}
 	if len(out) > 0 {
 		s.emit(out)

@@ -777,6 +777,8 @@ type txEffects struct {
 	active  bool
 	durable []*lease.Lease
 	publish []*lease.Lease
+	// then runs once they are applied (whenApplied).
+	then []func()
 }
 
 // add gathers cl's effects when a transaction's callbacks are being
@@ -807,8 +809,8 @@ func (s *Server) Committed(runAll func()) {
 	t.mu.Unlock()
 	runAll()
 	t.mu.Lock()
-	durable, publish := t.durable, t.publish
-	t.active, t.durable, t.publish = false, nil, nil
+	durable, publish, then := t.durable, t.publish, t.then
+	t.active, t.durable, t.publish, t.then = false, nil, nil, nil
 	t.mu.Unlock()
 	if len(durable) > 0 {
 		s.durable(durable)
@@ -816,6 +818,25 @@ func (s *Server) Committed(runAll func()) {
 	if len(publish) > 0 {
 		s.publish(lastPerAddress(publish))
 	}
+	for _, fn := range then {
+		fn()
+	}
+}
+
+// whenApplied runs fn, from a commit's callback, once that commit's
+// effects are applied: at once, or at the end of the store transaction
+// whose callbacks are running (Committed), after its write to the fast
+// path. A callback runs before that write.
+func (s *Server) whenApplied(fn func()) {
+	t := &s.tx
+	t.mu.Lock()
+	if t.active {
+		t.then = append(t.then, fn)
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	fn()
 }
 
 // lastPerAddress keeps each address's last record of ls, in order: one
