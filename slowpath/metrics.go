@@ -44,6 +44,10 @@ type Metrics struct {
 	AckLatency   prometheus.Histogram
 	CommitTime   prometheus.Histogram
 	CommitLeases prometheus.Histogram
+	// FoldTime is each fold of the lease journal into the lease tree,
+	// its pauses included, and FoldLeases the addresses it wrote.
+	FoldTime   prometheus.Histogram
+	FoldLeases prometheus.Histogram
 
 	// Children of Messages and Replies by message type, resolved once:
 	// a label lookup per packet costs more than the rest of a leasequery.
@@ -59,6 +63,12 @@ var latencyBuckets = []float64{.0005, .001, .002, .003, .005, .0075, .01, .015, 
 func (m *Metrics) ObserveCommit(leases int, took time.Duration) {
 	m.CommitTime.Observe(took.Seconds())
 	m.CommitLeases.Observe(float64(leases))
+}
+
+// ObserveFold records one fold of the lease journal (store.Options.ObserveFold).
+func (m *Metrics) ObserveFold(leases int, took time.Duration) {
+	m.FoldTime.Observe(took.Seconds())
+	m.FoldLeases.Observe(float64(leases))
 }
 
 func (m *Metrics) message(t uint8) prometheus.Counter { return m.byMsg[t] }
@@ -118,6 +128,12 @@ func NewMetrics() *Metrics {
 		CommitLeases: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "xdhcp_store_commit_leases", Help: "Lease records per lease store transaction (group commit).", Buckets: prometheus.ExponentialBuckets(1, 4, 8),
 		}),
+		FoldTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "xdhcp_store_fold_seconds", Help: "Folds of the lease journal into the lease tree: their duration, pauses included.", Buckets: prometheus.ExponentialBuckets(.001, 4, 8),
+		}),
+		FoldLeases: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "xdhcp_store_fold_leases", Help: "Addresses each fold of the lease journal wrote into the lease tree.", Buckets: prometheus.ExponentialBuckets(1, 4, 10),
+		}),
 	}
 	m.byClass[classPriority], m.byClass[classBulk] = m.Wait.WithLabelValues("priority"), m.Wait.WithLabelValues("bulk")
 	for t := range 256 {
@@ -136,7 +152,7 @@ func (m *Metrics) Register(reg prometheus.Registerer, srv *Server) error {
 		Name: "xdhcp_informed_clients", Help: "Clients configured by DHCPINFORM remembered, so that FORCERENEW can reach them.",
 	}, func() float64 { return float64(srv.InformedCount()) })
 	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, m.OffersWithdrawn,
-		m.ForceRenewSent, m.ForceRenewAnswered, m.ForceRenewGaveUp, m.ForceRenewNoKey, m.InformedEvicted, m.InformedExpired, m.Wait, m.AckLatency, m.CommitTime, m.CommitLeases, remaining, informed, poolCollector{srv}} {
+		m.ForceRenewSent, m.ForceRenewAnswered, m.ForceRenewGaveUp, m.ForceRenewNoKey, m.InformedEvicted, m.InformedExpired, m.Wait, m.AckLatency, m.CommitTime, m.CommitLeases, m.FoldTime, m.FoldLeases, remaining, informed, poolCollector{srv}} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -111,6 +111,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	var committed atomic.Pointer[slowpath.Server]
 	st, err := store.Open(filepath.Join(cfg.Server.StateDir, "leases.db"), store.Options{
 		MaxBatch: cfg.Server.CommitMaxBatch, MaxDelay: cfg.Server.CommitMaxDelay, Logger: log, Observe: metrics.ObserveCommit,
+		FoldEvery: cfg.Server.FoldEvery, JournalMax: cfg.Server.JournalMax, ObserveFold: metrics.ObserveFold,
 		Callbacks: func(runAll func()) {
 			if srv := committed.Load(); srv != nil {
 				each := runAll
@@ -271,6 +272,14 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	if err := metrics.Register(reg, srv); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "xdhcp_store_journal_unfolded",
+		Help: "Lease journal entries not yet folded into the lease tree; at server.journal-max, commits wait for the fold.",
+	}, func() float64 { return float64(st.Stats().Unfolded) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "xdhcp_store_fold_errors_total",
+		Help: "Folds of the lease journal into the lease tree that failed (each is tried again; the journal keeps the changes).",
+	}, func() float64 { return float64(st.Stats().FoldErrors) }))
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "xdhcp_slowpath_discovers_held_total",
 		Help: "DHCPDISCOVERs dropped in the kernel, before the server's socket, as repeats of a client's within server.discover-holdoff while the server was behind with DISCOVERs.",

@@ -34,6 +34,8 @@ type rawServer struct {
 	DeclineHold    string   `yaml:"decline-hold"`
 	CommitMaxDelay string   `yaml:"commit-max-delay"`
 	CommitMaxBatch int      `yaml:"commit-max-batch"`
+	FoldEvery      string   `yaml:"journal-fold-every"`
+	JournalMax     int      `yaml:"journal-max"`
 	// Bounds on pending offers (issue 14 §4: a flood of DISCOVERs).
 	OfferPoolShare  *float64 `yaml:"offer-pool-share"`
 	OfferPerCircuit *int     `yaml:"offer-per-circuit"`
@@ -222,6 +224,16 @@ func (v *validator) build(r *rawConfig) *Config {
 		s.CommitMaxBatch = 4096
 	} else if s.CommitMaxBatch < 1 || s.CommitMaxBatch > 1<<20 {
 		v.add("server.commit-max-batch", "%d is outside 1..1048576", s.CommitMaxBatch)
+	}
+	s.FoldEvery = v.duration("server.journal-fold-every", rs.FoldEvery, time.Second)
+	if rs.FoldEvery != "" && (s.FoldEvery < 10*time.Millisecond || s.FoldEvery > time.Minute) {
+		v.add("server.journal-fold-every", "%v is outside 10ms..1m: the journal is folded into the lease tree this often, and memory holds what waits", s.FoldEvery)
+	}
+	s.JournalMax = rs.JournalMax
+	if s.JournalMax == 0 {
+		s.JournalMax = 1 << 18
+	} else if s.JournalMax < 1024 || s.JournalMax > 1<<24 {
+		v.add("server.journal-max", "%d is outside 1024..16777216", s.JournalMax)
 	}
 
 	s.OfferPoolShare = 0.5

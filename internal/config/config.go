@@ -58,6 +58,11 @@ type Server struct {
 	DeclineHold    time.Duration `yaml:"decline-hold" reload:"live"`
 	CommitMaxDelay time.Duration `yaml:"commit-max-delay" reload:"restart"`
 	CommitMaxBatch int           `yaml:"commit-max-batch" reload:"restart"`
+	// FoldEvery is how often the lease journal is folded into the lease
+	// tree; JournalMax how many changes may wait for it before commits
+	// wait (slowpath/store).
+	FoldEvery  time.Duration `yaml:"journal-fold-every" reload:"restart"`
+	JournalMax int           `yaml:"journal-max" reload:"restart"`
 	// OfferPoolShare is the share of a subnet's unbound pool addresses
 	// that may be held as pending offers (0 turns the bound off).
 	OfferPoolShare float64 `yaml:"offer-pool-share" reload:"live"`

@@ -77,3 +77,34 @@ func TestGCPercent(t *testing.T) {
 		}
 	}
 }
+
+// TestJournal: server.journal-fold-every and journal-max, their defaults,
+// settings and bounds.
+func TestJournal(t *testing.T) {
+	for _, c := range []struct {
+		yaml  string
+		every time.Duration // when err is ""
+		max   int
+		err   string // part of the error
+	}{
+		{"", time.Second, 1 << 18, ""},
+		{"journal-fold-every: 250ms", 250 * time.Millisecond, 1 << 18, ""},
+		{"journal-max: 4096", time.Second, 4096, ""},
+		{"journal-fold-every: 1ms", 0, 0, "server.journal-fold-every: 1ms is outside 10ms..1m"},
+		{"journal-fold-every: 2h", 0, 0, "server.journal-fold-every: 2h0m0s is outside 10ms..1m"},
+		{"journal-fold-every: often", 0, 0, "server.journal-fold-every"},
+		{"journal-max: 10", 0, 0, "server.journal-max: 10 is outside 1024..16777216"},
+		{"journal-max: -1", 0, 0, "server.journal-max: -1 is outside"},
+	} {
+		y := strings.Replace(failoverBase, "state-dir: /var/lib/xdhcp", "state-dir: /var/lib/xdhcp\n  "+c.yaml, 1)
+		cfg, err := Parse("x.yaml", []byte(y))
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%q: %v", c.yaml, err)
+		case c.err == "" && (cfg.Server.FoldEvery != c.every || cfg.Server.JournalMax != c.max):
+			t.Errorf("%q: fold every %v, max %d; want %v, %d", c.yaml, cfg.Server.FoldEvery, cfg.Server.JournalMax, c.every, c.max)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%q: error %v, want one naming %q", c.yaml, err, c.err)
+		}
+	}
+}

@@ -57,6 +57,9 @@ type Options struct {
 	// runAll once. The daemon holds the replies they send meanwhile for
 	// one sendmmsg.
 	Callbacks func(runAll func())
+	// ObserveFold, when set, is told each fold's addresses written and
+	// how long it took, pauses included.
+	ObserveFold func(leases int, took time.Duration)
 	// FoldEvery is how long the journal fills before it is folded into
 	// the lease tree (default 1s): the longer, the more renewals share a
 	// page of the tree, and the more memory holds them meanwhile.
