@@ -30,13 +30,14 @@ type Store interface {
 	Load(ctx context.Context, fn func(*lease.Lease) error) error
 	// LoadPage calls fn for up to limit records after the address after
 	// (from the first when it is not valid), in address order, in one
-	// short read; it returns the last address read, or an invalid address
+	// short read; it returns the address to page on from (the last read,
+	// or past it, a page then holding fewer records), or an invalid address
 	// when no records are left. Long scans page with it so that no read
 	// transaction stays open while they write to the network.
 	LoadPage(after netip.Addr, limit int, fn func(*lease.Lease) error) (netip.Addr, error)
 	History(clientKey string) ([]netip.Addr, error)
 	// Moved records, in the client's history, that the client's most
-	// recent address changed; it is written with a later commit.
+	// recent address changed; it is written with a later fold.
 	Moved(clientKey string, to, from netip.Addr)
 }
 

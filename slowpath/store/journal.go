@@ -118,6 +118,10 @@ type overlay struct {
 	// foldStopped is set when the folder has stopped: commits no longer
 	// wait for it.
 	foldStopped bool
+	// foldFailing is set while the last fold failed: a commit that finds
+	// the journal full fails instead of waiting for a fold that may never
+	// come (a full disk), so that ACKs stop and shutdown goes on.
+	foldFailing bool
 }
 
 // newOverlay is an empty overlay after generation folded.
@@ -194,8 +198,10 @@ func appendOps(b *bolt.Bucket, seq *uint64, arena []byte, batch []job, count *in
 			}
 		}
 		if key := j.meta[0]; key != nil {
-			if len(key) > 0xffff {
-				return arena, nil, fmt.Errorf("meta key of %d bytes", len(key))
+			// The tree takes the key at the fold, after the ACK: refused
+			// here, as the tree would refuse it, it cannot stop every fold.
+			if len(key) == 0 || len(key) > bolt.MaxKeySize {
+				return arena, nil, fmt.Errorf("meta key of %d bytes (1 to %d)", len(key), bolt.MaxKeySize)
 			}
 			start := len(arena)
 			arena = append(arena, opMeta)
@@ -331,6 +337,7 @@ func (s *Store) folded(f foldSet) {
 	s.jmu.Lock()
 	defer s.jmu.Unlock()
 	o := &s.ov
+	o.foldFailing = false
 	for ip := range f.informed {
 		if v, ok := o.informed[ip]; ok && v.gen == f.gen {
 			delete(o.informed, ip)
@@ -341,8 +348,10 @@ func (s *Store) folded(f foldSet) {
 			delete(o.meta, k)
 		}
 	}
-	if f.ops != nil {
-		o.waiting -= f.ops.n
+	// closeGen gathered the generation after its last commit: f.ops is
+	// all of it.
+	if ops := o.gens[f.gen]; ops != nil {
+		o.waiting -= ops.n
 	}
 	delete(o.gens, f.gen)
 	o.dropThrough = f.gen
@@ -354,11 +363,11 @@ func (s *Store) folded(f foldSet) {
 // crash before it folds the whole generation again at Open (writing a
 // key's newest change twice changes nothing).
 // pause is called between two transactions with how long the last took.
-func writeFold(db *bolt.DB, f foldSet, pause func(took time.Duration)) error {
+func writeFold(db *bolt.DB, f foldSet, txMax int, pause func(took time.Duration)) error {
 	leases := f.leases
 	for {
 		began := time.Now()
-		n := min(len(leases), foldTxMax)
+		n := min(len(leases), txMax)
 		chunk, last := leases[:n], n == len(leases)
 		err := db.Update(func(tx *bolt.Tx) error {
 			lb := tx.Bucket(bucketLeases)
@@ -638,6 +647,10 @@ func (s *Store) foldLoop(stop <-chan struct{}) {
 				s.mu.Lock()
 				s.st.FoldErrors++
 				s.mu.Unlock()
+				s.jmu.Lock()
+				s.ov.foldFailing = true
+				s.jcond.Broadcast()
+				s.jmu.Unlock()
 				s.log.Error("folding the lease journal failed; the journal keeps its changes", "generation", todo[0].gen, "err", err)
 				break
 			}
@@ -661,18 +674,19 @@ func (s *Store) closeGen() (foldSet, bool) {
 	s.folding = append(s.folding, moves...)
 	s.mu.Unlock()
 	s.jmu.Lock()
+	defer s.jmu.Unlock()
 	g := s.ov.cur
-	ops := s.ov.gens[g]
-	if (ops == nil || ops.n == 0) && len(moves) == 0 {
-		s.jmu.Unlock()
+	if ops := s.ov.gens[g]; (ops == nil || ops.n == 0) && len(moves) == 0 && s.ov.inflight != g {
 		return foldSet{}, false
 	}
 	s.ov.cur++
 	for s.ov.inflight == g {
 		s.jcond.Wait() // a commit appending to g is still on its way
 	}
-	s.jmu.Unlock()
-	return collect(g, ops, moves), true
+	// Read after the wait: the commit that was on its way may have made
+	// the generation's list (a fold of its moves alone once left that
+	// commit's leases out, and recorded the generation folded).
+	return collect(g, s.ov.gens[g], moves), true
 }
 
 // foldPace pauses a fold between two transactions as long as the last
@@ -696,7 +710,10 @@ func (s *Store) foldPace(took time.Duration, stop <-chan struct{}) {
 // fold writes one closed generation into the tree; stop ends its pauses.
 func (s *Store) fold(f foldSet, stop <-chan struct{}) error {
 	began := time.Now()
-	if err := writeFold(s.db, f, func(took time.Duration) { s.foldPace(took, stop) }); err != nil {
+	if s.failFold.Load() {
+		return errors.New("fold refused (test)")
+	}
+	if err := writeFold(s.db, f, s.foldTx, func(took time.Duration) { s.foldPace(took, stop) }); err != nil {
 		return err
 	}
 	took := time.Since(began)

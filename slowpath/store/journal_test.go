@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -281,4 +283,116 @@ func FuzzDecodeChange(f *testing.F) {
 			t.Fatalf("kind %d decoded", c.op)
 		}
 	})
+}
+
+// A fold that closes a generation while its first commit is still on its
+// way, for a client move (which needs no journal entry of its own), must
+// gather that commit's leases once it lands: a fold of the moves alone
+// recorded the generation folded, its bucket was deleted, and the lease,
+// acknowledged, was in memory only. Observe runs inside that window (the
+// commit written, its changes not yet in the overlay).
+func TestFoldWaitsForTheCommitOnItsWay(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	var s *Store
+	var once sync.Once
+	s, stop := open(t, path, Options{FoldEvery: time.Hour, Observe: func(int, time.Duration) {
+		once.Do(func() {
+			s.Moved("client-a", ipN(9), ipN(8))
+			s.signalFold()
+			time.Sleep(100 * time.Millisecond) // the folder closes the generation meanwhile
+		})
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := s.Put(ctx, active(9, 9)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Folded(ctx); err != nil {
+		t.Fatalf("the commit's change was never folded: %v (%+v)", err, s.Stats())
+	}
+	if st := s.Stats(); st.FoldedLeases != 1 || st.Unfolded != 0 {
+		t.Fatalf("after the fold: %+v", st)
+	}
+	stop()
+	s, stop = open(t, path, Options{})
+	defer stop()
+	if l, err := s.Get(ipN(9)); err != nil || l == nil {
+		t.Fatalf("acknowledged lease lost after a restart: %+v %v", l, err)
+	}
+	if h, _ := s.History("client-a"); !slices.Equal(h, []netip.Addr{ipN(9), ipN(8)}) {
+		t.Fatalf("history %v", h)
+	}
+}
+
+// A meta key the tree would refuse is refused at the commit, before an
+// ACK, instead of stopping every fold after it and every later Open.
+func TestBadMetaKeyRefusedAtTheCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	s, stop := open(t, path, Options{FoldEvery: time.Millisecond})
+	ctx := context.Background()
+	for _, k := range []string{"", strings.Repeat("k", bolt.MaxKeySize+1)} {
+		if err := s.PutMeta(ctx, k, []byte("v")); err == nil {
+			t.Fatalf("meta key of %d bytes accepted", len(k))
+		}
+	}
+	if err := s.Put(ctx, active(1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Folded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.FoldErrors != 0 {
+		t.Fatalf("folds failed: %+v", st)
+	}
+	stop()
+	s, stop = open(t, path, Options{})
+	defer stop()
+	if l, _ := s.Get(ipN(1)); l == nil {
+		t.Fatal("lease lost")
+	}
+}
+
+// While folds fail (a full disk) and the journal is full, a commit fails
+// with an error instead of waiting for ever, so no ACK leaves and a stop
+// does not hang; once a fold succeeds again, commits go on, and nothing
+// acknowledged is lost.
+func TestFailingFoldRefusesCommitsOnceFull(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	s, stop := open(t, path, Options{FoldEvery: time.Hour, JournalMax: 20})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s.failFold.Store(true)
+	acked := map[netip.Addr]bool{}
+	var refused error
+	for i := uint32(1); i <= 100 && refused == nil; i++ {
+		if refused = s.Put(ctx, active(i, 1)); refused == nil {
+			acked[ipN(i)] = true
+		}
+	}
+	if refused == nil || !strings.Contains(refused.Error(), "folding it into the lease tree fails") {
+		t.Fatalf("with folds failing, 100 Puts gave %v", refused)
+	}
+	if len(acked) < 20 || s.Stats().FoldErrors == 0 {
+		t.Fatalf("%d acknowledged before the refusal, %+v", len(acked), s.Stats())
+	}
+	s.failFold.Store(false)
+	for i := uint32(200); ; i++ {
+		err := s.Put(ctx, active(i, 1))
+		if err == nil {
+			acked[ipN(i)] = true
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("commits still refused once folds succeed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	s, stop = open(t, path, Options{})
+	defer stop()
+	for ip := range acked {
+		if l, _ := s.Get(ip); l == nil {
+			t.Fatalf("acknowledged %s lost", ip)
+		}
+	}
 }

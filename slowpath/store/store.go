@@ -15,8 +15,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -130,8 +133,10 @@ type Store struct {
 	// them).
 	jgen, jseq uint64
 	// foldOff stops the folder from folding (tests of what a crash
-	// leaves in the journal).
-	foldOff atomic.Bool
+	// leaves in the journal); failFold makes every fold fail (tests of a
+	// full disk); foldTx is foldTxMax (tests make it smaller).
+	foldOff, failFold atomic.Bool
+	foldTx            int
 }
 
 // move is a client's change of address, for its history.
@@ -184,8 +189,17 @@ func Open(path string, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("initialising lease database %s: %w", path, err)
 	}
 	jpath := path + ".journal"
+	_, statErr := os.Stat(jpath)
 	jdb, err := bolt.Open(jpath, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	if err == nil && errors.Is(statErr, fs.ErrNotExist) {
+		// A new journal: its directory entry is on disk before the
+		// first ACK depends on the file.
+		err = syncDir(filepath.Dir(jpath))
+	}
 	if err != nil {
+		if jdb != nil {
+			jdb.Close()
+		}
 		db.Close()
 		return nil, fmt.Errorf("opening lease journal %s: %w", jpath, err)
 	}
@@ -203,9 +217,23 @@ func Open(path string, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("folding lease journal %s into %s: %w", jpath, path, err)
 	}
 	s := &Store{db: db, jdb: jdb, opt: opt, log: opt.Logger, wake: make(chan struct{}, 1), releaseEvery: loadReleaseEvery,
-		ov: newOverlay(folded), moveSeq: movesFolded, foldNow: make(chan struct{}, 1)}
+		ov: newOverlay(folded), moveSeq: movesFolded, foldNow: make(chan struct{}, 1), foldTx: foldTxMax}
 	s.jcond = sync.NewCond(&s.jmu)
 	return s, nil
+}
+
+// syncDir fsyncs a directory, so that a file created in it survives a
+// crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	return nil
 }
 
 // Close closes the database and its journal. Call it after Run has
@@ -441,6 +469,17 @@ func (s *Store) commit(batch []job) committed {
 	}
 	s.jmu.Lock()
 	for s.ov.waiting >= s.opt.JournalMax && !s.ov.foldStopped {
+		if s.ov.foldFailing {
+			waiting := s.ov.waiting
+			s.jmu.Unlock()
+			s.signalFold() // try it again now: it may succeed (space freed)
+			err := fmt.Errorf("lease journal holds %d changes (server.journal-max) and folding it into the lease tree fails (see the log)", waiting)
+			s.mu.Lock()
+			s.st.Errors++
+			s.mu.Unlock()
+			s.log.Error("lease commit refused", "leases", n, "err", err)
+			return committed{batch: batch, err: err}
+		}
 		s.signalFold()
 		s.jcond.Wait()
 	}
@@ -739,8 +778,12 @@ func decodeRecord(k, v []byte) (*lease.Lease, error) {
 
 // LoadPage calls fn for up to limit records in address order, starting
 // after the address after (from the first record when after is not
-// valid), and returns the last address it read, or an invalid address once
-// there are no more. It reads in a transaction of its own that ends before
+// valid), and returns the address to page on from, or an invalid address
+// once there are no more. That is the last address it read, or one past
+// it that it did not read when the journal's deletions filled the page
+// (the page then may hold fewer records, none even, with more to come).
+// Records folded while a caller pages are seen once, before or after.
+// It reads in a transaction of its own that ends before
 // it returns, so a caller that pages through the store between slow writes
 // (a bulk leasequery to a slow reader) never holds a read transaction open
 // for long: bbolt's remap on file growth waits for every open reader, and

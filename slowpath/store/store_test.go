@@ -298,9 +298,12 @@ func TestMeta(t *testing.T) {
 }
 
 // TestKill9LosesNothingAcknowledged runs a writer in a child process, which
-// prints each address only after its commit callback returned nil (the
-// moment an ACK would leave), kills it with SIGKILL mid-stream, and checks
-// that every printed address is on disk intact.
+// prints each address and its record's version only after its commit
+// callback returned nil (the moment an ACK would leave), kills it with
+// SIGKILL mid-stream, and checks that every printed address is on disk
+// intact, at that version or a later one (the child writes most addresses
+// twice, in different journal generations, and folds in transactions of
+// 16 addresses: a kill lands between a fold's transactions too).
 func TestKill9LosesNothingAcknowledged(t *testing.T) {
 	if os.Getenv("XDHCP_STORE_CHILD") != "" {
 		return
@@ -314,11 +317,15 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 			t.Fatal(err)
 		}
 		sc := bufio.NewScanner(out)
-		var acked []string
+		acked := map[string]int64{} // address → newest version acknowledged
+		n := 0
 		want := 3000 + round*1000
-		for len(acked) < want && sc.Scan() {
-			if ip, ok := strings.CutPrefix(sc.Text(), "acked "); ok {
-				acked = append(acked, ip)
+		for n < want && sc.Scan() {
+			var ip string
+			var v int64
+			if _, err := fmt.Sscanf(sc.Text(), "acked %s %d", &ip, &v); err == nil {
+				acked[ip] = max(acked[ip], v)
+				n++
 			}
 		}
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -330,24 +337,31 @@ func TestKill9LosesNothingAcknowledged(t *testing.T) {
 		// would pass without testing durability: require the full count
 		// and that SIGKILL is what ended the child (a process that had
 		// already exited reports its exit status instead).
-		if len(acked) < want {
-			t.Fatalf("round %d: writer acknowledged only %d of %d leases before its output ended (%v)", round, len(acked), want, werr)
+		if n < want {
+			t.Fatalf("round %d: writer acknowledged only %d of %d leases before its output ended (%v)", round, n, want, werr)
 		}
 		ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
 		if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 			t.Fatalf("round %d: writer was not alive at the kill: %v", round, cmd.ProcessState)
 		}
 		s, stop := open(t, path, Options{})
-		for _, a := range acked {
+		for a, v := range acked {
 			l, err := s.Get(netip.MustParseAddr(a))
 			if err != nil || l == nil || l.State != lease.Active || len(l.HWAddr) != 6 {
 				stop()
 				t.Fatalf("round %d: acknowledged %s lost after kill -9: %+v %v", round, a, l, err)
 			}
+			if got := childVersion(l); got < v {
+				stop()
+				t.Fatalf("round %d: %s read back at version %d after kill -9, version %d was acknowledged", round, a, got, v)
+			}
 		}
 		stop()
 	}
 }
+
+// childVersion is the version TestStoreChildWriter wrote a record at.
+func childVersion(l *lease.Lease) int64 { return int64(l.Expiry.Sub(l.Start) / time.Second) }
 
 func TestStoreChildWriter(t *testing.T) {
 	path := os.Getenv("XDHCP_STORE_CHILD")
@@ -360,19 +374,27 @@ func TestStoreChildWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.foldTx = 16
 	go s.Run(context.Background())
 	w := bufio.NewWriter(os.Stdout)
 	var mu sync.Mutex
-	for i := uint32(0); ; i++ {
-		l := active(i, byte(i))
+	submit := func(n uint32, version int64) {
+		l := active(n, byte(n))
+		l.Expiry = l.Start.Add(time.Duration(version) * time.Second)
 		s.Submit([]*lease.Lease{l}, func(err error) {
 			if err == nil {
 				mu.Lock()
-				fmt.Fprintf(w, "acked %s\n", ipN(i))
+				fmt.Fprintf(w, "acked %s %d\n", ipN(n), version)
 				w.Flush()
 				mu.Unlock()
 			}
 		})
+	}
+	for i := uint32(0); ; i++ {
+		submit(i, 1)
+		if i >= 100 {
+			submit(i-100, 2) // again, a generation or more later
+		}
 		if i%64 == 0 {
 			time.Sleep(time.Millisecond)
 		}
