@@ -516,25 +516,10 @@ func replayGen(db, jdb *bolt.DB, g uint64) error {
 	if err != nil {
 		return err
 	}
-	f := collect(g, o.gens[g], nil)
 	// A replayed generation has no moves of its own (they are not
-	// journaled), so the moves watermark stays as it is.
-	return db.Update(func(tx *bolt.Tx) error {
-		lb := tx.Bucket(bucketLeases)
-		for _, p := range f.leases {
-			k := binary.BigEndian.AppendUint32(nil, p.ip)
-			var err error
-			if p.rec == nil {
-				err = lb.Delete(k)
-			} else {
-				err = lb.Put(k, p.rec)
-			}
-			if err != nil {
-				return fmt.Errorf("replaying lease %s from the journal: %w", netip.AddrFrom4([4]byte(k)), err)
-			}
-		}
-		return writeFoldRest(tx, f)
-	})
+	// journaled), so the moves watermark stays as it is. Nothing is
+	// served yet: no pauses.
+	return writeFold(db, collect(g, o.gens[g], nil), foldTxMax, func(time.Duration) {})
 }
 
 // parseGen reads a generation bucket's name.
