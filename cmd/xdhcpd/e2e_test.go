@@ -636,6 +636,15 @@ func TestDhcpcdAvoidsAddressInUse(t *testing.T) {
 func TestLeasesSurviveRestartAndKill9(t *testing.T) {
 	needTools(t, "udhcpc")
 	l := newLab(t, "1h")
+	// Folds a minute apart: the kill finds the leases in the journal
+	// only, and the start after it must fold them from there.
+	cfg, err := os.ReadFile(l.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(l.cfgPath, bytes.Replace(cfg, []byte("server:\n"), []byte("server:\n  journal-fold-every: 1m\n"), 1), 0o600)
+	l.daemon.Stop()
+	l.start()
 	var macs []string
 	for i := range 3 {
 		mac := fmt.Sprintf("02:00:00:00:06:%02x", i+1)
@@ -652,6 +661,16 @@ func TestLeasesSurviveRestartAndKill9(t *testing.T) {
 			t.Fatalf("%s has no lease", m)
 		}
 		before[m] = li.IP
+	}
+	var st struct {
+		Store struct {
+			Unfolded int `json:"unfolded"`
+		} `json:"store"`
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := control.Call(ctx, l.sock, "stats", nil, &st); err != nil || st.Store.Unfolded < len(macs) {
+		t.Fatalf("before the kill, %d changes wait in the journal (%v); want at least %d", st.Store.Unfolded, err, len(macs))
 	}
 	// kill -9: every ACKed lease was on disk before its ACK.
 	l.daemon.Signal(sigKILL)
