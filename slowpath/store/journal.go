@@ -150,7 +150,19 @@ func (o *overlay) genLocked(g uint64) *genOps {
 // on disk. The values are in arena, which nothing reuses: the overlay
 // keeps pointing into it until the generation is folded.
 func appendOps(b *bolt.Bucket, seq *uint64, arena []byte, batch []job, count *int) ([]byte, []change, error) {
-	var out []change
+	n := 0
+	for _, j := range batch {
+		n += len(j.leases) + len(j.del) + len(j.informed) + 1
+	}
+	out := make([]change, 0, n)
+	// The keys, as bbolt keeps them until the commit: one buffer, not an
+	// allocation each (a grown buffer leaves those handed out in place).
+	keys := make([]byte, 0, 8*n)
+	nextKey := func() []byte {
+		*seq++
+		keys = binary.BigEndian.AppendUint64(keys, *seq)
+		return keys[len(keys)-8 : len(keys) : len(keys)]
+	}
 	put := func(op byte, ip [4]byte, body func([]byte) ([]byte, error)) error {
 		start := len(arena)
 		arena = append(arena, op)
@@ -162,9 +174,7 @@ func appendOps(b *bolt.Bucket, seq *uint64, arena []byte, batch []job, count *in
 			}
 		}
 		v := arena[start:len(arena):len(arena)]
-		*seq++
-		k := binary.BigEndian.AppendUint64(nil, *seq)
-		if err := b.Put(k, v); err != nil {
+		if err := b.Put(nextKey(), v); err != nil {
 			return fmt.Errorf("appending to the journal: %w", err)
 		}
 		out = append(out, change{op: op, ip: ip, val: v[5:]})
@@ -209,8 +219,7 @@ func appendOps(b *bolt.Bucket, seq *uint64, arena []byte, batch []job, count *in
 			arena = append(arena, key...)
 			arena = append(arena, j.meta[1]...)
 			v := arena[start:len(arena):len(arena)]
-			*seq++
-			if err := b.Put(binary.BigEndian.AppendUint64(nil, *seq), v); err != nil {
+			if err := b.Put(nextKey(), v); err != nil {
 				return arena, nil, fmt.Errorf("appending to the journal: %w", err)
 			}
 			out = append(out, change{op: opMeta, key: string(key), val: v[3+len(key):]})
@@ -328,8 +337,10 @@ func (s *Store) folded(f foldSet) {
 	for i := 0; i < len(f.leases); i += foldedChunk {
 		s.jmu.Lock()
 		for _, p := range f.leases[i:min(i+foldedChunk, len(f.leases))] {
-			if cur, ok := s.ov.leases.Get(p); ok && cur.gen == f.gen {
-				s.ov.leases.Delete(p)
+			// One descent for the common case; a newer generation's
+			// change, rarer, goes back.
+			if cur, ok := s.ov.leases.Delete(p); ok && cur.gen != f.gen {
+				s.ov.leases.ReplaceOrInsert(cur)
 			}
 		}
 		s.jmu.Unlock()
