@@ -8,7 +8,7 @@ package store
 // its changes to the journal, a second bbolt file whose newest pages are
 // the only ones it writes, and an ACK waits for that alone. A second
 // goroutine, the folder, later writes what the journal holds into the
-// lease tree in one transaction of its own (the fold), in address order;
+// lease tree in transactions of its own (the fold), in address order;
 // the more it has to write, the more changes share a page. bbolt has one
 // writer per file, which is why the journal is a file of its own: a fold
 // in the same file would hold every commit behind it.
