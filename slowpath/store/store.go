@@ -68,7 +68,7 @@ type Options struct {
 	// page of the tree, and the more memory holds them meanwhile.
 	FoldEvery time.Duration
 	// JournalMax is how many changes may wait to be folded before commits
-	// wait for the fold (default 262144, some 60 MiB).
+	// wait for the fold (default 262144, some 80 MiB: about 320 B each).
 	JournalMax int
 }
 
