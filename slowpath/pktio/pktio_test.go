@@ -172,6 +172,57 @@ func TestReplyIPHeaderOnTheWire(t *testing.T) {
 // Serve read it carries the kernel's receive time, not the read's, so the
 // server can tell how long it waited (slowpath.Settings.MaxWait), and where
 // it arrived.
+// waitKernelTimestamps returns once the kernel stamps datagrams as they
+// arrive. The first socket to ask for timestamps turns them on for the
+// whole kernel through deferred work (net_enable_timestamp), and until that
+// work has run a datagram is stamped when it is read instead: on a loaded
+// machine, the datagram the test sends right after Listen was (CI21: 306
+// ms after it was sent, the test's 300 ms sleep). It probes with a socket
+// of its own, held open meanwhile, until a datagram left unread for 20 ms
+// carries a time at least 15 ms old.
+func waitKernelTimestamps(t *testing.T) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	self, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, oob := make([]byte, 16), make([]byte, 128)
+	for range 100 {
+		if err := unix.Sendto(fd, []byte("probe"), 0, self); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		_, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= 16 {
+				ts := time.Unix(int64(binary.NativeEndian.Uint64(m.Data)), int64(binary.NativeEndian.Uint64(m.Data[8:])))
+				if time.Since(ts) >= 15*time.Millisecond {
+					return
+				}
+			}
+		}
+	}
+	t.Fatal("the kernel stamped no probe datagram on arrival within 2 s")
+}
+
 func TestReceiveTimeIsTheKernels(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testenv.Skip(t, "needs root: Listen opens an AF_PACKET socket")
@@ -187,6 +238,7 @@ func TestReceiveTimeIsTheKernels(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
+	waitKernelTimestamps(t)
 	sent := time.Now()
 	if _, err := src.Write([]byte("waited")); err != nil {
 		t.Fatal(err)
