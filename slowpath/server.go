@@ -41,6 +41,14 @@ type Store interface {
 	Moved(clientKey string, to, from netip.Addr)
 }
 
+// bulkSubmitter is a Store that writes a rewrite of many records in
+// address order straight into its lease tree (store.Store.SubmitBulk).
+type bulkSubmitter interface {
+	SubmitBulk(leases []*lease.Lease, done func(error))
+}
+
+var _ bulkSubmitter = (*store.Store)(nil)
+
 // mappedReleaser is a Store whose reads leave the file's pages counted in
 // the daemon's resident set until it releases them (store.Store: bbolt's
 // read-only shared mapping, whose pages stay in the page cache).
@@ -743,7 +751,14 @@ func (s *Server) current(cl []*lease.Lease) []*lease.Lease {
 
 // submit hands one batch to the store and fans it out once it is on disk.
 func (s *Server) submit(cl []*lease.Lease, c cause, after func(error)) {
-	s.store.Submit(cl, func(err error) {
+	put := s.store.Submit
+	if b, ok := s.store.(bulkSubmitter); ok && c == causeAssume {
+		// Every lease held to its horizon, in address order, at a start
+		// that found the fast path's map lost: written once, into the
+		// tree, not into the journal and then the tree.
+		put = b.SubmitBulk
+	}
+	put(cl, func(err error) {
 		if err != nil {
 			s.m.CommitErrors.Inc()
 			// Once per message while the disk fails: limited.

@@ -34,6 +34,8 @@ import (
 
 	"github.com/google/btree"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
 
 var (
@@ -672,7 +674,13 @@ func (s *Store) closeGen() (foldSet, bool) {
 	s.jmu.Lock()
 	defer s.jmu.Unlock()
 	g := s.ov.cur
-	if ops := s.ov.gens[g]; (ops == nil || ops.n == 0) && len(moves) == 0 && s.ov.inflight != g {
+	// foldOff is read under the lock commits take: a commit made after a
+	// test turned folding off is never gathered.
+	if ops := s.ov.gens[g]; (ops == nil || ops.n == 0) && len(moves) == 0 && s.ov.inflight != g || s.foldOff.Load() {
+		s.mu.Lock()
+		s.moves = append(moves, s.moves...)
+		s.folding = s.folding[:len(s.folding)-len(moves)]
+		s.mu.Unlock()
 		return foldSet{}, false
 	}
 	s.ov.cur++
@@ -779,4 +787,64 @@ func (s *Store) Folded(ctx context.Context) error {
 		case <-time.After(time.Millisecond):
 		}
 	}
+}
+
+// commitDirect writes the bulk jobs' leases that have no change waiting in
+// the journal into the tree, in one transaction, and leaves each bulk job
+// with the others, for the journal. It returns how many it wrote.
+func (s *Store) commitDirect(batch []job) (int, error) {
+	var direct []*lease.Lease
+	s.jmu.Lock()
+	for i := range batch {
+		j := &batch[i]
+		if !j.bulk {
+			continue
+		}
+		rest := j.leases[:0:0]
+		for _, l := range j.leases {
+			if a := l.IP.As4(); l.IP.Is4() && !s.ov.leases.Has(pend{ip: binary.BigEndian.Uint32(a[:])}) {
+				direct = append(direct, l)
+			} else {
+				rest = append(rest, l)
+			}
+		}
+		j.leases = rest
+	}
+	s.jmu.Unlock()
+	if len(direct) == 0 {
+		return 0, nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		lb := tx.Bucket(bucketLeases)
+		var buf []byte
+		for _, l := range direct {
+			// bbolt keeps each value until the commit: a buffer of its
+			// own per record, from one growing allocation.
+			start := len(buf)
+			var err error
+			if buf, err = l.AppendBinary(buf); err != nil {
+				return err
+			}
+			k := l.IP.As4()
+			if err := lb.Put(k[:], buf[start:len(buf):len(buf)]); err != nil {
+				return fmt.Errorf("writing lease %s: %w", l.IP, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("writing %d leases into the lease tree: %w", len(direct), err)
+	}
+	return len(direct), nil
+}
+
+// journaled reports whether a batch has anything for the journal once
+// commitDirect has taken what goes straight into the tree.
+func journaled(batch []job) bool {
+	for _, j := range batch {
+		if len(j.leases) > 0 || len(j.del) > 0 || len(j.informed) > 0 || j.meta[0] != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -122,7 +122,7 @@ func TestReadsMergeTheJournal(t *testing.T) {
 	m := model{}
 
 	// First some changes in the tree.
-	s, stop := open(t, path, Options{FoldEvery: 1e6})
+	s, stop := open(t, path, Options{FoldEvery: time.Hour})
 	applyRandom(t, s, m, rng, 300)
 	if err := s.Folded(context.Background()); err != nil {
 		t.Fatal(err)
@@ -144,7 +144,7 @@ func TestReadsMergeTheJournal(t *testing.T) {
 	if n := journalEntries(t, path); n != 300 {
 		t.Fatalf("the journal holds %d entries after the stop, want 300", n)
 	}
-	s, stop = open(t, path, Options{FoldEvery: 1e6})
+	s, stop = open(t, path, Options{FoldEvery: time.Hour})
 	if n := s.Stats().Unfolded; n != 0 {
 		t.Fatalf("%d changes wait after Open", n)
 	}
@@ -395,4 +395,61 @@ func TestFailingFoldRefusesCommitsOnceFull(t *testing.T) {
 			t.Fatalf("acknowledged %s lost", ip)
 		}
 	}
+}
+
+// treeHas reads ip's record from the lease tree itself, past the journal.
+func treeHas(t *testing.T, s *Store, ip netip.Addr) *lease.Lease {
+	t.Helper()
+	var out *lease.Lease
+	if err := s.db.View(func(tx *bolt.Tx) (err error) {
+		out, err = getRecord(tx.Bucket(bucketLeases), ip)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// SubmitBulk writes into the tree the records whose addresses have no
+// change waiting in the journal, and journals the others, after the change
+// that waits: the newest wins everywhere, before the fold, after it, and
+// after a crash that left the journal to replay.
+func TestBulkWritesTheTreeUnlessTheJournalHasTheAddress(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	s, stop := open(t, path, Options{FoldEvery: time.Hour})
+	ctx := context.Background()
+	s.foldOff.Store(true)
+	if err := s.Put(ctx, active(1, 1)); err != nil { // waits in the journal
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	s.SubmitBulk([]*lease.Lease{active(1, 2), active(2, 2), active(3, 2)}, func(err error) { done <- err })
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if l := treeHas(t, s, ipN(2)); l == nil || l.HWAddr[5] != 2 {
+		t.Fatalf("a bulk record with nothing in the journal is not in the tree: %+v", l)
+	}
+	if l := treeHas(t, s, ipN(1)); l != nil {
+		t.Fatalf("a bulk record whose address waits in the journal went into the tree before it: %+v", l)
+	}
+	if st := s.Stats(); st.Unfolded != 2 || st.Leases != 4 {
+		t.Fatalf("after the bulk commit: %+v (want 2 journal entries: the Put and the bulk record after it)", st)
+	}
+	check := func(when string) {
+		t.Helper()
+		for ip := uint32(1); ip <= 3; ip++ {
+			if l, err := s.Get(ipN(ip)); err != nil || l == nil || l.HWAddr[5] != 2 {
+				t.Fatalf("%s: %s is %+v (%v), want the bulk record", when, ipN(ip), l, err)
+			}
+		}
+	}
+	check("before the fold")
+	stop()
+	s, stop = open(t, path, Options{})
+	check("replayed")
+	if l := treeHas(t, s, ipN(1)); l == nil || l.HWAddr[5] != 2 {
+		t.Fatalf("replayed tree holds %+v for %s", l, ipN(1))
+	}
+	stop()
 }

@@ -92,8 +92,11 @@ type Stats struct {
 
 type job struct {
 	leases []*lease.Lease
-	del    []netip.Addr
-	meta   [2][]byte
+	// bulk: leases whose addresses have no change waiting in the journal
+	// go straight into the tree (SubmitBulk).
+	bulk bool
+	del  []netip.Addr
+	meta [2][]byte
 	// informed puts (nil value: deletes) records of clients configured
 	// by DHCPINFORM (SubmitInformed).
 	informed map[netip.Addr][]byte
@@ -246,6 +249,18 @@ func (s *Store) Close() error { return errors.Join(s.jdb.Close(), s.db.Close()) 
 // goroutine (Run). Records belong to the store afterwards.
 func (s *Store) Submit(leases []*lease.Lease, done func(error)) {
 	s.enqueue(job{leases: leases, done: done})
+}
+
+// SubmitBulk is Submit for a rewrite of many records in address order
+// (every lease held to its horizon at a start that found the fast path's
+// map lost, ten million at most): those whose addresses have no change
+// waiting in the journal are written into the lease tree by the commit
+// itself, before the journal's transaction, instead of once into each
+// file. Nothing can come between: only the committer adds to the journal,
+// and a change leaves the overlay only once folded. It holds the commit
+// behind a fold's transaction, so it is for bulk work, not for ACKs.
+func (s *Store) SubmitBulk(leases []*lease.Lease, done func(error)) {
+	s.enqueue(job{leases: leases, done: done, bulk: true})
 }
 
 func (s *Store) enqueue(j job) {
@@ -489,27 +504,42 @@ func (s *Store) commit(batch []job) committed {
 	if g != s.jgen {
 		s.jgen, s.jseq = g, 0
 	}
+	began := time.Now()
+	direct, err := s.commitDirect(batch)
+	if err != nil {
+		s.jmu.Lock()
+		s.ov.inflight = 0
+		s.jcond.Broadcast()
+		s.jmu.Unlock()
+		s.mu.Lock()
+		s.st.Errors++
+		s.mu.Unlock()
+		s.log.Error("lease commit failed", "leases", n, "err", err)
+		return committed{batch: batch, err: fmt.Errorf("committing %d leases: %w", n, err)}
+	}
 	// One buffer for the transaction's records: an allocation per record
 	// was a fifth of a catch-up's garbage. It is not reused: the overlay
 	// points into it until the generation is folded.
 	arena := make([]byte, 0, n*170)
 	var changes []change
-	began := time.Now()
-	err := s.jdb.Update(func(tx *bolt.Tx) error {
-		// Generations the folder has written into the tree.
-		if err := dropGens(tx, dropped, drop); err != nil {
+	if journaled(batch) || drop > dropped {
+		err = s.jdb.Update(func(tx *bolt.Tx) error {
+			// Generations the folder has written into the tree.
+			if err := dropGens(tx, dropped, drop); err != nil {
+				return err
+			}
+			b, err := tx.CreateBucketIfNotExists(genBucket(g))
+			if err != nil {
+				return fmt.Errorf("journal generation %d: %w", g, err)
+			}
+			// Entries are appended in key order: full pages, and only the
+			// last one is written again.
+			b.FillPercent = 1
+			arena, changes, err = appendOps(b, &s.jseq, arena, batch, &count)
 			return err
-		}
-		b, err := tx.CreateBucketIfNotExists(genBucket(g))
-		if err != nil {
-			return fmt.Errorf("journal generation %d: %w", g, err)
-		}
-		// Entries are appended in key order: full pages, and only the
-		// last one is written again.
-		b.FillPercent = 1
-		arena, changes, err = appendOps(b, &s.jseq, arena, batch, &count)
-		return err
-	})
+		})
+	}
+	count += direct
 	if s.opt.Observe != nil {
 		s.opt.Observe(count, time.Since(began))
 	}
