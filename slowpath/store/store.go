@@ -488,12 +488,7 @@ func (s *Store) commit(batch []job) committed {
 			waiting := s.ov.waiting
 			s.jmu.Unlock()
 			s.signalFold() // try it again now: it may succeed (space freed)
-			err := fmt.Errorf("lease journal holds %d changes (server.journal-max) and folding it into the lease tree fails (see the log)", waiting)
-			s.mu.Lock()
-			s.st.Errors++
-			s.mu.Unlock()
-			s.log.Error("lease commit refused", "leases", n, "err", err)
-			return committed{batch: batch, err: err}
+			return s.failed(batch, n, fmt.Errorf("lease journal holds %d changes (server.journal-max) and folding it into the lease tree fails (see the log)", waiting))
 		}
 		s.signalFold()
 		s.jcond.Wait()
@@ -511,11 +506,7 @@ func (s *Store) commit(batch []job) committed {
 		s.ov.inflight = 0
 		s.jcond.Broadcast()
 		s.jmu.Unlock()
-		s.mu.Lock()
-		s.st.Errors++
-		s.mu.Unlock()
-		s.log.Error("lease commit failed", "leases", n, "err", err)
-		return committed{batch: batch, err: fmt.Errorf("committing %d leases: %w", n, err)}
+		return s.failed(batch, n, err)
 	}
 	// One buffer for the transaction's records: an allocation per record
 	// was a fifth of a catch-up's garbage. It is not reused: the overlay
@@ -554,20 +545,25 @@ func (s *Store) commit(batch []job) committed {
 	}
 	s.jcond.Broadcast()
 	s.jmu.Unlock()
+	if err != nil {
+		return s.failed(batch, n, err)
+	}
 	s.mu.Lock()
-	if err != nil {
-		s.st.Errors++
-	} else {
-		s.st.Commits++
-		s.st.Leases += uint64(count)
-		s.st.LastBatch = count
-	}
+	s.st.Commits++
+	s.st.Leases += uint64(count)
+	s.st.LastBatch = count
 	s.mu.Unlock()
-	if err != nil {
-		s.log.Error("lease commit failed", "leases", count, "err", err)
-		err = fmt.Errorf("committing %d leases: %w", count, err)
-	}
-	return committed{batch: batch, err: err}
+	return committed{batch: batch}
+}
+
+// failed counts and logs a commit of n leases that err kept off the disk,
+// and hands its callbacks the error.
+func (s *Store) failed(batch []job, n int, err error) committed {
+	s.mu.Lock()
+	s.st.Errors++
+	s.mu.Unlock()
+	s.log.Error("lease commit failed", "leases", n, "err", err)
+	return committed{batch: batch, err: fmt.Errorf("committing %d leases: %w", n, err)}
 }
 
 // signalFold asks the folder to fold now.
@@ -644,11 +640,14 @@ func (s *Store) Get(ip netip.Addr) (*lease.Lease, error) {
 		// The journal first: a change missing from it has been folded
 		// into the tree before the tree is read below.
 		a := ip.As4()
-		if o := s.pendingFrom(binary.BigEndian.Uint32(a[:]), 1); len(o) == 1 && o[0].ip == binary.BigEndian.Uint32(a[:]) {
-			if o[0].rec == nil {
+		s.jmu.Lock()
+		p, ok := s.ov.leases.Get(pend{ip: binary.BigEndian.Uint32(a[:])})
+		s.jmu.Unlock()
+		if ok {
+			if p.rec == nil {
 				return nil, nil
 			}
-			return decodeRecord(a[:], o[0].rec)
+			return decodeRecord(a[:], p.rec)
 		}
 	}
 	var out *lease.Lease
