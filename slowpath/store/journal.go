@@ -793,6 +793,25 @@ func (s *Store) Folded(ctx context.Context) error {
 // the journal into the tree, in one transaction, and leaves each bulk job
 // with the others, for the journal. It returns how many it wrote.
 func (s *Store) commitDirect(batch []job) (int, error) {
+	if !slices.ContainsFunc(batch, func(j job) bool { return j.bulk }) {
+		return 0, nil
+	}
+	// Addresses the batch's other jobs change go to the journal as well,
+	// whichever job came first: a bulk record written into the tree
+	// after an earlier job's change of its address was appended to the
+	// journal would be folded over by that older change.
+	others := map[uint32]bool{}
+	for _, j := range batch {
+		if j.bulk {
+			continue
+		}
+		for _, l := range j.leases {
+			others[ip4(l.IP)] = true
+		}
+		for _, ip := range j.del {
+			others[ip4(ip)] = true
+		}
+	}
 	var direct []*lease.Lease
 	s.jmu.Lock()
 	for i := range batch {
@@ -802,7 +821,7 @@ func (s *Store) commitDirect(batch []job) (int, error) {
 		}
 		rest := j.leases[:0:0]
 		for _, l := range j.leases {
-			if a := l.IP.As4(); l.IP.Is4() && !s.ov.leases.Has(pend{ip: binary.BigEndian.Uint32(a[:])}) {
+			if ip := ip4(l.IP); l.IP.Is4() && !others[ip] && !s.ov.leases.Has(pend{ip: ip}) {
 				direct = append(direct, l)
 			} else {
 				rest = append(rest, l)
@@ -836,6 +855,15 @@ func (s *Store) commitDirect(batch []job) (int, error) {
 		return 0, fmt.Errorf("writing %d leases into the lease tree: %w", len(direct), err)
 	}
 	return len(direct), nil
+}
+
+// ip4 is an IPv4 address as the overlay keys it (0 for any other).
+func ip4(a netip.Addr) uint32 {
+	if !a.Is4() {
+		return 0
+	}
+	b := a.As4()
+	return binary.BigEndian.Uint32(b[:])
 }
 
 // journaled reports whether a batch has anything for the journal once

@@ -453,3 +453,61 @@ func TestBulkWritesTheTreeUnlessTheJournalHasTheAddress(t *testing.T) {
 	}
 	stop()
 }
+
+// A bulk record and another job's change of the same address in one
+// transaction, the other job first: the bulk record is the newer and must
+// stay so. Written into the tree while the older change went to the
+// journal, it was read over by that change and then folded over by it.
+func TestBulkAfterAnotherJobOfTheSameAddressInOneCommit(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		first func(s *Store, done func(error))
+	}{
+		{"put", func(s *Store, done func(error)) { s.Submit([]*lease.Lease{active(1, 1)}, done) }},
+		{"delete", func(s *Store, done func(error)) { s.enqueue(job{del: []netip.Addr{ipN(1)}, done: done}) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "l.db")
+			s, err := Open(path, Options{FoldEvery: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Queued before the committer runs: one transaction.
+			errs := make(chan error, 2)
+			tc.first(s, func(err error) { errs <- err })
+			s.SubmitBulk([]*lease.Lease{active(1, 2), active(2, 2)}, func(err error) { errs <- err })
+			ctx, cancel := context.WithCancel(context.Background())
+			ran := make(chan error, 1)
+			go func() { ran <- s.Run(ctx) }()
+			for range 2 {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if st := s.Stats(); st.Commits != 1 {
+				t.Fatalf("%d commits, want the two jobs in one", st.Commits)
+			}
+			check := func(when string) {
+				t.Helper()
+				for _, ip := range []netip.Addr{ipN(1), ipN(2)} {
+					if l, err := s.Get(ip); err != nil || l == nil || l.HWAddr[5] != 2 {
+						t.Fatalf("%s: %s is %+v (%v), want the bulk record", when, ip, l, err)
+					}
+				}
+			}
+			check("before the fold")
+			if err := s.Folded(ctx); err != nil {
+				t.Fatal(err)
+			}
+			check("folded")
+			if l := treeHas(t, s, ipN(1)); l == nil || l.HWAddr[5] != 2 {
+				t.Fatalf("the folded tree holds %+v for %s", l, ipN(1))
+			}
+			cancel()
+			if err := <-ran; err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+		})
+	}
+}
