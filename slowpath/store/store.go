@@ -254,11 +254,13 @@ func (s *Store) Submit(leases []*lease.Lease, done func(error)) {
 // SubmitBulk is Submit for a rewrite of many records in address order
 // (every lease held to its horizon at a start that found the fast path's
 // map lost, ten million at most): those whose addresses have no change
-// waiting in the journal are written into the lease tree by the commit
-// itself, before the journal's transaction, instead of once into each
-// file. Nothing can come between: only the committer adds to the journal,
-// and a change leaves the overlay only once folded. It holds the commit
-// behind a fold's transaction, so it is for bulk work, not for ACKs.
+// waiting in the journal, and that no other job of the same transaction
+// changes, are written into the lease tree by the commit itself, before
+// the journal's transaction, instead of once into each file (the journal
+// takes the others, in the jobs' order). Nothing can come between: only
+// the committer adds to the journal, and a change leaves the overlay only
+// once folded. It holds the commit behind a fold's transaction, so it is
+// for bulk work, not for ACKs.
 func (s *Store) SubmitBulk(leases []*lease.Lease, done func(error)) {
 	s.enqueue(job{leases: leases, done: done, bulk: true})
 }
