@@ -12,8 +12,9 @@ import (
 
 // ServerSide is where a phase's time went inside xdhcpd, read from its
 // histograms before and after the phase (issue 19): how long requests
-// waited in their socket, how long from arrival to ACK, and how long
-// each lease store transaction took. Milliseconds; quantiles are upper
+// waited in their socket, how long from arrival to ACK and how much of
+// that from the hand-over to the store until on disk, and how long each
+// lease store transaction took. Milliseconds; quantiles are upper
 // bucket bounds (the buckets are slowpath's latencyBuckets; one past the
 // last finite bound reads as that bound), 0 with no observations.
 type ServerSide struct {
@@ -21,6 +22,8 @@ type ServerSide struct {
 	WaitP99     float64 `json:"priority-wait-p99-ms"`
 	AckP50      float64 `json:"ack-p50-ms"`
 	AckP99      float64 `json:"ack-p99-ms"`
+	StoreP50    float64 `json:"store-wait-p50-ms,omitempty"`
+	StoreP99    float64 `json:"store-wait-p99-ms,omitempty"`
 	CommitP50   float64 `json:"commit-p50-ms"`
 	CommitP99   float64 `json:"commit-p99-ms"`
 	CommitMean  float64 `json:"commit-mean-ms"`
@@ -28,7 +31,7 @@ type ServerSide struct {
 }
 
 // serverSideMetrics are the histograms ServerSide reads.
-var serverSideMetrics = []string{"xdhcp_slowpath_wait_seconds", "xdhcp_slowpath_ack_seconds", "xdhcp_store_commit_seconds", "xdhcp_store_commit_leases"}
+var serverSideMetrics = []string{"xdhcp_slowpath_wait_seconds", "xdhcp_slowpath_ack_seconds", "xdhcp_slowpath_store_wait_seconds", "xdhcp_store_commit_seconds", "xdhcp_store_commit_leases"}
 
 // serverSideProbe scrapes xdhcpd's /metrics at addr in ns now, and
 // returns a function that scrapes again and reports the difference; nil
@@ -58,6 +61,8 @@ func serverSideBetween(before, after string) *ServerSide {
 		WaitP99:   q("xdhcp_slowpath_wait_seconds", `class="priority"`, 0.99),
 		AckP50:    q("xdhcp_slowpath_ack_seconds", "", 0.5),
 		AckP99:    q("xdhcp_slowpath_ack_seconds", "", 0.99),
+		StoreP50:  q("xdhcp_slowpath_store_wait_seconds", "", 0.5),
+		StoreP99:  q("xdhcp_slowpath_store_wait_seconds", "", 0.99),
 		CommitP50: q("xdhcp_store_commit_seconds", "", 0.5),
 		CommitP99: q("xdhcp_store_commit_seconds", "", 0.99),
 	}

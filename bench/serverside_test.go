@@ -32,14 +32,17 @@ func TestServerSideBetween(t *testing.T) {
 	before := histText("xdhcp_slowpath_ack_seconds", "", les, []int{10, 0, 0, 0, 0}, 0.005) +
 		histText("xdhcp_slowpath_wait_seconds", `class="priority"`, les, []int{5, 0, 0, 0, 0}, 0.001) +
 		histText("xdhcp_slowpath_wait_seconds", `class="bulk"`, les, []int{0, 0, 0, 0, 100}, 100) +
+		histText("xdhcp_slowpath_store_wait_seconds", "", les, []int{10, 0, 0, 0, 0}, 0.005) +
 		histText("xdhcp_store_commit_seconds", "", les, []int{1, 0, 0, 0, 0}, 0.001) +
 		histText("xdhcp_store_commit_leases", "", []string{"1", "4", "+Inf"}, []int{1, 0, 0}, 1)
 	// Between the scrapes: 100 ACKs, 98 within 5 ms and 2 within 50 ms;
 	// 100 priority waits within 1 ms (the bulk socket's are not read);
+	// of the ACKs' time, 97 within 1 ms in the store and 3 within 10 ms;
 	// 10 commits of 3 ms, 30 leases in all.
 	after := histText("xdhcp_slowpath_ack_seconds", "", les, []int{10, 98, 0, 2, 0}, 1) +
 		histText("xdhcp_slowpath_wait_seconds", `class="priority"`, les, []int{105, 0, 0, 0, 0}, 0.05) +
 		histText("xdhcp_slowpath_wait_seconds", `class="bulk"`, les, []int{0, 0, 0, 0, 500}, 600) +
+		histText("xdhcp_slowpath_store_wait_seconds", "", les, []int{107, 0, 3, 0, 0}, 0.1) +
 		histText("xdhcp_store_commit_seconds", "", les, []int{1, 10, 0, 0, 0}, 0.031) +
 		histText("xdhcp_store_commit_leases", "", []string{"1", "4", "+Inf"}, []int{1, 10, 0}, 31)
 	ss := serverSideBetween(before, after)
@@ -48,6 +51,7 @@ func TestServerSideBetween(t *testing.T) {
 		got, want float64
 	}{
 		{"ack p50", ss.AckP50, 5}, {"ack p99", ss.AckP99, 50}, {"wait p50", ss.WaitP50, 1}, {"wait p99", ss.WaitP99, 1},
+		{"store p50", ss.StoreP50, 1}, {"store p99", ss.StoreP99, 10},
 		{"commit p99", ss.CommitP99, 5}, {"commit mean", ss.CommitMean, 3}, {"leases per commit", ss.LeasesPerTx, 3},
 	} {
 		if math.Abs(c.got-c.want) > 1e-9 {

@@ -165,8 +165,10 @@ func (s *Server) Handle(in Incoming) {
 		s.emit(out)
 	}
 	if pending != nil {
+		handed := time.Now()
 		s.commit(append([]*lease.Lease{pending.l}, pending.freed...), causeAck, func(err error) {
 			if err == nil {
+				s.m.StoreWait.Observe(time.Since(handed).Seconds())
 				s.emit([]Outgoing{pending.out})
 				if !in.Received.IsZero() {
 					s.m.AckLatency.Observe(time.Since(in.Received).Seconds())

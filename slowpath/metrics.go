@@ -38,10 +38,14 @@ type Metrics struct {
 	// Where a request's time goes (issue 19), from the kernel's receive
 	// timestamp: Wait until the server takes it to handle, by class (its
 	// socket; the dropped are counted in Dropped);
-	// AckLatency until its ACK leaves, the lease on disk; CommitTime each
-	// lease store transaction, fsync included, and CommitLeases its size.
+	// AckLatency until its ACK leaves, the lease on disk; StoreWait the
+	// part of that from the handler's hand-over to the store until the
+	// lease is on disk and its callback runs (the commit in flight, its
+	// own, and the callbacks before it); CommitTime each lease store
+	// transaction, fsync included, and CommitLeases its size.
 	Wait         *prometheus.HistogramVec
 	AckLatency   prometheus.Histogram
+	StoreWait    prometheus.Histogram
 	CommitTime   prometheus.Histogram
 	CommitLeases prometheus.Histogram
 	// FoldTime is each fold of the lease journal into the lease tree,
@@ -122,6 +126,9 @@ func NewMetrics() *Metrics {
 		AckLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "xdhcp_slowpath_ack_seconds", Help: "Time from a REQUEST's arrival (kernel timestamp) until its DHCPACK was handed to the socket, the lease on disk.", Buckets: latencyBuckets,
 		}),
+		StoreWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "xdhcp_slowpath_store_wait_seconds", Help: "Time from a REQUEST's lease handed to the lease store until it was on disk and its ACK's callback ran: the commit in flight, its own, and the callbacks before it (part of xdhcp_slowpath_ack_seconds).", Buckets: latencyBuckets,
+		}),
 		CommitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "xdhcp_store_commit_seconds", Help: "Lease store transactions' duration, fsync included.", Buckets: latencyBuckets,
 		}),
@@ -152,7 +159,7 @@ func (m *Metrics) Register(reg prometheus.Registerer, srv *Server) error {
 		Name: "xdhcp_informed_clients", Help: "Clients configured by DHCPINFORM remembered, so that FORCERENEW can reach them.",
 	}, func() float64 { return float64(srv.InformedCount()) })
 	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, m.OffersWithdrawn,
-		m.ForceRenewSent, m.ForceRenewAnswered, m.ForceRenewGaveUp, m.ForceRenewNoKey, m.InformedEvicted, m.InformedExpired, m.Wait, m.AckLatency, m.CommitTime, m.CommitLeases, m.FoldTime, m.FoldLeases, remaining, informed, poolCollector{srv}} {
+		m.ForceRenewSent, m.ForceRenewAnswered, m.ForceRenewGaveUp, m.ForceRenewNoKey, m.InformedEvicted, m.InformedExpired, m.Wait, m.AckLatency, m.StoreWait, m.CommitTime, m.CommitLeases, m.FoldTime, m.FoldLeases, remaining, informed, poolCollector{srv}} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
@@ -284,6 +286,25 @@ func TestAckIsSentOnlyAfterCommit(t *testing.T) {
 	if testutil.ToFloat64(f.srv.m.CommitErrors) != 1 {
 		t.Fatal("commit error not counted")
 	}
+	// The store's share of an ACK's time is observed for ACKs sent only.
+	if n := sampleCount(t, f.srv.m.StoreWait); n != 0 {
+		t.Fatalf("store wait observed %d times with no ACK", n)
+	}
+	f.store.fail = nil
+	f.dora(mac(2))
+	if n := sampleCount(t, f.srv.m.StoreWait); n != 1 {
+		t.Fatalf("store wait observed %d times for one ACK", n)
+	}
+}
+
+// sampleCount is how many observations histogram h holds.
+func sampleCount(t *testing.T, h prometheus.Histogram) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
 }
 
 func TestReservationWinsAndReturningClientGetsItsAddress(t *testing.T) {
