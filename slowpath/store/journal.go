@@ -147,9 +147,30 @@ func (o *overlay) genLocked(g uint64) *genOps {
 	return ops
 }
 
+// checkBatch refuses a batch that the journal or the tree would refuse
+// part of, before anything of it is written: a bulk record goes into the
+// tree before the journal's transaction (commitDirect), and a commit
+// refused after that would have a record in the tree, read at once and
+// after every start, that its caller was told failed.
+func checkBatch(batch []job) error {
+	for _, j := range batch {
+		for _, l := range j.leases {
+			if !l.IP.Is4() {
+				return fmt.Errorf("lease without an IPv4 address: %v", l.IP)
+			}
+		}
+		// The tree takes a meta key at the fold, after the ACK: refused
+		// here, as the tree would refuse it, it cannot stop every fold.
+		if key := j.meta[0]; key != nil && (len(key) == 0 || len(key) > bolt.MaxKeySize) {
+			return fmt.Errorf("meta key of %d bytes (1 to %d)", len(key), bolt.MaxKeySize)
+		}
+	}
+	return nil
+}
+
 // appendOps writes one committed batch's changes to the journal bucket b
 // and returns what they change, for the overlay once the transaction is
-// on disk. The values are in arena, which nothing reuses: the overlay
+// on disk. The batch has passed checkBatch. The values are in arena, which nothing reuses: the overlay
 // keeps pointing into it until the generation is folded.
 func appendOps(b *bolt.Bucket, seq *uint64, arena []byte, batch []job, count *int) ([]byte, []change, error) {
 	n := 0
@@ -184,9 +205,6 @@ func appendOps(b *bolt.Bucket, seq *uint64, arena []byte, batch []job, count *in
 	}
 	for _, j := range batch {
 		for _, l := range j.leases {
-			if !l.IP.Is4() {
-				return arena, nil, fmt.Errorf("lease without an IPv4 address: %v", l.IP)
-			}
 			if err := put(opLeasePut, l.IP.As4(), l.AppendBinary); err != nil {
 				return arena, nil, fmt.Errorf("writing lease %s: %w", l.IP, err)
 			}
@@ -210,11 +228,6 @@ func appendOps(b *bolt.Bucket, seq *uint64, arena []byte, batch []job, count *in
 			}
 		}
 		if key := j.meta[0]; key != nil {
-			// The tree takes the key at the fold, after the ACK: refused
-			// here, as the tree would refuse it, it cannot stop every fold.
-			if len(key) == 0 || len(key) > bolt.MaxKeySize {
-				return arena, nil, fmt.Errorf("meta key of %d bytes (1 to %d)", len(key), bolt.MaxKeySize)
-			}
 			start := len(arena)
 			arena = append(arena, opMeta)
 			arena = binary.BigEndian.AppendUint16(arena, uint16(len(key)))
@@ -672,11 +685,11 @@ func (s *Store) closeGen() (foldSet, bool) {
 	s.folding = append(s.folding, moves...)
 	s.mu.Unlock()
 	s.jmu.Lock()
-	defer s.jmu.Unlock()
 	g := s.ov.cur
 	// foldOff is read under the lock commits take: a commit made after a
 	// test turned folding off is never gathered.
 	if ops := s.ov.gens[g]; (ops == nil || ops.n == 0) && len(moves) == 0 && s.ov.inflight != g || s.foldOff.Load() {
+		s.jmu.Unlock()
 		s.mu.Lock()
 		s.moves = append(moves, s.moves...)
 		s.folding = s.folding[:len(s.folding)-len(moves)]
@@ -689,8 +702,11 @@ func (s *Store) closeGen() (foldSet, bool) {
 	}
 	// Read after the wait: the commit that was on its way may have made
 	// the generation's list (a fold of its moves alone once left that
-	// commit's leases out, and recorded the generation folded).
-	return collect(g, s.ov.gens[g], moves), true
+	// commit's leases out, and recorded the generation folded). Gathered
+	// after the unlock: g is closed, and collect sorts all of it.
+	ops := s.ov.gens[g]
+	s.jmu.Unlock()
+	return collect(g, ops, moves), true
 }
 
 // foldPace pauses a fold between two transactions as long as the last

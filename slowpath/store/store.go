@@ -260,7 +260,11 @@ func (s *Store) Submit(leases []*lease.Lease, done func(error)) {
 // takes the others, in the jobs' order). Nothing can come between: only
 // the committer adds to the journal, and a change leaves the overlay only
 // once folded. It holds the commit behind a fold's transaction, so it is
-// for bulk work, not for ACKs.
+// for bulk work, not for ACKs. A commit that the journal would refuse
+// part of is refused before either write (checkBatch); one whose
+// journal write fails after the tree's (a disk that filled in between)
+// leaves the bulk records it wrote in the tree, although its callbacks
+// get the error: records the caller asked for, no older than the tree's.
 func (s *Store) SubmitBulk(leases []*lease.Lease, done func(error)) {
 	s.enqueue(job{leases: leases, done: done, bulk: true})
 }
@@ -430,7 +434,9 @@ func (s *Store) finish(c committed) {
 // addresses whose record still names the client, so a move lost to a
 // crash loses no binding (moves are not journaled).
 func (s *Store) Moved(key string, to, from netip.Addr) {
-	if !to.Is4() || !from.Is4() || to == from {
+	// A key the tree would refuse would fail every later fold: not
+	// recorded (a client key is at most 256 bytes today).
+	if !to.Is4() || !from.Is4() || to == from || key == "" || len(key) > bolt.MaxKeySize {
 		return
 	}
 	s.mu.Lock()
@@ -502,7 +508,11 @@ func (s *Store) commit(batch []job) committed {
 		s.jgen, s.jseq = g, 0
 	}
 	began := time.Now()
-	direct, err := s.commitDirect(batch)
+	err := checkBatch(batch)
+	var direct int
+	if err == nil {
+		direct, err = s.commitDirect(batch)
+	}
 	if err != nil {
 		s.jmu.Lock()
 		s.ov.inflight = 0

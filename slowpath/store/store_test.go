@@ -143,6 +143,15 @@ func TestHistoryHoldsMovesOnly(t *testing.T) {
 	if h, err := s.History(key); err != nil || !slices.Equal(h, []netip.Addr{ipN(2), ipN(1)}) {
 		t.Fatalf("history after a move: %v %v", h, err)
 	}
+	// Keys the tree would refuse are not recorded: they would fail every
+	// fold after them.
+	s.Moved("", ipN(3), ipN(2))
+	s.Moved(strings.Repeat("k", bolt.MaxKeySize+1), ipN(3), ipN(2))
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.Folded(wctx); err != nil || s.Stats().FoldErrors != 0 {
+		t.Fatalf("folding after moves with unusable keys: %v, %+v", err, s.Stats())
+	}
 }
 
 func TestLoadPageResumesAfterTheLastAddress(t *testing.T) {
