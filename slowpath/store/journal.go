@@ -170,8 +170,9 @@ func checkBatch(batch []job) error {
 
 // appendOps writes one committed batch's changes to the journal bucket b
 // and returns what they change, for the overlay once the transaction is
-// on disk. The batch has passed checkBatch. The values are in arena, which nothing reuses: the overlay
-// keeps pointing into it until the generation is folded.
+// on disk. The batch has passed checkBatch. The values are in arena,
+// which nothing reuses: the overlay keeps pointing into it until the
+// generation is folded.
 func appendOps(b *bolt.Bucket, seq *uint64, arena []byte, batch []job, count *int) ([]byte, []change, error) {
 	n := 0
 	for _, j := range batch {
