@@ -105,8 +105,12 @@ func (r *Rig) Overload(ctx context.Context, o OverloadOptions) OverloadReport {
 			o.Log("  %-28s %3.0f%% (%6d/s offered, %d clients): %8.0f answered/s, loss %5.1f%%, p50 %s µs, p99 %s µs, %d not sent %s\n", s.Name(), 100*f, so.Rate, so.Clients,
 				res.Best.Rate, 100*res.Best.Loss, latency(res, res.Best.P50), latency(res, res.Best.P99), res.Best.Starved, res.Err)
 			if ss := res.ServerSide; ss != nil {
-				o.Log("    in the server: socket wait p50 %.1f, p99 %.1f ms; arrival to ACK p50 %.1f, p99 %.1f ms, of which in the store p50 %.1f, p99 %.1f ms; commit p50 %.1f, p99 %.1f, mean %.2f ms, %.0f leases each\n",
-					ss.WaitP50, ss.WaitP99, ss.AckP50, ss.AckP99, ss.StoreP50, ss.StoreP99, ss.CommitP50, ss.CommitP99, ss.CommitMean, ss.LeasesPerTx)
+				store := ""
+				if ss.StoreP50 > 0 || ss.StoreP99 > 0 {
+					store = fmt.Sprintf(", of which in the store p50 %.1f, p99 %.1f ms", ss.StoreP50, ss.StoreP99)
+				}
+				o.Log("    in the server: socket wait p50 %.1f, p99 %.1f ms; arrival to ACK p50 %.1f, p99 %.1f ms%s; commit p50 %.1f, p99 %.1f, mean %.2f ms, %.0f leases each\n",
+					ss.WaitP50, ss.WaitP99, ss.AckP50, ss.AckP99, store, ss.CommitP50, ss.CommitP99, ss.CommitMean, ss.LeasesPerTx)
 			}
 			rep.Rows = append(rep.Rows, row)
 			if ctx.Err() != nil {
@@ -176,7 +180,7 @@ func (rep *Report) overloadOne(b *strings.Builder, ov *OverloadReport, stem stri
 	} else if ov.Scenario == loadgen.Renew {
 		b.WriteString("The clients renewed in the order they were bound, which is the addresses' order: a commit of many renewals writes few pages of the lease tree (`--order bound`; `--order scattered` offers them in a random order).\n\n")
 	}
-	b.WriteString("Inside xdhcpd (its histograms, read before and after each step; upper bucket bounds): how long the requests it handled waited in the priority socket, how long from their arrival to the ACK, how much of that from the lease's hand-over to the store until it was on disk and its ACK's callback ran (the commit in flight, its own, the callbacks before it; reports before 2026-12-06 19:00 UTC have no such column), and how long each lease store transaction took.\n\n")
+	b.WriteString("Inside xdhcpd (its histograms, read before and after each step; upper bucket bounds): how long the requests it handled waited in the priority socket, how long from their arrival to the ACK, how much of that from the lease's hand-over to the store until it was on disk and its ACK's callback ran (the commit in flight, its own, the callbacks before it; empty for a daemon without that histogram, before d816b1e), and how long each lease store transaction took.\n\n")
 	b.WriteString("*Clients* is the step's population (at least 1.25 times the offered rate times the generator's 1 s timeout, at most the relay pool, so that requests the server drops do not leave it without idle clients); *not sent* the requests it had no idle client for.\n\n")
 	b.WriteString("| server | offered (share of ceiling) | clients, not sent | answered/s | goodput | loss | p50 µs | p99 µs | socket wait p99 ms | arrival to ACK p50 / p99 ms | in the store p50 / p99 ms | commit p50 / p99 ms, leases each |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range ov.Rows {

@@ -38,11 +38,13 @@ type Metrics struct {
 	// Where a request's time goes (issue 19), from the kernel's receive
 	// timestamp: Wait until the server takes it to handle, by class (its
 	// socket; the dropped are counted in Dropped);
-	// AckLatency until its ACK leaves, the lease on disk; StoreWait the
-	// part of that from the handler's hand-over to the store until the
-	// lease is on disk and its callback runs (the commit in flight, its
-	// own, and the callbacks before it); CommitTime each lease store
-	// transaction, fsync included, and CommitLeases its size.
+	// AckLatency until its ACK is queued to leave, the lease on disk (it
+	// leaves with the transaction's other ACKs, in one send, once their
+	// callbacks have run); StoreWait the part of that from the
+	// handler's hand-over of the lease to be committed until its
+	// callback starts (the commit in flight, its own, and the callbacks
+	// before it); CommitTime each lease store transaction, fsync
+	// included, and CommitLeases its size.
 	Wait         *prometheus.HistogramVec
 	AckLatency   prometheus.Histogram
 	StoreWait    prometheus.Histogram
@@ -124,10 +126,10 @@ func NewMetrics() *Metrics {
 			Name: "xdhcp_slowpath_wait_seconds", Help: "Time from a message's arrival (kernel timestamp) until the slow path took it to handle (the dropped ones are in xdhcp_slowpath_dropped_total), by socket (priority: REQUEST, DECLINE, RELEASE, LEASEQUERY; bulk: the rest).", Buckets: latencyBuckets,
 		}, []string{"class"}),
 		AckLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "xdhcp_slowpath_ack_seconds", Help: "Time from a REQUEST's arrival (kernel timestamp) until its DHCPACK was handed to the socket, the lease on disk.", Buckets: latencyBuckets,
+			Name: "xdhcp_slowpath_ack_seconds", Help: "Time from a REQUEST's arrival (kernel timestamp) until its DHCPACK was queued to be sent, the lease on disk (it leaves with its transaction's other ACKs in one send).", Buckets: latencyBuckets,
 		}),
 		StoreWait: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "xdhcp_slowpath_store_wait_seconds", Help: "Time from a REQUEST's lease handed to the lease store until it was on disk and its ACK's callback ran: the commit in flight, its own, and the callbacks before it (part of xdhcp_slowpath_ack_seconds).", Buckets: latencyBuckets,
+			Name: "xdhcp_slowpath_store_wait_seconds", Help: "Time from a REQUEST's lease handed over to be committed until it was on disk and its ACK's callback started: the commit in flight, its own, and the callbacks before it (part of xdhcp_slowpath_ack_seconds).", Buckets: latencyBuckets,
 		}),
 		CommitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "xdhcp_store_commit_seconds", Help: "Lease store transactions' duration, fsync included.", Buckets: latencyBuckets,

@@ -514,34 +514,47 @@ func TestBulkAfterAnotherJobOfTheSameAddressInOneCommit(t *testing.T) {
 
 // A bulk record with nothing in the journal goes into the lease tree
 // before the journal's transaction (commitDirect). A transaction that the
-// journal would refuse (here another job's meta key the tree would
-// refuse) is refused before that write: its bulk record was once in the
-// tree, read at once and after every start, while its caller was told the
-// commit failed. (Found by a review.)
+// journal would refuse (another job's meta key the tree would refuse, or
+// a record it cannot encode) is refused before that write: its bulk
+// record was once in the tree, read at once and after every start, while
+// its caller was told the commit failed. (Found by reviews.)
 func TestRefusedBulkCommitWritesNothing(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "l.db")
-	s, err := Open(path, Options{FoldEvery: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	// Queued before the committer runs: one transaction.
-	errs := make(chan error, 2)
-	s.SubmitBulk([]*lease.Lease{active(1, 2)}, func(err error) { errs <- err })
-	s.enqueue(job{meta: [2][]byte{[]byte(""), []byte("v")}, done: func(err error) { errs <- err }})
-	ctx, cancel := context.WithCancel(ctx)
-	ran := make(chan error, 1)
-	go func() { ran <- s.Run(ctx) }()
-	bulkErr := <-errs
-	<-errs
-	if bulkErr == nil {
-		t.Fatal("the bulk job of a failed transaction was acknowledged")
-	}
-	l, err := s.Get(ipN(1))
-	cancel()
-	<-ran
-	s.Close()
-	if err != nil || l != nil {
-		t.Fatalf("the bulk record of a refused commit (%v) is served: %+v %v", bulkErr, l, err)
+	for _, tc := range []struct {
+		name string
+		bad  job
+	}{
+		{"meta key", job{meta: [2][]byte{[]byte(""), []byte("v")}}},
+		{"hardware address", job{leases: []*lease.Lease{func() *lease.Lease {
+			l := active(2, 1)
+			l.HWAddr = make([]byte, 17)
+			return l
+		}()}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(filepath.Join(t.TempDir(), "l.db"), Options{FoldEvery: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Queued before the committer runs: one transaction.
+			errs := make(chan error, 2)
+			s.SubmitBulk([]*lease.Lease{active(1, 2)}, func(err error) { errs <- err })
+			tc.bad.done = func(err error) { errs <- err }
+			s.enqueue(tc.bad)
+			ctx, cancel := context.WithCancel(context.Background())
+			ran := make(chan error, 1)
+			go func() { ran <- s.Run(ctx) }()
+			bulkErr := <-errs
+			<-errs
+			if bulkErr == nil {
+				t.Fatal("the bulk job of a failed transaction was acknowledged")
+			}
+			l, err := s.Get(ipN(1))
+			cancel()
+			<-ran
+			s.Close()
+			if err != nil || l != nil {
+				t.Fatalf("the bulk record of a refused commit (%v) is served: %+v %v", bulkErr, l, err)
+			}
+		})
 	}
 }
