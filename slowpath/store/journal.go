@@ -151,23 +151,13 @@ func (o *overlay) genLocked(g uint64) *genOps {
 // part of, before anything of it is written: a bulk record goes into the
 // tree before the journal's transaction (commitDirect), and a commit
 // refused after that would have a record in the tree, read at once and
-// after every start, that its caller was told failed.
+// after every start, that its caller was told failed. (commitDirect
+// checks that the records encode, once it knows it writes first.)
 func checkBatch(batch []job) error {
-	// With a bulk job, every record is encoded once here too: only then
-	// does a write come before the journal's, and bulk batches are rare
-	// (a start that found the fast path's map lost).
-	bulk := slices.ContainsFunc(batch, func(j job) bool { return j.bulk })
-	var scratch []byte
 	for _, j := range batch {
 		for _, l := range j.leases {
 			if !l.IP.Is4() {
 				return fmt.Errorf("lease without an IPv4 address: %v", l.IP)
-			}
-			if bulk {
-				var err error
-				if scratch, err = l.AppendBinary(scratch[:0]); err != nil {
-					return err
-				}
 			}
 		}
 		// The tree takes a meta key at the fold, after the ACK: refused
@@ -861,21 +851,39 @@ func (s *Store) commitDirect(batch []job) (int, error) {
 	if len(direct) == 0 {
 		return 0, nil
 	}
+	// Encoded before the tree is written: a record that does not encode
+	// refuses the batch while nothing of it is on disk. The direct ones
+	// once, kept for the write (bbolt keeps each value until the commit:
+	// a slice of its own per record, from one growing buffer); the
+	// journal's, here only to see that they do (few: at a start, those
+	// a client changed meanwhile).
+	var buf []byte
+	ends := make([]int, len(direct))
+	for i, l := range direct {
+		var err error
+		if buf, err = l.AppendBinary(buf); err != nil {
+			return 0, err
+		}
+		ends[i] = len(buf)
+	}
+	var scratch []byte
+	for _, j := range batch {
+		for _, l := range j.leases {
+			var err error
+			if scratch, err = l.AppendBinary(scratch[:0]); err != nil {
+				return 0, err
+			}
+		}
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		lb := tx.Bucket(bucketLeases)
-		var buf []byte
-		for _, l := range direct {
-			// bbolt keeps each value until the commit: a buffer of its
-			// own per record, from one growing allocation.
-			start := len(buf)
-			var err error
-			if buf, err = l.AppendBinary(buf); err != nil {
-				return err
-			}
+		start := 0
+		for i, l := range direct {
 			k := l.IP.As4()
-			if err := lb.Put(k[:], buf[start:len(buf):len(buf)]); err != nil {
+			if err := lb.Put(k[:], buf[start:ends[i]:ends[i]]); err != nil {
 				return fmt.Errorf("writing lease %s: %w", l.IP, err)
 			}
+			start = ends[i]
 		}
 		return nil
 	})

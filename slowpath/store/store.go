@@ -261,7 +261,8 @@ func (s *Store) Submit(leases []*lease.Lease, done func(error)) {
 // the committer adds to the journal, and a change leaves the overlay only
 // once folded. It holds the commit behind a fold's transaction, so it is
 // for bulk work, not for ACKs. A commit that the journal would refuse
-// part of is refused before either write (checkBatch); one whose
+// part of is refused before either write (checkBatch, and commitDirect
+// encodes every record before it writes); one whose
 // journal write fails after the tree's (a disk that filled in between)
 // leaves the bulk records it wrote in the tree, although its callbacks
 // get the error: records the caller asked for, no older than the tree's.
