@@ -9,11 +9,12 @@ PKGS    := ./...
 # that is neither here nor in its short list of base-system commands
 # (packages Debian marks Essential, which every install has).
 #   iproute2: ip, bridge; iputils-ping: ping (netns tests); util-linux: nsenter;
-#   procps: pkill (demo); mawk: awk (demo); llvm-14: llvm-strip-14 (bpf2go).
+#   procps: pkill (demo); mawk: awk (demo); llvm-14: llvm-strip-14 (bpf2go);
+#   e2fsprogs: mkfs.ext4; util-linux: fsfreeze (a disk that stalls, cmd/xdhcpd).
 DEB_PKGS := clang-14 llvm-14 bpftool libbpf-dev gcc-multilib iproute2 iputils-ping ethtool tcpdump \
             isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-server isc-dhcp-relay \
-            kea-dhcp4-server kea-admin curl procps mawk util-linux
-DEB_CMDS := ip bridge ss ping ethtool dhclient udhcpc dhcpcd dhcpd omshell kea-dhcp4 perfdhcp curl nsenter pkill awk \
+            kea-dhcp4-server kea-admin curl procps mawk util-linux e2fsprogs
+DEB_CMDS := ip bridge ss ping ethtool dhclient udhcpc dhcpcd dhcpd omshell kea-dhcp4 perfdhcp curl nsenter pkill awk mkfs.ext4 fsfreeze \
             clang-14 llvm-strip-14
 
 .PHONY: all build test test-short fuzz demo bench bench-quick deps generate check-generated clean

@@ -28,10 +28,22 @@ type ServerSide struct {
 	CommitP99   float64 `json:"commit-p99-ms"`
 	CommitMean  float64 `json:"commit-mean-ms"`
 	LeasesPerTx float64 `json:"leases-per-commit"`
+	// Stale and Overload are the requests the server dropped for waiting
+	// too long in a socket (reasons "stale": past max-wait; "overload":
+	// past queue-target while behind), per second of the phase; Behind
+	// the share of the phase it stopped reading for the lease store to
+	// catch up (xdhcp_slowpath_store_behind_seconds_total, from the commit
+	// that added it; 0 before).
+	Stale    float64 `json:"dropped-stale-per-second"`
+	Overload float64 `json:"dropped-overload-per-second"`
+	Behind   float64 `json:"store-behind-share"`
 }
 
 // serverSideMetrics are the histograms ServerSide reads.
 var serverSideMetrics = []string{"xdhcp_slowpath_wait_seconds", "xdhcp_slowpath_ack_seconds", "xdhcp_slowpath_store_wait_seconds", "xdhcp_store_commit_seconds", "xdhcp_store_commit_leases"}
+
+// serverSideCounters are the counters ServerSide reads.
+var serverSideCounters = []string{"xdhcp_slowpath_dropped_total", "xdhcp_slowpath_store_behind_seconds_total"}
 
 // serverSideProbe scrapes xdhcpd's /metrics at addr in ns now, and
 // returns a function that scrapes again and reports the difference; nil
@@ -41,18 +53,21 @@ func serverSideProbe(ns *netns.NS, addr string) func() (*ServerSide, error) {
 	if err != nil {
 		return func() (*ServerSide, error) { return nil, err }
 	}
+	start := time.Now()
 	return func() (*ServerSide, error) {
 		after, err := scrapeText(ns, addr)
 		if err != nil {
 			return nil, err
 		}
-		return serverSideBetween(before, after), nil
+		return serverSideBetween(before, after, time.Since(start)), nil
 	}
 }
 
-// serverSideBetween computes ServerSide from two scrapes of /metrics.
-func serverSideBetween(before, after string) *ServerSide {
-	b, a := promSeries(before, histogramSeries()...), promSeries(after, histogramSeries()...)
+// serverSideBetween computes ServerSide from two scrapes of /metrics
+// taken elapsed apart.
+func serverSideBetween(before, after string, elapsed time.Duration) *ServerSide {
+	names := append(histogramSeries(), serverSideCounters...)
+	b, a := promSeries(before, names...), promSeries(after, names...)
 	d := func(series string) float64 { return a[series] - b[series] }
 	ms := func(sec float64) float64 { return sec * float64(time.Second/time.Millisecond) }
 	q := func(name, labels string, p float64) float64 { return ms(bucketQuantile(a, b, name, labels, p)) }
@@ -69,6 +84,11 @@ func serverSideBetween(before, after string) *ServerSide {
 	if n := d("xdhcp_store_commit_seconds_count"); n > 0 {
 		ss.CommitMean = ms(d("xdhcp_store_commit_seconds_sum") / n)
 		ss.LeasesPerTx = d("xdhcp_store_commit_leases_sum") / n
+	}
+	if sec := elapsed.Seconds(); sec > 0 {
+		ss.Stale = d(`xdhcp_slowpath_dropped_total{reason="stale"}`) / sec
+		ss.Overload = d(`xdhcp_slowpath_dropped_total{reason="overload"}`) / sec
+		ss.Behind = d("xdhcp_slowpath_store_behind_seconds_total") / sec
 	}
 	return ss
 }

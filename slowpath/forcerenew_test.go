@@ -871,15 +871,21 @@ func TestBadCampaignRecordIsSkipped(t *testing.T) {
 }
 
 // heldStore holds every commit until release, as a disk that has not
-// synced yet.
+// synced yet; while open, commits go straight through.
 type heldStore struct {
 	*memStore
 	mu   sync.Mutex
 	held []func()
+	open bool
 }
 
 func (h *heldStore) Submit(ls []*lease.Lease, done func(error)) {
 	h.mu.Lock()
+	if h.open {
+		h.mu.Unlock()
+		h.memStore.Submit(ls, done)
+		return
+	}
 	defer h.mu.Unlock()
 	h.held = append(h.held, func() { h.memStore.Submit(ls, done) })
 }

@@ -45,9 +45,12 @@ type Metrics struct {
 	// callback starts (the commit in flight, its own, and the callbacks
 	// before it); CommitTime each lease store transaction, fsync
 	// included, and CommitLeases its size.
-	Wait         *prometheus.HistogramVec
-	AckLatency   prometheus.Histogram
-	StoreWait    prometheus.Histogram
+	Wait       *prometheus.HistogramVec
+	AckLatency prometheus.Histogram
+	StoreWait  prometheus.Histogram
+	// StoreBehind is the time the packet reader waited for the lease
+	// store to catch up (Server.Ready).
+	StoreBehind  prometheus.Counter
 	CommitTime   prometheus.Histogram
 	CommitLeases prometheus.Histogram
 	// FoldTime is each fold of the lease journal into the lease tree,
@@ -131,6 +134,9 @@ func NewMetrics() *Metrics {
 		StoreWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "xdhcp_slowpath_store_wait_seconds", Help: "Time from a REQUEST's lease handed over to be committed until it was on disk and its ACK's callback started: the commit in flight, its own, and the callbacks before it (part of xdhcp_slowpath_ack_seconds).", Buckets: latencyBuckets,
 		}),
+		StoreBehind: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdhcp_slowpath_store_behind_seconds_total", Help: "Time the packet reader stopped reading requests because an ACK had waited for the lease store longer than server.queue-target; the requests meanwhile wait in the sockets, where the queue bounds drop those that waited too long.",
+		}),
 		CommitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "xdhcp_store_commit_seconds", Help: "Lease store transactions' duration, fsync included.", Buckets: latencyBuckets,
 		}),
@@ -161,7 +167,7 @@ func (m *Metrics) Register(reg prometheus.Registerer, srv *Server) error {
 		Name: "xdhcp_informed_clients", Help: "Clients configured by DHCPINFORM remembered, so that FORCERENEW can reach them.",
 	}, func() float64 { return float64(srv.InformedCount()) })
 	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, m.OffersWithdrawn,
-		m.ForceRenewSent, m.ForceRenewAnswered, m.ForceRenewGaveUp, m.ForceRenewNoKey, m.InformedEvicted, m.InformedExpired, m.Wait, m.AckLatency, m.StoreWait, m.CommitTime, m.CommitLeases, m.FoldTime, m.FoldLeases, remaining, informed, poolCollector{srv}} {
+		m.ForceRenewSent, m.ForceRenewAnswered, m.ForceRenewGaveUp, m.ForceRenewNoKey, m.InformedEvicted, m.InformedExpired, m.Wait, m.AckLatency, m.StoreWait, m.StoreBehind, m.CommitTime, m.CommitLeases, m.FoldTime, m.FoldLeases, remaining, informed, poolCollector{srv}} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

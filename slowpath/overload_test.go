@@ -2,6 +2,7 @@ package slowpath
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -320,5 +321,65 @@ func TestHorizonsCatchUpWithoutAStorm(t *testing.T) {
 	}
 	if got := slow.submits.Load(); got > 4 {
 		t.Fatalf("%d commits for %d leases due (batches of %d): the same leases were committed again", got, n, sweepBatch)
+	}
+}
+
+// TestReadyWaitsForABehindStore: while an ACK has waited for the store
+// longer than QueueTarget, Ready (which the packet reader calls before
+// each batch) does not return, so the requests behind it wait in the
+// sockets, where admit bounds their wait; it returns once that ACK is
+// out, at once with no ACK waiting or QueueTarget 0, and with ctx's error
+// when ctx ends first. The wait is counted.
+func TestReadyWaitsForABehindStore(t *testing.T) {
+	f := newFixture(t)
+	held := &heldStore{memStore: f.store, open: true}
+	f.config = func(c *Config) { c.Store = held }
+	f.srv = f.build()
+	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 100*time.Millisecond
+	ready := func(d time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		return f.srv.Ready(ctx)
+	}
+	if err := ready(time.Second); err != nil {
+		t.Fatalf("nothing waiting for the store: %v", err)
+	}
+
+	ack := f.dora(mac(2))
+	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
+	held.mu.Lock()
+	held.open = false
+	held.mu.Unlock()
+	f.srv.Handle(Incoming{Data: msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice())).ToBytes(),
+		Src: netip.MustParseAddrPort("10.77.0.100:68"), Dst: srvAddr, IfIndex: 7, Received: time.Now()})
+	if n := len(f.out.take()); n != 0 {
+		t.Fatalf("an ACK sent before its commit: %d replies", n)
+	}
+	time.Sleep(20 * time.Millisecond) // past QueueTarget
+	if err := ready(50 * time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("an ACK waiting past QueueTarget: Ready returned %v, want it to wait", err)
+	}
+	if w := testutil.ToFloat64(f.srv.m.StoreBehind); w < 0.04 {
+		t.Fatalf("store_behind_seconds %v after a 50 ms wait", w)
+	}
+	f.srv.set.QueueTarget = 0
+	if err := ready(time.Second); err != nil {
+		t.Fatalf("QueueTarget 0: %v", err)
+	}
+	f.srv.set.QueueTarget = 10 * time.Millisecond
+
+	returned := make(chan error, 1)
+	go func() { returned <- ready(10 * time.Second) }()
+	select {
+	case err := <-returned:
+		t.Fatalf("Ready returned (%v) with the ACK still waiting", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	held.release(nil)
+	if err := <-returned; err != nil {
+		t.Fatalf("the ACK out: Ready returned %v", err)
+	}
+	if n := len(f.out.take()); n != 1 {
+		t.Fatalf("the commit done: %d replies, want the ACK", n)
 	}
 }

@@ -163,7 +163,9 @@ type Settings struct {
 	// QueueTarget however far the offered load passes what the server
 	// can do, and it spends its time on them instead of on answers
 	// their clients stopped waiting for. Zero QueueTarget turns this
-	// off, and DiscoverHoldoff with it.
+	// off, and DiscoverHoldoff with it. The lease store's queue is held
+	// to QueueTarget too: while an ACK has waited for it longer, the
+	// reader stops reading (Ready), and the backlog waits in the sockets.
 	QueueTarget, QueueInterval time.Duration
 	// DiscoverHoldoff: while the DISCOVER socket is behind (and for
 	// holdoffLinger after), a client whose DISCOVER reached it less than
@@ -195,6 +197,8 @@ type Server struct {
 	now     func() time.Time
 	// backlog is the overload state behind Settings.QueueTarget.
 	backlog backlog
+	// acks are the ACKs waiting for the lease store (Ready).
+	acks ackQueue
 	// logLimit keeps refused requesters from flooding the log.
 	logLimit *logLimiter
 	// subQ orders submissions to the store (see commit).
@@ -315,6 +319,7 @@ func New(c Config) (*Server, error) {
 		ctr:      c.Counter, camps: c.Campaigns,
 		frPending: map[netip.Addr]*frPending{}, moveNext: map[netip.Addr]*moveMark{}, campaigns: map[string]*campaign{}, frWake: make(chan struct{}, 1),
 		informed: map[netip.Addr]*informedClient{}, informLRU: list.New(), informs: c.Informed,
+		acks: newAckQueue(),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -123,7 +123,12 @@ subnets:
       routers: [10.78.0.1]
 `
 
-func newLab(t *testing.T, leaseTime string) *lab {
+func newLab(t *testing.T, leaseTime string) *lab { return newLabWith(t, leaseTime, nil) }
+
+// newLabWith is newLab with prepare, when given, called with the lab's
+// directory before the daemon starts (to put its state directory,
+// DIR/state, on a file system of its own).
+func newLabWith(t *testing.T, leaseTime string, prepare func(dir string)) *lab {
 	t.Helper()
 	xdhcpd, xdhcpctl := binaries(t)
 	srv := netns.ForTest(t, "xs")
@@ -134,6 +139,9 @@ func newLab(t *testing.T, leaseTime string) *lab {
 	cfg := strings.NewReplacer("{{DIR}}", l.dir, "{{LEASE}}", leaseTime).Replace(labConfig)
 	if err := os.WriteFile(l.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(l.dir)
 	}
 	l.start()
 	return l

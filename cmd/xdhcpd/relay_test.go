@@ -17,8 +17,11 @@ import (
 
 // relayLab adds a router namespace on the bridge (10.77.0.2) owning the
 // relay address 10.78.0.1, with the server routing 10.78/16 through it.
-func relayLab(t *testing.T) (*lab, *netns.NS) {
-	l := newLab(t, "1h")
+func relayLab(t *testing.T) (*lab, *netns.NS) { return relayLabWith(t, nil) }
+
+// relayLabWith is relayLab on newLabWith's prepare.
+func relayLabWith(t *testing.T, prepare func(dir string)) (*lab, *netns.NS) {
+	l := newLabWith(t, "1h", prepare)
 	r := l.client("rl0", "02:00:00:00:09:01")
 	l.sh(r, "ip addr add 10.77.0.2/24 dev rl0 && ip addr add 10.78.0.1/32 dev rl0")
 	l.sh(l.srv, "ip route add 10.78.0.0/16 via 10.77.0.2")

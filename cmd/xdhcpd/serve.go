@@ -348,7 +348,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			}
 		}()
 	}
-	goOwned("packet reader", func(ctx context.Context) error { return conn.Serve(ctx, srv.Handle) })
+	goOwned("packet reader", func(ctx context.Context) error { return conn.Serve(ctx, srv.Handle, srv.Ready) })
 	goOwned("sweeper", srv.Run)
 	goOwned("control socket", ctl.Serve)
 	goOwned("interface watcher", d.followLinks)

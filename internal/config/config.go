@@ -73,7 +73,9 @@ type Server struct {
 	// socket before the server read it (a DISCOVER or INFORM: a quarter
 	// of it); QueueTarget and QueueInterval bound the backlog by time
 	// once the server has been behind for an interval, per socket (see
-	// slowpath.Settings); DiscoverHoldoff drops a client's DISCOVERs
+	// slowpath.Settings), and QueueTarget the lease store's queue too
+	// (the server stops reading while an ACK has waited for it longer:
+	// slowpath.Server.Ready); DiscoverHoldoff drops a client's DISCOVERs
 	// repeated within it while the DISCOVER socket is behind. 0 turns
 	// each off.
 	// Pprof serves Go's profiles (net/http/pprof) on MetricsListen under

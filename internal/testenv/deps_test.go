@@ -28,7 +28,7 @@ var baseCommands = map[string]string{
 	"sleep": "coreutils", "tail": "coreutils", "true": "coreutils", "uname": "coreutils",
 	"id": "coreutils", "dirname": "coreutils",
 	"grep": "grep (Essential)", "sed": "sed (Essential)", "xargs": "findutils (Essential)",
-	"kill": "util-linux (Essential) and a shell builtin", "mount": "mount (Essential)",
+	"kill": "util-linux (Essential) and a shell builtin", "mount": "mount (Essential)", "umount": "mount (Essential)",
 	"go":   "the Go toolchain that runs the tests (README: installed first)",
 	"make": "runs make deps itself (.ci/run)",
 }

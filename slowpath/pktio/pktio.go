@@ -420,9 +420,12 @@ func queueFill(rc syscall.RawConn) (used int, ok bool) {
 // handle until ctx ends or a socket is closed (Close). A batch from the
 // priority socket goes before one from the bulk socket; while handle is
 // busy, each reader holds at most one batch and the rest wait in the
-// kernel. Ending ctx stops the reading only: replies to requests whose
-// leases are still being committed can go out afterwards, until Close.
-func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error {
+// kernel. Before each batch it calls ready, when given, which may hold
+// the reading back (slowpath.Server.Ready: while the lease store is
+// behind, the backlog waits in the sockets). Ending ctx stops the reading
+// only: replies to requests whose leases are still being committed can go
+// out afterwards, until Close.
+func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming), ready func(context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() {
@@ -461,6 +464,15 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming)) error 
 				return err
 			case <-ctx.Done():
 				return nil
+			}
+		}
+		if ready != nil {
+			if err := ready(ctx); err != nil {
+				b.r.free <- b
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("waiting to read requests: %w", err)
 			}
 		}
 		c.handleBatch(b, handle)

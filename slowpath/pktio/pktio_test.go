@@ -73,7 +73,7 @@ func TestSendAfterServeStops(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.Serve(ctx, func(slowpath.Incoming) {}) }()
+	go func() { done <- c.Serve(ctx, func(slowpath.Incoming) {}, nil) }()
 	cancel()
 	select {
 	case err := <-done:
@@ -247,7 +247,7 @@ func TestReceiveTimeIsTheKernels(t *testing.T) {
 		case got <- in:
 		default:
 		}
-	})
+	}, nil)
 	select {
 	case in := <-got:
 		if d := in.Received.Sub(sent); d < -50*time.Millisecond || d > 150*time.Millisecond {

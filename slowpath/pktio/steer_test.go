@@ -195,7 +195,7 @@ func TestRequestsBeforeDiscovers(t *testing.T) {
 			if len(order) == discovers+1 {
 				close(all)
 			}
-		})
+		}, nil)
 	}()
 	select {
 	case <-all:
@@ -292,7 +292,7 @@ func TestDiscoverHoldoffInTheKernel(t *testing.T) {
 func TestServeEndsOnClose(t *testing.T) {
 	c := listenForTest(t)
 	served := make(chan error, 1)
-	go func() { served <- c.Serve(context.Background(), func(slowpath.Incoming) {}) }()
+	go func() { served <- c.Serve(context.Background(), func(slowpath.Incoming) {}, nil) }()
 	time.Sleep(50 * time.Millisecond) // reading
 	c.Close()
 	select {
@@ -339,7 +339,7 @@ func TestDiscoverQueueFill(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- c.Serve(ctx, func(in slowpath.Incoming) { got <- in.QueueFull })
+		done <- c.Serve(ctx, func(in slowpath.Incoming) { got <- in.QueueFull }, nil)
 	}()
 	defer func() {
 		cancel()
