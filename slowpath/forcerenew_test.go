@@ -877,6 +877,8 @@ type heldStore struct {
 	mu   sync.Mutex
 	held []func()
 	open bool
+	// since is when the oldest held commit was submitted.
+	since time.Time
 }
 
 func (h *heldStore) Submit(ls []*lease.Lease, done func(error)) {
@@ -887,7 +889,21 @@ func (h *heldStore) Submit(ls []*lease.Lease, done func(error)) {
 		return
 	}
 	defer h.mu.Unlock()
+	if len(h.held) == 0 {
+		h.since = time.Now()
+	}
 	h.held = append(h.held, func() { h.memStore.Submit(ls, done) })
+}
+
+// Behind is how long the oldest commit held has waited (the stand-in's
+// transactions take no time).
+func (h *heldStore) Behind() time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.held) == 0 {
+		return 0
+	}
+	return time.Since(h.since)
 }
 
 // release lands the commits held, in order, failing them all with fail

@@ -166,9 +166,7 @@ func (s *Server) Handle(in Incoming) {
 	}
 	if pending != nil {
 		handed := time.Now()
-		s.acks.add(handed)
 		s.commit(append([]*lease.Lease{pending.l}, pending.freed...), causeAck, func(err error) {
-			s.acks.done()
 			if err == nil {
 				s.m.StoreWait.Observe(time.Since(handed).Seconds())
 				s.emit([]Outgoing{pending.out})

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
-	"github.com/xdhcp/xdhcp/internal/fifo"
 )
 
 // Request classes, each a queue of its own: the packet reader
@@ -180,95 +179,63 @@ func (s *Server) gateLocked(behind bool, now time.Time, holdoff time.Duration) {
 	}
 }
 
-// ackQueue holds, oldest first, when each REQUEST's lease was handed to
-// the lease store and its ACK is not yet out. The store's queue is
-// unbounded and the packet reader never waited for it: with the store
-// behind (a disk that stalls, a commit slower than the requests coming
-// in), every request read went into the next commit, admitted because it
-// had not waited in the socket, and was answered as late as the store
-// was behind (xdhcp-bench overload at 120%: 250 leases a commit against
-// 87 at 80%, half the ACK's p99 spent in the store). Ready stops the
-// reading instead, so that the backlog stays in the sockets, where
-// admit bounds it by time.
-type ackQueue struct {
-	mu     sync.Mutex
-	handed fifo.Queue[time.Time]
-	// answered wakes Ready when the oldest is answered (one signal
-	// held: one sent between Ready's check and its wait is not lost).
-	answered chan struct{}
+// behindStore is a Store that says how far it is behind what is
+// submitted to it (store.Store.Behind).
+type behindStore interface {
+	Behind() time.Duration
 }
 
-func newAckQueue() ackQueue { return ackQueue{answered: make(chan struct{}, 1)} }
+// readyPoll is how often Ready looks at the store again while it waits.
+const readyPoll = time.Millisecond
 
-// add records an ACK handed to the store now.
-func (q *ackQueue) add(now time.Time) {
-	q.mu.Lock()
-	q.handed.Push(now)
-	q.mu.Unlock()
-}
-
-// done records an ACK answered (its commit done, or failed). The store
-// calls back in the order it was handed leases, so the oldest is the one
-// answered.
-func (q *ackQueue) done() {
-	q.mu.Lock()
-	if q.handed.Len() > 0 {
-		q.handed.Pop()
-	}
-	q.mu.Unlock()
-	select {
-	case q.answered <- struct{}{}:
-	default:
-	}
-}
-
-// oldest is when the oldest unanswered ACK was handed to the store; false
-// when none waits.
-func (q *ackQueue) oldest() (time.Time, bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.handed.Len() == 0 {
-		return time.Time{}, false
-	}
-	return q.handed.Front(), true
-}
-
-// Ready returns once the lease store is not behind: no ACK has waited for
-// it longer than Settings.QueueTarget (at once with the bound off). The
-// packet reader calls it before each batch it hands to Handle: while the
-// store is behind, requests wait in the sockets, where admit drops those
-// that waited too long, instead of in the store's queue, where nothing
-// bounds their wait. The time spent waiting is counted
+// Ready returns once the lease store is not behind by more than
+// Settings.QueueTarget (store.Store.Behind: its oldest queued change has
+// waited that much longer than a transaction takes), at once with the
+// bound off or a store that cannot say. The packet reader calls it before
+// each batch it hands to Handle. The store's queue is unbounded, and
+// before, the reader never waited for it: with the disk behind (a stall,
+// commits slower than the requests come), every request read went into
+// the store's queue, admitted because it had not waited in its socket,
+// and was answered as late as the disk was behind (a 3 s stall: every
+// renewal read meanwhile ACKed when the disk came back). Now the backlog
+// waits in the sockets, where admit drops what waited too long. The time
+// spent waiting is counted as it passes
 // (xdhcp_slowpath_store_behind_seconds_total); a wait of a second or more
-// (a disk that stalls) is logged. It returns ctx's error when ctx ends.
+// is logged when it ends. It returns ctx's error when ctx ends first.
 func (s *Server) Ready(ctx context.Context) error {
-	s.mu.Lock()
-	target := s.set.QueueTarget
-	s.mu.Unlock()
-	if target <= 0 {
+	st, ok := s.store.(behindStore)
+	if !ok {
 		return nil
 	}
-	var since time.Time
+	var since, last time.Time
+	var tick *time.Ticker
 	defer func() {
-		if since.IsZero() {
+		if tick == nil {
 			return
 		}
-		d := time.Since(since)
-		s.m.StoreBehind.Add(d.Seconds())
-		if d >= time.Second {
+		tick.Stop()
+		now := time.Now()
+		s.m.StoreBehind.Add(now.Sub(last).Seconds())
+		if d := now.Sub(since); d >= time.Second {
 			s.logLimited(slog.LevelWarn, "store_behind", "lease store behind: stopped reading requests until it caught up", "waited", d.Round(time.Millisecond))
 		}
 	}()
 	for {
-		t, ok := s.acks.oldest()
-		if !ok || time.Since(t) <= target {
+		// Read each time: a reload may turn the bound off meanwhile.
+		s.mu.Lock()
+		target := s.set.QueueTarget
+		s.mu.Unlock()
+		if target <= 0 || st.Behind() <= target {
 			return nil
 		}
-		if since.IsZero() {
-			since = time.Now()
+		now := time.Now()
+		if tick == nil {
+			since, last, tick = now, now, time.NewTicker(readyPoll)
 		}
+		s.m.StoreBehind.Add(now.Sub(last).Seconds())
+		last = now
 		select {
-		case <-s.acks.answered:
+		case <-tick.C:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

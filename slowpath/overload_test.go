@@ -324,12 +324,13 @@ func TestHorizonsCatchUpWithoutAStorm(t *testing.T) {
 	}
 }
 
-// TestReadyWaitsForABehindStore: while an ACK has waited for the store
-// longer than QueueTarget, Ready (which the packet reader calls before
-// each batch) does not return, so the requests behind it wait in the
-// sockets, where admit bounds their wait; it returns once that ACK is
-// out, at once with no ACK waiting or QueueTarget 0, and with ctx's error
-// when ctx ends first. The wait is counted.
+// TestReadyWaitsForABehindStore: while the store is behind by more than
+// QueueTarget (here: an ACK's commit held longer), Ready (which the
+// packet reader calls before each batch) does not return, so the
+// requests behind it wait in the sockets, where admit bounds their wait;
+// it returns once the store has caught up, at once with nothing waiting
+// or QueueTarget 0, and with ctx's error when ctx ends first. The wait is
+// counted as it passes.
 func TestReadyWaitsForABehindStore(t *testing.T) {
 	f := newFixture(t)
 	held := &heldStore{memStore: f.store, open: true}

@@ -49,6 +49,8 @@ type bulkSubmitter interface {
 
 var _ bulkSubmitter = (*store.Store)(nil)
 
+var _ behindStore = (*store.Store)(nil)
+
 // mappedReleaser is a Store whose reads leave the file's pages counted in
 // the daemon's resident set until it releases them (store.Store: bbolt's
 // read-only shared mapping, whose pages stay in the page cache).
@@ -164,8 +166,8 @@ type Settings struct {
 	// can do, and it spends its time on them instead of on answers
 	// their clients stopped waiting for. Zero QueueTarget turns this
 	// off, and DiscoverHoldoff with it. The lease store's queue is held
-	// to QueueTarget too: while an ACK has waited for it longer, the
-	// reader stops reading (Ready), and the backlog waits in the sockets.
+	// to QueueTarget too: while the store is behind by more, the reader
+	// stops reading (Ready), and the backlog waits in the sockets.
 	QueueTarget, QueueInterval time.Duration
 	// DiscoverHoldoff: while the DISCOVER socket is behind (and for
 	// holdoffLinger after), a client whose DISCOVER reached it less than
@@ -197,8 +199,6 @@ type Server struct {
 	now     func() time.Time
 	// backlog is the overload state behind Settings.QueueTarget.
 	backlog backlog
-	// acks are the ACKs waiting for the lease store (Ready).
-	acks ackQueue
 	// logLimit keeps refused requesters from flooding the log.
 	logLimit *logLimiter
 	// subQ orders submissions to the store (see commit).
@@ -319,7 +319,6 @@ func New(c Config) (*Server, error) {
 		ctr:      c.Counter, camps: c.Campaigns,
 		frPending: map[netip.Addr]*frPending{}, moveNext: map[netip.Addr]*moveMark{}, campaigns: map[string]*campaign{}, frWake: make(chan struct{}, 1),
 		informed: map[netip.Addr]*informedClient{}, informLRU: list.New(), informs: c.Informed,
-		acks: newAckQueue(),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -9,24 +9,26 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/xdhcp/xdhcp/internal/netns"
+	"github.com/xdhcp/xdhcp/internal/testenv"
 )
 
 // TestDiskStallAnswersNothingLate: the disk under the state directory
 // stalls (fsfreeze on an ext4 of its own) while relayed clients renew.
-// The first renewal's commit waits for the disk; once its ACK has waited
-// longer than queue-target, the server stops reading, so the renewals
-// after it wait in the socket, where those older than max-wait (1 s) are
-// dropped and counted "stale" once the disk is back, none answered late
-// (before, each went into the lease store's queue and was ACKed when the
-// disk came back, seconds after its client had given up on it). After
-// the stall every client renews at once, and a kill -9 loses none of the
-// acknowledged leases.
+// The first renewal's commit waits for the disk; once that transaction
+// has run longer than queue-target past what one takes, the server stops
+// reading, so the renewals after it wait in the socket, where those older
+// than max-wait (1 s) are dropped and counted "stale" once the disk is
+// back, none answered late (before, each went into the lease store's
+// queue and was ACKed when the disk came back, seconds after its client
+// had given up on it). After the stall every client renews at once, and
+// a kill -9 loses none of the acknowledged leases.
 func TestDiskStallAnswersNothingLate(t *testing.T) {
 	needTools(t, "mkfs.ext4", "fsfreeze")
 	var state string
@@ -114,10 +116,15 @@ func mountExt4(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	hostRun(t, "mkfs.ext4", "-q", "-F", img)
-	hostRun(t, "mount", "-o", "loop", img, mnt)
+	if out, err := hostExec("mount", "-o", "loop", img, mnt); err != nil {
+		testenv.Skipf(t, "mounting an ext4 image on a loop device: %v\n%s", err, out)
+	}
 	t.Cleanup(func() {
 		if out, err := hostExec("umount", mnt); err != nil {
+			// Detached instead, so the loop device is released once
+			// nothing uses it.
 			t.Errorf("umount %s: %v\n%s", mnt, err, out)
+			hostExec("umount", "-l", mnt)
 		}
 	})
 	return mnt
@@ -125,14 +132,25 @@ func mountExt4(t *testing.T, dir string) string {
 
 // freeze stalls every write to the file system at mnt (fsfreeze) until
 // the returned thaw is called, or the test ends: a daemon stopped while
-// its disk is frozen would wait for it in the kernel, so the cleanup,
-// registered after the daemon's, thaws first.
+// its disk is frozen would wait for it in the kernel, unkillable, so the
+// cleanup, registered after the daemon's, thaws first. Should the test
+// binary die first (go test's -timeout ends it without cleanups), a
+// watchdog in a session of its own thaws it after a minute.
 func freeze(t *testing.T, mnt string) (thaw func()) {
 	t.Helper()
 	hostRun(t, "fsfreeze", "-f", mnt)
+	watchdog := exec.Command("sh", "-c", `sleep 60; fsfreeze -u "$1"`, "sh", mnt)
+	watchdog.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := watchdog.Start(); err != nil {
+		hostExec("fsfreeze", "-u", mnt)
+		t.Fatalf("starting the thaw watchdog: %v", err)
+	}
 	var once sync.Once
 	thaw = func() {
 		once.Do(func() {
+			// The watchdog's session: sh and its sleep.
+			syscall.Kill(-watchdog.Process.Pid, syscall.SIGKILL)
+			watchdog.Wait()
 			if out, err := hostExec("fsfreeze", "-u", mnt); err != nil {
 				t.Errorf("fsfreeze -u %s: %v\n%s", mnt, err, out)
 			}

@@ -74,7 +74,7 @@ type Server struct {
 	// of it); QueueTarget and QueueInterval bound the backlog by time
 	// once the server has been behind for an interval, per socket (see
 	// slowpath.Settings), and QueueTarget the lease store's queue too
-	// (the server stops reading while an ACK has waited for it longer:
+	// (the server stops reading while the store is behind by more:
 	// slowpath.Server.Ready); DiscoverHoldoff drops a client's DISCOVERs
 	// repeated within it while the DISCOVER socket is behind. 0 turns
 	// each off.

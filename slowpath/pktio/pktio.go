@@ -442,10 +442,16 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming), ready 
 	}
 	prio, bulk := newReader(c.pc, nil), newReader(c.bulkPC, bulkRaw)
 	var wg sync.WaitGroup
-	// A reader that ends (an error, or its socket closed) ends Serve.
+	// A reader that ends (an error, or its socket closed) ends Serve,
+	// also while ready waits: its context ends with the reader.
 	ended := make(chan error, 2)
+	readyCtx, readersEnded := context.WithCancel(ctx)
+	defer readersEnded()
 	for _, r := range []*reader{prio, bulk} {
-		wg.Go(func() { ended <- r.run(ctx) })
+		wg.Go(func() {
+			ended <- r.run(ctx)
+			readersEnded()
+		})
 	}
 	defer func() {
 		// Ending ctx sets the read deadlines: the other reader returns.
@@ -467,8 +473,13 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming), ready 
 			}
 		}
 		if ready != nil {
-			if err := ready(ctx); err != nil {
+			if err := ready(readyCtx); err != nil {
 				b.r.free <- b
+				select {
+				case err := <-ended:
+					return err
+				default:
+				}
 				if ctx.Err() != nil {
 					return nil
 				}

@@ -46,8 +46,6 @@ func TestAppendIPv4UDPChecksums(t *testing.T) {
 	}
 }
 
-// After Serve stops (SIGTERM), the replies of commits still in flight must
-// still leave: the daemon closes the socket only after the store drains.
 // listenWithPeer opens the server's sockets on an ephemeral port and a
 // UDP socket on loopback to send replies to, both closed when t ends.
 func listenWithPeer(t *testing.T) (*Conn, *net.UDPConn) {
@@ -68,6 +66,8 @@ func listenWithPeer(t *testing.T) (*Conn, *net.UDPConn) {
 	return c, peer
 }
 
+// After Serve stops (SIGTERM), the replies of commits still in flight must
+// still leave: the daemon closes the socket only after the store drains.
 func TestSendAfterServeStops(t *testing.T) {
 	c, peer := listenWithPeer(t)
 
@@ -90,6 +90,62 @@ func TestSendAfterServeStops(t *testing.T) {
 	n, err := peer.Read(buf)
 	if err != nil || string(buf[:n]) != "late ack" {
 		t.Fatalf("reply sent after Serve stopped: got %q, %v", buf[:n], err)
+	}
+}
+
+// TestServeEndsWhileReadyWaits: Serve calls ready before it handles a
+// batch; while ready waits (the lease store behind), closing the sockets
+// still ends Serve, and so does ending its context.
+func TestServeEndsWhileReadyWaits(t *testing.T) {
+	for _, end := range []string{"close", "cancel"} {
+		t.Run(end, func(t *testing.T) {
+			c, peer := listenWithPeer(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			waiting := make(chan struct{})
+			var once sync.Once
+			ready := func(ctx context.Context) error {
+				once.Do(func() { close(waiting) })
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			handled := make(chan struct{}, 1)
+			done := make(chan error, 1)
+			go func() {
+				done <- c.Serve(ctx, func(slowpath.Incoming) {
+					select {
+					case handled <- struct{}{}:
+					default:
+					}
+				}, ready)
+			}()
+			if _, err := peer.WriteTo([]byte("request"), c.udp.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-waiting:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Serve read a datagram without asking ready first")
+			}
+			if end == "close" {
+				c.Close()
+			} else {
+				cancel()
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("Serve after %s: %v", end, err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("Serve did not return after %s while ready waited", end)
+			}
+			select {
+			case <-handled:
+				t.Fatal("a batch was handled although ready never returned")
+			default:
+			}
+		})
 	}
 }
 

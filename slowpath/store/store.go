@@ -101,6 +101,8 @@ type job struct {
 	// by DHCPINFORM (SubmitInformed).
 	informed map[netip.Addr][]byte
 	done     func(error)
+	// queued is when it was submitted (Behind).
+	queued time.Time
 }
 
 // Store is the lease database: the lease tree (db) and its journal (jdb).
@@ -111,6 +113,11 @@ type Store struct {
 	log *slog.Logger
 	mu  sync.Mutex
 	q   fifo.Queue[job]
+	// pace is what a transaction takes, fsync included: a moving
+	// average of the last ones' (Behind); running is when the one in
+	// flight was taken from the queue (zero with none).
+	pace    time.Duration
+	running time.Time
 	// spare are the arrays of committed batches, for take to fill again
 	// (reuse), at most maxSpare of them.
 	spare [][]job
@@ -279,12 +286,37 @@ func (s *Store) enqueue(j job) {
 		}
 		return
 	}
+	j.queued = time.Now()
 	s.q.Push(j)
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// Behind is how far the store is behind what is submitted to it, 0 when
+// it keeps up: how much longer than a transaction takes (the last ones'
+// average, pace) the transaction in flight has run, or the oldest job not
+// yet in one has waited (less MaxDelay too), whichever is more. A job
+// always waits for the transaction in flight, so its wait alone would
+// call a disk whose commits take 8 ms behind although it keeps up; a
+// stall shows at once, before a job queues behind it, and so does a
+// queue longer than one transaction takes (MaxBatch) or a commit held
+// for the fold (JournalMax). The slow path stops reading requests while
+// it is behind (slowpath.Server.Ready).
+func (s *Store) Behind() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	var d time.Duration
+	if !s.running.IsZero() {
+		d = now.Sub(s.running) - s.pace
+	}
+	if s.q.Len() > 0 {
+		d = max(d, now.Sub(s.q.Front().queued)-s.pace-s.opt.MaxDelay)
+	}
+	return max(d, 0)
 }
 
 func (s *Store) wait(ctx context.Context, j job) error {
@@ -397,7 +429,11 @@ func (s *Store) Run(ctx context.Context) error {
 			if n == 0 {
 				break
 			}
-			finished <- s.commit(batch)
+			c := s.commit(batch)
+			s.mu.Lock()
+			s.running = time.Time{}
+			s.mu.Unlock()
+			finished <- c
 		}
 	}
 }
@@ -457,6 +493,7 @@ func (s *Store) take() ([]job, int) {
 	if i == 0 {
 		return nil, 0
 	}
+	s.running = time.Now()
 	var batch []job
 	if k := len(s.spare); k > 0 {
 		batch, s.spare = s.spare[k-1], s.spare[:k-1]
@@ -544,9 +581,13 @@ func (s *Store) commit(batch []job) committed {
 		})
 	}
 	count += direct
+	took := time.Since(began)
 	if s.opt.Observe != nil {
-		s.opt.Observe(count, time.Since(began))
+		s.opt.Observe(count, took)
 	}
+	s.mu.Lock()
+	s.pace += (took - s.pace) / 8
+	s.mu.Unlock()
 	s.jmu.Lock()
 	if err == nil {
 		s.ov.addLocked(g, changes)

@@ -804,3 +804,44 @@ func TestQueueReusesCommittedBatches(t *testing.T) {
 		t.Fatalf("%d queued, %d taken, %d in the queue", queued, taken, s.q.Len())
 	}
 }
+
+// TestBehindIsTheQueuesWaitPastATransaction: Behind is 0 with nothing
+// queued, grows with the wait of a job no transaction has taken, and is
+// 0 again once the committer has caught up (the slow path stops reading
+// requests while it is more than queue-target).
+func TestBehindIsTheQueuesWaitPastATransaction(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "l.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if d := s.Behind(); d != 0 {
+		t.Fatalf("nothing queued: behind %v", d)
+	}
+	done := make(chan error, 1)
+	s.Submit([]*lease.Lease{active(1, 1)}, func(err error) { done <- err })
+	time.Sleep(30 * time.Millisecond) // no committer yet: the job waits
+	if d := s.Behind(); d < 30*time.Millisecond {
+		t.Fatalf("a job queued 30 ms ago, no transaction yet: behind %v", d)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Error(err)
+		}
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The callback runs after the transaction has left the committer.
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Behind() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("caught up, behind still %v", s.Behind())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
