@@ -189,9 +189,10 @@ type behindStore interface {
 const readyPoll = time.Millisecond
 
 // Ready returns once the lease store is not behind by more than
-// Settings.QueueTarget (store.Store.Behind: its oldest queued change has
-// waited that much longer than a transaction takes), at once with the
-// bound off or a store that cannot say. The packet reader calls it before
+// Settings.QueueTarget (store.Store.Behind: its transaction in flight has
+// run, or its oldest change queued before that one has waited, that much
+// longer than a transaction takes; a wait for the fold counts), at once
+// with the bound off or a store that cannot say. The packet reader calls it before
 // each batch it hands to Handle. The store's queue is unbounded, and
 // before, the reader never waited for it: with the disk behind (a stall,
 // commits slower than the requests come), every request read went into

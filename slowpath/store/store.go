@@ -113,11 +113,17 @@ type Store struct {
 	log *slog.Logger
 	mu  sync.Mutex
 	q   fifo.Queue[job]
-	// pace is what a transaction takes, fsync included: a moving
-	// average of the last ones' (Behind); running is when the one in
-	// flight was taken from the queue (zero with none).
-	pace    time.Duration
-	running time.Time
+	// pace is what a transaction of at most MaxBatch leases takes, fsync
+	// included: a moving average of the last ones' that succeeded, each
+	// counted as at most twice the average (a stall is not the disk's
+	// pace). running is when the transaction in flight was taken from
+	// the queue (zero with none; its wait for the fold, JournalMax,
+	// counts), and oversized whether it holds a job of more than
+	// MaxBatch leases (a bulk rewrite: Behind has no measure of what one
+	// takes). See Behind.
+	pace      time.Duration
+	running   time.Time
+	oversized bool
 	// spare are the arrays of committed batches, for take to fill again
 	// (reuse), at most maxSpare of them.
 	spare [][]job
@@ -296,25 +302,35 @@ func (s *Store) enqueue(j job) {
 }
 
 // Behind is how far the store is behind what is submitted to it, 0 when
-// it keeps up: how much longer than a transaction takes (the last ones'
-// average, pace) the transaction in flight has run, or the oldest job not
-// yet in one has waited (less MaxDelay too), whichever is more. A job
-// always waits for the transaction in flight, so its wait alone would
-// call a disk whose commits take 8 ms behind although it keeps up; a
-// stall shows at once, before a job queues behind it, and so does a
-// queue longer than one transaction takes (MaxBatch) or a commit held
-// for the fold (JournalMax). The slow path stops reading requests while
-// it is behind (slowpath.Server.Ready).
+// it keeps up; the more of:
+//   - how much longer than a transaction takes (pace) the one in flight
+//     has run, its wait for the fold (JournalMax) included: a stall shows
+//     at once, before a job queues behind it. A transaction holding a
+//     job of more than MaxBatch leases (the slow path's bulk rewrites:
+//     start-up, horizons, expiry sweeps, up to 20,000 a job) has no such
+//     measure and does not count;
+//   - how much longer than a transaction takes (and MaxDelay) the oldest
+//     job not yet in one has waited, if it was queued before the one in
+//     flight was taken (a queue longer than a transaction takes, or the
+//     callbacks behind) or nothing is in flight.
+//
+// A job always waits for the transaction in flight, so its wait alone
+// would call a disk whose commits take 8 ms, or a start-up's rewrite,
+// behind although the store keeps up. The slow path stops reading
+// requests while the store is behind by more than its queue-target
+// (slowpath.Server.Ready).
 func (s *Store) Behind() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
 	var d time.Duration
-	if !s.running.IsZero() {
+	if !s.running.IsZero() && !s.oversized {
 		d = now.Sub(s.running) - s.pace
 	}
 	if s.q.Len() > 0 {
-		d = max(d, now.Sub(s.q.Front().queued)-s.pace-s.opt.MaxDelay)
+		if q := s.q.Front().queued; s.running.IsZero() || q.Before(s.running) {
+			d = max(d, now.Sub(q)-s.pace-s.opt.MaxDelay)
+		}
 	}
 	return max(d, 0)
 }
@@ -399,6 +415,8 @@ func (s *Store) Run(ctx context.Context) error {
 		s.closed = true
 		rest := s.q.PopInto(nil, s.q.Len())
 		s.mu.Unlock()
+		// Not marked running: the reader has stopped before the store
+		// (cmd/xdhcpd), so nothing asks Behind any more.
 		if len(rest) > 0 {
 			finished <- s.commit(rest)
 		}
@@ -493,7 +511,7 @@ func (s *Store) take() ([]job, int) {
 	if i == 0 {
 		return nil, 0
 	}
-	s.running = time.Now()
+	s.running, s.oversized = time.Now(), n > s.opt.MaxBatch
 	var batch []job
 	if k := len(s.spare); k > 0 {
 		batch, s.spare = s.spare[k-1], s.spare[:k-1]
@@ -585,9 +603,16 @@ func (s *Store) commit(batch []job) committed {
 	if s.opt.Observe != nil {
 		s.opt.Observe(count, took)
 	}
-	s.mu.Lock()
-	s.pace += (took - s.pace) / 8
-	s.mu.Unlock()
+	if err == nil && count <= s.opt.MaxBatch {
+		s.mu.Lock()
+		switch {
+		case s.pace == 0:
+			s.pace = took
+		default:
+			s.pace += (min(took, 2*s.pace) - s.pace) / 8
+		}
+		s.mu.Unlock()
+	}
 	s.jmu.Lock()
 	if err == nil {
 		s.ov.addLocked(g, changes)

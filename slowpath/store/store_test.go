@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -844,4 +845,58 @@ func TestBehindIsTheQueuesWaitPastATransaction(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestBehindCountsAStalledTransaction: a transaction in flight that runs
+// past what one takes is behind at once, with nothing queued behind it;
+// one holding an oversized job (a start-up's rewrite, more than MaxBatch
+// leases) is not, nor is a job that waits for it. The commit is held in
+// Options.Observe, which runs before the transaction leaves the
+// committer.
+func TestBehindCountsAStalledTransaction(t *testing.T) {
+	var hold atomic.Bool
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	observe := func(int, time.Duration) {
+		if hold.Load() {
+			entered <- struct{}{}
+			<-release
+		}
+	}
+	s, stop := open(t, filepath.Join(t.TempDir(), "l.db"), Options{MaxBatch: 10, Observe: observe})
+	defer stop()
+	ctx := context.Background()
+	if err := s.Put(ctx, active(1, 1)); err != nil { // sets the pace
+		t.Fatal(err)
+	}
+	stall := func(leases []*lease.Lease, then func()) {
+		t.Helper()
+		hold.Store(true)
+		done := make(chan error, 1)
+		s.Submit(leases, func(err error) { done <- err })
+		<-entered
+		hold.Store(false)
+		time.Sleep(30 * time.Millisecond)
+		then()
+		release <- struct{}{}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	stall([]*lease.Lease{active(2, 2)}, func() {
+		if d := s.Behind(); d < 20*time.Millisecond {
+			t.Errorf("a transaction stalled 30 ms: behind %v", d)
+		}
+	})
+	var big []*lease.Lease
+	for i := range 11 {
+		big = append(big, active(uint32(10+i), byte(10+i)))
+	}
+	stall(big, func() {
+		queued := make(chan error, 1)
+		s.Submit([]*lease.Lease{active(3, 3)}, func(err error) { queued <- err })
+		time.Sleep(20 * time.Millisecond)
+		if d := s.Behind(); d != 0 {
+			t.Errorf("an oversized transaction 50 ms in flight, a job 20 ms behind it: behind %v, want 0", d)
+		}
+	})
 }
