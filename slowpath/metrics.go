@@ -135,7 +135,7 @@ func NewMetrics() *Metrics {
 			Name: "xdhcp_slowpath_store_wait_seconds", Help: "Time from a REQUEST's lease handed over to be committed until it was on disk and its ACK's callback started: the commit in flight, its own, and the callbacks before it (part of xdhcp_slowpath_ack_seconds).", Buckets: latencyBuckets,
 		}),
 		StoreBehind: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "xdhcp_slowpath_store_behind_seconds_total", Help: "Time the packet reader stopped reading requests because the lease store was behind by more than server.queue-target (its transaction in flight had run, or its oldest queued change had waited, that much longer than a transaction takes); the requests meanwhile wait in the sockets, where the queue bounds drop those that waited too long.",
+			Name: "xdhcp_slowpath_store_behind_seconds_total", Help: "Time the packet reader stopped reading requests because the lease store was behind by more than server.queue-interval (its transaction in flight had run, or its oldest queued change had waited, that much longer than a transaction takes); the requests meanwhile wait in the sockets, where the queue bounds drop those that waited too long.",
 		}),
 		CommitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "xdhcp_store_commit_seconds", Help: "Lease store transactions' duration, fsync included.", Buckets: latencyBuckets,

@@ -325,7 +325,7 @@ func TestHorizonsCatchUpWithoutAStorm(t *testing.T) {
 }
 
 // TestReadyWaitsForABehindStore: while the store is behind by more than
-// QueueTarget (here: an ACK's commit held longer), Ready (which the
+// QueueInterval (here: an ACK's commit held longer), Ready (which the
 // packet reader calls before each batch) does not return, so the
 // requests behind it wait in the sockets, where admit bounds their wait;
 // it returns once the store has caught up, at once with nothing waiting
@@ -336,7 +336,7 @@ func TestReadyWaitsForABehindStore(t *testing.T) {
 	held := &heldStore{memStore: f.store, open: true}
 	f.config = func(c *Config) { c.Store = held }
 	f.srv = f.build()
-	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 100*time.Millisecond
+	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 30*time.Millisecond
 	ready := func(d time.Duration) error {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
@@ -356,9 +356,9 @@ func TestReadyWaitsForABehindStore(t *testing.T) {
 	if n := len(f.out.take()); n != 0 {
 		t.Fatalf("an ACK sent before its commit: %d replies", n)
 	}
-	time.Sleep(20 * time.Millisecond) // past QueueTarget
+	time.Sleep(40 * time.Millisecond) // past QueueInterval
 	if err := ready(50 * time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("an ACK waiting past QueueTarget: Ready returned %v, want it to wait", err)
+		t.Fatalf("an ACK waiting past QueueInterval: Ready returned %v, want it to wait", err)
 	}
 	if w := testutil.ToFloat64(f.srv.m.StoreBehind); w < 0.04 {
 		t.Fatalf("store_behind_seconds %v after a 50 ms wait", w)

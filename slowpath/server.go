@@ -166,8 +166,8 @@ type Settings struct {
 	// can do, and it spends its time on them instead of on answers
 	// their clients stopped waiting for. Zero QueueTarget turns this
 	// off, and DiscoverHoldoff with it. The lease store's queue is held
-	// to QueueTarget too: while the store is behind by more, the reader
-	// stops reading (Ready), and the backlog waits in the sockets.
+	// too: while the store is behind by more than QueueInterval, the
+	// reader stops reading (Ready), and the backlog waits in the sockets.
 	QueueTarget, QueueInterval time.Duration
 	// DiscoverHoldoff: while the DISCOVER socket is behind (and for
 	// holdoffLinger after), a client whose DISCOVER reached it less than

@@ -22,7 +22,7 @@ import (
 // TestDiskStallAnswersNothingLate: the disk under the state directory
 // stalls (fsfreeze on an ext4 of its own) while relayed clients renew.
 // The first renewal's commit waits for the disk; once that transaction
-// has run longer than queue-target past what one takes, the server stops
+// has run longer than queue-interval past what one takes, the server stops
 // reading, so the renewals after it wait in the socket, where those older
 // than max-wait (1 s) are dropped and counted "stale" once the disk is
 // back, none answered late (before, each went into the lease store's
@@ -48,9 +48,9 @@ func TestDiskStallAnswersNothingLate(t *testing.T) {
 
 	thaw := freeze(t, state)
 	// The first renewal's commit waits for the disk; the others come
-	// after it has waited well past queue-target (10 ms).
+	// after it has waited well past queue-interval (100 ms).
 	first := rc.renew(t, hws[0], ips[0])
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
 	var later []dhcpv4.TransactionID
 	for i := 1; i < clients; i++ {
 		later = append(later, rc.renew(t, hws[i], ips[i]))

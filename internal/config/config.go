@@ -73,8 +73,8 @@ type Server struct {
 	// socket before the server read it (a DISCOVER or INFORM: a quarter
 	// of it); QueueTarget and QueueInterval bound the backlog by time
 	// once the server has been behind for an interval, per socket (see
-	// slowpath.Settings), and QueueTarget the lease store's queue too
-	// (the server stops reading while the store is behind by more:
+	// slowpath.Settings), and the lease store's queue too (the server
+	// stops reading while the store is behind by more than QueueInterval:
 	// slowpath.Server.Ready); DiscoverHoldoff drops a client's DISCOVERs
 	// repeated within it while the DISCOVER socket is behind. 0 turns
 	// each off.

@@ -317,7 +317,7 @@ func (s *Store) enqueue(j job) {
 // A job always waits for the transaction in flight, so its wait alone
 // would call a disk whose commits take 8 ms, or a start-up's rewrite,
 // behind although the store keeps up. The slow path stops reading
-// requests while the store is behind by more than its queue-target
+// requests while the store is behind by more than its queue-interval
 // (slowpath.Server.Ready).
 func (s *Store) Behind() time.Duration {
 	s.mu.Lock()
