@@ -511,7 +511,8 @@ func (s *Store) take() ([]job, int) {
 	if i == 0 {
 		return nil, 0
 	}
-	s.running, s.oversized = time.Now(), n > s.opt.MaxBatch
+	// A batch holds more than MaxBatch only when its one job does.
+	s.running, s.oversized = time.Now(), len(s.q.At(0).leases) > s.opt.MaxBatch
 	var batch []job
 	if k := len(s.spare); k > 0 {
 		batch, s.spare = s.spare[k-1], s.spare[:k-1]
@@ -603,16 +604,15 @@ func (s *Store) commit(batch []job) committed {
 	if s.opt.Observe != nil {
 		s.opt.Observe(count, took)
 	}
-	if err == nil && count <= s.opt.MaxBatch {
-		s.mu.Lock()
-		switch {
-		case s.pace == 0:
-			s.pace = took
-		default:
-			s.pace += (min(took, 2*s.pace) - s.pace) / 8
-		}
-		s.mu.Unlock()
+	s.mu.Lock()
+	switch {
+	case err != nil || s.oversized:
+	case s.pace == 0:
+		s.pace = took
+	default:
+		s.pace += (min(took, 2*s.pace) - s.pace) / 8
 	}
+	s.mu.Unlock()
 	s.jmu.Lock()
 	if err == nil {
 		s.ov.addLocked(g, changes)
