@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -32,7 +31,7 @@ import (
 func TestDiskStallAnswersNothingLate(t *testing.T) {
 	needTools(t, "mkfs.ext4", "fsfreeze")
 	var state string
-	l, r := relayLabWith(t, func(dir string) { state = mountExt4(t, dir) })
+	l, r := relayLabWith(t, func(l *lab) { state = mountExt4(l) })
 
 	rc := newRelayConn(t, r)
 	const clients = 20
@@ -46,7 +45,7 @@ func TestDiskStallAnswersNothingLate(t *testing.T) {
 	stale := func() float64 { return l.metricOrZero(`xdhcp_slowpath_dropped_total{reason="stale"}`) }
 	staleBefore, behindBefore := stale(), l.metric("xdhcp_slowpath_store_behind_seconds_total")
 
-	thaw := freeze(t, state)
+	thaw := freeze(l, state)
 	// The first renewal's commit waits for the disk; the others come
 	// after it has waited well past queue-interval (100 ms).
 	first := rc.renew(t, hws[0], ips[0])
@@ -102,10 +101,13 @@ func TestDiskStallAnswersNothingLate(t *testing.T) {
 }
 
 // mountExt4 mounts a 64 MiB ext4 of its own (a loop device on a file in
-// dir) on dir/state, unmounted when the test ends, and returns dir/state.
-func mountExt4(t *testing.T, dir string) string {
+// the lab's directory) on l.dir/state, unmounted when the test ends, and
+// returns l.dir/state. The commands run with the host's mounts
+// (netns.NS.ExecHostMounts), where the daemon sees them.
+func mountExt4(l *lab) string {
+	t := l.t
 	t.Helper()
-	img, mnt := filepath.Join(dir, "state.ext4"), filepath.Join(dir, "state")
+	img, mnt := filepath.Join(l.dir, "state.ext4"), filepath.Join(l.dir, "state")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -115,16 +117,16 @@ func mountExt4(t *testing.T, dir string) string {
 	if err := os.Mkdir(mnt, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	hostRun(t, "mkfs.ext4", "-q", "-F", img)
-	if out, err := hostExec("mount", "-o", "loop", img, mnt); err != nil {
-		testenv.Skipf(t, "mounting an ext4 image on a loop device: %v\n%s", err, out)
+	l.hostRun("mkfs.ext4", "-q", "-F", img)
+	if _, err := l.srv.ExecHostMounts(context.Background(), "mount", "-o", "loop", img, mnt); err != nil {
+		testenv.Skipf(t, "mounting an ext4 image on a loop device: %v", err)
 	}
 	t.Cleanup(func() {
-		if out, err := hostExec("umount", mnt); err != nil {
+		if _, err := l.srv.ExecHostMounts(context.Background(), "umount", mnt); err != nil {
 			// Detached instead, so the loop device is released once
 			// nothing uses it.
-			t.Errorf("umount %s: %v\n%s", mnt, err, out)
-			hostExec("umount", "-l", mnt)
+			t.Errorf("umount: %v", err)
+			l.srv.ExecHostMounts(context.Background(), "umount", "-l", mnt)
 		}
 	})
 	return mnt
@@ -135,14 +137,16 @@ func mountExt4(t *testing.T, dir string) string {
 // its disk is frozen would wait for it in the kernel, unkillable, so the
 // cleanup, registered after the daemon's, thaws first. Should the test
 // binary die first (go test's -timeout ends it without cleanups), a
-// watchdog in a session of its own thaws it after a minute.
-func freeze(t *testing.T, mnt string) (thaw func()) {
+// watchdog in a session of its own thaws it after a minute (not a
+// netns.Proc: those die with the test binary).
+func freeze(l *lab, mnt string) (thaw func()) {
+	t := l.t
 	t.Helper()
-	hostRun(t, "fsfreeze", "-f", mnt)
+	l.hostRun("fsfreeze", "-f", mnt)
 	watchdog := exec.Command("sh", "-c", `sleep 60; fsfreeze -u "$1"`, "sh", mnt)
 	watchdog.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := watchdog.Start(); err != nil {
-		hostExec("fsfreeze", "-u", mnt)
+		l.srv.ExecHostMounts(context.Background(), "fsfreeze", "-u", mnt)
 		t.Fatalf("starting the thaw watchdog: %v", err)
 	}
 	var once sync.Once
@@ -151,13 +155,22 @@ func freeze(t *testing.T, mnt string) (thaw func()) {
 			// The watchdog's session: sh and its sleep.
 			syscall.Kill(-watchdog.Process.Pid, syscall.SIGKILL)
 			watchdog.Wait()
-			if out, err := hostExec("fsfreeze", "-u", mnt); err != nil {
-				t.Errorf("fsfreeze -u %s: %v\n%s", mnt, err, out)
+			if _, err := l.srv.ExecHostMounts(context.Background(), "fsfreeze", "-u", mnt); err != nil {
+				t.Errorf("thawing: %v", err)
 			}
 		})
 	}
 	t.Cleanup(thaw)
 	return thaw
+}
+
+// hostRun runs a command with the host's mounts, failing the test if it
+// fails.
+func (l *lab) hostRun(argv ...string) {
+	l.t.Helper()
+	if _, err := l.srv.ExecHostMounts(context.Background(), argv...); err != nil {
+		l.t.Fatal(err)
+	}
 }
 
 // relayConn is a relay agent's socket (10.78.0.1:67 in the relay
@@ -281,23 +294,4 @@ func (rc *relayConn) renew(t *testing.T, hw net.HardwareAddr, ip net.IP) dhcpv4.
 	t.Helper()
 	_, xid := rc.send(t, dhcpv4.WithHwAddr(hw), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithClientIP(ip))
 	return xid
-}
-
-// hostRun runs a command on the host, failing the test if it fails.
-func hostRun(t *testing.T, argv ...string) {
-	t.Helper()
-	if out, err := hostExec(argv...); err != nil {
-		t.Fatalf("%v: %v\n%s", argv, err, out)
-	}
-}
-
-// hostExec runs a command on the host with a minute's bound.
-func hostExec(argv ...string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
-	if err != nil {
-		return out, fmt.Errorf("%s: %w", argv[0], err)
-	}
-	return out, nil
 }

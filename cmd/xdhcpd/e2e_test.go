@@ -125,10 +125,10 @@ subnets:
 
 func newLab(t *testing.T, leaseTime string) *lab { return newLabWith(t, leaseTime, nil) }
 
-// newLabWith is newLab with prepare, when given, called with the lab's
-// directory before the daemon starts (to put its state directory,
-// DIR/state, on a file system of its own).
-func newLabWith(t *testing.T, leaseTime string, prepare func(dir string)) *lab {
+// newLabWith is newLab with prepare, when given, called with the lab
+// before the daemon starts (to put its state directory, l.dir/state, on a
+// file system of its own).
+func newLabWith(t *testing.T, leaseTime string, prepare func(l *lab)) *lab {
 	t.Helper()
 	xdhcpd, xdhcpctl := binaries(t)
 	srv := netns.ForTest(t, "xs")
@@ -141,7 +141,7 @@ func newLabWith(t *testing.T, leaseTime string, prepare func(dir string)) *lab {
 		t.Fatal(err)
 	}
 	if prepare != nil {
-		prepare(l.dir)
+		prepare(l)
 	}
 	l.start()
 	return l

@@ -20,7 +20,7 @@ import (
 func relayLab(t *testing.T) (*lab, *netns.NS) { return relayLabWith(t, nil) }
 
 // relayLabWith is relayLab on newLabWith's prepare.
-func relayLabWith(t *testing.T, prepare func(dir string)) (*lab, *netns.NS) {
+func relayLabWith(t *testing.T, prepare func(l *lab)) (*lab, *netns.NS) {
 	l := newLabWith(t, "1h", prepare)
 	r := l.client("rl0", "02:00:00:00:09:01")
 	l.sh(r, "ip addr add 10.77.0.2/24 dev rl0 && ip addr add 10.78.0.1/32 dev rl0")
