@@ -363,12 +363,14 @@ func (s *Store) Delete(ctx context.Context, ips ...netip.Addr) error {
 	return s.wait(ctx, job{del: ips})
 }
 
-// PutMeta stores a small value (failover state and the like) durably.
+// PutMeta stores a small value (failover state and the like) durably; a
+// nil val is stored as empty.
 func (s *Store) PutMeta(ctx context.Context, key string, val []byte) error {
 	return s.wait(ctx, job{meta: [2][]byte{[]byte(key), val}})
 }
 
-// GetMeta reads a value stored with PutMeta; nil when absent.
+// GetMeta reads a value stored with PutMeta; nil when absent, and an
+// empty value as empty, not nil, from the journal and the tree alike.
 func (s *Store) GetMeta(key string) ([]byte, error) {
 	s.jmu.Lock()
 	v, ok := s.ov.meta[key]
@@ -379,7 +381,7 @@ func (s *Store) GetMeta(key string) ([]byte, error) {
 	var out []byte
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get([]byte(key)); v != nil {
-			out = append([]byte(nil), v...)
+			out = append([]byte{}, v...)
 		}
 		return nil
 	})

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -293,18 +294,40 @@ func TestCorruptRecordStopsLoad(t *testing.T) {
 	}
 }
 
+// TestMeta: a value reads back as it was put, empty included (non-nil:
+// nil means absent; a nil value put reads back empty), from the journal, from the tree after the fold, and
+// after a restart.
 func TestMeta(t *testing.T) {
-	s, stop := open(t, filepath.Join(t.TempDir(), "l.db"), Options{})
-	defer stop()
-	if err := s.PutMeta(context.Background(), "failover", []byte("normal")); err != nil {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "l.db")
+	s, stop := open(t, path, Options{FoldEvery: time.Hour})
+	// A nil value is stored as empty.
+	want := map[string][]byte{"failover": []byte("normal"), "empty": {}, "nil": nil}
+	for k, v := range want {
+		if err := s.PutMeta(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		for k, v := range want {
+			if got, err := s.GetMeta(k); err != nil || got == nil || !bytes.Equal(got, v) {
+				t.Fatalf("%s: %s = %q (nil %v), %v; want %q", when, k, got, got == nil, err, v)
+			}
+		}
+		if v, err := s.GetMeta("nope"); v != nil || err != nil {
+			t.Fatalf("%s: absent key read %q, %v", when, v, err)
+		}
+	}
+	check("in the journal")
+	if err := s.Folded(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := s.GetMeta("failover"); err != nil || string(v) != "normal" {
-		t.Fatalf("%q %v", v, err)
-	}
-	if v, _ := s.GetMeta("nope"); v != nil {
-		t.Fatal("absent key")
-	}
+	check("folded")
+	stop()
+	s, stop = open(t, path, Options{})
+	defer stop()
+	check("reopened")
 }
 
 // TestKill9LosesNothingAcknowledged runs a writer in a child process, which
