@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,6 +25,17 @@ func TestOverloadSection(t *testing.T) {
 			t.Errorf("section lacks %q:\n%s", want, b.String())
 		}
 	}
+	if strings.Contains(b.String(), "searched") {
+		t.Errorf("a ceiling given is not said to be searched:\n%s", b.String())
+	}
+	// A searched ceiling shows its steps.
+	rep.Overload.CeilingSteps = []loadgen.Result{{TargetRate: 4000, Loss: 0.031}, {TargetRate: 4000}, {TargetRate: 8000, Loss: 0.0042}}
+	b.Reset()
+	rep.overloadSection(&b)
+	if want := "(searched, offered and lost: 4000/s 3.1%, 4000/s 0.0%, 8000/s 0.4%;"; !strings.Contains(b.String(), want) {
+		t.Errorf("section lacks %q:\n%s", want, b.String())
+	}
+	rep.Overload.CeilingSteps = nil
 	// The renewals' order is said, since it decides what a commit writes.
 	if !strings.Contains(b.String(), "in the order they were bound") {
 		t.Errorf("section does not say the renewals came in bound order:\n%s", b.String())
@@ -60,5 +73,45 @@ func TestStepClients(t *testing.T) {
 func TestRelayPoolSize(t *testing.T) {
 	if n := relayPoolSize(); n != 130815 {
 		t.Fatalf("relay pool %s-%s: %d addresses, want 130815", poolStart, poolEnd, n)
+	}
+}
+
+// TestConfirmedSearch: with failed steps confirmed, a rate that fails once
+// among passes does not end the doubling, one that fails twice does, and
+// each retry is logged; without, the one-off failure sets the ceiling.
+func TestConfirmedSearch(t *testing.T) {
+	ctx := context.Background()
+	const capacity = 30000
+	run := func(confirm bool) (at int, tried []int, log string) {
+		var b strings.Builder
+		failedOnce := false
+		try := func(rate int) (float64, float64) {
+			tried = append(tried, rate)
+			if rate == 4000 && !failedOnce { // a stall of the host
+				failedOnce = true
+				return float64(rate), 0.5
+			}
+			if rate > capacity {
+				return capacity, 1 - capacity/float64(rate)
+			}
+			return float64(rate), 0
+		}
+		if confirm {
+			try = confirmed(ctx, 0.01, &b, try)
+		}
+		_, _, at = findRate(ctx, 4000, 0.01, 3, try)
+		return at, tried, b.String()
+	}
+	if at, tried, _ := run(false); at != 3500 {
+		t.Fatalf("unconfirmed: ceiling %d after %v, want the stall's 3500", at, tried)
+	}
+	at, tried, log := run(true)
+	// 4000 (stall), 4000, 8000, 16000, 32000, 32000 (confirmed), then
+	// bisecting: 24000, 28000, 30000.
+	if want := []int{4000, 4000, 8000, 16000, 32000, 32000, 24000, 28000, 30000}; at != 30000 || !slices.Equal(tried, want) {
+		t.Fatalf("confirmed: ceiling %d after %v, want 30000 after %v", at, tried, want)
+	}
+	if strings.Count(log, "once more to confirm") != 2 || !strings.Contains(log, "4000/s failed") {
+		t.Fatalf("log %q", log)
 	}
 }

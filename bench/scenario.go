@@ -28,11 +28,16 @@ type ScenarioOptions struct {
 	MaxLoss   float64
 	StartRate int
 	Bisect    int // bisection steps after the first failing rate (default 3)
-	Rate      int
-	Step      time.Duration // length of each phase
-	Progress  io.Writer     // live progress line; nil for none
-	Log       io.Writer     // one line per step; nil for none
-	Senders   int           // sending goroutines (loadgen.Config.Senders)
+	// Confirm runs a step of the search that failed once more, and takes
+	// the rate as failed only if it fails again: a one-off stall of the
+	// host (a slow fsync, a burst of its own work) then cannot set a
+	// ceiling that later steps are fractions of (Overload).
+	Confirm  bool
+	Rate     int
+	Step     time.Duration // length of each phase
+	Progress io.Writer     // live progress line; nil for none
+	Log      io.Writer     // one line per step; nil for none
+	Senders  int           // sending goroutines (loadgen.Config.Senders)
 	// Sender is SenderSockets (default) or SenderXDP, which offers the
 	// renew scenario's renewals from the kernel (Injector); leases are
 	// taken through the sockets either way.
@@ -237,7 +242,10 @@ func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult,
 		return res
 	}
 	var runErr error
-	findRate(ctx, max(o.StartRate, 100), o.MaxLoss, cmp.Or(o.Bisect, 3), func(rate int) (float64, float64) {
+	try := func(rate int) (float64, float64) {
+		if runErr != nil {
+			return 0, 1 // the search ends in the error: no step after it
+		}
 		ph, err := run(rate)
 		if err != nil {
 			runErr = err
@@ -258,7 +266,11 @@ func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult,
 			return ph.Rate, 1
 		}
 		return ph.Rate, ph.Loss
-	})
+	}
+	if o.Confirm {
+		try = confirmed(ctx, o.MaxLoss, o.Log, try)
+	}
+	findRate(ctx, max(o.StartRate, 100), o.MaxLoss, cmp.Or(o.Bisect, 3), try)
 	if runErr != nil {
 		return fail(runErr)
 	}
@@ -271,6 +283,21 @@ func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult,
 		res.Best = ol
 	}
 	return res
+}
+
+// confirmed is try for a search whose failed steps run once more
+// (ScenarioOptions.Confirm): a rate fails only if it fails twice.
+func confirmed(ctx context.Context, maxLoss float64, log io.Writer, try func(rate int) (float64, float64)) func(rate int) (float64, float64) {
+	return func(rate int) (float64, float64) {
+		a, l := try(rate)
+		if l <= maxLoss || ctx.Err() != nil {
+			return a, l
+		}
+		if log != nil {
+			fmt.Fprintf(log, "  %d/s failed: once more to confirm\n", rate)
+		}
+		return try(rate)
+	}
 }
 
 // scenarioMetricsPort serves the profiles of ScenarioOptions.ProfileDir.
