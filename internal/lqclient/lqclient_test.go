@@ -1,6 +1,7 @@
 package lqclient
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -202,4 +203,36 @@ func TestDecodeUnassignedWithState(t *testing.T) {
 			t.Errorf("state %d named %q, want %q", v, got, want)
 		}
 	}
+}
+
+// FuzzDecode: whatever a server sends, a frame reads as its declared
+// length or an error, and a reply decodes or gives an error; what
+// decodes keeps its bytes and transaction id and summarizes without a
+// panic (xdhcpctl prints it).
+func FuzzDecode(f *testing.F) {
+	u32 := func(code uint8, v uint32) []byte { return dhcpwire.AppendUint32Option(nil, code, v) }
+	f.Add(reply(7, dhcpwire.LeaseUnassigned, "10.0.0.9", u32(dhcpwire.OptBaseTime, 1_800_000_000), []byte{dhcpwire.OptDHCPState, 1, 4}))
+	f.Add(reply(8, dhcpwire.LeaseActive, "10.0.0.10", u32(dhcpwire.OptLeaseTime, 3600), []byte{dhcpwire.OptAssociatedIP, 5, 10, 0, 0, 1, 9},
+		[]byte{dhcpwire.OptStatusCode, 0}, []byte{dhcpwire.OptClientID, 2, 1, 2}, []byte{dhcpwire.OptRelayAgentInfo, 2, 1, 0}))
+	f.Add(Frame(reply(9, dhcpwire.LeaseQueryDone, "")))
+	f.Add([]byte{0, 5, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if m, err := ReadFrame(bytes.NewReader(b)); err == nil {
+			if len(b) < 2 || len(m) != int(binary.BigEndian.Uint16(b)) || !bytes.Equal(m, b[2:2+len(m)]) {
+				t.Fatalf("frame of %d bytes read from %x", len(m), b)
+			}
+		} else if len(b) >= 2 && len(b)-2 >= int(binary.BigEndian.Uint16(b)) {
+			t.Fatalf("whole frame %x refused: %v", b, err)
+		}
+		r, err := Decode(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(r.Raw, b) || r.XID != binary.BigEndian.Uint32(b[4:8]) {
+			t.Fatalf("decoded xid %#x from %x", r.XID, b)
+		}
+		if s := r.String(); !strings.HasPrefix(s, strings.ToUpper(r.Type)) {
+			t.Fatalf("summary %q of a %q", s, r.Type)
+		}
+	})
 }
