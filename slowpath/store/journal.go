@@ -330,18 +330,32 @@ func collect(g uint64, ops *genOps, moves []move) foldSet {
 		return f
 	}
 	f.informed, f.meta = ops.informed, ops.meta
-	f.leases = slices.Clone(ops.leases)
-	slices.SortStableFunc(f.leases, func(a, b pend) int { return cmp.Compare(a.ip, b.ip) })
-	// Of each address's changes, in commit order, the last.
-	out := f.leases[:0]
-	for i, p := range f.leases {
-		if i+1 < len(f.leases) && f.leases[i+1].ip == p.ip {
-			continue
-		}
-		out = append(out, p)
-	}
-	f.leases = out
+	f.leases = newestPerAddress(ops.leases)
 	return f
+}
+
+// newestPerAddress is each address's last change of changes (in commit
+// order), in address order. It sorts each change's address and position
+// as one integer: a stable sort of the changes themselves took 30 to 40
+// ms of a CPU in one stretch once a second at 30,000 renewals/s, and the
+// ACKs that stretch held up were the slowest 1 to 2% (the p99).
+func newestPerAddress(changes []pend) []pend {
+	if len(changes) == 0 {
+		return nil
+	}
+	keys := make([]uint64, len(changes)) // a generation's changes are bounded by JournalMax, far below 2^32
+	for i, p := range changes {
+		keys[i] = uint64(p.ip)<<32 | uint64(i)
+	}
+	slices.Sort(keys)
+	out := make([]pend, 0, len(keys))
+	for k, key := range keys {
+		if k+1 < len(keys) && keys[k+1]>>32 == key>>32 {
+			continue // a later change of the same address follows
+		}
+		out = append(out, changes[uint32(key)])
+	}
+	return out
 }
 
 // foldedChunk is how many addresses the folder forgets per hold of the

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -556,5 +557,36 @@ func TestRefusedBulkCommitWritesNothing(t *testing.T) {
 				t.Fatalf("the bulk record of a refused commit (%v) is served: %+v %v", bulkErr, l, err)
 			}
 		})
+	}
+}
+
+// TestNewestPerAddress: of a generation's changes in commit order, each
+// address's last (a put or a delete), in address order, against a map
+// kept as they are applied.
+func TestNewestPerAddress(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{0, 1, 2, 100, 5000} {
+		changes := make([]pend, n)
+		want := map[uint32]pend{}
+		for i := range changes {
+			p := pend{ip: 0x0a000000 | rng.Uint32N(uint32(n/3+1)), gen: 7, rec: fmt.Appendf(nil, "rec-%d", i)}
+			if rng.IntN(5) == 0 {
+				p.rec = nil
+			}
+			changes[i] = p
+			want[p.ip] = p
+		}
+		got := newestPerAddress(changes)
+		if len(got) != len(want) {
+			t.Fatalf("%d changes: %d addresses, want %d", n, len(got), len(want))
+		}
+		for i, p := range got {
+			if i > 0 && got[i-1].ip >= p.ip {
+				t.Fatalf("%d changes: %#x after %#x", n, p.ip, got[i-1].ip)
+			}
+			if w := want[p.ip]; !bytes.Equal(p.rec, w.rec) || (p.rec == nil) != (w.rec == nil) {
+				t.Fatalf("%d changes: %#x has %q, want its last, %q", n, p.ip, p.rec, w.rec)
+			}
+		}
 	}
 }
