@@ -337,8 +337,9 @@ func collect(g uint64, ops *genOps, moves []move) foldSet {
 // newestPerAddress is each address's last change of changes (in commit
 // order), in address order. It sorts each change's address and position
 // as one integer: a stable sort of the changes themselves took 30 to 40
-// ms of a CPU in one stretch once a second at 30,000 renewals/s, and the
-// ACKs that stretch held up were the slowest 1 to 2% (the p99).
+// ms of a CPU in one stretch once a second at 30,000 renewals/s (28 ms
+// against 4.7 for 30,000 changes), the longest of the gaps between the
+// ACKs' sends in an execution trace at 120% of the ceiling.
 func newestPerAddress(changes []pend) []pend {
 	if len(changes) == 0 {
 		return nil
