@@ -2,9 +2,11 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xdhcp/xdhcp/bench/loadgen"
 )
@@ -28,11 +30,17 @@ func TestOverloadSection(t *testing.T) {
 	if strings.Contains(b.String(), "searched") {
 		t.Errorf("a ceiling given is not said to be searched:\n%s", b.String())
 	}
-	// A searched ceiling shows its steps.
-	rep.Overload.CeilingSteps = []loadgen.Result{{TargetRate: 4000, Loss: 0.031}, {TargetRate: 4000}, {TargetRate: 8000, Loss: 0.0042}}
+	// A searched ceiling shows its steps, those that failed marked: by
+	// loss, or by the generator offering less than asked.
+	rep.Overload.CeilingSteps = []loadgen.Result{
+		{TargetRate: 4000, Loss: 0.031, Answered: 19380, Started: 20000, Seconds: 5},
+		{TargetRate: 4000, Answered: 20000, Started: 20000, Seconds: 5},
+		{TargetRate: 8000, Loss: 0.0042, Answered: 39832, Started: 40000, Seconds: 5},
+		{TargetRate: 16000, Answered: 50000, Started: 50000, Seconds: 5},
+	}
 	b.Reset()
 	rep.overloadSection(&b)
-	if want := "(searched, offered and lost: 4000/s 3.1%, 4000/s 0.0%, 8000/s 0.4%;"; !strings.Contains(b.String(), want) {
+	if want := "(searched, asked and lost: 4000/s 3.1% failed, 4000/s 0.0%, 8000/s 0.4%, 16000/s 0.0% failed;"; !strings.Contains(b.String(), want) {
 		t.Errorf("section lacks %q:\n%s", want, b.String())
 	}
 	rep.Overload.CeilingSteps = nil
@@ -113,5 +121,47 @@ func TestConfirmedSearch(t *testing.T) {
 	}
 	if strings.Count(log, "once more to confirm") != 2 || !strings.Contains(log, "4000/s failed") {
 		t.Fatalf("log %q", log)
+	}
+}
+
+// TestSearchConfirms: the rig's search with Confirm keeps every step,
+// the confirmation included, and takes the best; a run's error ends the
+// search at once, with no confirmation and no step after it, and is the
+// result's error, named in the step's log line.
+func TestSearchConfirms(t *testing.T) {
+	const capacity = 30000
+	phaseFor := func(errAt int, calls *[]int) func(rate int) (loadgen.Result, error) {
+		stalled := false
+		return func(rate int) (loadgen.Result, error) {
+			*calls = append(*calls, rate)
+			if rate == errAt {
+				return loadgen.Result{}, errors.New("server gone")
+			}
+			ph := loadgen.Result{TargetRate: rate, Seconds: 1, Started: int64(max(rate, 1)), Answered: int64(max(rate, 1))}
+			switch {
+			case rate == 4000 && !stalled:
+				stalled = true
+				ph.Answered, ph.Loss = 2000, 0.5
+			case rate > capacity:
+				ph.Answered, ph.Loss = capacity, 1-float64(capacity)/float64(rate)
+			}
+			ph.Rate = float64(ph.Answered)
+			return ph, nil
+		}
+	}
+	o := ScenarioOptions{Scenario: loadgen.Renew, MaxLoss: 0.01, StartRate: 4000, Confirm: true, settle: time.Nanosecond}
+	var calls []int
+	var log strings.Builder
+	o.Log = &log
+	res := (&Rig{}).search(context.Background(), o, ScenarioResult{Scenario: loadgen.Renew}, "xdhcpd", phaseFor(-1, &calls))
+	if res.Err != "" || res.Best.Rate != capacity || len(res.Steps) != 9 || strings.Count(log.String(), "once more") != 2 {
+		t.Fatalf("err %q, best %.0f, %d steps (calls %v), log:\n%s", res.Err, res.Best.Rate, len(res.Steps), calls, log.String())
+	}
+	calls, log = nil, strings.Builder{}
+	o.Log = &log
+	res = (&Rig{}).search(context.Background(), o, ScenarioResult{Scenario: loadgen.Renew}, "xdhcpd", phaseFor(8000, &calls))
+	if !strings.Contains(res.Err, "server gone") || !slices.Equal(calls, []int{4000, 4000, 8000}) ||
+		strings.Contains(log.String(), "8000/s failed") || !strings.Contains(log.String(), "rate    8000/s: server gone") {
+		t.Fatalf("err %q, calls %v, log:\n%s", res.Err, calls, log.String())
 	}
 }

@@ -29,9 +29,11 @@ type ScenarioOptions struct {
 	StartRate int
 	Bisect    int // bisection steps after the first failing rate (default 3)
 	// Confirm runs a step of the search that failed once more, and takes
-	// the rate as failed only if it fails again: a one-off stall of the
-	// host (a slow fsync, a burst of its own work) then cannot set a
-	// ceiling that later steps are fractions of (Overload).
+	// the rate as failed only if it fails again, so that a one-off stall
+	// of the host (a slow fsync, a burst of its own work) does not set a
+	// ceiling that later steps are fractions of (Overload). Two tries at
+	// a rate at the edge raise the odds that it passes: the ceiling found
+	// leans high by that much.
 	Confirm  bool
 	Rate     int
 	Step     time.Duration // length of each phase
@@ -213,7 +215,12 @@ func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult,
 		}
 		time.Sleep(cmp.Or(o.settle, pause))
 		ph, err := phase(rate)
-		if o.Log != nil {
+		switch {
+		case o.Log == nil:
+		case err != nil:
+			fmt.Fprintf(o.Log, "  %-20s %-7s %-5s %-7s rate %7d/s: %v\n",
+				name, res.Scenario, res.Mode, senderName(res.Sender, res.Injection), rate, err)
+		default:
 			fmt.Fprintf(o.Log, "  %-20s %-7s %-5s %-7s rate %7d/s: %8.0f answered/s, loss %6.3f%%, wrong %d, p99 %sµs\n",
 				name, res.Scenario, res.Mode, senderName(res.Sender, res.Injection), rate, ph.Rate, 100*ph.Loss, ph.Wrong, latency(res, ph.P99))
 		}
@@ -241,14 +248,14 @@ func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult,
 		}
 		return res
 	}
-	var runErr error
+	// A run's error ends the search: no step after it, and no
+	// confirmation of the step it ended.
+	sctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	try := func(rate int) (float64, float64) {
-		if runErr != nil {
-			return 0, 1 // the search ends in the error: no step after it
-		}
 		ph, err := run(rate)
 		if err != nil {
-			runErr = err
+			stop(err)
 			return 0, 1
 		}
 		res.Steps = append(res.Steps, ph)
@@ -268,11 +275,11 @@ func (r *Rig) search(ctx context.Context, o ScenarioOptions, res ScenarioResult,
 		return ph.Rate, ph.Loss
 	}
 	if o.Confirm {
-		try = confirmed(ctx, o.MaxLoss, o.Log, try)
+		try = confirmed(sctx, o.MaxLoss, o.Log, try)
 	}
-	findRate(ctx, max(o.StartRate, 100), o.MaxLoss, cmp.Or(o.Bisect, 3), try)
-	if runErr != nil {
-		return fail(runErr)
+	findRate(sctx, max(o.StartRate, 100), o.MaxLoss, cmp.Or(o.Bisect, 3), try)
+	if err := context.Cause(sctx); err != nil && ctx.Err() == nil {
+		return fail(err)
 	}
 	ol, err := run(0)
 	if err != nil {

@@ -132,7 +132,7 @@ func (d *fakeDB) GetMeta(k string) ([]byte, error) {
 func (d *fakeDB) PutMeta(_ context.Context, k string, v []byte) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.meta[k] = append([]byte(nil), v...)
+	d.meta[k] = append([]byte{}, v...) // stored as the store stores it: empty, not nil (absent)
 	return nil
 }
 

@@ -217,22 +217,40 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Frame(reply(9, dhcpwire.LeaseQueryDone, "")))
 	f.Add([]byte{0, 5, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if m, err := ReadFrame(bytes.NewReader(b)); err == nil {
+		m, err := ReadFrame(bytes.NewReader(b))
+		if err == nil {
 			if len(b) < 2 || len(m) != int(binary.BigEndian.Uint16(b)) || !bytes.Equal(m, b[2:2+len(m)]) {
 				t.Fatalf("frame of %d bytes read from %x", len(m), b)
 			}
+			checkDecode(t, m) // as Bulk decodes it
 		} else if len(b) >= 2 && len(b)-2 >= int(binary.BigEndian.Uint16(b)) {
 			t.Fatalf("whole frame %x refused: %v", b, err)
 		}
-		r, err := Decode(b)
-		if err != nil {
-			return
-		}
-		if !bytes.Equal(r.Raw, b) || r.XID != binary.BigEndian.Uint32(b[4:8]) {
-			t.Fatalf("decoded xid %#x from %x", r.XID, b)
-		}
-		if s := r.String(); !strings.HasPrefix(s, strings.ToUpper(r.Type)) {
-			t.Fatalf("summary %q of a %q", s, r.Type)
-		}
+		checkDecode(t, b) // as UDP decodes it
 	})
+}
+
+// checkDecode decodes b and, when it decodes, holds the reply to the
+// header's bytes and its summary to the reply.
+func checkDecode(t *testing.T, b []byte) {
+	t.Helper()
+	r, err := Decode(b)
+	if err != nil {
+		return
+	}
+	if !bytes.Equal(r.Raw, b) || r.XID != binary.BigEndian.Uint32(b[4:8]) {
+		t.Fatalf("decoded xid %#x from %x", r.XID, b)
+	}
+	if ci := netip.AddrFrom4([4]byte(b[12:16])); ci.IsUnspecified() != (r.IP == "") || !ci.IsUnspecified() && r.IP != ci.String() {
+		t.Fatalf("ip %q from ciaddr %s", r.IP, ci)
+	}
+	if hlen := int(b[2]); hlen > 0 && hlen <= 16 && len(r.HWAddr) != 3*hlen-1 {
+		t.Fatalf("hardware address %q for hlen %d", r.HWAddr, hlen)
+	}
+	s := r.String()
+	for _, part := range []string{r.IP, r.HWAddr, r.State, r.ServerID} {
+		if !strings.Contains(s, part) {
+			t.Fatalf("summary %q lacks %q", s, part)
+		}
+	}
 }

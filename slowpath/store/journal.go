@@ -344,7 +344,10 @@ func newestPerAddress(changes []pend) []pend {
 	if len(changes) == 0 {
 		return nil
 	}
-	keys := make([]uint64, len(changes)) // a generation's changes are bounded by JournalMax, far below 2^32
+	// A generation holds at most JournalMax changes and one batch more
+	// (the configuration caps journal-max at 2^24), so a position fits
+	// in the low 32 bits.
+	keys := make([]uint64, len(changes))
 	for i, p := range changes {
 		keys[i] = uint64(p.ip)<<32 | uint64(i)
 	}

@@ -569,7 +569,13 @@ func TestNewestPerAddress(t *testing.T) {
 		changes := make([]pend, n)
 		want := map[uint32]pend{}
 		for i := range changes {
-			p := pend{ip: 0x0a000000 | rng.Uint32N(uint32(n/3+1)), gen: 7, rec: fmt.Appendf(nil, "rec-%d", i)}
+			// Addresses across the key's whole width: its top bit, 0
+			// and 255.255.255.255 among them.
+			ip := rng.Uint32N(uint32(n/3+1)) << 22
+			if i%7 == 0 {
+				ip = [3]uint32{0, 1 << 31, 1<<32 - 1}[i%3]
+			}
+			p := pend{ip: ip, gen: 7, rec: fmt.Appendf(nil, "rec-%d", i)}
 			if rng.IntN(5) == 0 {
 				p.rec = nil
 			}

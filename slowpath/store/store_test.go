@@ -294,13 +294,19 @@ func TestCorruptRecordStopsLoad(t *testing.T) {
 	}
 }
 
-// TestMeta: a value reads back as it was put, empty included (non-nil:
-// nil means absent; a nil value put reads back empty), from the journal, from the tree after the fold, and
-// after a restart.
+// TestMeta: a value reads back as it was put, from the journal, from the
+// tree after the fold, and after a restart. An empty value reads back
+// empty, not nil (nil means absent), and so does a nil value put.
 func TestMeta(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "l.db")
 	s, stop := open(t, path, Options{FoldEvery: time.Hour})
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+		}
+	}()
 	// A nil value is stored as empty.
 	want := map[string][]byte{"failover": []byte("normal"), "empty": {}, "nil": nil}
 	for k, v := range want {
@@ -325,6 +331,7 @@ func TestMeta(t *testing.T) {
 	}
 	check("folded")
 	stop()
+	stopped = true
 	s, stop = open(t, path, Options{})
 	defer stop()
 	check("reopened")
