@@ -89,20 +89,12 @@ func TestRelayPoolSize(t *testing.T) {
 // each retry is logged; without, the one-off failure sets the ceiling.
 func TestConfirmedSearch(t *testing.T) {
 	ctx := context.Background()
-	const capacity = 30000
 	run := func(confirm bool) (at int, tried []int, log string) {
 		var b strings.Builder
-		failedOnce := false
+		phase := stallingHost(-1, &tried)
 		try := func(rate int) (float64, float64) {
-			tried = append(tried, rate)
-			if rate == 4000 && !failedOnce { // a stall of the host
-				failedOnce = true
-				return float64(rate), 0.5
-			}
-			if rate > capacity {
-				return capacity, 1 - capacity/float64(rate)
-			}
-			return float64(rate), 0
+			ph, _ := phase(rate)
+			return ph.Rate, ph.Loss
 		}
 		if confirm {
 			try = confirmed(ctx, 0.01, &b, try)
@@ -124,42 +116,47 @@ func TestConfirmedSearch(t *testing.T) {
 	}
 }
 
+// stallingHost is a phase against a server that answers up to
+// stallingCapacity/s, on a host that stalls once, in the first step at
+// 4,000/s (half of it lost); at errAt the run fails. calls gets each rate.
+func stallingHost(errAt int, calls *[]int) func(rate int) (loadgen.Result, error) {
+	stalled := false
+	return func(rate int) (loadgen.Result, error) {
+		*calls = append(*calls, rate)
+		if rate == errAt {
+			return loadgen.Result{}, errors.New("server gone")
+		}
+		ph := loadgen.Result{TargetRate: rate, Seconds: 1, Started: int64(max(rate, 1)), Answered: int64(max(rate, 1))}
+		switch {
+		case rate == 4000 && !stalled:
+			stalled = true
+			ph.Answered, ph.Loss = 2000, 0.5
+		case rate > stallingCapacity:
+			ph.Answered, ph.Loss = stallingCapacity, 1-float64(stallingCapacity)/float64(rate)
+		}
+		ph.Rate = float64(ph.Answered)
+		return ph, nil
+	}
+}
+
+const stallingCapacity = 30000
+
 // TestSearchConfirms: the rig's search with Confirm keeps every step,
 // the confirmation included, and takes the best; a run's error ends the
 // search at once, with no confirmation and no step after it, and is the
 // result's error, named in the step's log line.
 func TestSearchConfirms(t *testing.T) {
-	const capacity = 30000
-	phaseFor := func(errAt int, calls *[]int) func(rate int) (loadgen.Result, error) {
-		stalled := false
-		return func(rate int) (loadgen.Result, error) {
-			*calls = append(*calls, rate)
-			if rate == errAt {
-				return loadgen.Result{}, errors.New("server gone")
-			}
-			ph := loadgen.Result{TargetRate: rate, Seconds: 1, Started: int64(max(rate, 1)), Answered: int64(max(rate, 1))}
-			switch {
-			case rate == 4000 && !stalled:
-				stalled = true
-				ph.Answered, ph.Loss = 2000, 0.5
-			case rate > capacity:
-				ph.Answered, ph.Loss = capacity, 1-float64(capacity)/float64(rate)
-			}
-			ph.Rate = float64(ph.Answered)
-			return ph, nil
-		}
-	}
 	o := ScenarioOptions{Scenario: loadgen.Renew, MaxLoss: 0.01, StartRate: 4000, Confirm: true, settle: time.Nanosecond}
 	var calls []int
 	var log strings.Builder
 	o.Log = &log
-	res := (&Rig{}).search(context.Background(), o, ScenarioResult{Scenario: loadgen.Renew}, "xdhcpd", phaseFor(-1, &calls))
-	if res.Err != "" || res.Best.Rate != capacity || len(res.Steps) != 9 || strings.Count(log.String(), "once more") != 2 {
+	res := (&Rig{}).search(context.Background(), o, ScenarioResult{Scenario: loadgen.Renew}, "xdhcpd", stallingHost(-1, &calls))
+	if res.Err != "" || res.Best.Rate != stallingCapacity || len(res.Steps) != 9 || strings.Count(log.String(), "once more") != 2 {
 		t.Fatalf("err %q, best %.0f, %d steps (calls %v), log:\n%s", res.Err, res.Best.Rate, len(res.Steps), calls, log.String())
 	}
 	calls, log = nil, strings.Builder{}
 	o.Log = &log
-	res = (&Rig{}).search(context.Background(), o, ScenarioResult{Scenario: loadgen.Renew}, "xdhcpd", phaseFor(8000, &calls))
+	res = (&Rig{}).search(context.Background(), o, ScenarioResult{Scenario: loadgen.Renew}, "xdhcpd", stallingHost(8000, &calls))
 	if !strings.Contains(res.Err, "server gone") || !slices.Equal(calls, []int{4000, 4000, 8000}) ||
 		strings.Contains(log.String(), "8000/s failed") || !strings.Contains(log.String(), "rate    8000/s: server gone") {
 		t.Fatalf("err %q, calls %v, log:\n%s", res.Err, calls, log.String())

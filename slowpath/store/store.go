@@ -381,7 +381,7 @@ func (s *Store) GetMeta(key string) ([]byte, error) {
 	var out []byte
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bucketMeta).Get([]byte(key)); v != nil {
-			out = append([]byte{}, v...)
+			out = bytes.Clone(v) // an empty value stays non-nil
 		}
 		return nil
 	})
@@ -606,15 +606,6 @@ func (s *Store) commit(batch []job) committed {
 	if s.opt.Observe != nil {
 		s.opt.Observe(count, took)
 	}
-	s.mu.Lock()
-	switch {
-	case err != nil || s.oversized:
-	case s.pace == 0:
-		s.pace = took
-	default:
-		s.pace += (min(took, 2*s.pace) - s.pace) / 8
-	}
-	s.mu.Unlock()
 	s.jmu.Lock()
 	if err == nil {
 		s.ov.addLocked(g, changes)
@@ -630,6 +621,15 @@ func (s *Store) commit(batch []job) committed {
 		return s.failed(batch, n, err)
 	}
 	s.mu.Lock()
+	// The pace learns from transactions that succeeded and held no bulk
+	// rewrite (Behind).
+	switch {
+	case s.oversized:
+	case s.pace == 0:
+		s.pace = took
+	default:
+		s.pace += (min(took, 2*s.pace) - s.pace) / 8
+	}
 	s.st.Commits++
 	s.st.Leases += uint64(count)
 	s.st.LastBatch = count
