@@ -118,8 +118,8 @@ func (r *Rig) Overload(ctx context.Context, o OverloadOptions) OverloadReport {
 			so.ServerSide = true
 			res := r.Scenario(ctx, s, so)
 			row := OverloadRow{Server: s.Name(), Fraction: f, Offered: so.Rate, Result: res.Best, Inside: res.ServerSide, Err: res.Err}
-			o.Log("  %-28s %3.0f%% (%6d/s offered, %d clients): %8.0f answered/s, loss %5.1f%%, p50 %s µs, p99 %s µs, %d not sent %s\n", s.Name(), 100*f, so.Rate, so.Clients,
-				res.Best.Rate, 100*res.Best.Loss, latency(res, res.Best.P50), latency(res, res.Best.P99), res.Best.Starved, res.Err)
+			o.Log("  %-28s %3.0f%% (%6d/s offered, %d clients): %8.0f answered/s, loss %5.1f%%, p50 %s µs, p99 %s µs (as read %s µs), %d not sent %s\n", s.Name(), 100*f, so.Rate, so.Clients,
+				res.Best.Rate, 100*res.Best.Loss, latency(res, res.Best.P50), latency(res, res.Best.P99), latency(res, res.Best.ReadP99), res.Best.Starved, res.Err)
 			if ss := res.ServerSide; ss != nil {
 				store := ""
 				if ss.StoreP50 > 0 || ss.StoreP99 > 0 {
@@ -211,6 +211,7 @@ func (rep *Report) overloadOne(b *strings.Builder, ov *OverloadReport, stem stri
 		b.WriteString("The clients renewed in the order they were bound, which is the addresses' order: a commit of many renewals writes few pages of the lease tree (`--order bound`; `--order scattered` offers them in a random order).\n\n")
 	}
 	b.WriteString("Inside xdhcpd (its histograms, read before and after each step; upper bucket bounds): how long the requests it handled waited in the priority socket, how long from their arrival to the ACK, how much of that from the lease's hand-over to the store until it was on disk and its ACK's callback ran (the commit in flight, its own, the callbacks before it; empty for a daemon without that histogram, before d816b1e), how long each lease store transaction took, the requests it dropped per second for their wait in a socket (reasons `stale` and `overload`), and the share of the step it stopped reading because the lease store was behind (0 for a daemon from before that bound).\n\n")
+	b.WriteString("Latency is from a request's send to its answer's arrival in the generator's kernel (the socket's SO_TIMESTAMPNS), what a client on a box of its own would see; in brackets, to when the generator read it, which adds the generator's waits for the CPUs it shares with the server (reports before 2026-12-07 give only that).\n\n")
 	b.WriteString("*Clients* is the step's population (at least 1.25 times the offered rate times the generator's 1 s timeout, at most the relay pool, so that requests the server drops do not leave it without idle clients); *not sent* the requests it had no idle client for.\n\n")
 	b.WriteString("| server | offered (share of ceiling) | clients, not sent | answered/s | goodput | loss | p50 µs | p99 µs | socket wait p99 ms | arrival to ACK p50 / p99 ms | in the store p50 / p99 ms | commit p50 / p99 ms, leases each | dropped/s stale, overload; reading paused |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range ov.Rows {
@@ -226,10 +227,19 @@ func (rep *Report) overloadOne(b *strings.Builder, ov *OverloadReport, stem stri
 			}
 			inside = fmt.Sprintf("%g | %g / %g | %s | %g / %g, %.0f | %.0f, %.0f; %.0f%% |", ss.WaitP99, ss.AckP50, ss.AckP99, store, ss.CommitP50, ss.CommitP99, ss.LeasesPerTx, ss.Stale, ss.Overload, 100*ss.Behind)
 		}
-		fmt.Fprintf(b, "| %s | %d (%.0f%%) | %d, %d | %.0f | %.0f%% | %.1f%% | %.0f | %.0f | %s\n", r.Server, r.Offered, 100*r.Fraction, r.Result.Clients, r.Result.Starved, r.Result.Rate,
-			100*r.Result.Rate/ov.Ceiling, 100*r.Result.Loss, r.Result.P50, r.Result.P99, inside)
+		fmt.Fprintf(b, "| %s | %d (%.0f%%) | %d, %d | %.0f | %.0f%% | %.1f%% | %.0f | %s | %s\n", r.Server, r.Offered, 100*r.Fraction, r.Result.Clients, r.Result.Starved, r.Result.Rate,
+			100*r.Result.Rate/ov.Ceiling, 100*r.Result.Loss, r.Result.P50, p99Cell(r.Result), inside)
 	}
 	rep.chartLinks(b, "overload "+ov.Scenario, rep.base()+stem, "-goodput.png", "-p99.png")
+}
+
+// p99Cell is a step's p99 latency to the answers' arrival and, in
+// brackets, to when the generator read them (when it reported both).
+func p99Cell(r loadgen.Result) string {
+	if r.ReadP99 == 0 {
+		return fmt.Sprintf("%.0f", r.P99)
+	}
+	return fmt.Sprintf("%.0f (%.0f)", r.P99, r.ReadP99)
 }
 
 // logfWriter writes through an OverloadOptions.Log function, for

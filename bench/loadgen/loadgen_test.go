@@ -124,17 +124,20 @@ func TestLatencyQuantiles(t *testing.T) {
 // bookkeeping can be checked without a network: it hands out addresses
 // in order, answers renewals, and can be told to misbehave.
 type fakeServer struct {
-	mu      sync.Mutex
-	queue   [][]byte
-	next    uint32
-	leases  map[string]netip.Addr
-	drop    func(n int) bool // drop the nth request
-	corrupt func(n int) bool // answer the nth request with the wrong address
-	n       int
-	cond    *sync.Cond
-	closed  bool
-	lease   uint32
-	same    bool // offer every client the same address
+	mu    sync.Mutex
+	queue []queued
+	// readDelay holds each Recv back, as a generator that waits for a
+	// CPU would be; the answers keep the time they were queued.
+	readDelay time.Duration
+	next      uint32
+	leases    map[string]netip.Addr
+	drop      func(n int) bool // drop the nth request
+	corrupt   func(n int) bool // answer the nth request with the wrong address
+	n         int
+	cond      *sync.Cond
+	closed    bool
+	lease     uint32
+	same      bool // offer every client the same address
 	// key, when set, goes in option 90 of every ACK to a client that
 	// sent 145; nakRenew NAKs REQUESTs from a bound client (ciaddr set).
 	key      *auth.Key
@@ -206,10 +209,16 @@ func (f *fakeServer) Send(pkts []Packet) (int, error) {
 		if v, ok := p.Option(dhcpwire.OptRelayAgentInfo); ok {
 			b = dhcpwire.AppendOption(b, dhcpwire.OptRelayAgentInfo, v)
 		}
-		f.queue = append(f.queue, append(b, dhcpwire.OptEnd))
+		f.queue = append(f.queue, queued{append(b, dhcpwire.OptEnd), time.Now()})
 	}
 	f.cond.Broadcast()
 	return len(pkts), nil
+}
+
+// queued is an answer the fake has sent and when: the kernel's stamp.
+type queued struct {
+	b  []byte
+	at time.Time
 }
 
 func (f *fakeServer) Recv(msgs []Received, wait time.Duration) (int, error) {
@@ -220,9 +229,17 @@ func (f *fakeServer) Recv(msgs []Received, wait time.Duration) (int, error) {
 		f.cond.Wait()
 		t.Stop()
 	}
+	if len(f.queue) > 0 && f.readDelay > 0 {
+		// Hand answers over no sooner than readDelay after they came.
+		ripe := f.queue[0].at.Add(f.readDelay)
+		f.mu.Unlock()
+		time.Sleep(time.Until(ripe))
+		f.mu.Lock()
+	}
 	n := 0
-	for n < len(msgs) && len(f.queue) > 0 {
-		msgs[n].N = copy(msgs[n].Buf, f.queue[0])
+	for n < len(msgs) && len(f.queue) > 0 && time.Since(f.queue[0].at) >= f.readDelay {
+		msgs[n].N = copy(msgs[n].Buf, f.queue[0].b)
+		msgs[n].Arrived = f.queue[0].at
 		f.queue = f.queue[1:]
 		n++
 	}
@@ -418,5 +435,30 @@ func TestScatteredRenewalOrder(t *testing.T) {
 				t.Fatalf("RenewalOrder: %d descents in address order over %d clients", descents, clients)
 			}
 		})
+	}
+}
+
+// TestLatencyToArrival: the latency is taken to the answer's arrival,
+// not to when the generator got round to reading it; the read latency
+// keeps the difference.
+func TestLatencyToArrival(t *testing.T) {
+	f := newFake()
+	g := boundGen(t, f, 200)
+	const delay = 30 * time.Millisecond
+	f.mu.Lock()
+	f.readDelay = delay
+	f.mu.Unlock()
+	r, err := g.Run(context.Background(), Phase{Scenario: Renew, Rate: 2000, Duration: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Answered == 0 || r.Dropped != 0 || r.Wrong != 0 {
+		t.Fatalf("%+v", r)
+	}
+	// Every answer was read at least delay after the fake queued it
+	// (the histogram's buckets are within 3%).
+	d := float64(delay / time.Microsecond)
+	if r.ReadP50 < 0.97*d || r.ReadP50-r.P50 < 0.8*d || r.ReadP99 < r.P99 {
+		t.Fatalf("latency to arrival p50 %v p99 %v µs, as read p50 %v p99 %v µs; reads were held back %v", r.P50, r.P99, r.ReadP50, r.ReadP99, delay)
 	}
 }

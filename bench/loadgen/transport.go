@@ -19,6 +19,12 @@ type Packet struct {
 type Received struct {
 	Buf []byte
 	N   int
+	// Arrived is when the kernel took the datagram in (SO_TIMESTAMPNS,
+	// wall clock), zero when the transport cannot say. The generator
+	// shares the CPUs with the server: under load its receiver may run
+	// tens of milliseconds after an answer arrived, and that wait is the
+	// generator's, not the server's.
+	Arrived time.Time
 }
 
 // Transport carries the generator's messages. Send and Recv may be called
