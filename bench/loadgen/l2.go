@@ -30,6 +30,7 @@ type L2 struct {
 	owner     func(netip.Addr) (Identity, bool)
 
 	frames [][]byte // receive buffers, used by Recv only
+	oob    [][]byte // and their control messages' (SO_TIMESTAMPNS)
 }
 
 var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -67,9 +68,13 @@ func NewL2(ifname string, server netip.Addr) (*L2, error) {
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return fail("receive timeout", err)
 	}
-	t := &L2{fd: fd, server: server, frames: make([][]byte, 64)}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		return fail("SO_TIMESTAMPNS", err)
+	}
+	t := &L2{fd: fd, server: server, frames: make([][]byte, 64), oob: make([][]byte, 64)}
 	for i := range t.frames {
 		t.frames[i] = make([]byte, 2048)
+		t.oob[i] = make([]byte, stampSpace)
 	}
 	return t, nil
 }
@@ -108,19 +113,13 @@ type mmsghdr struct {
 	_   [4]byte
 }
 
-// mmsg moves a batch with sendmmsg or recvmmsg (MSG_WAITFORONE: block
-// for the first only).
-func (t *L2) mmsg(trap uintptr, bufs [][]byte, flags int) ([]mmsghdr, int, error) {
-	return mmsg(t.fd, trap, bufs, flags)
-}
-
 // SendFrames sends each of frames as one datagram on fd (a packet socket
 // bound to its interface), with as few sendmmsg calls as it takes, and
 // returns how many left.
 func SendFrames(fd int, frames [][]byte) (int, error) {
 	sent := 0
 	for sent < len(frames) {
-		_, n, err := mmsg(fd, unix.SYS_SENDMMSG, frames[sent:], 0)
+		_, n, err := mmsg(fd, unix.SYS_SENDMMSG, frames[sent:], nil, 0)
 		sent += n
 		if err != nil {
 			return sent, err
@@ -129,7 +128,11 @@ func SendFrames(fd int, frames [][]byte) (int, error) {
 	return sent, nil
 }
 
-func mmsg(fd int, trap uintptr, bufs [][]byte, flags int) ([]mmsghdr, int, error) {
+// mmsg moves a batch with sendmmsg or recvmmsg (flags MSG_WAITFORONE:
+// block for the first only); oob, when not nil, holds each datagram's
+// room for control messages, and a header's Controllen says what a
+// receive filled.
+func mmsg(fd int, trap uintptr, bufs, oob [][]byte, flags int) ([]mmsghdr, int, error) {
 	iov := make([]unix.Iovec, len(bufs))
 	hs := make([]mmsghdr, len(bufs))
 	for i, b := range bufs {
@@ -137,10 +140,15 @@ func mmsg(fd int, trap uintptr, bufs [][]byte, flags int) ([]mmsghdr, int, error
 		iov[i].SetLen(len(b))
 		hs[i].hdr.Iov = &iov[i]
 		hs[i].hdr.Iovlen = 1
+		if oob != nil {
+			hs[i].hdr.Control = &oob[i][0]
+			hs[i].hdr.SetControllen(len(oob[i]))
+		}
 	}
 	n, _, errno := unix.Syscall6(trap, uintptr(fd), uintptr(unsafe.Pointer(&hs[0])), uintptr(len(hs)), uintptr(flags), 0, 0)
 	runtime.KeepAlive(iov)
 	runtime.KeepAlive(bufs)
+	runtime.KeepAlive(oob)
 	if errno != 0 {
 		return hs, 0, errno
 	}
@@ -172,7 +180,7 @@ func (t *L2) Send(pkts []Packet) (int, error) {
 // Recv implements Transport. The wait is the socket's receive timeout.
 func (t *L2) Recv(msgs []Received, _ time.Duration) (int, error) {
 	bufs := t.frames[:min(len(msgs), len(t.frames))]
-	hs, n, err := t.mmsg(unix.SYS_RECVMMSG, bufs, unix.MSG_WAITFORONE)
+	hs, n, err := mmsg(t.fd, unix.SYS_RECVMMSG, bufs, t.oob[:len(bufs)], unix.MSG_WAITFORONE)
 	if err != nil {
 		if err == unix.EAGAIN || err == unix.EINTR {
 			return 0, nil
@@ -198,6 +206,7 @@ func (t *L2) Recv(msgs []Received, _ time.Duration) (int, error) {
 			}
 			t.mu.Unlock()
 			msgs[k].N = copy(msgs[k].Buf, payload)
+			msgs[k].Arrived = kernelStamp(t.oob[i][:hs[i].hdr.Controllen])
 			k++
 		}
 	}

@@ -9,16 +9,13 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/xdhcp/xdhcp/internal/netns"
 	"github.com/xdhcp/xdhcp/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
 // TestRelayArrivalStamp: the relay socket reports the kernel's arrival
-// time of each datagram, between its send and its read. The kernel turns
-// arrival stamps on for everyone through deferred work when the first
-// socket asks (net_enable_timestamp), and until then stamps a datagram as
-// it is read: late, never early. So the test sends until a datagram read
-// 20 ms after it was sent carries a time from before the sleep.
+// time of each datagram (checkArrival).
 func TestRelayArrivalStamp(t *testing.T) {
 	testenv.RequireRoot(t, "the relay socket binds port 67")
 	giaddr := netip.MustParseAddr("127.0.0.67")
@@ -32,15 +29,59 @@ func TestRelayArrivalStamp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	checkArrival(t, r, func() error { _, err := c.Write([]byte("answer")); return err })
+}
+
+// TestL2ArrivalStamp: so does the layer 2 transport's packet socket, for
+// a server's answer from port 67 to 68 on a veth.
+func TestL2ArrivalStamp(t *testing.T) {
+	cli, srv := netns.ForTest(t, "nt-l2"), netns.ForTest(t, "nt-l2")
+	if err := netns.Veth(cli, "c0", netip.MustParsePrefix("10.99.0.2/24"), srv, "s0", netip.MustParsePrefix("10.99.0.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	var l2 *L2
+	if err := cli.Do(func() (err error) {
+		l2, err = NewL2("c0", netip.MustParseAddr("10.99.0.1"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	var c *net.UDPConn
+	if err := srv.Do(func() (err error) {
+		c, err = net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 99, 0, 1), Port: 67}, &net.UDPAddr{IP: net.IPv4(10, 99, 0, 2), Port: 68})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	checkArrival(t, l2, func() error { _, err := c.Write([]byte("answer")); return err })
+}
+
+// checkArrival sends "answer" with send and reads it from tr 20 ms later:
+// its arrival time must lie between the send and the read, and not be
+// the read's. The kernel turns arrival stamps on for everyone through
+// deferred work when the first socket asks (net_enable_timestamp), and
+// until then stamps a datagram as it is read: late, never early. So it
+// sends until one read 20 ms after it was sent carries a time from before
+// the sleep.
+func checkArrival(t *testing.T, tr Transport, send func() error) {
+	t.Helper()
 	msgs := []Received{{Buf: make([]byte, 64)}}
 	for range 100 {
 		before := time.Now()
-		if _, err := c.Write([]byte("answer")); err != nil {
+		if err := send(); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(20 * time.Millisecond)
-		n, err := r.Recv(msgs, time.Second)
-		read := time.Now()
+		// Frames that are not an answer (ARP, IPv6's) read as none.
+		var n int
+		var err error
+		var read time.Time
+		for tries := 0; n == 0 && err == nil && tries < 20; tries++ {
+			n, err = tr.Recv(msgs, 100*time.Millisecond)
+			read = time.Now()
+		}
 		if err != nil || n != 1 {
 			t.Fatalf("read %d: %v", n, err)
 		}
