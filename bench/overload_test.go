@@ -163,3 +163,31 @@ func TestSearchConfirms(t *testing.T) {
 		t.Fatalf("err %q, calls %v, log:\n%s", res.Err, calls, log.String())
 	}
 }
+
+// TestXDPOverloadSection: a row per step, the renewals alone without
+// DORAs, each with the renewals' loss and latency; an error in its row.
+func TestXDPOverloadSection(t *testing.T) {
+	rep := &Report{XDPOverload: &XDPOverloadReport{Ceiling: 16000, RenewRate: 10000, RenewClients: 20000, Rows: []XDPOverloadRow{
+		{Fraction: 0, Renew: loadgen.Result{Rate: 9999, P50: 95, P99: 559, ReadP99: 610}},
+		{Fraction: 1.2, DORAOffered: 19200, DORA: loadgen.Result{Rate: 12572, Loss: 0.345}, Renew: loadgen.Result{Rate: 9990, Loss: 0.001, P50: 111, P99: 4479, ReadP99: 5000}},
+		{Fraction: 1.5, DORAOffered: 24000, Err: "relay receive: boom"},
+	}}}
+	var b strings.Builder
+	rep.xdpOverloadSection(&b)
+	for _, want := range []string{
+		"20000 bound clients renew at 10000/s",
+		"(16000/s, given)",
+		"| 0 (0%) | none | – | 9999 | 0.00% | 95 | 559 (610) |",
+		"| 19200 (120%) | 12572 | 34.5% | 9990 | 0.10% | 111 | 4479 (5000) |",
+		"| 24000 (150%) | error: relay receive: boom |",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("section lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	(&Report{}).xdpOverloadSection(&b)
+	if b.Len() != 0 {
+		t.Errorf("a report without the section renders %q", b.String())
+	}
+}

@@ -55,6 +55,9 @@ type Report struct {
 	// OverloadScattered is the same comparison with renewals in a random
 	// order (--order scattered); xdhcp-bench all runs both.
 	OverloadScattered *OverloadReport `json:"overload-scattered,omitempty"`
+	// XDPOverload is xdhcp-bench overload-xdp's: renewals answered by XDP
+	// while the slow path is offered more DORAs than it answers.
+	XDPOverload *XDPOverloadReport `json:"overload-xdp,omitempty"`
 	// Flood is xdhcp-bench flood's comparison (issue 19).
 	Flood *FloodReport `json:"flood,omitempty"`
 	// Recovery is xdhcp-bench failover-recovery's result.
@@ -146,6 +149,7 @@ func (rep *Report) Markdown() string {
 	rep.catchupSection(&b)
 	rep.recoverySection(&b)
 	rep.overloadSection(&b)
+	rep.xdpOverloadSection(&b)
 	rep.floodSection(&b)
 	if q := rep.LQ; q != nil {
 		fmt.Fprintf(&b, "\n## Leasequery (xdhcpd, %d leases)\n\n| UDP by IP answered/s at ≤1%% loss (offered) | UDP answered/s open loop (sent, answered, wrong) | bulk leases streamed/s (TCP, by relay-id) | streamed |\n|---|---|---|---|\n| %.0f (%d/s) | %.0f (%d, %d, %d) | %.0f | %d |\n",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -53,5 +54,36 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 	if code := run([]string{"no-such-command", "--xdhcpd", "/nonexistent"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "unknown command") {
 		t.Errorf("unknown command: exit %d, stderr %q; want 2 naming it", code, errb.String())
+	}
+}
+
+// TestParseFractions: overload's shares are above 0; overload-xdp's may
+// be 0 (the renewals alone); none may be negative, above 5 or not a
+// number.
+func TestParseFractions(t *testing.T) {
+	for _, c := range []struct {
+		in     string
+		zeroOK bool
+		want   []float64
+	}{
+		{"0.5,1,1.2", false, []float64{0.5, 1, 1.2}},
+		{" 1.5 ", false, []float64{1.5}},
+		{"0,1.2", true, []float64{0, 1.2}},
+		{"0,1.2", false, nil},
+		{"-1", true, nil},
+		{"6", true, nil},
+		{"a", false, nil},
+		{"1,,2", false, nil},
+	} {
+		got, err := parseFractions(c.in, c.zeroOK)
+		if c.want == nil {
+			if err == nil || !strings.Contains(err.Error(), "want shares of the ceiling") {
+				t.Errorf("parseFractions(%q, %v) = %v, %v; want an error saying what it wants", c.in, c.zeroOK, got, err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("parseFractions(%q, %v) = %v, %v; want %v", c.in, c.zeroOK, got, err, c.want)
+		}
 	}
 }

@@ -60,6 +60,9 @@ const usage = `usage:
   xdhcp-bench overload --xdhcpd PATH [--scenario renew|dora] [--clients 10000] [--step 5s] [--order bound|scattered] [--quick] [--out DIR]
                   the slow path (fast path off) offered 50% to 150% of its ceiling, with its bounds on a request's
                   wait and without: answered/s, goodput, loss, p50 and p99 latency, side by side
+  xdhcp-bench overload-xdp --xdhcpd PATH [--clients 20000] [--rate 10000] [--fractions 0,1.2,1.5] [--ceiling DORA/s] [--step 5s] [--quick] [--out DIR]
+                  renewals answered by XDP (fast path native) at --rate while new clients' DORAs are offered to the slow
+                  path at shares of its DORA ceiling (0: the renewals alone): renewal loss and latency beside the DORAs'
   xdhcp-bench flood --xdhcpd PATH [--rate 200000] [--duration 30s] [--clients 5000] [--servers xdhcpd,xdhcpd-xdp-native,kea] [--sender xdp|sockets] [--quick] [--out DIR]
                   a relayed flood of DISCOVERs from random MACs at --rate (sent from the kernel, or sockets), while a new
                   client starts a DORA every second (retransmitting at 4, 8, 16 s ± 1 s) and --clients bound clients renew at
@@ -107,8 +110,8 @@ func drawCharts(from, dir string, stdout, stderr io.Writer) int {
 // commands are the commands usage lists; needsXdhcpd are those that run
 // the daemon (cost and selftest do not, so they need no --xdhcpd).
 var (
-	commands    = []string{"all", "charts", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew", "failover", "failover-catchup", "failover-recovery", "overload", "flood"}
-	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew", "failover", "failover-catchup", "failover-recovery", "overload", "flood"}
+	commands    = []string{"all", "charts", "compare", "leasequery", "startup", "renew", "scenarios", "run", "cost", "referee", "selftest", "forcerenew", "failover", "failover-catchup", "failover-recovery", "overload", "overload-xdp", "flood"}
+	needsXdhcpd = []string{"all", "compare", "leasequery", "startup", "renew", "scenarios", "run", "referee", "forcerenew", "failover", "failover-catchup", "failover-recovery", "overload", "overload-xdp", "flood"}
 )
 
 // commandUsage is cmd's own part of usage (its lines and their
@@ -201,9 +204,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	compareObj := fs.String("compare", "", "cost: another xdp_dhcp object (e.g. an older commit's bpf/xdp_bpfel.o) timed in the same rounds")
 	costRuns := fs.Int("runs", 0, "cost: BPF_PROG_TEST_RUN repetitions per measurement (default 50000, 20000 with --quick)")
 	costRounds := fs.Int("rounds", 0, "cost: interleaved rounds per case (default 61)")
-	fractions := fs.String("fractions", "", "overload: shares of the ceiling to offer, comma-separated (default 0.5,1,1.2,1.5; 1,1.2,1.5 with --quick)")
+	fractions := fs.String("fractions", "", "overload: shares of the ceiling to offer, comma-separated (default 0.5,1,1.2,1.5; 1,1.2,1.5 with --quick); overload-xdp: shares of the DORA ceiling, 0 for none (default 0,1.2,1.5)")
 	queueTarget := fs.String("queue-target", "", "overload: the bounded server's server.queue-target (default: the daemon's)")
-	ceiling := fs.Float64("ceiling", 0, "overload: the slow path's ceiling per second, taken as given instead of searched for")
+	ceiling := fs.Float64("ceiling", 0, "overload: the slow path's ceiling per second, taken as given instead of searched for; overload-xdp: its DORA ceiling with the fast path on")
 	renewOrder := fs.String("order", "bound", "run, scenarios, overload: renewals in the order the clients were bound (bound: the addresses' order, a few pages of the lease tree per commit) or in a random order (scattered: a page per renewal, as an ISP's spread-out renewals); all runs overload in both unless this is given, --ceiling then being the bound order's")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -680,7 +683,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		if *fractions != "" {
 			var err error
-			if fr, err = parseFractions(*fractions); err != nil {
+			if fr, err = parseFractions(*fractions, false); err != nil {
 				return fmt.Errorf("overload: --fractions: %w", err)
 			}
 		}
@@ -729,6 +732,48 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return errors.Join(failed...)
 	}
+	steps["overload-xdp"] = func() error {
+		n, d, rr := 20000, 5*time.Second, 10000
+		fr := []float64{0, 1.2, 1.5}
+		if *quick {
+			n, d, rr = 5000, 3*time.Second, 2000
+		}
+		if *clients > 0 {
+			n = *clients
+		}
+		if *step > 0 {
+			d = *step
+		}
+		// In a full run --rate, --fractions and --ceiling are other
+		// sections' (--ceiling the renewals' overload ceiling).
+		own := cmd == "overload-xdp"
+		if own && isSet(fs, "rate") {
+			rr = *rate
+		}
+		if rr <= 0 || rr > n {
+			return fmt.Errorf("overload-xdp: --rate %d: want renewals per second above 0 and at most --clients (%d): each client renews at most once a second", rr, n)
+		}
+		if own && *fractions != "" {
+			var err error
+			if fr, err = parseFractions(*fractions, true); err != nil {
+				return fmt.Errorf("overload-xdp: --fractions: %w", err)
+			}
+		}
+		dceil := 0.0
+		if own {
+			if dceil = *ceiling; dceil < 0 {
+				return fmt.Errorf("overload-xdp: --ceiling %v: want a DORA rate per second, or 0 to search for it", *ceiling)
+			}
+		}
+		fmt.Fprintf(stdout, "renewals through XDP while the slow path is overloaded with DORAs, %d clients renewing at %d/s, %s steps...\n", n, rr, d)
+		x := rig.XDPOverload(ctx, bench.XDPOverloadOptions{Bin: *bin, RenewClients: n, RenewRate: rr, Step: d, Fractions: fr, Ceiling: dceil,
+			Log: func(format string, args ...any) { fmt.Fprintf(stdout, format, args...) }})
+		rep.XDPOverload = &x
+		if x.Err != "" {
+			return fmt.Errorf("overload-xdp: %s", x.Err)
+		}
+		return ctx.Err()
+	}
 	steps["flood"] = func() error {
 		d, n, fr, list := 30*time.Second, 5000, 200_000, "xdhcpd,xdhcpd-xdp-native,kea"
 		if *quick {
@@ -774,7 +819,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	order := []string{cmd}
 	if cmd == "all" {
-		order = []string{"selftest", "compare", "scenarios", "referee", "cost", "leasequery", "startup", "overload", "flood",
+		order = []string{"selftest", "compare", "scenarios", "referee", "cost", "leasequery", "startup", "overload", "overload-xdp", "flood",
 			"forcerenew", "failover", "failover-catchup", "failover-recovery"}
 		if *quick {
 			order = []string{"selftest", "compare", "scenarios", "cost", "startup"}
@@ -830,11 +875,14 @@ func isSet(fs *flag.FlagSet, name string) bool {
 
 // parseFractions reads overload's --fractions: shares of the ceiling,
 // each above 0 and at most 5.
-func parseFractions(s string) ([]float64, error) {
+func parseFractions(s string, zeroOK bool) ([]float64, error) {
 	var out []float64
 	for _, f := range strings.Split(s, ",") {
 		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
-		if err != nil || v <= 0 || v > 5 {
+		if err != nil || v < 0 || v == 0 && !zeroOK || v > 5 {
+			if zeroOK {
+				return nil, fmt.Errorf("%q: want shares of the ceiling from 0 (none) to 5, e.g. 0,1.2,1.5", f)
+			}
 			return nil, fmt.Errorf("%q: want shares of the ceiling above 0 and at most 5, e.g. 1.2,1.5", f)
 		}
 		out = append(out, v)
