@@ -46,11 +46,7 @@ func TestCatchupSection(t *testing.T) {
 	}}
 	var b strings.Builder
 	rep.catchupSection(&b)
-	for _, want := range []string{"| independent | 1000000 | 4194302 | 9.5 | 1000000 | 105263 | 1024 MiB | 512 MiB |", "not caught up: timed out"} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("section lacks %q:\n%s", want, b.String())
-		}
-	}
+	mustContain(t, "section", b.String(), "| independent | 1000000 | 4194302 | 9.5 | 1000000 | 105263 | 1024 MiB | 512 MiB |", "not caught up: timed out")
 }
 
 // TestRecoverySection: the kill -9 timings are reported, or why they are

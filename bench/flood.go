@@ -147,12 +147,6 @@ func (r *Rig) Flood(ctx context.Context, o FloodOptions) FloodReport {
 	if o.Sender == SenderXDP {
 		rep.Injection, _ = injection("") // "" never fails
 	}
-	for _, a := range []string{floodGiaddr, probeGiaddr} {
-		if _, err := r.Cli.Exec(ctx, "ip", "addr", "replace", a+"/32", "dev", ClientIf); err != nil {
-			rep.Err = err.Error()
-			return rep
-		}
-	}
 	for _, s := range o.Servers {
 		if x, ok := s.(Xdhcpd); ok && rep.XdhcpdTree == "" {
 			rep.XdhcpdTree = strings.TrimSpace(firstLine(x.Bin, "--version"))
@@ -193,38 +187,24 @@ func (r *Rig) flood1(ctx context.Context, s Server, o FloodOptions) FloodRow {
 	defer stopServer(s, p, r.Srv, dir)
 
 	// The bound clients: leases first, renewals during the flood.
-	tr, err := r.transport("relay")
+	g, tr, err := r.boundRelayClients(ctx, p.Pid(), o.Clients)
 	if err != nil {
 		return fail(err)
 	}
 	defer tr.Close()
-	cfg := genConfig(ScenarioOptions{Mode: "relay", Clients: o.Clients, Pop: DefaultPopulation(false, true, 0)}, p.Pid())
-	g, err := loadgen.New(cfg, tr)
-	if err != nil {
-		return fail(err)
-	}
 	defer g.Close()
-	if _, err := g.Acquire(ctx, o.Clients); err != nil {
-		return fail(fmt.Errorf("taking leases: %w", err))
-	}
 
 	// The flood's relay (its OFFERs come back here, and the socket
 	// sender sends from it) and the new clients' relay.
-	var ftr, ptr loadgen.Transport
-	if err := r.Cli.Do(func() error {
-		var err error
-		if ftr, err = loadgen.NewRelay(netip.MustParseAddr(floodGiaddr), netip.MustParseAddr(ServerAddr)); err != nil {
-			return err
-		}
-		ptr, err = loadgen.NewRelay(netip.MustParseAddr(probeGiaddr), netip.MustParseAddr(ServerAddr))
-		return err
-	}); err != nil {
-		if ftr != nil {
-			ftr.Close()
-		}
+	ftr, err := r.relayAt(ctx, floodGiaddr)
+	if err != nil {
 		return fail(err)
 	}
 	defer ftr.Close()
+	ptr, err := r.relayAt(ctx, probeGiaddr)
+	if err != nil {
+		return fail(err)
+	}
 	defer ptr.Close()
 	payloads := floodDiscovers(FloodMACs, netip.MustParseAddr(floodGiaddr), 19)
 	var in *Injector

@@ -292,16 +292,11 @@ func TestFloodSection(t *testing.T) {
 		GoalSec: 10, LimitSec: 30, Rows: []FloodRow{row, {Server: "kea", Err: "boom"}}}}
 	var b strings.Builder
 	rep.floodSection(&b)
-	for _, want := range []string{
+	mustContain(t, "section", b.String(),
 		"| xdhcpd | 100000 | 30000 | 10000 (10%) | 70000 | 1 of 2 (bound at all: 2 of 3) | 2.10 s / 4.20 s | 2 of 6 (33%) | 990 | 1.0% | 2.5 | overload 350k |",
 		"| kea | error: boom |",
 		"| 1 s | 4.20 s (D2 O1 R1) |",
-		"| 2 s | none in 19 s (D3 O0 R0) |",
-	} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("section lacks %q:\n%s", want, b.String())
-		}
-	}
+		"| 2 s | none in 19 s (D3 O0 R0) |")
 }
 
 // TestProbeJitter: with randomization each new client starts within its

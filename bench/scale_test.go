@@ -200,7 +200,7 @@ func scaleFixture() []ScaleRow {
 
 func TestScaleTable(t *testing.T) {
 	md := (&Report{Scale: scaleFixture()}).Markdown()
-	for _, want := range []string{
+	mustContain(t, "report", md,
 		"## Scale: xdhcpd with the fast path on (XDP native)",
 		"| leases | max-leases | serving after | RSS then | XDP map full after | RSS then | settled after | RSS then | peak RSS until settled | peak RSS until the bulk query's end | BPF map memory | bulk leases/s | streamed | XDP renewal answered |",
 		"| 1,000,000 | 1,179,648 | 4.321s | 1,396 MiB (1,463 B/lease) | 6s | 1,400 MiB (1,468 B/lease) | 7.5s | 300 MiB (314 B/lease; file pages 40 MiB) | 1,500 MiB (1,572 B/lease) | 1,600 MiB (1,677 B/lease) | 230 MiB (241 B/lease) | 400,000 | 1,000,000 | yes |",
@@ -208,12 +208,7 @@ func TestScaleTable(t *testing.T) {
 		"| 10,000,000 | 11,272,192 | - | - | - | - | - | - | - | - | - | - | - | - |",
 		"**3,000,000 leases: the bulk leasequery streamed 2999000 leases of 3000000**",
 		"**10,000,000 leases: not run: 10000000 leases need about 15.9 GiB",
-		"BPF maps at 1,000,000 leases: xdhcp_leases (Hash, 1,179,648 entries) 190.0 MiB, xdhcp_grants (Array, 1,474,561 entries) 36.0 MiB, xdhcp_punts (LRUHash, 65,536 entries) 3.0 MiB, 2 others 1.0 MiB. Database 334 MiB, written by the rig in 12.3 s.",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q:\n%s", want, md)
-		}
-	}
+		"BPF maps at 1,000,000 leases: xdhcp_leases (Hash, 1,179,648 entries) 190.0 MiB, xdhcp_grants (Array, 1,474,561 entries) 36.0 MiB, xdhcp_punts (LRUHash, 65,536 entries) 3.0 MiB, 2 others 1.0 MiB. Database 334 MiB, written by the rig in 12.3 s.")
 	if strings.Contains(md, "BPF maps at 10,000,000") {
 		t.Errorf("a breakdown for the row that did not run:\n%s", md)
 	}

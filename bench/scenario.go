@@ -88,6 +88,42 @@ type ScenarioResult struct {
 	Err        string      `json:"error,omitempty"`
 }
 
+// relayAt opens a relay transport on another giaddr in the client
+// namespace (added to its interface first): a population of its own,
+// whose answers do not meet the rig relay's.
+func (r *Rig) relayAt(ctx context.Context, giaddr string) (loadgen.Transport, error) {
+	if _, err := r.Cli.Exec(ctx, "ip", "addr", "replace", giaddr+"/32", "dev", ClientIf); err != nil {
+		return nil, fmt.Errorf("relay address %s: %w", giaddr, err)
+	}
+	var t loadgen.Transport
+	err := r.Cli.Do(func() (err error) {
+		t, err = loadgen.NewRelay(netip.MustParseAddr(giaddr), netip.MustParseAddr(ServerAddr))
+		return err
+	})
+	return t, err
+}
+
+// boundRelayClients starts a generator of n relayed clients (the default
+// population) on the rig's relay and has each take a lease from the
+// server, process pid; both are the caller's to close.
+func (r *Rig) boundRelayClients(ctx context.Context, pid, n int) (*loadgen.Gen, loadgen.Transport, error) {
+	tr, err := r.transport("relay")
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := loadgen.New(genConfig(ScenarioOptions{Mode: "relay", Clients: n, Pop: DefaultPopulation(false, true, 0)}, pid), tr)
+	if err != nil {
+		tr.Close()
+		return nil, nil, err
+	}
+	if _, err := g.Acquire(ctx, n); err != nil {
+		g.Close()
+		tr.Close()
+		return nil, nil, fmt.Errorf("taking leases: %w", err)
+	}
+	return g, tr, nil
+}
+
 // transport opens the generator's transport in the client namespace.
 func (r *Rig) transport(mode string) (loadgen.Transport, error) {
 	var t loadgen.Transport

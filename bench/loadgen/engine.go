@@ -103,12 +103,14 @@ type Result struct {
 	Released    int64   `json:"released"`
 	Rate        float64 `json:"answered-per-second"`
 	Loss        float64 `json:"loss"`
-	// P50, P99 and P999 are the answers' latency from the request's send
-	// to the answer's arrival in the kernel (Received.Arrived; to when
-	// the generator read it where the transport cannot say): what a
-	// client on a box of its own would see. ReadP50 and ReadP99 are to
-	// when the generator read it, which adds the generator's own waits
-	// for a CPU it shares with the server.
+	// P50, P99 and P999 are the answers' latency from when the generator
+	// sent the request (for a DORA the DISCOVER, so its own turnaround
+	// on the OFFER counts) to the answer's arrival in the kernel
+	// (Received.Arrived; to when the generator read it where the
+	// transport cannot say), so the generator's wait to read an answer
+	// is not the server's. ReadP50 and ReadP99 are to when it read it,
+	// that wait included. An answer counts as lost or late by when it
+	// was read.
 	P50     float64 `json:"latency-p50-us"`
 	P99     float64 `json:"latency-p99-us"`
 	P999    float64 `json:"latency-p99.9-us"`
@@ -725,7 +727,8 @@ func (g *Gen) receive() {
 		var out []Packet
 		var arena []byte
 		g.mu.Lock()
-		now, wall := g.now(), time.Now()
+		wall := time.Now()
+		now := int64(wall.Sub(g.epoch))
 		for _, m := range msgs[:n] {
 			// The kernel's stamp is wall-clock time: its distance from
 			// now is taken on that clock, and moved onto the
@@ -853,6 +856,11 @@ func (g *Gen) done1(j int, now, at int64) {
 	c := &g.clients[j]
 	g.c.answered[c.op]++
 	g.inFlight--
+	if at < c.start {
+		// The wall clock stepped forward between arrival and read:
+		// the stamp says nothing, the read time does.
+		at = now
+	}
 	g.c.lat.Add(time.Duration(at - c.start))
 	g.c.read.Add(time.Duration(now - c.start))
 }

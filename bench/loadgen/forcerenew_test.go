@@ -14,7 +14,7 @@ import (
 // had sent it unsolicited.
 func (f *fakeServer) push(b []byte) {
 	f.mu.Lock()
-	f.queue = append(f.queue, queued{b, time.Now()})
+	f.queue = append(f.queue, queued{b, time.Now().Round(0)})
 	f.cond.Broadcast()
 	f.mu.Unlock()
 }

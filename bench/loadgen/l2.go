@@ -74,7 +74,7 @@ func NewL2(ifname string, server netip.Addr) (*L2, error) {
 	t := &L2{fd: fd, server: server, frames: make([][]byte, 64), oob: make([][]byte, 64)}
 	for i := range t.frames {
 		t.frames[i] = make([]byte, 2048)
-		t.oob[i] = make([]byte, stampSpace)
+		t.oob[i] = make([]byte, pktio.StampSpace)
 	}
 	return t, nil
 }
@@ -130,8 +130,8 @@ func SendFrames(fd int, frames [][]byte) (int, error) {
 
 // mmsg moves a batch with sendmmsg or recvmmsg (flags MSG_WAITFORONE:
 // block for the first only); oob, when not nil, holds each datagram's
-// room for control messages, and a header's Controllen says what a
-// receive filled.
+// room for control messages (len(bufs) of them), and a header's
+// Controllen says what a receive filled.
 func mmsg(fd int, trap uintptr, bufs, oob [][]byte, flags int) ([]mmsghdr, int, error) {
 	iov := make([]unix.Iovec, len(bufs))
 	hs := make([]mmsghdr, len(bufs))
@@ -206,7 +206,7 @@ func (t *L2) Recv(msgs []Received, _ time.Duration) (int, error) {
 			}
 			t.mu.Unlock()
 			msgs[k].N = copy(msgs[k].Buf, payload)
-			msgs[k].Arrived = kernelStamp(t.oob[i][:hs[i].hdr.Controllen])
+			msgs[k].Arrived = pktio.ArrivalTime(t.oob[i][:hs[i].hdr.Controllen])
 			k++
 		}
 	}

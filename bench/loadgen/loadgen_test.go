@@ -209,13 +209,14 @@ func (f *fakeServer) Send(pkts []Packet) (int, error) {
 		if v, ok := p.Option(dhcpwire.OptRelayAgentInfo); ok {
 			b = dhcpwire.AppendOption(b, dhcpwire.OptRelayAgentInfo, v)
 		}
-		f.queue = append(f.queue, queued{append(b, dhcpwire.OptEnd), time.Now()})
+		f.queue = append(f.queue, queued{append(b, dhcpwire.OptEnd), time.Now().Round(0)})
 	}
 	f.cond.Broadcast()
 	return len(pkts), nil
 }
 
-// queued is an answer the fake has sent and when: the kernel's stamp.
+// queued is an answer the fake has sent and when: the kernel's stamp,
+// wall clock only, as the kernel's (Round(0) drops the monotonic reading).
 type queued struct {
 	b  []byte
 	at time.Time
@@ -443,7 +444,17 @@ func TestScatteredRenewalOrder(t *testing.T) {
 // keeps the difference.
 func TestLatencyToArrival(t *testing.T) {
 	f := newFake()
-	g := boundGen(t, f, 200)
+	// A timeout far beyond the delay: a loaded machine must not turn
+	// held-back answers into drops.
+	g, err := New(Config{Clients: 200, Pop: Population{ClientIDs: true}, Server: netip.MustParseAddr("10.64.0.1"),
+		GIAddr: netip.MustParseAddr("10.80.0.1"), LeaseTime: time.Hour, Timeout: 2 * time.Second}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	if n, err := g.Acquire(context.Background(), 200); err != nil || n != 200 {
+		t.Fatalf("acquired %d of 200: %v", n, err)
+	}
 	const delay = 30 * time.Millisecond
 	f.mu.Lock()
 	f.readDelay = delay

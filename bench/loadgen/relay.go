@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +10,8 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/xdhcp/xdhcp/slowpath/pktio"
 )
 
 // Relay is the relay-mode transport: one UDP socket on giaddr:67, the
@@ -20,6 +21,9 @@ type Relay struct {
 	c      *net.UDPConn
 	pc     *ipv4.PacketConn
 	server *net.UDPAddr
+	// ms and oob are Recv's, kept between calls (one goroutine reads).
+	ms  []ipv4.Message
+	oob []byte
 }
 
 // NewRelay opens the relay socket on giaddr:67 in the calling thread's
@@ -61,11 +65,16 @@ func (r *Relay) Send(pkts []Packet) (int, error) {
 
 // Recv implements Transport.
 func (r *Relay) Recv(msgs []Received, wait time.Duration) (int, error) {
-	ms := make([]ipv4.Message, len(msgs))
-	oob := make([]byte, len(msgs)*stampSpace)
+	if len(r.ms) < len(msgs) {
+		r.ms, r.oob = make([]ipv4.Message, len(msgs)), make([]byte, len(msgs)*pktio.StampSpace)
+		for i := range r.ms {
+			r.ms[i].Buffers = make([][]byte, 1)
+		}
+	}
+	ms := r.ms[:len(msgs)]
 	for i := range msgs {
-		ms[i].Buffers = [][]byte{msgs[i].Buf}
-		ms[i].OOB = oob[i*stampSpace : (i+1)*stampSpace]
+		ms[i].Buffers[0] = msgs[i].Buf
+		ms[i].OOB = r.oob[i*pktio.StampSpace : (i+1)*pktio.StampSpace]
 	}
 	r.c.SetReadDeadline(time.Now().Add(wait))
 	n, err := r.pc.ReadBatch(ms, 0)
@@ -77,14 +86,10 @@ func (r *Relay) Recv(msgs []Received, wait time.Duration) (int, error) {
 	}
 	for i := range n {
 		msgs[i].N = ms[i].N
-		msgs[i].Arrived = kernelStamp(ms[i].OOB[:ms[i].NN])
+		msgs[i].Arrived = pktio.ArrivalTime(ms[i].OOB[:ms[i].NN])
 	}
 	return n, nil
 }
-
-// stampSpace is the control message room SO_TIMESTAMPNS needs: one
-// struct timespec.
-var stampSpace = unix.CmsgSpace(16)
 
 // setTimestamps has the kernel stamp each datagram c receives.
 func setTimestamps(c *net.UDPConn) error {
@@ -102,24 +107,6 @@ func setTimestamps(c *net.UDPConn) error {
 		return fmt.Errorf("relay socket: SO_TIMESTAMPNS: %w", serr)
 	}
 	return nil
-}
-
-// kernelStamp is the SO_TIMESTAMPNS time in a datagram's control
-// messages, zero when there is none.
-func kernelStamp(oob []byte) time.Time {
-	// x/sys reads a header before it checks the length.
-	for len(oob) >= unix.SizeofCmsghdr {
-		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
-		if err != nil {
-			return time.Time{}
-		}
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= 16 {
-			// struct timespec: 64-bit seconds, then nanoseconds.
-			return time.Unix(int64(binary.NativeEndian.Uint64(data)), int64(binary.NativeEndian.Uint64(data[8:])))
-		}
-		oob = rest
-	}
-	return time.Time{}
 }
 
 // Close implements Transport.

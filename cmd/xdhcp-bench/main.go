@@ -183,7 +183,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	server := fs.String("server", "xdhcpd-xdp-native", "server for run")
 	scenario := fs.String("scenario", "renew", "scenario for run: dora, renew, mixed, release")
 	mode := fs.String("mode", "relay", "relay (packets from a giaddr) or l2 (raw frames from each client's MAC)")
-	rate := fs.Int("rate", 0, "operations per second for run (0: open loop); forcerenew: clients forced per second (0: unlimited)")
+	rate := fs.Int("rate", 0, "operations per second for run (0: open loop); forcerenew: clients forced per second (0: unlimited); flood: DISCOVERs per second; overload-xdp: renewals per second (default 10000)")
 	maxLoss := fs.Float64("max-loss", 0, "run: search the highest rate with at most this loss (e.g. 0.001) instead of --rate")
 	opt82 := fs.Bool("opt82", true, "relay mode: option 82 (circuit-id, remote-id) per client")
 	clientIDs := fs.Bool("client-ids", true, "clients send option 61")
@@ -749,10 +749,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		own := cmd == "overload-xdp"
 		if own && isSet(fs, "rate") {
 			rr = *rate
+			if rr <= 0 || rr > n {
+				return fmt.Errorf("overload-xdp: --rate %d: want renewals per second above 0 and at most the clients (%d): each client renews at most once a second", rr, n)
+			}
 		}
-		if rr <= 0 || rr > n {
-			return fmt.Errorf("overload-xdp: --rate %d: want renewals per second above 0 and at most --clients (%d): each client renews at most once a second", rr, n)
-		}
+		rr = min(rr, n)
 		if own && *fractions != "" {
 			var err error
 			if fr, err = parseFractions(*fractions, true); err != nil {
@@ -873,8 +874,9 @@ func isSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
-// parseFractions reads overload's --fractions: shares of the ceiling,
-// each above 0 and at most 5.
+// parseFractions reads overload's and overload-xdp's --fractions: shares
+// of the ceiling, each above 0 (or 0, with zeroOK: overload-xdp's step
+// without DORAs) and at most 5.
 func parseFractions(s string, zeroOK bool) ([]float64, error) {
 	var out []float64
 	for _, f := range strings.Split(s, ",") {

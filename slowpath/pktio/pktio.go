@@ -26,8 +26,41 @@ import (
 	"github.com/xdhcp/xdhcp/slowpath"
 )
 
-// timespecLen is a struct timespec's size (SO_TIMESTAMPNS).
+// timespecLen is a struct timespec's size (SO_TIMESTAMPNS) on the
+// 64-bit architectures this runs on: 64-bit seconds and nanoseconds.
 const timespecLen = 16
+
+// StampSpace is the control message room a datagram's SO_TIMESTAMPNS
+// time takes.
+var StampSpace = unix.CmsgSpace(timespecLen)
+
+// KernelTime is the time in an SCM_TIMESTAMPNS control message's data (a
+// struct timespec, wall clock), and false when data is too short for one.
+func KernelTime(data []byte) (time.Time, bool) {
+	if len(data) < timespecLen {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(binary.NativeEndian.Uint64(data)), int64(binary.NativeEndian.Uint64(data[8:]))), true
+}
+
+// ArrivalTime is the SO_TIMESTAMPNS time among a datagram's control
+// messages, zero when there is none.
+func ArrivalTime(oob []byte) time.Time {
+	// x/sys reads a header before it checks the length.
+	for len(oob) >= unix.SizeofCmsghdr {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			break
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS {
+			if t, ok := KernelTime(data); ok {
+				return t
+			}
+		}
+		oob = rest
+	}
+	return time.Time{}
+}
 
 // batch is how many datagrams one recvmmsg/sendmmsg moves.
 const batch = 64
@@ -359,7 +392,7 @@ func newReader(pc *ipv4.PacketConn, fill syscall.RawConn) *reader {
 			b.bufs[i] = make([]byte, 4096)
 			b.msgs[i].Buffers = [][]byte{b.bufs[i]}
 			// Room for IP_PKTINFO and the receive timestamp.
-			b.msgs[i].OOB = append(ipv4.NewControlMessage(ipv4.FlagDst|ipv4.FlagInterface), make([]byte, unix.CmsgSpace(timespecLen))...)
+			b.msgs[i].OOB = append(ipv4.NewControlMessage(ipv4.FlagDst|ipv4.FlagInterface), make([]byte, StampSpace)...)
 		}
 		r.free <- b
 	}
@@ -542,7 +575,8 @@ func (c *Conn) Hold(fn func()) {
 // (zero when there is none). It reads them in place: it runs for every
 // datagram, and ipv4.ControlMessage.Parse allocated three times for each.
 func readControl(oob []byte, in *slowpath.Incoming) {
-	for len(oob) > 0 {
+	// x/sys reads a header before it checks the length.
+	for len(oob) >= unix.SizeofCmsghdr {
 		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
 		if err != nil {
 			return
@@ -553,10 +587,10 @@ func readControl(oob []byte, in *slowpath.Incoming) {
 			// the destination in the datagram's header.
 			in.IfIndex = int(int32(binary.NativeEndian.Uint32(data)))
 			in.Dst = netip.AddrFrom4([4]byte(data[8:12]))
-		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= timespecLen:
-			// struct timespec: 64-bit seconds and nanoseconds on the
-			// 64-bit architectures this runs on.
-			in.Received = time.Unix(int64(binary.NativeEndian.Uint64(data)), int64(binary.NativeEndian.Uint64(data[8:])))
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS:
+			if t, ok := KernelTime(data); ok {
+				in.Received = t
+			}
 		}
 		oob = rest
 	}
