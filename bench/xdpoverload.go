@@ -31,8 +31,9 @@ type XDPOverloadRow struct {
 // which only the slow path answers, are offered at 0 (the renewals
 // alone) and beyond the slow path's DORA ceiling, all in one daemon.
 type XDPOverloadReport struct {
-	// Ceiling is the slow path's DORA ceiling with the fast path on (the
-	// highest rate answered within 1% loss), searched or given.
+	// Ceiling is the slow path's DORA ceiling with the fast path on and
+	// the renewals running (the highest rate answered within 1% loss),
+	// searched or given.
 	Ceiling      float64          `json:"dora-ceiling-per-second"`
 	CeilingSteps []loadgen.Result `json:"ceiling-steps,omitempty"`
 	RenewRate    int              `json:"renew-rate"`
@@ -63,40 +64,24 @@ const xdpOverloadGiaddr = "10.80.0.4"
 func (r *Rig) XDPOverload(ctx context.Context, o XDPOverloadOptions) XDPOverloadReport {
 	o.RenewClients, o.RenewRate = cmp.Or(o.RenewClients, 20000), cmp.Or(o.RenewRate, 10000)
 	rep := XDPOverloadReport{RenewRate: o.RenewRate, RenewClients: o.RenewClients, Ceiling: o.Ceiling}
-	srv := Xdhcpd{Bin: o.Bin, Fast: "native"}
-	if rep.Ceiling <= 0 {
-		search := ScenarioOptions{Scenario: loadgen.DORA, Mode: "relay", Clients: o.RenewClients, Pop: DefaultPopulation(false, true, 0), Step: o.Step,
-			MaxLoss: overloadMaxLoss, StartRate: 4000, Bisect: 3, Confirm: true}
-		if o.Log != nil {
-			search.Log = logfWriter(o.Log)
-		}
-		ceil := r.Scenario(ctx, srv, search)
-		rep.CeilingSteps = ceil.Steps
-		if ceil.Err != "" || ceil.Best.Rate == 0 {
-			rep.Err = "finding the DORA ceiling: " + cmp.Or(ceil.Err, "no rate was answered within 1% loss")
-			return rep
-		}
-		rep.Ceiling = ceil.Best.Rate
-	}
-	o.logf("  DORA ceiling %.0f/s with the fast path on; %d clients renewing at %d/s through XDP\n", rep.Ceiling, o.RenewClients, o.RenewRate)
-	if err := r.xdpOverloadSteps(ctx, srv, o, &rep); err != nil {
+	if err := r.xdpOverload(ctx, o, &rep); err != nil {
 		rep.Err = err.Error()
 	}
 	return rep
 }
 
-// xdpOverloadSteps starts srv once, binds the renewing clients, and runs
-// each step: the renewals and the DORAs side by side.
-func (r *Rig) xdpOverloadSteps(ctx context.Context, srv Xdhcpd, o XDPOverloadOptions, rep *XDPOverloadReport) error {
-	most := 0
-	for _, f := range o.Fractions {
-		most = max(most, int(f*rep.Ceiling))
-	}
-	// The DORAs' clients: enough that those the server drops do not
-	// leave the generator without idle ones (stepClients), within what
-	// the pool has beside the renewing ones.
-	doraClients := min(stepClients(most), relayPoolSize()-o.RenewClients)
-	if most > 0 && doraClients <= 0 {
+// xdpOverloadDORAClients caps the new clients' population: enough for a
+// DORA ceiling up to 80,000/s (stepClients), within what the relay pool
+// has beside the renewing clients.
+const xdpOverloadDORAClients = 100_000
+
+// xdpOverload starts the daemon once and binds the renewing clients;
+// then, renewing throughout, searches the slow path's DORA ceiling (unless
+// given) and runs each step.
+func (r *Rig) xdpOverload(ctx context.Context, o XDPOverloadOptions, rep *XDPOverloadReport) error {
+	srv := Xdhcpd{Bin: o.Bin, Fast: "native"}
+	doraClients := min(xdpOverloadDORAClients, relayPoolSize()-o.RenewClients)
+	if doraClients <= 0 {
 		return fmt.Errorf("%d renewing clients leave none of the relay pool's %d addresses for new clients", o.RenewClients, relayPoolSize())
 	}
 	dir, err := os.MkdirTemp("", "xdhcp-bench-xdp-overload-")
@@ -116,37 +101,63 @@ func (r *Rig) xdpOverloadSteps(ctx context.Context, srv Xdhcpd, o XDPOverloadOpt
 	}
 	defer tr.Close()
 	defer renew.Close()
-	var dora *loadgen.Gen
-	if most > 0 {
-		dtr, err := r.relayAt(ctx, xdpOverloadGiaddr)
-		if err != nil {
-			return fmt.Errorf("new clients: %w", err)
-		}
-		defer dtr.Close()
-		// Another salt: other MACs than the renewing clients'.
-		dcfg := genConfig(ScenarioOptions{Mode: "relay", Clients: doraClients, Pop: loadgen.Population{ClientIDs: true, Salt: 2}}, p.Pid())
-		dcfg.GIAddr = netip.MustParseAddr(xdpOverloadGiaddr)
-		if dora, err = loadgen.New(dcfg, dtr); err != nil {
-			return fmt.Errorf("new clients: %w", err)
-		}
-		defer dora.Close()
+	dtr, err := r.relayAt(ctx, xdpOverloadGiaddr)
+	if err != nil {
+		return fmt.Errorf("new clients: %w", err)
 	}
+	defer dtr.Close()
+	// Another salt: other MACs than the renewing clients'.
+	dcfg := genConfig(ScenarioOptions{Mode: "relay", Clients: doraClients, Pop: loadgen.Population{ClientIDs: true, Salt: 2}}, p.Pid())
+	dcfg.GIAddr = netip.MustParseAddr(xdpOverloadGiaddr)
+	dora, err := loadgen.New(dcfg, dtr)
+	if err != nil {
+		return fmt.Errorf("new clients: %w", err)
+	}
+	defer dora.Close()
 	time.Sleep(time.Second) // the leases' commits and the fast path's map settle
 
-	for _, f := range o.Fractions {
-		row := XDPOverloadRow{Fraction: f, DORAOffered: int(f * rep.Ceiling)}
+	// step runs the renewals and, at a rate above 0, the DORAs beside
+	// them for one step.
+	step := func(doraRate int, doras bool) (renewed, doraRes loadgen.Result, err error) {
 		var wg sync.WaitGroup
 		var renewErr, doraErr error
 		wg.Go(func() {
-			row.Renew, renewErr = renew.Run(ctx, loadgen.Phase{Scenario: loadgen.Renew, Rate: o.RenewRate, Duration: o.Step})
+			renewed, renewErr = renew.Run(ctx, loadgen.Phase{Scenario: loadgen.Renew, Rate: o.RenewRate, Duration: o.Step})
 		})
-		if row.DORAOffered > 0 {
+		if doras {
 			wg.Go(func() {
-				row.DORA, doraErr = dora.Run(ctx, loadgen.Phase{Scenario: loadgen.DORA, Rate: row.DORAOffered, Duration: o.Step})
+				doraRes, doraErr = dora.Run(ctx, loadgen.Phase{Scenario: loadgen.DORA, Rate: doraRate, Duration: o.Step})
 			})
 		}
 		wg.Wait()
-		if err := errors.Join(renewErr, doraErr); err != nil {
+		return renewed, doraRes, errors.Join(renewErr, doraErr)
+	}
+	if rep.Ceiling <= 0 {
+		// With the renewals running: they take CPU from the two the
+		// server shares with the generators, and a ceiling searched
+		// without them put the steps' shares beyond what the slow path
+		// answers beside them.
+		search := ScenarioOptions{Scenario: loadgen.DORA, MaxLoss: overloadMaxLoss, StartRate: 4000, Bisect: 3, Confirm: true}
+		if o.Log != nil {
+			search.Log = logfWriter(o.Log)
+		}
+		ceil := r.search(ctx, search, ScenarioResult{Scenario: loadgen.DORA, Mode: "relay", Sender: SenderSockets}, srv.Name(), func(rate int) (loadgen.Result, error) {
+			_, d, err := step(rate, true)
+			return d, err
+		})
+		rep.CeilingSteps = ceil.Steps
+		if ceil.Err != "" || ceil.Best.Rate == 0 {
+			return fmt.Errorf("finding the DORA ceiling: %s", cmp.Or(ceil.Err, "no rate was answered within 1% loss"))
+		}
+		rep.Ceiling = ceil.Best.Rate
+	}
+	o.logf("  DORA ceiling %.0f/s with the fast path on and %d clients renewing at %d/s through XDP\n", rep.Ceiling, o.RenewClients, o.RenewRate)
+
+	for _, f := range o.Fractions {
+		time.Sleep(time.Second) // the step before's backlog drains
+		row := XDPOverloadRow{Fraction: f, DORAOffered: int(f * rep.Ceiling)}
+		var err error
+		if row.Renew, row.DORA, err = step(row.DORAOffered, row.DORAOffered > 0); err != nil {
 			row.Err = err.Error()
 		}
 		o.logf("  DORA %3.0f%% (%6d/s offered): %6.0f answered/s, loss %5.1f%%; renewals %6.0f answered/s, loss %.2f%%, p50 %.0f µs, p99 %.0f µs %s\n",
@@ -177,7 +188,7 @@ func (rep *Report) xdpOverloadSection(b *strings.Builder) {
 	}
 	how := "given"
 	if len(x.CeilingSteps) > 0 {
-		how = "the most answered within 1% loss, searched without the renewals; more is answered with more loss"
+		how = "the most answered within 1% loss, searched in the same daemon with the renewals running"
 	}
 	fmt.Fprintf(b, "xdhcpd with the XDP fast path (native). %d bound clients renew at %d/s (relayed), which XDP answers; new clients' DORAs, which only the slow path answers, are offered beside them from a relay of their own at shares of the slow path's DORA ceiling with the fast path on (%.0f/s, %s). One daemon for every step; 0%% is the renewals alone. Latency is to the answer's arrival in the generator's kernel, in brackets to when the generator read it.\n\n",
 		x.RenewClients, x.RenewRate, x.Ceiling, how)

@@ -44,7 +44,7 @@ var builtSelf = map[string]string{
 	"bench/scenario.go:*":                                              "starts servers through the Server interface (Kea, Dhcpd, Xdhcpd), each collected where it execs",
 	"bench/flood.go:Flood":                                             "reads the --version of the xdhcpd given with --xdhcpd (x.Bin)",
 	"bench/flood.go:flood1":                                            "starts servers through the Server interface (Kea, Xdhcpd), each collected where it execs",
-	"bench/xdpoverload.go:xdpOverloadSteps":                            "starts the xdhcpd given with --xdhcpd through the Server interface (Xdhcpd), collected where it execs",
+	"bench/xdpoverload.go:xdpOverload":                                 "starts the xdhcpd given with --xdhcpd through the Server interface (Xdhcpd), collected where it execs",
 	"bench/compare.go:*":                                               "starts servers through the Server interface; firstLine's callers pass literals",
 	"bench/leasequery.go:*":                                            "runs the xdhcpd given with --xdhcpd (x.Bin)",
 	"bench/forcerenew.go:ForceRenew":                                   "runs the xdhcpd given with --xdhcpd (o.Bin)",
