@@ -74,7 +74,7 @@ func NewL2(ifname string, server netip.Addr) (*L2, error) {
 	t := &L2{fd: fd, server: server, frames: make([][]byte, 64), oob: make([][]byte, 64)}
 	for i := range t.frames {
 		t.frames[i] = make([]byte, 2048)
-		t.oob[i] = make([]byte, pktio.StampSpace)
+		t.oob[i] = make([]byte, pktio.StampSpace())
 	}
 	return t, nil
 }

@@ -65,8 +65,9 @@ func (r *Relay) Send(pkts []Packet) (int, error) {
 
 // Recv implements Transport.
 func (r *Relay) Recv(msgs []Received, wait time.Duration) (int, error) {
+	space := pktio.StampSpace()
 	if len(r.ms) < len(msgs) {
-		r.ms, r.oob = make([]ipv4.Message, len(msgs)), make([]byte, len(msgs)*pktio.StampSpace)
+		r.ms, r.oob = make([]ipv4.Message, len(msgs)), make([]byte, len(msgs)*space)
 		for i := range r.ms {
 			r.ms[i].Buffers = make([][]byte, 1)
 		}
@@ -74,7 +75,7 @@ func (r *Relay) Recv(msgs []Received, wait time.Duration) (int, error) {
 	ms := r.ms[:len(msgs)]
 	for i := range msgs {
 		ms[i].Buffers[0] = msgs[i].Buf
-		ms[i].OOB = r.oob[i*pktio.StampSpace : (i+1)*pktio.StampSpace]
+		ms[i].OOB = r.oob[i*space : (i+1)*space]
 	}
 	r.c.SetReadDeadline(time.Now().Add(wait))
 	n, err := r.pc.ReadBatch(ms, 0)

@@ -32,7 +32,7 @@ const timespecLen = 16
 
 // StampSpace is the control message room a datagram's SO_TIMESTAMPNS
 // time takes.
-var StampSpace = unix.CmsgSpace(timespecLen)
+func StampSpace() int { return unix.CmsgSpace(timespecLen) }
 
 // KernelTime is the time in an SCM_TIMESTAMPNS control message's data (a
 // struct timespec, wall clock), and false when data is too short for one.
@@ -392,7 +392,7 @@ func newReader(pc *ipv4.PacketConn, fill syscall.RawConn) *reader {
 			b.bufs[i] = make([]byte, 4096)
 			b.msgs[i].Buffers = [][]byte{b.bufs[i]}
 			// Room for IP_PKTINFO and the receive timestamp.
-			b.msgs[i].OOB = append(ipv4.NewControlMessage(ipv4.FlagDst|ipv4.FlagInterface), make([]byte, StampSpace)...)
+			b.msgs[i].OOB = append(ipv4.NewControlMessage(ipv4.FlagDst|ipv4.FlagInterface), make([]byte, StampSpace())...)
 		}
 		r.free <- b
 	}
