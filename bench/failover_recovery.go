@@ -12,6 +12,7 @@ import (
 	"github.com/xdhcp/xdhcp/bench/loadgen"
 	"github.com/xdhcp/xdhcp/failover"
 	"github.com/xdhcp/xdhcp/internal/control"
+	"github.com/xdhcp/xdhcp/internal/netns"
 )
 
 // RecoveryResult is one kill -9 of a failover secondary under a balanced
@@ -24,6 +25,11 @@ type RecoveryResult struct {
 	// and partner-down.
 	DetectSeconds      float64 `json:"detect-seconds"`
 	PartnerDownSeconds float64 `json:"partner-down-seconds"`
+	// ExitSeconds is from the kill until the secondary's process had
+	// exited (it closes its connection to the survivor then): a process
+	// in the middle of a write to a busy disk dies only once that write
+	// returns. 0 in reports before it.
+	ExitSeconds float64 `json:"exit-seconds,omitempty"`
 	// Clients new clients (both hash halves) bound by the survivor after
 	// partner-down, in ServeSeconds.
 	Clients      int     `json:"clients"`
@@ -78,8 +84,17 @@ func (r *Rig) FailoverRecovery(ctx context.Context, o RecoveryOptions) RecoveryR
 	if err := pair.peerProc.Signal(syscall.SIGKILL); err != nil {
 		return fail(err)
 	}
-	pair.peerProc.Wait()
+	// The survivor is watched from the kill on, while the process exits.
+	exited := make(chan float64, 1)
+	go func(proc *netns.Proc) {
+		proc.Wait()
+		exited <- time.Since(killed).Seconds()
+	}(pair.peerProc)
 	for res.PartnerDownSeconds == 0 {
+		select {
+		case res.ExitSeconds = <-exited:
+		default:
+		}
 		if err := ctx.Err(); err != nil {
 			return fail(fmt.Errorf("the survivor did not reach partner-down: %w", err))
 		}
@@ -95,6 +110,9 @@ func (r *Rig) FailoverRecovery(ctx context.Context, o RecoveryOptions) RecoveryR
 			res.PartnerDownSeconds = time.Since(killed).Seconds()
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if res.ExitSeconds == 0 {
+		res.ExitSeconds = <-exited // it was killed: it exits
 	}
 
 	tr, err := r.transport("relay")
@@ -139,7 +157,12 @@ func (rep *Report) recoverySection(b *strings.Builder) {
 		fmt.Fprintf(b, "Not measured: %s\n", r.Err)
 		return
 	}
-	b.WriteString("| auto-partner-down | kill → communications-interrupted | kill → partner-down | new clients bound after partner-down | in | secondary restart → both normal |\n|---|---|---|---|---|---|\n")
-	fmt.Fprintf(b, "| %s | %.2f s | %.2f s | %d of %d | %.2f s | %.2f s |\n", r.AutoPartnerDown, r.DetectSeconds, r.PartnerDownSeconds,
+	b.WriteString("| auto-partner-down | kill → secondary exited | kill → communications-interrupted | kill → partner-down | new clients bound after partner-down | in | secondary restart → both normal |\n|---|---|---|---|---|---|---|\n")
+	exit := "–"
+	if r.ExitSeconds > 0 {
+		exit = fmt.Sprintf("%.2f s", r.ExitSeconds)
+	}
+	fmt.Fprintf(b, "| %s | %s | %.2f s | %.2f s | %d of %d | %.2f s | %.2f s |\n", r.AutoPartnerDown, exit, r.DetectSeconds, r.PartnerDownSeconds,
 		r.Bound, r.Clients, r.ServeSeconds, r.RestartNormalSeconds)
+	b.WriteString("\nThe survivor learns of the kill from its connection's close when the process exits, or after max-response-delay (20 s) without a message.\n")
 }
