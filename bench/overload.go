@@ -67,7 +67,7 @@ type OverloadOptions struct {
 	// order they were bound, which is the addresses' (loadgen.Config.
 	// Scattered): the store then writes a page per renewal.
 	Scattered bool
-	Log       func(format string, args ...any)
+	Log       progressLog
 }
 
 // Overload measures the slow path (fast path off, so renewals reach it)
@@ -84,10 +84,7 @@ func (r *Rig) Overload(ctx context.Context, o OverloadOptions) OverloadReport {
 		// first step, at 4,000/s, failed once; the search settled on
 		// 3,500/s, and the "150%" step was a fifth of what the server
 		// answers.
-		search.Confirm = true
-		if o.Log != nil {
-			search.Log = logfWriter(o.Log)
-		}
+		search.Confirm, search.Log = true, o.Log
 		ceil := r.Scenario(ctx, Xdhcpd{Bin: o.Bin, QueueTarget: o.QueueTarget}, search)
 		rep.CeilingSteps = ceil.Steps
 		if ceil.Err != "" || ceil.Best.Rate == 0 {
@@ -95,9 +92,9 @@ func (r *Rig) Overload(ctx context.Context, o OverloadOptions) OverloadReport {
 			return rep
 		}
 		rep.Ceiling = ceil.Best.Rate
-		o.Log("  ceiling %.0f %s/s within 1%% loss\n", rep.Ceiling, o.Scenario)
+		o.Log.printf("  ceiling %.0f %s/s within 1%% loss\n", rep.Ceiling, o.Scenario)
 	} else {
-		o.Log("  ceiling %.0f %s/s as given\n", rep.Ceiling, o.Scenario)
+		o.Log.printf("  ceiling %.0f %s/s as given\n", rep.Ceiling, o.Scenario)
 	}
 	for _, s := range []Server{Xdhcpd{Bin: o.Bin, QueueTarget: o.QueueTarget}, Xdhcpd{Bin: o.Bin, Unbounded: true}} {
 		if len(o.Servers) > 0 && !slices.Contains(o.Servers, s.Name()) {
@@ -118,14 +115,14 @@ func (r *Rig) Overload(ctx context.Context, o OverloadOptions) OverloadReport {
 			so.ServerSide = true
 			res := r.Scenario(ctx, s, so)
 			row := OverloadRow{Server: s.Name(), Fraction: f, Offered: so.Rate, Result: res.Best, Inside: res.ServerSide, Err: res.Err}
-			o.Log("  %-28s %3.0f%% (%6d/s offered, %d clients): %8.0f answered/s, loss %5.1f%%, p50 %s µs, p99 %s µs (as read %s µs), %d not sent %s\n", s.Name(), 100*f, so.Rate, so.Clients,
+			o.Log.printf("  %-28s %3.0f%% (%6d/s offered, %d clients): %8.0f answered/s, loss %5.1f%%, p50 %s µs, p99 %s µs (as read %s µs), %d not sent %s\n", s.Name(), 100*f, so.Rate, so.Clients,
 				res.Best.Rate, 100*res.Best.Loss, latency(res, res.Best.P50), latency(res, res.Best.P99), latency(res, res.Best.ReadP99), res.Best.Starved, res.Err)
 			if ss := res.ServerSide; ss != nil {
 				store := ""
 				if ss.StoreP50 > 0 || ss.StoreP99 > 0 {
 					store = fmt.Sprintf(", of which in the store p50 %.1f, p99 %.1f ms", ss.StoreP50, ss.StoreP99)
 				}
-				o.Log("    in the server: socket wait p50 %.1f, p99 %.1f ms; arrival to ACK p50 %.1f, p99 %.1f ms%s; commit p50 %.1f, p99 %.1f, mean %.2f ms, %.0f leases each\n",
+				o.Log.printf("    in the server: socket wait p50 %.1f, p99 %.1f ms; arrival to ACK p50 %.1f, p99 %.1f ms%s; commit p50 %.1f, p99 %.1f, mean %.2f ms, %.0f leases each\n",
 					ss.WaitP50, ss.WaitP99, ss.AckP50, ss.AckP99, store, ss.CommitP50, ss.CommitP99, ss.CommitMean, ss.LeasesPerTx)
 			}
 			rep.Rows = append(rep.Rows, row)
@@ -242,11 +239,18 @@ func p99Cell(r loadgen.Result) string {
 	return fmt.Sprintf("%.0f (%.0f)", r.P99, r.ReadP99)
 }
 
-// logfWriter writes through an OverloadOptions.Log function, for
-// ScenarioOptions.Log.
-type logfWriter func(format string, args ...any)
+// progressLog is a section's progress log, a function like fmt.Printf;
+// a nil one logs nothing. As an io.Writer it is the scenario search's
+// Log (ScenarioOptions.Log).
+type progressLog func(format string, args ...any)
 
-func (f logfWriter) Write(p []byte) (int, error) {
-	f("%s", p)
+func (l progressLog) printf(format string, args ...any) {
+	if l != nil {
+		l(format, args...)
+	}
+}
+
+func (l progressLog) Write(p []byte) (int, error) {
+	l.printf("%s", p)
 	return len(p), nil
 }

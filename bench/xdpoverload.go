@@ -52,7 +52,7 @@ type XDPOverloadOptions struct {
 	Fractions []float64
 	// Ceiling, when above 0, is the DORA ceiling taken as given.
 	Ceiling float64
-	Log     func(format string, args ...any)
+	Log     progressLog
 }
 
 // xdpOverloadGiaddr relays the new clients' DORAs: a relay of their own,
@@ -138,9 +138,7 @@ func (r *Rig) xdpOverload(ctx context.Context, o XDPOverloadOptions, rep *XDPOve
 		// without them put the steps' shares beyond what the slow path
 		// answers beside them.
 		search := ScenarioOptions{Scenario: loadgen.DORA, MaxLoss: overloadMaxLoss, StartRate: 4000, Bisect: 3, Confirm: true}
-		if o.Log != nil {
-			search.Log = logfWriter(o.Log)
-		}
+		search.Log = o.Log
 		ceil := r.search(ctx, search, ScenarioResult{Scenario: loadgen.DORA, Mode: "relay", Sender: SenderSockets}, srv.Name(), func(rate int) (loadgen.Result, error) {
 			_, d, err := step(rate, true)
 			return d, err
@@ -151,7 +149,7 @@ func (r *Rig) xdpOverload(ctx context.Context, o XDPOverloadOptions, rep *XDPOve
 		}
 		rep.Ceiling = ceil.Best.Rate
 	}
-	o.logf("  DORA ceiling %.0f/s with the fast path on and %d clients renewing at %d/s through XDP\n", rep.Ceiling, o.RenewClients, o.RenewRate)
+	o.Log.printf("  DORA ceiling %.0f/s with the fast path on and %d clients renewing at %d/s through XDP\n", rep.Ceiling, o.RenewClients, o.RenewRate)
 
 	for _, f := range o.Fractions {
 		time.Sleep(time.Second) // the step before's backlog drains
@@ -160,7 +158,7 @@ func (r *Rig) xdpOverload(ctx context.Context, o XDPOverloadOptions, rep *XDPOve
 		if row.Renew, row.DORA, err = step(row.DORAOffered, row.DORAOffered > 0); err != nil {
 			row.Err = err.Error()
 		}
-		o.logf("  DORA %3.0f%% (%6d/s offered): %6.0f answered/s, loss %5.1f%%; renewals %6.0f answered/s, loss %.2f%%, p50 %.0f µs, p99 %.0f µs %s\n",
+		o.Log.printf("  DORA %3.0f%% (%6d/s offered): %6.0f answered/s, loss %5.1f%%; renewals %6.0f answered/s, loss %.2f%%, p50 %.0f µs, p99 %.0f µs %s\n",
 			100*f, row.DORAOffered, row.DORA.Rate, 100*row.DORA.Loss, row.Renew.Rate, 100*row.Renew.Loss, row.Renew.P50, row.Renew.P99, row.Err)
 		rep.Rows = append(rep.Rows, row)
 		if ctx.Err() != nil {
@@ -168,12 +166,6 @@ func (r *Rig) xdpOverload(ctx context.Context, o XDPOverloadOptions, rep *XDPOve
 		}
 	}
 	return nil
-}
-
-func (o XDPOverloadOptions) logf(format string, args ...any) {
-	if o.Log != nil {
-		o.Log(format, args...)
-	}
 }
 
 // xdpOverloadSection renders the report's XDP-under-overload part.
