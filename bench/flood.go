@@ -25,11 +25,12 @@ import (
 	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 	"github.com/xdhcp/xdhcp/internal/netns"
+	"github.com/xdhcp/xdhcp/slowpath/lease"
 	"github.com/xdhcp/xdhcp/slowpath/pktio"
 )
 
-// The flood measurement (issue 19): DISCOVERs from many random MACs at a
-// high rate, relayed from floodGiaddr, while new clients start a DORA every
+// The flood measurement (issue 19): DISCOVERs (or REQUESTs: FloodKind)
+// from many random MACs at a high rate, relayed from floodGiaddr, while new clients start a DORA every
 // second from probeGiaddr and bound clients renew at a modest rate from
 // Giaddr. Three relays, so that each sender reads only its own answers.
 const (
@@ -52,10 +53,22 @@ const (
 	probeGrace = time.Second
 )
 
+// Flood kinds: what the flood's messages are.
+const (
+	// FloodDiscover floods DISCOVERs, the bulk socket's class.
+	FloodDiscover = "discover"
+	// FloodRequest floods INIT-REBOOT REQUESTs for random addresses of
+	// the relayed pool: the REQUEST socket's class, where bound clients'
+	// renewals wait.
+	FloodRequest = "request"
+)
+
 // FloodOptions shape xdhcp-bench flood.
 type FloodOptions struct {
-	Servers  []Server
-	Rate     int           // flood DISCOVERs per second asked for
+	Servers []Server
+	// Kind is FloodDiscover (default) or FloodRequest.
+	Kind     string
+	Rate     int           // flood messages per second asked for
 	Duration time.Duration // of the flood
 	// Clients renew at RenewRate a second during the flood (leases taken
 	// before it).
@@ -75,6 +88,9 @@ func (o FloodOptions) logf(format string, args ...any) {
 
 // FloodReport is xdhcp-bench flood: each server under the same flood.
 type FloodReport struct {
+	// Kind is what the flood sent (FloodDiscover or FloodRequest; empty
+	// in reports from before REQUEST floods: DISCOVERs).
+	Kind       string     `json:"flood-kind,omitempty"`
 	Rate       int        `json:"flood-rate-asked"`
 	Seconds    float64    `json:"flood-seconds"`
 	Sender     string     `json:"flood-sender"`
@@ -93,11 +109,12 @@ type FloodReport struct {
 type FloodRow struct {
 	Server  string `json:"server"`
 	Version string `json:"version"`
-	// FloodSent is how many DISCOVERs the flood sent, FloodRate that per
+	// FloodSent is how many messages the flood sent, FloodRate that per
 	// second of the flood: the rate actually offered.
 	FloodSent int64   `json:"flood-sent"`
 	FloodRate float64 `json:"flood-sent-per-second"`
-	// FloodReplies is how many answers (OFFERs) the flood's relay got.
+	// FloodReplies is how many answers the flood's relay got (OFFERs to
+	// DISCOVERs; ACKs and NAKs to REQUESTs).
 	FloodReplies int64   `json:"flood-replies"`
 	Seconds      float64 `json:"seconds"`
 	// Renew is the bound clients' renewals during the flood.
@@ -137,11 +154,15 @@ type ProbeResult struct {
 
 // Flood runs the flood against each server in turn.
 func (r *Rig) Flood(ctx context.Context, o FloodOptions) FloodReport {
-	o.Sender = cmp.Or(o.Sender, SenderXDP)
-	rep := FloodReport{Rate: o.Rate, Seconds: o.Duration.Seconds(), Sender: o.Sender, MACs: FloodMACs, Clients: o.Clients,
+	o.Sender, o.Kind = cmp.Or(o.Sender, SenderXDP), cmp.Or(o.Kind, FloodDiscover)
+	rep := FloodReport{Kind: o.Kind, Rate: o.Rate, Seconds: o.Duration.Seconds(), Sender: o.Sender, MACs: FloodMACs, Clients: o.Clients,
 		RenewRate: o.RenewRate, GoalSec: FloodGoal.Seconds(), LimitSec: ProbeLimit.Seconds()}
 	if o.Sender != SenderXDP && o.Sender != SenderSockets {
 		rep.Err = fmt.Sprintf("sender %q: want %s or %s", o.Sender, SenderXDP, SenderSockets)
+		return rep
+	}
+	if o.Kind != FloodDiscover && o.Kind != FloodRequest {
+		rep.Err = fmt.Sprintf("kind %q: want %s or %s", o.Kind, FloodDiscover, FloodRequest)
 		return rep
 	}
 	if o.Sender == SenderXDP {
@@ -151,8 +172,8 @@ func (r *Rig) Flood(ctx context.Context, o FloodOptions) FloodReport {
 		if x, ok := s.(Xdhcpd); ok && rep.XdhcpdTree == "" {
 			rep.XdhcpdTree = strings.TrimSpace(firstLine(x.Bin, "--version"))
 		}
-		o.logf("  %s: flood of %d DISCOVERs/s (%s sender) for %s, %d clients renewing at %d/s, a new client every second...\n",
-			s.Name(), o.Rate, o.Sender, o.Duration, o.Clients, o.RenewRate)
+		o.logf("  %s: flood of %d %ss/s (%s sender) for %s, %d clients renewing at %d/s, a new client every second...\n",
+			s.Name(), o.Rate, floodNoun(rep.Kind), o.Sender, o.Duration, o.Clients, o.RenewRate)
 		row := r.flood1(ctx, s, o)
 		rep.Rows = append(rep.Rows, row)
 		if row.Err != "" {
@@ -206,7 +227,7 @@ func (r *Rig) flood1(ctx context.Context, s Server, o FloodOptions) FloodRow {
 		return fail(err)
 	}
 	defer ptr.Close()
-	payloads := floodDiscovers(FloodMACs, netip.MustParseAddr(floodGiaddr), 19)
+	payloads := floodMessages(o.Kind, FloodMACs, netip.MustParseAddr(floodGiaddr), 19)
 	var in *Injector
 	if o.Sender == SenderXDP {
 		if in, err = r.floodInjector(payloads); err != nil {
@@ -300,11 +321,22 @@ func countReplies(tr loadgen.Transport, stop <-chan struct{}) func() int64 {
 	return func() int64 { <-done; return n.Load() }
 }
 
-// floodDiscovers renders n DISCOVERs from distinct random MACs (locally
-// administered, unicast) relayed by giaddr, with random xids and no option
-// 61 or 82, as a flooding tool sends them.
-func floodDiscovers(n int, giaddr netip.Addr, seed uint64) [][]byte {
+// floodNoun is what a flood of kind sends, for the report's text.
+func floodNoun(kind string) string {
+	if kind == FloodRequest {
+		return "REQUEST"
+	}
+	return "DISCOVER"
+}
+
+// floodMessages renders n messages of the kind from distinct random MACs
+// (locally administered, unicast) relayed by giaddr, with random xids and
+// no option 61 or 82, as a flooding tool sends them: DISCOVERs, or
+// INIT-REBOOT REQUESTs (option 50, no server identifier) for random
+// addresses of the relayed pool, which the MACs hold no lease of.
+func floodMessages(kind string, n int, giaddr netip.Addr, seed uint64) [][]byte {
 	rng := rand.New(rand.NewPCG(seed, 0x19))
+	first, last := lease.AddrUint32(netip.MustParseAddr(poolStart)), lease.AddrUint32(netip.MustParseAddr(poolEnd))
 	seen := make(map[[6]byte]bool, n)
 	out := make([][]byte, 0, n)
 	for len(out) < n {
@@ -323,6 +355,9 @@ func floodDiscovers(n int, giaddr netip.Addr, seed uint64) [][]byte {
 			xid ^= 1 << 24
 		}
 		m := loadgen.Message{Type: dhcpwire.Discover, XID: xid, ID: loadgen.Identity{MAC: net.HardwareAddr(mac[:])}, GIAddr: giaddr}
+		if kind == FloodRequest {
+			m.Type, m.Requested = dhcpwire.Request, lease.AddrFromUint32(first+rng.Uint32N(last-first+1))
+		}
 		out = append(out, m.Append(nil))
 	}
 	return out
@@ -610,7 +645,7 @@ func (r *Rig) floodCounters(ctx context.Context, s Server, dir string) (map[stri
 		}
 		for k, v := range promSeries(text, "xdhcp_slowpath_dropped_total", "xdhcp_slowpath_messages_total", "xdhcp_slowpath_replies_total",
 			"xdhcp_slowpath_offers_withdrawn_total", "xdhcp_fastpath_punts_total", "xdhcp_fastpath_replies_total",
-			"xdhcp_slowpath_discovers_held_total") {
+			"xdhcp_slowpath_discovers_held_total", "xdhcp_slowpath_requests_held_total") {
 			out[k] = v
 		}
 	case Kea:
@@ -833,7 +868,10 @@ func (row *FloodRow) drops() string {
 			l = append(l, kv{strings.TrimSuffix(r, `"}`), v})
 		}
 		if k == "xdhcp_slowpath_discovers_held_total" {
-			l = append(l, kv{"held off (kernel)", v})
+			l = append(l, kv{"DISCOVERs held off (kernel)", v})
+		}
+		if k == "xdhcp_slowpath_requests_held_total" {
+			l = append(l, kv{"REQUESTs held off (kernel)", v})
 		}
 		if k == "kea.pkt4-receive-drop" {
 			l = append(l, kv{"receive-drop (kea)", v})
@@ -871,14 +909,21 @@ func (row *FloodRow) summaryLine() string {
 		FloodGoal, s.InGoal, s.InWindow, s.Median, s.Max, s.Bound, s.Started, row.Renew.Rate, 100*row.Renew.Loss, row.drops())
 }
 
-// floodSection renders xdhcp-bench flood.
+// floodSection renders xdhcp-bench flood's reports: DISCOVERs, then
+// REQUESTs.
 func (rep *Report) floodSection(b *strings.Builder) {
-	f := rep.Flood
-	if f == nil {
-		return
+	for _, f := range []*FloodReport{rep.Flood, rep.FloodRequest} {
+		if f != nil {
+			floodOne(b, f)
+		}
 	}
-	fmt.Fprintf(b, "\n## DISCOVER flood: new clients and renewals under %d DISCOVERs/s asked (%s sender, relayed, %d random MACs, %.0f s)\n\n",
-		f.Rate, senderName(f.Sender, f.Injection), f.MACs, f.Seconds)
+}
+
+// floodOne renders one flood's comparison.
+func floodOne(b *strings.Builder, f *FloodReport) {
+	noun := floodNoun(f.Kind)
+	fmt.Fprintf(b, "\n## %s flood: new clients and renewals under %d %ss/s asked (%s sender, relayed, %d random MACs, %.0f s)\n\n",
+		noun, f.Rate, noun, senderName(f.Sender, f.Injection), f.MACs, f.Seconds)
 	if f.Err != "" {
 		fmt.Fprintf(b, "Not measured: %s\n", f.Err)
 		return
@@ -888,10 +933,18 @@ func (rep *Report) floodSection(b *strings.Builder) {
 		"A new client counts toward the %.0f s goal when its first %.0f s lay within the flood. "+
 		"The new clients send one message at a time at random moments, the flood in bursts from a generator that shares the two CPUs with the server (its pace sags while the server works), so the new clients' DISCOVERs are not a random sample of the flood's: compare the two answered shares.\n\n",
 		probeGiaddr, f.LimitSec, f.Clients, f.RenewRate, f.GoalSec, f.GoalSec)
+	if f.Kind == FloodRequest {
+		fmt.Fprintf(b, "The flood's REQUESTs are INIT-REBOOT ones (option 50, no server identifier) for random addresses of the relayed pool, from MACs that hold no lease: they go where bound clients' renewals wait, the REQUEST socket. *Answers to the flood* are the ACKs and NAKs its relay got; the new clients' DISCOVERs column still counts their own DISCOVERs and OFFERs.\n\n")
+	}
 	if f.XdhcpdTree != "" {
 		fmt.Fprintf(b, "xdhcpd: `%s`.\n\n", f.XdhcpdTree)
 	}
-	b.WriteString("| server | flood sent/s | read by server/s | OFFERs to the flood/s (share of its DISCOVERs) | kernel drops/s | new clients bound ≤ 10 s | time to ACK median / max | new clients' DISCOVERs answered | renewals answered/s | renewal loss | renewal p99 ms | server drops (whole flood) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	answers := "OFFERs"
+	if f.Kind == FloodRequest {
+		answers = "answers"
+	}
+	fmt.Fprintf(b, "| server | flood sent/s | read by server/s | %s to the flood/s (share of its %ss) | kernel drops/s |", answers, noun)
+	b.WriteString(" new clients bound ≤ 10 s | time to ACK median / max | new clients' DISCOVERs answered | renewals answered/s | renewal loss | renewal p99 ms | server drops (whole flood) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i := range f.Rows {
 		r := &f.Rows[i]
 		if r.Err != "" {
@@ -908,14 +961,13 @@ func (rep *Report) floodSection(b *strings.Builder) {
 			r.perSecond("udp.RcvbufErrors"), s.InGoal, s.InWindow, s.Bound, s.Started, times, s.Offers, s.Discovers,
 			share(float64(s.Offers), float64(s.Discovers)), r.Renew.Rate, 100*r.Renew.Loss, r.Renew.P99/1000, r.drops())
 	}
-	rep.floodProbes(b)
-	rep.floodCounters(b)
+	floodProbes(b, f)
+	floodCounters(b, f)
 }
 
 // floodProbes is the new clients' table: one row per start second, one
 // column per server.
-func (rep *Report) floodProbes(b *strings.Builder) {
-	f := rep.Flood
+func floodProbes(b *strings.Builder, f *FloodReport) {
 	n := 0
 	for _, r := range f.Rows {
 		n = max(n, len(r.Probes))
@@ -953,9 +1005,9 @@ func (rep *Report) floodProbes(b *strings.Builder) {
 }
 
 // floodCounters lists each server's nonzero counters over the flood.
-func (rep *Report) floodCounters(b *strings.Builder) {
+func floodCounters(b *strings.Builder, f *FloodReport) {
 	b.WriteString("\nCounters over the flood (and the second after it):\n\n")
-	for _, r := range rep.Flood.Rows {
+	for _, r := range f.Rows {
 		if r.Err != "" {
 			continue
 		}

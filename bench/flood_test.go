@@ -14,38 +14,58 @@ import (
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 )
 
-// TestFloodDiscovers: distinct, locally administered unicast MACs,
-// relayed DISCOVERs without option 61 or 82, xids never the kernel
-// sender's mark.
-func TestFloodDiscovers(t *testing.T) {
+// TestFloodMessages: distinct, locally administered unicast MACs, relayed
+// messages without option 61 or 82, xids never the kernel sender's mark;
+// DISCOVERs, or INIT-REBOOT REQUESTs (option 50 in the relayed pool, no
+// server identifier, no ciaddr).
+func TestFloodMessages(t *testing.T) {
 	gi := netip.MustParseAddr(floodGiaddr)
-	ds := floodDiscovers(5000, gi, 1)
-	if len(ds) != 5000 {
-		t.Fatalf("%d DISCOVERs, want 5000", len(ds))
-	}
-	seen := map[string]bool{}
-	for _, d := range ds {
-		p, err := dhcpwire.Parse(d)
-		if err != nil {
-			t.Fatal(err)
+	first, last := netip.MustParseAddr(poolStart), netip.MustParseAddr(poolEnd)
+	for _, kind := range []string{FloodDiscover, FloodRequest} {
+		ds := floodMessages(kind, 5000, gi, 1)
+		if len(ds) != 5000 {
+			t.Fatalf("%s: %d messages, want 5000", kind, len(ds))
 		}
-		mac := string(p.CHAddr())
-		if seen[mac] {
-			t.Fatalf("MAC %x twice", p.CHAddr())
+		seen := map[string]bool{}
+		asked := map[netip.Addr]bool{}
+		for _, d := range ds {
+			p, err := dhcpwire.Parse(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mac := string(p.CHAddr())
+			if seen[mac] {
+				t.Fatalf("%s: MAC %x twice", kind, p.CHAddr())
+			}
+			seen[mac] = true
+			if p.GIAddr != gi || p.Hops != 1 || p.Has(dhcpwire.OptClientID) || p.Has(dhcpwire.OptRelayAgentInfo) || !p.CIAddr.IsUnspecified() {
+				t.Fatalf("%s: not a bare relayed message: %+v", kind, p)
+			}
+			want, hasWant := p.AddrOption(dhcpwire.OptRequestedIP)
+			switch kind {
+			case FloodDiscover:
+				if p.MessageType() != dhcpwire.Discover || hasWant {
+					t.Fatalf("not a DISCOVER: %+v", p)
+				}
+			case FloodRequest:
+				if p.MessageType() != dhcpwire.Request || !hasWant || want.Less(first) || last.Less(want) || p.Has(dhcpwire.OptServerID) {
+					t.Fatalf("not an INIT-REBOOT REQUEST in the pool: %+v (option 50 %v)", p, want)
+				}
+				asked[want] = true
+			}
+			if m := p.CHAddr()[0]; m&1 != 0 || m&2 == 0 {
+				t.Fatalf("MAC %x: want locally administered unicast", p.CHAddr())
+			}
+			if p.XID>>24 == injectMark {
+				t.Fatalf("xid %#x carries the kernel sender's mark", p.XID)
+			}
 		}
-		seen[mac] = true
-		if p.MessageType() != dhcpwire.Discover || p.GIAddr != gi || p.Hops != 1 || p.Has(dhcpwire.OptClientID) || p.Has(dhcpwire.OptRelayAgentInfo) {
-			t.Fatalf("not a bare relayed DISCOVER: %+v", p)
+		if kind == FloodRequest && len(asked) < 4500 {
+			t.Errorf("REQUESTs ask for %d distinct addresses of 5000: not random", len(asked))
 		}
-		if m := p.CHAddr()[0]; m&1 != 0 || m&2 == 0 {
-			t.Fatalf("MAC %x: want locally administered unicast", p.CHAddr())
+		if again := floodMessages(kind, 10, gi, 1); string(again[3]) != string(ds[3]) {
+			t.Errorf("%s: the same seed gave other messages", kind)
 		}
-		if p.XID>>24 == injectMark {
-			t.Fatalf("xid %#x carries the kernel sender's mark", p.XID)
-		}
-	}
-	if again := floodDiscovers(10, gi, 1); string(again[3]) != string(ds[3]) {
-		t.Error("the same seed gave other DISCOVERs")
 	}
 }
 
@@ -297,6 +317,24 @@ func TestFloodSection(t *testing.T) {
 		"| kea | error: boom |",
 		"| 1 s | 4.20 s (D2 O1 R1) |",
 		"| 2 s | none in 19 s (D3 O0 R0) |")
+	if strings.Contains(b.String(), "REQUEST flood") {
+		t.Error("a DISCOVER flood's section names a REQUEST flood")
+	}
+	// A REQUEST flood renders after the DISCOVER flood, under its name.
+	req := *rep.Flood
+	req.Kind = FloodRequest
+	rep.FloodRequest = &req
+	b.Reset()
+	rep.floodSection(&b)
+	out := b.String()
+	mustContain(t, "section", out,
+		"## DISCOVER flood: new clients and renewals under 200000 DISCOVERs/s asked",
+		"## REQUEST flood: new clients and renewals under 200000 REQUESTs/s asked",
+		"| answers to the flood/s (share of its REQUESTs) |",
+		"INIT-REBOOT")
+	if strings.Index(out, "## DISCOVER flood") > strings.Index(out, "## REQUEST flood") {
+		t.Error("the REQUEST flood comes before the DISCOVER flood")
+	}
 }
 
 // TestProbeJitter: with randomization each new client starts within its

@@ -58,8 +58,10 @@ type Report struct {
 	// XDPOverload is xdhcp-bench overload-xdp's: renewals answered by XDP
 	// while the slow path is offered more DORAs than it answers.
 	XDPOverload *XDPOverloadReport `json:"overload-xdp,omitempty"`
-	// Flood is xdhcp-bench flood's comparison (issue 19).
-	Flood *FloodReport `json:"flood,omitempty"`
+	// Flood is xdhcp-bench flood's comparison (issue 19), a DISCOVER
+	// flood; FloodRequest the same with REQUESTs (--kind request).
+	Flood        *FloodReport `json:"flood,omitempty"`
+	FloodRequest *FloodReport `json:"flood-request,omitempty"`
 	// Recovery is xdhcp-bench failover-recovery's result.
 	Recovery *RecoveryResult `json:"failover-recovery,omitempty"`
 

@@ -27,11 +27,13 @@
  *    socket) are for broadcasts, which the kernel copies to every socket
  *    bound to the port, reuseport group or not: each socket keeps only
  *    its own class. A socket filter sees the UDP header: the DHCP message
- *    starts after it. Every datagram the bulk socket takes passes its
- *    filter, so it also holds off repeated DISCOVERs (steer_repeat):
- *    under a flood from many MACs each costs the server one DISCOVER per
- *    holdoff, dropped here before the socket's buffer, and a new
- *    client's first DISCOVER finds room.
+ *    starts after it. Every datagram a socket takes passes its filter, so
+ *    the filters also hold off repeats (steer_repeat): while the server
+ *    is behind with a class, a client's DISCOVER (bulk) or REQUEST
+ *    (priority) within the class's holdoff of its last one let in is
+ *    dropped here, before the socket's buffer. Under a flood from many
+ *    MACs each then costs the server one message per holdoff, and a
+ *    new client's DISCOVER, or a bound client's renewal, finds room.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -54,12 +56,23 @@
  * through more often than once a holdoff. */
 #define STEER_CLIENTS (1 << 17)
 
-/* What the server sets (pktio.Conn.SetDiscoverHoldoff). */
+/* What the server sets (pktio.Conn.SetHoldoffs). */
 struct settings {
 	/* While non-zero, a DHCPDISCOVER from a client whose last one was
 	 * let into the bulk socket less than this ago is dropped: the
 	 * server sets it while it is behind with DISCOVERs. */
 	__u64 holdoff_ns;
+	/* The same for a DHCPREQUEST and the priority socket, set while
+	 * the server is behind with REQUESTs: a flood of REQUESTs from
+	 * many MACs must not bury the renewals of bound clients. */
+	__u64 request_holdoff_ns;
+};
+
+/* steer_held's slots: what each holdoff dropped. */
+enum steer_held_slot {
+	STEER_HELD_DISCOVER,
+	STEER_HELD_REQUEST,
+	STEER_HELD_SLOTS,
 };
 
 /* A client as the kernel can tell it cheaply: chaddr, all 16 bytes. */
@@ -71,7 +84,11 @@ struct client {
  *  - steer_settings: the one struct settings;
  *  - steer_seen: when each client's last DISCOVER was let in
  *    (bpf_ktime_get_ns), forgotten when it moves on to a REQUEST;
- *  - steer_held: DISCOVERs dropped by the holdoff, per CPU. */
+ *  - steer_req_seen: when each client's last REQUEST was let in,
+ *    forgotten when a DISCOVER of its is let in (a client NAKed starts
+ *    again at once, and its next REQUEST is not a repeat);
+ *  - steer_held: DISCOVERs and REQUESTs dropped by the holdoffs, per
+ *    CPU (slots STEER_HELD_*). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -87,11 +104,21 @@ struct {
 } steer_seen SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, STEER_CLIENTS);
+	__type(key, struct client);
+	__type(value, __u64);
+} steer_req_seen SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, STEER_HELD_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 } steer_held SEC(".maps");
+
+/* Referenced so that bpf2go -type finds it in BTF. */
+const enum steer_held_slot *unused_held_slot __attribute__((unused));
 
 /* steer_type reads the message type (option 53) of the DHCP request that
  * starts at base, 0 when it has none this reading finds. */
@@ -140,31 +167,39 @@ static __always_inline __u32 steer_class(__u8 type)
 	}
 }
 
-/* steer_repeat says whether a DISCOVER (its DHCP message at base) comes
- * from a client let in less than the holdoff ago, and otherwise notes it
- * let in now. */
-static __always_inline int steer_repeat(struct __sk_buff *skb, __u32 base)
+/* steer_repeat says whether the message at base comes from a client let
+ * in (into seen) less than holdoff ago, counting it in steer_held's slot
+ * held when so, and otherwise notes the client let in now. */
+static __always_inline int steer_repeat(struct __sk_buff *skb, __u32 base, void *seen, __u64 holdoff, __u32 held)
 {
-	__u32 zero = 0;
-	struct settings *cfg = bpf_map_lookup_elem(&steer_settings, &zero);
 	struct client c;
 
-	if (!cfg || bpf_skb_load_bytes(skb, base + BOOTP_CHADDR, c.chaddr, sizeof(c.chaddr)))
+	if (bpf_skb_load_bytes(skb, base + BOOTP_CHADDR, c.chaddr, sizeof(c.chaddr)))
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
-	if (cfg->holdoff_ns) {
-		__u64 *at = bpf_map_lookup_elem(&steer_seen, &c);
-		if (at && now - *at < cfg->holdoff_ns) {
-			__u64 *held = bpf_map_lookup_elem(&steer_held, &zero);
-			if (held)
-				(*held)++;
+	if (holdoff) {
+		__u64 *at = bpf_map_lookup_elem(seen, &c);
+		if (at && now - *at < holdoff) {
+			__u64 *n = bpf_map_lookup_elem(&steer_held, &held);
+			if (n)
+				(*n)++;
 			return 1;
 		}
 	}
 	/* Noted while the holdoff is off too: when a flood starts, its
 	 * clients are known by the time the server falls behind. */
-	bpf_map_update_elem(&steer_seen, &c, &now, BPF_ANY);
+	bpf_map_update_elem(seen, &c, &now, BPF_ANY);
 	return 0;
+}
+
+/* steer_settings_get is the server's settings. An array's slot 0 is
+ * always there, but the verifier wants NULL checked: without them
+ * nothing is held off. */
+static __always_inline struct settings *steer_settings_get(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&steer_settings, &zero);
 }
 
 SEC("socket")
@@ -173,25 +208,32 @@ int steer_reuseport(struct __sk_buff *skb)
 	return steer_class(steer_type(skb, 0));
 }
 
-/* steer_forget drops a client (its DHCP message at base) from
- * steer_seen: it sent a REQUEST, DECLINE or RELEASE, so it is a client
- * that moves on from DISCOVER, and its next DISCOVER (after a NAK, a
- * decline, a release or a reboot) is not a repeat. A flood's MACs never
- * get here. */
-static __always_inline void steer_forget(struct __sk_buff *skb, __u32 base)
+/* steer_forget drops a client (its DHCP message at base) from seen. A
+ * client that sent a REQUEST, DECLINE or RELEASE is one that moves on
+ * from DISCOVER, so its next DISCOVER (after a NAK, a decline, a release
+ * or a reboot) is not a repeat; one whose DISCOVER was let in starts an
+ * exchange, so its next REQUEST is not a repeat either. A flood's MACs
+ * get the same, one message per holdoff of each class. */
+static __always_inline void steer_forget(struct __sk_buff *skb, __u32 base, void *seen)
 {
 	struct client c;
 
 	if (!bpf_skb_load_bytes(skb, base + BOOTP_CHADDR, c.chaddr, sizeof(c.chaddr)))
-		bpf_map_delete_elem(&steer_seen, &c);
+		bpf_map_delete_elem(seen, &c);
 }
 
 SEC("socket")
 int steer_keep_priority(struct __sk_buff *skb)
 {
-	if (steer_class(steer_type(skb, UDP_HLEN)) != STEER_PRIORITY)
+	__u8 type = steer_type(skb, UDP_HLEN);
+	struct settings *cfg = steer_settings_get();
+
+	if (steer_class(type) != STEER_PRIORITY)
 		return 0;
-	steer_forget(skb, UDP_HLEN);
+	if (type == DHCPREQUEST && cfg &&
+	    steer_repeat(skb, UDP_HLEN, &steer_req_seen, cfg->request_holdoff_ns, STEER_HELD_REQUEST))
+		return 0;
+	steer_forget(skb, UDP_HLEN, &steer_seen);
 	return skb->len;
 }
 
@@ -199,11 +241,15 @@ SEC("socket")
 int steer_keep_bulk(struct __sk_buff *skb)
 {
 	__u8 type = steer_type(skb, UDP_HLEN);
+	struct settings *cfg = steer_settings_get();
 
 	if (steer_class(type) != STEER_BULK)
 		return 0;
-	if (type == DHCPDISCOVER && steer_repeat(skb, UDP_HLEN))
-		return 0;
+	if (type == DHCPDISCOVER && cfg) {
+		if (steer_repeat(skb, UDP_HLEN, &steer_seen, cfg->holdoff_ns, STEER_HELD_DISCOVER))
+			return 0;
+		steer_forget(skb, UDP_HLEN, &steer_req_seen);
+	}
 	return skb->len;
 }
 

@@ -19,20 +19,31 @@ type SteerClient struct {
 }
 
 type SteerSettings struct {
-	_         structs.HostLayout
-	HoldoffNs uint64
+	_                structs.HostLayout
+	HoldoffNs        uint64
+	RequestHoldoffNs uint64
 }
+
+type SteerSteerHeldSlot uint32
+
+const (
+	SteerSteerHeldSlotSTEER_HELD_DISCOVER SteerSteerHeldSlot = 0
+	SteerSteerHeldSlotSTEER_HELD_REQUEST  SteerSteerHeldSlot = 1
+	SteerSteerHeldSlotSTEER_HELD_SLOTS    SteerSteerHeldSlot = 2
+)
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	SteerMapSteerHeld          = "steer_held"
+	SteerMapSteerReqSeen       = "steer_req_seen"
 	SteerMapSteerSeen          = "steer_seen"
 	SteerMapSteerSettings      = "steer_settings"
 	SteerProgSteerKeepBulk     = "steer_keep_bulk"
 	SteerProgSteerKeepPriority = "steer_keep_priority"
 	SteerProgSteerReuseport    = "steer_reuseport"
+	SteerVarUnusedHeldSlot     = "unused_held_slot"
 )
 
 // LoadSteer returns the embedded CollectionSpec for Steer.
@@ -87,6 +98,7 @@ type SteerProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SteerMapSpecs struct {
 	SteerHeld     *ebpf.MapSpec `ebpf:"steer_held"`
+	SteerReqSeen  *ebpf.MapSpec `ebpf:"steer_req_seen"`
 	SteerSeen     *ebpf.MapSpec `ebpf:"steer_seen"`
 	SteerSettings *ebpf.MapSpec `ebpf:"steer_settings"`
 }
@@ -95,6 +107,7 @@ type SteerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SteerVariableSpecs struct {
+	UnusedHeldSlot *ebpf.VariableSpec `ebpf:"unused_held_slot"`
 }
 
 // SteerObjects contains all objects after they have been loaded into the kernel.
@@ -118,6 +131,7 @@ func (o *SteerObjects) Close() error {
 // It can be passed to LoadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SteerMaps struct {
 	SteerHeld     *ebpf.Map `ebpf:"steer_held"`
+	SteerReqSeen  *ebpf.Map `ebpf:"steer_req_seen"`
 	SteerSeen     *ebpf.Map `ebpf:"steer_seen"`
 	SteerSettings *ebpf.Map `ebpf:"steer_settings"`
 }
@@ -125,6 +139,7 @@ type SteerMaps struct {
 func (m *SteerMaps) Close() error {
 	return _SteerClose(
 		m.SteerHeld,
+		m.SteerReqSeen,
 		m.SteerSeen,
 		m.SteerSettings,
 	)
@@ -134,6 +149,7 @@ func (m *SteerMaps) Close() error {
 //
 // It can be passed to LoadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SteerVariables struct {
+	UnusedHeldSlot *ebpf.Variable `ebpf:"unused_held_slot"`
 }
 
 // SteerPrograms contains all programs after they have been loaded into the kernel.

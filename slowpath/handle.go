@@ -31,6 +31,9 @@ type req struct {
 	// client can take one (SELECTING or INIT-REBOOT; never a renewal, on
 	// which dhcpcd would reset its replay state).
 	keyAck bool
+	// behind: the request's queue is behind (admit); a REQUEST from a
+	// client the server does not know is then dropped (requestLocked).
+	behind bool
 }
 
 var broadcastHW = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -61,8 +64,9 @@ func (s *Server) Handle(in Incoming) {
 		return
 	}
 	s.m.message(mt).Inc()
-	if why := s.admit(mt, in); why != "" {
-		s.dropped(why, in, nil)
+	drop, behind := s.admit(mt, in)
+	if drop != "" {
+		s.dropped(drop, in, nil)
 		return
 	}
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -96,7 +100,7 @@ func (s *Server) Handle(in Incoming) {
 		s.dropped("interface", in, nil)
 		return
 	}
-	r := &req{p: p, in: in, key: lease.ClientKey(cid, p.HType, p.CHAddr()), hwKey: lease.ClientKey(nil, p.HType, p.CHAddr()), now: s.now(), iface: iface}
+	r := &req{p: p, in: in, behind: behind, key: lease.ClientKey(cid, p.HType, p.CHAddr()), hwKey: lease.ClientKey(nil, p.HType, p.CHAddr()), now: s.now(), iface: iface}
 	r.sub = s.selectSubnetLocked(r)
 	var out []Outgoing
 	var pending *pendingAck
@@ -431,6 +435,10 @@ func (s *Server) requestLocked(r *req) ([]Outgoing, *pendingAck) {
 	p := r.p
 	sid, hasSID := p.AddrOption(dhcpwire.OptServerID)
 	want, hasWant := p.AddrOption(dhcpwire.OptRequestedIP)
+	if r.behind && !(hasSID && !s.isOurServerIDLocked(sid, r)) && !s.knownRequestLocked(r, hasSID, want, hasWant) {
+		s.dropped("overload_unknown", r.in, nil)
+		return nil, nil
+	}
 	switch {
 	case hasSID: // SELECTING
 		r.keyAck = true
@@ -489,6 +497,26 @@ func (s *Server) requestLocked(r *req) ([]Outgoing, *pendingAck) {
 	}
 	s.dropped("malformed", r.in, errNoRequestedIP)
 	return nil, nil
+}
+
+// knownRequestLocked says whether a REQUEST comes from a client the server
+// knows: one that holds the address it asks for (option 50, else ciaddr),
+// or, SELECTING, was offered it. (A SELECTING REQUEST naming another
+// server is not asked about: it only withdraws this server's offer.) Under overload only these are answered
+// (Settings.RequestHoldoff): a flood of REQUESTs from random MACs for
+// random addresses would otherwise take the answers, and the commits,
+// that bound clients' renewals need. A client whose lease the server
+// lost, or whose offer lapsed, asks again once the overload is over.
+func (s *Server) knownRequestLocked(r *req, selecting bool, want netip.Addr, hasWant bool) bool {
+	ip := want
+	if !hasWant {
+		ip = r.p.CIAddr
+	}
+	if s.holdsLocked(ip, r.key) {
+		return true
+	}
+	o, ok := s.offers[ip]
+	return selecting && ok && o.client == r.key
 }
 
 // holdsLocked reports whether ip has a record and key names its client,

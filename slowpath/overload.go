@@ -45,10 +45,9 @@ func classOf(mt uint8) int {
 type backlog struct {
 	mu    sync.Mutex
 	queue [classes]queueState
-	// bulkBehind is when the bulk queue was last behind, and holdoff
-	// what the DiscoverGate was last set to.
-	bulkBehind time.Time
-	holdoff    time.Duration
+	// holdoff is what the HoldoffGate was last set to, per class (the
+	// bulk class's holds off DISCOVERs, the priority class's REQUESTs).
+	holdoff [classes]time.Duration
 }
 
 // queueState is one class's overload state.
@@ -61,6 +60,9 @@ type queueState struct {
 	// interval (else each interval would let a full interval's backlog
 	// build up again, and its requests wait that long).
 	lastDrop time.Time
+	// lastBehind is when the queue was last behind: its holdoff stays
+	// on for holdoffLinger after.
+	lastBehind time.Time
 }
 
 // behind says whether the queue is in overload: requests older than the
@@ -70,38 +72,42 @@ func (q *queueState) behind(now time.Time, interval time.Duration) bool {
 	return recent || !q.aboveSince.IsZero() && now.Sub(q.aboveSince) >= interval
 }
 
-// DiscoverGate holds off repeated DISCOVERs before the server reads them
-// (slowpath/pktio does it in the kernel, bpf/steer.c).
-type DiscoverGate interface {
-	// SetDiscoverHoldoff turns the holdoff on (d > 0) or off (0).
-	SetDiscoverHoldoff(d time.Duration) error
+// HoldoffGate holds off repeated messages of a client before the server
+// reads them (slowpath/pktio does it in the kernel, bpf/steer.c).
+type HoldoffGate interface {
+	// SetHoldoffs sets the holdoff of DISCOVERs and that of REQUESTs,
+	// each on (> 0) or off (0).
+	SetHoldoffs(discover, request time.Duration) error
 }
 
-// holdoffLinger is how long the DISCOVER holdoff stays on after the bulk
-// queue was last behind. The holdoff hides a flood from that queue, so
-// the queue catches up while the flood goes on; turned off at once, it
+// holdoffLinger is how long a class's holdoff stays on after its queue
+// was last behind. The holdoff hides a flood from that queue, so the
+// queue catches up while the flood goes on; turned off at once, it
 // would let the flood in again. It costs clients that follow RFC 2131
-// nothing (Settings.DiscoverHoldoff).
+// nothing (Settings.DiscoverHoldoff, RequestHoldoff).
 const holdoffLinger = 10 * time.Second
 
 // admit says why a request is dropped before it is handled, or "" to
-// handle it:
+// handle it, and whether its queue is behind (the server then sheds
+// REQUESTs from clients it does not know: requestLocked):
 //   - "stale": it waited past MaxWait (the bulk socket's DISCOVER, INFORM
 //     and other types: a quarter of it; an answer that late finds its
 //     client retransmitted or gone);
 //   - "overload": its queue has been behind QueueTarget for a
 //     QueueInterval and it waited longer than QueueTarget.
 //
-// While the bulk queue is behind, and for holdoffLinger after, it has the
-// DiscoverGate hold off repeated DISCOVERs. The kernel's timestamp is
+// While a queue is behind, and for holdoffLinger after, it has the
+// HoldoffGate hold off its class's repeats: DISCOVERs for the bulk queue,
+// REQUESTs for the priority queue. The kernel's timestamp is
 // wall-clock time, so ages are taken on the system clock, not the
 // server's (which tests may move).
-func (s *Server) admit(mt uint8, in Incoming) string {
+func (s *Server) admit(mt uint8, in Incoming) (why string, behind bool) {
 	if in.Received.IsZero() {
-		return ""
+		return "", false
 	}
 	s.mu.Lock()
-	maxWait, target, interval, holdoff := s.set.MaxWait, s.set.QueueTarget, s.set.QueueInterval, s.set.DiscoverHoldoff
+	maxWait, target, interval := s.set.MaxWait, s.set.QueueTarget, s.set.QueueInterval
+	holdoff := [classes]time.Duration{classPriority: s.set.RequestHoldoff, classBulk: s.set.DiscoverHoldoff}
 	s.mu.Unlock()
 	class := classOf(mt)
 	if class == classBulk {
@@ -110,18 +116,17 @@ func (s *Server) admit(mt uint8, in Incoming) string {
 	now := time.Now()
 	age := now.Sub(in.Received)
 	if maxWait > 0 && age > maxWait {
-		return "stale"
+		return "stale", false
 	}
 	b := &s.backlog
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if target <= 0 {
-		s.gateLocked(false, now, 0)
+		s.gateLocked(class, false, now, 0)
 		s.m.byClass[class].Observe(age.Seconds())
-		return ""
+		return "", false
 	}
 	q := &b.queue[class]
-	why := ""
 	if age <= target {
 		q.aboveSince = time.Time{}
 	} else {
@@ -133,49 +138,56 @@ func (s *Server) admit(mt uint8, in Incoming) string {
 			why = "overload"
 		}
 	}
-	if class == classBulk {
-		// A bulk socket more than half full is behind too (with
-		// QueueTarget 0 neither counts: the bounds are off), however
-		// young its datagrams: a flood that comes in bursts fills the
-		// buffer, and the kernel drops new clients' DISCOVERs with the
-		// flood's, while the server reads each burst fast enough never
-		// to fall a target behind (xdhcp-bench flood, T0828: one new
-		// client of ten waited 12 s, its first two DISCOVERs dropped).
-		s.gateLocked(in.QueueFull || q.behind(now, interval), now, holdoff)
-	}
+	behind = q.behind(now, interval)
+	// A bulk socket more than half full is behind too (with QueueTarget
+	// 0 neither counts: the bounds are off), however young its
+	// datagrams: a flood that comes in bursts fills the buffer, and the
+	// kernel drops new clients' DISCOVERs with the flood's, while the
+	// server reads each burst fast enough never to fall a target behind
+	// (xdhcp-bench flood, T0828: one new client of ten waited 12 s, its
+	// first two DISCOVERs dropped). The REQUEST socket's fill is not
+	// measured.
+	s.gateLocked(class, class == classBulk && in.QueueFull || behind, now, holdoff[class])
 	if why == "" {
 		s.m.byClass[class].Observe(age.Seconds())
 	}
-	return why
+	return why, behind
 }
 
-// gateLocked sets the DiscoverGate's holdoff: on while the bulk queue is
-// behind and for holdoffLinger after, off otherwise. Only a change is
-// written.
-func (s *Server) gateLocked(behind bool, now time.Time, holdoff time.Duration) {
+// gateLocked sets class's holdoff on the HoldoffGate: on while its queue
+// is behind and for holdoffLinger after, off otherwise. Only a change is
+// written (both holdoffs at once: the gate keeps them together).
+func (s *Server) gateLocked(class int, behind bool, now time.Time, holdoff time.Duration) {
 	b := &s.backlog
 	if s.gate == nil {
 		return
 	}
+	q := &b.queue[class]
 	if behind {
-		b.bulkBehind = now
+		q.lastBehind = now
 	}
 	var want time.Duration
-	if holdoff > 0 && !b.bulkBehind.IsZero() && now.Sub(b.bulkBehind) < holdoffLinger {
+	if holdoff > 0 && !q.lastBehind.IsZero() && now.Sub(q.lastBehind) < holdoffLinger {
 		want = holdoff
 	}
-	if want == b.holdoff {
+	if want == b.holdoff[class] {
 		return
 	}
-	if err := s.gate.SetDiscoverHoldoff(want); err != nil {
-		s.log.Warn("DISCOVER holdoff", "err", err)
+	next := b.holdoff
+	next[class] = want
+	if err := s.gate.SetHoldoffs(next[classBulk], next[classPriority]); err != nil {
+		s.log.Warn("holdoff", "err", err)
 		return
 	}
-	b.holdoff = want
+	b.holdoff = next
+	what := "DISCOVER"
+	if class == classPriority {
+		what = "REQUEST"
+	}
 	if want > 0 {
-		s.log.Info("behind with DISCOVERs: repeated ones are held off", "holdoff", want)
+		s.log.Info("behind with "+what+"s: repeated ones are held off", "holdoff", want)
 	} else {
-		s.log.Info("DISCOVER holdoff off")
+		s.log.Info(what + " holdoff off")
 	}
 }
 

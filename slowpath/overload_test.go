@@ -156,16 +156,19 @@ func TestQueuesAreApart(t *testing.T) {
 	}
 }
 
-// gateLog records what the server sets its DiscoverGate to.
-type gateLog struct{ set []time.Duration }
+// gateLog records what the server sets its HoldoffGate to: the DISCOVER
+// holdoffs in set, the REQUEST holdoffs in req.
+type gateLog struct{ set, req []time.Duration }
 
-func (g *gateLog) SetDiscoverHoldoff(d time.Duration) error {
-	g.set = append(g.set, d)
+func (g *gateLog) SetHoldoffs(discover, request time.Duration) error {
+	g.set = append(g.set, discover)
+	g.req = append(g.req, request)
 	return nil
 }
 
-// holdoffFixture is a server whose DiscoverGate the test watches, with
-// its queue bounds on (10 ms over 20 ms) and a 2 s DISCOVER holdoff.
+// holdoffFixture is a server whose HoldoffGate the test watches, with its
+// queue bounds on (10 ms over 20 ms) and a 2 s DISCOVER holdoff (the
+// REQUEST holdoff off).
 func holdoffFixture(t *testing.T) (*fixture, *gateLog) {
 	f := newFixture(t)
 	gate := &gateLog{}
@@ -185,7 +188,7 @@ func (f *fixture) handleWaited(m *dhcpv4.DHCPv4, waited time.Duration, full bool
 	f.out.take()
 }
 
-// TestDiscoverHoldoff: the server turns its DiscoverGate's holdoff on
+// TestDiscoverHoldoff: the server turns its HoldoffGate's DISCOVER holdoff on
 // when the DISCOVER queue falls behind, keeps it on while the queue,
 // which the holdoff shields, is young again, and turns it off when
 // DiscoverHoldoff or QueueTarget is zero. A REQUEST backlog does not
@@ -245,6 +248,91 @@ func TestDiscoverHoldoffOnAFullSocket(t *testing.T) {
 	handle(msg(t, dhcpv4.MessageTypeDiscover, mac(2)), true)
 	if !slices.Equal(gate.set, []time.Duration{2 * time.Second}) {
 		t.Fatalf("a DISCOVER from a socket more than half full: holdoff set %v, want [2s]", gate.set)
+	}
+}
+
+// TestRequestHoldoff: the REQUEST holdoff goes on when the REQUEST queue
+// falls behind, beside a DISCOVER holdoff already on, and goes off with
+// RequestHoldoff 0; a DISCOVER backlog does not turn it on.
+func TestRequestHoldoff(t *testing.T) {
+	f, gate := holdoffFixture(t)
+	f.srv.set.RequestHoldoff = time.Second
+	ack := f.dora(mac(2))
+	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
+	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	discover := msg(t, dhcpv4.MessageTypeDiscover, mac(1))
+	behind := func(m *dhcpv4.DHCPv4) {
+		start := time.Now()
+		for time.Since(start) < 40*time.Millisecond {
+			f.handleWaited(m, 30*time.Millisecond, false)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	behind(discover)
+	if !slices.Equal(gate.req, []time.Duration{0}) || !slices.Equal(gate.set, []time.Duration{2 * time.Second}) {
+		t.Fatalf("DISCOVERs behind: REQUEST holdoff %v (want [0]), DISCOVER holdoff %v (want [2s])", gate.req, gate.set)
+	}
+	behind(renew)
+	if !slices.Equal(gate.req, []time.Duration{0, time.Second}) || gate.set[len(gate.set)-1] != 2*time.Second {
+		t.Fatalf("REQUESTs behind: REQUEST holdoff %v (want [0 1s]), DISCOVER holdoff %v (want it left at 2s)", gate.req, gate.set)
+	}
+	f.srv.set.RequestHoldoff = 0
+	f.handleWaited(renew, time.Millisecond, false)
+	if gate.req[len(gate.req)-1] != 0 || gate.set[len(gate.set)-1] != 2*time.Second {
+		t.Fatalf("RequestHoldoff 0: REQUEST holdoff %v (want off), DISCOVER holdoff %v (want 2s)", gate.req, gate.set)
+	}
+}
+
+// TestUnknownRequestsShedWhenBehind: while the REQUEST queue is behind, a
+// REQUEST from a client that holds neither the address it asks for nor an
+// offer of it is dropped unanswered ("overload_unknown"), while a bound
+// client's renewal and a REQUEST for an offer are answered; with the
+// queue young again, the unknown client is answered as before.
+func TestUnknownRequestsShedWhenBehind(t *testing.T) {
+	f, _ := holdoffFixture(t)
+	ack := f.dora(mac(2))
+	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
+	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	stranger := msg(t, dhcpv4.MessageTypeRequest, mac(9), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip.Next().AsSlice())))
+	unknown := func() float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues("overload_unknown")) }
+	handle := func(m *dhcpv4.DHCPv4, waited time.Duration) int {
+		f.t.Helper()
+		f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: bcast, IfIndex: 7, Received: time.Now().Add(-waited)})
+		return len(f.out.take())
+	}
+	if n := handle(stranger, time.Millisecond); n != 1 {
+		t.Fatalf("an unknown client's INIT-REBOOT, nothing behind: %d replies, want 1", n)
+	}
+	start := time.Now()
+	for time.Since(start) < 40*time.Millisecond {
+		handle(renew, 30*time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	before := unknown()
+	offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(4)), bcast)
+	if len(offers) != 1 {
+		t.Fatalf("DISCOVER: %v", offers)
+	}
+	offer := offers[0]
+	oip, _ := netip.AddrFromSlice(offer.YourIPAddr.To4())
+	selecting := msg(t, dhcpv4.MessageTypeRequest, mac(4), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(oip.AsSlice())),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offer.ServerIdentifier())))
+	for _, c := range []struct {
+		name string
+		m    *dhcpv4.DHCPv4
+		want int
+	}{
+		{"an unknown client's INIT-REBOOT", msg(t, dhcpv4.MessageTypeRequest, mac(8), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip.Next().Next().AsSlice()))), 0},
+		{"an unknown client's renewal", msg(t, dhcpv4.MessageTypeRequest, mac(7), dhcpv4.WithClientIP(ip.AsSlice())), 0},
+		{"the bound client's renewal", renew, 1},
+		{"a REQUEST for an offer", selecting, 1},
+	} {
+		if n := handle(c.m, time.Millisecond); n != c.want {
+			t.Errorf("%s while REQUESTs are behind: %d replies, want %d", c.name, n, c.want)
+		}
+	}
+	if d := unknown() - before; d != 2 {
+		t.Errorf("overload_unknown drops %v, want 2", d)
 	}
 }
 

@@ -178,6 +178,16 @@ type Settings struct {
 	// retransmit after about 4 s, so a holdoff below 3 s never drops
 	// theirs. Zero turns it off.
 	DiscoverHoldoff time.Duration
+	// RequestHoldoff is the same for DHCPREQUESTs and the REQUEST
+	// socket: a flood of REQUESTs from many MACs costs each of them one
+	// REQUEST per holdoff, and a bound client's renewal finds room. A
+	// client that sends a DISCOVER (one NAKed, starting again) is no
+	// longer a repeat. While that socket is behind, the server also
+	// drops REQUESTs from clients that hold neither the address they
+	// ask for nor an offer of it, before any other work (reason
+	// "overload_unknown"): a flood's REQUESTs cost it a parse each, not
+	// an answer. Zero turns the holdoff off, not that.
+	RequestHoldoff time.Duration
 }
 
 // Server answers DHCPv4 messages. Create it with New, then Load and Run.
@@ -194,7 +204,7 @@ type Server struct {
 	fast FastPath
 	// partner is the failover partner, nil without failover.
 	partner Partner
-	gate    DiscoverGate
+	gate    HoldoffGate
 	m       *Metrics
 	now     func() time.Time
 	// backlog is the overload state behind Settings.QueueTarget.
@@ -283,9 +293,10 @@ type Config struct {
 	Sender   Sender
 	FastPath FastPath // optional: nil while the fast path is off
 	Partner  Partner  // optional: nil without failover
-	// Gate holds off repeated DISCOVERs (Settings.DiscoverHoldoff);
-	// optional: nil, and there is no holdoff.
-	Gate     DiscoverGate
+	// Gate holds off repeated DISCOVERs and REQUESTs
+	// (Settings.DiscoverHoldoff, RequestHoldoff); optional: nil, and
+	// there is no holdoff.
+	Gate     HoldoffGate
 	Metrics  *Metrics // optional
 	Settings Settings
 	Subnets  []*Subnet

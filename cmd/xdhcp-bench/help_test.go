@@ -52,6 +52,10 @@ func TestHelpAndVersion(t *testing.T) {
 	if code := run([]string{"overload", "--xdhcpd", "/nonexistent", "--scenario", "dora", "--order", "scattered"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--order scattered") {
 		t.Errorf("--order scattered for DORA: exit %d, stderr %q; want 2 saying why", code, errb.String())
 	}
+	errb.Reset()
+	if code := run([]string{"flood", "--xdhcpd", "/nonexistent", "--kind", "inform"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--kind") {
+		t.Errorf("a bad --kind: exit %d, stderr %q; want 2 naming the flag", code, errb.String())
+	}
 	if code := run([]string{"no-such-command", "--xdhcpd", "/nonexistent"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "unknown command") {
 		t.Errorf("unknown command: exit %d, stderr %q; want 2 naming it", code, errb.String())
 	}

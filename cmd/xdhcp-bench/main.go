@@ -63,8 +63,9 @@ const usage = `usage:
   xdhcp-bench overload-xdp --xdhcpd PATH [--clients 20000] [--rate 10000] [--fractions 0,1.2,1.5] [--ceiling DORA/s] [--step 5s] [--quick] [--out DIR]
                   renewals answered by XDP (fast path native) at --rate while new clients' DORAs are offered to the slow
                   path at shares of its DORA ceiling (0: the renewals alone): renewal loss and latency beside the DORAs'
-  xdhcp-bench flood --xdhcpd PATH [--rate 200000] [--duration 30s] [--clients 5000] [--servers xdhcpd,xdhcpd-xdp-native,kea] [--sender xdp|sockets] [--quick] [--out DIR]
-                  a relayed flood of DISCOVERs from random MACs at --rate (sent from the kernel, or sockets), while a new
+  xdhcp-bench flood --xdhcpd PATH [--kind discover|request] [--rate 200000] [--duration 30s] [--clients 5000] [--servers xdhcpd,xdhcpd-xdp-native,kea] [--sender xdp|sockets] [--quick] [--out DIR]
+                  a relayed flood of DISCOVERs (or INIT-REBOOT REQUESTs for random addresses: --kind request; all runs
+                  both) from random MACs at --rate (sent from the kernel, or sockets), while a new
                   client starts a DORA every second (retransmitting at 4, 8, 16 s ± 1 s) and --clients bound clients renew at
                   1000/s: each new client's time to its ACK, renewals answered and lost, the rate actually sent, and the
                   server's drops by reason (its metrics, the kernel's UDP RcvbufErrors), side by side
@@ -190,6 +191,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	only := fs.String("scenarios", "", "scenarios: only these scenario-mode pairs (e.g. renew-relay,release-relay)")
 	vlans := fs.Int("vlans", 0, "l2 mode: VLAN tags per client (0, 1 or 2; the server side must be set up for them)")
 	senders := fs.Int("senders", 2, "goroutines sending at once (each a share of the rate)")
+	floodKind := fs.String("kind", "", "flood: what the flood sends, discover or request (default discover; all runs both)")
 	sender := fs.String("sender", "", "renewals sent through sockets or xdp (from the kernel); default: sockets for run, both for selftest")
 	injection := fs.String("injection", "", "how the xdp sender sends: live-frames, or test-runs (what it falls back to where the kernel refuses live frames); default: live frames where the kernel runs them")
 	clients := fs.Int("clients", 0, "distinct clients (default 100000 for compare, 10000 for the generator)")
@@ -225,6 +227,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *renewOrder != "bound" && *renewOrder != "scattered" {
 		fmt.Fprintf(stderr, "xdhcp-bench: --order %q: want bound or scattered\n", *renewOrder)
+		return 2
+	}
+	if k := *floodKind; k != "" && k != bench.FloodDiscover && k != bench.FloodRequest {
+		fmt.Fprintf(stderr, "xdhcp-bench: --kind %q: want %s or %s\n", k, bench.FloodDiscover, bench.FloodRequest)
 		return 2
 	}
 	scattered := *renewOrder == "scattered"
@@ -800,17 +806,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			ss = append(ss, s)
 		}
-		fmt.Fprintf(stdout, "DISCOVER flood, %d/s asked for %s, %d clients renewing...\n", fr, d, n)
-		f := rig.Flood(ctx, bench.FloodOptions{Servers: ss, Rate: fr, Duration: d, Clients: n, RenewRate: 1000, Sender: *sender,
-			Log: func(format string, args ...any) { fmt.Fprintf(stdout, format, args...) }})
-		rep.Flood = &f
-		if f.Err != "" {
-			return fmt.Errorf("flood: %s", f.Err)
+		kinds := []string{cmp.Or(*floodKind, bench.FloodDiscover)}
+		if cmd == "all" && *floodKind == "" {
+			kinds = []string{bench.FloodDiscover, bench.FloodRequest}
 		}
 		var failed []string
-		for _, r := range f.Rows {
-			if r.Err != "" {
-				failed = append(failed, r.Server+": "+r.Err)
+		for _, kind := range kinds {
+			fmt.Fprintf(stdout, "%s flood, %d/s asked for %s, %d clients renewing...\n", strings.ToUpper(kind), fr, d, n)
+			f := rig.Flood(ctx, bench.FloodOptions{Servers: ss, Kind: kind, Rate: fr, Duration: d, Clients: n, RenewRate: 1000, Sender: *sender,
+				Log: func(format string, args ...any) { fmt.Fprintf(stdout, format, args...) }})
+			if kind == bench.FloodRequest {
+				rep.FloodRequest = &f
+			} else {
+				rep.Flood = &f
+			}
+			if f.Err != "" {
+				failed = append(failed, kind+" flood: "+f.Err)
+			}
+			for _, r := range f.Rows {
+				if r.Err != "" {
+					failed = append(failed, kind+" flood: "+r.Server+": "+r.Err)
+				}
+			}
+			if ctx.Err() != nil {
+				break
 			}
 		}
 		if len(failed) > 0 {

@@ -22,6 +22,7 @@ func settingsFrom(c *config.Config) slowpath.Settings {
 		OfferPerCircuit: c.Server.OfferPerCircuit,
 		MaxWait:         c.Server.MaxWait, QueueTarget: c.Server.QueueTarget, QueueInterval: c.Server.QueueInterval,
 		DiscoverHoldoff: c.Server.DiscoverHoldoff,
+		RequestHoldoff:  c.Server.RequestHoldoff,
 	}
 	if c.Fastpath.Enabled {
 		s.HorizonAhead = c.Fastpath.Horizon

@@ -46,6 +46,7 @@ type rawServer struct {
 	QueueTarget     string `yaml:"queue-target"`
 	QueueInterval   string `yaml:"queue-interval"`
 	DiscoverHoldoff string `yaml:"discover-holdoff"`
+	RequestHoldoff  string `yaml:"request-holdoff"`
 }
 
 type rawFastpath struct {
@@ -270,6 +271,7 @@ func (v *validator) build(r *rawConfig) *Config {
 	s.QueueTarget = v.duration("server.queue-target", rs.QueueTarget, DefaultQueueTarget)
 	s.QueueInterval = v.duration("server.queue-interval", rs.QueueInterval, 100*time.Millisecond)
 	s.DiscoverHoldoff = v.duration("server.discover-holdoff", rs.DiscoverHoldoff, 2*time.Second)
+	s.RequestHoldoff = v.duration("server.request-holdoff", rs.RequestHoldoff, 2*time.Second)
 	switch {
 	case s.MaxWait < 0 || s.MaxWait > time.Minute:
 		v.add("server.max-wait", "%v is outside 0..1m (0 turns the bound off)", s.MaxWait)
@@ -277,11 +279,17 @@ func (v *validator) build(r *rawConfig) *Config {
 		v.add("server.queue-target", "%v is outside 0..max-wait (%v; 0 turns the bound off)", s.QueueTarget, s.MaxWait)
 	case s.QueueTarget > 0 && (s.QueueInterval < s.QueueTarget || s.QueueInterval > time.Minute):
 		v.add("server.queue-interval", "%v is outside queue-target (%v)..1m", s.QueueInterval, s.QueueTarget)
-	case s.DiscoverHoldoff < 0 || s.DiscoverHoldoff > time.Minute:
-		v.add("server.discover-holdoff", "%v is outside 0..1m (0 turns it off)", s.DiscoverHoldoff)
 	}
-	if s.DiscoverHoldoff >= 3*time.Second {
-		v.warn("server.discover-holdoff", "%v: under a DISCOVER flood, clients that retransmit after 4 s ± 1 s as RFC 2131 has it may have a retransmission dropped; below 3 s only floods are", s.DiscoverHoldoff)
+	for _, h := range []struct {
+		key, what string
+		d         time.Duration
+	}{{"server.discover-holdoff", "DISCOVER", s.DiscoverHoldoff}, {"server.request-holdoff", "REQUEST", s.RequestHoldoff}} {
+		switch {
+		case h.d < 0 || h.d > time.Minute:
+			v.add(h.key, "%v is outside 0..1m (0 turns it off)", h.d)
+		case h.d >= 3*time.Second:
+			v.warn(h.key, "%v: under a %s flood, clients that retransmit after 4 s ± 1 s as RFC 2131 has it may have a retransmission dropped; below 3 s only floods are", h.d, h.what)
+		}
 	}
 
 	for i := range r.Subnets {

@@ -76,7 +76,8 @@ type Server struct {
 	// slowpath.Settings), and the lease store's queue too (the server
 	// stops reading while the store is behind by more than QueueInterval:
 	// slowpath.Server.Ready); DiscoverHoldoff drops a client's DISCOVERs
-	// repeated within it while the DISCOVER socket is behind. 0 turns
+	// repeated within it while the DISCOVER socket is behind, and
+	// RequestHoldoff its REQUESTs while the REQUEST socket is. 0 turns
 	// each off.
 	// Pprof serves Go's profiles (net/http/pprof) on MetricsListen under
 	// /debug/pprof/, for sizing and finding where time goes (issue 19).
@@ -89,6 +90,7 @@ type Server struct {
 	QueueTarget     time.Duration `yaml:"queue-target" reload:"live"`
 	QueueInterval   time.Duration `yaml:"queue-interval" reload:"live"`
 	DiscoverHoldoff time.Duration `yaml:"discover-holdoff" reload:"live"`
+	RequestHoldoff  time.Duration `yaml:"request-holdoff" reload:"live"`
 }
 
 // Fastpath configures the XDP fast path.

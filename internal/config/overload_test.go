@@ -12,8 +12,8 @@ func TestWaitBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := c.Server; s.MaxWait != time.Second || s.QueueTarget != DefaultQueueTarget || s.QueueInterval != 100*time.Millisecond || s.DiscoverHoldoff != 2*time.Second {
-		t.Fatalf("defaults %v %v %v %v", s.MaxWait, s.QueueTarget, s.QueueInterval, s.DiscoverHoldoff)
+	if s := c.Server; s.MaxWait != time.Second || s.QueueTarget != DefaultQueueTarget || s.QueueInterval != 100*time.Millisecond || s.DiscoverHoldoff != 2*time.Second || s.RequestHoldoff != 2*time.Second {
+		t.Fatalf("defaults %v %v %v %v %v", s.MaxWait, s.QueueTarget, s.QueueInterval, s.DiscoverHoldoff, s.RequestHoldoff)
 	}
 	off := strings.Replace(failoverBase, "state-dir: /var/lib/xdhcp", "state-dir: /var/lib/xdhcp\n  max-wait: 0s\n  queue-target: 0s", 1)
 	if c, err := Parse("x.yaml", []byte(off)); err != nil || c.Server.MaxWait != 0 || c.Server.QueueTarget != 0 {
@@ -25,6 +25,10 @@ func TestWaitBounds(t *testing.T) {
 		{"queue-target: 50ms\n  queue-interval: 10ms", "server.queue-interval"},
 		{"discover-holdoff: -1s", "server.discover-holdoff"},
 		{"discover-holdoff: 2m", "server.discover-holdoff"},
+		{"request-holdoff: -1s", "server.request-holdoff"},
+		{"request-holdoff: 2m", "server.request-holdoff"},
+		// Each is checked whatever the other settings say.
+		{"max-wait: 2m\n  request-holdoff: 2m", "server.request-holdoff"},
 	} {
 		y := strings.Replace(failoverBase, "state-dir: /var/lib/xdhcp", "state-dir: /var/lib/xdhcp\n  "+bad.yaml, 1)
 		if _, err := Parse("x.yaml", []byte(y)); err == nil || !strings.Contains(err.Error(), bad.want) {
@@ -33,20 +37,22 @@ func TestWaitBounds(t *testing.T) {
 	}
 }
 
-// TestDiscoverHoldoffWarning: a holdoff long enough to drop an RFC 2131
-// client's retransmission is taken, with a warning.
-func TestDiscoverHoldoffWarning(t *testing.T) {
-	for _, tc := range []struct {
-		holdoff string
-		warned  bool
-	}{{"2s", false}, {"3s", true}} {
-		y := strings.Replace(failoverBase, "state-dir: /var/lib/xdhcp", "state-dir: /var/lib/xdhcp\n  discover-holdoff: "+tc.holdoff, 1)
-		c, err := Parse("x.yaml", []byte(y))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := strings.Contains(strings.Join(c.Warnings(), "\n"), "server.discover-holdoff"); got != tc.warned {
-			t.Errorf("%s: warned %v, want %v (%q)", tc.holdoff, got, tc.warned, c.Warnings())
+// TestHoldoffWarning: a holdoff long enough to drop an RFC 2131 client's
+// retransmission is taken, with a warning.
+func TestHoldoffWarning(t *testing.T) {
+	for _, key := range []string{"discover-holdoff", "request-holdoff"} {
+		for _, tc := range []struct {
+			holdoff string
+			warned  bool
+		}{{"2s", false}, {"3s", true}} {
+			y := strings.Replace(failoverBase, "state-dir: /var/lib/xdhcp", "state-dir: /var/lib/xdhcp\n  "+key+": "+tc.holdoff, 1)
+			c, err := Parse("x.yaml", []byte(y))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(strings.Join(c.Warnings(), "\n"), "server."+key); got != tc.warned {
+				t.Errorf("%s %s: warned %v, want %v (%q)", key, tc.holdoff, got, tc.warned, c.Warnings())
+			}
 		}
 	}
 }

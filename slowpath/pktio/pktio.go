@@ -74,8 +74,8 @@ type Conn struct {
 	bulk   *net.UDPConn
 	bulkPC *ipv4.PacketConn
 	raw    int // AF_PACKET SOCK_DGRAM, send only
-	// settings and held are bpf/steer.c's maps: the DISCOVER holdoff
-	// the server sets, and the DISCOVERs it dropped.
+	// settings and held are bpf/steer.c's maps: the holdoffs the
+	// server sets, and the DISCOVERs and REQUESTs they dropped.
 	settings, held *ebpf.Map
 	closeOnce      sync.Once
 
@@ -328,32 +328,34 @@ func (c *Conn) close() error {
 	return err
 }
 
-// SetDiscoverHoldoff turns the kernel's DISCOVER holdoff on (d > 0) or
-// off (0): while on, a DHCPDISCOVER from a client (by chaddr) whose last
-// one reached the bulk socket less than d ago is dropped before it
-// (bpf/steer.c). The server turns it on while it is behind with
-// DISCOVERs (slowpath.Settings.DiscoverHoldoff).
-func (c *Conn) SetDiscoverHoldoff(d time.Duration) error {
-	if d < 0 {
-		d = 0
-	}
-	if err := c.settings.Put(uint32(0), bpf.SteerSettings{HoldoffNs: uint64(d)}); err != nil {
-		return fmt.Errorf("setting the DISCOVER holdoff: %w", err)
+// SetHoldoffs sets the kernel's holdoffs (bpf/steer.c), each on (> 0) or
+// off (0). While discover is on, a DHCPDISCOVER from a client (by chaddr)
+// whose last one reached the bulk socket less than discover ago is
+// dropped before it; while request is on, the same for a DHCPREQUEST and
+// the priority socket. The server turns each on while it is behind with
+// that class (slowpath.Settings.DiscoverHoldoff, RequestHoldoff).
+func (c *Conn) SetHoldoffs(discover, request time.Duration) error {
+	if err := c.settings.Put(uint32(0), bpf.SteerSettings{HoldoffNs: uint64(max(discover, 0)), RequestHoldoffNs: uint64(max(request, 0))}); err != nil {
+		return fmt.Errorf("setting the kernel's holdoffs: %w", err)
 	}
 	return nil
 }
 
-// HeldDiscovers is how many DISCOVERs the holdoff has dropped.
-func (c *Conn) HeldDiscovers() (uint64, error) {
-	var perCPU []uint64
-	if err := c.held.Lookup(uint32(0), &perCPU); err != nil {
-		return 0, fmt.Errorf("reading the DISCOVER holdoff's count: %w", err)
+// Held is how many DISCOVERs and REQUESTs the holdoffs have dropped.
+func (c *Conn) Held() (discovers, requests uint64, err error) {
+	for _, h := range []struct {
+		slot bpf.SteerSteerHeldSlot
+		n    *uint64
+	}{{bpf.SteerSteerHeldSlotSTEER_HELD_DISCOVER, &discovers}, {bpf.SteerSteerHeldSlotSTEER_HELD_REQUEST, &requests}} {
+		var perCPU []uint64
+		if err := c.held.Lookup(uint32(h.slot), &perCPU); err != nil {
+			return 0, 0, fmt.Errorf("reading the holdoffs' counts: %w", err)
+		}
+		for _, v := range perCPU {
+			*h.n += v
+		}
 	}
-	var n uint64
-	for _, v := range perCPU {
-		n += v
-	}
-	return n, nil
+	return discovers, requests, nil
 }
 
 // inbox is a batch of datagrams read from one socket, handed from its

@@ -229,62 +229,125 @@ func setBroadcast(rc syscall.RawConn) error {
 	return serr
 }
 
-// TestDiscoverHoldoffInTheKernel: with the holdoff on, a client's second
-// DISCOVER within it is dropped before the bulk socket and counted; other
-// clients' DISCOVERs and every REQUEST still arrive; a client that sent a
-// REQUEST since is not held; with the holdoff off, the repeat arrives
-// again.
-func TestDiscoverHoldoffInTheKernel(t *testing.T) {
+// holdoffRig is a Conn on a free port with a socket sending to it, and
+// helpers to send DHCP messages by client, count what each socket of the
+// pair got, and read the holdoffs' counts.
+type holdoffRig struct {
+	t   *testing.T
+	c   *Conn
+	src *net.UDPConn
+}
+
+func newHoldoffRig(t *testing.T) holdoffRig {
 	c, src := listenAndDial(t)
-	msg := func(mt dhcpv4.MessageType, hw byte) []byte {
-		m, err := dhcpv4.New(dhcpv4.WithMessageType(mt), dhcpv4.WithHwAddr(net.HardwareAddr{2, 0, 0, 0, 0, hw}))
-		if err != nil {
-			t.Fatal(err)
+	return holdoffRig{t, c, src}
+}
+
+// msg is a message of type mt from the client with chaddr 02:00:00:00:00:hw.
+func (r holdoffRig) msg(mt dhcpv4.MessageType, hw byte) []byte {
+	m, err := dhcpv4.New(dhcpv4.WithMessageType(mt), dhcpv4.WithHwAddr(net.HardwareAddr{2, 0, 0, 0, 0, hw}))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return m.ToBytes()
+}
+
+func (r holdoffRig) send(ds ...[]byte) {
+	r.t.Helper()
+	for _, d := range ds {
+		if _, err := r.src.Write(d); err != nil {
+			r.t.Fatal(err)
 		}
-		return m.ToBytes()
 	}
-	send := func(ds ...[]byte) {
-		t.Helper()
-		for _, d := range ds {
-			if _, err := src.Write(d); err != nil {
-				t.Fatal(err)
-			}
-		}
+}
+
+// got is what each socket holds, read empty.
+func (r holdoffRig) got() (prio, bulk int) {
+	r.t.Helper()
+	return len(readAll(r.t, r.c.udp, 200*time.Millisecond)), len(readAll(r.t, r.c.bulk, 200*time.Millisecond))
+}
+
+func (r holdoffRig) held() (discovers, requests uint64) {
+	r.t.Helper()
+	d, q, err := r.c.Held()
+	if err != nil {
+		r.t.Fatal(err)
 	}
-	count := func() (prio, bulk int) {
-		t.Helper()
-		return len(readAll(t, c.udp, 200*time.Millisecond)), len(readAll(t, c.bulk, 200*time.Millisecond))
+	return d, q
+}
+
+func (r holdoffRig) set(discover, request time.Duration) {
+	r.t.Helper()
+	if err := r.c.SetHoldoffs(discover, request); err != nil {
+		r.t.Fatal(err)
 	}
-	held := func() uint64 {
-		t.Helper()
-		n, err := c.HeldDiscovers()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
+}
+
+// TestDiscoverHoldoffInTheKernel: with the DISCOVER holdoff on, a
+// client's repeated DISCOVERs are dropped before the bulk socket and
+// counted; other types and other clients pass; a client that sent a
+// REQUEST is no longer a repeat; off, nothing is held.
+func TestDiscoverHoldoffInTheKernel(t *testing.T) {
+	r := newHoldoffRig(t)
+	r.set(time.Hour, 0)
+	a, b := r.msg(dhcpv4.MessageTypeDiscover, 1), r.msg(dhcpv4.MessageTypeDiscover, 2)
+	reqA := r.msg(dhcpv4.MessageTypeRequest, 1)
+	r.send(a, a, b, a, reqA, reqA)
+	if p, k := r.got(); p != 2 || k != 2 {
+		t.Fatalf("holdoff on: priority %d (want 2), bulk %d (want 2: a client's first DISCOVER each)", p, k)
 	}
-	if err := c.SetDiscoverHoldoff(time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	a, b := msg(dhcpv4.MessageTypeDiscover, 1), msg(dhcpv4.MessageTypeDiscover, 2)
-	reqA := msg(dhcpv4.MessageTypeRequest, 1)
-	send(a, a, b, a, reqA, reqA)
-	if p, k := count(); p != 2 || k != 2 || held() != 2 {
-		t.Fatalf("holdoff on: priority %d (want 2), bulk %d (want 2: a client's first DISCOVER each), held %d (want 2)", p, k, held())
+	if d, q := r.held(); d != 2 || q != 0 {
+		t.Fatalf("held %d DISCOVERs (want 2), %d REQUESTs (want 0: their holdoff is off)", d, q)
 	}
 	// b moves on to a REQUEST: its next DISCOVER (after a NAK, say) is
 	// not a repeat.
-	send(msg(dhcpv4.MessageTypeRequest, 2), b)
-	if p, k := count(); p != 1 || k != 1 || held() != 2 {
-		t.Fatalf("a DISCOVER after the client's REQUEST: priority %d, bulk %d (want 1), held %d (want 2)", p, k, held())
+	r.send(r.msg(dhcpv4.MessageTypeRequest, 2), b)
+	if p, k := r.got(); p != 1 || k != 1 {
+		t.Fatalf("a DISCOVER after the client's REQUEST: priority %d, bulk %d (want 1)", p, k)
 	}
-	if err := c.SetDiscoverHoldoff(0); err != nil {
-		t.Fatal(err)
+	r.set(0, 0)
+	c3 := r.msg(dhcpv4.MessageTypeDiscover, 3)
+	r.send(c3, c3)
+	if p, k := r.got(); p != 0 || k != 2 {
+		t.Fatalf("holdoff off: priority %d, bulk %d (want 2)", p, k)
 	}
-	c3 := msg(dhcpv4.MessageTypeDiscover, 3)
-	send(c3, c3)
-	if p, k := count(); p != 0 || k != 2 || held() != 2 {
-		t.Fatalf("holdoff off: priority %d, bulk %d (want 2), held %d", p, k, held())
+	if d, _ := r.held(); d != 2 {
+		t.Fatalf("held %d DISCOVERs, want still 2", d)
+	}
+}
+
+// TestRequestHoldoffInTheKernel: with the REQUEST holdoff on, a client's
+// repeated REQUESTs are dropped before the priority socket and counted;
+// its DECLINEs and RELEASEs and other clients' REQUESTs pass; a client
+// whose DISCOVER was let in (one NAKed, starting again) is no longer a
+// repeat; off, nothing is held.
+func TestRequestHoldoffInTheKernel(t *testing.T) {
+	r := newHoldoffRig(t)
+	r.set(0, time.Hour)
+	reqA, reqB := r.msg(dhcpv4.MessageTypeRequest, 1), r.msg(dhcpv4.MessageTypeRequest, 2)
+	r.send(reqA, reqA, reqB, r.msg(dhcpv4.MessageTypeDecline, 1), r.msg(dhcpv4.MessageTypeRelease, 1), reqA)
+	if p, k := r.got(); p != 4 || k != 0 {
+		t.Fatalf("holdoff on: priority %d (want 4: a client's first REQUEST each, the DECLINE and the RELEASE), bulk %d", p, k)
+	}
+	if d, q := r.held(); d != 0 || q != 2 {
+		t.Fatalf("held %d DISCOVERs (want 0), %d REQUESTs (want 2)", d, q)
+	}
+	// a is NAKed and starts again: its DISCOVER goes in, and so does the
+	// REQUEST after the OFFER.
+	r.send(r.msg(dhcpv4.MessageTypeDiscover, 1), reqA, reqA)
+	if p, k := r.got(); p != 1 || k != 1 {
+		t.Fatalf("a REQUEST after the client's DISCOVER: priority %d (want 1), bulk %d (want 1)", p, k)
+	}
+	if _, q := r.held(); q != 3 {
+		t.Fatalf("held %d REQUESTs, want 3", q)
+	}
+	r.set(0, 0)
+	r.send(reqB, reqB)
+	if p, _ := r.got(); p != 2 {
+		t.Fatalf("holdoff off: priority %d, want 2", p)
+	}
+	if _, q := r.held(); q != 3 {
+		t.Fatalf("held %d REQUESTs, want still 3", q)
 	}
 }
 
