@@ -179,7 +179,7 @@ func (r *Rig) Flood(ctx context.Context, o FloodOptions) FloodReport {
 		if row.Err != "" {
 			o.logf("  %s: %s\n", s.Name(), row.Err)
 		} else {
-			o.logf("  %s\n", row.summaryLine())
+			o.logf("  %s\n", row.summaryLine(rep.Kind))
 		}
 		if ctx.Err() != nil {
 			break
@@ -901,11 +901,15 @@ func count(v float64) string {
 	return fmt.Sprintf("%.0f", v)
 }
 
-// summaryLine is the row in one line, for the log.
-func (row *FloodRow) summaryLine() string {
+// summaryLine is the row of a flood of kind in one line, for the log.
+func (row *FloodRow) summaryLine(kind string) string {
 	s := row.Summary(FloodGoal)
-	return fmt.Sprintf("%s: flood %.0f/s sent, %.0f/s read by the server, %.0f OFFERs/s to it; kernel drops %.0f/s; new clients bound within %s: %d of %d (median %.1f s, max %.1f s, bound at all %d of %d); renewals %.0f/s answered, loss %.1f%%; drops: %s",
-		row.Server, row.FloodRate, row.read(), float64(row.FloodReplies)/max(row.Seconds, 1e-9), row.perSecond("udp.RcvbufErrors"),
+	answers := "OFFERs"
+	if kind == FloodRequest {
+		answers = "answers"
+	}
+	return fmt.Sprintf("%s: flood %.0f/s sent, %.0f/s read by the server, %.0f %s/s to it; kernel drops %.0f/s; new clients bound within %s: %d of %d (median %.1f s, max %.1f s, bound at all %d of %d); renewals %.0f/s answered, loss %.1f%%; drops: %s",
+		row.Server, row.FloodRate, row.read(), float64(row.FloodReplies)/max(row.Seconds, 1e-9), answers, row.perSecond("udp.RcvbufErrors"),
 		FloodGoal, s.InGoal, s.InWindow, s.Median, s.Max, s.Bound, s.Started, row.Renew.Rate, 100*row.Renew.Loss, row.drops())
 }
 
