@@ -29,10 +29,10 @@ import (
 	"github.com/xdhcp/xdhcp/slowpath/pktio"
 )
 
-// The flood measurement (issue 19): DISCOVERs (or REQUESTs: FloodKind)
-// from many random MACs at a high rate, relayed from floodGiaddr, while new clients start a DORA every
-// second from probeGiaddr and bound clients renew at a modest rate from
-// Giaddr. Three relays, so that each sender reads only its own answers.
+// The flood measurement (issue 19): DISCOVERs (or REQUESTs:
+// FloodOptions.Kind) from many random MACs at a high rate, relayed from
+// floodGiaddr, while new clients start a DORA every second from
+// probeGiaddr and bound clients renew at a modest rate from Giaddr. Three relays, so that each sender reads only its own answers.
 const (
 	floodGiaddr = "10.80.0.3"
 	probeGiaddr = "10.80.0.2"
@@ -215,7 +215,7 @@ func (r *Rig) flood1(ctx context.Context, s Server, o FloodOptions) FloodRow {
 	defer tr.Close()
 	defer g.Close()
 
-	// The flood's relay (its OFFERs come back here, and the socket
+	// The flood's relay (its answers come back here, and the socket
 	// sender sends from it) and the new clients' relay.
 	ftr, err := r.relayAt(ctx, floodGiaddr)
 	if err != nil {
@@ -306,7 +306,8 @@ func (r *Rig) flood1(ctx context.Context, s Server, o FloodOptions) FloodRow {
 	return row
 }
 
-// isReply accepts any DHCP reply (the flood's relay gets only OFFERs).
+// isReply accepts any DHCP reply (the flood's relay gets only the
+// flood's answers: OFFERs, or ACKs and NAKs).
 func isReply(b []byte) bool { return len(b) > 0 && b[0] == dhcpwire.BootReply }
 
 // countReplies reads tr until stop and returns what reports how many
@@ -335,7 +336,9 @@ func floodNoun(kind string) string {
 // INIT-REBOOT REQUESTs (option 50, no server identifier) for random
 // addresses of the relayed pool, which the MACs hold no lease of.
 func floodMessages(kind string, n int, giaddr netip.Addr, seed uint64) [][]byte {
-	rng := rand.New(rand.NewPCG(seed, 0x19))
+	// The addresses have a generator of their own: the MACs and xids are
+	// the DISCOVER flood's of the same seed.
+	rng, addrs := rand.New(rand.NewPCG(seed, 0x19)), rand.New(rand.NewPCG(seed, 0x50))
 	first, last := lease.AddrUint32(netip.MustParseAddr(poolStart)), lease.AddrUint32(netip.MustParseAddr(poolEnd))
 	seen := make(map[[6]byte]bool, n)
 	out := make([][]byte, 0, n)
@@ -356,14 +359,14 @@ func floodMessages(kind string, n int, giaddr netip.Addr, seed uint64) [][]byte 
 		}
 		m := loadgen.Message{Type: dhcpwire.Discover, XID: xid, ID: loadgen.Identity{MAC: net.HardwareAddr(mac[:])}, GIAddr: giaddr}
 		if kind == FloodRequest {
-			m.Type, m.Requested = dhcpwire.Request, lease.AddrFromUint32(first+rng.Uint32N(last-first+1))
+			m.Type, m.Requested = dhcpwire.Request, lease.AddrFromUint32(first+addrs.Uint32N(last-first+1))
 		}
 		out = append(out, m.Append(nil))
 	}
 	return out
 }
 
-// floodInjector loads the flood's DISCOVERs into the kernel sender, as
+// floodInjector loads the flood's messages into the kernel sender, as
 // frames from the client veth to the server's (relayed, from
 // floodGiaddr:67). Their answers pass the tally up to the flood's socket.
 func (r *Rig) floodInjector(payloads [][]byte) (*Injector, error) {
@@ -934,11 +937,12 @@ func floodOne(b *strings.Builder, f *FloodReport) {
 	}
 	fmt.Fprintf(b, "While the flood runs, a new client starts a DORA every second (relayed from %s, retransmitting after 4 s, 8 s, 16 s, each ±1 s at random, as RFC 2131 has it; given up to %.0f s, but no longer than the flood lasts plus 1 s), and %d bound clients renew at %d/s (relayed, 1 s timeout). "+
 		"*Sent* is what the generator put on the wire; *read* the datagrams the server's program took from its sockets (the namespace's UDP InDatagrams); *kernel drops* the datagrams its full socket refused (UDP RcvbufErrors). "+
-		"A new client counts toward the %.0f s goal when its first %.0f s lay within the flood. "+
-		"The new clients send one message at a time at random moments, the flood in bursts from a generator that shares the two CPUs with the server (its pace sags while the server works), so the new clients' DISCOVERs are not a random sample of the flood's: compare the two answered shares.\n\n",
+		"A new client counts toward the %.0f s goal when its first %.0f s lay within the flood.\n\n",
 		probeGiaddr, f.LimitSec, f.Clients, f.RenewRate, f.GoalSec, f.GoalSec)
-	if f.Kind == FloodRequest {
-		fmt.Fprintf(b, "The flood's REQUESTs are INIT-REBOOT ones (option 50, no server identifier) for random addresses of the relayed pool, from MACs that hold no lease: they go where bound clients' renewals wait, the REQUEST socket. *Answers to the flood* are the ACKs and NAKs its relay got; the new clients' DISCOVERs column still counts their own DISCOVERs and OFFERs.\n\n")
+	if f.Kind != FloodRequest {
+		b.WriteString("The new clients send one message at a time at random moments, the flood in bursts from a generator that shares the two CPUs with the server (its pace sags while the server works), so the new clients' DISCOVERs are not a random sample of the flood's: compare the two answered shares.\n\n")
+	} else {
+		b.WriteString("The flood's REQUESTs are INIT-REBOOT ones (option 50, no server identifier) for random addresses of the relayed pool, from MACs that hold no lease: they go where bound clients' renewals wait, the REQUEST socket. *Answers to the flood* are the ACKs and NAKs its relay got; the new clients' DISCOVERs column still counts their own DISCOVERs and OFFERs.\n\n")
 	}
 	if f.XdhcpdTree != "" {
 		fmt.Fprintf(b, "xdhcpd: `%s`.\n\n", f.XdhcpdTree)

@@ -67,6 +67,37 @@ func TestFloodMessages(t *testing.T) {
 			t.Errorf("%s: the same seed gave other messages", kind)
 		}
 	}
+	// Both kinds come from the same MACs, with the same xids.
+	d, r := floodMessages(FloodDiscover, 100, gi, 7), floodMessages(FloodRequest, 100, gi, 7)
+	for i := range d {
+		pd, _ := dhcpwire.Parse(d[i])
+		pr, _ := dhcpwire.Parse(r[i])
+		if string(pd.CHAddr()) != string(pr.CHAddr()) || pd.XID != pr.XID {
+			t.Fatalf("message %d: DISCOVER from %x (xid %#x), REQUEST from %x (xid %#x): want the same MAC and xid", i, pd.CHAddr(), pd.XID, pr.CHAddr(), pr.XID)
+		}
+	}
+}
+
+// TestFloodReportBeforeKinds: a report written before REQUEST floods (no
+// flood-kind) reads as a DISCOVER flood and renders as one.
+func TestFloodReportBeforeKinds(t *testing.T) {
+	var rep Report
+	old := `{"flood": {"flood-rate-asked": 200000, "flood-seconds": 30, "flood-sender": "xdp", "flood-macs": 65536,
+		"rows": [{"server": "xdhcpd", "flood-sent": 6000000, "flood-sent-per-second": 200000, "flood-replies": 300000, "seconds": 30}]}}`
+	if err := json.Unmarshal([]byte(old), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Flood == nil || rep.Flood.Kind != "" || rep.FloodRequest != nil {
+		t.Fatalf("decoded %+v", rep)
+	}
+	var b strings.Builder
+	rep.floodSection(&b)
+	mustContain(t, "section", b.String(), "## DISCOVER flood: new clients and renewals under 200000 DISCOVERs/s asked (xdp sender",
+		"65536 random MACs",
+		"| OFFERs to the flood/s (share of its DISCOVERs) |", "| xdhcpd | 200000 |")
+	if strings.Contains(b.String(), "REQUEST") {
+		t.Errorf("an old report's section speaks of REQUESTs:\n%s", b.String())
+	}
 }
 
 // TestProbeRetransmits: without an answer a new client sends DISCOVERs at
@@ -328,7 +359,8 @@ func TestFloodSection(t *testing.T) {
 	rep.floodSection(&b)
 	out := b.String()
 	mustContain(t, "section", out,
-		"## DISCOVER flood: new clients and renewals under 200000 DISCOVERs/s asked",
+		"## DISCOVER flood: new clients and renewals under 200000 DISCOVERs/s asked (xdp sender",
+		"65536 random MACs",
 		"## REQUEST flood: new clients and renewals under 200000 REQUESTs/s asked",
 		"| answers to the flood/s (share of its REQUESTs) |",
 		"INIT-REBOOT")

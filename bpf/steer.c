@@ -75,18 +75,31 @@ enum steer_held_slot {
 	STEER_HELD_SLOTS,
 };
 
-/* A client as the kernel can tell it cheaply: chaddr, all 16 bytes. */
+/* A client as the kernel can tell it cheaply: chaddr, its hlen bytes
+ * (the rest zeroed). A client with hlen 0 (RFC 4390's IPoIB, told apart
+ * by option 61 alone) or above 16 is never held off: all of them would
+ * be one client here. */
 struct client {
 	__u8 chaddr[16];
 };
 
+/* What a holdoff remembers of a client: when its last message of the
+ * class was let in, and when it was last let off the holdoff because it
+ * moved on (steer_forget): at most once a holdoff, so that a flood
+ * alternating DISCOVERs and REQUESTs from each MAC gets two of each per
+ * holdoff, not all of them. */
+struct seen {
+	__u64 at;
+	__u64 pass_at;
+};
+
 /* The maps, all of them:
  *  - steer_settings: the one struct settings;
- *  - steer_seen: when each client's last DISCOVER was let in
- *    (bpf_ktime_get_ns), forgotten when it moves on to a REQUEST;
- *  - steer_req_seen: when each client's last REQUEST was let in,
- *    forgotten when a DISCOVER of its is let in (a client NAKed starts
- *    again at once, and its next REQUEST is not a repeat);
+ *  - steer_seen: each client's last DISCOVER let in (bpf_ktime_get_ns),
+ *    forgotten when it moves on to a REQUEST;
+ *  - steer_req_seen: each client's last REQUEST let in, forgotten when a
+ *    DISCOVER of its is let in (a client NAKed starts again at once, and
+ *    its next REQUEST is not a repeat);
  *  - steer_held: DISCOVERs and REQUESTs dropped by the holdoffs, per
  *    CPU (slots STEER_HELD_*). */
 struct {
@@ -100,14 +113,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, STEER_CLIENTS);
 	__type(key, struct client);
-	__type(value, __u64);
+	__type(value, struct seen);
 } steer_seen SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, STEER_CLIENTS);
 	__type(key, struct client);
-	__type(value, __u64);
+	__type(value, struct seen);
 } steer_req_seen SEC(".maps");
 
 struct {
@@ -167,6 +180,21 @@ static __always_inline __u32 steer_class(__u8 type)
 	}
 }
 
+/* steer_client reads the client of the DHCP message at base into c; 0
+ * when it has none the holdoffs can tell (struct client). */
+static __always_inline int steer_client(struct __sk_buff *skb, __u32 base, struct client *c)
+{
+	__u8 hlen;
+
+	if (bpf_skb_load_bytes(skb, base + BOOTP_HLEN, &hlen, 1) || hlen == 0 || hlen > sizeof(c->chaddr) ||
+	    bpf_skb_load_bytes(skb, base + BOOTP_CHADDR, c->chaddr, sizeof(c->chaddr)))
+		return 0;
+	for (__u32 i = 0; i < sizeof(c->chaddr); i++)
+		if (i >= hlen)
+			c->chaddr[i] = 0;
+	return 1;
+}
+
 /* steer_repeat says whether the message at base comes from a client let
  * in (into seen) less than holdoff ago, counting it in steer_held's slot
  * held when so, and otherwise notes the client let in now. */
@@ -174,21 +202,24 @@ static __always_inline int steer_repeat(struct __sk_buff *skb, __u32 base, void 
 {
 	struct client c;
 
-	if (bpf_skb_load_bytes(skb, base + BOOTP_CHADDR, c.chaddr, sizeof(c.chaddr)))
+	if (!steer_client(skb, base, &c))
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
-	if (holdoff) {
-		__u64 *at = bpf_map_lookup_elem(seen, &c);
-		if (at && now - *at < holdoff) {
-			__u64 *n = bpf_map_lookup_elem(&steer_held, &held);
-			if (n)
-				(*n)++;
-			return 1;
-		}
+	struct seen *e = bpf_map_lookup_elem(seen, &c);
+	if (e && holdoff && now - e->at < holdoff) {
+		__u64 *n = bpf_map_lookup_elem(&steer_held, &held);
+		if (n)
+			(*n)++;
+		return 1;
 	}
 	/* Noted while the holdoff is off too: when a flood starts, its
 	 * clients are known by the time the server falls behind. */
-	bpf_map_update_elem(seen, &c, &now, BPF_ANY);
+	if (e) {
+		e->at = now;
+	} else {
+		struct seen fresh = {.at = now};
+		bpf_map_update_elem(seen, &c, &fresh, BPF_ANY);
+	}
 	return 0;
 }
 
@@ -208,18 +239,26 @@ int steer_reuseport(struct __sk_buff *skb)
 	return steer_class(steer_type(skb, 0));
 }
 
-/* steer_forget drops a client (its DHCP message at base) from seen. A
- * client that sent a REQUEST, DECLINE or RELEASE is one that moves on
- * from DISCOVER, so its next DISCOVER (after a NAK, a decline, a release
- * or a reboot) is not a repeat; one whose DISCOVER was let in starts an
- * exchange, so its next REQUEST is not a repeat either. A flood's MACs
- * get the same, one message per holdoff of each class. */
-static __always_inline void steer_forget(struct __sk_buff *skb, __u32 base, void *seen)
+/* steer_forget lets a client (its DHCP message at base) off seen's
+ * holdoff (of holdoff), once a holdoff at most (struct seen). A client
+ * that sent a REQUEST, DECLINE or RELEASE moves on from DISCOVER, so its
+ * next DISCOVER (after a NAK, a decline, a release or a reboot) is not a
+ * repeat; one whose DISCOVER was let in starts an exchange, so its next
+ * REQUEST is not a repeat either. */
+static __always_inline void steer_forget(struct __sk_buff *skb, __u32 base, void *seen, __u64 holdoff)
 {
 	struct client c;
 
-	if (!bpf_skb_load_bytes(skb, base + BOOTP_CHADDR, c.chaddr, sizeof(c.chaddr)))
-		bpf_map_delete_elem(seen, &c);
+	if (!steer_client(skb, base, &c))
+		return;
+	struct seen *e = bpf_map_lookup_elem(seen, &c);
+	if (!e)
+		return;
+	__u64 now = bpf_ktime_get_ns();
+	if (holdoff && now - e->pass_at < holdoff)
+		return;
+	e->at = 0;
+	e->pass_at = now;
 }
 
 SEC("socket")
@@ -230,10 +269,12 @@ int steer_keep_priority(struct __sk_buff *skb)
 
 	if (steer_class(type) != STEER_PRIORITY)
 		return 0;
-	if (type == DHCPREQUEST && cfg &&
+	if (!cfg)
+		return skb->len;
+	if (type == DHCPREQUEST &&
 	    steer_repeat(skb, UDP_HLEN, &steer_req_seen, cfg->request_holdoff_ns, STEER_HELD_REQUEST))
 		return 0;
-	steer_forget(skb, UDP_HLEN, &steer_seen);
+	steer_forget(skb, UDP_HLEN, &steer_seen, cfg->holdoff_ns);
 	return skb->len;
 }
 
@@ -248,7 +289,7 @@ int steer_keep_bulk(struct __sk_buff *skb)
 	if (type == DHCPDISCOVER && cfg) {
 		if (steer_repeat(skb, UDP_HLEN, &steer_seen, cfg->holdoff_ns, STEER_HELD_DISCOVER))
 			return 0;
-		steer_forget(skb, UDP_HLEN, &steer_req_seen);
+		steer_forget(skb, UDP_HLEN, &steer_req_seen, cfg->request_holdoff_ns);
 	}
 	return skb->len;
 }

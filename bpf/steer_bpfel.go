@@ -18,6 +18,12 @@ type SteerClient struct {
 	Chaddr [16]uint8
 }
 
+type SteerSeen struct {
+	_      structs.HostLayout
+	At     uint64
+	PassAt uint64
+}
+
 type SteerSettings struct {
 	_                structs.HostLayout
 	HoldoffNs        uint64

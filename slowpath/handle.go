@@ -499,20 +499,31 @@ func (s *Server) requestLocked(r *req) ([]Outgoing, *pendingAck) {
 	return nil, nil
 }
 
-// knownRequestLocked says whether a REQUEST comes from a client the server
-// knows: one that holds the address it asks for (option 50, else ciaddr),
-// or, SELECTING, was offered it. (A SELECTING REQUEST naming another
-// server is not asked about: it only withdraws this server's offer.) Under overload only these are answered
-// (Settings.RequestHoldoff): a flood of REQUESTs from random MACs for
-// random addresses would otherwise take the answers, and the commits,
-// that bound clients' renewals need. A client whose lease the server
-// lost, or whose offer lapsed, asks again once the overload is over.
+// knownRequestLocked says whether a REQUEST, read while its queue is
+// behind, is to be answered: one from a client that holds the address it
+// asks for (option 50, else ciaddr), has it reserved, or, SELECTING, was
+// offered it; or one for an address outside the client's network, whose
+// answer is a NAK (or silence) without a commit, and which a client that
+// moved must hear (RFC 2131 §3.2: an INIT-REBOOT client answered by no
+// one may go on with its old address). The rest are dropped before an
+// answer or a commit, however long the overload lasts: a flood of
+// REQUESTs from random MACs for addresses of the pool would otherwise
+// take the answers and commits that bound clients' renewals need. What
+// that costs a real client, only while the queue is behind: one whose
+// lease record is gone, or whose client identifier changed, or whose
+// offer a DISCOVER flood withdrew (Settings.OfferPoolShare) gets no
+// answer rather than its ACK or NAK, and asks again; a lapsed offer not
+// yet swept still counts. (A SELECTING REQUEST naming another server is
+// not asked about: it only withdraws this server's offer.)
 func (s *Server) knownRequestLocked(r *req, selecting bool, want netip.Addr, hasWant bool) bool {
 	ip := want
 	if !hasWant {
 		ip = r.p.CIAddr
 	}
-	if s.holdsLocked(ip, r.key) {
+	if r.sub == nil || !r.sub.Prefix.Contains(ip) || s.holdsLocked(ip, r.key) {
+		return true
+	}
+	if res, ok := r.reservation(r.sub); ok && res.IP == ip {
 		return true
 	}
 	o, ok := s.offers[ip]

@@ -122,7 +122,10 @@ func (s *Server) admit(mt uint8, in Incoming) (why string, behind bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if target <= 0 {
-		s.gateLocked(class, false, now, 0)
+		// Both: a reload may turn the bounds off while a holdoff is on.
+		for c := range classes {
+			s.gateLocked(c, false, now, 0)
+		}
 		s.m.byClass[class].Observe(age.Seconds())
 		return "", false
 	}
@@ -147,7 +150,7 @@ func (s *Server) admit(mt uint8, in Incoming) (why string, behind bool) {
 	// (xdhcp-bench flood, T0828: one new client of ten waited 12 s, its
 	// first two DISCOVERs dropped). The REQUEST socket's fill is not
 	// measured.
-	s.gateLocked(class, class == classBulk && in.QueueFull || behind, now, holdoff[class])
+	s.gateLocked(class, (class == classBulk && in.QueueFull) || behind, now, holdoff[class])
 	if why == "" {
 		s.m.byClass[class].Observe(age.Seconds())
 	}
@@ -176,7 +179,8 @@ func (s *Server) gateLocked(class int, behind bool, now time.Time, holdoff time.
 	next := b.holdoff
 	next[class] = want
 	if err := s.gate.SetHoldoffs(next[classBulk], next[classPriority]); err != nil {
-		s.log.Warn("holdoff", "err", err)
+		// Tried again with the next message: limited.
+		s.warnLimited("holdoff", "setting the kernel's holdoffs", "discover", next[classBulk], "request", next[classPriority], "err", err)
 		return
 	}
 	b.holdoff = next

@@ -3,6 +3,7 @@ package slowpath
 import (
 	"context"
 	"errors"
+	"net"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -253,7 +254,8 @@ func TestDiscoverHoldoffOnAFullSocket(t *testing.T) {
 
 // TestRequestHoldoff: the REQUEST holdoff goes on when the REQUEST queue
 // falls behind, beside a DISCOVER holdoff already on, and goes off with
-// RequestHoldoff 0; a DISCOVER backlog does not turn it on.
+// RequestHoldoff 0; a DISCOVER backlog does not turn it on; with the
+// bounds off (QueueTarget 0) any message turns both off.
 func TestRequestHoldoff(t *testing.T) {
 	f, gate := holdoffFixture(t)
 	f.srv.set.RequestHoldoff = time.Second
@@ -281,26 +283,42 @@ func TestRequestHoldoff(t *testing.T) {
 	if gate.req[len(gate.req)-1] != 0 || gate.set[len(gate.set)-1] != 2*time.Second {
 		t.Fatalf("RequestHoldoff 0: REQUEST holdoff %v (want off), DISCOVER holdoff %v (want 2s)", gate.req, gate.set)
 	}
+	// The bounds turned off (a reload): one message of either class
+	// turns both holdoffs off.
+	f.srv.set.RequestHoldoff = time.Second
+	behind(renew)
+	if gate.req[len(gate.req)-1] != time.Second {
+		t.Fatalf("REQUESTs behind again: REQUEST holdoff %v", gate.req)
+	}
+	f.srv.set.QueueTarget = 0
+	f.handleWaited(discover, time.Millisecond, false)
+	if gate.req[len(gate.req)-1] != 0 || gate.set[len(gate.set)-1] != 0 {
+		t.Fatalf("QueueTarget 0: REQUEST holdoff %v, DISCOVER holdoff %v; want both off", gate.req, gate.set)
+	}
 }
 
 // TestUnknownRequestsShedWhenBehind: while the REQUEST queue is behind, a
 // REQUEST from a client that holds neither the address it asks for nor an
 // offer of it is dropped unanswered ("overload_unknown"), while a bound
-// client's renewal and a REQUEST for an offer are answered; with the
-// queue young again, the unknown client is answered as before.
+// client's renewal and INIT-REBOOT, a REQUEST for an offer and one for an
+// address of another network (its NAK) are answered, and one naming
+// another server is dropped as before ("other_server"). Before the queue
+// falls behind, an unknown client is answered as ever.
 func TestUnknownRequestsShedWhenBehind(t *testing.T) {
 	f, _ := holdoffFixture(t)
 	ack := f.dora(mac(2))
 	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
 	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
-	stranger := msg(t, dhcpv4.MessageTypeRequest, mac(9), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip.Next().AsSlice())))
-	unknown := func() float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues("overload_unknown")) }
+	requested := func(hw net.HardwareAddr, a netip.Addr, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+		return msg(t, dhcpv4.MessageTypeRequest, hw, append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(a.AsSlice())))...)
+	}
+	dropped := func(why string) float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues(why)) }
 	handle := func(m *dhcpv4.DHCPv4, waited time.Duration) int {
 		f.t.Helper()
 		f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: bcast, IfIndex: 7, Received: time.Now().Add(-waited)})
 		return len(f.out.take())
 	}
-	if n := handle(stranger, time.Millisecond); n != 1 {
+	if n := handle(requested(mac(9), ip.Next()), time.Millisecond); n != 1 {
 		t.Fatalf("an unknown client's INIT-REBOOT, nothing behind: %d replies, want 1", n)
 	}
 	start := time.Now()
@@ -308,31 +326,40 @@ func TestUnknownRequestsShedWhenBehind(t *testing.T) {
 		handle(renew, 30*time.Millisecond)
 		time.Sleep(5 * time.Millisecond)
 	}
-	before := unknown()
 	offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(4)), bcast)
 	if len(offers) != 1 {
 		t.Fatalf("DISCOVER: %v", offers)
 	}
-	offer := offers[0]
-	oip, _ := netip.AddrFromSlice(offer.YourIPAddr.To4())
-	selecting := msg(t, dhcpv4.MessageTypeRequest, mac(4), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(oip.AsSlice())),
-		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offer.ServerIdentifier())))
+	oip, _ := netip.AddrFromSlice(offers[0].YourIPAddr.To4())
+	sid := dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offers[0].ServerIdentifier()))
+	otherSID := dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(192, 0, 2, 1)))
+	unknown0, other0 := dropped("overload_unknown"), dropped("other_server")
 	for _, c := range []struct {
 		name string
 		m    *dhcpv4.DHCPv4
 		want int
 	}{
-		{"an unknown client's INIT-REBOOT", msg(t, dhcpv4.MessageTypeRequest, mac(8), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip.Next().Next().AsSlice()))), 0},
+		{"an unknown client's INIT-REBOOT", requested(mac(8), ip.Next().Next()), 0},
 		{"an unknown client's renewal", msg(t, dhcpv4.MessageTypeRequest, mac(7), dhcpv4.WithClientIP(ip.AsSlice())), 0},
+		{"an unknown client's SELECTING for an address not offered to it", requested(mac(6), oip, sid), 0},
 		{"the bound client's renewal", renew, 1},
-		{"a REQUEST for an offer", selecting, 1},
+		{"the bound client's INIT-REBOOT", requested(mac(2), ip), 1},
+		{"a REQUEST for an offer", requested(mac(4), oip, sid), 1},
+		{"an INIT-REBOOT for another network (a NAK)", requested(mac(5), netip.MustParseAddr("192.0.2.7")), 1},
+		{"a SELECTING REQUEST naming another server", requested(mac(3), netip.MustParseAddr("192.0.2.8"), otherSID), 0},
 	} {
+		// Behind again: the state lasts ten intervals after a drop,
+		// which a loaded machine could outlast between the cases.
+		handle(renew, 30*time.Millisecond)
 		if n := handle(c.m, time.Millisecond); n != c.want {
 			t.Errorf("%s while REQUESTs are behind: %d replies, want %d", c.name, n, c.want)
 		}
 	}
-	if d := unknown() - before; d != 2 {
-		t.Errorf("overload_unknown drops %v, want 2", d)
+	if d := dropped("overload_unknown") - unknown0; d != 3 {
+		t.Errorf("overload_unknown drops %v, want 3", d)
+	}
+	if d := dropped("other_server") - other0; d != 1 {
+		t.Errorf("other_server drops %v, want 1 (not shed as unknown)", d)
 	}
 }
 

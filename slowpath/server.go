@@ -165,14 +165,15 @@ type Settings struct {
 	// QueueTarget however far the offered load passes what the server
 	// can do, and it spends its time on them instead of on answers
 	// their clients stopped waiting for. Zero QueueTarget turns this
-	// off, and DiscoverHoldoff with it. The lease store's queue is held
+	// off, and with it DiscoverHoldoff, RequestHoldoff and the shedding
+	// of unknown clients' REQUESTs. The lease store's queue is held
 	// too: while the store is behind by more than QueueInterval, the
 	// reader stops reading (Ready), and the backlog waits in the sockets.
 	QueueTarget, QueueInterval time.Duration
 	// DiscoverHoldoff: while the DISCOVER socket is behind (and for
 	// holdoffLinger after), a client whose DISCOVER reached it less than
 	// this ago has its next one dropped before it, by the Config's
-	// DiscoverGate. A flood from many MACs then costs each of them one
+	// HoldoffGate. A flood from many MACs then costs each of them one
 	// DISCOVER per holdoff, and a new client's first DISCOVER finds
 	// room in the socket (issue 19). Clients following RFC 2131
 	// retransmit after about 4 s, so a holdoff below 3 s never drops
@@ -180,13 +181,17 @@ type Settings struct {
 	DiscoverHoldoff time.Duration
 	// RequestHoldoff is the same for DHCPREQUESTs and the REQUEST
 	// socket: a flood of REQUESTs from many MACs costs each of them one
-	// REQUEST per holdoff, and a bound client's renewal finds room. A
-	// client that sends a DISCOVER (one NAKed, starting again) is no
-	// longer a repeat. While that socket is behind, the server also
-	// drops REQUESTs from clients that hold neither the address they
-	// ask for nor an offer of it, before any other work (reason
-	// "overload_unknown"): a flood's REQUESTs cost it a parse each, not
-	// an answer. Zero turns the holdoff off, not that.
+	// REQUEST per holdoff (two, alternating with DISCOVERs), and a bound
+	// client's renewal finds room. A client whose DISCOVER is let in
+	// (one NAKed, starting again) is let off once a holdoff. A client
+	// that retransmits its REQUEST sooner than the holdoff (some embedded
+	// stacks do after 1 to 2 s), or answers a FORCERENEW within it of
+	// its last REQUEST, waits for its next try. Independently of it,
+	// while that socket is behind, the server drops REQUESTs from
+	// clients it does not know before an answer or a commit (reason
+	// "overload_unknown"; knownRequestLocked): a flood's REQUESTs cost
+	// it a parse each, not an answer. Zero turns the holdoff off, not
+	// that.
 	RequestHoldoff time.Duration
 }
 

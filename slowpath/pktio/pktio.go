@@ -336,7 +336,7 @@ func (c *Conn) close() error {
 // that class (slowpath.Settings.DiscoverHoldoff, RequestHoldoff).
 func (c *Conn) SetHoldoffs(discover, request time.Duration) error {
 	if err := c.settings.Put(uint32(0), bpf.SteerSettings{HoldoffNs: uint64(max(discover, 0)), RequestHoldoffNs: uint64(max(request, 0))}); err != nil {
-		return fmt.Errorf("setting the kernel's holdoffs: %w", err)
+		return fmt.Errorf("setting the kernel's holdoffs (DISCOVER %v, REQUEST %v): %w", discover, request, err)
 	}
 	return nil
 }
@@ -349,7 +349,7 @@ func (c *Conn) Held() (discovers, requests uint64, err error) {
 	}{{bpf.SteerSteerHeldSlotSTEER_HELD_DISCOVER, &discovers}, {bpf.SteerSteerHeldSlotSTEER_HELD_REQUEST, &requests}} {
 		var perCPU []uint64
 		if err := c.held.Lookup(uint32(h.slot), &perCPU); err != nil {
-			return 0, 0, fmt.Errorf("reading the holdoffs' counts: %w", err)
+			return 0, 0, fmt.Errorf("reading the holdoffs' count in steer_held slot %d: %w", h.slot, err)
 		}
 		for _, v := range perCPU {
 			*h.n += v

@@ -351,6 +351,39 @@ func TestRequestHoldoffInTheKernel(t *testing.T) {
 	}
 }
 
+// TestHoldoffsTogether: with both holdoffs on, a client alternating
+// DISCOVERs and REQUESTs (as a starvation tool may) is let off each
+// holdoff once a holdoff, not at every turn: two of each get in; a client
+// with hlen 0 (RFC 4390) is never held off, its chaddr telling nothing.
+func TestHoldoffsTogether(t *testing.T) {
+	r := newHoldoffRig(t)
+	r.set(time.Hour, time.Hour)
+	d, q := r.msg(dhcpv4.MessageTypeDiscover, 1), r.msg(dhcpv4.MessageTypeRequest, 1)
+	r.send(d, q, d, q, d, q, d, q)
+	if p, k := r.got(); p != 2 || k != 2 {
+		t.Fatalf("D R D R D R D R: priority %d, bulk %d; want 2 and 2 (the first of each, and one each let off)", p, k)
+	}
+	if hd, hq := r.held(); hd != 2 || hq != 2 {
+		t.Fatalf("held %d DISCOVERs and %d REQUESTs, want 2 and 2", hd, hq)
+	}
+	ib := func(mt dhcpv4.MessageType) []byte {
+		m, err := dhcpv4.New(dhcpv4.WithMessageType(mt), dhcpv4.WithHwAddr(net.HardwareAddr{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.HWType = 32 // InfiniBand: hlen 0, chaddr zero
+		b := m.ToBytes()
+		if b[2] != 0 {
+			t.Fatalf("hlen %d, want 0", b[2])
+		}
+		return b
+	}
+	r.send(ib(dhcpv4.MessageTypeDiscover), ib(dhcpv4.MessageTypeDiscover), ib(dhcpv4.MessageTypeRequest), ib(dhcpv4.MessageTypeRequest))
+	if p, k := r.got(); p != 2 || k != 2 {
+		t.Fatalf("hlen 0: priority %d, bulk %d; want 2 and 2 (never held off)", p, k)
+	}
+}
+
 // TestServeEndsOnClose: closing the Conn ends Serve, without an error.
 func TestServeEndsOnClose(t *testing.T) {
 	c := listenForTest(t)
