@@ -51,10 +51,13 @@ type Server interface {
 // long a request may wait (server.max-wait, queue-target), as before
 // issue 19: the overload comparison's other side. Metrics, when set, is
 // where the daemon serves /metrics in the server's namespace.
+// HoldRequests keeps server.request-holdoff at the daemon's default
+// (XdhcpdConfig turns it off).
 type Xdhcpd struct {
 	Bin, Ctl, Fast string
 	Unbounded      bool
 	Metrics        string
+	HoldRequests   bool
 	// QueueTarget, when set, is server.queue-target (a duration, e.g.
 	// "10ms"), to compare settings; empty: the daemon's default.
 	QueueTarget string
@@ -77,6 +80,14 @@ func (x Xdhcpd) Version() string { return "xdhcpd (this tree)" }
 
 // XdhcpdConfig renders the daemon's configuration for the rig; fast is
 // the fast path mode, "" for off.
+//
+// The REQUEST holdoff is off (request-holdoff 0s). The rig offers a rate
+// with a population that renews over and over, each client every 0.1 to
+// 1.25 s at the rates it measures, where real clients renew once per T1.
+// Whenever the server fell behind, the holdoff would take each client's
+// next renewal for a flood's repeat and drop it, and the rig would
+// measure its own population, not the server. The flood measurement,
+// whose renewing clients renew every 5 s, turns it on (HoldRequests).
 func XdhcpdConfig(dir, fast string) string {
 	return fastpathYAML(fast, "xdhcp-bench") + fmt.Sprintf(`server:
   interfaces: [%s]
@@ -84,6 +95,7 @@ func XdhcpdConfig(dir, fast string) string {
   control-socket: %s/ctl.sock
   metrics-listen: ""
   log-level: warn
+  request-holdoff: 0s
 subnets:
   - subnet: %s
     pools: [%s, %s]
@@ -103,6 +115,19 @@ subnets:
 // Start implements Server.
 func (x Xdhcpd) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Proc, error) {
 	cfg := filepath.Join(dir, "xdhcpd.yaml")
+	if err := os.WriteFile(cfg, []byte(x.config(dir)), 0o600); err != nil {
+		return nil, err
+	}
+	// Host mounts: `ip netns exec` would hide the bpffs the daemon pins in.
+	p, err := ns.StartHostMounts(ctx, x.Bin, "--config", cfg)
+	if err != nil {
+		return nil, err
+	}
+	return p, waitFor(ctx, p, func() bool { return socketAnswers(filepath.Join(dir, "ctl.sock")) })
+}
+
+// config is the daemon's configuration with state under dir.
+func (x Xdhcpd) config(dir string) string {
 	yaml := XdhcpdConfig(dir, x.Fast)
 	if x.Unbounded {
 		yaml = strings.Replace(yaml, "  log-level: warn\n", "  log-level: warn\n  max-wait: 0s\n  queue-target: 0s\n", 1)
@@ -113,15 +138,10 @@ func (x Xdhcpd) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Pro
 	if x.Metrics != "" {
 		yaml = strings.Replace(yaml, `  metrics-listen: ""`, "  metrics-listen: "+x.Metrics, 1)
 	}
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		return nil, err
+	if x.HoldRequests {
+		yaml = strings.Replace(yaml, "  request-holdoff: 0s\n", "", 1)
 	}
-	// Host mounts: `ip netns exec` would hide the bpffs the daemon pins in.
-	p, err := ns.StartHostMounts(ctx, x.Bin, "--config", cfg)
-	if err != nil {
-		return nil, err
-	}
-	return p, waitFor(ctx, p, func() bool { return socketAnswers(filepath.Join(dir, "ctl.sock")) })
+	return yaml
 }
 
 // Kea is kea-dhcp4 with the memfile lease database, persistence on.
