@@ -48,6 +48,9 @@ const (
 	// during the flood; ProbeLimit how long a new client keeps trying.
 	FloodGoal  = 10 * time.Second
 	ProbeLimit = 30 * time.Second
+	// floodSettle is the pause between taking the bound clients' leases
+	// and the flood: more than the daemon's default request-holdoff.
+	floodSettle = 2500 * time.Millisecond
 	// probeGrace is how long after the flood's end a new client's
 	// exchange in flight may still finish and count.
 	probeGrace = time.Second
@@ -235,7 +238,11 @@ func (r *Rig) flood1(ctx context.Context, s Server, o FloodOptions) FloodRow {
 		}
 		defer in.Close()
 	}
-	time.Sleep(time.Second) // the leases' commits and the fast path's map settle
+	// The leases' commits and the fast path's map settle, and the
+	// clients' DORA REQUESTs age past the REQUEST holdoff (2 s): a
+	// renewal within it of the client's last REQUEST would be taken for
+	// a repeat as soon as the flood puts the server behind.
+	time.Sleep(floodSettle)
 
 	before, err := r.floodCounters(ctx, s, dir)
 	if err != nil {
@@ -941,7 +948,11 @@ func floodOne(b *strings.Builder, f *FloodReport) {
 		probeGiaddr, f.LimitSec, f.Clients, f.RenewRate, f.GoalSec, f.GoalSec)
 	if f.Kind != FloodRequest {
 		b.WriteString("The new clients send one message at a time at random moments, the flood in bursts from a generator that shares the two CPUs with the server (its pace sags while the server works), so the new clients' DISCOVERs are not a random sample of the flood's: compare the two answered shares.\n\n")
-	} else {
+	}
+	if f.Kind != "" {
+		b.WriteString("xdhcpd runs here with its default server.request-holdoff (2 s) and server.discover-holdoff (2 s).\n\n")
+	}
+	if f.Kind == FloodRequest {
 		b.WriteString("The flood's REQUESTs are INIT-REBOOT ones (option 50, no server identifier) for random addresses of the relayed pool, from MACs that hold no lease: they go where bound clients' renewals wait, the REQUEST socket. *Answers to the flood* are the ACKs and NAKs its relay got; the new clients' DISCOVERs column still counts their own DISCOVERs and OFFERs.\n\n")
 	}
 	if f.XdhcpdTree != "" {

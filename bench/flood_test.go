@@ -363,7 +363,8 @@ func TestFloodSection(t *testing.T) {
 		"65536 random MACs",
 		"## REQUEST flood: new clients and renewals under 200000 REQUESTs/s asked",
 		"| answers to the flood/s (share of its REQUESTs) |",
-		"INIT-REBOOT")
+		"INIT-REBOOT",
+		"xdhcpd runs here with its default server.request-holdoff (2 s)")
 	if strings.Index(out, "## DISCOVER flood") > strings.Index(out, "## REQUEST flood") {
 		t.Error("the REQUEST flood comes before the DISCOVER flood")
 	}

@@ -82,12 +82,15 @@ func frConfig(dir, fast string, moved bool) string {
 		pools = fmt.Sprintf("[{range: %s-%s, drain: true}, %s-%s, %s-%s]", frPoolAStart, frPoolAEnd,
 			frPoolB1Start, frPoolB1End, frPoolB2Start, frPoolB2End)
 	}
+	// The REQUEST holdoff as in the rest of the rig (XdhcpdConfig): the
+	// clients answer FORCERENEW moments after their DORA's REQUEST.
 	return fastpathYAML(fast, "xdhcp-bench-fr") + fmt.Sprintf(`server:
   interfaces: [%s]
   state-dir: %s/state
   control-socket: %s/ctl.sock
   metrics-listen: ""
   log-level: warn
+  request-holdoff: `+RigRequestHoldoff+`
 subnets:
   - subnet: %s
     pools: %s

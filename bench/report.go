@@ -13,13 +13,17 @@ import (
 
 // Report is a whole comparison, as written to bench/results.
 type Report struct {
-	Date     time.Time      `json:"date"`
-	Host     string         `json:"host"`
-	Kernel   string         `json:"kernel"`
-	CPU      string         `json:"cpu"`
-	Clients  int            `json:"clients"`
-	StepTime string         `json:"step-time"`
-	Results  []ServerResult `json:"results"`
+	Date time.Time `json:"date"`
+	// RigRequestHoldoff is the server.request-holdoff the rig's xdhcpd
+	// runs with outside the flood sections (XdhcpdConfig); empty in
+	// reports from before the holdoff.
+	RigRequestHoldoff string         `json:"xdhcpd-request-holdoff,omitempty"`
+	Host              string         `json:"host"`
+	Kernel            string         `json:"kernel"`
+	CPU               string         `json:"cpu"`
+	Clients           int            `json:"clients"`
+	StepTime          string         `json:"step-time"`
+	Results           []ServerResult `json:"results"`
 	// Startup is the startup section of reports before Scale replaced it.
 	Startup *StartupResult `json:"startup,omitempty"`
 	// Scale is xdhcp-bench startup's scale section: one row per size.
@@ -89,6 +93,9 @@ func (rep *Report) Markdown() string {
 	fmt.Fprintf(&b, "# xdhcp benchmark, %s\n\n", rep.Date.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "Host %s, kernel %s, CPU %s (%d CPUs shared by the generator and the server). Traffic crosses a veth between two network namespaces.\n\n",
 		rep.Host, rep.Kernel, rep.CPU, runtime.NumCPU())
+	if rep.RigRequestHoldoff != "" {
+		fmt.Fprintf(&b, "xdhcpd runs with server.request-holdoff %s, except in the flood sections (its default there): the rig offers its rates with clients that renew every 0.1 to 1.25 s, where real clients renew once per T1, and whenever the server fell behind the holdoff would take those renewals for a flood's repeats.\n\n", rep.RigRequestHoldoff)
+	}
 	for _, f := range rep.Failed {
 		fmt.Fprintf(&b, "**Section not measured: %s**\n\n", strings.ReplaceAll(f, "\n", " "))
 	}

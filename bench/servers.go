@@ -51,13 +51,13 @@ type Server interface {
 // long a request may wait (server.max-wait, queue-target), as before
 // issue 19: the overload comparison's other side. Metrics, when set, is
 // where the daemon serves /metrics in the server's namespace.
-// HoldRequests keeps server.request-holdoff at the daemon's default
-// (XdhcpdConfig turns it off).
 type Xdhcpd struct {
 	Bin, Ctl, Fast string
 	Unbounded      bool
 	Metrics        string
-	HoldRequests   bool
+	// HoldRequests keeps server.request-holdoff at the daemon's default
+	// (XdhcpdConfig turns it off): the flood measures it.
+	HoldRequests bool
 	// QueueTarget, when set, is server.queue-target (a duration, e.g.
 	// "10ms"), to compare settings; empty: the daemon's default.
 	QueueTarget string
@@ -78,10 +78,14 @@ func (x Xdhcpd) Name() string {
 // Version implements Server.
 func (x Xdhcpd) Version() string { return "xdhcpd (this tree)" }
 
+// RigRequestHoldoff is the server.request-holdoff of the rig's daemons
+// (XdhcpdConfig).
+const RigRequestHoldoff = "0s"
+
 // XdhcpdConfig renders the daemon's configuration for the rig; fast is
 // the fast path mode, "" for off.
 //
-// The REQUEST holdoff is off (request-holdoff 0s). The rig offers a rate
+// The REQUEST holdoff is off (RigRequestHoldoff). The rig offers a rate
 // with a population that renews over and over, each client every 0.1 to
 // 1.25 s at the rates it measures, where real clients renew once per T1.
 // Whenever the server fell behind, the holdoff would take each client's
@@ -95,7 +99,7 @@ func XdhcpdConfig(dir, fast string) string {
   control-socket: %s/ctl.sock
   metrics-listen: ""
   log-level: warn
-  request-holdoff: 0s
+  request-holdoff: `+RigRequestHoldoff+`
 subnets:
   - subnet: %s
     pools: [%s, %s]
@@ -139,7 +143,7 @@ func (x Xdhcpd) config(dir string) string {
 		yaml = strings.Replace(yaml, `  metrics-listen: ""`, "  metrics-listen: "+x.Metrics, 1)
 	}
 	if x.HoldRequests {
-		yaml = strings.Replace(yaml, "  request-holdoff: 0s\n", "", 1)
+		yaml = strings.Replace(yaml, "  request-holdoff: "+RigRequestHoldoff+"\n", "", 1)
 	}
 	return yaml
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +27,20 @@ func TestXdhcpdRigConfig(t *testing.T) {
 		}
 		if got := cfg.Server.RequestHoldoff; got != c.want {
 			t.Errorf("%+v: request-holdoff %v, want %v", c.x, got, c.want)
+		}
+	}
+}
+
+// TestRigHoldoffInReport: a report says what the rig's request-holdoff
+// is; one from before the setting says nothing of it.
+func TestRigHoldoffInReport(t *testing.T) {
+	for _, c := range []struct {
+		holdoff string
+		want    bool
+	}{{RigRequestHoldoff, true}, {"", false}} {
+		md := (&Report{RigRequestHoldoff: c.holdoff}).Markdown()
+		if got := strings.Contains(md, "xdhcpd runs with server.request-holdoff "+RigRequestHoldoff+", except in the flood sections"); got != c.want {
+			t.Errorf("RigRequestHoldoff %q: sentence there %v, want %v", c.holdoff, got, c.want)
 		}
 	}
 }

@@ -51,9 +51,11 @@
  * append option 82 after the client's options. */
 #define STEER_MAX_OPTIONS 64
 
-/* How many clients steer_seen remembers, the least recent forgotten
- * first: more than a flood's MACs, or they evict each other and get
- * through more often than once a holdoff. */
+/* How many clients steer_seen and steer_req_seen each remember, the
+ * least recent forgotten first: more than a flood's MACs, or they evict
+ * each other and get through more often than once a holdoff. While a
+ * holdoff is on its map also keeps the clients let off it; with it off
+ * they are forgotten (steer_forget). */
 #define STEER_CLIENTS (1 << 17)
 
 /* What the server sets (pktio.Conn.SetHoldoffs). */
@@ -84,10 +86,10 @@ struct client {
 };
 
 /* What a holdoff remembers of a client: when its last message of the
- * class was let in, and when it was last let off the holdoff because it
- * moved on (steer_forget): at most once a holdoff, so that a flood
- * alternating DISCOVERs and REQUESTs from each MAC gets two of each per
- * holdoff, not all of them. */
+ * class was let in (0: let off), and when it was last let off the holdoff
+ * because it moved on (steer_forget; 0: never): at most once a holdoff,
+ * so that a flood alternating DISCOVERs and REQUESTs from each MAC gets
+ * two of each per holdoff, not all of them. */
 struct seen {
 	__u64 at;
 	__u64 pass_at;
@@ -96,8 +98,8 @@ struct seen {
 /* The maps, all of them:
  *  - steer_settings: the one struct settings;
  *  - steer_seen: each client's last DISCOVER let in (bpf_ktime_get_ns),
- *    forgotten when it moves on to a REQUEST;
- *  - steer_req_seen: each client's last REQUEST let in, forgotten when a
+ *    let off when it moves on to a REQUEST (steer_forget);
+ *  - steer_req_seen: each client's last REQUEST let in, let off when a
  *    DISCOVER of its is let in (a client NAKed starts again at once, and
  *    its next REQUEST is not a repeat);
  *  - steer_held: DISCOVERs and REQUESTs dropped by the holdoffs, per
@@ -206,7 +208,8 @@ static __always_inline int steer_repeat(struct __sk_buff *skb, __u32 base, void 
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	struct seen *e = bpf_map_lookup_elem(seen, &c);
-	if (e && holdoff && now - e->at < holdoff) {
+	/* at 0: let off (steer_forget); the clock counts from boot. */
+	if (e && e->at && holdoff && now - e->at < holdoff) {
 		__u64 *n = bpf_map_lookup_elem(&steer_held, &held);
 		if (n)
 			(*n)++;
@@ -244,18 +247,26 @@ int steer_reuseport(struct __sk_buff *skb)
  * that sent a REQUEST, DECLINE or RELEASE moves on from DISCOVER, so its
  * next DISCOVER (after a NAK, a decline, a release or a reboot) is not a
  * repeat; one whose DISCOVER was let in starts an exchange, so its next
- * REQUEST is not a repeat either. */
+ * REQUEST is not a repeat either. With the holdoff off the client is
+ * forgotten outright, as a bound client's entry needs no keeping; with it
+ * on, a client that nothing holds spends no pass. */
 static __always_inline void steer_forget(struct __sk_buff *skb, __u32 base, void *seen, __u64 holdoff)
 {
 	struct client c;
 
 	if (!steer_client(skb, base, &c))
 		return;
+	if (!holdoff) {
+		bpf_map_delete_elem(seen, &c);
+		return;
+	}
 	struct seen *e = bpf_map_lookup_elem(seen, &c);
 	if (!e)
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	if (holdoff && now - e->pass_at < holdoff)
+	if (!e->at || now - e->at >= holdoff)
+		return;
+	if (e->pass_at && now - e->pass_at < holdoff)
 		return;
 	e->at = 0;
 	e->pass_at = now;

@@ -500,27 +500,30 @@ func (s *Server) requestLocked(r *req) ([]Outgoing, *pendingAck) {
 }
 
 // knownRequestLocked says whether a REQUEST, read while its queue is
-// behind, is to be answered: one from a client that holds the address it
-// asks for (option 50, else ciaddr), has it reserved, or, SELECTING, was
-// offered it; or one for an address outside the client's network, whose
-// answer is a NAK (or silence) without a commit, and which a client that
-// moved must hear (RFC 2131 §3.2: an INIT-REBOOT client answered by no
-// one may go on with its old address). The rest are dropped before an
-// answer or a commit, however long the overload lasts: a flood of
-// REQUESTs from random MACs for addresses of the pool would otherwise
-// take the answers and commits that bound clients' renewals need. What
-// that costs a real client, only while the queue is behind: one whose
-// lease record is gone, or whose client identifier changed, or whose
-// offer a DISCOVER flood withdrew (Settings.OfferPoolShare) gets no
-// answer rather than its ACK or NAK, and asks again; a lapsed offer not
-// yet swept still counts. (A SELECTING REQUEST naming another server is
-// not asked about: it only withdraws this server's offer.)
+// behind, is to be answered: one whose answer costs no commit (a NAK for
+// an address of another network, one another client holds, one outside
+// the pools; or silence where the server is not authoritative), which a
+// client must hear (RFC 2131 §3.2: an INIT-REBOOT client answered by no
+// one may go on with its old address); or one from a client that holds
+// the address it asks for (option 50, else ciaddr), has it reserved, or,
+// SELECTING, was offered it. The rest, REQUESTs that would bind an
+// address to a client the server has not seen, are dropped before an
+// answer or a commit: a flood of REQUESTs from random MACs for free
+// addresses would otherwise take the commits that bound clients'
+// renewals need. What that costs a real client, only while the queue is
+// behind: one whose lease record is gone, or whose client identifier
+// changed, or whose offer a DISCOVER flood withdrew
+// (Settings.OfferPoolShare) gets no answer rather than its ACK; an
+// INIT-REBOOT client of those may go on with its address, which is free.
+// A lapsed offer not yet swept still counts. (A SELECTING REQUEST naming
+// another server is not asked about: it only withdraws this server's
+// offer.)
 func (s *Server) knownRequestLocked(r *req, selecting bool, want netip.Addr, hasWant bool) bool {
 	ip := want
 	if !hasWant {
 		ip = r.p.CIAddr
 	}
-	if r.sub == nil || !r.sub.Prefix.Contains(ip) || s.holdsLocked(ip, r.key) {
+	if r.sub == nil || s.holdsLocked(ip, r.key) || !s.availableForLocked(r.sub, ip, r) {
 		return true
 	}
 	if res, ok := r.reservation(r.sub); ok && res.IP == ip {

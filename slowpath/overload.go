@@ -180,7 +180,7 @@ func (s *Server) gateLocked(class int, behind bool, now time.Time, holdoff time.
 	next[class] = want
 	if err := s.gate.SetHoldoffs(next[classBulk], next[classPriority]); err != nil {
 		// Tried again with the next message: limited.
-		s.warnLimited("holdoff", "setting the kernel's holdoffs", "discover", next[classBulk], "request", next[classPriority], "err", err)
+		s.warnLimited("holdoff", "holdoffs not set", "err", err)
 		return
 	}
 	b.holdoff = next

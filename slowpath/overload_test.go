@@ -298,12 +298,13 @@ func TestRequestHoldoff(t *testing.T) {
 }
 
 // TestUnknownRequestsShedWhenBehind: while the REQUEST queue is behind, a
-// REQUEST from a client that holds neither the address it asks for nor an
-// offer of it is dropped unanswered ("overload_unknown"), while a bound
-// client's renewal and INIT-REBOOT, a REQUEST for an offer and one for an
-// address of another network (its NAK) are answered, and one naming
-// another server is dropped as before ("other_server"). Before the queue
-// falls behind, an unknown client is answered as ever.
+// REQUEST that would bind a free address to a client the server has not
+// seen is dropped unanswered ("overload_unknown"), while a bound client's
+// renewal and INIT-REBOOT, a REQUEST for an offer or a reserved address, and those answered by a
+// NAK (another client's address, one outside the pools, another network)
+// are answered, and one naming another server is dropped as before
+// ("other_server"). Before the queue falls behind, an unknown client is
+// answered as ever.
 func TestUnknownRequestsShedWhenBehind(t *testing.T) {
 	f, _ := holdoffFixture(t)
 	ack := f.dora(mac(2))
@@ -339,13 +340,18 @@ func TestUnknownRequestsShedWhenBehind(t *testing.T) {
 		m    *dhcpv4.DHCPv4
 		want int
 	}{
-		{"an unknown client's INIT-REBOOT", requested(mac(8), ip.Next().Next()), 0},
-		{"an unknown client's renewal", msg(t, dhcpv4.MessageTypeRequest, mac(7), dhcpv4.WithClientIP(ip.AsSlice())), 0},
-		{"an unknown client's SELECTING for an address not offered to it", requested(mac(6), oip, sid), 0},
+		// Free addresses of the pool (10.77.0.100-109): a bind each.
+		{"an unknown client's INIT-REBOOT for a free address", requested(mac(8), netip.MustParseAddr("10.77.0.105")), 0},
+		{"an unknown client's renewal of a free address", msg(t, dhcpv4.MessageTypeRequest, mac(7), dhcpv4.WithClientIP(net.IPv4(10, 77, 0, 106))), 0},
+		{"an unknown client's SELECTING for a free address not offered to it", requested(mac(6), netip.MustParseAddr("10.77.0.107"), sid), 0},
 		{"the bound client's renewal", renew, 1},
 		{"the bound client's INIT-REBOOT", requested(mac(2), ip), 1},
 		{"a REQUEST for an offer", requested(mac(4), oip, sid), 1},
-		{"an INIT-REBOOT for another network (a NAK)", requested(mac(5), netip.MustParseAddr("192.0.2.7")), 1},
+		{"a reserved client's INIT-REBOOT for its address", requested(resMAC, netip.MustParseAddr("10.77.0.42")), 1},
+		// NAKs, which cost no commit.
+		{"an INIT-REBOOT for another client's address", requested(mac(5), ip), 1},
+		{"an INIT-REBOOT for an address outside the pools", requested(mac(5), netip.MustParseAddr("10.77.0.50")), 1},
+		{"an INIT-REBOOT for another network", requested(mac(5), netip.MustParseAddr("192.0.2.7")), 1},
 		{"a SELECTING REQUEST naming another server", requested(mac(3), netip.MustParseAddr("192.0.2.8"), otherSID), 0},
 	} {
 		// Behind again: the state lasts ten intervals after a drop,

@@ -187,11 +187,11 @@ type Settings struct {
 	// that retransmits its REQUEST sooner than the holdoff (some embedded
 	// stacks do after 1 to 2 s), or answers a FORCERENEW within it of
 	// its last REQUEST, waits for its next try. Independently of it,
-	// while that socket is behind, the server drops REQUESTs from
-	// clients it does not know before an answer or a commit (reason
-	// "overload_unknown"; knownRequestLocked): a flood's REQUESTs cost
-	// it a parse each, not an answer. Zero turns the holdoff off, not
-	// that.
+	// while that socket is behind, the server drops REQUESTs that would
+	// bind an address to a client it has not seen, before an answer or a
+	// commit (reason "overload_unknown"; knownRequestLocked): a flood's
+	// REQUESTs for free addresses cost it a parse each, and those for
+	// taken ones a NAK. Zero turns the holdoff off, not that.
 	RequestHoldoff time.Duration
 }
 

@@ -69,6 +69,13 @@ type Server struct {
 	// OfferPerCircuit bounds pending offers per relay circuit (giaddr and
 	// option 82 circuit-id; 0 turns the bound off).
 	OfferPerCircuit int `yaml:"offer-per-circuit" reload:"live"`
+	// Pprof serves Go's profiles (net/http/pprof) on MetricsListen under
+	// /debug/pprof/, for sizing and finding where time goes (issue 19).
+	Pprof bool `yaml:"pprof" reload:"restart"`
+	// GCPercent is the Go collector's GOGC for the daemon (the GOGC
+	// environment variable, when set, wins): how far the heap may grow
+	// past what is live before a collection (DefaultGCPercent).
+	GCPercent int `yaml:"gc-percent" reload:"restart"`
 	// MaxWait drops a request that waited longer than this in the
 	// socket before the server read it (a DISCOVER or INFORM: a quarter
 	// of it); QueueTarget and QueueInterval bound the backlog by time
@@ -79,13 +86,6 @@ type Server struct {
 	// repeated within it while the DISCOVER socket is behind, and
 	// RequestHoldoff its REQUESTs while the REQUEST socket is. 0 turns
 	// each off.
-	// Pprof serves Go's profiles (net/http/pprof) on MetricsListen under
-	// /debug/pprof/, for sizing and finding where time goes (issue 19).
-	Pprof bool `yaml:"pprof" reload:"restart"`
-	// GCPercent is the Go collector's GOGC for the daemon (the GOGC
-	// environment variable, when set, wins): how far the heap may grow
-	// past what is live before a collection (DefaultGCPercent).
-	GCPercent       int           `yaml:"gc-percent" reload:"restart"`
 	MaxWait         time.Duration `yaml:"max-wait" reload:"live"`
 	QueueTarget     time.Duration `yaml:"queue-target" reload:"live"`
 	QueueInterval   time.Duration `yaml:"queue-interval" reload:"live"`

@@ -332,8 +332,11 @@ func (c *Conn) close() error {
 // off (0). While discover is on, a DHCPDISCOVER from a client (by chaddr)
 // whose last one reached the bulk socket less than discover ago is
 // dropped before it; while request is on, the same for a DHCPREQUEST and
-// the priority socket. The server turns each on while it is behind with
-// that class (slowpath.Settings.DiscoverHoldoff, RequestHoldoff).
+// the priority socket. A client moving on (its REQUEST after a DISCOVER,
+// its DISCOVER after a REQUEST) is let off the other holdoff, once a
+// holdoff; a client with chaddr length 0 (RFC 4390) is never held off.
+// The server turns each on while it is behind with that class
+// (slowpath.Settings.DiscoverHoldoff, RequestHoldoff).
 func (c *Conn) SetHoldoffs(discover, request time.Duration) error {
 	if err := c.settings.Put(uint32(0), bpf.SteerSettings{HoldoffNs: uint64(max(discover, 0)), RequestHoldoffNs: uint64(max(request, 0))}); err != nil {
 		return fmt.Errorf("setting the kernel's holdoffs (DISCOVER %v, REQUEST %v): %w", discover, request, err)

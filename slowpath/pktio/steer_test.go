@@ -382,6 +382,47 @@ func TestHoldoffsTogether(t *testing.T) {
 	if p, k := r.got(); p != 2 || k != 2 {
 		t.Fatalf("hlen 0: priority %d, bulk %d; want 2 and 2 (never held off)", p, k)
 	}
+	// chaddr's bytes past hlen are not the client's: a REQUEST with
+	// garbage there is client 3's repeat.
+	q3 := r.msg(dhcpv4.MessageTypeRequest, 3)
+	padded := bytes.Clone(q3)
+	padded[28+6] = 0xee // BOOTP chaddr, after its 6 bytes
+	r.send(q3, padded)
+	if p, _ := r.got(); p != 1 {
+		t.Fatalf("a REQUEST, then the same with chaddr padding: priority %d, want 1", p)
+	}
+	if hd, hq := r.held(); hd != 2 || hq != 3 {
+		t.Fatalf("held %d DISCOVERs and %d REQUESTs, want 2 and 3 (hlen 0 held nothing)", hd, hq)
+	}
+}
+
+// TestHoldoffPassComesBack: a client let off a holdoff has it again a
+// holdoff later: the alternating client gets two of each in every
+// holdoff.
+func TestHoldoffPassComesBack(t *testing.T) {
+	r := newHoldoffRig(t)
+	const holdoff = time.Second
+	r.set(holdoff, holdoff)
+	d, q := r.msg(dhcpv4.MessageTypeDiscover, 1), r.msg(dhcpv4.MessageTypeRequest, 1)
+	for round := range 2 {
+		// The eight must go out within the holdoff: on a machine too
+		// loaded for that, the round is tried again a holdoff later.
+		for try := 0; ; try++ {
+			start := time.Now()
+			r.send(d, q, d, q, d, q, d, q)
+			took := time.Since(start)
+			p, k := r.got()
+			if took > holdoff/2 && try < 3 {
+				time.Sleep(holdoff + 100*time.Millisecond)
+				continue
+			}
+			if p != 2 || k != 2 {
+				t.Fatalf("round %d: priority %d, bulk %d; want 2 and 2", round, p, k)
+			}
+			break
+		}
+		time.Sleep(holdoff + 100*time.Millisecond)
+	}
 }
 
 // TestServeEndsOnClose: closing the Conn ends Serve, without an error.
