@@ -46,15 +46,21 @@ func TestL2ArrivalStamp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l2.Close()
+	// Unconnected: nothing listens on the client's UDP port 68 (the
+	// transport reads a packet socket), so its kernel answers each
+	// datagram with ICMP port unreachable, which a connected socket
+	// returns from its next write as "connection refused" (CI on
+	// f342589 failed so, when the first reading had to be retried).
 	var c *net.UDPConn
 	if err := srv.Do(func() (err error) {
-		c, err = net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 99, 0, 1), Port: 67}, &net.UDPAddr{IP: net.IPv4(10, 99, 0, 2), Port: 68})
+		c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 99, 0, 1), Port: 67})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	checkArrival(t, l2, func() error { _, err := c.Write([]byte("answer")); return err })
+	to := &net.UDPAddr{IP: net.IPv4(10, 99, 0, 2), Port: 68}
+	checkArrival(t, l2, func() error { _, err := c.WriteToUDP([]byte("answer"), to); return err })
 }
 
 // checkArrival sends "answer" with send and reads it from tr 20 ms later:
