@@ -181,12 +181,23 @@ func holdoffFixture(t *testing.T) (*fixture, *gateLog) {
 
 // handleWaited hands m to the server as a broadcast that waited in its
 // socket for waited (full: read from a socket more than half full), and
-// drops the replies.
-func (f *fixture) handleWaited(m *dhcpv4.DHCPv4, waited time.Duration, full bool) {
+// drops the replies, returning how many there were.
+func (f *fixture) handleWaited(m *dhcpv4.DHCPv4, waited time.Duration, full bool) int {
 	f.t.Helper()
 	f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: bcast, IfIndex: 7,
 		Received: time.Now().Add(-waited), QueueFull: full})
-	f.out.take()
+	return len(f.out.take())
+}
+
+// fallBehind hands m, 30 ms old, to the server for 40 ms: its queue (10 ms
+// over 20 ms in holdoffFixture) falls behind.
+func (f *fixture) fallBehind(m *dhcpv4.DHCPv4) {
+	f.t.Helper()
+	start := time.Now()
+	for time.Since(start) < 40*time.Millisecond {
+		f.handleWaited(m, 30*time.Millisecond, false)
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // TestDiscoverHoldoff: the server turns its HoldoffGate's DISCOVER holdoff on
@@ -201,19 +212,12 @@ func TestDiscoverHoldoff(t *testing.T) {
 	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
 	handle := func(m *dhcpv4.DHCPv4, waited time.Duration) { f.handleWaited(m, waited, false) }
 	discover := msg(t, dhcpv4.MessageTypeDiscover, mac(1))
-	behind := func(m *dhcpv4.DHCPv4) {
-		start := time.Now()
-		for time.Since(start) < 40*time.Millisecond {
-			handle(m, 30*time.Millisecond)
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
 	handle(discover, time.Millisecond)
-	behind(renew)
+	f.fallBehind(renew)
 	if len(gate.set) != 0 {
 		t.Fatalf("young DISCOVERs, renewals behind: holdoff set %v", gate.set)
 	}
-	behind(discover)
+	f.fallBehind(discover)
 	if len(gate.set) != 1 || gate.set[0] != 2*time.Second {
 		t.Fatalf("DISCOVERs behind: holdoff set %v, want [2s]", gate.set)
 	}
@@ -263,18 +267,11 @@ func TestRequestHoldoff(t *testing.T) {
 	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
 	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
 	discover := msg(t, dhcpv4.MessageTypeDiscover, mac(1))
-	behind := func(m *dhcpv4.DHCPv4) {
-		start := time.Now()
-		for time.Since(start) < 40*time.Millisecond {
-			f.handleWaited(m, 30*time.Millisecond, false)
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	behind(discover)
+	f.fallBehind(discover)
 	if !slices.Equal(gate.req, []time.Duration{0}) || !slices.Equal(gate.set, []time.Duration{2 * time.Second}) {
 		t.Fatalf("DISCOVERs behind: REQUEST holdoff %v (want [0]), DISCOVER holdoff %v (want [2s])", gate.req, gate.set)
 	}
-	behind(renew)
+	f.fallBehind(renew)
 	if !slices.Equal(gate.req, []time.Duration{0, time.Second}) || gate.set[len(gate.set)-1] != 2*time.Second {
 		t.Fatalf("REQUESTs behind: REQUEST holdoff %v (want [0 1s]), DISCOVER holdoff %v (want it left at 2s)", gate.req, gate.set)
 	}
@@ -286,7 +283,7 @@ func TestRequestHoldoff(t *testing.T) {
 	// The bounds turned off (a reload): one message of either class
 	// turns both holdoffs off.
 	f.srv.set.RequestHoldoff = time.Second
-	behind(renew)
+	f.fallBehind(renew)
 	if gate.req[len(gate.req)-1] != time.Second {
 		t.Fatalf("REQUESTs behind again: REQUEST holdoff %v", gate.req)
 	}
@@ -314,19 +311,10 @@ func TestUnknownRequestsShedWhenBehind(t *testing.T) {
 		return msg(t, dhcpv4.MessageTypeRequest, hw, append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(a.AsSlice())))...)
 	}
 	dropped := func(why string) float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues(why)) }
-	handle := func(m *dhcpv4.DHCPv4, waited time.Duration) int {
-		f.t.Helper()
-		f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: bcast, IfIndex: 7, Received: time.Now().Add(-waited)})
-		return len(f.out.take())
-	}
-	if n := handle(requested(mac(9), ip.Next()), time.Millisecond); n != 1 {
+	if n := f.handleWaited(requested(mac(9), ip.Next()), time.Millisecond, false); n != 1 {
 		t.Fatalf("an unknown client's INIT-REBOOT, nothing behind: %d replies, want 1", n)
 	}
-	start := time.Now()
-	for time.Since(start) < 40*time.Millisecond {
-		handle(renew, 30*time.Millisecond)
-		time.Sleep(5 * time.Millisecond)
-	}
+	f.fallBehind(renew)
 	offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(4)), bcast)
 	if len(offers) != 1 {
 		t.Fatalf("DISCOVER: %v", offers)
@@ -356,8 +344,8 @@ func TestUnknownRequestsShedWhenBehind(t *testing.T) {
 	} {
 		// Behind again: the state lasts ten intervals after a drop,
 		// which a loaded machine could outlast between the cases.
-		handle(renew, 30*time.Millisecond)
-		if n := handle(c.m, time.Millisecond); n != c.want {
+		f.handleWaited(renew, 30*time.Millisecond, false)
+		if n := f.handleWaited(c.m, time.Millisecond, false); n != c.want {
 			t.Errorf("%s while REQUESTs are behind: %d replies, want %d", c.name, n, c.want)
 		}
 	}

@@ -280,26 +280,23 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		Name: "xdhcp_store_fold_errors_total",
 		Help: "Folds of the lease journal into the lease tree that failed (each is tried again; the journal keeps the changes).",
 	}, func() float64 { return float64(st.Stats().FoldErrors) }))
-	held := func(request bool) func() float64 {
+	held := func(count func() (uint64, error)) func() float64 {
 		return func() float64 {
-			d, r, err := conn.Held()
-			switch {
-			case err != nil:
+			n, err := count()
+			if err != nil {
 				return math.NaN()
-			case request:
-				return float64(r)
 			}
-			return float64(d)
+			return float64(n)
 		}
 	}
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "xdhcp_slowpath_discovers_held_total",
 		Help: "DHCPDISCOVERs dropped in the kernel, before the server's socket, as repeats of a client's within server.discover-holdoff while the server was behind with DISCOVERs.",
-	}, held(false)))
+	}, held(conn.HeldDiscovers)))
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "xdhcp_slowpath_requests_held_total",
 		Help: "DHCPREQUESTs dropped in the kernel, before the server's socket, as repeats of a client's within server.request-holdoff while the server was behind with REQUESTs.",
-	}, held(true)))
+	}, held(conn.HeldRequests)))
 	if fp != nil {
 		reg.MustRegister(fp.maps.Collector(), attachedCollector{fp})
 		if fp.txerr != nil {

@@ -344,21 +344,27 @@ func (c *Conn) SetHoldoffs(discover, request time.Duration) error {
 	return nil
 }
 
-// Held is how many DISCOVERs and REQUESTs the holdoffs have dropped.
-func (c *Conn) Held() (discovers, requests uint64, err error) {
-	for _, h := range []struct {
-		slot bpf.SteerSteerHeldSlot
-		n    *uint64
-	}{{bpf.SteerSteerHeldSlotSTEER_HELD_DISCOVER, &discovers}, {bpf.SteerSteerHeldSlotSTEER_HELD_REQUEST, &requests}} {
-		var perCPU []uint64
-		if err := c.held.Lookup(uint32(h.slot), &perCPU); err != nil {
-			return 0, 0, fmt.Errorf("reading the holdoffs' count in steer_held slot %d: %w", h.slot, err)
-		}
-		for _, v := range perCPU {
-			*h.n += v
-		}
+// HeldDiscovers is how many DISCOVERs the DISCOVER holdoff has dropped.
+func (c *Conn) HeldDiscovers() (uint64, error) {
+	return c.heldIn(bpf.SteerSteerHeldSlotSTEER_HELD_DISCOVER)
+}
+
+// HeldRequests is how many REQUESTs the REQUEST holdoff has dropped.
+func (c *Conn) HeldRequests() (uint64, error) {
+	return c.heldIn(bpf.SteerSteerHeldSlotSTEER_HELD_REQUEST)
+}
+
+// heldIn sums steer_held's slot over the CPUs.
+func (c *Conn) heldIn(slot bpf.SteerSteerHeldSlot) (uint64, error) {
+	var perCPU []uint64
+	if err := c.held.Lookup(uint32(slot), &perCPU); err != nil {
+		return 0, fmt.Errorf("reading the holdoffs' count in steer_held slot %d: %w", slot, err)
 	}
-	return discovers, requests, nil
+	var n uint64
+	for _, v := range perCPU {
+		n += v
+	}
+	return n, nil
 }
 
 // inbox is a batch of datagrams read from one socket, handed from its

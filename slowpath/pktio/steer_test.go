@@ -269,7 +269,11 @@ func (r holdoffRig) got() (prio, bulk int) {
 
 func (r holdoffRig) held() (discovers, requests uint64) {
 	r.t.Helper()
-	d, q, err := r.c.Held()
+	d, err := r.c.HeldDiscovers()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	q, err := r.c.HeldRequests()
 	if err != nil {
 		r.t.Fatal(err)
 	}
