@@ -168,6 +168,17 @@ func (s *Server) Handle(in Incoming) {
 	if len(out) > 0 {
 		s.emit(out)
 	}
+	if pending != nil && pending.onHorizon {
+		// The promise is on disk already: the ACK leaves now, the record
+		// with the next group commit.
+		s.emit([]Outgoing{pending.out})
+		s.m.AckedOnHorizon.Inc()
+		if !in.Received.IsZero() {
+			s.m.AckLatency.Observe(time.Since(in.Received).Seconds())
+		}
+		s.commit([]*lease.Lease{pending.l}, causeAck, nil)
+		return
+	}
 	if pending != nil {
 		handed := time.Now()
 		s.commit(append([]*lease.Lease{pending.l}, pending.freed...), causeAck, func(err error) {
@@ -208,6 +219,8 @@ type pendingAck struct {
 	// freed are the client's bindings the grant replaces, committed with it.
 	freed []*lease.Lease
 	out   Outgoing
+	// onHorizon: the ACK may leave before the commit (ackOnHorizon).
+	onHorizon bool
 }
 
 func (s *Server) emit(out []Outgoing) {
@@ -585,8 +598,11 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 		s.removeOfferLocked(ip)
 	}
 	lt := grantTimes(r.sub, r.sub.LeaseTime)[0]
+	var renewal bool              // the client's own active binding, before the change
+	var durable, wasExp time.Time // its horizon on disk and expiry, before the change
 	cl := s.changeLocked(ip, causeAck, now, func(l *lease.Lease) {
 		newClient := l.ClientKey() != r.key
+		renewal, durable, wasExp = !newClient && l.State == lease.Active, l.DurableHorizon, l.Expiry
 		if newClient {
 			// The address changes hands: nothing the previous client told us
 			// (its name, vendor class, relay information, FORCERENEW key,
@@ -628,7 +644,9 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 	// The ACK tells what changeLocked granted: the lease time unless a
 	// cap cut it short.
 	times := grantTimes(r.sub, cl.Expiry.Sub(now))
-	return &pendingAck{l: cl, freed: freed, out: s.replyTo(r, dhcpwire.Ack, ip, times, true)}
+	onHorizon := s.set.AckOnHorizon && renewal && len(freed) == 0 && key == nil &&
+		!cl.Expiry.After(durable) && now.Before(wasExp)
+	return &pendingAck{l: cl, freed: freed, out: s.replyTo(r, dhcpwire.Ack, ip, times, true), onHorizon: onHorizon}
 }
 
 // replaceOthersLocked ends the client's other active bindings in the

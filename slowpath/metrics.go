@@ -47,7 +47,10 @@ type Metrics struct {
 	// included, and CommitLeases its size.
 	Wait       *prometheus.HistogramVec
 	AckLatency prometheus.Histogram
-	StoreWait  prometheus.Histogram
+	// AckedOnHorizon counts renewals ACKed before their record was on
+	// disk, under a promise horizon that was (Settings.AckOnHorizon).
+	AckedOnHorizon prometheus.Counter
+	StoreWait      prometheus.Histogram
 	// StoreBehind is the time the packet reader waited for the lease
 	// store to catch up (Server.Ready).
 	StoreBehind  prometheus.Counter
@@ -129,7 +132,10 @@ func NewMetrics() *Metrics {
 			Name: "xdhcp_slowpath_wait_seconds", Help: "Time from a message's arrival (kernel timestamp) until the slow path took it to handle (the dropped ones are in xdhcp_slowpath_dropped_total), by socket (priority: REQUEST, DECLINE, RELEASE, LEASEQUERY; bulk: the rest).", Buckets: latencyBuckets,
 		}, []string{"class"}),
 		AckLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "xdhcp_slowpath_ack_seconds", Help: "Time from a REQUEST's arrival (kernel timestamp) until its DHCPACK was queued to be sent, the lease on disk (it leaves with its transaction's other ACKs in one send).", Buckets: latencyBuckets,
+			Name: "xdhcp_slowpath_ack_seconds", Help: "Time from a REQUEST's arrival (kernel timestamp) until its DHCPACK was queued to be sent: the lease on disk (it leaves with its transaction's other ACKs in one send), or for a renewal its promise horizon (xdhcp_slowpath_acks_on_horizon_total).", Buckets: latencyBuckets,
+		}),
+		AckedOnHorizon: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdhcp_slowpath_acks_on_horizon_total", Help: "Renewals ACKed before their record was on disk, because the lease's promise horizon on disk already covered the new expiry (server.renewal-ack horizon); the record follows in the next group commit.",
 		}),
 		StoreWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "xdhcp_slowpath_store_wait_seconds", Help: "Time from a REQUEST's lease handed over to be committed until it was on disk and its ACK's callback started: the commit in flight, its own, and the callbacks before it (part of xdhcp_slowpath_ack_seconds).", Buckets: latencyBuckets,
@@ -167,7 +173,7 @@ func (m *Metrics) Register(reg prometheus.Registerer, srv *Server) error {
 		Name: "xdhcp_informed_clients", Help: "Clients configured by DHCPINFORM remembered, so that FORCERENEW can reach them.",
 	}, func() float64 { return float64(srv.InformedCount()) })
 	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, m.OffersWithdrawn,
-		m.ForceRenewSent, m.ForceRenewAnswered, m.ForceRenewGaveUp, m.ForceRenewNoKey, m.InformedEvicted, m.InformedExpired, m.Wait, m.AckLatency, m.StoreWait, m.StoreBehind, m.CommitTime, m.CommitLeases, m.FoldTime, m.FoldLeases, remaining, informed, poolCollector{srv}} {
+		m.ForceRenewSent, m.ForceRenewAnswered, m.ForceRenewGaveUp, m.ForceRenewNoKey, m.InformedEvicted, m.InformedExpired, m.Wait, m.AckLatency, m.AckedOnHorizon, m.StoreWait, m.StoreBehind, m.CommitTime, m.CommitLeases, m.FoldTime, m.FoldLeases, remaining, informed, poolCollector{srv}} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

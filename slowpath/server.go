@@ -127,9 +127,16 @@ type Settings struct {
 	OfferHold     time.Duration
 	DeclineHold   time.Duration
 	// HorizonAhead, when non-zero, is how far past now every ACK moves the
-	// lease's promise horizon (ARCHITECTURE.md invariant 2); zero while the fast
-	// path is off.
+	// lease's promise horizon (ARCHITECTURE.md invariant 2); zero while
+	// neither the fast path nor AckOnHorizon uses horizons.
 	HorizonAhead time.Duration
+	// AckOnHorizon sends a renewal's ACK before its record is on disk
+	// when the lease's horizon on disk covers the new expiry, as the fast
+	// path grants within it (invariant 6: the record, or the horizon).
+	// A crash before the record is written loses nothing the horizon
+	// does not hold: a start after one holds every active lease to its
+	// horizon (LoadHoldingGrants).
+	AckOnHorizon bool
 	Leasequery   Leasequery
 	// OfferPoolShare bounds the offers pending in a subnet's pools to
 	// this share of the addresses not bound (free plus offered), so that

@@ -34,6 +34,21 @@ type memStore struct {
 	history map[string][]netip.Addr
 	// released counts ReleaseMapped calls.
 	released int
+	// holding keeps each submission, its callback with it, in held
+	// until release: a commit in flight.
+	holding bool
+	held    []func()
+}
+
+// release ends holding and completes the submissions it kept, in order.
+func (m *memStore) release() {
+	m.mu.Lock()
+	held := m.held
+	m.holding, m.held = false, nil
+	m.mu.Unlock()
+	for _, fn := range held {
+		fn()
+	}
 }
 
 // ReleaseMapped counts the calls: memStore maps nothing.
@@ -46,6 +61,11 @@ func (m *memStore) ReleaseMapped() error {
 
 func (m *memStore) Submit(ls []*lease.Lease, done func(error)) {
 	m.mu.Lock()
+	if m.holding {
+		m.held = append(m.held, func() { m.Submit(ls, done) })
+		m.mu.Unlock()
+		return
+	}
 	err := m.fail
 	if err == nil {
 		for _, l := range ls {
@@ -160,6 +180,16 @@ func newFixture(t *testing.T) *fixture {
 }
 
 func (f *fixture) build() *Server {
+	f.t.Helper()
+	srv := f.unloaded()
+	if err := srv.Load(context.Background()); err != nil {
+		f.t.Fatal(err)
+	}
+	return srv
+}
+
+// unloaded is build without the load, for a test that loads it itself.
+func (f *fixture) unloaded() *Server {
 	lan := &Subnet{
 		Prefix: netip.MustParsePrefix("10.77.0.0/24"), LeaseTime: time.Hour,
 		Options: []byte{1, 4, 255, 255, 255, 0, 3, 4, 10, 77, 0, 1, 6, 4, 10, 77, 0, 1},
@@ -187,9 +217,6 @@ func (f *fixture) build() *Server {
 	}
 	srv, err := New(c)
 	if err != nil {
-		f.t.Fatal(err)
-	}
-	if err := srv.Load(context.Background()); err != nil {
 		f.t.Fatal(err)
 	}
 	return srv

@@ -12,7 +12,10 @@ import (
 
 func logLevel(c *config.Config) slog.Level { return c.Server.LogLevel }
 
-func settingsFrom(c *config.Config) slowpath.Settings {
+// settingsFrom renders c into the slow path's settings; running is the
+// configuration the daemon started with (c itself at start), which the
+// restart-only settings come from.
+func settingsFrom(c, running *config.Config) slowpath.Settings {
 	s := slowpath.Settings{
 		Authoritative: c.Server.Authoritative,
 		OfferHold:     c.Server.OfferHold,
@@ -24,7 +27,12 @@ func settingsFrom(c *config.Config) slowpath.Settings {
 		DiscoverHoldoff: c.Server.DiscoverHoldoff,
 		RequestHoldoff:  c.Server.RequestHoldoff,
 	}
-	if c.Fastpath.Enabled {
+	// Horizons are kept for the fast path's grants, and for the slow
+	// path's renewals ACKed on them (server.renewal-ack). Both settings
+	// take effect at a restart: from the configuration the daemon
+	// started with, on a reload too.
+	s.AckOnHorizon = running.Server.RenewalAck == config.RenewalAckHorizon
+	if running.Fastpath.Enabled || s.AckOnHorizon {
 		s.HorizonAhead = c.Fastpath.Horizon
 	}
 	s.Leasequery = slowpath.Leasequery{Enabled: c.Leasequery.Enabled, Requesters: c.Leasequery.Requesters}

@@ -140,7 +140,7 @@ func TestDifferentialFastAndSlowReplies(t *testing.T) {
 	}
 	srv, err := slowpath.New(slowpath.Config{
 		Store: st, Sender: out, FastPath: fastAdapter{maps}, Counter: ctr,
-		Settings: settingsFrom(cfg), Subnets: subnetsFrom(cfg),
+		Settings: settingsFrom(cfg, cfg), Subnets: subnetsFrom(cfg),
 		Ifaces: []slowpath.Interface{{Index: 1, Name: "lo", Addrs: []netip.Prefix{netip.MustParsePrefix("10.77.0.1/24")}}},
 	})
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/xdhcp/xdhcp/internal/linkwatch"
 	"github.com/xdhcp/xdhcp/loader"
 	"github.com/xdhcp/xdhcp/slowpath"
+	"github.com/xdhcp/xdhcp/slowpath/store"
 )
 
 func fastSettings(c *config.Config) fastpath.Settings {
@@ -48,6 +49,8 @@ type fastPath struct {
 	// (slowpath.LoadHoldingGrants), in batches, once the daemon serves;
 	// nil when there were none.
 	assumed func(context.Context) error
+	// held is told when they are stored.
+	held *heldLeases
 	// pinned are the entries the map held at start (reconcile), for
 	// publish to withdraw those no record stands for.
 	pinned []netip.Addr
@@ -164,16 +167,38 @@ func (f loadingFast) Granted(ip netip.Addr) (time.Time, bool) {
 	return a.Granted(ip)
 }
 
-// loadLeases loads srv's leases. If the map was lost (reused false),
-// each active lease is held to its horizon as it is read
-// (slowpath.LoadHoldingGrants): whatever the map granted is gone with it,
-// and no grant went past the horizon. It returns how many were held and
-// the function that stores them.
-func loadLeases(ctx context.Context, srv *slowpath.Server, reused bool) (held int, commit func(context.Context) error, err error) {
-	if reused {
+// horizonsEvery is how often horizons are advanced (slowpath.RunHorizons).
+const horizonsEvery = 5 * time.Second
+
+// loadLeases loads srv's leases. With hold (holdReason), each active
+// lease is held to its horizon as it is read
+// (slowpath.LoadHoldingGrants): what was granted past the records is
+// gone, and no grant went past the horizon. It returns how many were
+// held and the function that stores them.
+func loadLeases(ctx context.Context, srv *slowpath.Server, hold bool) (held int, commit func(context.Context) error, err error) {
+	if !hold {
 		return 0, nil, srv.Load(ctx)
 	}
 	return srv.LoadHoldingGrants(ctx)
+}
+
+// holdReason says why a start must hold every active lease to its
+// promise horizon, or "" when it need not: a fast path whose map did not
+// survive (mapLost) lost what XDP granted; a run that did not stop
+// cleanly may have ACKed renewals ahead of their records (server.
+// renewal-ack); one that ran the fast path, which this start does not
+// read, may have had XDP grant past them (and XDP answers on while no
+// daemon runs).
+func holdReason(last store.Stop, fastOn, mapLost bool) string {
+	switch {
+	case fastOn && mapLost:
+		return "the fast path's map did not survive"
+	case !last.Clean:
+		return "the previous run did not stop cleanly (or this database's first start with this version)"
+	case !fastOn && last.FastPath:
+		return "the previous run had the fast path on, and this one does not read its map"
+	}
+	return ""
 }
 
 // loaded takes what loadLeases returned: start-up's bulk tasks are
@@ -181,7 +206,6 @@ func loadLeases(ctx context.Context, srv *slowpath.Server, reused bool) (held in
 func (f *fastPath) loaded(held int, commit func(context.Context) error) {
 	f.bulkLeft.Store(1) // publish
 	if held > 0 {
-		f.log.Warn("the fast path's map did not survive: active leases are held until their promise horizon", "leases", held)
 		f.assumed = commit
 		f.bulkLeft.Add(1)
 	}
@@ -411,12 +435,7 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 	goOwned("fast path publish", func(ctx context.Context) error { return f.publish(ctx, srv) })
 	if f.assumed != nil {
 		goOwned("storing leases held to their horizons", func(ctx context.Context) error {
-			if err := f.assumed(ctx); err != nil && ctx.Err() == nil {
-				// The records stay extended in memory and reach the
-				// disk with their next change; a restart extends
-				// them again. Not a reason to stop serving.
-				f.log.Error("storing leases held to their horizons", "err", err)
-			}
+			f.held.store(ctx, f.log, f.assumed)
 			f.bulkEnded()
 			return nil
 		})
@@ -467,7 +486,7 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 			}
 		}
 	})
-	goOwned("horizons", func(ctx context.Context) error { return srv.RunHorizons(ctx, 5*time.Second) })
+	goOwned("horizons", func(ctx context.Context) error { return srv.RunHorizons(ctx, horizonsEvery) })
 }
 
 // attachedCollector exports xdhcp_fastpath_attached.

@@ -129,6 +129,12 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	defer st.Close()
 	took = lap(took, "open-database")
+	// How the last run stopped decides whether the load holds leases to
+	// their horizons (holdReason); until it has, and has stored them,
+	// this run's stop is not clean either.
+	last := st.LastStop()
+	heldAtStart := &heldLeases{}
+	heldAtStart.pending.Store(!last.Clean || last.FastPath)
 	// The store outlives everything that submits to it, so that in-flight
 	// commits finish on shutdown.
 	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
@@ -142,6 +148,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		if err := <-storeDone; err != nil {
 			log.Error("lease store", "err", err)
 		}
+		markStopped(log, st, cfg.Fastpath.Enabled, heldAtStart)
 		if conn != nil {
 			conn.Close()
 		}
@@ -199,7 +206,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	srv, err := slowpath.New(slowpath.Config{
 		Logger: log, Store: st, Sender: conn, Gate: conn, Metrics: metrics, FastPath: fastIface, Partner: partnerOf(rel),
-		Settings: settingsFrom(cfg), Subnets: subnetsFrom(cfg), Ifaces: ifaces,
+		Settings: settingsFrom(cfg, cfg), Subnets: subnetsFrom(cfg), Ifaces: ifaces,
 		Counter: ctr, Campaigns: st, Informed: st, Now: clock,
 	})
 	if err != nil {
@@ -208,17 +215,17 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	fb.srv = srv
 	committed.Store(srv)
 	took = lap(took, "pools")
-	if fl == nil {
-		if err := srv.Load(ctx); err != nil {
-			return err
-		}
-		took = lap(took, "load-leases")
-	} else {
-		held, commit, err := loadLeases(ctx, srv, fl.reused)
-		took = lap(took, "load-leases")
-		if err != nil {
-			return err
-		}
+	why := holdReason(last, fl != nil, fl != nil && !fl.reused)
+	nheld, holdCommit, err := loadLeases(ctx, srv, why != "")
+	took = lap(took, "load-leases")
+	if err != nil {
+		return err
+	}
+	heldAtStart.pending.Store(nheld > 0)
+	if nheld > 0 {
+		log.Warn("active leases are held until their promise horizon", "leases", nheld, "why", why)
+	}
+	if fl != nil {
 		if fp, err = fl.wait(); err != nil {
 			return err
 		}
@@ -229,7 +236,8 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			log.Warn("WARNING: the fast path's pins die with this daemon: renewals stop being answered as soon as it exits (crash, kill, restart); pin in the host's bpffs (fastpath.pin-dir on a bpffs the host keeps, or start it with nsenter --net instead of ip netns exec)",
 				"pin-dir", pins.Dir, "why", pins.Why)
 		}
-		fp.loaded(held, commit)
+		fp.held = heldAtStart
+		fp.loaded(nheld, holdCommit)
 		if err := fp.reconcile(srv); err != nil {
 			return err
 		}
@@ -369,6 +377,17 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	goOwned("reloader", func(ctx context.Context) error { return d.reloadOn(ctx, hup) })
 	if fp != nil {
 		fp.run(runCtx, srv, goOwned)
+	} else {
+		if nheld > 0 {
+			goOwned("storing leases held to their horizons", func(ctx context.Context) error {
+				heldAtStart.store(ctx, log, holdCommit)
+				return nil
+			})
+		}
+		if cfg.Server.RenewalAck == config.RenewalAckHorizon {
+			// The fast path's goroutine does this when it runs.
+			goOwned("horizons", func(ctx context.Context) error { return srv.RunHorizons(ctx, horizonsEvery) })
+		}
 	}
 	if rel != nil {
 		reg.MustRegister(relMetrics.Collectors()...)
@@ -512,7 +531,7 @@ func (d *daemon) reload() error {
 	if err != nil {
 		return err
 	}
-	if err := d.srv.Reconfigure(settingsFrom(cfg), subnetsFrom(cfg), d.links.interfaces(cfg.Server.Interfaces, links)); err != nil {
+	if err := d.srv.Reconfigure(settingsFrom(cfg, d.running), subnetsFrom(cfg), d.links.interfaces(cfg.Server.Interfaces, links)); err != nil {
 		return err
 	}
 	if d.fast != nil {

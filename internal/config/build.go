@@ -47,6 +47,7 @@ type rawServer struct {
 	QueueInterval   string `yaml:"queue-interval"`
 	DiscoverHoldoff string `yaml:"discover-holdoff"`
 	RequestHoldoff  string `yaml:"request-holdoff"`
+	RenewalAck      string `yaml:"renewal-ack"`
 }
 
 type rawFastpath struct {
@@ -292,6 +293,14 @@ func (v *validator) build(r *rawConfig) *Config {
 		}
 	}
 
+	switch s.RenewalAck = rs.RenewalAck; s.RenewalAck {
+	case "":
+		s.RenewalAck = RenewalAckHorizon
+	case RenewalAckHorizon, RenewalAckRecord:
+	default:
+		v.add("server.renewal-ack", "%q is neither %q nor %q", s.RenewalAck, RenewalAckHorizon, RenewalAckRecord)
+	}
+
 	for i := range r.Subnets {
 		c.Subnets = append(c.Subnets, v.subnet(fmt.Sprintf("subnets[%d]", i), &r.Subnets[i]))
 	}
@@ -357,6 +366,11 @@ func (v *validator) build(r *rawConfig) *Config {
 		if f.Horizon < longest {
 			v.add("fastpath.horizon", "%v is shorter than the longest lease time (%v): renewals would be cut short", f.Horizon, longest)
 		}
+	}
+	if c.Server.RenewalAck == RenewalAckHorizon && f.Horizon < 2*longest && !(f.Enabled && f.Horizon < longest) {
+		// Horizons are kept at least half of it ahead, and a renewal at T1
+		// asks for a lease time from then.
+		v.warn("fastpath.horizon", "%v is less than twice the longest lease time (%v): with server.renewal-ack %s most renewals will wait for their record to be written", f.Horizon, longest, RenewalAckHorizon)
 	}
 
 	lq := &c.Leasequery

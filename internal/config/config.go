@@ -91,7 +91,18 @@ type Server struct {
 	QueueInterval   time.Duration `yaml:"queue-interval" reload:"live"`
 	DiscoverHoldoff time.Duration `yaml:"discover-holdoff" reload:"live"`
 	RequestHoldoff  time.Duration `yaml:"request-holdoff" reload:"live"`
+	// RenewalAck says when the slow path may send a renewal's ACK:
+	// RenewalAckHorizon once the lease's promise horizon on disk covers
+	// the new expiry (at once when it already does, as the XDP program
+	// answers), RenewalAckRecord only once the renewed record is on disk.
+	RenewalAck string `yaml:"renewal-ack" reload:"restart"`
 }
+
+// The values of Server.RenewalAck.
+const (
+	RenewalAckHorizon = "horizon"
+	RenewalAckRecord  = "record"
+)
 
 // Fastpath configures the XDP fast path.
 type Fastpath struct {

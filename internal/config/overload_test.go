@@ -114,3 +114,44 @@ func TestJournal(t *testing.T) {
 		}
 	}
 }
+
+// TestRenewalAck: server.renewal-ack's default, its values, and the
+// warning for a horizon too short for renewals to be ACKed on it.
+func TestRenewalAck(t *testing.T) {
+	for _, tc := range []struct {
+		yaml, fastpath string
+		want           string // when err is ""
+		err            string // part of the error
+		warned         bool   // fastpath.horizon named in a warning
+	}{
+		{yaml: "", want: RenewalAckHorizon},
+		{yaml: "renewal-ack: record", want: RenewalAckRecord},
+		{yaml: "renewal-ack: horizon", want: RenewalAckHorizon},
+		{yaml: "renewal-ack: soon", err: `server.renewal-ack: "soon" is neither "horizon" nor "record"`},
+		// The lease time defaults to an hour: horizons of 4h by default.
+		{yaml: "", fastpath: "horizon: 90m", want: RenewalAckHorizon, warned: true},
+		{yaml: "renewal-ack: record", fastpath: "horizon: 90m", want: RenewalAckRecord},
+		{yaml: "", fastpath: "horizon: 2h", want: RenewalAckHorizon},
+	} {
+		y := strings.Replace(failoverBase, "state-dir: /var/lib/xdhcp", "state-dir: /var/lib/xdhcp\n  "+tc.yaml, 1)
+		if tc.fastpath != "" {
+			y += "fastpath:\n  " + tc.fastpath + "\n"
+		}
+		c, err := Parse("x.yaml", []byte(y))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: %v, want %q", tc.yaml, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q %q: %v", tc.yaml, tc.fastpath, err)
+		}
+		if c.Server.RenewalAck != tc.want {
+			t.Errorf("%q: %q, want %q", tc.yaml, c.Server.RenewalAck, tc.want)
+		}
+		if got := strings.Contains(strings.Join(c.Warnings(), "\n"), "fastpath.horizon"); got != tc.warned {
+			t.Errorf("%q %q: warned %v, want %v (%q)", tc.yaml, tc.fastpath, got, tc.warned, c.Warnings())
+		}
+	}
+}

@@ -253,7 +253,7 @@ func TestRestartOnlyNamesEachRestartField(t *testing.T) {
 	// this list is a change to the daemon's reload; make both together.
 	wantRestart := []string{
 		"server.interfaces", "server.state-dir", "server.control-socket", "server.metrics-listen",
-		"server.commit-max-delay", "server.commit-max-batch", "server.journal-fold-every", "server.journal-max", "server.pprof", "server.gc-percent",
+		"server.commit-max-delay", "server.commit-max-batch", "server.journal-fold-every", "server.journal-max", "server.pprof", "server.gc-percent", "server.renewal-ack",
 		"fastpath.enabled", "fastpath.mode", "fastpath.pin-dir", "fastpath.max-leases",
 		"leasequery.tcp-listen", "leasequery.max-conns-per-requester", "leasequery.idle-timeout",
 		// The relationship's connection and state outlive a reload.

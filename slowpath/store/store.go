@@ -37,6 +37,9 @@ var (
 	bucketHistory = []byte("history") // client key → IPv4 addresses it moved between (Moved), most recent first
 	bucketMeta    = []byte("meta")
 	keySchema     = []byte("schema")
+	// keyStopped is present only between a clean stop (MarkStopped) and
+	// the next Open, which takes it (LastStop).
+	keyStopped = []byte("stopped")
 )
 
 const (
@@ -133,8 +136,12 @@ type Store struct {
 	// folding those the fold in progress writes; moveSeq numbers them.
 	moves, folding []move
 	moveSeq        uint64
-	// closed is set once Run has returned; later submissions fail at once.
-	closed bool
+	// closed is set once Run has returned; later submissions fail at once,
+	// and each one counts in refused.
+	closed  bool
+	refused uint64
+	// last is how the previous run stopped, read (and taken) by Open.
+	last Stop
 	// releaseEvery is loadReleaseEvery (tests make it smaller).
 	releaseEvery int
 
@@ -181,6 +188,7 @@ func Open(path string, opt Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening lease database %s: %w", path, err)
 	}
+	var last Stop
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketLeases, bucketHistory, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -188,6 +196,14 @@ func Open(path string, opt Options) (*Store, error) {
 			}
 		}
 		m := tx.Bucket(bucketMeta)
+		// Taken in this transaction, on disk before this run can
+		// acknowledge anything: a crash from here on is not a clean stop.
+		if v := m.Get(keyStopped); v != nil {
+			last = Stop{Clean: true, FastPath: len(v) == 1 && v[0]&stoppedFastPath != 0}
+			if err := m.Delete(keyStopped); err != nil {
+				return err
+			}
+		}
 		if v := m.Get(keySchema); v != nil {
 			if len(v) != 4 || binary.BigEndian.Uint32(v) > schemaVersion {
 				return fmt.Errorf("lease database %s has schema %x, newer than this xdhcpd understands (%d)", path, v, schemaVersion)
@@ -233,7 +249,7 @@ func Open(path string, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("folding lease journal %s into %s: %w", jpath, path, err)
 	}
 	s := &Store{db: db, jdb: jdb, opt: opt, log: opt.Logger, wake: make(chan struct{}, 1), releaseEvery: loadReleaseEvery,
-		ov: newOverlay(folded), moveSeq: movesFolded, foldNow: make(chan struct{}, 1), foldTx: foldTxMax}
+		ov: newOverlay(folded), moveSeq: movesFolded, foldNow: make(chan struct{}, 1), foldTx: foldTxMax, last: last}
 	s.jcond = sync.NewCond(&s.jmu)
 	return s, nil
 }
@@ -250,6 +266,53 @@ func syncDir(dir string) error {
 		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
 	return nil
+}
+
+// Stop is how the database's previous user stopped.
+type Stop struct {
+	// Clean: it called MarkStopped, so every change it submitted is on
+	// disk. After anything else (a crash, a kill, a failed commit) what
+	// it acknowledged ahead of its records (slowpath.Settings.AckOnHorizon)
+	// may not be.
+	Clean bool
+	// FastPath: it ran the XDP fast path, which grants renewals that
+	// reach the records only through it (and may go on granting while
+	// no daemon runs).
+	FastPath bool
+}
+
+// stoppedFastPath is keyStopped's bit for Stop.FastPath.
+const stoppedFastPath = 1
+
+// LastStop is how the previous run stopped, as Open found it. Open
+// takes the mark: the next Open finds a clean stop only if this run
+// makes one.
+func (s *Store) LastStop() Stop { return s.last }
+
+// MarkStopped records a clean stop for the next Open (LastStop), if
+// every change submitted since Open is on disk: no commit failed and
+// none came after Run returned. Call it after Run has returned, before
+// Close. clean says whether it did; fastPath is Stop.FastPath.
+func (s *Store) MarkStopped(fastPath bool) (clean bool, err error) {
+	s.mu.Lock()
+	lost := s.st.Errors + s.refused
+	closed := s.closed
+	s.mu.Unlock()
+	if !closed {
+		return false, errors.New("marking a clean stop: the store is still running")
+	}
+	if lost > 0 {
+		return false, nil
+	}
+	v := byte(0)
+	if fastPath {
+		v = stoppedFastPath
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyStopped, []byte{v}) })
+	if err != nil {
+		return false, fmt.Errorf("marking a clean stop: %w", err)
+	}
+	return true, nil
 }
 
 // Close closes the database and its journal. Call it after Run has
@@ -286,6 +349,7 @@ func (s *Store) SubmitBulk(leases []*lease.Lease, done func(error)) {
 func (s *Store) enqueue(j job) {
 	s.mu.Lock()
 	if s.closed {
+		s.refused++
 		s.mu.Unlock()
 		if j.done != nil {
 			j.done(errors.New("lease store is closed"))
