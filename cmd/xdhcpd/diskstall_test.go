@@ -20,9 +20,9 @@ import (
 
 // TestDiskStallAnswersNothingLate: the disk under the state directory
 // stalls (fsfreeze on an ext4 of its own) while relayed clients renew.
-// The first renewal's commit waits for the disk; once that transaction
-// has run longer than queue-interval past what one takes, the server stops
-// reading, so the renewals after it wait in the socket, where those older
+// The first renewal is ACKed at once, on its promise horizon, and its
+// commit waits for the disk; once that transaction has run longer than
+// queue-interval past what one takes, the server stops reading, so the renewals after it wait in the socket, where those older
 // than max-wait (1 s) are dropped and counted "stale" once the disk is
 // back, none answered late (before, each went into the lease store's
 // queue and was ACKed when the disk came back, seconds after its client
@@ -61,7 +61,12 @@ func TestDiskStallAnswersNothingLate(t *testing.T) {
 	thaw()
 
 	if _, ok := rc.reply(first, 5*time.Second); !ok {
-		t.Fatal("the renewal whose commit waited for the disk was not answered once it was back")
+		t.Fatal("the renewal whose commit waited for the disk was not answered")
+	}
+	// Its horizon was on disk: its ACK left without waiting for its
+	// record (server.renewal-ack horizon).
+	if at, ok := rc.arrivedAt(first); !ok || !at.Before(thawed) {
+		t.Errorf("the first renewal was answered %v after the disk came back, want during the stall (on its horizon)", at.Sub(thawed).Round(time.Millisecond))
 	}
 	time.Sleep(time.Second) // time to answer the others, were they answered
 	for i, xid := range later {

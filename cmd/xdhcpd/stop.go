@@ -27,6 +27,7 @@ func (h *heldLeases) store(ctx context.Context, log *slog.Logger, commit func(co
 		return
 	}
 	h.pending.Store(false)
+	log.Info("stored the leases held to their horizons")
 }
 
 // markStopped records a clean stop for the next start (store.MarkStopped)
