@@ -19,12 +19,20 @@ func TestOverloadSection(t *testing.T) {
 	rep := &Report{Overload: &OverloadReport{Scenario: "renew", Ceiling: 10000, Rows: []OverloadRow{
 		{Server: Xdhcpd{}.Name(), Fraction: 1.2, Offered: 12000, Result: loadgen.Result{Clients: 12000, Rate: 9700, Loss: 0.19, P50: 900, P99: 8000, ReadP99: 9100}},
 		{Server: Xdhcpd{Unbounded: true}.Name(), Fraction: 1.2, Offered: 12000, Result: loadgen.Result{Clients: 12000, Starved: 431, Rate: 8000, Loss: 0.33, P50: 150000, P99: 300000}},
+		// The server's side: every ACK on its horizon (no store wait),
+		// then a mix.
+		{Server: Xdhcpd{}.Name(), Fraction: 0.8, Offered: 8000, Result: loadgen.Result{Clients: 10000, Rate: 8000, P50: 800, P99: 5000},
+			Inside: &ServerSide{WaitP99: 5, AckP50: 1, AckP99: 7.5, CommitP50: 1, CommitP99: 5, LeasesPerTx: 40, OnHorizon: 1}},
+		{Server: Xdhcpd{}.Name(), Fraction: 0.5, Offered: 5000, Result: loadgen.Result{Clients: 10000, Rate: 5000, P50: 700, P99: 4000},
+			Inside: &ServerSide{WaitP99: 5, AckP50: 1, AckP99: 10, StoreP50: 2, StoreP99: 7.5, CommitP50: 1, CommitP99: 5, LeasesPerTx: 20, OnHorizon: 0.5}},
 	}}}
 	var b strings.Builder
 	rep.overloadSection(&b)
 	mustContain(t, "section", b.String(),
 		"| xdhcpd | 12000 (120%) | 12000, 0 | 9700 | 97% | 19.0% | 900 | 8000 (9100) |",
-		"| xdhcpd-unbounded-queue | 12000 (120%) | 12000, 431 | 8000 | 80% | 33.0% | 150000 | 300000 |")
+		"| xdhcpd-unbounded-queue | 12000 (120%) | 12000, 431 | 8000 | 80% | 33.0% | 150000 | 300000 |",
+		"| 5 | 1 / 7.5 | 100% on the horizon | 1 / 5, 40 |",
+		"| 5 | 1 / 10 | 2 / 7.5; 50% on the horizon | 1 / 5, 20 |")
 	if strings.Contains(b.String(), "searched") {
 		t.Errorf("a ceiling given is not said to be searched:\n%s", b.String())
 	}

@@ -37,13 +37,18 @@ type ServerSide struct {
 	Stale    float64 `json:"dropped-stale-per-second"`
 	Overload float64 `json:"dropped-overload-per-second"`
 	Behind   float64 `json:"store-behind-share"`
+	// OnHorizon is the share of the ACKs that left on the lease's
+	// promise horizon, before their record was on disk
+	// (xdhcp_slowpath_acks_on_horizon_total; 0 before it, and with
+	// server.renewal-ack record).
+	OnHorizon float64 `json:"acks-on-horizon-share,omitempty"`
 }
 
 // serverSideMetrics are the histograms ServerSide reads.
 var serverSideMetrics = []string{"xdhcp_slowpath_wait_seconds", "xdhcp_slowpath_ack_seconds", "xdhcp_slowpath_store_wait_seconds", "xdhcp_store_commit_seconds", "xdhcp_store_commit_leases"}
 
 // serverSideCounters are the counters ServerSide reads.
-var serverSideCounters = []string{"xdhcp_slowpath_dropped_total", "xdhcp_slowpath_store_behind_seconds_total"}
+var serverSideCounters = []string{"xdhcp_slowpath_dropped_total", "xdhcp_slowpath_store_behind_seconds_total", "xdhcp_slowpath_acks_on_horizon_total"}
 
 // serverSideProbe scrapes xdhcpd's /metrics at addr in ns now, and
 // returns a function that scrapes again and reports the difference; nil
@@ -84,6 +89,9 @@ func serverSideBetween(before, after string, elapsed time.Duration) *ServerSide 
 	if n := d("xdhcp_store_commit_seconds_count"); n > 0 {
 		ss.CommitMean = ms(d("xdhcp_store_commit_seconds_sum") / n)
 		ss.LeasesPerTx = d("xdhcp_store_commit_leases_sum") / n
+	}
+	if n := d("xdhcp_slowpath_ack_seconds_count"); n > 0 {
+		ss.OnHorizon = min(1, d("xdhcp_slowpath_acks_on_horizon_total")/n)
 	}
 	if sec := elapsed.Seconds(); sec > 0 {
 		ss.Stale = d(`xdhcp_slowpath_dropped_total{reason="stale"}`) / sec

@@ -37,13 +37,15 @@ func TestServerSideBetween(t *testing.T) {
 		histText("xdhcp_store_commit_seconds", "", les, []int{1, 0, 0, 0, 0}, 0.001) +
 		histText("xdhcp_store_commit_leases", "", []string{"1", "4", "+Inf"}, []int{1, 0, 0}, 1) +
 		"xdhcp_slowpath_dropped_total{reason=\"stale\"} 3\nxdhcp_slowpath_dropped_total{reason=\"overload\"} 7\nxdhcp_slowpath_dropped_total{reason=\"malformed\"} 1\n" +
-		"xdhcp_slowpath_store_behind_seconds_total 0.5\n"
+		"xdhcp_slowpath_store_behind_seconds_total 0.5\n" +
+		"xdhcp_slowpath_acks_on_horizon_total 4\n"
 	// Between the scrapes: 100 ACKs, 98 within 5 ms and 2 within 50 ms;
 	// 100 priority waits within 1 ms (the bulk socket's are not read);
 	// of the ACKs' time, 97 within 1 ms in the store and 3 within 10 ms;
 	// 10 commits of 3 ms, 30 leases in all; in the 2 s between them, 20
 	// requests dropped stale, 200 for overload (malformed ones are not
-	// counted), reading paused for 0.5 s.
+	// counted), reading paused for 0.5 s; 25 of the 100 ACKs left on
+	// their horizon.
 	after := histText("xdhcp_slowpath_ack_seconds", "", les, []int{10, 98, 0, 2, 0}, 1) +
 		histText("xdhcp_slowpath_wait_seconds", `class="priority"`, les, []int{105, 0, 0, 0, 0}, 0.05) +
 		histText("xdhcp_slowpath_wait_seconds", `class="bulk"`, les, []int{0, 0, 0, 0, 500}, 600) +
@@ -51,7 +53,8 @@ func TestServerSideBetween(t *testing.T) {
 		histText("xdhcp_store_commit_seconds", "", les, []int{1, 10, 0, 0, 0}, 0.031) +
 		histText("xdhcp_store_commit_leases", "", []string{"1", "4", "+Inf"}, []int{1, 10, 0}, 31) +
 		"xdhcp_slowpath_dropped_total{reason=\"stale\"} 23\nxdhcp_slowpath_dropped_total{reason=\"overload\"} 207\nxdhcp_slowpath_dropped_total{reason=\"malformed\"} 50\n" +
-		"xdhcp_slowpath_store_behind_seconds_total 1\n"
+		"xdhcp_slowpath_store_behind_seconds_total 1\n" +
+		"xdhcp_slowpath_acks_on_horizon_total 29\n"
 	ss := serverSideBetween(before, after, 2*time.Second)
 	for _, c := range []struct {
 		name      string
@@ -61,6 +64,7 @@ func TestServerSideBetween(t *testing.T) {
 		{"store p50", ss.StoreP50, 1}, {"store p99", ss.StoreP99, 10},
 		{"commit p99", ss.CommitP99, 5}, {"commit mean", ss.CommitMean, 3}, {"leases per commit", ss.LeasesPerTx, 3},
 		{"stale/s", ss.Stale, 10}, {"overload/s", ss.Overload, 100}, {"share behind", ss.Behind, 0.25},
+		{"share on the horizon", ss.OnHorizon, 0.25},
 	} {
 		if math.Abs(c.got-c.want) > 1e-9 {
 			t.Errorf("%s: %v ms, want %v", c.name, c.got, c.want)
