@@ -24,7 +24,8 @@ const (
 	causeExpire
 	// causeFold: a renewal the fast path answered, folded in.
 	causeFold
-	// causeAssume: AssumeGrantedToHorizon, for a fast path whose map was lost.
+	// causeAssume: AssumeGrantedToHorizon and LoadHoldingGrants, for a
+	// start after grants past the records may have been lost.
 	causeAssume
 	// causeHorizon: AdvanceHorizons.
 	causeHorizon
@@ -133,8 +134,15 @@ func (s *Server) applyLocked(ip netip.Addr, c cause, now time.Time, edit func(l 
 func (s *Server) applyToLocked(l *lease.Lease, known bool, c cause, now time.Time, edit func(l *lease.Lease)) {
 	ip := l.IP
 	was, wasExp := l.State, l.Expiry.Unix()
+	client := lease.Lease{HWType: l.HWType, HWAddr: l.HWAddr, ClientID: l.ClientID}
 	edit(l)
 	sn := s.subs.forAddr(ip)
+	if l.State != lease.Active || !lease.SameClient(&client, l) {
+		// The horizon on disk is another binding's, or this record
+		// promises nothing now: nothing may be granted on it
+		// (SetDurableHorizon keeps it so until this binding lands).
+		l.DurableHorizon = time.Time{}
+	}
 
 	desired := l.Expiry
 	if c == causeAck && s.partner != nil {

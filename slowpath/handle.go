@@ -39,7 +39,8 @@ type req struct {
 var broadcastHW = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
 // Handle processes one datagram. A reply that acknowledges a lease is sent
-// only once the lease is on disk; the others are sent before Handle returns.
+// only once the lease is on disk, or for a renewal (Settings.AckOnHorizon)
+// its horizon; the others are sent before Handle returns.
 func (s *Server) Handle(in Incoming) {
 	p := s.getPacket()
 	defer s.putPacket(p)
@@ -644,6 +645,12 @@ func (s *Server) bindLocked(r *req, ip netip.Addr) *pendingAck {
 	// The ACK tells what changeLocked granted: the lease time unless a
 	// cap cut it short.
 	times := grantTimes(r.sub, cl.Expiry.Sub(now))
+	// Only a renewal: the same client's binding goes on, with nothing that
+	// must be on disk before the ACK (one giving a FORCERENEW key waits for
+	// its record; one that only drops an old key need not: a crash that
+	// loses the drop brings back a key the restarted client has forgotten,
+	// as before), and the horizon on disk is this binding's
+	// (SetDurableHorizon).
 	onHorizon := s.set.AckOnHorizon && renewal && len(freed) == 0 && key == nil &&
 		!cl.Expiry.After(durable) && now.Before(wasExp)
 	return &pendingAck{l: cl, freed: freed, out: s.replyTo(r, dhcpwire.Ack, ip, times, true), onHorizon: onHorizon}

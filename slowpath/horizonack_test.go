@@ -94,15 +94,29 @@ func TestRenewalAckedOnHorizon(t *testing.T) {
 // ACKs on them do not hold an address past its lease: the table has every
 // grant this run made, so a lease that was not renewed expires at its
 // expiry, not at its horizon (a start after a crash holds leases to their
-// horizons instead: LoadHoldingGrants).
+// horizons instead: LoadHoldingGrants). With an earlier run's program
+// still attached (StaleFastPath), which may grant from its own map up to
+// the horizon, the sweep holds the lease to it.
 func TestNoFastPathExpiresAtTheRecord(t *testing.T) {
-	f := horizonFixture(t, true)
-	ip := f.dora(mac(1)).YourIPAddr
-	a, _ := netip.AddrFromSlice(ip.To4())
-	f.now = f.now.Add(time.Hour + time.Second)
-	f.srv.Sweep()
-	if l := f.store.leases[a]; l.State != lease.Expired {
-		t.Fatalf("an hour's lease, an hour on: %v, expiry %v, horizon %v", l.State, l.Expiry, l.Horizon)
+	for _, stale := range []bool{false, true} {
+		f := horizonFixture(t, true)
+		f.config = func(c *Config) {
+			c.Settings.HorizonAhead, c.Settings.AckOnHorizon = 90*time.Minute, true
+			c.StaleFastPath = stale
+		}
+		f.srv = f.build()
+		t0 := f.now
+		ip := f.dora(mac(1)).YourIPAddr
+		a, _ := netip.AddrFromSlice(ip.To4())
+		f.now = t0.Add(time.Hour + time.Second)
+		f.srv.Sweep()
+		l := f.store.leases[a]
+		switch {
+		case !stale && l.State != lease.Expired:
+			t.Fatalf("an hour's lease, an hour on: %v, expiry %v, horizon %v", l.State, l.Expiry, l.Horizon)
+		case stale && (l.State != lease.Active || !l.Expiry.Equal(t0.Add(90*time.Minute))):
+			t.Fatalf("a program left attached: %v until %v, want active until its horizon %v", l.State, l.Expiry, t0.Add(90*time.Minute))
+		}
 	}
 }
 
@@ -138,5 +152,63 @@ func TestLoadHoldingGrantsCoversRenewalsOnHorizon(t *testing.T) {
 	}
 	if got := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(3), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip))), bcast); len(got) != 1 || got[0].YourIPAddr.Equal(ip) {
 		t.Fatalf("another client was offered the held address: %v", got)
+	}
+}
+
+// TestNoAckOnAnotherBindingsHorizon: the horizon on disk may still be a
+// previous client's while the address has ended for it in memory and gone
+// to another: the other client's REQUEST, and its repeat, wait for their
+// record, also once an older commit of the first binding has landed. A
+// crash before that record would otherwise leave the address held for the
+// first client (to its horizon) while the second held an ACK for it.
+func TestNoAckOnAnotherBindingsHorizon(t *testing.T) {
+	for _, end := range []string{"expired", "released"} {
+		t.Run(end, func(t *testing.T) {
+			f := horizonFixture(t, true)
+			ack := f.dora(mac(1))
+			ip := ack.YourIPAddr
+			a, _ := netip.AddrFromSlice(ip.To4())
+			t0 := f.now
+			f.store.holding = true
+			// A renewal on its horizon (a commit that lands later, below).
+			f.now = t0.Add(10 * time.Minute)
+			if got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip)), srvAddr); len(got) != 1 {
+				t.Fatalf("A's renewal: %d replies", len(got))
+			}
+			switch end {
+			case "expired":
+				f.now = t0.Add(80*time.Minute + time.Second)
+				f.srv.Sweep()
+			case "released":
+				f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(ip), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ack.ServerIdentifier()))), srvAddr)
+			}
+			if b, _ := f.srv.leases.Brief(a); b.State == lease.Active {
+				t.Fatalf("A's lease still active in memory: %+v", b)
+			}
+			reboot := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)))
+			if got := f.send(reboot, bcast); len(got) != 0 {
+				t.Fatalf("B's ACK left before its record: %v", got[0].Summary())
+			}
+			if got := f.send(reboot, bcast); len(got) != 0 {
+				t.Fatalf("B's repeated REQUEST was ACKed on A's horizon: %v", got[0].Summary())
+			}
+			// A's renewal lands (A's binding, active, on disk again): B's
+			// binding must not take its horizon.
+			f.store.land(1)
+			if got := f.send(reboot, bcast); len(got) != 0 {
+				t.Fatalf("B's REQUEST was ACKed on A's renewal's horizon: %v", got[0].Summary())
+			}
+			f.store.release()
+			if got := f.out.take(); len(got) != 3 {
+				t.Fatalf("%d ACKs once B's records landed, want 3", len(got))
+			}
+			// B's own binding on disk now: its renewal goes on its horizon.
+			if got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip)), srvAddr); len(got) != 1 {
+				t.Fatalf("B's renewal: %d replies", len(got))
+			}
+			if n := testutil.ToFloat64(f.srv.m.AckedOnHorizon); n != 2 {
+				t.Fatalf("%v ACKs on the horizon, want A's and B's renewals", n)
+			}
+		})
 	}
 }

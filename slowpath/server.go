@@ -128,7 +128,8 @@ type Settings struct {
 	DeclineHold   time.Duration
 	// HorizonAhead, when non-zero, is how far past now every ACK moves the
 	// lease's promise horizon (ARCHITECTURE.md invariant 2); zero while
-	// neither the fast path nor AckOnHorizon uses horizons.
+	// neither the fast path nor AckOnHorizon uses horizons. Only with a
+	// fast path does AdvanceHorizons also move them in the background.
 	HorizonAhead time.Duration
 	// AckOnHorizon sends a renewal's ACK before its record is on disk
 	// when the lease's horizon on disk covers the new expiry, as the fast
@@ -214,6 +215,8 @@ type Server struct {
 	// here rather than for every reply.
 	bufs PayloadBuffers
 	fast FastPath
+	// staleFast is Config.StaleFastPath.
+	staleFast bool
 	// partner is the failover partner, nil without failover.
 	partner Partner
 	gate    HoldoffGate
@@ -304,6 +307,11 @@ type Config struct {
 	Store    Store
 	Sender   Sender
 	FastPath FastPath // optional: nil while the fast path is off
+	// StaleFastPath, with FastPath nil: an XDP program of an earlier run
+	// may still be attached and answering from its own map, which this
+	// server neither reads nor updates, so the sweep holds each lapsed
+	// lease to its horizon, which bounds what that map grants.
+	StaleFastPath bool
 	Partner  Partner  // optional: nil without failover
 	// Gate holds off repeated DISCOVERs and REQUESTs
 	// (Settings.DiscoverHoldoff, RequestHoldoff); optional: nil, and
@@ -334,7 +342,7 @@ func New(c Config) (*Server, error) {
 		return nil, errors.New("slowpath: store and sender are required")
 	}
 	s := &Server{
-		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, partner: c.Partner, gate: c.Gate, m: c.Metrics, now: c.Now,
+		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, staleFast: c.StaleFastPath, partner: c.Partner, gate: c.Gate, m: c.Metrics, now: c.Now,
 		leases: lease.NewTable(), clients: newClientIndex(),
 		offers: map[netip.Addr]offer{}, offerOf: map[string]netip.Addr{},
 		offerCount: map[string]int{}, offerFIFO: map[string]*fifo.Queue[offerRef]{},
@@ -407,8 +415,11 @@ func (s *Server) Load(ctx context.Context) error {
 	return err
 }
 
-// LoadHoldingGrants is Load for a fast path whose map did not survive:
-// each active lease is held to its durable horizon as it is read, which
+// LoadHoldingGrants is Load for a start after grants past the records
+// may have been lost: a fast path whose map did not survive, a run that
+// did not stop cleanly after ACKing renewals on their horizons
+// (Settings.AckOnHorizon). Each active lease is held to its durable
+// horizon as it is read, which
 // is what AssumeGrantedToHorizon does after a Load, without a second pass
 // over the table (3 s of a ten-million-lease start). held and commit are
 // as AssumeGrantedToHorizon returns them.
@@ -781,8 +792,8 @@ func (s *Server) submit(cl []*lease.Lease, c cause, after func(error)) {
 	put := s.store.Submit
 	if b, ok := s.store.(bulkSubmitter); ok && c == causeAssume {
 		// Every lease held to its horizon, in address order, at a start
-		// that found the fast path's map lost: written once, into the
-		// tree, not into the journal and then the tree.
+		// that found grants may be lost (LoadHoldingGrants): written
+		// once, into the tree, not into the journal and then the tree.
 		put = b.SubmitBulk
 	}
 	put(cl, func(err error) {
@@ -912,7 +923,7 @@ func (s *Server) durable(cl []*lease.Lease) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range cl {
-		s.leases.SetDurableHorizon(c.IP, c.DurableHorizon)
+		s.leases.SetDurableHorizon(c)
 	}
 }
 

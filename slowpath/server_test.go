@@ -51,6 +51,22 @@ func (m *memStore) release() {
 	}
 }
 
+// land completes the first n submissions kept, in order, and goes on
+// holding: commits landing one by one.
+func (m *memStore) land(n int) {
+	m.mu.Lock()
+	held := m.held[:n]
+	m.held = m.held[n:]
+	m.holding = false
+	m.mu.Unlock()
+	for _, fn := range held {
+		fn()
+	}
+	m.mu.Lock()
+	m.holding = true
+	m.mu.Unlock()
+}
+
 // ReleaseMapped counts the calls: memStore maps nothing.
 func (m *memStore) ReleaseMapped() error {
 	m.mu.Lock()

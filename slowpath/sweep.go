@@ -75,14 +75,15 @@ func (s *Server) Sweep() {
 			// The fast path may have renewed this lease and its event not
 			// arrived yet: its map entry holds the latest grant, which the
 			// effective expiry takes. With no entry to ask (one missing
-			// from the map) the horizon bounds what it can have granted
-			// (ARCHITECTURE.md invariant 2), so the address waits for
-			// that. Without a fast path the record is every grant this
-			// run made (a renewal ACKed on its horizon is in the table at
-			// once); grants of earlier runs past their records (XDP's, a
+			// from the map, or an earlier run's program still attached)
+			// the horizon bounds what it can have granted (ARCHITECTURE.md
+			// invariant 2), so the address waits for that. Without any
+			// fast path the record is every grant this run made (a
+			// renewal ACKed on its horizon is in the table at once);
+			// grants of earlier runs past their records (XDP's, a
 			// crash's) were held at start (LoadHoldingGrants).
 			late, asked := s.effectiveExpiryLocked(l)
-			if !asked && s.fast != nil {
+			if !asked && (s.fast != nil || s.staleFast) {
 				late = l.Horizon
 			}
 			if late.After(l.Expiry) && late.After(now) {

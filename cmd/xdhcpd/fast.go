@@ -167,9 +167,6 @@ func (f loadingFast) Granted(ip netip.Addr) (time.Time, bool) {
 	return a.Granted(ip)
 }
 
-// horizonsEvery is how often horizons are advanced (slowpath.RunHorizons).
-const horizonsEvery = 5 * time.Second
-
 // loadLeases loads srv's leases. With hold (holdReason), each active
 // lease is held to its horizon as it is read
 // (slowpath.LoadHoldingGrants): what was granted past the records is
@@ -186,17 +183,18 @@ func loadLeases(ctx context.Context, srv *slowpath.Server, hold bool) (held int,
 // promise horizon, or "" when it need not: a fast path whose map did not
 // survive (mapLost) lost what XDP granted; a run that did not stop
 // cleanly may have ACKed renewals ahead of their records (server.
-// renewal-ack); one that ran the fast path, which this start does not
-// read, may have had XDP grant past them (and XDP answers on while no
-// daemon runs).
-func holdReason(last store.Stop, fastOn, mapLost bool) string {
+// renewal-ack); one that ran the fast path, or left its program attached
+// (stale, found now with the fast path off), may have had XDP grant past
+// them, as it does while no daemon runs, from a map this start does not
+// read.
+func holdReason(last store.Stop, fastOn, mapLost, stale bool) string {
 	switch {
 	case fastOn && mapLost:
 		return "the fast path's map did not survive"
 	case !last.Clean:
 		return "the previous run did not stop cleanly (or this database's first start with this version)"
-	case !fastOn && last.FastPath:
-		return "the previous run had the fast path on, and this one does not read its map"
+	case !fastOn && (last.FastPath || stale):
+		return "an earlier run had the fast path on, and this one does not read its map"
 	}
 	return ""
 }
@@ -486,7 +484,7 @@ func (f *fastPath) run(ctx context.Context, srv *slowpath.Server, goOwned func(s
 			}
 		}
 	})
-	goOwned("horizons", func(ctx context.Context) error { return srv.RunHorizons(ctx, horizonsEvery) })
+	goOwned("horizons", func(ctx context.Context) error { return srv.RunHorizons(ctx, 5*time.Second) })
 }
 
 // attachedCollector exports xdhcp_fastpath_attached.

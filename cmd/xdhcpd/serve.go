@@ -135,6 +135,10 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	last := st.LastStop()
 	heldAtStart := &heldLeases{}
 	heldAtStart.pending.Store(!last.Clean || last.FastPath)
+	// staleFast: the fast path is off, but an earlier run's program may
+	// still answer renewals from its own map (slowpath.Config.StaleFastPath;
+	// set below).
+	var staleFast bool
 	// The store outlives everything that submits to it, so that in-flight
 	// commits finish on shutdown.
 	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
@@ -148,7 +152,8 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		if err := <-storeDone; err != nil {
 			log.Error("lease store", "err", err)
 		}
-		markStopped(log, st, cfg.Fastpath.Enabled, heldAtStart)
+		// A program left attached answers on after this run too.
+		markStopped(log, st, cfg.Fastpath.Enabled || staleFast, heldAtStart)
 		if conn != nil {
 			conn.Close()
 		}
@@ -185,6 +190,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	var fp *fastPath
 	if !cfg.Fastpath.Enabled {
 		if at, ok := loader.Pinned(cfg.Fastpath.PinDir); ok {
+			staleFast = true
 			log.Warn("the fast path is off but a previous run left it pinned and possibly attached; run `xdhcpd detach` to remove it", "pin-dir", cfg.Fastpath.PinDir, "found-at", at)
 		}
 	}
@@ -207,7 +213,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	srv, err := slowpath.New(slowpath.Config{
 		Logger: log, Store: st, Sender: conn, Gate: conn, Metrics: metrics, FastPath: fastIface, Partner: partnerOf(rel),
 		Settings: settingsFrom(cfg, cfg), Subnets: subnetsFrom(cfg), Ifaces: ifaces,
-		Counter: ctr, Campaigns: st, Informed: st, Now: clock,
+		Counter: ctr, Campaigns: st, Informed: st, Now: clock, StaleFastPath: staleFast,
 	})
 	if err != nil {
 		return err
@@ -215,7 +221,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	fb.srv = srv
 	committed.Store(srv)
 	took = lap(took, "pools")
-	why := holdReason(last, fl != nil, fl != nil && !fl.reused)
+	why := holdReason(last, fl != nil, fl != nil && !fl.reused, staleFast)
 	nheld, holdCommit, err := loadLeases(ctx, srv, why != "")
 	took = lap(took, "load-leases")
 	if err != nil {
@@ -383,10 +389,6 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 				heldAtStart.store(ctx, log, holdCommit)
 				return nil
 			})
-		}
-		if cfg.Server.RenewalAck == config.RenewalAckHorizon {
-			// The fast path's goroutine does this when it runs.
-			goOwned("horizons", func(ctx context.Context) error { return srv.RunHorizons(ctx, horizonsEvery) })
 		}
 	}
 	if rel != nil {

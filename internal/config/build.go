@@ -368,8 +368,9 @@ func (v *validator) build(r *rawConfig) *Config {
 		}
 	}
 	if c.Server.RenewalAck == RenewalAckHorizon && f.Horizon < 2*longest && !(f.Enabled && f.Horizon < longest) {
-		// Horizons are kept at least half of it ahead, and a renewal at T1
-		// asks for a lease time from then.
+		// A renewal at T1 (half the lease time) asks for a lease time from
+		// then, on the horizon its last ACK moved (the fast path also
+		// keeps horizons at least half of this ahead).
 		v.warn("fastpath.horizon", "%v is less than twice the longest lease time (%v): with server.renewal-ack %s most renewals will wait for their record to be written", f.Horizon, longest, RenewalAckHorizon)
 	}
 

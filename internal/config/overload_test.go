@@ -150,7 +150,7 @@ func TestRenewalAck(t *testing.T) {
 		if c.Server.RenewalAck != tc.want {
 			t.Errorf("%q: %q, want %q", tc.yaml, c.Server.RenewalAck, tc.want)
 		}
-		if got := strings.Contains(strings.Join(c.Warnings(), "\n"), "fastpath.horizon"); got != tc.warned {
+		if got := strings.Contains(strings.Join(c.Warnings(), "\n"), "fastpath.horizon: 1h30m0s is less than twice the longest lease time"); got != tc.warned {
 			t.Errorf("%q %q: warned %v, want %v (%q)", tc.yaml, tc.fastpath, got, tc.warned, c.Warnings())
 		}
 	}

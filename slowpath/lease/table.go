@@ -246,13 +246,26 @@ func (t *Table) Put(l *Lease) {
 	r.write(l, blob)
 }
 
-// SetDurableHorizon sets the memory-only DurableHorizon of ip's record,
-// when there is one.
-func (t *Table) SetDurableHorizon(ip netip.Addr, h time.Time) {
-	if r, _ := t.find(ip); r != nil {
-		r.times[timeDurableHorizon] = nanos(h)
+// SetDurableHorizon sets the memory-only DurableHorizon of c's address's
+// record to c's, c being a version of it now on disk: a zero horizon
+// always, another only while the record is still c's binding (active, for
+// the same client). Commits land in order, but the table may be a binding
+// ahead of the one landing, and another client's horizon on disk promises
+// nothing to this one (a renewal is ACKed on the durable horizon).
+func (t *Table) SetDurableHorizon(c *Lease) {
+	if r, blob := t.find(c.IP); r != nil && (c.DurableHorizon.IsZero() || r.state == Active && c.State == Active && r.sameClient(c, *blob)) {
+		r.times[timeDurableHorizon] = nanos(c.DurableHorizon)
 	}
 	runtime.KeepAlive(t)
+}
+
+// sameClient is SameClient for r, whose byte fields are blob, and l.
+func (r *record) sameClient(l *Lease, blob string) bool {
+	hw, cid := int(r.lens[fieldHW]), int(r.lens[fieldClientID])
+	if cid > 0 || len(l.ClientID) > 0 {
+		return string(l.ClientID) == blob[hw:hw+cid]
+	}
+	return r.htype == l.HWType && string(l.HWAddr) == blob[:hw]
 }
 
 // Brief is what a scan usually filters by, read from a record without

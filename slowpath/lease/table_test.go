@@ -222,13 +222,49 @@ func TestTableSetDurableHorizon(t *testing.T) {
 	l := full("10.0.0.1")
 	tb.Put(l)
 	h := l.Horizon.Add(time.Minute)
-	tb.SetDurableHorizon(l.IP, h)
-	tb.SetDurableHorizon(netip.MustParseAddr("10.0.0.2"), h) // no record: nothing happens
+	c := l.Clone()
+	c.DurableHorizon = h
+	tb.SetDurableHorizon(c)
+	other := c.Clone()
+	other.IP = netip.MustParseAddr("10.0.0.2")
+	tb.SetDurableHorizon(other) // no record: nothing happens
 	if got := tb.Get(l.IP); !got.DurableHorizon.Equal(h) || !got.Horizon.Equal(l.Horizon) {
 		t.Fatalf("durable horizon %v (horizon %v), want %v", got.DurableHorizon, got.Horizon, h)
 	}
 	if tb.Len() != 1 {
 		t.Fatalf("Len %d", tb.Len())
+	}
+	// A version of another binding sets no horizon: another client's
+	// (by client identifier, or by hardware address without one), or an
+	// active one landing after the record has ended; a zero horizon is
+	// always taken.
+	later := h.Add(time.Hour)
+	byHW := func(l *Lease) *Lease { l.ClientID = nil; return l }
+	for _, c := range []struct {
+		name   string
+		record *Lease // as the table has it
+		landed func(c *Lease)
+		want   time.Time
+	}{
+		{"another client-id", full("10.0.0.1"), func(c *Lease) { c.ClientID = []byte{1, 2, 0, 0, 0, 0, 8} }, h},
+		{"the same client-id, another chaddr", full("10.0.0.1"), func(c *Lease) { c.HWAddr = net.HardwareAddr{2, 0, 0, 0, 0, 9} }, later},
+		{"another chaddr", byHW(full("10.0.0.1")), func(c *Lease) { c.HWAddr = net.HardwareAddr{2, 0, 0, 0, 0, 8} }, h},
+		{"another hardware type", byHW(full("10.0.0.1")), func(c *Lease) { c.HWType = 6 }, h},
+		{"the same chaddr", byHW(full("10.0.0.1")), func(c *Lease) {}, later},
+		{"a client-id now", byHW(full("10.0.0.1")), func(c *Lease) { c.ClientID = []byte{1} }, h},
+		{"the record ended", func() *Lease { l := full("10.0.0.1"); l.State = Expired; return l }(), func(c *Lease) {}, h},
+		{"zero, from another client", full("10.0.0.1"), func(c *Lease) { c.ClientID = []byte{1}; c.DurableHorizon = time.Time{} }, time.Time{}},
+	} {
+		rec := c.record
+		rec.DurableHorizon = h
+		tb.Put(rec)
+		v := rec.Clone()
+		v.State, v.DurableHorizon = Active, later
+		c.landed(v)
+		tb.SetDurableHorizon(v)
+		if got := tb.Get(rec.IP).DurableHorizon; !got.Equal(c.want) {
+			t.Errorf("%s: durable horizon %v, want %v", c.name, got, c.want)
+		}
 	}
 }
 
@@ -371,7 +407,9 @@ func TestTableBrief(t *testing.T) {
 	tb := NewTable()
 	l := full("10.0.0.1")
 	tb.Put(l)
-	tb.SetDurableHorizon(l.IP, l.Horizon.Add(time.Minute))
+	c := l.Clone()
+	c.DurableHorizon = l.Horizon.Add(time.Minute)
+	tb.SetDurableHorizon(c)
 	b, ok := tb.Brief(l.IP)
 	want := Brief{IP: l.IP, State: l.State, IfIndex: l.IfIndex, Expiry: l.Expiry, DurableHorizon: l.Horizon.Add(time.Minute), StateAt: l.StateAt}
 	if !ok || b.IP != want.IP || b.State != want.State || b.IfIndex != want.IfIndex || !b.Expiry.Equal(want.Expiry) ||
