@@ -312,7 +312,7 @@ type Config struct {
 	// server neither reads nor updates, so the sweep holds each lapsed
 	// lease to its horizon, which bounds what that map grants.
 	StaleFastPath bool
-	Partner  Partner  // optional: nil without failover
+	Partner       Partner // optional: nil without failover
 	// Gate holds off repeated DISCOVERs and REQUESTs
 	// (Settings.DiscoverHoldoff, RequestHoldoff); optional: nil, and
 	// there is no holdoff.
