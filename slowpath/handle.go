@@ -172,7 +172,9 @@ func (s *Server) Handle(in Incoming) {
 	if pending != nil && pending.onHorizon {
 		// The promise is on disk already: the ACK leaves now, the record
 		// with the next group commit.
-		s.emit([]Outgoing{pending.out})
+		if !s.ahead.queue(pending.out) {
+			s.emit([]Outgoing{pending.out})
+		}
 		s.m.AckedOnHorizon.Inc()
 		if !in.Received.IsZero() {
 			s.m.AckLatency.Observe(time.Since(in.Received).Seconds())

@@ -217,6 +217,8 @@ type Server struct {
 	fast FastPath
 	// staleFast is Config.StaleFastPath.
 	staleFast bool
+	// ahead sends the ACKs given on the horizon (Run runs it).
+	ahead *aheadSender
 	// partner is the failover partner, nil without failover.
 	partner Partner
 	gate    HoldoffGate
@@ -342,7 +344,7 @@ func New(c Config) (*Server, error) {
 		return nil, errors.New("slowpath: store and sender are required")
 	}
 	s := &Server{
-		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, staleFast: c.StaleFastPath, partner: c.Partner, gate: c.Gate, m: c.Metrics, now: c.Now,
+		log: c.Logger, store: c.Store, send: c.Sender, fast: c.FastPath, staleFast: c.StaleFastPath, ahead: newAheadSender(), partner: c.Partner, gate: c.Gate, m: c.Metrics, now: c.Now,
 		leases: lease.NewTable(), clients: newClientIndex(),
 		offers: map[netip.Addr]offer{}, offerOf: map[string]netip.Addr{},
 		offerCount: map[string]int{}, offerFIFO: map[string]*fifo.Queue[offerRef]{},
@@ -1044,14 +1046,19 @@ func (s *Server) PoolStats() map[netip.Prefix]map[string]int64 {
 
 // Run does the timed work until ctx ends: offer and lease expiry, and
 // FORCERENEW campaigns (starts at their rates, retransmissions, giving
-// up), in a goroutine Run owns and waits for.
+// up), in a goroutine Run owns and waits for; and, in another, sends the
+// ACKs of renewals granted on their horizon (aheadSender).
 func (s *Server) Run(ctx context.Context) error {
-	frDone := make(chan struct{})
+	frDone, aheadDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(frDone)
 		s.runForceRenew(ctx)
 	}()
-	defer func() { <-frDone }()
+	go func() {
+		defer close(aheadDone)
+		s.ahead.run(ctx, s.emit)
+	}()
+	defer func() { <-frDone; <-aheadDone }()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
