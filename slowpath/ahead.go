@@ -5,15 +5,15 @@ import (
 	"sync"
 )
 
-// aheadSender sends the ACKs of renewals granted on their promise horizon
-// (Settings.AckOnHorizon) from a goroutine of its own, Server.Run's.
-// Sent by the packet reader at the end of its batch, as its other replies
-// are, they made its loop longer by the sendmmsg (a quarter of the
-// server's CPU, half of it the generator's receive path run in the
-// system call): its sockets' queues grew, and at 80% of the ceiling the
-// queue bound dropped a tenth of the renewals. ACKs that wait for their
-// record leave from the lease store's callbacks, also beside the reader.
-// ACKs that come while it sends go out together in its next sendmmsg.
+// aheadSender hands the ACKs of renewals granted on their promise horizon
+// (Settings.AckOnHorizon) to a goroutine of its own, Server.Run's, which
+// sends them with those queued meanwhile. The Sender may still send them
+// at the end of the packet reader's batch, when one is open then
+// (pktio.Conn.Hold). Measured against sending them in the reader's batch
+// with its other replies, as Handle does when no sender runs: there, at
+// 80% of the ceiling, the queue bound dropped 5 to 10% of the renewals in
+// five runs out of five, against about what the build before dropped
+// here (README, Benchmarks, 2026-12-07 09:09).
 type aheadSender struct {
 	mu      sync.Mutex
 	q       []Outgoing

@@ -3,6 +3,7 @@ package slowpath
 import (
 	"context"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,17 +13,40 @@ import (
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 )
 
+// gatedSender is capture whose Send, while gated, waits for open.
+type gatedSender struct {
+	*capture
+	mu    sync.Mutex
+	gate  chan struct{} // nil: not gated
+	began chan struct{} // a Send is waiting at the gate
+}
+
+func (g *gatedSender) Send(o []Outgoing) {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		g.began <- struct{}{}
+		<-gate
+	}
+	g.capture.Send(o)
+}
+
 // TestAheadSenderSendsFromRun: while Run runs, an ACK on the horizon
-// leaves from Run's sender (Handle returns before it is sent), counted
-// as a reply; after Run, Handle sends it itself.
+// leaves from Run's sender: Handle returns while that send is still
+// under way, and the ACK is counted as a reply. After Run, Handle sends
+// it itself.
 func TestAheadSenderSendsFromRun(t *testing.T) {
 	f := horizonFixture(t, true)
+	g := &gatedSender{capture: f.out, began: make(chan struct{}, 1)}
+	cfg := f.config
+	f.config = func(c *Config) { cfg(c); c.Sender = g }
+	f.srv = f.build()
 	ip := f.dora(mac(1)).YourIPAddr
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- f.srv.Run(ctx) }()
-	// Run's sender starts with Run: until it does, Handle sends itself.
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
 		f.srv.ahead.mu.Lock()
 		running := f.srv.ahead.running
 		f.srv.ahead.mu.Unlock()
@@ -32,11 +56,35 @@ func TestAheadSenderSendsFromRun(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("Run's sender did not start")
 		}
-		time.Sleep(time.Millisecond)
 	}
 	acks := testutil.ToFloat64(f.srv.m.reply(dhcpwire.Ack))
+	open := make(chan struct{})
+	g.mu.Lock()
+	g.gate = open
+	g.mu.Unlock()
 	renew := msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip))
-	f.srv.Handle(Incoming{Data: renew.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: srvAddr, IfIndex: 7})
+	handled := make(chan struct{})
+	go func() {
+		f.srv.Handle(Incoming{Data: renew.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: srvAddr, IfIndex: 7})
+		close(handled)
+	}()
+	select {
+	case <-handled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Handle waited for the ACK's send")
+	}
+	select {
+	case <-g.began:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run's sender did not send the ACK")
+	}
+	if got := f.out.take(); len(got) != 0 {
+		t.Fatalf("%d replies sent while the send waits", len(got))
+	}
+	g.mu.Lock()
+	g.gate = nil
+	g.mu.Unlock()
+	close(open)
 	var got []Outgoing
 	for deadline := time.Now().Add(5 * time.Second); len(got) == 0 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 		got = f.out.take()

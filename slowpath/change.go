@@ -139,9 +139,13 @@ func (s *Server) applyToLocked(l *lease.Lease, known bool, c cause, now time.Tim
 	sn := s.subs.forAddr(ip)
 	if l.State != lease.Active || !lease.SameClient(&client, l) {
 		// The horizon on disk is another binding's, or this record
-		// promises nothing now: nothing may be granted on it
-		// (SetDurableHorizon keeps it so until this binding lands).
+		// promises nothing now: nothing may be granted on it. A new
+		// epoch, so that no version of an earlier binding landing later
+		// sets it again (SetDurableHorizon) before this one lands.
 		l.DurableHorizon = time.Time{}
+		if known && (was == lease.Active || l.State == lease.Active) {
+			l.Epoch++
+		}
 	}
 
 	desired := l.Expiry

@@ -68,6 +68,13 @@ func (s *Server) publish(ls []*lease.Lease) {
 	defer s.pubMu.Unlock()
 	s.mu.Lock()
 	for _, l := range ls {
+		if b, ok := s.leases.Brief(l.IP); ok && b.Epoch != l.Epoch && l.State == lease.Active {
+			// A binding the table has moved on from (released, expired,
+			// another client's since): its version landing late must
+			// not put its entry back; the newer versions' commits
+			// publish or withdraw it.
+			continue
+		}
 		if fl, ok := s.fastLeaseLocked(l); ok {
 			add = append(add, fl)
 		} else {

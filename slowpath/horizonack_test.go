@@ -1,6 +1,7 @@
 package slowpath
 
 import (
+	"bytes"
 	"net/netip"
 	"testing"
 	"time"
@@ -15,10 +16,15 @@ import (
 // leases an hour) without a fast path, ACKing renewals on them when
 // onHorizon.
 func horizonFixture(t *testing.T, onHorizon bool) *fixture {
+	return horizonFixtureAhead(t, onHorizon, 90*time.Minute)
+}
+
+// horizonFixtureAhead is horizonFixture with horizons ahead kept.
+func horizonFixtureAhead(t *testing.T, onHorizon bool, ahead time.Duration) *fixture {
 	t.Helper()
 	f := &fixture{t: t, store: &memStore{leases: map[netip.Addr]*lease.Lease{}}, out: &capture{}, now: time.Unix(1_800_000_000, 0)}
 	f.config = func(c *Config) {
-		c.Settings.HorizonAhead = 90 * time.Minute
+		c.Settings.HorizonAhead = ahead
 		c.Settings.AckOnHorizon = onHorizon
 	}
 	f.srv = f.build()
@@ -164,7 +170,9 @@ func TestLoadHoldingGrantsCoversRenewalsOnHorizon(t *testing.T) {
 func TestNoAckOnAnotherBindingsHorizon(t *testing.T) {
 	for _, end := range []string{"expired", "released"} {
 		t.Run(end, func(t *testing.T) {
-			f := horizonFixture(t, true)
+			// Horizons of 4 h: B's grant, an hour from up to 81 minutes
+			// on, is within A's horizon on disk.
+			f := horizonFixtureAhead(t, true, 4*time.Hour)
 			ack := f.dora(mac(1))
 			ip := ack.YourIPAddr
 			a, _ := netip.AddrFromSlice(ip.To4())
@@ -210,5 +218,74 @@ func TestNoAckOnAnotherBindingsHorizon(t *testing.T) {
 				t.Fatalf("%v ACKs on the horizon, want A's and B's renewals", n)
 			}
 		})
+	}
+}
+
+// TestNoAckOnTheSameClientsEarlierHorizon: a client whose binding ended
+// (released, or expired) and that is bound again to the same address is
+// not ACKed on its earlier binding's horizon when a version of that
+// binding lands after the new one began: the disk then holds an earlier
+// binding, and the ended one after it, until the new one lands. A crash
+// in between leaves the address free on disk.
+func TestNoAckOnTheSameClientsEarlierHorizon(t *testing.T) {
+	for _, end := range []string{"expired", "released"} {
+		t.Run(end, func(t *testing.T) {
+			f := horizonFixtureAhead(t, true, 4*time.Hour)
+			ack := f.dora(mac(1))
+			ip := ack.YourIPAddr
+			t0 := f.now
+			f.store.holding = true
+			f.now = t0.Add(10 * time.Minute)
+			renew := msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip))
+			if got := f.send(renew, srvAddr); len(got) != 1 { // V1, held
+				t.Fatalf("renewal: %d replies", len(got))
+			}
+			switch end { // V2, held
+			case "expired":
+				f.now = t0.Add(70*time.Minute + time.Second)
+				f.srv.Sweep()
+			case "released":
+				f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(ip), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ack.ServerIdentifier()))), srvAddr)
+			}
+			reboot := msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)))
+			if got := f.send(reboot, bcast); len(got) != 0 { // V3, held
+				t.Fatalf("the new binding's ACK left before its record: %v", got[0].Summary())
+			}
+			f.store.land(1) // V1: the client's earlier binding, active, on disk
+			if got := f.send(reboot, bcast); len(got) != 0 {
+				t.Fatalf("ACKed on the earlier binding's horizon: %v", got[0].Summary())
+			}
+			f.store.release()
+			if got := f.out.take(); len(got) != 2 {
+				t.Fatalf("%d ACKs once the records landed, want 2", len(got))
+			}
+			if got := f.send(renew, srvAddr); len(got) != 1 {
+				t.Fatalf("the new binding's renewal, on its own horizon: %d replies", len(got))
+			}
+		})
+	}
+}
+
+// TestLateVersionIsNotPublished: a version of a binding that the table has
+// moved on from (released, then the address bound again) lands late: the
+// fast path's entry is not set back to it.
+func TestLateVersionIsNotPublished(t *testing.T) {
+	f, fp := newFastFixture(t)
+	ack := f.dora(mac(1))
+	ip := ack.YourIPAddr
+	a, _ := netip.AddrFromSlice(ip.To4())
+	v0 := fp.entries[a]
+	f.store.holding = true
+	f.now = f.now.Add(10 * time.Minute)
+	f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip)), srvAddr)                                                                        // V1
+	f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(ip), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ack.ServerIdentifier()))), srvAddr) // V2
+	f.send(msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip))), bcast)                                              // V3: another client
+	f.store.land(1)
+	if e := fp.entries[a]; !e.Expiry.Equal(v0.Expiry) || !bytes.Equal(e.HWAddr, mac(1)) {
+		t.Fatalf("entry after the released binding's late version: %+v, want it as before (%v)", e, v0.Expiry)
+	}
+	f.store.release()
+	if e, ok := fp.entries[a]; !ok || !bytes.Equal(e.HWAddr, mac(2)) {
+		t.Fatalf("entry once every version landed: %+v, want the new client's", e)
 	}
 }

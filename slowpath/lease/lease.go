@@ -96,6 +96,13 @@ type Lease struct {
 	// commits; only DurableHorizon is ever given to the fast path, so a
 	// failed commit cannot leak a horizon the disk does not hold.
 	DurableHorizon time.Time
+	// Epoch is kept in memory only (never encoded): it changes whenever
+	// the binding does (another client, or out of ACTIVE), so that a
+	// version of the record that reaches the disk can be told from the
+	// binding the table holds now (Table.SetDurableHorizon): an older
+	// binding's horizon, the same client's included, promises nothing to
+	// this one. It wraps; a version 256 bindings old is never in flight.
+	Epoch uint8
 
 	// Where the lease was granted: ingress interface and VLAN tags for a
 	// directly attached client, giaddr for a relayed one.

@@ -78,6 +78,7 @@ type record struct {
 	state   State
 	htype   uint8
 	flags   uint8
+	epoch   uint8 // Lease.Epoch (in what was the struct's padding)
 }
 
 // NewTable returns an empty table.
@@ -248,12 +249,15 @@ func (t *Table) Put(l *Lease) {
 
 // SetDurableHorizon sets the memory-only DurableHorizon of c's address's
 // record to c's, c being a version of it now on disk: a zero horizon
-// always, another only while the record is still c's binding (active, for
-// the same client). Commits land in order, but the table may be a binding
-// ahead of the one landing, and another client's horizon on disk promises
-// nothing to this one (a renewal is ACKed on the durable horizon).
+// always, another only while the record is still c's binding (its Epoch,
+// active, for the same client). Commits land in order, but the table may
+// be a binding ahead of the one landing, and an earlier binding's horizon
+// on disk, another client's or the same client's before a release,
+// promises nothing to this one (a renewal is ACKed on the durable
+// horizon).
 func (t *Table) SetDurableHorizon(c *Lease) {
-	if r, blob := t.find(c.IP); r != nil && (c.DurableHorizon.IsZero() || r.state == Active && c.State == Active && r.sameClient(c, *blob)) {
+	if r, blob := t.find(c.IP); r != nil && (c.DurableHorizon.IsZero() ||
+		r.epoch == c.Epoch && r.state == Active && c.State == Active && r.sameClient(c, *blob)) {
 		r.times[timeDurableHorizon] = nanos(c.DurableHorizon)
 	}
 	runtime.KeepAlive(t)
@@ -277,6 +281,7 @@ type Brief struct {
 	Expiry         time.Time
 	DurableHorizon time.Time
 	StateAt        time.Time
+	Epoch          uint8
 }
 
 // Brief returns ip's record's Brief, without copying the record; false
@@ -293,7 +298,7 @@ func (t *Table) Brief(ip netip.Addr) (Brief, bool) {
 func (r *record) brief() Brief {
 	return Brief{IP: addr(r.ip), State: r.state, IfIndex: r.ifIndex,
 		Expiry: fromNanos(r.times[timeExpiry]), DurableHorizon: fromNanos(r.times[timeDurableHorizon]),
-		StateAt: fromNanos(r.times[timeStateAt])}
+		StateAt: fromNanos(r.times[timeStateAt]), Epoch: r.epoch}
 }
 
 // Range calls fn for every record, in the order they were first stored,
@@ -363,7 +368,7 @@ func (r *record) read(l *Lease, blob string, buf []byte) {
 		IfIndex: r.ifIndex, VLANs: r.vlans, GIAddr: addr(r.giaddr), ServerID: addr(r.server),
 		RelayInfo: f[fieldRelayInfo], VendorClass: f[fieldVendorClass], LastXID: r.xid,
 		ForceRenewKey:  f[fieldForceRenewKey],
-		PartnerPending: r.flags&flagPartnerPending != 0, Reserved: r.flags&flagReserved != 0,
+		PartnerPending: r.flags&flagPartnerPending != 0, Reserved: r.flags&flagReserved != 0, Epoch: r.epoch,
 	}
 }
 
@@ -376,7 +381,7 @@ func (r *record) write(l *Lease, blob *string) {
 	if l.Reserved {
 		flags |= flagReserved
 	}
-	r.ip, r.state, r.htype, r.flags = AddrUint32(l.IP), l.State, l.HWType, flags
+	r.ip, r.state, r.htype, r.flags, r.epoch = AddrUint32(l.IP), l.State, l.HWType, flags, l.Epoch
 	r.times = [numTimes]int64{
 		timeStart: nanos(l.Start), timeExpiry: nanos(l.Expiry), timeCLTT: nanos(l.CLTT),
 		timeStateAt: nanos(l.StateAt), timePotExp: nanos(l.PotExp), timeAckedExp: nanos(l.AckedExp),

@@ -235,9 +235,10 @@ func TestTableSetDurableHorizon(t *testing.T) {
 		t.Fatalf("Len %d", tb.Len())
 	}
 	// A version of another binding sets no horizon: another client's
-	// (by client identifier, or by hardware address without one), or an
-	// active one landing after the record has ended; a zero horizon is
-	// always taken.
+	// (by client identifier, or by hardware address without one), the
+	// same client's of another epoch, or an active one landing after the
+	// record has ended; a zero horizon is always taken. The epoch is
+	// kept with the record.
 	later := h.Add(time.Hour)
 	byHW := func(l *Lease) *Lease { l.ClientID = nil; return l }
 	for _, c := range []struct {
@@ -251,13 +252,17 @@ func TestTableSetDurableHorizon(t *testing.T) {
 		{"another chaddr", byHW(full("10.0.0.1")), func(c *Lease) { c.HWAddr = net.HardwareAddr{2, 0, 0, 0, 0, 8} }, h},
 		{"another hardware type", byHW(full("10.0.0.1")), func(c *Lease) { c.HWType = 6 }, h},
 		{"the same chaddr", byHW(full("10.0.0.1")), func(c *Lease) {}, later},
+		{"the same client's earlier binding", full("10.0.0.1"), func(c *Lease) { c.Epoch-- }, h},
 		{"a client-id now", byHW(full("10.0.0.1")), func(c *Lease) { c.ClientID = []byte{1} }, h},
 		{"the record ended", func() *Lease { l := full("10.0.0.1"); l.State = Expired; return l }(), func(c *Lease) {}, h},
 		{"zero, from another client", full("10.0.0.1"), func(c *Lease) { c.ClientID = []byte{1}; c.DurableHorizon = time.Time{} }, time.Time{}},
 	} {
 		rec := c.record
-		rec.DurableHorizon = h
+		rec.DurableHorizon, rec.Epoch = h, 7
 		tb.Put(rec)
+		if e := tb.Get(rec.IP).Epoch; e != 7 {
+			t.Fatalf("epoch %d kept, want 7", e)
+		}
 		v := rec.Clone()
 		v.State, v.DurableHorizon = Active, later
 		c.landed(v)
