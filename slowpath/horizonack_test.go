@@ -2,6 +2,7 @@ package slowpath
 
 import (
 	"bytes"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -161,38 +162,46 @@ func TestLoadHoldingGrantsCoversRenewalsOnHorizon(t *testing.T) {
 	}
 }
 
+// endedInFlight binds mac(1) on a server with 4 h horizons, then, with the
+// store holding every commit from there on, renews it on its horizon (the
+// version in flight, V1) and ends it (V2): "expired" by the sweep, or
+// "released". It returns the fixture, the DORA's ACK and the address.
+func endedInFlight(t *testing.T, end string) (*fixture, *dhcpv4.DHCPv4, net.IP) {
+	t.Helper()
+	f := horizonFixtureAhead(t, true, 4*time.Hour)
+	ack := f.dora(mac(1))
+	ip := ack.YourIPAddr
+	a, _ := netip.AddrFromSlice(ip.To4())
+	t0 := f.now
+	f.store.holding = true
+	f.now = t0.Add(10 * time.Minute)
+	if got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip)), srvAddr); len(got) != 1 {
+		t.Fatalf("the renewal on its horizon: %d replies", len(got))
+	}
+	switch end {
+	case "expired":
+		f.now = t0.Add(70*time.Minute + time.Second)
+		f.srv.Sweep()
+	case "released":
+		f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(ip), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ack.ServerIdentifier()))), srvAddr)
+	}
+	if b, _ := f.srv.leases.Brief(a); b.State == lease.Active {
+		t.Fatalf("%s: the lease is still active in memory: %+v", end, b)
+	}
+	return f, ack, ip
+}
+
 // TestNoAckOnAnotherBindingsHorizon: the horizon on disk may still be a
 // previous client's while the address has ended for it in memory and gone
 // to another: the other client's REQUEST, and its repeat, wait for their
-// record, also once an older commit of the first binding has landed. A
+// record, also once an older version of the first binding has landed. A
 // crash before that record would otherwise leave the address held for the
 // first client (to its horizon) while the second held an ACK for it.
+// (With 4 h horizons the second client's grant is within the first's.)
 func TestNoAckOnAnotherBindingsHorizon(t *testing.T) {
 	for _, end := range []string{"expired", "released"} {
 		t.Run(end, func(t *testing.T) {
-			// Horizons of 4 h: B's grant, an hour from up to 81 minutes
-			// on, is within A's horizon on disk.
-			f := horizonFixtureAhead(t, true, 4*time.Hour)
-			ack := f.dora(mac(1))
-			ip := ack.YourIPAddr
-			a, _ := netip.AddrFromSlice(ip.To4())
-			t0 := f.now
-			f.store.holding = true
-			// A renewal on its horizon (a commit that lands later, below).
-			f.now = t0.Add(10 * time.Minute)
-			if got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip)), srvAddr); len(got) != 1 {
-				t.Fatalf("A's renewal: %d replies", len(got))
-			}
-			switch end {
-			case "expired":
-				f.now = t0.Add(80*time.Minute + time.Second)
-				f.srv.Sweep()
-			case "released":
-				f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(ip), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ack.ServerIdentifier()))), srvAddr)
-			}
-			if b, _ := f.srv.leases.Brief(a); b.State == lease.Active {
-				t.Fatalf("A's lease still active in memory: %+v", b)
-			}
+			f, _, ip := endedInFlight(t, end)
 			reboot := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)))
 			if got := f.send(reboot, bcast); len(got) != 0 {
 				t.Fatalf("B's ACK left before its record: %v", got[0].Summary())
@@ -230,23 +239,7 @@ func TestNoAckOnAnotherBindingsHorizon(t *testing.T) {
 func TestNoAckOnTheSameClientsEarlierHorizon(t *testing.T) {
 	for _, end := range []string{"expired", "released"} {
 		t.Run(end, func(t *testing.T) {
-			f := horizonFixtureAhead(t, true, 4*time.Hour)
-			ack := f.dora(mac(1))
-			ip := ack.YourIPAddr
-			t0 := f.now
-			f.store.holding = true
-			f.now = t0.Add(10 * time.Minute)
-			renew := msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip))
-			if got := f.send(renew, srvAddr); len(got) != 1 { // V1, held
-				t.Fatalf("renewal: %d replies", len(got))
-			}
-			switch end { // V2, held
-			case "expired":
-				f.now = t0.Add(70*time.Minute + time.Second)
-				f.srv.Sweep()
-			case "released":
-				f.send(msg(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(ip), dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ack.ServerIdentifier()))), srvAddr)
-			}
+			f, _, ip := endedInFlight(t, end)
 			reboot := msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip)))
 			if got := f.send(reboot, bcast); len(got) != 0 { // V3, held
 				t.Fatalf("the new binding's ACK left before its record: %v", got[0].Summary())
@@ -259,6 +252,7 @@ func TestNoAckOnTheSameClientsEarlierHorizon(t *testing.T) {
 			if got := f.out.take(); len(got) != 2 {
 				t.Fatalf("%d ACKs once the records landed, want 2", len(got))
 			}
+			renew := msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip))
 			if got := f.send(renew, srvAddr); len(got) != 1 {
 				t.Fatalf("the new binding's renewal, on its own horizon: %d replies", len(got))
 			}
