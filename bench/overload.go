@@ -125,8 +125,8 @@ func (r *Rig) Overload(ctx context.Context, o OverloadOptions) OverloadReport {
 				if ss.OnHorizon > 0 {
 					store += fmt.Sprintf(", %.0f%% on the horizon", 100*ss.OnHorizon)
 				}
-				o.Log.printf("    in the server: socket wait p50 %.1f, p99 %.1f ms; arrival to ACK p50 %.1f, p99 %.1f ms%s; commit p50 %.1f, p99 %.1f, mean %.2f ms, %.0f leases each\n",
-					ss.WaitP50, ss.WaitP99, ss.AckP50, ss.AckP99, store, ss.CommitP50, ss.CommitP99, ss.CommitMean, ss.LeasesPerTx)
+				o.Log.printf("    in the server: socket wait p50 %.1f, p99 %.1f ms; arrival to ACK p50 %.1f, p99 %.1f ms%s; to the reply sent p50 %.1f, p99 %.1f ms; commit p50 %.1f, p99 %.1f, mean %.2f ms, %.0f leases each\n",
+					ss.WaitP50, ss.WaitP99, ss.AckP50, ss.AckP99, store, ss.SentP50, ss.SentP99, ss.CommitP50, ss.CommitP99, ss.CommitMean, ss.LeasesPerTx)
 			}
 			rep.Rows = append(rep.Rows, row)
 			if ctx.Err() != nil {
@@ -210,16 +210,16 @@ func (rep *Report) overloadOne(b *strings.Builder, ov *OverloadReport, stem stri
 	} else if ov.Scenario == loadgen.Renew {
 		b.WriteString("The clients renewed in the order they were bound, which is the addresses' order: a commit of many renewals writes few pages of the lease tree (`--order bound`; `--order scattered` offers them in a random order).\n\n")
 	}
-	b.WriteString("Inside xdhcpd (its histograms, read before and after each step; upper bucket bounds): how long the requests it handled waited in the priority socket, how long from their arrival to the ACK, how much of that from the lease's hand-over to the store until it was on disk and its ACK's callback ran (the commit in flight, its own, the callbacks before it; empty for a daemon without that histogram, before d816b1e, and for ACKs that did not wait for their record), with the share of the ACKs that left on the lease's promise horizon before their record was written (`server.renewal-ack: horizon`, the default from 2026-12-07), how long each lease store transaction took, the requests it dropped per second for their wait in a socket (reasons `stale` and `overload`), and the share of the step it stopped reading because the lease store was behind (0 for a daemon from before that bound).\n\n")
+	b.WriteString("Inside xdhcpd (its histograms, read before and after each step; upper bucket bounds): how long the requests it handled waited in the priority socket, how long from their arrival to the ACK queued to leave and to every reply handed to the kernel (the send returned: the wait for the sender, and the send, which through the rig's veth delivers the reply to the generator's socket; empty before 2026-12-07 13:30), how much of the first from the lease's hand-over to the store until it was on disk and its ACK's callback ran (the commit in flight, its own, the callbacks before it; empty for a daemon without that histogram, before d816b1e, and for ACKs that did not wait for their record), with the share of the ACKs that left on the lease's promise horizon before their record was written (`server.renewal-ack: horizon`, the default from 2026-12-07), how long each lease store transaction took, the requests it dropped per second for their wait in a socket (reasons `stale` and `overload`), and the share of the step it stopped reading because the lease store was behind (0 for a daemon from before that bound).\n\n")
 	b.WriteString("Latency is from a request's send to its answer's arrival in the generator's kernel (the socket's SO_TIMESTAMPNS), so the generator's wait to read it is not counted as the server's; in brackets, to when the generator read it, which adds its waits for the CPUs it shares with the server (reports before 2026-12-07 give only that). Whether an answer came in time is still judged when it is read.\n\n")
 	b.WriteString("*Clients* is the step's population (at least 1.25 times the offered rate times the generator's 1 s timeout, at most the relay pool, so that requests the server drops do not leave it without idle clients); *not sent* the requests it had no idle client for.\n\n")
-	b.WriteString("| server | offered (share of ceiling) | clients, not sent | answered/s | goodput | loss | p50 µs | p99 µs | socket wait p99 ms | arrival to ACK p50 / p99 ms | in the store p50 / p99 ms | commit p50 / p99 ms, leases each | dropped/s stale, overload; reading paused |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| server | offered (share of ceiling) | clients, not sent | answered/s | goodput | loss | p50 µs | p99 µs | socket wait p99 ms | arrival to ACK p50 / p99 ms | to reply sent p50 / p99 ms | in the store p50 / p99 ms | commit p50 / p99 ms, leases each | dropped/s stale, overload; reading paused |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range ov.Rows {
 		if r.Err != "" {
-			fmt.Fprintf(b, "| %s | %d (%.0f%%) | | error: %s | | | | | | | | | |\n", r.Server, r.Offered, 100*r.Fraction, r.Err)
+			fmt.Fprintf(b, "| %s | %d (%.0f%%) | | error: %s | | | | | | | | | | |\n", r.Server, r.Offered, 100*r.Fraction, r.Err)
 			continue
 		}
-		inside := "| | | | |"
+		inside := "| | | | | |"
 		if ss := r.Inside; ss != nil {
 			var store []string
 			if ss.StoreP50 > 0 || ss.StoreP99 > 0 {
@@ -228,7 +228,11 @@ func (rep *Report) overloadOne(b *strings.Builder, ov *OverloadReport, stem stri
 			if ss.OnHorizon > 0 {
 				store = append(store, fmt.Sprintf("%.0f%% on the horizon", 100*ss.OnHorizon))
 			}
-			inside = fmt.Sprintf("%g | %g / %g | %s | %g / %g, %.0f | %.0f, %.0f; %.0f%% |", ss.WaitP99, ss.AckP50, ss.AckP99, strings.Join(store, "; "), ss.CommitP50, ss.CommitP99, ss.LeasesPerTx, ss.Stale, ss.Overload, 100*ss.Behind)
+			sent := ""
+			if ss.SentP50 > 0 || ss.SentP99 > 0 {
+				sent = fmt.Sprintf("%g / %g", ss.SentP50, ss.SentP99)
+			}
+			inside = fmt.Sprintf("%g | %g / %g | %s | %s | %g / %g, %.0f | %.0f, %.0f; %.0f%% |", ss.WaitP99, ss.AckP50, ss.AckP99, sent, strings.Join(store, "; "), ss.CommitP50, ss.CommitP99, ss.LeasesPerTx, ss.Stale, ss.Overload, 100*ss.Behind)
 		}
 		fmt.Fprintf(b, "| %s | %d (%.0f%%) | %d, %d | %.0f | %.0f%% | %.1f%% | %.0f | %s | %s\n", r.Server, r.Offered, 100*r.Fraction, r.Result.Clients, r.Result.Starved, r.Result.Rate,
 			100*r.Result.Rate/ov.Ceiling, 100*r.Result.Loss, r.Result.P50, p99Cell(r.Result), inside)

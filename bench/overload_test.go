@@ -22,7 +22,7 @@ func TestOverloadSection(t *testing.T) {
 		// The server's side: every ACK on its horizon (no store wait),
 		// then a mix.
 		{Server: Xdhcpd{}.Name(), Fraction: 0.8, Offered: 8000, Result: loadgen.Result{Clients: 10000, Rate: 8000, P50: 800, P99: 5000},
-			Inside: &ServerSide{WaitP99: 5, AckP50: 1, AckP99: 7.5, CommitP50: 1, CommitP99: 5, LeasesPerTx: 40, OnHorizon: 1}},
+			Inside: &ServerSide{WaitP99: 5, AckP50: 1, AckP99: 7.5, SentP50: 2, SentP99: 15, CommitP50: 1, CommitP99: 5, LeasesPerTx: 40, OnHorizon: 1}},
 		{Server: Xdhcpd{}.Name(), Fraction: 0.5, Offered: 5000, Result: loadgen.Result{Clients: 10000, Rate: 5000, P50: 700, P99: 4000},
 			Inside: &ServerSide{WaitP99: 5, AckP50: 1, AckP99: 10, StoreP50: 2, StoreP99: 7.5, CommitP50: 1, CommitP99: 5, LeasesPerTx: 20, OnHorizon: 0.5}},
 	}}}
@@ -31,8 +31,9 @@ func TestOverloadSection(t *testing.T) {
 	mustContain(t, "section", b.String(),
 		"| xdhcpd | 12000 (120%) | 12000, 0 | 9700 | 97% | 19.0% | 900 | 8000 (9100) |",
 		"| xdhcpd-unbounded-queue | 12000 (120%) | 12000, 431 | 8000 | 80% | 33.0% | 150000 | 300000 |",
-		"| 5 | 1 / 7.5 | 100% on the horizon | 1 / 5, 40 |",
-		"| 5 | 1 / 10 | 2 / 7.5; 50% on the horizon | 1 / 5, 20 |")
+		"| 5 | 1 / 7.5 | 2 / 15 | 100% on the horizon | 1 / 5, 40 |",
+		// A daemon from before the reply histogram: an empty cell.
+		"| 5 | 1 / 10 |  | 2 / 7.5; 50% on the horizon | 1 / 5, 20 |")
 	if strings.Contains(b.String(), "searched") {
 		t.Errorf("a ceiling given is not said to be searched:\n%s", b.String())
 	}

@@ -12,16 +12,22 @@ import (
 
 // ServerSide is where a phase's time went inside xdhcpd, read from its
 // histograms before and after the phase (issue 19): how long requests
-// waited in their socket, how long from arrival to ACK and how much of
+// waited in their socket, how long from arrival to ACK (queued, and
+// sent) and how much of
 // that from the hand-over to the store until on disk, and how long each
 // lease store transaction took. Milliseconds; quantiles are upper
 // bucket bounds (the buckets are slowpath's latencyBuckets; one past the
 // last finite bound reads as that bound), 0 with no observations.
 type ServerSide struct {
-	WaitP50     float64 `json:"priority-wait-p50-ms"`
-	WaitP99     float64 `json:"priority-wait-p99-ms"`
-	AckP50      float64 `json:"ack-p50-ms"`
-	AckP99      float64 `json:"ack-p99-ms"`
+	WaitP50 float64 `json:"priority-wait-p50-ms"`
+	WaitP99 float64 `json:"priority-wait-p99-ms"`
+	AckP50  float64 `json:"ack-p50-ms"`
+	AckP99  float64 `json:"ack-p99-ms"`
+	// SentP50 and SentP99 are from arrival until the reply was handed to
+	// the kernel (xdhcp_slowpath_reply_seconds, every reply; 0 before
+	// the daemon had it): AckP99 ends when the ACK is queued to leave.
+	SentP50     float64 `json:"sent-p50-ms,omitempty"`
+	SentP99     float64 `json:"sent-p99-ms,omitempty"`
 	StoreP50    float64 `json:"store-wait-p50-ms,omitempty"`
 	StoreP99    float64 `json:"store-wait-p99-ms,omitempty"`
 	CommitP50   float64 `json:"commit-p50-ms"`
@@ -45,7 +51,7 @@ type ServerSide struct {
 }
 
 // serverSideMetrics are the histograms ServerSide reads.
-var serverSideMetrics = []string{"xdhcp_slowpath_wait_seconds", "xdhcp_slowpath_ack_seconds", "xdhcp_slowpath_store_wait_seconds", "xdhcp_store_commit_seconds", "xdhcp_store_commit_leases"}
+var serverSideMetrics = []string{"xdhcp_slowpath_wait_seconds", "xdhcp_slowpath_ack_seconds", "xdhcp_slowpath_reply_seconds", "xdhcp_slowpath_store_wait_seconds", "xdhcp_store_commit_seconds", "xdhcp_store_commit_leases"}
 
 // serverSideCounters are the counters ServerSide reads.
 var serverSideCounters = []string{"xdhcp_slowpath_dropped_total", "xdhcp_slowpath_store_behind_seconds_total", "xdhcp_slowpath_acks_on_horizon_total"}
@@ -81,6 +87,8 @@ func serverSideBetween(before, after string, elapsed time.Duration) *ServerSide 
 		WaitP99:   q("xdhcp_slowpath_wait_seconds", `class="priority"`, 0.99),
 		AckP50:    q("xdhcp_slowpath_ack_seconds", "", 0.5),
 		AckP99:    q("xdhcp_slowpath_ack_seconds", "", 0.99),
+		SentP50:   q("xdhcp_slowpath_reply_seconds", "", 0.5),
+		SentP99:   q("xdhcp_slowpath_reply_seconds", "", 0.99),
 		StoreP50:  q("xdhcp_slowpath_store_wait_seconds", "", 0.5),
 		StoreP99:  q("xdhcp_slowpath_store_wait_seconds", "", 0.99),
 		CommitP50: q("xdhcp_store_commit_seconds", "", 0.5),

@@ -276,7 +276,7 @@ func (s *Server) leasequeryReply(q lqQuery, typ uint8, l *lease.Lease, others []
 		b = dhcpwire.AppendOption(b, dhcpwire.OptClientID, cid)
 	}
 	return Outgoing{
-		Payload: finish(b), IfIndex: q.in.IfIndex, Src: q.in.Dst, Type: typ,
+		Payload: finish(b), IfIndex: q.in.IfIndex, Src: q.in.Dst, Type: typ, Received: q.in.Received,
 		Dst: netip.AddrPortFrom(p.GIAddr, 67),
 	}, true
 }

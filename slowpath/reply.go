@@ -198,7 +198,7 @@ func fitOptions(sub *Subnet, p *dhcpwire.Packet, room int) []byte {
 // addressed decides where a reply goes (RFC 2131 §4.1).
 func (s *Server) addressed(r *req, typ uint8, yiaddr netip.Addr, payload []byte) Outgoing {
 	p := r.p
-	o := Outgoing{Payload: payload, IfIndex: r.in.IfIndex, Src: s.sourceFor(r), Type: typ}
+	o := Outgoing{Payload: payload, IfIndex: r.in.IfIndex, Src: s.sourceFor(r), Type: typ, Received: r.in.Received}
 	switch {
 	case typ == dhcpwire.Ack && yiaddr.IsUnspecified() && !p.CIAddr.IsUnspecified():
 		// DHCPINFORM: straight to the client, even when relayed.

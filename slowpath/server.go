@@ -112,6 +112,11 @@ type Outgoing struct {
 	// Reuse says Payload is the Sender's again once sent: it came from
 	// its PayloadBuffers, and nothing refers to it after Send.
 	Reuse bool
+	// Received is the arrival (the kernel's timestamp) of the request
+	// this answers, zero for a message the server sends unasked
+	// (FORCERENEW) or a request without one: the Sender reports it with
+	// the reply once sent (Metrics.ObserveSent).
+	Received time.Time
 }
 
 // Interface describes a served interface.

@@ -350,6 +350,16 @@ func sampleCount(t *testing.T, h prometheus.Histogram) uint64 {
 	return m.GetHistogram().GetSampleCount()
 }
 
+// sampleSum is the sum of the observations histogram h holds.
+func sampleSum(t *testing.T, h prometheus.Histogram) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleSum()
+}
+
 func TestReservationWinsAndReturningClientGetsItsAddress(t *testing.T) {
 	f := newFixture(t)
 	if ack := f.dora(resMAC); !ack.YourIPAddr.Equal(net.ParseIP("10.77.0.42")) {

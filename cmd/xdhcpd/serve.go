@@ -168,6 +168,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	if conn, err = pktio.Listen(ctx, dhcpPort, log); err != nil {
 		return err
 	}
+	conn.SetSent(metrics.ObserveSent)
 	replies.Store(conn)
 	took = lap(took, "sockets")
 

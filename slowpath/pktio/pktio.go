@@ -87,8 +87,15 @@ type Conn struct {
 	// begin its next batch (an execution trace at 60,000 renewals/s)
 	// while requests waited in the socket.
 	mu sync.Mutex
-	// msgs are the batch buffers of sendmmsg: the sender's alone.
-	msgs []ipv4.Message
+	// msgs are the batch buffers of sendmmsg: the sender's alone, as are
+	// slot, the reply each of msgs holds, and sentOut, the replies one
+	// sendmmsg sent, for onSent.
+	msgs    []ipv4.Message
+	slot    []int
+	sentOut []slowpath.Outgoing
+	// onSent, when set, is told of replies once the kernel has them
+	// (SetSent).
+	onSent func(out []slowpath.Outgoing, sent time.Time)
 	// While Serve handles a batch of requests, or the lease store runs a
 	// transaction's callbacks (Hold), replies are held here and leave in
 	// one sendmmsg when either ends, instead of one system call each.
@@ -240,7 +247,7 @@ func Listen(ctx context.Context, port int, log *slog.Logger) (*Conn, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Conn{udp: prio, pc: ipv4.NewPacketConn(prio), bulk: bulk, bulkPC: ipv4.NewPacketConn(bulk), raw: raw, log: log,
-		msgs: make([]ipv4.Message, batch), settings: settings, held: held}
+		msgs: make([]ipv4.Message, batch), slot: make([]int, batch), settings: settings, held: held}
 	ok = true
 	for _, pc := range []*ipv4.PacketConn{c.pc, c.bulkPC} {
 		if err := pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
@@ -460,6 +467,14 @@ func queueFill(rc syscall.RawConn) (used int, ok bool) {
 	return used, true
 }
 
+// SetSent has Send report the replies it sent, each chunk when its
+// system call has returned, to sent (slowpath.Metrics.ObserveSent, which
+// measures each reply's time since its request arrived). Set it before
+// the Conn sends; a reply that could not be sent is not reported.
+func (c *Conn) SetSent(sent func(out []slowpath.Outgoing, at time.Time)) {
+	c.onSent = sent
+}
+
 // Serve reads datagrams in batches from both sockets and hands each to
 // handle until ctx ends or a socket is closed (Close). A batch from the
 // priority socket goes before one from the bulk socket; while handle is
@@ -666,16 +681,20 @@ func (c *Conn) send(out []slowpath.Outgoing) {
 			k, err := c.pc.WriteBatch(c.msgs[done:n], 0)
 			if err != nil {
 				c.warn("sending replies", "err", err, "dst", c.msgs[done].Addr)
-				k = 1 // skip the one that failed
+				done++ // skip the one that failed
+				continue
 			}
+			c.reportSent(out, c.slot[done:done+k])
 			done += k
 		}
 		n = 0
 	}
-	for _, o := range out {
+	for i, o := range out {
 		if o.HWDst != nil {
 			if err := c.sendLink(o); err != nil {
 				c.warn("sending link-layer reply", "err", err, "ifindex", o.IfIndex, "dst", o.Dst)
+			} else {
+				c.reportSent(out, []int{i})
 			}
 			continue
 		}
@@ -706,6 +725,7 @@ func (c *Conn) send(out []slowpath.Outgoing) {
 			cm.IfIndex = 0
 		}
 		m.OOB = cm.Marshal()
+		c.slot[n] = i
 		n++
 		if n == len(c.msgs) {
 			flush()
@@ -713,6 +733,20 @@ func (c *Conn) send(out []slowpath.Outgoing) {
 	}
 	flush()
 	c.reclaim(out)
+}
+
+// reportSent tells onSent of the replies out[i] for i in sent, which the
+// kernel has taken just now.
+func (c *Conn) reportSent(out []slowpath.Outgoing, sent []int) {
+	if c.onSent == nil || len(sent) == 0 {
+		return
+	}
+	c.sentOut = c.sentOut[:0]
+	for _, i := range sent {
+		c.sentOut = append(c.sentOut, out[i])
+	}
+	c.onSent(c.sentOut, time.Now())
+	clear(c.sentOut) // the payloads are not the Conn's to keep
 }
 
 // sendLink builds IPv4+UDP around the payload and sends it to a link-layer

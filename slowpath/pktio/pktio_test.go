@@ -570,3 +570,56 @@ func TestPayloadBuffersComeBackOnceSent(t *testing.T) {
 		t.Fatalf("asked for %d bytes, got room for %d", payloadCap+1, cap(big))
 	}
 }
+
+// SetSent hears of each reply the kernel took, with its request's
+// arrival, once the sendmmsg that carried it has returned: more than a
+// batch's worth (two system calls), and not a reply that could not be
+// sent.
+func TestSentReportsEachReplyOnceSent(t *testing.T) {
+	c, peer := listenWithPeer(t)
+	dst := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+	type report struct {
+		payload  string
+		received time.Time
+		at       time.Time
+	}
+	var got []report
+	c.SetSent(func(out []slowpath.Outgoing, at time.Time) {
+		for _, o := range out {
+			got = append(got, report{string(o.Payload), o.Received, at})
+		}
+	})
+	arrived := time.Now().Add(-time.Second)
+	var out []slowpath.Outgoing
+	want := map[string]bool{}
+	for i := range batch + 6 {
+		p := fmt.Sprintf("reply %d", i)
+		out = append(out, slowpath.Outgoing{Payload: []byte(p), Dst: dst, Received: arrived})
+		want[p] = true
+	}
+	out = append(out, slowpath.Outgoing{Payload: []byte("nowhere"), Dst: netip.MustParseAddrPort("[::1]:68"), Received: arrived})
+	before := time.Now()
+	c.Send(out)
+	after := time.Now()
+
+	if len(got) != len(want) {
+		t.Fatalf("%d replies reported sent, want %d (the IPv6 one cannot be)", len(got), len(want))
+	}
+	for _, r := range got {
+		if !want[r.payload] {
+			t.Errorf("reported %q, not sent or twice", r.payload)
+		}
+		delete(want, r.payload)
+		if !r.received.Equal(arrived) || r.at.Before(before) || r.at.After(after) {
+			t.Errorf("%q: arrival %v, sent at %v; want %v, within the Send (%v to %v)", r.payload, r.received, r.at, arrived, before, after)
+		}
+	}
+	// And they did leave.
+	buf := make([]byte, 64)
+	for range batch + 6 {
+		peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := peer.Read(buf); err != nil {
+			t.Fatalf("reading what was reported sent: %v", err)
+		}
+	}
+}
