@@ -31,9 +31,12 @@
  *    the filters also hold off repeats (steer_repeat): while the server
  *    is behind with a class, a client's DISCOVER (bulk) or REQUEST
  *    (priority) within the class's holdoff of its last one let in is
- *    dropped here, before the socket's buffer. Under a flood from many
- *    MACs each then costs the server one message per holdoff, and a
- *    new client's DISCOVER, or a bound client's renewal, finds room.
+ *    dropped here, before the socket's buffer. A client that repeats
+ *    within the holdoff of its last message, faster than RFC 2131 lets
+ *    a client retransmit, has its holdoff doubled each time (up to
+ *    STEER_MAX_DOUBLINGS). Under a flood from many MACs each then costs
+ *    the server one message per sixteen holdoffs, and a new client's
+ *    DISCOVER, or a bound client's renewal, finds room.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -57,6 +60,16 @@
  * holdoff is on its map also keeps the clients let off it; with it off
  * they are forgotten (steer_forget). */
 #define STEER_CLIENTS (1 << 17)
+
+/* How often a client's holdoff doubles at most: 2^4, so a 2 s holdoff
+ * grows to 32 s. A client retransmits after 4 s at the earliest, less a
+ * second of randomness (RFC 2131 §4.1), so one that repeats within a
+ * holdoff (2 s by default) is no client following it; at a single
+ * holdoff, a flood of 65,536 MACs let 32,768 DISCOVERs a second into a
+ * socket the server read 14,000 a second from, and the kernel dropped
+ * new clients' DISCOVERs with the flood's (xdhcp-bench flood). A client
+ * quiet for a holdoff has the holdoff alone again. */
+#define STEER_MAX_DOUBLINGS 4
 
 /* What the server sets (pktio.Conn.SetHoldoffs). */
 struct settings {
@@ -89,10 +102,15 @@ struct client {
  * class was let in (0: let off), and when it was last let off the holdoff
  * because it moved on (steer_forget; 0: never): at most once a holdoff,
  * so that a flood alternating DISCOVERs and REQUESTs from each MAC gets
- * two of each per holdoff, not all of them. */
+ * two of each per holdoff, not all of them; when its last message of the
+ * class came, let in or held; and how often its holdoff has doubled for
+ * repeats (STEER_MAX_DOUBLINGS). */
 struct seen {
 	__u64 at;
 	__u64 pass_at;
+	__u64 last;
+	__u32 doublings;
+	__u32 unused;
 };
 
 /* The maps, all of them:
@@ -198,8 +216,12 @@ static __always_inline int steer_client(struct __sk_buff *skb, __u32 base, struc
 }
 
 /* steer_repeat says whether the message at base comes from a client let
- * in (into seen) less than holdoff ago, counting it in steer_held's slot
- * held when so, and otherwise notes the client let in now. */
+ * in (into seen) less than its holdoff ago, counting it in steer_held's
+ * slot held when so, and otherwise notes the client let in now. The
+ * client's holdoff is holdoff, doubled for each message of the class it
+ * sent within holdoff of the one before (let in or held), up to
+ * STEER_MAX_DOUBLINGS; a message a holdoff or more after the one before
+ * starts it again at holdoff. */
 static __always_inline int steer_repeat(struct __sk_buff *skb, __u32 base, void *seen, __u64 holdoff, __u32 held)
 {
 	struct client c;
@@ -208,21 +230,31 @@ static __always_inline int steer_repeat(struct __sk_buff *skb, __u32 base, void 
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	struct seen *e = bpf_map_lookup_elem(seen, &c);
-	/* at 0: let off (steer_forget); the clock counts from boot. */
-	if (e && e->at && holdoff && now - e->at < holdoff) {
-		__u64 *n = bpf_map_lookup_elem(&steer_held, &held);
-		if (n)
-			(*n)++;
-		return 1;
-	}
-	/* Noted while the holdoff is off too: when a flood starts, its
-	 * clients are known by the time the server falls behind. */
 	if (e) {
+		/* The clock counts from boot: last is 0 only in an entry
+		 * made before this field was read. */
+		if (holdoff && e->last && now - e->last < holdoff) {
+			if (e->doublings < STEER_MAX_DOUBLINGS)
+				e->doublings++;
+		} else {
+			e->doublings = 0;
+		}
+		e->last = now;
+		/* at 0: let off (steer_forget). */
+		if (e->at && holdoff && now - e->at < holdoff << e->doublings) {
+			__u64 *n = bpf_map_lookup_elem(&steer_held, &held);
+			if (n)
+				(*n)++;
+			return 1;
+		}
+		/* Noted while the holdoff is off too: when a flood starts,
+		 * its clients are known by the time the server falls
+		 * behind. */
 		e->at = now;
-	} else {
-		struct seen fresh = {.at = now};
-		bpf_map_update_elem(seen, &c, &fresh, BPF_ANY);
+		return 0;
 	}
+	struct seen fresh = {.at = now, .last = now};
+	bpf_map_update_elem(seen, &c, &fresh, BPF_ANY);
 	return 0;
 }
 
@@ -249,7 +281,8 @@ int steer_reuseport(struct __sk_buff *skb)
  * repeat; one whose DISCOVER was let in starts an exchange, so its next
  * REQUEST is not a repeat either. With the holdoff off the client is
  * forgotten outright, as a bound client's entry needs no keeping; with it
- * on, a client that nothing holds spends no pass. */
+ * on, a client that nothing holds spends no pass. The once is per the
+ * client's own holdoff, doubled for its repeats (steer_repeat). */
 static __always_inline void steer_forget(struct __sk_buff *skb, __u32 base, void *seen, __u64 holdoff)
 {
 	struct client c;
@@ -264,9 +297,14 @@ static __always_inline void steer_forget(struct __sk_buff *skb, __u32 base, void
 	if (!e)
 		return;
 	__u64 now = bpf_ktime_get_ns();
-	if (!e->at || now - e->at >= holdoff)
+	/* A client whose holdoff doubled for repeats is let off once
+	 * its own holdoff at most: a flood alternating DISCOVERs and
+	 * REQUESTs would otherwise get two of each per holdoff still. */
+	__u64 own = holdoff << e->doublings;
+
+	if (!e->at || now - e->at >= own)
 		return;
-	if (e->pass_at && now - e->pass_at < holdoff)
+	if (e->pass_at && now - e->pass_at < own)
 		return;
 	e->at = 0;
 	e->pass_at = now;

@@ -19,9 +19,12 @@ type SteerClient struct {
 }
 
 type SteerSeen struct {
-	_      structs.HostLayout
-	At     uint64
-	PassAt uint64
+	_         structs.HostLayout
+	At        uint64
+	PassAt    uint64
+	Last      uint64
+	Doublings uint32
+	Unused    uint32
 }
 
 type SteerSettings struct {

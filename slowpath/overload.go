@@ -48,6 +48,15 @@ type backlog struct {
 	// holdoff is what the HoldoffGate was last set to, per class (the
 	// bulk class's holds off DISCOVERs, the priority class's REQUESTs).
 	holdoff [classes]time.Duration
+	// held is, per class, how many its holdoff had dropped when last
+	// looked at, and when (stillHolding).
+	held [classes]heldMark
+}
+
+// heldMark is a holdoff's count of dropped messages at a time.
+type heldMark struct {
+	n  uint64
+	at time.Time
 }
 
 // queueState is one class's overload state.
@@ -78,6 +87,10 @@ type HoldoffGate interface {
 	// SetHoldoffs sets the holdoff of DISCOVERs and that of REQUESTs,
 	// each on (> 0) or off (0).
 	SetHoldoffs(discover, request time.Duration) error
+	// HeldDiscovers and HeldRequests are how many DISCOVERs and
+	// REQUESTs the holdoffs have dropped so far.
+	HeldDiscovers() (uint64, error)
+	HeldRequests() (uint64, error)
 }
 
 // holdoffLinger is how long a class's holdoff stays on after its queue
@@ -86,6 +99,17 @@ type HoldoffGate interface {
 // would let the flood in again. It costs clients that follow RFC 2131
 // nothing (Settings.DiscoverHoldoff, RequestHoldoff).
 const holdoffLinger = 10 * time.Second
+
+// holdoffFloodRate is how many messages a second a holdoff must have
+// dropped over its last linger to stay on past it though its queue has
+// caught up (stillHolding): a flood, which would come back in full the
+// moment the holdoff went off, not a few clients retrying early. Each
+// time the holdoff went off under a flood, the flood filled the DISCOVER
+// socket again until the server fell behind, and the kernel dropped the
+// new clients' DISCOVERs that came meanwhile with the flood's
+// (xdhcp-bench flood: clients started 10 to 14 s into the flood waited
+// 3 to 13 s, at every linger's end).
+const holdoffFloodRate = 1000
 
 // admit says why a request is dropped before it is handled, or "" to
 // handle it, and whether its queue is behind (the server then sheds
@@ -168,6 +192,10 @@ func (s *Server) gateLocked(class int, behind bool, now time.Time, holdoff time.
 	q := &b.queue[class]
 	if behind {
 		q.lastBehind = now
+	} else if b.holdoff[class] > 0 && now.Sub(q.lastBehind) >= holdoffLinger && s.stillHolding(class, now) {
+		// Caught up behind the holdoff, which still holds a flood
+		// off: it stays on for another linger.
+		q.lastBehind = now
 	}
 	var want time.Duration
 	if holdoff > 0 && !q.lastBehind.IsZero() && now.Sub(q.lastBehind) < holdoffLinger {
@@ -183,6 +211,9 @@ func (s *Server) gateLocked(class int, behind bool, now time.Time, holdoff time.
 		s.warnLimited("holdoff", "holdoffs not set", "err", err)
 		return
 	}
+	if want > 0 && b.holdoff[class] == 0 {
+		s.stillHolding(class, now) // the count it starts from
+	}
 	b.holdoff = next
 	what := "DISCOVER"
 	if class == classPriority {
@@ -193,6 +224,27 @@ func (s *Server) gateLocked(class int, behind bool, now time.Time, holdoff time.
 	} else {
 		s.log.Info(what + " holdoff off")
 	}
+}
+
+// stillHolding says whether class's holdoff dropped holdoffFloodRate
+// messages a second or more since it was last asked (or the holdoff went
+// on), and notes the count for the next time. It runs with the backlog's
+// lock held, once a linger at most while the holdoff is on.
+func (s *Server) stillHolding(class int, now time.Time) bool {
+	held := s.gate.HeldDiscovers
+	if class == classPriority {
+		held = s.gate.HeldRequests
+	}
+	n, err := held()
+	if err != nil {
+		s.warnLimited("holdoff_count", "holdoff's count not read", "err", err)
+		return false
+	}
+	m := &s.backlog.held[class]
+	last := *m
+	*m = heldMark{n, now}
+	secs := now.Sub(last.at).Seconds()
+	return !last.at.IsZero() && secs > 0 && n >= last.n && float64(n-last.n)/secs >= holdoffFloodRate
 }
 
 // behindStore is a Store that says how far it is behind what is

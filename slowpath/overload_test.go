@@ -158,8 +158,15 @@ func TestQueuesAreApart(t *testing.T) {
 }
 
 // gateLog records what the server sets its HoldoffGate to: the DISCOVER
-// holdoffs in set, the REQUEST holdoffs in req.
-type gateLog struct{ set, req []time.Duration }
+// holdoffs in set, the REQUEST holdoffs in req; it says the holdoffs
+// dropped heldD DISCOVERs and heldR REQUESTs.
+type gateLog struct {
+	set, req     []time.Duration
+	heldD, heldR uint64
+}
+
+func (g *gateLog) HeldDiscovers() (uint64, error) { return g.heldD, nil }
+func (g *gateLog) HeldRequests() (uint64, error)  { return g.heldR, nil }
 
 func (g *gateLog) SetHoldoffs(discover, request time.Duration) error {
 	g.set = append(g.set, discover)
@@ -236,6 +243,42 @@ func TestDiscoverHoldoff(t *testing.T) {
 	handle(discover, time.Millisecond)
 	if want := []time.Duration{2 * time.Second, 0, time.Second, 0}; !slices.Equal(gate.set, want) {
 		t.Fatalf("holdoff set %v, want %v", gate.set, want)
+	}
+}
+
+// TestHoldoffStaysOnWhileItHoldsAFlood: once the DISCOVER queue has
+// caught up, the holdoff stays on past its linger while it drops a
+// flood's worth of DISCOVERs (holdoffFloodRate), and goes off at the
+// linger's end once it drops fewer.
+func TestHoldoffStaysOnWhileItHoldsAFlood(t *testing.T) {
+	f, gate := holdoffFixture(t)
+	discover := msg(t, dhcpv4.MessageTypeDiscover, mac(1))
+	gate.heldD = 5_000_000
+	f.fallBehind(discover)
+	if !slices.Equal(gate.set, []time.Duration{2 * time.Second}) {
+		t.Fatalf("DISCOVERs behind: holdoff set %v, want [2s]", gate.set)
+	}
+	// The linger ends (moved back in time) with the holdoff having
+	// dropped 2,000 a second meanwhile: it stays on.
+	b := &f.srv.backlog
+	lingerEnds := func(held uint64) {
+		b.mu.Lock()
+		b.queue[classBulk].lastBehind = time.Now().Add(-holdoffLinger - time.Second)
+		b.queue[classBulk].lastDrop = time.Time{}
+		b.held[classBulk].at = time.Now().Add(-holdoffLinger - time.Second)
+		b.mu.Unlock()
+		gate.heldD += held
+		f.handleWaited(discover, time.Millisecond, false)
+	}
+	lingerEnds(2000 * uint64((holdoffLinger + time.Second).Seconds()))
+	if len(gate.set) != 1 {
+		t.Fatalf("a linger's end, 2,000 held a second: holdoff set %v, want it left on", gate.set)
+	}
+	// The next linger, with 500 a second: a few clients retrying
+	// early, not a flood. It goes off.
+	lingerEnds(500 * uint64((holdoffLinger + time.Second).Seconds()))
+	if !slices.Equal(gate.set, []time.Duration{2 * time.Second, 0}) {
+		t.Fatalf("a linger's end, 500 held a second: holdoff set %v, want it off", gate.set)
 	}
 }
 

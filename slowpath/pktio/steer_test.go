@@ -429,6 +429,59 @@ func TestHoldoffPassComesBack(t *testing.T) {
 	}
 }
 
+// TestHoldoffDoublesForRepeats: a client that repeats within the holdoff
+// of its last message (let in or held) has its holdoff doubled each
+// time, so a flooding MAC gets one DISCOVER in, not one per holdoff; a
+// client whose messages come a holdoff or more apart, as RFC 2131's
+// retransmissions do, is let in every time; so is the flooder once it
+// has been quiet for a holdoff.
+func TestHoldoffDoublesForRepeats(t *testing.T) {
+	r := newHoldoffRig(t)
+	const holdoff = 400 * time.Millisecond
+	r.set(holdoff, 0)
+	var flood []byte
+	// Every 50 ms for 1.3 s: at one holdoff, 4 would get in (0, 0.4,
+	// 0.8, 1.2 s); doubled from the second on, the first alone. A pause
+	// of a whole holdoff between two sends (a loaded machine) would let
+	// another in: that try is made again, with another client.
+	for try := byte(1); ; try++ {
+		flood = r.msg(dhcpv4.MessageTypeDiscover, try)
+		start := time.Now()
+		last, gap := start, time.Duration(0)
+		for time.Since(start) < 1300*time.Millisecond {
+			r.send(flood)
+			gap = max(gap, time.Since(last))
+			last = time.Now()
+			time.Sleep(50 * time.Millisecond)
+		}
+		_, k := r.got()
+		if gap >= holdoff/2 && try < 3 {
+			continue
+		}
+		if k != 1 {
+			t.Fatalf("a client repeating every 50 ms for 1.3 s (longest gap %v): %d DISCOVERs let in, want 1", gap, k)
+		}
+		break
+	}
+	// Quiet for a holdoff: its next DISCOVER is let in.
+	time.Sleep(holdoff + 100*time.Millisecond)
+	r.send(flood)
+	if _, k := r.got(); k != 1 {
+		t.Fatalf("after a holdoff's quiet: %d let in, want 1", k)
+	}
+
+	// A client retransmitting a little slower than the holdoff (and a
+	// machine that is late only makes it slower).
+	slow := r.msg(dhcpv4.MessageTypeDiscover, 100)
+	for range 3 {
+		r.send(slow)
+		time.Sleep(holdoff + 100*time.Millisecond)
+	}
+	if _, k := r.got(); k != 3 {
+		t.Fatalf("a client retransmitting every %v: %d of 3 let in", holdoff+100*time.Millisecond, k)
+	}
+}
+
 // TestServeEndsOnClose: closing the Conn ends Serve, without an error.
 func TestServeEndsOnClose(t *testing.T) {
 	c := listenForTest(t)
