@@ -201,7 +201,7 @@ func (r *Rig) flood1(ctx context.Context, s Server, o FloodOptions) FloodRow {
 	}
 	defer os.RemoveAll(dir)
 	if x, ok := s.(Xdhcpd); ok {
-		x.Metrics, x.HoldRequests = floodMetrics, true
+		x.Metrics, x.Holdoffs = floodMetrics, true
 		s = x
 	}
 	p, err := s.Start(ctx, r.Srv, dir)

@@ -82,8 +82,8 @@ func frConfig(dir, fast string, moved bool) string {
 		pools = fmt.Sprintf("[{range: %s-%s, drain: true}, %s-%s, %s-%s]", frPoolAStart, frPoolAEnd,
 			frPoolB1Start, frPoolB1End, frPoolB2Start, frPoolB2End)
 	}
-	// The REQUEST holdoff as in the rest of the rig (XdhcpdConfig): the
-	// clients answer FORCERENEW moments after their DORA's REQUEST.
+	// The holdoffs as in the rest of the rig (XdhcpdConfig): the clients
+	// answer FORCERENEW moments after their DORA's REQUEST.
 	return fastpathYAML(fast, "xdhcp-bench-fr") + fmt.Sprintf(`server:
   interfaces: [%s]
   state-dir: %s/state
@@ -91,6 +91,7 @@ func frConfig(dir, fast string, moved bool) string {
   metrics-listen: ""
   log-level: warn
   request-holdoff: `+RigRequestHoldoff+`
+  discover-holdoff: `+RigDiscoverHoldoff+`
 subnets:
   - subnet: %s
     pools: %s

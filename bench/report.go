@@ -17,13 +17,16 @@ type Report struct {
 	// RigRequestHoldoff is the server.request-holdoff the rig's xdhcpd
 	// runs with outside the flood sections (XdhcpdConfig); empty in
 	// reports from before the holdoff.
-	RigRequestHoldoff string         `json:"xdhcpd-request-holdoff,omitempty"`
-	Host              string         `json:"host"`
-	Kernel            string         `json:"kernel"`
-	CPU               string         `json:"cpu"`
-	Clients           int            `json:"clients"`
-	StepTime          string         `json:"step-time"`
-	Results           []ServerResult `json:"results"`
+	RigRequestHoldoff string `json:"xdhcpd-request-holdoff,omitempty"`
+	// RigDiscoverHoldoff is its server.discover-holdoff there; empty in
+	// reports from before 2026-12-07, whose rig ran with the default.
+	RigDiscoverHoldoff string         `json:"xdhcpd-discover-holdoff,omitempty"`
+	Host               string         `json:"host"`
+	Kernel             string         `json:"kernel"`
+	CPU                string         `json:"cpu"`
+	Clients            int            `json:"clients"`
+	StepTime           string         `json:"step-time"`
+	Results            []ServerResult `json:"results"`
 	// Startup is the startup section of reports before Scale replaced it.
 	Startup *StartupResult `json:"startup,omitempty"`
 	// Scale is xdhcp-bench startup's scale section: one row per size.
@@ -93,7 +96,10 @@ func (rep *Report) Markdown() string {
 	fmt.Fprintf(&b, "# xdhcp benchmark, %s\n\n", rep.Date.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "Host %s, kernel %s, CPU %s (%d CPUs shared by the generator and the server). Traffic crosses a veth between two network namespaces.\n\n",
 		rep.Host, rep.Kernel, rep.CPU, runtime.NumCPU())
-	if rep.RigRequestHoldoff != "" {
+	switch {
+	case rep.RigDiscoverHoldoff != "":
+		fmt.Fprintf(&b, "xdhcpd runs with server.request-holdoff %s and server.discover-holdoff %s, except in the flood sections (their defaults there): the rig offers its rates with clients that renew every 0.1 to 1.25 s, or start a DORA again as often with the same MAC, where real clients renew once per T1, and whenever the server fell behind the holdoffs would take those messages for a flood's repeats.\n\n", rep.RigRequestHoldoff, rep.RigDiscoverHoldoff)
+	case rep.RigRequestHoldoff != "":
 		fmt.Fprintf(&b, "xdhcpd runs with server.request-holdoff %s, except in the flood sections (its default there): the rig offers its rates with clients that renew every 0.1 to 1.25 s, where real clients renew once per T1, and whenever the server fell behind the holdoff would take those renewals for a flood's repeats.\n\n", rep.RigRequestHoldoff)
 	}
 	for _, f := range rep.Failed {

@@ -8,7 +8,7 @@ import (
 	"github.com/xdhcp/xdhcp/internal/config"
 )
 
-// TestXdhcpdRigConfig: the rig's daemons run with the REQUEST holdoff off
+// TestXdhcpdRigConfig: the rig's daemons run with the holdoffs off
 // (XdhcpdConfig says why), except the flood's, and every variant parses
 // with the daemon's own configuration reader.
 func TestXdhcpdRigConfig(t *testing.T) {
@@ -19,7 +19,7 @@ func TestXdhcpdRigConfig(t *testing.T) {
 		{Xdhcpd{}, 0},
 		{Xdhcpd{Fast: "native", Unbounded: true}, 0},
 		{Xdhcpd{QueueTarget: "20ms", Metrics: "127.0.0.1:9"}, 0},
-		{Xdhcpd{Metrics: floodMetrics, HoldRequests: true}, 2 * time.Second},
+		{Xdhcpd{Metrics: floodMetrics, Holdoffs: true}, 2 * time.Second},
 	} {
 		cfg, err := config.Parse("xdhcpd.yaml", []byte(c.x.config(t.TempDir())))
 		if err != nil {
@@ -28,19 +28,27 @@ func TestXdhcpdRigConfig(t *testing.T) {
 		if got := cfg.Server.RequestHoldoff; got != c.want {
 			t.Errorf("%+v: request-holdoff %v, want %v", c.x, got, c.want)
 		}
+		if got := cfg.Server.DiscoverHoldoff; got != c.want {
+			t.Errorf("%+v: discover-holdoff %v, want %v", c.x, got, c.want)
+		}
 	}
 }
 
-// TestRigHoldoffInReport: a report says what the rig's request-holdoff
-// is; one from before the setting says nothing of it.
+// TestRigHoldoffInReport: a report says what the rig's holdoffs are; one
+// from before the DISCOVER holdoff was turned off in the rig names the
+// REQUEST holdoff alone, and one from before either says nothing of them.
 func TestRigHoldoffInReport(t *testing.T) {
 	for _, c := range []struct {
-		holdoff string
-		want    bool
-	}{{RigRequestHoldoff, true}, {"", false}} {
-		md := (&Report{RigRequestHoldoff: c.holdoff}).Markdown()
-		if got := strings.Contains(md, "xdhcpd runs with server.request-holdoff "+RigRequestHoldoff+", except in the flood sections"); got != c.want {
-			t.Errorf("RigRequestHoldoff %q: sentence there %v, want %v", c.holdoff, got, c.want)
+		request, discover string
+		want              string
+	}{
+		{RigRequestHoldoff, RigDiscoverHoldoff, "xdhcpd runs with server.request-holdoff " + RigRequestHoldoff + " and server.discover-holdoff " + RigDiscoverHoldoff + ", except in the flood sections"},
+		{RigRequestHoldoff, "", "xdhcpd runs with server.request-holdoff " + RigRequestHoldoff + ", except in the flood sections"},
+		{"", "", ""},
+	} {
+		md := (&Report{RigRequestHoldoff: c.request, RigDiscoverHoldoff: c.discover}).Markdown()
+		if c.want == "" && strings.Contains(md, "xdhcpd runs with") || c.want != "" && !strings.Contains(md, c.want) {
+			t.Errorf("holdoffs %q, %q: want %q in\n%s", c.request, c.discover, c.want, md)
 		}
 	}
 }

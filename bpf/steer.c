@@ -33,10 +33,11 @@
  *    (priority) within the class's holdoff of its last one let in is
  *    dropped here, before the socket's buffer. A client that repeats
  *    within the holdoff of its last message, faster than RFC 2131 lets
- *    a client retransmit, has its holdoff doubled each time (up to
- *    STEER_MAX_DOUBLINGS). Under a flood from many MACs each then costs
- *    the server one message per sixteen holdoffs, and a new client's
- *    DISCOVER, or a bound client's renewal, finds room.
+ *    a client retransmit, has its holdoff doubled each time, as often as
+ *    the server allows (struct settings), which it raises while it stays
+ *    behind. Under a flood from many MACs each then costs the server one
+ *    message per up to sixteen holdoffs, and a new client's DISCOVER, or
+ *    a bound client's renewal, finds room.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -61,15 +62,21 @@
  * they are forgotten (steer_forget). */
 #define STEER_CLIENTS (1 << 17)
 
-/* How often a client's holdoff doubles at most: 2^4, so a 2 s holdoff
- * grows to 32 s. A client retransmits after 4 s at the earliest, less a
- * second of randomness (RFC 2131 §4.1), so one that repeats within a
- * holdoff (2 s by default) is no client following it; at a single
- * holdoff, a flood of 65,536 MACs let 32,768 DISCOVERs a second into a
- * socket the server read 14,000 a second from, and the kernel dropped
- * new clients' DISCOVERs with the flood's (xdhcp-bench flood). A client
- * quiet for a holdoff has the holdoff alone again. */
-#define STEER_MAX_DOUBLINGS 4
+/* How often a client's holdoff doubles at most (struct settings'
+ * doublings are capped at it): 2^4, so a 2 s holdoff grows to 32 s. A
+ * client retransmits after 4 s at the earliest, less a second of
+ * randomness (RFC 2131 §4.1), so one that repeats within a holdoff (2 s
+ * by default) is no client following it; at a single holdoff, a flood of
+ * 65,536 MACs let 32,768 DISCOVERs a second into a socket the server
+ * read 14,000 a second from, and the kernel dropped new clients'
+ * DISCOVERs with the flood's (xdhcp-bench flood). A client quiet for a
+ * holdoff has the holdoff alone again. */
+enum steer_limits {
+	STEER_MAX_DOUBLINGS = 4,
+};
+
+/* Referenced so that bpf2go -type finds it in BTF. */
+const enum steer_limits *unused_limits __attribute__((unused));
 
 /* What the server sets (pktio.Conn.SetHoldoffs). */
 struct settings {
@@ -81,6 +88,12 @@ struct settings {
 	 * the server is behind with REQUESTs: a flood of REQUESTs from
 	 * many MACs must not bury the renewals of bound clients. */
 	__u64 request_holdoff_ns;
+	/* How often each holdoff may double for a client's repeats (at
+	 * most STEER_MAX_DOUBLINGS): the server raises it while it stays
+	 * behind with the class and lowers it while it keeps up, so that
+	 * clients that retry early are held off no longer than it takes. */
+	__u32 doublings;
+	__u32 request_doublings;
 };
 
 /* steer_held's slots: what each holdoff dropped. */
@@ -100,9 +113,9 @@ struct client {
 
 /* What a holdoff remembers of a client: when its last message of the
  * class was let in (0: let off), and when it was last let off the holdoff
- * because it moved on (steer_forget; 0: never): at most once a holdoff,
- * so that a flood alternating DISCOVERs and REQUESTs from each MAC gets
- * two of each per holdoff, not all of them; when its last message of the
+ * because it moved on (steer_forget; 0: never): at most once its own
+ * holdoff, so that a flood alternating DISCOVERs and REQUESTs from each
+ * MAC gets two of each per holdoff, not all of them; when its last message of the
  * class came, let in or held; and how often its holdoff has doubled for
  * repeats (STEER_MAX_DOUBLINGS). */
 struct seen {
@@ -215,14 +228,28 @@ static __always_inline int steer_client(struct __sk_buff *skb, __u32 base, struc
 	return 1;
 }
 
+/* steer_own is a client's holdoff: holdoff doubled for its repeats, as
+ * often as the server allows. */
+static __always_inline __u64 steer_own(struct seen *e, __u64 holdoff, __u32 allowed)
+{
+	__u32 d = e->doublings;
+
+	if (d > allowed)
+		d = allowed;
+	if (d > STEER_MAX_DOUBLINGS)
+		d = STEER_MAX_DOUBLINGS;
+	return holdoff << d;
+}
+
 /* steer_repeat says whether the message at base comes from a client let
- * in (into seen) less than its holdoff ago, counting it in steer_held's
- * slot held when so, and otherwise notes the client let in now. The
- * client's holdoff is holdoff, doubled for each message of the class it
- * sent within holdoff of the one before (let in or held), up to
+ * in (into seen) less than its holdoff ago (steer_own), counting it in
+ * steer_held's slot held when so, and otherwise notes the client let in
+ * now. The client's repeats are counted: each message of the class it
+ * sends within holdoff of the one before (let in or held), up to
  * STEER_MAX_DOUBLINGS; a message a holdoff or more after the one before
- * starts it again at holdoff. */
-static __always_inline int steer_repeat(struct __sk_buff *skb, __u32 base, void *seen, __u64 holdoff, __u32 held)
+ * starts them again at 0. */
+static __always_inline int steer_repeat(struct __sk_buff *skb, __u32 base, void *seen, __u64 holdoff, __u32 allowed,
+					__u32 held)
 {
 	struct client c;
 
@@ -231,9 +258,7 @@ static __always_inline int steer_repeat(struct __sk_buff *skb, __u32 base, void 
 	__u64 now = bpf_ktime_get_ns();
 	struct seen *e = bpf_map_lookup_elem(seen, &c);
 	if (e) {
-		/* The clock counts from boot: last is 0 only in an entry
-		 * made before this field was read. */
-		if (holdoff && e->last && now - e->last < holdoff) {
+		if (holdoff && now - e->last < holdoff) {
 			if (e->doublings < STEER_MAX_DOUBLINGS)
 				e->doublings++;
 		} else {
@@ -241,7 +266,7 @@ static __always_inline int steer_repeat(struct __sk_buff *skb, __u32 base, void 
 		}
 		e->last = now;
 		/* at 0: let off (steer_forget). */
-		if (e->at && holdoff && now - e->at < holdoff << e->doublings) {
+		if (e->at && holdoff && now - e->at < steer_own(e, holdoff, allowed)) {
 			__u64 *n = bpf_map_lookup_elem(&steer_held, &held);
 			if (n)
 				(*n)++;
@@ -275,15 +300,15 @@ int steer_reuseport(struct __sk_buff *skb)
 }
 
 /* steer_forget lets a client (its DHCP message at base) off seen's
- * holdoff (of holdoff), once a holdoff at most (struct seen). A client
+ * holdoff (of holdoff), once its own holdoff at most (struct seen,
+ * steer_own). A client
  * that sent a REQUEST, DECLINE or RELEASE moves on from DISCOVER, so its
  * next DISCOVER (after a NAK, a decline, a release or a reboot) is not a
  * repeat; one whose DISCOVER was let in starts an exchange, so its next
  * REQUEST is not a repeat either. With the holdoff off the client is
  * forgotten outright, as a bound client's entry needs no keeping; with it
- * on, a client that nothing holds spends no pass. The once is per the
- * client's own holdoff, doubled for its repeats (steer_repeat). */
-static __always_inline void steer_forget(struct __sk_buff *skb, __u32 base, void *seen, __u64 holdoff)
+ * on, a client that nothing holds spends no pass. */
+static __always_inline void steer_forget(struct __sk_buff *skb, __u32 base, void *seen, __u64 holdoff, __u32 allowed)
 {
 	struct client c;
 
@@ -300,7 +325,7 @@ static __always_inline void steer_forget(struct __sk_buff *skb, __u32 base, void
 	/* A client whose holdoff doubled for repeats is let off once
 	 * its own holdoff at most: a flood alternating DISCOVERs and
 	 * REQUESTs would otherwise get two of each per holdoff still. */
-	__u64 own = holdoff << e->doublings;
+	__u64 own = steer_own(e, holdoff, allowed);
 
 	if (!e->at || now - e->at >= own)
 		return;
@@ -321,9 +346,10 @@ int steer_keep_priority(struct __sk_buff *skb)
 	if (!cfg)
 		return skb->len;
 	if (type == DHCPREQUEST &&
-	    steer_repeat(skb, UDP_HLEN, &steer_req_seen, cfg->request_holdoff_ns, STEER_HELD_REQUEST))
+	    steer_repeat(skb, UDP_HLEN, &steer_req_seen, cfg->request_holdoff_ns, cfg->request_doublings,
+			 STEER_HELD_REQUEST))
 		return 0;
-	steer_forget(skb, UDP_HLEN, &steer_seen, cfg->holdoff_ns);
+	steer_forget(skb, UDP_HLEN, &steer_seen, cfg->holdoff_ns, cfg->doublings);
 	return skb->len;
 }
 
@@ -336,9 +362,9 @@ int steer_keep_bulk(struct __sk_buff *skb)
 	if (steer_class(type) != STEER_BULK)
 		return 0;
 	if (type == DHCPDISCOVER && cfg) {
-		if (steer_repeat(skb, UDP_HLEN, &steer_seen, cfg->holdoff_ns, STEER_HELD_DISCOVER))
+		if (steer_repeat(skb, UDP_HLEN, &steer_seen, cfg->holdoff_ns, cfg->doublings, STEER_HELD_DISCOVER))
 			return 0;
-		steer_forget(skb, UDP_HLEN, &steer_req_seen, cfg->request_holdoff_ns);
+		steer_forget(skb, UDP_HLEN, &steer_req_seen, cfg->request_holdoff_ns, cfg->request_doublings);
 	}
 	return skb->len;
 }

@@ -31,6 +31,8 @@ type SteerSettings struct {
 	_                structs.HostLayout
 	HoldoffNs        uint64
 	RequestHoldoffNs uint64
+	Doublings        uint32
+	RequestDoublings uint32
 }
 
 type SteerSteerHeldSlot uint32
@@ -39,6 +41,12 @@ const (
 	SteerSteerHeldSlotSTEER_HELD_DISCOVER SteerSteerHeldSlot = 0
 	SteerSteerHeldSlotSTEER_HELD_REQUEST  SteerSteerHeldSlot = 1
 	SteerSteerHeldSlotSTEER_HELD_SLOTS    SteerSteerHeldSlot = 2
+)
+
+type SteerSteerLimits uint32
+
+const (
+	SteerSteerLimitsSTEER_MAX_DOUBLINGS SteerSteerLimits = 4
 )
 
 // Names of all BPF objects in the ELF.
@@ -53,6 +61,7 @@ const (
 	SteerProgSteerKeepPriority = "steer_keep_priority"
 	SteerProgSteerReuseport    = "steer_reuseport"
 	SteerVarUnusedHeldSlot     = "unused_held_slot"
+	SteerVarUnusedLimits       = "unused_limits"
 )
 
 // LoadSteer returns the embedded CollectionSpec for Steer.
@@ -117,6 +126,7 @@ type SteerMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SteerVariableSpecs struct {
 	UnusedHeldSlot *ebpf.VariableSpec `ebpf:"unused_held_slot"`
+	UnusedLimits   *ebpf.VariableSpec `ebpf:"unused_limits"`
 }
 
 // SteerObjects contains all objects after they have been loaded into the kernel.
@@ -159,6 +169,7 @@ func (m *SteerMaps) Close() error {
 // It can be passed to LoadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SteerVariables struct {
 	UnusedHeldSlot *ebpf.Variable `ebpf:"unused_held_slot"`
+	UnusedLimits   *ebpf.Variable `ebpf:"unused_limits"`
 }
 
 // SteerPrograms contains all programs after they have been loaded into the kernel.

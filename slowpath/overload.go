@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/xdhcp/xdhcp/bpf"
 	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 )
 
@@ -47,16 +48,11 @@ type backlog struct {
 	queue [classes]queueState
 	// holdoff is what the HoldoffGate was last set to, per class (the
 	// bulk class's holds off DISCOVERs, the priority class's REQUESTs).
-	holdoff [classes]time.Duration
-	// held is, per class, how many its holdoff had dropped when last
-	// looked at, and when (stillHolding).
-	held [classes]heldMark
-}
-
-// heldMark is a holdoff's count of dropped messages at a time.
-type heldMark struct {
-	n  uint64
-	at time.Time
+	holdoff [classes]Holdoff
+	// doublings is how often each class's holdoff may double for a
+	// client's repeats, and doubledAt when it last changed (gateLocked).
+	doublings [classes]uint32
+	doubledAt [classes]time.Time
 }
 
 // queueState is one class's overload state.
@@ -69,9 +65,11 @@ type queueState struct {
 	// interval (else each interval would let a full interval's backlog
 	// build up again, and its requests wait that long).
 	lastDrop time.Time
-	// lastBehind is when the queue was last behind: its holdoff stays
-	// on for holdoffLinger after.
-	lastBehind time.Time
+	// lastBehind is when the queue was last behind, or its socket more
+	// than half full: its holdoff stays on for holdoffLinger after.
+	// lastAged is when it last had a request older than the target while
+	// behind: the holdoff's doublings follow that (gateLocked).
+	lastBehind, lastAged time.Time
 }
 
 // behind says whether the queue is in overload: requests older than the
@@ -85,13 +83,24 @@ func (q *queueState) behind(now time.Time, interval time.Duration) bool {
 // reads them (slowpath/pktio does it in the kernel, bpf/steer.c).
 type HoldoffGate interface {
 	// SetHoldoffs sets the holdoff of DISCOVERs and that of REQUESTs,
-	// each on (> 0) or off (0).
-	SetHoldoffs(discover, request time.Duration) error
-	// HeldDiscovers and HeldRequests are how many DISCOVERs and
-	// REQUESTs the holdoffs have dropped so far.
-	HeldDiscovers() (uint64, error)
-	HeldRequests() (uint64, error)
+	// each on (Base > 0) or off (the zero Holdoff).
+	SetHoldoffs(discover, request Holdoff) error
 }
+
+// Holdoff is one class's holdoff as the HoldoffGate applies it: a
+// client's message that comes within Base of its last one let in is
+// dropped, and Base doubles for each of the client's repeats (a message
+// within Base of its message before, let in or not) up to Doublings
+// times. Clients that follow RFC 2131 retransmit after 4 s ± 1 s: with
+// Base under 3 s they are never held off.
+type Holdoff struct {
+	Base      time.Duration
+	Doublings uint32
+}
+
+// MaxHoldoffDoublings is the most Holdoff.Doublings the kernel applies
+// (bpf/steer.c): 16 times the holdoff.
+const MaxHoldoffDoublings = uint32(bpf.SteerSteerLimitsSTEER_MAX_DOUBLINGS)
 
 // holdoffLinger is how long a class's holdoff stays on after its queue
 // was last behind. The holdoff hides a flood from that queue, so the
@@ -100,16 +109,23 @@ type HoldoffGate interface {
 // nothing (Settings.DiscoverHoldoff, RequestHoldoff).
 const holdoffLinger = 10 * time.Second
 
-// holdoffFloodRate is how many messages a second a holdoff must have
-// dropped over its last linger to stay on past it though its queue has
-// caught up (stillHolding): a flood, which would come back in full the
-// moment the holdoff went off, not a few clients retrying early. Each
-// time the holdoff went off under a flood, the flood filled the DISCOVER
-// socket again until the server fell behind, and the kernel dropped the
-// new clients' DISCOVERs that came meanwhile with the flood's
-// (xdhcp-bench flood: clients started 10 to 14 s into the flood waited
-// 3 to 13 s, at every linger's end).
-const holdoffFloodRate = 1000
+// How a holdoff's doublings follow its queue (gateLocked): one more
+// every doublingUp while the queue is behind, one fewer every
+// doublingDown while it keeps up, and the holdoff stays on while it has
+// any. A flood from many MACs costs the server one message per client
+// per holdoff: at 2 s, 65,536 MACs sent 33,000 DISCOVERs a second past
+// it, more than the server read, and the kernel dropped new clients'
+// DISCOVERs with the flood's. Doubled four times, about 2,000 a second.
+// Fixed at four, and kept on while the holdoff held many, the doublings
+// held the bench's clients, which retry after 1 s, for up to 32 s while
+// the server idled (415 DORAs a second answered where 4,897 were
+// before): they go up only while the server is behind, and come down
+// again, slowly, once it keeps up. Each step down is a probe: if the
+// queue falls behind again, the next doublingUp takes it back.
+const (
+	doublingUp   = 500 * time.Millisecond
+	doublingDown = time.Second
+)
 
 // admit says why a request is dropped before it is handled, or "" to
 // handle it, and whether its queue is behind (the server then sheds
@@ -148,7 +164,7 @@ func (s *Server) admit(mt uint8, in Incoming) (why string, behind bool) {
 	if target <= 0 {
 		// Both: a reload may turn the bounds off while a holdoff is on.
 		for c := range classes {
-			s.gateLocked(c, false, now, 0)
+			s.gateLocked(c, false, false, now, 0)
 		}
 		s.m.byClass[class].Observe(age.Seconds())
 		return "", false
@@ -174,7 +190,11 @@ func (s *Server) admit(mt uint8, in Incoming) (why string, behind bool) {
 	// (xdhcp-bench flood, T0828: one new client of ten waited 12 s, its
 	// first two DISCOVERs dropped). The REQUEST socket's fill is not
 	// measured.
-	s.gateLocked(class, (class == classBulk && in.QueueFull) || behind, now, holdoff[class])
+	// The doublings go up only while requests still come older than the
+	// target: behind lasts ten intervals past the last drop, and its
+	// doublings meanwhile held the rig's clients off while the server
+	// had caught up.
+	s.gateLocked(class, (class == classBulk && in.QueueFull) || behind, behind && age > target, now, holdoff[class])
 	if why == "" {
 		s.m.byClass[class].Observe(age.Seconds())
 	}
@@ -184,7 +204,7 @@ func (s *Server) admit(mt uint8, in Incoming) (why string, behind bool) {
 // gateLocked sets class's holdoff on the HoldoffGate: on while its queue
 // is behind and for holdoffLinger after, off otherwise. Only a change is
 // written (both holdoffs at once: the gate keeps them together).
-func (s *Server) gateLocked(class int, behind bool, now time.Time, holdoff time.Duration) {
+func (s *Server) gateLocked(class int, behind, aged bool, now time.Time, holdoff time.Duration) {
 	b := &s.backlog
 	if s.gate == nil {
 		return
@@ -192,16 +212,29 @@ func (s *Server) gateLocked(class int, behind bool, now time.Time, holdoff time.
 	q := &b.queue[class]
 	if behind {
 		q.lastBehind = now
-	} else if b.holdoff[class] > 0 && now.Sub(q.lastBehind) >= holdoffLinger && s.stillHolding(class, now) {
-		// Caught up behind the holdoff, which still holds a flood
-		// off: it stays on for another linger.
-		q.lastBehind = now
 	}
-	var want time.Duration
-	if holdoff > 0 && !q.lastBehind.IsZero() && now.Sub(q.lastBehind) < holdoffLinger {
-		want = holdoff
+	if aged {
+		q.lastAged = now
 	}
-	if want == b.holdoff[class] {
+	var want Holdoff
+	d := &b.doublings[class]
+	if holdoff > 0 && !q.lastBehind.IsZero() && (now.Sub(q.lastBehind) < holdoffLinger || *d > 0) {
+		want.Base = holdoff
+		step, since := now.Sub(b.doubledAt[class]), now.Sub(q.lastAged)
+		switch {
+		case since < doublingUp && step >= doublingUp && *d < MaxHoldoffDoublings:
+			*d++
+			b.doubledAt[class] = now
+		case since >= doublingDown && step >= doublingDown && *d > 0:
+			*d--
+			b.doubledAt[class] = now
+		}
+		want.Doublings = *d
+	} else {
+		*d = 0
+	}
+	was := b.holdoff[class]
+	if want == was {
 		return
 	}
 	next := b.holdoff
@@ -211,40 +244,19 @@ func (s *Server) gateLocked(class int, behind bool, now time.Time, holdoff time.
 		s.warnLimited("holdoff", "holdoffs not set", "err", err)
 		return
 	}
-	if want > 0 && b.holdoff[class] == 0 {
-		s.stillHolding(class, now) // the count it starts from
-	}
 	b.holdoff = next
 	what := "DISCOVER"
 	if class == classPriority {
 		what = "REQUEST"
 	}
-	if want > 0 {
-		s.log.Info("behind with "+what+"s: repeated ones are held off", "holdoff", want)
-	} else {
+	switch {
+	case want.Base > 0 && was.Base == 0:
+		s.log.Info("behind with "+what+"s: repeated ones are held off", "holdoff", want.Base, "doublings", want.Doublings)
+	case want.Base == 0:
 		s.log.Info(what + " holdoff off")
+	default:
+		s.log.Debug(what+" holdoff doublings", "holdoff", want.Base, "doublings", want.Doublings)
 	}
-}
-
-// stillHolding says whether class's holdoff dropped holdoffFloodRate
-// messages a second or more since it was last asked (or the holdoff went
-// on), and notes the count for the next time. It runs with the backlog's
-// lock held, once a linger at most while the holdoff is on.
-func (s *Server) stillHolding(class int, now time.Time) bool {
-	held := s.gate.HeldDiscovers
-	if class == classPriority {
-		held = s.gate.HeldRequests
-	}
-	n, err := held()
-	if err != nil {
-		s.warnLimited("holdoff_count", "holdoff's count not read", "err", err)
-		return false
-	}
-	m := &s.backlog.held[class]
-	last := *m
-	*m = heldMark{n, now}
-	secs := now.Sub(last.at).Seconds()
-	return !last.at.IsZero() && secs > 0 && n >= last.n && float64(n-last.n)/secs >= holdoffFloodRate
 }
 
 // behindStore is a Store that says how far it is behind what is

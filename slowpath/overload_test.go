@@ -157,20 +157,21 @@ func TestQueuesAreApart(t *testing.T) {
 	}
 }
 
-// gateLog records what the server sets its HoldoffGate to: the DISCOVER
-// holdoffs in set, the REQUEST holdoffs in req; it says the holdoffs
-// dropped heldD DISCOVERs and heldR REQUESTs.
+// gateLog records what the server sets its HoldoffGate to: every
+// DISCOVER holdoff in all, and the holdoffs' Base as it changes, the
+// DISCOVER's in set and the REQUEST's in req (a change of doublings
+// alone is not one).
 type gateLog struct {
-	set, req     []time.Duration
-	heldD, heldR uint64
+	all      []Holdoff
+	set, req []time.Duration
 }
 
-func (g *gateLog) HeldDiscovers() (uint64, error) { return g.heldD, nil }
-func (g *gateLog) HeldRequests() (uint64, error)  { return g.heldR, nil }
-
-func (g *gateLog) SetHoldoffs(discover, request time.Duration) error {
-	g.set = append(g.set, discover)
-	g.req = append(g.req, request)
+func (g *gateLog) SetHoldoffs(discover, request Holdoff) error {
+	g.all = append(g.all, discover)
+	if len(g.set) == 0 || g.set[len(g.set)-1] != discover.Base || g.req[len(g.req)-1] != request.Base {
+		g.set = append(g.set, discover.Base)
+		g.req = append(g.req, request.Base)
+	}
 	return nil
 }
 
@@ -246,39 +247,56 @@ func TestDiscoverHoldoff(t *testing.T) {
 	}
 }
 
-// TestHoldoffStaysOnWhileItHoldsAFlood: once the DISCOVER queue has
-// caught up, the holdoff stays on past its linger while it drops a
-// flood's worth of DISCOVERs (holdoffFloodRate), and goes off at the
-// linger's end once it drops fewer.
-func TestHoldoffStaysOnWhileItHoldsAFlood(t *testing.T) {
+// TestHoldoffDoublingsFollowTheQueue: the DISCOVER holdoff's doublings
+// go up one every doublingUp while its queue stays behind, to
+// MaxHoldoffDoublings, and down one every doublingDown once it keeps
+// up; the holdoff stays on while it has any, and goes off a linger
+// after the queue was last behind once it has none.
+func TestHoldoffDoublingsFollowTheQueue(t *testing.T) {
 	f, gate := holdoffFixture(t)
 	discover := msg(t, dhcpv4.MessageTypeDiscover, mac(1))
-	gate.heldD = 5_000_000
-	f.fallBehind(discover)
-	if !slices.Equal(gate.set, []time.Duration{2 * time.Second}) {
-		t.Fatalf("DISCOVERs behind: holdoff set %v, want [2s]", gate.set)
-	}
-	// The linger ends (moved back in time) with the holdoff having
-	// dropped 2,000 a second meanwhile: it stays on.
 	b := &f.srv.backlog
-	lingerEnds := func(held uint64) {
+	// later moves the server's last doubling, and the queue's last time
+	// behind (when behindToo is false), back by d, as if d had passed.
+	later := func(d time.Duration, behindToo bool) {
 		b.mu.Lock()
-		b.queue[classBulk].lastBehind = time.Now().Add(-holdoffLinger - time.Second)
-		b.queue[classBulk].lastDrop = time.Time{}
-		b.held[classBulk].at = time.Now().Add(-holdoffLinger - time.Second)
-		b.mu.Unlock()
-		gate.heldD += held
+		defer b.mu.Unlock()
+		b.doubledAt[classBulk] = b.doubledAt[classBulk].Add(-d)
+		if behindToo {
+			q := &b.queue[classBulk]
+			q.lastBehind, q.lastAged, q.lastDrop, q.aboveSince = q.lastBehind.Add(-d), q.lastAged.Add(-d), time.Time{}, time.Time{}
+		}
+	}
+	last := func() Holdoff {
+		t.Helper()
+		if len(gate.all) == 0 {
+			t.Fatal("the holdoff was never set")
+		}
+		return gate.all[len(gate.all)-1]
+	}
+	f.fallBehind(discover)
+	if h := last(); h != (Holdoff{2 * time.Second, 1}) {
+		t.Fatalf("DISCOVERs behind: holdoff %+v, want 2s doubling once", h)
+	}
+	for want := uint32(2); want <= MaxHoldoffDoublings+1; want++ {
+		later(doublingUp, false)
+		f.handleWaited(discover, 30*time.Millisecond, false) // behind still
+		if h := last(); h.Doublings != min(want, MaxHoldoffDoublings) {
+			t.Fatalf("behind another %v: holdoff %+v, want %d doublings", doublingUp, h, min(want, MaxHoldoffDoublings))
+		}
+	}
+	// Keeping up: one fewer every doublingDown, and on until none.
+	for want := int(MaxHoldoffDoublings) - 1; want >= 0; want-- {
+		later(doublingDown, true)
 		f.handleWaited(discover, time.Millisecond, false)
+		if h := last(); h != (Holdoff{2 * time.Second, uint32(want)}) {
+			t.Fatalf("keeping up another %v: holdoff %+v, want 2s with %d doublings", doublingDown, h, want)
+		}
 	}
-	lingerEnds(2000 * uint64((holdoffLinger + time.Second).Seconds()))
-	if len(gate.set) != 1 {
-		t.Fatalf("a linger's end, 2,000 held a second: holdoff set %v, want it left on", gate.set)
-	}
-	// The next linger, with 500 a second: a few clients retrying
-	// early, not a flood. It goes off.
-	lingerEnds(500 * uint64((holdoffLinger + time.Second).Seconds()))
+	later(holdoffLinger, true)
+	f.handleWaited(discover, time.Millisecond, false)
 	if !slices.Equal(gate.set, []time.Duration{2 * time.Second, 0}) {
-		t.Fatalf("a linger's end, 500 held a second: holdoff set %v, want it off", gate.set)
+		t.Fatalf("a linger after, no doublings left: holdoff set %v, want it off", gate.set)
 	}
 }
 

@@ -186,20 +186,23 @@ type Settings struct {
 	// DiscoverHoldoff: while the DISCOVER socket is behind (and for
 	// holdoffLinger after), a client whose DISCOVER reached it less than
 	// this ago has its next one dropped before it, by the Config's
-	// HoldoffGate. A flood from many MACs then costs each of them one
-	// DISCOVER per holdoff, and a new client's first DISCOVER finds
-	// room in the socket (issue 19). Clients following RFC 2131
-	// retransmit after about 4 s, so a holdoff below 3 s never drops
-	// theirs. Zero turns it off.
+	// HoldoffGate, and a client repeating within the holdoff has it
+	// doubled, as often as the server allows while it stays behind
+	// (Holdoff, gateLocked). A flood from many MACs then costs each of
+	// them one DISCOVER per up to 16 holdoffs, and a new client's first
+	// DISCOVER finds room in the socket (issue 19). Clients following
+	// RFC 2131 retransmit after about 4 s, so a holdoff below 3 s never
+	// drops theirs. Zero turns it off.
 	DiscoverHoldoff time.Duration
 	// RequestHoldoff is the same for DHCPREQUESTs and the REQUEST
 	// socket: a flood of REQUESTs from many MACs costs each of them one
-	// REQUEST per holdoff (two, alternating with DISCOVERs), and a bound
-	// client's renewal finds room. A client whose DISCOVER is let in
-	// (one NAKed, starting again) is let off once a holdoff. A client
-	// that retransmits its REQUEST sooner than the holdoff (some embedded
-	// stacks do after 1 to 2 s), or answers a FORCERENEW within it of
-	// its last REQUEST, waits for its next try. Independently of it,
+	// REQUEST per holdoff, doubled as for DISCOVERs (two, alternating
+	// with DISCOVERs), and a bound client's renewal finds room. A client
+	// whose DISCOVER is let in (one NAKed, starting again) is let off
+	// once its holdoff. A client that retransmits its REQUEST sooner
+	// than the holdoff (some embedded stacks do after 1 to 2 s), or
+	// answers a FORCERENEW within it of its last REQUEST, waits for its
+	// next try, longer for each try that comes as soon. Independently of it,
 	// while that socket is behind, the server drops REQUESTs that would
 	// bind an address to a client it has not seen, before an answer or a
 	// commit (reason "overload_unknown"; knownRequestLocked): a flood's

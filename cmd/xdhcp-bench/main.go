@@ -279,7 +279,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer rig.Close()
-	rep := &bench.Report{Date: time.Now(), Full: cmd == "all", RigRequestHoldoff: bench.RigRequestHoldoff}
+	rep := &bench.Report{Date: time.Now(), Full: cmd == "all", RigRequestHoldoff: bench.RigRequestHoldoff, RigDiscoverHoldoff: bench.RigDiscoverHoldoff}
 	rep.Environment()
 	x := bench.Xdhcpd{Bin: *bin}
 	pick := func(name, mode string) (bench.Server, error) {

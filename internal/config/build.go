@@ -289,7 +289,7 @@ func (v *validator) build(r *rawConfig) *Config {
 		case h.d < 0 || h.d > time.Minute:
 			v.add(h.key, "%v is outside 0..1m (0 turns it off)", h.d)
 		case h.d >= 3*time.Second:
-			v.warn(h.key, "%v: under a %s flood, clients that retransmit after 4 s ± 1 s as RFC 2131 has it may have a retransmission dropped; below 3 s only floods are", h.d, h.what)
+			v.warn(h.key, "%v: under a %s flood, clients that retransmit after 4 s ± 1 s as RFC 2131 has it may have a retransmission dropped, and their holdoff doubled as a repeater's; below 3 s only floods are", h.d, h.what)
 		}
 	}
 

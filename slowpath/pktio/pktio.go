@@ -335,17 +335,21 @@ func (c *Conn) close() error {
 	return err
 }
 
-// SetHoldoffs sets the kernel's holdoffs (bpf/steer.c), each on (> 0) or
-// off (0). While discover is on, a DHCPDISCOVER from a client (by chaddr)
-// whose last one reached the bulk socket less than discover ago is
-// dropped before it; while request is on, the same for a DHCPREQUEST and
-// the priority socket. A client moving on (its REQUEST after a DISCOVER,
-// its DISCOVER after a REQUEST) is let off the other holdoff, once a
-// holdoff; a client with chaddr length 0 (RFC 4390) is never held off.
-// The server turns each on while it is behind with that class
-// (slowpath.Settings.DiscoverHoldoff, RequestHoldoff).
-func (c *Conn) SetHoldoffs(discover, request time.Duration) error {
-	if err := c.settings.Put(uint32(0), bpf.SteerSettings{HoldoffNs: uint64(max(discover, 0)), RequestHoldoffNs: uint64(max(request, 0))}); err != nil {
+// SetHoldoffs sets the kernel's holdoffs (bpf/steer.c), each on (Base >
+// 0) or off. While discover is on, a DHCPDISCOVER from a client (by
+// chaddr) whose last one reached the bulk socket less than its holdoff
+// ago is dropped before it: discover.Base, doubled for each of the
+// client's repeats up to discover.Doublings times; while request is on,
+// the same for a DHCPREQUEST and the priority socket. A client moving on
+// (its REQUEST after a DISCOVER, its DISCOVER after a REQUEST) is let
+// off the other holdoff, once its own holdoff; a client with chaddr length 0
+// (RFC 4390) is never held off. The server turns each on while it is
+// behind with that class (slowpath.Settings.DiscoverHoldoff,
+// RequestHoldoff).
+func (c *Conn) SetHoldoffs(discover, request slowpath.Holdoff) error {
+	set := bpf.SteerSettings{HoldoffNs: uint64(max(discover.Base, 0)), RequestHoldoffNs: uint64(max(request.Base, 0)),
+		Doublings: discover.Doublings, RequestDoublings: request.Doublings}
+	if err := c.settings.Put(uint32(0), set); err != nil {
 		return fmt.Errorf("setting the kernel's holdoffs (DISCOVER %v, REQUEST %v): %w", discover, request, err)
 	}
 	return nil

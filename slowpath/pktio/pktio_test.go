@@ -574,7 +574,8 @@ func TestPayloadBuffersComeBackOnceSent(t *testing.T) {
 // SetSent hears of each reply the kernel took, with its request's
 // arrival, once the sendmmsg that carried it has returned: more than a
 // batch's worth (two system calls), and not a reply that could not be
-// sent.
+// sent: one to an IPv6 address, skipped before the call, and one to port
+// 0, which the kernel refuses in the middle of a batch.
 func TestSentReportsEachReplyOnceSent(t *testing.T) {
 	c, peer := listenWithPeer(t)
 	dst := peer.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -593,17 +594,22 @@ func TestSentReportsEachReplyOnceSent(t *testing.T) {
 	var out []slowpath.Outgoing
 	want := map[string]bool{}
 	for i := range batch + 6 {
+		switch i {
+		case 10:
+			out = append(out, slowpath.Outgoing{Payload: []byte("not IPv4"), Dst: netip.MustParseAddrPort("[::1]:68"), Received: arrived})
+		case 30:
+			out = append(out, slowpath.Outgoing{Payload: []byte("port 0"), Dst: netip.AddrPortFrom(dst.Addr(), 0), Received: arrived})
+		}
 		p := fmt.Sprintf("reply %d", i)
 		out = append(out, slowpath.Outgoing{Payload: []byte(p), Dst: dst, Received: arrived})
 		want[p] = true
 	}
-	out = append(out, slowpath.Outgoing{Payload: []byte("nowhere"), Dst: netip.MustParseAddrPort("[::1]:68"), Received: arrived})
 	before := time.Now()
 	c.Send(out)
 	after := time.Now()
 
 	if len(got) != len(want) {
-		t.Fatalf("%d replies reported sent, want %d (the IPv6 one cannot be)", len(got), len(want))
+		t.Fatalf("%d replies reported sent, want %d (not the IPv6 one, nor the one to port 0)", len(got), len(want))
 	}
 	for _, r := range got {
 		if !want[r.payload] {
