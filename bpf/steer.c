@@ -115,7 +115,7 @@ struct client {
  * class was let in (0: let off), and when it was last let off the holdoff
  * because it moved on (steer_forget; 0: never): at most once its own
  * holdoff, so that a flood alternating DISCOVERs and REQUESTs from each
- * MAC gets two of each per holdoff, not all of them; when its last message of the
+ * MAC gets two of each per its own holdoff, not all of them; when its last message of the
  * class came, let in or held; and how often its holdoff has doubled for
  * repeats (STEER_MAX_DOUBLINGS). */
 struct seen {

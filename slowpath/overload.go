@@ -109,19 +109,23 @@ const MaxHoldoffDoublings = uint32(bpf.SteerSteerLimitsSTEER_MAX_DOUBLINGS)
 // nothing (Settings.DiscoverHoldoff, RequestHoldoff).
 const holdoffLinger = 10 * time.Second
 
-// How a holdoff's doublings follow its queue (gateLocked): one more
-// every doublingUp while the queue is behind, one fewer every
-// doublingDown while it keeps up, and the holdoff stays on while it has
-// any. A flood from many MACs costs the server one message per client
-// per holdoff: at 2 s, 65,536 MACs sent 33,000 DISCOVERs a second past
-// it, more than the server read, and the kernel dropped new clients'
-// DISCOVERs with the flood's. Doubled four times, about 2,000 a second.
-// Fixed at four, and kept on while the holdoff held many, the doublings
-// held the bench's clients, which retry after 1 s, for up to 32 s while
-// the server idled (415 DORAs a second answered where 4,897 were
-// before): they go up only while the server is behind, and come down
-// again, slowly, once it keeps up. Each step down is a probe: if the
-// queue falls behind again, the next doublingUp takes it back.
+// How a holdoff's doublings follow its queue (gateLocked): one when the
+// holdoff goes on, one more every doublingUp while requests still come
+// older than the target (or, for DISCOVERs, from a socket more than half
+// full), one fewer for every doublingDown after the last of those (all
+// gone within MaxHoldoffDoublings of them, inside the linger). A flood
+// from many MACs costs
+// the server one message per client per holdoff: at 2 s, 65,536 MACs
+// sent 33,000 DISCOVERs a second past it, more than the server read, and
+// the kernel dropped new clients' DISCOVERs with the flood's. Doubled
+// four times, about 2,000 a second. Fixed at four, and kept on while the
+// holdoff held many, the doublings held the bench's DORA clients, which
+// start again within a second with the same MAC, for up to 32 s while
+// the server idled (the open loop answered 415 to 3,000 DORAs a second
+// where 4,500 to 6,200 were before): they go up only while the server
+// is behind, and come down again once it keeps up. Each step down is a
+// probe: if the queue falls behind again, the next doublingUp takes it
+// back.
 const (
 	doublingUp   = 500 * time.Millisecond
 	doublingDown = time.Second
@@ -137,8 +141,9 @@ const (
 //     QueueInterval and it waited longer than QueueTarget.
 //
 // While a queue is behind, and for holdoffLinger after, it has the
-// HoldoffGate hold off its class's repeats: DISCOVERs for the bulk queue,
-// REQUESTs for the priority queue. The kernel's timestamp is
+// HoldoffGate hold off its class's repeats (doubled for a client's own
+// repeats as gateLocked says): DISCOVERs for the bulk queue, REQUESTs for
+// the priority queue. The kernel's timestamp is
 // wall-clock time, so ages are taken on the system clock, not the
 // server's (which tests may move).
 func (s *Server) admit(mt uint8, in Incoming) (why string, behind bool) {
@@ -194,7 +199,8 @@ func (s *Server) admit(mt uint8, in Incoming) (why string, behind bool) {
 	// target: behind lasts ten intervals past the last drop, and its
 	// doublings meanwhile held the rig's clients off while the server
 	// had caught up.
-	s.gateLocked(class, (class == classBulk && in.QueueFull) || behind, behind && age > target, now, holdoff[class])
+	full := class == classBulk && in.QueueFull
+	s.gateLocked(class, full || behind, full || behind && age > target, now, holdoff[class])
 	if why == "" {
 		s.m.byClass[class].Observe(age.Seconds())
 	}
@@ -202,8 +208,10 @@ func (s *Server) admit(mt uint8, in Incoming) (why string, behind bool) {
 }
 
 // gateLocked sets class's holdoff on the HoldoffGate: on while its queue
-// is behind and for holdoffLinger after, off otherwise. Only a change is
-// written (both holdoffs at once: the gate keeps them together).
+// is behind and for holdoffLinger after, off otherwise; its doublings go up while aged (a request older than the
+// target while behind, or a DISCOVER socket more than half full) and
+// down after (doublingUp, doublingDown). Only a change is written (both
+// holdoffs at once: the gate keeps them together).
 func (s *Server) gateLocked(class int, behind, aged bool, now time.Time, holdoff time.Duration) {
 	b := &s.backlog
 	if s.gate == nil {
@@ -218,16 +226,21 @@ func (s *Server) gateLocked(class int, behind, aged bool, now time.Time, holdoff
 	}
 	var want Holdoff
 	d := &b.doublings[class]
-	if holdoff > 0 && !q.lastBehind.IsZero() && (now.Sub(q.lastBehind) < holdoffLinger || *d > 0) {
+	if holdoff > 0 && !q.lastBehind.IsZero() && now.Sub(q.lastBehind) < holdoffLinger {
 		want.Base = holdoff
 		step, since := now.Sub(b.doubledAt[class]), now.Sub(q.lastAged)
 		switch {
 		case since < doublingUp && step >= doublingUp && *d < MaxHoldoffDoublings:
 			*d++
 			b.doubledAt[class] = now
-		case since >= doublingDown && step >= doublingDown && *d > 0:
-			*d--
-			b.doubledAt[class] = now
+		case since >= doublingDown && *d > 0:
+			// One fewer for each doublingDown since the later of the
+			// last step and the last aged request: counted in time,
+			// not in calls, so a quiet class comes down too.
+			if n := min(step, since) / doublingDown; n > 0 {
+				*d -= min(*d, uint32(n))
+				b.doubledAt[class] = now
+			}
 		}
 		want.Doublings = *d
 	} else {

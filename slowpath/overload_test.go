@@ -248,10 +248,11 @@ func TestDiscoverHoldoff(t *testing.T) {
 }
 
 // TestHoldoffDoublingsFollowTheQueue: the DISCOVER holdoff's doublings
-// go up one every doublingUp while its queue stays behind, to
-// MaxHoldoffDoublings, and down one every doublingDown once it keeps
-// up; the holdoff stays on while it has any, and goes off a linger
-// after the queue was last behind once it has none.
+// start at one, go up one every doublingUp while requests come older than
+// the target, to MaxHoldoffDoublings (not for young requests read while
+// the queue still counts as behind), and down one for every doublingDown
+// after the last of those, counted in time, not in messages; the holdoff
+// goes off a linger after the queue was last behind.
 func TestHoldoffDoublingsFollowTheQueue(t *testing.T) {
 	f, gate := holdoffFixture(t)
 	discover := msg(t, dhcpv4.MessageTypeDiscover, mac(1))
@@ -278,6 +279,23 @@ func TestHoldoffDoublingsFollowTheQueue(t *testing.T) {
 	if h := last(); h != (Holdoff{2 * time.Second, 1}) {
 		t.Fatalf("DISCOVERs behind: holdoff %+v, want 2s doubling once", h)
 	}
+	// Young DISCOVERs while the queue still counts as behind (a drop
+	// within ten intervals), the last old one doublingUp ago: no more
+	// doublings.
+	b.mu.Lock()
+	b.doubledAt[classBulk] = b.doubledAt[classBulk].Add(-doublingUp)
+	b.queue[classBulk].lastAged = b.queue[classBulk].lastAged.Add(-doublingUp)
+	b.mu.Unlock()
+	f.handleWaited(discover, time.Millisecond, false)
+	b.mu.Lock()
+	stillBehind := b.queue[classBulk].behind(time.Now(), f.srv.set.QueueInterval)
+	b.mu.Unlock()
+	if !stillBehind {
+		t.Fatal("the queue no longer counts as behind: the case is not tested")
+	}
+	if h := last(); h.Doublings != 1 {
+		t.Fatalf("a young DISCOVER right after: holdoff %+v, want still one doubling", h)
+	}
 	for want := uint32(2); want <= MaxHoldoffDoublings+1; want++ {
 		later(doublingUp, false)
 		f.handleWaited(discover, 30*time.Millisecond, false) // behind still
@@ -285,13 +303,22 @@ func TestHoldoffDoublingsFollowTheQueue(t *testing.T) {
 			t.Fatalf("behind another %v: holdoff %+v, want %d doublings", doublingUp, h, min(want, MaxHoldoffDoublings))
 		}
 	}
-	// Keeping up: one fewer every doublingDown, and on until none.
-	for want := int(MaxHoldoffDoublings) - 1; want >= 0; want-- {
+	// Keeping up: one fewer every doublingDown, however many requests
+	// come meanwhile.
+	for want := int(MaxHoldoffDoublings) - 1; want >= 2; want-- {
 		later(doublingDown, true)
-		f.handleWaited(discover, time.Millisecond, false)
-		if h := last(); h != (Holdoff{2 * time.Second, uint32(want)}) {
-			t.Fatalf("keeping up another %v: holdoff %+v, want 2s with %d doublings", doublingDown, h, want)
+		for range 2 {
+			f.handleWaited(discover, time.Millisecond, false)
+			if h := last(); h != (Holdoff{2 * time.Second, uint32(want)}) {
+				t.Fatalf("keeping up another %v: holdoff %+v, want 2s with %d doublings", doublingDown, h, want)
+			}
 		}
+	}
+	// A class quiet for two periods comes down two at once.
+	later(2*doublingDown, true)
+	f.handleWaited(discover, time.Millisecond, false)
+	if h := last(); h != (Holdoff{2 * time.Second, 0}) {
+		t.Fatalf("quiet for %v: holdoff %+v, want 2s without doublings", 2*doublingDown, h)
 	}
 	later(holdoffLinger, true)
 	f.handleWaited(discover, time.Millisecond, false)

@@ -49,3 +49,25 @@ func TestRepliesCarryTheirRequestsArrival(t *testing.T) {
 		t.Fatalf("sum %v s, want 2 × 20 ms", got)
 	}
 }
+
+// A leasequery's reply carries the query's arrival too.
+func TestLeasequeryReplyCarriesItsQuerysArrival(t *testing.T) {
+	f := lqFixture(t)
+	ack := f.dora(mac(1))
+	m, err := dhcpv4.New(dhcpv4.WithMessageType(mtLeaseQuery), dhcpv4.WithHwAddr(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ClientHWAddr = nil
+	m.ClientIPAddr = ack.YourIPAddr
+	m.GatewayIPAddr = requester.AsSlice()
+	arrived := time.Now().Add(-10 * time.Millisecond)
+	f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.AddrPortFrom(requester, 67), Dst: srvAddr, IfIndex: 7, Received: arrived})
+	out := f.out.take()
+	if len(out) != 1 || out[0].Type != uint8(mtLeaseActive) {
+		t.Fatalf("%d replies (%+v), want one DHCPLEASEACTIVE", len(out), out)
+	}
+	if !out[0].Received.Equal(arrived) {
+		t.Fatalf("the reply carries arrival %v, want the query's %v", out[0].Received, arrived)
+	}
+}

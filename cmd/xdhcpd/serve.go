@@ -306,11 +306,11 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "xdhcp_slowpath_discovers_held_total",
-		Help: "DHCPDISCOVERs dropped in the kernel, before the server's socket, as repeats of a client's within server.discover-holdoff while the server was behind with DISCOVERs.",
+		Help: "DHCPDISCOVERs dropped in the kernel, before the server's socket, as repeats of a client's within its holdoff (server.discover-holdoff, doubled for a client that repeats within it) while the server was behind with DISCOVERs, or lingered after.",
 	}, held(conn.HeldDiscovers)))
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "xdhcp_slowpath_requests_held_total",
-		Help: "DHCPREQUESTs dropped in the kernel, before the server's socket, as repeats of a client's within server.request-holdoff while the server was behind with REQUESTs.",
+		Help: "DHCPREQUESTs dropped in the kernel, before the server's socket, as repeats of a client's within its holdoff (server.request-holdoff, doubled for a client that repeats within it) while the server was behind with REQUESTs, or lingered after.",
 	}, held(conn.HeldRequests)))
 	if fp != nil {
 		reg.MustRegister(fp.maps.Collector(), attachedCollector{fp})
