@@ -114,9 +114,8 @@ const holdoffLinger = 10 * time.Second
 // older than the target (or, for DISCOVERs, from a socket more than half
 // full), one fewer for every doublingDown after the last of those (all
 // gone within MaxHoldoffDoublings of them, inside the linger). A flood
-// from many MACs costs
-// the server one message per client per holdoff: at 2 s, 65,536 MACs
-// sent 33,000 DISCOVERs a second past it, more than the server read, and
+// from many MACs costs the server one message per client per holdoff:
+// at 2 s, 65,536 MACs sent 33,000 DISCOVERs a second past it, more than the server read, and
 // the kernel dropped new clients' DISCOVERs with the flood's. Doubled
 // four times, about 2,000 a second. Fixed at four, and kept on while the
 // holdoff held many, the doublings held the bench's DORA clients, which
@@ -208,9 +207,10 @@ func (s *Server) admit(mt uint8, in Incoming) (why string, behind bool) {
 }
 
 // gateLocked sets class's holdoff on the HoldoffGate: on while its queue
-// is behind and for holdoffLinger after, off otherwise; its doublings go up while aged (a request older than the
-// target while behind, or a DISCOVER socket more than half full) and
-// down after (doublingUp, doublingDown). Only a change is written (both
+// is behind and for holdoffLinger after, off otherwise; its doublings go
+// up while aged (a request older than the target while behind, or a
+// DISCOVER socket more than half full) and down after (doublingUp,
+// doublingDown). Only a change is written (both
 // holdoffs at once: the gate keeps them together).
 func (s *Server) gateLocked(class int, behind, aged bool, now time.Time, holdoff time.Duration) {
 	b := &s.backlog

@@ -45,7 +45,7 @@ func TestRepliesCarryTheirRequestsArrival(t *testing.T) {
 	if n := sampleCount(t, m.ReplyLatency); n != 2 {
 		t.Fatalf("%d observed, want the two replies to requests", n)
 	}
-	if got := sampleSum(t, m.ReplyLatency); got < 0.0399 || got > 0.0401 {
+	if got := histogramOf(t, m.ReplyLatency).GetSampleSum(); got < 0.0399 || got > 0.0401 {
 		t.Fatalf("sum %v s, want 2 × 20 ms", got)
 	}
 }

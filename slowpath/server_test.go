@@ -340,24 +340,20 @@ func TestAckIsSentOnlyAfterCommit(t *testing.T) {
 	}
 }
 
+// histogramOf is what histogram h holds.
+func histogramOf(t *testing.T, h prometheus.Histogram) *dto.Histogram {
+	t.Helper()
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram()
+}
+
 // sampleCount is how many observations histogram h holds.
 func sampleCount(t *testing.T, h prometheus.Histogram) uint64 {
 	t.Helper()
-	var m dto.Metric
-	if err := h.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetHistogram().GetSampleCount()
-}
-
-// sampleSum is the sum of the observations histogram h holds.
-func sampleSum(t *testing.T, h prometheus.Histogram) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := h.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetHistogram().GetSampleSum()
+	return histogramOf(t, h).GetSampleCount()
 }
 
 func TestReservationWinsAndReturningClientGetsItsAddress(t *testing.T) {
