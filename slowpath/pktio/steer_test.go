@@ -438,68 +438,92 @@ func TestHoldoffPassComesBack(t *testing.T) {
 // TestHoldoffDoublesForRepeats: a client that repeats within the holdoff
 // of its last message (let in or held) has its holdoff doubled each
 // time, as often as the server allows, so a flooding MAC gets one
-// DISCOVER in, not one per holdoff; with no doublings allowed it gets one
+// message in, not one per holdoff; with no doublings allowed it gets one
 // per holdoff; a client whose messages come a holdoff or more apart, as
 // RFC 2131's retransmissions do, is let in every time; so is the flooder
-// once it has been quiet for a holdoff.
+// once it has been quiet for a holdoff. The same for DISCOVERs (the bulk
+// socket, the DISCOVER holdoff) and REQUESTs (the priority socket, the
+// REQUEST holdoff), each class with the other's doublings set otherwise,
+// so that a class read with the other's setting fails.
 func TestHoldoffDoublesForRepeats(t *testing.T) {
-	r := newHoldoffRig(t)
 	const holdoff = 400 * time.Millisecond
-	var flood []byte
-	// Every 50 ms for 1.3 s: at one holdoff, 3 or 4 get in (at 0, 0.4,
-	// 0.8 and, with sends on time, 1.2 s); allowed one doubling, 2 (0
-	// and 0.8 s); allowed all, the first alone. A pause of half a
-	// holdoff between two sends (a loaded machine) could let another in:
-	// that try is made again, with another client.
-	mac := byte(0)
-	for _, phase := range []struct {
-		doublings uint32
-		ok        func(k int) bool
-		want      string
+	for _, class := range []struct {
+		name string
+		mt   dhcpv4.MessageType
+		// set makes h the class's holdoff and other the other class's.
+		set func(r holdoffRig, h, other slowpath.Holdoff)
+		// count is what the class's socket holds, read empty.
+		count func(r holdoffRig) int
 	}{
-		{0, func(k int) bool { return k >= 3 }, "3 or 4"},
-		{1, func(k int) bool { return k == 2 }, "2"},
-		{slowpath.MaxHoldoffDoublings, func(k int) bool { return k == 1 }, "1"},
+		{"discover", dhcpv4.MessageTypeDiscover,
+			func(r holdoffRig, h, other slowpath.Holdoff) { r.setHoldoffs(h, other) },
+			func(r holdoffRig) int { _, k := r.got(); return k }},
+		{"request", dhcpv4.MessageTypeRequest,
+			func(r holdoffRig, h, other slowpath.Holdoff) { r.setHoldoffs(other, h) },
+			func(r holdoffRig) int { p, _ := r.got(); return p }},
 	} {
-		r.setHoldoffs(slowpath.Holdoff{Base: holdoff, Doublings: phase.doublings}, slowpath.Holdoff{})
-		for try := 0; ; try++ {
-			mac++
-			flood = r.msg(dhcpv4.MessageTypeDiscover, mac)
-			start := time.Now()
-			last, gap := start, time.Duration(0)
-			for time.Since(start) < 1300*time.Millisecond {
-				r.send(flood)
-				gap = max(gap, time.Since(last))
-				last = time.Now()
-				time.Sleep(50 * time.Millisecond)
+		t.Run(class.name, func(t *testing.T) {
+			t.Parallel()
+			r := newHoldoffRig(t)
+			var flood []byte
+			// Every 50 ms for 1.3 s: at one holdoff, 3 or 4 get in (at 0,
+			// 0.4, 0.8 and, with sends on time, 1.2 s); allowed one
+			// doubling, 2 (0 and 0.8 s); allowed all, the first alone. A
+			// pause of half a holdoff between two sends (a loaded
+			// machine) could let another in: that try is made again, with
+			// another client.
+			mac := byte(0)
+			for _, phase := range []struct {
+				doublings uint32
+				ok        func(k int) bool
+				want      string
+			}{
+				{0, func(k int) bool { return k >= 3 }, "3 or 4"},
+				{1, func(k int) bool { return k == 2 }, "2"},
+				{slowpath.MaxHoldoffDoublings, func(k int) bool { return k == 1 }, "1"},
+			} {
+				class.set(r, slowpath.Holdoff{Base: holdoff, Doublings: phase.doublings},
+					slowpath.Holdoff{Base: holdoff, Doublings: slowpath.MaxHoldoffDoublings - phase.doublings})
+				for try := 0; ; try++ {
+					mac++
+					flood = r.msg(class.mt, mac)
+					start := time.Now()
+					last, gap := start, time.Duration(0)
+					for time.Since(start) < 1300*time.Millisecond {
+						r.send(flood)
+						gap = max(gap, time.Since(last))
+						last = time.Now()
+						time.Sleep(50 * time.Millisecond)
+					}
+					k := class.count(r)
+					if gap >= holdoff/2 && try < 3 {
+						continue
+					}
+					if !phase.ok(k) {
+						t.Fatalf("a client repeating every 50 ms for 1.3 s (longest gap %v), %d doublings allowed: %d let in, want %s",
+							gap, phase.doublings, k, phase.want)
+					}
+					break
+				}
 			}
-			_, k := r.got()
-			if gap >= holdoff/2 && try < 3 {
-				continue
+			// Quiet for a holdoff: its next message is let in.
+			time.Sleep(holdoff + 100*time.Millisecond)
+			r.send(flood)
+			if k := class.count(r); k != 1 {
+				t.Fatalf("after a holdoff's quiet: %d let in, want 1", k)
 			}
-			if !phase.ok(k) {
-				t.Fatalf("a client repeating every 50 ms for 1.3 s (longest gap %v), %d doublings allowed: %d DISCOVERs let in, want %s",
-					gap, phase.doublings, k, phase.want)
-			}
-			break
-		}
-	}
-	// Quiet for a holdoff: its next DISCOVER is let in.
-	time.Sleep(holdoff + 100*time.Millisecond)
-	r.send(flood)
-	if _, k := r.got(); k != 1 {
-		t.Fatalf("after a holdoff's quiet: %d let in, want 1", k)
-	}
 
-	// A client retransmitting a little slower than the holdoff (and a
-	// machine that is late only makes it slower).
-	slow := r.msg(dhcpv4.MessageTypeDiscover, 100)
-	for range 3 {
-		r.send(slow)
-		time.Sleep(holdoff + 100*time.Millisecond)
-	}
-	if _, k := r.got(); k != 3 {
-		t.Fatalf("a client retransmitting every %v: %d of 3 let in", holdoff+100*time.Millisecond, k)
+			// A client retransmitting a little slower than the holdoff
+			// (and a machine that is late only makes it slower).
+			slow := r.msg(class.mt, 100)
+			for range 3 {
+				r.send(slow)
+				time.Sleep(holdoff + 100*time.Millisecond)
+			}
+			if k := class.count(r); k != 3 {
+				t.Fatalf("a client retransmitting every %v: %d of 3 let in", holdoff+100*time.Millisecond, k)
+			}
+		})
 	}
 }
 
