@@ -23,6 +23,11 @@ type Metrics struct {
 	// OffersWithdrawn counts pending offers withdrawn to stay within the
 	// bounds, by bound (pool, circuit).
 	OffersWithdrawn *prometheus.CounterVec
+	// OfferRequestsKept counts SELECTING REQUESTs for a pending offer
+	// handled although their queue was behind and they waited past
+	// QueueTarget (Handle): the rest of such requests are dropped for
+	// overload.
+	OfferRequestsKept prometheus.Counter
 	// FORCERENEW (issue 16): messages sent (retransmissions included),
 	// clients that answered, clients given up on after the retransmit
 	// bound, and clients not forced for want of a key.
@@ -128,6 +133,9 @@ func NewMetrics() *Metrics {
 		OffersWithdrawn: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "xdhcp_slowpath_offers_withdrawn_total", Help: "Pending offers withdrawn, oldest first, to keep a pool's or a relay circuit's pending offers within bounds.",
 		}, []string{"bound"}),
+		OfferRequestsKept: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdhcp_slowpath_offer_requests_kept_total", Help: "REQUESTs taking a pending offer that were answered although their queue was behind and they had waited past server.queue-target (other requests are then dropped for overload); server.max-wait still bounds them.",
+		}),
 		ForceRenewSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "xdhcp_forcerenew_sent_total", Help: "FORCERENEW messages sent, retransmissions included.",
 		}),
@@ -193,7 +201,7 @@ func (m *Metrics) Register(reg prometheus.Registerer, srv *Server) error {
 	informed := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "xdhcp_informed_clients", Help: "Clients configured by DHCPINFORM remembered, so that FORCERENEW can reach them.",
 	}, func() float64 { return float64(srv.InformedCount()) })
-	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, m.OffersWithdrawn,
+	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, m.OffersWithdrawn, m.OfferRequestsKept,
 		m.ForceRenewSent, m.ForceRenewAnswered, m.ForceRenewGaveUp, m.ForceRenewNoKey, m.InformedEvicted, m.InformedExpired, m.Wait, m.AckLatency, m.ReplyLatency, m.AckedOnHorizon, m.StoreWait, m.StoreBehind, m.CommitTime, m.CommitLeases, m.FoldTime, m.FoldLeases, remaining, informed, poolCollector{srv}} {
 		if err := reg.Register(c); err != nil {
 			return err

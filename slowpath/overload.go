@@ -70,6 +70,46 @@ type queueState struct {
 	// lastAged is when it last had a request older than the target while
 	// behind: the holdoff's doublings follow that (gateLocked).
 	lastBehind, lastAged time.Time
+	// The "overload" drops decided since sparedFrom, and how many of
+	// them spare let through (Handle: REQUESTs taking an offer).
+	sparedFrom time.Time
+	overloaded int
+	spared     int
+}
+
+// spareWindow and spareShare bound what spare lets through: at most one
+// in spareShare of a queue's "overload" drops in each spareWindow. Under a
+// flood of REQUESTs from clients the server never offered anything, the
+// few taking an offer are a sliver of the drops and all get through; when
+// the queue is behind with REQUESTs taking offers (more DORAs than the
+// server commits), most of them are dropped as before, and the bound on
+// the queue's wait holds.
+const (
+	spareWindow = time.Second
+	spareShare  = 8
+)
+
+// spare says whether a request of class that admit dropped for overload
+// is handled after all, within spareWindow and spareShare (admit has
+// just counted its drop, in a window begun no longer ago than that).
+func (b *backlog) spare(class int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	q := &b.queue[class]
+	if q.spared*spareShare >= q.overloaded {
+		return false
+	}
+	q.spared++
+	return true
+}
+
+// countOverloadLocked counts an "overload" drop decided for q, in the
+// window spare reads.
+func (q *queueState) countOverloadLocked(now time.Time) {
+	if now.Sub(q.sparedFrom) >= spareWindow {
+		q.sparedFrom, q.overloaded, q.spared = now, 0, 0
+	}
+	q.overloaded++
 }
 
 // behind says whether the queue is in overload: requests older than the
@@ -183,6 +223,7 @@ func (s *Server) admit(mt uint8, in Incoming) (why string, behind bool) {
 		if q.behind(now, interval) {
 			q.lastDrop = now
 			why = "overload"
+			q.countOverloadLocked(now)
 		}
 	}
 	behind = q.behind(now, interval)

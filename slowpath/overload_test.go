@@ -445,6 +445,84 @@ func TestUnknownRequestsShedWhenBehind(t *testing.T) {
 	}
 }
 
+// TestOfferRequestsOutliveOverload: while the REQUEST queue is behind, a
+// SELECTING REQUEST for the offer its client holds is answered though it
+// waited past QueueTarget, where a renewal or another client's REQUEST
+// for that address of the same age is dropped ("overload"), as long as
+// such REQUESTs are a small share of the queue's drops; past MaxWait it
+// is dropped as stale like any other.
+func TestOfferRequestsOutliveOverload(t *testing.T) {
+	f, _ := holdoffFixture(t)
+	f.srv.set.MaxWait = time.Second
+	ack := f.dora(mac(2))
+	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
+	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	dropped := func(why string) float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues(why)) }
+	kept := func() float64 { return testutil.ToFloat64(f.srv.m.OfferRequestsKept) }
+	offer := func(hw net.HardwareAddr) (netip.Addr, dhcpv4.Modifier) {
+		t.Helper()
+		offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, hw), bcast)
+		if len(offers) != 1 {
+			t.Fatalf("DISCOVER: %v", offers)
+		}
+		oip, _ := netip.AddrFromSlice(offers[0].YourIPAddr.To4())
+		return oip, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offers[0].ServerIdentifier()))
+	}
+	selecting := func(hw net.HardwareAddr, a netip.Addr, sid dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+		return msg(t, dhcpv4.MessageTypeRequest, hw, sid, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(a.AsSlice())))
+	}
+	oip, sid := offer(mac(4))
+	f.fallBehind(renew)
+	over0 := dropped("overload")
+	// Each case comes after an old renewal: the queue is behind (the
+	// state lasts ten intervals after a drop).
+	for _, c := range []struct {
+		name  string
+		m     *dhcpv4.DHCPv4
+		want  int
+		drops float64 // its own "overload" drops
+	}{
+		{"the renewal", renew, 0, 1},
+		{"another client's SELECTING REQUEST for the offered address", selecting(mac(5), oip, sid), 0, 1},
+		{"the offered client's SELECTING REQUEST", selecting(mac(4), oip, sid), 1, 0},
+	} {
+		f.handleWaited(renew, 30*time.Millisecond, false)
+		before := dropped("overload")
+		if n := f.handleWaited(c.m, 30*time.Millisecond, false); n != c.want {
+			t.Errorf("%s, 30 ms old while REQUESTs are behind: %d replies, want %d", c.name, n, c.want)
+		}
+		if d := dropped("overload") - before; d != c.drops {
+			t.Errorf("%s: %v overload drops, want %v", c.name, d, c.drops)
+		}
+	}
+	if kept() != 1 || dropped("overload") == over0 {
+		t.Errorf("offer requests kept %v (want 1), overload drops %v then %v", kept(), over0, dropped("overload"))
+	}
+	// Where the REQUESTs taking offers are themselves the backlog, most
+	// are dropped: one in spareShare of the queue's drops gets through
+	// (in a spareWindow; a window that began in between could let one
+	// more through on a slow machine).
+	var reqs []*dhcpv4.DHCPv4
+	for i := range 7 {
+		hw := mac(byte(10 + i))
+		a, sid := offer(hw)
+		reqs = append(reqs, selecting(hw, a, sid))
+	}
+	kept0, answered := kept(), 0
+	for _, m := range reqs {
+		answered += f.handleWaited(m, 30*time.Millisecond, false)
+	}
+	if k := kept() - kept0; answered != int(k) || k > 2 {
+		t.Errorf("7 REQUESTs taking offers, each 30 ms old, back to back while behind: %d answered, %v kept; want as many, at most 2", answered, k)
+	}
+	// Past MaxWait: stale, offer or not.
+	oip, sid = offer(mac(6))
+	stale0 := dropped("stale")
+	if n := f.handleWaited(selecting(mac(6), oip, sid), 2*time.Second, false); n != 0 || dropped("stale") != stale0+1 {
+		t.Errorf("an offered client's REQUEST 2 s old: %d replies, stale drops %v (want %v)", n, dropped("stale"), stale0+1)
+	}
+}
+
 // slowStore commits in order, each batch a while after it is submitted,
 // as a disk does under load.
 type slowStore struct {
