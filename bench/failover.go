@@ -142,6 +142,8 @@ const pairNormalWithin = time.Minute
 // Start implements Server: the secondary, then the primary, and waits until
 // both are NORMAL.
 func (x *XdhcpdPair) Start(ctx context.Context, ns *netns.NS, dir string) (*netns.Proc, error) {
+	// Nothing of a run before may pass for this one's.
+	x.Normal, x.Ran, x.Final = 0, 0, failover.Status{}
 	peer, err := netns.NewUnique("xb-peer")
 	if err != nil {
 		return nil, err

@@ -89,14 +89,14 @@ func TestFailoverSectionRatios(t *testing.T) {
 		return FailoverRow{Server: name, DORA: ScenarioResult{Best: loadgen.Result{Rate: dora}}, Renew: ScenarioResult{Best: loadgen.Result{Rate: renew}}, DORAAckedPS: acked}
 	}
 	pair, dhcpdPair := row("xdhcpd+failover", 16000, 95000, 8000), row("xdhcpd+failover-dhcpd", 9000, 95000, 2000)
-	pair.NormalSeconds, dhcpdPair.NormalSeconds = 1.25, 23.5
+	pair.NormalSeconds, dhcpdPair.NormalSeconds = 1.3, 23.5
 	rep := &Report{Failover: &FailoverReport{Rows: []FailoverRow{
 		row("xdhcpd", 20000, 100000, 0), pair, dhcpdPair,
 		row(Kea{}.Name(), 6000, 10000, 0), row((&KeaHA{}).Name(), 1500, 2000, 0)}}}
 	var b strings.Builder
 	rep.failoverSection(&b)
 	mustContain(t, "section", b.String(), "DORA 0.80", "renewals 0.95", "| xdhcpd+failover | 16000 | 95000 | 8000 | – |", "| xdhcpd+failover-dhcpd | 9000 | 95000 | 2000 | – |", "DORA 0.25, renewals 0.20",
-		"the rig waits 1m0s): xdhcpd+failover 1.2 s, xdhcpd+failover-dhcpd 23.5 s.")
+		"the rig waits 1m0s): xdhcpd+failover 1.3 s, xdhcpd+failover-dhcpd 23.5 s.")
 }
 
 // TestDhcpdPeerConfig: the dhcpd secondary's configuration is what

@@ -66,16 +66,18 @@ func (s *Server) Handle(in Incoming) {
 	}
 	s.m.message(mt).Inc()
 	drop, behind := s.admit(mt, in)
-	if drop == "overload" && mt == dhcpwire.Request && s.answersOfferOf(p) && s.backlog.spare(classPriority) {
+	if drop == "overload" && mt == dhcpwire.Request && s.answersOfferOf(p) && s.backlog.spare(classOf(mt), time.Now()) {
 		// A client taking the OFFER it was made: its DORA is half done,
 		// and dropped here it would start over after its 4 s
 		// retransmission, from the same queue (xdhcp-bench flood --kind
 		// request: one new client of twenty lost three REQUESTs in a row
 		// to these drops and was not bound in 25 s). spare lets through
-		// only a share of the queue's drops: where REQUESTs taking offers
-		// are themselves the overload, the wait stays bounded. MaxWait
+		// a few a second, and only a share of the queue's drops, so that
+		// where REQUESTs taking offers are themselves the overload (or
+		// a flooder's own DORAs), most are dropped as before. MaxWait
 		// ("stale") applies to all.
 		s.m.OfferRequestsKept.Inc()
+		s.m.byClass[classOf(mt)].Observe(time.Since(in.Received).Seconds())
 		drop = ""
 	}
 	if drop != "" {
@@ -459,8 +461,9 @@ func (s *Server) discoverLocked(r *req) []Outgoing {
 }
 
 // answersOfferOf reports whether p, a REQUEST, is a SELECTING one (server
-// identifier and requested address) from the client a pending offer of
-// that address is held for.
+// identifier and requested address) from the client an offer of that
+// address is held for. A lapsed offer not yet swept counts, as it does
+// for knownRequestLocked: requestLocked would still bind it.
 func (s *Server) answersOfferOf(p *dhcpwire.Packet) bool {
 	if _, ok := p.AddrOption(dhcpwire.OptServerID); !ok {
 		return false
@@ -474,7 +477,7 @@ func (s *Server) answersOfferOf(p *dhcpwire.Packet) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	o, ok := s.offers[want]
-	return ok && o.client == key && o.until.After(s.now())
+	return ok && o.client == key
 }
 
 // requestLocked classifies a DHCPREQUEST (RFC 2131 §4.3.2).

@@ -24,9 +24,8 @@ type Metrics struct {
 	// bounds, by bound (pool, circuit).
 	OffersWithdrawn *prometheus.CounterVec
 	// OfferRequestsKept counts SELECTING REQUESTs for a pending offer
-	// handled although their queue was behind and they waited past
-	// QueueTarget (Handle): the rest of such requests are dropped for
-	// overload.
+	// spared the overload drop (Handle, backlog.spare): their queue was
+	// behind and they had waited past QueueTarget.
 	OfferRequestsKept prometheus.Counter
 	// FORCERENEW (issue 16): messages sent (retransmissions included),
 	// clients that answered, clients given up on after the retransmit
@@ -134,7 +133,7 @@ func NewMetrics() *Metrics {
 			Name: "xdhcp_slowpath_offers_withdrawn_total", Help: "Pending offers withdrawn, oldest first, to keep a pool's or a relay circuit's pending offers within bounds.",
 		}, []string{"bound"}),
 		OfferRequestsKept: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "xdhcp_slowpath_offer_requests_kept_total", Help: "REQUESTs taking a pending offer that were answered although their queue was behind and they had waited past server.queue-target (other requests are then dropped for overload); server.max-wait still bounds them.",
+			Name: "xdhcp_slowpath_offer_requests_kept_total", Help: "REQUESTs taking a pending offer that were spared the overload drop (their queue was behind and they had waited past server.queue-target), a few a second at most; they are then handled as any other, and server.max-wait still bounds them.",
 		}),
 		ForceRenewSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "xdhcp_forcerenew_sent_total", Help: "FORCERENEW messages sent, retransmissions included.",

@@ -70,46 +70,55 @@ type queueState struct {
 	// lastAged is when it last had a request older than the target while
 	// behind: the holdoff's doublings follow that (gateLocked).
 	lastBehind, lastAged time.Time
-	// The "overload" drops decided since sparedFrom, and how many of
-	// them spare let through (Handle: REQUESTs taking an offer).
+	// The "overload" decisions since sparedFrom, and how many of them
+	// spare let through (Handle: REQUESTs taking an offer).
 	sparedFrom time.Time
 	overloaded int
 	spared     int
 }
 
-// spareWindow and spareShare bound what spare lets through: at most one
-// in spareShare of a queue's "overload" drops in each spareWindow. Under a
-// flood of REQUESTs from clients the server never offered anything, the
-// few taking an offer are a sliver of the drops and all get through; when
+// spareWindow, spareShare and spareMax bound what spare lets through: in
+// each spareWindow, one for every spareShare of a queue's "overload"
+// decisions (the spared included), and at most spareMax. Under a flood of
+// REQUESTs from clients the server never offered anything, the few
+// taking an offer are a sliver of those decisions and get through. When
 // the queue is behind with REQUESTs taking offers (more DORAs than the
-// server commits), most of them are dropped as before, and the bound on
-// the queue's wait holds.
+// server commits, or a flooder's own DORAs from fresh MACs), a spared
+// one costs a commit where a drop costs nothing, so spareMax caps the
+// extra work at a few dozen commits a second whatever the flood's size;
+// the rest are dropped as before.
 const (
 	spareWindow = time.Second
 	spareShare  = 8
+	spareMax    = 64
 )
 
 // spare says whether a request of class that admit dropped for overload
-// is handled after all, within spareWindow and spareShare (admit has
-// just counted its drop, in a window begun no longer ago than that).
-func (b *backlog) spare(class int) bool {
+// is handled after all, within spareWindow, spareShare and spareMax.
+func (b *backlog) spare(class int, now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	q := &b.queue[class]
-	if q.spared*spareShare >= q.overloaded {
+	q.sparedWindowLocked(now)
+	if q.spared >= spareMax || (q.spared+1)*spareShare > q.overloaded {
 		return false
 	}
 	q.spared++
 	return true
 }
 
-// countOverloadLocked counts an "overload" drop decided for q, in the
-// window spare reads.
+// countOverloadLocked counts an "overload" decision for q, in the window
+// spare reads.
 func (q *queueState) countOverloadLocked(now time.Time) {
+	q.sparedWindowLocked(now)
+	q.overloaded++
+}
+
+// sparedWindowLocked starts a new spareWindow once the last is over.
+func (q *queueState) sparedWindowLocked(now time.Time) {
 	if now.Sub(q.sparedFrom) >= spareWindow {
 		q.sparedFrom, q.overloaded, q.spared = now, 0, 0
 	}
-	q.overloaded++
 }
 
 // behind says whether the queue is in overload: requests older than the

@@ -446,11 +446,12 @@ func TestUnknownRequestsShedWhenBehind(t *testing.T) {
 }
 
 // TestOfferRequestsOutliveOverload: while the REQUEST queue is behind, a
-// SELECTING REQUEST for the offer its client holds is answered though it
-// waited past QueueTarget, where a renewal or another client's REQUEST
-// for that address of the same age is dropped ("overload"), as long as
-// such REQUESTs are a small share of the queue's drops; past MaxWait it
-// is dropped as stale like any other.
+// SELECTING REQUEST for the offer its client holds (known by its client
+// identifier) is answered though it waited past QueueTarget, where a
+// renewal or another client's REQUEST for that address of the same age
+// is dropped ("overload"); with spare's allowance spent it is dropped too
+// (the allowance: TestSpareBounds); past MaxWait it is dropped as stale
+// like any other.
 func TestOfferRequestsOutliveOverload(t *testing.T) {
 	f, _ := holdoffFixture(t)
 	f.srv.set.MaxWait = time.Second
@@ -459,23 +460,23 @@ func TestOfferRequestsOutliveOverload(t *testing.T) {
 	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
 	dropped := func(why string) float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues(why)) }
 	kept := func() float64 { return testutil.ToFloat64(f.srv.m.OfferRequestsKept) }
-	offer := func(hw net.HardwareAddr) (netip.Addr, dhcpv4.Modifier) {
+	offer := func(hw net.HardwareAddr, mods ...dhcpv4.Modifier) (netip.Addr, dhcpv4.Modifier) {
 		t.Helper()
-		offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, hw), bcast)
+		offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, hw, mods...), bcast)
 		if len(offers) != 1 {
 			t.Fatalf("DISCOVER: %v", offers)
 		}
 		oip, _ := netip.AddrFromSlice(offers[0].YourIPAddr.To4())
 		return oip, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offers[0].ServerIdentifier()))
 	}
-	selecting := func(hw net.HardwareAddr, a netip.Addr, sid dhcpv4.Modifier) *dhcpv4.DHCPv4 {
-		return msg(t, dhcpv4.MessageTypeRequest, hw, sid, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(a.AsSlice())))
+	selecting := func(hw net.HardwareAddr, a netip.Addr, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+		return msg(t, dhcpv4.MessageTypeRequest, hw, append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(a.AsSlice())))...)
 	}
-	oip, sid := offer(mac(4))
+	// The offered client sends option 61: the offer is held for that
+	// identifier, not for the chaddr alone.
+	cid := dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{1, 2, 0, 0, 0, 0, 4}))
+	oip, sid := offer(mac(4), cid)
 	f.fallBehind(renew)
-	over0 := dropped("overload")
-	// Each case comes after an old renewal: the queue is behind (the
-	// state lasts ten intervals after a drop).
 	for _, c := range []struct {
 		name  string
 		m     *dhcpv4.DHCPv4
@@ -484,42 +485,84 @@ func TestOfferRequestsOutliveOverload(t *testing.T) {
 	}{
 		{"the renewal", renew, 0, 1},
 		{"another client's SELECTING REQUEST for the offered address", selecting(mac(5), oip, sid), 0, 1},
-		{"the offered client's SELECTING REQUEST", selecting(mac(4), oip, sid), 1, 0},
+		{"the offered client's SELECTING REQUEST", selecting(mac(4), oip, sid, cid), 1, 0},
 	} {
-		f.handleWaited(renew, 30*time.Millisecond, false)
-		before := dropped("overload")
+		// Behind (the state lasts ten intervals after a drop), with
+		// spareShare drops before each case: enough for one spare.
+		for range spareShare {
+			f.handleWaited(renew, 30*time.Millisecond, false)
+		}
+		before, kept0 := dropped("overload"), kept()
 		if n := f.handleWaited(c.m, 30*time.Millisecond, false); n != c.want {
 			t.Errorf("%s, 30 ms old while REQUESTs are behind: %d replies, want %d", c.name, n, c.want)
 		}
-		if d := dropped("overload") - before; d != c.drops {
-			t.Errorf("%s: %v overload drops, want %v", c.name, d, c.drops)
+		if d := dropped("overload") - before; d != c.drops || kept()-kept0 != 1-c.drops {
+			t.Errorf("%s: %v overload drops, %v spared; want %v and %v", c.name, d, kept()-kept0, c.drops, 1-c.drops)
 		}
 	}
-	if kept() != 1 || dropped("overload") == over0 {
-		t.Errorf("offer requests kept %v (want 1), overload drops %v then %v", kept(), over0, dropped("overload"))
-	}
-	// Where the REQUESTs taking offers are themselves the backlog, most
-	// are dropped: one in spareShare of the queue's drops gets through
-	// (in a spareWindow; a window that began in between could let one
-	// more through on a slow machine).
-	var reqs []*dhcpv4.DHCPv4
-	for i := range 7 {
-		hw := mac(byte(10 + i))
-		a, sid := offer(hw)
-		reqs = append(reqs, selecting(hw, a, sid))
-	}
-	kept0, answered := kept(), 0
-	for _, m := range reqs {
-		answered += f.handleWaited(m, 30*time.Millisecond, false)
-	}
-	if k := kept() - kept0; answered != int(k) || k > 2 {
-		t.Errorf("7 REQUESTs taking offers, each 30 ms old, back to back while behind: %d answered, %v kept; want as many, at most 2", answered, k)
+	// With spare's allowance spent (spareMax in the window), the next
+	// is dropped like the rest.
+	oip, sid = offer(mac(10))
+	f.srv.backlog.mu.Lock()
+	pq := &f.srv.backlog.queue[classPriority]
+	pq.sparedFrom, pq.spared, pq.overloaded = time.Now(), spareMax, 1000*spareShare
+	f.srv.backlog.mu.Unlock()
+	before, kept0 := dropped("overload"), kept()
+	if n := f.handleWaited(selecting(mac(10), oip, sid), 30*time.Millisecond, false); n != 0 || dropped("overload") != before+1 || kept() != kept0 {
+		t.Errorf("the allowance spent: %d replies, %v overload drops, %v spared; want 0, 1, 0", n, dropped("overload")-before, kept()-kept0)
 	}
 	// Past MaxWait: stale, offer or not.
 	oip, sid = offer(mac(6))
 	stale0 := dropped("stale")
 	if n := f.handleWaited(selecting(mac(6), oip, sid), 2*time.Second, false); n != 0 || dropped("stale") != stale0+1 {
 		t.Errorf("an offered client's REQUEST 2 s old: %d replies, stale drops %v (want %v)", n, dropped("stale"), stale0+1)
+	}
+}
+
+// TestSpareBounds: in each spareWindow, spare lets through one request
+// for every spareShare overload decisions, at most spareMax, and starts
+// over in the next window.
+func TestSpareBounds(t *testing.T) {
+	var b backlog
+	q := &b.queue[classPriority]
+	t0 := time.Unix(1000, 0)
+	spared := func(n int, at time.Time) int {
+		k := 0
+		for range n {
+			if b.spare(classPriority, at) {
+				k++
+			}
+		}
+		return k
+	}
+	if k := spared(1, t0); k != 0 {
+		t.Fatalf("no overload decision: %d spared", k)
+	}
+	for range 2*spareShare - 1 {
+		q.countOverloadLocked(t0)
+	}
+	if k := spared(5, t0); k != 1 {
+		t.Fatalf("%d decisions: %d spared, want 1", 2*spareShare-1, k)
+	}
+	q.countOverloadLocked(t0)
+	if k := spared(5, t0); k != 1 {
+		t.Fatalf("%d decisions: %d more spared, want 1", 2*spareShare, k)
+	}
+	for range 1000 * spareShare {
+		q.countOverloadLocked(t0.Add(spareWindow / 2))
+	}
+	if k := spared(1000, t0.Add(spareWindow/2)); k != spareMax-2 {
+		t.Fatalf("%d decisions in the window: %d more spared, want %d (spareMax in all)", 1000*spareShare+2*spareShare, k, spareMax-2)
+	}
+	// The next window: nothing decided in it yet.
+	if k := spared(1, t0.Add(spareWindow)); k != 0 {
+		t.Fatalf("a new window: %d spared", k)
+	}
+	for range spareShare {
+		q.countOverloadLocked(t0.Add(spareWindow))
+	}
+	if k := spared(5, t0.Add(spareWindow)); k != 1 {
+		t.Fatalf("a new window, %d decisions: %d spared, want 1", spareShare, k)
 	}
 }
 

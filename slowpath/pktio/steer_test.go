@@ -443,8 +443,9 @@ func TestHoldoffPassComesBack(t *testing.T) {
 // RFC 2131's retransmissions do, is let in every time; so is the flooder
 // once it has been quiet for a holdoff. The same for DISCOVERs (the bulk
 // socket, the DISCOVER holdoff) and REQUESTs (the priority socket, the
-// REQUEST holdoff), each class with the other's doublings set otherwise,
-// so that a class read with the other's setting fails.
+// REQUEST holdoff), each class with the other's holdoff and doublings set
+// otherwise, so that a class read with the other's settings fails. One
+// class after the other: each times its sends to 50 ms.
 func TestHoldoffDoublesForRepeats(t *testing.T) {
 	const holdoff = 400 * time.Millisecond
 	for _, class := range []struct {
@@ -463,7 +464,6 @@ func TestHoldoffDoublesForRepeats(t *testing.T) {
 			func(r holdoffRig) int { p, _ := r.got(); return p }},
 	} {
 		t.Run(class.name, func(t *testing.T) {
-			t.Parallel()
 			r := newHoldoffRig(t)
 			var flood []byte
 			// Every 50 ms for 1.3 s: at one holdoff, 3 or 4 get in (at 0,
@@ -483,7 +483,7 @@ func TestHoldoffDoublesForRepeats(t *testing.T) {
 				{slowpath.MaxHoldoffDoublings, func(k int) bool { return k == 1 }, "1"},
 			} {
 				class.set(r, slowpath.Holdoff{Base: holdoff, Doublings: phase.doublings},
-					slowpath.Holdoff{Base: holdoff, Doublings: slowpath.MaxHoldoffDoublings - phase.doublings})
+					slowpath.Holdoff{Base: 3 * holdoff, Doublings: slowpath.MaxHoldoffDoublings - phase.doublings})
 				for try := 0; ; try++ {
 					mac++
 					flood = r.msg(class.mt, mac)
