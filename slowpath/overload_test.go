@@ -43,9 +43,7 @@ func TestStaleRequestsAreDropped(t *testing.T) {
 		t.Fatalf("a DISCOVER 100 ms old: %d replies", n)
 	}
 	// A renewal 300 ms old: answered.
-	ack := f.dora(mac(2))
-	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
-	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	_, renew := f.boundRenewal(mac(2))
 	if n := handle(renew, srvAddr, 300*time.Millisecond); n != 1 {
 		t.Fatalf("a renewal 300 ms old: %d replies", n)
 	}
@@ -70,9 +68,7 @@ func TestStaleRequestsAreDropped(t *testing.T) {
 func TestOverloadBoundsTheWait(t *testing.T) {
 	f := newFixture(t)
 	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 100*time.Millisecond
-	ack := f.dora(mac(2))
-	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
-	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	_, renew := f.boundRenewal(mac(2))
 	handle := func(waited time.Duration) int {
 		t.Helper()
 		f.srv.Handle(Incoming{Data: renew.ToBytes(), Src: netip.MustParseAddrPort("10.77.0.100:68"), Dst: srvAddr, IfIndex: 7,
@@ -109,9 +105,7 @@ func TestOverloadBoundsTheWait(t *testing.T) {
 func TestQueuesAreApart(t *testing.T) {
 	f := newFixture(t)
 	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 50*time.Millisecond
-	ack := f.dora(mac(2))
-	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
-	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	_, renew := f.boundRenewal(mac(2))
 	handle := func(m *dhcpv4.DHCPv4, dst netip.Addr, waited time.Duration) int {
 		t.Helper()
 		f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: dst, IfIndex: 7,
@@ -187,6 +181,15 @@ func holdoffFixture(t *testing.T) (*fixture, *gateLog) {
 	return f, gate
 }
 
+// boundRenewal binds an address to the client hw by a DORA and returns
+// it with the client's renewal of it.
+func (f *fixture) boundRenewal(hw net.HardwareAddr) (netip.Addr, *dhcpv4.DHCPv4) {
+	f.t.Helper()
+	ack := f.dora(hw)
+	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
+	return ip, msg(f.t, dhcpv4.MessageTypeRequest, hw, dhcpv4.WithClientIP(ip.AsSlice()))
+}
+
 // handleWaited hands m to the server as a broadcast that waited in its
 // socket for waited (full: read from a socket more than half full), and
 // drops the replies, returning how many there were.
@@ -215,9 +218,7 @@ func (f *fixture) fallBehind(m *dhcpv4.DHCPv4) {
 // turn it on.
 func TestDiscoverHoldoff(t *testing.T) {
 	f, gate := holdoffFixture(t)
-	ack := f.dora(mac(2))
-	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
-	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	_, renew := f.boundRenewal(mac(2))
 	handle := func(m *dhcpv4.DHCPv4, waited time.Duration) { f.handleWaited(m, waited, false) }
 	discover := msg(t, dhcpv4.MessageTypeDiscover, mac(1))
 	handle(discover, time.Millisecond)
@@ -351,9 +352,7 @@ func TestDiscoverHoldoffOnAFullSocket(t *testing.T) {
 func TestRequestHoldoff(t *testing.T) {
 	f, gate := holdoffFixture(t)
 	f.srv.set.RequestHoldoff = time.Second
-	ack := f.dora(mac(2))
-	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
-	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	_, renew := f.boundRenewal(mac(2))
 	discover := msg(t, dhcpv4.MessageTypeDiscover, mac(1))
 	f.fallBehind(discover)
 	if !slices.Equal(gate.req, []time.Duration{0}) || !slices.Equal(gate.set, []time.Duration{2 * time.Second}) {
@@ -392,9 +391,7 @@ func TestRequestHoldoff(t *testing.T) {
 // answered as ever.
 func TestUnknownRequestsShedWhenBehind(t *testing.T) {
 	f, _ := holdoffFixture(t)
-	ack := f.dora(mac(2))
-	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
-	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	ip, renew := f.boundRenewal(mac(2))
 	requested := func(hw net.HardwareAddr, a netip.Addr, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
 		return msg(t, dhcpv4.MessageTypeRequest, hw, append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(a.AsSlice())))...)
 	}
@@ -455,9 +452,7 @@ func TestUnknownRequestsShedWhenBehind(t *testing.T) {
 func TestOfferRequestsOutliveOverload(t *testing.T) {
 	f, _ := holdoffFixture(t)
 	f.srv.set.MaxWait = time.Second
-	ack := f.dora(mac(2))
-	ip, _ := netip.AddrFromSlice(ack.YourIPAddr.To4())
-	renew := msg(t, dhcpv4.MessageTypeRequest, mac(2), dhcpv4.WithClientIP(ip.AsSlice()))
+	_, renew := f.boundRenewal(mac(2))
 	dropped := func(why string) float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues(why)) }
 	kept := func() float64 { return testutil.ToFloat64(f.srv.m.OfferRequestsKept) }
 	offer := func(hw net.HardwareAddr, mods ...dhcpv4.Modifier) (netip.Addr, dhcpv4.Modifier) {
