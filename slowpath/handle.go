@@ -68,10 +68,10 @@ func (s *Server) Handle(in Incoming) {
 	drop, behind := s.admit(mt, in)
 	if drop == "overload" && mt == dhcpwire.Request && s.answersOfferOf(p) && s.backlog.spare(classOf(mt), time.Now()) {
 		// A client taking the OFFER it was made: its DORA is half done,
-		// and dropped here it would start over after its 4 s
-		// retransmission, from the same queue (xdhcp-bench flood --kind
-		// request: one new client of twenty lost three REQUESTs in a row
-		// to these drops and was not bound in 25 s). spare lets through
+		// and dropped here it would ask again only after 4 s, into the
+		// same queue (xdhcp-bench flood --kind request: one new client
+		// of twenty lost three REQUESTs in a row, most likely to these
+		// drops, and was not bound in 25 s). spare lets through
 		// a few a second, and only a share of the queue's drops, so that
 		// where REQUESTs taking offers are themselves the overload (or
 		// a flooder's own DORAs), most are dropped as before. MaxWait
