@@ -190,6 +190,29 @@ func (f *fixture) boundRenewal(hw net.HardwareAddr) (netip.Addr, *dhcpv4.DHCPv4)
 	return ip, msg(f.t, dhcpv4.MessageTypeRequest, hw, dhcpv4.WithClientIP(ip.AsSlice()))
 }
 
+// requestFor is a REQUEST from hw asking for a (option 50), with mods.
+func requestFor(t *testing.T, hw net.HardwareAddr, a netip.Addr, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	return msg(t, dhcpv4.MessageTypeRequest, hw, append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(a.AsSlice())))...)
+}
+
+// offerTo has the client hw (its DISCOVER sent with mods) offered an
+// address, and returns it with the offer's server identifier, as a
+// SELECTING REQUEST names it.
+func (f *fixture) offerTo(hw net.HardwareAddr, mods ...dhcpv4.Modifier) (netip.Addr, dhcpv4.Modifier) {
+	f.t.Helper()
+	offers := f.send(msg(f.t, dhcpv4.MessageTypeDiscover, hw, mods...), bcast)
+	if len(offers) != 1 {
+		f.t.Fatalf("DISCOVER: %v", offers)
+	}
+	oip, _ := netip.AddrFromSlice(offers[0].YourIPAddr.To4())
+	return oip, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offers[0].ServerIdentifier()))
+}
+
+// dropped is how many requests the server dropped for why.
+func (f *fixture) dropped(why string) float64 {
+	return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues(why))
+}
+
 // handleWaited hands m to the server as a broadcast that waited in its
 // socket for waited (full: read from a socket more than half full), and
 // drops the replies, returning how many there were.
@@ -392,20 +415,12 @@ func TestRequestHoldoff(t *testing.T) {
 func TestUnknownRequestsShedWhenBehind(t *testing.T) {
 	f, _ := holdoffFixture(t)
 	ip, renew := f.boundRenewal(mac(2))
-	requested := func(hw net.HardwareAddr, a netip.Addr, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
-		return msg(t, dhcpv4.MessageTypeRequest, hw, append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(a.AsSlice())))...)
-	}
-	dropped := func(why string) float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues(why)) }
-	if n := f.handleWaited(requested(mac(9), ip.Next()), time.Millisecond, false); n != 1 {
+	dropped := f.dropped
+	if n := f.handleWaited(requestFor(t, mac(9), ip.Next()), time.Millisecond, false); n != 1 {
 		t.Fatalf("an unknown client's INIT-REBOOT, nothing behind: %d replies, want 1", n)
 	}
 	f.fallBehind(renew)
-	offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, mac(4)), bcast)
-	if len(offers) != 1 {
-		t.Fatalf("DISCOVER: %v", offers)
-	}
-	oip, _ := netip.AddrFromSlice(offers[0].YourIPAddr.To4())
-	sid := dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offers[0].ServerIdentifier()))
+	oip, sid := f.offerTo(mac(4))
 	otherSID := dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(192, 0, 2, 1)))
 	unknown0, other0 := dropped("overload_unknown"), dropped("other_server")
 	for _, c := range []struct {
@@ -414,18 +429,18 @@ func TestUnknownRequestsShedWhenBehind(t *testing.T) {
 		want int
 	}{
 		// Free addresses of the pool (10.77.0.100-109): a bind each.
-		{"an unknown client's INIT-REBOOT for a free address", requested(mac(8), netip.MustParseAddr("10.77.0.105")), 0},
+		{"an unknown client's INIT-REBOOT for a free address", requestFor(t, mac(8), netip.MustParseAddr("10.77.0.105")), 0},
 		{"an unknown client's renewal of a free address", msg(t, dhcpv4.MessageTypeRequest, mac(7), dhcpv4.WithClientIP(net.IPv4(10, 77, 0, 106))), 0},
-		{"an unknown client's SELECTING for a free address not offered to it", requested(mac(6), netip.MustParseAddr("10.77.0.107"), sid), 0},
+		{"an unknown client's SELECTING for a free address not offered to it", requestFor(t, mac(6), netip.MustParseAddr("10.77.0.107"), sid), 0},
 		{"the bound client's renewal", renew, 1},
-		{"the bound client's INIT-REBOOT", requested(mac(2), ip), 1},
-		{"a REQUEST for an offer", requested(mac(4), oip, sid), 1},
-		{"a reserved client's INIT-REBOOT for its address", requested(resMAC, netip.MustParseAddr("10.77.0.42")), 1},
+		{"the bound client's INIT-REBOOT", requestFor(t, mac(2), ip), 1},
+		{"a REQUEST for an offer", requestFor(t, mac(4), oip, sid), 1},
+		{"a reserved client's INIT-REBOOT for its address", requestFor(t, resMAC, netip.MustParseAddr("10.77.0.42")), 1},
 		// NAKs, which cost no commit.
-		{"an INIT-REBOOT for another client's address", requested(mac(5), ip), 1},
-		{"an INIT-REBOOT for an address outside the pools", requested(mac(5), netip.MustParseAddr("10.77.0.50")), 1},
-		{"an INIT-REBOOT for another network", requested(mac(5), netip.MustParseAddr("192.0.2.7")), 1},
-		{"a SELECTING REQUEST naming another server", requested(mac(3), netip.MustParseAddr("192.0.2.8"), otherSID), 0},
+		{"an INIT-REBOOT for another client's address", requestFor(t, mac(5), ip), 1},
+		{"an INIT-REBOOT for an address outside the pools", requestFor(t, mac(5), netip.MustParseAddr("10.77.0.50")), 1},
+		{"an INIT-REBOOT for another network", requestFor(t, mac(5), netip.MustParseAddr("192.0.2.7")), 1},
+		{"a SELECTING REQUEST naming another server", requestFor(t, mac(3), netip.MustParseAddr("192.0.2.8"), otherSID), 0},
 	} {
 		// Behind again: the state lasts ten intervals after a drop,
 		// which a loaded machine could outlast between the cases.
@@ -453,20 +468,8 @@ func TestOfferRequestsOutliveOverload(t *testing.T) {
 	f, _ := holdoffFixture(t)
 	f.srv.set.MaxWait = time.Second
 	_, renew := f.boundRenewal(mac(2))
-	dropped := func(why string) float64 { return testutil.ToFloat64(f.srv.m.Dropped.WithLabelValues(why)) }
+	dropped, offer := f.dropped, f.offerTo
 	kept := func() float64 { return testutil.ToFloat64(f.srv.m.OfferRequestsKept) }
-	offer := func(hw net.HardwareAddr, mods ...dhcpv4.Modifier) (netip.Addr, dhcpv4.Modifier) {
-		t.Helper()
-		offers := f.send(msg(t, dhcpv4.MessageTypeDiscover, hw, mods...), bcast)
-		if len(offers) != 1 {
-			t.Fatalf("DISCOVER: %v", offers)
-		}
-		oip, _ := netip.AddrFromSlice(offers[0].YourIPAddr.To4())
-		return oip, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offers[0].ServerIdentifier()))
-	}
-	selecting := func(hw net.HardwareAddr, a netip.Addr, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
-		return msg(t, dhcpv4.MessageTypeRequest, hw, append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(a.AsSlice())))...)
-	}
 	// The offered client sends option 61: the offer is held for that
 	// identifier, not for the chaddr alone.
 	cid := dhcpv4.WithOption(dhcpv4.OptClientIdentifier([]byte{1, 2, 0, 0, 0, 0, 4}))
@@ -479,8 +482,8 @@ func TestOfferRequestsOutliveOverload(t *testing.T) {
 		drops float64 // its own "overload" drops
 	}{
 		{"the renewal", renew, 0, 1},
-		{"another client's SELECTING REQUEST for the offered address", selecting(mac(5), oip, sid), 0, 1},
-		{"the offered client's SELECTING REQUEST", selecting(mac(4), oip, sid, cid), 1, 0},
+		{"another client's SELECTING REQUEST for the offered address", requestFor(t, mac(5), oip, sid), 0, 1},
+		{"the offered client's SELECTING REQUEST", requestFor(t, mac(4), oip, sid, cid), 1, 0},
 	} {
 		// Behind (the state lasts ten intervals after a drop), with
 		// spareShare drops before each case: enough for one spare.
@@ -503,13 +506,13 @@ func TestOfferRequestsOutliveOverload(t *testing.T) {
 	pq.sparedFrom, pq.spared, pq.overloaded = time.Now(), spareMax, 1000*spareShare
 	f.srv.backlog.mu.Unlock()
 	before, kept0 := dropped("overload"), kept()
-	if n := f.handleWaited(selecting(mac(10), oip, sid), 30*time.Millisecond, false); n != 0 || dropped("overload") != before+1 || kept() != kept0 {
+	if n := f.handleWaited(requestFor(t, mac(10), oip, sid), 30*time.Millisecond, false); n != 0 || dropped("overload") != before+1 || kept() != kept0 {
 		t.Errorf("the allowance spent: %d replies, %v overload drops, %v spared; want 0, 1, 0", n, dropped("overload")-before, kept()-kept0)
 	}
 	// Past MaxWait: stale, offer or not.
 	oip, sid = offer(mac(6))
 	stale0 := dropped("stale")
-	if n := f.handleWaited(selecting(mac(6), oip, sid), 2*time.Second, false); n != 0 || dropped("stale") != stale0+1 {
+	if n := f.handleWaited(requestFor(t, mac(6), oip, sid), 2*time.Second, false); n != 0 || dropped("stale") != stale0+1 {
 		t.Errorf("an offered client's REQUEST 2 s old: %d replies, stale drops %v (want %v)", n, dropped("stale"), stale0+1)
 	}
 }
