@@ -431,6 +431,7 @@ type probe struct {
 	attempt         uint32
 	xid             uint32
 	start, limit    time.Time
+	began           time.Time // the current DORA's first DISCOVER (Message.Secs)
 	state           int
 	next            time.Time // of the next transmission
 	tries           int       // transmissions of the current message
@@ -441,7 +442,7 @@ type probe struct {
 }
 
 func newProbe(n int, id loadgen.Identity, start, limit time.Time) *probe {
-	p := &probe{n: n, id: id, start: start, limit: limit, next: start}
+	p := &probe{n: n, id: id, start: start, limit: limit, next: start, began: start}
 	p.xid = probeXID(n, 0)
 	return p
 }
@@ -474,7 +475,9 @@ func (p *probe) due(now time.Time, giaddr netip.Addr) (loadgen.Message, bool) {
 	if p.rng != nil {
 		p.next = p.next.Add(time.Duration(p.rng.Int64N(int64(2*time.Second))) - time.Second)
 	}
-	m := loadgen.Message{XID: p.xid, ID: p.id, GIAddr: giaddr}
+	// secs counts from the DORA's first DISCOVER, as real clients count
+	// it (0 on that first one).
+	m := loadgen.Message{XID: p.xid, ID: p.id, GIAddr: giaddr, Secs: uint16(min(now.Sub(p.began)/time.Second, 0xffff))}
 	if p.state == probeDiscovering {
 		m.Type = dhcpwire.Discover
 		p.res.Discovers++
@@ -489,7 +492,7 @@ func (p *probe) due(now time.Time, giaddr netip.Addr) (loadgen.Message, bool) {
 func (p *probe) restart(now time.Time) {
 	p.attempt++
 	p.xid = probeXID(p.n, p.attempt)
-	p.state, p.tries, p.next = probeDiscovering, 0, now
+	p.state, p.tries, p.next, p.began = probeDiscovering, 0, now, now
 }
 
 // answer takes a reply carrying the client's current xid.
@@ -655,7 +658,8 @@ func (r *Rig) floodCounters(ctx context.Context, s Server, dir string) (map[stri
 		}
 		for k, v := range promSeries(text, "xdhcp_slowpath_dropped_total", "xdhcp_slowpath_messages_total", "xdhcp_slowpath_replies_total",
 			"xdhcp_slowpath_offers_withdrawn_total", "xdhcp_fastpath_punts_total", "xdhcp_fastpath_replies_total",
-			"xdhcp_slowpath_discovers_held_total", "xdhcp_slowpath_requests_held_total", "xdhcp_slowpath_offer_requests_kept_total") {
+			"xdhcp_slowpath_discovers_held_total", "xdhcp_slowpath_requests_held_total", "xdhcp_slowpath_offer_requests_kept_total",
+			"xdhcp_slowpath_discover_retries_kept_total") {
 			out[k] = v
 		}
 	case Kea:

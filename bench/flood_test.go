@@ -101,15 +101,16 @@ func TestFloodReportBeforeKinds(t *testing.T) {
 }
 
 // TestProbeRetransmits: without an answer a new client sends DISCOVERs at
-// 0, 4, 12 and 28 s and gives up at its limit.
+// 0, 4, 12 and 28 s, each with the seconds since the first (secs, as real
+// clients count it), and gives up at its limit.
 func TestProbeRetransmits(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	p := newProbe(1, loadgen.Population{Salt: 1}.Identity(1), t0, t0.Add(30*time.Second))
 	var sent []time.Duration
 	for at := time.Duration(0); at <= 31*time.Second; at += 100 * time.Millisecond {
 		if m, ok := p.due(t0.Add(at), netip.MustParseAddr(probeGiaddr)); ok {
-			if m.Type != dhcpwire.Discover || m.XID != probeXID(1, 0) {
-				t.Fatalf("at %s: sent type %d xid %#x", at, m.Type, m.XID)
+			if m.Type != dhcpwire.Discover || m.XID != probeXID(1, 0) || time.Duration(m.Secs)*time.Second != at {
+				t.Fatalf("at %s: sent type %d xid %#x secs %d", at, m.Type, m.XID, m.Secs)
 			}
 			sent = append(sent, at)
 		}

@@ -27,6 +27,9 @@ type Metrics struct {
 	// spared the overload drop (Handle, backlog.spare): their queue was
 	// behind and they had waited past QueueTarget.
 	OfferRequestsKept prometheus.Counter
+	// DiscoverRetriesKept counts retransmitted DISCOVERs (secs above 0)
+	// spared the overload drop (Server.spared).
+	DiscoverRetriesKept prometheus.Counter
 	// FORCERENEW (issue 16): messages sent (retransmissions included),
 	// clients that answered, clients given up on after the retransmit
 	// bound, and clients not forced for want of a key.
@@ -135,6 +138,9 @@ func NewMetrics() *Metrics {
 		OfferRequestsKept: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "xdhcp_slowpath_offer_requests_kept_total", Help: "REQUESTs taking a pending offer that were spared the overload drop (their queue was behind and they had waited past server.queue-target), a few a second at most; they are then handled as any other, and server.max-wait still bounds them.",
 		}),
+		DiscoverRetriesKept: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdhcp_slowpath_discover_retries_kept_total", Help: "Retransmitted DISCOVERs (secs above 0: their client has been asking a second or more) that were spared the overload drop (their queue was behind and they had waited past server.queue-target), a few a second at most; they are then handled as any other, and server.max-wait still bounds them.",
+		}),
 		ForceRenewSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "xdhcp_forcerenew_sent_total", Help: "FORCERENEW messages sent, retransmissions included.",
 		}),
@@ -200,7 +206,7 @@ func (m *Metrics) Register(reg prometheus.Registerer, srv *Server) error {
 	informed := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "xdhcp_informed_clients", Help: "Clients configured by DHCPINFORM remembered, so that FORCERENEW can reach them.",
 	}, func() float64 { return float64(srv.InformedCount()) })
-	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, m.OffersWithdrawn, m.OfferRequestsKept,
+	for _, c := range []prometheus.Collector{m.Messages, m.Replies, m.Dropped, m.CommitErrors, m.FastRenewalsFolded, m.Replaced, m.OffersWithdrawn, m.OfferRequestsKept, m.DiscoverRetriesKept,
 		m.ForceRenewSent, m.ForceRenewAnswered, m.ForceRenewGaveUp, m.ForceRenewNoKey, m.InformedEvicted, m.InformedExpired, m.Wait, m.AckLatency, m.ReplyLatency, m.AckedOnHorizon, m.StoreWait, m.StoreBehind, m.CommitTime, m.CommitLeases, m.FoldTime, m.FoldLeases, remaining, informed, poolCollector{srv}} {
 		if err := reg.Register(c); err != nil {
 			return err

@@ -86,7 +86,8 @@ type queueState struct {
 // server commits, or a flooder's own DORAs from fresh MACs), a spared
 // one costs a commit where a drop costs nothing, so spareMax caps the
 // extra work at a few dozen commits a second whatever the flood's size;
-// the rest are dropped as before.
+// the rest are dropped as before. The DISCOVER queue's allowance goes to
+// retransmitted DISCOVERs (Server.spared), each an OFFER.
 const (
 	spareWindow = time.Second
 	spareShare  = 8

@@ -517,6 +517,57 @@ func TestOfferRequestsOutliveOverload(t *testing.T) {
 	}
 }
 
+// TestDiscoverRetriesOutliveOverload: while DISCOVERs are behind, a
+// DISCOVER whose client has been asking for a second or more (secs, as
+// udhcpc, dhclient and dhcpcd count it up in their retransmissions) is
+// answered where a first try is dropped, within spare's allowance, which
+// only the DISCOVER queue's own drops fund; past the DISCOVER queue's
+// MaxWait it is stale like any other.
+func TestDiscoverRetriesOutliveOverload(t *testing.T) {
+	f, _ := holdoffFixture(t)
+	f.srv.set.MaxWait = time.Second // a quarter for DISCOVERs
+	kept := func() float64 { return testutil.ToFloat64(f.srv.m.DiscoverRetriesKept) }
+	secs := func(n uint16) dhcpv4.Modifier { return func(d *dhcpv4.DHCPv4) { d.NumSeconds = n } }
+	flood := msg(t, dhcpv4.MessageTypeDiscover, mac(3))
+	f.fallBehind(flood)
+	for _, c := range []struct {
+		name  string
+		m     *dhcpv4.DHCPv4
+		want  int
+		drops float64
+	}{
+		{"a first DISCOVER (secs 0)", msg(t, dhcpv4.MessageTypeDiscover, mac(4)), 0, 1},
+		{"a retransmitted DISCOVER (secs 4)", msg(t, dhcpv4.MessageTypeDiscover, mac(5), secs(4)), 1, 0},
+		{"an INFORM with secs 4 (not a DISCOVER)", msg(t, dhcpv4.MessageTypeInform, mac(6), secs(4)), 0, 1},
+	} {
+		for range spareShare {
+			f.handleWaited(flood, 30*time.Millisecond, false)
+		}
+		before, kept0 := f.dropped("overload"), kept()
+		if n := f.handleWaited(c.m, 30*time.Millisecond, false); n != c.want {
+			t.Errorf("%s, 30 ms old while DISCOVERs are behind: %d replies, want %d", c.name, n, c.want)
+		}
+		if d := f.dropped("overload") - before; d != c.drops || kept()-kept0 != 1-c.drops {
+			t.Errorf("%s: %v overload drops, %v spared; want %v and %v", c.name, d, kept()-kept0, c.drops, 1-c.drops)
+		}
+	}
+	// The REQUEST queue's drops do not fund it: with the DISCOVER
+	// queue's window empty, a retransmission is dropped.
+	f.srv.backlog.mu.Lock()
+	f.srv.backlog.queue[classPriority].sparedFrom, f.srv.backlog.queue[classPriority].overloaded = time.Now(), 1000*spareShare
+	f.srv.backlog.queue[classBulk].sparedFrom, f.srv.backlog.queue[classBulk].overloaded = time.Now(), 0
+	f.srv.backlog.mu.Unlock()
+	before, kept0 := f.dropped("overload"), kept()
+	if n := f.handleWaited(msg(t, dhcpv4.MessageTypeDiscover, mac(7), secs(8)), 30*time.Millisecond, false); n != 0 || f.dropped("overload") != before+1 || kept() != kept0 {
+		t.Errorf("only REQUEST drops in the window: %d replies, %v overload drops, %v spared; want 0, 1, 0", n, f.dropped("overload")-before, kept()-kept0)
+	}
+	// Past the DISCOVER queue's MaxWait (250 ms): stale, retransmitted or not.
+	stale0 := f.dropped("stale")
+	if n := f.handleWaited(msg(t, dhcpv4.MessageTypeDiscover, mac(8), secs(8)), 300*time.Millisecond, false); n != 0 || f.dropped("stale") != stale0+1 {
+		t.Errorf("a retransmitted DISCOVER 300 ms old: %d replies, stale drops %v (want %v)", n, f.dropped("stale"), stale0+1)
+	}
+}
+
 // TestSpareBounds: in each spareWindow, spare lets through one request
 // for every spareShare overload decisions, at most spareMax, and starts
 // over in the next window.

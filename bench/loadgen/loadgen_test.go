@@ -26,6 +26,8 @@ func TestMessageAppend(t *testing.T) {
 	}{
 		{"relayed discover", Message{Type: dhcpwire.Discover, XID: 7, ID: id, GIAddr: netip.MustParseAddr("10.80.0.1")},
 			[]uint8{53, 61, 55, 82}},
+		{"retransmitted discover", Message{Type: dhcpwire.Discover, XID: 7, ID: id, GIAddr: netip.MustParseAddr("10.80.0.1"), Secs: 12},
+			[]uint8{53, 61, 55, 82}},
 		{"selecting", Message{Type: dhcpwire.Request, XID: 7, ID: id, Requested: netip.MustParseAddr("10.80.1.9"), ServerID: netip.MustParseAddr("10.64.0.1"), Broadcast: true},
 			[]uint8{53, 50, 54, 61, 55}},
 		{"renewal", Message{Type: dhcpwire.Request, XID: 8, ID: id, CIAddr: netip.MustParseAddr("10.80.1.9")},
@@ -40,7 +42,7 @@ func TestMessageAppend(t *testing.T) {
 				t.Fatal(err)
 			}
 			if p.Op != dhcpwire.BootRequest || p.XID != tt.m.XID || p.MessageType() != tt.m.Type || p.CIAddr != orZero(tt.m.CIAddr) ||
-				p.GIAddr != orZero(tt.m.GIAddr) || string(p.CHAddr()) != string(id.MAC) || p.Broadcast() != tt.m.Broadcast {
+				p.GIAddr != orZero(tt.m.GIAddr) || string(p.CHAddr()) != string(id.MAC) || p.Broadcast() != tt.m.Broadcast || p.Secs != tt.m.Secs {
 				t.Fatalf("header wrong: %+v", p)
 			}
 			if got := p.Codes(); string(got) != string(tt.codes) {

@@ -68,6 +68,10 @@ type Message struct {
 	ServerID  netip.Addr // option 54 (SELECTING, RELEASE)
 	GIAddr    netip.Addr // relay mode
 	Broadcast bool       // the B flag
+	// Secs is the seconds since the client began this acquisition or
+	// renewal (RFC 2131 §2): 0 on a first try, counted up in the
+	// retransmissions, as udhcpc, dhclient and dhcpcd do.
+	Secs uint16
 	// NonceCapable adds option 145 listing HMAC-MD5 (RFC 6704): the
 	// client takes a FORCERENEW key.
 	NonceCapable bool
@@ -79,7 +83,7 @@ var prl = []byte{dhcpwire.OptSubnetMask, dhcpwire.OptRouters, dhcpwire.OptDNS, d
 
 // Append renders m as a DHCP message onto b.
 func (m Message) Append(b []byte) []byte {
-	h := dhcpwire.Header{Op: dhcpwire.BootRequest, HType: 1, HLen: 6, XID: m.XID, CIAddr: m.CIAddr, GIAddr: m.GIAddr}
+	h := dhcpwire.Header{Op: dhcpwire.BootRequest, HType: 1, HLen: 6, XID: m.XID, Secs: m.Secs, CIAddr: m.CIAddr, GIAddr: m.GIAddr}
 	if m.GIAddr.IsValid() {
 		h.Hops = 1
 	}
