@@ -40,19 +40,7 @@ subnets:
 `
 
 func TestFloodOfDiscoversDoesNotStarveARealClient(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testenv.Skip(t, "needs root for network namespaces")
-	}
-	needTools(t, "udhcpc", "curl")
-	xdhcpd, xdhcpctl := binaries(t)
-	l := &lab{t: t, srv: netns.ForTest(t, "xs"), dir: t.TempDir(), xdhcpd: xdhcpd, ctl: xdhcpctl}
-	l.sh(l.srv, "ip link add br0 type bridge && ip addr add 10.77.0.1/24 dev br0 && ip link set br0 up")
-	l.cfgPath = filepath.Join(l.dir, "xdhcpd.yaml")
-	l.sock = filepath.Join(l.dir, "ctl.sock")
-	if err := os.WriteFile(l.cfgPath, []byte(strings.ReplaceAll(floodConfig, "{{DIR}}", l.dir)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	l.start()
+	l := floodLab(t, "udhcpc")
 
 	flooder := l.client("eth1", "02:00:00:00:0f:01")
 	stop := startFlood(t, flooder, "eth1")
@@ -91,6 +79,27 @@ func TestFloodOfDiscoversDoesNotStarveARealClient(t *testing.T) {
 	}
 	t.Logf("udhcpc bound %s after %v during the flood; offers withdrawn %v", li.IP, time.Since(t0).Round(time.Millisecond),
 		l.metric(`xdhcp_slowpath_offers_withdrawn_total{bound="pool"}`))
+}
+
+// floodLab starts the daemon with floodConfig on a bridge, br0
+// (10.77.0.1/24), in a namespace of its own, for clients to join
+// (lab.client); tools are the clients the test runs.
+func floodLab(t *testing.T, tools ...string) *lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "needs root for network namespaces")
+	}
+	needTools(t, append(tools, "curl")...)
+	xdhcpd, xdhcpctl := binaries(t)
+	l := &lab{t: t, srv: netns.ForTest(t, "xs"), dir: t.TempDir(), xdhcpd: xdhcpd, ctl: xdhcpctl}
+	l.sh(l.srv, "ip link add br0 type bridge && ip addr add 10.77.0.1/24 dev br0 && ip link set br0 up")
+	l.cfgPath = filepath.Join(l.dir, "xdhcpd.yaml")
+	l.sock = filepath.Join(l.dir, "ctl.sock")
+	if err := os.WriteFile(l.cfgPath, []byte(strings.ReplaceAll(floodConfig, "{{DIR}}", l.dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.start()
+	return l
 }
 
 // startFlood sends broadcast DISCOVERs from random MACs out of ifname in
