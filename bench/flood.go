@@ -431,7 +431,7 @@ type probe struct {
 	attempt         uint32
 	xid             uint32
 	start, limit    time.Time
-	began           time.Time // the current DORA's first DISCOVER (Message.Secs)
+	began           time.Time // when the current DORA's first DISCOVER went out (Message.Secs)
 	state           int
 	next            time.Time // of the next transmission
 	tries           int       // transmissions of the current message
@@ -442,7 +442,7 @@ type probe struct {
 }
 
 func newProbe(n int, id loadgen.Identity, start, limit time.Time) *probe {
-	p := &probe{n: n, id: id, start: start, limit: limit, next: start, began: start}
+	p := &probe{n: n, id: id, start: start, limit: limit, next: start}
 	p.xid = probeXID(n, 0)
 	return p
 }
@@ -470,6 +470,12 @@ func (p *probe) due(now time.Time, giaddr netip.Addr) (loadgen.Message, bool) {
 	if p.state == probeRequesting && p.tries >= requestTries {
 		p.restart(now)
 	}
+	if p.state == probeDiscovering && p.tries == 0 {
+		// From when it goes out, not when it was due: a loop that
+		// runs late under the flood must not send a first DISCOVER
+		// with secs above 0, which the server takes for a retry.
+		p.began = now
+	}
 	p.tries++
 	p.next = now.Add(retransmitAfter(p.tries))
 	if p.rng != nil {
@@ -492,7 +498,7 @@ func (p *probe) due(now time.Time, giaddr netip.Addr) (loadgen.Message, bool) {
 func (p *probe) restart(now time.Time) {
 	p.attempt++
 	p.xid = probeXID(p.n, p.attempt)
-	p.state, p.tries, p.next, p.began = probeDiscovering, 0, now, now
+	p.state, p.tries, p.next = probeDiscovering, 0, now
 }
 
 // answer takes a reply carrying the client's current xid.

@@ -129,6 +129,22 @@ func TestProbeRetransmits(t *testing.T) {
 	}
 }
 
+// TestProbeLateFirstDISCOVER: a probe whose loop first asks it 1.5 s after
+// its start sends its first DISCOVER with secs 0 (the server spares a
+// DISCOVER with secs above 0 as a retransmission), and counts from then.
+func TestProbeLateFirstDISCOVER(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	gi := netip.MustParseAddr(probeGiaddr)
+	p := newProbe(1, loadgen.Population{Salt: 1}.Identity(1), t0, t0.Add(30*time.Second))
+	late := t0.Add(1500 * time.Millisecond)
+	if m, ok := p.due(late, gi); !ok || m.Secs != 0 {
+		t.Fatalf("first DISCOVER, sent 1.5 s late: sent %v, secs %d; want secs 0", ok, m.Secs)
+	}
+	if m, ok := p.due(late.Add(4*time.Second), gi); !ok || m.Secs != 4 {
+		t.Fatalf("its retransmission 4 s later: sent %v, secs %d; want 4", ok, m.Secs)
+	}
+}
+
 // TestProbeDORA: an OFFER sends the REQUEST at once; the ACK binds; a NAK
 // or three unanswered REQUESTs start over with a new xid.
 func TestProbeDORA(t *testing.T) {

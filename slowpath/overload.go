@@ -71,23 +71,26 @@ type queueState struct {
 	// behind: the holdoff's doublings follow that (gateLocked).
 	lastBehind, lastAged time.Time
 	// The "overload" decisions since sparedFrom, and how many of them
-	// spare let through (Handle: REQUESTs taking an offer).
+	// spare let through (Server.spared: REQUESTs taking an offer,
+	// retransmitted DISCOVERs).
 	sparedFrom time.Time
 	overloaded int
 	spared     int
 }
 
-// spareWindow, spareShare and spareMax bound what spare lets through: in
-// each spareWindow, one for every spareShare of a queue's "overload"
-// decisions (the spared included), and at most spareMax. Under a flood of
-// REQUESTs from clients the server never offered anything, the few
-// taking an offer are a sliver of those decisions and get through. When
-// the queue is behind with REQUESTs taking offers (more DORAs than the
-// server commits, or a flooder's own DORAs from fresh MACs), a spared
-// one costs a commit where a drop costs nothing, so spareMax caps the
-// extra work at a few dozen commits a second whatever the flood's size;
-// the rest are dropped as before. The DISCOVER queue's allowance goes to
-// retransmitted DISCOVERs (Server.spared), each an OFFER.
+// spareWindow, spareShare and spareMax bound what spare lets through, per
+// queue: in each spareWindow, one for every spareShare of the queue's
+// "overload" decisions (the spared included), and at most spareMax. The
+// REQUEST queue's allowance goes to REQUESTs taking an offer, the
+// DISCOVER queue's to retransmitted DISCOVERs (Server.spared). Under a
+// flood of REQUESTs from clients the server never offered anything, or of
+// DISCOVERs from MACs on their first try, the few spared are a sliver of
+// those decisions and get through. When the queue is behind with such
+// requests themselves (more DORAs than the server commits, a flooder's
+// own DORAs from fresh MACs, a flooder that sets secs), a spared one
+// costs a commit or an OFFER where a drop costs nothing, so spareMax caps
+// the extra work at a few dozen a second a queue whatever the flood's
+// size; the rest are dropped as before.
 const (
 	spareWindow = time.Second
 	spareShare  = 8
