@@ -475,8 +475,9 @@ func (s *Server) discoverLocked(r *req) []Outgoing {
 //     TestRealClientsGetLeasesThroughAnOverloadingFlood before this,
 //     dhclient, backing off 5 to 17 s, was bound after 17.6 and 22.9 s
 //     in two). A client's retransmission is spared where the server
-//     would drop it; where the kernel drops it for a full socket, as it
-//     did in two of 24 runs after, this cannot help.
+//     would drop it; where the kernel drops it for a full socket (most
+//     likely so in the two slow runs of 24 after: none was spared and no
+//     OFFER went out for them), this cannot help.
 func (s *Server) spared(mt uint8, p *dhcpwire.Packet) prometheus.Counter {
 	switch {
 	case mt == dhcpwire.Request && s.answersOfferOf(p):
