@@ -476,8 +476,8 @@ func (s *Server) discoverLocked(r *req) []Outgoing {
 //     dhclient, backing off 5 to 17 s, was bound after 17.6 and 22.9 s
 //     in two). A client's retransmission is spared where the server
 //     would drop it; where the kernel drops it for a full socket (most
-//     likely so in the two slow runs of 24 after: none was spared and no
-//     OFFER went out for them), this cannot help.
+//     likely so in the two slow runs of 24 after: no OFFER went out for
+//     the lost retransmissions), this cannot help.
 func (s *Server) spared(mt uint8, p *dhcpwire.Packet) prometheus.Counter {
 	switch {
 	case mt == dhcpwire.Request && s.answersOfferOf(p):
