@@ -485,18 +485,7 @@ func TestOfferRequestsOutliveOverload(t *testing.T) {
 		{"another client's SELECTING REQUEST for the offered address", requestFor(t, mac(5), oip, sid), 0, 1},
 		{"the offered client's SELECTING REQUEST", requestFor(t, mac(4), oip, sid, cid), 1, 0},
 	} {
-		// Behind (the state lasts ten intervals after a drop), with
-		// spareShare drops before each case: enough for one spare.
-		for range spareShare {
-			f.handleWaited(renew, 30*time.Millisecond, false)
-		}
-		before, kept0 := dropped("overload"), kept()
-		if n := f.handleWaited(c.m, 30*time.Millisecond, false); n != c.want {
-			t.Errorf("%s, 30 ms old while REQUESTs are behind: %d replies, want %d", c.name, n, c.want)
-		}
-		if d := dropped("overload") - before; d != c.drops || kept()-kept0 != 1-c.drops {
-			t.Errorf("%s: %v overload drops, %v spared; want %v and %v", c.name, d, kept()-kept0, c.drops, 1-c.drops)
-		}
+		f.spareCase(c.name+", while REQUESTs are behind", renew, c.m, c.want, c.drops, kept)
 	}
 	// With spare's allowance spent (spareMax in the window), the next
 	// is dropped like the rest.
@@ -514,6 +503,25 @@ func TestOfferRequestsOutliveOverload(t *testing.T) {
 	stale0 := dropped("stale")
 	if n := f.handleWaited(requestFor(t, mac(6), oip, sid), 2*time.Second, false); n != 0 || dropped("stale") != stale0+1 {
 		t.Errorf("an offered client's REQUEST 2 s old: %d replies, stale drops %v (want %v)", n, dropped("stale"), stale0+1)
+	}
+}
+
+// spareCase hands m to the server 30 ms old after spareShare overload
+// drops of filler (its queue behind, the state lasting ten intervals after
+// a drop, and enough drops for one spare), and checks that it got want
+// replies and was dropped for overload (drops 1) or spared (drops 0, as
+// kept counts).
+func (f *fixture) spareCase(name string, filler, m *dhcpv4.DHCPv4, want int, drops float64, kept func() float64) {
+	f.t.Helper()
+	for range spareShare {
+		f.handleWaited(filler, 30*time.Millisecond, false)
+	}
+	before, kept0 := f.dropped("overload"), kept()
+	if n := f.handleWaited(m, 30*time.Millisecond, false); n != want {
+		f.t.Errorf("%s, 30 ms old: %d replies, want %d", name, n, want)
+	}
+	if d := f.dropped("overload") - before; d != drops || kept()-kept0 != 1-drops {
+		f.t.Errorf("%s: %v overload drops, %v spared; want %v and %v", name, d, kept()-kept0, drops, 1-drops)
 	}
 }
 
@@ -540,16 +548,7 @@ func TestDiscoverRetriesOutliveOverload(t *testing.T) {
 		{"a retransmitted DISCOVER (secs 4)", msg(t, dhcpv4.MessageTypeDiscover, mac(5), secs(4)), 1, 0},
 		{"an INFORM with secs 4 (not a DISCOVER)", msg(t, dhcpv4.MessageTypeInform, mac(6), secs(4)), 0, 1},
 	} {
-		for range spareShare {
-			f.handleWaited(flood, 30*time.Millisecond, false)
-		}
-		before, kept0 := f.dropped("overload"), kept()
-		if n := f.handleWaited(c.m, 30*time.Millisecond, false); n != c.want {
-			t.Errorf("%s, 30 ms old while DISCOVERs are behind: %d replies, want %d", c.name, n, c.want)
-		}
-		if d := f.dropped("overload") - before; d != c.drops || kept()-kept0 != 1-c.drops {
-			t.Errorf("%s: %v overload drops, %v spared; want %v and %v", c.name, d, kept()-kept0, c.drops, 1-c.drops)
-		}
+		f.spareCase(c.name+", while DISCOVERs are behind", flood, c.m, c.want, c.drops, kept)
 	}
 	// The REQUEST queue's drops do not fund it: with the DISCOVER
 	// queue's window empty, a retransmission is dropped.
