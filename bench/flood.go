@@ -665,7 +665,7 @@ func (r *Rig) floodCounters(ctx context.Context, s Server, dir string) (map[stri
 		for k, v := range promSeries(text, "xdhcp_slowpath_dropped_total", "xdhcp_slowpath_messages_total", "xdhcp_slowpath_replies_total",
 			"xdhcp_slowpath_offers_withdrawn_total", "xdhcp_fastpath_punts_total", "xdhcp_fastpath_replies_total",
 			"xdhcp_slowpath_discovers_held_total", "xdhcp_slowpath_requests_held_total", "xdhcp_slowpath_offer_requests_kept_total",
-			"xdhcp_slowpath_discover_retries_kept_total") {
+			"xdhcp_slowpath_discover_retries_kept_total", "xdhcp_slowpath_discover_retries_ahead_total", "xdhcp_slowpath_discover_retries_over_total") {
 			out[k] = v
 		}
 	case Kea:

@@ -10,7 +10,9 @@
  *    from clients or relays that already spoke to the server;
  *  - the bulk socket takes everything else: DHCPDISCOVER and DHCPINFORM,
  *    anything without a message type, and anything this reading does not
- *    understand (the server parses it properly and drops what is bad).
+ *    understand (the server parses it properly and drops what is bad),
+ *    but for the relayed DHCPDISCOVERs let first as retransmissions
+ *    (below), which the priority socket takes.
  *
  * The server reads the priority socket first, and the bulk socket's
  * buffer overflows in the kernel, at no cost to the server, when it
@@ -24,9 +26,9 @@
  *    in (priority first). The kernel has pulled the UDP header off: the
  *    DHCP message starts at offset 0.
  *  - steer_keep_priority and steer_keep_bulk (SO_ATTACH_BPF, one on each
- *    socket) are for broadcasts, which the kernel copies to every socket
- *    bound to the port, reuseport group or not: each socket keeps only
- *    its own class. A socket filter sees the UDP header: the DHCP message
+ *    socket) keep each socket to its own class of the broadcasts, which
+ *    the kernel copies to every socket bound to the port, reuseport group
+ *    or not. A socket filter sees the UDP header: the DHCP message
  *    starts after it. Every datagram a socket takes passes its filter, so
  *    the filters also hold off repeats (steer_repeat): while the server
  *    is behind with a class, a client's DISCOVER (bulk) or REQUEST
@@ -38,12 +40,31 @@
  *    behind. Under a flood from many MACs each then costs the server one
  *    message per up to sixteen holdoffs, and a new client's DISCOVER, or
  *    a bound client's renewal, finds room.
+ *
+ * Retransmissions first: a flood from MACs that never repeat slips past
+ * the holdoffs, and the bulk socket then overflows with a new client's
+ * DISCOVERs among the flood's, its retransmissions too. A client that
+ * retransmits says so: RFC 2131 §2's secs counts the time since it began,
+ * 0 on its first DISCOVER (udhcpc, dhclient and dhcpcd all count it up; a
+ * flood's first tries carry 0). steer_reuseport sends a unicast DISCOVER
+ * with secs above 0 (a relay's: nearly all of an ISP's) to the priority
+ * socket instead, at most STEER_RETRIES_FIRST a second for all clients,
+ * so that a flooder who sets secs too gets no more than that past the
+ * bulk socket; one the DISCOVER holdoff would drop spends none of them.
+ * It notes each one it lets first (steer_ahead), and the priority
+ * socket's filter keeps a DISCOVER only when it finds that note, which it
+ * takes. A broadcast DISCOVER stays with the bulk socket: the
+ * reuseport program never sees one, and both filters see its copies, so
+ * only the program that sees a datagram once can spend the allowance
+ * without the two filters disagreeing.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
 #include "dhcp_proto.h"
+
+#define NSEC_PER_SEC 1000000000ULL
 
 /* The sockets' places in the reuseport group (pktio.Listen binds them in
  * this order). */
@@ -62,6 +83,13 @@
  * they are forgotten (steer_forget). */
 #define STEER_CLIENTS (1 << 17)
 
+/* How many notes of retransmissions let first steer_ahead keeps, and for
+ * how long one counts: the priority socket's filter reads a datagram's
+ * note microseconds after steer_reuseport wrote it; one never taken (a
+ * datagram dropped in between) lapses. */
+#define STEER_AHEAD_NOTES 1024
+#define STEER_AHEAD_NS (100 * 1000 * 1000ULL)
+
 /* How often a client's holdoff doubles at most (struct settings'
  * doublings are capped at it): 2^4, so a 2 s holdoff grows to 32 s. A
  * client retransmits after 4 s at the earliest, less a second of
@@ -73,6 +101,12 @@
  * holdoff has the holdoff alone again. */
 enum steer_limits {
 	STEER_MAX_DOUBLINGS = 4,
+	/* How many retransmitted unicast DISCOVERs a second go to the
+	 * priority socket (steer_retry_first): a few hundred clients'
+	 * retries, a sliver of the REQUESTs the server reads there a
+	 * second (tens of thousands), so that a flooder setting secs
+	 * cannot bury the renewals with them. */
+	STEER_RETRIES_FIRST = 256,
 };
 
 /* Referenced so that bpf2go -type finds it in BTF. */
@@ -96,11 +130,15 @@ struct settings {
 	__u32 request_doublings;
 };
 
-/* steer_held's slots: what each holdoff dropped. */
-enum steer_held_slot {
+/* steer_counts' slots: what each holdoff dropped, and the retransmitted
+ * DISCOVERs steer_retry_first sent to the priority socket or, over its
+ * allowance, left to the bulk socket. */
+enum steer_count {
 	STEER_HELD_DISCOVER,
 	STEER_HELD_REQUEST,
-	STEER_HELD_SLOTS,
+	STEER_RETRIES_AHEAD,
+	STEER_RETRIES_OVER,
+	STEER_COUNTS,
 };
 
 /* A client as the kernel can tell it cheaply: chaddr, its hlen bytes
@@ -126,6 +164,27 @@ struct seen {
 	__u32 unused;
 };
 
+/* A retransmitted DISCOVER steer_reuseport let first, as steer_ahead
+ * knows it: its client, xid, secs and relay (giaddr: the same DISCOVER
+ * forwarded by two relays is two datagrams, and a broadcast one's giaddr
+ * is 0). */
+struct ahead {
+	struct client c;
+	__u32 xid;
+	__u32 giaddr;
+	__u32 secs;
+};
+
+/* The retransmissions' allowance (steer_retry_first): the second that
+ * began at start, and how many it let first. CPUs update it without a
+ * lock: a second begun twice at once, or a few let over the allowance in
+ * a race, cost a few DISCOVERs more in the priority socket. */
+struct retry_window {
+	__u64 start;
+	__u32 used;
+	__u32 unused;
+};
+
 /* The maps, all of them:
  *  - steer_settings: the one struct settings;
  *  - steer_seen: each client's last DISCOVER let in (bpf_ktime_get_ns),
@@ -133,8 +192,12 @@ struct seen {
  *  - steer_req_seen: each client's last REQUEST let in, let off when a
  *    DISCOVER of its is let in (a client NAKed starts again at once, and
  *    its next REQUEST is not a repeat);
- *  - steer_held: DISCOVERs and REQUESTs dropped by the holdoffs, per
- *    CPU (slots STEER_HELD_*). */
+ *  - steer_retries: the one struct retry_window;
+ *  - steer_ahead: the retransmitted DISCOVERs steer_reuseport let first
+ *    (bpf_ktime_get_ns), until the priority socket's filter takes each;
+ *  - steer_counts: DISCOVERs and REQUESTs dropped by the holdoffs, and
+ *    retransmitted DISCOVERs let first or not, per CPU (enum
+ *    steer_count). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -157,14 +220,37 @@ struct {
 } steer_req_seen SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct retry_window);
+} steer_retries SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, STEER_AHEAD_NOTES);
+	__type(key, struct ahead);
+	__type(value, __u64);
+} steer_ahead SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, STEER_HELD_SLOTS);
+	__uint(max_entries, STEER_COUNTS);
 	__type(key, __u32);
 	__type(value, __u64);
-} steer_held SEC(".maps");
+} steer_counts SEC(".maps");
 
 /* Referenced so that bpf2go -type finds it in BTF. */
-const enum steer_held_slot *unused_held_slot __attribute__((unused));
+const enum steer_count *unused_count __attribute__((unused));
+
+/* steer_counted counts one in steer_counts' slot. */
+static __always_inline void steer_counted(__u32 slot)
+{
+	__u64 *n = bpf_map_lookup_elem(&steer_counts, &slot);
+
+	if (n)
+		(*n)++;
+}
 
 /* steer_type reads the message type (option 53) of the DHCP request that
  * starts at base, 0 when it has none this reading finds. */
@@ -243,7 +329,7 @@ static __always_inline __u64 steer_own(struct seen *e, __u64 holdoff, __u32 allo
 
 /* steer_repeat says whether the message at base comes from a client let
  * in (into seen) less than its holdoff ago (steer_own), counting it in
- * steer_held's slot held when so, and otherwise notes the client let in
+ * steer_counts' slot held when so, and otherwise notes the client let in
  * now. The client's repeats are counted: each message of the class it
  * sends within holdoff of the one before (let in or held), up to
  * STEER_MAX_DOUBLINGS; a message a holdoff or more after the one before
@@ -267,9 +353,7 @@ static __always_inline int steer_repeat(struct __sk_buff *skb, __u32 base, void 
 		e->last = now;
 		/* at 0: let off (steer_forget). */
 		if (e->at && holdoff && now - e->at < steer_own(e, holdoff, allowed)) {
-			__u64 *n = bpf_map_lookup_elem(&steer_held, &held);
-			if (n)
-				(*n)++;
+			steer_counted(held);
 			return 1;
 		}
 		/* Noted while the holdoff is off too: when a flood starts,
@@ -293,10 +377,98 @@ static __always_inline struct settings *steer_settings_get(void)
 	return bpf_map_lookup_elem(&steer_settings, &zero);
 }
 
+/* steer_secs is the secs field of the DHCP message at base (RFC 2131
+ * §2: seconds since its client began), 0 when it cannot be read. */
+static __always_inline __u16 steer_secs(struct __sk_buff *skb, __u32 base)
+{
+	__u16 secs;
+
+	if (bpf_skb_load_bytes(skb, base + BOOTP_SECS, &secs, sizeof(secs)))
+		return 0;
+	return bpf_ntohs(secs);
+}
+
+/* steer_ahead_key reads the DHCPDISCOVER at base into k, 0 when it is no
+ * retransmission (secs 0) or has no client the holdoffs can tell. */
+static __always_inline int steer_ahead_key(struct __sk_buff *skb, __u32 base, struct ahead *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->secs = steer_secs(skb, base);
+	return k->secs && steer_client(skb, base, &k->c) && !bpf_skb_load_bytes(skb, base + BOOTP_XID, &k->xid, 4) &&
+	       !bpf_skb_load_bytes(skb, base + BOOTP_GIADDR, &k->giaddr, 4);
+}
+
+/* steer_held_now says whether the DISCOVER holdoff would drop a DISCOVER
+ * of client c now (steer_repeat, without its bookkeeping, which the
+ * socket's filter does). */
+static __always_inline int steer_held_now(struct client *c)
+{
+	struct settings *cfg = steer_settings_get();
+
+	if (!cfg || !cfg->holdoff_ns)
+		return 0;
+	struct seen *e = bpf_map_lookup_elem(&steer_seen, c);
+	return e && e->at && bpf_ktime_get_ns() - e->at < steer_own(e, cfg->holdoff_ns, cfg->doublings);
+}
+
+/* steer_retry_first says whether the DHCPDISCOVER at base, a unicast one,
+ * goes to the priority socket: its client retransmits (secs above 0), the
+ * DISCOVER holdoff would not drop it, and this second's allowance
+ * (STEER_RETRIES_FIRST) has room, which it then spends, noting the
+ * DISCOVER in steer_ahead for the priority socket's filter. A
+ * retransmission the allowance has no room for is counted too, as is one
+ * whose twin (the same client, xid, secs and relay) still has its note:
+ * it goes to the bulk socket, so that the twin's note is the twin's. */
+static __always_inline int steer_retry_first(struct __sk_buff *skb, __u32 base)
+{
+	__u32 zero = 0;
+	struct retry_window *w;
+	struct ahead k;
+
+	if (!steer_ahead_key(skb, base, &k) || steer_held_now(&k.c) ||
+	    !(w = bpf_map_lookup_elem(&steer_retries, &zero)))
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	/* Signed: another CPU may have begun the second after this one
+	 * read the clock. */
+	if ((__s64)(now - w->start) >= (__s64)NSEC_PER_SEC) {
+		w->start = now;
+		w->used = 0;
+	}
+	if (w->used >= STEER_RETRIES_FIRST || bpf_map_update_elem(&steer_ahead, &k, &now, BPF_NOEXIST)) {
+		steer_counted(STEER_RETRIES_OVER);
+		return 0;
+	}
+	__sync_fetch_and_add(&w->used, 1);
+	steer_counted(STEER_RETRIES_AHEAD);
+	return 1;
+}
+
+/* steer_taken_ahead says whether the DHCPDISCOVER at base is one
+ * steer_reuseport let first (its note in steer_ahead, fresh), taking the
+ * note: the next such datagram spends the allowance again. */
+static __always_inline int steer_taken_ahead(struct __sk_buff *skb, __u32 base)
+{
+	struct ahead k;
+
+	if (!steer_ahead_key(skb, base, &k))
+		return 0;
+	__u64 *at = bpf_map_lookup_elem(&steer_ahead, &k);
+	if (!at)
+		return 0;
+	int fresh = bpf_ktime_get_ns() - *at < STEER_AHEAD_NS;
+	bpf_map_delete_elem(&steer_ahead, &k);
+	return fresh;
+}
+
 SEC("socket")
 int steer_reuseport(struct __sk_buff *skb)
 {
-	return steer_class(steer_type(skb, 0));
+	__u8 type = steer_type(skb, 0);
+
+	if (type == DHCPDISCOVER && steer_retry_first(skb, 0))
+		return STEER_PRIORITY;
+	return steer_class(type);
 }
 
 /* steer_forget lets a client (its DHCP message at base) off seen's
@@ -335,12 +507,31 @@ static __always_inline void steer_forget(struct __sk_buff *skb, __u32 base, void
 	e->pass_at = now;
 }
 
+/* steer_keep_discover is what a socket keeps of the DHCPDISCOVER at
+ * UDP_HLEN: nothing when it repeats within the DISCOVER holdoff
+ * (steer_repeat), else all of it, its client let off the REQUEST
+ * holdoff (steer_forget). */
+static __always_inline int steer_keep_discover(struct __sk_buff *skb, struct settings *cfg)
+{
+	if (!cfg)
+		return skb->len;
+	if (steer_repeat(skb, UDP_HLEN, &steer_seen, cfg->holdoff_ns, cfg->doublings, STEER_HELD_DISCOVER))
+		return 0;
+	steer_forget(skb, UDP_HLEN, &steer_req_seen, cfg->request_holdoff_ns, cfg->request_doublings);
+	return skb->len;
+}
+
 SEC("socket")
 int steer_keep_priority(struct __sk_buff *skb)
 {
 	__u8 type = steer_type(skb, UDP_HLEN);
 	struct settings *cfg = steer_settings_get();
 
+	/* A DISCOVER steer_reuseport let first, not a broadcast one's copy
+	 * (the bulk socket's). The DISCOVER holdoff holds it as it would
+	 * there. */
+	if (type == DHCPDISCOVER)
+		return steer_taken_ahead(skb, UDP_HLEN) ? steer_keep_discover(skb, cfg) : 0;
 	if (steer_class(type) != STEER_PRIORITY)
 		return 0;
 	if (!cfg)
@@ -361,11 +552,8 @@ int steer_keep_bulk(struct __sk_buff *skb)
 
 	if (steer_class(type) != STEER_BULK)
 		return 0;
-	if (type == DHCPDISCOVER && cfg) {
-		if (steer_repeat(skb, UDP_HLEN, &steer_seen, cfg->holdoff_ns, cfg->doublings, STEER_HELD_DISCOVER))
-			return 0;
-		steer_forget(skb, UDP_HLEN, &steer_req_seen, cfg->request_holdoff_ns, cfg->request_doublings);
-	}
+	if (type == DHCPDISCOVER)
+		return steer_keep_discover(skb, cfg);
 	return skb->len;
 }
 

@@ -13,9 +13,24 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type SteerAhead struct {
+	_      structs.HostLayout
+	C      SteerClient
+	Xid    uint32
+	Giaddr uint32
+	Secs   uint32
+}
+
 type SteerClient struct {
 	_      structs.HostLayout
 	Chaddr [16]uint8
+}
+
+type SteerRetryWindow struct {
+	_      structs.HostLayout
+	Start  uint64
+	Used   uint32
+	Unused uint32
 }
 
 type SteerSeen struct {
@@ -35,32 +50,37 @@ type SteerSettings struct {
 	RequestDoublings uint32
 }
 
-type SteerSteerHeldSlot uint32
+type SteerSteerCount uint32
 
 const (
-	SteerSteerHeldSlotSTEER_HELD_DISCOVER SteerSteerHeldSlot = 0
-	SteerSteerHeldSlotSTEER_HELD_REQUEST  SteerSteerHeldSlot = 1
-	SteerSteerHeldSlotSTEER_HELD_SLOTS    SteerSteerHeldSlot = 2
+	SteerSteerCountSTEER_HELD_DISCOVER SteerSteerCount = 0
+	SteerSteerCountSTEER_HELD_REQUEST  SteerSteerCount = 1
+	SteerSteerCountSTEER_RETRIES_AHEAD SteerSteerCount = 2
+	SteerSteerCountSTEER_RETRIES_OVER  SteerSteerCount = 3
+	SteerSteerCountSTEER_COUNTS        SteerSteerCount = 4
 )
 
 type SteerSteerLimits uint32
 
 const (
 	SteerSteerLimitsSTEER_MAX_DOUBLINGS SteerSteerLimits = 4
+	SteerSteerLimitsSTEER_RETRIES_FIRST SteerSteerLimits = 256
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SteerMapSteerHeld          = "steer_held"
+	SteerMapSteerAhead         = "steer_ahead"
+	SteerMapSteerCounts        = "steer_counts"
 	SteerMapSteerReqSeen       = "steer_req_seen"
+	SteerMapSteerRetries       = "steer_retries"
 	SteerMapSteerSeen          = "steer_seen"
 	SteerMapSteerSettings      = "steer_settings"
 	SteerProgSteerKeepBulk     = "steer_keep_bulk"
 	SteerProgSteerKeepPriority = "steer_keep_priority"
 	SteerProgSteerReuseport    = "steer_reuseport"
-	SteerVarUnusedHeldSlot     = "unused_held_slot"
+	SteerVarUnusedCount        = "unused_count"
 	SteerVarUnusedLimits       = "unused_limits"
 )
 
@@ -115,8 +135,10 @@ type SteerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SteerMapSpecs struct {
-	SteerHeld     *ebpf.MapSpec `ebpf:"steer_held"`
+	SteerAhead    *ebpf.MapSpec `ebpf:"steer_ahead"`
+	SteerCounts   *ebpf.MapSpec `ebpf:"steer_counts"`
 	SteerReqSeen  *ebpf.MapSpec `ebpf:"steer_req_seen"`
+	SteerRetries  *ebpf.MapSpec `ebpf:"steer_retries"`
 	SteerSeen     *ebpf.MapSpec `ebpf:"steer_seen"`
 	SteerSettings *ebpf.MapSpec `ebpf:"steer_settings"`
 }
@@ -125,8 +147,8 @@ type SteerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SteerVariableSpecs struct {
-	UnusedHeldSlot *ebpf.VariableSpec `ebpf:"unused_held_slot"`
-	UnusedLimits   *ebpf.VariableSpec `ebpf:"unused_limits"`
+	UnusedCount  *ebpf.VariableSpec `ebpf:"unused_count"`
+	UnusedLimits *ebpf.VariableSpec `ebpf:"unused_limits"`
 }
 
 // SteerObjects contains all objects after they have been loaded into the kernel.
@@ -149,16 +171,20 @@ func (o *SteerObjects) Close() error {
 //
 // It can be passed to LoadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SteerMaps struct {
-	SteerHeld     *ebpf.Map `ebpf:"steer_held"`
+	SteerAhead    *ebpf.Map `ebpf:"steer_ahead"`
+	SteerCounts   *ebpf.Map `ebpf:"steer_counts"`
 	SteerReqSeen  *ebpf.Map `ebpf:"steer_req_seen"`
+	SteerRetries  *ebpf.Map `ebpf:"steer_retries"`
 	SteerSeen     *ebpf.Map `ebpf:"steer_seen"`
 	SteerSettings *ebpf.Map `ebpf:"steer_settings"`
 }
 
 func (m *SteerMaps) Close() error {
 	return _SteerClose(
-		m.SteerHeld,
+		m.SteerAhead,
+		m.SteerCounts,
 		m.SteerReqSeen,
+		m.SteerRetries,
 		m.SteerSeen,
 		m.SteerSettings,
 	)
@@ -168,8 +194,8 @@ func (m *SteerMaps) Close() error {
 //
 // It can be passed to LoadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SteerVariables struct {
-	UnusedHeldSlot *ebpf.Variable `ebpf:"unused_held_slot"`
-	UnusedLimits   *ebpf.Variable `ebpf:"unused_limits"`
+	UnusedCount  *ebpf.Variable `ebpf:"unused_count"`
+	UnusedLimits *ebpf.Variable `ebpf:"unused_limits"`
 }
 
 // SteerPrograms contains all programs after they have been loaded into the kernel.

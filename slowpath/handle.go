@@ -69,9 +69,9 @@ func (s *Server) Handle(in Incoming) {
 	s.m.message(mt).Inc()
 	drop, behind := s.admit(mt, in)
 	if drop == "overload" {
-		if kept := s.spared(mt, p); kept != nil && s.backlog.spare(classOf(mt), time.Now()) {
+		if kept := s.spared(mt, p); kept != nil && s.backlog.spare(classOf(mt, in), time.Now()) {
 			kept.Inc()
-			s.m.byClass[classOf(mt)].Observe(time.Since(in.Received).Seconds())
+			s.m.byClass[classOf(mt, in)].Observe(time.Since(in.Received).Seconds())
 			drop = ""
 		}
 	}

@@ -31,9 +31,14 @@ func PriorityType(mt uint8) bool {
 	return false
 }
 
-// classOf is the class of a message type: its socket.
-func classOf(mt uint8) int {
-	if PriorityType(mt) {
+// classOf is the class of a message of type mt that arrived as in: the
+// socket it waited in. That is the type's (PriorityType) but for a
+// DISCOVER that the kernel let into the priority socket as a client's
+// retransmission (Incoming.Priority, bpf/steer.c): it waited in that
+// queue, and its wait tells that queue's state, not the DISCOVER
+// socket's.
+func classOf(mt uint8, in Incoming) int {
+	if PriorityType(mt) || in.Priority {
 		return classPriority
 	}
 	return classBulk
@@ -206,8 +211,10 @@ func (s *Server) admit(mt uint8, in Incoming) (why string, behind bool) {
 	maxWait, target, interval := s.set.MaxWait, s.set.QueueTarget, s.set.QueueInterval
 	holdoff := [classes]time.Duration{classPriority: s.set.RequestHoldoff, classBulk: s.set.DiscoverHoldoff}
 	s.mu.Unlock()
-	class := classOf(mt)
-	if class == classBulk {
+	class := classOf(mt, in)
+	if !PriorityType(mt) {
+		// By its type: a DISCOVER answered that late finds its
+		// client retransmitted, whichever queue it waited in.
 		maxWait /= 4
 	}
 	now := time.Now()

@@ -151,6 +151,47 @@ func TestQueuesAreApart(t *testing.T) {
 	}
 }
 
+// TestRetriesAheadWaitInThePriorityQueue: a DISCOVER the kernel let into
+// the priority socket as a retransmission (Incoming.Priority) is judged
+// by that queue's wait. With the DISCOVER queue behind, one as old as the
+// DISCOVERs it drops is answered; a DISCOVER past the DISCOVER max-wait
+// is stale whichever queue it waited in.
+func TestRetriesAheadWaitInThePriorityQueue(t *testing.T) {
+	f := newFixture(t)
+	f.srv.set.QueueTarget, f.srv.set.QueueInterval = 10*time.Millisecond, 50*time.Millisecond
+	f.srv.set.MaxWait = time.Second
+	handle := func(m *dhcpv4.DHCPv4, waited time.Duration, priority bool) int {
+		t.Helper()
+		f.srv.Handle(Incoming{Data: m.ToBytes(), Src: netip.MustParseAddrPort("0.0.0.0:68"), Dst: bcast, IfIndex: 7,
+			Received: time.Now().Add(-waited), Priority: priority})
+		return len(f.out.take())
+	}
+	discover := func(i int, secs uint16) *dhcpv4.DHCPv4 {
+		m := msg(t, dhcpv4.MessageTypeDiscover, mac(byte(10+i)))
+		m.NumSeconds = secs
+		return m
+	}
+	retry := func(i int) *dhcpv4.DHCPv4 { return discover(i, 4) }
+	// First tries (secs 0), which nothing spares.
+	start := time.Now()
+	for i := 1; time.Since(start) < 70*time.Millisecond; i++ {
+		handle(discover(i, 0), 30*time.Millisecond, false)
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := handle(discover(90, 0), 30*time.Millisecond, false); n != 0 {
+		t.Fatalf("the DISCOVER queue is not behind: a DISCOVER 30 ms old from it got %d replies", n)
+	}
+	// From a client the server offered an address to before (the
+	// fixture's pool is small): offered it again.
+	if n := handle(retry(1), 30*time.Millisecond, true); n != 1 {
+		t.Fatalf("a retransmission 30 ms old from the priority socket, which is not behind: %d replies, want 1", n)
+	}
+	stale := f.dropped("stale")
+	if n := handle(retry(92), f.srv.set.MaxWait/4+time.Millisecond, true); n != 0 || f.dropped("stale") != stale+1 {
+		t.Fatalf("a retransmission past the DISCOVER max-wait: %d replies, stale drops %v then %v", n, stale, f.dropped("stale"))
+	}
+}
+
 // gateLog records what the server sets its HoldoffGate to: every
 // DISCOVER holdoff in all, and the holdoffs' Base as it changes, the
 // DISCOVER's in set and the REQUEST's in req (a change of doublings

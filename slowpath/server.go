@@ -97,6 +97,11 @@ type Incoming struct {
 	// its batch was read (slowpath/pktio measures the DISCOVER socket
 	// only): a burst more and the kernel drops what comes.
 	QueueFull bool
+	// Priority says it was read from the priority socket (slowpath/pktio),
+	// whose queue bounds its wait (classOf): REQUEST, DECLINE, RELEASE
+	// and LEASEQUERY always, and the retransmitted DISCOVERs the kernel
+	// let ahead of the DISCOVER socket's backlog (bpf/steer.c).
+	Priority bool
 }
 
 // Outgoing is one reply and how to send it.

@@ -186,15 +186,19 @@ func (l *lab) waitReady() {
 }
 
 // client adds a namespace on the bridge with one interface named ifname.
-func (l *lab) client(ifname, mac string) *netns.NS {
+func (l *lab) client(ifname, mac string) *netns.NS { return l.clientOn(l.srv, "br0", ifname, mac) }
+
+// clientOn is a client namespace whose ifname, with address mac, is a
+// veth into the bridge in ns (the server's br0, or a router's segment).
+func (l *lab) clientOn(ns *netns.NS, bridge, ifname, mac string) *netns.NS {
 	l.t.Helper()
 	l.clients++
 	c := netns.ForTest(l.t, "xc")
 	peer := fmt.Sprintf("p%d", l.clients)
-	if err := netns.Veth(l.srv, peer, netip.Prefix{}, c, ifname, netip.Prefix{}); err != nil {
+	if err := netns.Veth(ns, peer, netip.Prefix{}, c, ifname, netip.Prefix{}); err != nil {
 		l.t.Fatal(err)
 	}
-	if err := l.srv.Enslave(peer, "br0"); err != nil {
+	if err := ns.Enslave(peer, bridge); err != nil {
 		l.t.Fatal(err)
 	}
 	if err := c.SetMAC(ifname, mac); err != nil {

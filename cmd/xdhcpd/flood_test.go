@@ -37,6 +37,11 @@ subnets:
     lease-time: 1h
     options:
       routers: [10.77.0.1]
+  - subnet: 10.79.0.0/24
+    pools: [10.79.0.100-10.79.0.199]
+    lease-time: 1h
+    options:
+      routers: [10.79.0.1]
 `
 
 func TestFloodOfDiscoversDoesNotStarveARealClient(t *testing.T) {
@@ -83,7 +88,8 @@ func TestFloodOfDiscoversDoesNotStarveARealClient(t *testing.T) {
 
 // floodLab starts the daemon with floodConfig on a bridge, br0
 // (10.77.0.1/24), in a namespace of its own, for clients to join
-// (lab.client); tools are the clients the test runs.
+// (lab.client), or a relay's clients from 10.79.0.0/24 (its second
+// subnet); tools are the clients the test runs.
 func floodLab(t *testing.T, tools ...string) *lab {
 	t.Helper()
 	if os.Geteuid() != 0 {

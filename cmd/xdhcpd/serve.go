@@ -295,7 +295,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 		Name: "xdhcp_store_fold_errors_total",
 		Help: "Folds of the lease journal into the lease tree that failed (each is tried again; the journal keeps the changes).",
 	}, func() float64 { return float64(st.Stats().FoldErrors) }))
-	held := func(count func() (uint64, error)) func() float64 {
+	kernelCount := func(count func() (uint64, error)) func() float64 {
 		return func() float64 {
 			n, err := count()
 			if err != nil {
@@ -307,11 +307,19 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "xdhcp_slowpath_discovers_held_total",
 		Help: "DHCPDISCOVERs dropped in the kernel, before the server's socket, as repeats of a client's within its holdoff (server.discover-holdoff, doubled for a client that repeats within it) while the server was behind with DISCOVERs, or lingered after.",
-	}, held(conn.HeldDiscovers)))
+	}, kernelCount(conn.HeldDiscovers)))
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "xdhcp_slowpath_requests_held_total",
 		Help: "DHCPREQUESTs dropped in the kernel, before the server's socket, as repeats of a client's within its holdoff (server.request-holdoff, doubled for a client that repeats within it) while the server was behind with REQUESTs, or lingered after.",
-	}, held(conn.HeldRequests)))
+	}, kernelCount(conn.HeldRequests)))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "xdhcp_slowpath_discover_retries_ahead_total",
+		Help: fmt.Sprintf("Unicast (relayed) DHCPDISCOVERs with secs above 0, their clients' retransmissions, that the kernel sent to the REQUEST socket, ahead of the DISCOVER socket's backlog; at most %d a second.", pktio.RetriesFirstPerSecond),
+	}, kernelCount(conn.RetriesAhead)))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "xdhcp_slowpath_discover_retries_over_total",
+		Help: "Unicast DHCPDISCOVERs with secs above 0 that went to the DISCOVER socket as any other: the second's allowance for the REQUEST socket was spent (many: more clients retransmit than the allowance, or a flood sets secs), or a twin of the same client, xid and relay was on its way there.",
+	}, kernelCount(conn.RetriesOver)))
 	if fp != nil {
 		reg.MustRegister(fp.maps.Collector(), attachedCollector{fp})
 		if fp.txerr != nil {

@@ -74,10 +74,11 @@ type Conn struct {
 	bulk   *net.UDPConn
 	bulkPC *ipv4.PacketConn
 	raw    int // AF_PACKET SOCK_DGRAM, send only
-	// settings and held are bpf/steer.c's maps: the holdoffs the
-	// server sets, and the DISCOVERs and REQUESTs they dropped.
-	settings, held *ebpf.Map
-	closeOnce      sync.Once
+	// settings and counts are bpf/steer.c's maps: the holdoffs the
+	// server sets, and what they dropped and the retransmitted
+	// DISCOVERs let first.
+	settings, counts *ebpf.Map
+	closeOnce        sync.Once
 
 	log *slog.Logger
 	// mu guards holds, pending, spare, sending and the warning state. It
@@ -199,7 +200,10 @@ const (
 // DHCPLEASEQUERY, the bulk socket DHCPDISCOVER, DHCPINFORM and anything
 // else, and Serve reads the priority socket first. A flood of DISCOVERs
 // then fills the bulk socket's buffer, not the queue the REQUESTs that
-// finish a DORA or renew a lease wait in (issue 19).
+// finish a DORA or renew a lease wait in (issue 19). A unicast
+// DISCOVER whose client retransmits (secs above 0) goes to the priority
+// socket too, RetriesFirstPerSecond at most, so that a relayed client's
+// retries are not lost with a flood's first tries in the bulk socket.
 func Listen(ctx context.Context, port int, log *slog.Logger) (*Conn, error) {
 	var objs bpf.SteerObjects
 	if err := bpf.LoadSteerObjects(&objs, nil); err != nil {
@@ -207,14 +211,14 @@ func Listen(ctx context.Context, port int, log *slog.Logger) (*Conn, error) {
 	}
 	// The sockets hold their own references to the programs; the Conn
 	// keeps the maps it writes and reads.
-	settings, held := objs.SteerSettings, objs.SteerHeld
-	objs.SteerSettings, objs.SteerHeld = nil, nil
+	settings, counts := objs.SteerSettings, objs.SteerCounts
+	objs.SteerSettings, objs.SteerCounts = nil, nil
 	defer objs.Close()
 	ok := false
 	defer func() {
 		if !ok {
 			settings.Close()
-			held.Close()
+			counts.Close()
 		}
 	}()
 	// The group's program and each socket's filter are attached before
@@ -247,7 +251,7 @@ func Listen(ctx context.Context, port int, log *slog.Logger) (*Conn, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Conn{udp: prio, pc: ipv4.NewPacketConn(prio), bulk: bulk, bulkPC: ipv4.NewPacketConn(bulk), raw: raw, log: log,
-		msgs: make([]ipv4.Message, batch), slot: make([]int, batch), settings: settings, held: held}
+		msgs: make([]ipv4.Message, batch), slot: make([]int, batch), settings: settings, counts: counts}
 	ok = true
 	for _, pc := range []*ipv4.PacketConn{c.pc, c.bulkPC} {
 		if err := pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
@@ -331,7 +335,7 @@ func (c *Conn) close() error {
 		err = e
 	}
 	c.settings.Close()
-	c.held.Close()
+	c.counts.Close()
 	return err
 }
 
@@ -357,19 +361,36 @@ func (c *Conn) SetHoldoffs(discover, request slowpath.Holdoff) error {
 
 // HeldDiscovers is how many DISCOVERs the DISCOVER holdoff has dropped.
 func (c *Conn) HeldDiscovers() (uint64, error) {
-	return c.heldIn(bpf.SteerSteerHeldSlotSTEER_HELD_DISCOVER)
+	return c.count(bpf.SteerSteerCountSTEER_HELD_DISCOVER)
 }
 
 // HeldRequests is how many REQUESTs the REQUEST holdoff has dropped.
 func (c *Conn) HeldRequests() (uint64, error) {
-	return c.heldIn(bpf.SteerSteerHeldSlotSTEER_HELD_REQUEST)
+	return c.count(bpf.SteerSteerCountSTEER_HELD_REQUEST)
 }
 
-// heldIn sums steer_held's slot over the CPUs.
-func (c *Conn) heldIn(slot bpf.SteerSteerHeldSlot) (uint64, error) {
+// RetriesAhead is how many retransmitted unicast DISCOVERs (secs above 0)
+// the kernel put in the priority socket, ahead of the bulk socket's
+// backlog (bpf/steer.c, RetriesFirstPerSecond).
+func (c *Conn) RetriesAhead() (uint64, error) {
+	return c.count(bpf.SteerSteerCountSTEER_RETRIES_AHEAD)
+}
+
+// RetriesOver is how many retransmitted unicast DISCOVERs found that
+// second's allowance spent and went to the bulk socket as any other.
+func (c *Conn) RetriesOver() (uint64, error) {
+	return c.count(bpf.SteerSteerCountSTEER_RETRIES_OVER)
+}
+
+// RetriesFirstPerSecond is how many retransmitted unicast DISCOVERs a
+// second the kernel puts in the priority socket at most.
+const RetriesFirstPerSecond = int(bpf.SteerSteerLimitsSTEER_RETRIES_FIRST)
+
+// count sums steer_counts' slot over the CPUs.
+func (c *Conn) count(slot bpf.SteerSteerCount) (uint64, error) {
 	var perCPU []uint64
-	if err := c.held.Lookup(uint32(slot), &perCPU); err != nil {
-		return 0, fmt.Errorf("reading the holdoffs' count in steer_held slot %d: %w", slot, err)
+	if err := c.counts.Lookup(uint32(slot), &perCPU); err != nil {
+		return 0, fmt.Errorf("reading the steering program's count in steer_counts slot %d: %w", slot, err)
 	}
 	var n uint64
 	for _, v := range perCPU {
@@ -393,9 +414,12 @@ type inbox struct {
 // reader reads one socket into inboxes: two each, so that it reads the
 // next batch while Serve handles the last.
 type reader struct {
-	pc   *ipv4.PacketConn
-	free chan *inbox
-	full chan *inbox
+	pc *ipv4.PacketConn
+	// priority says this is the priority socket's reader
+	// (slowpath.Incoming.Priority).
+	priority bool
+	free     chan *inbox
+	full     chan *inbox
 	// fill, when set, is the socket's, to measure its buffer after each
 	// full batch read (queueFill); size is that buffer's size, read once
 	// (the server never changes it).
@@ -504,6 +528,7 @@ func (c *Conn) Serve(ctx context.Context, handle func(slowpath.Incoming), ready 
 		return fmt.Errorf("the DISCOVER socket: %w", err)
 	}
 	prio, bulk := newReader(c.pc, nil), newReader(c.bulkPC, bulkRaw)
+	prio.priority = true
 	var wg sync.WaitGroup
 	// A reader that ends (an error, or its socket closed) ends Serve,
 	// also while ready waits: its context ends with the reader.
@@ -567,7 +592,7 @@ func (c *Conn) handleBatch(b *inbox, handle func(slowpath.Incoming)) {
 	c.Hold(func() {
 		for i := range b.n {
 			m := &b.msgs[i]
-			in := slowpath.Incoming{Data: b.bufs[i][:m.N], QueueFull: b.full}
+			in := slowpath.Incoming{Data: b.bufs[i][:m.N], QueueFull: b.full, Priority: b.r.priority}
 			if ua, ok := m.Addr.(*net.UDPAddr); ok {
 				in.Src = ua.AddrPort()
 				in.Src = netip.AddrPortFrom(in.Src.Addr().Unmap(), in.Src.Port())
