@@ -14,7 +14,7 @@ PKGS    := ./...
 DEB_PKGS := clang-14 llvm-14 bpftool libbpf-dev gcc-multilib iproute2 iputils-ping ethtool tcpdump \
             isc-dhcp-client udhcpc dhcpcd-base isc-dhcp-server isc-dhcp-relay \
             kea-dhcp4-server kea-admin curl procps mawk util-linux e2fsprogs
-DEB_CMDS := ip bridge ss ping ethtool dhclient udhcpc dhcpcd dhcpd omshell kea-dhcp4 perfdhcp curl nsenter pkill awk mkfs.ext4 fsfreeze \
+DEB_CMDS := ip bridge ss ping ethtool dhclient udhcpc dhcpcd dhcpd dhcrelay omshell kea-dhcp4 perfdhcp curl nsenter pkill awk mkfs.ext4 fsfreeze \
             clang-14 llvm-strip-14
 
 .PHONY: all build test test-short fuzz demo bench bench-quick deps generate check-generated clean

@@ -49,19 +49,7 @@ func TestRetriedDiscoversGoAhead(t *testing.T) {
 	}
 
 	port := r.c.udp.LocalAddr().(*net.UDPAddr).Port
-	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	raw, err := src.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := setBroadcast(raw); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := src.WriteToUDP(r.retried(4, 5), &net.UDPAddr{IP: net.IPv4(127, 255, 255, 255), Port: port}); err != nil {
+	if _, err := broadcastSender(t).WriteToUDP(r.retried(4, 5), &net.UDPAddr{IP: net.IPv4(127, 255, 255, 255), Port: port}); err != nil {
 		t.Fatal(err)
 	}
 	if p, k := r.got(); p != 0 || k != 1 {

@@ -117,18 +117,7 @@ func listenAndDial(t *testing.T) (*Conn, *net.UDPConn) {
 func TestSteering(t *testing.T) {
 	c := listenForTest(t)
 	port := c.udp.LocalAddr().(*net.UDPAddr).Port
-	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	raw, err := src.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := setBroadcast(raw); err != nil {
-		t.Fatal(err)
-	}
+	src := broadcastSender(t)
 	for _, dst := range []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(127, 255, 255, 255)} {
 		for _, tc := range steerCases(t) {
 			t.Run(dst.String()+"/"+tc.name, func(t *testing.T) {
@@ -217,6 +206,25 @@ func TestRequestsBeforeDiscovers(t *testing.T) {
 		}
 	}
 	t.Fatal("the REQUEST was not handled")
+}
+
+// broadcastSender is a socket on 127.0.0.1 that may send to
+// 127.255.255.255, closed when the test ends.
+func broadcastSender(t *testing.T) *net.UDPConn {
+	t.Helper()
+	src, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	raw, err := src.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := setBroadcast(raw); err != nil {
+		t.Fatal(err)
+	}
+	return src
 }
 
 func setBroadcast(rc syscall.RawConn) error {
