@@ -191,9 +191,10 @@ const (
 // admit says why a request is dropped before it is handled, or "" to
 // handle it, and whether its queue is behind (the server then sheds
 // REQUESTs from clients it does not know: requestLocked):
-//   - "stale": it waited past MaxWait (the bulk socket's DISCOVER, INFORM
-//     and other types: a quarter of it; an answer that late finds its
-//     client retransmitted or gone);
+//   - "stale": it waited past MaxWait (DISCOVER, INFORM and the other
+//     types of the bulk socket, whichever socket they waited in: a
+//     quarter of it; an answer that late finds its client retransmitted
+//     or gone);
 //   - "overload": its queue has been behind QueueTarget for a
 //     QueueInterval and it waited longer than QueueTarget.
 //

@@ -172,7 +172,8 @@ type Settings struct {
 	// (reason "stale"). DISCOVERs and INFORMs wait at most a quarter of
 	// it: they wait in a socket of their own (slowpath/pktio), which the
 	// server reads after the REQUESTs', and a DISCOVER is cheap to
-	// retransmit. Zero means no bound.
+	// retransmit; a relayed retransmitted DISCOVER that the kernel let
+	// into the REQUEST socket too. Zero means no bound.
 	MaxWait time.Duration
 	// QueueTarget and QueueInterval bound each socket's backlog by time
 	// (CoDel's idea, simplified): once every request in it has waited

@@ -318,7 +318,7 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 	}, kernelCount(conn.RetriesAhead)))
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "xdhcp_slowpath_discover_retries_over_total",
-		Help: "Unicast DHCPDISCOVERs with secs above 0 that went to the DISCOVER socket as any other: the second's allowance for the REQUEST socket was spent (many: more clients retransmit than the allowance, or a flood sets secs), or a twin of the same client, xid and relay was on its way there.",
+		Help: "Unicast DHCPDISCOVERs with secs above 0 that went to the DISCOVER socket as any other: the second's allowance for the REQUEST socket was spent (many: more clients retransmit than the allowance, or a flood sets secs), or a copy with the same client, xid, secs and relay was on its way there.",
 	}, kernelCount(conn.RetriesOver)))
 	if fp != nil {
 		reg.MustRegister(fp.maps.Collector(), attachedCollector{fp})

@@ -376,8 +376,9 @@ func (c *Conn) RetriesAhead() (uint64, error) {
 	return c.count(bpf.SteerSteerCountSTEER_RETRIES_AHEAD)
 }
 
-// RetriesOver is how many retransmitted unicast DISCOVERs found that
-// second's allowance spent and went to the bulk socket as any other.
+// RetriesOver is how many retransmitted unicast DISCOVERs went to the bulk
+// socket as any other: that second's allowance was spent, or a copy of
+// the same DISCOVER (client, xid, secs and relay) still had its note.
 func (c *Conn) RetriesOver() (uint64, error) {
 	return c.count(bpf.SteerSteerCountSTEER_RETRIES_OVER)
 }

@@ -83,7 +83,7 @@ func TestRetriesAheadAllowance(t *testing.T) {
 	began := time.Now()
 	for i := range sent {
 		d := r.retried(0, 1)
-		binary.BigEndian.PutUint32(d[28+1:], uint32(i)) // chaddr 02:xx:xx:xx:xx: one client each
+		binary.BigEndian.PutUint32(d[28+1:], uint32(i)) // chaddr 02:xx:xx:xx:xx:00: one client each
 		r.send(d)
 	}
 	p, k := r.got()
