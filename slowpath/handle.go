@@ -72,7 +72,7 @@ func (s *Server) Handle(in Incoming) {
 		// The allowance is the type's queue's: a DISCOVER the kernel let
 		// into the REQUEST socket draws on the DISCOVER queue's, which
 		// the REQUESTs taking their offer do not share.
-		if kept := s.spared(mt, p); kept != nil && s.backlog.spare(classOf(mt, Incoming{}), time.Now()) {
+		if kept := s.spared(mt, p); kept != nil && s.backlog.spare(typeClass(mt), time.Now()) {
 			kept.Inc()
 			s.m.byClass[classOf(mt, in)].Observe(time.Since(in.Received).Seconds())
 			drop = ""

@@ -38,7 +38,15 @@ func PriorityType(mt uint8) bool {
 // queue, and its wait tells that queue's state, not the DISCOVER
 // socket's.
 func classOf(mt uint8, in Incoming) int {
-	if PriorityType(mt) || in.Priority {
+	if in.Priority {
+		return classPriority
+	}
+	return typeClass(mt)
+}
+
+// typeClass is the class, the socket, bpf/steer.c sorts type mt into.
+func typeClass(mt uint8) int {
+	if PriorityType(mt) {
 		return classPriority
 	}
 	return classBulk
@@ -213,7 +221,7 @@ func (s *Server) admit(mt uint8, in Incoming) (why string, behind bool) {
 	holdoff := [classes]time.Duration{classPriority: s.set.RequestHoldoff, classBulk: s.set.DiscoverHoldoff}
 	s.mu.Unlock()
 	class := classOf(mt, in)
-	if !PriorityType(mt) {
+	if typeClass(mt) == classBulk {
 		// By its type: a DISCOVER answered that late finds its
 		// client retransmitted, whichever queue it waited in.
 		maxWait /= 4
