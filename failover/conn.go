@@ -79,19 +79,22 @@ func (l *link) start(ctx context.Context, wg *sync.WaitGroup, events chan<- even
 func (l *link) read(ctx context.Context, events chan<- event) {
 	br := bufio.NewReaderSize(l.c, 64<<10)
 	buf := make([]byte, wire.MaxLen)
-	send := func(ev event) bool {
+	// The link's end is always reported while the loop runs, also when
+	// the link was closed here: the writer closes it when a write fails
+	// (the partner died and its kernel reset the connection), and then
+	// done and the read error are ready together. A select that could
+	// take done would sometimes swallow the end, and the loop would keep
+	// a dead link as the partner's until max-response-delay.
+	end := func(err error) {
 		select {
-		case events <- ev:
-			return true
-		case <-l.done:
+		case events <- event{l: l, err: err}:
 		case <-ctx.Done():
 		}
-		return false
 	}
 	for {
 		b, err := wire.ReadMessage(br, buf)
 		if err != nil {
-			send(event{l: l, err: err})
+			end(err)
 			return
 		}
 		l.recvAt.Store(l.now().UnixNano())
@@ -100,10 +103,17 @@ func (l *link) read(ctx context.Context, events chan<- event) {
 			continue // draft-12 §6.1: types 128-255 are ignored
 		}
 		if err != nil {
-			send(event{l: l, err: err})
+			end(err)
 			return
 		}
-		if !send(event{l: l, msg: m}) {
+		// A message read after the link was closed here is not applied:
+		// the loop has given the link up, or will on its end.
+		select {
+		case events <- event{l: l, msg: m}:
+		case <-l.done:
+			end(net.ErrClosed)
+			return
+		case <-ctx.Done():
 			return
 		}
 	}
