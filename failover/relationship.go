@@ -606,9 +606,11 @@ func (r *Relationship) tickLocked(ctx context.Context, events chan event, wg *sy
 			r.balanceLocked(ctx)
 		}
 	}
-	if r.q.promote(now.Add(-r.LazyDelay)) {
-		r.pumpLocked()
-	}
+	// Every tick, not only when lazy updates were promoted: a wake-up
+	// spent while there was no partner to send to leaves the queue
+	// waiting for the next change, which a quiet server may not have.
+	r.q.promote(now.Add(-r.LazyDelay))
+	r.pumpLocked()
 	if now.Sub(r.lastSave) >= 10*time.Second {
 		r.save(ctx)
 	}

@@ -480,3 +480,43 @@ func TestUpdReqAllEndsWhenTheLastRecordsAreNotSent(t *testing.T) {
 		t.Fatal("the bound address did not reach the secondary")
 	}
 }
+
+// TestRecoverSendsWhatWasPendingAtTheCrash: a server killed under load
+// (a binding it granted that its partner never acknowledged) restarts
+// while the partner, up all along, is in PARTNER-DOWN. The partner says
+// its state once, while the restarted server is still in STARTUP; the
+// restarted one goes to RECOVER, then RECOVER-WAIT, which waits for that
+// binding's acknowledgement: it must be sent without any other event (a
+// server that only sent its queue on a later message sat in RECOVER-WAIT
+// with the partner in PARTNER-DOWN until some binding changed).
+func TestRecoverSendsWhatWasPendingAtTheCrash(t *testing.T) {
+	for _, crashedRole := range []Role{Primary, Secondary} {
+		t.Run(crashedRole.String(), func(t *testing.T) {
+			p := newPair(t)
+			since := time.Now().Add(-time.Minute)
+			stored := func(s string) []byte {
+				b, _ := json.Marshal(persisted{MyState: s, MySince: since, PartnerState: "normal", PartnerSince: since, MCLT: 60, LastOp: since})
+				return b
+			}
+			crashed, partner, partnerRole := p.pDB, p.sDB, Secondary
+			if crashedRole == Secondary {
+				crashed, partner, partnerRole = p.sDB, p.pDB, Primary
+			}
+			crashed.meta["failover/test-pair"] = stored("normal")
+			partner.meta["failover/test-pair"] = stored("partner-down")
+			ip := netip.MustParseAddr("10.0.9.9")
+			crashed.leases[ip] = &lease.Lease{IP: ip, State: lease.Active, HWType: 1, HWAddr: net.HardwareAddr{2, 0, 0, 0, 9, 9},
+				CLTT: since, StateAt: since, Expiry: since.Add(time.Hour), PotExp: since.Add(90 * time.Minute), PartnerPending: true}
+
+			up := p.start(partnerRole, nil)
+			waitState(t, up, "partner-down", 5*time.Second)
+			back := p.start(crashedRole, nil)
+			for _, r := range []*Relationship{up, back} {
+				waitState(t, r, "normal", 15*time.Second)
+			}
+			if l := partner.get(ip); l == nil || l.State != lease.Active {
+				t.Fatalf("the binding pending at the crash did not reach the partner: %+v", l)
+			}
+		})
+	}
+}

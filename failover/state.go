@@ -179,9 +179,13 @@ func (r *Relationship) partnerStateLocked(ctx context.Context, m *wire.Message) 
 	}
 	if r.v.Load().state == wire.StateStartup {
 		r.leaveStartupLocked(ctx, "the partner is in "+stateName(m.ServerState))
-		return
+	} else {
+		r.evaluateLocked(ctx, "the partner is in "+stateName(m.ServerState))
 	}
-	r.evaluateLocked(ctx, "the partner is in "+stateName(m.ServerState))
+	// Also on leaving STARTUP: the records pending at a crash were
+	// queued before the connection, their wake-up spent on a pump that
+	// had no partner, and a partner in PARTNER-DOWN says its state only
+	// once; RECOVER-WAIT waits for exactly those records.
 	r.pumpLocked()
 }
 
