@@ -25,8 +25,13 @@ type link struct {
 	// established: CONNECT and CONNECTACK have been exchanged.
 	established bool
 	now         func() time.Time
-	recvAt      atomic.Int64 // unix nanoseconds of the last message read
-	sentAt      atomic.Int64 // ... and queued to send
+	// recvAt and sentAt are when the last message was read and queued
+	// to send, as time since base (the link's start): durations, so
+	// that they keep the monotonic clock's reading. As wall-clock times
+	// a step of the system clock would delay the silence check by the
+	// step (backwards) or drop a live link (forwards).
+	base           time.Time
+	recvAt, sentAt atomic.Int64
 }
 
 // outQueue bounds the messages waiting to be written; a partner that lets
@@ -36,15 +41,14 @@ const outQueue = 4096
 // newLink wraps c. now is the relationship's clock: the times a link
 // keeps are compared with it (it may be offset from the system's).
 func newLink(c net.Conn, log *slog.Logger, now func() time.Time) *link {
-	l := &link{c: c, log: log, out: make(chan []byte, outQueue), done: make(chan struct{}), now: now}
-	start := now().UnixNano()
-	l.recvAt.Store(start)
-	l.sentAt.Store(start)
-	return l
+	return &link{c: c, log: log, out: make(chan []byte, outQueue), done: make(chan struct{}), now: now, base: now()}
 }
 
-func (l *link) lastRecv() time.Time { return time.Unix(0, l.recvAt.Load()) }
-func (l *link) lastSent() time.Time { return time.Unix(0, l.sentAt.Load()) }
+func (l *link) lastRecv() time.Time { return l.base.Add(time.Duration(l.recvAt.Load())) }
+func (l *link) lastSent() time.Time { return l.base.Add(time.Duration(l.sentAt.Load())) }
+
+// since is now as a duration since the link's start, for recvAt and sentAt.
+func (l *link) since() int64 { return int64(l.now().Sub(l.base)) }
 
 func (l *link) close() {
 	l.once.Do(func() {
@@ -97,7 +101,7 @@ func (l *link) read(ctx context.Context, events chan<- event) {
 			end(err)
 			return
 		}
-		l.recvAt.Store(l.now().UnixNano())
+		l.recvAt.Store(l.since())
 		m, err := wire.Decode(b)
 		if errors.Is(err, wire.ErrIgnore) {
 			continue // draft-12 §6.1: types 128-255 are ignored
@@ -166,7 +170,7 @@ func (l *link) queue(m *wire.Message, now time.Time) {
 	}
 	select {
 	case l.out <- b:
-		l.sentAt.Store(l.now().UnixNano())
+		l.sentAt.Store(l.since())
 	default:
 		l.log.Warn("failover: the partner is not reading; dropping the connection")
 		l.close()
