@@ -212,6 +212,12 @@ func (r *Relationship) leaveStartupLocked(ctx context.Context, why string) {
 			next = wire.StatePotentialConflict
 		}
 	}
+	// PARTNER-DOWN taken up again starts now, not when it was first
+	// entered: the partner may have come back while this server was
+	// down, in COMMUNICATIONS-INTERRUPTED, and granted its own free
+	// addresses for up to MCLT. Only MCLT from now is sure to have
+	// outlived those (draft-12 §5.2.2), so the partner's addresses wait
+	// that long again after each restart.
 	r.enterLocked(ctx, next, fmt.Sprintf("startup (previous state %s): %s", stateName(prev), why))
 	r.evaluateLocked(ctx, why)
 }
