@@ -81,9 +81,10 @@ func TestEveryChangeGoesToThePartner(t *testing.T) {
 				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(srvAddr.AsSlice()))), bcast)
 		}, ip, lease.Abandoned, func() time.Time { return f.now.Add(time.Hour) }, true},
 		{"expire", func() {
-			f.now = f.now.Add(time.Hour + time.Second) // past the quarantine: ABANDONED → FREE
+			// Past the quarantine and the fast path's clock lag: ABANDONED → FREE.
+			f.now = f.now.Add(time.Hour + (fastClockGrace+1)*time.Second)
 			f.srv.Sweep()
-		}, ip, lease.Free, func() time.Time { return f.now.Add(-time.Second) }, true},
+		}, ip, lease.Free, func() time.Time { return f.now.Add(-(fastClockGrace + 1) * time.Second) }, true},
 	} {
 		p.take()
 		fp.published, fp.removed = nil, nil

@@ -24,7 +24,8 @@ type FastPath interface {
 	// Granted returns the expiry the fast path last granted for ip. The
 	// sweeper asks before expiring a lease, because the renewal event may
 	// still be on its way; the XDP program refuses renewals at or after
-	// that expiry, so the two cannot race.
+	// that expiry, and the sweep leaves it the lag of its clock
+	// (fastClockGrace), so the two cannot race.
 	Granted(ip netip.Addr) (time.Time, bool)
 }
 

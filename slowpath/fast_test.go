@@ -116,7 +116,7 @@ func TestFoldRenewalsAndHorizonAdvance(t *testing.T) {
 func TestSweeperWaitsForFastPathGrant(t *testing.T) {
 	f, fp := newFastFixture(t)
 	ip, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
-	f.now = f.now.Add(time.Hour + time.Second)
+	f.now = f.now.Add(time.Hour + (fastClockGrace+1)*time.Second)
 	fp.granted[ip] = f.now.Add(50 * time.Minute) // renewed in XDP, event not yet folded
 	f.srv.Sweep()
 	if l := f.store.leases[ip]; l.State != lease.Active || !l.Expiry.Equal(fp.granted[ip]) {
@@ -372,11 +372,53 @@ func TestAssumedGrantsExpireAtTheirHorizon(t *testing.T) {
 			t.Fatalf("%v is %v before its horizon", ip, st)
 		}
 	}
-	f.now = t0.Add(4*time.Hour + time.Second)
+	f.now = t0.Add(4*time.Hour + (fastClockGrace+1)*time.Second)
 	f.srv.Sweep()
 	for _, ip := range ips {
 		if st := f.store.leases[ip].State; st == lease.Active {
 			t.Fatalf("%v still active past its horizon", ip)
 		}
+	}
+}
+
+// TestSweepLeavesTheFastPathItsClockLag: for a moment after a second
+// begins the XDP program's clock may still read the second before (a
+// coarse tick behind, and an offset the daemon refreshes once a second),
+// so it may ACK a renewal of a lease the sweep has just found due, after
+// the sweep asked for its grant. With a fast path a lease therefore stays
+// active fastClockGrace past its expiry, and a grant made meanwhile keeps
+// it; without one, nothing else grants and it is due at its expiry.
+func TestSweepLeavesTheFastPathItsClockLag(t *testing.T) {
+	f, fp := newFastFixture(t)
+	renewed, _ := netip.AddrFromSlice(f.dora(mac(1)).YourIPAddr.To4())
+	quiet, _ := netip.AddrFromSlice(f.dora(mac(2)).YourIPAddr.To4())
+	exp := f.store.leases[renewed].Expiry
+	for _, ip := range []netip.Addr{renewed, quiet} {
+		fp.granted[ip] = f.store.leases[ip].Expiry // the grant slots: nothing past the records
+	}
+	f.now = exp
+	f.srv.Sweep()
+	for _, ip := range []netip.Addr{renewed, quiet} {
+		if l := f.store.leases[ip]; l.State != lease.Active {
+			t.Fatalf("%v: %v at its expiry, with a fast path whose clock may lag", ip, l.State)
+		}
+	}
+	// XDP, a tick behind, ACKs the renewal as the second turns.
+	fp.granted[renewed] = exp.Add(time.Hour)
+	f.now = exp.Add(fastClockGrace * time.Second)
+	f.srv.Sweep()
+	if l := f.store.leases[renewed]; l.State != lease.Active || !l.Expiry.Equal(fp.granted[renewed]) {
+		t.Fatalf("renewed in the fast path as it expired: %v until %v, want active until %v", l.State, l.Expiry, fp.granted[renewed])
+	}
+	if l := f.store.leases[quiet]; l.State != lease.Expired {
+		t.Fatalf("not renewed: %v %v after its expiry, want expired", l.State, fastClockGrace*time.Second)
+	}
+
+	g := newFixture(t) // no fast path
+	ip, _ := netip.AddrFromSlice(g.dora(mac(3)).YourIPAddr.To4())
+	g.now = g.store.leases[ip].Expiry
+	g.srv.Sweep()
+	if l := g.store.leases[ip]; l.State != lease.Expired {
+		t.Fatalf("without a fast path: %v at its expiry, want expired", l.State)
 	}
 }

@@ -56,7 +56,8 @@ func (s *Server) Sweep() {
 		// Made anew, it holds one per record at most.
 		s.rebuildExpiryLocked()
 	}
-	for i := 0; i < sweepBatch && len(s.expiry) > 0 && s.expiry[0].at <= now.Unix(); i++ {
+	due, ok := s.sweepDueLocked(now)
+	for i := 0; ok && i < sweepBatch && len(s.expiry) > 0 && s.expiry[0].at <= due; i++ {
 		e := heap.Pop(&s.expiry).(expiryEntry)
 		ip := lease.AddrFromUint32(e.ip)
 		b, ok := s.leases.Brief(ip)
@@ -101,6 +102,44 @@ func (s *Server) Sweep() {
 	if len(changed) > 0 {
 		s.commit(changed, causeExpire, nil)
 	}
+}
+
+// fastClockGrace is how long past its expiry a lease stays active when a
+// fast path may answer its renewals. The XDP program reads its clock as
+// the coarse monotonic clock (a tick behind) plus an offset to the system
+// clock that the daemon writes once a second: in the moment after a
+// second begins it may still read the second before, refuse nothing, and
+// ACK a renewal the sweep has just judged due, after the sweep asked for
+// the grant (Granted) and before the map entry is withdrawn. That ACK
+// would be lost with the lease, and the address given to another client.
+// Two seconds cover the tick and one refresh of the offset; the sweep
+// then finds any such grant in the map.
+const fastClockGrace = 2
+
+// sweepDueLocked is the second up to which expiry entries are due now,
+// and false when none is: with a fast path, fastClockGrace before now;
+// and while the system clock has just been stepped, none, until the fast
+// path has taken the new offset (its program would read the old time
+// for up to a second). Without a fast path nothing else grants, and a
+// lease is due at its expiry.
+func (s *Server) sweepDueLocked(now time.Time) (int64, bool) {
+	if s.fast == nil && !s.staleFast {
+		return now.Unix(), true
+	}
+	sys := time.Now()
+	if !s.sweptAt.IsZero() {
+		// Wall-clock and monotonic time since the last sweep differ
+		// by the step.
+		if d := sys.Round(0).Sub(s.sweptAt.Round(0)) - sys.Sub(s.sweptAt); d > time.Second/2 || d < -time.Second/2 {
+			s.sweepHeldUntil = sys.Add(fastClockGrace * time.Second)
+			s.log.Warn("the system clock was stepped: leases expire again once the fast path has the new time", "step", d.Round(time.Millisecond))
+		}
+	}
+	s.sweptAt = sys
+	if sys.Before(s.sweepHeldUntil) {
+		return 0, false
+	}
+	return now.Unix() - fastClockGrace, true
 }
 
 // expirySlack is how far the expiry heap may grow past twice the number
