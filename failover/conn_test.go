@@ -5,7 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -39,5 +41,66 @@ func TestLinkReportsItsEndWhenClosedHere(t *testing.T) {
 		cancel()
 		wg.Wait()
 		there.Close()
+	}
+}
+
+// failingListener fails its first n Accepts as a process out of file
+// descriptors would.
+type failingListener struct {
+	net.Listener
+	n int
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.n > 0 {
+		l.n--
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptErrorsAreWaitedOut: an accept that fails for a while does not
+// end the listener: the partner's next connection is taken. (It ended
+// before without a word, and the partner's connections sat in the
+// backlog for as long as the daemon ran.)
+func TestAcceptErrorsAreWaitedOut(t *testing.T) {
+	p := newPair(t)
+	r, err := New(p.config(Primary, p.pDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := net.Listen("tcp", p.pAddr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &failingListener{Listener: tcp, n: 3}
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan event, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.accept(ctx, ln, events)
+	}()
+	defer func() {
+		cancel()
+		tcp.Close()
+		<-done
+	}()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: p.sAddr.Addr().AsSlice()}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", p.pAddr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case ev := <-events:
+		if ev.conn == nil {
+			t.Fatalf("event %+v, want the partner's connection", ev)
+		}
+		ev.conn.Close()
+	case <-done:
+		t.Fatal("the accept loop ended on a passing error")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the partner's connection was not accepted")
 	}
 }

@@ -398,11 +398,27 @@ type event struct {
 }
 
 func (r *Relationship) accept(ctx context.Context, ln net.Listener, events chan<- event) {
-	var lastTLSWarn time.Time
+	var lastTLSWarn, lastAcceptWarn time.Time
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			return
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors, say: the partner still needs
+			// this listener once it passes. Returning would leave its
+			// connections in the backlog, never accepted, and nothing
+			// logged.
+			if now := time.Now(); now.Sub(lastAcceptWarn) >= time.Minute {
+				lastAcceptWarn = now
+				r.log.Warn("failover: accepting the partner's connection failed; retrying (logged once a minute)", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
 		}
 		ra, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 		if ra.Addr().Unmap() != r.cfg.Peer.Addr() {

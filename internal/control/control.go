@@ -102,13 +102,26 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer stop()
 	defer s.wg.Wait()
 	defer os.Remove(s.path)
+	var warned time.Time
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			return fmt.Errorf("control socket accept: %w", err)
+			// A passing error (out of file descriptors) must not end
+			// the daemon, whose owner stops everything when Serve
+			// returns: it is logged and waited out.
+			if now := time.Now(); now.Sub(warned) >= time.Minute {
+				warned = now
+				s.log.Warn("control socket accept failed; retrying (logged once a minute)", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
 		}
 		s.wg.Add(1)
 		go func() {

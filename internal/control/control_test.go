@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -100,5 +101,54 @@ func TestSecondServerRefused(t *testing.T) {
 	path := startServer(t)
 	if _, err := NewServer(path, nil, nil); err == nil {
 		t.Fatal("second server on a live socket was allowed")
+	}
+}
+
+// failingListener fails its first n Accepts as a process out of file
+// descriptors would.
+type failingListener struct {
+	net.Listener
+	n int
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.n > 0 {
+		l.n--
+		return nil, &net.OpError{Op: "accept", Net: "unix", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptErrorsAreWaitedOut: an accept that fails for a while (out of
+// file descriptors) neither ends Serve, whose end stops the daemon, nor
+// the socket: the next command is answered.
+func TestAcceptErrorsAreWaitedOut(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	srv, err := NewServer(path, map[string]Handler{
+		"echo": func(_ context.Context, a json.RawMessage) (any, error) { return a, nil },
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.ln = &failingListener{Listener: srv.ln, n: 3}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer ccancel()
+	var got map[string]int
+	if err := Call(cctx, path, "echo", map[string]int{"a": 1}, &got); err != nil || got["a"] != 1 {
+		t.Fatalf("echo after failed accepts: %v %v", got, err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Serve ended: %v", err)
+	default:
 	}
 }
