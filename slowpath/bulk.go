@@ -125,8 +125,7 @@ func (s *bulkServer) serve(ctx context.Context, ln net.Listener, o BulkOptions) 
 		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			remote = ta.AddrPort().Addr().Unmap()
 		}
-		lq := s.view.Leasequery()
-		if !lq.Enabled || !slices.ContainsFunc(lq.Requesters, func(p netip.Prefix) bool { return p.Contains(remote) }) {
+		if !s.allowed(remote) {
 			s.m.Dropped.WithLabelValues("bulk_denied").Inc()
 			s.warn("bulk_denied", "bulk leasequery from a requester not in leasequery.requesters", "remote", remote)
 			c.Close()
@@ -146,7 +145,7 @@ func (s *bulkServer) serve(ctx context.Context, ln net.Listener, o BulkOptions) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.serveBulkConn(ctx, c, o, func() {
+			s.serveBulkConn(ctx, c, remote, o, func() {
 				mu.Lock()
 				conns[remote]--
 				mu.Unlock()
@@ -155,10 +154,21 @@ func (s *bulkServer) serve(ctx context.Context, ln net.Listener, o BulkOptions) 
 	}
 }
 
+// allowed says whether remote may ask bulk leasequeries now: leasequery
+// on and remote among leasequery.requesters. Both are live settings, so
+// an open connection asks before each query too.
+func (s *bulkServer) allowed(remote netip.Addr) bool {
+	lq := s.view.Leasequery()
+	return lq.Enabled && slices.ContainsFunc(lq.Requesters, func(p netip.Prefix) bool { return p.Contains(remote) })
+}
+
+// errRevoked ends a connection whose requester a reload no longer allows.
+var errRevoked = errors.New("requester no longer allowed (leasequery settings reloaded)")
+
 // serveBulkConn answers queries on one connection, one at a time. The
 // requester's slot is released before the connection closes, so a client
 // that sees the close may connect again at once.
-func (s *bulkServer) serveBulkConn(ctx context.Context, c net.Conn, o BulkOptions, release func()) {
+func (s *bulkServer) serveBulkConn(ctx context.Context, c net.Conn, remote netip.Addr, o BulkOptions, release func()) {
 	defer c.Close()
 	defer release()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
@@ -169,21 +179,28 @@ func (s *bulkServer) serveBulkConn(ctx context.Context, c net.Conn, o BulkOption
 	if ta, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		local = ta.AddrPort().Addr().Unmap()
 	}
-	err := s.session(ctx, r, bw, local, func() { c.SetReadDeadline(time.Now().Add(o.IdleTimeout)) })
+	err := s.session(ctx, r, bw, local, func() bool { return s.allowed(remote) }, func() { c.SetReadDeadline(time.Now().Add(o.IdleTimeout)) })
+	if errors.Is(err, errRevoked) {
+		s.warn("bulk_denied", "bulk leasequery connection closed: its requester is no longer in leasequery.requesters", "remote", remote)
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		s.log.Debug("bulk leasequery connection closed", "remote", c.RemoteAddr(), "err", err)
 	}
 }
 
 // session reads queries from r and answers each on w, until the
-// stream ends or breaks; before each read it calls arm (deadlines). local
-// is the server's address on the connection.
-func (s *bulkServer) session(ctx context.Context, r *bufio.Reader, w *bufio.Writer, local netip.Addr, arm func()) error {
+// stream ends or breaks; before each read it calls arm (deadlines), and
+// before each answer allowed (a reload may have revoked the requester).
+// local is the server's address on the connection.
+func (s *bulkServer) session(ctx context.Context, r *bufio.Reader, w *bufio.Writer, local netip.Addr, allowed func() bool, arm func()) error {
 	for {
 		arm()
 		msg, err := readBulkFrame(r)
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
+			// Only a bad frame is a drop: a requester that closes, or
+			// idles past the timeout between queries (RFC 6926 lets it
+			// keep the connection), or a shutdown, drops nothing.
+			if errors.Is(err, errBadFrame) {
 				s.m.Dropped.WithLabelValues("bulk_framing").Inc()
 			}
 			return err
@@ -198,6 +215,10 @@ func (s *bulkServer) session(ctx context.Context, r *bufio.Reader, w *bufio.Writ
 			return fmt.Errorf("not a bulk leasequery: op %d, message type %d", p.Op, p.MessageType())
 		}
 		s.m.message(dhcpwire.BulkLeaseQuery).Inc()
+		if !allowed() {
+			s.m.Dropped.WithLabelValues("bulk_denied").Inc()
+			return errRevoked
+		}
 		if err := s.answerBulk(ctx, &p, w, local); err != nil {
 			return err
 		}
@@ -219,6 +240,10 @@ func (d *deadlineWriter) Write(b []byte) (int, error) {
 	return d.c.Write(b)
 }
 
+// errBadFrame is a frame readBulkFrame refused: a length out of bounds,
+// or a frame cut short.
+var errBadFrame = errors.New("bad bulk leasequery frame")
+
 func readBulkFrame(r *bufio.Reader) ([]byte, error) {
 	var l [2]byte
 	if _, err := io.ReadFull(r, l[:]); err != nil {
@@ -226,11 +251,11 @@ func readBulkFrame(r *bufio.Reader) ([]byte, error) {
 	}
 	n := int(binary.BigEndian.Uint16(l[:]))
 	if n < minBulkFrame || n > maxBulkFrame {
-		return nil, fmt.Errorf("bulk leasequery frame of %d bytes", n)
+		return nil, fmt.Errorf("%w: %d bytes", errBadFrame, n)
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, fmt.Errorf("truncated frame: %w", err)
+		return nil, fmt.Errorf("%w: truncated: %w", errBadFrame, err)
 	}
 	return b, nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"golang.org/x/sys/unix"
 
@@ -480,7 +481,7 @@ func (f *fixture) bulkAsk(qs ...lqclient.Query) []*lqclient.Reply {
 	}
 	var out bytes.Buffer
 	w := bufio.NewWriter(&out)
-	if err := f.srv.bulk().session(context.Background(), bufio.NewReader(&in), w, srvAddr, func() {}); err != io.EOF {
+	if err := f.srv.bulk().session(context.Background(), bufio.NewReader(&in), w, srvAddr, func() bool { return true }, func() {}); err != io.EOF {
 		f.t.Fatalf("bulk session ended with %v", err)
 	}
 	w.Flush()
@@ -652,5 +653,82 @@ func TestBulkLeasequeryStoreFailureMidStream(t *testing.T) {
 	}
 	if r := reps[bulkPage+1]; r.XID != 5 || r.Type != "leaseactive" || r.IP != "10.78.1.5" {
 		t.Fatalf("the connection did not stay usable: %+v", r)
+	}
+}
+
+// TestBulkRequesterRevokedByReload: leasequery.requesters is a live
+// setting; a requester a reload removes gets no further answer on a
+// connection it opened before, which is closed at its next query.
+func TestBulkRequesterRevokedByReload(t *testing.T) {
+	r := newBulkRig(t, 10, loopback, BulkOptions{IdleTimeout: 10 * time.Second})
+	c, err := net.Dial("tcp4", r.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	ask := func(xid uint32) (frames int, err error) {
+		m, _ := lqclient.Query{RelayID: relayID, XID: xid}.Message(true)
+		if _, err := c.Write(lqclient.Frame(m)); err != nil {
+			return 0, err
+		}
+		for {
+			b, err := lqclient.ReadFrame(c)
+			if err != nil {
+				return frames, err
+			}
+			frames++
+			if rep, err := lqclient.Decode(b); err != nil || rep.Type == "leasequerydone" {
+				return frames, err
+			}
+		}
+	}
+	if n, err := ask(1); err != nil || n != 11 {
+		t.Fatalf("allowed: %d frames, %v; want 10 leases and done", n, err)
+	}
+	r.srv.mu.Lock()
+	r.srv.set.Leasequery.Requesters = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+	r.srv.mu.Unlock()
+	denied := testutil.ToFloat64(r.srv.m.Dropped.WithLabelValues("bulk_denied"))
+	if n, err := ask(2); n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("revoked: %d frames, %v; want the connection closed unanswered", n, err)
+	}
+	if d := testutil.ToFloat64(r.srv.m.Dropped.WithLabelValues("bulk_denied")) - denied; d != 1 {
+		t.Fatalf("bulk_denied counted %v, want 1", d)
+	}
+}
+
+// TestBulkFramingCountsOnlyBadFrames: a requester idling past the
+// timeout between queries (RFC 6926 lets it keep its connection) drops
+// nothing; a frame of an impossible length is a framing drop.
+func TestBulkFramingCountsOnlyBadFrames(t *testing.T) {
+	r := newBulkRig(t, 1, loopback, BulkOptions{IdleTimeout: 200 * time.Millisecond})
+	framing := func() float64 { return testutil.ToFloat64(r.srv.m.Dropped.WithLabelValues("bulk_framing")) }
+	closed := func(c net.Conn) {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Fatalf("read %v, want the server's close", err)
+		}
+	}
+	before := framing()
+	idle, err := net.Dial("tcp4", r.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	closed(idle)
+	if d := framing() - before; d != 0 {
+		t.Fatalf("an idle connection closed at its timeout counted %v framing drops", d)
+	}
+	bad, err := net.Dial("tcp4", r.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	bad.Write([]byte{0, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10})
+	closed(bad)
+	if d := framing() - before; d != 1 {
+		t.Fatalf("a 10-byte frame counted %v framing drops, want 1", d)
 	}
 }

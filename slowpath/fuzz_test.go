@@ -555,7 +555,7 @@ func checkBulk(t *testing.T, in []byte) {
 	before := fx.state()
 	var out bytes.Buffer
 	w := bufio.NewWriter(&out)
-	fx.srv.bulk().session(context.Background(), bufio.NewReader(bytes.NewReader(in)), w, srvAddr, func() {})
+	fx.srv.bulk().session(context.Background(), bufio.NewReader(bytes.NewReader(in)), w, srvAddr, func() bool { return true }, func() {})
 	w.Flush()
 	if after := fx.state(); !reflect.DeepEqual(before, after) {
 		t.Fatalf("a bulk leasequery changed state: records %v", changed(before, after))

@@ -433,7 +433,16 @@ func serve(ctx context.Context, path string, stderr io.Writer) error {
 			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		}
-		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		// Idle keep-alive connections and a client that never reads
+		// its answer are bounded, each holding a goroutine and a
+		// socket. A CPU profile or trace runs as long as it is asked
+		// to, within the write timeout (net/http/pprof refuses
+		// longer).
+		writeTimeout := time.Minute
+		if cfg.Server.Pprof {
+			writeTimeout = 10 * time.Minute
+		}
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute, WriteTimeout: writeTimeout}
 		goOwned("metrics", func(ctx context.Context) error {
 			stop := context.AfterFunc(ctx, func() { hs.Close() })
 			defer stop()
