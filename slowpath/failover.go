@@ -447,10 +447,14 @@ func sameAsSent(cur, sent *lease.Lease) bool {
 		cur.PotExp.Unix() == sent.PotExp.Unix() && lease.SameClient(cur, sent)
 }
 
-// commitAndWait commits cl and waits until it is on disk.
+// commitAndWait commits cl and waits until it is on disk and its effects
+// applied: the durable horizons and the fast path's entries, which the
+// store transaction applies after all its callbacks (whenApplied). A
+// caller that looked again at once (RunHorizons, after a full batch) saw
+// the batch's horizons not yet durable and committed it a second time.
 func (s *Server) commitAndWait(ctx context.Context, cl []*lease.Lease, c cause) error {
 	done := make(chan error, 1)
-	s.commit(cl, c, func(err error) { done <- err })
+	s.commit(cl, c, func(err error) { s.whenApplied(func() { done <- err }) })
 	select {
 	case err := <-done:
 		return err
