@@ -320,7 +320,18 @@ func (r *Relationship) Run(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	wg.Wait()
-	return err
+	// A connection accepted or dialed as the loop ended may still sit
+	// in events, which nothing reads now.
+	for {
+		select {
+		case ev := <-events:
+			if ev.conn != nil {
+				ev.conn.Close()
+			}
+		default:
+			return err
+		}
+	}
 }
 
 // load reads the persisted state.
