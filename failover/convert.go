@@ -1,6 +1,7 @@
 package failover
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -19,6 +20,14 @@ const (
 	optVendorClass = 60
 	optRelayInfo   = 82
 )
+
+// optLastXID carries, in client-reply-options between xdhcpd partners and
+// beside the FORCERENEW key, the xid of the client's last transaction
+// (4 bytes): a FORCERENEW must carry it, dhcpcd drops any other (it checks
+// the xid before the authentication), so a partner that got the key but
+// not the xid could not force the client. A site-specific code (RFC 3942:
+// 224 to 254), which only an xdhcpd partner reads; others skip it.
+const optLastXID = 224
 
 // sendOpts says what a binding update carries beyond the draft's fields.
 type sendOpts struct {
@@ -63,6 +72,9 @@ func toBinding(l *lease.Lease, o sendOpts) wire.Binding {
 	b.Expiry, b.PotExp = at(l.Expiry), at(l.PotExp)
 	if o.keys && len(l.ForceRenewKey) == auth.KeyLen {
 		b.ReplyOptions = auth.AppendKeyOption(nil, 0, auth.Key(l.ForceRenewKey))
+		if l.LastXID != 0 {
+			b.ReplyOptions = binary.BigEndian.AppendUint32(append(b.ReplyOptions, optLastXID, 4), l.LastXID)
+		}
 	}
 	if o.rich {
 		var ro []byte
@@ -105,10 +117,8 @@ func fromBinding(b *wire.Binding, skew time.Duration) (*lease.Lease, error) {
 		l.HWType, l.HWAddr = b.HWType, net.HardwareAddr(b.HWAddr)
 	}
 	l.Reserved = b.Flags&wire.FlagReserved != 0
-	if k, ok, err := forceRenewKey(b.ReplyOptions); err != nil {
+	if err := readReplyOptions(b.ReplyOptions, l); err != nil {
 		return nil, fmt.Errorf("%s: %w", b.IP, err)
-	} else if ok {
-		l.ForceRenewKey = k
 	}
 	if st == lease.Active && l.Expiry.IsZero() {
 		return nil, fmt.Errorf("%s: ACTIVE without a lease-expiration-time: %w", b.IP, errMissing)
@@ -135,28 +145,36 @@ func fromBinding(b *wire.Binding, skew time.Duration) (*lease.Lease, error) {
 	return l, nil
 }
 
-// forceRenewKey finds a FORCERENEW key (option 90, RFC 6704 type 1) in
-// client-reply-options. Other options are skipped; a malformed option 90
-// is an error (reject reason 3), not a key silently dropped.
-func forceRenewKey(o []byte) ([]byte, bool, error) {
+// readReplyOptions reads client-reply-options into l: a FORCERENEW key
+// (option 90, RFC 6704 type 1) and the client's last xid (optLastXID).
+// Other options are skipped; a malformed option 90 or xid is an error
+// (reject reason 3), not a key silently dropped.
+func readReplyOptions(o []byte, l *lease.Lease) error {
 	for len(o) > 0 {
 		if o[0] == 0 || o[0] == 255 {
 			o = o[1:]
 			continue
 		}
 		if len(o) < 2 || len(o) < 2+int(o[1]) {
-			return nil, false, fmt.Errorf("client-reply-options truncated: %w", errMissing)
+			return fmt.Errorf("client-reply-options truncated: %w", errMissing)
 		}
-		if o[0] == dhcpwire.OptAuthentication {
-			n, err := auth.ParseNonce(o[2 : 2+int(o[1])])
+		v := o[2 : 2+int(o[1])]
+		switch o[0] {
+		case dhcpwire.OptAuthentication:
+			n, err := auth.ParseNonce(v)
 			if err != nil || n.Type != auth.InfoTypeKey {
-				return nil, false, fmt.Errorf("client-reply-options: option 90 is no FORCERENEW key (%v): %w", err, errMissing)
+				return fmt.Errorf("client-reply-options: option 90 is no FORCERENEW key (%v): %w", err, errMissing)
 			}
-			return n.Value[:], true, nil
+			l.ForceRenewKey = n.Value[:]
+		case optLastXID:
+			if len(v) != 4 {
+				return fmt.Errorf("client-reply-options: an xid of %d bytes: %w", len(v), errMissing)
+			}
+			l.LastXID = binary.BigEndian.Uint32(v)
 		}
 		o = o[2+int(o[1]):]
 	}
-	return nil, false, nil
+	return nil
 }
 
 // packBindings splits bs into messages of at most max bindings (at least

@@ -55,13 +55,14 @@ func TestForceRenewKeyTravels(t *testing.T) {
 	if b := toBinding(l, sendOpts{rich: true}); len(b.ReplyOptions) != 0 {
 		t.Fatalf("a key was sent without TLS: % x", b.ReplyOptions)
 	}
+	l.LastXID = 0xdeadbeef // a FORCERENEW must carry it (dhcpcd checks it first)
 	b := toBinding(l, sendOpts{rich: true, keys: true})
 	back, err := fromBinding(&b, 0)
-	if err != nil || !bytes.Equal(back.ForceRenewKey, key) {
-		t.Fatalf("key read back % x (%v), want % x", back.ForceRenewKey, err, key)
+	if err != nil || !bytes.Equal(back.ForceRenewKey, key) || back.LastXID != l.LastXID {
+		t.Fatalf("key read back % x and xid %#x (%v), want % x and %#x", back.ForceRenewKey, back.LastXID, err, key, l.LastXID)
 	}
-	// Option 90 of another protocol, and a truncated option.
-	for _, bad := range [][]byte{{90, 3, 1, 2, 3}, {90, 30, 1}} {
+	// Option 90 of another protocol, a truncated option, an xid of 3 bytes.
+	for _, bad := range [][]byte{{90, 3, 1, 2, 3}, {90, 30, 1}, {optLastXID, 3, 1, 2, 3}} {
 		b.ReplyOptions = bad
 		if _, err := fromBinding(&b, 0); !errors.Is(err, errMissing) {
 			t.Errorf("client-reply-options % x: %v, want errMissing", bad, err)

@@ -280,6 +280,9 @@ func (s *Server) oneBindingLocked(got netip.Addr, others []netip.Addr, now time.
 // adoptPartnerBinding makes l the partner's binding u.
 func adoptPartnerBinding(l *lease.Lease, u *lease.Lease) {
 	same := l.State == lease.Active && u.State == lease.Active && lease.SameClient(l, u)
+	// The partner's transaction with the client is the later one: its
+	// xid is the one the client expects of a FORCERENEW.
+	theirs := !same || !u.CLTT.Before(l.CLTT)
 	exp := u.Expiry
 	if same && l.Expiry.After(exp) {
 		exp = l.Expiry // draft-12 §7.1.5: the later expiry stands
@@ -316,8 +319,12 @@ func adoptPartnerBinding(l *lease.Lease, u *lease.Lease) {
 	}
 	if len(u.ForceRenewKey) > 0 {
 		// The key the partner gave the client (xdhcpd partners over
-		// TLS send it): this server can FORCERENEW the client too.
+		// TLS send it): this server can FORCERENEW the client too,
+		// with the xid of the client's last transaction, sent beside it.
 		l.ForceRenewKey = u.ForceRenewKey
+		if u.LastXID != 0 && theirs {
+			l.LastXID = u.LastXID
+		}
 	}
 	l.PartnerPending = false
 }

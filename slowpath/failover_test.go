@@ -441,13 +441,13 @@ func TestReservationsInFailover(t *testing.T) {
 	res, err := f.srv.ApplyPartner(context.Background(), []*lease.Lease{
 		{IP: netip.MustParseAddr("10.77.0.103"), State: lease.Backup, Reserved: true},
 		{IP: netip.MustParseAddr("10.77.0.104"), State: lease.Active, HWType: 1, HWAddr: mac(60), CLTT: f.now, Expiry: f.now.Add(time.Hour),
-			PotExp: f.now.Add(time.Hour), ForceRenewKey: bytes.Repeat([]byte{7}, 16)},
+			PotExp: f.now.Add(time.Hour), ForceRenewKey: bytes.Repeat([]byte{7}, 16), LastXID: 0x1234},
 	})
 	if err != nil || res[0] != uint8(wire.ReasonNotReserved) || res[1] != 0 {
 		t.Fatalf("results %v %v, want [19 0]", res, err)
 	}
-	if k := f.store.leases[netip.MustParseAddr("10.77.0.104")].ForceRenewKey; !bytes.Equal(k, bytes.Repeat([]byte{7}, 16)) {
-		t.Fatalf("the partner's FORCERENEW key was not kept: % x", k)
+	if l := f.store.leases[netip.MustParseAddr("10.77.0.104")]; !bytes.Equal(l.ForceRenewKey, bytes.Repeat([]byte{7}, 16)) || l.LastXID != 0x1234 {
+		t.Fatalf("the partner's FORCERENEW key and xid were not kept: % x, %#x", l.ForceRenewKey, l.LastXID)
 	}
 }
 
