@@ -371,8 +371,14 @@ func (m *Maps) Publish(ls []Lease) error {
 	defer m.mu.Unlock()
 	var errs []error
 	b := publishBatch{at: map[[4]byte]int{}}
+	// A lease refused here leaves no entry behind: the one the map holds
+	// says what the slow path said before (the options before a reload,
+	// the serve bit before a FORCERENEW), and the program would go on
+	// answering from it. Without an entry it passes the renewal up.
+	withdraw := map[[4]byte]netip.Addr{}
 	for i := range ls {
 		l := &ls[i]
+		withdraw[key(l.IP)] = l.IP // until it is in the batch
 		if !Publishable(l) {
 			m.refused[refusedTooBig]++
 			errs = append(errs, fmt.Errorf("lease %s does not fit the fast path (client-id %d bytes, template %d bytes)", l.IP, len(l.ClientID), len(l.Template)))
@@ -455,9 +461,19 @@ func (m *Maps) Publish(ls []Lease) error {
 			m.unrefLocked(prev)
 		}
 		m.leaseTpl[key(l.IP)] = id
+		delete(withdraw, key(l.IP))
 	}
 	if err := m.flushLocked(&b); err != nil {
 		errs = append(errs, err)
+	}
+	if len(withdraw) > 0 {
+		ips := make([]netip.Addr, 0, len(withdraw))
+		for _, ip := range withdraw {
+			ips = append(ips, ip)
+		}
+		if err := m.removeLocked(ips); err != nil {
+			errs = append(errs, fmt.Errorf("withdrawing entries the fast path refused: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -596,6 +612,10 @@ func (m *Maps) unrefLocked(id uint32) {
 func (m *Maps) Remove(ips []netip.Addr) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.removeLocked(ips)
+}
+
+func (m *Maps) removeLocked(ips []netip.Addr) error {
 	var errs []error
 	for _, ip := range ips {
 		if _, published := m.leaseTpl[key(ip)]; m.fresh && !published {

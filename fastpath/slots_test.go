@@ -115,6 +115,13 @@ func TestGrantSlotsReusedAfterGrace(t *testing.T) {
 	if len(graces) != 1 || graces[0] != granted {
 		t.Fatalf("grace periods %+v, want one, before slot 1 was touched", graces)
 	}
+	// The address is the new client's in the slow path: the earlier
+	// client's entry, which the refused publish could not replace, is
+	// withdrawn, and its slot 2 freed too.
+	var gone bpf.XdpXdhcpLease
+	if err := objs.XdhcpLeases.Lookup([4]byte{10, 0, 0, 2}, &gone); err == nil {
+		t.Fatalf("the earlier client's entry stayed after a refused publish: %+v", gone)
+	}
 	graceErr = nil
 	if err := m.Publish([]Lease{lease(2, 2)}); err != nil {
 		t.Fatal(err)
@@ -122,8 +129,8 @@ func TestGrantSlotsReusedAfterGrace(t *testing.T) {
 	if len(graces) != 2 || graces[1] != granted {
 		t.Fatalf("grace periods %+v, want the second before slot 1 was reset", graces)
 	}
-	if e := entry(2); e.GrantSlot != 1 {
-		t.Fatalf("the new binding has slot %d, want the freed 1", e.GrantSlot)
+	if e := entry(2); (e.GrantSlot != 1 && e.GrantSlot != 2) || e.Chaddr[4] != 2 {
+		t.Fatalf("the new binding has slot %d for client %d, want a freed one (1 or 2) for client 2", e.GrantSlot, e.Chaddr[4])
 	}
 	check(2, 3, 4, 5)
 

@@ -777,3 +777,29 @@ func TestFingerprintKeyIsKeptWithTheMap(t *testing.T) {
 		t.Fatalf("relayed renewal with the stored option 82: verdict %d; counters %v", v, r.counters(t))
 	}
 }
+
+// TestRefusedRepublishWithdrawsTheEntry: a lease the map can no longer
+// hold as it is now (a reload grew its subnet's options past what an
+// entry carries) loses its entry: the program passes its renewals up to
+// the slow path, which answers with the new options, instead of answering
+// from the entry's old ones.
+func TestRefusedRepublishWithdrawsTheEntry(t *testing.T) {
+	r := loadRig(t)
+	l := directLease()
+	r.publish(t, l)
+	req := frame(direct(clientIP), request(t, clientIP).ToBytes())
+	if v, _ := r.run(t, req, loIndex); v != xdpTx {
+		t.Fatalf("published: verdict %d, want XDP_TX", v)
+	}
+	grown := l
+	grown.Template = make([]byte, fastpath.MaxTemplate+1)
+	if err := r.maps.Publish([]fastpath.Lease{grown}); err == nil {
+		t.Fatal("a template past MaxTemplate was published")
+	}
+	if v, _ := r.run(t, req, loIndex); v != xdpPass {
+		t.Fatalf("after a refused republish: verdict %d, want XDP_PASS (the old entry withdrawn)", v)
+	}
+	if _, ok := r.maps.Granted(clientIP); ok {
+		t.Fatal("the refused lease still has a grant slot")
+	}
+}
