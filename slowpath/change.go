@@ -93,7 +93,26 @@ func (s *Server) serveLocked(l *lease.Lease) bool {
 	if m := s.moveNext[l.IP]; m != nil && m.key == l.ClientKey() {
 		return false // to be NAKed at its next renewal: a Move campaign could not force it
 	}
+	if !s.configGivesLocked(l) {
+		return false // NAKed at its next renewal (availableForLocked)
+	}
 	return s.partner == nil || s.partner.Serve(l)
+}
+
+// configGivesLocked says whether the configuration still gives l's
+// address to l's client, as availableForLocked judges a renewal: a reload
+// may since have reserved it for another client or taken it out of every
+// pool. The slow path NAKs such a renewal; the fast path, which would
+// renew it from its entry, passes it up instead.
+func (s *Server) configGivesLocked(l *lease.Lease) bool {
+	sub := s.subs.forAddr(l.IP)
+	if sub == nil {
+		return false
+	}
+	if res, ok := sub.ReservedIP[l.IP]; ok {
+		return res.ClientKey == l.ClientKey() || res.ClientKey == lease.ClientKey(nil, l.HWType, l.HWAddr)
+	}
+	return sub.set.Contains(l.IP)
 }
 
 // changeLocked is the one way a binding changes. It applies edit to ip's

@@ -422,3 +422,60 @@ func TestSweepLeavesTheFastPathItsClockLag(t *testing.T) {
 		t.Fatalf("without a fast path: %v at its expiry, want expired", l.State)
 	}
 }
+
+// TestReloadTakingTheAddressStopsTheFastPath: a reload that reserves a
+// bound address for another client, or takes it out of every pool, makes
+// the slow path NAK the holder's next renewal (availableForLocked); the
+// republished entry stops serving, so that XDP passes that renewal up
+// instead of renewing the lease from its entry for good.
+func TestReloadTakingTheAddressStopsTheFastPath(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		edit func(sub *Subnet, ip netip.Addr)
+	}{
+		{"reserved for another client", func(sub *Subnet, ip netip.Addr) {
+			k := lease.ClientKey(nil, 1, mac(9))
+			sub.Reserved[k] = Reservation{IP: ip, ClientKey: k}
+			sub.ReservedIP[ip] = Reservation{IP: ip, ClientKey: k}
+		}},
+		{"out of every pool", func(sub *Subnet, ip netip.Addr) {
+			sub.Pools = [][2]netip.Addr{{netip.MustParseAddr("10.77.0.200"), netip.MustParseAddr("10.77.0.209")}}
+		}},
+		{"reserved for its holder", func(sub *Subnet, ip netip.Addr) {
+			k := lease.ClientKey(nil, 1, mac(1))
+			sub.Reserved[k] = Reservation{IP: ip, ClientKey: k}
+			sub.ReservedIP[ip] = Reservation{IP: ip, ClientKey: k}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, fp := newFastFixture(t)
+			ack := f.dora(mac(1))
+			ip := addrOf(ack.YourIPAddr)
+			if !fp.entries[ip].Serve {
+				t.Fatal("a fresh binding's entry does not serve")
+			}
+			f.config = func(cfg *Config) { c.edit(cfg.Subnets[0], ip) }
+			fresh := f.build() // the configuration a reload brings
+			if err := f.srv.Reconfigure(f.srv.settings(), fresh.subs.list, []Interface{fresh.ifaces[7]}); err != nil {
+				t.Fatal(err)
+			}
+			f.srv.PublishAll()
+			holder := c.name == "reserved for its holder"
+			if got := fp.entries[ip].Serve; got != holder {
+				t.Fatalf("entry serves %v after the reload, want %v", got, holder)
+			}
+			f.now = f.now.Add(time.Minute)
+			var got []dhcpv4.MessageType
+			for _, r := range f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ack.YourIPAddr)), srvAddr) {
+				got = append(got, r.MessageType())
+			}
+			want := dhcpv4.MessageTypeNak
+			if holder {
+				want = dhcpv4.MessageTypeAck
+			}
+			if len(got) != 1 || got[0] != want {
+				t.Fatalf("the slow path answered the renewal %v, want %v (the entry must agree)", got, want)
+			}
+		})
+	}
+}
