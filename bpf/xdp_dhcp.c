@@ -567,10 +567,13 @@ static __always_inline int match_lease(struct req *r)
 	}
 
 	/* Where: the relay it was granted through or the client itself past
-	 * the relay; for a direct lease the same interface and VLAN tags. */
+	 * the relay, by unicast (a broadcast that reaches the server
+	 * unrelayed comes from one of its own links: the client moved, and
+	 * the slow path judges it by the receiving interface); for a direct
+	 * lease the same interface and VLAN tags. */
 	int relayed = r->giaddr != 0;
 	if (l->giaddr) {
-		if (!(r->giaddr == l->giaddr || (!relayed && r->h.saddr == r->ciaddr)))
+		if (!(r->giaddr == l->giaddr || (!relayed && r->h.saddr == r->ciaddr && r->h.daddr != IPV4_BROADCAST)))
 			return punt(r, XC_WHERE);
 	} else if (relayed || r->ctx->ingress_ifindex != l->ifindex || r->vlan[0] != l->vlan[0] || r->vlan[1] != l->vlan[1]) {
 		return punt(r, XC_WHERE);

@@ -198,6 +198,7 @@ func TestXDPPunts(t *testing.T) {
 			name: "other relay", lease: relayedLease, ciaddr: relayedIP, how: relayed, reason: "where",
 			mods: []dhcpv4.Modifier{dhcpv4.WithGatewayIP(net.IP{10, 78, 0, 9})},
 		},
+		{name: "relayed lease broadcast on the server's link", lease: relayedLease, ciaddr: relayedIP, how: func() frameOpts { return broadcast(relayedIP) }, reason: "where"},
 		{name: "relayed lease from elsewhere", lease: relayedLease, ciaddr: relayedIP, how: func() frameOpts { o := direct(relayedIP); o.src = netip.MustParseAddr("10.78.1.8"); return o }, reason: "where"},
 		{name: "direct lease through a relay", lease: directLease, ciaddr: clientIP, how: relayed, mods: []dhcpv4.Modifier{dhcpv4.WithGatewayIP(net.IP(relayIP.AsSlice()))}, reason: "where"},
 		{name: "to another server", lease: directLease, ciaddr: clientIP, how: func() frameOpts { o := direct(clientIP); o.dst = netip.MustParseAddr("10.77.0.2"); return o }, reason: "where"},
