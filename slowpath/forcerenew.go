@@ -143,7 +143,8 @@ type CampaignOptions struct {
 	// the configuration gives it now (a reservation, or a pool that is
 	// not draining).
 	Move bool `json:"move,omitempty"`
-	// Rate bounds the clients forced per second; 0 is unlimited.
+	// Rate bounds the clients forced per second; 0 is unlimited. At most
+	// MaxForceRenewRate.
 	Rate float64 `json:"rate,omitempty"`
 }
 
@@ -372,6 +373,12 @@ func newCampaignID(now time.Time) (string, error) {
 	return fmt.Sprintf("%s-%s", now.UTC().Format("20060102T150405"), hex.EncodeToString(b[:])), nil
 }
 
+// MaxForceRenewRate is the largest CampaignOptions.Rate: far above what a
+// server sends, and small enough that the campaign's token count stays
+// exact (a rate of 1e20 overflowed it, and such a campaign never sent a
+// thing and never ended).
+const MaxForceRenewRate = 1e6
+
 // StartForceRenew starts forcing every active lease sel matches, at most
 // o.Rate per second, and returns the campaign's id. The targets are fixed
 // now; the campaign's description and targets are on disk (when the
@@ -381,8 +388,8 @@ func (s *Server) StartForceRenew(sel Selector, o CampaignOptions) (string, error
 	if err := sel.check(); err != nil {
 		return "", err
 	}
-	if o.Rate < 0 {
-		return "", fmt.Errorf("forcerenew: negative rate %v", o.Rate)
+	if o.Rate < 0 || o.Rate > MaxForceRenewRate {
+		return "", fmt.Errorf("forcerenew: rate %v: must be 0 (unlimited) or up to %v a second", o.Rate, float64(MaxForceRenewRate))
 	}
 	now := s.now()
 	id, err := newCampaignID(now)

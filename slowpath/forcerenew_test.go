@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -263,6 +264,13 @@ func TestForceRenewOneClient(t *testing.T) {
 	}
 	if _, err := r.srv.StartForceRenew(Selector{IP: ip, HWAddr: mac(1)}, CampaignOptions{}); !errors.Is(err, ErrSelector) {
 		t.Fatalf("two selectors: %v", err)
+	}
+	// A rate the token count cannot hold (it overflowed, and the
+	// campaign never sent anything nor ended) or a negative one.
+	for _, rate := range []float64{1e20, MaxForceRenewRate * 2, -1} {
+		if _, err := r.srv.StartForceRenew(Selector{IP: ip}, CampaignOptions{Rate: rate}); err == nil || !strings.Contains(err.Error(), "rate") {
+			t.Fatalf("rate %v: %v, want a rate error", rate, err)
+		}
 	}
 }
 
