@@ -620,8 +620,11 @@ func (s *Server) persistCampaigns() error {
 	var errs []error
 	for _, p := range puts {
 		if err := s.camps.PutCampaign(p.id, p.meta, p.ts); err != nil {
-			// The progress stays in memory; a restart would force these
-			// clients again, which is harmless.
+			// The progress stays in memory, and is marked to be stored
+			// again at the next tick: a stop that was not stored would
+			// otherwise be lost (a restart resumed the campaign, and a
+			// second stop found it stopped and stored nothing).
+			s.redirtyCampaign(p.id, p.meta != nil, p.ts)
 			errs = append(errs, err)
 		}
 	}
@@ -726,6 +729,21 @@ func (s *Server) forceRenewTick(now time.Time) {
 	s.sendForceRenews(resend, now)
 	if err := s.persistCampaigns(); err != nil {
 		_ = err // logged by persistCampaigns; retried on the next tick
+	}
+}
+
+// redirtyCampaign marks what a failed store of campaign id left unstored:
+// its description when meta is set, and the targets in ts.
+func (s *Server) redirtyCampaign(id string, meta bool, ts map[netip.Addr][]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.campaigns[id]
+	if c == nil {
+		return
+	}
+	c.metaDirty = c.metaDirty || meta
+	for ip := range ts {
+		c.dirty[ip] = true
 	}
 }
 

@@ -1002,3 +1002,52 @@ func TestForceRenewAnswerCountsOnceApplied(t *testing.T) {
 		})
 	}
 }
+
+// flakyCamps is a CampaignStore whose writes fail while fail is set; it
+// keeps the last description written per campaign.
+type flakyCamps struct {
+	mu   sync.Mutex
+	fail bool
+	meta map[string][]byte
+}
+
+func (f *flakyCamps) PutCampaign(id string, meta []byte, _ map[netip.Addr][]byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail {
+		return errors.New("disk on fire")
+	}
+	if meta != nil {
+		f.meta[id] = meta
+	}
+	return nil
+}
+func (f *flakyCamps) CampaignRecords() ([]CampaignRecord, error) { return nil, nil }
+
+// TestCampaignStopStoredAfterAFailedWrite: a stop whose write fails is
+// written at a later tick once the store works again (it was forgotten:
+// a restart resumed the campaign, and a second stop stored nothing).
+func TestCampaignStopStoredAfterAFailedWrite(t *testing.T) {
+	camps := &flakyCamps{meta: map[string][]byte{}}
+	r := newFRRig(t, camps, nil)
+	ack := r.dora(mac(1), cap145)
+	id, err := r.srv.StartForceRenew(Selector{IP: addrOf(ack.YourIPAddr)}, CampaignOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	camps.mu.Lock()
+	camps.fail = true
+	camps.mu.Unlock()
+	if err := r.srv.StopCampaign(id); err == nil {
+		t.Fatal("a stop whose write failed reported success")
+	}
+	camps.mu.Lock()
+	camps.fail = false
+	camps.mu.Unlock()
+	r.srv.forceRenewTick(r.now)
+	camps.mu.Lock()
+	defer camps.mu.Unlock()
+	if !bytes.Contains(camps.meta[id], []byte(`"stopped":true`)) {
+		t.Fatalf("the stop was not stored once the store worked: %s", camps.meta[id])
+	}
+}
