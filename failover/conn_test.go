@@ -5,11 +5,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xdhcp/xdhcp/internal/nettest"
 )
 
 // TestLinkReportsItsEndWhenClosedHere: a link closed on this side (its
@@ -44,21 +44,6 @@ func TestLinkReportsItsEndWhenClosedHere(t *testing.T) {
 	}
 }
 
-// failingListener fails its first n Accepts as a process out of file
-// descriptors would.
-type failingListener struct {
-	net.Listener
-	n int
-}
-
-func (l *failingListener) Accept() (net.Conn, error) {
-	if l.n > 0 {
-		l.n--
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
-	}
-	return l.Listener.Accept()
-}
-
 // TestAcceptErrorsAreWaitedOut: an accept that fails for a while does not
 // end the listener: the partner's next connection is taken. (It ended
 // before without a word, and the partner's connections sat in the
@@ -73,7 +58,7 @@ func TestAcceptErrorsAreWaitedOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := &failingListener{Listener: tcp, n: 3}
+	ln := &nettest.FailingListener{Listener: tcp, N: 3}
 	ctx, cancel := context.WithCancel(context.Background())
 	events := make(chan event, 1)
 	done := make(chan struct{})

@@ -8,9 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xdhcp/xdhcp/internal/nettest"
 )
 
 func startServer(t *testing.T) string {
@@ -104,21 +105,6 @@ func TestSecondServerRefused(t *testing.T) {
 	}
 }
 
-// failingListener fails its first n Accepts as a process out of file
-// descriptors would.
-type failingListener struct {
-	net.Listener
-	n int
-}
-
-func (l *failingListener) Accept() (net.Conn, error) {
-	if l.n > 0 {
-		l.n--
-		return nil, &net.OpError{Op: "accept", Net: "unix", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
-	}
-	return l.Listener.Accept()
-}
-
 // TestAcceptErrorsAreWaitedOut: an accept that fails for a while (out of
 // file descriptors) neither ends Serve, whose end stops the daemon, nor
 // the socket: the next command is answered.
@@ -130,7 +116,7 @@ func TestAcceptErrorsAreWaitedOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.ln = &failingListener{Listener: srv.ln, n: 3}
+	srv.ln = &nettest.FailingListener{Listener: srv.ln, N: 3}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
