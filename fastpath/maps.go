@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -109,6 +110,10 @@ type Maps struct {
 	// fpKey keys the option 82 fingerprints (xdhcp_settings.fp_key),
 	// read from the settings map or chosen when it has none.
 	fpKey uint64
+	// offsetNs is the wall-clock offset Tick last wrote, once offsetSet
+	// (Clock).
+	offsetNs  atomic.Int64
+	offsetSet atomic.Bool
 
 	mu       sync.Mutex
 	settings Settings
@@ -378,7 +383,9 @@ func (m *Maps) Publish(ls []Lease) error {
 	withdraw := map[[4]byte]netip.Addr{}
 	for i := range ls {
 		l := &ls[i]
-		withdraw[key(l.IP)] = l.IP // until it is in the batch
+		if l.IP.Is4() {
+			withdraw[key(l.IP)] = l.IP // until it is in the batch
+		}
 		if !Publishable(l) {
 			m.refused[refusedTooBig]++
 			errs = append(errs, fmt.Errorf("lease %s does not fit the fast path (client-id %d bytes, template %d bytes)", l.IP, len(l.ClientID), len(l.Template)))
@@ -859,7 +866,24 @@ func (m *Maps) Tick() error {
 	if err := m.config.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("writing fast path settings: %w", err)
 	}
+	m.offsetNs.Store(v.WallOffsetNs)
+	m.offsetSet.Store(true)
 	return nil
+}
+
+// Clock is the unix time the program reads now: CLOCK_MONOTONIC plus the
+// offset Tick last wrote, false before the first. Between a step of the
+// system clock and the next Tick the program's time is the old one; and
+// it reads the coarse clock, up to a tick behind this.
+func (m *Maps) Clock() (time.Time, bool) {
+	if !m.offsetSet.Load() {
+		return time.Time{}, false
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ts.Nano()+m.offsetNs.Load()), true
 }
 
 // SetInterface records the MAC address replies to broadcast requests on

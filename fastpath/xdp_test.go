@@ -474,6 +474,18 @@ func TestXDPClockFollowsOffset(t *testing.T) {
 		t.Fatal(err)
 	}
 	renew(time.Hour)
+
+	// Clock says what the program reads: the time of the last Tick's
+	// offset (here the daemon's clock, two hours ahead) on the monotonic
+	// clock.
+	r.maps.SetClock(func() time.Time { return time.Now().Add(2 * time.Hour) })
+	if err := r.maps.Tick(); err != nil {
+		t.Fatal(err)
+	}
+	renew(2 * time.Hour)
+	if c, ok := r.maps.Clock(); !ok || c.Sub(time.Now().Add(2*time.Hour)).Abs() > time.Second {
+		t.Fatalf("Clock %v (%v), want the program's time, two hours ahead", c, ok)
+	}
 }
 
 // TestPublishKeepsLaterGrant: republishing a lease the program renewed

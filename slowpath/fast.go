@@ -24,9 +24,14 @@ type FastPath interface {
 	// Granted returns the expiry the fast path last granted for ip. The
 	// sweeper asks before expiring a lease, because the renewal event may
 	// still be on its way; the XDP program refuses renewals at or after
-	// that expiry, and the sweep leaves it the lag of its clock
-	// (fastClockGrace), so the two cannot race.
+	// that expiry, and the sweep goes by the earlier of its clock and
+	// the program's, less the coarse clock's lag (fastClockGrace), so the
+	// two cannot race.
 	Granted(ip netip.Addr) (time.Time, bool)
+	// Clock is the time the XDP program reads now, false when it cannot
+	// say: it follows the system clock only at its next offset refresh,
+	// and the sweep must not judge a lease due before the program does.
+	Clock() (time.Time, bool)
 }
 
 // FastLease is everything the XDP program needs to answer a renewal

@@ -20,6 +20,8 @@ type mapFast struct {
 	mu      sync.Mutex
 	entries map[netip.Addr]FastLease
 	granted map[netip.Addr]time.Time
+	// clock is what Clock reports, when set.
+	clock time.Time
 	// published is every entry ever given to Publish, in order, and
 	// removed every address given to Remove.
 	published []FastLease
@@ -47,6 +49,14 @@ func (m *mapFast) Remove(ips []netip.Addr) error {
 		delete(m.entries, ip)
 	}
 	return nil
+}
+
+// Clock is the program's clock when the test set one (a stale offset
+// after a step of the system clock), else unknown.
+func (m *mapFast) Clock() (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.clock, !m.clock.IsZero()
 }
 
 func (m *mapFast) Granted(ip netip.Addr) (time.Time, bool) {
@@ -412,6 +422,24 @@ func TestSweepLeavesTheFastPathItsClockLag(t *testing.T) {
 	}
 	if l := f.store.leases[quiet]; l.State != lease.Expired {
 		t.Fatalf("not renewed: %v %v after its expiry, want expired", l.State, fastClockGrace*time.Second)
+	}
+
+	// The system clock was stepped forward and the program has not yet
+	// taken the new offset: it still reads a time before the expiry, and
+	// the lease waits for it.
+	late, _ := netip.AddrFromSlice(f.dora(mac(4)).YourIPAddr.To4())
+	lexp := f.store.leases[late].Expiry
+	fp.granted[late] = lexp
+	f.now = lexp.Add(time.Minute)
+	fp.clock = lexp.Add(-time.Second)
+	f.srv.Sweep()
+	if l := f.store.leases[late]; l.State != lease.Active {
+		t.Fatalf("expired by the stepped clock while the program's still read before its expiry: %v", l.State)
+	}
+	fp.clock = f.now // the offset refreshed
+	f.srv.Sweep()
+	if l := f.store.leases[late]; l.State != lease.Expired {
+		t.Fatalf("with the program's clock caught up: %v, want expired", l.State)
 	}
 
 	g := newFixture(t) // no fast path

@@ -231,10 +231,6 @@ type Server struct {
 	fast FastPath
 	// staleFast is Config.StaleFastPath.
 	staleFast bool
-	// sweptAt is the system clock, with its monotonic reading, at the
-	// last Sweep, and sweepHeldUntil when a step of the system clock
-	// last held the expiry of active leases back (sweepDue).
-	sweptAt, sweepHeldUntil time.Time
 	// ahead sends the ACKs given on the horizon (Run runs it).
 	ahead *aheadSender
 	// partner is the failover partner, nil without failover.

@@ -56,8 +56,8 @@ func (s *Server) Sweep() {
 		// Made anew, it holds one per record at most.
 		s.rebuildExpiryLocked()
 	}
-	due, ok := s.sweepDueLocked(now)
-	for i := 0; ok && i < sweepBatch && len(s.expiry) > 0 && s.expiry[0].at <= due; i++ {
+	due := s.sweepDueLocked(now)
+	for i := 0; i < sweepBatch && len(s.expiry) > 0 && s.expiry[0].at <= due; i++ {
 		e := heap.Pop(&s.expiry).(expiryEntry)
 		ip := lease.AddrFromUint32(e.ip)
 		b, ok := s.leases.Brief(ip)
@@ -112,34 +112,26 @@ func (s *Server) Sweep() {
 // ACK a renewal the sweep has just judged due, after the sweep asked for
 // the grant (Granted) and before the map entry is withdrawn. That ACK
 // would be lost with the lease, and the address given to another client.
-// Two seconds cover the tick and one refresh of the offset; the sweep
-// then finds any such grant in the map.
+// The sweep therefore goes by the earlier of its own clock and the
+// program's (FastPath.Clock: after a step of the system clock the program
+// keeps the old time until the offset's next refresh), less two seconds
+// for the coarse tick and the rounding to seconds; it then finds any such
+// grant in the map.
 const fastClockGrace = 2
 
-// sweepDueLocked is the second up to which expiry entries are due now,
-// and false when none is: with a fast path, fastClockGrace before now;
-// and while the system clock has just been stepped, none, until the fast
-// path has taken the new offset (its program would read the old time
-// for up to a second). Without a fast path nothing else grants, and a
-// lease is due at its expiry.
-func (s *Server) sweepDueLocked(now time.Time) (int64, bool) {
+// sweepDueLocked is the second up to which expiry entries are due now:
+// with a fast path, as fastClockGrace says; without one nothing else
+// grants, and a lease is due at its expiry.
+func (s *Server) sweepDueLocked(now time.Time) int64 {
 	if s.fast == nil && !s.staleFast {
-		return now.Unix(), true
+		return now.Unix()
 	}
-	sys := time.Now()
-	if !s.sweptAt.IsZero() {
-		// Wall-clock and monotonic time since the last sweep differ
-		// by the step.
-		if d := sys.Round(0).Sub(s.sweptAt.Round(0)) - sys.Sub(s.sweptAt); d > time.Second/2 || d < -time.Second/2 {
-			s.sweepHeldUntil = sys.Add(fastClockGrace * time.Second)
-			s.log.Warn("the system clock was stepped: leases expire again once the fast path has the new time", "step", d.Round(time.Millisecond))
+	if s.fast != nil {
+		if c, ok := s.fast.Clock(); ok && c.Before(now) {
+			now = c
 		}
 	}
-	s.sweptAt = sys
-	if sys.Before(s.sweepHeldUntil) {
-		return 0, false
-	}
-	return now.Unix() - fastClockGrace, true
+	return now.Unix() - fastClockGrace
 }
 
 // expirySlack is how far the expiry heap may grow past twice the number

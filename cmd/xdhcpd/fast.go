@@ -159,6 +159,14 @@ func (f loadingFast) Remove(ips []netip.Addr) error {
 	return a.Remove(ips)
 }
 
+func (f loadingFast) Clock() (time.Time, bool) {
+	a, err := f.adapter()
+	if err != nil {
+		return time.Time{}, false
+	}
+	return a.Clock()
+}
+
 func (f loadingFast) Granted(ip netip.Addr) (time.Time, bool) {
 	a, err := f.adapter()
 	if err != nil {

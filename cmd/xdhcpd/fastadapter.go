@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"net/netip"
 	"time"
 
@@ -14,14 +15,28 @@ type fastAdapter struct{ m *fastpath.Maps }
 
 func (a fastAdapter) Publish(ls []fastpath.Lease) error {
 	out := make([]fastpath.Lease, 0, len(ls))
+	var gone []netip.Addr
 	for i := range ls {
 		if !fastpath.Publishable(&ls[i]) {
-			continue // the slow path answers it
+			// The slow path answers it, so no entry may be left
+			// answering from what the lease was before (a client-id
+			// or option block that grew past an entry's room, a new
+			// client for the address).
+			if ls[i].IP.Is4() {
+				gone = append(gone, ls[i].IP)
+			}
+			continue
 		}
 		out = append(out, ls[i])
 	}
-	return a.m.Publish(out)
+	err := a.m.Publish(out)
+	if len(gone) > 0 {
+		err = errors.Join(err, a.m.Remove(gone))
+	}
+	return err
 }
+
+func (a fastAdapter) Clock() (time.Time, bool) { return a.m.Clock() }
 
 func (a fastAdapter) Remove(ips []netip.Addr) error { return a.m.Remove(ips) }
 
