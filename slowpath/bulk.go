@@ -247,6 +247,9 @@ var errBadFrame = errors.New("bad bulk leasequery frame")
 func readBulkFrame(r *bufio.Reader) ([]byte, error) {
 	var l [2]byte
 	if _, err := io.ReadFull(r, l[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("%w: truncated length", errBadFrame)
+		}
 		return nil, err
 	}
 	n := int(binary.BigEndian.Uint16(l[:]))

@@ -282,7 +282,8 @@ func adoptPartnerBinding(l *lease.Lease, u *lease.Lease) {
 	same := l.State == lease.Active && u.State == lease.Active && lease.SameClient(l, u)
 	// The partner's transaction with the client is the later one: its
 	// xid is the one the client expects of a FORCERENEW.
-	theirs := !same || !u.CLTT.Before(l.CLTT)
+	// (The partner's times are whole seconds.)
+	theirs := !same || !u.CLTT.Before(l.CLTT.Truncate(time.Second))
 	exp := u.Expiry
 	if same && l.Expiry.After(exp) {
 		exp = l.Expiry // draft-12 §7.1.5: the later expiry stands

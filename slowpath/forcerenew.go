@@ -388,7 +388,7 @@ func (s *Server) StartForceRenew(sel Selector, o CampaignOptions) (string, error
 	if err := sel.check(); err != nil {
 		return "", err
 	}
-	if o.Rate < 0 || o.Rate > MaxForceRenewRate {
+	if !(o.Rate >= 0 && o.Rate <= MaxForceRenewRate) { // NaN too
 		return "", fmt.Errorf("forcerenew: rate %v: must be 0 (unlimited) or up to %v a second", o.Rate, float64(MaxForceRenewRate))
 	}
 	now := s.now()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"math"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -267,7 +268,7 @@ func TestForceRenewOneClient(t *testing.T) {
 	}
 	// A rate the token count cannot hold (it overflowed, and the
 	// campaign never sent anything nor ended) or a negative one.
-	for _, rate := range []float64{1e20, MaxForceRenewRate * 2, -1} {
+	for _, rate := range []float64{1e20, MaxForceRenewRate * 2, -1, math.NaN()} {
 		if _, err := r.srv.StartForceRenew(Selector{IP: ip}, CampaignOptions{Rate: rate}); err == nil || !strings.Contains(err.Error(), "rate") {
 			t.Fatalf("rate %v: %v, want a rate error", rate, err)
 		}
