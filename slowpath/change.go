@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/xdhcp/xdhcp/internal/dhcpwire"
 	"github.com/xdhcp/xdhcp/slowpath/lease"
 )
 
@@ -96,7 +97,25 @@ func (s *Server) serveLocked(l *lease.Lease) bool {
 	if !s.configGivesLocked(l) {
 		return false // NAKed at its next renewal (availableForLocked)
 	}
+	if !s.serverIDCurrentLocked(l) {
+		return false // the slow path's ACK sends the new server-id and stores it
+	}
 	return s.partner == nil || s.partner.Serve(l)
+}
+
+// serverIDCurrentLocked says whether l's stored server-id, which the fast
+// path puts in its ACKs, is still the one its subnet is configured with.
+// A reload that changes a subnet's server-id makes the slow path answer
+// with the new one (serverIDLocked) and store it; until a lease's next
+// slow-path ACK the fast path would go on sending the old one. A relay's
+// RFC 5107 override, kept in the stored option 82, stands.
+func (s *Server) serverIDCurrentLocked(l *lease.Lease) bool {
+	sub := s.subs.forAddr(l.IP)
+	if sub == nil || !sub.ServerID.IsValid() || l.ServerID == sub.ServerID {
+		return true
+	}
+	_, override := dhcpwire.SubOption(l.RelayInfo, dhcpwire.SubOptServerIDOverr)
+	return override
 }
 
 // configGivesLocked says whether the configuration still gives l's

@@ -507,3 +507,34 @@ func TestReloadTakingTheAddressStopsTheFastPath(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadChangingTheServerIDStopsTheFastPathOnce: after a reload that
+// changes a subnet's server-id, the slow path ACKs with the new one; the
+// fast path, which sends the stored one, passes the renewal up until a
+// slow-path ACK has stored the new server-id, and then serves again.
+func TestReloadChangingTheServerIDStopsTheFastPathOnce(t *testing.T) {
+	f, fp := newFastFixture(t)
+	ack := f.dora(mac(1))
+	ip := addrOf(ack.YourIPAddr)
+	if e := fp.entries[ip]; !e.Serve || e.ServerID != srvAddr {
+		t.Fatalf("entry serves %v with server-id %v, want serving with %v", e.Serve, e.ServerID, srvAddr)
+	}
+	newID := netip.MustParseAddr("10.77.0.2")
+	f.config = func(cfg *Config) { cfg.Subnets[0].ServerID = newID }
+	fresh := f.build()
+	if err := f.srv.Reconfigure(f.srv.settings(), fresh.subs.list, []Interface{fresh.ifaces[7]}); err != nil {
+		t.Fatal(err)
+	}
+	f.srv.PublishAll()
+	if fp.entries[ip].Serve {
+		t.Fatal("the entry still serves with the old server-id after the reload")
+	}
+	f.now = f.now.Add(time.Minute)
+	got := f.send(msg(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ack.YourIPAddr)), srvAddr)
+	if len(got) != 1 || got[0].MessageType() != dhcpv4.MessageTypeAck || !got[0].ServerIdentifier().Equal(newID.AsSlice()) {
+		t.Fatalf("the slow path answered %v, want an ACK with server-id %v", got, newID)
+	}
+	if e := fp.entries[ip]; !e.Serve || e.ServerID != newID {
+		t.Fatalf("after the slow path's ACK the entry serves %v with %v, want serving with %v", e.Serve, e.ServerID, newID)
+	}
+}
