@@ -379,21 +379,30 @@ func (m *Maps) Publish(ls []Lease) error {
 	// A lease refused here leaves no entry behind: the one the map holds
 	// says what the slow path said before (the options before a reload,
 	// the serve bit before a FORCERENEW), and the program would go on
-	// answering from it. Without an entry it passes the renewal up.
-	withdraw := map[[4]byte]netip.Addr{}
+	// answering from it. Without an entry it passes the renewal up. The
+	// set is made at the first refusal: nearly every call has none.
+	var withdraw map[[4]byte]netip.Addr
+	refuse := func(ip netip.Addr) {
+		if !ip.Is4() {
+			return
+		}
+		if withdraw == nil {
+			withdraw = map[[4]byte]netip.Addr{}
+		}
+		withdraw[key(ip)] = ip
+	}
 	for i := range ls {
 		l := &ls[i]
-		if l.IP.Is4() {
-			withdraw[key(l.IP)] = l.IP // until it is in the batch
-		}
 		if !Publishable(l) {
 			m.refused[refusedTooBig]++
 			errs = append(errs, fmt.Errorf("lease %s does not fit the fast path (client-id %d bytes, template %d bytes)", l.IP, len(l.ClientID), len(l.Template)))
+			refuse(l.IP)
 			continue
 		}
 		id, err := m.templateLocked(l.Template)
 		if err != nil {
 			errs = append(errs, err)
+			refuse(l.IP)
 			continue
 		}
 		v := bpf.XdpXdhcpLease{
@@ -440,6 +449,7 @@ func (m *Maps) Publish(ls []Lease) error {
 				m.refused[refusedSlotsFull]++
 				m.unrefLocked(id)
 				errs = append(errs, fmt.Errorf("lease %s: %w", l.IP, serr))
+				refuse(l.IP)
 				continue
 			}
 			v.Gen, v.GrantSlot = m.newGenLocked(), slot
@@ -451,6 +461,7 @@ func (m *Maps) Publish(ls []Lease) error {
 		default:
 			m.unrefLocked(id)
 			errs = append(errs, fmt.Errorf("reading lease entry %s: %w", l.IP, err))
+			refuse(l.IP)
 			continue
 		}
 		if again {

@@ -86,52 +86,43 @@ func (s *Server) horizonLocked(l *lease.Lease, now time.Time) (time.Time, bool) 
 // answer its renewals alone: always, unless a FORCERENEW is pending for it
 // (the slow path must see the REQUEST that answers it: to stop
 // retransmitting, and to NAK it for a move), its client is to be moved at
-// its next renewal, or the partner says otherwise.
-func (s *Server) serveLocked(l *lease.Lease) bool {
+// its next renewal, the configuration no longer answers as the entry would
+// (configCurrent; sub is l's subnet), or the partner says otherwise.
+func (s *Server) serveLocked(l *lease.Lease, sub *Subnet) bool {
 	if s.frPending[l.IP] != nil {
 		return false
 	}
 	if m := s.moveNext[l.IP]; m != nil && m.key == l.ClientKey() {
 		return false // to be NAKed at its next renewal: a Move campaign could not force it
 	}
-	if !s.configGivesLocked(l) {
-		return false // NAKed at its next renewal (availableForLocked)
-	}
-	if !s.serverIDCurrentLocked(l) {
-		return false // the slow path's ACK sends the new server-id and stores it
+	if !configCurrent(l, sub) {
+		return false // the slow path NAKs it, or sends the new server-id and stores it
 	}
 	return s.partner == nil || s.partner.Serve(l)
 }
 
-// serverIDCurrentLocked says whether l's stored server-id, which the fast
-// path puts in its ACKs, is still the one its subnet is configured with.
-// A reload that changes a subnet's server-id makes the slow path answer
-// with the new one (serverIDLocked) and store it; until a lease's next
-// slow-path ACK the fast path would go on sending the old one. A relay's
-// RFC 5107 override, kept in the stored option 82, stands.
-func (s *Server) serverIDCurrentLocked(l *lease.Lease) bool {
-	sub := s.subs.forAddr(l.IP)
-	if sub == nil || !sub.ServerID.IsValid() || l.ServerID == sub.ServerID {
+// configCurrent says whether the fast path's entry for l, in subnet sub,
+// still answers as the slow path would under the configuration now. A
+// reload may since have:
+//   - reserved the address for another client, or taken it out of every
+//     pool: the slow path NAKs the renewal (availableForLocked);
+//   - changed the subnet's server-id: the slow path answers with the new
+//     one (serverIDLocked) and stores it, where the entry holds the old
+//     one until that ACK. A relay's RFC 5107 override, kept in the
+//     stored option 82, stands.
+func configCurrent(l *lease.Lease, sub *Subnet) bool {
+	if res, ok := sub.ReservedIP[l.IP]; ok {
+		if res.ClientKey != l.ClientKey() && res.ClientKey != lease.ClientKey(nil, l.HWType, l.HWAddr) {
+			return false
+		}
+	} else if !sub.set.Contains(l.IP) {
+		return false
+	}
+	if !sub.ServerID.IsValid() || l.ServerID == sub.ServerID {
 		return true
 	}
 	_, override := dhcpwire.SubOption(l.RelayInfo, dhcpwire.SubOptServerIDOverr)
 	return override
-}
-
-// configGivesLocked says whether the configuration still gives l's
-// address to l's client, as availableForLocked judges a renewal: a reload
-// may since have reserved it for another client or taken it out of every
-// pool. The slow path NAKs such a renewal; the fast path, which would
-// renew it from its entry, passes it up instead.
-func (s *Server) configGivesLocked(l *lease.Lease) bool {
-	sub := s.subs.forAddr(l.IP)
-	if sub == nil {
-		return false
-	}
-	if res, ok := sub.ReservedIP[l.IP]; ok {
-		return res.ClientKey == l.ClientKey() || res.ClientKey == lease.ClientKey(nil, l.HWType, l.HWAddr)
-	}
-	return sub.set.Contains(l.IP)
 }
 
 // changeLocked is the one way a binding changes. It applies edit to ip's

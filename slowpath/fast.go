@@ -59,7 +59,7 @@ func (s *Server) fastLeaseLocked(l *lease.Lease) (FastLease, bool) {
 	return FastLease{
 		IP: l.IP, Expiry: l.Expiry, HWType: l.HWType, HWAddr: l.HWAddr, ClientID: l.ClientID, ServerID: l.ServerID,
 		IfIndex: l.IfIndex, VLANs: l.VLANs, GIAddr: l.GIAddr, LeaseTime: t[0], T1: t[1], T2: t[2],
-		Horizon: l.DurableHorizon, Serve: s.serveLocked(l), Template: sub.Options, RelayInfo: l.RelayInfo,
+		Horizon: l.DurableHorizon, Serve: s.serveLocked(l, sub), Template: sub.Options, RelayInfo: l.RelayInfo,
 	}, true
 }
 
